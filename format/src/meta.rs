@@ -1,0 +1,138 @@
+//! The JSON metadata document (docs/FORMAT.md, "Metadata").
+
+use serde::{Deserialize, Serialize};
+
+use crate::{FormatError, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub format: String,
+    pub architecture: String,
+    pub config: ModelConfig,
+    pub tokenizer: TokenizerMeta,
+    #[serde(default)]
+    pub provenance: Option<Provenance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn_dim: usize,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub rope_theta: f32,
+    /// "interleaved" or "neox".
+    pub rope_layout: String,
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    pub norm_eps: f32,
+    pub tied_embeddings: bool,
+    #[serde(default)]
+    pub attn_qkv_bias: bool,
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum RopeScaling {
+    Linear {
+        factor: f32,
+    },
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_context_length: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenizerMeta {
+    /// The Hugging Face `tokenizer.json` document.
+    pub hf_json: String,
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    #[serde(default)]
+    pub eos_token_ids: Vec<u32>,
+    #[serde(default)]
+    pub add_bos: bool,
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    #[serde(default)]
+    pub bos_token: Option<String>,
+    #[serde(default)]
+    pub eos_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub tool: String,
+    pub created: String,
+    pub sources: Vec<SourceFile>,
+    pub recipe: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceFile {
+    pub name: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Upper bounds that keep a hostile file from asking for absurd allocations later.
+const MAX_LAYERS: usize = 1 << 12;
+const MAX_WIDTH: usize = 1 << 20;
+const MAX_VOCAB: usize = 1 << 24;
+const MAX_CONTEXT: usize = 1 << 24;
+
+impl Metadata {
+    /// Checks the values the runtime sizes buffers from.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(FormatError::MetadataValue(m));
+        if self.format != "autark" {
+            return bad(format!("format is {:?}, expected \"autark\"", self.format));
+        }
+        let c = &self.config;
+        let ranges = [
+            ("n_layers", c.n_layers, MAX_LAYERS),
+            ("d_model", c.d_model, MAX_WIDTH),
+            ("n_heads", c.n_heads, MAX_WIDTH),
+            ("n_kv_heads", c.n_kv_heads, MAX_WIDTH),
+            ("head_dim", c.head_dim, MAX_WIDTH),
+            ("ffn_dim", c.ffn_dim, MAX_WIDTH * 4),
+            ("vocab_size", c.vocab_size, MAX_VOCAB),
+            ("context_length", c.context_length, MAX_CONTEXT),
+        ];
+        for (name, v, max) in ranges {
+            if v == 0 || v > max {
+                return bad(format!("config.{name} = {v} is outside 1..={max}"));
+            }
+        }
+        if c.n_heads % c.n_kv_heads != 0 {
+            return bad(format!(
+                "n_heads {} is not a multiple of n_kv_heads {}",
+                c.n_heads, c.n_kv_heads
+            ));
+        }
+        if c.head_dim % 2 != 0 {
+            return bad(format!("head_dim {} is odd", c.head_dim));
+        }
+        if c.rope_layout != "interleaved" && c.rope_layout != "neox" {
+            return bad(format!(
+                "rope_layout {:?} (expected interleaved or neox)",
+                c.rope_layout
+            ));
+        }
+        if !(c.rope_theta.is_finite() && c.rope_theta > 0.0)
+            || !(c.norm_eps.is_finite() && c.norm_eps >= 0.0)
+        {
+            return bad("rope_theta or norm_eps is not a positive finite number".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,272 @@
+use super::*;
+
+pub(crate) fn sample_metadata() -> Metadata {
+    Metadata {
+        format: "autark".into(),
+        architecture: "llama".into(),
+        config: ModelConfig {
+            n_layers: 1,
+            d_model: 32,
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 16,
+            ffn_dim: 64,
+            vocab_size: 8,
+            context_length: 64,
+            rope_theta: 10000.0,
+            rope_layout: "neox".into(),
+            rope_scaling: None,
+            norm_eps: 1e-5,
+            tied_embeddings: true,
+            attn_qkv_bias: false,
+            sliding_window: None,
+        },
+        tokenizer: TokenizerMeta {
+            hf_json: "{}".into(),
+            bos_token_id: Some(1),
+            eos_token_ids: vec![2],
+            add_bos: false,
+            chat_template: None,
+            bos_token: None,
+            eos_token: None,
+        },
+        provenance: None,
+    }
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("autark-format-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_x(path: &Path) -> Vec<u8> {
+    let specs = [TensorSpec {
+        name: "x".into(),
+        dtype: DType::F32,
+        shape: vec![2],
+    }];
+    let mut w = Writer::create(path, &sample_metadata(), &specs).unwrap();
+    let data: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    w.write_tensor("x", &data).unwrap();
+    w.finish().unwrap();
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn example_bytes() {
+    let d = tmpdir("example");
+    let b = write_x(&d.join("x.autark"));
+    let m = serde_json::to_vec(&sample_metadata()).unwrap().len();
+    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    assert_eq!(&b[0..4], b"ATRK");
+    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 1);
+    assert_eq!(u16::from_le_bytes([b[6], b[7]]), 0);
+    assert_eq!(u32_at(8), 128);
+    assert_eq!(u32_at(12), 64);
+    assert_eq!(u64_at(16), 128);
+    assert_eq!(u64_at(24), m as u64);
+    assert_eq!(u64_at(32), 128 + m as u64);
+    assert_eq!(u64_at(40), 73);
+    assert_eq!(u64_at(48), 1);
+    let dofs = (201 + m).div_ceil(64) * 64;
+    assert_eq!(u64_at(56), dofs as u64);
+    assert_eq!(u64_at(64), 8);
+    assert!(b[104..128].iter().all(|&x| x == 0));
+    // The table entry.
+    let e = 128 + m;
+    assert_eq!(u32_at(e), 1);
+    assert_eq!(b[e + 4], b'x');
+    assert_eq!(u32_at(e + 5), 0); // f32
+    assert_eq!(u32_at(e + 9), 0); // layout
+    assert_eq!(u32_at(e + 13), 1); // n_dims
+    assert_eq!(u64_at(e + 17), 2);
+    assert_eq!(u64_at(e + 25), dofs as u64);
+    assert_eq!(u64_at(e + 33), 8);
+    let sha: [u8; 32] = Sha256::digest(&b[dofs..dofs + 8]).into();
+    assert_eq!(&b[e + 41..e + 73], &sha);
+    assert!(b[e + 73..dofs].iter().all(|&x| x == 0));
+    assert_eq!(&b[dofs..], &[0, 0, 0x80, 0x3f, 0, 0, 0, 0x40]);
+    assert_eq!(b.len(), dofs + 8);
+    let mut h = Sha256::new();
+    h.update(&b[128..e + 73]);
+    assert_eq!(&b[72..104], <[u8; 32]>::from(h.finalize()));
+}
+
+#[test]
+fn round_trip_and_verify() {
+    let d = tmpdir("rt");
+    let p = d.join("m.autark");
+    write_x(&p);
+    let f = AutarkFile::open(&p).unwrap();
+    assert_eq!(f.metadata(), &sample_metadata());
+    let t = f.tensor("x").unwrap();
+    assert_eq!(t.shape, vec![2]);
+    assert_eq!(f.data(t), &[0, 0, 0x80, 0x3f, 0, 0, 0, 0x40]);
+    assert!(f.verify().is_empty());
+}
+
+#[test]
+fn failed_write_keeps_existing_output() {
+    let d = tmpdir("keep");
+    let p = d.join("m.autark");
+    std::fs::write(&p, b"precious").unwrap();
+    {
+        let specs = [TensorSpec {
+            name: "x".into(),
+            dtype: DType::F32,
+            shape: vec![2],
+        }];
+        let mut w = Writer::create(&p, &sample_metadata(), &specs).unwrap();
+        assert!(matches!(
+            w.write_tensor("x", &[0u8; 4]),
+            Err(FormatError::WriteSize { .. })
+        ));
+        // dropped unfinished
+    }
+    assert_eq!(std::fs::read(&p).unwrap(), b"precious");
+    let leftovers: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != "m.autark")
+        .collect();
+    assert!(leftovers.is_empty(), "temporary file left behind");
+}
+
+fn good_bytes() -> Vec<u8> {
+    let d = tmpdir("good");
+    write_x(&d.join("m.autark"))
+}
+
+/// Re-seals the header checksum so that a corruption reaches the deeper checks.
+fn reseal(b: &mut [u8]) {
+    let meta_len = u64::from_le_bytes(b[24..32].try_into().unwrap()) as usize;
+    let table_len = u64::from_le_bytes(b[40..48].try_into().unwrap()) as usize;
+    let sha: [u8; 32] = Sha256::digest(&b[128..128 + meta_len + table_len]).into();
+    b[72..104].copy_from_slice(&sha);
+}
+
+#[test]
+fn hostile_headers_are_typed_errors() {
+    let good = good_bytes();
+    let m = u64::from_le_bytes(good[24..32].try_into().unwrap()) as usize;
+    let e = 128 + m;
+    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        ("empty", Box::new(|b| b.clear())),
+        ("truncated header", Box::new(|b| b.truncate(100))),
+        ("truncated data", Box::new(|b| b.truncate(b.len() - 1))),
+        ("wrong magic", Box::new(|b| b[0] = b'G')),
+        ("newer major", Box::new(|b| b[4] = 2)),
+        (
+            "metadata past end",
+            Box::new(|b| b[24..32].copy_from_slice(&u64::MAX.to_le_bytes())),
+        ),
+        ("bit flip in metadata", Box::new(move |b| b[130] ^= 0x20)),
+        (
+            "huge tensor count",
+            Box::new(|b| {
+                b[48..56].copy_from_slice(&(1u64 << 40).to_le_bytes());
+            }),
+        ),
+        (
+            "offset past end",
+            Box::new(move |b| {
+                b[e + 25..e + 33].copy_from_slice(&(1u64 << 50).to_le_bytes());
+                reseal(b)
+            }),
+        ),
+        (
+            "size mismatch",
+            Box::new(move |b| {
+                b[e + 33..e + 41].copy_from_slice(&4u64.to_le_bytes());
+                reseal(b)
+            }),
+        ),
+        (
+            "unknown dtype",
+            Box::new(move |b| {
+                b[e + 5..e + 9].copy_from_slice(&77u32.to_le_bytes());
+                reseal(b)
+            }),
+        ),
+        (
+            "huge dims",
+            Box::new(move |b| {
+                b[e + 17..e + 25].copy_from_slice(&u64::MAX.to_le_bytes());
+                reseal(b)
+            }),
+        ),
+        (
+            "misaligned offset",
+            Box::new(move |b| {
+                let o = u64::from_le_bytes(b[e + 25..e + 33].try_into().unwrap());
+                b[e + 25..e + 33].copy_from_slice(&(o + 4).to_le_bytes());
+                reseal(b)
+            }),
+        ),
+        (
+            "zero-length name",
+            Box::new(move |b| {
+                b[e..e + 4].copy_from_slice(&0u32.to_le_bytes());
+                reseal(b)
+            }),
+        ),
+        (
+            "name past table",
+            Box::new(move |b| {
+                b[e..e + 4].copy_from_slice(&200u32.to_le_bytes());
+                reseal(b)
+            }),
+        ),
+    ];
+    for (what, f) in cases {
+        let mut b = good.clone();
+        f(&mut b);
+        let r = parse(&b);
+        assert!(r.is_err(), "{what}: accepted");
+    }
+}
+
+#[test]
+fn overlapping_tensors_are_refused() {
+    let d = tmpdir("overlap");
+    let p = d.join("m.autark");
+    let specs = [
+        TensorSpec {
+            name: "a".into(),
+            dtype: DType::F32,
+            shape: vec![32],
+        },
+        TensorSpec {
+            name: "b".into(),
+            dtype: DType::F32,
+            shape: vec![32],
+        },
+    ];
+    let mut w = Writer::create(&p, &sample_metadata(), &specs).unwrap();
+    w.write_tensor("a", &[0u8; 128]).unwrap();
+    w.write_tensor("b", &[0u8; 128]).unwrap();
+    w.finish().unwrap();
+    let mut b = std::fs::read(&p).unwrap();
+    let m = u64::from_le_bytes(b[24..32].try_into().unwrap()) as usize;
+    let e0 = 128 + m;
+    let e1 = e0 + 73;
+    let off_a = b[e0 + 25..e0 + 33].to_vec();
+    b[e1 + 25..e1 + 33].copy_from_slice(&off_a);
+    reseal(&mut b);
+    assert!(matches!(parse(&b), Err(FormatError::Overlap { .. })));
+}
+
+#[test]
+fn corrupted_tensor_fails_verify() {
+    let d = tmpdir("verify");
+    let p = d.join("m.autark");
+    let mut b = write_x(&p);
+    let n = b.len();
+    b[n - 1] ^= 1;
+    std::fs::write(&p, &b).unwrap();
+    let f = AutarkFile::open(&p).unwrap();
+    assert_eq!(f.verify(), vec!["x".to_string()]);
+}

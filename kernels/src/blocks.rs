@@ -1,0 +1,437 @@
+//! Block formats. Byte layouts follow GGUF's types of the same name (ggml `ggml-common.h`,
+//! documented in the GGUF spec), so GGUF tensors of these types are copied byte for byte and
+//! gguf-py / ggml serve as oracles.
+//!
+//! Every block is `#[repr(C)]`, holds its f16 scales as raw `u16` bits (so the struct has no
+//! padding and an alignment of 2) and has its size asserted beside the definition.
+
+use half::f16;
+
+use crate::error::{KernelError, Result};
+
+/// Values per block of the legacy types (`q4_0`, `q4_1`, `q8_0`) and of the activation blocks.
+pub const QK: usize = 32;
+/// Values per super-block of the K-quant types.
+pub const QK_K: usize = 256;
+
+/// Element types. The numeric codes are ggml's `ggml_type` values, so a GGUF type id and an
+/// `.autark` dtype code mean the same thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum DType {
+    F32 = 0,
+    F16 = 1,
+    Q4_0 = 2,
+    Q4_1 = 3,
+    Q8_0 = 8,
+    Q4K = 12,
+    Q5K = 13,
+    Q6K = 14,
+    BF16 = 30,
+}
+
+impl TryFrom<u32> for DType {
+    type Error = KernelError;
+    fn try_from(v: u32) -> Result<Self> {
+        Ok(match v {
+            0 => DType::F32,
+            1 => DType::F16,
+            2 => DType::Q4_0,
+            3 => DType::Q4_1,
+            8 => DType::Q8_0,
+            12 => DType::Q4K,
+            13 => DType::Q5K,
+            14 => DType::Q6K,
+            30 => DType::BF16,
+            other => return Err(KernelError::UnknownDType(other)),
+        })
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DType {
+    type Err = KernelError;
+    fn from_str(s: &str) -> Result<Self> {
+        DType::ALL
+            .iter()
+            .copied()
+            .find(|d| d.name().eq_ignore_ascii_case(s))
+            .ok_or(KernelError::UnknownDType(u32::MAX))
+    }
+}
+
+impl DType {
+    pub const ALL: [DType; 9] = [
+        DType::F32,
+        DType::F16,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q8_0,
+        DType::Q4K,
+        DType::Q5K,
+        DType::Q6K,
+        DType::BF16,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::Q4_0 => "q4_0",
+            DType::Q4_1 => "q4_1",
+            DType::Q8_0 => "q8_0",
+            DType::Q4K => "q4_k",
+            DType::Q5K => "q5_k",
+            DType::Q6K => "q6_k",
+            DType::BF16 => "bf16",
+        }
+    }
+
+    /// Values per block (1 for plain floats).
+    pub const fn block_len(self) -> usize {
+        match self {
+            DType::F32 | DType::F16 | DType::BF16 => 1,
+            DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => QK,
+            DType::Q4K | DType::Q5K | DType::Q6K => QK_K,
+        }
+    }
+
+    /// Bytes per block.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::Q4_0 => std::mem::size_of::<BlockQ4_0>(),
+            DType::Q4_1 => std::mem::size_of::<BlockQ4_1>(),
+            DType::Q8_0 => std::mem::size_of::<BlockQ8_0>(),
+            DType::Q4K => 144,
+            DType::Q5K => 176,
+            DType::Q6K => 210,
+        }
+    }
+
+    /// Types the runtime computes with directly and `.autark` files may hold. The others are
+    /// import-only: they are dequantized and re-quantized by the quantizer.
+    pub const fn is_native(self) -> bool {
+        matches!(
+            self,
+            DType::F32 | DType::F16 | DType::Q4_0 | DType::Q4_1 | DType::Q8_0
+        )
+    }
+
+    /// Bytes of a row of `n` values; an error when `n` is not a whole number of blocks.
+    pub fn row_bytes(self, n: usize) -> Result<usize> {
+        let bl = self.block_len();
+        if n % bl != 0 {
+            return Err(KernelError::NotBlockMultiple {
+                op: "row_bytes",
+                dtype: self,
+                len: n,
+                block_len: bl,
+            });
+        }
+        (n / bl)
+            .checked_mul(self.block_bytes())
+            .ok_or(KernelError::LengthMismatch {
+                op: "row_bytes",
+                expected: usize::MAX,
+                got: n,
+            })
+    }
+
+    /// Bits per weight of the type (scales included).
+    pub fn bits_per_weight(self) -> f64 {
+        self.block_bytes() as f64 * 8.0 / self.block_len() as f64
+    }
+}
+
+// ---- legacy blocks ---------------------------------------------------------------------------
+
+/// `q8_0`: f16 scale `d`, 32 signed bytes; value = q·d.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct BlockQ8_0 {
+    pub d: u16,
+    pub qs: [i8; QK],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+
+/// `q4_0`: f16 scale `d`, 16 bytes of nibbles; byte j holds value j (low nibble) and value
+/// j + 16 (high nibble); value = (q − 8)·d.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct BlockQ4_0 {
+    pub d: u16,
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
+
+/// `q4_1`: f16 scale `d`, f16 minimum `m`, nibbles as in `q4_0`; value = q·d + m.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct BlockQ4_1 {
+    pub d: u16,
+    pub m: u16,
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+
+/// Activation block: 32 signed bytes with an f32 scale and the integer sum of the bytes (the
+/// sum serves the offset terms of `q4_0` and `q4_1`). Internal to the runtime, never stored in a
+/// file, so it keeps f32 precision where ggml's `block_q8_1` rounds to f16.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[repr(C)]
+pub struct BlockQ8A {
+    pub d: f32,
+    pub sum: i32,
+    pub qs: [i8; QK],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8A>() == 40);
+
+#[inline]
+pub fn f16_to_f32(bits: u16) -> f32 {
+    f16::from_bits(bits).to_f32()
+}
+
+#[inline]
+pub fn f32_to_f16(v: f32) -> u16 {
+    f16::from_f32(v).to_bits()
+}
+
+#[inline]
+pub fn bf16_to_f32(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
+/// Reinterprets raw bytes (e.g. a tensor inside the mapping) as blocks. Checks the length and
+/// the alignment first.
+pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Result<&[B]> {
+    let size = std::mem::size_of::<B>();
+    if bytes.len() % size != 0 {
+        return Err(KernelError::ByteLength {
+            op: "cast_blocks",
+            dtype: B::DTYPE,
+            got: bytes.len(),
+            block_bytes: size,
+        });
+    }
+    if bytes.as_ptr() as usize % std::mem::align_of::<B>() != 0 {
+        return Err(KernelError::Misaligned {
+            op: "cast_blocks",
+            dtype: B::DTYPE,
+            align: std::mem::align_of::<B>(),
+        });
+    }
+    // SAFETY: `B` is a `Block`, i.e. a `#[repr(C)]` struct of integers without padding, for
+    // which every bit pattern is valid; the length is a whole number of blocks and the pointer
+    // is aligned for `B` (both checked above); the lifetime is tied to `bytes`.
+    Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) })
+}
+
+/// Views blocks as their bytes (to write them to a file).
+pub fn block_bytes<B: Block>(blocks: &[B]) -> &[u8] {
+    // SAFETY: `Block` types are `#[repr(C)]` with no padding bytes, so every byte is
+    // initialised; u8 has alignment 1 and the length covers exactly the blocks.
+    unsafe {
+        std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks))
+    }
+}
+
+/// A stored block format. Implemented only by `#[repr(C)]` structs of integers with no padding
+/// (every bit pattern valid), which `cast_blocks` relies on.
+pub trait Block: Copy + Default + Send + Sync + 'static {
+    const DTYPE: DType;
+    /// Values per block.
+    const BLOCK_LEN: usize;
+    /// The activation block type the dot product takes.
+    type Activation: Copy;
+    fn quantize_row(src: &[f32], dst: &mut [Self]) -> Result<()>;
+    fn dequantize_row(src: &[Self], dst: &mut [f32]) -> Result<()>;
+    /// Dot product through the dispatched (fastest available) kernel.
+    fn vec_dot(w: &[Self], a: &[Self::Activation]) -> Result<f32>;
+    /// Dot product through the scalar reference.
+    fn vec_dot_scalar(w: &[Self], a: &[Self::Activation]) -> Result<f32>;
+}
+
+pub(crate) fn check_blocks(
+    op: &'static str,
+    dtype: DType,
+    n_values: usize,
+    n_blocks: usize,
+) -> Result<()> {
+    let bl = dtype.block_len();
+    if n_values % bl != 0 {
+        return Err(KernelError::NotBlockMultiple {
+            op,
+            dtype,
+            len: n_values,
+            block_len: bl,
+        });
+    }
+    if n_values / bl != n_blocks {
+        return Err(KernelError::LengthMismatch {
+            op,
+            expected: n_blocks * bl,
+            got: n_values,
+        });
+    }
+    Ok(())
+}
+
+macro_rules! impl_block {
+    ($ty:ty, $dtype:expr, $quant:ident, $dequant:ident, $dot:ident, $slot:ident) => {
+        impl Block for $ty {
+            const DTYPE: DType = $dtype;
+            const BLOCK_LEN: usize = QK;
+            type Activation = BlockQ8A;
+            fn quantize_row(src: &[f32], dst: &mut [Self]) -> Result<()> {
+                check_blocks("quantize_row", $dtype, src.len(), dst.len())?;
+                crate::scalar::$quant(src, dst);
+                Ok(())
+            }
+            fn dequantize_row(src: &[Self], dst: &mut [f32]) -> Result<()> {
+                check_blocks("dequantize_row", $dtype, dst.len(), src.len())?;
+                crate::scalar::$dequant(src, dst);
+                Ok(())
+            }
+            fn vec_dot(w: &[Self], a: &[BlockQ8A]) -> Result<f32> {
+                check_blocks("vec_dot", $dtype, a.len() * QK, w.len())?;
+                Ok((crate::dispatch::kernels().$slot)(w, a))
+            }
+            fn vec_dot_scalar(w: &[Self], a: &[BlockQ8A]) -> Result<f32> {
+                check_blocks("vec_dot", $dtype, a.len() * QK, w.len())?;
+                Ok(crate::scalar::$dot(w, a))
+            }
+        }
+    };
+}
+
+impl_block!(
+    BlockQ8_0,
+    DType::Q8_0,
+    quantize_row_q8_0,
+    dequantize_row_q8_0,
+    vec_dot_q8_0_q8a,
+    vec_dot_q8_0
+);
+impl_block!(
+    BlockQ4_0,
+    DType::Q4_0,
+    quantize_row_q4_0,
+    dequantize_row_q4_0,
+    vec_dot_q4_0_q8a,
+    vec_dot_q4_0
+);
+impl_block!(
+    BlockQ4_1,
+    DType::Q4_1,
+    quantize_row_q4_1,
+    dequantize_row_q4_1,
+    vec_dot_q4_1_q8a,
+    vec_dot_q4_1
+);
+
+/// Quantizes activations into `BlockQ8A` blocks (dispatched).
+pub fn quantize_act(src: &[f32], dst: &mut [BlockQ8A]) -> Result<()> {
+    check_blocks("quantize_act", DType::Q8_0, src.len(), dst.len())?;
+    (crate::dispatch::kernels().quantize_act)(src, dst);
+    Ok(())
+}
+
+/// Dequantizes a row of any type (native or import-only) from its raw bytes into f32.
+pub fn dequantize_bytes(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<()> {
+    let expected = dtype.row_bytes(dst.len())?;
+    if src.len() != expected {
+        return Err(KernelError::LengthMismatch {
+            op: "dequantize_bytes",
+            expected,
+            got: src.len(),
+        });
+    }
+    match dtype {
+        DType::F32 => {
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        DType::F16 => {
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+            }
+        }
+        DType::BF16 => {
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = bf16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+            }
+        }
+        DType::Q8_0 => crate::scalar::dequantize_row_q8_0(&blocks_from_le::<BlockQ8_0>(src)?, dst),
+        DType::Q4_0 => crate::scalar::dequantize_row_q4_0(&blocks_from_le::<BlockQ4_0>(src)?, dst),
+        DType::Q4_1 => crate::scalar::dequantize_row_q4_1(&blocks_from_le::<BlockQ4_1>(src)?, dst),
+        DType::Q4K => crate::kquants::dequantize_row_q4_k(src, dst),
+        DType::Q5K => crate::kquants::dequantize_row_q5_k(src, dst),
+        DType::Q6K => crate::kquants::dequantize_row_q6_k(src, dst),
+    }
+    Ok(())
+}
+
+/// Blocks from bytes of any alignment (copies when the bytes are misaligned).
+fn blocks_from_le<B: Block>(src: &[u8]) -> Result<std::borrow::Cow<'_, [B]>> {
+    match cast_blocks::<B>(src) {
+        Ok(b) => Ok(std::borrow::Cow::Borrowed(b)),
+        Err(KernelError::Misaligned { .. }) => {
+            let mut v = vec![B::default(); src.len() / std::mem::size_of::<B>()];
+            let dst = block_bytes_mut(&mut v);
+            dst.copy_from_slice(src);
+            Ok(std::borrow::Cow::Owned(v))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn block_bytes_mut<B: Block>(blocks: &mut [B]) -> &mut [u8] {
+    // SAFETY: as in `block_bytes`; additionally every bit pattern is a valid `B`, so writing
+    // arbitrary bytes through the returned slice keeps the blocks valid.
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            blocks.as_mut_ptr().cast::<u8>(),
+            std::mem::size_of_val(blocks),
+        )
+    }
+}
+
+/// Quantizes a row of f32 into the bytes of a native type.
+pub fn quantize_bytes(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> Result<()> {
+    dst.clear();
+    let n = dtype.row_bytes(src.len())?;
+    match dtype {
+        DType::F32 => src
+            .iter()
+            .for_each(|v| dst.extend_from_slice(&v.to_le_bytes())),
+        DType::F16 => src
+            .iter()
+            .for_each(|v| dst.extend_from_slice(&f32_to_f16(*v).to_le_bytes())),
+        DType::Q8_0 => quantize_into::<BlockQ8_0>(src, dst)?,
+        DType::Q4_0 => quantize_into::<BlockQ4_0>(src, dst)?,
+        DType::Q4_1 => quantize_into::<BlockQ4_1>(src, dst)?,
+        other => {
+            return Err(KernelError::Unsupported {
+                op: "quantize",
+                dtype: other,
+            })
+        }
+    }
+    debug_assert_eq!(dst.len(), n);
+    Ok(())
+}
+
+fn quantize_into<B: Block>(src: &[f32], dst: &mut Vec<u8>) -> Result<()> {
+    let mut blocks = vec![B::default(); src.len() / B::BLOCK_LEN];
+    B::quantize_row(src, &mut blocks)?;
+    dst.extend_from_slice(block_bytes(&blocks));
+    Ok(())
+}

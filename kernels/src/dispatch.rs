@@ -1,0 +1,109 @@
+//! CPU detection, once, into a table of function pointers that starts scalar and is upgraded
+//! by `x86::plug` (and later `arm::plug`). `AUTARK_ISA=scalar|avx2|avx512|neon` caps the choice
+//! for tests and benchmarks. Hot loops read the table; they never test CPU features.
+
+use std::sync::OnceLock;
+
+use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0};
+use crate::error::{KernelError, Result};
+use crate::scalar;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Isa> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Ok(Isa::Scalar),
+            "avx2" => Ok(Isa::Avx2),
+            "avx512" => Ok(Isa::Avx512),
+            "neon" => Ok(Isa::Neon),
+            other => Err(KernelError::UnknownIsa(other.to_string())),
+        }
+    }
+}
+
+/// The dispatch table. Slots take whole blocks of matching lengths: callers check lengths
+/// once (see `Block::vec_dot`, `gemm`), never per call in a hot loop.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    /// The best ISA any slot uses.
+    pub isa: Isa,
+    pub quantize_act: fn(&[f32], &mut [BlockQ8A]),
+    pub vec_dot_q4_0: fn(&[BlockQ4_0], &[BlockQ8A]) -> f32,
+    pub vec_dot_q4_1: fn(&[BlockQ4_1], &[BlockQ8A]) -> f32,
+    pub vec_dot_q8_0: fn(&[BlockQ8_0], &[BlockQ8A]) -> f32,
+    pub vec_dot_f16: fn(&[u16], &[f32]) -> f32,
+    pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
+}
+
+impl Kernels {
+    /// The scalar reference for every slot.
+    pub fn scalar() -> Kernels {
+        Kernels {
+            isa: Isa::Scalar,
+            quantize_act: scalar::quantize_act,
+            vec_dot_q4_0: scalar::vec_dot_q4_0_q8a,
+            vec_dot_q4_1: scalar::vec_dot_q4_1_q8a,
+            vec_dot_q8_0: scalar::vec_dot_q8_0_q8a,
+            vec_dot_f16: scalar::vec_dot_f16_f32,
+            vec_dot_f32: scalar::vec_dot_f32,
+        }
+    }
+
+    /// The best table for this CPU; `want` forces one ISA (falling back to the best below it
+    /// that the CPU has).
+    pub fn best(want: Option<Isa>) -> Kernels {
+        #[allow(unused_mut)]
+        let mut k = Kernels::scalar();
+        #[cfg(target_arch = "x86_64")]
+        crate::x86::plug(&mut k, want);
+        let _ = want;
+        k
+    }
+}
+
+static KERNELS: OnceLock<Kernels> = OnceLock::new();
+
+/// The process-wide table, built on first use from the CPU and `AUTARK_ISA`.
+pub fn kernels() -> &'static Kernels {
+    KERNELS.get_or_init(|| {
+        let want = match std::env::var("AUTARK_ISA") {
+            Ok(s) if !s.is_empty() => match Isa::parse(&s) {
+                Ok(isa) => Some(isa),
+                Err(e) => {
+                    eprintln!("autark: {e}; using the best available");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let k = Kernels::best(want);
+        if std::env::var_os("AUTARK_LOG").is_some() {
+            eprintln!("autark: kernels activated: {}", k.isa.name());
+        }
+        k
+    })
+}
+
+/// The ISAs this machine can run, best last (for tests and benchmarks).
+pub fn available_isas() -> Vec<Isa> {
+    let mut v = vec![Isa::Scalar];
+    #[cfg(target_arch = "x86_64")]
+    v.extend(crate::x86::available());
+    v
+}

@@ -1,0 +1,19 @@
+//! autark-kernels: block formats (`blocks`), the scalar reference of every operation
+//! (`scalar`), SIMD twins per ISA (`x86/`), run-time dispatch (`dispatch`) and the matrix
+//! products and element-wise operations the runtime composes (`ops`).
+
+#[cfg(target_endian = "big")]
+compile_error!("autark's block formats are little-endian; big-endian targets are not supported");
+
+pub mod blocks;
+pub mod dispatch;
+pub mod error;
+pub mod kquants;
+pub mod ops;
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+pub use blocks::{Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK, QK_K};
+pub use dispatch::{kernels, Isa, Kernels};
+pub use error::{KernelError, Result};

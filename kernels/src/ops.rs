@@ -1,0 +1,299 @@
+//! Matrix products over weights in place (GEMV for one token, GEMM for a batch) and the
+//! element-wise operations of a transformer layer.
+//!
+//! Threads split the output rows; every output value is one dot-product call over the whole
+//! row, so results are identical for any thread count.
+
+use rayon::prelude::*;
+
+use crate::blocks::{
+    cast_blocks, check_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK,
+};
+use crate::dispatch::kernels;
+use crate::error::{KernelError, Result};
+
+/// A weight matrix of `rows` × `cols` (PyTorch `nn.Linear.weight` layout: one row per output),
+/// borrowed from the mapping.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightView<'a> {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl<'a> WeightView<'a> {
+    pub fn new(dtype: DType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self> {
+        if !dtype.is_native() {
+            return Err(KernelError::Unsupported {
+                op: "matmul",
+                dtype,
+            });
+        }
+        let expected = dtype.row_bytes(cols)? * rows;
+        if data.len() != expected {
+            return Err(KernelError::LengthMismatch {
+                op: "WeightView",
+                expected,
+                got: data.len(),
+            });
+        }
+        let align = match dtype {
+            DType::F32 => 4,
+            _ => 2,
+        };
+        if data.as_ptr() as usize % align != 0 {
+            return Err(KernelError::Misaligned {
+                op: "WeightView",
+                dtype,
+                align,
+            });
+        }
+        Ok(WeightView {
+            dtype,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Row `r` dequantized into `dst` (used for embedding look-ups).
+    pub fn row_f32(&self, r: usize, dst: &mut [f32]) -> Result<()> {
+        let rb = self.dtype.row_bytes(self.cols)?;
+        if r >= self.rows {
+            return Err(KernelError::LengthMismatch {
+                op: "row_f32",
+                expected: self.rows,
+                got: r,
+            });
+        }
+        crate::blocks::dequantize_bytes(self.dtype, &self.data[r * rb..(r + 1) * rb], dst)
+    }
+}
+
+/// Activations of `n_tokens` × `cols`, kept both as f32 (for f16/f32 weights) and as 8-bit
+/// blocks (for quantized weights), quantized once per matrix product input. Buffers are sized
+/// at creation; `set` never allocates within that capacity.
+pub struct Activations {
+    n_tokens: usize,
+    cols: usize,
+    x: Vec<f32>,
+    q8: Vec<BlockQ8A>,
+}
+
+impl Activations {
+    pub fn with_capacity(max_tokens: usize, max_cols: usize) -> Self {
+        let n = max_tokens * max_cols;
+        Activations {
+            n_tokens: 0,
+            cols: 0,
+            x: Vec::with_capacity(n),
+            q8: Vec::with_capacity(n.div_ceil(QK)),
+        }
+    }
+
+    /// Takes `x` (`n_tokens` rows of `cols`) and quantizes it.
+    pub fn set(&mut self, x: &[f32], n_tokens: usize, cols: usize) -> Result<()> {
+        if x.len() != n_tokens * cols {
+            return Err(KernelError::LengthMismatch {
+                op: "Activations::set",
+                expected: n_tokens * cols,
+                got: x.len(),
+            });
+        }
+        self.n_tokens = n_tokens;
+        self.cols = cols;
+        self.x.clear();
+        self.x.extend_from_slice(x);
+        self.q8.clear();
+        if cols % QK == 0 {
+            self.q8.resize(x.len() / QK, BlockQ8A::default());
+            (kernels().quantize_act)(x, &mut self.q8);
+        }
+        Ok(())
+    }
+
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// A pointer to the output that row-chunk tasks share; each task writes disjoint elements.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the pointer is only used by `gemm_rows`, whose tasks write disjoint elements of a
+// buffer that outlives the parallel loop (see there).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+/// `out[t][r] = Σ_c w[r][c] · x[t][c]` for every token `t` of `act` and row `r` of `w`;
+/// `out` holds `n_tokens` × `rows` values. Runs on the current rayon pool.
+pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()> {
+    if act.cols != w.cols {
+        return Err(KernelError::LengthMismatch {
+            op: "gemm",
+            expected: w.cols,
+            got: act.cols,
+        });
+    }
+    if out.len() != act.n_tokens * w.rows {
+        return Err(KernelError::LengthMismatch {
+            op: "gemm out",
+            expected: act.n_tokens * w.rows,
+            got: out.len(),
+        });
+    }
+    let k = kernels();
+    match w.dtype {
+        DType::Q4_0 => gemm_q::<BlockQ4_0>(w, act, out, k.vec_dot_q4_0),
+        DType::Q4_1 => gemm_q::<BlockQ4_1>(w, act, out, k.vec_dot_q4_1),
+        DType::Q8_0 => gemm_q::<BlockQ8_0>(w, act, out, k.vec_dot_q8_0),
+        DType::F16 => {
+            let wb: &[u16] = cast_u16(w.data)?;
+            let dot = k.vec_dot_f16;
+            gemm_rows(w.rows, act.n_tokens, out, |r, t| {
+                dot(
+                    &wb[r * w.cols..(r + 1) * w.cols],
+                    &act.x[t * w.cols..(t + 1) * w.cols],
+                )
+            });
+            Ok(())
+        }
+        DType::F32 => {
+            let wb: &[f32] = cast_f32(w.data)?;
+            let dot = k.vec_dot_f32;
+            gemm_rows(w.rows, act.n_tokens, out, |r, t| {
+                dot(
+                    &wb[r * w.cols..(r + 1) * w.cols],
+                    &act.x[t * w.cols..(t + 1) * w.cols],
+                )
+            });
+            Ok(())
+        }
+        other => Err(KernelError::Unsupported {
+            op: "gemm",
+            dtype: other,
+        }),
+    }
+}
+
+fn gemm_q<B: Block>(
+    w: &WeightView<'_>,
+    act: &Activations,
+    out: &mut [f32],
+    dot: fn(&[B], &[BlockQ8A]) -> f32,
+) -> Result<()> {
+    check_blocks("gemm", B::DTYPE, w.cols, w.cols / QK)?;
+    let blocks: &[B] = cast_blocks(w.data)?;
+    let nb = w.cols / QK;
+    let a = &act.q8;
+    gemm_rows(w.rows, act.n_tokens, out, |r, t| {
+        dot(&blocks[r * nb..(r + 1) * nb], &a[t * nb..(t + 1) * nb])
+    });
+    Ok(())
+}
+
+/// Splits rows into chunks over the pool; inside a chunk, every token reuses the chunk's
+/// weight rows while they are in cache.
+fn gemm_rows<F: Fn(usize, usize) -> f32 + Sync>(
+    rows: usize,
+    n_tokens: usize,
+    out: &mut [f32],
+    f: F,
+) {
+    assert_eq!(out.len(), rows * n_tokens);
+    let threads = rayon::current_num_threads().max(1);
+    // Enough chunks to balance the threads, each a few KB of weights at least.
+    let chunk = (rows / (threads * 8)).clamp(4, 64);
+    let ptr = OutPtr(out.as_mut_ptr());
+    (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let p = ptr;
+        let r0 = c * chunk;
+        let r1 = (r0 + chunk).min(rows);
+        for t in 0..n_tokens {
+            for r in r0..r1 {
+                let v = f(r, t);
+                // SAFETY: t < n_tokens and r < rows, so the index is inside `out`, whose length
+                // was asserted above; chunks cover disjoint row ranges, so no two tasks write
+                // the same element; `out` is borrowed mutably for the whole loop.
+                unsafe { *p.0.add(t * rows + r) = v };
+            }
+        }
+    });
+}
+
+fn cast_u16(b: &[u8]) -> Result<&[u16]> {
+    if b.len() % 2 != 0 || b.as_ptr() as usize % 2 != 0 {
+        return Err(KernelError::Misaligned {
+            op: "cast_u16",
+            dtype: DType::F16,
+            align: 2,
+        });
+    }
+    // SAFETY: length and alignment checked; every bit pattern is a valid u16.
+    Ok(unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u16>(), b.len() / 2) })
+}
+
+pub fn cast_f32(b: &[u8]) -> Result<&[f32]> {
+    if b.len() % 4 != 0 || b.as_ptr() as usize % 4 != 0 {
+        return Err(KernelError::Misaligned {
+            op: "cast_f32",
+            dtype: DType::F32,
+            align: 4,
+        });
+    }
+    // SAFETY: length and alignment checked; every bit pattern is a valid f32.
+    Ok(unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<f32>(), b.len() / 4) })
+}
+
+// ---- element-wise operations -------------------------------------------------------------------
+
+/// `out = x / sqrt(mean(x²) + eps) * w` (Llama RMSNorm), sum accumulated in f32 in order.
+pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let scale = 1.0 / (ss + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `gate = silu(gate) * up` (SwiGLU).
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// Rotates one head in place. `cos`/`sin` hold `head_dim / 2` values for this position.
+/// `interleaved`: pairs (2i, 2i+1) (GGUF Llama layout); otherwise pairs (i, i + d/2)
+/// (Hugging Face `rotate_half`, GGUF's NeoX layout).
+pub fn rope_head(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        let (a, b) = if interleaved {
+            (2 * i, 2 * i + 1)
+        } else {
+            (i, i + half)
+        };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * cos[i] - x1 * sin[i];
+        x[b] = x0 * sin[i] + x1 * cos[i];
+    }
+}

@@ -1,0 +1,158 @@
+//! The scalar reference of every operation. SIMD kernels are its twins and are tested against
+//! it. Quantizers reproduce ggml's reference quantizers (`quantize_row_*_ref` in
+//! `ggml-quants.c`, mirrored by gguf-py's `quants.py`) bit for bit: same f32 arithmetic, same
+//! rounding (half away from zero for q8, truncation after +8.5 / +0.5 for q4).
+
+use crate::blocks::{f16_to_f32, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
+
+// ---- quantize / dequantize -------------------------------------------------------------------
+
+pub fn quantize_row_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.iter_mut()) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f32_to_f16(d);
+        for (q, v) in b.qs.iter_mut().zip(x) {
+            *q = (v * id).round() as i8;
+        }
+    }
+}
+
+pub fn dequantize_row_q8_0(src: &[BlockQ8_0], dst: &mut [f32]) {
+    for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_to_f32(b.d);
+        for (o, q) in y.iter_mut().zip(b.qs) {
+            *o = q as f32 * d;
+        }
+    }
+}
+
+pub fn quantize_row_q4_0(src: &[f32], dst: &mut [BlockQ4_0]) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.iter_mut()) {
+        // The value of largest magnitude (the first one on ties) maps to -8.
+        let (mut amax, mut max) = (0.0f32, 0.0f32);
+        for &v in x {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f32_to_f16(d);
+        for j in 0..QK / 2 {
+            let lo = ((x[j] * id + 8.5) as i8).min(15) as u8;
+            let hi = ((x[j + QK / 2] * id + 8.5) as i8).min(15) as u8;
+            b.qs[j] = lo | (hi << 4);
+        }
+    }
+}
+
+pub fn dequantize_row_q4_0(src: &[BlockQ4_0], dst: &mut [f32]) {
+    for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_to_f32(b.d);
+        for j in 0..QK / 2 {
+            y[j] = ((b.qs[j] & 0x0F) as i32 - 8) as f32 * d;
+            y[j + QK / 2] = ((b.qs[j] >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+pub fn quantize_row_q4_1(src: &[f32], dst: &mut [BlockQ4_1]) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.iter_mut()) {
+        let min = x
+            .iter()
+            .fold(f32::INFINITY, |m, &v| if v < m { v } else { m });
+        let max = x
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f32_to_f16(d);
+        b.m = f32_to_f16(min);
+        for j in 0..QK / 2 {
+            let lo = (((x[j] - min) * id + 0.5) as i8).min(15) as u8;
+            let hi = (((x[j + QK / 2] - min) * id + 0.5) as i8).min(15) as u8;
+            b.qs[j] = lo | (hi << 4);
+        }
+    }
+}
+
+pub fn dequantize_row_q4_1(src: &[BlockQ4_1], dst: &mut [f32]) {
+    for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_to_f32(b.d);
+        let m = f16_to_f32(b.m);
+        for j in 0..QK / 2 {
+            y[j] = (b.qs[j] & 0x0F) as f32 * d + m;
+            y[j + QK / 2] = (b.qs[j] >> 4) as f32 * d + m;
+        }
+    }
+}
+
+/// Activations to 8-bit blocks: scale amax/127, round half away from zero, keep the sum.
+pub fn quantize_act(src: &[f32], dst: &mut [BlockQ8A]) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.iter_mut()) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = d;
+        let mut sum = 0i32;
+        for (q, v) in b.qs.iter_mut().zip(x) {
+            *q = (v * id).round() as i8;
+            sum += *q as i32;
+        }
+        b.sum = sum;
+    }
+}
+
+// ---- dot products: one weight row × one activation row -----------------------------------
+// Per block an exact integer dot product, then one f32 multiply-add per block, in block order.
+
+#[inline]
+fn idot(w: &[i8; QK], a: &[i8; QK]) -> i32 {
+    w.iter().zip(a).map(|(&x, &y)| x as i32 * y as i32).sum()
+}
+
+#[inline]
+fn idot_nibbles(qs: &[u8; QK / 2], a: &[i8; QK]) -> i32 {
+    let mut s = 0i32;
+    for j in 0..QK / 2 {
+        s += (qs[j] & 0x0F) as i32 * a[j] as i32 + (qs[j] >> 4) as i32 * a[j + QK / 2] as i32;
+    }
+    s
+}
+
+pub fn vec_dot_q8_0_q8a(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
+    let mut acc = 0.0f32;
+    for (bw, ba) in w.iter().zip(a) {
+        acc += f16_to_f32(bw.d) * ba.d * idot(&bw.qs, &ba.qs) as f32;
+    }
+    acc
+}
+
+pub fn vec_dot_q4_0_q8a(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
+    let mut acc = 0.0f32;
+    for (bw, ba) in w.iter().zip(a) {
+        let s = idot_nibbles(&bw.qs, &ba.qs) - 8 * ba.sum;
+        acc += f16_to_f32(bw.d) * ba.d * s as f32;
+    }
+    acc
+}
+
+pub fn vec_dot_q4_1_q8a(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
+    let mut acc = 0.0f32;
+    for (bw, ba) in w.iter().zip(a) {
+        let s = idot_nibbles(&bw.qs, &ba.qs);
+        acc += f16_to_f32(bw.d) * ba.d * s as f32 + f16_to_f32(bw.m) * ba.d * ba.sum as f32;
+    }
+    acc
+}
+
+pub fn vec_dot_f16_f32(w: &[u16], x: &[f32]) -> f32 {
+    w.iter().zip(x).map(|(&h, &v)| f16_to_f32(h) * v).sum()
+}
+
+pub fn vec_dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    w.iter().zip(x).map(|(a, b)| a * b).sum()
+}
