@@ -32,10 +32,7 @@ pub const MAX_NAME_LEN: usize = 255;
 pub enum FormatError {
     // ---- the file itself -------------------------------------------------------------------
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("file too short: {len} bytes, a header needs {HEADER_LEN}")]
     TooShort { len: u64 },
     #[error("not an .autark file (magic {got:#010x}, expected {MAGIC:#010x})")]
@@ -43,18 +40,9 @@ pub enum FormatError {
     #[error("file format version {major}.{minor} is newer than this reader ({VERSION_MAJOR}.x); upgrade autark")]
     UnsupportedVersion { major: u16, minor: u16 },
     #[error("header field {field} is {got}, expected {expected}")]
-    BadHeader {
-        field: &'static str,
-        got: u64,
-        expected: u64,
-    },
+    BadHeader { field: &'static str, got: u64, expected: u64 },
     #[error("section {section} ({offset}..+{len}) lies outside the file or out of order (file is {file_len} bytes)")]
-    SectionBounds {
-        section: &'static str,
-        offset: u64,
-        len: u64,
-        file_len: u64,
-    },
+    SectionBounds { section: &'static str, offset: u64, len: u64, file_len: u64 },
     #[error("header checksum mismatch: metadata or tensor table is corrupted")]
     HeaderChecksum,
     // ---- metadata ---------------------------------------------------------------------------
@@ -81,11 +69,7 @@ pub enum FormatError {
     #[error("writer: expected tensor {expected}, got {got}")]
     WriteOrder { expected: String, got: String },
     #[error("writer: tensor {name} has {got} bytes, its shape and dtype need {expected}")]
-    WriteSize {
-        name: String,
-        expected: u64,
-        got: u64,
-    },
+    WriteSize { name: String, expected: u64, got: u64 },
     #[error("writer: {written} of {total} tensors written")]
     Incomplete { written: usize, total: usize },
     #[error("kernel: {0}")]
@@ -95,10 +79,7 @@ pub enum FormatError {
 pub type Result<T, E = FormatError> = std::result::Result<T, E>;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FormatError + '_ {
-    move |source| FormatError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| FormatError::Io { path: path.to_path_buf(), source }
 }
 
 /// One entry of the tensor table.
@@ -131,9 +112,7 @@ pub struct TensorSpec {
 /// Bytes that `shape` of `dtype` occupy; an error for a shape that is not whole blocks or
 /// whose size overflows.
 pub fn tensor_nbytes(dtype: DType, shape: &[usize]) -> Result<u64> {
-    let (&cols, outer) = shape
-        .split_last()
-        .ok_or_else(|| FormatError::MetadataValue("empty shape".into()))?;
+    let (&cols, outer) = shape.split_last().ok_or_else(|| FormatError::MetadataValue("empty shape".into()))?;
     let row = dtype.row_bytes(cols)? as u64;
     outer
         .iter()
@@ -174,19 +153,12 @@ impl Writer {
     pub fn create_raw(path: &Path, metadata: Vec<u8>, specs: &[TensorSpec]) -> Result<Writer> {
         let mut names = HashSet::new();
         let mut table = Vec::with_capacity(specs.len());
-        let table_len: u64 = specs
-            .iter()
-            .map(|s| entry_len(&s.name, s.shape.len()) as u64)
-            .sum();
+        let table_len: u64 = specs.iter().map(|s| entry_len(&s.name, s.shape.len()) as u64).sum();
         let table_offset = HEADER_LEN as u64 + metadata.len() as u64;
         let data_offset = align_up(table_offset + table_len);
         let mut offset = data_offset;
         for s in specs {
-            if s.name.is_empty()
-                || s.name.len() > MAX_NAME_LEN
-                || s.shape.is_empty()
-                || s.shape.len() > MAX_DIMS
-            {
+            if s.name.is_empty() || s.name.len() > MAX_NAME_LEN || s.shape.is_empty() || s.shape.len() > MAX_DIMS {
                 return Err(FormatError::BadTensor {
                     name: s.name.clone(),
                     what: "name length or rank out of range".into(),
@@ -216,20 +188,11 @@ impl Writer {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let fname = path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "out".into());
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let fname = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let nonce =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let tmp = dir.join(format!(".{fname}.{}-{nonce}.tmp", std::process::id()));
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
+        let file = File::options().write(true).create_new(true).open(&tmp).map_err(io_err(&tmp))?;
         let mut w = Writer {
             path: path.to_path_buf(),
             tmp,
@@ -276,23 +239,13 @@ impl Writer {
     /// Writes the next tensor's bytes; `name` must be the next spec's name.
     pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         let Some(t) = self.table.get(self.next) else {
-            return Err(FormatError::WriteOrder {
-                expected: "<none>".into(),
-                got: name.into(),
-            });
+            return Err(FormatError::WriteOrder { expected: "<none>".into(), got: name.into() });
         };
         if t.name != name {
-            return Err(FormatError::WriteOrder {
-                expected: t.name.clone(),
-                got: name.into(),
-            });
+            return Err(FormatError::WriteOrder { expected: t.name.clone(), got: name.into() });
         }
         if t.nbytes != bytes.len() as u64 {
-            return Err(FormatError::WriteSize {
-                name: name.into(),
-                expected: t.nbytes,
-                got: bytes.len() as u64,
-            });
+            return Err(FormatError::WriteSize { name: name.into(), expected: t.nbytes, got: bytes.len() as u64 });
         }
         let offset = t.offset;
         self.pad_to(offset)?;
@@ -305,17 +258,9 @@ impl Writer {
     /// Writes checksums, flushes, and renames the file into place.
     pub fn finish(mut self) -> Result<()> {
         if self.next != self.table.len() {
-            return Err(FormatError::Incomplete {
-                written: self.next,
-                total: self.table.len(),
-            });
+            return Err(FormatError::Incomplete { written: self.next, total: self.table.len() });
         }
-        let end = self
-            .table
-            .last()
-            .map(|t| t.offset + t.nbytes)
-            .unwrap_or(self.data_offset)
-            .max(self.data_offset);
+        let end = self.table.last().map(|t| t.offset + t.nbytes).unwrap_or(self.data_offset).max(self.data_offset);
         self.pad_to(end)?;
         let table_bytes = encode_table(&self.table);
         let mut h = Sha256::new();
@@ -334,9 +279,7 @@ impl Writer {
         let r = (|| -> std::io::Result<File> {
             out.seek(SeekFrom::Start(0))?;
             out.write_all(&header)?;
-            out.seek(SeekFrom::Start(
-                HEADER_LEN as u64 + self.metadata.len() as u64,
-            ))?;
+            out.seek(SeekFrom::Start(HEADER_LEN as u64 + self.metadata.len() as u64))?;
             out.write_all(&table_bytes)?;
             let f = out.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
@@ -437,12 +380,10 @@ impl<'a> Cursor<'a> {
         Some(s)
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
+        self.take(4).map(|s| u32::from_le_bytes(s.try_into().unwrap()))
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+        self.take(8).map(|s| u64::from_le_bytes(s.try_into().unwrap()))
     }
 }
 
@@ -468,57 +409,30 @@ pub fn parse(bytes: &[u8]) -> Result<Layout> {
     }
     let header_len = u32::from_le_bytes(h[8..12].try_into().unwrap()) as u64;
     if header_len != HEADER_LEN as u64 {
-        return Err(FormatError::BadHeader {
-            field: "header_len",
-            got: header_len,
-            expected: HEADER_LEN as u64,
-        });
+        return Err(FormatError::BadHeader { field: "header_len", got: header_len, expected: HEADER_LEN as u64 });
     }
     let align = u32::from_le_bytes(h[12..16].try_into().unwrap()) as u64;
     if align != ALIGN {
-        return Err(FormatError::BadHeader {
-            field: "alignment",
-            got: align,
-            expected: ALIGN,
-        });
+        return Err(FormatError::BadHeader { field: "alignment", got: align, expected: ALIGN });
     }
     let (meta_off, meta_len) = (le_u64(h, 16), le_u64(h, 24));
     let (table_off, table_len) = (le_u64(h, 32), le_u64(h, 40));
     let count = le_u64(h, 48);
     let (data_off, data_len) = (le_u64(h, 56), le_u64(h, 64));
     if meta_off != HEADER_LEN as u64 {
-        return Err(FormatError::BadHeader {
-            field: "metadata_offset",
-            got: meta_off,
-            expected: HEADER_LEN as u64,
-        });
+        return Err(FormatError::BadHeader { field: "metadata_offset", got: meta_off, expected: HEADER_LEN as u64 });
     }
     let section = |name, off: u64, len: u64, min_start: u64| {
-        let end = off
-            .checked_add(len)
-            .filter(|&e| e <= file_len && off >= min_start);
-        end.ok_or(FormatError::SectionBounds {
-            section: name,
-            offset: off,
-            len,
-            file_len,
-        })
+        let end = off.checked_add(len).filter(|&e| e <= file_len && off >= min_start);
+        end.ok_or(FormatError::SectionBounds { section: name, offset: off, len, file_len })
     };
     let meta_end = section("metadata", meta_off, meta_len, HEADER_LEN as u64)?;
     if table_off != meta_end {
-        return Err(FormatError::BadHeader {
-            field: "table_offset",
-            got: table_off,
-            expected: meta_end,
-        });
+        return Err(FormatError::BadHeader { field: "table_offset", got: table_off, expected: meta_end });
     }
     let table_end = section("table", table_off, table_len, meta_end)?;
     if data_off != align_up(table_end) {
-        return Err(FormatError::BadHeader {
-            field: "data_offset",
-            got: data_off,
-            expected: align_up(table_end),
-        });
+        return Err(FormatError::BadHeader { field: "data_offset", got: data_off, expected: align_up(table_end) });
     }
     let data_end = section("data", data_off, data_len, table_end)?;
     if data_end != file_len {
@@ -543,17 +457,12 @@ pub fn parse(bytes: &[u8]) -> Result<Layout> {
         return Err(FormatError::TooManyTensors { count, table_len });
     }
     let mut tensors = Vec::with_capacity(count as usize);
-    let mut cur = Cursor {
-        b: table_bytes,
-        pos: 0,
-    };
+    let mut cur = Cursor { b: table_bytes, pos: 0 };
     let mut names = HashSet::with_capacity(count as usize);
     for index in 0..count as usize {
         let t = parse_entry(&mut cur, index)?;
-        let expected = tensor_nbytes(t.dtype, &t.shape).map_err(|e| FormatError::BadTensor {
-            name: t.name.clone(),
-            what: e.to_string(),
-        })?;
+        let expected = tensor_nbytes(t.dtype, &t.shape)
+            .map_err(|e| FormatError::BadTensor { name: t.name.clone(), what: e.to_string() })?;
         if t.nbytes != expected {
             return Err(FormatError::BadTensor {
                 name: t.name,
@@ -566,17 +475,11 @@ pub fn parse(bytes: &[u8]) -> Result<Layout> {
                 what: format!("offset {} is not aligned to {ALIGN}", t.offset),
             });
         }
-        let inside = t.offset >= data_off
-            && t.offset
-                .checked_add(t.nbytes)
-                .is_some_and(|e| e <= data_end);
+        let inside = t.offset >= data_off && t.offset.checked_add(t.nbytes).is_some_and(|e| e <= data_end);
         if !inside {
             return Err(FormatError::BadTensor {
                 name: t.name,
-                what: format!(
-                    "bytes {}..+{} lie outside the data section",
-                    t.offset, t.nbytes
-                ),
+                what: format!("bytes {}..+{} lie outside the data section", t.offset, t.nbytes),
             });
         }
         if !names.insert(t.name.clone()) {
@@ -585,20 +488,14 @@ pub fn parse(bytes: &[u8]) -> Result<Layout> {
         tensors.push(t);
     }
     if cur.pos != table_bytes.len() {
-        return Err(FormatError::TrailingTable {
-            count,
-            got: table_bytes.len() - cur.pos,
-        });
+        return Err(FormatError::TrailingTable { count, got: table_bytes.len() - cur.pos });
     }
     let mut order: Vec<usize> = (0..tensors.len()).collect();
     order.sort_by_key(|&i| tensors[i].offset);
     for w in order.windows(2) {
         let (a, b) = (&tensors[w[0]], &tensors[w[1]]);
         if a.offset + a.nbytes > b.offset {
-            return Err(FormatError::Overlap {
-                a: a.name.clone(),
-                b: b.name.clone(),
-            });
+            return Err(FormatError::Overlap { a: a.name.clone(), b: b.name.clone() });
         }
     }
     Ok(Layout {
@@ -616,9 +513,7 @@ fn parse_entry(cur: &mut Cursor<'_>, index: usize) -> Result<TensorInfo> {
     let bad = |what: String| FormatError::BadEntry { index, what };
     let name_len = cur.u32().ok_or_else(trunc)? as usize;
     if name_len == 0 || name_len > MAX_NAME_LEN {
-        return Err(bad(format!(
-            "name length {name_len} outside 1..={MAX_NAME_LEN}"
-        )));
+        return Err(bad(format!("name length {name_len} outside 1..={MAX_NAME_LEN}")));
     }
     let name = std::str::from_utf8(cur.take(name_len).ok_or_else(trunc)?)
         .map_err(|_| bad("name is not UTF-8".into()))?
@@ -626,9 +521,7 @@ fn parse_entry(cur: &mut Cursor<'_>, index: usize) -> Result<TensorInfo> {
     let code = cur.u32().ok_or_else(trunc)?;
     let dtype = DType::try_from(code).map_err(|_| bad(format!("unknown dtype code {code}")))?;
     if !dtype.is_native() {
-        return Err(bad(format!(
-            "dtype {dtype} cannot be stored in an .autark file"
-        )));
+        return Err(bad(format!("dtype {dtype} cannot be stored in an .autark file")));
     }
     let layout = cur.u32().ok_or_else(trunc)?;
     if layout != 0 {
@@ -636,9 +529,7 @@ fn parse_entry(cur: &mut Cursor<'_>, index: usize) -> Result<TensorInfo> {
     }
     let n_dims = cur.u32().ok_or_else(trunc)? as usize;
     if n_dims == 0 || n_dims > MAX_DIMS {
-        return Err(bad(format!(
-            "{n_dims} dimensions (1 to {MAX_DIMS} allowed)"
-        )));
+        return Err(bad(format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)")));
     }
     let mut shape = Vec::with_capacity(n_dims);
     for _ in 0..n_dims {
@@ -648,14 +539,7 @@ fn parse_entry(cur: &mut Cursor<'_>, index: usize) -> Result<TensorInfo> {
     let offset = cur.u64().ok_or_else(trunc)?;
     let nbytes = cur.u64().ok_or_else(trunc)?;
     let sha256: [u8; 32] = cur.take(32).ok_or_else(trunc)?.try_into().unwrap();
-    Ok(TensorInfo {
-        name,
-        dtype,
-        shape,
-        offset,
-        nbytes,
-        sha256,
-    })
+    Ok(TensorInfo { name, dtype, shape, offset, nbytes, sha256 })
 }
 
 /// A mapped, validated `.autark` file. Tensor bytes are borrowed straight from the mapping.
@@ -667,10 +551,7 @@ pub struct AutarkFile {
 
 impl std::fmt::Debug for AutarkFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AutarkFile")
-            .field("path", &self.path)
-            .field("tensors", &self.layout.tensors.len())
-            .finish()
+        f.debug_struct("AutarkFile").field("path", &self.path).field("tensors", &self.layout.tensors.len()).finish()
     }
 }
 
@@ -686,11 +567,7 @@ impl AutarkFile {
         // mapped (autark's own writer never does: it renames a new file into place).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(path))?;
         let layout = parse(&map)?;
-        Ok(AutarkFile {
-            map,
-            layout,
-            path: path.to_path_buf(),
-        })
+        Ok(AutarkFile { map, layout, path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {

@@ -35,20 +35,17 @@ pub struct ModelConfig {
     pub attn_qkv_bias: bool,
     #[serde(default)]
     pub sliding_window: Option<usize>,
+    /// Per-frequency divisors of the RoPE frequencies (`head_dim / 2` values), as llama.cpp's
+    /// `rope_freqs.weight` carries them for Llama 3.1+ GGUF files.
+    #[serde(default)]
+    pub rope_freq_factors: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum RopeScaling {
-    Linear {
-        factor: f32,
-    },
-    Llama3 {
-        factor: f32,
-        low_freq_factor: f32,
-        high_freq_factor: f32,
-        original_context_length: usize,
-    },
+    Linear { factor: f32 },
+    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_context_length: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,24 +111,25 @@ impl Metadata {
             }
         }
         if c.n_heads % c.n_kv_heads != 0 {
-            return bad(format!(
-                "n_heads {} is not a multiple of n_kv_heads {}",
-                c.n_heads, c.n_kv_heads
-            ));
+            return bad(format!("n_heads {} is not a multiple of n_kv_heads {}", c.n_heads, c.n_kv_heads));
         }
         if c.head_dim % 2 != 0 {
             return bad(format!("head_dim {} is odd", c.head_dim));
         }
         if c.rope_layout != "interleaved" && c.rope_layout != "neox" {
-            return bad(format!(
-                "rope_layout {:?} (expected interleaved or neox)",
-                c.rope_layout
-            ));
+            return bad(format!("rope_layout {:?} (expected interleaved or neox)", c.rope_layout));
         }
-        if !(c.rope_theta.is_finite() && c.rope_theta > 0.0)
-            || !(c.norm_eps.is_finite() && c.norm_eps >= 0.0)
-        {
+        if !(c.rope_theta.is_finite() && c.rope_theta > 0.0) || !(c.norm_eps.is_finite() && c.norm_eps >= 0.0) {
             return bad("rope_theta or norm_eps is not a positive finite number".into());
+        }
+        if let Some(f) = &c.rope_freq_factors {
+            if f.len() != c.head_dim / 2 || f.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                return bad(format!(
+                    "rope_freq_factors: {} values, expected {} positive numbers",
+                    f.len(),
+                    c.head_dim / 2
+                ));
+            }
         }
         Ok(())
     }

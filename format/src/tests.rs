@@ -20,6 +20,7 @@ pub(crate) fn sample_metadata() -> Metadata {
             tied_embeddings: true,
             attn_qkv_bias: false,
             sliding_window: None,
+            rope_freq_factors: None,
         },
         tokenizer: TokenizerMeta {
             hf_json: "{}".into(),
@@ -42,11 +43,7 @@ fn tmpdir(tag: &str) -> PathBuf {
 }
 
 fn write_x(path: &Path) -> Vec<u8> {
-    let specs = [TensorSpec {
-        name: "x".into(),
-        dtype: DType::F32,
-        shape: vec![2],
-    }];
+    let specs = [TensorSpec { name: "x".into(), dtype: DType::F32, shape: vec![2] }];
     let mut w = Writer::create(path, &sample_metadata(), &specs).unwrap();
     let data: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
     w.write_tensor("x", &data).unwrap();
@@ -114,24 +111,14 @@ fn failed_write_keeps_existing_output() {
     let p = d.join("m.autark");
     std::fs::write(&p, b"precious").unwrap();
     {
-        let specs = [TensorSpec {
-            name: "x".into(),
-            dtype: DType::F32,
-            shape: vec![2],
-        }];
+        let specs = [TensorSpec { name: "x".into(), dtype: DType::F32, shape: vec![2] }];
         let mut w = Writer::create(&p, &sample_metadata(), &specs).unwrap();
-        assert!(matches!(
-            w.write_tensor("x", &[0u8; 4]),
-            Err(FormatError::WriteSize { .. })
-        ));
+        assert!(matches!(w.write_tensor("x", &[0u8; 4]), Err(FormatError::WriteSize { .. })));
         // dropped unfinished
     }
     assert_eq!(std::fs::read(&p).unwrap(), b"precious");
-    let leftovers: Vec<_> = std::fs::read_dir(&d)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name() != "m.autark")
-        .collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&d).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name() != "m.autark").collect();
     assert!(leftovers.is_empty(), "temporary file left behind");
 }
 
@@ -159,10 +146,7 @@ fn hostile_headers_are_typed_errors() {
         ("truncated data", Box::new(|b| b.truncate(b.len() - 1))),
         ("wrong magic", Box::new(|b| b[0] = b'G')),
         ("newer major", Box::new(|b| b[4] = 2)),
-        (
-            "metadata past end",
-            Box::new(|b| b[24..32].copy_from_slice(&u64::MAX.to_le_bytes())),
-        ),
+        ("metadata past end", Box::new(|b| b[24..32].copy_from_slice(&u64::MAX.to_le_bytes()))),
         ("bit flip in metadata", Box::new(move |b| b[130] ^= 0x20)),
         (
             "huge tensor count",
@@ -234,16 +218,8 @@ fn overlapping_tensors_are_refused() {
     let d = tmpdir("overlap");
     let p = d.join("m.autark");
     let specs = [
-        TensorSpec {
-            name: "a".into(),
-            dtype: DType::F32,
-            shape: vec![32],
-        },
-        TensorSpec {
-            name: "b".into(),
-            dtype: DType::F32,
-            shape: vec![32],
-        },
+        TensorSpec { name: "a".into(), dtype: DType::F32, shape: vec![32] },
+        TensorSpec { name: "b".into(), dtype: DType::F32, shape: vec![32] },
     ];
     let mut w = Writer::create(&p, &sample_metadata(), &specs).unwrap();
     w.write_tensor("a", &[0u8; 128]).unwrap();

@@ -57,11 +57,7 @@ impl std::fmt::Display for DType {
 impl std::str::FromStr for DType {
     type Err = KernelError;
     fn from_str(s: &str) -> Result<Self> {
-        DType::ALL
-            .iter()
-            .copied()
-            .find(|d| d.name().eq_ignore_ascii_case(s))
-            .ok_or(KernelError::UnknownDType(u32::MAX))
+        DType::ALL.iter().copied().find(|d| d.name().eq_ignore_ascii_case(s)).ok_or(KernelError::UnknownDType(u32::MAX))
     }
 }
 
@@ -118,30 +114,20 @@ impl DType {
     /// Types the runtime computes with directly and `.autark` files may hold. The others are
     /// import-only: they are dequantized and re-quantized by the quantizer.
     pub const fn is_native(self) -> bool {
-        matches!(
-            self,
-            DType::F32 | DType::F16 | DType::Q4_0 | DType::Q4_1 | DType::Q8_0
-        )
+        matches!(self, DType::F32 | DType::F16 | DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
     }
 
     /// Bytes of a row of `n` values; an error when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Result<usize> {
         let bl = self.block_len();
         if n % bl != 0 {
-            return Err(KernelError::NotBlockMultiple {
-                op: "row_bytes",
-                dtype: self,
-                len: n,
-                block_len: bl,
-            });
+            return Err(KernelError::NotBlockMultiple { op: "row_bytes", dtype: self, len: n, block_len: bl });
         }
-        (n / bl)
-            .checked_mul(self.block_bytes())
-            .ok_or(KernelError::LengthMismatch {
-                op: "row_bytes",
-                expected: usize::MAX,
-                got: n,
-            })
+        (n / bl).checked_mul(self.block_bytes()).ok_or(KernelError::LengthMismatch {
+            op: "row_bytes",
+            expected: usize::MAX,
+            got: n,
+        })
     }
 
     /// Bits per weight of the type (scales included).
@@ -221,11 +207,7 @@ pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Result<&[B]> {
         });
     }
     if bytes.as_ptr() as usize % std::mem::align_of::<B>() != 0 {
-        return Err(KernelError::Misaligned {
-            op: "cast_blocks",
-            dtype: B::DTYPE,
-            align: std::mem::align_of::<B>(),
-        });
+        return Err(KernelError::Misaligned { op: "cast_blocks", dtype: B::DTYPE, align: std::mem::align_of::<B>() });
     }
     // SAFETY: `B` is a `Block`, i.e. a `#[repr(C)]` struct of integers without padding, for
     // which every bit pattern is valid; the length is a whole number of blocks and the pointer
@@ -237,9 +219,7 @@ pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Result<&[B]> {
 pub fn block_bytes<B: Block>(blocks: &[B]) -> &[u8] {
     // SAFETY: `Block` types are `#[repr(C)]` with no padding bytes, so every byte is
     // initialised; u8 has alignment 1 and the length covers exactly the blocks.
-    unsafe {
-        std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks))
-    }
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks)) }
 }
 
 /// A stored block format. Implemented only by `#[repr(C)]` structs of integers with no padding
@@ -258,27 +238,13 @@ pub trait Block: Copy + Default + Send + Sync + 'static {
     fn vec_dot_scalar(w: &[Self], a: &[Self::Activation]) -> Result<f32>;
 }
 
-pub(crate) fn check_blocks(
-    op: &'static str,
-    dtype: DType,
-    n_values: usize,
-    n_blocks: usize,
-) -> Result<()> {
+pub(crate) fn check_blocks(op: &'static str, dtype: DType, n_values: usize, n_blocks: usize) -> Result<()> {
     let bl = dtype.block_len();
     if n_values % bl != 0 {
-        return Err(KernelError::NotBlockMultiple {
-            op,
-            dtype,
-            len: n_values,
-            block_len: bl,
-        });
+        return Err(KernelError::NotBlockMultiple { op, dtype, len: n_values, block_len: bl });
     }
     if n_values / bl != n_blocks {
-        return Err(KernelError::LengthMismatch {
-            op,
-            expected: n_blocks * bl,
-            got: n_values,
-        });
+        return Err(KernelError::LengthMismatch { op, expected: n_blocks * bl, got: n_values });
     }
     Ok(())
 }
@@ -311,30 +277,9 @@ macro_rules! impl_block {
     };
 }
 
-impl_block!(
-    BlockQ8_0,
-    DType::Q8_0,
-    quantize_row_q8_0,
-    dequantize_row_q8_0,
-    vec_dot_q8_0_q8a,
-    vec_dot_q8_0
-);
-impl_block!(
-    BlockQ4_0,
-    DType::Q4_0,
-    quantize_row_q4_0,
-    dequantize_row_q4_0,
-    vec_dot_q4_0_q8a,
-    vec_dot_q4_0
-);
-impl_block!(
-    BlockQ4_1,
-    DType::Q4_1,
-    quantize_row_q4_1,
-    dequantize_row_q4_1,
-    vec_dot_q4_1_q8a,
-    vec_dot_q4_1
-);
+impl_block!(BlockQ8_0, DType::Q8_0, quantize_row_q8_0, dequantize_row_q8_0, vec_dot_q8_0_q8a, vec_dot_q8_0);
+impl_block!(BlockQ4_0, DType::Q4_0, quantize_row_q4_0, dequantize_row_q4_0, vec_dot_q4_0_q8a, vec_dot_q4_0);
+impl_block!(BlockQ4_1, DType::Q4_1, quantize_row_q4_1, dequantize_row_q4_1, vec_dot_q4_1_q8a, vec_dot_q4_1);
 
 /// Quantizes activations into `BlockQ8A` blocks (dispatched).
 pub fn quantize_act(src: &[f32], dst: &mut [BlockQ8A]) -> Result<()> {
@@ -347,11 +292,7 @@ pub fn quantize_act(src: &[f32], dst: &mut [BlockQ8A]) -> Result<()> {
 pub fn dequantize_bytes(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<()> {
     let expected = dtype.row_bytes(dst.len())?;
     if src.len() != expected {
-        return Err(KernelError::LengthMismatch {
-            op: "dequantize_bytes",
-            expected,
-            got: src.len(),
-        });
+        return Err(KernelError::LengthMismatch { op: "dequantize_bytes", expected, got: src.len() });
     }
     match dtype {
         DType::F32 => {
@@ -396,12 +337,7 @@ fn blocks_from_le<B: Block>(src: &[u8]) -> Result<std::borrow::Cow<'_, [B]>> {
 fn block_bytes_mut<B: Block>(blocks: &mut [B]) -> &mut [u8] {
     // SAFETY: as in `block_bytes`; additionally every bit pattern is a valid `B`, so writing
     // arbitrary bytes through the returned slice keeps the blocks valid.
-    unsafe {
-        std::slice::from_raw_parts_mut(
-            blocks.as_mut_ptr().cast::<u8>(),
-            std::mem::size_of_val(blocks),
-        )
-    }
+    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(blocks)) }
 }
 
 /// Quantizes a row of f32 into the bytes of a native type.
@@ -409,21 +345,12 @@ pub fn quantize_bytes(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> Result<()
     dst.clear();
     let n = dtype.row_bytes(src.len())?;
     match dtype {
-        DType::F32 => src
-            .iter()
-            .for_each(|v| dst.extend_from_slice(&v.to_le_bytes())),
-        DType::F16 => src
-            .iter()
-            .for_each(|v| dst.extend_from_slice(&f32_to_f16(*v).to_le_bytes())),
+        DType::F32 => src.iter().for_each(|v| dst.extend_from_slice(&v.to_le_bytes())),
+        DType::F16 => src.iter().for_each(|v| dst.extend_from_slice(&f32_to_f16(*v).to_le_bytes())),
         DType::Q8_0 => quantize_into::<BlockQ8_0>(src, dst)?,
         DType::Q4_0 => quantize_into::<BlockQ4_0>(src, dst)?,
         DType::Q4_1 => quantize_into::<BlockQ4_1>(src, dst)?,
-        other => {
-            return Err(KernelError::Unsupported {
-                op: "quantize",
-                dtype: other,
-            })
-        }
+        other => return Err(KernelError::Unsupported { op: "quantize", dtype: other }),
     }
     debug_assert_eq!(dst.len(), n);
     Ok(())

@@ -6,31 +6,13 @@ use crate::DType;
 pub enum KernelError {
     // ---- lengths and shapes -------------------------------------------------
     #[error("{op}: length {len} is not a multiple of the block length {block_len} of {dtype}")]
-    NotBlockMultiple {
-        op: &'static str,
-        dtype: DType,
-        len: usize,
-        block_len: usize,
-    },
+    NotBlockMultiple { op: &'static str, dtype: DType, len: usize, block_len: usize },
     #[error("{op}: expected {expected} elements, got {got}")]
-    LengthMismatch {
-        op: &'static str,
-        expected: usize,
-        got: usize,
-    },
+    LengthMismatch { op: &'static str, expected: usize, got: usize },
     #[error("{op}: byte length {got} does not hold a whole number of {dtype} blocks ({block_bytes} bytes each)")]
-    ByteLength {
-        op: &'static str,
-        dtype: DType,
-        got: usize,
-        block_bytes: usize,
-    },
+    ByteLength { op: &'static str, dtype: DType, got: usize, block_bytes: usize },
     #[error("{op}: buffer is not aligned to {align} bytes for {dtype}")]
-    Misaligned {
-        op: &'static str,
-        dtype: DType,
-        align: usize,
-    },
+    Misaligned { op: &'static str, dtype: DType, align: usize },
     // ---- types ----------------------------------------------------------------
     #[error("unknown dtype code {0}")]
     UnknownDType(u32),

@@ -6,9 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::blocks::{
-    cast_blocks, check_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK,
-};
+use crate::blocks::{cast_blocks, check_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 use crate::dispatch::kernels;
 use crate::error::{KernelError, Result};
 
@@ -25,47 +23,27 @@ pub struct WeightView<'a> {
 impl<'a> WeightView<'a> {
     pub fn new(dtype: DType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self> {
         if !dtype.is_native() {
-            return Err(KernelError::Unsupported {
-                op: "matmul",
-                dtype,
-            });
+            return Err(KernelError::Unsupported { op: "matmul", dtype });
         }
         let expected = dtype.row_bytes(cols)? * rows;
         if data.len() != expected {
-            return Err(KernelError::LengthMismatch {
-                op: "WeightView",
-                expected,
-                got: data.len(),
-            });
+            return Err(KernelError::LengthMismatch { op: "WeightView", expected, got: data.len() });
         }
         let align = match dtype {
             DType::F32 => 4,
             _ => 2,
         };
         if data.as_ptr() as usize % align != 0 {
-            return Err(KernelError::Misaligned {
-                op: "WeightView",
-                dtype,
-                align,
-            });
+            return Err(KernelError::Misaligned { op: "WeightView", dtype, align });
         }
-        Ok(WeightView {
-            dtype,
-            rows,
-            cols,
-            data,
-        })
+        Ok(WeightView { dtype, rows, cols, data })
     }
 
     /// Row `r` dequantized into `dst` (used for embedding look-ups).
     pub fn row_f32(&self, r: usize, dst: &mut [f32]) -> Result<()> {
         let rb = self.dtype.row_bytes(self.cols)?;
         if r >= self.rows {
-            return Err(KernelError::LengthMismatch {
-                op: "row_f32",
-                expected: self.rows,
-                got: r,
-            });
+            return Err(KernelError::LengthMismatch { op: "row_f32", expected: self.rows, got: r });
         }
         crate::blocks::dequantize_bytes(self.dtype, &self.data[r * rb..(r + 1) * rb], dst)
     }
@@ -84,12 +62,7 @@ pub struct Activations {
 impl Activations {
     pub fn with_capacity(max_tokens: usize, max_cols: usize) -> Self {
         let n = max_tokens * max_cols;
-        Activations {
-            n_tokens: 0,
-            cols: 0,
-            x: Vec::with_capacity(n),
-            q8: Vec::with_capacity(n.div_ceil(QK)),
-        }
+        Activations { n_tokens: 0, cols: 0, x: Vec::with_capacity(n), q8: Vec::with_capacity(n.div_ceil(QK)) }
     }
 
     /// Takes `x` (`n_tokens` rows of `cols`) and quantizes it.
@@ -135,18 +108,10 @@ unsafe impl Sync for OutPtr {}
 /// `out` holds `n_tokens` × `rows` values. Runs on the current rayon pool.
 pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()> {
     if act.cols != w.cols {
-        return Err(KernelError::LengthMismatch {
-            op: "gemm",
-            expected: w.cols,
-            got: act.cols,
-        });
+        return Err(KernelError::LengthMismatch { op: "gemm", expected: w.cols, got: act.cols });
     }
     if out.len() != act.n_tokens * w.rows {
-        return Err(KernelError::LengthMismatch {
-            op: "gemm out",
-            expected: act.n_tokens * w.rows,
-            got: out.len(),
-        });
+        return Err(KernelError::LengthMismatch { op: "gemm out", expected: act.n_tokens * w.rows, got: out.len() });
     }
     let k = kernels();
     match w.dtype {
@@ -157,10 +122,7 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
             let wb: &[u16] = cast_u16(w.data)?;
             let dot = k.vec_dot_f16;
             gemm_rows(w.rows, act.n_tokens, out, |r, t| {
-                dot(
-                    &wb[r * w.cols..(r + 1) * w.cols],
-                    &act.x[t * w.cols..(t + 1) * w.cols],
-                )
+                dot(&wb[r * w.cols..(r + 1) * w.cols], &act.x[t * w.cols..(t + 1) * w.cols])
             });
             Ok(())
         }
@@ -168,17 +130,11 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
             let wb: &[f32] = cast_f32(w.data)?;
             let dot = k.vec_dot_f32;
             gemm_rows(w.rows, act.n_tokens, out, |r, t| {
-                dot(
-                    &wb[r * w.cols..(r + 1) * w.cols],
-                    &act.x[t * w.cols..(t + 1) * w.cols],
-                )
+                dot(&wb[r * w.cols..(r + 1) * w.cols], &act.x[t * w.cols..(t + 1) * w.cols])
             });
             Ok(())
         }
-        other => Err(KernelError::Unsupported {
-            op: "gemm",
-            dtype: other,
-        }),
+        other => Err(KernelError::Unsupported { op: "gemm", dtype: other }),
     }
 }
 
@@ -192,20 +148,13 @@ fn gemm_q<B: Block>(
     let blocks: &[B] = cast_blocks(w.data)?;
     let nb = w.cols / QK;
     let a = &act.q8;
-    gemm_rows(w.rows, act.n_tokens, out, |r, t| {
-        dot(&blocks[r * nb..(r + 1) * nb], &a[t * nb..(t + 1) * nb])
-    });
+    gemm_rows(w.rows, act.n_tokens, out, |r, t| dot(&blocks[r * nb..(r + 1) * nb], &a[t * nb..(t + 1) * nb]));
     Ok(())
 }
 
 /// Splits rows into chunks over the pool; inside a chunk, every token reuses the chunk's
 /// weight rows while they are in cache.
-fn gemm_rows<F: Fn(usize, usize) -> f32 + Sync>(
-    rows: usize,
-    n_tokens: usize,
-    out: &mut [f32],
-    f: F,
-) {
+fn gemm_rows<F: Fn(usize, usize) -> f32 + Sync>(rows: usize, n_tokens: usize, out: &mut [f32], f: F) {
     assert_eq!(out.len(), rows * n_tokens);
     let threads = rayon::current_num_threads().max(1);
     // Enough chunks to balance the threads, each a few KB of weights at least.
@@ -229,11 +178,7 @@ fn gemm_rows<F: Fn(usize, usize) -> f32 + Sync>(
 
 fn cast_u16(b: &[u8]) -> Result<&[u16]> {
     if b.len() % 2 != 0 || b.as_ptr() as usize % 2 != 0 {
-        return Err(KernelError::Misaligned {
-            op: "cast_u16",
-            dtype: DType::F16,
-            align: 2,
-        });
+        return Err(KernelError::Misaligned { op: "cast_u16", dtype: DType::F16, align: 2 });
     }
     // SAFETY: length and alignment checked; every bit pattern is a valid u16.
     Ok(unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u16>(), b.len() / 2) })
@@ -241,11 +186,7 @@ fn cast_u16(b: &[u8]) -> Result<&[u16]> {
 
 pub fn cast_f32(b: &[u8]) -> Result<&[f32]> {
     if b.len() % 4 != 0 || b.as_ptr() as usize % 4 != 0 {
-        return Err(KernelError::Misaligned {
-            op: "cast_f32",
-            dtype: DType::F32,
-            align: 4,
-        });
+        return Err(KernelError::Misaligned { op: "cast_f32", dtype: DType::F32, align: 4 });
     }
     // SAFETY: length and alignment checked; every bit pattern is a valid f32.
     Ok(unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<f32>(), b.len() / 4) })
@@ -287,11 +228,7 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 pub fn rope_head(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
     let half = x.len() / 2;
     for i in 0..half {
-        let (a, b) = if interleaved {
-            (2 * i, 2 * i + 1)
-        } else {
-            (i, i + half)
-        };
+        let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
         let (x0, x1) = (x[a], x[b]);
         x[a] = x0 * cos[i] - x1 * sin[i];
         x[b] = x0 * sin[i] + x1 * cos[i];

@@ -61,12 +61,8 @@ pub fn dequantize_row_q4_0(src: &[BlockQ4_0], dst: &mut [f32]) {
 
 pub fn quantize_row_q4_1(src: &[f32], dst: &mut [BlockQ4_1]) {
     for (x, b) in src.chunks_exact(QK).zip(dst.iter_mut()) {
-        let min = x
-            .iter()
-            .fold(f32::INFINITY, |m, &v| if v < m { v } else { m });
-        let max = x
-            .iter()
-            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        let min = x.iter().fold(f32::INFINITY, |m, &v| if v < m { v } else { m });
+        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
         let d = (max - min) / 15.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b.d = f32_to_f16(d);

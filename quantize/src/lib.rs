@@ -1,1 +1,414 @@
+//! autark-quantize: reads Hugging Face folders and GGUF files, chooses a type per tensor (a
+//! recipe), and streams tensors one at a time into an `.autark` file: peak memory stays near
+//! the largest tensor, not the model.
 #![forbid(unsafe_code)]
+
+pub mod error;
+pub mod gguf;
+pub mod hf;
+pub mod recipe;
+pub mod tokenizer;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use autark_format::{Metadata, ModelConfig, Provenance, SourceFile, TensorSpec, TokenizerMeta, Writer};
+use autark_kernels::{blocks, DType};
+use sha2::{Digest, Sha256};
+
+pub use error::{QuantizeError, Result};
+pub use recipe::Recipe;
+
+use crate::error::io_err;
+
+/// Where a source tensor's bytes live.
+#[derive(Debug, Clone)]
+enum Origin {
+    Gguf(usize),
+    Safetensors(hf::StTensor),
+}
+
+/// A tensor of the source model, under its `.autark` name.
+#[derive(Debug, Clone)]
+pub struct SourceTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    origin: Origin,
+}
+
+/// A model to import: configuration, tokenizer and tensors, read lazily.
+pub struct Source {
+    pub architecture: String,
+    pub config: ModelConfig,
+    pub tokenizer: TokenizerMeta,
+    pub tensors: Vec<SourceTensor>,
+    /// Files the model was read from (for provenance).
+    pub files: Vec<PathBuf>,
+    /// Things the user should know (ignored tensors, fallbacks).
+    pub notes: Vec<String>,
+    gguf: Option<gguf::Gguf>,
+}
+
+impl Source {
+    /// Opens a GGUF file or a Hugging Face folder.
+    pub fn open(path: &Path) -> Result<Source> {
+        if path.is_dir() {
+            return Self::open_hf(path);
+        }
+        let mut magic = [0u8; 4];
+        let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+        if f.read_exact(&mut magic).is_ok() && &magic == b"GGUF" {
+            return Self::open_gguf(path);
+        }
+        Err(QuantizeError::UnknownInput { path: path.to_path_buf() })
+    }
+
+    fn open_hf(dir: &Path) -> Result<Source> {
+        let cfg_path = dir.join("config.json");
+        let (architecture, config) = hf::parse_config(&cfg_path)?;
+        let cfg_json = hf::read_json(&cfg_path)?;
+        let tokenizer = tokenizer::from_hf(dir, &cfg_json)?;
+        let files = hf::weight_files(dir)?;
+        let mut tensors = Vec::new();
+        let mut notes = Vec::new();
+        for f in &files {
+            for t in hf::read_safetensors_header(f)? {
+                match hf::map_name(&t.name) {
+                    Some(name) if name == "output.weight" && config.tied_embeddings => {
+                        notes.push("lm_head.weight ignored: the model ties its output to the embedding".into());
+                    }
+                    Some(name) => tensors.push(SourceTensor {
+                        name,
+                        dtype: t.dtype,
+                        shape: t.shape.clone(),
+                        origin: Origin::Safetensors(t),
+                    }),
+                    None => notes.push(format!("{} ignored: not used by the runtime", t.name)),
+                }
+            }
+        }
+        let mut config = config;
+        if !config.tied_embeddings && !tensors.iter().any(|t| t.name == "output.weight") {
+            notes.push("no lm_head.weight: the output head is tied to the embedding".into());
+            config.tied_embeddings = true;
+        }
+        let mut files = files;
+        files.insert(0, cfg_path);
+        files.push(dir.join("tokenizer.json"));
+        Ok(Source { architecture, config, tokenizer, tensors, files, notes, gguf: None })
+    }
+
+    fn open_gguf(path: &Path) -> Result<Source> {
+        use gguf::Value;
+        let g = gguf::Gguf::open(path)?;
+        let arch = g.get("general.architecture").and_then(Value::as_str).unwrap_or("").to_string();
+        let (architecture, rope_layout) = match arch.as_str() {
+            "llama" => ("llama", "interleaved"),
+            "mistral" => ("mistral", "interleaved"),
+            "qwen2" => ("qwen2", "neox"),
+            other => {
+                return Err(QuantizeError::UnknownArchitecture {
+                    got: other.into(),
+                    supported: "llama, mistral, qwen2 (GGUF)".into(),
+                })
+            }
+        };
+        let key = |k: &str| format!("{arch}.{k}");
+        let u = |k: &str| -> Result<usize> {
+            g.get(&key(k))
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| QuantizeError::MissingKey { key: key(k) })
+        };
+        let (tokenizer, mut notes) = tokenizer::from_gguf(&g)?;
+        let d_model = u("embedding_length")?;
+        let n_heads = u("attention.head_count")?;
+        if n_heads == 0 {
+            return Err(QuantizeError::GgufInvalid("attention.head_count is 0".into()));
+        }
+        let vocab_size = g.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(|a| a.len()).unwrap_or(0);
+        let rope_scaling = match g.get(&key("rope.scaling.type")).and_then(Value::as_str) {
+            Some("linear") => g
+                .get(&key("rope.scaling.factor"))
+                .and_then(Value::as_f32)
+                .map(|factor| autark_format::RopeScaling::Linear { factor }),
+            Some("none") | None => None,
+            Some(other) => {
+                return Err(QuantizeError::GgufInvalid(format!("rope scaling {other:?} is not supported")));
+            }
+        };
+        let mut tensors = Vec::new();
+        for (i, t) in g.tensors.iter().enumerate() {
+            let dtype = t.dtype()?;
+            tensors.push(SourceTensor { name: t.name.clone(), dtype, shape: t.shape.clone(), origin: Origin::Gguf(i) });
+        }
+        let has = |n: &str| g.tensors.iter().any(|t| t.name == n);
+        let config = ModelConfig {
+            n_layers: u("block_count")?,
+            d_model,
+            n_heads,
+            n_kv_heads: u("attention.head_count_kv").unwrap_or(n_heads),
+            head_dim: u("attention.key_length").unwrap_or(d_model / n_heads),
+            ffn_dim: u("feed_forward_length")?,
+            vocab_size: u("vocab_size").unwrap_or(vocab_size),
+            context_length: u("context_length").unwrap_or(4096),
+            rope_theta: g.get(&key("rope.freq_base")).and_then(Value::as_f32).unwrap_or(10000.0),
+            rope_layout: rope_layout.into(),
+            rope_scaling,
+            norm_eps: g.get(&key("attention.layer_norm_rms_epsilon")).and_then(Value::as_f32).unwrap_or(1e-5),
+            tied_embeddings: !has("output.weight"),
+            attn_qkv_bias: has("blk.0.attn_q.bias"),
+            sliding_window: None,
+            rope_freq_factors: match g.tensor("rope_freqs.weight") {
+                Some(t) if t.type_code == 0 => {
+                    let b = g.read(t)?;
+                    Some(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+                }
+                Some(_) => return Err(QuantizeError::GgufInvalid("rope_freqs.weight is not f32".into())),
+                None => None,
+            },
+        };
+        for t in &tensors {
+            if !t.dtype.is_native() {
+                notes.push(format!("{}: {} is not native; dequantized and re-quantized", t.name, t.dtype));
+            }
+        }
+        Ok(Source {
+            architecture: architecture.into(),
+            config,
+            tokenizer,
+            tensors,
+            files: vec![path.to_path_buf()],
+            notes,
+            gguf: Some(g),
+        })
+    }
+
+    /// Reads one tensor's raw bytes in its source type.
+    pub fn read(&self, t: &SourceTensor) -> Result<Vec<u8>> {
+        match &t.origin {
+            Origin::Gguf(i) => {
+                let g = self.gguf.as_ref().expect("GGUF tensor without GGUF source");
+                g.read(&g.tensors[*i])
+            }
+            Origin::Safetensors(st) => hf::read_tensor(st),
+        }
+    }
+
+    /// The tensors the architecture needs, with their shapes, in file order.
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        expected_tensors(&self.config)
+    }
+}
+
+/// Every tensor an `.autark` file of this configuration holds (docs/FORMAT.md, "Tensor names").
+pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let q = c.n_heads * c.head_dim;
+    let kv = c.n_kv_heads * c.head_dim;
+    let mut v = vec![("token_embd.weight".to_string(), vec![c.vocab_size, c.d_model])];
+    for l in 0..c.n_layers {
+        let p = |s: &str| format!("blk.{l}.{s}");
+        v.push((p("attn_norm.weight"), vec![c.d_model]));
+        v.push((p("attn_q.weight"), vec![q, c.d_model]));
+        v.push((p("attn_k.weight"), vec![kv, c.d_model]));
+        v.push((p("attn_v.weight"), vec![kv, c.d_model]));
+        if c.attn_qkv_bias {
+            v.push((p("attn_q.bias"), vec![q]));
+            v.push((p("attn_k.bias"), vec![kv]));
+            v.push((p("attn_v.bias"), vec![kv]));
+        }
+        v.push((p("attn_output.weight"), vec![c.d_model, q]));
+        v.push((p("ffn_norm.weight"), vec![c.d_model]));
+        v.push((p("ffn_gate.weight"), vec![c.ffn_dim, c.d_model]));
+        v.push((p("ffn_up.weight"), vec![c.ffn_dim, c.d_model]));
+        v.push((p("ffn_down.weight"), vec![c.d_model, c.ffn_dim]));
+    }
+    v.push(("output_norm.weight".into(), vec![c.d_model]));
+    if !c.tied_embeddings {
+        v.push(("output.weight".into(), vec![c.vocab_size, c.d_model]));
+    }
+    v
+}
+
+/// Per-tensor result of a quantization.
+#[derive(Debug, Clone)]
+pub struct TensorReport {
+    pub name: String,
+    pub source: DType,
+    pub target: DType,
+    pub shape: Vec<usize>,
+    pub bytes: u64,
+    /// Copied byte for byte (no re-quantization).
+    pub copied: bool,
+    /// RMS of (dequantized output − source), and relative to the RMS of the source.
+    pub rms_error: f64,
+    pub rel_rms_error: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub tensors: Vec<TensorReport>,
+    pub file_bytes: u64,
+    pub n_params: u64,
+    pub notes: Vec<String>,
+}
+
+impl Summary {
+    /// Bits per weight over all tensors.
+    pub fn bits_per_weight(&self) -> f64 {
+        let bytes: u64 = self.tensors.iter().map(|t| t.bytes).sum();
+        bytes as f64 * 8.0 / self.n_params.max(1) as f64
+    }
+}
+
+/// Progress events for a progress bar.
+pub enum Progress<'a> {
+    Start { n_tensors: usize },
+    Tensor { index: usize, name: &'a str },
+}
+
+/// Converts `input` into `output` following `recipe`. The output is written to a temporary
+/// file and renamed into place at the end; on any error an existing `output` is untouched.
+pub fn quantize(
+    input: &Path,
+    output: &Path,
+    recipe: &Recipe,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Summary> {
+    let src = Source::open(input)?;
+    if let Ok(out) = output.canonicalize() {
+        for f in &src.files {
+            if f.canonicalize().is_ok_and(|f| f == out) {
+                return Err(QuantizeError::OutputIsInput { out: output.to_path_buf() });
+            }
+        }
+    }
+    // Check every needed tensor and shape before writing anything.
+    let expected = src.expected_tensors();
+    let mut plan = Vec::with_capacity(expected.len());
+    let mut notes = src.notes.clone();
+    for (name, shape) in &expected {
+        let t =
+            src.tensors.iter().find(|t| &t.name == name).ok_or_else(|| QuantizeError::MissingTensor(name.clone()))?;
+        if &t.shape != shape {
+            return Err(QuantizeError::Shape { name: name.clone(), expected: shape.clone(), got: t.shape.clone() });
+        }
+        let (target, note) = recipe.type_for(name, shape, t.dtype);
+        notes.extend(note);
+        plan.push((t, target));
+    }
+    let specs: Vec<TensorSpec> =
+        plan.iter().map(|(t, d)| TensorSpec { name: t.name.clone(), dtype: *d, shape: t.shape.clone() }).collect();
+    let sources = src.files.iter().map(|f| hash_file(f)).collect::<Result<Vec<_>>>()?;
+    let metadata = Metadata {
+        format: "autark".into(),
+        architecture: src.architecture.clone(),
+        config: src.config.clone(),
+        tokenizer: src.tokenizer.clone(),
+        provenance: Some(Provenance {
+            tool: format!("autark {}", env!("CARGO_PKG_VERSION")),
+            created: utc_now(),
+            sources,
+            recipe: recipe.to_json(),
+        }),
+    };
+    let mut writer = Writer::create(output, &metadata, &specs)?;
+    progress(Progress::Start { n_tensors: plan.len() });
+    let mut reports = Vec::with_capacity(plan.len());
+    let mut out = Vec::new();
+    for (index, (t, target)) in plan.iter().enumerate() {
+        progress(Progress::Tensor { index, name: &t.name });
+        let raw = src.read(t)?;
+        let rep = convert(t, *target, raw, &mut out)?;
+        writer.write_tensor(&t.name, &out)?;
+        reports.push(rep);
+    }
+    writer.finish()?;
+    let file_bytes = std::fs::metadata(output).map_err(io_err(output))?.len();
+    let n_params = plan.iter().map(|(t, _)| t.shape.iter().product::<usize>() as u64).sum();
+    Ok(Summary { tensors: reports, file_bytes, n_params, notes })
+}
+
+/// One tensor from its source bytes into `target` bytes in `out`, with its error report.
+fn convert(t: &SourceTensor, target: DType, raw: Vec<u8>, out: &mut Vec<u8>) -> Result<TensorReport> {
+    let n: usize = t.shape.iter().product();
+    let cols = *t.shape.last().unwrap_or(&1);
+    let report = |copied, rms_error, rel_rms_error, bytes| TensorReport {
+        name: t.name.clone(),
+        source: t.dtype,
+        target,
+        shape: t.shape.clone(),
+        bytes,
+        copied,
+        rms_error,
+        rel_rms_error,
+    };
+    if t.dtype == target {
+        *out = raw;
+        return Ok(report(true, 0.0, 0.0, out.len() as u64));
+    }
+    let mut f = vec![0f32; n];
+    let src_row = t.dtype.row_bytes(cols)?;
+    for (r, dst) in f.chunks_exact_mut(cols).enumerate() {
+        blocks::dequantize_bytes(t.dtype, &raw[r * src_row..(r + 1) * src_row], dst)?;
+    }
+    drop(raw);
+    if let Some(i) = f.iter().position(|v| !v.is_finite()) {
+        return Err(QuantizeError::Tensor {
+            name: t.name.clone(),
+            what: format!("value {} at index {i} is not finite", f[i]),
+        });
+    }
+    out.clear();
+    out.reserve(target.row_bytes(cols)? * (n / cols.max(1)));
+    let mut row = Vec::new();
+    let mut back = vec![0f32; cols];
+    let (mut se, mut ss) = (0f64, 0f64);
+    for x in f.chunks_exact(cols) {
+        blocks::quantize_bytes(target, x, &mut row)?;
+        blocks::dequantize_bytes(target, &row, &mut back)?;
+        for (a, b) in x.iter().zip(&back) {
+            se += ((a - b) as f64).powi(2);
+            ss += (*a as f64).powi(2);
+        }
+        out.extend_from_slice(&row);
+    }
+    let rms = (se / n.max(1) as f64).sqrt();
+    let rel = if ss > 0.0 { (se / ss).sqrt() } else { 0.0 };
+    Ok(report(false, rms, rel, out.len() as u64))
+}
+
+fn hash_file(path: &Path) -> Result<SourceFile> {
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(SourceFile { name, sha256: autark_format::hex(&h.finalize()), bytes })
+}
+
+/// Current UTC time as RFC 3339, without a date library (days-from-civil inverse, H. Hinnant).
+fn utc_now() -> String {
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}

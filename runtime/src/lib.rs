@@ -1,1 +1,20 @@
+//! autark-runtime: runs `.autark` models on the CPU. `Model` maps a file (shared, immutable);
+//! `Session` holds a context (KV cache, scratch) and evaluates tokens; `Sampler`,
+//! `Tokenizer`/`Detokenizer` and `chat` turn logits into text.
 #![forbid(unsafe_code)]
+
+pub mod chat;
+pub mod error;
+pub mod forward;
+pub mod generate;
+pub mod model;
+pub mod sampler;
+pub mod tokenizer;
+
+pub use chat::ChatMessage;
+pub use error::{Result, RuntimeError};
+pub use forward::{Session, SessionParams};
+pub use generate::{GenerateParams, GenerationStats, StopReason};
+pub use model::Model;
+pub use sampler::{Sampler, SamplerParams};
+pub use tokenizer::{Detokenizer, Tokenizer};

@@ -1,0 +1,411 @@
+//! The forward pass of the Llama family (Llama 2/3, Mistral, Qwen2, SmolLM2, TinyLlama), read
+//! top to bottom like llama2.c's `run.c`: a `Session` owns the KV cache and every scratch
+//! buffer, allocated once in `Session::new`; `eval` runs a batch of tokens through the layers.
+//! Matrix products and element-wise operations come from the kernels' dispatch table.
+
+use std::sync::Arc;
+
+use autark_format::RopeScaling;
+use autark_kernels::ops::{gemm, rmsnorm, rope_head, silu_mul, softmax, Activations};
+use rayon::prelude::*;
+
+use crate::error::{Result, RuntimeError};
+use crate::model::Model;
+
+/// Session settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionParams {
+    /// Context length (tokens the KV cache holds); 0 = the model's training context, capped at
+    /// 4096.
+    pub n_ctx: usize,
+    /// Worker threads; 0 = one per core.
+    pub n_threads: usize,
+    /// Tokens per forward batch during prompt processing.
+    pub n_batch: usize,
+}
+
+impl Default for SessionParams {
+    fn default() -> Self {
+        SessionParams { n_ctx: 0, n_threads: 0, n_batch: 64 }
+    }
+}
+
+pub struct Session {
+    model: Arc<Model>,
+    pool: Arc<rayon::ThreadPool>,
+    n_ctx: usize,
+    n_batch: usize,
+    /// Tokens whose keys and values are in the cache, in order.
+    tokens: Vec<u32>,
+    // ---- KV cache ----
+    key_cache: Vec<f32>,   // (n_layers, n_ctx, n_kv_heads * head_dim)
+    value_cache: Vec<f32>, // (n_layers, n_ctx, n_kv_heads * head_dim)
+    // ---- scratch for a batch of up to n_batch tokens ----
+    x: Vec<f32>,        // (n_batch, d_model) residual stream
+    xb: Vec<f32>,       // (n_batch, d_model) normed input of a sub-layer
+    q: Vec<f32>,        // (n_batch, n_heads * head_dim)
+    k: Vec<f32>,        // (n_batch, n_kv_heads * head_dim)
+    v: Vec<f32>,        // (n_batch, n_kv_heads * head_dim)
+    att_out: Vec<f32>,  // (n_batch, n_heads * head_dim) attention output before o_proj
+    scores: Vec<f32>,   // (n_batch, n_heads, n_ctx) attention weights
+    proj: Vec<f32>,     // (n_batch, d_model) output of o_proj / down_proj
+    gate: Vec<f32>,     // (n_batch, ffn_dim)
+    up: Vec<f32>,       // (n_batch, ffn_dim)
+    act: Activations,   // (n_batch, max(d_model, ffn_dim, n_heads * head_dim)) quantized inputs
+    logits: Vec<f32>,   // (vocab_size) logits of the last evaluated token
+    rope_cos: Vec<f32>, // (n_ctx, head_dim / 2)
+    rope_sin: Vec<f32>, // (n_ctx, head_dim / 2)
+}
+
+impl Session {
+    pub fn new(model: Arc<Model>, params: SessionParams) -> Result<Session> {
+        let c = model.config().clone();
+        let n_ctx = if params.n_ctx == 0 { c.context_length.min(4096) } else { params.n_ctx };
+        if n_ctx > c.context_length.max(1) * 8 || n_ctx > 1 << 20 {
+            return Err(RuntimeError::InvalidArgument {
+                name: "n_ctx",
+                what: format!("{n_ctx} exceeds the limit for this model"),
+            });
+        }
+        let n_batch = params.n_batch.clamp(1, 512).min(n_ctx);
+        let threads = if params.n_threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            params.n_threads
+        };
+        if threads > 1024 {
+            return Err(RuntimeError::InvalidArgument { name: "n_threads", what: format!("{threads}") });
+        }
+        let pool = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| RuntimeError::ThreadPool(e.to_string()))?,
+        );
+        let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        let kv_len = c
+            .n_layers
+            .checked_mul(n_ctx)
+            .and_then(|v| v.checked_mul(kv_dim))
+            .ok_or(RuntimeError::InvalidArgument { name: "n_ctx", what: "KV cache size overflows".into() })?;
+        let half = c.head_dim / 2;
+        let (rope_cos, rope_sin) = rope_tables(&c, n_ctx);
+        debug_assert_eq!(rope_cos.len(), n_ctx * half);
+        let widest = c.d_model.max(c.ffn_dim).max(q_dim);
+        Ok(Session {
+            pool,
+            n_ctx,
+            n_batch,
+            tokens: Vec::with_capacity(n_ctx),
+            key_cache: vec![0.0; kv_len],
+            value_cache: vec![0.0; kv_len],
+            x: vec![0.0; n_batch * c.d_model],
+            xb: vec![0.0; n_batch * c.d_model],
+            q: vec![0.0; n_batch * q_dim],
+            k: vec![0.0; n_batch * kv_dim],
+            v: vec![0.0; n_batch * kv_dim],
+            att_out: vec![0.0; n_batch * q_dim],
+            scores: vec![0.0; n_batch * c.n_heads * n_ctx],
+            proj: vec![0.0; n_batch * c.d_model],
+            gate: vec![0.0; n_batch * c.ffn_dim],
+            up: vec![0.0; n_batch * c.ffn_dim],
+            act: Activations::with_capacity(n_batch, widest),
+            logits: vec![0.0; c.vocab_size],
+            rope_cos,
+            rope_sin,
+            model,
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Tokens in the context so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn n_threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Logits of the last evaluated token.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Forgets the context; buffers are kept.
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+    }
+
+    /// Drops the context after its first `n` tokens (the cache beyond is overwritten later).
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+    }
+
+    /// Bytes this session allocated (KV cache and scratch).
+    pub fn memory_bytes(&self) -> usize {
+        4 * (self.key_cache.len()
+            + self.value_cache.len()
+            + self.x.len()
+            + self.xb.len()
+            + self.q.len()
+            + self.k.len()
+            + self.v.len()
+            + self.att_out.len()
+            + self.scores.len()
+            + self.proj.len()
+            + self.gate.len()
+            + self.up.len()
+            + self.logits.len()
+            + self.rope_cos.len()
+            + self.rope_sin.len())
+            + self.act_bytes()
+    }
+
+    fn act_bytes(&self) -> usize {
+        let c = self.model.config();
+        let widest = c.d_model.max(c.ffn_dim).max(c.n_heads * c.head_dim);
+        self.n_batch * widest * (4 + 40 / 32)
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(RuntimeError::EmptyInput);
+        }
+        let vocab = self.model.config().vocab_size;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(RuntimeError::InvalidToken { id, vocab });
+        }
+        let needed = self.tokens.len() + tokens.len();
+        if needed > self.n_ctx {
+            return Err(RuntimeError::ContextOverflow { needed, n_ctx: self.n_ctx });
+        }
+        Ok(())
+    }
+
+    /// Appends `tokens` to the context (prefill in batches); afterwards `logits()` holds the
+    /// last token's logits.
+    pub fn eval(&mut self, tokens: &[u32]) -> Result<()> {
+        self.check_tokens(tokens)?;
+        for chunk in tokens.chunks(self.n_batch) {
+            self.forward(chunk, None)?;
+        }
+        Ok(())
+    }
+
+    /// As `eval`, writing the logits of every token into `out` (`tokens.len() × vocab_size`).
+    pub fn eval_all_logits(&mut self, tokens: &[u32], out: &mut [f32]) -> Result<()> {
+        self.check_tokens(tokens)?;
+        let vocab = self.model.config().vocab_size;
+        if out.len() != tokens.len() * vocab {
+            return Err(RuntimeError::InvalidArgument {
+                name: "out",
+                what: format!("{} values for {} tokens", out.len(), tokens.len()),
+            });
+        }
+        for (chunk, o) in tokens.chunks(self.n_batch).zip(out.chunks_mut(self.n_batch * vocab)) {
+            self.forward(chunk, Some(o))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the context equal to `tokens`, re-using the longest common prefix already in the
+    /// cache (a chat turn re-evaluates only what is new). At least the last token is evaluated
+    /// so that `logits()` belong to it.
+    pub fn eval_continuing(&mut self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(RuntimeError::EmptyInput);
+        }
+        let common = self.tokens.iter().zip(tokens).take_while(|(a, b)| a == b).count().min(tokens.len() - 1);
+        self.tokens.truncate(common);
+        self.eval(&tokens[common..])
+    }
+
+    /// One batch of tokens at positions `self.tokens.len()..`; `all_logits` receives every
+    /// token's logits, otherwise only the last token's go to `self.logits`.
+    fn forward(&mut self, batch: &[u32], all_logits: Option<&mut [f32]>) -> Result<()> {
+        let model = Arc::clone(&self.model);
+        let pool = Arc::clone(&self.pool);
+        pool.install(|| self.forward_inner(&model, batch, all_logits))
+    }
+
+    fn forward_inner(&mut self, m: &Model, batch: &[u32], all_logits: Option<&mut [f32]>) -> Result<()> {
+        let c = m.config();
+        let n = batch.len();
+        let pos0 = self.tokens.len();
+        let (d, hd) = (c.d_model, c.head_dim);
+        let (q_dim, kv_dim) = (c.n_heads * hd, c.n_kv_heads * hd);
+        let group = c.n_heads / c.n_kv_heads;
+        let interleaved = c.rope_layout == "interleaved";
+        let half = hd / 2;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let window = c.sliding_window.unwrap_or(usize::MAX);
+        let n_ctx = self.n_ctx;
+
+        // x = embed_tokens(tokens)
+        let embd = m.weight(m.token_embd);
+        for (t, &tok) in batch.iter().enumerate() {
+            embd.row_f32(tok as usize, &mut self.x[t * d..(t + 1) * d])?;
+        }
+
+        for (l, layer) in m.layers.iter().enumerate() {
+            // ---- attention block ----
+            // xb = input_layernorm(x)
+            let w = m.vector(layer.attn_norm);
+            for t in 0..n {
+                rmsnorm(&mut self.xb[t * d..(t + 1) * d], &self.x[t * d..(t + 1) * d], w, c.norm_eps);
+            }
+            // q, k, v = q_proj(xb), k_proj(xb), v_proj(xb)   (+ biases for Qwen2)
+            self.act.set(&self.xb[..n * d], n, d)?;
+            gemm(&m.weight(layer.wq), &self.act, &mut self.q[..n * q_dim])?;
+            gemm(&m.weight(layer.wk), &self.act, &mut self.k[..n * kv_dim])?;
+            gemm(&m.weight(layer.wv), &self.act, &mut self.v[..n * kv_dim])?;
+            for (bias, out, dim) in
+                [(layer.bq, &mut self.q, q_dim), (layer.bk, &mut self.k, kv_dim), (layer.bv, &mut self.v, kv_dim)]
+            {
+                if let Some(b) = bias {
+                    let b = m.vector(b);
+                    out[..n * dim]
+                        .chunks_exact_mut(dim)
+                        .for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+                }
+            }
+            // q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            for t in 0..n {
+                let p = pos0 + t;
+                let (cos, sin) = (&self.rope_cos[p * half..(p + 1) * half], &self.rope_sin[p * half..(p + 1) * half]);
+                self.q[t * q_dim..(t + 1) * q_dim]
+                    .chunks_exact_mut(hd)
+                    .for_each(|h| rope_head(h, cos, sin, interleaved));
+                self.k[t * kv_dim..(t + 1) * kv_dim]
+                    .chunks_exact_mut(hd)
+                    .for_each(|h| rope_head(h, cos, sin, interleaved));
+            }
+            // past_key_values.update(k, v)
+            let layer_off = l * n_ctx * kv_dim;
+            let kc = &mut self.key_cache[layer_off + pos0 * kv_dim..layer_off + (pos0 + n) * kv_dim];
+            kc.copy_from_slice(&self.k[..n * kv_dim]);
+            let vc = &mut self.value_cache[layer_off + pos0 * kv_dim..layer_off + (pos0 + n) * kv_dim];
+            vc.copy_from_slice(&self.v[..n * kv_dim]);
+            // att_out = softmax(q·kᵀ / √head_dim + causal mask) · v, per token and head (GQA:
+            // query head h reads kv head h / group). Parallel over tokens.
+            let keys = &self.key_cache[layer_off..layer_off + n_ctx * kv_dim];
+            let values = &self.value_cache[layer_off..layer_off + n_ctx * kv_dim];
+            let q = &self.q;
+            self.att_out[..n * q_dim]
+                .par_chunks_mut(q_dim)
+                .zip(self.scores[..n * c.n_heads * n_ctx].par_chunks_mut(c.n_heads * n_ctx))
+                .enumerate()
+                .for_each(|(t, (out, scores))| {
+                    let p = pos0 + t;
+                    let first = (p + 1).saturating_sub(window);
+                    for h in 0..c.n_heads {
+                        let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+                        let kvh = h / group;
+                        let s = &mut scores[h * n_ctx + first..h * n_ctx + p + 1];
+                        for (j, sj) in s.iter_mut().enumerate() {
+                            let kj = &keys[(first + j) * kv_dim + kvh * hd..(first + j) * kv_dim + (kvh + 1) * hd];
+                            *sj = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        }
+                        softmax(s);
+                        let o = &mut out[h * hd..(h + 1) * hd];
+                        o.fill(0.0);
+                        for (j, &a) in s.iter().enumerate() {
+                            let vj = &values[(first + j) * kv_dim + kvh * hd..(first + j) * kv_dim + (kvh + 1) * hd];
+                            o.iter_mut().zip(vj).for_each(|(o, v)| *o += a * v);
+                        }
+                    }
+                });
+            // x = x + o_proj(att_out)
+            self.act.set(&self.att_out[..n * q_dim], n, q_dim)?;
+            gemm(&m.weight(layer.wo), &self.act, &mut self.proj[..n * d])?;
+            self.x[..n * d].iter_mut().zip(&self.proj[..n * d]).for_each(|(x, p)| *x += p);
+
+            // ---- feed-forward block ----
+            // xb = post_attention_layernorm(x)
+            let w = m.vector(layer.ffn_norm);
+            for t in 0..n {
+                rmsnorm(&mut self.xb[t * d..(t + 1) * d], &self.x[t * d..(t + 1) * d], w, c.norm_eps);
+            }
+            // x = x + down_proj(silu(gate_proj(xb)) * up_proj(xb))
+            let f = c.ffn_dim;
+            self.act.set(&self.xb[..n * d], n, d)?;
+            gemm(&m.weight(layer.w_gate), &self.act, &mut self.gate[..n * f])?;
+            gemm(&m.weight(layer.w_up), &self.act, &mut self.up[..n * f])?;
+            silu_mul(&mut self.gate[..n * f], &self.up[..n * f]);
+            self.act.set(&self.gate[..n * f], n, f)?;
+            gemm(&m.weight(layer.w_down), &self.act, &mut self.proj[..n * d])?;
+            self.x[..n * d].iter_mut().zip(&self.proj[..n * d]).for_each(|(x, p)| *x += p);
+        }
+
+        // logits = lm_head(norm(x)), for the last token or for all of them
+        let w = m.vector(m.output_norm);
+        let head = m.weight(m.output);
+        match all_logits {
+            Some(out) => {
+                for t in 0..n {
+                    rmsnorm(&mut self.xb[t * d..(t + 1) * d], &self.x[t * d..(t + 1) * d], w, c.norm_eps);
+                }
+                self.act.set(&self.xb[..n * d], n, d)?;
+                gemm(&head, &self.act, out)?;
+                self.logits.copy_from_slice(&out[(n - 1) * c.vocab_size..]);
+            }
+            None => {
+                let last = (n - 1) * d;
+                rmsnorm(&mut self.xb[..d], &self.x[last..last + d], w, c.norm_eps);
+                self.act.set(&self.xb[..d], 1, d)?;
+                gemm(&head, &self.act, &mut self.logits)?;
+            }
+        }
+        self.tokens.extend_from_slice(batch);
+        Ok(())
+    }
+}
+
+/// cos/sin of every position × frequency: θ_i = base^(−2i/head_dim), adjusted by the model's
+/// RoPE scaling (linear: positions / factor; llama3: the piecewise rule of Llama 3.1's
+/// `_compute_llama3_parameters`; or explicit per-frequency divisors).
+fn rope_tables(c: &autark_format::ModelConfig, n_ctx: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = c.head_dim / 2;
+    let mut inv_freq: Vec<f64> =
+        (0..half).map(|i| (c.rope_theta as f64).powf(-((2 * i) as f64) / c.head_dim as f64)).collect();
+    match &c.rope_scaling {
+        Some(RopeScaling::Linear { factor }) => inv_freq.iter_mut().for_each(|f| *f /= *factor as f64),
+        Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context_length }) => {
+            let (factor, lo, hi, old) =
+                (*factor as f64, *low_freq_factor as f64, *high_freq_factor as f64, *original_context_length as f64);
+            let low_wavelen = old / lo;
+            let high_wavelen = old / hi;
+            for f in inv_freq.iter_mut() {
+                let wavelen = 2.0 * std::f64::consts::PI / *f;
+                if wavelen > low_wavelen {
+                    *f /= factor;
+                } else if wavelen >= high_wavelen {
+                    let smooth = (old / wavelen - lo) / (hi - lo);
+                    *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                }
+            }
+        }
+        None => {}
+    }
+    if let Some(factors) = &c.rope_freq_factors {
+        inv_freq.iter_mut().zip(factors).for_each(|(f, d)| *f /= *d as f64);
+    }
+    let mut cos = Vec::with_capacity(n_ctx * half);
+    let mut sin = Vec::with_capacity(n_ctx * half);
+    for p in 0..n_ctx {
+        for f in &inv_freq {
+            let a = p as f64 * f;
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
+    }
+    (cos, sin)
+}

@@ -1,0 +1,210 @@
+//! Sampling: repetition penalty, greedy, top-k, top-p, min-p, temperature, seeded RNG. Order as
+//! llama.cpp's default chain: penalties → top-k → top-p → min-p → temperature → draw. The
+//! scratch buffer is sized once; sampling allocates nothing.
+
+use crate::error::{Result, RuntimeError};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplerParams {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// 0 = off.
+    pub top_k: usize,
+    /// 1.0 = off.
+    pub top_p: f32,
+    /// 0.0 = off.
+    pub min_p: f32,
+    /// 1.0 = off.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at.
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplerParams {
+    fn default() -> Self {
+        SamplerParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplerParams {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name, what: String| Err(RuntimeError::InvalidArgument { name, what });
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad("temperature", format!("{} (must be ≥ 0)", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", format!("{} (must be in (0, 1])", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p", format!("{} (must be in [0, 1])", self.min_p));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad("repeat_penalty", format!("{} (must be > 0)", self.repeat_penalty));
+        }
+        Ok(())
+    }
+}
+
+pub struct Sampler {
+    params: SamplerParams,
+    rng: u64,
+    cand: Vec<(f32, u32)>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplerParams, vocab_size: usize) -> Result<Sampler> {
+        params.validate()?;
+        Ok(Sampler { params, rng: params.seed ^ 0x9E37_79B9_7F4A_7C15, cand: Vec::with_capacity(vocab_size) })
+    }
+
+    pub fn params(&self) -> &SamplerParams {
+        &self.params
+    }
+
+    /// SplitMix64 → uniform in [0, 1).
+    fn uniform(&mut self) -> f32 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Picks the next token from `logits`, given the tokens so far (for the penalty).
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        let p = self.params;
+        self.cand.clear();
+        self.cand.extend(
+            logits.iter().enumerate().map(|(i, &l)| (if l.is_nan() { f32::NEG_INFINITY } else { l }, i as u32)),
+        );
+        if p.repeat_penalty != 1.0 {
+            let start = history.len().saturating_sub(p.repeat_last_n);
+            for &t in &history[start..] {
+                if let Some(c) = self.cand.get_mut(t as usize) {
+                    // Once per distinct token: the id slot marks tokens already penalised.
+                    if c.1 == t {
+                        c.0 = if c.0 > 0.0 { c.0 / p.repeat_penalty } else { c.0 * p.repeat_penalty };
+                        c.1 = u32::MAX;
+                    }
+                }
+            }
+            for (i, c) in self.cand.iter_mut().enumerate() {
+                c.1 = i as u32;
+            }
+        }
+        if p.temperature <= 0.0 {
+            // Greedy: the first maximum.
+            let mut best = 0;
+            for (i, c) in self.cand.iter().enumerate() {
+                if c.0 > self.cand[best].0 {
+                    best = i;
+                }
+            }
+            return self.cand[best].1;
+        }
+        // Sort descending by logit (stable on ties: lower id first).
+        let by_logit = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        let k = if p.top_k == 0 { self.cand.len() } else { p.top_k.min(self.cand.len()) };
+        if k < self.cand.len() {
+            self.cand.select_nth_unstable_by(k - 1, by_logit);
+            self.cand.truncate(k);
+        }
+        self.cand.sort_unstable_by(by_logit);
+        // Probabilities without temperature for top-p / min-p.
+        let max = self.cand[0].0;
+        let sum: f32 = self.cand.iter().map(|c| (c.0 - max).exp()).sum();
+        let mut keep = self.cand.len();
+        if p.top_p < 1.0 {
+            let mut cum = 0.0;
+            for (i, c) in self.cand.iter().enumerate() {
+                cum += (c.0 - max).exp() / sum;
+                if cum >= p.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+        }
+        if p.min_p > 0.0 {
+            // p_i ≥ min_p · p_max  ⇔  logit_i ≥ max + ln(min_p)
+            let threshold = max + p.min_p.ln();
+            keep = keep.min(self.cand.iter().take_while(|c| c.0 >= threshold).count().max(1));
+        }
+        self.cand.truncate(keep.max(1));
+        // Temperature, then draw.
+        let inv_t = 1.0 / p.temperature;
+        let sum: f32 = self.cand.iter().map(|c| ((c.0 - max) * inv_t).exp()).sum();
+        let mut r = self.uniform() * sum;
+        for c in &self.cand {
+            r -= ((c.0 - max) * inv_t).exp();
+            if r <= 0.0 {
+                return c.1;
+            }
+        }
+        self.cand[self.cand.len() - 1].1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_picks_argmax() {
+        let mut s = Sampler::new(SamplerParams { temperature: 0.0, ..Default::default() }, 4).unwrap();
+        assert_eq!(s.sample(&[0.1, 3.0, 2.0, -1.0], &[]), 1);
+    }
+
+    #[test]
+    fn repetition_penalty_demotes_seen_tokens() {
+        let p = SamplerParams { temperature: 0.0, repeat_penalty: 2.0, ..Default::default() };
+        let mut s = Sampler::new(p, 3).unwrap();
+        assert_eq!(s.sample(&[3.0, 2.0, 0.0], &[0, 0]), 1);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_and_seed_repeats() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 17) as f32 * 0.3).collect();
+        let p = SamplerParams { temperature: 1.0, top_k: 1, ..Default::default() };
+        let mut s = Sampler::new(p, 100).unwrap();
+        let best = Sampler::new(SamplerParams { temperature: 0.0, ..p }, 100).unwrap().sample(&logits, &[]);
+        assert_eq!(s.sample(&logits, &[]), best);
+        let draw = |seed| {
+            let mut s =
+                Sampler::new(SamplerParams { temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..p }, 100)
+                    .unwrap();
+            (0..20).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+    }
+
+    #[test]
+    fn min_p_and_top_p_cut_the_tail() {
+        let logits = [10.0, 9.9, 0.0, -5.0];
+        for p in [
+            SamplerParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.5, ..Default::default() },
+            SamplerParams { temperature: 1.0, top_k: 0, top_p: 0.9, min_p: 0.0, ..Default::default() },
+        ] {
+            let mut s = Sampler::new(p, 4).unwrap();
+            for _ in 0..200 {
+                assert!(s.sample(&logits, &[]) < 2);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_params_are_errors() {
+        assert!(Sampler::new(SamplerParams { top_p: 0.0, ..Default::default() }, 4).is_err());
+        assert!(Sampler::new(SamplerParams { temperature: f32::NAN, ..Default::default() }, 4).is_err());
+    }
+}
