@@ -110,16 +110,16 @@ impl Metadata {
                 return bad(format!("config.{name} = {v} is outside 1..={max}"));
             }
         }
-        if c.n_heads % c.n_kv_heads != 0 {
+        if !c.n_heads.is_multiple_of(c.n_kv_heads) {
             return bad(format!("n_heads {} is not a multiple of n_kv_heads {}", c.n_heads, c.n_kv_heads));
         }
-        if c.head_dim % 2 != 0 {
+        if !c.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} is odd", c.head_dim));
         }
         if c.rope_layout != "interleaved" && c.rope_layout != "neox" {
             return bad(format!("rope_layout {:?} (expected interleaved or neox)", c.rope_layout));
         }
-        if !(c.rope_theta.is_finite() && c.rope_theta > 0.0) || !(c.norm_eps.is_finite() && c.norm_eps >= 0.0) {
+        if !(c.rope_theta.is_finite() && c.rope_theta > 0.0 && c.norm_eps.is_finite() && c.norm_eps >= 0.0) {
             return bad("rope_theta or norm_eps is not a positive finite number".into());
         }
         if let Some(f) = &c.rope_freq_factors {

@@ -140,7 +140,8 @@ fn hostile_headers_are_typed_errors() {
     let good = good_bytes();
     let m = u64::from_le_bytes(good[24..32].try_into().unwrap()) as usize;
     let e = 128 + m;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    type Corruption = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Corruption)> = vec![
         ("empty", Box::new(|b| b.clear())),
         ("truncated header", Box::new(|b| b.truncate(100))),
         ("truncated data", Box::new(|b| b.truncate(b.len() - 1))),

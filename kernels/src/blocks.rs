@@ -120,7 +120,7 @@ impl DType {
     /// Bytes of a row of `n` values; an error when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Result<usize> {
         let bl = self.block_len();
-        if n % bl != 0 {
+        if !n.is_multiple_of(bl) {
             return Err(KernelError::NotBlockMultiple { op: "row_bytes", dtype: self, len: n, block_len: bl });
         }
         (n / bl).checked_mul(self.block_bytes()).ok_or(KernelError::LengthMismatch {
@@ -198,7 +198,7 @@ pub fn bf16_to_f32(bits: u16) -> f32 {
 /// the alignment first.
 pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Result<&[B]> {
     let size = std::mem::size_of::<B>();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(KernelError::ByteLength {
             op: "cast_blocks",
             dtype: B::DTYPE,
@@ -206,7 +206,7 @@ pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Result<&[B]> {
             block_bytes: size,
         });
     }
-    if bytes.as_ptr() as usize % std::mem::align_of::<B>() != 0 {
+    if !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>()) {
         return Err(KernelError::Misaligned { op: "cast_blocks", dtype: B::DTYPE, align: std::mem::align_of::<B>() });
     }
     // SAFETY: `B` is a `Block`, i.e. a `#[repr(C)]` struct of integers without padding, for
@@ -240,7 +240,7 @@ pub trait Block: Copy + Default + Send + Sync + 'static {
 
 pub(crate) fn check_blocks(op: &'static str, dtype: DType, n_values: usize, n_blocks: usize) -> Result<()> {
     let bl = dtype.block_len();
-    if n_values % bl != 0 {
+    if !n_values.is_multiple_of(bl) {
         return Err(KernelError::NotBlockMultiple { op, dtype, len: n_values, block_len: bl });
     }
     if n_values / bl != n_blocks {

@@ -17,3 +17,6 @@ pub mod x86;
 pub use blocks::{Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK, QK_K};
 pub use dispatch::{kernels, Isa, Kernels};
 pub use error::{KernelError, Result};
+
+#[cfg(test)]
+mod tests;

@@ -33,7 +33,7 @@ impl<'a> WeightView<'a> {
             DType::F32 => 4,
             _ => 2,
         };
-        if data.as_ptr() as usize % align != 0 {
+        if !(data.as_ptr() as usize).is_multiple_of(align) {
             return Err(KernelError::Misaligned { op: "WeightView", dtype, align });
         }
         Ok(WeightView { dtype, rows, cols, data })
@@ -79,7 +79,7 @@ impl Activations {
         self.x.clear();
         self.x.extend_from_slice(x);
         self.q8.clear();
-        if cols % QK == 0 {
+        if cols.is_multiple_of(QK) {
             self.q8.resize(x.len() / QK, BlockQ8A::default());
             (kernels().quantize_act)(x, &mut self.q8);
         }
@@ -177,7 +177,7 @@ fn gemm_rows<F: Fn(usize, usize) -> f32 + Sync>(rows: usize, n_tokens: usize, ou
 }
 
 fn cast_u16(b: &[u8]) -> Result<&[u16]> {
-    if b.len() % 2 != 0 || b.as_ptr() as usize % 2 != 0 {
+    if !b.len().is_multiple_of(2) || !(b.as_ptr() as usize).is_multiple_of(2) {
         return Err(KernelError::Misaligned { op: "cast_u16", dtype: DType::F16, align: 2 });
     }
     // SAFETY: length and alignment checked; every bit pattern is a valid u16.
@@ -185,7 +185,7 @@ fn cast_u16(b: &[u8]) -> Result<&[u16]> {
 }
 
 pub fn cast_f32(b: &[u8]) -> Result<&[f32]> {
-    if b.len() % 4 != 0 || b.as_ptr() as usize % 4 != 0 {
+    if !b.len().is_multiple_of(4) || !(b.as_ptr() as usize).is_multiple_of(4) {
         return Err(KernelError::Misaligned { op: "cast_f32", dtype: DType::F32, align: 4 });
     }
     // SAFETY: length and alignment checked; every bit pattern is a valid f32.

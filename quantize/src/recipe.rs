@@ -50,7 +50,7 @@ impl Recipe {
             }
         }
         let cols = shape[shape.len() - 1];
-        if cols % t.block_len() != 0 {
+        if !cols.is_multiple_of(t.block_len()) {
             let note =
                 format!("{name}: {cols} columns are not a multiple of {}; stored as f16 instead of {t}", t.block_len());
             return (DType::F16, Some(note));

@@ -1,0 +1,288 @@
+//! Import of synthetic models written by the test itself: a sharded bf16 Hugging Face folder
+//! (written with the `safetensors` crate), and hostile GGUF / safetensors / HF inputs, through
+//! the library and through the `autark` binary.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use autark_format::AutarkFile;
+use autark_kernels::DType;
+use autark_quantize::Recipe;
+use safetensors::tensor::{Dtype, TensorView};
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("autark-import-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_autark"))
+}
+
+const D: usize = 64;
+const FFN: usize = 96;
+const HEADS: usize = 4;
+const KV: usize = 2;
+const HD: usize = 16;
+const VOCAB: usize = 32;
+const LAYERS: usize = 2;
+
+/// HF tensor names and shapes of the synthetic Llama model.
+fn hf_tensors() -> Vec<(String, Vec<usize>)> {
+    let mut v = vec![
+        ("model.embed_tokens.weight".to_string(), vec![VOCAB, D]),
+        ("model.norm.weight".into(), vec![D]),
+        ("lm_head.weight".into(), vec![VOCAB, D]),
+    ];
+    for l in 0..LAYERS {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        v.push((p("input_layernorm.weight"), vec![D]));
+        v.push((p("post_attention_layernorm.weight"), vec![D]));
+        v.push((p("self_attn.q_proj.weight"), vec![HEADS * HD, D]));
+        v.push((p("self_attn.k_proj.weight"), vec![KV * HD, D]));
+        v.push((p("self_attn.v_proj.weight"), vec![KV * HD, D]));
+        v.push((p("self_attn.o_proj.weight"), vec![D, HEADS * HD]));
+        v.push((p("mlp.gate_proj.weight"), vec![FFN, D]));
+        v.push((p("mlp.up_proj.weight"), vec![FFN, D]));
+        v.push((p("mlp.down_proj.weight"), vec![D, FFN]));
+    }
+    v
+}
+
+fn tokenizer_json() -> String {
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        (0..VOCAB).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"}
+    })
+    .to_string()
+}
+
+/// Writes a Llama folder with bf16 weights in two shards plus the index.
+fn write_hf(dir: &Path, arch: &str) {
+    let config = serde_json::json!({
+        "architectures": [arch], "hidden_size": D, "intermediate_size": FFN, "num_attention_heads": HEADS,
+        "num_key_value_heads": KV, "num_hidden_layers": LAYERS, "vocab_size": VOCAB, "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0, "max_position_embeddings": 128, "tie_word_embeddings": false,
+        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), tokenizer_json()).unwrap();
+    std::fs::write(dir.join("tokenizer_config.json"), r#"{"bos_token": "w1", "eos_token": "w2", "chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}"#).unwrap();
+    let tensors = hf_tensors();
+    let mut seed = 7u32;
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let bytes = (0..n)
+                .flat_map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    let v = ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.2;
+                    half::bf16::from_f32(v).to_bits().to_le_bytes()
+                })
+                .collect();
+            (name.clone(), shape.clone(), bytes)
+        })
+        .collect();
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in data.chunks(data.len().div_ceil(2)).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let views: Vec<(String, TensorView)> =
+            part.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::BF16, s.clone(), b).unwrap())).collect();
+        safetensors::serialize_to_file(views, &None, &dir.join(&file)).unwrap();
+        for (n, _, _) in part {
+            weight_map.insert(n.clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn sharded_bf16_folder_imports_with_source_shapes() {
+    let dir = tmp("hf");
+    let model = dir.join("model");
+    std::fs::create_dir(&model).unwrap();
+    write_hf(&model, "LlamaForCausalLM");
+    let out = dir.join("m.autark");
+    let summary = autark_quantize::quantize(&model, &out, &Recipe::new(DType::Q8_0).unwrap(), &mut |_| {}).unwrap();
+    assert_eq!(summary.tensors.len(), hf_tensors().len());
+    let f = AutarkFile::open(&out).unwrap();
+    assert!(f.verify().is_empty());
+    let by_name: HashMap<String, Vec<usize>> =
+        hf_tensors().into_iter().map(|(n, s)| (autark_quantize::hf::map_name(&n).unwrap(), s)).collect();
+    for t in f.tensors() {
+        assert_eq!(&t.shape, &by_name[&t.name], "{}", t.name);
+        let want = if t.shape.len() == 1 { DType::F32 } else { DType::Q8_0 };
+        assert_eq!(t.dtype, want, "{}", t.name);
+    }
+    assert_eq!(f.metadata().config.rope_layout, "neox");
+    assert!(!f.metadata().config.tied_embeddings);
+    // bf16 → q8_0: the error is q8_0's alone (bf16 values are exact in f32).
+    for r in &summary.tensors {
+        assert!(r.rel_rms_error < 0.01, "{}: {}", r.name, r.rel_rms_error);
+    }
+    // The binary's --json view agrees.
+    let o = Command::new(bin()).args(["inspect", "--json"]).arg(&out).output().unwrap();
+    assert!(o.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for t in j["tensors"].as_array().unwrap() {
+        let shape: Vec<usize> = t["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        assert_eq!(shape, by_name[t["name"].as_str().unwrap()]);
+    }
+    // f32 import keeps bf16 values exactly.
+    let out32 = dir.join("m32.autark");
+    autark_quantize::quantize(&model, &out32, &Recipe::new(DType::F32).unwrap(), &mut |_| {}).unwrap();
+    let f = AutarkFile::open(&out32).unwrap();
+    let t = f.tensor("blk.1.ffn_down.weight").unwrap();
+    let vals = autark_kernels::ops::cast_f32(f.data(t)).unwrap();
+    assert!(vals.iter().all(|v| half::bf16::from_f32(*v).to_f32() == *v));
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(bin()).args(args).output().unwrap()
+}
+
+fn assert_clean_failure(o: &std::process::Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{what}: status {:?}, stderr {stderr}", o.status);
+    assert!(stderr.contains("autark: error:"), "{what}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+}
+
+#[test]
+fn hostile_inputs_give_typed_errors_and_keep_output() {
+    let dir = tmp("bad");
+    let out = dir.join("out.autark");
+    std::fs::write(&out, b"keep me").unwrap();
+    let mut cases: Vec<(&str, PathBuf)> = Vec::new();
+
+    // GGUF: header claims 2^40 tensors; a string length past the end; wrong version; truncated.
+    let mut g = b"GGUF".to_vec();
+    g.extend_from_slice(&3u32.to_le_bytes());
+    g.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    g.extend_from_slice(&0u64.to_le_bytes());
+    std::fs::write(dir.join("huge-count.gguf"), &g).unwrap();
+    cases.push(("huge tensor count", dir.join("huge-count.gguf")));
+    let mut g = b"GGUF".to_vec();
+    g.extend_from_slice(&3u32.to_le_bytes());
+    g.extend_from_slice(&0u64.to_le_bytes());
+    g.extend_from_slice(&1u64.to_le_bytes());
+    g.extend_from_slice(&u64::MAX.to_le_bytes()); // key length
+    std::fs::write(dir.join("huge-string.gguf"), &g).unwrap();
+    cases.push(("huge string", dir.join("huge-string.gguf")));
+    let mut g = b"GGUF".to_vec();
+    g.extend_from_slice(&1u32.to_le_bytes());
+    std::fs::write(dir.join("v1.gguf"), &g).unwrap();
+    cases.push(("GGUF v1", dir.join("v1.gguf")));
+    std::fs::write(dir.join("short.gguf"), b"GGUF\x03\x00").unwrap();
+    cases.push(("truncated GGUF", dir.join("short.gguf")));
+    std::fs::write(dir.join("random.bin"), [0x5au8; 100]).unwrap();
+    cases.push(("not a model", dir.join("random.bin")));
+    cases.push(("missing file", dir.join("does-not-exist.gguf")));
+
+    // HF: unknown architecture; safetensors header length past the end.
+    let hf = dir.join("gpt");
+    std::fs::create_dir(&hf).unwrap();
+    write_hf(&hf, "GPTNeoXForCausalLM");
+    cases.push(("unknown architecture", hf.clone()));
+    let hf2 = dir.join("badst");
+    std::fs::create_dir(&hf2).unwrap();
+    write_hf(&hf2, "LlamaForCausalLM");
+    let shard = hf2.join("model-00001-of-00002.safetensors");
+    let mut b = std::fs::read(&shard).unwrap();
+    b[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    std::fs::write(&shard, &b).unwrap();
+    cases.push(("safetensors header past end", hf2.clone()));
+    // HF: a tensor with the wrong shape (offsets consistent).
+    let hf3 = dir.join("badshape");
+    std::fs::create_dir(&hf3).unwrap();
+    write_hf(&hf3, "LlamaForCausalLM");
+    let cfg = hf3.join("config.json");
+    let c = std::fs::read_to_string(&cfg).unwrap().replace("\"intermediate_size\":96", "\"intermediate_size\":128");
+    std::fs::write(&cfg, c).unwrap();
+    cases.push(("shape mismatch", hf3.clone()));
+
+    for (what, input) in &cases {
+        let o = run(&["quantize".as_ref(), input.as_os_str(), "-o".as_ref(), out.as_os_str()]);
+        assert_clean_failure(&o, what);
+        assert_eq!(std::fs::read(&out).unwrap(), b"keep me", "{what}: output overwritten");
+    }
+    // Overlapping safetensors offsets.
+    let hf4 = dir.join("overlap");
+    std::fs::create_dir(&hf4).unwrap();
+    write_hf(&hf4, "LlamaForCausalLM");
+    let shard = hf4.join("model-00002-of-00002.safetensors");
+    let b = std::fs::read(&shard).unwrap();
+    let hlen = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&b[8..8 + hlen]).unwrap();
+    let (first, second) = {
+        let mut names: Vec<_> = header.keys().filter(|k| *k != "__metadata__").cloned().collect();
+        names.sort_by_key(|n| header[n]["data_offsets"][0].as_u64().unwrap());
+        (names[0].clone(), names[1].clone())
+    };
+    let offs = header[&first]["data_offsets"].clone();
+    let shape = header[&first]["shape"].clone();
+    header.get_mut(&second).unwrap()["data_offsets"] = offs;
+    header.get_mut(&second).unwrap()["shape"] = shape;
+    let mut hb = serde_json::to_vec(&header).unwrap();
+    while hb.len() < hlen {
+        hb.push(b' ');
+    }
+    assert_eq!(hb.len(), hlen, "rewritten header must keep its length");
+    let mut nb = b.clone();
+    nb[8..8 + hlen].copy_from_slice(&hb);
+    std::fs::write(&shard, nb).unwrap();
+    let o = run(&["quantize".as_ref(), hf4.as_os_str(), "-o".as_ref(), out.as_os_str()]);
+    assert_clean_failure(&o, "overlapping safetensors");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("overlap"));
+    // Output equal to input is refused.
+    let o = run(&["quantize".as_ref(), hf.as_os_str(), "-o".as_ref(), hf.join("config.json").as_os_str()]);
+    assert_clean_failure(&o, "output is input");
+    // Corrupted .autark files for inspect / run / verify.
+    let good = dir.join("good.autark");
+    let model = dir.join("okmodel");
+    std::fs::create_dir(&model).unwrap();
+    write_hf(&model, "LlamaForCausalLM");
+    autark_quantize::quantize(&model, &good, &Recipe::new(DType::Q4_0).unwrap(), &mut |_| {}).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    for (what, cut) in [("truncated", bytes.len() / 2), ("header only", 128), ("empty", 0)] {
+        let p = dir.join(format!("{what}.autark"));
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        for cmd in ["inspect", "verify", "run"] {
+            let mut args: Vec<&std::ffi::OsStr> = vec![cmd.as_ref(), p.as_os_str()];
+            if cmd == "run" {
+                args.push(std::ffi::OsStr::new("-p"));
+                args.push(std::ffi::OsStr::new("w3"));
+            }
+            assert_clean_failure(&run(&args), &format!("{cmd} {what}"));
+        }
+    }
+    let p = dir.join("flipped.autark");
+    let mut b = bytes.clone();
+    let n = b.len();
+    b[n - 3] ^= 0x40;
+    std::fs::write(&p, &b).unwrap();
+    let o = run(&["verify".as_ref(), p.as_os_str()]);
+    assert_eq!(o.status.code(), Some(3));
+    // A prompt longer than the context is a typed error.
+    let long = "w3 ".repeat(100);
+    let o = run(&[
+        "run".as_ref(),
+        good.as_os_str(),
+        "-p".as_ref(),
+        long.as_ref(),
+        "-c".as_ref(),
+        "16".as_ref(),
+        "-n".as_ref(),
+        "2".as_ref(),
+    ]);
+    assert_clean_failure(&o, "context overflow");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("context overflow"));
+}

@@ -1,0 +1,217 @@
+//! Block formats against hand-computed vectors and error budgets; the dispatched kernels
+//! against the scalar reference. (gguf-py is the bit-exact oracle in tests/python.)
+
+use crate::blocks::*;
+use crate::dispatch::{available_isas, Kernels};
+use crate::scalar;
+
+/// xorshift64*, for reproducible random inputs without a dependency.
+pub(crate) struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    pub fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f() * scale).collect()
+    }
+}
+
+#[test]
+fn q8_0_known_vector() {
+    let x: Vec<f32> = (0..32).map(|i| i as f32 - 16.0).collect(); // amax 16
+    let mut b = [BlockQ8_0::default()];
+    BlockQ8_0::quantize_row(&x, &mut b).unwrap();
+    assert_eq!(f16_to_f32(b[0].d), half::f16::from_f32(16.0 / 127.0).to_f32());
+    assert_eq!(b[0].qs[0], -127);
+    assert_eq!(b[0].qs[16], 0);
+    assert_eq!(b[0].qs[17], 8); // 1 * 127/16 = 7.94 → 8
+    assert_eq!(b[0].qs[31], 119); // 15 * 7.9375 = 119.06
+}
+
+#[test]
+fn q4_0_known_vector() {
+    // Largest magnitude is -8 → d = -8 / -8 = 1; value v ↦ q = v + 8 (after +8.5 truncation).
+    let mut x = [0f32; 32];
+    x[0] = -8.0;
+    x[1] = 7.0;
+    x[16] = 3.0;
+    x[17] = -2.4;
+    let mut b = [BlockQ4_0::default()];
+    BlockQ4_0::quantize_row(&x, &mut b).unwrap();
+    assert_eq!(f16_to_f32(b[0].d), 1.0);
+    assert_eq!(b[0].qs[0], 0 | (11 << 4)); // -8 → 0 ; 3 → 11
+    assert_eq!(b[0].qs[1], 15 | (6 << 4)); // 7 → 15 ; -2.4 → trunc(6.1) = 6
+    let mut y = [0f32; 32];
+    BlockQ4_0::dequantize_row(&b, &mut y).unwrap();
+    assert_eq!((y[0], y[1], y[16], y[17]), (-8.0, 7.0, 3.0, -2.0));
+}
+
+#[test]
+fn q4_1_known_vector() {
+    let x: Vec<f32> = (0..32).map(|i| (i % 16) as f32 * 0.5 + 1.0).collect(); // min 1, max 8.5
+    let mut b = [BlockQ4_1::default()];
+    BlockQ4_1::quantize_row(&x, &mut b).unwrap();
+    assert_eq!(f16_to_f32(b[0].m), 1.0);
+    assert_eq!(f16_to_f32(b[0].d), 0.5);
+    let mut y = [0f32; 32];
+    BlockQ4_1::dequantize_row(&b, &mut y).unwrap();
+    assert_eq!(x, y.to_vec());
+}
+
+#[test]
+fn zero_blocks_stay_zero() {
+    let x = [0f32; 64];
+    let mut y = [1f32; 64];
+    let mut a = [BlockQ8_0::default(); 2];
+    BlockQ8_0::quantize_row(&x, &mut a).unwrap();
+    BlockQ8_0::dequantize_row(&a, &mut y).unwrap();
+    assert!(y.iter().all(|&v| v == 0.0));
+    let mut b = [BlockQ4_0::default(); 2];
+    BlockQ4_0::quantize_row(&x, &mut b).unwrap();
+    BlockQ4_0::dequantize_row(&b, &mut y).unwrap();
+    assert!(y.iter().all(|&v| v == 0.0));
+}
+
+fn rel_rms(a: &[f32], b: &[f32]) -> f64 {
+    let se: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let ss: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
+    (se / ss).sqrt()
+}
+
+/// Round-trip error budgets on uniform random data (the quantization step of each type over
+/// a uniform distribution: 4-bit ≈ 1/15 of the range, 8-bit ≈ 1/255).
+fn round_trip<B: Block>(budget: f64) {
+    let mut rng = Rng::new(1);
+    let x = rng.vec(32 * 64, 3.0);
+    let mut q = vec![B::default(); 64];
+    B::quantize_row(&x, &mut q).unwrap();
+    let mut y = vec![0f32; x.len()];
+    B::dequantize_row(&q, &mut y).unwrap();
+    let e = rel_rms(&x, &y);
+    assert!(e < budget, "{}: relative RMS error {e} over budget {budget}", B::DTYPE);
+}
+
+#[test]
+fn round_trip_budgets() {
+    round_trip::<BlockQ8_0>(0.005);
+    round_trip::<BlockQ4_0>(0.11);
+    round_trip::<BlockQ4_1>(0.07);
+}
+
+/// Quantized dot (weights × 8-bit activations) against the f32 dot of the dequantized weights
+/// with the exact activations: the only extra error is activation quantization (< 1%).
+fn dot_accuracy<B: Block<Activation = BlockQ8A>>() {
+    let mut rng = Rng::new(2);
+    for nb in [1, 3, 18, 48] {
+        let w = rng.vec(32 * nb, 1.0);
+        let x = rng.vec(32 * nb, 2.0);
+        let mut qw = vec![B::default(); nb];
+        B::quantize_row(&w, &mut qw).unwrap();
+        let mut wd = vec![0f32; w.len()];
+        B::dequantize_row(&qw, &mut wd).unwrap();
+        let mut qa = vec![BlockQ8A::default(); nb];
+        quantize_act(&x, &mut qa).unwrap();
+        let exact: f32 = wd.iter().zip(&x).map(|(a, b)| a * b).sum();
+        let norm: f32 = wd.iter().map(|v| v.abs()).sum::<f32>() * 2.0 / 127.0;
+        let got = B::vec_dot_scalar(&qw, &qa).unwrap();
+        assert!((got - exact).abs() <= norm, "{} nb={nb}: {got} vs {exact}", B::DTYPE);
+    }
+}
+
+#[test]
+fn dot_accuracy_all_types() {
+    dot_accuracy::<BlockQ8_0>();
+    dot_accuracy::<BlockQ4_0>();
+    dot_accuracy::<BlockQ4_1>();
+}
+
+#[test]
+fn lengths_are_checked() {
+    let mut q = vec![BlockQ4_0::default(); 1];
+    assert!(BlockQ4_0::quantize_row(&[0.0; 33], &mut q).is_err());
+    assert!(BlockQ4_0::quantize_row(&[0.0; 64], &mut q).is_err());
+    let a = vec![BlockQ8A::default(); 2];
+    assert!(BlockQ4_0::vec_dot(&q, &a).is_err());
+    assert!(cast_blocks::<BlockQ4_0>(&[0u8; 19]).is_err());
+    assert!(DType::Q4_0.row_bytes(31).is_err());
+    assert!(DType::Q8_0.row_bytes(usize::MAX - 31).is_err());
+}
+
+#[test]
+fn dtype_codes_round_trip() {
+    for d in DType::ALL {
+        assert_eq!(DType::try_from(d as u32).unwrap(), d);
+        assert_eq!(d.name().parse::<DType>().unwrap(), d);
+    }
+    assert!(DType::try_from(99).is_err());
+}
+
+/// Every ISA this machine has, slot by slot, against the scalar twin on random blocks of every
+/// length class. Integer-exact slots compare bit for bit; float slots within a per-type
+/// tolerance (summation order differs).
+#[test]
+fn dispatched_kernels_match_scalar() {
+    let reference = Kernels::scalar();
+    for isa in available_isas() {
+        let k = Kernels::best(Some(isa));
+        assert_eq!(k.isa, isa);
+        let mut rng = Rng::new(3 + isa as u64);
+        for nb in [1usize, 2, 3, 7, 8, 9, 16, 17, 18, 48, 49] {
+            let n = nb * 32;
+            let mut x = rng.vec(n, 4.0);
+            if nb % 3 == 0 {
+                x[..32].fill(0.0); // an all-zero block
+            }
+            let mut qa_ref = vec![BlockQ8A::default(); nb];
+            let mut qa = vec![BlockQ8A::default(); nb];
+            (reference.quantize_act)(&x, &mut qa_ref);
+            (k.quantize_act)(&x, &mut qa);
+            assert_eq!(qa, qa_ref, "{isa:?} quantize_act nb={nb}");
+            let w = rng.vec(n, 1.0);
+            let mut q40 = vec![BlockQ4_0::default(); nb];
+            let mut q41 = vec![BlockQ4_1::default(); nb];
+            let mut q80 = vec![BlockQ8_0::default(); nb];
+            scalar::quantize_row_q4_0(&w, &mut q40);
+            scalar::quantize_row_q4_1(&w, &mut q41);
+            scalar::quantize_row_q8_0(&w, &mut q80);
+            let tol = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + a.abs().max(b.abs()));
+            let pairs = [
+                ("q4_0", (reference.vec_dot_q4_0)(&q40, &qa), (k.vec_dot_q4_0)(&q40, &qa)),
+                ("q4_1", (reference.vec_dot_q4_1)(&q41, &qa), (k.vec_dot_q4_1)(&q41, &qa)),
+                ("q8_0", (reference.vec_dot_q8_0)(&q80, &qa), (k.vec_dot_q8_0)(&q80, &qa)),
+            ];
+            for (name, r, g) in pairs {
+                assert!(tol(r, g), "{isa:?} {name} nb={nb}: {g} vs scalar {r}");
+            }
+            for len in [1usize, 7, 8, 15, 16, 17, 31, 33, 64, 100] {
+                let a = rng.vec(len, 1.0);
+                let b = rng.vec(len, 1.0);
+                let h: Vec<u16> = a.iter().map(|&v| f32_to_f16(v)).collect();
+                let (r, g) = ((reference.vec_dot_f32)(&a, &b), (k.vec_dot_f32)(&a, &b));
+                assert!(tol(r, g), "{isa:?} f32 len={len}: {g} vs {r}");
+                let (r, g) = ((reference.vec_dot_f16)(&h, &b), (k.vec_dot_f16)(&h, &b));
+                assert!(tol(r, g), "{isa:?} f16 len={len}: {g} vs {r}");
+            }
+        }
+        if isa == crate::Isa::Scalar {
+            continue;
+        }
+        println!("checked {isa:?} against scalar");
+    }
+    #[cfg(target_arch = "x86_64")]
+    for (isa, name) in [(crate::Isa::Avx2, "avx2"), (crate::Isa::Avx512, "avx512")] {
+        if !available_isas().contains(&isa) {
+            println!("SKIP {name}: not available on this CPU");
+        }
+    }
+}
