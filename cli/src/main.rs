@@ -190,6 +190,14 @@ enum CliError {
 
 type Result<T> = std::result::Result<T, CliError>;
 
+/// `println!` that ignores a closed stdout (e.g. `autark inspect … | head`) instead of
+/// panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -267,14 +275,11 @@ fn quantize(input: &Path, output: &Path, dtype: &str, overrides: &[String], verb
         e.1 += t.bytes;
     }
     if verbose {
-        println!(
-            "{:<32} {:>14} {:>6} -> {:<6} {:>12} {:>10}",
-            "tensor", "shape", "from", "to", "rms error", "relative"
-        );
+        say!("{:<32} {:>14} {:>6} -> {:<6} {:>12} {:>10}", "tensor", "shape", "from", "to", "rms error", "relative");
         for t in &summary.tensors {
             let shape = format!("{:?}", t.shape);
             let how = if t.copied { "copied".to_string() } else { format!("{:.3e}", t.rms_error) };
-            println!(
+            say!(
                 "{:<32} {:>14} {:>6} -> {:<6} {:>12} {:>10.5}",
                 t.name,
                 shape,
@@ -286,7 +291,7 @@ fn quantize(input: &Path, output: &Path, dtype: &str, overrides: &[String], verb
         }
     }
     let copied = summary.tensors.iter().filter(|t| t.copied).count();
-    println!(
+    say!(
         "wrote {} in {:.1}s: {} tensors ({} copied losslessly), {} parameters, {:.2} MiB, {:.3} bits/weight",
         output.display(),
         t0.elapsed().as_secs_f64(),
@@ -300,14 +305,14 @@ fn quantize(input: &Path, output: &Path, dtype: &str, overrides: &[String], verb
         .iter()
         .map(|(k, (n, b))| format!("{k}: {n} tensors, {:.2} MiB", *b as f64 / (1u64 << 20) as f64))
         .collect();
-    println!("types: {}", types.join("; "));
+    say!("types: {}", types.join("; "));
     let mut worst: Vec<_> = summary.tensors.iter().filter(|t| !t.copied).collect();
     worst.sort_by(|a, b| b.rel_rms_error.total_cmp(&a.rel_rms_error));
     if !worst.is_empty() {
         let mean = worst.iter().map(|t| t.rel_rms_error).sum::<f64>() / worst.len() as f64;
-        println!("relative RMS error of re-quantized tensors: mean {mean:.5}; largest:");
+        say!("relative RMS error of re-quantized tensors: mean {mean:.5}; largest:");
         for t in worst.iter().take(5) {
-            println!(
+            say!(
                 "  {:<32} {} -> {}  rms {:.3e}  relative {:.5}",
                 t.name,
                 t.source.name(),
@@ -340,28 +345,40 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
             .collect();
         let out = serde_json::json!({"version": format!("{}.{}", f.layout().version.0, f.layout().version.1),
             "metadata": meta, "tensors": tensors, "file_bytes": f.file_len()});
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(());
     }
     let c = &m.config;
-    println!(
+    say!(
         "file:          {} ({} bytes, format {}.{})",
         path.display(),
         f.file_len(),
         f.layout().version.0,
         f.layout().version.1
     );
-    println!("architecture:  {}", m.architecture);
-    println!(
+    say!("architecture:  {}", m.architecture);
+    say!(
         "config:        {} layers, width {}, {} heads / {} kv heads × {}, ffn {}, vocab {}, context {}",
-        c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.vocab_size, c.context_length
+        c.n_layers,
+        c.d_model,
+        c.n_heads,
+        c.n_kv_heads,
+        c.head_dim,
+        c.ffn_dim,
+        c.vocab_size,
+        c.context_length
     );
-    println!(
+    say!(
         "rope:          theta {}, {} layout, scaling {:?}; norm eps {}; tied output {}; qkv bias {}",
-        c.rope_theta, c.rope_layout, c.rope_scaling, c.norm_eps, c.tied_embeddings, c.attn_qkv_bias
+        c.rope_theta,
+        c.rope_layout,
+        c.rope_scaling,
+        c.norm_eps,
+        c.tied_embeddings,
+        c.attn_qkv_bias
     );
     let t = &m.tokenizer;
-    println!(
+    say!(
         "tokenizer:     {} bytes of tokenizer.json, bos {:?}, eos {:?}, add_bos {}, chat template {}",
         t.hf_json.len(),
         t.bos_token_id,
@@ -370,21 +387,21 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
         if t.chat_template.is_some() { "yes" } else { "no" }
     );
     if let Some(p) = &m.provenance {
-        println!("provenance:    {} on {}, recipe {}", p.tool, p.created, p.recipe);
+        say!("provenance:    {} on {}, recipe {}", p.tool, p.created, p.recipe);
         for s in &p.sources {
-            println!("  source {} ({} bytes, sha256 {})", s.name, s.bytes, s.sha256);
+            say!("  source {} ({} bytes, sha256 {})", s.name, s.bytes, s.sha256);
         }
     }
     let params: usize = f.tensors().iter().map(|t| t.n_elements()).sum();
     let bytes: u64 = f.tensors().iter().map(|t| t.nbytes).sum();
-    println!(
+    say!(
         "tensors:       {} ({} parameters, {:.3} bits/weight)",
         f.tensors().len(),
         params,
         bytes as f64 * 8.0 / params.max(1) as f64
     );
     for t in f.tensors() {
-        println!(
+        say!(
             "  {:<32} {:<6} {:>16} {:>12} bytes @ {}",
             t.name,
             t.dtype.name(),
@@ -405,7 +422,7 @@ fn verify(path: &Path) -> Result<()> {
     if !bad.is_empty() {
         return Err(CliError::Corrupted(bad.len()));
     }
-    println!("{}: {} tensors, all checksums match", path.display(), f.tensors().len());
+    say!("{}: {} tensors, all checksums match", path.display(), f.tensors().len());
     Ok(())
 }
 
@@ -538,7 +555,7 @@ fn tokenize(path: &Path, prompt: &str, chat: bool, no_special: bool) -> Result<(
     } else {
         model.tokenizer().encode(prompt, !no_special)?
     };
-    println!("{}", serde_json::to_string(&ids).unwrap_or_default());
+    say!("{}", serde_json::to_string(&ids).unwrap_or_default());
     Ok(())
 }
 
@@ -618,10 +635,10 @@ fn bench(path: &Path, n_prompt: usize, n_gen: usize, reps: usize, threads: &str,
                 "session_bytes": mem, "load_seconds": load_s, "peak_rss_bytes": rss, "model_bytes": size})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
-    println!(
+    say!(
         "model: {} ({:.1} MiB, {} layers, width {}), kernels: {isa}, load {:.3}s, peak RSS {:.1} MiB",
         path.display(),
         size as f64 / 1048576.0,
@@ -630,12 +647,12 @@ fn bench(path: &Path, n_prompt: usize, n_gen: usize, reps: usize, threads: &str,
         load_s,
         rss as f64 / 1048576.0
     );
-    println!("| threads | test | t/s |");
-    println!("|---:|---|---:|");
+    say!("| threads | test | t/s |");
+    say!("|---:|---|---:|");
     for (t, pp, tg, _) in &rows {
-        println!("| {t} | pp{n_prompt} | {pp:.1} |");
+        say!("| {t} | pp{n_prompt} | {pp:.1} |");
         if n_gen > 0 {
-            println!("| {t} | tg{n_gen} | {tg:.1} |");
+            say!("| {t} | tg{n_gen} | {tg:.1} |");
         }
     }
     Ok(())

@@ -37,6 +37,9 @@ impl Isa {
     }
 }
 
+/// A weight-rows × tokens tile of a quantized matrix product.
+pub type GemmFn<B> = fn(&[B], &[BlockQ8A], usize, &mut [f32]);
+
 /// The dispatch table. Slots take whole blocks of matching lengths: callers check lengths
 /// once (see `Block::vec_dot`, `gemm`), never per call in a hot loop.
 #[derive(Clone, Copy)]
@@ -48,6 +51,10 @@ pub struct Kernels {
     pub vec_dot_q4_1: fn(&[BlockQ4_1], &[BlockQ8A]) -> f32,
     pub vec_dot_q8_0: fn(&[BlockQ8_0], &[BlockQ8A]) -> f32,
     pub vec_dot_f16: fn(&[u16], &[f32]) -> f32,
+    /// Tiles (`scalar::gemm_tile`): `(w rows, tokens, blocks per row, out[t][r])`.
+    pub gemm_q4_0: GemmFn<BlockQ4_0>,
+    pub gemm_q4_1: GemmFn<BlockQ4_1>,
+    pub gemm_q8_0: GemmFn<BlockQ8_0>,
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
 }
 
@@ -61,6 +68,9 @@ impl Kernels {
             vec_dot_q4_1: scalar::vec_dot_q4_1_q8a,
             vec_dot_q8_0: scalar::vec_dot_q8_0_q8a,
             vec_dot_f16: scalar::vec_dot_f16_f32,
+            gemm_q4_0: scalar::gemm_q4_0,
+            gemm_q4_1: scalar::gemm_q4_1,
+            gemm_q8_0: scalar::gemm_q8_0,
             vec_dot_f32: scalar::vec_dot_f32,
         }
     }

@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use crate::blocks::{cast_blocks, check_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
-use crate::dispatch::kernels;
+use crate::dispatch::{kernels, GemmFn};
 use crate::error::{KernelError, Result};
 
 /// A weight matrix of `rows` × `cols` (PyTorch `nn.Linear.weight` layout: one row per output),
@@ -115,9 +115,9 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
     }
     let k = kernels();
     match w.dtype {
-        DType::Q4_0 => gemm_q::<BlockQ4_0>(w, act, out, k.vec_dot_q4_0),
-        DType::Q4_1 => gemm_q::<BlockQ4_1>(w, act, out, k.vec_dot_q4_1),
-        DType::Q8_0 => gemm_q::<BlockQ8_0>(w, act, out, k.vec_dot_q8_0),
+        DType::Q4_0 => gemm_q::<BlockQ4_0>(w, act, out, k.gemm_q4_0, k.vec_dot_q4_0),
+        DType::Q4_1 => gemm_q::<BlockQ4_1>(w, act, out, k.gemm_q4_1, k.vec_dot_q4_1),
+        DType::Q8_0 => gemm_q::<BlockQ8_0>(w, act, out, k.gemm_q8_0, k.vec_dot_q8_0),
         DType::F16 => {
             let wb: &[u16] = cast_u16(w.data)?;
             let dot = k.vec_dot_f16;
@@ -138,28 +138,65 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
     }
 }
 
+/// Quantized weights × 8-bit activations. One token (decode) streams each row through the
+/// row dot product; a batch (prefill) goes through tiles that reuse each weight block across
+/// tokens. Both give identical values (tested), so results never depend on the path.
 fn gemm_q<B: Block>(
     w: &WeightView<'_>,
     act: &Activations,
     out: &mut [f32],
+    tile: GemmFn<B>,
     dot: fn(&[B], &[BlockQ8A]) -> f32,
 ) -> Result<()> {
     check_blocks("gemm", B::DTYPE, w.cols, w.cols / QK)?;
     let blocks: &[B] = cast_blocks(w.data)?;
     let nb = w.cols / QK;
+    let (rows, n_tokens) = (w.rows, act.n_tokens);
     let a = &act.q8;
-    gemm_rows(w.rows, act.n_tokens, out, |r, t| dot(&blocks[r * nb..(r + 1) * nb], &a[t * nb..(t + 1) * nb]));
+    if n_tokens == 1 {
+        gemm_rows(rows, 1, out, |r, _| dot(&blocks[r * nb..(r + 1) * nb], a));
+        return Ok(());
+    }
+    let ptr = OutPtr(out.as_mut_ptr());
+    let chunk = row_chunk(rows);
+    // Tokens per tile call, so that a tile's output fits the stack buffer.
+    let tok_chunk = (TILE_OUT / chunk).max(1);
+    (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let p = ptr;
+        let r0 = c * chunk;
+        let nr = chunk.min(rows - r0);
+        let mut buf = [0f32; TILE_OUT];
+        for t0 in (0..n_tokens).step_by(tok_chunk) {
+            let nt = tok_chunk.min(n_tokens - t0);
+            tile(&blocks[r0 * nb..(r0 + nr) * nb], &a[t0 * nb..(t0 + nt) * nb], nb, &mut buf[..nr * nt]);
+            for t in 0..nt {
+                for r in 0..nr {
+                    // SAFETY: t0 + t < n_tokens and r0 + r < rows, inside `out` (length
+                    // checked by `gemm`); row chunks are disjoint across tasks.
+                    unsafe { *p.0.add((t0 + t) * rows + r0 + r) = buf[t * nr + r] };
+                }
+            }
+        }
+    });
     Ok(())
+}
+
+/// Output values of one tile call (a stack buffer of 16 KiB).
+const TILE_OUT: usize = 4096;
+
+/// Rows per parallel task: enough tasks to balance the threads, few enough that scheduling
+/// costs nothing next to the work (a 49152-row output head gets 256-row tasks).
+fn row_chunk(rows: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    (rows / (threads * 8)).clamp(16, 256) / 4 * 4
 }
 
 /// Splits rows into chunks over the pool; inside a chunk, every token reuses the chunk's
 /// weight rows while they are in cache.
 fn gemm_rows<F: Fn(usize, usize) -> f32 + Sync>(rows: usize, n_tokens: usize, out: &mut [f32], f: F) {
     assert_eq!(out.len(), rows * n_tokens);
-    let threads = rayon::current_num_threads().max(1);
-    // Enough chunks to balance the threads, each a few KB of weights at least.
-    let chunk = (rows / (threads * 8)).clamp(4, 64);
     let ptr = OutPtr(out.as_mut_ptr());
+    let chunk = row_chunk(rows);
     (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
         let p = ptr;
         let r0 = c * chunk;

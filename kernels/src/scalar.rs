@@ -152,3 +152,29 @@ pub fn vec_dot_f16_f32(w: &[u16], x: &[f32]) -> f32 {
 pub fn vec_dot_f32(w: &[f32], x: &[f32]) -> f32 {
     w.iter().zip(x).map(|(a, b)| a * b).sum()
 }
+
+// ---- tiles: a block of weight rows × a block of tokens ---------------------------------------
+
+/// `out[t * rows + r] = vec_dot(w row r, a token t)` for `rows = w.len() / nb` weight rows and
+/// `a.len() / nb` tokens. SIMD twins reuse each loaded weight block across tokens and must give
+/// exactly what their own `vec_dot` gives for every (r, t).
+pub fn gemm_tile<B>(dot: fn(&[B], &[BlockQ8A]) -> f32, w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    let rows = w.len() / nb;
+    for (t, at) in a.chunks_exact(nb).enumerate() {
+        for (r, wr) in w.chunks_exact(nb).enumerate() {
+            out[t * rows + r] = dot(wr, at);
+        }
+    }
+}
+
+pub fn gemm_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    gemm_tile(vec_dot_q4_0_q8a, w, a, nb, out)
+}
+
+pub fn gemm_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    gemm_tile(vec_dot_q4_1_q8a, w, a, nb, out)
+}
+
+pub fn gemm_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    gemm_tile(vec_dot_q8_0_q8a, w, a, nb, out)
+}

@@ -17,20 +17,22 @@ PARAGRAPH = (
     "experimented with two-wheeled machines that riders pushed along with their feet. Pedals, "
     "chains and pneumatic tires arrived over the following decades, and by 1900 the bicycle had "
     "become a cheap and popular way to travel to work, to school and to the countryside."
-)  # 73 tokens
+)  # 72 tokens
 
 # Tolerances for the q4_1 runtime against the float64 reference on the same (dequantized) weights.
 # The weights are identical, so every difference comes from the runtime's arithmetic, dominated by
 # quantizing activations to 8 bits per 32-value block before the integer dot products. Simulating
 # exactly that in the reference (every matmul input, lm_head included, rounded to q8 blocks;
-# float32 elsewhere) on PARAGRAPH gives: max |diff| 1.40, mean |diff| 0.16, top-1 agreement 69/73
-# = 0.945, and every top-1 disagreement is a near tie (reference margin <= 0.19), for logits of
-# std 6.1 and max 27. Plain float32 arithmetic alone gives max |diff| 6e-6.
-# TODO-CALIBRATE: replace the provisional bounds below with ~1.5x the values the runtime measures.
-MAX_ABS_DIFF = 3.0  # TODO-CALIBRATE (simulated 1.40)
-MEAN_ABS_DIFF = 0.5  # TODO-CALIBRATE (simulated 0.16)
-TOP1_AGREEMENT = 0.9  # TODO-CALIBRATE (simulated 0.945)
-NEAR_TIE = 0.75  # TODO-CALIBRATE: a top-1 disagreement must be within this much of the reference max
+# float32 elsewhere) on PARAGRAPH gives max |diff| 1.40, mean |diff| 0.16, top-1 agreement 0.945,
+# and every top-1 disagreement is a near tie (reference margin <= 0.19), for logits of std 6.1 and
+# max 27. Plain float32 arithmetic alone gives max |diff| 6e-6.
+# Measured with the runtime (x86-64, commit 4b638ee): max |diff| 1.69, mean |diff| 0.166,
+# top-1 agreement 0.944 (68/72), worst top-1 margin 0.11.
+# TODO-CALIBRATE: confirm on the other kernel paths (AVX2 / NEON / scalar) and keep ~1.5x the worst.
+MAX_ABS_DIFF = 2.5  # TODO-CALIBRATE (measured 1.69, simulated 1.40)
+MEAN_ABS_DIFF = 0.25  # TODO-CALIBRATE (measured 0.166, simulated 0.16)
+TOP1_AGREEMENT = 0.9  # TODO-CALIBRATE (measured 0.944, simulated 0.945)
+NEAR_TIE = 0.5  # TODO-CALIBRATE: a top-1 disagreement must be within this much of the reference max (measured 0.11)
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,18 @@ MODES = [("f32", 1, "f32"), ("f16", 2, "f16"), ("f32", 1, "q8_0"), ("f32", 1, "q
 
 # Tolerances, as max |runtime - reference| / max |reference logit| (the logits here reach 7-9).
 # * f32: the runtime computes in float32; simulating float32 arithmetic in the reference gives
-#   ~1e-7 relative. 1e-4 leaves room for other summation orders and approximate exp / silu.
-# * f16 weights: exact in both; if the runtime rounds activations to f16 for the dot products
-#   (as ggml does) the simulated error is 7e-4 relative, else ~1e-7. Bound: 2e-3.
+#   ~1e-7 relative (measured with the runtime: <= 7e-6 absolute, ~1e-6 relative). 1e-4 leaves
+#   room for other summation orders and approximate exp / silu.
+# * f16 weights: exact in both, and the runtime multiplies them with f32 activations (measured
+#   like f32). If a kernel ever rounds activations to f16 (as ggml does) the simulated error is
+#   7e-4 relative: loosen to 2e-3 then, deliberately.
 # * q8_0 / q4_0 / q4_1 weights: the reference runs on the weights dequantized from the .autark
 #   file, so only the runtime's 8-bit-per-32-block activation quantization differs. Simulated:
-#   1.2-2.3% relative over these four models (worse than on SmolLM2 because 2 random layers
-#   with 64-wide rows average out less). Bound: 6%. A top-1 disagreement must be a near tie
-#   (reference margin within the same bound); simulation shows up to 1 of 14 such ties.
-REL_TOL = {"f32": 1e-4, "f16": 2e-3, "q8_0": 0.06, "q4_0": 0.06, "q4_1": 0.06}
+#   1.2-2.3% relative over these four models (more than on SmolLM2 because 2 random layers
+#   with 64-wide rows average out less); measured with the runtime: up to 2.1%. Bound: 6%.
+#   A top-1 disagreement must be a near tie (reference margin within the same bound); both the
+#   simulation and the runtime show up to 1 of 14 such ties (margins <= 0.04).
+REL_TOL = {"f32": 1e-4, "f16": 1e-4, "q8_0": 0.06, "q4_0": 0.06, "q4_1": 0.06}
 
 
 def expected_dtype(name: str, qtype: str, overrides=None) -> str:
