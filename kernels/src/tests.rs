@@ -49,7 +49,7 @@ fn q4_0_known_vector() {
     let mut b = [BlockQ4_0::default()];
     BlockQ4_0::quantize_row(&x, &mut b).unwrap();
     assert_eq!(f16_to_f32(b[0].d), 1.0);
-    assert_eq!(b[0].qs[0], 0 | (11 << 4)); // -8 → 0 ; 3 → 11
+    assert_eq!(b[0].qs[0], 11 << 4); // -8 → 0 (low nibble) ; 3 → 11 (high nibble)
     assert_eq!(b[0].qs[1], 15 | (6 << 4)); // 7 → 15 ; -2.4 → trunc(6.1) = 6
     let mut y = [0f32; 32];
     BlockQ4_0::dequantize_row(&b, &mut y).unwrap();
