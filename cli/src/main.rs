@@ -118,12 +118,14 @@ enum Cmd {
         /// Generated tokens (tg).
         #[arg(short = 'n', long, default_value_t = 64)]
         n_gen: usize,
-        /// Repetitions; the median is reported.
-        #[arg(short, long, default_value_t = 3)]
+        /// Timed repetitions (after one warm-up); mean ± standard deviation is reported.
+        #[arg(short, long, default_value_t = 5)]
         repetitions: usize,
         /// Comma-separated thread counts.
         #[arg(short, long, default_value = "0")]
         threads: String,
+        /// One JSON object per line per test (llama-bench's jsonl keys n_prompt, n_gen,
+        /// n_threads, avg_ts, stddev_ts, plus autark's own).
         #[arg(long)]
         json: bool,
     },
@@ -528,8 +530,9 @@ fn chat(path: &Path, system: Option<String>, n: usize, s: &SampleArgs) -> Result
         match r {
             Ok(stats) => {
                 eprintln!(
-                    "[{} new prompt tokens, {:.1} t/s | {} tokens, {:.1} t/s]",
+                    "[prompt: {} of {} tokens evaluated, {:.1} t/s | generation: {} tokens, {:.1} t/s]",
                     stats.prompt_evaluated,
+                    stats.prompt_tokens,
                     stats.prompt_tps(),
                     stats.generated_tokens,
                     stats.generation_tps()
@@ -584,11 +587,16 @@ fn peak_rss() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+/// Mean and sample standard deviation.
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
 }
 
+/// llama-bench's method: a warm-up, then `reps` timed runs of each test on a fresh context;
+/// pp = one batch of `n_prompt` tokens, tg = `n_gen` single-token steps.
 fn bench(path: &Path, n_prompt: usize, n_gen: usize, reps: usize, threads: &str, json: bool) -> Result<()> {
     let (model, load_s) = load(path)?;
     let threads: Vec<usize> = threads
@@ -599,61 +607,68 @@ fn bench(path: &Path, n_prompt: usize, n_gen: usize, reps: usize, threads: &str,
     let vocab = model.config().vocab_size as u32;
     // A fixed pseudo-random prompt (token ids), so runs are comparable.
     let prompt: Vec<u32> = (0..n_prompt.max(1) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % vocab).collect();
-    let mut rows = Vec::new();
     let isa = autark_kernels::kernels().isa.name();
+    let c = model.config();
+    let size = model.file().file_len();
+    if !json {
+        say!(
+            "model: {} ({:.1} MiB, {} layers, width {}), kernels: {isa}, load {:.3}s",
+            path.display(),
+            size as f64 / 1048576.0,
+            c.n_layers,
+            c.d_model,
+            load_s
+        );
+        say!("| threads | test | t/s |");
+        say!("|---:|---|---:|");
+    }
     for &t in &threads {
-        let mut s =
-            Session::new(Arc::clone(&model), SessionParams { n_ctx: n_prompt + n_gen + 1, n_threads: t, n_batch: 64 })?;
-        let (mut pp, mut tg) = (Vec::new(), Vec::new());
-        for _ in 0..reps {
-            s.reset();
-            let t0 = Instant::now();
-            s.eval(&prompt[..n_prompt.max(1)])?;
-            pp.push(n_prompt.max(1) as f64 / t0.elapsed().as_secs_f64());
-            if n_gen > 0 {
+        let mut s = Session::new(
+            Arc::clone(&model),
+            SessionParams { n_ctx: n_prompt + n_gen + 1, n_threads: t, n_batch: 512 },
+        )?;
+        let mut tests = Vec::new();
+        if n_prompt > 0 {
+            let run = |s: &mut Session| -> Result<f64> {
                 s.reset();
-                s.eval(&prompt[..1])?;
-                let t1 = Instant::now();
+                let t0 = Instant::now();
+                s.eval(&prompt[..n_prompt])?;
+                Ok(n_prompt as f64 / t0.elapsed().as_secs_f64())
+            };
+            run(&mut s)?;
+            let v = (0..reps).map(|_| run(&mut s)).collect::<Result<Vec<_>>>()?;
+            tests.push((n_prompt, 0, v));
+        }
+        if n_gen > 0 {
+            let run = |s: &mut Session| -> Result<f64> {
+                s.reset();
+                let t0 = Instant::now();
                 let mut next = prompt[0];
                 for _ in 0..n_gen {
                     s.eval(&[next])?;
                     next = argmax(s.logits());
                 }
-                tg.push(n_gen as f64 / t1.elapsed().as_secs_f64());
+                Ok(n_gen as f64 / t0.elapsed().as_secs_f64())
+            };
+            run(&mut s)?;
+            let v = (0..reps).map(|_| run(&mut s)).collect::<Result<Vec<_>>>()?;
+            tests.push((0, n_gen, v));
+        }
+        for (np, ng, v) in tests {
+            let (avg, sd) = mean_sd(&v);
+            if json {
+                let o = serde_json::json!({"model": path.display().to_string(), "model_size": size, "n_prompt": np, "n_gen": ng,
+                    "n_threads": s.n_threads(), "avg_ts": avg, "stddev_ts": sd, "samples_ts": v, "isa": isa,
+                    "load_seconds": load_s, "peak_rss_bytes": peak_rss().unwrap_or(0), "session_bytes": s.memory_bytes()});
+                say!("{o}");
+            } else {
+                let test = if np > 0 { format!("pp{np}") } else { format!("tg{ng}") };
+                say!("| {} | {test} | {avg:.1} ± {sd:.1} |", s.n_threads());
             }
         }
-        rows.push((s.n_threads(), median(pp), if tg.is_empty() { 0.0 } else { median(tg) }, s.memory_bytes()));
     }
-    let rss = peak_rss().unwrap_or(0);
-    let c = model.config();
-    let size = model.file().file_len();
-    if json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|(t, pp, tg, mem)| {
-                serde_json::json!({"threads": t, "isa": isa, "pp": n_prompt, "pp_tps": pp, "tg": n_gen, "tg_tps": tg,
-                "session_bytes": mem, "load_seconds": load_s, "peak_rss_bytes": rss, "model_bytes": size})
-            })
-            .collect();
-        say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(());
-    }
-    say!(
-        "model: {} ({:.1} MiB, {} layers, width {}), kernels: {isa}, load {:.3}s, peak RSS {:.1} MiB",
-        path.display(),
-        size as f64 / 1048576.0,
-        c.n_layers,
-        c.d_model,
-        load_s,
-        rss as f64 / 1048576.0
-    );
-    say!("| threads | test | t/s |");
-    say!("|---:|---|---:|");
-    for (t, pp, tg, _) in &rows {
-        say!("| {t} | pp{n_prompt} | {pp:.1} |");
-        if n_gen > 0 {
-            say!("| {t} | tg{n_gen} | {tg:.1} |");
-        }
+    if !json {
+        say!("peak RSS {:.1} MiB", peak_rss().unwrap_or(0) as f64 / 1048576.0);
     }
     Ok(())
 }

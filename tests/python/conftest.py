@@ -78,8 +78,8 @@ class Autark:
 
         return json.loads(self.ok("inspect", path, "--json").stdout)
 
-    def logits(self, path, tokens, out, *extra) -> np.ndarray:
-        self.ok("logits", path, "--tokens", ",".join(map(str, tokens)), "-o", out, *extra)
+    def logits(self, path, tokens, out, *extra, **kw) -> np.ndarray:
+        self.ok("logits", path, "--tokens", ",".join(map(str, tokens)), "-o", out, *extra, **kw)
         data = np.fromfile(out, dtype="<f4")
         if data.size % len(tokens):
             pytest.fail(f"logits file has {data.size} floats, not a multiple of {len(tokens)} tokens", pytrace=False)
