@@ -11,6 +11,7 @@ pub mod model;
 pub mod sampler;
 pub mod tokenizer;
 
+pub use autark_format::FormatError;
 pub use chat::ChatMessage;
 pub use error::{Result, RuntimeError};
 pub use forward::{Session, SessionParams};

@@ -1,0 +1,658 @@
+//! The C API (`include/autark.h`, generated from this file by cbindgen).
+//!
+//! Every export goes through `guard`, which catches panics (`AUTARK_ERR_PANIC`), records the
+//! error message for `autark_last_error`, and maps errors to status codes in one place
+//! (`FfiError::code`). Pointers are checked before use; out-parameters are cleared first.
+#![allow(non_camel_case_types)]
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Arc;
+
+use autark_runtime::{ChatMessage, GenerateParams, Model, RuntimeError, Sampler, SamplerParams, Session, SessionParams};
+
+/// Status of a call: `AUTARK_OK` (0) or a negative `AUTARK_ERR_*` code. Codes are never
+/// reused; a removed code stays listed as a comment.
+pub type autark_status = i32;
+
+/// Success.
+pub const AUTARK_OK: autark_status = 0;
+/// An argument is out of range (e.g. a zero-length token list, a bad sampling parameter).
+pub const AUTARK_ERR_INVALID_ARGUMENT: autark_status = -1;
+/// A required pointer argument is NULL.
+pub const AUTARK_ERR_NULL_POINTER: autark_status = -2;
+/// A string argument is not valid UTF-8.
+pub const AUTARK_ERR_INVALID_UTF8: autark_status = -3;
+/// The file cannot be opened or read (missing, permissions).
+pub const AUTARK_ERR_IO: autark_status = -4;
+/// The file is not a valid .autark file (truncated, corrupted, wrong magic, bad tensors).
+pub const AUTARK_ERR_CORRUPT_MODEL: autark_status = -5;
+/// The file is valid but its architecture or format version is not supported.
+pub const AUTARK_ERR_UNSUPPORTED_MODEL: autark_status = -6;
+/// The tokens do not fit in the session's context.
+pub const AUTARK_ERR_CONTEXT_OVERFLOW: autark_status = -7;
+/// The output buffer is too small; the length needed was reported.
+pub const AUTARK_ERR_BUFFER_TOO_SMALL: autark_status = -8;
+/// A token id is outside the vocabulary.
+pub const AUTARK_ERR_INVALID_TOKEN: autark_status = -9;
+/// Tokenizer or chat-template failure (or the model has no chat template).
+pub const AUTARK_ERR_TEXT: autark_status = -10;
+/// The session has no logits yet (nothing was evaluated since creation or reset).
+pub const AUTARK_ERR_NO_LOGITS: autark_status = -11;
+/// An internal error (a bug): a panic was caught at the boundary.
+pub const AUTARK_ERR_PANIC: autark_status = -100;
+
+/// Version of this C ABI; changes when a signature or struct layout changes.
+pub const AUTARK_ABI_VERSION: u32 = 1;
+
+#[derive(Debug)]
+enum FfiError {
+    Null(&'static str),
+    Utf8(&'static str),
+    Invalid(String),
+    BufferTooSmall { needed: usize },
+    NoLogits,
+    Runtime(RuntimeError),
+}
+
+impl From<RuntimeError> for FfiError {
+    fn from(e: RuntimeError) -> Self {
+        FfiError::Runtime(e)
+    }
+}
+
+impl std::fmt::Display for FfiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FfiError::Null(what) => write!(f, "{what} is NULL"),
+            FfiError::Utf8(what) => write!(f, "{what} is not valid UTF-8"),
+            FfiError::Invalid(what) => write!(f, "invalid argument: {what}"),
+            FfiError::BufferTooSmall { needed } => write!(f, "buffer too small: {needed} needed"),
+            FfiError::NoLogits => write!(f, "no logits: evaluate tokens first"),
+            FfiError::Runtime(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl FfiError {
+    /// The one mapping from errors to C status codes.
+    fn code(&self) -> autark_status {
+        use autark_runtime::RuntimeError as R;
+        match self {
+            FfiError::Null(_) => AUTARK_ERR_NULL_POINTER,
+            FfiError::Utf8(_) => AUTARK_ERR_INVALID_UTF8,
+            FfiError::Invalid(_) => AUTARK_ERR_INVALID_ARGUMENT,
+            FfiError::BufferTooSmall { .. } => AUTARK_ERR_BUFFER_TOO_SMALL,
+            FfiError::NoLogits => AUTARK_ERR_NO_LOGITS,
+            FfiError::Runtime(e) => match e {
+                R::Format(autark_format_error) => format_code(autark_format_error),
+                R::UnsupportedArchitecture(_) => AUTARK_ERR_UNSUPPORTED_MODEL,
+                R::MissingTensor(_) | R::BadTensor { .. } | R::Kernel(_) => AUTARK_ERR_CORRUPT_MODEL,
+                R::ContextOverflow { .. } => AUTARK_ERR_CONTEXT_OVERFLOW,
+                R::InvalidToken { .. } => AUTARK_ERR_INVALID_TOKEN,
+                R::InvalidArgument { .. } | R::EmptyInput | R::ThreadPool(_) => AUTARK_ERR_INVALID_ARGUMENT,
+                R::Tokenizer(_) | R::Template(_) | R::NoChatTemplate => AUTARK_ERR_TEXT,
+            },
+        }
+    }
+}
+
+fn format_code(e: &autark_runtime::FormatError) -> autark_status {
+    use autark_runtime::FormatError as F;
+    match e {
+        F::Io { .. } => AUTARK_ERR_IO,
+        F::UnsupportedVersion { .. } => AUTARK_ERR_UNSUPPORTED_MODEL,
+        _ => AUTARK_ERR_CORRUPT_MODEL,
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+/// Runs an export body: catches panics, records errors, returns the status.
+fn guard(f: impl FnOnce() -> Result<(), FfiError>) -> autark_status {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => {
+            set_error("");
+            AUTARK_OK
+        }
+        Ok(Err(e)) => {
+            set_error(&e.to_string());
+            e.code()
+        }
+        Err(_) => {
+            set_error("internal error: a panic was caught at the C boundary (please report this)");
+            AUTARK_ERR_PANIC
+        }
+    }
+}
+
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that stays valid for `'a`.
+unsafe fn str_arg<'a>(p: *const c_char, what: &'static str) -> Result<&'a str, FfiError> {
+    if p.is_null() {
+        return Err(FfiError::Null(what));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller's contract (documented in the header).
+    unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| FfiError::Utf8(what))
+}
+
+/// # Safety
+/// `p` is NULL or points to a live `T` that is not mutated during `'a`.
+unsafe fn ref_arg<'a, T>(p: *const T, what: &'static str) -> Result<&'a T, FfiError> {
+    // SAFETY: per the caller's contract, a non-NULL `p` points to a live object.
+    unsafe { p.as_ref() }.ok_or(FfiError::Null(what))
+}
+
+/// # Safety
+/// `p` is NULL or points to a live `T` not accessed elsewhere during `'a`.
+unsafe fn mut_arg<'a, T>(p: *mut T, what: &'static str) -> Result<&'a mut T, FfiError> {
+    // SAFETY: per the caller's contract, a non-NULL `p` points to a live, unaliased object.
+    unsafe { p.as_mut() }.ok_or(FfiError::Null(what))
+}
+
+/// Writes `s` NUL-terminated into `buf` (`capacity` bytes) and its length into `len`.
+///
+/// # Safety
+/// `buf` is NULL (only with `capacity == 0`) or valid for `capacity` bytes; `len` is valid.
+unsafe fn write_string(s: &str, buf: *mut c_char, capacity: usize, len: *mut usize) -> Result<(), FfiError> {
+    // SAFETY: `len` was checked non-NULL by the caller.
+    unsafe { *len = s.len() };
+    if s.len() + 1 > capacity {
+        return Err(FfiError::BufferTooSmall { needed: s.len() });
+    }
+    if buf.is_null() {
+        return Err(FfiError::Null("buf"));
+    }
+    // SAFETY: `buf` holds `capacity >= s.len() + 1` bytes; the regions do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), s.len());
+        *buf.add(s.len()) = 0;
+    }
+    Ok(())
+}
+
+// ============================================================================================
+// Library
+// ============================================================================================
+
+/// The ABI version (`AUTARK_ABI_VERSION` of the library actually loaded).
+#[no_mangle]
+pub extern "C" fn autark_abi_version() -> u32 {
+    AUTARK_ABI_VERSION
+}
+
+/// The library version, e.g. "0.1.0". Static storage; never free it.
+#[no_mangle]
+pub extern "C" fn autark_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The message of the calling thread's last failed call ("" after a successful call). Owned by
+/// the library; valid until this thread's next call into the library.
+#[no_mangle]
+pub extern "C" fn autark_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+// ============================================================================================
+// Model
+// ============================================================================================
+
+/// A loaded model: the memory-mapped .autark file, validated. Immutable; safe to share between
+/// threads and sessions. Free with `autark_model_free`.
+pub struct autark_model {
+    inner: Arc<Model>,
+}
+
+/// Options for `autark_model_load`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct autark_model_params {
+    /// Check every tensor's SHA-256 at load (reads the whole file once). Default false.
+    pub verify_checksums: bool,
+}
+
+/// Default model options.
+#[no_mangle]
+pub extern "C" fn autark_model_params_default() -> autark_model_params {
+    autark_model_params { verify_checksums: false }
+}
+
+/// Loads a .autark file. `params` may be NULL (defaults). On success `*out` holds the model;
+/// on failure it is NULL. Thread-safe.
+///
+/// # Safety
+/// `path` is a NUL-terminated string; `params` is NULL or valid; `out` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_model_load(path: *const c_char, params: *const autark_model_params, out: *mut *mut autark_model) -> autark_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(FfiError::Null("out"));
+        }
+        // SAFETY: `out` is non-NULL and valid for a write per the contract.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: contract of this function.
+        let path = unsafe { str_arg(path, "path") }?;
+        // SAFETY: contract of this function.
+        let params = if params.is_null() { autark_model_params_default() } else { *unsafe { ref_arg(params, "params") }? };
+        let model = Model::load(Path::new(path))?;
+        if params.verify_checksums {
+            let bad = model.file().verify();
+            if !bad.is_empty() {
+                return Err(FfiError::Runtime(RuntimeError::BadTensor { name: bad.join(", "), what: "checksum mismatch".into() }));
+            }
+        }
+        let boxed = Box::new(autark_model { inner: Arc::new(model) });
+        // SAFETY: `out` checked above.
+        unsafe { *out = Box::into_raw(boxed) };
+        Ok(())
+    })
+}
+
+/// Frees a model. NULL is ignored. Sessions created from it keep their own reference, so it may
+/// be freed before them.
+///
+/// # Safety
+/// `m` is NULL or a model from `autark_model_load` not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn autark_model_free(m: *mut autark_model) {
+    if !m.is_null() {
+        // SAFETY: `m` came from `Box::into_raw` in `autark_model_load` and is freed once.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(m) })));
+    }
+}
+
+/// Vocabulary size of the model.
+///
+/// # Safety
+/// `m` is a live model; `n_vocab` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_model_n_vocab(m: *const autark_model, n_vocab: *mut usize) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let n = unsafe { mut_arg(n_vocab, "n_vocab") }?;
+        *n = 0;
+        // SAFETY: contract of this function.
+        *n = unsafe { ref_arg(m, "model") }?.inner.config().vocab_size;
+        Ok(())
+    })
+}
+
+/// Text → token ids. `add_special`: add the model's special tokens (BOS where it wants one).
+/// `tokens` may be NULL when `capacity` is 0 (to ask for the count). When `capacity` is too
+/// small: AUTARK_ERR_BUFFER_TOO_SMALL and `*n_tokens` = the count needed. Thread-safe.
+///
+/// # Safety
+/// `m` is a live model; `text` NUL-terminated; `tokens` valid for `capacity` values;
+/// `n_tokens` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_tokenize(
+    m: *const autark_model,
+    text: *const c_char,
+    add_special: bool,
+    tokens: *mut i32,
+    capacity: usize,
+    n_tokens: *mut usize,
+) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let n = unsafe { mut_arg(n_tokens, "n_tokens") }?;
+        *n = 0;
+        // SAFETY: contract of this function.
+        let model = &unsafe { ref_arg(m, "model") }?.inner;
+        // SAFETY: contract of this function.
+        let text = unsafe { str_arg(text, "text") }?;
+        let ids = model.tokenizer().encode(text, add_special)?;
+        *n = ids.len();
+        if ids.len() > capacity {
+            return Err(FfiError::BufferTooSmall { needed: ids.len() });
+        }
+        if tokens.is_null() && !ids.is_empty() {
+            return Err(FfiError::Null("tokens"));
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            // SAFETY: i < ids.len() <= capacity, and `tokens` holds `capacity` values.
+            unsafe { *tokens.add(i) = id as i32 };
+        }
+        Ok(())
+    })
+}
+
+/// The text of one token (special tokens included), NUL-terminated in `buf`; `*len` = its length
+/// without the NUL (also when the buffer is too small). Thread-safe.
+///
+/// # Safety
+/// `m` is a live model; `buf` valid for `capacity` bytes; `len` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_token_to_piece(m: *const autark_model, token: i32, buf: *mut c_char, capacity: usize, len: *mut usize) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let l = unsafe { mut_arg(len, "len") }?;
+        *l = 0;
+        // SAFETY: contract of this function.
+        let model = &unsafe { ref_arg(m, "model") }?.inner;
+        let vocab = model.config().vocab_size;
+        if token < 0 || token as usize >= vocab {
+            return Err(FfiError::Runtime(RuntimeError::InvalidToken { id: token as u32, vocab }));
+        }
+        let piece = model.tokenizer().decode(&[token as u32], false)?;
+        // SAFETY: contract of this function.
+        unsafe { write_string(&piece, buf, capacity, len) }
+    })
+}
+
+/// Renders a conversation with the model's chat template. `roles[i]` / `contents[i]` are the
+/// i-th message ("system", "user", "assistant"); `add_assistant` appends the prompt for the
+/// assistant's reply. Output as in `autark_token_to_piece`. Thread-safe.
+///
+/// # Safety
+/// `m` is a live model; `roles` and `contents` hold `n_messages` NUL-terminated strings each;
+/// `buf` valid for `capacity` bytes; `len` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_chat_apply_template(
+    m: *const autark_model,
+    roles: *const *const c_char,
+    contents: *const *const c_char,
+    n_messages: usize,
+    add_assistant: bool,
+    buf: *mut c_char,
+    capacity: usize,
+    len: *mut usize,
+) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let l = unsafe { mut_arg(len, "len") }?;
+        *l = 0;
+        // SAFETY: contract of this function.
+        let model = &unsafe { ref_arg(m, "model") }?.inner;
+        if n_messages > 0 && (roles.is_null() || contents.is_null()) {
+            return Err(FfiError::Null("roles or contents"));
+        }
+        let mut msgs = Vec::with_capacity(n_messages);
+        for i in 0..n_messages {
+            // SAFETY: both arrays hold `n_messages` pointers (contract), non-NULL checked above.
+            let (r, c) = unsafe { (*roles.add(i), *contents.add(i)) };
+            // SAFETY: each element is a NUL-terminated string (contract).
+            let (r, c) = unsafe { (str_arg(r, "role")?, str_arg(c, "content")?) };
+            msgs.push(ChatMessage::new(r, c));
+        }
+        let text = autark_runtime::chat::render(model.tokenizer(), &msgs, add_assistant)?;
+        // SAFETY: contract of this function.
+        unsafe { write_string(&text, buf, capacity, len) }
+    })
+}
+
+// ============================================================================================
+// Session
+// ============================================================================================
+
+/// A context on a model: KV cache, scratch, sampler. Use from one thread at a time. Free with
+/// `autark_session_free`.
+pub struct autark_session {
+    session: Session,
+    sampler: Sampler,
+    sampler_params: SamplerParams,
+    has_logits: bool,
+}
+
+/// Options for `autark_session_new`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct autark_session_params {
+    /// Context length in tokens; 0 = the model's training context, capped at 4096.
+    pub n_ctx: u32,
+    /// Worker threads; 0 = one per core.
+    pub n_threads: u32,
+    /// Tokens per batch when evaluating a prompt. Default 64.
+    pub n_batch: u32,
+    /// Seed of the sampler's random stream (same seed, same text).
+    pub seed: u64,
+    /// Sampling temperature; 0 = greedy. Default 0.8.
+    pub temperature: f32,
+    /// Keep the k most likely tokens; 0 = off. Default 40.
+    pub top_k: i32,
+    /// Nucleus sampling threshold in (0, 1]; 1 = off. Default 0.95.
+    pub top_p: f32,
+    /// Drop tokens below min_p × the best probability; 0 = off. Default 0.05.
+    pub min_p: f32,
+    /// Penalty on the last 64 tokens; 1 = off. Default 1.
+    pub repeat_penalty: f32,
+}
+
+/// Default session options.
+#[no_mangle]
+pub extern "C" fn autark_session_params_default() -> autark_session_params {
+    let s = SamplerParams::default();
+    let p = SessionParams::default();
+    autark_session_params {
+        n_ctx: p.n_ctx as u32,
+        n_threads: p.n_threads as u32,
+        n_batch: p.n_batch as u32,
+        seed: s.seed,
+        temperature: s.temperature,
+        top_k: s.top_k as i32,
+        top_p: s.top_p,
+        min_p: s.min_p,
+        repeat_penalty: s.repeat_penalty,
+    }
+}
+
+fn sampler_params(p: &autark_session_params) -> Result<SamplerParams, FfiError> {
+    if p.top_k < 0 {
+        return Err(FfiError::Invalid(format!("top_k {}", p.top_k)));
+    }
+    let s = SamplerParams {
+        temperature: p.temperature,
+        top_k: p.top_k as usize,
+        top_p: p.top_p,
+        min_p: p.min_p,
+        repeat_penalty: p.repeat_penalty,
+        repeat_last_n: 64,
+        seed: p.seed,
+    };
+    s.validate()?;
+    Ok(s)
+}
+
+/// Creates a session on a model (allocates its KV cache and scratch once). `params` may be NULL.
+/// The session holds its own reference to the model.
+///
+/// # Safety
+/// `m` is a live model; `params` NULL or valid; `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_new(m: *const autark_model, params: *const autark_session_params, out: *mut *mut autark_session) -> autark_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(FfiError::Null("out"));
+        }
+        // SAFETY: `out` is non-NULL and valid for a write per the contract.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: contract of this function.
+        let model = &unsafe { ref_arg(m, "model") }?.inner;
+        // SAFETY: contract of this function.
+        let p = if params.is_null() { autark_session_params_default() } else { *unsafe { ref_arg(params, "params") }? };
+        let sp = sampler_params(&p)?;
+        let session = Session::new(Arc::clone(model), SessionParams { n_ctx: p.n_ctx as usize, n_threads: p.n_threads as usize, n_batch: p.n_batch as usize })?;
+        let sampler = Sampler::new(sp, model.config().vocab_size)?;
+        let boxed = Box::new(autark_session { session, sampler, sampler_params: sp, has_logits: false });
+        // SAFETY: `out` checked above.
+        unsafe { *out = Box::into_raw(boxed) };
+        Ok(())
+    })
+}
+
+/// Frees a session. NULL is ignored.
+///
+/// # Safety
+/// `s` is NULL or a session from `autark_session_new` not yet freed, not in use on another
+/// thread.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_free(s: *mut autark_session) {
+    if !s.is_null() {
+        // SAFETY: `s` came from `Box::into_raw` in `autark_session_new` and is freed once.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(s) })));
+    }
+}
+
+/// Forgets the context (tokens evaluated so far) and restarts the sampler's random stream.
+///
+/// # Safety
+/// `s` is a live session used by no other thread.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_reset(s: *mut autark_session) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let s = unsafe { mut_arg(s, "session") }?;
+        s.session.reset();
+        s.sampler = Sampler::new(s.sampler_params, s.session.model().config().vocab_size)?;
+        s.has_logits = false;
+        Ok(())
+    })
+}
+
+/// Number of tokens in the session's context.
+///
+/// # Safety
+/// `s` is a live session; `n` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_n_tokens(s: *const autark_session, n: *mut usize) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let n = unsafe { mut_arg(n, "n") }?;
+        *n = 0;
+        // SAFETY: contract of this function.
+        *n = unsafe { ref_arg(s, "session") }?.session.tokens().len();
+        Ok(())
+    })
+}
+
+/// Appends `n` tokens to the context and evaluates them; afterwards the logits are the last
+/// token's. A context overflow (AUTARK_ERR_CONTEXT_OVERFLOW) leaves the context unchanged.
+///
+/// # Safety
+/// `s` is a live session used by no other thread; `tokens` holds `n` values.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_eval(s: *mut autark_session, tokens: *const i32, n: usize) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let s = unsafe { mut_arg(s, "session") }?;
+        if tokens.is_null() {
+            return Err(FfiError::Null("tokens"));
+        }
+        if n == 0 {
+            return Err(FfiError::Runtime(RuntimeError::EmptyInput));
+        }
+        // SAFETY: `tokens` is non-NULL and holds `n` values (contract).
+        let t = unsafe { std::slice::from_raw_parts(tokens, n) };
+        let vocab = s.session.model().config().vocab_size;
+        let ids: Vec<u32> = t
+            .iter()
+            .map(|&x| if x < 0 { Err(FfiError::Runtime(RuntimeError::InvalidToken { id: x as u32, vocab })) } else { Ok(x as u32) })
+            .collect::<Result<_, _>>()?;
+        s.session.eval(&ids)?;
+        s.has_logits = true;
+        Ok(())
+    })
+}
+
+/// The logits of the last evaluated token: `*logits` points to `*n_vocab` floats owned by the
+/// session, valid until its next eval, generate, reset or free.
+///
+/// # Safety
+/// `s` is a live session; `logits` and `n_vocab` valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_logits(s: *const autark_session, logits: *mut *const f32, n_vocab: *mut usize) -> autark_status {
+    guard(|| {
+        if logits.is_null() {
+            return Err(FfiError::Null("logits"));
+        }
+        // SAFETY: non-NULL, valid for a write (contract).
+        unsafe { *logits = std::ptr::null() };
+        // SAFETY: contract of this function.
+        let n = unsafe { mut_arg(n_vocab, "n_vocab") }?;
+        *n = 0;
+        // SAFETY: contract of this function.
+        let s = unsafe { ref_arg(s, "session") }?;
+        if !s.has_logits {
+            return Err(FfiError::NoLogits);
+        }
+        let l = s.session.logits();
+        // SAFETY: checked non-NULL above.
+        unsafe { *logits = l.as_ptr() };
+        *n = l.len();
+        Ok(())
+    })
+}
+
+/// Samples the next token from the current logits with the session's sampler (the token is not
+/// evaluated: pass it to `autark_session_eval` to continue).
+///
+/// # Safety
+/// `s` is a live session used by no other thread; `token` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_sample(s: *mut autark_session, token: *mut i32) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let t = unsafe { mut_arg(token, "token") }?;
+        *t = -1;
+        // SAFETY: contract of this function.
+        let s = unsafe { mut_arg(s, "session") }?;
+        if !s.has_logits {
+            return Err(FfiError::NoLogits);
+        }
+        *t = s.sampler.sample(s.session.logits(), s.session.tokens()) as i32;
+        Ok(())
+    })
+}
+
+/// Receives generated text: `piece` is NUL-terminated UTF-8 of `len` bytes, valid only during
+/// the call. Return false to stop generation.
+pub type autark_piece_callback = Option<unsafe extern "C" fn(piece: *const c_char, len: usize, user_data: *mut c_void) -> bool>;
+
+/// Generates up to `max_tokens` tokens after `prompt`. The session's context becomes the
+/// prompt's tokens (BOS added where the model wants it), re-using any common prefix already
+/// evaluated (pass the whole conversation each turn: only new tokens are evaluated). Text goes
+/// to `cb` as it becomes complete UTF-8; `cb` may be NULL. Stops at an end-of-generation token,
+/// `max_tokens`, a full context, or when `cb` returns false (all AUTARK_OK). The sampler
+/// restarts from the session's seed on every call.
+///
+/// # Safety
+/// `s` is a live session used by no other thread; `prompt` NUL-terminated; `cb`, if not NULL,
+/// is callable with `user_data`.
+#[no_mangle]
+pub unsafe extern "C" fn autark_generate(s: *mut autark_session, prompt: *const c_char, max_tokens: u32, cb: autark_piece_callback, user_data: *mut c_void) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let s = unsafe { mut_arg(s, "session") }?;
+        // SAFETY: contract of this function.
+        let prompt = unsafe { str_arg(prompt, "prompt") }?;
+        let model = Arc::clone(s.session.model());
+        let tokens = model.tokenizer().encode(prompt, true)?;
+        let params = GenerateParams { max_tokens: max_tokens as usize, sampler: s.sampler_params, stop: Vec::new() };
+        let mut buf = Vec::new();
+        let r = s.session.generate(&tokens, &params, &mut |piece| {
+            let Some(f) = cb else { return true };
+            buf.clear();
+            buf.extend_from_slice(piece.as_bytes());
+            buf.push(0);
+            // SAFETY: `f` is a valid callback per the contract; `buf` is NUL-terminated and
+            // outlives the call.
+            unsafe { f(buf.as_ptr().cast(), piece.len(), user_data) }
+        });
+        s.has_logits = !s.session.tokens().is_empty();
+        r?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests;
