@@ -10,6 +10,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
+echo "== cargo build (CLI, libautark)"
+cargo build --release --workspace
 echo "== cargo test"
 cargo test --workspace --release
 echo "== pytest"

@@ -11,7 +11,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
 
-use autark_runtime::{ChatMessage, GenerateParams, Model, RuntimeError, Sampler, SamplerParams, Session, SessionParams};
+use autark_runtime::{
+    ChatMessage, GenerateParams, Model, RuntimeError, Sampler, SamplerParams, Session, SessionParams,
+};
 
 /// Status of a call: `AUTARK_OK` (0) or a negative `AUTARK_ERR_*` code. Codes are never
 /// reused; a removed code stays listed as a comment.
@@ -233,7 +235,11 @@ pub extern "C" fn autark_model_params_default() -> autark_model_params {
 /// # Safety
 /// `path` is a NUL-terminated string; `params` is NULL or valid; `out` is valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn autark_model_load(path: *const c_char, params: *const autark_model_params, out: *mut *mut autark_model) -> autark_status {
+pub unsafe extern "C" fn autark_model_load(
+    path: *const c_char,
+    params: *const autark_model_params,
+    out: *mut *mut autark_model,
+) -> autark_status {
     guard(|| {
         if out.is_null() {
             return Err(FfiError::Null("out"));
@@ -243,12 +249,16 @@ pub unsafe extern "C" fn autark_model_load(path: *const c_char, params: *const a
         // SAFETY: contract of this function.
         let path = unsafe { str_arg(path, "path") }?;
         // SAFETY: contract of this function.
-        let params = if params.is_null() { autark_model_params_default() } else { *unsafe { ref_arg(params, "params") }? };
+        let params =
+            if params.is_null() { autark_model_params_default() } else { *unsafe { ref_arg(params, "params") }? };
         let model = Model::load(Path::new(path))?;
         if params.verify_checksums {
             let bad = model.file().verify();
             if !bad.is_empty() {
-                return Err(FfiError::Runtime(RuntimeError::BadTensor { name: bad.join(", "), what: "checksum mismatch".into() }));
+                return Err(FfiError::Runtime(RuntimeError::BadTensor {
+                    name: bad.join(", "),
+                    what: "checksum mismatch".into(),
+                }));
             }
         }
         let boxed = Box::new(autark_model { inner: Arc::new(model) });
@@ -333,7 +343,13 @@ pub unsafe extern "C" fn autark_tokenize(
 /// # Safety
 /// `m` is a live model; `buf` valid for `capacity` bytes; `len` valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn autark_token_to_piece(m: *const autark_model, token: i32, buf: *mut c_char, capacity: usize, len: *mut usize) -> autark_status {
+pub unsafe extern "C" fn autark_token_to_piece(
+    m: *const autark_model,
+    token: i32,
+    buf: *mut c_char,
+    capacity: usize,
+    len: *mut usize,
+) -> autark_status {
     guard(|| {
         // SAFETY: contract of this function.
         let l = unsafe { mut_arg(len, "len") }?;
@@ -469,7 +485,11 @@ fn sampler_params(p: &autark_session_params) -> Result<SamplerParams, FfiError> 
 /// # Safety
 /// `m` is a live model; `params` NULL or valid; `out` valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn autark_session_new(m: *const autark_model, params: *const autark_session_params, out: *mut *mut autark_session) -> autark_status {
+pub unsafe extern "C" fn autark_session_new(
+    m: *const autark_model,
+    params: *const autark_session_params,
+    out: *mut *mut autark_session,
+) -> autark_status {
     guard(|| {
         if out.is_null() {
             return Err(FfiError::Null("out"));
@@ -481,7 +501,10 @@ pub unsafe extern "C" fn autark_session_new(m: *const autark_model, params: *con
         // SAFETY: contract of this function.
         let p = if params.is_null() { autark_session_params_default() } else { *unsafe { ref_arg(params, "params") }? };
         let sp = sampler_params(&p)?;
-        let session = Session::new(Arc::clone(model), SessionParams { n_ctx: p.n_ctx as usize, n_threads: p.n_threads as usize, n_batch: p.n_batch as usize })?;
+        let session = Session::new(
+            Arc::clone(model),
+            SessionParams { n_ctx: p.n_ctx as usize, n_threads: p.n_threads as usize, n_batch: p.n_batch as usize },
+        )?;
         let sampler = Sampler::new(sp, model.config().vocab_size)?;
         let boxed = Box::new(autark_session { session, sampler, sampler_params: sp, has_logits: false });
         // SAFETY: `out` checked above.
@@ -556,7 +579,13 @@ pub unsafe extern "C" fn autark_session_eval(s: *mut autark_session, tokens: *co
         let vocab = s.session.model().config().vocab_size;
         let ids: Vec<u32> = t
             .iter()
-            .map(|&x| if x < 0 { Err(FfiError::Runtime(RuntimeError::InvalidToken { id: x as u32, vocab })) } else { Ok(x as u32) })
+            .map(|&x| {
+                if x < 0 {
+                    Err(FfiError::Runtime(RuntimeError::InvalidToken { id: x as u32, vocab }))
+                } else {
+                    Ok(x as u32)
+                }
+            })
             .collect::<Result<_, _>>()?;
         s.session.eval(&ids)?;
         s.has_logits = true;
@@ -570,7 +599,11 @@ pub unsafe extern "C" fn autark_session_eval(s: *mut autark_session, tokens: *co
 /// # Safety
 /// `s` is a live session; `logits` and `n_vocab` valid for writes.
 #[no_mangle]
-pub unsafe extern "C" fn autark_session_logits(s: *const autark_session, logits: *mut *const f32, n_vocab: *mut usize) -> autark_status {
+pub unsafe extern "C" fn autark_session_logits(
+    s: *const autark_session,
+    logits: *mut *const f32,
+    n_vocab: *mut usize,
+) -> autark_status {
     guard(|| {
         if logits.is_null() {
             return Err(FfiError::Null("logits"));
@@ -616,7 +649,8 @@ pub unsafe extern "C" fn autark_session_sample(s: *mut autark_session, token: *m
 
 /// Receives generated text: `piece` is NUL-terminated UTF-8 of `len` bytes, valid only during
 /// the call. Return false to stop generation.
-pub type autark_piece_callback = Option<unsafe extern "C" fn(piece: *const c_char, len: usize, user_data: *mut c_void) -> bool>;
+pub type autark_piece_callback =
+    Option<unsafe extern "C" fn(piece: *const c_char, len: usize, user_data: *mut c_void) -> bool>;
 
 /// Generates up to `max_tokens` tokens after `prompt`. The session's context becomes the
 /// prompt's tokens (BOS added where the model wants it), re-using any common prefix already
@@ -629,7 +663,13 @@ pub type autark_piece_callback = Option<unsafe extern "C" fn(piece: *const c_cha
 /// `s` is a live session used by no other thread; `prompt` NUL-terminated; `cb`, if not NULL,
 /// is callable with `user_data`.
 #[no_mangle]
-pub unsafe extern "C" fn autark_generate(s: *mut autark_session, prompt: *const c_char, max_tokens: u32, cb: autark_piece_callback, user_data: *mut c_void) -> autark_status {
+pub unsafe extern "C" fn autark_generate(
+    s: *mut autark_session,
+    prompt: *const c_char,
+    max_tokens: u32,
+    cb: autark_piece_callback,
+    user_data: *mut c_void,
+) -> autark_status {
     guard(|| {
         // SAFETY: contract of this function.
         let s = unsafe { mut_arg(s, "session") }?;

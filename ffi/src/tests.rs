@@ -36,7 +36,10 @@ fn null_pointers_are_status_codes() {
         let bad = [0xffu8, 0xfe, 0];
         assert_eq!(autark_model_load(bad.as_ptr().cast(), std::ptr::null(), &mut m), AUTARK_ERR_INVALID_UTF8);
         let mut n = 5usize;
-        assert_eq!(autark_tokenize(std::ptr::null(), c"x".as_ptr(), true, std::ptr::null_mut(), 0, &mut n), AUTARK_ERR_NULL_POINTER);
+        assert_eq!(
+            autark_tokenize(std::ptr::null(), c"x".as_ptr(), true, std::ptr::null_mut(), 0, &mut n),
+            AUTARK_ERR_NULL_POINTER
+        );
         assert_eq!(n, 0);
         assert_eq!(autark_session_eval(std::ptr::null_mut(), std::ptr::null(), 0), AUTARK_ERR_NULL_POINTER);
         autark_model_free(std::ptr::null_mut());

@@ -1,0 +1,130 @@
+/* Misuse and contract tests of the C API, run by ffi/tests/c_api.rs (also under valgrind).
+ * Usage: api_test MODEL.autark CORRUPT.autark */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autark.h"
+
+static int failures = 0;
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, \
+                    __LINE__, #cond, autark_last_error());                       \
+            failures++;                                                          \
+        }                                                                        \
+    } while (0)
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    CHECK(autark_abi_version() == AUTARK_ABI_VERSION);
+    CHECK(strlen(autark_version()) > 0);
+
+    /* ---- loading ---- */
+    autark_model *m = (autark_model *)0x1;
+    CHECK(autark_model_load(NULL, NULL, &m) == AUTARK_ERR_NULL_POINTER);
+    CHECK(m == NULL);
+    CHECK(autark_model_load(argv[1], NULL, NULL) == AUTARK_ERR_NULL_POINTER);
+    CHECK(autark_model_load("/no/such/file.autark", NULL, &m) == AUTARK_ERR_IO);
+    CHECK(strstr(autark_last_error(), "file.autark") != NULL);
+    CHECK(autark_model_load("\xff\xfe", NULL, &m) == AUTARK_ERR_INVALID_UTF8);
+    CHECK(autark_model_load(argv[2], NULL, &m) == AUTARK_ERR_CORRUPT_MODEL && m == NULL);
+    autark_model_params mp = autark_model_params_default();
+    mp.verify_checksums = true;
+    CHECK(autark_model_load(argv[1], &mp, &m) == AUTARK_OK && m != NULL);
+    CHECK(strcmp(autark_last_error(), "") == 0);
+    size_t n_vocab = 0;
+    CHECK(autark_model_n_vocab(m, &n_vocab) == AUTARK_OK && n_vocab > 0);
+
+    /* ---- tokenize: size query, too-small buffer, exact buffer ---- */
+    size_t n = 99;
+    CHECK(autark_tokenize(m, "Hello world", false, NULL, 0, &n) == AUTARK_ERR_BUFFER_TOO_SMALL && n > 0);
+    size_t need = n;
+    int32_t small[1];
+    if (need > 1) CHECK(autark_tokenize(m, "Hello world", false, small, 1, &n) == AUTARK_ERR_BUFFER_TOO_SMALL && n == need);
+    int32_t *toks = malloc(need * sizeof *toks);
+    CHECK(autark_tokenize(m, "Hello world", false, toks, need, &n) == AUTARK_OK && n == need);
+    CHECK(autark_tokenize(m, "\xc3\x28", false, toks, need, &n) == AUTARK_ERR_INVALID_UTF8);
+    CHECK(autark_tokenize(m, NULL, false, toks, need, &n) == AUTARK_ERR_NULL_POINTER);
+
+    /* ---- token_to_piece ---- */
+    char piece[64];
+    size_t len = 0;
+    CHECK(autark_token_to_piece(m, toks[0], piece, sizeof piece, &len) == AUTARK_OK && strlen(piece) == len);
+    CHECK(autark_token_to_piece(m, toks[0], piece, 0, &len) == AUTARK_ERR_BUFFER_TOO_SMALL && len > 0);
+    CHECK(autark_token_to_piece(m, -1, piece, sizeof piece, &len) == AUTARK_ERR_INVALID_TOKEN);
+    CHECK(autark_token_to_piece(m, (int32_t)n_vocab, piece, sizeof piece, &len) == AUTARK_ERR_INVALID_TOKEN);
+
+    /* ---- chat template ---- */
+    const char *roles[] = {"user"};
+    const char *contents[] = {"Hi"};
+    CHECK(autark_chat_apply_template(m, roles, contents, 1, true, NULL, 0, &len) == AUTARK_ERR_BUFFER_TOO_SMALL && len > 0);
+    char *chat = malloc(len + 1);
+    CHECK(autark_chat_apply_template(m, roles, contents, 1, true, chat, len + 1, &len) == AUTARK_OK);
+    CHECK(strstr(chat, "Hi") != NULL);
+    free(chat);
+    CHECK(autark_chat_apply_template(m, NULL, contents, 1, true, piece, sizeof piece, &len) == AUTARK_ERR_NULL_POINTER);
+
+    /* ---- sessions ---- */
+    autark_session *s = (autark_session *)0x1;
+    CHECK(autark_session_new(NULL, NULL, &s) == AUTARK_ERR_NULL_POINTER && s == NULL);
+    autark_session_params sp = autark_session_params_default();
+    sp.top_p = 0.0f;
+    CHECK(autark_session_new(m, &sp, &s) == AUTARK_ERR_INVALID_ARGUMENT && s == NULL);
+    sp = autark_session_params_default();
+    sp.n_ctx = 16;
+    sp.temperature = 0.0f;
+    CHECK(autark_session_new(m, &sp, &s) == AUTARK_OK && s != NULL);
+    const float *logits = (const float *)0x1;
+    size_t nv = 7;
+    CHECK(autark_session_logits(s, &logits, &nv) == AUTARK_ERR_NO_LOGITS && logits == NULL && nv == 0);
+    int32_t tok = 0;
+    CHECK(autark_session_sample(s, &tok) == AUTARK_ERR_NO_LOGITS);
+    CHECK(autark_session_eval(s, toks, 0) == AUTARK_ERR_INVALID_ARGUMENT);
+    CHECK(autark_session_eval(s, NULL, 3) == AUTARK_ERR_NULL_POINTER);
+    int32_t bad_tok = (int32_t)n_vocab;
+    CHECK(autark_session_eval(s, &bad_tok, 1) == AUTARK_ERR_INVALID_TOKEN);
+    CHECK(autark_session_eval(s, toks, need) == AUTARK_OK);
+    CHECK(autark_session_logits(s, &logits, &nv) == AUTARK_OK && nv == n_vocab && logits != NULL);
+    CHECK(autark_session_sample(s, &tok) == AUTARK_OK && tok >= 0 && (size_t)tok < n_vocab);
+    /* greedy sample = argmax of the logits */
+    size_t best = 0;
+    for (size_t i = 1; i < nv; i++) if (logits[i] > logits[best]) best = i;
+    CHECK((size_t)tok == best);
+    /* context overflow: 16 tokens of context */
+    int32_t many[32];
+    for (int i = 0; i < 32; i++) many[i] = toks[0];
+    size_t before = 0, after = 0;
+    CHECK(autark_session_n_tokens(s, &before) == AUTARK_OK);
+    CHECK(autark_session_eval(s, many, 32) == AUTARK_ERR_CONTEXT_OVERFLOW);
+    CHECK(autark_session_n_tokens(s, &after) == AUTARK_OK && after == before);
+    /* reset and reuse */
+    CHECK(autark_session_reset(s) == AUTARK_OK);
+    CHECK(autark_session_n_tokens(s, &after) == AUTARK_OK && after == 0);
+    CHECK(autark_session_logits(s, &logits, &nv) == AUTARK_ERR_NO_LOGITS);
+    CHECK(autark_generate(s, "Hello", 4, NULL, NULL) == AUTARK_OK);
+    CHECK(autark_generate(s, NULL, 4, NULL, NULL) == AUTARK_ERR_NULL_POINTER);
+    CHECK(autark_session_reset(NULL) == AUTARK_ERR_NULL_POINTER);
+
+    /* a second model and session, freed in the other order: sessions keep their model alive */
+    autark_model *m2 = NULL;
+    autark_session *s2 = NULL;
+    CHECK(autark_model_load(argv[1], NULL, &m2) == AUTARK_OK);
+    CHECK(autark_session_new(m2, NULL, &s2) == AUTARK_OK);
+    autark_model_free(m2);
+    CHECK(autark_generate(s2, "Hi", 2, NULL, NULL) == AUTARK_OK);
+    autark_session_free(s2);
+
+    autark_session_free(s);
+    autark_session_free(NULL);
+    autark_model_free(m);
+    autark_model_free(NULL);
+    free(toks);
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("api_test: all checks passed\n");
+    return 0;
+}
