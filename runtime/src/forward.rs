@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use autark_format::RopeScaling;
-use autark_kernels::ops::{gemm, rmsnorm, rope_head, silu_mul, softmax, Activations};
+use autark_kernels::ops::{dot_f32, gemm, rmsnorm, rope_head, silu_mul, softmax, Activations};
 use rayon::prelude::*;
 
 use crate::error::{Result, RuntimeError};
@@ -312,7 +312,7 @@ impl Session {
                         let s = &mut scores[h * n_ctx + first..h * n_ctx + p + 1];
                         for (j, sj) in s.iter_mut().enumerate() {
                             let kj = &keys[(first + j) * kv_dim + kvh * hd..(first + j) * kv_dim + (kvh + 1) * hd];
-                            *sj = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+                            *sj = dot_f32(qh, kj) * scale;
                         }
                         softmax(s);
                         let o = &mut out[h * hd..(h + 1) * hd];

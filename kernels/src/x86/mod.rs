@@ -9,6 +9,7 @@
 use crate::dispatch::{Isa, Kernels};
 
 mod kernels;
+mod zmm;
 
 fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
@@ -34,6 +35,7 @@ pub fn plug(k: &mut Kernels, want: Option<Isa>) {
     }
     if allow(Isa::Avx512) && has_avx512() {
         kernels::avx512::plug(k);
+        zmm::plug(k);
     }
 }
 
