@@ -1,5 +1,5 @@
 //! CPU detection, once, into a table of function pointers that starts scalar and is upgraded
-//! by `x86::plug` (and later `arm::plug`). `AUTARK_ISA=scalar|avx2|avx512|neon` caps the choice
+//! by `x86::plug` (and later `arm::plug`). `AUTARK_ISA=scalar|avx2|avx512|neon|neon-dotprod` caps the choice
 //! for tests and benchmarks. Hot loops read the table; they never test CPU features.
 
 use std::sync::OnceLock;
@@ -14,6 +14,8 @@ pub enum Isa {
     Avx2,
     Avx512,
     Neon,
+    /// NEON with the dot-product extension (`sdot`).
+    NeonDot,
 }
 
 impl Isa {
@@ -23,6 +25,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Neon => "neon",
+            Isa::NeonDot => "neon-dotprod",
         }
     }
 
@@ -32,6 +35,7 @@ impl Isa {
             "avx2" => Ok(Isa::Avx2),
             "avx512" => Ok(Isa::Avx512),
             "neon" => Ok(Isa::Neon),
+            "neon-dotprod" | "dotprod" => Ok(Isa::NeonDot),
             other => Err(KernelError::UnknownIsa(other.to_string())),
         }
     }
@@ -82,6 +86,8 @@ impl Kernels {
         let mut k = Kernels::scalar();
         #[cfg(target_arch = "x86_64")]
         crate::x86::plug(&mut k, want);
+        #[cfg(target_arch = "aarch64")]
+        crate::arm::plug(&mut k, want);
         let _ = want;
         k
     }
@@ -115,5 +121,7 @@ pub fn available_isas() -> Vec<Isa> {
     let mut v = vec![Isa::Scalar];
     #[cfg(target_arch = "x86_64")]
     v.extend(crate::x86::available());
+    #[cfg(target_arch = "aarch64")]
+    v.extend(crate::arm::available());
     v
 }

@@ -259,8 +259,12 @@ fn dispatched_kernels_match_scalar() {
         }
         println!("checked {isa:?} against scalar");
     }
+    #[cfg(target_arch = "aarch64")]
+    let expected = [(crate::Isa::Neon, "neon"), (crate::Isa::NeonDot, "neon-dotprod")];
     #[cfg(target_arch = "x86_64")]
-    for (isa, name) in [(crate::Isa::Avx2, "avx2"), (crate::Isa::Avx512, "avx512")] {
+    let expected = [(crate::Isa::Avx2, "avx2"), (crate::Isa::Avx512, "avx512")];
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    for (isa, name) in expected {
         if !available_isas().contains(&isa) {
             println!("SKIP {name}: not available on this CPU");
         }

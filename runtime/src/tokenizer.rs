@@ -121,3 +121,80 @@ impl Detokenizer {
         Ok(now.get(before.len()..).unwrap_or("").to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A byte-level BPE tokenizer with one token per byte and no merges: every multi-byte
+    /// character spans several tokens.
+    fn byte_tokenizer() -> Tokenizer {
+        // GPT-2's byte ↔ printable-character map.
+        let printable: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
+        let mut extra = 0;
+        let mut map = [0u32; 256];
+        for b in 0..256u32 {
+            if printable.contains(&b) {
+                map[b as usize] = b;
+            } else {
+                map[b as usize] = 256 + extra;
+                extra += 1;
+            }
+        }
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            (0..256).map(|b| (char::from_u32(map[b]).unwrap().to_string(), serde_json::json!(b))).collect();
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+            "post_processor": null,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []}
+        });
+        let meta = TokenizerMeta {
+            hf_json: json.to_string(),
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            add_bos: false,
+            chat_template: None,
+            bos_token: None,
+            eos_token: None,
+        };
+        Tokenizer::from_meta(&meta, 256).unwrap()
+    }
+
+    #[test]
+    fn detokenizer_never_splits_characters() {
+        let tok = byte_tokenizer();
+        let text = "Zażółć gęślą — Ελληνικά 😀🇪🇺 ok";
+        let ids = tok.encode(text, false).unwrap();
+        assert_eq!(ids.len(), text.len(), "one token per byte");
+        let mut d = Detokenizer::new();
+        let mut out = String::new();
+        let mut held_back = 0;
+        for &id in &ids {
+            let piece = d.push(&tok, id).unwrap();
+            assert!(!piece.contains('\u{FFFD}'), "broken UTF-8 emitted: {piece:?}");
+            if piece.is_empty() {
+                held_back += 1;
+            }
+            out.push_str(&piece);
+        }
+        out.push_str(&d.flush(&tok).unwrap());
+        assert_eq!(out, text);
+        assert!(held_back > 10, "continuation bytes must be held back ({held_back})");
+    }
+
+    #[test]
+    fn truncated_character_is_flushed_as_replacement() {
+        let tok = byte_tokenizer();
+        let ids = tok.encode("a😀", false).unwrap();
+        let mut d = Detokenizer::new();
+        let mut out = String::new();
+        for &id in &ids[..3] {
+            out.push_str(&d.push(&tok, id).unwrap());
+        }
+        assert_eq!(out, "a");
+        assert_eq!(d.flush(&tok).unwrap(), "\u{FFFD}");
+    }
+}

@@ -178,3 +178,13 @@ def test_chat_reuses_the_cached_conversation(autark, smollm2_q4_1):
     assert ev2 < total2 - total1 // 2, f"second turn re-evaluated {ev2} of {total2} tokens"
     out = r.stdout.decode()
     assert "Paris" in out and "Rome" in out, out
+
+
+def test_stop_string_ends_generation_before_it(autark, smollm2_q4_1):
+    full = autark.ok("run", smollm2_q4_1, "-p", "The capital of France is", "-n", 16, "--temp", 0).stdout.decode()
+    assert "Paris." in full
+    cut = autark.ok("run", smollm2_q4_1, "-p", "The capital of France is", "-n", 16, "--temp", 0,
+                    "--stop", ".").stdout.decode()
+    assert cut.rstrip("\n") == full[: full.index(".")]
+    r = autark.ok("run", smollm2_q4_1, "-p", "The capital of France is", "-n", 16, "--temp", 0, "--stop", ".")
+    assert "StopString" in r.stderr.decode()

@@ -26,10 +26,7 @@ fn has_avx512() -> bool {
 /// Upgrades the slots of `k` to the best ISA this CPU has; `want` forces one (falling back to
 /// the best below it that the CPU has).
 pub fn plug(k: &mut Kernels, want: Option<Isa>) {
-    let allow = |isa: Isa| match want {
-        None => true,
-        Some(w) => w >= isa && w != Isa::Neon,
-    };
+    let allow = |isa: Isa| want.is_none_or(|w| w >= isa && w <= Isa::Avx512);
     if allow(Isa::Avx2) && has_avx2() {
         kernels::avx2::plug(k);
     }
