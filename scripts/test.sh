@@ -14,5 +14,7 @@ echo "== cargo build (CLI, libautark)"
 cargo build --release --workspace
 echo "== cargo test"
 cargo test --workspace --release
+echo "== NEON kernels under qemu-aarch64"
+scripts/test-arm.sh
 echo "== pytest"
 python3 -m pytest tests/python -q -p no:cacheprovider

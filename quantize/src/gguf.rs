@@ -242,7 +242,7 @@ impl Gguf {
             let nbytes = match DType::try_from(type_code) {
                 Ok(dt) => autark_format::tensor_nbytes(dt, &shape)
                     .map_err(|e| QuantizeError::GgufInvalid(format!("tensor {name}: {e}")))?,
-                // Unknown types are kept (they fail only if the tensor is used); size unknown.
+                // Unknown types are listed (the import fails only if the tensor is needed).
                 Err(_) => 0,
             };
             let offset = data_start

@@ -47,6 +47,8 @@ pub struct Source {
     pub files: Vec<PathBuf>,
     /// Things the user should know (ignored tensors, fallbacks).
     pub notes: Vec<String>,
+    /// Tensors of a type this version cannot read (name, ggml type code).
+    pub unsupported: Vec<(String, u32)>,
     gguf: Option<gguf::Gguf>,
 }
 
@@ -96,7 +98,7 @@ impl Source {
         let mut files = files;
         files.insert(0, cfg_path);
         files.push(dir.join("tokenizer.json"));
-        Ok(Source { architecture, config, tokenizer, tensors, files, notes, gguf: None })
+        Ok(Source { architecture, config, tokenizer, tensors, files, notes, unsupported: Vec::new(), gguf: None })
     }
 
     fn open_gguf(path: &Path) -> Result<Source> {
@@ -139,9 +141,18 @@ impl Source {
             }
         };
         let mut tensors = Vec::new();
+        let mut unsupported = Vec::new();
         for (i, t) in g.tensors.iter().enumerate() {
-            let dtype = t.dtype()?;
-            tensors.push(SourceTensor { name: t.name.clone(), dtype, shape: t.shape.clone(), origin: Origin::Gguf(i) });
+            match t.dtype() {
+                Ok(dtype) => tensors.push(SourceTensor {
+                    name: t.name.clone(),
+                    dtype,
+                    shape: t.shape.clone(),
+                    origin: Origin::Gguf(i),
+                }),
+                // Fails the import only if the architecture needs the tensor (see `quantize`).
+                Err(_) => unsupported.push((t.name.clone(), t.type_code)),
+            }
         }
         let has = |n: &str| g.tensors.iter().any(|t| t.name == n);
         let config = ModelConfig {
@@ -181,6 +192,7 @@ impl Source {
             tensors,
             files: vec![path.to_path_buf()],
             notes,
+            unsupported,
             gguf: Some(g),
         })
     }
@@ -289,8 +301,14 @@ pub fn quantize(
     let mut plan = Vec::with_capacity(expected.len());
     let mut notes = src.notes.clone();
     for (name, shape) in &expected {
-        let t =
-            src.tensors.iter().find(|t| &t.name == name).ok_or_else(|| QuantizeError::MissingTensor(name.clone()))?;
+        let Some(t) = src.tensors.iter().find(|t| &t.name == name) else {
+            return Err(match src.unsupported.iter().find(|(n, _)| n == name) {
+                Some((_, code)) => {
+                    QuantizeError::UnsupportedType { name: name.clone(), what: format!("ggml type {code}") }
+                }
+                None => QuantizeError::MissingTensor(name.clone()),
+            });
+        };
         if &t.shape != shape {
             return Err(QuantizeError::Shape { name: name.clone(), expected: shape.clone(), got: t.shape.clone() });
         }

@@ -442,3 +442,12 @@ def test_hostile_gguf(autark, hostile_base, tmp_path, what):
     assert len(lines) == 1 and lines[0].startswith("autark: error:"), f"{what}: stderr\n{err[-2000:]}"
     assert not out.exists(), f"{what}: an output file was written"
     assert [p.name for p in tmp_path.iterdir()] == ["hostile.gguf"], f"{what}: files left behind"
+
+
+def test_unknown_type_on_an_unused_tensor_is_ignored(autark, tmp_path):
+    """A tensor the architecture does not use may have a type this version cannot read."""
+    src = tmp_path / "extra.gguf"
+    mg.write_model(src, mg.ModelSpec(d_model=64, n_heads=4, n_kv_heads=2, ffn=96), mg.spm_synthetic(),
+                   extra_tensors={"blk.0.extra.weight": np.zeros((2, 32), np.float32)})
+    mg.patch(src, mg.tensor_info_offsets(src)["blk.0.extra.weight"].type_at, "<I", 99)
+    autark.ok("quantize", src, "-o", tmp_path / "x.autark", "--type", "f32")
