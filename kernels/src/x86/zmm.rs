@@ -8,8 +8,9 @@
 //! block's lane sum the exact integer dot product. Per block pair the scale vector is
 //! `[d_w0·d_a0 ×8, d_w1·d_a1 ×8]`; `q4_1`'s minimum term `m·(d_a·Σa)` is summed in f32 per block.
 //!
-//! The row dot (`vec_dot_*`, decode) and the tiles (`gemm_*`, prefill) run exactly the same
-//! per-(row, token) operations, so they agree bit for bit (tested).
+//! The row dot (`vec_dot_*`, decode) and the register tiles (`gemm_*` below 16 tokens) run
+//! exactly the same per-(row, token) operations, so they agree bit for bit (tested); from 16
+//! tokens `gemm_wide` puts tokens in lanes (see there).
 
 use std::arch::x86_64::*;
 
@@ -268,6 +269,137 @@ unsafe fn gemm<B: WBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     }
 }
 
+// ---- prefill with tokens in lanes ----------------------------------------------------------
+//
+// For 16 or more tokens, activations are packed once per call so that a register holds one
+// 4-byte group of a block for 16 tokens (lane = token); each weight row then streams its blocks
+// once per 16 tokens: 8 `vpdpbusd` with the row's 4-byte groups broadcast cover 16 tokens × 32
+// values. The offset correction and scales are 16-token vectors. These sums run in another
+// order than the row dot, so prefill and decode agree within f32 rounding (tested), and results
+// still do not depend on the thread count.
+
+/// Tokens per lane group.
+const LANES: usize = 16;
+
+/// Activations of 16 tokens for every block: `qs[b][k]` = lane t holds bytes 4k..4k+4 of token
+/// t's block b; `da`, `start` (−OFFSET·Σa) and `dsum` (d·Σa) as 16-lane vectors per block.
+struct Packed {
+    qs: Vec<__m512i>,
+    da: Vec<__m512>,
+    start: Vec<__m512i>,
+    dsum: Vec<__m512>,
+}
+
+thread_local! {
+    static PACKED: std::cell::RefCell<Packed> =
+        const { std::cell::RefCell::new(Packed { qs: Vec::new(), da: Vec::new(), start: Vec::new(), dsum: Vec::new() }) };
+}
+
+/// Packs tokens `t0..t0 + n` (n ≤ 16; missing lanes are zero) of `a` (`nb` blocks per token).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pack<B: WBlock>(a: &[BlockQ8A], nb: usize, t0: usize, n: usize, p: &mut Packed) {
+    let stride = (nb * std::mem::size_of::<BlockQ8A>()) as i32;
+    let lanes = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(stride),
+    );
+    let mask: __mmask16 = if n >= LANES { 0xFFFF } else { (1u16 << n) - 1 };
+    let off = _mm512_set1_epi32(-offset(B::KIND));
+    p.qs.clear();
+    p.da.clear();
+    p.start.clear();
+    p.dsum.clear();
+    for b in 0..nb {
+        // All indices stay inside `a`: lane t < n reads token t0 + t, block b (masked lanes
+        // read nothing).
+        let base = a.as_ptr().add(t0 * nb + b) as *const u8;
+        for k in 0..8 {
+            p.qs.push(_mm512_mask_i32gather_epi32::<1>(
+                _mm512_setzero_si512(),
+                mask,
+                lanes,
+                base.add(8 + 4 * k) as *const i32,
+            ));
+        }
+        let d = _mm512_mask_i32gather_ps::<1>(_mm512_setzero_ps(), mask, lanes, base as *const f32);
+        let sum = _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), mask, lanes, base.add(4) as *const i32);
+        p.da.push(d);
+        p.start.push(_mm512_mullo_epi32(sum, off));
+        p.dsum.push(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sum)));
+    }
+}
+
+/// Where a lane group's results go: `out[(t0 + t) * rows + r]` for t < n.
+struct LaneOut<'a> {
+    out: &'a mut [f32],
+    rows: usize,
+    t0: usize,
+    n: usize,
+}
+
+/// R rows (starting at row `r0` of `w`) × the 16 packed tokens. R independent accumulator
+/// chains hide the latency of `vpdpbusd`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // k indexes both the packed activations and the rows' groups
+unsafe fn rows_x16<B: WBlock, const R: usize>(w: &[B], nb: usize, r0: usize, p: &Packed, o: &mut LaneOut<'_>) {
+    let mut tmp = [[0i32; 8]; R];
+    let mut acc = [_mm512_setzero_ps(); R];
+    for b in 0..nb {
+        let mut i = [p.start[b]; R];
+        for r in 0..R {
+            let blk = &w[(r0 + r) * nb + b];
+            _mm256_storeu_si256(tmp[r].as_mut_ptr() as *mut __m256i, block_u8(blk));
+        }
+        for k in 0..8 {
+            let a = p.qs[8 * b + k];
+            for r in 0..R {
+                i[r] = _mm512_dpbusd_epi32(i[r], _mm512_set1_epi32(tmp[r][k]), a);
+            }
+        }
+        for r in 0..R {
+            let blk = &w[(r0 + r) * nb + b];
+            let scale = _mm512_mul_ps(p.da[b], _mm512_set1_ps(f16(blk.d())));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i[r]), scale, acc[r]);
+            if B::KIND == Kind::Q4_1 {
+                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(f16(blk.m())), p.dsum[b], acc[r]);
+            }
+        }
+    }
+    let mut res = [0f32; LANES];
+    for (r, v) in acc.iter().enumerate() {
+        _mm512_storeu_ps(res.as_mut_ptr(), *v);
+        for (t, x) in res.iter().enumerate().take(o.n) {
+            o.out[(o.t0 + t) * o.rows + r0 + r] = *x;
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn gemm_wide<B: WBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    let rows = w.len() / nb;
+    let toks = a.len() / nb;
+    PACKED.with(|cell| {
+        let mut p = cell.borrow_mut();
+        let mut t0 = 0;
+        while t0 < toks {
+            let n = LANES.min(toks - t0);
+            pack::<B>(a, nb, t0, n, &mut p);
+            let mut o = LaneOut { out: &mut *out, rows, t0, n };
+            let mut r = 0;
+            while r + 4 <= rows {
+                rows_x16::<B, 4>(w, nb, r, &p, &mut o);
+                r += 4;
+            }
+            while r < rows {
+                rows_x16::<B, 1>(w, nb, r, &p, &mut o);
+                r += 1;
+            }
+            t0 += n;
+        }
+    });
+}
+
 // ---- safe entry points, installed by `plug` only after AVX-512 F/BW/VL/VNNI were detected ----
 
 macro_rules! entries {
@@ -280,8 +412,15 @@ macro_rules! entries {
         }
         fn $gemm(w: &[$blk], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             assert!(nb > 0 && w.len() % nb == 0 && a.len() % nb == 0 && out.len() >= (w.len() / nb) * (a.len() / nb));
-            // SAFETY: as above; the lengths are checked here.
-            unsafe { gemm(w, a, nb, out) }
+            assert!(nb * std::mem::size_of::<BlockQ8A>() * LANES < i32::MAX as usize);
+            // SAFETY: as above; the lengths are checked here (gather offsets fit in i32).
+            unsafe {
+                if a.len() / nb >= LANES {
+                    gemm_wide(w, a, nb, out)
+                } else {
+                    gemm(w, a, nb, out)
+                }
+            }
         }
     };
 }
