@@ -111,7 +111,13 @@ enum Cmd {
     },
     /// Measure prompt processing and generation speed (tokens/s), load time and memory.
     Bench {
-        model: PathBuf,
+        /// Model to measure (not needed with --memory).
+        #[arg(required_unless_present = "memory")]
+        model: Option<PathBuf>,
+        /// Measure memory read bandwidth instead (GB/s over a 4 GiB buffer, per thread count):
+        /// the limit for generation speed on models larger than the cache.
+        #[arg(long)]
+        memory: bool,
         /// Prompt tokens (pp).
         #[arg(short = 'p', long, default_value_t = 128)]
         n_prompt: usize,
@@ -233,9 +239,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Chat { model, system, n_predict, s } => chat(&model, system, n_predict, &s),
         Cmd::Tokenize { model, prompt, chat, no_special } => tokenize(&model, &prompt, chat, no_special),
         Cmd::Logits { model, tokens, prompt, output, threads } => logits(&model, tokens, prompt, &output, threads),
-        Cmd::Bench { model, n_prompt, n_gen, repetitions, threads, json } => {
-            bench(&model, n_prompt, n_gen, repetitions, &threads, json)
-        }
+        Cmd::Bench { model, memory, n_prompt, n_gen, repetitions, threads, json } => match (memory, model) {
+            (true, _) => bench_memory(&threads, repetitions),
+            (false, Some(model)) => bench(&model, n_prompt, n_gen, repetitions, &threads, json),
+            (false, None) => Err(CliError::Usage("give a model or --memory".into())),
+        },
     }
 }
 
@@ -669,6 +677,40 @@ fn bench(path: &Path, n_prompt: usize, n_gen: usize, reps: usize, threads: &str,
     }
     if !json {
         say!("peak RSS {:.1} MiB", peak_rss().unwrap_or(0) as f64 / 1048576.0);
+    }
+    Ok(())
+}
+
+/// Read bandwidth: the best of `reps` passes summing a 4 GiB buffer (far larger than any
+/// cache), split over the threads.
+fn bench_memory(threads: &str, reps: usize) -> Result<()> {
+    let threads: Vec<usize> = threads
+        .split(',')
+        .map(|t| t.trim().parse().map_err(|_| CliError::Usage(format!("bad thread count {t:?}"))))
+        .collect::<Result<_>>()?;
+    let n = (4usize << 30) / 8;
+    let buf: Vec<u64> = (0..n as u64).collect();
+    say!("| threads | read GB/s (4 GiB, best of {}) |", reps.max(1));
+    say!("|---:|---:|");
+    for &t in &threads {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .map_err(|e| CliError::Runtime(autark_runtime::RuntimeError::ThreadPool(e.to_string())))?;
+        let mut best = 0f64;
+        for _ in 0..reps.max(1) + 1 {
+            let t0 = Instant::now();
+            let sum: u64 = pool.install(|| {
+                use rayon::prelude::*;
+                buf.par_chunks(1 << 16)
+                    .map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
+                    .reduce(|| 0, u64::wrapping_add)
+            });
+            let gbs = (n * 8) as f64 / t0.elapsed().as_secs_f64() / 1e9;
+            assert_eq!(sum, (n as u64) * (n as u64 - 1) / 2, "bandwidth probe: wrong sum");
+            best = best.max(gbs);
+        }
+        say!("| {} | {best:.1} |", pool.current_num_threads());
     }
     Ok(())
 }

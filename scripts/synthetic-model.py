@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Writes a synthetic .autark model with the shapes of a real one and random weights, for
+benchmarks only (its text is noise): `scripts/synthetic-model.py TOKENIZER_SOURCE.autark OUT
+[--shape llama-3.2-1b] [--type q4_0]`. The tokenizer and chat template are taken from an existing
+.autark file. Uses tests/python/autark_file.py (the independent writer of docs/FORMAT.md)."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests/python"))
+import autark_file  # noqa: E402
+
+SHAPES = {
+    # Llama-3.2-1B: 16 layers, width 2048, 32 heads / 8 KV heads of 64, FFN 8192, tied output.
+    "llama-3.2-1b": dict(n_layers=16, d_model=2048, n_heads=32, n_kv_heads=8, head_dim=64, ffn_dim=8192,
+                         vocab_size=128256, context_length=131072, rope_theta=500000.0),
+}
+BLOCK = {"q4_0": (18, 32), "q8_0": (34, 32)}
+
+
+def random_blocks(rng, rows, cols, dtype):
+    size, qk = BLOCK[dtype]
+    raw = rng.integers(0, 256, size=(rows * cols // qk, size), dtype=np.uint8)
+    scale = np.full(raw.shape[0], 0.02 if dtype == "q4_0" else 0.002, dtype=np.float16).view(np.uint8).reshape(-1, 2)
+    raw[:, 0:2] = scale
+    return raw.tobytes()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("tokenizer_source")
+    ap.add_argument("out")
+    ap.add_argument("--shape", default="llama-3.2-1b", choices=sorted(SHAPES))
+    ap.add_argument("--type", default="q4_0", choices=sorted(BLOCK))
+    a = ap.parse_args()
+    meta, _ = autark_file.read(a.tokenizer_source)
+    c = dict(SHAPES[a.shape], rope_layout="neox", rope_scaling=None, norm_eps=1e-5, tied_embeddings=True,
+             attn_qkv_bias=False, sliding_window=None, rope_freq_factors=None)
+    meta = {"format": "autark", "architecture": "llama", "config": c, "tokenizer": meta["tokenizer"],
+            "provenance": {"tool": "scripts/synthetic-model.py", "created": "", "sources": [],
+                           "recipe": {"synthetic": a.shape, "default": a.type}}}
+    rng = np.random.default_rng(0)
+    d, f, q, kv = c["d_model"], c["ffn_dim"], c["n_heads"] * c["head_dim"], c["n_kv_heads"] * c["head_dim"]
+    ones = np.ones(d, dtype=np.float32).tobytes()
+    entries = [dict(name="token_embd.weight", dtype="q8_0", shape=[c["vocab_size"], d],
+                    raw=random_blocks(rng, c["vocab_size"], d, "q8_0"))]
+    for l in range(c["n_layers"]):
+        def mat(name, rows, cols):
+            entries.append(dict(name=f"blk.{l}.{name}", dtype=a.type, shape=[rows, cols], raw=random_blocks(rng, rows, cols, a.type)))
+        entries.append(dict(name=f"blk.{l}.attn_norm.weight", dtype="f32", shape=[d], raw=ones))
+        mat("attn_q.weight", q, d)
+        mat("attn_k.weight", kv, d)
+        mat("attn_v.weight", kv, d)
+        mat("attn_output.weight", d, q)
+        entries.append(dict(name=f"blk.{l}.ffn_norm.weight", dtype="f32", shape=[d], raw=ones))
+        mat("ffn_gate.weight", f, d)
+        mat("ffn_up.weight", f, d)
+        mat("ffn_down.weight", d, f)
+    entries.append(dict(name="output_norm.weight", dtype="f32", shape=[d], raw=ones))
+    Path(a.out).write_bytes(autark_file.build(meta, entries))
+    weights = sum(len(e["raw"]) for e in entries)
+    print(json.dumps({"out": a.out, "weight_bytes": weights}))
+
+
+if __name__ == "__main__":
+    main()
