@@ -6,7 +6,8 @@
 //! used as they are (0..15, true value q − 8) and `q8_0` bytes are flipped to q + 128; the
 //! accumulator starts at −8·Σa (or −128·Σa) in the first lane of each block, which makes each
 //! block's lane sum the exact integer dot product. Per block pair the scale vector is
-//! `[d_w0·d_a0 ×8, d_w1·d_a1 ×8]`; `q4_1`'s minimum term `m·(d_a·Σa)` is summed in f32 per block.
+//! `[d_w0·d_a0 ×8, d_w1·d_a1 ×8]`; `q4_1`'s minimum term `m·(d_a·Σa)` goes to a second
+//! accumulator of the same shape.
 //!
 //! The row dot (`vec_dot_*`, decode) and the register tiles (`gemm_*` below 16 tokens) run
 //! exactly the same per-(row, token) operations, so they agree bit for bit (tested); from 16
@@ -52,8 +53,8 @@ struct WPair {
     x: __m512i,
     /// `[d_w0 ×8, d_w1 ×8]`.
     dw: __m512,
-    /// `q4_1` minimums (0 for other types).
-    m: [f32; 2],
+    /// `q4_1` minimums `[m0 ×8, m1 ×8]` (0 for other types).
+    m: __m512,
 }
 
 /// Activations of one block pair of one token, for one weight type.
@@ -63,8 +64,8 @@ struct APair {
     da: __m512,
     /// The accumulator's start: −OFFSET·Σa in the first lane of each block.
     start: __m512i,
-    /// `d_a · Σa` per block (for the `q4_1` minimum term).
-    dsum: [f32; 2],
+    /// `[d_a0·Σa0 ×8, d_a1·Σa1 ×8]` (for the `q4_1` minimum term).
+    dsum: __m512,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -154,7 +155,7 @@ unsafe fn load_pair<B: WBlock>(b0: &B, b1: Option<&B>) -> WPair {
         Some(b) => (block_u8(b), f16(b.d()), f16(b.m())),
         None => (_mm256_setzero_si256(), 0.0, 0.0),
     };
-    WPair { x: pair_si(block_u8(b0), hi), dw: pair_ps(f16(b0.d()), d1), m: [f16(b0.m()), m1] }
+    WPair { x: pair_si(block_u8(b0), hi), dw: pair_ps(f16(b0.d()), d1), m: pair_ps(f16(b0.m()), m1) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -167,17 +168,17 @@ unsafe fn load_act<B: WBlock>(a0: &BlockQ8A, a1: Option<&BlockQ8A>) -> APair {
     };
     let o = offset(B::KIND);
     let start = _mm512_setr_epi32(-o * a0.sum, 0, 0, 0, 0, 0, 0, 0, -o * s1, 0, 0, 0, 0, 0, 0, 0);
-    APair { y: pair_si(y0, y1), da: pair_ps(a0.d, d1), start, dsum: [a0.d * a0.sum as f32, d1 * s1 as f32] }
+    APair { y: pair_si(y0, y1), da: pair_ps(a0.d, d1), start, dsum: pair_ps(a0.d * a0.sum as f32, d1 * s1 as f32) }
 }
 
 /// One block pair of one (row, token): `acc += lanes(x·y − OFFSET·Σy) · (d_w·d_a)`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn step<B: WBlock>(w: &WPair, a: &APair, acc: __m512, acc_m: &mut f32) -> __m512 {
+unsafe fn step<B: WBlock>(w: &WPair, a: &APair, acc: __m512, acc_m: &mut __m512) -> __m512 {
     let p = _mm512_dpbusd_epi32(a.start, w.x, a.y);
     if B::KIND == Kind::Q4_1 {
-        *acc_m += w.m[0] * a.dsum[0];
-        *acc_m += w.m[1] * a.dsum[1];
+        // Each block's m·d·Σa in all 8 of its lanes: a second, independent accumulator.
+        *acc_m = _mm512_fmadd_ps(w.m, a.dsum, *acc_m);
     }
     _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(w.dw, a.da), acc)
 }
@@ -186,7 +187,7 @@ unsafe fn step<B: WBlock>(w: &WPair, a: &APair, acc: __m512, acc_m: &mut f32) ->
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn dot<B: WBlock>(w: &[B], a: &[BlockQ8A]) -> f32 {
     let mut acc = _mm512_setzero_ps();
-    let mut acc_m = 0f32;
+    let mut acc_m = _mm512_setzero_ps();
     let mut b = 0;
     while b < w.len() {
         let two = b + 1 < w.len();
@@ -195,7 +196,14 @@ unsafe fn dot<B: WBlock>(w: &[B], a: &[BlockQ8A]) -> f32 {
         acc = step::<B>(&wp, &ap, acc, &mut acc_m);
         b += 2;
     }
-    _mm512_reduce_add_ps(acc) + acc_m
+    _mm512_reduce_add_ps(acc) + min_term(acc_m)
+}
+
+/// The `q4_1` minimum term: lanes 0 (even blocks) and 8 (odd blocks) of its accumulator.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn min_term(acc_m: __m512) -> f32 {
+    _mm512_cvtss_f32(acc_m) + _mm_cvtss_f32(_mm512_extractf32x4_ps::<2>(acc_m))
 }
 
 /// R rows × T tokens into `out[t * out_stride + r]`; rows start at `w[r * nb]`, tokens at
@@ -210,11 +218,11 @@ unsafe fn tile<B: WBlock, const R: usize, const T: usize>(
     out_stride: usize,
 ) {
     let mut acc = [[_mm512_setzero_ps(); T]; R];
-    let mut acc_m = [[0f32; T]; R];
+    let mut acc_m = [[_mm512_setzero_ps(); T]; R];
     let mut b = 0;
     while b < nb {
         let two = b + 1 < nb;
-        let mut wp = [WPair { x: _mm512_setzero_si512(), dw: _mm512_setzero_ps(), m: [0.0; 2] }; R];
+        let mut wp = [WPair { x: _mm512_setzero_si512(), dw: _mm512_setzero_ps(), m: _mm512_setzero_ps() }; R];
         for (r, p) in wp.iter_mut().enumerate() {
             let row = &w[r * nb..];
             *p = load_pair(&row[b], if two { Some(&row[b + 1]) } else { None });
@@ -230,7 +238,7 @@ unsafe fn tile<B: WBlock, const R: usize, const T: usize>(
     }
     for r in 0..R {
         for t in 0..T {
-            out[t * out_stride + r] = _mm512_reduce_add_ps(acc[r][t]) + acc_m[r][t];
+            out[t * out_stride + r] = _mm512_reduce_add_ps(acc[r][t]) + min_term(acc_m[r][t]);
         }
     }
 }

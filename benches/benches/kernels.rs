@@ -1,0 +1,89 @@
+//! Matrix–vector products (decode) and matrix–matrix products (prefill, 64 tokens) for every
+//! weight type, each ISA this CPU has beside the scalar twin, reported in bytes of weights per
+//! second. Run: `cargo bench -p autark-benches` (AUTARK_ISA is ignored here: every ISA is
+//! measured explicitly).
+//!
+//! Peers: ggml's kernels are not linked here (`ggml-sys` bundles 2023 ggml with other block
+//! bytes); whole-model comparisons with current llama.cpp are in BENCHMARKS.md.
+
+use autark_kernels::blocks::{Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0};
+use autark_kernels::dispatch::{available_isas, GemmFn, Kernels};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+const ROWS: usize = 2048;
+const COLS: usize = 2048;
+
+fn weights<B: Block>(rows: usize, cols: usize) -> Vec<B> {
+    let mut s = 12345u32;
+    let x: Vec<f32> = (0..rows * cols)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+        .collect();
+    let mut q = vec![B::default(); rows * cols / 32];
+    B::quantize_row(&x, &mut q).unwrap();
+    q
+}
+
+fn acts(k: &Kernels, tokens: usize, cols: usize) -> Vec<BlockQ8A> {
+    let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let mut q = vec![BlockQ8A::default(); tokens * cols / 32];
+    (k.quantize_act)(&x, &mut q);
+    q
+}
+
+fn bench_type<B: Block>(
+    c: &mut Criterion,
+    name: &str,
+    pick: fn(&Kernels) -> (fn(&[B], &[BlockQ8A]) -> f32, GemmFn<B>),
+) {
+    let w = weights::<B>(ROWS, COLS);
+    let bytes = (std::mem::size_of_val(w.as_slice())) as u64;
+    let nb = COLS / 32;
+    let mut g = c.benchmark_group(format!("gemv_{name}"));
+    g.throughput(Throughput::Bytes(bytes));
+    for isa in available_isas() {
+        let k = Kernels::best(Some(isa));
+        let (dot, _) = pick(&k);
+        let a = acts(&k, 1, COLS);
+        let mut out = vec![0f32; ROWS];
+        g.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, _| {
+            b.iter(|| {
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = dot(&w[r * nb..(r + 1) * nb], &a);
+                }
+                std::hint::black_box(&out);
+            })
+        });
+    }
+    g.finish();
+    let tokens = 64;
+    let mut g = c.benchmark_group(format!("gemm64_{name}"));
+    g.throughput(Throughput::Bytes(bytes * tokens as u64));
+    g.sample_size(10);
+    for isa in available_isas() {
+        let k = Kernels::best(Some(isa));
+        let (_, gemm) = pick(&k);
+        let a = acts(&k, tokens, COLS);
+        let mut out = vec![0f32; 16 * tokens];
+        g.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, _| {
+            b.iter(|| {
+                for r0 in (0..ROWS).step_by(16) {
+                    gemm(&w[r0 * nb..(r0 + 16) * nb], &a, nb, &mut out);
+                }
+                std::hint::black_box(&out);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn kernels(c: &mut Criterion) {
+    bench_type::<BlockQ4_0>(c, "q4_0", |k| (k.vec_dot_q4_0, k.gemm_q4_0));
+    bench_type::<BlockQ4_1>(c, "q4_1", |k| (k.vec_dot_q4_1, k.gemm_q4_1));
+    bench_type::<BlockQ8_0>(c, "q8_0", |k| (k.vec_dot_q8_0, k.gemm_q8_0));
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);
