@@ -33,11 +33,10 @@ fn acts(k: &Kernels, tokens: usize, cols: usize) -> Vec<BlockQ8A> {
     q
 }
 
-fn bench_type<B: Block>(
-    c: &mut Criterion,
-    name: &str,
-    pick: fn(&Kernels) -> (fn(&[B], &[BlockQ8A]) -> f32, GemmFn<B>),
-) {
+/// A type's row dot and tile from a dispatch table.
+type Pick<B> = fn(&Kernels) -> (fn(&[B], &[BlockQ8A]) -> f32, GemmFn<B>);
+
+fn bench_type<B: Block>(c: &mut Criterion, name: &str, pick: Pick<B>) {
     let w = weights::<B>(ROWS, COLS);
     let bytes = (std::mem::size_of_val(w.as_slice())) as u64;
     let nb = COLS / 32;
