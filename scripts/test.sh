@@ -16,5 +16,7 @@ echo "== cargo test"
 cargo test --workspace --release
 echo "== NEON kernels under qemu-aarch64"
 scripts/test-arm.sh
+echo "== bindings cross-built for aarch64"
+scripts/cross-aarch64.sh
 echo "== pytest"
 python3 -m pytest tests/python -q -p no:cacheprovider
