@@ -1,19 +1,21 @@
 /* One model, several sessions generating at once on several threads.
  *
  *   gcc -Wall -Wextra -Werror -pthread threads.c -I<prefix>/include -L<prefix>/lib -lautark -o threads
- *   ./threads model.autark
+ *   ./threads model.autark [N_TOKENS]
  *
  * Each thread generates greedily from its own prompt; the program checks that every thread's
  * text equals the text the same prompt gives on the main thread alone.
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "autark.h"
 
 #define N_THREADS 3
-#define N_TOKENS 16
+
+static unsigned n_tokens = 16;
 
 typedef struct {
     const autark_model *model;
@@ -40,7 +42,7 @@ static void *run(void *arg) {
     sp.n_threads = 1;
     autark_session *s = NULL;
     j->status = autark_session_new(j->model, &sp, &s);
-    if (j->status == AUTARK_OK) j->status = autark_generate(s, j->prompt, N_TOKENS, collect, j);
+    if (j->status == AUTARK_OK) j->status = autark_generate(s, j->prompt, n_tokens, collect, j);
     if (j->status != AUTARK_OK) fprintf(stderr, "thread error: %s\n", autark_last_error());
     autark_session_free(s);
     return NULL;
@@ -48,9 +50,10 @@ static void *run(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL [N_TOKENS]\n", argv[0]);
         return 2;
     }
+    if (argc > 2) n_tokens = (unsigned)atoi(argv[2]);
     const char *prompts[N_THREADS] = {"The capital of France is", "Once upon a time", "def fibonacci(n):"};
     autark_model *model = NULL;
     if (autark_model_load(argv[1], NULL, &model) != AUTARK_OK) {
