@@ -55,6 +55,9 @@ pub enum AutarkError {
     /// A resource failure (e.g. the thread pool could not start).
     #[error("{detail}")]
     Internal { detail: String },
+    /// The session would need more memory than `max_memory_bytes` or the machine has.
+    #[error("{detail}")]
+    OutOfMemory { detail: String },
 }
 
 impl From<RuntimeError> for AutarkError {
@@ -78,6 +81,7 @@ impl From<RuntimeError> for AutarkError {
             RuntimeError::Tokenizer(_) | RuntimeError::Template(_) => AutarkError::Text { detail },
             RuntimeError::NoChatTemplate => AutarkError::NoChatTemplate { detail },
             RuntimeError::ThreadPool(_) => AutarkError::Internal { detail },
+            RuntimeError::MemoryBudget { .. } => AutarkError::OutOfMemory { detail },
         }
     }
 }
@@ -156,6 +160,9 @@ pub struct SessionOptions {
     /// Generation stops before any of these strings would be emitted.
     #[uniffi(default = [])]
     pub stop: Vec<String>,
+    /// Refuse the session if it needs more bytes than this (0 = only the machine's limit).
+    #[uniffi(default = 0)]
+    pub max_memory_bytes: u64,
 }
 
 impl Default for SessionOptions {
@@ -171,6 +178,7 @@ impl Default for SessionOptions {
             min_p: s.min_p,
             repeat_penalty: s.repeat_penalty,
             stop: Vec::new(),
+            max_memory_bytes: 0,
         }
     }
 }
@@ -328,10 +336,17 @@ impl Model {
         params.validate()?;
         let session = rt::Session::new(
             Arc::clone(&self.inner),
-            rt::SessionParams { n_ctx: options.n_ctx as usize, n_threads: options.n_threads as usize, n_batch: 64 },
+            rt::SessionParams {
+                n_ctx: options.n_ctx as usize,
+                n_threads: options.n_threads as usize,
+                max_memory_bytes: usize::try_from(options.max_memory_bytes).unwrap_or(usize::MAX),
+                ..Default::default()
+            },
         )?;
         Ok(Arc::new(Session {
             model: Arc::clone(&self.inner),
+            cancel: session.cancel_handle(),
+            memory_bytes: session.memory_bytes() as u64,
             n_ctx: session.n_ctx() as u32,
             params: rt::GenerateParams { max_tokens: 0, sampler: params, stop: options.stop },
             state: Mutex::new(State { session, last: None }),
@@ -353,6 +368,9 @@ struct State {
 #[derive(uniffi::Object)]
 pub struct Session {
     model: Arc<rt::Model>,
+    /// Outside the mutex: `cancel` works while a generation holds the lock.
+    cancel: rt::CancelHandle,
+    memory_bytes: u64,
     n_ctx: u32,
     params: rt::GenerateParams,
     state: Mutex<State>,
@@ -453,6 +471,17 @@ impl Session {
     ) -> Result<GenerationStats> {
         let tokens = self.chat_tokens(&messages)?;
         self.run(&tokens, max_tokens, &mut |piece| sink.on_piece(piece.to_string()))
+    }
+
+    /// Stops the running (or next) generation of this session after the current token; call it
+    /// from any thread. The generation returns normally with stop reason `Cancelled`.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Bytes the session allocated (KV cache and scratch).
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
     }
 
     /// Forgets the context (keeps the buffers).

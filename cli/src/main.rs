@@ -633,7 +633,7 @@ fn bench(path: &Path, n_prompt: usize, n_gen: usize, reps: usize, threads: &str,
     for &t in &threads {
         let mut s = Session::new(
             Arc::clone(&model),
-            SessionParams { n_ctx: n_prompt + n_gen + 1, n_threads: t, n_batch: 512 },
+            SessionParams { n_ctx: n_prompt + n_gen + 1, n_threads: t, n_batch: 512, ..Default::default() },
         )?;
         let mut tests = Vec::new();
         if n_prompt > 0 {

@@ -3,13 +3,12 @@
 //! the library and through the `autark` binary.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use autark_format::AutarkFile;
 use autark_kernels::DType;
 use autark_quantize::Recipe;
-use safetensors::tensor::{Dtype, TensorView};
 
 fn tmp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("autark-import-{tag}-{}", std::process::id()));
@@ -22,87 +21,8 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_autark"))
 }
 
-const D: usize = 64;
-const FFN: usize = 96;
-const HEADS: usize = 4;
-const KV: usize = 2;
-const HD: usize = 16;
-const VOCAB: usize = 32;
-const LAYERS: usize = 2;
-
-/// HF tensor names and shapes of the synthetic Llama model.
-fn hf_tensors() -> Vec<(String, Vec<usize>)> {
-    let mut v = vec![
-        ("model.embed_tokens.weight".to_string(), vec![VOCAB, D]),
-        ("model.norm.weight".into(), vec![D]),
-        ("lm_head.weight".into(), vec![VOCAB, D]),
-    ];
-    for l in 0..LAYERS {
-        let p = |s: &str| format!("model.layers.{l}.{s}");
-        v.push((p("input_layernorm.weight"), vec![D]));
-        v.push((p("post_attention_layernorm.weight"), vec![D]));
-        v.push((p("self_attn.q_proj.weight"), vec![HEADS * HD, D]));
-        v.push((p("self_attn.k_proj.weight"), vec![KV * HD, D]));
-        v.push((p("self_attn.v_proj.weight"), vec![KV * HD, D]));
-        v.push((p("self_attn.o_proj.weight"), vec![D, HEADS * HD]));
-        v.push((p("mlp.gate_proj.weight"), vec![FFN, D]));
-        v.push((p("mlp.up_proj.weight"), vec![FFN, D]));
-        v.push((p("mlp.down_proj.weight"), vec![D, FFN]));
-    }
-    v
-}
-
-fn tokenizer_json() -> String {
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        (0..VOCAB).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
-    serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"}
-    })
-    .to_string()
-}
-
-/// Writes a Llama folder with bf16 weights in two shards plus the index.
-fn write_hf(dir: &Path, arch: &str) {
-    let config = serde_json::json!({
-        "architectures": [arch], "hidden_size": D, "intermediate_size": FFN, "num_attention_heads": HEADS,
-        "num_key_value_heads": KV, "num_hidden_layers": LAYERS, "vocab_size": VOCAB, "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0, "max_position_embeddings": 128, "tie_word_embeddings": false,
-        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"
-    });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    std::fs::write(dir.join("tokenizer.json"), tokenizer_json()).unwrap();
-    std::fs::write(dir.join("tokenizer_config.json"), r#"{"bos_token": "w1", "eos_token": "w2", "chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}"#).unwrap();
-    let tensors = hf_tensors();
-    let mut seed = 7u32;
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(name, shape)| {
-            let n: usize = shape.iter().product();
-            let bytes = (0..n)
-                .flat_map(|_| {
-                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    let v = ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.2;
-                    half::bf16::from_f32(v).to_bits().to_le_bytes()
-                })
-                .collect();
-            (name.clone(), shape.clone(), bytes)
-        })
-        .collect();
-    let mut weight_map = serde_json::Map::new();
-    for (i, part) in data.chunks(data.len().div_ceil(2)).enumerate() {
-        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
-        let views: Vec<(String, TensorView)> =
-            part.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::BF16, s.clone(), b).unwrap())).collect();
-        safetensors::serialize_to_file(views, &None, &dir.join(&file)).unwrap();
-        for (n, _, _) in part {
-            weight_map.insert(n.clone(), file.clone().into());
-        }
-    }
-    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
-    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
-}
+mod common;
+use common::*;
 
 #[test]
 fn sharded_bf16_folder_imports_with_source_shapes() {

@@ -31,6 +31,13 @@
 #define AUTARK_ABI_VERSION 1
 
 /*
+ Stops a session's generation from another thread. Obtained with
+ `autark_session_cancel_token`; thread-safe; free with `autark_cancel_token_free` (it may
+ outlive its session, after which cancelling does nothing).
+ */
+typedef struct autark_cancel_token autark_cancel_token;
+
+/*
  A loaded model: the memory-mapped .autark file, validated. Immutable; safe to share between
  threads and sessions. Free with `autark_model_free`.
  */
@@ -98,6 +105,12 @@ typedef struct {
    Penalty on the last 64 tokens; 1 = off. Default 1.
    */
   float repeat_penalty;
+  /*
+   Refuse the session (AUTARK_ERR_OUT_OF_MEMORY) if it needs more bytes than this; 0 = no
+   budget (it is then refused only beyond the machine's available memory). See
+   `autark_session_memory_bytes`.
+   */
+  uint64_t max_memory_bytes;
 } autark_session_params;
 
 /*
@@ -165,6 +178,11 @@ typedef bool (*autark_piece_callback)(const char *piece, uintptr_t len, void *us
  The session has no logits yet (nothing was evaluated since creation or reset).
  */
 #define AUTARK_ERR_NO_LOGITS -11
+
+/*
+ The session would need more memory than its budget or the machine has.
+ */
+#define AUTARK_ERR_OUT_OF_MEMORY -12
 
 /*
  An internal error (a bug): a panic was caught at the boundary.
@@ -340,6 +358,39 @@ autark_status autark_session_logits(const autark_session *s,
  `s` is a live session used by no other thread; `token` valid for a write.
  */
 autark_status autark_session_sample(autark_session *s, int32_t *token);
+
+/*
+ Bytes the session allocated (KV cache, scratch): what `max_memory_bytes` is compared with.
+
+ # Safety
+ `s` is a live session; `bytes` valid for a write.
+ */
+autark_status autark_session_memory_bytes(const autark_session *s, uint64_t *bytes);
+
+/*
+ A cancel token for the session: `autark_cancel(token)` from any thread makes the session's
+ running (or next) `autark_generate` return AUTARK_OK after the current token.
+
+ # Safety
+ `s` is a live session; `out` valid for a write.
+ */
+autark_status autark_session_cancel_token(const autark_session *s, autark_cancel_token **out);
+
+/*
+ Requests cancellation (see `autark_session_cancel_token`). Thread-safe.
+
+ # Safety
+ `t` is a live token.
+ */
+autark_status autark_cancel(const autark_cancel_token *t);
+
+/*
+ Frees a cancel token. NULL is ignored.
+
+ # Safety
+ `t` is NULL or a token from `autark_session_cancel_token` not yet freed.
+ */
+void autark_cancel_token_free(autark_cancel_token *t);
 
 /*
  Generates up to `max_tokens` tokens after `prompt`. The session's context becomes the

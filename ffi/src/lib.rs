@@ -43,6 +43,8 @@ pub const AUTARK_ERR_INVALID_TOKEN: autark_status = -9;
 pub const AUTARK_ERR_TEXT: autark_status = -10;
 /// The session has no logits yet (nothing was evaluated since creation or reset).
 pub const AUTARK_ERR_NO_LOGITS: autark_status = -11;
+/// The session would need more memory than its budget or the machine has.
+pub const AUTARK_ERR_OUT_OF_MEMORY: autark_status = -12;
 /// An internal error (a bug): a panic was caught at the boundary.
 pub const AUTARK_ERR_PANIC: autark_status = -100;
 
@@ -95,6 +97,7 @@ impl FfiError {
                 R::ContextOverflow { .. } => AUTARK_ERR_CONTEXT_OVERFLOW,
                 R::InvalidToken { .. } => AUTARK_ERR_INVALID_TOKEN,
                 R::InvalidArgument { .. } | R::EmptyInput | R::ThreadPool(_) => AUTARK_ERR_INVALID_ARGUMENT,
+                R::MemoryBudget { .. } => AUTARK_ERR_OUT_OF_MEMORY,
                 R::Tokenizer(_) | R::Template(_) | R::NoChatTemplate => AUTARK_ERR_TEXT,
             },
         }
@@ -442,6 +445,10 @@ pub struct autark_session_params {
     pub min_p: f32,
     /// Penalty on the last 64 tokens; 1 = off. Default 1.
     pub repeat_penalty: f32,
+    /// Refuse the session (AUTARK_ERR_OUT_OF_MEMORY) if it needs more bytes than this; 0 = no
+    /// budget (it is then refused only beyond the machine's available memory). See
+    /// `autark_session_memory_bytes`.
+    pub max_memory_bytes: u64,
 }
 
 /// Default session options.
@@ -458,6 +465,7 @@ pub extern "C" fn autark_session_params_default() -> autark_session_params {
         top_k: s.top_k as i32,
         top_p: s.top_p,
         min_p: s.min_p,
+        max_memory_bytes: p.max_memory_bytes as u64,
         repeat_penalty: s.repeat_penalty,
     }
 }
@@ -503,7 +511,12 @@ pub unsafe extern "C" fn autark_session_new(
         let sp = sampler_params(&p)?;
         let session = Session::new(
             Arc::clone(model),
-            SessionParams { n_ctx: p.n_ctx as usize, n_threads: p.n_threads as usize, n_batch: p.n_batch as usize },
+            SessionParams {
+                n_ctx: p.n_ctx as usize,
+                n_threads: p.n_threads as usize,
+                n_batch: p.n_batch as usize,
+                max_memory_bytes: usize::try_from(p.max_memory_bytes).unwrap_or(usize::MAX),
+            },
         )?;
         let sampler = Sampler::new(sp, model.config().vocab_size)?;
         let boxed = Box::new(autark_session { session, sampler, sampler_params: sp, has_logits: false });
@@ -645,6 +658,79 @@ pub unsafe extern "C" fn autark_session_sample(s: *mut autark_session, token: *m
         *t = s.sampler.sample(s.session.logits(), s.session.tokens()) as i32;
         Ok(())
     })
+}
+
+/// Bytes the session allocated (KV cache, scratch): what `max_memory_bytes` is compared with.
+///
+/// # Safety
+/// `s` is a live session; `bytes` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_memory_bytes(s: *const autark_session, bytes: *mut u64) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let b = unsafe { mut_arg(bytes, "bytes") }?;
+        *b = 0;
+        // SAFETY: contract of this function.
+        *b = unsafe { ref_arg(s, "session") }?.session.memory_bytes() as u64;
+        Ok(())
+    })
+}
+
+/// Stops a session's generation from another thread. Obtained with
+/// `autark_session_cancel_token`; thread-safe; free with `autark_cancel_token_free` (it may
+/// outlive its session, after which cancelling does nothing).
+pub struct autark_cancel_token {
+    handle: autark_runtime::CancelHandle,
+}
+
+/// A cancel token for the session: `autark_cancel(token)` from any thread makes the session's
+/// running (or next) `autark_generate` return AUTARK_OK after the current token.
+///
+/// # Safety
+/// `s` is a live session; `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_cancel_token(
+    s: *const autark_session,
+    out: *mut *mut autark_cancel_token,
+) -> autark_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(FfiError::Null("out"));
+        }
+        // SAFETY: `out` is non-NULL and valid for a write per the contract.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: contract of this function.
+        let s = unsafe { ref_arg(s, "session") }?;
+        let boxed = Box::new(autark_cancel_token { handle: s.session.cancel_handle() });
+        // SAFETY: `out` checked above.
+        unsafe { *out = Box::into_raw(boxed) };
+        Ok(())
+    })
+}
+
+/// Requests cancellation (see `autark_session_cancel_token`). Thread-safe.
+///
+/// # Safety
+/// `t` is a live token.
+#[no_mangle]
+pub unsafe extern "C" fn autark_cancel(t: *const autark_cancel_token) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        unsafe { ref_arg(t, "token") }?.handle.cancel();
+        Ok(())
+    })
+}
+
+/// Frees a cancel token. NULL is ignored.
+///
+/// # Safety
+/// `t` is NULL or a token from `autark_session_cancel_token` not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn autark_cancel_token_free(t: *mut autark_cancel_token) {
+    if !t.is_null() {
+        // SAFETY: `t` came from `Box::into_raw` in `autark_session_cancel_token`, freed once.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(t) })));
+    }
 }
 
 /// Receives generated text: `piece` is NUL-terminated UTF-8 of `len` bytes, valid only during

@@ -16,6 +16,17 @@ static int failures = 0;
         }                                                                        \
     } while (0)
 
+/* Cancels its session's generation from inside the stream (the token is thread-safe; a real
+ * program would call autark_cancel from another thread). */
+static int pieces = 0;
+static bool cancel_after_first(const char *piece, size_t len, void *user_data) {
+    (void)piece;
+    (void)len;
+    pieces++;
+    autark_cancel((const autark_cancel_token *)user_data);
+    return true;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
     CHECK(autark_abi_version() == AUTARK_ABI_VERSION);
@@ -106,6 +117,27 @@ int main(int argc, char **argv) {
     CHECK(autark_generate(s, "Hello", 4, NULL, NULL) == AUTARK_OK);
     CHECK(autark_generate(s, NULL, 4, NULL, NULL) == AUTARK_ERR_NULL_POINTER);
     CHECK(autark_session_reset(NULL) == AUTARK_ERR_NULL_POINTER);
+
+    /* memory: the exact size is reported, and a budget below it is refused */
+    uint64_t bytes = 0;
+    CHECK(autark_session_memory_bytes(s, &bytes) == AUTARK_OK && bytes > 0);
+    autark_session_params tight = sp;
+    tight.max_memory_bytes = bytes - 1;
+    autark_session *s3 = (autark_session *)0x1;
+    CHECK(autark_session_new(m, &tight, &s3) == AUTARK_ERR_OUT_OF_MEMORY && s3 == NULL);
+    tight.max_memory_bytes = bytes;
+    CHECK(autark_session_new(m, &tight, &s3) == AUTARK_OK);
+    autark_session_free(s3);
+
+    /* cancellation */
+    autark_cancel_token *tok_c = NULL;
+    CHECK(autark_session_cancel_token(s, &tok_c) == AUTARK_OK && tok_c != NULL);
+    CHECK(autark_session_reset(s) == AUTARK_OK);
+    CHECK(autark_generate(s, "Once upon a time", 12, cancel_after_first, tok_c) == AUTARK_OK);
+    CHECK(pieces >= 1 && pieces < 12);
+    CHECK(autark_cancel(NULL) == AUTARK_ERR_NULL_POINTER);
+    autark_cancel_token_free(tok_c);
+    autark_cancel_token_free(NULL);
 
     /* a second model and session, freed in the other order: sessions keep their model alive */
     autark_model *m2 = NULL;

@@ -28,6 +28,8 @@ pub enum RuntimeError {
     #[error("the model has no chat template")]
     NoChatTemplate,
     // ---- resources ------------------------------------------------------------------------------
+    #[error("the session needs {needed} bytes, over the memory budget of {budget} bytes")]
+    MemoryBudget { needed: usize, budget: usize },
     #[error("thread pool: {0}")]
     ThreadPool(String),
     #[error(transparent)]

@@ -3,6 +3,7 @@
 //! buffer, allocated once in `Session::new`; `eval` runs a batch of tokens through the layers.
 //! Matrix products and element-wise operations come from the kernels' dispatch table.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use autark_format::RopeScaling;
@@ -22,16 +23,21 @@ pub struct SessionParams {
     pub n_threads: usize,
     /// Tokens per forward batch during prompt processing.
     pub n_batch: usize,
+    /// Refuse to create the session if it needs more than this many bytes (0 = no budget; the
+    /// session is then refused only when it needs more than the machine's available memory).
+    pub max_memory_bytes: usize,
 }
 
 impl Default for SessionParams {
     fn default() -> Self {
-        SessionParams { n_ctx: 0, n_threads: 0, n_batch: 64 }
+        SessionParams { n_ctx: 0, n_threads: 0, n_batch: 64, max_memory_bytes: 0 }
     }
 }
 
 pub struct Session {
     model: Arc<Model>,
+    /// Set from any thread to stop generation (see `cancel_handle`).
+    cancel: Arc<AtomicBool>,
     pool: Arc<rayon::ThreadPool>,
     n_ctx: usize,
     n_batch: usize,
@@ -76,6 +82,13 @@ impl Session {
         if threads > 1024 {
             return Err(RuntimeError::InvalidArgument { name: "n_threads", what: format!("{threads}") });
         }
+        // Every byte the session will allocate, checked before the first allocation.
+        let needed = Self::required_bytes(&c, n_ctx, n_batch)
+            .ok_or(RuntimeError::InvalidArgument { name: "n_ctx", what: "the session's size overflows".into() })?;
+        let budget = if params.max_memory_bytes > 0 { Some(params.max_memory_bytes) } else { available_memory() };
+        if let Some(budget) = budget.filter(|&b| needed > b) {
+            return Err(RuntimeError::MemoryBudget { needed, budget });
+        }
         let pool = Arc::new(
             rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -114,11 +127,45 @@ impl Session {
             rope_cos,
             rope_sin,
             model,
+            cancel: Arc::new(AtomicBool::new(false)),
         })
     }
 
     pub fn model(&self) -> &Arc<Model> {
         &self.model
+    }
+
+    /// Bytes a session of `n_ctx` tokens and `n_batch`-token batches allocates (KV cache,
+    /// scratch, RoPE tables, activation buffers), or `None` if that overflows.
+    pub fn required_bytes(c: &autark_format::ModelConfig, n_ctx: usize, n_batch: usize) -> Option<usize> {
+        let (q_dim, kv_dim) = (c.n_heads.checked_mul(c.head_dim)?, c.n_kv_heads.checked_mul(c.head_dim)?);
+        let widest = c.d_model.max(c.ffn_dim).max(q_dim);
+        let kv = c.n_layers.checked_mul(n_ctx)?.checked_mul(kv_dim)?.checked_mul(2)?;
+        let per_token = c
+            .d_model
+            .checked_mul(3)?
+            .checked_add(q_dim.checked_mul(2)?)?
+            .checked_add(kv_dim.checked_mul(2)?)?
+            .checked_add(c.ffn_dim.checked_mul(2)?)?;
+        let scratch =
+            n_batch.checked_mul(per_token)?.checked_add(n_batch.checked_mul(c.n_heads)?.checked_mul(n_ctx)?)?;
+        let rope = n_ctx.checked_mul(c.head_dim)?;
+        // + the logits and the token list (4 bytes each, like an f32).
+        let floats = kv.checked_add(scratch)?.checked_add(rope)?.checked_add(c.vocab_size)?.checked_add(n_ctx)?;
+        // Activations: f32 copy plus 8-bit blocks (40 bytes per 32 values).
+        let act_values = n_batch.checked_mul(widest)?;
+        let act = act_values.checked_mul(4)?.checked_add(act_values.div_ceil(32).checked_mul(40)?)?;
+        floats.checked_mul(4)?.checked_add(act)
+    }
+
+    /// A handle that stops this session's generation from any thread: the running (or next)
+    /// `generate` returns with `StopReason::Cancelled` after the current token.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle(Arc::clone(&self.cancel))
+    }
+
+    pub(crate) fn take_cancel(&self) -> bool {
+        self.cancel.swap(false, Ordering::AcqRel)
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -149,30 +196,9 @@ impl Session {
         self.tokens.truncate(n);
     }
 
-    /// Bytes this session allocated (KV cache and scratch).
+    /// Bytes this session allocated (KV cache, scratch, tables): `required_bytes` of its sizes.
     pub fn memory_bytes(&self) -> usize {
-        4 * (self.key_cache.len()
-            + self.value_cache.len()
-            + self.x.len()
-            + self.xb.len()
-            + self.q.len()
-            + self.k.len()
-            + self.v.len()
-            + self.att_out.len()
-            + self.scores.len()
-            + self.proj.len()
-            + self.gate.len()
-            + self.up.len()
-            + self.logits.len()
-            + self.rope_cos.len()
-            + self.rope_sin.len())
-            + self.act_bytes()
-    }
-
-    fn act_bytes(&self) -> usize {
-        let c = self.model.config();
-        let widest = c.d_model.max(c.ffn_dim).max(c.n_heads * c.head_dim);
-        self.n_batch * widest * (4 + 40 / 32)
+        Self::required_bytes(self.model.config(), self.n_ctx, self.n_batch).unwrap_or(usize::MAX)
     }
 
     fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
@@ -367,6 +393,23 @@ impl Session {
         self.tokens.extend_from_slice(batch);
         Ok(())
     }
+}
+
+/// Stops a session's generation from another thread (`Session::cancel_handle`).
+#[derive(Clone, Debug)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Memory the system can still give (Linux `MemAvailable`), if known.
+fn available_memory() -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: usize = s.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
 }
 
 /// cos/sin of every position × frequency: θ_i = base^(−2i/head_dim), adjusted by the model's

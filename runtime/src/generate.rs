@@ -76,6 +76,9 @@ impl Session {
         let mut pending = String::new(); // text held back while it may start a stop string
         let mut generated = 0;
         let stop = loop {
+            if self.take_cancel() {
+                break StopReason::Cancelled;
+            }
             if generated >= params.max_tokens {
                 break StopReason::MaxTokens;
             }

@@ -14,7 +14,7 @@ pub mod tokenizer;
 pub use autark_format::FormatError;
 pub use chat::ChatMessage;
 pub use error::{Result, RuntimeError};
-pub use forward::{Session, SessionParams};
+pub use forward::{CancelHandle, Session, SessionParams};
 pub use generate::{GenerateParams, GenerationStats, StopReason};
 pub use model::Model;
 pub use sampler::{Sampler, SamplerParams};

@@ -11,6 +11,7 @@ skipped.
 from __future__ import annotations
 
 import os
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +167,60 @@ def hf_render(template: str, messages, **kw) -> str:
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.globals["raise_exception"] = raise_exception
     return env.from_string(template).render(messages=messages, **kw)
+
+
+# ---- front ends built once per session: the Python binding and the C API ---------------------
+
+@pytest.fixture(scope="session")
+def ak(tmp_path_factory):
+    """The `autark` Python package, built into a temporary directory and imported."""
+    out = tmp_path_factory.mktemp("pybindings")
+    r = subprocess.run([str(REPO_ROOT / "bindings/build-python.sh"), str(out)], capture_output=True,
+                       cwd=REPO_ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-4000:]
+    assert (out / "autark" / "__init__.py").is_file()
+    sys.path.insert(0, str(out))
+    try:
+        mod = importlib.import_module("autark")
+    finally:
+        sys.path.remove(str(out))
+    assert mod.__file__.startswith(str(out)), mod.__file__
+    return mod
+
+
+
+CFLAGS = ["-Wall", "-Wextra", "-Werror", "-O1", "-g", "-pthread"]
+
+
+@pytest.fixture(scope="session")
+def prefix(tmp_path_factory):
+    p = tmp_path_factory.mktemp("prefix")
+    r = subprocess.run([str(REPO_ROOT / "ffi/install.sh"), str(p)], capture_output=True, cwd=REPO_ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    for f in ["include/autark.h", "lib/libautark.so", "lib/libautark.a", "lib/pkgconfig/autark.pc"]:
+        assert (p / f).is_file(), f
+    return p
+
+
+def build(prefix, src, out, static):
+    inc = ["-I", str(prefix / "include")]
+    if static:
+        libs = [str(prefix / "lib/libautark.a"), "-lpthread", "-ldl", "-lm"]
+    else:
+        libs = ["-L", str(prefix / "lib"), "-lautark", f"-Wl,-rpath,{prefix / 'lib'}"]
+    r = subprocess.run(["gcc", *CFLAGS, str(REPO_ROOT / src), *inc, *libs, "-o", str(out)], capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()
+    return out
+
+
+@pytest.fixture(scope="session")
+def binaries(prefix, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cbin")
+    out = {}
+    for name, src in [("generate", "ffi/examples/generate.c"), ("threads", "ffi/examples/threads.c"),
+                      ("api_test", "ffi/tests/api_test.c")]:
+        out[name] = build(prefix, src, d / name, static=False)
+        out[name + "_static"] = build(prefix, src, d / (name + "_static"), static=True)
+    return out
+
+

@@ -18,23 +18,6 @@ from conftest import REPO_ROOT, normalize_dtype
 PROMPTS = ["The capital of France is", "Zażółć gęślą jaźń, and"]
 
 
-@pytest.fixture(scope="session")
-def ak(tmp_path_factory):
-    """The `autark` Python package, built into a temporary directory and imported."""
-    out = tmp_path_factory.mktemp("pybindings")
-    r = subprocess.run([str(REPO_ROOT / "bindings/build-python.sh"), str(out)], capture_output=True,
-                       cwd=REPO_ROOT, timeout=900)
-    assert r.returncode == 0, r.stderr.decode(errors="replace")[-4000:]
-    assert (out / "autark" / "__init__.py").is_file()
-    sys.path.insert(0, str(out))
-    try:
-        mod = importlib.import_module("autark")
-    finally:
-        sys.path.remove(str(out))
-    assert mod.__file__.startswith(str(out)), mod.__file__
-    return mod
-
-
 @pytest.fixture(scope="module")
 def model(ak, smollm2_q4_1):
     return ak.Model.load(str(smollm2_q4_1))
@@ -301,3 +284,45 @@ def test_kotlin(autark, smollm2_q4_1):
     assert "kotlin: all checks passed" in out.split("\n"), out[-3000:]
     text = out.split("<<<", 1)[1].split(">>>", 1)[0]  # the greedy text, printed between markers
     assert text == expected
+
+
+# ---- limits and cancellation ------------------------------------------------------------------
+
+
+def test_cancel_from_another_thread(ak, model):
+    s = model.new_session(ak.SessionOptions(temperature=0.9, seed=1, n_ctx=512))
+    started = threading.Event()
+    release = threading.Event()
+
+    class Sink(ak.TokenSink):
+        def __init__(self):
+            self.n = 0
+
+        def on_piece(self, piece):
+            self.n += 1
+            if self.n == 1:
+                started.set()
+                release.wait(30)  # the other thread cancels meanwhile
+            return True
+
+    def canceller():
+        started.wait(30)
+        s.cancel()  # does not take the session's lock: works while generate holds it
+        release.set()
+
+    t = threading.Thread(target=canceller)
+    t.start()
+    sink = Sink()
+    st = s.generate_stream("Once upon a time", 200, sink)
+    t.join()
+    assert st.stop == ak.StopReason.CANCELLED and st.generated_tokens < 200
+    assert s.generate("Once upon a time", 3) is not None  # the request was consumed
+
+
+def test_memory_budget(ak, model):
+    s = model.new_session(greedy(ak, n_ctx=256))
+    need = s.memory_bytes()
+    assert need > 0
+    model.new_session(greedy(ak, n_ctx=256, max_memory_bytes=need))
+    with pytest.raises(ak.AutarkError.OutOfMemory):
+        model.new_session(greedy(ak, n_ctx=256, max_memory_bytes=need - 1))

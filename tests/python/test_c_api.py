@@ -12,39 +12,6 @@ import pytest
 
 from conftest import REPO_ROOT
 
-CFLAGS = ["-Wall", "-Wextra", "-Werror", "-O1", "-g", "-pthread"]
-
-
-@pytest.fixture(scope="module")
-def prefix(tmp_path_factory):
-    p = tmp_path_factory.mktemp("prefix")
-    r = subprocess.run([str(REPO_ROOT / "ffi/install.sh"), str(p)], capture_output=True, cwd=REPO_ROOT, timeout=600)
-    assert r.returncode == 0, r.stderr.decode()[-3000:]
-    for f in ["include/autark.h", "lib/libautark.so", "lib/libautark.a", "lib/pkgconfig/autark.pc"]:
-        assert (p / f).is_file(), f
-    return p
-
-
-def build(prefix, src, out, static):
-    inc = ["-I", str(prefix / "include")]
-    if static:
-        libs = [str(prefix / "lib/libautark.a"), "-lpthread", "-ldl", "-lm"]
-    else:
-        libs = ["-L", str(prefix / "lib"), "-lautark", f"-Wl,-rpath,{prefix / 'lib'}"]
-    r = subprocess.run(["gcc", *CFLAGS, str(REPO_ROOT / src), *inc, *libs, "-o", str(out)], capture_output=True)
-    assert r.returncode == 0, r.stderr.decode()
-    return out
-
-
-@pytest.fixture(scope="module")
-def binaries(prefix, tmp_path_factory):
-    d = tmp_path_factory.mktemp("cbin")
-    out = {}
-    for name, src in [("generate", "ffi/examples/generate.c"), ("threads", "ffi/examples/threads.c"),
-                      ("api_test", "ffi/tests/api_test.c")]:
-        out[name] = build(prefix, src, d / name, static=False)
-        out[name + "_static"] = build(prefix, src, d / (name + "_static"), static=True)
-    return out
 
 
 @pytest.fixture(scope="module")
