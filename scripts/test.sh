@@ -18,5 +18,7 @@ echo "== NEON kernels under qemu-aarch64"
 scripts/test-arm.sh
 echo "== bindings cross-built for aarch64"
 scripts/cross-aarch64.sh
+echo "== concurrency tests under ThreadSanitizer"
+scripts/tsan.sh
 echo "== pytest"
 python3 -m pytest tests/python -q -p no:cacheprovider

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the concurrency tests (cli/tests/sessions.rs: six sessions of one model on six threads,
+# cancellation from another thread) under ThreadSanitizer, with the standard library rebuilt
+# instrumented. Needs the nightly toolchain with rust-src; prints SKIP with the reason, and exits
+# 0, only when those cannot be installed here.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  rustup toolchain install nightly --profile minimal >/dev/null 2>&1 || { echo "SKIP tsan: no nightly toolchain"; exit 0; }
+fi
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  rustup component add rust-src --toolchain nightly >/dev/null 2>&1 || { echo "SKIP tsan: cannot install rust-src for nightly"; exit 0; }
+fi
+set -e
+RUSTFLAGS="-Zsanitizer=thread" TSAN_OPTIONS="halt_on_error=1" \
+  cargo +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu --target-dir target/tsan \
+  -p autark-cli --test sessions 2>&1 | grep -E "^test |test result|WARNING: ThreadSanitizer|SUMMARY"
+test "${PIPESTATUS[0]}" -eq 0
