@@ -10,9 +10,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
-echo "== cargo build (CLI, libautark)"
-cargo build --release --workspace
-echo "== cargo test"
+echo "== cargo test (also builds target/release/autark for the Python tests)"
 cargo test --workspace --release
 echo "== NEON kernels under qemu-aarch64"
 scripts/test-arm.sh

@@ -49,7 +49,7 @@ def test_valgrind_clean(binaries, smollm2_q4_1, corrupt):
     # valgrind 3.19 does not decode AVX-512: run the AVX2 kernels under it.
     env = {**os.environ, "AUTARK_ISA": "avx2"}
     for args in ([binaries["api_test"], smollm2_q4_1, corrupt], [binaries["generate"], smollm2_q4_1, "Hello", "4"],
-                 [binaries["threads"], smollm2_q4_1, "3"]):
+                 [binaries["threads"], smollm2_q4_1, "1"]):
         r = subprocess.run([valgrind, "--error-exitcode=1", "--leak-check=full", "--errors-for-leak-kinds=definite", "-q", *map(str, args)],
                            capture_output=True, timeout=600, env=env)
         assert r.returncode == 0, r.stderr.decode()[-5000:]
