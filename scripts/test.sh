@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, Rust unit/integration tests, and the Python oracle
-# tests (gguf-py, numpy reference forward pass) against the real SmolLM2 model.
+# The whole test suite: formatting, lints, Rust unit/integration tests, NEON kernels under qemu,
+# the ARM cross-build, ThreadSanitizer, short fuzzing, and the Python tests (oracles against the
+# real SmolLM2 model, C API, bindings, hostile files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-model.sh
@@ -18,5 +19,7 @@ echo "== bindings cross-built for aarch64"
 scripts/cross-aarch64.sh
 echo "== concurrency tests under ThreadSanitizer"
 scripts/tsan.sh
+echo "== fuzzing (short runs; scripts/fuzz.sh 600 for the full ten minutes per target)"
+scripts/fuzz.sh 10
 echo "== pytest"
 python3 -m pytest tests/python -q -p no:cacheprovider

@@ -94,7 +94,16 @@ impl Metadata {
         if self.format != "autark" {
             return bad(format!("format is {:?}, expected \"autark\"", self.format));
         }
-        let c = &self.config;
+        self.config.validate()
+    }
+}
+
+impl ModelConfig {
+    /// Checks the hyper-parameters that buffers are sized from (also run by importers before
+    /// they plan tensors from a source's configuration).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(FormatError::MetadataValue(m));
+        let c = self;
         let ranges = [
             ("n_layers", c.n_layers, MAX_LAYERS),
             ("d_model", c.d_model, MAX_WIDTH),

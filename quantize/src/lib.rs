@@ -69,6 +69,9 @@ impl Source {
     fn open_hf(dir: &Path) -> Result<Source> {
         let cfg_path = dir.join("config.json");
         let (architecture, config) = hf::parse_config(&cfg_path)?;
+        // Hyper-parameters are checked before anything is planned from them (a config claiming
+        // 2^40 layers must not make us allocate a tensor list that long).
+        config.validate()?;
         let cfg_json = hf::read_json(&cfg_path)?;
         let tokenizer = tokenizer::from_hf(dir, &cfg_json)?;
         let files = hf::weight_files(dir)?;
@@ -180,6 +183,7 @@ impl Source {
                 None => None,
             },
         };
+        config.validate()?;
         for t in &tensors {
             if !t.dtype.is_native() {
                 notes.push(format!("{}: {} is not native; dequantized and re-quantized", t.name, t.dtype));

@@ -19,6 +19,9 @@ impl ChatMessage {
     }
 }
 
+/// Instruction budget of one rendering (minijinja "fuel").
+const TEMPLATE_FUEL: u64 = 5_000_000;
+
 /// Renders `messages` with the model's template.
 pub fn render(tok: &Tokenizer, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
     let template = tok.chat_template.as_deref().ok_or(RuntimeError::NoChatTemplate)?;
@@ -41,6 +44,10 @@ pub fn render_template(
     let mut env = minijinja::Environment::new();
     minijinja_contrib::add_to_environment(&mut env);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    // Templates come from model files: bound the work a template may do (a real chat template
+    // needs a few hundred instructions per message) and its recursion.
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_recursion_limit(64);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
@@ -68,6 +75,14 @@ mod tests {
         let t = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'].strip() }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
         let s = render_template(t, &[ChatMessage::new("user", " Hi ")], true, "", "").unwrap();
         assert_eq!(s, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    }
+
+    #[test]
+    fn runaway_templates_stop() {
+        let t = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x";
+        assert!(matches!(render_template(t, &[], false, "", ""), Err(RuntimeError::Template(_))));
+        let t = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
+        assert!(matches!(render_template(t, &[], false, "", ""), Err(RuntimeError::Template(_))));
     }
 
     #[test]

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Fuzzes the parsers of untrusted input (fuzz/fuzz_targets/): the .autark validator, the GGUF
+# reader, safetensors headers and config.json, the tokenizer and detokenizer, chat templates.
+#
+#   scripts/fuzz.sh [SECONDS_PER_TARGET]        (default 30)
+#
+# Environment: FUZZ_TARGETS="gguf tokenizer" runs only those; CARGO_BUILD_JOBS limits the build.
+# Needs a nightly toolchain and cargo-fuzz (installed here if missing); without them it prints
+# `SKIP fuzz: <reason>` and exits 0. Each target first replays fuzz/regressions/<target>/ (every
+# crash found so far), then fuzzes for SECONDS_PER_TARGET seconds, one process at a time, from
+# the seeds in fuzz/corpus/<target>/ (read-only) into fuzz/corpus-run/<target>/ (ignored by git).
+# Crashes are written to fuzz/artifacts/<target>/; the script exits 1 if any target crashed.
+set -uo pipefail
+
+SECS="${1:-30}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+skip() { echo "SKIP fuzz: $*"; exit 0; }
+
+case "$SECS" in
+  '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS_PER_TARGET]" >&2; exit 2 ;;
+esac
+
+cargo +nightly --version >/dev/null 2>&1 || skip "no nightly toolchain (rustup toolchain install nightly)"
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked >/dev/null 2>&1 || cargo install cargo-fuzz >/dev/null 2>&1 ||
+    skip "cargo-fuzz could not be installed"
+  cargo +nightly fuzz --version >/dev/null 2>&1 || skip "cargo-fuzz not on PATH after install"
+fi
+
+ALL_TARGETS="autark_file gguf safetensors tokenizer chat_template"
+TARGETS="${FUZZ_TARGETS:-$ALL_TARGETS}"
+LOGS="$ROOT/fuzz/target/logs"
+mkdir -p "$LOGS"
+
+echo "building fuzz targets"
+if ! cargo +nightly fuzz build >"$LOGS/build.log" 2>&1; then
+  if grep -qiE "sanitizer|unsupported|target .* not supported" "$LOGS/build.log"; then
+    tail -5 "$LOGS/build.log"
+    skip "the fuzz targets cannot be built on this platform"
+  fi
+  tail -30 "$LOGS/build.log"
+  echo "fuzz: build failed" >&2
+  exit 1
+fi
+
+failed=()
+summary=()
+for t in $TARGETS; do
+  seeds="$ROOT/fuzz/corpus/$t"
+  work="$ROOT/fuzz/corpus-run/$t"
+  regs="$ROOT/fuzz/regressions/$t"
+  mkdir -p "$work" "$seeds" "$ROOT/fuzz/artifacts/$t"
+
+  # Replay every known crash first: these must all pass now.
+  if [ -d "$regs" ] && [ -n "$(ls -A "$regs" 2>/dev/null)" ]; then
+    if ! cargo +nightly fuzz run "$t" "$regs"/* -- -runs=1 -rss_limit_mb=2048 -timeout=10 \
+        >"$LOGS/$t.regressions.log" 2>&1; then
+      echo "FAIL $t: a regression input in fuzz/regressions/$t crashes again (see $LOGS/$t.regressions.log)"
+      grep -m5 -E "panicked at|ERROR: libFuzzer|SUMMARY" "$LOGS/$t.regressions.log"
+      failed+=("$t(regression)")
+      continue
+    fi
+  fi
+
+  echo "fuzzing $t for ${SECS}s"
+  start=$(date +%s)
+  cargo +nightly fuzz run "$t" "$work" "$seeds" -- \
+    -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+    >"$LOGS/$t.log" 2>&1
+  rc=$?
+  took=$(( $(date +%s) - start ))
+  runs=$(grep -oE "stat::number_of_executed_units: *[0-9]+" "$LOGS/$t.log" | grep -oE "[0-9]+$" | tail -1)
+  [ -n "$runs" ] || runs=$(grep -oE "^#[0-9]+" "$LOGS/$t.log" | tail -1 | tr -d '#')
+  cov=$(grep -oE "cov: [0-9]+ ft: [0-9]+" "$LOGS/$t.log" | tail -1)
+  line="$t: ${runs:-?} executions in ${took}s, ${cov:-cov: ?}, corpus $(ls "$work" | wc -l) files"
+  if [ $rc -ne 0 ]; then
+    line="$line, CRASH (rc $rc)"
+    failed+=("$t")
+    grep -m5 -E "panicked at|ERROR: libFuzzer|SUMMARY|Test unit written to" "$LOGS/$t.log"
+  fi
+  echo "$line"
+  summary+=("$line")
+done
+
+echo
+echo "fuzz summary (${SECS}s per target; logs in $LOGS):"
+printf '  %s\n' "${summary[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz: crashes in: ${failed[*]} (inputs under fuzz/artifacts/)" >&2
+  exit 1
+fi
