@@ -32,10 +32,8 @@ fn load_meta() -> (TokenizerMeta, usize, String) {
     candidates.push(root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
     for p in candidates.iter().filter(|p| p.is_file()) {
         if p.extension().is_some_and(|e| e == "gguf") {
-            if let Ok(g) = autark_quantize::gguf::Gguf::open(p) {
-                if let Ok((meta, vocab)) = autark_quantize::tokenizer::from_gguf(&g) {
-                    return (meta, vocab.len(), p.display().to_string());
-                }
+            if let Ok(src) = autark_quantize::Source::open(p) {
+                return (src.tokenizer.clone(), src.config.vocab_size, p.display().to_string());
             }
         } else if let Ok(f) = autark_format::AutarkFile::open(p) {
             let m = f.metadata();

@@ -230,6 +230,8 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
         sliding_window,
         rope_freq_factors: None,
     };
+    // Checked here, before anyone plans tensors or buffers from these numbers.
+    cfg.validate()?;
     Ok((name.to_string(), cfg))
 }
 
