@@ -96,11 +96,8 @@ impl Session {
                 .map_err(|e| RuntimeError::ThreadPool(e.to_string()))?,
         );
         let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-        let kv_len = c
-            .n_layers
-            .checked_mul(n_ctx)
-            .and_then(|v| v.checked_mul(kv_dim))
-            .ok_or(RuntimeError::InvalidArgument { name: "n_ctx", what: "KV cache size overflows".into() })?;
+        // Cannot overflow: `required_bytes` above computed this product with checked arithmetic.
+        let kv_len = c.n_layers * n_ctx * kv_dim;
         let half = c.head_dim / 2;
         let (rope_cos, rope_sin) = rope_tables(&c, n_ctx);
         debug_assert_eq!(rope_cos.len(), n_ctx * half);

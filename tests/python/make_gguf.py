@@ -29,6 +29,8 @@ import numpy as np
 
 import gguf
 
+from make_tiny import byte_to_unicode  # GPT-2's byte -> character map, defined once
+
 Q = gguf.GGMLQuantizationType
 QK_K = 256
 
@@ -166,18 +168,6 @@ def encode(values: np.ndarray, qtype, rng: np.random.Generator) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Vocabularies
 # ----------------------------------------------------------------------------------------------
-
-
-def byte_to_unicode() -> dict[int, str]:
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    out, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + extra)
-            extra += 1
-    return out
 
 
 def spm_synthetic(n_pieces: int = 48) -> Vocab:
