@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -34,11 +35,39 @@ def run_measured(cmd, env=None, timeout=60):
     return p.returncode, err.decode(errors="replace")
 
 
+# Linux keeps the high-water mark of the image a process replaced at exec: a child forked straight
+# from this pytest process (hundreds of MB once a model has been loaded) would report pytest's own
+# peak. The child is therefore started from a small launcher interpreter whose footprint (~10 MB) is
+# the floor of every measurement.
+_LAUNCHER = """
+import os, sys
+pid = os.spawnv(os.P_NOWAIT, sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0, usage.ru_maxrss)
+"""
+
+
 def max_rss_mb(cmd) -> float:
-    pid = os.spawnv(os.P_NOWAIT, str(cmd[0]), [str(c) for c in cmd])
-    _, status, usage = os.wait4(pid, 0)
-    assert not os.WIFSIGNALED(status), f"killed by signal {os.WTERMSIG(status)}: {cmd}"
-    return usage.ru_maxrss / 1024
+    """Runs `cmd` once more and returns its maximum resident set in MB; fails on a signal."""
+    out = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *(str(c) for c in cmd)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO_ROOT, check=True, timeout=60,
+    ).stdout.split()
+    signal, maxrss_kb = int(out[-2]), int(out[-1])
+    assert signal == 0, f"killed by signal {signal}: {cmd}"
+    return maxrss_kb / 1024
+
+
+def test_rss_measurement_sees_the_child_alone():
+    """The bound above is only meaningful if the measurement reports the child's own peak: a small
+    child reads small even from this (large) process, and a child that touches 200 MB reads large."""
+    ballast = bytearray(256 << 20)  # make the parent large, as it is after the model tests
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    small = max_rss_mb(["/bin/true"])
+    big = max_rss_mb([sys.executable, "-c", "b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096])"])
+    del ballast
+    assert small < 32, small
+    assert big > 200, big
 
 
 def test_corpus_is_present():
