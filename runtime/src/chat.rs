@@ -22,6 +22,16 @@ impl ChatMessage {
 /// Instruction budget of one rendering (minijinja "fuel").
 const TEMPLATE_FUEL: u64 = 5_000_000;
 
+/// Memory budget of one rendering: every string the template builds counts against it (see
+/// third_party/minijinja/AUTARK-PATCH.md). A fixed floor plus a multiple of the input, because
+/// templates legitimately copy each message a few times (trim, concatenate, emit).
+const TEMPLATE_MEMORY_FLOOR: usize = 64 << 20;
+const TEMPLATE_MEMORY_PER_INPUT_BYTE: usize = 16;
+
+/// The largest output a single string method (`join`, `replace`) may build; the budget itself is
+/// only charged after a method returns.
+const METHOD_OUTPUT_MAX: usize = 16 << 20;
+
 /// Renders `messages` with the model's template.
 pub fn render(tok: &Tokenizer, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
     let template = tok.chat_template.as_deref().ok_or(RuntimeError::NoChatTemplate)?;
@@ -43,9 +53,9 @@ pub fn render_template(
 ) -> Result<String> {
     let mut env = minijinja::Environment::new();
     minijinja_contrib::add_to_environment(&mut env);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(bounded_pycompat_method);
     // Templates come from model files: bound the work a template may do (a real chat template
-    // needs a few hundred instructions per message) and its recursion.
+    // needs a few hundred instructions per message), its recursion, and the memory it builds.
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_recursion_limit(64);
     env.set_trim_blocks(true);
@@ -57,13 +67,81 @@ pub fn render_template(
     let err = |e: minijinja::Error| RuntimeError::Template(e.to_string());
     env.add_template("chat", template).map_err(err)?;
     let t = env.get_template("chat").map_err(err)?;
-    t.render(minijinja::context! {
-        messages => messages,
-        add_generation_prompt => add_generation_prompt,
-        bos_token => bos,
-        eos_token => eos,
-    })
-    .map_err(err)
+
+    let input_bytes: usize =
+        messages.iter().map(|m| m.role.len() + m.content.len()).sum::<usize>() + bos.len() + eos.len();
+    let budget = TEMPLATE_MEMORY_FLOOR.saturating_add(input_bytes.saturating_mul(TEMPLATE_MEMORY_PER_INPUT_BYTE));
+    let _budget = MemoryBudget::set(budget);
+    let rendered = t
+        .render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos,
+            eos_token => eos,
+        })
+        .map_err(err)?;
+    if minijinja::memory_budget_exceeded() {
+        return Err(RuntimeError::Template(format!(
+            "chat template exceeded its memory budget of {} MiB",
+            budget >> 20
+        )));
+    }
+    Ok(rendered)
+}
+
+/// Sets the rendering memory budget of this thread for its lifetime, restoring the previous one.
+struct MemoryBudget(Option<usize>);
+
+impl MemoryBudget {
+    fn set(bytes: usize) -> Self {
+        MemoryBudget(minijinja::set_memory_budget(Some(bytes)))
+    }
+}
+
+impl Drop for MemoryBudget {
+    fn drop(&mut self) {
+        minijinja::set_memory_budget(self.0);
+    }
+}
+
+/// Python string and dict methods (`.strip()`, `.split()`, `.items()`…) as chat templates use them,
+/// through minijinja-contrib's pycompat, with the two string methods whose output can be far larger
+/// than their inputs (`join`, `replace`) checked first, and `format` (whose widths decide its size)
+/// refused.
+fn bounded_pycompat_method(
+    state: &minijinja::State,
+    value: &minijinja::Value,
+    method: &str,
+    args: &[minijinja::Value],
+) -> std::result::Result<minijinja::Value, minijinja::Error> {
+    if let Some(s) = value.as_str() {
+        let too_large = || {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("str.{method}() result is too large"))
+        };
+        match method {
+            "format" => {
+                return Err(minijinja::Error::new(minijinja::ErrorKind::UnknownMethod, "str.format() is not supported"))
+            }
+            "join" => {
+                let items = args.first().and_then(minijinja::Value::len).unwrap_or(0);
+                if items.saturating_mul(s.len()) > METHOD_OUTPUT_MAX {
+                    return Err(too_large());
+                }
+            }
+            "replace" => {
+                let (old, new) =
+                    (args.first().and_then(minijinja::Value::as_str), args.get(1).and_then(minijinja::Value::as_str));
+                if let (Some(old), Some(new)) = (old, new) {
+                    let hits = if old.is_empty() { s.chars().count() + 1 } else { s.matches(old).count() };
+                    if hits.saturating_mul(new.len()).saturating_add(s.len()) > METHOD_OUTPUT_MAX {
+                        return Err(too_large());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
 }
 
 #[cfg(test)]
@@ -83,6 +161,56 @@ mod tests {
         assert!(matches!(render_template(t, &[], false, "", ""), Err(RuntimeError::Template(_))));
         let t = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
         assert!(matches!(render_template(t, &[], false, "", ""), Err(RuntimeError::Template(_))));
+    }
+
+    /// Templates that build huge values in few instructions (fuzzing found the first one). Each
+    /// would ask for gigabytes to terabytes; each must end in a typed error instead, quickly.
+    #[test]
+    fn amplifying_templates_stop_at_the_memory_budget() {
+        let doubling =
+            "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}";
+        let cases = [
+            doubling.to_string(),
+            "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}".into(),
+            "{% set ns = namespace(l=['abcdefgh']) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|join }}".into(),
+            "{% set ns = namespace(l=['abcdefgh']) %}{% for i in range(8) %}{% set ns.l = ns.l * 100 %}{% endfor %}{{ ns.l|length }}".into(),
+            "{% set s = 'x' * 10000000 %}{% for i in range(100) %}{{ s }}{% endfor %}".into(),
+            "{% set s = 'x' * 10000000 %}{% set ns = namespace(l=[]) %}{% for i in range(100) %}{% set ns.l = ns.l + [s|upper] %}{% endfor %}".into(),
+            "{% set s = 'x' * 1000000 %}{{ s|replace('x', s) }}".into(),
+            "{% set s = 'x' * 1000000 %}{{ s.replace('x', s) }}".into(),
+            "{% set s = 'x' * 1000000 %}{{ s.join([1] * 1000000) }}".into(),
+            "{% set s = 'x' * 1000000 %}{{ ([s] * 1000000)|join }}".into(),
+            "{% set s = 'x' * 1000000 %}{{ ([s] * 1000000)|tojson }}".into(),
+            "{% set s = 'x' * 1000000 %}{{ ([s] * 1000000)|string }}".into(),
+            "{% set s = 'x' * 1000000 %}{{ ([s] * 1000000)|pprint }}".into(),
+            "{% set s = 'x' * 1000000 %}{{ '' ~ ([s] * 1000000) }}".into(),
+            "{{ ('a\n' * 1000000)|indent(100000) }}".into(),
+            "{{ '%999999999s'|format('a') }}".into(),
+            "{{ '{:>999999999}'.format('a') }}".into(),
+            "{% macro m(s) %}{{ s }}{{ s }}{% endmacro %}{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = m(ns.s) %}{% endfor %}".into(),
+            "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set t %}{{ ns.s }}{{ ns.s }}{% endset %}{% set ns.s = t %}{% endfor %}".into(),
+        ];
+        for t in &cases {
+            let start = std::time::Instant::now();
+            let r = render_template(t, &[], false, "", "");
+            assert!(matches!(r, Err(RuntimeError::Template(_))), "{t}: {:?}", r.map(|s| s.len()));
+            assert!(start.elapsed().as_secs() < 20, "{t}: took {:?}", start.elapsed());
+        }
+        // The budget is per rendering: it is restored afterwards, and ordinary templates still work.
+        assert!(render_template("{{ 'x' * 1000 }}", &[], false, "", "").is_ok());
+    }
+
+    #[test]
+    fn long_conversations_fit_the_budget() {
+        // 2000 messages of 4 KiB (8 MiB of text) rendered by a template that copies each message
+        // twice (strip, then emit) and accumulates a system prompt by concatenation.
+        let t = "{% set ns = namespace(sys='') %}{% for m in messages %}{% if m.role == 'system' %}{% set ns.sys = ns.sys + m.content %}{% endif %}{% endfor %}{{ ns.sys }}{% for m in messages %}<|{{ m.role }}|>{{ m.content.strip() }}{% endfor %}";
+        let body = "word ".repeat(800);
+        let mut messages: Vec<ChatMessage> =
+            (0..2000).map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, &body)).collect();
+        messages[0].role = "system".into();
+        let s = render_template(t, &messages, false, "", "").unwrap();
+        assert!(s.len() > 2000 * body.len());
     }
 
     #[test]

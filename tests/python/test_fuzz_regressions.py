@@ -131,10 +131,7 @@ def test_tokenizer(autark_bin, smollm2_q4_1, case):
 
 # Findings not fixed yet, reported as expected failures (not run: they would take the process
 # down). See docs/SECURITY.md, "Known limitations".
-KNOWN_OPEN = {
-    "string-doubling-oom": "a chat template can grow a string exponentially (namespace or macro "
-                           "doubling) within its instruction budget; minijinja has no size limit",
-}
+KNOWN_OPEN: dict[str, str] = {}  # none at present
 
 
 @pytest.mark.parametrize("case", cases("chat_template"), ids=ids(cases("chat_template")))
