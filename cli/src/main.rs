@@ -16,6 +16,8 @@ use autark_quantize::{Progress, Recipe};
 use autark_runtime::{ChatMessage, GenerateParams, Model, SamplerParams, Session, SessionParams};
 use clap::{Args, Parser, Subcommand};
 
+mod perplexity;
+
 #[derive(Parser)]
 #[command(name = "autark", version, about = "Quantize and run open language models on edge devices")]
 struct Cli {
@@ -108,6 +110,32 @@ enum Cmd {
         output: PathBuf,
         #[arg(long, default_value_t = 0)]
         threads: usize,
+    },
+    /// Perplexity of a text file, computed as llama-perplexity does (second half of each window
+    /// scored); KL divergence against a reference model's saved log-probabilities.
+    Perplexity {
+        model: PathBuf,
+        /// UTF-8 text to score.
+        #[arg(short = 'f', long = "file")]
+        text: PathBuf,
+        /// Window (context) length in tokens.
+        #[arg(short = 'c', long = "ctx", default_value_t = 512)]
+        n_ctx: usize,
+        /// Score at most this many windows (default: as many as the text holds).
+        #[arg(long)]
+        chunks: Option<usize>,
+        #[arg(short, long, default_value_t = 0)]
+        threads: usize,
+        /// Save this model's log-probabilities of every scored token (f16) for a later --kl-base.
+        #[arg(long)]
+        save_logits: Option<PathBuf>,
+        /// Report KL divergence from the log-probabilities saved with --save-logits by a
+        /// reference model (same text, n_ctx and windows).
+        #[arg(long)]
+        kl_base: Option<PathBuf>,
+        /// One JSON object on stdout: ppl, ppl_stderr, n_tokens (and kld_*, top1_agreement).
+        #[arg(long)]
+        json: bool,
     },
     /// Measure prompt processing and generation speed (tokens/s), load time and memory.
     Bench {
@@ -205,6 +233,7 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
+pub(crate) use say;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -239,6 +268,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Chat { model, system, n_predict, s } => chat(&model, system, n_predict, &s),
         Cmd::Tokenize { model, prompt, chat, no_special } => tokenize(&model, &prompt, chat, no_special),
         Cmd::Logits { model, tokens, prompt, output, threads } => logits(&model, tokens, prompt, &output, threads),
+        Cmd::Perplexity { model, text, n_ctx, chunks, threads, save_logits, kl_base, json } => {
+            perplexity::run(perplexity::Options { model, text, n_ctx, chunks, threads, save_logits, kl_base, json })
+        }
         Cmd::Bench { model, memory, n_prompt, n_gen, repetitions, threads, json } => match (memory, model) {
             (true, _) => bench_memory(&threads, repetitions),
             (false, Some(model)) => bench(&model, n_prompt, n_gen, repetitions, &threads, json),

@@ -8,6 +8,7 @@ pub mod error;
 pub mod forward;
 pub mod generate;
 pub mod model;
+pub mod perplexity;
 pub mod sampler;
 pub mod tokenizer;
 
