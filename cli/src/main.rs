@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use autark_format::AutarkFile;
-use autark_kernels::DType;
 use autark_quantize::{Progress, Recipe};
 use autark_runtime::{ChatMessage, GenerateParams, Model, SamplerParams, Session, SessionParams};
 use clap::{Args, Parser, Subcommand};
@@ -34,12 +33,24 @@ enum Cmd {
         /// Output .autark file (written to a temporary file, renamed when complete).
         #[arg(short, long)]
         output: PathBuf,
-        /// Type of the linear weights: q4_0, q4_1, q8_0, f16, f32.
+        /// Type of the linear weights (q4_0, q4_1, q8_0, f16, f32) or a preset: q4_mixed,
+        /// q4_1_mixed (4-bit, with attention values and the edge layers' FFN down at q8_0).
         #[arg(short = 't', long = "type", default_value = "q4_0")]
         dtype: String,
         /// Per-tensor override PATTERN=TYPE (glob with *, last match wins); repeatable.
         #[arg(long = "tensor-type")]
         tensor_type: Vec<String>,
+        /// 4-bit scales by plain round-to-nearest (ggml's reference quantizers, bit for bit)
+        /// instead of the default per-block scale search.
+        #[arg(long, conflicts_with = "calibration")]
+        rtn: bool,
+        /// Calibration text: run the model (as f16) over it first and weight each weight
+        /// column's quantization error by the mean square of the activations it meets.
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        /// Tokens of calibration text to use (whole windows of 512).
+        #[arg(long, default_value_t = 8192)]
+        calibration_tokens: usize,
         /// Print every tensor's type and RMS error.
         #[arg(short, long)]
         verbose: bool,
@@ -256,8 +267,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Quantize { input, output, dtype, tensor_type, verbose } => {
-            quantize(&input, &output, &dtype, &tensor_type, verbose)
+        Cmd::Quantize { input, output, dtype, tensor_type, rtn, calibration, calibration_tokens, verbose } => {
+            let calibration = calibration.map(|text| (text, calibration_tokens));
+            quantize(&input, &output, &dtype, &tensor_type, rtn, calibration, verbose)
         }
         Cmd::Inspect { file, json } => inspect(&file, json),
         Cmd::Verify { file } => verify(&file),
@@ -285,10 +297,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
 
 // ---- quantize, inspect, verify, dump --------------------------------------------------------
 
-fn quantize(input: &Path, output: &Path, dtype: &str, overrides: &[String], verbose: bool) -> Result<()> {
-    let dtype: DType =
-        dtype.parse().map_err(|_| CliError::Usage(format!("unknown --type {dtype:?} (q4_0, q4_1, q8_0, f16, f32)")))?;
-    let mut recipe = Recipe::new(dtype)?;
+fn quantize(
+    input: &Path,
+    output: &Path,
+    dtype: &str,
+    overrides: &[String],
+    rtn: bool,
+    calibration: Option<(PathBuf, usize)>,
+    verbose: bool,
+) -> Result<()> {
+    let mut recipe = Recipe::named(dtype).map_err(|_| {
+        CliError::Usage(format!("unknown --type {dtype:?} (q4_0, q4_1, q8_0, f16, f32, q4_mixed, q4_1_mixed)"))
+    })?;
+    if rtn {
+        recipe.method = autark_quantize::Method::Rtn;
+    }
+    if let Some((text, tokens)) = calibration {
+        let (importance, what) = perplexity::calibrate(input, output, &text, tokens)?;
+        recipe.importance = Some(Arc::new(importance));
+        recipe.calibration = Some(what);
+    }
     for o in overrides {
         recipe.add_override(o)?;
     }

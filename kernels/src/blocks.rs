@@ -356,6 +356,33 @@ pub fn quantize_bytes(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> Result<()
     Ok(())
 }
 
+/// As `quantize_bytes`, choosing 4-bit block scales by weighted search (`crate::search`) with
+/// per-value `weights`; other types are quantized as `quantize_bytes` does.
+pub fn quantize_bytes_weighted(dtype: DType, src: &[f32], weights: &[f32], dst: &mut Vec<u8>) -> Result<()> {
+    if weights.len() != src.len() {
+        return Err(KernelError::LengthMismatch { op: "quantize weights", expected: src.len(), got: weights.len() });
+    }
+    match dtype {
+        DType::Q4_0 => {
+            dtype.row_bytes(src.len())?;
+            let mut blocks = vec![BlockQ4_0::default(); src.len() / QK];
+            crate::search::quantize_row_q4_0_search(src, weights, &mut blocks);
+            dst.clear();
+            dst.extend_from_slice(block_bytes(&blocks));
+            Ok(())
+        }
+        DType::Q4_1 => {
+            dtype.row_bytes(src.len())?;
+            let mut blocks = vec![BlockQ4_1::default(); src.len() / QK];
+            crate::search::quantize_row_q4_1_search(src, weights, &mut blocks);
+            dst.clear();
+            dst.extend_from_slice(block_bytes(&blocks));
+            Ok(())
+        }
+        _ => quantize_bytes(dtype, src, dst),
+    }
+}
+
 fn quantize_into<B: Block>(src: &[f32], dst: &mut Vec<u8>) -> Result<()> {
     let mut blocks = vec![B::default(); src.len() / B::BLOCK_LEN];
     B::quantize_row(src, &mut blocks)?;

@@ -13,6 +13,7 @@ pub mod error;
 pub mod kquants;
 pub mod ops;
 pub mod scalar;
+pub mod search;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 

@@ -17,7 +17,7 @@ use autark_kernels::{blocks, DType};
 use sha2::{Digest, Sha256};
 
 pub use error::{QuantizeError, Result};
-pub use recipe::Recipe;
+pub use recipe::{Method, Recipe};
 
 use crate::error::io_err;
 
@@ -293,6 +293,7 @@ pub fn quantize(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Summary> {
     let src = Source::open(input)?;
+    let recipe = &recipe.for_layers(src.config.n_layers);
     if let Ok(out) = output.canonicalize() {
         for f in &src.files {
             if f.canonicalize().is_ok_and(|f| f == out) {
@@ -342,7 +343,8 @@ pub fn quantize(
     for (index, (t, target)) in plan.iter().enumerate() {
         progress(Progress::Tensor { index, name: &t.name });
         let raw = src.read(t)?;
-        let rep = convert(t, *target, raw, &mut out)?;
+        let importance = recipe.importance.as_ref().and_then(|m| m.get(&t.name)).map(Vec::as_slice);
+        let rep = convert(t, *target, recipe.method, importance, raw, &mut out)?;
         writer.write_tensor(&t.name, &out)?;
         reports.push(rep);
     }
@@ -353,7 +355,14 @@ pub fn quantize(
 }
 
 /// One tensor from its source bytes into `target` bytes in `out`, with its error report.
-fn convert(t: &SourceTensor, target: DType, raw: Vec<u8>, out: &mut Vec<u8>) -> Result<TensorReport> {
+fn convert(
+    t: &SourceTensor,
+    target: DType,
+    method: Method,
+    importance: Option<&[f32]>,
+    raw: Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<TensorReport> {
     let n: usize = t.shape.iter().product();
     let cols = *t.shape.last().unwrap_or(&1);
     let report = |copied, rms_error, rel_rms_error, bytes| TensorReport {
@@ -386,9 +395,16 @@ fn convert(t: &SourceTensor, target: DType, raw: Vec<u8>, out: &mut Vec<u8>) -> 
     out.reserve(target.row_bytes(cols)? * (n / cols.max(1)));
     let mut row = Vec::new();
     let mut back = vec![0f32; cols];
+    let mut weights = Vec::new();
     let (mut se, mut ss) = (0f64, 0f64);
     for x in f.chunks_exact(cols) {
-        blocks::quantize_bytes(target, x, &mut row)?;
+        match method {
+            Method::Search => {
+                autark_kernels::search::row_weights(x, importance.filter(|i| i.len() == cols), &mut weights);
+                blocks::quantize_bytes_weighted(target, x, &weights, &mut row)?;
+            }
+            Method::Rtn => blocks::quantize_bytes(target, x, &mut row)?,
+        }
         blocks::dequantize_bytes(target, &row, &mut back)?;
         for (a, b) in x.iter().zip(&back) {
             se += ((a - b) as f64).powi(2);

@@ -6,14 +6,39 @@
 //! `--tensor-type PATTERN=TYPE` overrides (glob with `*`, the last matching rule wins).
 //! A matrix whose rows are not a whole number of blocks falls back to f16, and says so.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use autark_kernels::DType;
 
 use crate::error::{QuantizeError, Result};
+
+/// How 4-bit block scales are chosen (q8_0 is always round-to-nearest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Method {
+    /// Search per block for the scale (and minimum) with the smallest weighted error
+    /// (`autark_kernels::search`).
+    #[default]
+    Search,
+    /// Round to nearest from the block's extreme value: ggml's reference quantizers, bit for bit.
+    Rtn,
+}
+
+/// Named presets: a base type plus rules that keep the most sensitive tensors at q8_0.
+pub const PRESETS: &[(&str, DType)] = &[("q4_mixed", DType::Q4_0), ("q4_1_mixed", DType::Q4_1)];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
     pub default: DType,
     pub overrides: Vec<(String, DType)>,
+    pub method: Method,
+    /// Preset whose layer rules are added by `for_layers`.
+    pub preset: Option<&'static str>,
+    /// Mean squared input activation per column of each linear weight, by tensor name, from
+    /// calibration (`autark_runtime::imatrix`); weights the scale search (`Method::Search`).
+    pub importance: Option<Arc<HashMap<String, Vec<f32>>>>,
+    /// What the importance was collected on, for the provenance (e.g. "calib.txt, 4096 tokens").
+    pub calibration: Option<String>,
 }
 
 impl Recipe {
@@ -21,7 +46,45 @@ impl Recipe {
         if !default.is_native() {
             return Err(QuantizeError::BadOverride(format!("--type {default}")));
         }
-        Ok(Recipe { default, overrides: Vec::new() })
+        Ok(Recipe {
+            default,
+            overrides: Vec::new(),
+            method: Method::default(),
+            preset: None,
+            importance: None,
+            calibration: None,
+        })
+    }
+
+    /// A type name (`q4_0`, `f16`, …) or a preset name (`q4_mixed`, `q4_1_mixed`).
+    pub fn named(name: &str) -> Result<Recipe> {
+        if let Some(&(preset, base)) = PRESETS.iter().find(|(n, _)| *n == name) {
+            let mut r = Recipe::new(base)?;
+            r.preset = Some(preset);
+            return Ok(r);
+        }
+        let dtype: DType = name.parse().map_err(|_| QuantizeError::BadOverride(format!("--type {name}")))?;
+        Recipe::new(dtype)
+    }
+
+    /// The recipe for a model of `n_layers` layers: a preset's rules come first, so that
+    /// `--tensor-type` overrides still win. The mixed presets keep at q8_0 the attention value
+    /// projections of every layer and the FFN down projections of the first and last eighth of the
+    /// layers (at least one each) — the tensors whose quantization error costs most, as in
+    /// llama.cpp's `_M` recipes — on top of the embedding and output head (already q8_0).
+    pub fn for_layers(&self, n_layers: usize) -> Recipe {
+        let mut r = self.clone();
+        if self.preset.is_some() {
+            let edge = n_layers.div_ceil(8).max(1);
+            let mut rules = vec![("blk.*.attn_v.weight".to_string(), DType::Q8_0)];
+            for l in (0..edge).chain(n_layers.saturating_sub(edge)..n_layers) {
+                rules.push((format!("blk.{l}.ffn_down.weight"), DType::Q8_0));
+            }
+            rules.dedup();
+            rules.extend(r.overrides);
+            r.overrides = rules;
+        }
+        r
     }
 
     /// Adds a `PATTERN=TYPE` rule.
@@ -60,6 +123,9 @@ impl Recipe {
 
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
+            "preset": self.preset,
+            "method": match self.method { Method::Search => "search", Method::Rtn => "rtn" },
+            "calibration": self.calibration,
             "default": self.default.name(),
             "overrides": self.overrides.iter().map(|(p, d)| format!("{p}={d}")).collect::<Vec<_>>(),
             "norms": "f32",
@@ -119,5 +185,32 @@ mod tests {
         assert!(r.add_override("nonsense").is_err());
         assert!(r.add_override("x=q4_k").is_err());
         assert_eq!(Recipe::new(DType::F16).unwrap().type_for("token_embd.weight", &[8, 64], DType::F32).0, DType::F16);
+    }
+
+    #[test]
+    fn mixed_presets_keep_sensitive_tensors_at_q8_0() {
+        let mut r = Recipe::named("q4_mixed").unwrap();
+        r.add_override("blk.0.ffn_down.weight=q4_1").unwrap();
+        let r = r.for_layers(30);
+        let t = |name: &str| r.type_for(name, &[64, 64], DType::F32).0;
+        assert_eq!(t("blk.17.attn_v.weight"), DType::Q8_0);
+        assert_eq!(t("blk.17.attn_q.weight"), DType::Q4_0);
+        // edges: ceil(30 / 8) = 4 layers at each end
+        for l in [1, 3, 26, 29] {
+            assert_eq!(t(&format!("blk.{l}.ffn_down.weight")), DType::Q8_0, "layer {l}");
+        }
+        for l in [4, 15, 25] {
+            assert_eq!(t(&format!("blk.{l}.ffn_down.weight")), DType::Q4_0, "layer {l}");
+        }
+        // a user override still wins over the preset
+        assert_eq!(t("blk.0.ffn_down.weight"), DType::Q4_1);
+        assert_eq!(t("output.weight"), DType::Q8_0);
+        let one = Recipe::named("q4_1_mixed").unwrap().for_layers(1);
+        assert_eq!(one.type_for("blk.0.ffn_down.weight", &[64, 64], DType::F32).0, DType::Q8_0);
+        assert_eq!(one.type_for("blk.0.ffn_up.weight", &[64, 64], DType::F32).0, DType::Q4_1);
+        assert_eq!(one.to_json()["preset"], "q4_1_mixed");
+        assert!(Recipe::named("q3_mixed").is_err());
+        // a plain type has no layer rules
+        assert_eq!(Recipe::named("q4_0").unwrap().for_layers(30).overrides, vec![]);
     }
 }

@@ -11,6 +11,7 @@ use autark_kernels::ops::{dot_f32, gemm, rmsnorm, rope_head, silu_mul, softmax, 
 use rayon::prelude::*;
 
 use crate::error::{Result, RuntimeError};
+use crate::imatrix::{ActivationStats, Site};
 use crate::model::Model;
 
 /// Session settings.
@@ -47,14 +48,16 @@ pub struct Session {
     key_cache: Vec<f32>,   // (n_layers, n_ctx, n_kv_heads * head_dim)
     value_cache: Vec<f32>, // (n_layers, n_ctx, n_kv_heads * head_dim)
     // ---- scratch for a batch of up to n_batch tokens ----
-    x: Vec<f32>,        // (n_batch, d_model) residual stream
-    xb: Vec<f32>,       // (n_batch, d_model) normed input of a sub-layer
-    q: Vec<f32>,        // (n_batch, n_heads * head_dim)
-    k: Vec<f32>,        // (n_batch, n_kv_heads * head_dim)
-    v: Vec<f32>,        // (n_batch, n_kv_heads * head_dim)
-    att_out: Vec<f32>,  // (n_batch, n_heads * head_dim) attention output before o_proj
-    scores: Vec<f32>,   // (n_batch, n_heads, n_ctx) attention weights
-    proj: Vec<f32>,     // (n_batch, d_model) output of o_proj / down_proj
+    x: Vec<f32>,       // (n_batch, d_model) residual stream
+    xb: Vec<f32>,      // (n_batch, d_model) normed input of a sub-layer
+    q: Vec<f32>,       // (n_batch, n_heads * head_dim)
+    k: Vec<f32>,       // (n_batch, n_kv_heads * head_dim)
+    v: Vec<f32>,       // (n_batch, n_kv_heads * head_dim)
+    att_out: Vec<f32>, // (n_batch, n_heads * head_dim) attention output before o_proj
+    scores: Vec<f32>,  // (n_batch, n_heads, n_ctx) attention weights
+    proj: Vec<f32>,    // (n_batch, d_model) output of o_proj / down_proj
+    /// Input statistics of every linear layer, while collecting them (calibration).
+    stats: Option<Box<ActivationStats>>,
     gate: Vec<f32>,     // (n_batch, ffn_dim)
     up: Vec<f32>,       // (n_batch, ffn_dim)
     act: Activations,   // (n_batch, max(d_model, ffn_dim, n_heads * head_dim)) quantized inputs
@@ -125,7 +128,19 @@ impl Session {
             rope_sin,
             model,
             cancel: Arc::new(AtomicBool::new(false)),
+            stats: None,
         })
+    }
+
+    /// Starts (or with `false` stops and drops) collecting the mean square of every linear
+    /// layer's input columns over everything evaluated from now on (see `crate::imatrix`).
+    pub fn collect_activation_stats(&mut self, on: bool) {
+        self.stats = on.then(Box::default);
+    }
+
+    /// The statistics collected so far, if collecting.
+    pub fn activation_stats(&self) -> Option<&ActivationStats> {
+        self.stats.as_deref()
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -286,6 +301,9 @@ impl Session {
                 rmsnorm(&mut self.xb[t * d..(t + 1) * d], &self.x[t * d..(t + 1) * d], w, c.norm_eps);
             }
             // q, k, v = q_proj(xb), k_proj(xb), v_proj(xb)   (+ biases for Qwen2)
+            if let Some(s) = self.stats.as_mut() {
+                s.record(l, Site::AttnIn, &self.xb[..n * d], d);
+            }
             self.act.set(&self.xb[..n * d], n, d)?;
             gemm(&m.weight(layer.wq), &self.act, &mut self.q[..n * q_dim])?;
             gemm(&m.weight(layer.wk), &self.act, &mut self.k[..n * kv_dim])?;
@@ -347,6 +365,9 @@ impl Session {
                     }
                 });
             // x = x + o_proj(att_out)
+            if let Some(s) = self.stats.as_mut() {
+                s.record(l, Site::AttnOut, &self.att_out[..n * q_dim], q_dim);
+            }
             self.act.set(&self.att_out[..n * q_dim], n, q_dim)?;
             gemm(&m.weight(layer.wo), &self.act, &mut self.proj[..n * d])?;
             self.x[..n * d].iter_mut().zip(&self.proj[..n * d]).for_each(|(x, p)| *x += p);
@@ -359,10 +380,16 @@ impl Session {
             }
             // x = x + down_proj(silu(gate_proj(xb)) * up_proj(xb))
             let f = c.ffn_dim;
+            if let Some(s) = self.stats.as_mut() {
+                s.record(l, Site::FfnIn, &self.xb[..n * d], d);
+            }
             self.act.set(&self.xb[..n * d], n, d)?;
             gemm(&m.weight(layer.w_gate), &self.act, &mut self.gate[..n * f])?;
             gemm(&m.weight(layer.w_up), &self.act, &mut self.up[..n * f])?;
             silu_mul(&mut self.gate[..n * f], &self.up[..n * f]);
+            if let Some(s) = self.stats.as_mut() {
+                s.record(l, Site::FfnDown, &self.gate[..n * f], f);
+            }
             self.act.set(&self.gate[..n * f], n, f)?;
             gemm(&m.weight(layer.w_down), &self.act, &mut self.proj[..n * d])?;
             self.x[..n * d].iter_mut().zip(&self.proj[..n * d]).for_each(|(x, p)| *x += p);
@@ -376,6 +403,9 @@ impl Session {
                 for t in 0..n {
                     rmsnorm(&mut self.xb[t * d..(t + 1) * d], &self.x[t * d..(t + 1) * d], w, c.norm_eps);
                 }
+                if let Some(s) = self.stats.as_mut() {
+                    s.record(usize::MAX, Site::Output, &self.xb[..n * d], d);
+                }
                 self.act.set(&self.xb[..n * d], n, d)?;
                 gemm(&head, &self.act, out)?;
                 self.logits.copy_from_slice(&out[(n - 1) * c.vocab_size..]);
@@ -383,6 +413,9 @@ impl Session {
             None => {
                 let last = (n - 1) * d;
                 rmsnorm(&mut self.xb[..d], &self.x[last..last + d], w, c.norm_eps);
+                if let Some(s) = self.stats.as_mut() {
+                    s.record(usize::MAX, Site::Output, &self.xb[..d], d);
+                }
                 self.act.set(&self.xb[..d], 1, d)?;
                 gemm(&head, &self.act, &mut self.logits)?;
             }

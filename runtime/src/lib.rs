@@ -7,6 +7,7 @@ pub mod chat;
 pub mod error;
 pub mod forward;
 pub mod generate;
+pub mod imatrix;
 pub mod model;
 pub mod perplexity;
 pub mod sampler;
