@@ -33,6 +33,10 @@ pub struct ModelConfig {
     pub tied_embeddings: bool,
     #[serde(default)]
     pub attn_qkv_bias: bool,
+    /// RMSNorm over each query and key head (weights `attn_q_norm`, `attn_k_norm`, `[head_dim]`)
+    /// before RoPE, as Qwen3 has.
+    #[serde(default)]
+    pub attn_qk_norm: bool,
     #[serde(default)]
     pub sliding_window: Option<usize>,
     /// Per-frequency divisors of the RoPE frequencies (`head_dim / 2` values), as llama.cpp's

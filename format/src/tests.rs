@@ -5,6 +5,7 @@ pub(crate) fn sample_metadata() -> Metadata {
         format: "autark".into(),
         architecture: "llama".into(),
         config: ModelConfig {
+            attn_qk_norm: false,
             n_layers: 1,
             d_model: 32,
             n_heads: 2,

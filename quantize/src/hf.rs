@@ -17,7 +17,8 @@ use serde_json::Value as J;
 
 use crate::error::{io_err, QuantizeError, Result};
 
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] =
+    &["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"];
 
 /// Header of a safetensors file larger than this is refused (the format's own reference
 /// implementation uses 100 MB).
@@ -148,7 +149,7 @@ pub fn read_json(path: &Path) -> Result<J> {
         .map_err(|e| QuantizeError::HfConfig { path: path.to_path_buf(), what: format!("invalid JSON: {e}") })
 }
 
-/// `config.json` → architecture name (`llama`, `mistral`, `qwen2`) and model configuration.
+/// `config.json` → architecture name (`llama`, `mistral`, `qwen2`, `qwen3`) and model configuration.
 pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
     let c = read_json(path)?;
     let arch = c
@@ -161,6 +162,7 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
         "LlamaForCausalLM" => "llama",
         "MistralForCausalLM" => "mistral",
         "Qwen2ForCausalLM" => "qwen2",
+        "Qwen3ForCausalLM" => "qwen3",
         other => {
             return Err(QuantizeError::UnknownArchitecture {
                 got: other.into(),
@@ -207,7 +209,7 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
     };
     let sliding_window = match name {
         "mistral" => c.get("sliding_window").and_then(J::as_u64).map(|v| v as usize),
-        "qwen2" if c.get("use_sliding_window").and_then(J::as_bool) == Some(true) => {
+        "qwen2" | "qwen3" if c.get("use_sliding_window").and_then(J::as_bool) == Some(true) => {
             c.get("sliding_window").and_then(J::as_u64).map(|v| v as usize)
         }
         _ => None,
@@ -227,6 +229,7 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
         norm_eps: f("rms_norm_eps", 1e-6),
         tied_embeddings: c.get("tie_word_embeddings").and_then(J::as_bool).unwrap_or(false),
         attn_qkv_bias: name == "qwen2" || c.get("attention_bias").and_then(J::as_bool).unwrap_or(false),
+        attn_qk_norm: name == "qwen3",
         sliding_window,
         rope_freq_factors: None,
     };
@@ -257,6 +260,8 @@ pub fn map_name(hf: &str) -> Option<String> {
         "self_attn.q_proj.bias" => "attn_q.bias",
         "self_attn.k_proj.bias" => "attn_k.bias",
         "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
         "mlp.gate_proj.weight" => "ffn_gate.weight",
         "mlp.up_proj.weight" => "ffn_up.weight",
         "mlp.down_proj.weight" => "ffn_down.weight",

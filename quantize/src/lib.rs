@@ -112,10 +112,11 @@ impl Source {
             "llama" => ("llama", "interleaved"),
             "mistral" => ("mistral", "interleaved"),
             "qwen2" => ("qwen2", "neox"),
+            "qwen3" => ("qwen3", "neox"),
             other => {
                 return Err(QuantizeError::UnknownArchitecture {
                     got: other.into(),
-                    supported: "llama, mistral, qwen2 (GGUF)".into(),
+                    supported: "llama, mistral, qwen2, qwen3 (GGUF)".into(),
                 })
             }
         };
@@ -173,6 +174,7 @@ impl Source {
             norm_eps: g.get(&key("attention.layer_norm_rms_epsilon")).and_then(Value::as_f32).unwrap_or(1e-5),
             tied_embeddings: !has("output.weight"),
             attn_qkv_bias: has("blk.0.attn_q.bias"),
+            attn_qk_norm: arch == "qwen3",
             sliding_window: None,
             rope_freq_factors: match g.tensor("rope_freqs.weight") {
                 Some(t) if t.type_code == 0 => {
@@ -233,6 +235,10 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
             v.push((p("attn_q.bias"), vec![q]));
             v.push((p("attn_k.bias"), vec![kv]));
             v.push((p("attn_v.bias"), vec![kv]));
+        }
+        if c.attn_qk_norm {
+            v.push((p("attn_q_norm.weight"), vec![c.head_dim]));
+            v.push((p("attn_k_norm.weight"), vec![c.head_dim]));
         }
         v.push((p("attn_output.weight"), vec![c.d_model, q]));
         v.push((p("ffn_norm.weight"), vec![c.d_model]));

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use autark_format::RopeScaling;
-use autark_kernels::ops::{dot_f32, gemm, rmsnorm, rope_head, silu_mul, softmax, Activations};
+use autark_kernels::ops::{dot_f32, gemm, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations};
 use rayon::prelude::*;
 
 use crate::error::{Result, RuntimeError};
@@ -316,6 +316,15 @@ impl Session {
                     out[..n * dim]
                         .chunks_exact_mut(dim)
                         .for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+                }
+            }
+            // q, k = q_norm(q), k_norm(k) per head (Qwen3)
+            for (norm, out, dim) in [(layer.q_norm, &mut self.q, q_dim), (layer.k_norm, &mut self.k, kv_dim)] {
+                if let Some(w) = norm {
+                    let w = m.vector(w);
+                    for h in out[..n * dim].chunks_exact_mut(hd) {
+                        rmsnorm_in_place(h, w, c.norm_eps);
+                    }
                 }
             }
             // q, k = apply_rotary_pos_emb(q, k, cos, sin)

@@ -45,7 +45,7 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 @dataclass
 class ModelSpec:
-    arch: str = "llama"  # llama | qwen2
+    arch: str = "llama"  # llama | qwen2 | qwen3
     n_layers: int = 2
     d_model: int = 256
     n_heads: int = 4
@@ -57,10 +57,12 @@ class ModelSpec:
     tied: bool = False  # no output.weight
     qkv_bias: bool = False  # blk.N.attn_{q,k,v}.bias
     embd_4d: bool = False  # store token_embd.weight with ne = [d_model, vocab, 1, 1] (tests patch ne2/ne3)
+    qk_norm: bool = False  # blk.N.attn_{q,k}_norm.weight (qwen3)
+    key_length: int | None = None  # head size when not d_model / n_heads (written as attention.key_length)
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.key_length or self.d_model // self.n_heads
 
 
 @dataclass
@@ -97,6 +99,9 @@ def tensor_shapes(spec: ModelSpec, vocab_size: int) -> dict[str, tuple[int, ...]
             shapes[p + "attn_q.bias"] = (q_rows,)
             shapes[p + "attn_k.bias"] = (kv_rows,)
             shapes[p + "attn_v.bias"] = (kv_rows,)
+        if spec.qk_norm:
+            shapes[p + "attn_q_norm.weight"] = (spec.head_dim,)
+            shapes[p + "attn_k_norm.weight"] = (spec.head_dim,)
         shapes[p + "attn_output.weight"] = (spec.d_model, q_rows)
         shapes[p + "ffn_norm.weight"] = (spec.d_model,)
         shapes[p + "ffn_gate.weight"] = (spec.ffn, spec.d_model)
@@ -290,6 +295,9 @@ def write_model(path, spec: ModelSpec, vocab: Vocab, types: dict | None = None, 
     w.add_rope_freq_base(spec.rope_theta)
     w.add_layer_norm_rms_eps(spec.norm_eps)
     w.add_uint32(f"{a}.rope.dimension_count", spec.head_dim)
+    if spec.key_length:
+        w.add_uint32(f"{a}.attention.key_length", spec.key_length)
+        w.add_uint32(f"{a}.attention.value_length", spec.key_length)
     _add_vocab(w, vocab)
 
     written = {}

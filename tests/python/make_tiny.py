@@ -7,6 +7,8 @@ Variants (all GQA: d_model 64, 4 heads, 2 kv heads, head_dim 16, ffn 96, 2 layer
     llama_untied_llama3rope   LlamaForCausalLM, lm_head.weight, rope_scaling llama3
     mistral                   MistralForCausalLM, untied, sliding_window null
     qwen2                     Qwen2ForCausalLM, q/k/v biases, tied
+    qwen3                     Qwen3ForCausalLM, per-head q/k RMSNorm, no biases, tied, head_dim 24
+                              (heads wider than d_model / n_heads)
 
 Writes config.json, model.safetensors (or 2 shards + model.safetensors.index.json),
 tokenizer.json (byte-level BPE: 256 byte tokens, 12 merges, 4 special tokens) and
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("llama_tied", "llama_untied_llama3rope", "mistral", "qwen2")
+VARIANTS = ("llama_tied", "llama_untied_llama3rope", "mistral", "qwen2", "qwen3")
 
 D_MODEL, N_HEADS, N_KV_HEADS, HEAD_DIM, FFN, N_LAYERS, MAX_POS = 64, 4, 2, 16, 96, 2, 128
 
@@ -38,7 +40,11 @@ CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-_SEEDS = {"llama_tied": 1, "llama_untied_llama3rope": 2, "mistral": 3, "qwen2": 4}
+_SEEDS = {"llama_tied": 1, "llama_untied_llama3rope": 2, "mistral": 3, "qwen2": 4, "qwen3": 5}
+
+
+def head_dim(variant: str) -> int:
+    return 24 if variant == "qwen3" else HEAD_DIM
 
 
 def byte_to_unicode() -> dict[int, str]:
@@ -82,16 +88,17 @@ def tokenizer_json() -> dict:
 
 def config_json(variant: str, dtype: str) -> dict:
     arch = {"llama_tied": "LlamaForCausalLM", "llama_untied_llama3rope": "LlamaForCausalLM",
-            "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}[variant]
+            "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[variant]
     cfg = {
         "architectures": [arch],
-        "model_type": {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}[arch],
+        "model_type": {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
+                       "Qwen3ForCausalLM": "qwen3"}[arch],
         "hidden_size": D_MODEL,
         "intermediate_size": FFN,
         "num_hidden_layers": N_LAYERS,
         "num_attention_heads": N_HEADS,
         "num_key_value_heads": N_KV_HEADS,
-        "head_dim": HEAD_DIM,
+        "head_dim": head_dim(variant),
         "hidden_act": "silu",
         "max_position_embeddings": MAX_POS,
         "rms_norm_eps": 1e-5,
@@ -100,7 +107,7 @@ def config_json(variant: str, dtype: str) -> dict:
         "vocab_size": VOCAB,
         "bos_token_id": BOS,
         "eos_token_id": IM_END,
-        "tie_word_embeddings": variant in ("llama_tied", "qwen2"),
+        "tie_word_embeddings": variant in ("llama_tied", "qwen2", "qwen3"),
         "torch_dtype": {"f32": "float32", "f16": "float16"}[dtype],
     }
     if arch == "LlamaForCausalLM":
@@ -114,8 +121,10 @@ def config_json(variant: str, dtype: str) -> dict:
                                "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
     if arch == "MistralForCausalLM":
         cfg["sliding_window"] = None
-    if arch == "Qwen2ForCausalLM":
+    if arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM"):
         cfg.update(use_sliding_window=False, sliding_window=MAX_POS, max_window_layers=N_LAYERS)
+    if arch == "Qwen3ForCausalLM":
+        cfg.update(attention_bias=False)
     return cfg
 
 
@@ -128,7 +137,8 @@ def weights(variant: str) -> dict[str, np.ndarray]:
     def norm(n):
         return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
-    q_rows, kv_rows = N_HEADS * HEAD_DIM, N_KV_HEADS * HEAD_DIM
+    hd = head_dim(variant)
+    q_rows, kv_rows = N_HEADS * hd, N_KV_HEADS * hd
     w = {"model.embed_tokens.weight": mat(VOCAB, D_MODEL, 0.2)}
     for i in range(N_LAYERS):
         p = f"model.layers.{i}."
@@ -140,6 +150,9 @@ def weights(variant: str) -> dict[str, np.ndarray]:
             w[p + "self_attn.q_proj.bias"] = (0.1 * rng.standard_normal(q_rows)).astype(np.float32)
             w[p + "self_attn.k_proj.bias"] = (0.1 * rng.standard_normal(kv_rows)).astype(np.float32)
             w[p + "self_attn.v_proj.bias"] = (0.1 * rng.standard_normal(kv_rows)).astype(np.float32)
+        if variant == "qwen3":
+            w[p + "self_attn.q_norm.weight"] = norm(hd)
+            w[p + "self_attn.k_norm.weight"] = norm(hd)
         w[p + "self_attn.o_proj.weight"] = mat(D_MODEL, q_rows)
         w[p + "post_attention_layernorm.weight"] = norm(D_MODEL)
         w[p + "mlp.gate_proj.weight"] = mat(FFN, D_MODEL)

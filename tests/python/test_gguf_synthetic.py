@@ -1,5 +1,5 @@
 """Synthetic GGUF files (tests/python/make_gguf.py) through `autark quantize`, `dump`, `logits`
-and `tokenize`: K-quant / BF16 import bit for bit, forward passes of llama and qwen2 GGUFs
+and `tokenize`: K-quant / BF16 import bit for bit, forward passes of llama, qwen2 and qwen3 GGUFs
 against the NumPy reference, a SentencePiece (`llama`) tokenizer against the sentencepiece
 library, and hostile GGUFs that must end in a clean error."""
 
@@ -239,6 +239,39 @@ def test_qwen2_gguf_forward(autark, tmp_path):
     ref = llama_ref.forward(model, tokens)
     compare_logits(got, ref, "qwen2 GGUF -> f32")
     assert_sensitive(model, tokens, ref, [("rope_layout", "interleaved"), ("attn_qkv_bias", False)])
+
+
+QWEN3_SPEC = mg.ModelSpec(arch="qwen3", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, ffn=96, tied=True,
+                          qk_norm=True, key_length=24, rope_theta=1e6, norm_eps=1e-6)
+
+
+def test_qwen3_gguf_forward(autark, tmp_path):
+    """Qwen3: per-head q/k RMSNorm before RoPE, no biases, heads wider than d_model / n_heads."""
+    vocab = mg.gpt2_synthetic(pre="qwen2")
+    src = tmp_path / "qwen3.gguf"
+    mg.write_model(src, QWEN3_SPEC, vocab, {"blk.1.attn_q.weight": Q.F16}, seed=3)
+    out = autark.quantize(src, tmp_path / "qwen3.autark", "f32")
+    model = llama_ref.load_gguf(src)
+    assert model.config.head_dim == 24 and not model.config.attn_qkv_bias
+
+    meta, tensors = autark_file.read(out, check_tensor_sha=True, strict=True)
+    cfg = meta["config"]
+    assert meta["architecture"] == "qwen3"
+    assert cfg["attn_qk_norm"] is True and cfg["attn_qkv_bias"] is False and cfg["head_dim"] == 24
+    for i in range(QWEN3_SPEC.n_layers):
+        for n in ("attn_q_norm.weight", "attn_k_norm.weight"):
+            name = f"blk.{i}.{n}"
+            assert tensors[name]["shape"] == [24] and tensors[name]["dtype"] == "f32"
+            assert np.array_equal(np.frombuffer(tensors[name]["raw"], "<f4"), model.tensors[name]), name
+
+    tokens = [vocab.tokens.index("<|im_start|>"), 116, 257, 267, 101, 265, 257, 114, 32, 263, 0, 255, 258, 270]
+    got = autark.logits(out, tokens, tmp_path / "logits.f32").astype(np.float64)
+    ref = llama_ref.forward(model, tokens)
+    compare_logits(got, ref, "qwen3 GGUF -> f32")
+    # The reference without the q/k norms differs: the test would notice a runtime that skipped them.
+    plain = llama_ref.Model(model.config, {n: t for n, t in model.tensors.items()
+                                           if not n.endswith(("attn_q_norm.weight", "attn_k_norm.weight"))})
+    assert np.abs(llama_ref.forward(plain, tokens) - ref).max() > 0.05 * np.abs(ref).max()
 
 
 # ----------------------------------------------------------------------------------------------

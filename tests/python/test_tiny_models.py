@@ -1,4 +1,4 @@
-"""Synthetic tiny HF models (Llama tied / Llama untied + llama3 rope / Mistral / Qwen2 with biases)
+"""Synthetic tiny HF models (Llama tied / Llama untied + llama3 rope / Mistral / Qwen2 with biases / Qwen3 with q/k norms)
 through `autark quantize` and `autark logits`, against the NumPy reference."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def check_metadata(meta: dict, variant: str, model: llama_ref.Model):
     mc = model.config
     assert meta["format"] == "autark"
     assert meta["architecture"] == {"llama_tied": "llama", "llama_untied_llama3rope": "llama",
-                                    "mistral": "mistral", "qwen2": "qwen2"}[variant]
+                                    "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3"}[variant]
     assert cfg["n_layers"] == mc.n_layers
     assert cfg["d_model"] == mc.d_model
     assert cfg["n_heads"] == mc.n_heads
@@ -79,6 +79,7 @@ def check_metadata(meta: dict, variant: str, model: llama_ref.Model):
     assert cfg["rope_layout"] == "neox"  # HF checkpoints keep HF's q/k row order
     assert cfg["tied_embeddings"] is mc.tied_embeddings
     assert cfg["attn_qkv_bias"] is (variant == "qwen2")
+    assert cfg.get("attn_qk_norm", False) is (variant == "qwen3")
     assert cfg.get("sliding_window") is None  # Mistral: null; Qwen2: use_sliding_window false
     if variant == "llama_untied_llama3rope":
         rs = cfg["rope_scaling"]

@@ -92,7 +92,7 @@ def load_gguf(path) -> Model:
 
     reader = gguf.GGUFReader(str(path))
     arch = _field(reader, "general.architecture")
-    if arch not in ("llama", "qwen2"):
+    if arch not in ("llama", "qwen2", "qwen3"):
         raise ValueError(f"unsupported GGUF architecture {arch!r}")
 
     tensors = {}
@@ -146,6 +146,8 @@ _HF_LAYER_NAMES = {
     "self_attn.q_proj.bias": "attn_q.bias",
     "self_attn.k_proj.bias": "attn_k.bias",
     "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
     "self_attn.o_proj.weight": "attn_output.weight",
     "post_attention_layernorm.weight": "ffn_norm.weight",
     "mlp.gate_proj.weight": "ffn_gate.weight",
@@ -223,7 +225,8 @@ def load_hf(folder) -> Model:
     folder = Path(folder)
     cfg = json.loads((folder / "config.json").read_text())
     archs = cfg.get("architectures") or []
-    known = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}
+    known = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
+             "Qwen3ForCausalLM": "qwen3"}
     if len(archs) != 1 or archs[0] not in known:
         raise ValueError(f"unsupported architectures {archs}")
     arch = known[archs[0]]
@@ -252,7 +255,7 @@ def load_hf(folder) -> Model:
     window = None
     if arch == "mistral":
         window = cfg.get("sliding_window")
-    elif arch == "qwen2" and cfg.get("use_sliding_window", False):
+    elif arch in ("qwen2", "qwen3") and cfg.get("use_sliding_window", False):
         window = cfg.get("sliding_window")
     config = Config(
         n_layers=int(cfg["num_hidden_layers"]),
@@ -344,6 +347,9 @@ def attention(x: np.ndarray, model: Model, layer: int, positions: np.ndarray) ->
     q = linear(x, model.w(p + "attn_q.weight"), bias("attn_q.bias")).reshape(T, cfg.n_heads, cfg.head_dim)
     k = linear(x, model.w(p + "attn_k.weight"), bias("attn_k.bias")).reshape(T, cfg.n_kv_heads, cfg.head_dim)
     v = linear(x, model.w(p + "attn_v.weight"), bias("attn_v.bias")).reshape(T, cfg.n_kv_heads, cfg.head_dim)
+    if p + "attn_q_norm.weight" in model.tensors:  # Qwen3: RMSNorm over each head, before RoPE
+        q = rms_norm(q, model.w(p + "attn_q_norm.weight"), cfg.norm_eps)
+        k = rms_norm(k, model.w(p + "attn_k_norm.weight"), cfg.norm_eps)
     q = apply_rope(q, positions, cfg)
     k = apply_rope(k, positions, cfg)
 
