@@ -18,7 +18,7 @@ use serde_json::Value as J;
 use crate::error::{io_err, QuantizeError, Result};
 
 pub const SUPPORTED_ARCHITECTURES: &[&str] =
-    &["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"];
+    &["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"];
 
 /// Header of a safetensors file larger than this is refused (the format's own reference
 /// implementation uses 100 MB).
@@ -149,7 +149,8 @@ pub fn read_json(path: &Path) -> Result<J> {
         .map_err(|e| QuantizeError::HfConfig { path: path.to_path_buf(), what: format!("invalid JSON: {e}") })
 }
 
-/// `config.json` → architecture name (`llama`, `mistral`, `qwen2`, `qwen3`) and model configuration.
+/// `config.json` → architecture name (`llama`, `mistral`, `qwen2`, `qwen3`, `phi3`) and model
+/// configuration.
 pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
     let c = read_json(path)?;
     let arch = c
@@ -163,6 +164,7 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
         "MistralForCausalLM" => "mistral",
         "Qwen2ForCausalLM" => "qwen2",
         "Qwen3ForCausalLM" => "qwen3",
+        "Phi3ForCausalLM" => "phi3",
         other => {
             return Err(QuantizeError::UnknownArchitecture {
                 got: other.into(),
@@ -207,8 +209,14 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
             }
         }
     };
+    if let Some(p) = c.get("partial_rotary_factor").and_then(J::as_f64).filter(|p| *p != 1.0) {
+        return Err(QuantizeError::HfConfig {
+            path: path.into(),
+            what: format!("partial_rotary_factor {p} (rotary embedding on part of each head) is not supported"),
+        });
+    }
     let sliding_window = match name {
-        "mistral" => c.get("sliding_window").and_then(J::as_u64).map(|v| v as usize),
+        "mistral" | "phi3" => c.get("sliding_window").and_then(J::as_u64).map(|v| v as usize),
         "qwen2" | "qwen3" if c.get("use_sliding_window").and_then(J::as_bool) == Some(true) => {
             c.get("sliding_window").and_then(J::as_u64).map(|v| v as usize)
         }
@@ -260,6 +268,8 @@ pub fn map_name(hf: &str) -> Option<String> {
         "self_attn.q_proj.bias" => "attn_q.bias",
         "self_attn.k_proj.bias" => "attn_k.bias",
         "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.qkv_proj.weight" => "attn_qkv.weight",
+        "mlp.gate_up_proj.weight" => "ffn_gate_up.weight",
         "self_attn.q_norm.weight" => "attn_q_norm.weight",
         "self_attn.k_norm.weight" => "attn_k_norm.weight",
         "mlp.gate_proj.weight" => "ffn_gate.weight",

@@ -26,6 +26,14 @@ use crate::error::io_err;
 enum Origin {
     Gguf(usize),
     Safetensors(hf::StTensor),
+    /// Rows `first..first + rows` of a fused source tensor (Phi-3's qkv and gate/up projections):
+    /// rows are whole blocks of any type, so the split is lossless.
+    Rows {
+        base: Box<Origin>,
+        first: usize,
+        rows: usize,
+        row_bytes: usize,
+    },
 }
 
 /// A tensor of the source model, under its `.autark` name.
@@ -93,6 +101,7 @@ impl Source {
                 }
             }
         }
+        split_fused(&mut tensors, &config, &mut notes)?;
         let mut config = config;
         if !config.tied_embeddings && !tensors.iter().any(|t| t.name == "output.weight") {
             notes.push("no lm_head.weight: the output head is tied to the embedding".into());
@@ -113,10 +122,11 @@ impl Source {
             "mistral" => ("mistral", "interleaved"),
             "qwen2" => ("qwen2", "neox"),
             "qwen3" => ("qwen3", "neox"),
+            "phi3" => ("phi3", "neox"),
             other => {
                 return Err(QuantizeError::UnknownArchitecture {
                     got: other.into(),
-                    supported: "llama, mistral, qwen2, qwen3 (GGUF)".into(),
+                    supported: "llama, mistral, qwen2, qwen3, phi3 (GGUF)".into(),
                 })
             }
         };
@@ -159,6 +169,11 @@ impl Source {
             }
         }
         let has = |n: &str| g.tensors.iter().any(|t| t.name == n);
+        if has("rope_factors_long.weight") {
+            return Err(QuantizeError::GgufInvalid(
+                "LongRoPE scaling (rope_factors_long/short, Phi-3 128k) is not supported".into(),
+            ));
+        }
         let config = ModelConfig {
             n_layers: u("block_count")?,
             d_model,
@@ -175,7 +190,10 @@ impl Source {
             tied_embeddings: !has("output.weight"),
             attn_qkv_bias: has("blk.0.attn_q.bias"),
             attn_qk_norm: arch == "qwen3",
-            sliding_window: None,
+            sliding_window: match arch.as_str() {
+                "phi3" => g.get(&key("attention.sliding_window")).and_then(Value::as_u64).map(|v| v as usize),
+                _ => None,
+            },
             rope_freq_factors: match g.tensor("rope_freqs.weight") {
                 Some(t) if t.type_code == 0 => {
                     let b = g.read(t)?;
@@ -186,6 +204,7 @@ impl Source {
             },
         };
         config.validate()?;
+        split_fused(&mut tensors, &config, &mut notes)?;
         for t in &tensors {
             if !t.dtype.is_native() {
                 notes.push(format!("{}: {} is not native; dequantized and re-quantized", t.name, t.dtype));
@@ -205,12 +224,23 @@ impl Source {
 
     /// Reads one tensor's raw bytes in its source type.
     pub fn read(&self, t: &SourceTensor) -> Result<Vec<u8>> {
-        match &t.origin {
+        self.read_origin(&t.origin)
+    }
+
+    fn read_origin(&self, origin: &Origin) -> Result<Vec<u8>> {
+        match origin {
             Origin::Gguf(i) => {
                 let g = self.gguf.as_ref().expect("GGUF tensor without GGUF source");
                 g.read(&g.tensors[*i])
             }
             Origin::Safetensors(st) => hf::read_tensor(st),
+            Origin::Rows { base, first, rows, row_bytes } => {
+                let all = self.read_origin(base)?;
+                let (start, end) = (first * row_bytes, (first + rows) * row_bytes);
+                all.get(start..end).map(<[u8]>::to_vec).ok_or_else(|| {
+                    QuantizeError::GgufInvalid(format!("fused tensor holds {} bytes, rows end at {end}", all.len()))
+                })
+            }
         }
     }
 
@@ -218,6 +248,59 @@ impl Source {
     pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
         expected_tensors(&self.config)
     }
+}
+
+/// Replaces fused projections by their parts, as row ranges: `attn_qkv` (rows q, k, v) and
+/// `ffn_gate_up` — or, in Phi-3 GGUF files, an `ffn_up` twice the FFN width — (rows gate, up).
+fn split_fused(tensors: &mut Vec<SourceTensor>, c: &ModelConfig, notes: &mut Vec<String>) -> Result<()> {
+    let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+    let mut out = Vec::with_capacity(tensors.len() + 2 * c.n_layers);
+    for t in tensors.drain(..) {
+        let (layer, part) = match t.name.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
+            Some((l, p)) => (l.to_string(), p.to_string()),
+            None => {
+                out.push(t);
+                continue;
+            }
+        };
+        let parts: Vec<(&str, usize)> = match part.as_str() {
+            "attn_qkv.weight" => vec![("attn_q.weight", q), ("attn_k.weight", kv), ("attn_v.weight", kv)],
+            "ffn_gate_up.weight" => vec![("ffn_gate.weight", c.ffn_dim), ("ffn_up.weight", c.ffn_dim)],
+            "ffn_up.weight" if t.shape.first() == Some(&(2 * c.ffn_dim)) => {
+                vec![("ffn_gate.weight", c.ffn_dim), ("ffn_up.weight", c.ffn_dim)]
+            }
+            _ => {
+                out.push(t);
+                continue;
+            }
+        };
+        let rows: usize = parts.iter().map(|p| p.1).sum();
+        let (Some(&have), 2) = (t.shape.first(), t.shape.len()) else {
+            return Err(QuantizeError::Shape { name: t.name.clone(), expected: vec![rows, c.d_model], got: t.shape });
+        };
+        if have != rows {
+            return Err(QuantizeError::Shape { name: t.name.clone(), expected: vec![rows, c.d_model], got: t.shape });
+        }
+        let row_bytes = t
+            .dtype
+            .row_bytes(t.shape[1])
+            .map_err(|e| QuantizeError::Tensor { name: t.name.clone(), what: e.to_string() })?;
+        let mut first = 0;
+        for (name, n) in &parts {
+            out.push(SourceTensor {
+                name: format!("blk.{layer}.{name}"),
+                dtype: t.dtype,
+                shape: vec![*n, t.shape[1]],
+                origin: Origin::Rows { base: Box::new(t.origin.clone()), first, rows: *n, row_bytes },
+            });
+            first += n;
+        }
+        if layer == "0" {
+            notes.push(format!("{}: fused tensor split into {} by rows (lossless)", t.name, parts.len()));
+        }
+    }
+    *tensors = out;
+    Ok(())
 }
 
 /// Every tensor an `.autark` file of this configuration holds (docs/FORMAT.md, "Tensor names").

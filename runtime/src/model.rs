@@ -41,7 +41,7 @@ pub struct Model {
     pub(crate) output: T,
 }
 
-const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3"];
 
 impl Model {
     /// Maps and validates `path`; checks every tensor the architecture needs.

@@ -45,7 +45,7 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 @dataclass
 class ModelSpec:
-    arch: str = "llama"  # llama | qwen2 | qwen3
+    arch: str = "llama"  # llama | qwen2 | qwen3 | phi3 (fused attn_qkv, double-width ffn_up)
     n_layers: int = 2
     d_model: int = 256
     n_heads: int = 4
@@ -59,6 +59,7 @@ class ModelSpec:
     embd_4d: bool = False  # store token_embd.weight with ne = [d_model, vocab, 1, 1] (tests patch ne2/ne3)
     qk_norm: bool = False  # blk.N.attn_{q,k}_norm.weight (qwen3)
     key_length: int | None = None  # head size when not d_model / n_heads (written as attention.key_length)
+    sliding_window: int | None = None  # written as attention.sliding_window
 
     @property
     def head_dim(self) -> int:
@@ -92,9 +93,12 @@ def tensor_shapes(spec: ModelSpec, vocab_size: int) -> dict[str, tuple[int, ...]
     for i in range(spec.n_layers):
         p = f"blk.{i}."
         shapes[p + "attn_norm.weight"] = (spec.d_model,)
-        shapes[p + "attn_q.weight"] = (q_rows, spec.d_model)
-        shapes[p + "attn_k.weight"] = (kv_rows, spec.d_model)
-        shapes[p + "attn_v.weight"] = (kv_rows, spec.d_model)
+        if spec.arch == "phi3":
+            shapes[p + "attn_qkv.weight"] = (q_rows + 2 * kv_rows, spec.d_model)
+        else:
+            shapes[p + "attn_q.weight"] = (q_rows, spec.d_model)
+            shapes[p + "attn_k.weight"] = (kv_rows, spec.d_model)
+            shapes[p + "attn_v.weight"] = (kv_rows, spec.d_model)
         if spec.qkv_bias:
             shapes[p + "attn_q.bias"] = (q_rows,)
             shapes[p + "attn_k.bias"] = (kv_rows,)
@@ -104,8 +108,11 @@ def tensor_shapes(spec: ModelSpec, vocab_size: int) -> dict[str, tuple[int, ...]
             shapes[p + "attn_k_norm.weight"] = (spec.head_dim,)
         shapes[p + "attn_output.weight"] = (spec.d_model, q_rows)
         shapes[p + "ffn_norm.weight"] = (spec.d_model,)
-        shapes[p + "ffn_gate.weight"] = (spec.ffn, spec.d_model)
-        shapes[p + "ffn_up.weight"] = (spec.ffn, spec.d_model)
+        if spec.arch == "phi3":
+            shapes[p + "ffn_up.weight"] = (2 * spec.ffn, spec.d_model)
+        else:
+            shapes[p + "ffn_gate.weight"] = (spec.ffn, spec.d_model)
+            shapes[p + "ffn_up.weight"] = (spec.ffn, spec.d_model)
         shapes[p + "ffn_down.weight"] = (spec.d_model, spec.ffn)
     shapes["output_norm.weight"] = (spec.d_model,)
     if not spec.tied:
@@ -295,6 +302,8 @@ def write_model(path, spec: ModelSpec, vocab: Vocab, types: dict | None = None, 
     w.add_rope_freq_base(spec.rope_theta)
     w.add_layer_norm_rms_eps(spec.norm_eps)
     w.add_uint32(f"{a}.rope.dimension_count", spec.head_dim)
+    if spec.sliding_window:
+        w.add_uint32(f"{a}.attention.sliding_window", spec.sliding_window)
     if spec.key_length:
         w.add_uint32(f"{a}.attention.key_length", spec.key_length)
         w.add_uint32(f"{a}.attention.value_length", spec.key_length)

@@ -9,6 +9,8 @@ Variants (all GQA: d_model 64, 4 heads, 2 kv heads, head_dim 16, ffn 96, 2 layer
     qwen2                     Qwen2ForCausalLM, q/k/v biases, tied
     qwen3                     Qwen3ForCausalLM, per-head q/k RMSNorm, no biases, tied, head_dim 24
                               (heads wider than d_model / n_heads)
+    phi3                      Phi3ForCausalLM, fused qkv_proj and gate_up_proj, untied,
+                              sliding_window 6 (shorter than the test prompts)
 
 Writes config.json, model.safetensors (or 2 shards + model.safetensors.index.json),
 tokenizer.json (byte-level BPE: 256 byte tokens, 12 merges, 4 special tokens) and
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("llama_tied", "llama_untied_llama3rope", "mistral", "qwen2", "qwen3")
+VARIANTS = ("llama_tied", "llama_untied_llama3rope", "mistral", "qwen2", "qwen3", "phi3")
 
 D_MODEL, N_HEADS, N_KV_HEADS, HEAD_DIM, FFN, N_LAYERS, MAX_POS = 64, 4, 2, 16, 96, 2, 128
 
@@ -40,7 +42,7 @@ CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-_SEEDS = {"llama_tied": 1, "llama_untied_llama3rope": 2, "mistral": 3, "qwen2": 4, "qwen3": 5}
+_SEEDS = {"llama_tied": 1, "llama_untied_llama3rope": 2, "mistral": 3, "qwen2": 4, "qwen3": 5, "phi3": 6}
 
 
 def head_dim(variant: str) -> int:
@@ -88,11 +90,12 @@ def tokenizer_json() -> dict:
 
 def config_json(variant: str, dtype: str) -> dict:
     arch = {"llama_tied": "LlamaForCausalLM", "llama_untied_llama3rope": "LlamaForCausalLM",
-            "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[variant]
+            "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+            "phi3": "Phi3ForCausalLM"}[variant]
     cfg = {
         "architectures": [arch],
         "model_type": {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
-                       "Qwen3ForCausalLM": "qwen3"}[arch],
+                       "Qwen3ForCausalLM": "qwen3", "Phi3ForCausalLM": "phi3"}[arch],
         "hidden_size": D_MODEL,
         "intermediate_size": FFN,
         "num_hidden_layers": N_LAYERS,
@@ -125,6 +128,8 @@ def config_json(variant: str, dtype: str) -> dict:
         cfg.update(use_sliding_window=False, sliding_window=MAX_POS, max_window_layers=N_LAYERS)
     if arch == "Qwen3ForCausalLM":
         cfg.update(attention_bias=False)
+    if arch == "Phi3ForCausalLM":
+        cfg.update(sliding_window=6, original_max_position_embeddings=MAX_POS, resid_pdrop=0.0)
     return cfg
 
 
@@ -158,8 +163,13 @@ def weights(variant: str) -> dict[str, np.ndarray]:
         w[p + "mlp.gate_proj.weight"] = mat(FFN, D_MODEL)
         w[p + "mlp.up_proj.weight"] = mat(FFN, D_MODEL)
         w[p + "mlp.down_proj.weight"] = mat(D_MODEL, FFN)
+        if variant == "phi3":  # Phi3Attention.qkv_proj, Phi3MLP.gate_up_proj (gate rows first)
+            w[p + "self_attn.qkv_proj.weight"] = np.concatenate(
+                [w.pop(p + f"self_attn.{x}_proj.weight") for x in "qkv"])
+            w[p + "mlp.gate_up_proj.weight"] = np.concatenate(
+                [w.pop(p + "mlp.gate_proj.weight"), w.pop(p + "mlp.up_proj.weight")])
     w["model.norm.weight"] = norm(D_MODEL)
-    if variant in ("llama_untied_llama3rope", "mistral"):
+    if variant in ("llama_untied_llama3rope", "mistral", "phi3"):
         w["lm_head.weight"] = mat(VOCAB, D_MODEL, 0.3)
     return w
 

@@ -274,6 +274,43 @@ def test_qwen3_gguf_forward(autark, tmp_path):
     assert np.abs(llama_ref.forward(plain, tokens) - ref).max() > 0.05 * np.abs(ref).max()
 
 
+PHI3_SPEC = mg.ModelSpec(arch="phi3", n_layers=2, d_model=64, n_heads=4, n_kv_heads=4, ffn=96, tied=False,
+                         sliding_window=5, rope_theta=1e4, norm_eps=1e-5)
+
+
+def test_phi3_gguf_forward(autark, tmp_path):
+    """Phi-3: fused attn_qkv and double-width ffn_up split by rows at import — lossless for a
+    quantized tensor too — neox RoPE, sliding window from the GGUF."""
+    vocab = mg.gpt2_synthetic(pre="qwen2")
+    src = tmp_path / "phi3.gguf"
+    types = {"blk.0.attn_qkv.weight": Q.Q4_0, "blk.1.ffn_up.weight": Q.Q8_0, "blk.0.ffn_up.weight": Q.F16}
+    mg.write_model(src, PHI3_SPEC, vocab, types, seed=4)
+    out = autark.quantize(src, tmp_path / "phi3.autark", "f32")
+    model = llama_ref.load_gguf(src)
+    meta, _ = autark_file.read(out, check_tensor_sha=True, strict=True)
+    assert meta["architecture"] == "phi3" and meta["config"]["sliding_window"] == 5
+    assert meta["config"]["rope_layout"] == "neox"
+    keep = autark.quantize(src, tmp_path / "phi3-q.autark", "q4_0", "--tensor-type", "blk.1.ffn_*=q8_0")
+    _, tensors = autark_file.read(keep, check_tensor_sha=True, strict=True)
+    assert "blk.0.attn_qkv.weight" not in tensors
+    # Row ranges of the quantized fused tensor, byte for byte (q rows first, then k, then v).
+    reader = gguf.GGUFReader(str(src))
+    (qkv,) = [t for t in reader.tensors if t.name == "blk.0.attn_qkv.weight"]
+    raw = qkv.data.tobytes()
+    row = len(raw) // (3 * 64)
+    for i, part in enumerate(("attn_q", "attn_k", "attn_v")):
+        t = tensors[f"blk.0.{part}.weight"]
+        assert t["dtype"] == "q4_0" and t["shape"] == [64, 64]
+        assert t["raw"] == raw[i * 64 * row:(i + 1) * 64 * row], part
+    assert tensors["blk.1.ffn_gate.weight"]["dtype"] == "q8_0" and tensors["blk.1.ffn_up.weight"]["shape"] == [96, 64]
+
+    tokens = [vocab.tokens.index("<|im_start|>"), 116, 257, 267, 101, 265, 257, 114, 32, 263, 0, 255, 258, 270]
+    got = autark.logits(out, tokens, tmp_path / "logits.f32").astype(np.float64)
+    ref = llama_ref.forward(model, tokens)
+    compare_logits(got, ref, "phi3 GGUF -> f32")
+    assert_sensitive(model, tokens, ref, [("sliding_window", None)])
+
+
 # ----------------------------------------------------------------------------------------------
 # 4. SentencePiece (`llama`) tokenizer against the sentencepiece library
 # ----------------------------------------------------------------------------------------------

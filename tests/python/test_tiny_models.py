@@ -1,4 +1,4 @@
-"""Synthetic tiny HF models (Llama tied / Llama untied + llama3 rope / Mistral / Qwen2 with biases / Qwen3 with q/k norms)
+"""Synthetic tiny HF models (Llama tied / Llama untied + llama3 rope / Mistral / Qwen2 with biases / Qwen3 with q/k norms / Phi-3 with fused projections and a sliding window)
 through `autark quantize` and `autark logits`, against the NumPy reference."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def check_metadata(meta: dict, variant: str, model: llama_ref.Model):
     mc = model.config
     assert meta["format"] == "autark"
     assert meta["architecture"] == {"llama_tied": "llama", "llama_untied_llama3rope": "llama",
-                                    "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3"}[variant]
+                                    "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}[variant]
     assert cfg["n_layers"] == mc.n_layers
     assert cfg["d_model"] == mc.d_model
     assert cfg["n_heads"] == mc.n_heads
@@ -80,7 +80,8 @@ def check_metadata(meta: dict, variant: str, model: llama_ref.Model):
     assert cfg["tied_embeddings"] is mc.tied_embeddings
     assert cfg["attn_qkv_bias"] is (variant == "qwen2")
     assert cfg.get("attn_qk_norm", False) is (variant == "qwen3")
-    assert cfg.get("sliding_window") is None  # Mistral: null; Qwen2: use_sliding_window false
+    # Mistral: null; Qwen2/3: use_sliding_window false; Phi-3: 6, shorter than the test prompt
+    assert cfg.get("sliding_window") == (6 if variant == "phi3" else None)
     if variant == "llama_untied_llama3rope":
         rs = cfg["rope_scaling"]
         assert rs["type"] == "llama3"
@@ -209,3 +210,32 @@ def test_tiny_tokenizer_json_loads(tmp_path):
     assert enc.ids[0] == make_tiny.IM_START and enc.ids[-1] == make_tiny.IM_END
     assert tok.decode(enc.ids, skip_special_tokens=False) == "<|im_start|>the weather<|im_end|>"
     json.loads((folder / "config.json").read_text())
+
+
+def test_unsupported_variants_are_refused(autark, tmp_path):
+    """Phi-3 relatives this runtime cannot run yet, and a fused tensor of the wrong height: each is
+    a typed error at quantize time, and nothing is written."""
+    from safetensors.numpy import load_file, save_file
+
+    def refused(folder, needle):
+        out = tmp_path / "x.autark"
+        r = autark.run("quantize", folder, "-o", out)
+        err = r.stderr.decode(errors="replace")
+        assert r.returncode == 1 and needle in err and "panicked" not in err, err
+        assert not out.exists()
+
+    for key, value, needle in [("partial_rotary_factor", 0.75, "partial_rotary_factor"),
+                               ("rope_scaling", {"type": "longrope", "short_factor": [1.0] * 8,
+                                                 "long_factor": [1.0] * 8}, "longrope")]:
+        folder = make_tiny.make("phi3", tmp_path / key)
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg[key] = value
+        (folder / "config.json").write_text(json.dumps(cfg))
+        refused(folder, needle)
+
+    folder = make_tiny.make("phi3", tmp_path / "short-qkv")
+    st = folder / "model.safetensors"
+    w = load_file(st)
+    w["model.layers.1.self_attn.qkv_proj.weight"] = w["model.layers.1.self_attn.qkv_proj.weight"][:-16]
+    save_file(w, st, metadata={"format": "pt"})
+    refused(folder, "attn_qkv.weight")

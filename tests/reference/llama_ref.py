@@ -92,7 +92,7 @@ def load_gguf(path) -> Model:
 
     reader = gguf.GGUFReader(str(path))
     arch = _field(reader, "general.architecture")
-    if arch not in ("llama", "qwen2", "qwen3"):
+    if arch not in ("llama", "qwen2", "qwen3", "phi3"):
         raise ValueError(f"unsupported GGUF architecture {arch!r}")
 
     tensors = {}
@@ -105,6 +105,8 @@ def load_gguf(path) -> Model:
     d_model = int(_field(reader, f"{arch}.embedding_length"))
     n_heads = int(_field(reader, f"{arch}.attention.head_count"))
     head_dim = int(_field(reader, f"{arch}.attention.key_length", d_model // n_heads))
+    n_kv = int(_field(reader, f"{arch}.attention.head_count_kv", n_heads))
+    split_fused(tensors, n_heads * head_dim, n_kv * head_dim, int(_field(reader, f"{arch}.feed_forward_length")))
     rope_dim = int(_field(reader, f"{arch}.rope.dimension_count", head_dim))
     if rope_dim != head_dim:
         raise ValueError("partial rotary embeddings are not supported by the reference")
@@ -129,6 +131,7 @@ def load_gguf(path) -> Model:
         rope_scaling=scaling,
         tied_embeddings="output.weight" not in tensors,
         attn_qkv_bias="blk.0.attn_q.bias" in tensors,
+        sliding_window=_field(reader, f"{arch}.attention.sliding_window") if arch == "phi3" else None,
         architecture=arch,
     )
     return Model(cfg, tensors)
@@ -146,6 +149,8 @@ _HF_LAYER_NAMES = {
     "self_attn.q_proj.bias": "attn_q.bias",
     "self_attn.k_proj.bias": "attn_k.bias",
     "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.qkv_proj.weight": "attn_qkv.weight",  # Phi-3, split by split_fused()
+    "mlp.gate_up_proj.weight": "ffn_gate_up.weight",
     "self_attn.q_norm.weight": "attn_q_norm.weight",
     "self_attn.k_norm.weight": "attn_k_norm.weight",
     "self_attn.o_proj.weight": "attn_output.weight",
@@ -221,12 +226,28 @@ def _hf_rope_scaling(cfg: dict) -> dict | None:
     raise ValueError(f"unsupported rope_scaling {rs}")
 
 
+def split_fused(tensors: dict, q_rows: int, kv_rows: int, ffn: int) -> None:
+    """Phi-3's fused projections, as transformers' Phi3Attention and Phi3MLP use them:
+    qkv_proj output = [q | k | v] along the output features; gate_up_proj output is chunked in two,
+    gate first. (In GGUF, llama.cpp keeps the gate/up pair as a double-width ffn_up.)"""
+    for name in list(tensors):
+        base = name.rsplit(".", 2)[0]
+        if name.endswith("attn_qkv.weight"):
+            w = tensors.pop(name)
+            tensors[base + ".attn_q.weight"] = w[:q_rows]
+            tensors[base + ".attn_k.weight"] = w[q_rows:q_rows + kv_rows]
+            tensors[base + ".attn_v.weight"] = w[q_rows + kv_rows:]
+        elif name.endswith("ffn_gate_up.weight") or (name.endswith("ffn_up.weight") and tensors[name].shape[0] == 2 * ffn):
+            w = tensors.pop(name)
+            tensors[base + ".ffn_gate.weight"], tensors[base + ".ffn_up.weight"] = w[:ffn], w[ffn:]
+
+
 def load_hf(folder) -> Model:
     folder = Path(folder)
     cfg = json.loads((folder / "config.json").read_text())
     archs = cfg.get("architectures") or []
     known = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
-             "Qwen3ForCausalLM": "qwen3"}
+             "Qwen3ForCausalLM": "qwen3", "Phi3ForCausalLM": "phi3"}
     if len(archs) != 1 or archs[0] not in known:
         raise ValueError(f"unsupported architectures {archs}")
     arch = known[archs[0]]
@@ -252,8 +273,11 @@ def load_hf(folder) -> Model:
 
     n_heads = int(cfg["num_attention_heads"])
     d_model = int(cfg["hidden_size"])
+    n_kv = int(cfg.get("num_key_value_heads") or n_heads)
+    hd = int(cfg.get("head_dim") or d_model // n_heads)
+    split_fused(tensors, n_heads * hd, n_kv * hd, int(cfg["intermediate_size"]))
     window = None
-    if arch == "mistral":
+    if arch in ("mistral", "phi3"):
         window = cfg.get("sliding_window")
     elif arch in ("qwen2", "qwen3") and cfg.get("use_sliding_window", False):
         window = cfg.get("sliding_window")
