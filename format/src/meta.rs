@@ -43,6 +43,34 @@ pub struct ModelConfig {
     /// `rope_freqs.weight` carries them for Llama 3.1+ GGUF files.
     #[serde(default)]
     pub rope_freq_factors: Option<Vec<f32>>,
+    // ---- Gemma-style variations; absent means the Llama behaviour ----
+    /// Multiplies the embedding rows (Gemma: √d_model).
+    #[serde(default)]
+    pub embedding_scale: Option<f32>,
+    /// Gate activation of the FFN: "silu" (absent) or "gelu_tanh".
+    #[serde(default)]
+    pub ffn_activation: Option<String>,
+    /// RMSNorms on the attention and FFN outputs before the residual add (`post_attention_norm`,
+    /// `post_ffw_norm`).
+    #[serde(default)]
+    pub post_norms: bool,
+    /// Multiplier of q·k (absent: 1/√head_dim).
+    #[serde(default)]
+    pub attention_scale: Option<f32>,
+    /// With `sliding_window`: layer `l` attends globally iff `(l + 1) % pattern == 0`, the others
+    /// through the window (absent: every layer uses the window).
+    #[serde(default)]
+    pub sliding_window_pattern: Option<usize>,
+    /// RoPE base of the sliding-window layers, which also skip `rope_scaling` (absent: as global).
+    #[serde(default)]
+    pub rope_theta_local: Option<f32>,
+}
+
+impl ModelConfig {
+    /// Whether layer `l` attends through the sliding window.
+    pub fn is_sliding(&self, l: usize) -> bool {
+        self.sliding_window.is_some() && self.sliding_window_pattern.is_none_or(|p| !(l + 1).is_multiple_of(p))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +171,16 @@ impl ModelConfig {
                     c.head_dim / 2
                 ));
             }
+        }
+        let positive = |v: Option<f32>| v.is_none_or(|v| v.is_finite() && v > 0.0);
+        if !(positive(c.embedding_scale) && positive(c.attention_scale) && positive(c.rope_theta_local)) {
+            return bad("embedding_scale, attention_scale or rope_theta_local is not a positive finite number".into());
+        }
+        if let Some(a) = c.ffn_activation.as_deref().filter(|a| !matches!(*a, "silu" | "gelu_tanh")) {
+            return bad(format!("ffn_activation {a:?} (expected silu or gelu_tanh)"));
+        }
+        if c.sliding_window == Some(0) || c.sliding_window_pattern == Some(0) {
+            return bad("sliding_window and sliding_window_pattern must be at least 1".into());
         }
         Ok(())
     }

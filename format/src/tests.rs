@@ -6,6 +6,12 @@ pub(crate) fn sample_metadata() -> Metadata {
         architecture: "llama".into(),
         config: ModelConfig {
             attn_qk_norm: false,
+            embedding_scale: None,
+            ffn_activation: None,
+            post_norms: false,
+            attention_scale: None,
+            sliding_window_pattern: None,
+            rope_theta_local: None,
             n_layers: 1,
             d_model: 32,
             n_heads: 2,

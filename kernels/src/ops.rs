@@ -274,6 +274,16 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// `gate = gelu_tanh(gate) · up`, with GELU's tanh approximation
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (PyTorch's `gelu(approximate="tanh")`).
+pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh()) * u;
+    }
+}
+
 /// Rotates one head in place. `cos`/`sin` hold `head_dim / 2` values for this position.
 /// `interleaved`: pairs (2i, 2i+1) (GGUF Llama layout); otherwise pairs (i, i + d/2)
 /// (Hugging Face `rotate_half`, GGUF's NeoX layout).

@@ -17,8 +17,14 @@ use serde_json::Value as J;
 
 use crate::error::{io_err, QuantizeError, Result};
 
-pub const SUPPORTED_ARCHITECTURES: &[&str] =
-    &["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "Phi3ForCausalLM",
+    "Gemma3ForCausalLM",
+];
 
 /// Header of a safetensors file larger than this is refused (the format's own reference
 /// implementation uses 100 MB).
@@ -165,6 +171,7 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
         "Qwen2ForCausalLM" => "qwen2",
         "Qwen3ForCausalLM" => "qwen3",
         "Phi3ForCausalLM" => "phi3",
+        "Gemma3ForCausalLM" => "gemma3",
         other => {
             return Err(QuantizeError::UnknownArchitecture {
                 got: other.into(),
@@ -216,12 +223,23 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
         });
     }
     let sliding_window = match name {
-        "mistral" | "phi3" => c.get("sliding_window").and_then(J::as_u64).map(|v| v as usize),
+        "mistral" | "phi3" | "gemma3" => c.get("sliding_window").and_then(J::as_u64).map(|v| v as usize),
         "qwen2" | "qwen3" if c.get("use_sliding_window").and_then(J::as_bool) == Some(true) => {
             c.get("sliding_window").and_then(J::as_u64).map(|v| v as usize)
         }
         _ => None,
     };
+    let gemma = name == "gemma3";
+    if gemma {
+        for k in ["final_logit_softcapping", "attn_logit_softcapping"] {
+            if c.get(k).is_some_and(|v| !v.is_null()) {
+                return Err(QuantizeError::HfConfig { path: path.into(), what: format!("{k} is not supported") });
+            }
+        }
+        if let Some(a) = c.get("hidden_activation").and_then(J::as_str).filter(|a| *a != "gelu_pytorch_tanh") {
+            return Err(QuantizeError::HfConfig { path: path.into(), what: format!("hidden_activation {a:?}") });
+        }
+    }
     let cfg = ModelConfig {
         n_layers: u("num_hidden_layers")?,
         d_model,
@@ -235,15 +253,55 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
         rope_layout: "neox".into(),
         rope_scaling,
         norm_eps: f("rms_norm_eps", 1e-6),
-        tied_embeddings: c.get("tie_word_embeddings").and_then(J::as_bool).unwrap_or(false),
+        tied_embeddings: c.get("tie_word_embeddings").and_then(J::as_bool).unwrap_or(gemma),
         attn_qkv_bias: name == "qwen2" || c.get("attention_bias").and_then(J::as_bool).unwrap_or(false),
-        attn_qk_norm: name == "qwen3",
+        attn_qk_norm: name == "qwen3" || gemma,
+        embedding_scale: gemma.then(|| (d_model as f32).sqrt()),
+        ffn_activation: gemma.then(|| "gelu_tanh".to_string()),
+        post_norms: gemma,
+        attention_scale: match c.get("query_pre_attn_scalar").and_then(J::as_f64) {
+            Some(s) if gemma => Some((1.0 / s.sqrt()) as f32),
+            _ => None,
+        },
+        sliding_window_pattern: if gemma { Some(gemma_pattern(&c, path)?) } else { None },
+        rope_theta_local: gemma.then(|| f("rope_local_base_freq", 10000.0)),
         sliding_window,
         rope_freq_factors: None,
     };
     // Checked here, before anyone plans tensors or buffers from these numbers.
     cfg.validate()?;
     Ok((name.to_string(), cfg))
+}
+
+/// Gemma 3's attention layout as a period: every `pattern`-th layer attends globally. Read from
+/// `layer_types` (newer configs; must be periodic) or `sliding_window_pattern` (default 6).
+fn gemma_pattern(c: &J, path: &Path) -> Result<usize> {
+    let bad = |what: String| QuantizeError::HfConfig { path: path.into(), what };
+    let Some(types) = c.get("layer_types").and_then(J::as_array) else {
+        return Ok(c.get("sliding_window_pattern").and_then(J::as_u64).unwrap_or(6).max(1) as usize);
+    };
+    let global: Vec<bool> = types.iter().map(|t| t.as_str() == Some("full_attention")).collect();
+    let Some(first) = global.iter().position(|g| *g) else {
+        return Ok(global.len() + 1); // no global layer at all
+    };
+    let pattern = first + 1;
+    if global.iter().enumerate().any(|(l, g)| *g != ((l + 1) % pattern == 0)) {
+        return Err(bad(format!("layer_types is not periodic (first global layer {first})")));
+    }
+    Ok(pattern)
+}
+
+/// `map_name` for an architecture: Gemma 3's `post_attention_layernorm` normalises the attention
+/// output (`post_attention_norm`), where Llama's feeds the FFN (`ffn_norm`, which Gemma 3 calls
+/// `pre_feedforward_layernorm`).
+pub fn map_name_for(arch: &str, hf: &str) -> Option<String> {
+    if arch == "gemma3" {
+        if let Some(stem) = hf.strip_suffix(".post_attention_layernorm.weight") {
+            let n: usize = stem.strip_prefix("model.layers.")?.parse().ok()?;
+            return Some(format!("blk.{n}.post_attention_norm.weight"));
+        }
+    }
+    map_name(hf)
 }
 
 /// HF tensor name → GGUF-style name used in `.autark` files; `None` for tensors the runtime
@@ -270,6 +328,8 @@ pub fn map_name(hf: &str) -> Option<String> {
         "self_attn.v_proj.bias" => "attn_v.bias",
         "self_attn.qkv_proj.weight" => "attn_qkv.weight",
         "mlp.gate_up_proj.weight" => "ffn_gate_up.weight",
+        "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
+        "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
         "self_attn.q_norm.weight" => "attn_q_norm.weight",
         "self_attn.k_norm.weight" => "attn_k_norm.weight",
         "mlp.gate_proj.weight" => "ffn_gate.weight",

@@ -34,6 +34,12 @@ enum Origin {
         rows: usize,
         row_bytes: usize,
     },
+    /// A Gemma RMSNorm weight `w` of type `dtype`, stored as f32 `1 + w` (Gemma scales by `1 + w`;
+    /// GGUF files and the runtime carry the sum, as llama.cpp's converter writes it).
+    PlusOne {
+        base: Box<Origin>,
+        dtype: DType,
+    },
 }
 
 /// A tensor of the source model, under its `.autark` name.
@@ -87,9 +93,17 @@ impl Source {
         let mut notes = Vec::new();
         for f in &files {
             for t in hf::read_safetensors_header(f)? {
-                match hf::map_name(&t.name) {
+                match hf::map_name_for(&architecture, &t.name) {
                     Some(name) if name == "output.weight" && config.tied_embeddings => {
                         notes.push("lm_head.weight ignored: the model ties its output to the embedding".into());
+                    }
+                    Some(name) if architecture == "gemma3" && name.ends_with("norm.weight") => {
+                        tensors.push(SourceTensor {
+                            name,
+                            dtype: DType::F32,
+                            shape: t.shape.clone(),
+                            origin: Origin::PlusOne { dtype: t.dtype, base: Box::new(Origin::Safetensors(t)) },
+                        })
                     }
                     Some(name) => tensors.push(SourceTensor {
                         name,
@@ -123,10 +137,11 @@ impl Source {
             "qwen2" => ("qwen2", "neox"),
             "qwen3" => ("qwen3", "neox"),
             "phi3" => ("phi3", "neox"),
+            "gemma3" => ("gemma3", "neox"),
             other => {
                 return Err(QuantizeError::UnknownArchitecture {
                     got: other.into(),
-                    supported: "llama, mistral, qwen2, qwen3, phi3 (GGUF)".into(),
+                    supported: "llama, mistral, qwen2, qwen3, phi3, gemma3 (GGUF)".into(),
                 })
             }
         };
@@ -169,6 +184,7 @@ impl Source {
             }
         }
         let has = |n: &str| g.tensors.iter().any(|t| t.name == n);
+        let gemma = arch == "gemma3";
         if has("rope_factors_long.weight") {
             return Err(QuantizeError::GgufInvalid(
                 "LongRoPE scaling (rope_factors_long/short, Phi-3 128k) is not supported".into(),
@@ -189,9 +205,24 @@ impl Source {
             norm_eps: g.get(&key("attention.layer_norm_rms_epsilon")).and_then(Value::as_f32).unwrap_or(1e-5),
             tied_embeddings: !has("output.weight"),
             attn_qkv_bias: has("blk.0.attn_q.bias"),
-            attn_qk_norm: arch == "qwen3",
+            attn_qk_norm: arch == "qwen3" || gemma,
+            // Gemma 3 as llama.cpp runs it: embeddings × √d_model, GELU(tanh), post-norms (the
+            // converter already stored norm weights as 1 + w), every 6th layer global and the
+            // others sliding with RoPE base 10 000, q·k scaled by 1/√head_dim (27B, 62 layers:
+            // 1/√(d_model / n_heads)).
+            embedding_scale: gemma.then(|| (d_model as f32).sqrt()),
+            ffn_activation: gemma.then(|| "gelu_tanh".to_string()),
+            post_norms: gemma,
+            attention_scale: match (gemma, u("block_count")) {
+                (true, Ok(62)) => Some(1.0 / ((d_model / n_heads) as f32).sqrt()),
+                _ => None,
+            },
+            sliding_window_pattern: gemma.then_some(6),
+            rope_theta_local: gemma.then_some(10000.0),
             sliding_window: match arch.as_str() {
-                "phi3" => g.get(&key("attention.sliding_window")).and_then(Value::as_u64).map(|v| v as usize),
+                "phi3" | "gemma3" => {
+                    g.get(&key("attention.sliding_window")).and_then(Value::as_u64).map(|v| v as usize)
+                }
                 _ => None,
             },
             rope_freq_factors: match g.tensor("rope_freqs.weight") {
@@ -234,6 +265,14 @@ impl Source {
                 g.read(&g.tensors[*i])
             }
             Origin::Safetensors(st) => hf::read_tensor(st),
+            Origin::PlusOne { base, dtype } => {
+                let raw = self.read_origin(base)?;
+                let n = raw.len() / (dtype.block_bytes() / dtype.block_len()).max(1);
+                let mut v = vec![0f32; n];
+                blocks::dequantize_bytes(*dtype, &raw, &mut v)
+                    .map_err(|e| QuantizeError::GgufInvalid(format!("norm weight: {e}")))?;
+                Ok(v.iter().flat_map(|w| (1.0 + w).to_le_bytes()).collect())
+            }
             Origin::Rows { base, first, rows, row_bytes } => {
                 let all = self.read_origin(base)?;
                 let (start, end) = (first * row_bytes, (first + rows) * row_bytes);
@@ -324,10 +363,16 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
             v.push((p("attn_k_norm.weight"), vec![c.head_dim]));
         }
         v.push((p("attn_output.weight"), vec![c.d_model, q]));
+        if c.post_norms {
+            v.push((p("post_attention_norm.weight"), vec![c.d_model]));
+        }
         v.push((p("ffn_norm.weight"), vec![c.d_model]));
         v.push((p("ffn_gate.weight"), vec![c.ffn_dim, c.d_model]));
         v.push((p("ffn_up.weight"), vec![c.ffn_dim, c.d_model]));
         v.push((p("ffn_down.weight"), vec![c.d_model, c.ffn_dim]));
+        if c.post_norms {
+            v.push((p("post_ffw_norm.weight"), vec![c.d_model]));
+        }
     }
     v.push(("output_norm.weight".into(), vec![c.d_model]));
     if !c.tied_embeddings {

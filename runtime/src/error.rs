@@ -5,7 +5,7 @@ pub enum RuntimeError {
     // ---- the model file ---------------------------------------------------------------------
     #[error(transparent)]
     Format(#[from] autark_format::FormatError),
-    #[error("architecture {0:?} is not supported by this runtime (llama, mistral, qwen2, qwen3, phi3 are)")]
+    #[error("architecture {0:?} is not supported by this runtime (llama, mistral, qwen2, qwen3, phi3, gemma3 are)")]
     UnsupportedArchitecture(String),
     #[error("model is missing tensor {0}")]
     MissingTensor(String),

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use autark_format::RopeScaling;
-use autark_kernels::ops::{dot_f32, gemm, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations};
+use autark_kernels::ops::{
+    dot_f32, gelu_tanh_mul, gemm, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations,
+};
 use rayon::prelude::*;
 
 use crate::error::{Result, RuntimeError};
@@ -64,6 +66,9 @@ pub struct Session {
     logits: Vec<f32>,   // (vocab_size) logits of the last evaluated token
     rope_cos: Vec<f32>, // (n_ctx, head_dim / 2)
     rope_sin: Vec<f32>, // (n_ctx, head_dim / 2)
+    /// RoPE tables of the sliding-window layers when their base differs (Gemma 3), else empty.
+    rope_local_cos: Vec<f32>,
+    rope_local_sin: Vec<f32>,
 }
 
 impl Session {
@@ -102,8 +107,12 @@ impl Session {
         // Cannot overflow: `required_bytes` above computed this product with checked arithmetic.
         let kv_len = c.n_layers * n_ctx * kv_dim;
         let half = c.head_dim / 2;
-        let (rope_cos, rope_sin) = rope_tables(&c, n_ctx);
+        let (rope_cos, rope_sin) = rope_tables(&c, c.rope_theta, true, n_ctx);
         debug_assert_eq!(rope_cos.len(), n_ctx * half);
+        let (rope_local_cos, rope_local_sin) = match c.rope_theta_local {
+            Some(theta) => rope_tables(&c, theta, false, n_ctx),
+            None => (Vec::new(), Vec::new()),
+        };
         let widest = c.d_model.max(c.ffn_dim).max(q_dim);
         Ok(Session {
             pool,
@@ -126,6 +135,8 @@ impl Session {
             logits: vec![0.0; c.vocab_size],
             rope_cos,
             rope_sin,
+            rope_local_cos,
+            rope_local_sin,
             model,
             cancel: Arc::new(AtomicBool::new(false)),
             stats: None,
@@ -161,7 +172,7 @@ impl Session {
             .checked_add(c.ffn_dim.checked_mul(2)?)?;
         let scratch =
             n_batch.checked_mul(per_token)?.checked_add(n_batch.checked_mul(c.n_heads)?.checked_mul(n_ctx)?)?;
-        let rope = n_ctx.checked_mul(c.head_dim)?;
+        let rope = n_ctx.checked_mul(c.head_dim)?.checked_mul(if c.rope_theta_local.is_some() { 2 } else { 1 })?;
         // + the logits and the token list (4 bytes each, like an f32).
         let floats = kv.checked_add(scratch)?.checked_add(rope)?.checked_add(c.vocab_size)?.checked_add(n_ctx)?;
         // Activations: f32 copy plus 8-bit blocks (40 bytes per 32 values).
@@ -283,17 +294,29 @@ impl Session {
         let group = c.n_heads / c.n_kv_heads;
         let interleaved = c.rope_layout == "interleaved";
         let half = hd / 2;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let window = c.sliding_window.unwrap_or(usize::MAX);
+        let scale = c.attention_scale.unwrap_or(1.0 / (hd as f32).sqrt());
+        let gelu = c.ffn_activation.as_deref() == Some("gelu_tanh");
         let n_ctx = self.n_ctx;
 
-        // x = embed_tokens(tokens)
+        // x = embed_tokens(tokens)   (× √d_model for Gemma)
         let embd = m.weight(m.token_embd);
         for (t, &tok) in batch.iter().enumerate() {
             embd.row_f32(tok as usize, &mut self.x[t * d..(t + 1) * d])?;
         }
+        if let Some(s) = c.embedding_scale {
+            self.x[..n * d].iter_mut().for_each(|v| *v *= s);
+        }
 
         for (l, layer) in m.layers.iter().enumerate() {
+            // Sliding-window layers see the last `sliding_window` positions (and may have their
+            // own RoPE base); the others attend to everything.
+            let sliding = c.is_sliding(l);
+            let window = if sliding { c.sliding_window.unwrap_or(usize::MAX) } else { usize::MAX };
+            let (rope_cos, rope_sin) = if sliding && !self.rope_local_cos.is_empty() {
+                (&self.rope_local_cos, &self.rope_local_sin)
+            } else {
+                (&self.rope_cos, &self.rope_sin)
+            };
             // ---- attention block ----
             // xb = input_layernorm(x)
             let w = m.vector(layer.attn_norm);
@@ -330,7 +353,7 @@ impl Session {
             // q, k = apply_rotary_pos_emb(q, k, cos, sin)
             for t in 0..n {
                 let p = pos0 + t;
-                let (cos, sin) = (&self.rope_cos[p * half..(p + 1) * half], &self.rope_sin[p * half..(p + 1) * half]);
+                let (cos, sin) = (&rope_cos[p * half..(p + 1) * half], &rope_sin[p * half..(p + 1) * half]);
                 self.q[t * q_dim..(t + 1) * q_dim]
                     .chunks_exact_mut(hd)
                     .for_each(|h| rope_head(h, cos, sin, interleaved));
@@ -379,6 +402,11 @@ impl Session {
             }
             self.act.set(&self.att_out[..n * q_dim], n, q_dim)?;
             gemm(&m.weight(layer.wo), &self.act, &mut self.proj[..n * d])?;
+            if let Some(w) = layer.post_attn_norm {
+                // o = post_attention_norm(o)   (Gemma)
+                let w = m.vector(w);
+                self.proj[..n * d].chunks_exact_mut(d).for_each(|o| rmsnorm_in_place(o, w, c.norm_eps));
+            }
             self.x[..n * d].iter_mut().zip(&self.proj[..n * d]).for_each(|(x, p)| *x += p);
 
             // ---- feed-forward block ----
@@ -395,12 +423,21 @@ impl Session {
             self.act.set(&self.xb[..n * d], n, d)?;
             gemm(&m.weight(layer.w_gate), &self.act, &mut self.gate[..n * f])?;
             gemm(&m.weight(layer.w_up), &self.act, &mut self.up[..n * f])?;
-            silu_mul(&mut self.gate[..n * f], &self.up[..n * f]);
+            if gelu {
+                gelu_tanh_mul(&mut self.gate[..n * f], &self.up[..n * f]); // Gemma: GELU(tanh) gate
+            } else {
+                silu_mul(&mut self.gate[..n * f], &self.up[..n * f]);
+            }
             if let Some(s) = self.stats.as_mut() {
                 s.record(l, Site::FfnDown, &self.gate[..n * f], f);
             }
             self.act.set(&self.gate[..n * f], n, f)?;
             gemm(&m.weight(layer.w_down), &self.act, &mut self.proj[..n * d])?;
+            if let Some(w) = layer.post_ffn_norm {
+                // o = post_feedforward_norm(o)   (Gemma)
+                let w = m.vector(w);
+                self.proj[..n * d].chunks_exact_mut(d).for_each(|o| rmsnorm_in_place(o, w, c.norm_eps));
+            }
             self.x[..n * d].iter_mut().zip(&self.proj[..n * d]).for_each(|(x, p)| *x += p);
         }
 
@@ -451,14 +488,14 @@ fn available_memory() -> Option<usize> {
     kb.checked_mul(1024)
 }
 
-/// cos/sin of every position × frequency: θ_i = base^(−2i/head_dim), adjusted by the model's
-/// RoPE scaling (linear: positions / factor; llama3: the piecewise rule of Llama 3.1's
+/// cos/sin of every position × frequency: θ_i = base^(−2i/head_dim), adjusted (when `scaled`)
+/// by the model's RoPE scaling (linear: positions / factor; llama3: the piecewise rule of Llama 3.1's
 /// `_compute_llama3_parameters`; or explicit per-frequency divisors).
-fn rope_tables(c: &autark_format::ModelConfig, n_ctx: usize) -> (Vec<f32>, Vec<f32>) {
+fn rope_tables(c: &autark_format::ModelConfig, theta: f32, scaled: bool, n_ctx: usize) -> (Vec<f32>, Vec<f32>) {
     let half = c.head_dim / 2;
     let mut inv_freq: Vec<f64> =
-        (0..half).map(|i| (c.rope_theta as f64).powf(-((2 * i) as f64) / c.head_dim as f64)).collect();
-    match &c.rope_scaling {
+        (0..half).map(|i| (theta as f64).powf(-((2 * i) as f64) / c.head_dim as f64)).collect();
+    match c.rope_scaling.as_ref().filter(|_| scaled) {
         Some(RopeScaling::Linear { factor }) => inv_freq.iter_mut().for_each(|f| *f /= *factor as f64),
         Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context_length }) => {
             let (factor, lo, hi, old) =

@@ -24,6 +24,9 @@ pub(crate) struct Layer {
     /// Per-head RMSNorm weights of queries and keys (Qwen3).
     pub q_norm: Option<T>,
     pub k_norm: Option<T>,
+    /// Norms of the attention and FFN outputs (Gemma 3).
+    pub post_attn_norm: Option<T>,
+    pub post_ffn_norm: Option<T>,
     pub wo: T,
     pub ffn_norm: T,
     pub w_gate: T,
@@ -41,7 +44,7 @@ pub struct Model {
     pub(crate) output: T,
 }
 
-const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3"];
+const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3"];
 
 impl Model {
     /// Maps and validates `path`; checks every tensor the architecture needs.
@@ -74,6 +77,7 @@ impl Model {
             let n = |s: &str| format!("blk.{l}.{s}");
             let bias = |s: &str, rows| if c.attn_qkv_bias { find(n(s), &[rows], false).map(Some) } else { Ok(None) };
             let qk_norm = |s: &str| if c.attn_qk_norm { find(n(s), &[c.head_dim], false).map(Some) } else { Ok(None) };
+            let post_norm = |s: &str| if c.post_norms { find(n(s), &[c.d_model], false).map(Some) } else { Ok(None) };
             layers.push(Layer {
                 attn_norm: find(n("attn_norm.weight"), &[c.d_model], false)?,
                 wq: find(n("attn_q.weight"), &[q, c.d_model], true)?,
@@ -84,6 +88,8 @@ impl Model {
                 bv: bias("attn_v.bias", kv)?,
                 q_norm: qk_norm("attn_q_norm.weight")?,
                 k_norm: qk_norm("attn_k_norm.weight")?,
+                post_attn_norm: post_norm("post_attention_norm.weight")?,
+                post_ffn_norm: post_norm("post_ffw_norm.weight")?,
                 wo: find(n("attn_output.weight"), &[c.d_model, q], true)?,
                 ffn_norm: find(n("ffn_norm.weight"), &[c.d_model], false)?,
                 w_gate: find(n("ffn_gate.weight"), &[c.ffn_dim, c.d_model], true)?,

@@ -45,7 +45,7 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 @dataclass
 class ModelSpec:
-    arch: str = "llama"  # llama | qwen2 | qwen3 | phi3 (fused attn_qkv, double-width ffn_up)
+    arch: str = "llama"  # llama | qwen2 | qwen3 | phi3 (fused attn_qkv, double-width ffn_up) | gemma3
     n_layers: int = 2
     d_model: int = 256
     n_heads: int = 4
@@ -107,6 +107,8 @@ def tensor_shapes(spec: ModelSpec, vocab_size: int) -> dict[str, tuple[int, ...]
             shapes[p + "attn_q_norm.weight"] = (spec.head_dim,)
             shapes[p + "attn_k_norm.weight"] = (spec.head_dim,)
         shapes[p + "attn_output.weight"] = (spec.d_model, q_rows)
+        if spec.arch == "gemma3":
+            shapes[p + "post_attention_norm.weight"] = (spec.d_model,)
         shapes[p + "ffn_norm.weight"] = (spec.d_model,)
         if spec.arch == "phi3":
             shapes[p + "ffn_up.weight"] = (2 * spec.ffn, spec.d_model)
@@ -114,6 +116,8 @@ def tensor_shapes(spec: ModelSpec, vocab_size: int) -> dict[str, tuple[int, ...]
             shapes[p + "ffn_gate.weight"] = (spec.ffn, spec.d_model)
             shapes[p + "ffn_up.weight"] = (spec.ffn, spec.d_model)
         shapes[p + "ffn_down.weight"] = (spec.d_model, spec.ffn)
+        if spec.arch == "gemma3":
+            shapes[p + "post_ffw_norm.weight"] = (spec.d_model,)
     shapes["output_norm.weight"] = (spec.d_model,)
     if not spec.tied:
         shapes["output.weight"] = (vocab_size, spec.d_model)

@@ -311,6 +311,36 @@ def test_phi3_gguf_forward(autark, tmp_path):
     assert_sensitive(model, tokens, ref, [("sliding_window", None)])
 
 
+GEMMA3_SPEC = mg.ModelSpec(arch="gemma3", n_layers=6, d_model=64, n_heads=4, n_kv_heads=1, ffn=96, tied=True,
+                           qk_norm=True, key_length=32, sliding_window=4, rope_theta=1e6, norm_eps=1e-6)
+
+
+def test_gemma3_gguf_forward(autark, tmp_path):
+    """Gemma 3 as llama.cpp runs a gemma3 GGUF: layers 0-4 sliding (window 4, RoPE base 1e4) and
+    layer 5 global (base 1e6), norms stored as 1 + w, GELU(tanh), embeddings x sqrt(64)."""
+    vocab = mg.gpt2_synthetic(pre="qwen2")
+    src = tmp_path / "gemma3.gguf"
+    mg.write_model(src, GEMMA3_SPEC, vocab, {"blk.2.ffn_down.weight": Q.Q8_0}, seed=5)
+    out = autark.quantize(src, tmp_path / "gemma3.autark", "f32")
+    model = llama_ref.load_gguf(src)
+    meta, tensors = autark_file.read(out, check_tensor_sha=True, strict=True)
+    cfg = meta["config"]
+    assert meta["architecture"] == "gemma3"
+    assert cfg["sliding_window"] == 4 and cfg["sliding_window_pattern"] == 6 and cfg["rope_theta_local"] == 1e4
+    assert cfg["embedding_scale"] == pytest.approx(8.0) and cfg["ffn_activation"] == "gelu_tanh"
+    assert cfg["post_norms"] and cfg["attn_qk_norm"] and cfg["head_dim"] == 32
+    assert cfg.get("attention_scale") is None  # 1/sqrt(head_dim) unless 62 layers (27B)
+    assert np.array_equal(np.frombuffer(tensors["blk.3.post_ffw_norm.weight"]["raw"], "<f4"),
+                          model.tensors["blk.3.post_ffw_norm.weight"])  # copied, not shifted again
+
+    tokens = [vocab.tokens.index("<|im_start|>"), 116, 257, 267, 101, 265, 257, 114, 32, 263, 0, 255, 258, 270]
+    got = autark.logits(out, tokens, tmp_path / "logits.f32").astype(np.float64)
+    ref = llama_ref.forward(model, tokens)
+    compare_logits(got, ref, "gemma3 GGUF -> f32")
+    assert_sensitive(model, tokens, ref, [("sliding_window_pattern", None), ("rope_theta_local", None),
+                                          ("embedding_scale", None)])
+
+
 # ----------------------------------------------------------------------------------------------
 # 4. SentencePiece (`llama`) tokenizer against the sentencepiece library
 # ----------------------------------------------------------------------------------------------

@@ -65,7 +65,8 @@ def check_metadata(meta: dict, variant: str, model: llama_ref.Model):
     mc = model.config
     assert meta["format"] == "autark"
     assert meta["architecture"] == {"llama_tied": "llama", "llama_untied_llama3rope": "llama",
-                                    "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}[variant]
+                                    "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3",
+                                    "gemma3": "gemma3"}[variant]
     assert cfg["n_layers"] == mc.n_layers
     assert cfg["d_model"] == mc.d_model
     assert cfg["n_heads"] == mc.n_heads
@@ -79,10 +80,15 @@ def check_metadata(meta: dict, variant: str, model: llama_ref.Model):
     assert cfg["rope_layout"] == "neox"  # HF checkpoints keep HF's q/k row order
     assert cfg["tied_embeddings"] is mc.tied_embeddings
     assert cfg["attn_qkv_bias"] is (variant == "qwen2")
-    assert cfg.get("attn_qk_norm", False) is (variant == "qwen3")
+    assert cfg.get("attn_qk_norm", False) is (variant in ("qwen3", "gemma3"))
     # Mistral: null; Qwen2/3: use_sliding_window false; Phi-3: 6, shorter than the test prompt
-    assert cfg.get("sliding_window") == (6 if variant == "phi3" else None)
-    if variant == "llama_untied_llama3rope":
+    assert cfg.get("sliding_window") == {"phi3": 6, "gemma3": 5}.get(variant)
+    if variant == "gemma3":
+        assert cfg["post_norms"] is True and cfg["ffn_activation"] == "gelu_tanh"
+        assert cfg["embedding_scale"] == pytest.approx(8.0) and cfg["attention_scale"] == pytest.approx(24 ** -0.5)
+        assert cfg["sliding_window_pattern"] == 2 and cfg["rope_theta_local"] == pytest.approx(1e4)
+        assert cfg["rope_scaling"] == {"type": "linear", "factor": 2.0}
+    elif variant == "llama_untied_llama3rope":
         rs = cfg["rope_scaling"]
         assert rs["type"] == "llama3"
         assert rs["factor"] == pytest.approx(8.0)
@@ -213,8 +219,8 @@ def test_tiny_tokenizer_json_loads(tmp_path):
 
 
 def test_unsupported_variants_are_refused(autark, tmp_path):
-    """Phi-3 relatives this runtime cannot run yet, and a fused tensor of the wrong height: each is
-    a typed error at quantize time, and nothing is written."""
+    """Phi-3 and Gemma 3 relatives this runtime cannot run yet, and a fused tensor of the wrong
+    height: each is a typed error at quantize time, and nothing is written."""
     from safetensors.numpy import load_file, save_file
 
     def refused(folder, needle):
@@ -228,6 +234,15 @@ def test_unsupported_variants_are_refused(autark, tmp_path):
                                ("rope_scaling", {"type": "longrope", "short_factor": [1.0] * 8,
                                                  "long_factor": [1.0] * 8}, "longrope")]:
         folder = make_tiny.make("phi3", tmp_path / key)
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg[key] = value
+        (folder / "config.json").write_text(json.dumps(cfg))
+        refused(folder, needle)
+
+    for key, value, needle in [("final_logit_softcapping", 30.0, "final_logit_softcapping"),
+                               ("hidden_activation", "gelu", "hidden_activation"),
+                               ("layer_types", ["full_attention", "sliding_attention"], "not periodic")]:
+        folder = make_tiny.make("gemma3", tmp_path / f"gemma-{key}")
         cfg = json.loads((folder / "config.json").read_text())
         cfg[key] = value
         (folder / "config.json").write_text(json.dumps(cfg))

@@ -25,6 +25,7 @@ Usage:  python llama_ref.py MODEL.gguf 504,3458,282,4649,314 [-n 16]
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -59,6 +60,14 @@ class Config:
     attn_qkv_bias: bool = False
     sliding_window: int | None = None
     architecture: str = "llama"
+    # Gemma 3 (transformers' Gemma3TextModel): embeddings x embedding_scale, GELU(tanh) FFN,
+    # post-attention / post-FFN norms (tensors present), q.k x attention_scale, and with
+    # sliding_window_pattern p: layer l global iff (l+1) % p == 0, the others windowed with RoPE
+    # base rope_theta_local and no rope scaling.
+    embedding_scale: float | None = None
+    attention_scale: float | None = None
+    sliding_window_pattern: int | None = None
+    rope_theta_local: float | None = None
 
 
 @dataclass
@@ -92,7 +101,7 @@ def load_gguf(path) -> Model:
 
     reader = gguf.GGUFReader(str(path))
     arch = _field(reader, "general.architecture")
-    if arch not in ("llama", "qwen2", "qwen3", "phi3"):
+    if arch not in ("llama", "qwen2", "qwen3", "phi3", "gemma3"):
         raise ValueError(f"unsupported GGUF architecture {arch!r}")
 
     tensors = {}
@@ -131,9 +140,15 @@ def load_gguf(path) -> Model:
         rope_scaling=scaling,
         tied_embeddings="output.weight" not in tensors,
         attn_qkv_bias="blk.0.attn_q.bias" in tensors,
-        sliding_window=_field(reader, f"{arch}.attention.sliding_window") if arch == "phi3" else None,
+        sliding_window=_field(reader, f"{arch}.attention.sliding_window") if arch in ("phi3", "gemma3") else None,
         architecture=arch,
     )
+    if arch == "gemma3":  # as llama.cpp runs it; the converter stored norm weights as 1 + w
+        n_layers = cfg.n_layers
+        cfg.embedding_scale = math.sqrt(d_model)
+        cfg.attention_scale = (d_model / n_heads) ** -0.5 if n_layers == 62 else None
+        cfg.sliding_window_pattern = 6
+        cfg.rope_theta_local = 10000.0
     return Model(cfg, tensors)
 
 
@@ -151,6 +166,8 @@ _HF_LAYER_NAMES = {
     "self_attn.v_proj.bias": "attn_v.bias",
     "self_attn.qkv_proj.weight": "attn_qkv.weight",  # Phi-3, split by split_fused()
     "mlp.gate_up_proj.weight": "ffn_gate_up.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",  # Gemma 3
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
     "self_attn.q_norm.weight": "attn_q_norm.weight",
     "self_attn.k_norm.weight": "attn_k_norm.weight",
     "self_attn.o_proj.weight": "attn_output.weight",
@@ -247,7 +264,7 @@ def load_hf(folder) -> Model:
     cfg = json.loads((folder / "config.json").read_text())
     archs = cfg.get("architectures") or []
     known = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
-             "Qwen3ForCausalLM": "qwen3", "Phi3ForCausalLM": "phi3"}
+             "Qwen3ForCausalLM": "qwen3", "Phi3ForCausalLM": "phi3", "Gemma3ForCausalLM": "gemma3"}
     if len(archs) != 1 or archs[0] not in known:
         raise ValueError(f"unsupported architectures {archs}")
     arch = known[archs[0]]
@@ -260,12 +277,19 @@ def load_hf(folder) -> Model:
     tensors = {}
     for f in files:
         for name, arr in read_safetensors(folder / f).items():
-            g = hf_to_gguf_name(name)
+            if arch == "gemma3" and name.endswith(".post_attention_layernorm.weight"):
+                g = f"blk.{int(name.split('.')[2])}.post_attention_norm.weight"  # Gemma: on the attention output
+            else:
+                g = hf_to_gguf_name(name)
             if g is not None:
                 tensors[g] = arr
+    gemma = arch == "gemma3"
+    if gemma:  # Gemma3RMSNorm scales by (1 + weight)
+        for name in [n for n in tensors if n.endswith("norm.weight")]:
+            tensors[name] = 1.0 + tensors[name].astype(DTYPE)
 
-    # LlamaConfig, MistralConfig and Qwen2Config all default tie_word_embeddings to False.
-    tied = bool(cfg.get("tie_word_embeddings", False))
+    # LlamaConfig, MistralConfig and Qwen2Config default tie_word_embeddings to False, Gemma3 to True.
+    tied = bool(cfg.get("tie_word_embeddings", gemma))
     if tied:
         tensors.pop("output.weight", None)  # HF ties: lm_head is the embedding matrix
     elif "output.weight" not in tensors:
@@ -277,7 +301,7 @@ def load_hf(folder) -> Model:
     hd = int(cfg.get("head_dim") or d_model // n_heads)
     split_fused(tensors, n_heads * hd, n_kv * hd, int(cfg["intermediate_size"]))
     window = None
-    if arch in ("mistral", "phi3"):
+    if arch in ("mistral", "phi3", "gemma3"):
         window = cfg.get("sliding_window")
     elif arch in ("qwen2", "qwen3") and cfg.get("use_sliding_window", False):
         window = cfg.get("sliding_window")
@@ -297,6 +321,10 @@ def load_hf(folder) -> Model:
         attn_qkv_bias="blk.0.attn_q.bias" in tensors,
         sliding_window=window,
         architecture=arch,
+        embedding_scale=math.sqrt(d_model) if gemma else None,
+        attention_scale=float(cfg["query_pre_attn_scalar"]) ** -0.5 if gemma and "query_pre_attn_scalar" in cfg else None,
+        sliding_window_pattern=int(cfg.get("sliding_window_pattern", 6)) if gemma else None,
+        rope_theta_local=float(cfg.get("rope_local_base_freq", 10000.0)) if gemma else None,
     )
     return Model(config, tensors)
 
@@ -371,22 +399,27 @@ def attention(x: np.ndarray, model: Model, layer: int, positions: np.ndarray) ->
     q = linear(x, model.w(p + "attn_q.weight"), bias("attn_q.bias")).reshape(T, cfg.n_heads, cfg.head_dim)
     k = linear(x, model.w(p + "attn_k.weight"), bias("attn_k.bias")).reshape(T, cfg.n_kv_heads, cfg.head_dim)
     v = linear(x, model.w(p + "attn_v.weight"), bias("attn_v.bias")).reshape(T, cfg.n_kv_heads, cfg.head_dim)
-    if p + "attn_q_norm.weight" in model.tensors:  # Qwen3: RMSNorm over each head, before RoPE
+    if p + "attn_q_norm.weight" in model.tensors:  # Qwen3, Gemma 3: RMSNorm over each head, before RoPE
         q = rms_norm(q, model.w(p + "attn_q_norm.weight"), cfg.norm_eps)
         k = rms_norm(k, model.w(p + "attn_k_norm.weight"), cfg.norm_eps)
-    q = apply_rope(q, positions, cfg)
-    k = apply_rope(k, positions, cfg)
+    pattern = cfg.sliding_window_pattern
+    sliding = bool(cfg.sliding_window) and (pattern is None or (layer + 1) % pattern != 0)
+    rope_cfg = cfg
+    if sliding and cfg.rope_theta_local is not None:  # Gemma 3's local rotary embedding
+        rope_cfg = dataclasses.replace(cfg, rope_theta=cfg.rope_theta_local, rope_scaling=None)
+    q = apply_rope(q, positions, rope_cfg)
+    k = apply_rope(k, positions, rope_cfg)
 
     # Causal mask (optionally a sliding window: key j visible from query i iff i - window < j <= i).
     i = np.arange(T)[:, None]
     j = np.arange(T)[None, :]
     visible = j <= i
-    if cfg.sliding_window:
+    if sliding:
         visible &= (i - j) < cfg.sliding_window
 
     group = cfg.n_heads // cfg.n_kv_heads  # HF repeat_kv: q head h uses kv head h // group
     out = np.empty((T, cfg.n_heads, cfg.head_dim), dtype=DTYPE)
-    scale = 1.0 / math.sqrt(cfg.head_dim)
+    scale = cfg.attention_scale or 1.0 / math.sqrt(cfg.head_dim)
     for h in range(cfg.n_heads):
         kh = h // group
         scores = (q[:, h, :] @ k[:, kh, :].T) * scale
@@ -398,11 +431,17 @@ def attention(x: np.ndarray, model: Model, layer: int, positions: np.ndarray) ->
     return linear(out.reshape(T, cfg.n_heads * cfg.head_dim), model.w(p + "attn_output.weight"))
 
 
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """torch.nn.functional.gelu(x, approximate="tanh") (Gemma's gelu_pytorch_tanh)."""
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
 def feed_forward(x: np.ndarray, model: Model, layer: int) -> np.ndarray:
     p = f"blk.{layer}."
     gate = linear(x, model.w(p + "ffn_gate.weight"))
     up = linear(x, model.w(p + "ffn_up.weight"))
-    return linear(silu(gate) * up, model.w(p + "ffn_down.weight"))
+    act = gelu_tanh if model.config.architecture == "gemma3" else silu
+    return linear(act(gate) * up, model.w(p + "ffn_down.weight"))
 
 
 def forward(model: Model, tokens: list[int]) -> np.ndarray:
@@ -411,10 +450,18 @@ def forward(model: Model, tokens: list[int]) -> np.ndarray:
     tokens = np.asarray(tokens, dtype=np.int64)
     positions = np.arange(len(tokens))
     x = model.w("token_embd.weight")[tokens].astype(DTYPE)
+    if cfg.embedding_scale:
+        x = x * cfg.embedding_scale
     for layer in range(cfg.n_layers):
         p = f"blk.{layer}."
-        x = x + attention(rms_norm(x, model.w(p + "attn_norm.weight"), cfg.norm_eps), model, layer, positions)
-        x = x + feed_forward(rms_norm(x, model.w(p + "ffn_norm.weight"), cfg.norm_eps), model, layer)
+        h = attention(rms_norm(x, model.w(p + "attn_norm.weight"), cfg.norm_eps), model, layer, positions)
+        if p + "post_attention_norm.weight" in model.tensors:  # Gemma 3
+            h = rms_norm(h, model.w(p + "post_attention_norm.weight"), cfg.norm_eps)
+        x = x + h
+        h = feed_forward(rms_norm(x, model.w(p + "ffn_norm.weight"), cfg.norm_eps), model, layer)
+        if p + "post_ffw_norm.weight" in model.tensors:
+            h = rms_norm(h, model.w(p + "post_ffw_norm.weight"), cfg.norm_eps)
+        x = x + h
     x = rms_norm(x, model.w("output_norm.weight"), cfg.norm_eps)
     return linear(x, model.lm_head())
 
