@@ -121,6 +121,9 @@ enum Cmd {
         output: PathBuf,
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Tokens per forward batch.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
     },
     /// Perplexity of a text file, computed as llama-perplexity does (second half of each window
     /// scored); KL divergence against a reference model's saved log-probabilities.
@@ -279,7 +282,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Chat { model, system, n_predict, s } => chat(&model, system, n_predict, &s),
         Cmd::Tokenize { model, prompt, chat, no_special } => tokenize(&model, &prompt, chat, no_special),
-        Cmd::Logits { model, tokens, prompt, output, threads } => logits(&model, tokens, prompt, &output, threads),
+        Cmd::Logits { model, tokens, prompt, output, threads, batch } => {
+            logits(&model, tokens, prompt, &output, threads, batch)
+        }
         Cmd::Perplexity { model, text, n_ctx, chunks, threads, save_logits, kl_base, json } => {
             perplexity::run(perplexity::Options { model, text, n_ctx, chunks, threads, save_logits, kl_base, json })
         }
@@ -630,7 +635,14 @@ fn tokenize(path: &Path, prompt: &str, chat: bool, no_special: bool) -> Result<(
     Ok(())
 }
 
-fn logits(path: &Path, tokens: Option<String>, prompt: Option<String>, output: &Path, threads: usize) -> Result<()> {
+fn logits(
+    path: &Path,
+    tokens: Option<String>,
+    prompt: Option<String>,
+    output: &Path,
+    threads: usize,
+    n_batch: usize,
+) -> Result<()> {
     let (model, _) = load(path)?;
     let ids: Vec<u32> = match (tokens, prompt) {
         (Some(t), _) => t
@@ -642,7 +654,7 @@ fn logits(path: &Path, tokens: Option<String>, prompt: Option<String>, output: &
     };
     let n_ctx = ids.len().max(1);
     let mut session =
-        Session::new(Arc::clone(&model), SessionParams { n_ctx, n_threads: threads, ..Default::default() })?;
+        Session::new(Arc::clone(&model), SessionParams { n_ctx, n_threads: threads, n_batch, ..Default::default() })?;
     let mut out = vec![0f32; ids.len() * model.config().vocab_size];
     session.eval_all_logits(&ids, &mut out)?;
     write_f32(output, &out)

@@ -47,8 +47,13 @@ pub struct Session {
     /// Tokens whose keys and values are in the cache, in order.
     tokens: Vec<u32>,
     // ---- KV cache ----
-    key_cache: Vec<f32>,   // (n_layers, n_ctx, n_kv_heads * head_dim)
-    value_cache: Vec<f32>, // (n_layers, n_ctx, n_kv_heads * head_dim)
+    key_cache: Vec<f32>,   // per layer (kv_slots[l], n_kv_heads * head_dim)
+    value_cache: Vec<f32>, // per layer (kv_slots[l], n_kv_heads * head_dim)
+    /// Positions each layer's cache holds: n_ctx, or on sliding-window layers a ring of
+    /// window + n_batch − 1 (position p in slot p mod slots), enough for every query of a batch.
+    kv_slots: Vec<usize>,
+    /// Offset of each layer's cache in `key_cache` / `value_cache`, in floats.
+    kv_offset: Vec<usize>,
     // ---- scratch for a batch of up to n_batch tokens ----
     x: Vec<f32>,       // (n_batch, d_model) residual stream
     xb: Vec<f32>,      // (n_batch, d_model) normed input of a sub-layer
@@ -105,7 +110,10 @@ impl Session {
         );
         let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
         // Cannot overflow: `required_bytes` above computed this product with checked arithmetic.
-        let kv_len = c.n_layers * n_ctx * kv_dim;
+        let kv_slots: Vec<usize> = (0..c.n_layers).map(|l| Self::kv_slots(&c, l, n_ctx, n_batch)).collect();
+        let kv_offset: Vec<usize> =
+            kv_slots.iter().scan(0, |o, s| Some(std::mem::replace(o, *o + s * kv_dim))).collect();
+        let kv_len = kv_slots.iter().sum::<usize>() * kv_dim;
         let half = c.head_dim / 2;
         let (rope_cos, rope_sin) = rope_tables(&c, c.rope_theta, true, n_ctx);
         debug_assert_eq!(rope_cos.len(), n_ctx * half);
@@ -121,6 +129,8 @@ impl Session {
             tokens: Vec::with_capacity(n_ctx),
             key_cache: vec![0.0; kv_len],
             value_cache: vec![0.0; kv_len],
+            kv_slots,
+            kv_offset,
             x: vec![0.0; n_batch * c.d_model],
             xb: vec![0.0; n_batch * c.d_model],
             q: vec![0.0; n_batch * q_dim],
@@ -158,12 +168,23 @@ impl Session {
         &self.model
     }
 
+    /// Cache positions of layer `l`: the context, or on a sliding-window layer whose window is
+    /// shorter than it, a ring of `window + n_batch − 1` (the oldest position a batch's first query
+    /// still sees, up to its last token).
+    fn kv_slots(c: &autark_format::ModelConfig, l: usize, n_ctx: usize, n_batch: usize) -> usize {
+        match c.sliding_window {
+            Some(w) if c.is_sliding(l) => w.saturating_add(n_batch.max(1) - 1).min(n_ctx),
+            _ => n_ctx,
+        }
+    }
+
     /// Bytes a session of `n_ctx` tokens and `n_batch`-token batches allocates (KV cache,
     /// scratch, RoPE tables, activation buffers), or `None` if that overflows.
     pub fn required_bytes(c: &autark_format::ModelConfig, n_ctx: usize, n_batch: usize) -> Option<usize> {
         let (q_dim, kv_dim) = (c.n_heads.checked_mul(c.head_dim)?, c.n_kv_heads.checked_mul(c.head_dim)?);
         let widest = c.d_model.max(c.ffn_dim).max(q_dim);
-        let kv = c.n_layers.checked_mul(n_ctx)?.checked_mul(kv_dim)?.checked_mul(2)?;
+        let slots = (0..c.n_layers).try_fold(0usize, |acc, l| acc.checked_add(Self::kv_slots(c, l, n_ctx, n_batch)))?;
+        let kv = slots.checked_mul(kv_dim)?.checked_mul(2)?;
         let per_token = c
             .d_model
             .checked_mul(3)?
@@ -215,8 +236,24 @@ impl Session {
     }
 
     /// Drops the context after its first `n` tokens (the cache beyond is overwritten later).
+    /// On a model with sliding-window ring caches, a cut more than `n_batch` tokens back from the
+    /// end would need positions the rings have overwritten: the context is then emptied instead
+    /// (check `tokens()`).
     pub fn truncate(&mut self, n: usize) {
-        self.tokens.truncate(n);
+        let rewind = self.tokens.len().saturating_sub(n);
+        self.tokens.truncate(if rewind > self.max_rewind() { 0 } else { n });
+    }
+
+    /// How far back the context can be cut and continued: unlimited with full caches; with ring
+    /// caches, as long as every position a new token sees is still in its ring.
+    fn max_rewind(&self) -> usize {
+        let window = self.model.config().sliding_window.unwrap_or(usize::MAX);
+        self.kv_slots
+            .iter()
+            .filter(|&&s| s < self.n_ctx)
+            .map(|&s| (s + 1).saturating_sub(window))
+            .min()
+            .unwrap_or(usize::MAX)
     }
 
     /// Bytes this session allocated (KV cache, scratch, tables): `required_bytes` of its sizes.
@@ -273,7 +310,8 @@ impl Session {
             return Err(RuntimeError::EmptyInput);
         }
         let common = self.tokens.iter().zip(tokens).take_while(|(a, b)| a == b).count().min(tokens.len() - 1);
-        self.tokens.truncate(common);
+        self.truncate(common);
+        let common = self.tokens.len();
         self.eval(&tokens[common..])
     }
 
@@ -361,16 +399,17 @@ impl Session {
                     .chunks_exact_mut(hd)
                     .for_each(|h| rope_head(h, cos, sin, interleaved));
             }
-            // past_key_values.update(k, v)
-            let layer_off = l * n_ctx * kv_dim;
-            let kc = &mut self.key_cache[layer_off + pos0 * kv_dim..layer_off + (pos0 + n) * kv_dim];
-            kc.copy_from_slice(&self.k[..n * kv_dim]);
-            let vc = &mut self.value_cache[layer_off + pos0 * kv_dim..layer_off + (pos0 + n) * kv_dim];
-            vc.copy_from_slice(&self.v[..n * kv_dim]);
+            // past_key_values.update(k, v)   (position p in slot p mod slots)
+            let (off, slots) = (self.kv_offset[l], self.kv_slots[l]);
+            for t in 0..n {
+                let slot = off + (pos0 + t) % slots * kv_dim;
+                self.key_cache[slot..slot + kv_dim].copy_from_slice(&self.k[t * kv_dim..(t + 1) * kv_dim]);
+                self.value_cache[slot..slot + kv_dim].copy_from_slice(&self.v[t * kv_dim..(t + 1) * kv_dim]);
+            }
             // att_out = softmax(q·kᵀ / √head_dim + causal mask) · v, per token and head (GQA:
             // query head h reads kv head h / group). Parallel over tokens.
-            let keys = &self.key_cache[layer_off..layer_off + n_ctx * kv_dim];
-            let values = &self.value_cache[layer_off..layer_off + n_ctx * kv_dim];
+            let keys = &self.key_cache[off..off + slots * kv_dim];
+            let values = &self.value_cache[off..off + slots * kv_dim];
             let q = &self.q;
             self.att_out[..n * q_dim]
                 .par_chunks_mut(q_dim)
@@ -384,14 +423,16 @@ impl Session {
                         let kvh = h / group;
                         let s = &mut scores[h * n_ctx + first..h * n_ctx + p + 1];
                         for (j, sj) in s.iter_mut().enumerate() {
-                            let kj = &keys[(first + j) * kv_dim + kvh * hd..(first + j) * kv_dim + (kvh + 1) * hd];
+                            let at = (first + j) % slots * kv_dim + kvh * hd;
+                            let kj = &keys[at..at + hd];
                             *sj = dot_f32(qh, kj) * scale;
                         }
                         softmax(s);
                         let o = &mut out[h * hd..(h + 1) * hd];
                         o.fill(0.0);
                         for (j, &a) in s.iter().enumerate() {
-                            let vj = &values[(first + j) * kv_dim + kvh * hd..(first + j) * kv_dim + (kvh + 1) * hd];
+                            let at = (first + j) % slots * kv_dim + kvh * hd;
+                            let vj = &values[at..at + hd];
                             o.iter_mut().zip(vj).for_each(|(o, v)| *o += a * v);
                         }
                     }

@@ -254,3 +254,16 @@ def test_unsupported_variants_are_refused(autark, tmp_path):
     w["model.layers.1.self_attn.qkv_proj.weight"] = w["model.layers.1.self_attn.qkv_proj.weight"][:-16]
     save_file(w, st, metadata={"format": "pt"})
     refused(folder, "attn_qkv.weight")
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 64])
+@pytest.mark.parametrize("variant", ["phi3", "gemma3"])
+def test_sliding_window_ring_cache(autark, tmp_path, variant, batch):
+    """Sliding-window layers keep only window + batch - 1 positions (a ring): the 14-token prompt
+    in batches of 1-3 wraps the rings of Phi-3 (window 6) and Gemma 3's layer 0 (window 5) several
+    times; the logits must still match the reference (and the single-batch run)."""
+    folder = make_tiny.make(variant, tmp_path / "hf")
+    out = autark.quantize(folder, tmp_path / "tiny.autark", "f32")
+    got = autark.logits(out, TOKENS, tmp_path / "logits.f32", "--batch", batch).astype(np.float64)
+    ref = llama_ref.forward(llama_ref.load_hf(folder), TOKENS)
+    compare_logits(got, ref, REL_TOL["f32"], f"{variant} batch {batch}")
