@@ -22,6 +22,7 @@ mkdir -p "$WORK"
 chunks=()
 [ -n "$CHUNKS" ] && chunks=(--chunks "$CHUNKS")
 
+if [ -z "${ONLY_LLAMA:-}" ]; then
 "$A" quantize "$F16" -o "$WORK/f16.autark" --type f16 >/dev/null
 "$A" perplexity "$WORK/f16.autark" -f "$TEXT" -c 512 "${chunks[@]}" --save-logits "$WORK/f16.lp" --json 2>/dev/null |
   python3 -c 'import json,sys; j=json.load(sys.stdin); print("| autark f16 | 16.00 | %.4f ± %.4f | — | — | — |" % (j["ppl"], j["ppl_stderr"]))'
@@ -41,12 +42,13 @@ row "q4_mixed --calibration" --type q4_mixed --calibration "$CALIB"
 row "q4_1 --rtn" --type q4_1 --rtn
 row "q4_1 --calibration" --type q4_1 --calibration "$CALIB"
 row "q8_0" --type q8_0
+fi
 
 if [ -n "${LLAMA_BIN:-}" ]; then
   L="$LLAMA_BIN"
   "$L/llama-perplexity" -m "$F16" -f "$TEXT" -c 512 "${chunks[@]}" -t 2 --kl-divergence-base "$WORK/llama-f16.kld" >/dev/null 2>&1
   for q in Q4_0 Q4_K_M Q4_1 Q8_0; do
-    bpw=$("$L/llama-quantize" "$F16" "$WORK/llama-$q.gguf" "$q" 2>&1 | grep -oE 'quant size = .*\(([0-9.]+) BPW' | grep -oE '[0-9.]+ BPW' | cut -d' ' -f1)
+    bpw=$("$L/llama-quantize" "$F16" "$WORK/llama-$q.gguf" "$q" 2>&1 | grep -oE 'quant size *= .*BPW' | grep -oE '[0-9.]+ BPW' | cut -d' ' -f1)
     "$L/llama-perplexity" -m "$WORK/llama-$q.gguf" -f "$TEXT" -c 512 "${chunks[@]}" -t 2 \
         --kl-divergence-base "$WORK/llama-f16.kld" --kl-divergence 2>&1 |
       python3 -c '

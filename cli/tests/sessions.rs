@@ -107,3 +107,65 @@ fn memory_budget_is_exact_and_enforced() {
         Err(RuntimeError::InvalidArgument { name: "n_ctx", .. })
     ));
 }
+
+/// A Mistral-style model whose every layer attends through a window of 5: its caches are rings
+/// of window + n_batch − 1 positions. Continuing a conversation may cut back at most n_batch
+/// tokens and keep the cache; a deeper cut re-evaluates from the start. Either way the logits
+/// equal a fresh evaluation of the same tokens.
+#[test]
+fn sliding_window_rings_bound_memory_and_continue_correctly() {
+    let dir = std::env::temp_dir().join(format!("autark-sessions-ring-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("hf")).unwrap();
+    common::write_hf(&dir.join("hf"), "MistralForCausalLM");
+    let cfg_path = dir.join("hf/config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["sliding_window"] = serde_json::json!(5);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = dir.join("m.autark");
+    autark_quantize::quantize(&dir.join("hf"), &out, &Recipe::new(DType::F32).unwrap(), &mut |_| {}).unwrap();
+    let m = Arc::new(Model::load(&out).unwrap());
+    assert_eq!(m.config().sliding_window, Some(5));
+
+    let p = SessionParams { n_ctx: 128, n_batch: 4, ..Default::default() };
+    let ring = Session::new(Arc::clone(&m), p).unwrap();
+    let mut full_cfg = m.config().clone();
+    full_cfg.sliding_window = None;
+    let full = Session::required_bytes(&full_cfg, 128, 4).unwrap();
+    let kv_full = 2 * common::LAYERS * 128 * common::KV * common::HD * 4;
+    let kv_ring = 2 * common::LAYERS * (5 + 4 - 1) * common::KV * common::HD * 4;
+    assert_eq!(full - ring.memory_bytes(), kv_full - kv_ring, "the KV cache shrinks to the rings");
+
+    let seq =
+        |n: usize, salt: u32| -> Vec<u32> { (0..n as u32).map(|i| (i * 7 + salt) % common::VOCAB as u32).collect() };
+    let fresh = |tokens: &[u32]| -> Vec<f32> {
+        let mut s = Session::new(Arc::clone(&m), p).unwrap();
+        s.eval(tokens).unwrap();
+        s.logits().to_vec()
+    };
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff <= 1e-4 * scale, "{what}: max diff {diff} (scale {scale})");
+    };
+
+    let a = seq(40, 3);
+    let mut s = ring;
+    s.eval(&a).unwrap();
+    close(s.logits(), &fresh(&a), "40 tokens through the rings");
+
+    // Cut back 3 (< n_batch): the rings still hold what the new tokens see; the prefix is kept.
+    let mut b = a[..37].to_vec();
+    b.extend(seq(6, 11));
+    s.eval_continuing(&b).unwrap();
+    close(s.logits(), &fresh(&b), "continued after a short cut");
+    assert_eq!(s.tokens(), &b[..]);
+
+    // Cut back 20 (> n_batch): positions the new tokens need were overwritten; re-evaluated.
+    let mut c = b[..23].to_vec();
+    c.extend(seq(5, 5));
+    s.eval_continuing(&c).unwrap();
+    close(s.logits(), &fresh(&c), "continued after a deep cut");
+    assert_eq!(s.tokens(), &c[..]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
