@@ -8,6 +8,7 @@
 # Needs models/SmolLM2-135M-Instruct.F16.gguf (scripts/smollm2-f16.py) and, for the llama.cpp
 # rows, LLAMA_BIN=<dir with llama-quantize and llama-perplexity> (../shared/bench/build-llama-bench.sh,
 # VARIANT=avx512). Prints markdown table rows; work files go to ${WORK:-/tmp/autark-quant}.
+# ONLY_LLAMA=1 skips the autark rows (after a run that made them).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TEXT="${1:-$ROOT/data/eval/en.txt}"

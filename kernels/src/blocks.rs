@@ -363,24 +363,24 @@ pub fn quantize_bytes_weighted(dtype: DType, src: &[f32], weights: &[f32], dst: 
         return Err(KernelError::LengthMismatch { op: "quantize weights", expected: src.len(), got: weights.len() });
     }
     match dtype {
-        DType::Q4_0 => {
-            dtype.row_bytes(src.len())?;
-            let mut blocks = vec![BlockQ4_0::default(); src.len() / QK];
-            crate::search::quantize_row_q4_0_search(src, weights, &mut blocks);
-            dst.clear();
-            dst.extend_from_slice(block_bytes(&blocks));
-            Ok(())
-        }
-        DType::Q4_1 => {
-            dtype.row_bytes(src.len())?;
-            let mut blocks = vec![BlockQ4_1::default(); src.len() / QK];
-            crate::search::quantize_row_q4_1_search(src, weights, &mut blocks);
-            dst.clear();
-            dst.extend_from_slice(block_bytes(&blocks));
-            Ok(())
-        }
+        DType::Q4_0 => search_into::<BlockQ4_0>(src, weights, dst, crate::search::quantize_row_q4_0_search),
+        DType::Q4_1 => search_into::<BlockQ4_1>(src, weights, dst, crate::search::quantize_row_q4_1_search),
         _ => quantize_bytes(dtype, src, dst),
     }
+}
+
+fn search_into<B: Block>(
+    src: &[f32],
+    weights: &[f32],
+    dst: &mut Vec<u8>,
+    search: fn(&[f32], &[f32], &mut [B]),
+) -> Result<()> {
+    B::DTYPE.row_bytes(src.len())?;
+    let mut blocks = vec![B::default(); src.len() / B::BLOCK_LEN];
+    search(src, weights, &mut blocks);
+    dst.clear();
+    dst.extend_from_slice(block_bytes(&blocks));
+    Ok(())
 }
 
 fn quantize_into<B: Block>(src: &[f32], dst: &mut Vec<u8>) -> Result<()> {
