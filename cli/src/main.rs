@@ -34,7 +34,8 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
         /// Type of the linear weights (q4_0, q4_1, q8_0, f16, f32) or a preset: q4_mixed,
-        /// q4_1_mixed (4-bit, with attention values and the edge layers' FFN down at q8_0).
+        /// q4_1_mixed (4-bit, with attention values and the edge layers' FFN down at q8_0), keep
+        /// (every tensor as the source stores it: GGUF q4_k/q5_k/q6_k copied losslessly).
         #[arg(short = 't', long = "type", default_value = "q4_0")]
         dtype: String,
         /// Per-tensor override PATTERN=TYPE (glob with *, last match wins); repeatable.
@@ -312,7 +313,7 @@ fn quantize(
     verbose: bool,
 ) -> Result<()> {
     let mut recipe = Recipe::named(dtype).map_err(|_| {
-        CliError::Usage(format!("unknown --type {dtype:?} (q4_0, q4_1, q8_0, f16, f32, q4_mixed, q4_1_mixed)"))
+        CliError::Usage(format!("unknown --type {dtype:?} (q4_0, q4_1, q8_0, f16, f32, q4_mixed, q4_1_mixed, keep)"))
     })?;
     if rtn {
         recipe.method = autark_quantize::Method::Rtn;

@@ -111,9 +111,15 @@ impl DType {
         }
     }
 
-    /// Types the runtime computes with directly and `.autark` files may hold. The others are
-    /// import-only: they are dequantized and re-quantized by the quantizer.
+    /// Types the runtime computes with directly and `.autark` files may hold. The others (bf16)
+    /// are import-only: they are converted by the quantizer.
     pub const fn is_native(self) -> bool {
+        !matches!(self, DType::BF16)
+    }
+
+    /// Types the quantizer can produce from float values. K-quant tensors are only ever copied
+    /// from a GGUF source (`--type keep`); there is no K-quant quantizer yet.
+    pub const fn is_quantize_target(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
     }
 

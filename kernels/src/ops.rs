@@ -134,6 +134,20 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
             });
             Ok(())
         }
+        DType::Q4K | DType::Q5K | DType::Q6K => {
+            // Scalar K-quant rows (`kquants`): each 256-value super-block meets 8 activation blocks.
+            let dot = match w.dtype {
+                DType::Q4K => crate::kquants::vec_dot_q4_k,
+                DType::Q5K => crate::kquants::vec_dot_q5_k,
+                _ => crate::kquants::vec_dot_q6_k,
+            };
+            let rb = w.dtype.row_bytes(w.cols)?;
+            let nb = w.cols / QK;
+            gemm_rows(w.rows, act.n_tokens, out, |r, t| {
+                dot(&w.data[r * rb..(r + 1) * rb], &act.q8[t * nb..(t + 1) * nb])
+            });
+            Ok(())
+        }
         other => Err(KernelError::Unsupported { op: "gemm", dtype: other }),
     }
 }

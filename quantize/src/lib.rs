@@ -237,8 +237,11 @@ impl Source {
         config.validate()?;
         split_fused(&mut tensors, &config, &mut notes)?;
         for t in &tensors {
-            if !t.dtype.is_native() {
-                notes.push(format!("{}: {} is not native; dequantized and re-quantized", t.name, t.dtype));
+            if !t.dtype.is_quantize_target() {
+                notes.push(format!(
+                    "{}: {} is dequantized and re-quantized unless kept (--type keep copies K-quant tensors)",
+                    t.name, t.dtype
+                ));
             }
         }
         Ok(Source {

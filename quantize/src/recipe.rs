@@ -39,11 +39,14 @@ pub struct Recipe {
     pub importance: Option<Arc<HashMap<String, Vec<f32>>>>,
     /// What the importance was collected on, for the provenance (e.g. "calib.txt, 4096 tokens").
     pub calibration: Option<String>,
+    /// `--type keep`: every tensor keeps its source type when the runtime computes with it (GGUF
+    /// K-quants included, byte for byte); bf16 becomes f32. Overrides still apply.
+    pub keep_source: bool,
 }
 
 impl Recipe {
     pub fn new(default: DType) -> Result<Recipe> {
-        if !default.is_native() {
+        if !default.is_quantize_target() {
             return Err(QuantizeError::BadOverride(format!("--type {default}")));
         }
         Ok(Recipe {
@@ -53,11 +56,17 @@ impl Recipe {
             preset: None,
             importance: None,
             calibration: None,
+            keep_source: false,
         })
     }
 
-    /// A type name (`q4_0`, `f16`, …) or a preset name (`q4_mixed`, `q4_1_mixed`).
+    /// A type name (`q4_0`, `f16`, …), a preset name (`q4_mixed`, `q4_1_mixed`) or `keep`.
     pub fn named(name: &str) -> Result<Recipe> {
+        if name == "keep" {
+            let mut r = Recipe::new(DType::F32)?;
+            r.keep_source = true;
+            return Ok(r);
+        }
         if let Some(&(preset, base)) = PRESETS.iter().find(|(n, _)| *n == name) {
             let mut r = Recipe::new(base)?;
             r.preset = Some(preset);
@@ -91,7 +100,7 @@ impl Recipe {
     pub fn add_override(&mut self, rule: &str) -> Result<()> {
         let (pat, ty) = rule.split_once('=').ok_or_else(|| QuantizeError::BadOverride(rule.into()))?;
         let dtype: DType = ty.trim().parse().map_err(|_| QuantizeError::BadOverride(rule.into()))?;
-        if !dtype.is_native() || pat.trim().is_empty() {
+        if !dtype.is_quantize_target() || pat.trim().is_empty() {
             return Err(QuantizeError::BadOverride(rule.into()));
         }
         self.overrides.push((pat.trim().to_string(), dtype));
@@ -99,11 +108,18 @@ impl Recipe {
     }
 
     /// The type for a tensor, and a note when a fallback was taken.
-    pub fn type_for(&self, name: &str, shape: &[usize], _source: DType) -> (DType, Option<String>) {
+    pub fn type_for(&self, name: &str, shape: &[usize], source: DType) -> (DType, Option<String>) {
         if shape.len() < 2 {
             return (DType::F32, None);
         }
         let mut t = match name {
+            _ if self.keep_source => {
+                if source.is_native() {
+                    source
+                } else {
+                    DType::F32
+                }
+            }
             "token_embd.weight" | "output.weight" if matches!(self.default, DType::Q4_0 | DType::Q4_1) => DType::Q8_0,
             _ => self.default,
         };
@@ -123,7 +139,7 @@ impl Recipe {
 
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "preset": self.preset,
+            "preset": if self.keep_source { Some("keep") } else { self.preset },
             "method": match self.method { Method::Search => "search", Method::Rtn => "rtn" },
             "calibration": self.calibration,
             "default": self.default.name(),

@@ -29,6 +29,9 @@ DTYPES = {
     2: ("q4_0", 32, 18),
     3: ("q4_1", 32, 20),
     8: ("q8_0", 32, 34),
+    12: ("q4_k", 256, 144),
+    13: ("q5_k", 256, 176),
+    14: ("q6_k", 256, 210),
 }
 DTYPE_CODES = {name: code for code, (name, _, _) in DTYPES.items()}
 REQUIRED_KEYS = ("format", "architecture", "config", "tokenizer")
@@ -266,7 +269,10 @@ def dequantize(dtype, raw: bytes, shape) -> np.ndarray:
 
         qtype = {"q4_0": gguf.GGMLQuantizationType.Q4_0,
                  "q4_1": gguf.GGMLQuantizationType.Q4_1,
-                 "q8_0": gguf.GGMLQuantizationType.Q8_0}[name]
+                 "q8_0": gguf.GGMLQuantizationType.Q8_0,
+                 "q4_k": gguf.GGMLQuantizationType.Q4_K,
+                 "q5_k": gguf.GGMLQuantizationType.Q5_K,
+                 "q6_k": gguf.GGMLQuantizationType.Q6_K}[name]
         cols = int(shape[-1])
         rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
         out = gguf.quants.dequantize(data.reshape(rows, row_bytes(DTYPE_CODES[name], cols)), qtype)

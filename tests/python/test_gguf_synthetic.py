@@ -204,6 +204,35 @@ def test_kquant_gguf_forward(autark, kq_gguf, kq_f32, tmp_path):
     assert_sensitive(model, KQ_TOKENS, ref, [("rope_layout", "neox")])
 
 
+def test_kquant_keep_is_lossless_and_runs(autark, kq_gguf, kq_reader, tmp_path):
+    """--type keep: K-quant tensors copied byte for byte and computed with natively (scalar K-quant
+    dot products against 8-bit activations); BF16 becomes f32."""
+    out = autark.quantize(kq_gguf, tmp_path / "keep.autark", "keep")
+    meta, tensors = autark_file.read(out, check_tensor_sha=True, strict=True)
+    assert meta["provenance"]["recipe"]["preset"] == "keep"
+    names = {Q.Q4_K: "q4_k", Q.Q5_K: "q5_k", Q.Q6_K: "q6_k", **AUTARK_NAMES}
+    for t in kq_reader.tensors:
+        got = tensors[t.name]
+        if t.tensor_type == Q.BF16:
+            assert got["dtype"] == "f32"
+            assert np.array_equal(np.frombuffer(got["raw"], "<f4"), source_f32(t)), t.name
+        else:
+            assert got["dtype"] == names[t.tensor_type], t.name
+            assert got["raw"] == t.data.tobytes(), f"{t.name}: bytes differ from the GGUF"
+
+    # The weights are the GGUF's exactly; only the 8-bit activation rounding differs from the
+    # reference (as for q4_0: <= 6 % of the largest logit, see test_tiny_models.py).
+    got = autark.logits(out, KQ_TOKENS, tmp_path / "logits.f32").astype(np.float64)
+    ref = llama_ref.forward(llama_ref.load_gguf(kq_gguf), KQ_TOKENS)
+    scale = np.abs(ref).max()
+    assert np.abs(got - ref).max() <= 0.06 * scale
+    rows = np.arange(len(ref))
+    assert (ref[rows, ref.argmax(1)] - ref[rows, got.argmax(1)]).max() <= 0.06 * scale
+    # ... and the same weights through the f32 import agree just as well (no other difference).
+    f32 = autark.quantize(kq_gguf, tmp_path / "f32.autark", "f32")
+    assert np.abs(autark.logits(f32, KQ_TOKENS, tmp_path / "l2.f32") - got).max() <= 0.06 * scale
+
+
 QWEN_SPEC = mg.ModelSpec(arch="qwen2", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, ffn=96, tied=True,
                          qkv_bias=True, rope_theta=1e6, norm_eps=1e-6)
 QWEN_TYPES = {"token_embd.weight": Q.Q8_0, "blk.0.attn_q.weight": Q.F16, "blk.1.ffn_up.weight": Q.BF16}
