@@ -23,6 +23,7 @@ pub enum DType {
     F16 = 1,
     Q4_0 = 2,
     Q4_1 = 3,
+    Q5_0 = 6,
     Q8_0 = 8,
     Q4K = 12,
     Q5K = 13,
@@ -38,6 +39,7 @@ impl TryFrom<u32> for DType {
             1 => DType::F16,
             2 => DType::Q4_0,
             3 => DType::Q4_1,
+            6 => DType::Q5_0,
             8 => DType::Q8_0,
             12 => DType::Q4K,
             13 => DType::Q5K,
@@ -62,11 +64,12 @@ impl std::str::FromStr for DType {
 }
 
 impl DType {
-    pub const ALL: [DType; 9] = [
+    pub const ALL: [DType; 10] = [
         DType::F32,
         DType::F16,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
         DType::Q8_0,
         DType::Q4K,
         DType::Q5K,
@@ -80,6 +83,7 @@ impl DType {
             DType::F16 => "f16",
             DType::Q4_0 => "q4_0",
             DType::Q4_1 => "q4_1",
+            DType::Q5_0 => "q5_0",
             DType::Q8_0 => "q8_0",
             DType::Q4K => "q4_k",
             DType::Q5K => "q5_k",
@@ -92,7 +96,7 @@ impl DType {
     pub const fn block_len(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 => 1,
-            DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => QK,
+            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q8_0 => QK,
             DType::Q4K | DType::Q5K | DType::Q6K => QK_K,
         }
     }
@@ -104,6 +108,7 @@ impl DType {
             DType::F16 | DType::BF16 => 2,
             DType::Q4_0 => std::mem::size_of::<BlockQ4_0>(),
             DType::Q4_1 => std::mem::size_of::<BlockQ4_1>(),
+            DType::Q5_0 => crate::q5::BYTES,
             DType::Q8_0 => std::mem::size_of::<BlockQ8_0>(),
             DType::Q4K => 144,
             DType::Q5K => 176,
@@ -117,10 +122,12 @@ impl DType {
         !matches!(self, DType::BF16)
     }
 
-    /// Types the quantizer can produce from float values. K-quant tensors are only ever copied
-    /// from a GGUF source (`--type keep`); there is no K-quant quantizer yet.
+    /// Types the quantizer can produce from float values (`q5_k` is only copied from GGUF).
     pub const fn is_quantize_target(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
+        matches!(
+            self,
+            DType::F32 | DType::F16 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q8_0 | DType::Q4K | DType::Q6K
+        )
     }
 
     /// Bytes of a row of `n` values; an error when `n` is not a whole number of blocks.
@@ -319,6 +326,7 @@ pub fn dequantize_bytes(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<()>
         DType::Q8_0 => crate::scalar::dequantize_row_q8_0(&blocks_from_le::<BlockQ8_0>(src)?, dst),
         DType::Q4_0 => crate::scalar::dequantize_row_q4_0(&blocks_from_le::<BlockQ4_0>(src)?, dst),
         DType::Q4_1 => crate::scalar::dequantize_row_q4_1(&blocks_from_le::<BlockQ4_1>(src)?, dst),
+        DType::Q5_0 => crate::q5::dequantize_row(src, dst),
         DType::Q4K => crate::kquants::dequantize_row_q4_k(src, dst),
         DType::Q5K => crate::kquants::dequantize_row_q5_k(src, dst),
         DType::Q6K => crate::kquants::dequantize_row_q6_k(src, dst),
@@ -356,6 +364,16 @@ pub fn quantize_bytes(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> Result<()
         DType::Q8_0 => quantize_into::<BlockQ8_0>(src, dst)?,
         DType::Q4_0 => quantize_into::<BlockQ4_0>(src, dst)?,
         DType::Q4_1 => quantize_into::<BlockQ4_1>(src, dst)?,
+        DType::Q5_0 => {
+            dst.resize(n, 0);
+            crate::q5::quantize_row(src, dst);
+        }
+        // K-quants have no plain round-to-nearest form: ggml's own quantizers search too.
+        DType::Q4K | DType::Q6K => {
+            let mut w = Vec::new();
+            crate::search::row_weights(src, None, &mut w);
+            return quantize_bytes_weighted(dtype, src, &w, dst);
+        }
         other => return Err(KernelError::Unsupported { op: "quantize", dtype: other }),
     }
     debug_assert_eq!(dst.len(), n);
@@ -371,6 +389,17 @@ pub fn quantize_bytes_weighted(dtype: DType, src: &[f32], weights: &[f32], dst: 
     match dtype {
         DType::Q4_0 => search_into::<BlockQ4_0>(src, weights, dst, crate::search::quantize_row_q4_0_search),
         DType::Q4_1 => search_into::<BlockQ4_1>(src, weights, dst, crate::search::quantize_row_q4_1_search),
+        DType::Q5_0 | DType::Q4K | DType::Q6K => {
+            let n = dtype.row_bytes(src.len())?;
+            dst.clear();
+            dst.resize(n, 0);
+            match dtype {
+                DType::Q5_0 => crate::q5::quantize_row_search(src, weights, dst),
+                DType::Q4K => crate::kquants::quantize_row_q4_k(src, weights, dst),
+                _ => crate::kquants::quantize_row_q6_k(src, weights, dst),
+            }
+            Ok(())
+        }
         _ => quantize_bytes(dtype, src, dst),
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! Callers pass whole super-blocks (checked by `dequantize_bytes`).
 
-use crate::blocks::{f16_to_f32, BlockQ8A, QK, QK_K};
+use crate::blocks::{f16_to_f32, f32_to_f16, BlockQ8A, QK, QK_K};
 
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
@@ -163,6 +163,184 @@ pub fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
     sum
 }
 
+/// Weighted least-squares (scale, min) search for one asymmetric sub-block, as ggml's
+/// `make_qkx2_quants`: candidate grids from the block's range, each refitted by weighted least
+/// squares; the minimum is kept ≤ 0. Returns (scale, −min) and the integers in `l`.
+fn qkx_search(x: &[f32], w: &[f32], nmax: f32, l: &mut [u8]) -> (f32, f32) {
+    let mut min = x.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max <= min {
+        l.fill(0);
+        return (0.0, -min);
+    }
+    let (sw, sx) = x.iter().zip(w).fold((0f32, 0f32), |(a, b), (x, w)| (a + w, b + w * x));
+    let mut iscale = nmax / (max - min);
+    let mut scale = 1.0 / iscale;
+    let quant = |iscale: f32, min: f32, x: f32| (iscale * (x - min)).round().clamp(0.0, nmax);
+    let mut best = 0f32;
+    for ((li, &xi), &wi) in l.iter_mut().zip(x).zip(w) {
+        let q = quant(iscale, min, xi);
+        *li = q as u8;
+        best += wi * (scale * q + min - xi).powi(2);
+    }
+    let mut aux = vec![0u8; x.len()];
+    for step in 0..=20 {
+        iscale = (-1.0 + 0.1 * step as f32 + nmax) / (max - min);
+        let (mut sl, mut sl2, mut sxl) = (0f32, 0f32, 0f32);
+        for ((a, &xi), &wi) in aux.iter_mut().zip(x).zip(w) {
+            let q = quant(iscale, min, xi);
+            *a = q as u8;
+            sl += wi * q;
+            sl2 += wi * q * q;
+            sxl += wi * q * xi;
+        }
+        let det = sw * sl2 - sl * sl;
+        if det <= 0.0 {
+            continue;
+        }
+        let (mut this_scale, mut this_min) = ((sw * sxl - sx * sl) / det, (sl2 * sx - sl * sxl) / det);
+        if this_min > 0.0 {
+            this_min = 0.0;
+            this_scale = sxl / sl2;
+        }
+        let e: f32 =
+            aux.iter().zip(x).zip(w).map(|((&q, &xi), &wi)| wi * (this_scale * q as f32 + this_min - xi).powi(2)).sum();
+        if e < best {
+            best = e;
+            l.copy_from_slice(&aux);
+            scale = this_scale;
+            min = this_min;
+        }
+    }
+    (scale, -min)
+}
+
+/// Symmetric weighted scale search over `n` values to integers in −nmax..nmax−1 (ggml's
+/// `make_qx_quants` with weights). Returns the scale and the integers in `l`.
+fn qx_search(x: &[f32], w: &[f32], nmax: f32, l: &mut [i8]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < 1e-30 {
+        l.fill(0);
+        return 0.0;
+    }
+    let mut best = (0f32, f32::NEG_INFINITY); // (scale, sumlx² / suml2)
+    let mut aux = vec![0i8; x.len()];
+    for step in -9..=9 {
+        let iscale = -(nmax + 0.1 * step as f32) / max;
+        let (mut sxl, mut sl2) = (0f32, 0f32);
+        for ((a, &xi), &wi) in aux.iter_mut().zip(x).zip(w) {
+            let q = (iscale * xi).round().clamp(-nmax, nmax - 1.0);
+            *a = q as i8;
+            sxl += wi * xi * q;
+            sl2 += wi * q * q;
+        }
+        if sl2 > 0.0 && sxl * sxl / sl2 > best.1 {
+            best = (sxl / sl2, sxl * sxl / sl2);
+            l.copy_from_slice(&aux);
+        }
+    }
+    best.0
+}
+
+/// `q4_k` from f32 with per-value `weights` (ggml's `quantize_row_q4_K` scheme): each 32-value
+/// sub-block gets a searched (scale, min), both re-quantized to 6 bits against the super-block's
+/// largest, and the values are rounded again with the stored scales.
+pub fn quantize_row_q4_k(src: &[f32], weights: &[f32], dst: &mut [u8]) {
+    for ((x, w), b) in src.chunks_exact(QK_K).zip(weights.chunks_exact(QK_K)).zip(dst.chunks_exact_mut(144)) {
+        let mut l = [0u8; QK_K];
+        let mut sub = [(0f32, 0f32); 8];
+        for (j, s) in sub.iter_mut().enumerate() {
+            *s = qkx_search(&x[32 * j..32 * j + 32], &w[32 * j..32 * j + 32], 15.0, &mut l[32 * j..32 * j + 32]);
+        }
+        let max_scale = sub.iter().fold(0f32, |m, s| m.max(s.0));
+        let max_min = sub.iter().fold(0f32, |m, s| m.max(s.1));
+        let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+        let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+        let scales = &mut b[4..16];
+        scales.fill(0);
+        for (j, &(sc, m)) in sub.iter().enumerate() {
+            let ls = ((inv_scale * sc).round() as u8).min(63);
+            let lm = ((inv_min * m).round() as u8).min(63);
+            if j < 4 {
+                scales[j] = ls;
+                scales[j + 4] = lm;
+            } else {
+                scales[j + 4] = (ls & 0x0F) | ((lm & 0x0F) << 4);
+                scales[j - 4] |= (ls >> 4) << 6;
+                scales[j] |= (lm >> 4) << 6;
+            }
+        }
+        let d = f32_to_f16(max_scale / 63.0);
+        let dmin = f32_to_f16(max_min / 63.0);
+        b[0..2].copy_from_slice(&d.to_le_bytes());
+        b[2..4].copy_from_slice(&dmin.to_le_bytes());
+        let (d, dmin) = (f16_to_f32(d), f16_to_f32(dmin));
+        for j in 0..8 {
+            let (sc, m) = scale_min_k4(j, &b[4..16]);
+            let dj = d * sc as f32;
+            if dj == 0.0 {
+                continue;
+            }
+            let dm = dmin * m as f32;
+            for ii in 0..32 {
+                l[32 * j + ii] = ((x[32 * j + ii] + dm) / dj).round().clamp(0.0, 15.0) as u8;
+            }
+        }
+        let qs = &mut b[16..144];
+        for g in 0..4 {
+            for i in 0..32 {
+                qs[32 * g + i] = l[64 * g + i] | (l[64 * g + 32 + i] << 4);
+            }
+        }
+    }
+}
+
+/// `q6_k` from f32 with per-value `weights` (ggml's `quantize_row_q6_K` scheme): 16-value
+/// sub-blocks with searched scales, re-quantized to signed 8 bits against the largest.
+pub fn quantize_row_q6_k(src: &[f32], weights: &[f32], dst: &mut [u8]) {
+    for ((x, w), b) in src.chunks_exact(QK_K).zip(weights.chunks_exact(QK_K)).zip(dst.chunks_exact_mut(210)) {
+        let mut l = [0i8; QK_K];
+        let mut sub = [0f32; 16];
+        for (ib, s) in sub.iter_mut().enumerate() {
+            *s = qx_search(&x[16 * ib..16 * ib + 16], &w[16 * ib..16 * ib + 16], 32.0, &mut l[16 * ib..16 * ib + 16]);
+        }
+        let max_scale = sub.iter().copied().fold(0f32, |m, s| if s.abs() > m.abs() { s } else { m });
+        b.fill(0);
+        if max_scale == 0.0 {
+            continue;
+        }
+        let iscale = -128.0 / max_scale;
+        let d = f32_to_f16(1.0 / iscale);
+        b[208..210].copy_from_slice(&d.to_le_bytes());
+        let d = f16_to_f32(d);
+        let mut q = [0u8; QK_K];
+        for ib in 0..16 {
+            let sc = (iscale * sub[ib]).round().clamp(-128.0, 127.0) as i8;
+            b[192 + ib] = sc as u8;
+            let dj = d * sc as f32;
+            for ii in 0..16 {
+                let v = if dj == 0.0 { 0.0 } else { (x[16 * ib + ii] / dj).round().clamp(-32.0, 31.0) };
+                q[16 * ib + ii] = (v as i32 + 32) as u8;
+            }
+        }
+        for n in 0..2 {
+            let (j, ql, qh) = (128 * n, 64 * n, 128 + 32 * n);
+            for i in 0..32 {
+                let (q1, q2, q3, q4) = (q[j + i], q[j + i + 32], q[j + i + 64], q[j + i + 96]);
+                b[ql + i] = (q1 & 0x0F) | ((q3 & 0x0F) << 4);
+                b[ql + i + 32] = (q2 & 0x0F) | ((q4 & 0x0F) << 4);
+                b[qh + i] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +395,44 @@ mod tests {
                 let scale: f64 = wf.iter().map(|v| v.abs() as f64).sum::<f64>() * 1.0;
                 assert!((got - want).abs() <= 1e-5 * scale.max(1.0), "{name} × {n}: {got} vs {want}");
             }
+        }
+    }
+
+    /// The K-quant quantizers round-trip through the dequantizers (bit-exact with gguf-py, tested
+    /// at import) within the error their bit widths allow, and weighting moves error away from
+    /// the weighted values.
+    #[test]
+    fn k_quant_quantizers_round_trip() {
+        let mut seed = 3u64;
+        let n = 3 * QK_K;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0) * if i % 53 == 0 { 5.0 } else { 1.0 })
+            .collect();
+        let flat = vec![1f32; n];
+        let hot: Vec<f32> = (0..n).map(|i| if i % 8 == 0 { 100.0 } else { 1.0 }).collect();
+        type Q = fn(&[f32], &[f32], &mut [u8]);
+        type Deq = fn(&[u8], &mut [f32]);
+        for (name, bytes, quant, deq, rel) in [
+            ("q4_k", 144usize, quantize_row_q4_k as Q, dequantize_row_q4_k as Deq, 0.12f64),
+            ("q6_k", 210, quantize_row_q6_k, dequantize_row_q6_k, 0.03),
+        ] {
+            let err = |w: &[f32], sel: &dyn Fn(usize) -> bool| -> f64 {
+                let mut b = vec![0u8; n / QK_K * bytes];
+                quant(&x, w, &mut b);
+                let mut y = vec![0f32; n];
+                deq(&b, &mut y);
+                let num: f64 = (0..n).filter(|&i| sel(i)).map(|i| ((x[i] - y[i]) as f64).powi(2)).sum();
+                let den: f64 = (0..n).filter(|&i| sel(i)).map(|i| (x[i] as f64).powi(2)).sum();
+                (num / den).sqrt()
+            };
+            let all = err(&flat, &|_| true);
+            assert!(all < rel, "{name}: relative RMS error {all}");
+            let hot_plain = err(&flat, &|i| i % 8 == 0);
+            let hot_weighted = err(&hot, &|i| i % 8 == 0);
+            assert!(
+                hot_weighted < hot_plain,
+                "{name}: weighting did not help the weighted values ({hot_weighted} vs {hot_plain})"
+            );
         }
     }
 }

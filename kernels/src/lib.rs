@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod error;
 pub mod kquants;
 pub mod ops;
+pub mod q5;
 pub mod scalar;
 pub mod search;
 #[cfg(target_arch = "x86_64")]

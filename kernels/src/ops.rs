@@ -134,9 +134,11 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
             });
             Ok(())
         }
-        DType::Q4K | DType::Q5K | DType::Q6K => {
-            // Scalar K-quant rows (`kquants`): each 256-value super-block meets 8 activation blocks.
+        DType::Q5_0 | DType::Q4K | DType::Q5K | DType::Q6K => {
+            // Scalar rows on raw bytes (`q5`, `kquants`): a K-quant super-block meets 8 activation
+            // blocks, a q5_0 block one.
             let dot = match w.dtype {
+                DType::Q5_0 => crate::q5::vec_dot,
                 DType::Q4K => crate::kquants::vec_dot_q4_k,
                 DType::Q5K => crate::kquants::vec_dot_q5_k,
                 _ => crate::kquants::vec_dot_q6_k,

@@ -237,7 +237,7 @@ impl Source {
         config.validate()?;
         split_fused(&mut tensors, &config, &mut notes)?;
         for t in &tensors {
-            if !t.dtype.is_quantize_target() {
+            if matches!(t.dtype, DType::Q4K | DType::Q5K | DType::Q6K | DType::BF16) {
                 notes.push(format!(
                     "{}: {} is dequantized and re-quantized unless kept (--type keep copies K-quant tensors)",
                     t.name, t.dtype
@@ -430,7 +430,7 @@ pub fn quantize(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Summary> {
     let src = Source::open(input)?;
-    let recipe = &recipe.for_layers(src.config.n_layers);
+    let recipe = &recipe.for_model(src.config.n_layers, src.config.tied_embeddings);
     if let Ok(out) = output.canonicalize() {
         for f in &src.files {
             if f.canonicalize().is_ok_and(|f| f == out) {

@@ -24,8 +24,8 @@ pub enum Method {
     Rtn,
 }
 
-/// Named presets: a base type plus rules that keep the most sensitive tensors at q8_0.
-pub const PRESETS: &[(&str, DType)] = &[("q4_mixed", DType::Q4_0), ("q4_1_mixed", DType::Q4_1)];
+/// Named presets: a base type plus rules that give the most sensitive tensors more bits.
+pub const PRESETS: &[(&str, DType)] = &[("q4_mixed", DType::Q4_0), ("q4_1_mixed", DType::Q4_1), ("q4_k_m", DType::Q4K)];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
@@ -76,14 +76,29 @@ impl Recipe {
         Recipe::new(dtype)
     }
 
-    /// The recipe for a model of `n_layers` layers: a preset's rules come first, so that
-    /// `--tensor-type` overrides still win. The mixed presets keep at q8_0 the attention value
-    /// projections of every layer and the FFN down projections of the first and last eighth of the
-    /// layers (at least one each) — the tensors whose quantization error costs most, as in
-    /// llama.cpp's `_M` recipes — on top of the embedding and output head (already q8_0).
-    pub fn for_layers(&self, n_layers: usize) -> Recipe {
+    /// The recipe for a model of `n_layers` layers (`tied`: the embedding is the output head): a
+    /// preset's rules come first, so that `--tensor-type` overrides still win.
+    /// - `q4_mixed`, `q4_1_mixed` keep at q8_0 the attention value projections of every layer and
+    ///   the FFN down projections of the first and last eighth of the layers (at least one each) —
+    ///   the tensors whose quantization error costs most — on top of the embedding and output head
+    ///   (already q8_0).
+    /// - `q4_k_m` follows llama.cpp's `Q4_K_M`: q4_k, with q6_k for the output head (the embedding
+    ///   when tied) and for the attention values and FFN down projections of the layers
+    ///   `use_more_bits` picks (the first and last eighth and every third between). A matrix
+    ///   whose width is not a multiple of 256 falls back as llama.cpp's does: q4_k → q5_0,
+    ///   q6_k → q8_0 (`type_for`).
+    pub fn for_model(&self, n_layers: usize, tied: bool) -> Recipe {
         let mut r = self.clone();
-        if self.preset.is_some() {
+        if self.preset == Some("q4_k_m") {
+            let head = if tied { "token_embd.weight" } else { "output.weight" };
+            let mut rules = vec![(head.to_string(), DType::Q6K)];
+            for l in (0..n_layers).filter(|&l| use_more_bits(l, n_layers)) {
+                rules.push((format!("blk.{l}.attn_v.weight"), DType::Q6K));
+                rules.push((format!("blk.{l}.ffn_down.weight"), DType::Q6K));
+            }
+            rules.extend(r.overrides);
+            r.overrides = rules;
+        } else if self.preset.is_some() {
             let edge = n_layers.div_ceil(8).max(1);
             let mut rules = vec![("blk.*.attn_v.weight".to_string(), DType::Q8_0)];
             for l in (0..edge).chain(n_layers.saturating_sub(edge)..n_layers) {
@@ -120,7 +135,11 @@ impl Recipe {
                     DType::F32
                 }
             }
-            "token_embd.weight" | "output.weight" if matches!(self.default, DType::Q4_0 | DType::Q4_1) => DType::Q8_0,
+            "token_embd.weight" | "output.weight"
+                if matches!(self.default, DType::Q4_0 | DType::Q4_1 | DType::Q5_0) =>
+            {
+                DType::Q8_0
+            }
             _ => self.default,
         };
         for (pat, d) in &self.overrides {
@@ -130,9 +149,17 @@ impl Recipe {
         }
         let cols = shape[shape.len() - 1];
         if !cols.is_multiple_of(t.block_len()) {
-            let note =
-                format!("{name}: {cols} columns are not a multiple of {}; stored as f16 instead of {t}", t.block_len());
-            return (DType::F16, Some(note));
+            // llama.cpp's fallbacks for K-quants; anything else becomes f16.
+            let fallback = match t {
+                DType::Q4K if cols.is_multiple_of(DType::Q5_0.block_len()) => DType::Q5_0,
+                DType::Q5K | DType::Q6K if cols.is_multiple_of(DType::Q8_0.block_len()) => DType::Q8_0,
+                _ => DType::F16,
+            };
+            let note = format!(
+                "{name}: {cols} columns are not a multiple of {}; stored as {fallback} instead of {t}",
+                t.block_len()
+            );
+            return (fallback, Some(note));
         }
         (t, None)
     }
@@ -147,6 +174,12 @@ impl Recipe {
             "norms": "f32",
         })
     }
+}
+
+/// llama.cpp's choice of layers that get more bits in its `_M` recipes.
+fn use_more_bits(layer: usize, n_layers: usize) -> bool {
+    let edge = n_layers / 8;
+    layer < edge || layer >= 7 * n_layers / 8 || (layer - edge) % 3 == 2
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -199,7 +232,8 @@ mod tests {
         assert_eq!(t, DType::F16);
         assert!(note.is_some());
         assert!(r.add_override("nonsense").is_err());
-        assert!(r.add_override("x=q4_k").is_err());
+        assert!(r.add_override("x=q5_k").is_err()); // only copied from GGUF, never produced
+        assert!(r.add_override("x=bf16").is_err());
         assert_eq!(Recipe::new(DType::F16).unwrap().type_for("token_embd.weight", &[8, 64], DType::F32).0, DType::F16);
     }
 
@@ -207,7 +241,7 @@ mod tests {
     fn mixed_presets_keep_sensitive_tensors_at_q8_0() {
         let mut r = Recipe::named("q4_mixed").unwrap();
         r.add_override("blk.0.ffn_down.weight=q4_1").unwrap();
-        let r = r.for_layers(30);
+        let r = r.for_model(30, false);
         let t = |name: &str| r.type_for(name, &[64, 64], DType::F32).0;
         assert_eq!(t("blk.17.attn_v.weight"), DType::Q8_0);
         assert_eq!(t("blk.17.attn_q.weight"), DType::Q4_0);
@@ -221,12 +255,35 @@ mod tests {
         // a user override still wins over the preset
         assert_eq!(t("blk.0.ffn_down.weight"), DType::Q4_1);
         assert_eq!(t("output.weight"), DType::Q8_0);
-        let one = Recipe::named("q4_1_mixed").unwrap().for_layers(1);
+        let one = Recipe::named("q4_1_mixed").unwrap().for_model(1, false);
         assert_eq!(one.type_for("blk.0.ffn_down.weight", &[64, 64], DType::F32).0, DType::Q8_0);
         assert_eq!(one.type_for("blk.0.ffn_up.weight", &[64, 64], DType::F32).0, DType::Q4_1);
         assert_eq!(one.to_json()["preset"], "q4_1_mixed");
         assert!(Recipe::named("q3_mixed").is_err());
         // a plain type has no layer rules
-        assert_eq!(Recipe::named("q4_0").unwrap().for_layers(30).overrides, vec![]);
+        assert_eq!(Recipe::named("q4_0").unwrap().for_model(30, false).overrides, vec![]);
+    }
+
+    #[test]
+    fn q4_k_m_follows_llama_cpp() {
+        let r = Recipe::named("q4_k_m").unwrap().for_model(30, true);
+        let t = |name: &str, cols: usize| r.type_for(name, &[64, cols], DType::F32);
+        // use_more_bits(30): layers 0-2, 26-29 and every third from 3 (5, 8, 11, ...)
+        for l in [0, 2, 5, 8, 26, 29] {
+            assert_eq!(t(&format!("blk.{l}.ffn_down.weight"), 1536).0, DType::Q6K, "layer {l}");
+        }
+        for l in [3, 4, 6, 25] {
+            assert_eq!(t(&format!("blk.{l}.ffn_down.weight"), 1536).0, DType::Q4K, "layer {l}");
+        }
+        assert_eq!(t("token_embd.weight", 512).0, DType::Q6K); // tied: the output head
+                                                               // widths that are not a multiple of 256 fall back as llama.cpp's do, and say so
+        let (d, note) = t("blk.4.attn_q.weight", 576);
+        assert_eq!(d, DType::Q5_0);
+        assert!(note.unwrap().contains("q5_0 instead of q4_k"));
+        assert_eq!(t("blk.0.attn_v.weight", 576).0, DType::Q8_0);
+        assert_eq!(t("blk.1.attn_v.weight", 48).0, DType::F16);
+        let untied = Recipe::named("q4_k_m").unwrap().for_model(30, false);
+        assert_eq!(untied.type_for("output.weight", &[64, 512], DType::F32).0, DType::Q6K);
+        assert_eq!(untied.type_for("token_embd.weight", &[64, 512], DType::F32).0, DType::Q4K);
     }
 }

@@ -28,6 +28,7 @@ DTYPES = {
     1: ("f16", 1, 2),
     2: ("q4_0", 32, 18),
     3: ("q4_1", 32, 20),
+    6: ("q5_0", 32, 22),
     8: ("q8_0", 32, 34),
     12: ("q4_k", 256, 144),
     13: ("q5_k", 256, 176),
@@ -269,6 +270,7 @@ def dequantize(dtype, raw: bytes, shape) -> np.ndarray:
 
         qtype = {"q4_0": gguf.GGMLQuantizationType.Q4_0,
                  "q4_1": gguf.GGMLQuantizationType.Q4_1,
+                 "q5_0": gguf.GGMLQuantizationType.Q5_0,
                  "q8_0": gguf.GGMLQuantizationType.Q8_0,
                  "q4_k": gguf.GGMLQuantizationType.Q4_K,
                  "q5_k": gguf.GGMLQuantizationType.Q5_K,

@@ -233,6 +233,53 @@ def test_kquant_keep_is_lossless_and_runs(autark, kq_gguf, kq_reader, tmp_path):
     assert np.abs(autark.logits(f32, KQ_TOKENS, tmp_path / "l2.f32") - got).max() <= 0.06 * scale
 
 
+@pytest.mark.parametrize("qtype", ["q4_k", "q6_k", "q5_0"])
+def test_quantize_to_k_quants(autark, kq_gguf, kq_reader, tmp_path, qtype):
+    """autark's own q4_k / q6_k / q5_0 quantizers: gguf-py decodes what they write to the same
+    values autark does (the layout is GGUF's), the error is what the bit width allows, and the
+    model still computes close to the reference on those weights."""
+    out = autark.quantize(kq_gguf, tmp_path / f"{qtype}.autark", qtype)
+    meta, tensors = autark_file.read(out, check_tensor_sha=True, strict=True)
+    rel_limit = {"q4_k": 0.12, "q6_k": 0.03, "q5_0": 0.06}[qtype]
+    values = {}
+    for t in kq_reader.tensors:
+        got = tensors[t.name]
+        if len(got["shape"]) < 2:
+            continue
+        assert got["dtype"] == ("q8_0" if qtype == "q5_0" and t.name in ("token_embd.weight", "output.weight")
+                                else qtype), t.name
+        theirs = autark_file.dequantize(got["dtype"], got["raw"], got["shape"])  # gguf-py
+        ours = autark.dump(out, t.name, tmp_path / "t.f32").reshape(theirs.shape)
+        assert np.array_equal(theirs.view(np.uint32), ours.view(np.uint32)), t.name
+        src = source_f32(t).reshape(theirs.shape)
+        rel = np.sqrt(((ours - src) ** 2).sum() / (src ** 2).sum())
+        assert rel < rel_limit, f"{t.name}: relative RMS error {rel:.4f}"
+        values[t.name] = ours.astype(np.float64)
+    ref_model = llama_ref.load_gguf(kq_gguf)
+    ref_model = llama_ref.Model(ref_model.config, {n: values.get(n, v) for n, v in ref_model.tensors.items()})
+    got = autark.logits(out, KQ_TOKENS, tmp_path / "logits.f32").astype(np.float64)
+    ref = llama_ref.forward(ref_model, KQ_TOKENS)
+    assert np.abs(got - ref).max() <= 0.06 * np.abs(ref).max()
+
+
+def test_q4_k_m_preset(autark, tmp_path):
+    """--type q4_k_m: llama.cpp's type choices, with its fallbacks for widths that are not a
+    multiple of 256 (d_model 320 here: q4_k -> q5_0, q6_k -> q8_0) reported."""
+    spec = mg.ModelSpec(arch="llama", n_layers=8, d_model=320, n_heads=5, n_kv_heads=5, ffn=512, tied=True)
+    src = tmp_path / "m.gguf"
+    mg.write_model(src, spec, mg.spm_synthetic(), {}, seed=9)
+    out = tmp_path / "m.autark"
+    r = autark.ok("quantize", src, "-o", out, "--type", "q4_k_m")
+    assert "q5_0 instead of q4_k" in r.stderr.decode() and "bits/weight" in r.stdout.decode()
+    types = {t["name"]: t["dtype"] for t in autark.inspect(out)["tensors"]}
+    more_bits = [0, 3, 6, 7]  # llama.cpp use_more_bits(i, 8): i < 1, i >= 7, (i - 1) % 3 == 2
+    for l in range(8):
+        assert types[f"blk.{l}.ffn_down.weight"] == ("q6_k" if l in more_bits else "q4_k"), l  # 512 wide
+        assert types[f"blk.{l}.attn_v.weight"] == ("q8_0" if l in more_bits else "q5_0"), l  # 320 wide
+        assert types[f"blk.{l}.ffn_up.weight"] == "q5_0"
+    assert types["token_embd.weight"] == "q8_0"  # tied head: q6_k -> q8_0
+
+
 QWEN_SPEC = mg.ModelSpec(arch="qwen2", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, ffn=96, tied=True,
                          qkv_bias=True, rope_theta=1e6, norm_eps=1e-6)
 QWEN_TYPES = {"token_embd.weight": Q.Q8_0, "blk.0.attn_q.weight": Q.F16, "blk.1.ffn_up.weight": Q.BF16}
