@@ -341,6 +341,97 @@ pub fn quantize_row_q6_k(src: &[f32], weights: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// A row of a byte-coded type (q5_0 and the K-quants) decoded once for many dot products:
+/// value i = scale16[i / 16] · q[i] + offset32[i / 32]. Prefill decodes each weight row once and
+/// dots it with every token, instead of unpacking the bits again per token.
+#[derive(Default)]
+pub struct DecodedRow {
+    q: Vec<i8>,
+    scale16: Vec<f32>,
+    offset32: Vec<f32>,
+}
+
+impl DecodedRow {
+    /// Decodes `row` (`cols` values of `dtype`: q5_0, q4_k, q5_k or q6_k) into `self`.
+    pub fn decode(&mut self, dtype: crate::blocks::DType, row: &[u8], cols: usize) {
+        use crate::blocks::DType;
+        self.q.resize(cols, 0);
+        self.scale16.resize(cols / 16, 0.0);
+        self.offset32.resize(cols / 32, 0.0);
+        self.offset32.fill(0.0);
+        match dtype {
+            DType::Q5_0 => {
+                let mut y = [0f32; QK];
+                for (i, b) in row.chunks_exact(crate::q5::BYTES).enumerate() {
+                    // d is exact in f32, so q = y / d recovers the integers.
+                    crate::q5::dequantize_row(b, &mut y);
+                    let d = f16_at(b, 0);
+                    for (q, &v) in self.q[32 * i..32 * i + 32].iter_mut().zip(&y) {
+                        *q = if d == 0.0 { 0 } else { (v / d).round() as i8 };
+                    }
+                    self.scale16[2 * i] = d;
+                    self.scale16[2 * i + 1] = d;
+                }
+            }
+            DType::Q4K | DType::Q5K => {
+                let (bytes, five) = if dtype == DType::Q4K { (144, false) } else { (176, true) };
+                for (s, b) in row.chunks_exact(bytes).enumerate() {
+                    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+                    let scales = &b[4..16];
+                    let (qh, ql) = if five { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
+                    for (g, q) in ql.chunks_exact(32).enumerate() {
+                        for half in 0..2 {
+                            let j = 2 * g + half;
+                            let (sc, m) = scale_min_k4(j, scales);
+                            let base = s * QK_K + 32 * j;
+                            for l in 0..32 {
+                                let lo = if half == 0 { q[l] & 0x0F } else { q[l] >> 4 };
+                                let hi = if five && qh[l] & (1 << j) != 0 { 16 } else { 0 };
+                                self.q[base + l] = (lo + hi) as i8;
+                            }
+                            self.scale16[base / 16] = d * sc as f32;
+                            self.scale16[base / 16 + 1] = d * sc as f32;
+                            self.offset32[base / 32] = -dmin * m as f32;
+                        }
+                    }
+                }
+            }
+            _ => {
+                // q6_k
+                for (s, b) in row.chunks_exact(210).enumerate() {
+                    let d = f16_at(b, 208);
+                    for n in 0..2 {
+                        let ql = &b[64 * n..64 * n + 64];
+                        let qh = &b[128 + 32 * n..128 + 32 * n + 32];
+                        for k in 0..4 {
+                            let base = s * QK_K + 128 * n + 32 * k;
+                            for l in 0..32 {
+                                let lo = ql[l + 32 * (k & 1)] >> (4 * (k / 2));
+                                self.q[base + l] = ((lo & 0x0F) | (((qh[l] >> (2 * k)) & 3) << 4)) as i8 - 32;
+                            }
+                            self.scale16[base / 16] = d * (b[192 + 8 * n + 2 * k] as i8) as f32;
+                            self.scale16[base / 16 + 1] = d * (b[192 + 8 * n + 2 * k + 1] as i8) as f32;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Σ value·activation over the row (`a`: cols / 32 activation blocks).
+    pub fn dot(&self, a: &[BlockQ8A]) -> f32 {
+        let mut sum = 0f32;
+        for (b, a) in a.iter().enumerate() {
+            let q = &self.q[32 * b..32 * b + 32];
+            let lo: i32 = q[..16].iter().zip(&a.qs[..16]).map(|(&w, &x)| w as i32 * x as i32).sum();
+            let hi: i32 = q[16..].iter().zip(&a.qs[16..]).map(|(&w, &x)| w as i32 * x as i32).sum();
+            sum += a.d
+                * (self.scale16[2 * b] * lo as f32 + self.scale16[2 * b + 1] * hi as f32 + self.offset32[b] * a.sum as f32);
+        }
+        sum
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +524,36 @@ mod tests {
                 hot_weighted < hot_plain,
                 "{name}: weighting did not help the weighted values ({hot_weighted} vs {hot_plain})"
             );
+        }
+    }
+
+    /// The decoded-row dot product equals each type's own dot product.
+    #[test]
+    fn decoded_rows_match_the_direct_dots() {
+        use crate::blocks::DType;
+        type Dot = fn(&[u8], &[BlockQ8A]) -> f32;
+        let mut seed = 21u64;
+        let n = 2 * QK_K;
+        let x: Vec<f32> = (0..n).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
+        let mut a = vec![BlockQ8A::default(); n / QK];
+        quantize_act(&x, &mut a).unwrap();
+        let q5 = {
+            let w: Vec<f32> = (0..n).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
+            let mut b = vec![0u8; n / QK * crate::q5::BYTES];
+            crate::q5::quantize_row(&w, &mut b);
+            b
+        };
+        let cases: [(DType, Vec<u8>, Dot); 4] = [
+            (DType::Q5_0, q5, crate::q5::vec_dot),
+            (DType::Q4K, random_blocks(144, 2, &[0, 2], &mut seed), vec_dot_q4_k),
+            (DType::Q5K, random_blocks(176, 2, &[0, 2], &mut seed), vec_dot_q5_k),
+            (DType::Q6K, random_blocks(210, 2, &[208], &mut seed), vec_dot_q6_k),
+        ];
+        let mut row = DecodedRow::default();
+        for (dtype, w, dot) in cases {
+            row.decode(dtype, &w, n);
+            let (got, want) = (row.dot(&a), dot(&w, &a));
+            assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{dtype}: {got} vs {want}");
         }
     }
 }
