@@ -426,7 +426,9 @@ impl DecodedRow {
             let lo: i32 = q[..16].iter().zip(&a.qs[..16]).map(|(&w, &x)| w as i32 * x as i32).sum();
             let hi: i32 = q[16..].iter().zip(&a.qs[16..]).map(|(&w, &x)| w as i32 * x as i32).sum();
             sum += a.d
-                * (self.scale16[2 * b] * lo as f32 + self.scale16[2 * b + 1] * hi as f32 + self.offset32[b] * a.sum as f32);
+                * (self.scale16[2 * b] * lo as f32
+                    + self.scale16[2 * b + 1] * hi as f32
+                    + self.offset32[b] * a.sum as f32);
         }
         sum
     }
