@@ -1,6 +1,6 @@
-//! K-quant types (`q4_k`, `q5_k`, `q6_k`): GGUF super-blocks of 256 values, dequantized for
-//! re-quantization and dotted directly with 8-bit activation blocks (scalar kernels: `.autark`
-//! files may keep GGUF K-quant tensors byte for byte). Layouts per ggml `ggml-common.h`:
+//! K-quant types (`q4_k`, `q5_k`, `q6_k`): GGUF super-blocks of 256 values — dequantization,
+//! quantizers for `q4_k` and `q6_k`, and `DecodedRow`, through which every matrix product with
+//! a byte-coded type (these and `q5_0`) runs (scalar kernels). Layouts per ggml `ggml-common.h`:
 //! - `q4_k` (144 B): f16 d, f16 dmin, 12 bytes of packed 6-bit scales and mins, 128 bytes of
 //!   nibbles.
 //! - `q5_k` (176 B): as `q4_k` plus 32 bytes of high bits before the nibbles.
@@ -8,7 +8,7 @@
 //!
 //! Callers pass whole super-blocks (checked by `dequantize_bytes`).
 
-use crate::blocks::{f16_to_f32, f32_to_f16, BlockQ8A, QK, QK_K};
+use crate::blocks::{f16_to_f32, f32_to_f16, BlockQ8A, QK_K};
 
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
@@ -89,80 +89,6 @@ pub fn dequantize_row_q6_k(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// Σ q_i·a_i over 32 values of unsigned weight integers against one activation block.
-fn dot32(q: impl Iterator<Item = i32>, a: &BlockQ8A) -> i32 {
-    q.zip(a.qs.iter()).map(|(q, &x)| q * x as i32).sum()
-}
-
-/// One row of `q4_k` super-blocks · 8-bit activations (8 activation blocks per super-block):
-/// Σ_j d_a,j · (d·sc_j · Σ q·a − dmin·m_j · Σ a) over the 32-value sub-blocks j.
-pub fn vec_dot_q4_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-    let mut sum = 0f32;
-    for (b, acts) in w.chunks_exact(144).zip(a.chunks_exact(QK_K / QK)) {
-        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-        let scales = &b[4..16];
-        for (g, q) in b[16..144].chunks_exact(32).enumerate() {
-            for (half, a) in acts[2 * g..2 * g + 2].iter().enumerate() {
-                let (sc, m) = scale_min_k4(2 * g + half, scales);
-                let dot = dot32(q.iter().map(|&v| (if half == 0 { v & 0x0F } else { v >> 4 }) as i32), a);
-                sum += a.d * (d * sc as f32 * dot as f32 - dmin * m as f32 * a.sum as f32);
-            }
-        }
-    }
-    sum
-}
-
-/// `q5_k` super-blocks · 8-bit activations (as `vec_dot_q4_k`, with a fifth bit per value).
-pub fn vec_dot_q5_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-    let mut sum = 0f32;
-    for (b, acts) in w.chunks_exact(176).zip(a.chunks_exact(QK_K / QK)) {
-        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-        let scales = &b[4..16];
-        let qh = &b[16..48];
-        for (g, q) in b[48..176].chunks_exact(32).enumerate() {
-            for (half, a) in acts[2 * g..2 * g + 2].iter().enumerate() {
-                let (sc, m) = scale_min_k4(2 * g + half, scales);
-                let bit = 1u8 << (2 * g + half);
-                let vals = q.iter().zip(qh).map(|(&v, &h)| {
-                    let lo = if half == 0 { v & 0x0F } else { v >> 4 };
-                    (lo + if h & bit != 0 { 16 } else { 0 }) as i32
-                });
-                let dot = dot32(vals, a);
-                sum += a.d * (d * sc as f32 * dot as f32 - dmin * m as f32 * a.sum as f32);
-            }
-        }
-    }
-    sum
-}
-
-/// `q6_k` super-blocks · 8-bit activations: 16-value sub-blocks with signed 8-bit scales, two
-/// per activation block.
-pub fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-    let mut sum = 0f32;
-    for (b, acts) in w.chunks_exact(210).zip(a.chunks_exact(QK_K / QK)) {
-        let d = f16_at(b, 208);
-        for n in 0..2 {
-            let ql = &b[64 * n..64 * n + 64];
-            let qh = &b[128 + 32 * n..128 + 32 * n + 32];
-            let sc = &b[192 + 8 * n..192 + 8 * n + 8];
-            for k in 0..4 {
-                // Values 32k..32k+31 of this half: low nibble of ql[l + 32·(k & 1)], shifted by
-                // 4 for k ≥ 2, and two high bits of qh[l] at 2k.
-                let a = &acts[4 * n + k];
-                let mut part = [0i32; 2];
-                for l in 0..32 {
-                    let lo = ql[l + 32 * (k & 1)] >> (4 * (k / 2));
-                    let q = ((lo & 0x0F) | (((qh[l] >> (2 * k)) & 3) << 4)) as i32 - 32;
-                    part[l / 16] += q * a.qs[l] as i32;
-                }
-                let s = (sc[2 * k] as i8) as f32 * part[0] as f32 + (sc[2 * k + 1] as i8) as f32 * part[1] as f32;
-                sum += a.d * d * s;
-            }
-        }
-    }
-    sum
-}
-
 /// Weighted least-squares (scale, min) search for one asymmetric sub-block, as ggml's
 /// `make_qkx2_quants`: candidate grids from the block's range, each refitted by weighted least
 /// squares; the minimum is kept ≤ 0. Returns (scale, −min) and the integers in `l`.
@@ -173,7 +99,6 @@ fn qkx_search(x: &[f32], w: &[f32], nmax: f32, l: &mut [u8]) -> (f32, f32) {
         l.fill(0);
         return (0.0, -min);
     }
-    let (sw, sx) = x.iter().zip(w).fold((0f32, 0f32), |(a, b), (x, w)| (a + w, b + w * x));
     let mut iscale = nmax / (max - min);
     let mut scale = 1.0 / iscale;
     let quant = |iscale: f32, min: f32, x: f32| (iscale * (x - min)).round().clamp(0.0, nmax);
@@ -186,20 +111,18 @@ fn qkx_search(x: &[f32], w: &[f32], nmax: f32, l: &mut [u8]) -> (f32, f32) {
     let mut aux = vec![0u8; x.len()];
     for step in 0..=20 {
         iscale = (-1.0 + 0.1 * step as f32 + nmax) / (max - min);
-        let (mut sl, mut sl2, mut sxl) = (0f32, 0f32, 0f32);
-        for ((a, &xi), &wi) in aux.iter_mut().zip(x).zip(w) {
-            let q = quant(iscale, min, xi);
-            *a = q as u8;
-            sl += wi * q;
-            sl2 += wi * q * q;
-            sxl += wi * q * xi;
+        for (a, &xi) in aux.iter_mut().zip(x) {
+            *a = quant(iscale, min, xi) as u8;
         }
-        let det = sw * sl2 - sl * sl;
-        if det <= 0.0 {
+        let Some((mut this_scale, mut this_min)) = crate::search::affine_fit(x, w, &aux) else {
             continue;
-        }
-        let (mut this_scale, mut this_min) = ((sw * sxl - sx * sl) / det, (sl2 * sx - sl * sxl) / det);
+        };
         if this_min > 0.0 {
+            // A positive minimum cannot be stored: refit the scale alone.
+            let (sxl, sl2) =
+                aux.iter().zip(x).zip(w).fold((0f32, 0f32), |(a, b), ((&q, &xi), &wi)| {
+                    (a + wi * q as f32 * xi, b + wi * (q as f32).powi(2))
+                });
             this_min = 0.0;
             this_scale = sxl / sl2;
         }
@@ -218,14 +141,8 @@ fn qkx_search(x: &[f32], w: &[f32], nmax: f32, l: &mut [u8]) -> (f32, f32) {
 /// Symmetric weighted scale search over `n` values to integers in −nmax..nmax−1 (ggml's
 /// `make_qx_quants` with weights). Returns the scale and the integers in `l`.
 fn qx_search(x: &[f32], w: &[f32], nmax: f32, l: &mut [i8]) -> f32 {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    if amax < 1e-30 {
+    let max = crate::scalar::max_by_magnitude(x);
+    if max.abs() < 1e-30 {
         l.fill(0);
         return 0.0;
     }
@@ -361,16 +278,10 @@ impl DecodedRow {
         self.offset32.fill(0.0);
         match dtype {
             DType::Q5_0 => {
-                let mut y = [0f32; QK];
                 for (i, b) in row.chunks_exact(crate::q5::BYTES).enumerate() {
-                    // d is exact in f32, so q = y / d recovers the integers.
-                    crate::q5::dequantize_row(b, &mut y);
-                    let d = f16_at(b, 0);
-                    for (q, &v) in self.q[32 * i..32 * i + 32].iter_mut().zip(&y) {
-                        *q = if d == 0.0 { 0 } else { (v / d).round() as i8 };
-                    }
-                    self.scale16[2 * i] = d;
-                    self.scale16[2 * i + 1] = d;
+                    let (d, q) = crate::q5::unpack(b);
+                    self.q[32 * i..32 * i + 32].iter_mut().zip(q).for_each(|(o, q)| *o = q as i8);
+                    self.scale16[2 * i..2 * i + 2].fill(d);
                 }
             }
             DType::Q4K | DType::Q5K => {
@@ -437,7 +348,7 @@ impl DecodedRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blocks::{f32_to_f16, quantize_act};
+    use crate::blocks::{f32_to_f16, quantize_act, QK};
 
     fn lcg(seed: &mut u64) -> u64 {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -456,37 +367,44 @@ mod tests {
         v
     }
 
-    /// Each K-quant dot against its scalar twin: dequantize the weights, dequantize the
-    /// activation blocks, multiply in f64.
+    /// The decoded-row dot product of every byte-coded type against its scalar twin: dequantize
+    /// the weights (bit-exact with gguf-py, tested at import), dequantize the activation blocks,
+    /// multiply in f64.
     #[test]
-    fn k_quant_dots_match_dequantized_products() {
-        type Dot = fn(&[u8], &[BlockQ8A]) -> f32;
+    fn decoded_row_dots_match_dequantized_products() {
+        use crate::blocks::DType;
         type Deq = fn(&[u8], &mut [f32]);
-        let cases: [(&str, usize, &[usize], Dot, Deq); 3] = [
-            ("q4_k", 144, &[0, 2], vec_dot_q4_k, dequantize_row_q4_k),
-            ("q5_k", 176, &[0, 2], vec_dot_q5_k, dequantize_row_q5_k),
-            ("q6_k", 210, &[208], vec_dot_q6_k, dequantize_row_q6_k),
-        ];
         let mut seed = 11u64;
-        for (name, bytes, f16s, dot, deq) in cases {
-            for n in [1usize, 2, 3, 5] {
-                let w = random_blocks(bytes, n, f16s, &mut seed);
-                let x: Vec<f32> = (0..n * QK_K).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
-                let mut a = vec![BlockQ8A::default(); n * QK_K / QK];
-                quantize_act(&x, &mut a).unwrap();
-                let mut wf = vec![0f32; n * QK_K];
+        let mut row = DecodedRow::default();
+        for n in [1usize, 2, 3, 5] {
+            let cols = n * QK_K;
+            let q5 = {
+                let w: Vec<f32> = (0..cols).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
+                let mut b = vec![0u8; cols / QK * crate::q5::BYTES];
+                crate::q5::quantize_row(&w, &mut b);
+                b
+            };
+            let cases: [(DType, Vec<u8>, Deq); 4] = [
+                (DType::Q5_0, q5, crate::q5::dequantize_row),
+                (DType::Q4K, random_blocks(144, n, &[0, 2], &mut seed), dequantize_row_q4_k),
+                (DType::Q5K, random_blocks(176, n, &[0, 2], &mut seed), dequantize_row_q5_k),
+                (DType::Q6K, random_blocks(210, n, &[208], &mut seed), dequantize_row_q6_k),
+            ];
+            let x: Vec<f32> = (0..cols).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
+            let mut a = vec![BlockQ8A::default(); cols / QK];
+            quantize_act(&x, &mut a).unwrap();
+            for (dtype, w, deq) in cases {
+                let mut wf = vec![0f32; cols];
                 deq(&w, &mut wf);
                 let want: f64 = wf
                     .iter()
                     .enumerate()
-                    .map(|(i, &wv)| {
-                        let b = &a[i / QK];
-                        wv as f64 * b.qs[i % QK] as f64 * b.d as f64
-                    })
+                    .map(|(i, &v)| v as f64 * a[i / QK].qs[i % QK] as f64 * a[i / QK].d as f64)
                     .sum();
-                let got = dot(&w, &a) as f64;
-                let scale: f64 = wf.iter().map(|v| v.abs() as f64).sum::<f64>() * 1.0;
-                assert!((got - want).abs() <= 1e-5 * scale.max(1.0), "{name} × {n}: {got} vs {want}");
+                row.decode(dtype, &w, cols);
+                let got = row.dot(&a) as f64;
+                let scale: f64 = wf.iter().map(|v| v.abs() as f64).sum();
+                assert!((got - want).abs() <= 1e-5 * scale.max(1.0), "{dtype} × {n}: {got} vs {want}");
             }
         }
     }
@@ -526,36 +444,6 @@ mod tests {
                 hot_weighted < hot_plain,
                 "{name}: weighting did not help the weighted values ({hot_weighted} vs {hot_plain})"
             );
-        }
-    }
-
-    /// The decoded-row dot product equals each type's own dot product.
-    #[test]
-    fn decoded_rows_match_the_direct_dots() {
-        use crate::blocks::DType;
-        type Dot = fn(&[u8], &[BlockQ8A]) -> f32;
-        let mut seed = 21u64;
-        let n = 2 * QK_K;
-        let x: Vec<f32> = (0..n).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
-        let mut a = vec![BlockQ8A::default(); n / QK];
-        quantize_act(&x, &mut a).unwrap();
-        let q5 = {
-            let w: Vec<f32> = (0..n).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
-            let mut b = vec![0u8; n / QK * crate::q5::BYTES];
-            crate::q5::quantize_row(&w, &mut b);
-            b
-        };
-        let cases: [(DType, Vec<u8>, Dot); 4] = [
-            (DType::Q5_0, q5, crate::q5::vec_dot),
-            (DType::Q4K, random_blocks(144, 2, &[0, 2], &mut seed), vec_dot_q4_k),
-            (DType::Q5K, random_blocks(176, 2, &[0, 2], &mut seed), vec_dot_q5_k),
-            (DType::Q6K, random_blocks(210, 2, &[208], &mut seed), vec_dot_q6_k),
-        ];
-        let mut row = DecodedRow::default();
-        for (dtype, w, dot) in cases {
-            row.decode(dtype, &w, n);
-            let (got, want) = (row.dot(&a), dot(&w, &a));
-            assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{dtype}: {got} vs {want}");
         }
     }
 }

@@ -142,18 +142,23 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
             let (rows, n_tokens) = (w.rows, act.n_tokens);
             let ptr = OutPtr(out.as_mut_ptr());
             let chunk = row_chunk(rows);
+            thread_local! {
+                // One decoded row per worker thread, reused: no allocation per product.
+                static ROW: std::cell::RefCell<crate::kquants::DecodedRow> = Default::default();
+            }
             (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
                 let p = ptr;
-                let mut row = crate::kquants::DecodedRow::default();
-                for r in c * chunk..((c + 1) * chunk).min(rows) {
-                    row.decode(w.dtype, &w.data[r * rb..(r + 1) * rb], w.cols);
-                    for t in 0..n_tokens {
-                        let v = row.dot(&act.q8[t * nb..(t + 1) * nb]);
-                        // SAFETY: t < n_tokens and r < rows, inside `out` (length checked by
-                        // `gemm`); row chunks are disjoint across tasks.
-                        unsafe { *p.0.add(t * rows + r) = v };
+                ROW.with_borrow_mut(|row| {
+                    for r in c * chunk..((c + 1) * chunk).min(rows) {
+                        row.decode(w.dtype, &w.data[r * rb..(r + 1) * rb], w.cols);
+                        for t in 0..n_tokens {
+                            let v = row.dot(&act.q8[t * nb..(t + 1) * nb]);
+                            // SAFETY: t < n_tokens and r < rows, inside `out` (length checked by
+                            // `gemm`); row chunks are disjoint across tasks.
+                            unsafe { *p.0.add(t * rows + r) = v };
+                        }
                     }
-                }
+                });
             });
             Ok(())
         }

@@ -1,15 +1,16 @@
 //! `q5_0` (GGUF `Q5_0`, 22 bytes per 32 values: f16 `d`, 32 fifth bits `qh` as a little-endian
 //! u32, 16 bytes of nibbles; value j = (q_j − 16)·d with q_j = nibble | bit j of qh << 4, nibble j
 //! in the low half of byte j for j < 16, in the high half of byte j − 16 otherwise). Scalar
-//! kernels on raw bytes: dequantize, ggml's reference quantizer (bit for bit), the weighted
-//! scale search, and the dot product with 8-bit activation blocks. llama.cpp's `Q4_K_M` stores
+//! kernels on raw bytes: dequantize, ggml's reference quantizer (bit for bit) and the weighted
+//! scale search; products go through `kquants::DecodedRow`. llama.cpp's `Q4_K_M` stores
 //! matrices whose width is not a multiple of 256 as `Q5_0`.
 
-use crate::blocks::{f16_to_f32, f32_to_f16, BlockQ8A, QK};
+use crate::blocks::{f16_to_f32, f32_to_f16, QK};
 
 pub const BYTES: usize = 22;
 
-fn unpack(b: &[u8]) -> (f32, [i32; QK]) {
+/// The scale and the 32 signed integers of one block.
+pub(crate) fn unpack(b: &[u8]) -> (f32, [i32; QK]) {
     let d = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
     let mut q = [0i32; QK];
@@ -42,13 +43,7 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
 /// ggml's `quantize_row_q5_0_ref`: the value of largest magnitude maps to −16.
 pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
     for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
-        let (mut amax, mut max) = (0.0f32, 0.0f32);
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let max = crate::scalar::max_by_magnitude(x);
         let d = max / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut q = [0i32; QK];
@@ -71,14 +66,8 @@ pub fn quantize_row_search(src: &[f32], weights: &[f32], dst: &mut [u8]) {
     for ((x, w), b) in src.chunks_exact(QK).zip(weights.chunks_exact(QK)).zip(dst.chunks_exact_mut(BYTES)) {
         quantize_row(x, b);
         let mut best = err(x, w, b);
-        let (mut amax, mut max) = (0.0f32, 0.0f32);
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        if amax == 0.0 {
+        let max = crate::scalar::max_by_magnitude(x);
+        if max == 0.0 {
             continue;
         }
         for step in -12..=12 {
@@ -103,25 +92,12 @@ pub fn quantize_row_search(src: &[f32], weights: &[f32], dst: &mut [u8]) {
     }
 }
 
-/// One row of `q5_0` blocks · 8-bit activation blocks.
-pub fn vec_dot(w: &[u8], a: &[BlockQ8A]) -> f32 {
-    w.chunks_exact(BYTES)
-        .zip(a)
-        .map(|(b, a)| {
-            let (d, q) = unpack(b);
-            let dot: i32 = q.iter().zip(a.qs.iter()).map(|(q, &x)| q * x as i32).sum();
-            d * a.d * dot as f32
-        })
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blocks::quantize_act;
 
     #[test]
-    fn round_trip_search_and_dot() {
+    fn round_trip_and_search() {
         let mut seed = 5u64;
         let mut rnd = || {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -145,13 +121,5 @@ mod tests {
             .map(|((x, w), (r, s))| (err(x, w, r), err(x, w, s)))
             .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
         assert!(es <= er && es < 0.97 * er, "search {es} vs rtn {er}");
-
-        let act: Vec<f32> = (0..n).map(|_| rnd() * 2.0).collect();
-        let mut a = vec![BlockQ8A::default(); n / QK];
-        quantize_act(&act, &mut a).unwrap();
-        let want: f64 =
-            y.iter().enumerate().map(|(i, &v)| v as f64 * a[i / QK].qs[i % QK] as f64 * a[i / QK].d as f64).sum();
-        let got = vec_dot(&rtn, &a) as f64;
-        assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "{got} vs {want}");
     }
 }

@@ -28,16 +28,16 @@ pub fn dequantize_row_q8_0(src: &[BlockQ8_0], dst: &mut [f32]) {
     }
 }
 
+/// The value of largest magnitude, with its sign (the first one on ties): the reference
+/// quantizers map it to the most negative integer.
+pub(crate) fn max_by_magnitude(x: &[f32]) -> f32 {
+    x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
+}
+
 pub fn quantize_row_q4_0(src: &[f32], dst: &mut [BlockQ4_0]) {
     for (x, b) in src.chunks_exact(QK).zip(dst.iter_mut()) {
         // The value of largest magnitude (the first one on ties) maps to -8.
-        let (mut amax, mut max) = (0.0f32, 0.0f32);
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let max = crate::scalar::max_by_magnitude(x);
         let d = max / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b.d = f32_to_f16(d);

@@ -31,14 +31,8 @@ pub fn quantize_row_q4_0_search(src: &[f32], weights: &[f32], dst: &mut [BlockQ4
         scalar::quantize_row_q4_0(x, &mut rtn);
         let mut best = rtn[0];
         let mut best_err = err_q4_0(x, w, &best);
-        let (mut amax, mut max) = (0.0f32, 0.0f32);
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        if amax == 0.0 {
+        let max = crate::scalar::max_by_magnitude(x);
+        if max == 0.0 {
             *b = best;
             continue;
         }
@@ -76,6 +70,22 @@ fn err_q4_0(x: &[f32], w: &[f32], b: &BlockQ4_0) -> f64 {
     x.iter().zip(&y).zip(w).map(|((a, b), w)| (*w as f64) * ((a - b) as f64).powi(2)).sum()
 }
 
+/// Weighted least squares of `x ≈ scale·l + offset` over one block: `(scale, offset)`, or `None`
+/// when the integers do not determine both (all equal).
+pub(crate) fn affine_fit(x: &[f32], w: &[f32], l: &[u8]) -> Option<(f32, f32)> {
+    let (mut sw, mut sx, mut sl, mut sl2, mut sxl) = (0f64, 0f64, 0f64, 0f64, 0f64);
+    for ((&x, &w), &l) in x.iter().zip(w).zip(l) {
+        let (x, w, l) = (x as f64, w as f64, l as f64);
+        sw += w;
+        sx += w * x;
+        sl += w * l;
+        sl2 += w * l * l;
+        sxl += w * x * l;
+    }
+    let det = sw * sl2 - sl * sl;
+    (det > 0.0).then(|| (((sw * sxl - sx * sl) / det) as f32, ((sl2 * sx - sl * sxl) / det) as f32))
+}
+
 /// q4_1 with scale-and-minimum search; `weights` has one value per element of `src`.
 pub fn quantize_row_q4_1_search(src: &[f32], weights: &[f32], dst: &mut [BlockQ4_1]) {
     let mut rtn = [BlockQ4_1 { d: 0, m: 0, qs: [0; QK / 2] }];
@@ -92,24 +102,13 @@ pub fn quantize_row_q4_1_search(src: &[f32], weights: &[f32], dst: &mut [BlockQ4
         let mut l = [0u8; QK];
         for step in 0..=36 {
             let iscale = (15.0 - 0.9 + 0.05 * step as f32) / (max - min);
-            let (mut sw, mut sx, mut sl, mut sl2, mut sxl) = (0f64, 0f64, 0f64, 0f64, 0f64);
             for j in 0..QK {
-                let q = (iscale * (x[j] - min)).round().clamp(0.0, 15.0);
-                l[j] = q as u8;
-                let (wj, xj, qj) = (w[j] as f64, x[j] as f64, q as f64);
-                sw += wj;
-                sx += wj * xj;
-                sl += wj * qj;
-                sl2 += wj * qj * qj;
-                sxl += wj * xj * qj;
+                l[j] = (iscale * (x[j] - min)).round().clamp(0.0, 15.0) as u8;
             }
-            let det = sw * sl2 - sl * sl;
-            if det <= 0.0 {
+            let Some((scale, offset)) = affine_fit(x, w, &l) else {
                 continue;
-            }
-            let scale = (sw * sxl - sx * sl) / det;
-            let offset = (sl2 * sx - sl * sxl) / det;
-            let mut cand = BlockQ4_1 { d: f32_to_f16(scale as f32), m: f32_to_f16(offset as f32), qs: [0; QK / 2] };
+            };
+            let mut cand = BlockQ4_1 { d: f32_to_f16(scale), m: f32_to_f16(offset), qs: [0; QK / 2] };
             if !f16_to_f32(cand.d).is_finite() || !f16_to_f32(cand.m).is_finite() {
                 continue;
             }

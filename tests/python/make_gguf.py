@@ -287,15 +287,8 @@ def random_values(name: str, shape: tuple[int, ...], rng: np.random.Generator) -
     return (scale * rng.standard_normal(shape)).astype(np.float32)
 
 
-def write_model(path, spec: ModelSpec, vocab: Vocab, types: dict | None = None, seed: int = 0,
-                extra_tensors: dict[str, np.ndarray] | None = None) -> dict[str, tuple]:
-    """Writes the GGUF; returns {name: (ggml type, numpy shape)} of what was written.
-
-    types: tensor name -> GGMLQuantizationType for 2-D tensors (default F32); 1-D tensors are
-    always F32 (llama.cpp's converters keep norms and biases in f32)."""
-    types = types or {}
-    rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), spec.arch)
+def add_hparams(w: gguf.GGUFWriter, spec: ModelSpec):
+    """The `{arch}.*` hyper-parameter keys llama.cpp's converter writes for `spec`."""
     a = spec.arch
     w.add_block_count(spec.n_layers)
     w.add_context_length(spec.context_length)
@@ -311,6 +304,18 @@ def write_model(path, spec: ModelSpec, vocab: Vocab, types: dict | None = None, 
     if spec.key_length:
         w.add_uint32(f"{a}.attention.key_length", spec.key_length)
         w.add_uint32(f"{a}.attention.value_length", spec.key_length)
+
+
+def write_model(path, spec: ModelSpec, vocab: Vocab, types: dict | None = None, seed: int = 0,
+                extra_tensors: dict[str, np.ndarray] | None = None) -> dict[str, tuple]:
+    """Writes the GGUF; returns {name: (ggml type, numpy shape)} of what was written.
+
+    types: tensor name -> GGMLQuantizationType for 2-D tensors (default F32); 1-D tensors are
+    always F32 (llama.cpp's converters keep norms and biases in f32)."""
+    types = types or {}
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), spec.arch)
+    add_hparams(w, spec)
     _add_vocab(w, vocab)
 
     written = {}

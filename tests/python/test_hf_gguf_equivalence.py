@@ -26,19 +26,10 @@ def write_gguf(path, variant: str, model: llama_ref.Model):
     c = model.config
     arch = {"llama_tied": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}[variant]
     w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(c.n_layers)
-    w.add_context_length(make_tiny.MAX_POS)
-    w.add_embedding_length(c.d_model)
-    w.add_feed_forward_length(c.ffn_dim)
-    w.add_head_count(c.n_heads)
-    w.add_head_count_kv(c.n_kv_heads)
-    w.add_rope_freq_base(c.rope_theta)
-    w.add_layer_norm_rms_eps(c.norm_eps)
-    w.add_uint32(f"{arch}.rope.dimension_count", c.head_dim)
-    w.add_uint32(f"{arch}.attention.key_length", c.head_dim)
-    w.add_uint32(f"{arch}.attention.value_length", c.head_dim)
-    if c.sliding_window:
-        w.add_uint32(f"{arch}.attention.sliding_window", c.sliding_window)
+    mg.add_hparams(w, mg.ModelSpec(arch=arch, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
+                                   n_kv_heads=c.n_kv_heads, ffn=c.ffn_dim, context_length=make_tiny.MAX_POS,
+                                   rope_theta=c.rope_theta, norm_eps=c.norm_eps, key_length=c.head_dim,
+                                   sliding_window=c.sliding_window))
     tok = make_tiny.tokenizer_json()["model"]
     tokens = [t for t, _ in sorted(tok["vocab"].items(), key=lambda kv: kv[1])]  # specials last
     assert tokens[-len(make_tiny.SPECIALS):] == make_tiny.SPECIALS
