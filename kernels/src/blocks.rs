@@ -24,6 +24,7 @@ pub enum DType {
     Q4_0 = 2,
     Q4_1 = 3,
     Q5_0 = 6,
+    Q5_1 = 7,
     Q8_0 = 8,
     Q4K = 12,
     Q5K = 13,
@@ -40,6 +41,7 @@ impl TryFrom<u32> for DType {
             2 => DType::Q4_0,
             3 => DType::Q4_1,
             6 => DType::Q5_0,
+            7 => DType::Q5_1,
             8 => DType::Q8_0,
             12 => DType::Q4K,
             13 => DType::Q5K,
@@ -64,12 +66,13 @@ impl std::str::FromStr for DType {
 }
 
 impl DType {
-    pub const ALL: [DType; 10] = [
+    pub const ALL: [DType; 11] = [
         DType::F32,
         DType::F16,
         DType::Q4_0,
         DType::Q4_1,
         DType::Q5_0,
+        DType::Q5_1,
         DType::Q8_0,
         DType::Q4K,
         DType::Q5K,
@@ -84,6 +87,7 @@ impl DType {
             DType::Q4_0 => "q4_0",
             DType::Q4_1 => "q4_1",
             DType::Q5_0 => "q5_0",
+            DType::Q5_1 => "q5_1",
             DType::Q8_0 => "q8_0",
             DType::Q4K => "q4_k",
             DType::Q5K => "q5_k",
@@ -96,7 +100,7 @@ impl DType {
     pub const fn block_len(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 => 1,
-            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q8_0 => QK,
+            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => QK,
             DType::Q4K | DType::Q5K | DType::Q6K => QK_K,
         }
     }
@@ -109,6 +113,7 @@ impl DType {
             DType::Q4_0 => std::mem::size_of::<BlockQ4_0>(),
             DType::Q4_1 => std::mem::size_of::<BlockQ4_1>(),
             DType::Q5_0 => crate::q5::BYTES,
+            DType::Q5_1 => crate::q5::BYTES_1,
             DType::Q8_0 => std::mem::size_of::<BlockQ8_0>(),
             DType::Q4K => 144,
             DType::Q5K => 176,
@@ -122,12 +127,9 @@ impl DType {
         !matches!(self, DType::BF16)
     }
 
-    /// Types the quantizer can produce from float values (`q5_k` is only copied from GGUF).
+    /// Types the quantizer can produce from float values (all native ones).
     pub const fn is_quantize_target(self) -> bool {
-        matches!(
-            self,
-            DType::F32 | DType::F16 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q8_0 | DType::Q4K | DType::Q6K
-        )
+        self.is_native()
     }
 
     /// Bytes of a row of `n` values; an error when `n` is not a whole number of blocks.
@@ -327,6 +329,7 @@ pub fn dequantize_bytes(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<()>
         DType::Q4_0 => crate::scalar::dequantize_row_q4_0(&blocks_from_le::<BlockQ4_0>(src)?, dst),
         DType::Q4_1 => crate::scalar::dequantize_row_q4_1(&blocks_from_le::<BlockQ4_1>(src)?, dst),
         DType::Q5_0 => crate::q5::dequantize_row(src, dst),
+        DType::Q5_1 => crate::q5::dequantize_row_1(src, dst),
         DType::Q4K => crate::kquants::dequantize_row_q4_k(src, dst),
         DType::Q5K => crate::kquants::dequantize_row_q5_k(src, dst),
         DType::Q6K => crate::kquants::dequantize_row_q6_k(src, dst),
@@ -368,8 +371,12 @@ pub fn quantize_bytes(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> Result<()
             dst.resize(n, 0);
             crate::q5::quantize_row(src, dst);
         }
+        DType::Q5_1 => {
+            dst.resize(n, 0);
+            crate::q5::quantize_row_1(src, dst);
+        }
         // K-quants have no plain round-to-nearest form: ggml's own quantizers search too.
-        DType::Q4K | DType::Q6K => {
+        DType::Q4K | DType::Q5K | DType::Q6K => {
             let mut w = Vec::new();
             crate::search::row_weights(src, None, &mut w);
             return quantize_bytes_weighted(dtype, src, &w, dst);
@@ -389,13 +396,15 @@ pub fn quantize_bytes_weighted(dtype: DType, src: &[f32], weights: &[f32], dst: 
     match dtype {
         DType::Q4_0 => search_into::<BlockQ4_0>(src, weights, dst, crate::search::quantize_row_q4_0_search),
         DType::Q4_1 => search_into::<BlockQ4_1>(src, weights, dst, crate::search::quantize_row_q4_1_search),
-        DType::Q5_0 | DType::Q4K | DType::Q6K => {
+        DType::Q5_0 | DType::Q5_1 | DType::Q4K | DType::Q5K | DType::Q6K => {
             let n = dtype.row_bytes(src.len())?;
             dst.clear();
             dst.resize(n, 0);
             match dtype {
                 DType::Q5_0 => crate::q5::quantize_row_search(src, weights, dst),
+                DType::Q5_1 => crate::q5::quantize_row_search_1(src, weights, dst),
                 DType::Q4K => crate::kquants::quantize_row_q4_k(src, weights, dst),
+                DType::Q5K => crate::kquants::quantize_row_q5_k(src, weights, dst),
                 _ => crate::kquants::quantize_row_q6_k(src, weights, dst),
             }
             Ok(())

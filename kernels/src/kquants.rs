@@ -1,6 +1,6 @@
 //! K-quant types (`q4_k`, `q5_k`, `q6_k`): GGUF super-blocks of 256 values — dequantization,
-//! quantizers for `q4_k` and `q6_k`, and `DecodedRow`, through which every matrix product with
-//! a byte-coded type (these and `q5_0`) runs (scalar kernels). Layouts per ggml `ggml-common.h`:
+//! quantizers, and the scalar dot products with 8-bit activation blocks that the SIMD kernels
+//! (`x86/`, `arm/`) are tested against. Layouts per ggml `ggml-common.h`:
 //! - `q4_k` (144 B): f16 d, f16 dmin, 12 bytes of packed 6-bit scales and mins, 128 bytes of
 //!   nibbles.
 //! - `q5_k` (176 B): as `q4_k` plus 32 bytes of high bits before the nibbles.
@@ -169,11 +169,22 @@ fn qx_search(x: &[f32], w: &[f32], nmax: f32, l: &mut [i8]) -> f32 {
 /// sub-block gets a searched (scale, min), both re-quantized to 6 bits against the super-block's
 /// largest, and the values are rounded again with the stored scales.
 pub fn quantize_row_q4_k(src: &[f32], weights: &[f32], dst: &mut [u8]) {
-    for ((x, w), b) in src.chunks_exact(QK_K).zip(weights.chunks_exact(QK_K)).zip(dst.chunks_exact_mut(144)) {
+    quantize_row_k4(src, weights, dst, false)
+}
+
+/// `q5_k` from f32 with per-value `weights` (ggml's `quantize_row_q5_K` scheme): as `q4_k` with
+/// 5-bit integers, the fifth bits in `qh`.
+pub fn quantize_row_q5_k(src: &[f32], weights: &[f32], dst: &mut [u8]) {
+    quantize_row_k4(src, weights, dst, true)
+}
+
+fn quantize_row_k4(src: &[f32], weights: &[f32], dst: &mut [u8], five: bool) {
+    let (bytes, nmax) = if five { (176, 31.0) } else { (144, 15.0) };
+    for ((x, w), b) in src.chunks_exact(QK_K).zip(weights.chunks_exact(QK_K)).zip(dst.chunks_exact_mut(bytes)) {
         let mut l = [0u8; QK_K];
         let mut sub = [(0f32, 0f32); 8];
         for (j, s) in sub.iter_mut().enumerate() {
-            *s = qkx_search(&x[32 * j..32 * j + 32], &w[32 * j..32 * j + 32], 15.0, &mut l[32 * j..32 * j + 32]);
+            *s = qkx_search(&x[32 * j..32 * j + 32], &w[32 * j..32 * j + 32], nmax, &mut l[32 * j..32 * j + 32]);
         }
         let max_scale = sub.iter().fold(0f32, |m, s| m.max(s.0));
         let max_min = sub.iter().fold(0f32, |m, s| m.max(s.1));
@@ -206,13 +217,18 @@ pub fn quantize_row_q4_k(src: &[f32], weights: &[f32], dst: &mut [u8]) {
             }
             let dm = dmin * m as f32;
             for ii in 0..32 {
-                l[32 * j + ii] = ((x[32 * j + ii] + dm) / dj).round().clamp(0.0, 15.0) as u8;
+                l[32 * j + ii] = ((x[32 * j + ii] + dm) / dj).round().clamp(0.0, nmax) as u8;
             }
         }
-        let qs = &mut b[16..144];
+        let (qh, qs) = b[16..].split_at_mut(if five { 32 } else { 0 });
+        qh.fill(0);
         for g in 0..4 {
             for i in 0..32 {
-                qs[32 * g + i] = l[64 * g + i] | (l[64 * g + 32 + i] << 4);
+                let (l1, l2) = (l[64 * g + i], l[64 * g + 32 + i]);
+                qs[32 * g + i] = (l1 & 0x0F) | ((l2 & 0x0F) << 4);
+                if five {
+                    qh[i] |= ((l1 >> 4) << (2 * g)) | ((l2 >> 4) << (2 * g + 1));
+                }
             }
         }
     }
@@ -258,91 +274,84 @@ pub fn quantize_row_q6_k(src: &[f32], weights: &[f32], dst: &mut [u8]) {
     }
 }
 
-/// A row of a byte-coded type (q5_0 and the K-quants) decoded once for many dot products:
-/// value i = scale16[i / 16] · q[i] + offset32[i / 32]. Prefill decodes each weight row once and
-/// dots it with every token, instead of unpacking the bits again per token.
-#[derive(Default)]
-pub struct DecodedRow {
-    q: Vec<i8>,
-    scale16: Vec<f32>,
-    offset32: Vec<f32>,
+// ---- dot products with 8-bit activation blocks (scalar twins) ----
+// Each 32-value activation block meets one 32-value sub-block (q4_k, q5_k) or two 16-value
+// sub-blocks (q6_k): an exact integer sum per sub-block, then the f32 expression the SIMD twins
+// use, in block order. Unlike ggml's `Q8_K` (one scale per 256 activations), activations keep
+// their per-32 scales.
+
+/// The 8 (scale, −min) pairs of a `q4_k`/`q5_k` super-block as f32 multipliers.
+#[inline]
+pub(crate) fn scales_k4(b: &[u8]) -> [(f32, f32); 8] {
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    std::array::from_fn(|j| {
+        let (sc, m) = scale_min_k4(j, &b[4..16]);
+        (d * sc as f32, dmin * m as f32)
+    })
 }
 
-impl DecodedRow {
-    /// Decodes `row` (`cols` values of `dtype`: q5_0, q4_k, q5_k or q6_k) into `self`.
-    pub fn decode(&mut self, dtype: crate::blocks::DType, row: &[u8], cols: usize) {
-        use crate::blocks::DType;
-        self.q.resize(cols, 0);
-        self.scale16.resize(cols / 16, 0.0);
-        self.offset32.resize(cols / 32, 0.0);
-        self.offset32.fill(0.0);
-        match dtype {
-            DType::Q5_0 => {
-                for (i, b) in row.chunks_exact(crate::q5::BYTES).enumerate() {
-                    let (d, q) = crate::q5::unpack(b);
-                    self.q[32 * i..32 * i + 32].iter_mut().zip(q).for_each(|(o, q)| *o = q as i8);
-                    self.scale16[2 * i..2 * i + 2].fill(d);
-                }
-            }
-            DType::Q4K | DType::Q5K => {
-                let (bytes, five) = if dtype == DType::Q4K { (144, false) } else { (176, true) };
-                for (s, b) in row.chunks_exact(bytes).enumerate() {
-                    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-                    let scales = &b[4..16];
-                    let (qh, ql) = if five { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
-                    for (g, q) in ql.chunks_exact(32).enumerate() {
-                        for half in 0..2 {
-                            let j = 2 * g + half;
-                            let (sc, m) = scale_min_k4(j, scales);
-                            let base = s * QK_K + 32 * j;
-                            for l in 0..32 {
-                                let lo = if half == 0 { q[l] & 0x0F } else { q[l] >> 4 };
-                                let hi = if five && qh[l] & (1 << j) != 0 { 16 } else { 0 };
-                                self.q[base + l] = (lo + hi) as i8;
-                            }
-                            self.scale16[base / 16] = d * sc as f32;
-                            self.scale16[base / 16 + 1] = d * sc as f32;
-                            self.offset32[base / 32] = -dmin * m as f32;
-                        }
-                    }
-                }
-            }
-            _ => {
-                // q6_k
-                for (s, b) in row.chunks_exact(210).enumerate() {
-                    let d = f16_at(b, 208);
-                    for n in 0..2 {
-                        let ql = &b[64 * n..64 * n + 64];
-                        let qh = &b[128 + 32 * n..128 + 32 * n + 32];
-                        for k in 0..4 {
-                            let base = s * QK_K + 128 * n + 32 * k;
-                            for l in 0..32 {
-                                let lo = ql[l + 32 * (k & 1)] >> (4 * (k / 2));
-                                self.q[base + l] = ((lo & 0x0F) | (((qh[l] >> (2 * k)) & 3) << 4)) as i8 - 32;
-                            }
-                            self.scale16[base / 16] = d * (b[192 + 8 * n + 2 * k] as i8) as f32;
-                            self.scale16[base / 16 + 1] = d * (b[192 + 8 * n + 2 * k + 1] as i8) as f32;
-                        }
-                    }
-                }
-            }
-        }
-    }
+#[inline]
+fn idot_u(q: &[u8; 32], a: &[i8; 32]) -> i32 {
+    q.iter().zip(a).map(|(&q, &a)| q as i32 * a as i32).sum()
+}
 
-    /// Σ value·activation over the row (`a`: cols / 32 activation blocks).
-    pub fn dot(&self, a: &[BlockQ8A]) -> f32 {
-        let mut sum = 0f32;
-        for (b, a) in a.iter().enumerate() {
-            let q = &self.q[32 * b..32 * b + 32];
-            let lo: i32 = q[..16].iter().zip(&a.qs[..16]).map(|(&w, &x)| w as i32 * x as i32).sum();
-            let hi: i32 = q[16..].iter().zip(&a.qs[16..]).map(|(&w, &x)| w as i32 * x as i32).sum();
-            sum += a.d
-                * (self.scale16[2 * b] * lo as f32
-                    + self.scale16[2 * b + 1] * hi as f32
-                    + self.offset32[b] * a.sum as f32);
+/// Sub-block j's unsigned integers of a `q4_k` (no `qh`) or `q5_k` super-block.
+#[inline]
+fn sub_k(ql: &[u8], qh: Option<&[u8]>, j: usize) -> [u8; 32] {
+    let q = &ql[32 * (j / 2)..32 * (j / 2) + 32];
+    std::array::from_fn(|l| {
+        let lo = if j.is_multiple_of(2) { q[l] & 0x0F } else { q[l] >> 4 };
+        lo | qh.map_or(0, |h| ((h[l] >> j) & 1) << 4)
+    })
+}
+
+fn vec_dot_k4(w: &[u8], a: &[BlockQ8A], bytes: usize, five: bool) -> f32 {
+    let mut acc = 0f32;
+    for (b, a) in w.chunks_exact(bytes).zip(a.chunks_exact(8)) {
+        let sm = scales_k4(b);
+        let (qh, ql) = if five { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
+        for (j, ba) in a.iter().enumerate() {
+            let s = idot_u(&sub_k(ql, qh, j), &ba.qs);
+            acc += sm[j].0 * ba.d * s as f32 - sm[j].1 * ba.d * ba.sum as f32;
         }
-        sum
     }
+    acc
+}
+
+/// `q4_k` row × activation blocks (`w`: `a.len() / 8` super-blocks of 144 bytes).
+pub fn vec_dot_q4_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
+    vec_dot_k4(w, a, 144, false)
+}
+
+/// `q5_k` row × activation blocks (`w`: `a.len() / 8` super-blocks of 176 bytes).
+pub fn vec_dot_q5_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
+    vec_dot_k4(w, a, 176, true)
+}
+
+/// Sub-block k (values 32k..32k + 32 of a 128-value half) of a `q6_k` half as signed integers.
+#[inline]
+fn sub_q6(ql: &[u8], qh: &[u8], k: usize) -> [i8; 32] {
+    std::array::from_fn(|l| {
+        let lo = (ql[l + 32 * (k & 1)] >> (4 * (k / 2))) & 0x0F;
+        (lo | (((qh[l] >> (2 * k)) & 3) << 4)) as i8 - 32
+    })
+}
+
+/// `q6_k` row × activation blocks (`w`: `a.len() / 8` super-blocks of 210 bytes).
+pub fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
+    let mut acc = 0f32;
+    for (b, a) in w.chunks_exact(210).zip(a.chunks_exact(8)) {
+        let d = f16_at(b, 208);
+        for (i, ba) in a.iter().enumerate() {
+            let (n, k) = (i / 4, i % 4);
+            let q = sub_q6(&b[64 * n..64 * n + 64], &b[128 + 32 * n..160 + 32 * n], k);
+            let s0: i32 = q[..16].iter().zip(&ba.qs[..16]).map(|(&q, &a)| q as i32 * a as i32).sum();
+            let s1: i32 = q[16..].iter().zip(&ba.qs[16..]).map(|(&q, &a)| q as i32 * a as i32).sum();
+            let (sc0, sc1) = (b[192 + 8 * n + 2 * k] as i8, b[193 + 8 * n + 2 * k] as i8);
+            acc += d * sc0 as f32 * ba.d * s0 as f32 + d * sc1 as f32 * ba.d * s1 as f32;
+        }
+    }
+    acc
 }
 
 #[cfg(test)]
@@ -367,15 +376,15 @@ mod tests {
         v
     }
 
-    /// The decoded-row dot product of every byte-coded type against its scalar twin: dequantize
-    /// the weights (bit-exact with gguf-py, tested at import), dequantize the activation blocks,
-    /// multiply in f64.
+    /// The scalar dot product of every byte-coded type against an independent product: the
+    /// weights dequantized (bit-exact with gguf-py, tested at import) times the dequantized
+    /// activation blocks, in f64.
     #[test]
-    fn decoded_row_dots_match_dequantized_products() {
+    fn scalar_dots_match_dequantized_products() {
         use crate::blocks::DType;
         type Deq = fn(&[u8], &mut [f32]);
+        type Dot = fn(&[u8], &[BlockQ8A]) -> f32;
         let mut seed = 11u64;
-        let mut row = DecodedRow::default();
         for n in [1usize, 2, 3, 5] {
             let cols = n * QK_K;
             let q5 = {
@@ -384,16 +393,22 @@ mod tests {
                 crate::q5::quantize_row(&w, &mut b);
                 b
             };
-            let cases: [(DType, Vec<u8>, Deq); 4] = [
-                (DType::Q5_0, q5, crate::q5::dequantize_row),
-                (DType::Q4K, random_blocks(144, n, &[0, 2], &mut seed), dequantize_row_q4_k),
-                (DType::Q5K, random_blocks(176, n, &[0, 2], &mut seed), dequantize_row_q5_k),
-                (DType::Q6K, random_blocks(210, n, &[208], &mut seed), dequantize_row_q6_k),
+            let cases: [(DType, Vec<u8>, Deq, Dot); 5] = [
+                (DType::Q5_0, q5, crate::q5::dequantize_row, crate::q5::vec_dot_q5_0),
+                (
+                    DType::Q5_1,
+                    random_blocks(24, 8 * n, &[0, 2], &mut seed),
+                    crate::q5::dequantize_row_1,
+                    crate::q5::vec_dot_q5_1,
+                ),
+                (DType::Q4K, random_blocks(144, n, &[0, 2], &mut seed), dequantize_row_q4_k, vec_dot_q4_k),
+                (DType::Q5K, random_blocks(176, n, &[0, 2], &mut seed), dequantize_row_q5_k, vec_dot_q5_k),
+                (DType::Q6K, random_blocks(210, n, &[208], &mut seed), dequantize_row_q6_k, vec_dot_q6_k),
             ];
             let x: Vec<f32> = (0..cols).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
             let mut a = vec![BlockQ8A::default(); cols / QK];
             quantize_act(&x, &mut a).unwrap();
-            for (dtype, w, deq) in cases {
+            for (dtype, w, deq, dot) in cases {
                 let mut wf = vec![0f32; cols];
                 deq(&w, &mut wf);
                 let want: f64 = wf
@@ -401,8 +416,7 @@ mod tests {
                     .enumerate()
                     .map(|(i, &v)| v as f64 * a[i / QK].qs[i % QK] as f64 * a[i / QK].d as f64)
                     .sum();
-                row.decode(dtype, &w, cols);
-                let got = row.dot(&a) as f64;
+                let got = dot(&w, &a) as f64;
                 let scale: f64 = wf.iter().map(|v| v.abs() as f64).sum();
                 assert!((got - want).abs() <= 1e-5 * scale.max(1.0), "{dtype} × {n}: {got} vs {want}");
             }
@@ -425,6 +439,7 @@ mod tests {
         type Deq = fn(&[u8], &mut [f32]);
         for (name, bytes, quant, deq, rel) in [
             ("q4_k", 144usize, quantize_row_q4_k as Q, dequantize_row_q4_k as Deq, 0.12f64),
+            ("q5_k", 176, quantize_row_q5_k, dequantize_row_q5_k, 0.06),
             ("q6_k", 210, quantize_row_q6_k, dequantize_row_q6_k, 0.03),
         ] {
             let err = |w: &[f32], sel: &dyn Fn(usize) -> bool| -> f64 {

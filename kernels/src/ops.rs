@@ -134,31 +134,20 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
             });
             Ok(())
         }
-        DType::Q5_0 | DType::Q4K | DType::Q5K | DType::Q6K => {
-            // Scalar, on raw bytes (`q5`, `kquants`): each weight row is decoded once into 8-bit
-            // integers and scales, then dotted with every token's activation blocks.
+        DType::Q5_0 | DType::Q5_1 | DType::Q4K | DType::Q5K | DType::Q6K => {
+            // Raw bytes, one row × token dot product at a time; row chunks keep a chunk's rows in
+            // cache while every token of a batch passes over them.
+            let dot = match w.dtype {
+                DType::Q5_0 => k.vec_dot_q5_0,
+                DType::Q5_1 => k.vec_dot_q5_1,
+                DType::Q4K => k.vec_dot_q4_k,
+                DType::Q5K => k.vec_dot_q5_k,
+                _ => k.vec_dot_q6_k,
+            };
             let rb = w.dtype.row_bytes(w.cols)?;
             let nb = w.cols / QK;
-            let (rows, n_tokens) = (w.rows, act.n_tokens);
-            let ptr = OutPtr(out.as_mut_ptr());
-            let chunk = row_chunk(rows);
-            thread_local! {
-                // One decoded row per worker thread, reused: no allocation per product.
-                static ROW: std::cell::RefCell<crate::kquants::DecodedRow> = Default::default();
-            }
-            (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
-                let p = ptr;
-                ROW.with_borrow_mut(|row| {
-                    for r in c * chunk..((c + 1) * chunk).min(rows) {
-                        row.decode(w.dtype, &w.data[r * rb..(r + 1) * rb], w.cols);
-                        for t in 0..n_tokens {
-                            let v = row.dot(&act.q8[t * nb..(t + 1) * nb]);
-                            // SAFETY: t < n_tokens and r < rows, inside `out` (length checked by
-                            // `gemm`); row chunks are disjoint across tasks.
-                            unsafe { *p.0.add(t * rows + r) = v };
-                        }
-                    }
-                });
+            gemm_rows(w.rows, act.n_tokens, out, |r, t| {
+                dot(&w.data[r * rb..(r + 1) * rb], &act.q8[t * nb..(t + 1) * nb])
             });
             Ok(())
         }

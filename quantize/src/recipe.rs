@@ -25,7 +25,8 @@ pub enum Method {
 }
 
 /// Named presets: a base type plus rules that give the most sensitive tensors more bits.
-pub const PRESETS: &[(&str, DType)] = &[("q4_mixed", DType::Q4_0), ("q4_1_mixed", DType::Q4_1), ("q4_k_m", DType::Q4K)];
+pub const PRESETS: &[(&str, DType)] =
+    &[("q4_mixed", DType::Q4_0), ("q4_1_mixed", DType::Q4_1), ("q4_k_m", DType::Q4K), ("q5_k_m", DType::Q5K)];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
@@ -82,14 +83,15 @@ impl Recipe {
     ///   the FFN down projections of the first and last eighth of the layers (at least one each) —
     ///   the tensors whose quantization error costs most — on top of the embedding and output head
     ///   (already q8_0).
-    /// - `q4_k_m` follows llama.cpp's `Q4_K_M`: q4_k, with q6_k for the output head (the embedding
-    ///   when tied) and for the attention values and FFN down projections of the layers
-    ///   `use_more_bits` picks (the first and last eighth and every third between). A matrix
-    ///   whose width is not a multiple of 256 falls back as llama.cpp's does: q4_k → q5_0,
-    ///   q6_k → q8_0 (`type_for`).
+    /// - `q4_k_m` and `q5_k_m` follow llama.cpp's `Q4_K_M` and `Q5_K_M`: q4_k (q5_k), with q6_k
+    ///   for the output head (the embedding when tied) and for the attention values and FFN down
+    ///   projections of the layers `use_more_bits` picks (the first and last eighth and every
+    ///   third between). A matrix whose width is not a multiple of 256 falls back as llama.cpp's
+    ///   does: q4_k → q5_0, q5_k → q5_1, q6_k → q8_0 (`type_for`). (`--type q6_k` is llama.cpp's
+    ///   `Q6_K`: q6_k everywhere.)
     pub fn for_model(&self, n_layers: usize, tied: bool) -> Recipe {
         let mut r = self.clone();
-        if self.preset == Some("q4_k_m") {
+        if matches!(self.preset, Some("q4_k_m" | "q5_k_m")) {
             let head = if tied { "token_embd.weight" } else { "output.weight" };
             let mut rules = vec![(head.to_string(), DType::Q6K)];
             for l in (0..n_layers).filter(|&l| use_more_bits(l, n_layers)) {
@@ -136,7 +138,7 @@ impl Recipe {
                 }
             }
             "token_embd.weight" | "output.weight"
-                if matches!(self.default, DType::Q4_0 | DType::Q4_1 | DType::Q5_0) =>
+                if matches!(self.default, DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1) =>
             {
                 DType::Q8_0
             }
@@ -152,7 +154,8 @@ impl Recipe {
             // llama.cpp's fallbacks for K-quants; anything else becomes f16.
             let fallback = match t {
                 DType::Q4K if cols.is_multiple_of(DType::Q5_0.block_len()) => DType::Q5_0,
-                DType::Q5K | DType::Q6K if cols.is_multiple_of(DType::Q8_0.block_len()) => DType::Q8_0,
+                DType::Q5K if cols.is_multiple_of(DType::Q5_1.block_len()) => DType::Q5_1,
+                DType::Q6K if cols.is_multiple_of(DType::Q8_0.block_len()) => DType::Q8_0,
                 _ => DType::F16,
             };
             let note = format!(
@@ -232,7 +235,6 @@ mod tests {
         assert_eq!(t, DType::F16);
         assert!(note.is_some());
         assert!(r.add_override("nonsense").is_err());
-        assert!(r.add_override("x=q5_k").is_err()); // only copied from GGUF, never produced
         assert!(r.add_override("x=bf16").is_err());
         assert_eq!(Recipe::new(DType::F16).unwrap().type_for("token_embd.weight", &[8, 64], DType::F32).0, DType::F16);
     }
@@ -275,8 +277,9 @@ mod tests {
         for l in [3, 4, 6, 25] {
             assert_eq!(t(&format!("blk.{l}.ffn_down.weight"), 1536).0, DType::Q4K, "layer {l}");
         }
-        assert_eq!(t("token_embd.weight", 512).0, DType::Q6K); // tied: the output head
-                                                               // widths that are not a multiple of 256 fall back as llama.cpp's do, and say so
+        // tied: the output head
+        assert_eq!(t("token_embd.weight", 512).0, DType::Q6K);
+        // widths that are not a multiple of 256 fall back as llama.cpp's do, and say so
         let (d, note) = t("blk.4.attn_q.weight", 576);
         assert_eq!(d, DType::Q5_0);
         assert!(note.unwrap().contains("q5_0 instead of q4_k"));
@@ -285,5 +288,22 @@ mod tests {
         let untied = Recipe::named("q4_k_m").unwrap().for_model(30, false);
         assert_eq!(untied.type_for("output.weight", &[64, 512], DType::F32).0, DType::Q6K);
         assert_eq!(untied.type_for("token_embd.weight", &[64, 512], DType::F32).0, DType::Q4K);
+    }
+
+    #[test]
+    fn q5_k_m_and_q6_k_follow_llama_cpp() {
+        let r = Recipe::named("q5_k_m").unwrap().for_model(30, true);
+        let t = |name: &str, cols: usize| r.type_for(name, &[64, cols], DType::F32);
+        assert_eq!(t("blk.5.ffn_down.weight", 1536).0, DType::Q6K);
+        assert_eq!(t("blk.4.ffn_down.weight", 1536).0, DType::Q5K);
+        assert_eq!(t("blk.29.attn_v.weight", 512).0, DType::Q6K);
+        assert_eq!(t("blk.4.attn_v.weight", 512).0, DType::Q5K);
+        assert_eq!(t("token_embd.weight", 512).0, DType::Q6K);
+        let (d, note) = t("blk.4.attn_q.weight", 576);
+        assert_eq!(d, DType::Q5_1);
+        assert!(note.unwrap().contains("q5_1 instead of q5_k"));
+        let q6 = Recipe::named("q6_k").unwrap().for_model(30, true);
+        assert_eq!(q6.type_for("blk.4.ffn_down.weight", &[64, 1536], DType::F32).0, DType::Q6K);
+        assert_eq!(q6.type_for("token_embd.weight", &[64, 576], DType::F32).0, DType::Q8_0);
     }
 }

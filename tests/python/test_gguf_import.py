@@ -124,13 +124,13 @@ def test_dump_is_bit_exact(autark, smollm2_q4_1, smollm2_reader, tmp_path, name)
     assert diff.size == 0, f"{diff.size} values differ, first at {diff[:5]}: {got[diff[:5]]} vs {expected[diff[:5]]}"
 
 
-@pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "q5_0"])
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "q5_0", "q5_1"])
 def test_requantize_matches_gguf_py(autark, smollm2_gguf, smollm2_reader, tmp_path, qtype):
     """Linear weights: quantize(dequantize(q4_1 source)) with gguf-py's bit-exact port of ggml's
     reference quantizers (`--rtn`; the default scale search is checked in kernels/src/search.rs). token_embd.weight stays q8_0 (copied); norms stay f32 (copied)."""
     out = autark.quantize(smollm2_gguf, tmp_path / f"smollm2-{qtype}.autark", qtype, "--rtn")
     _, tensors = autark_file.read(out, check_tensor_sha=True, strict=True)
-    target = {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q5_0": Q.Q5_0}[qtype]
+    target = {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q5_0": Q.Q5_0, "q5_1": Q.Q5_1}[qtype]
     assert sorted(tensors) == sorted(t.name for t in smollm2_reader.tensors)
     for t in smollm2_reader.tensors:
         got = tensors[t.name]

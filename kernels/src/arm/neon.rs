@@ -21,6 +21,11 @@ macro_rules! neon_bodies {
             k.gemm_q4_0 = gemm_q4_0;
             k.gemm_q4_1 = gemm_q4_1;
             k.gemm_q8_0 = gemm_q8_0;
+            k.vec_dot_q5_0 = vec_dot_q5_0;
+            k.vec_dot_q5_1 = vec_dot_q5_1;
+            k.vec_dot_q4_k = vec_dot_q4_k;
+            k.vec_dot_q5_k = vec_dot_q5_k;
+            k.vec_dot_q6_k = vec_dot_q6_k;
         }
 
         // ---- safe entry points (installed by `plug` after feature detection) ----
@@ -60,7 +65,147 @@ macro_rules! neon_bodies {
             scalar::gemm_tile(vec_dot_q8_0, w, a, nb, out)
         }
 
+        /// The row covers exactly the activation blocks (the `ByteDotFn` contract):
+        /// `bytes` per block of `per` activation blocks.
+        fn check_row(w: &[u8], a: &[BlockQ8A], bytes: usize, per: usize) {
+            assert!(a.len().is_multiple_of(per) && w.len() == a.len() / per * bytes, "byte-coded row and activations differ");
+        }
+        fn vec_dot_q5_0(w: &[u8], a: &[BlockQ8A]) -> f32 {
+            check_row(w, a, crate::q5::BYTES, 1);
+            // SAFETY: features detected before `plug`; `check_row` asserted one whole block per
+            // activation block.
+            unsafe { vec_dot_q5_impl::<false>(w, a) }
+        }
+        fn vec_dot_q5_1(w: &[u8], a: &[BlockQ8A]) -> f32 {
+            check_row(w, a, crate::q5::BYTES_1, 1);
+            // SAFETY: as in `vec_dot_q5_0`.
+            unsafe { vec_dot_q5_impl::<true>(w, a) }
+        }
+        fn vec_dot_q4_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
+            check_row(w, a, 144, 8);
+            // SAFETY: as in `vec_dot_q5_0` (one super-block per 8 activation blocks).
+            unsafe { vec_dot_k4_impl::<false>(w, a) }
+        }
+        fn vec_dot_q5_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
+            check_row(w, a, 176, 8);
+            // SAFETY: as in `vec_dot_q4_k`.
+            unsafe { vec_dot_k4_impl::<true>(w, a) }
+        }
+        fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
+            check_row(w, a, 210, 8);
+            // SAFETY: as in `vec_dot_q4_k`.
+            unsafe { vec_dot_q6_k_impl(w, a) }
+        }
+
         // ---- kernels ----
+
+        fn f16_le(b: &[u8], i: usize) -> f32 {
+            f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
+        }
+
+        /// Bytes 0x10 where bit j of the 16-bit `bits` is set (j = lane), else 0.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn high_bits_16(bits: u16) -> uint8x16_t {
+            const BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+            let v = vcombine_u8(vdup_n_u8(bits as u8), vdup_n_u8((bits >> 8) as u8));
+            vandq_u8(vtstq_u8(v, vld1q_u8(BIT.as_ptr())), vdupq_n_u8(0x10))
+        }
+
+        /// `q5_0` (`ONE` false) and `q5_1`: the scalar twin's expression per block.
+        #[target_feature(enable = $features)]
+        unsafe fn vec_dot_q5_impl<const ONE: bool>(w: &[u8], a: &[BlockQ8A]) -> f32 {
+            let (bytes, qh_at, qs_at) = if ONE { (crate::q5::BYTES_1, 4, 8) } else { (crate::q5::BYTES, 2, 6) };
+            let mut acc = 0f32;
+            for (b, ba) in w.chunks_exact(bytes).zip(a) {
+                let qh = u32::from_le_bytes([b[qh_at], b[qh_at + 1], b[qh_at + 2], b[qh_at + 3]]);
+                let v = vld1q_u8(b.as_ptr().add(qs_at));
+                let lo = vorrq_u8(vandq_u8(v, vdupq_n_u8(0x0F)), high_bits_16(qh as u16));
+                let hi = vorrq_u8(vshrq_n_u8::<4>(v), high_bits_16((qh >> 16) as u16));
+                let s = block_dot(vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi), &ba.qs);
+                if ONE {
+                    acc += f16_le(b, 0) * ba.d * s as f32 + f16_le(b, 2) * ba.d * ba.sum as f32;
+                } else {
+                    acc += f16_le(b, 0) * ba.d * (s - 16 * ba.sum) as f32;
+                }
+            }
+            acc
+        }
+
+        /// `q4_k` (`FIVE` false) and `q5_k`: the scalar twin's expression per sub-block.
+        #[target_feature(enable = $features)]
+        unsafe fn vec_dot_k4_impl<const FIVE: bool>(w: &[u8], a: &[BlockQ8A]) -> f32 {
+            let bytes = if FIVE { 176 } else { 144 };
+            let m4 = vdupq_n_u8(0x0F);
+            let mut acc = 0f32;
+            for (b, a8) in w.chunks_exact(bytes).zip(a.chunks_exact(8)) {
+                let sm = crate::kquants::scales_k4(b);
+                let p = b.as_ptr();
+                let qh = [vld1q_u8(p.add(16)), vld1q_u8(p.add(32))];
+                let ql = p.add(if FIVE { 48 } else { 16 });
+                for g in 0..4 {
+                    let v = [vld1q_u8(ql.add(32 * g)), vld1q_u8(ql.add(32 * g + 16))];
+                    for h in 0..2 {
+                        let j = 2 * g + h;
+                        let mut q = if h == 0 {
+                            [vandq_u8(v[0], m4), vandq_u8(v[1], m4)]
+                        } else {
+                            [vshrq_n_u8::<4>(v[0]), vshrq_n_u8::<4>(v[1])]
+                        };
+                        if FIVE {
+                            let bit = vdupq_n_u8(1 << j);
+                            for (q, qh) in q.iter_mut().zip(qh) {
+                                *q = vorrq_u8(*q, vandq_u8(vtstq_u8(qh, bit), vdupq_n_u8(0x10)));
+                            }
+                        }
+                        let ba = &a8[j];
+                        let s = block_dot(vreinterpretq_s8_u8(q[0]), vreinterpretq_s8_u8(q[1]), &ba.qs);
+                        acc += sm[j].0 * ba.d * s as f32 - sm[j].1 * ba.d * ba.sum as f32;
+                    }
+                }
+            }
+            acc
+        }
+
+        /// `q6_k`: the scalar twin's expression per 32 values (two 16-value sub-blocks).
+        #[target_feature(enable = $features)]
+        unsafe fn vec_dot_q6_k_impl(w: &[u8], a: &[BlockQ8A]) -> f32 {
+            let m4 = vdupq_n_u8(0x0F);
+            let m2 = vdupq_n_u8(3);
+            let off = vdupq_n_s8(32);
+            let mut acc = 0f32;
+            for (b, a8) in w.chunks_exact(210).zip(a.chunks_exact(8)) {
+                let p = b.as_ptr();
+                let d = f16_le(b, 208);
+                // Exact integer sums per activation block and 16-value half.
+                let mut sums = [[0i32; 2]; 8];
+                for n in 0..2 {
+                    for half in 0..2 {
+                        // Values 16·half..16·half + 16 of each of the half's four sub-blocks.
+                        let o = 16 * half;
+                        let ql0 = vld1q_u8(p.add(64 * n + o));
+                        let ql1 = vld1q_u8(p.add(64 * n + 32 + o));
+                        let qh = vld1q_u8(p.add(128 + 32 * n + o));
+                        let q = [
+                            vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8::<4>(vandq_u8(qh, m2))),
+                            vorrq_u8(vandq_u8(ql1, m4), vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(qh), m2))),
+                            vorrq_u8(vshrq_n_u8::<4>(ql0), vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(qh), m2))),
+                            vorrq_u8(vshrq_n_u8::<4>(ql1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(qh))),
+                        ];
+                        for (k, q) in q.into_iter().enumerate() {
+                            let x = vsubq_s8(vreinterpretq_s8_u8(q), off);
+                            let y = vld1q_s8(a8[4 * n + k].qs.as_ptr().add(o));
+                            sums[4 * n + k][half] = vaddvq_s32(dot_i8x16(vdupq_n_s32(0), x, y));
+                        }
+                    }
+                }
+                for (i, (ba, s)) in a8.iter().zip(sums).enumerate() {
+                    let (sc0, sc1) = (b[192 + 2 * i] as i8, b[193 + 2 * i] as i8);
+                    acc += d * sc0 as f32 * ba.d * s[0] as f32 + d * sc1 as f32 * ba.d * s[1] as f32;
+                }
+            }
+            acc
+        }
 
         /// Exact Σ x·y over a 32-value block given as two halves.
         #[target_feature(enable = $features)]

@@ -25,7 +25,10 @@ macro_rules! kernel_bodies {
             k.gemm_q4_0 = gemm_q4_0;
             k.gemm_q4_1 = gemm_q4_1;
             k.gemm_q8_0 = gemm_q8_0;
+            plug_bytes(k);
         }
+
+        byte_bodies!($features);
 
         // ---- safe entry points (installed by `plug` only after feature detection) ----
 

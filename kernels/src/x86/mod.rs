@@ -8,6 +8,8 @@
 
 use crate::dispatch::{Isa, Kernels};
 
+#[macro_use]
+mod bytes;
 mod kernels;
 mod zmm;
 
