@@ -6,23 +6,26 @@
 //! Peers: ggml's kernels are not linked here (`ggml-sys` bundles 2023 ggml with other block
 //! bytes); whole-model comparisons with current llama.cpp are in BENCHMARKS.md.
 
-use autark_kernels::blocks::{Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0};
-use autark_kernels::dispatch::{available_isas, GemmFn, Kernels};
+use autark_kernels::blocks::{quantize_bytes, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
+use autark_kernels::dispatch::{available_isas, ByteDotsFn, GemmFn, Kernels};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const ROWS: usize = 2048;
 const COLS: usize = 2048;
 
-fn weights<B: Block>(rows: usize, cols: usize) -> Vec<B> {
+fn values(n: usize) -> Vec<f32> {
     let mut s = 12345u32;
-    let x: Vec<f32> = (0..rows * cols)
+    (0..n)
         .map(|_| {
             s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         })
-        .collect();
+        .collect()
+}
+
+fn weights<B: Block>(rows: usize, cols: usize) -> Vec<B> {
     let mut q = vec![B::default(); rows * cols / 32];
-    B::quantize_row(&x, &mut q).unwrap();
+    B::quantize_row(&values(rows * cols), &mut q).unwrap();
     q
 }
 
@@ -78,10 +81,49 @@ fn bench_type<B: Block>(c: &mut Criterion, name: &str, pick: Pick<B>) {
     g.finish();
 }
 
+/// The byte-coded types (raw GGUF bytes): one row × 1 token (decode) and × 64 tokens (prefill).
+fn bench_bytes(c: &mut Criterion, dtype: DType, pick: fn(&Kernels) -> ByteDotsFn) {
+    let rb = dtype.row_bytes(COLS).unwrap();
+    let mut w = Vec::with_capacity(ROWS * rb);
+    let mut row = Vec::new();
+    for r in values(ROWS * COLS).chunks_exact(COLS) {
+        quantize_bytes(dtype, r, &mut row).unwrap();
+        w.extend_from_slice(&row);
+    }
+    let nb = COLS / 32;
+    for tokens in [1usize, 64] {
+        let mut g = c.benchmark_group(if tokens == 1 { format!("gemv_{dtype}") } else { format!("gemm64_{dtype}") });
+        g.throughput(Throughput::Bytes((w.len() * tokens) as u64));
+        if tokens > 1 {
+            g.sample_size(10);
+        }
+        for isa in available_isas() {
+            let k = Kernels::best(Some(isa));
+            let dots = pick(&k);
+            let a = acts(&k, tokens, COLS);
+            let mut out = vec![0f32; tokens];
+            g.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, _| {
+                b.iter(|| {
+                    for r in 0..ROWS {
+                        dots(&w[r * rb..(r + 1) * rb], &a, nb, &mut out);
+                        std::hint::black_box(&out);
+                    }
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
 fn kernels(c: &mut Criterion) {
     bench_type::<BlockQ4_0>(c, "q4_0", |k| (k.vec_dot_q4_0, k.gemm_q4_0));
     bench_type::<BlockQ4_1>(c, "q4_1", |k| (k.vec_dot_q4_1, k.gemm_q4_1));
     bench_type::<BlockQ8_0>(c, "q8_0", |k| (k.vec_dot_q8_0, k.gemm_q8_0));
+    bench_bytes(c, DType::Q5_0, |k| k.dots_q5_0);
+    bench_bytes(c, DType::Q5_1, |k| k.dots_q5_1);
+    bench_bytes(c, DType::Q4K, |k| k.dots_q4_k);
+    bench_bytes(c, DType::Q5K, |k| k.dots_q5_k);
+    bench_bytes(c, DType::Q6K, |k| k.dots_q6_k);
 }
 
 criterion_group!(benches, kernels);

@@ -33,9 +33,10 @@ enum Cmd {
         /// Output .autark file (written to a temporary file, renamed when complete).
         #[arg(short, long)]
         output: PathBuf,
-        /// Type of the linear weights (q4_0, q4_1, q8_0, f16, f32) or a preset: q4_mixed,
-        /// q4_1_mixed (4-bit, with attention values and the edge layers' FFN down at q8_0), keep
-        /// (every tensor as the source stores it: GGUF q4_k/q5_k/q6_k copied losslessly).
+        /// Type of the linear weights (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, f16, f32)
+        /// or a preset: q4_k_m, q5_k_m (llama.cpp's Q4_K_M / Q5_K_M rules and fallbacks),
+        /// q4_mixed, q4_1_mixed (4-bit, with attention values and the edge layers' FFN down at
+        /// q8_0), keep (every tensor as the source stores it: GGUF K-quants copied losslessly).
         #[arg(short = 't', long = "type", default_value = "q4_0")]
         dtype: String,
         /// Per-tensor override PATTERN=TYPE (glob with *, last match wins); repeatable.

@@ -44,10 +44,11 @@ impl Isa {
 /// A weight-rows × tokens tile of a quantized matrix product.
 pub type GemmFn<B> = fn(&[B], &[BlockQ8A], usize, &mut [f32]);
 
-/// A row of a byte-coded type (raw bytes: `q5_0`, `q5_1`, `q4_k`, `q5_k`, `q6_k`) × activation
-/// blocks. The bytes must hold exactly the row that the activation blocks cover
-/// (`DType::row_bytes(32 · a.len())`): SIMD slots assert it.
-pub type ByteDotFn = fn(&[u8], &[BlockQ8A]) -> f32;
+/// One row of a byte-coded type (raw bytes: `q5_0`, `q5_1`, `q4_k`, `q5_k`, `q6_k`) × tokens:
+/// `out[t] = row · a[t·nb..(t + 1)·nb]` for `t < out.len()` (`nb` activation blocks per token).
+/// The row must hold exactly `nb` blocks' worth of values and `a` at least `out.len()` tokens:
+/// SIMD slots assert it. A token's result never depends on how many tokens share the call.
+pub type ByteDotsFn = fn(&[u8], &[BlockQ8A], usize, &mut [f32]);
 
 /// The dispatch table. Slots take whole blocks of matching lengths: callers check lengths
 /// once (see `Block::vec_dot`, `gemm`), never per call in a hot loop.
@@ -65,11 +66,11 @@ pub struct Kernels {
     pub gemm_q4_1: GemmFn<BlockQ4_1>,
     pub gemm_q8_0: GemmFn<BlockQ8_0>,
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
-    pub vec_dot_q5_0: ByteDotFn,
-    pub vec_dot_q5_1: ByteDotFn,
-    pub vec_dot_q4_k: ByteDotFn,
-    pub vec_dot_q5_k: ByteDotFn,
-    pub vec_dot_q6_k: ByteDotFn,
+    pub dots_q5_0: ByteDotsFn,
+    pub dots_q5_1: ByteDotsFn,
+    pub dots_q4_k: ByteDotsFn,
+    pub dots_q5_k: ByteDotsFn,
+    pub dots_q6_k: ByteDotsFn,
 }
 
 impl Kernels {
@@ -86,11 +87,11 @@ impl Kernels {
             gemm_q4_1: scalar::gemm_q4_1,
             gemm_q8_0: scalar::gemm_q8_0,
             vec_dot_f32: scalar::vec_dot_f32,
-            vec_dot_q5_0: crate::q5::vec_dot_q5_0,
-            vec_dot_q5_1: crate::q5::vec_dot_q5_1,
-            vec_dot_q4_k: crate::kquants::vec_dot_q4_k,
-            vec_dot_q5_k: crate::kquants::vec_dot_q5_k,
-            vec_dot_q6_k: crate::kquants::vec_dot_q6_k,
+            dots_q5_0: scalar::dots_q5_0,
+            dots_q5_1: scalar::dots_q5_1,
+            dots_q4_k: scalar::dots_q4_k,
+            dots_q5_k: scalar::dots_q5_k,
+            dots_q6_k: scalar::dots_q6_k,
         }
     }
 

@@ -135,21 +135,14 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
             Ok(())
         }
         DType::Q5_0 | DType::Q5_1 | DType::Q4K | DType::Q5K | DType::Q6K => {
-            // Raw bytes, one row × token dot product at a time; row chunks keep a chunk's rows in
-            // cache while every token of a batch passes over them.
-            let dot = match w.dtype {
-                DType::Q5_0 => k.vec_dot_q5_0,
-                DType::Q5_1 => k.vec_dot_q5_1,
-                DType::Q4K => k.vec_dot_q4_k,
-                DType::Q5K => k.vec_dot_q5_k,
-                _ => k.vec_dot_q6_k,
+            let dots = match w.dtype {
+                DType::Q5_0 => k.dots_q5_0,
+                DType::Q5_1 => k.dots_q5_1,
+                DType::Q4K => k.dots_q4_k,
+                DType::Q5K => k.dots_q5_k,
+                _ => k.dots_q6_k,
             };
-            let rb = w.dtype.row_bytes(w.cols)?;
-            let nb = w.cols / QK;
-            gemm_rows(w.rows, act.n_tokens, out, |r, t| {
-                dot(&w.data[r * rb..(r + 1) * rb], &act.q8[t * nb..(t + 1) * nb])
-            });
-            Ok(())
+            gemm_bytes(w, act, out, dots)
         }
         other => Err(KernelError::Unsupported { op: "gemm", dtype: other }),
     }
@@ -191,6 +184,42 @@ fn gemm_q<B: Block>(
                     // SAFETY: t0 + t < n_tokens and r0 + r < rows, inside `out` (length
                     // checked by `gemm`); row chunks are disjoint across tasks.
                     unsafe { *p.0.add((t0 + t) * rows + r0 + r) = buf[t * nr + r] };
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Byte-coded weights (raw bytes) × 8-bit activations: per weight row, one call over up to
+/// `BYTE_TOKENS` tokens, which unpacks each weight block once for all of them.
+fn gemm_bytes(w: &WeightView<'_>, act: &Activations, out: &mut [f32], dots: crate::dispatch::ByteDotsFn) -> Result<()> {
+    const BYTE_TOKENS: usize = 64;
+    let rb = w.dtype.row_bytes(w.cols)?;
+    let nb = w.cols / QK;
+    let (rows, n_tokens) = (w.rows, act.n_tokens);
+    let a = &act.q8;
+    if n_tokens == 1 {
+        gemm_rows(rows, 1, out, |r, _| {
+            let mut v = [0f32];
+            dots(&w.data[r * rb..(r + 1) * rb], a, nb, &mut v);
+            v[0]
+        });
+        return Ok(());
+    }
+    let ptr = OutPtr(out.as_mut_ptr());
+    let chunk = row_chunk(rows);
+    (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let p = ptr;
+        let mut buf = [0f32; BYTE_TOKENS];
+        for t0 in (0..n_tokens).step_by(BYTE_TOKENS) {
+            let nt = BYTE_TOKENS.min(n_tokens - t0);
+            for r in c * chunk..((c + 1) * chunk).min(rows) {
+                dots(&w.data[r * rb..(r + 1) * rb], &a[t0 * nb..(t0 + nt) * nb], nb, &mut buf[..nt]);
+                for (t, &v) in buf[..nt].iter().enumerate() {
+                    // SAFETY: t0 + t < n_tokens and r < rows, inside `out` (length checked by
+                    // `gemm`); row chunks are disjoint across tasks.
+                    unsafe { *p.0.add((t0 + t) * rows + r) = v };
                 }
             }
         }

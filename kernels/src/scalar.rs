@@ -178,3 +178,28 @@ pub fn gemm_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
 pub fn gemm_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     gemm_tile(vec_dot_q8_0_q8a, w, a, nb, out)
 }
+
+// ---- byte-coded types: one row × tokens ---------------------------------------------------------
+
+/// `out[t] = dot(w, a[t·nb..(t + 1)·nb])`: the `ByteDotsFn` contract over a one-token dot.
+pub fn byte_dots(dot: fn(&[u8], &[BlockQ8A]) -> f32, w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    for (o, at) in out.iter_mut().zip(a.chunks_exact(nb)) {
+        *o = dot(w, at);
+    }
+}
+
+macro_rules! byte_dots {
+    ($($name:ident => $dot:path),*) => {$(
+        pub fn $name(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            byte_dots($dot, w, a, nb, out)
+        }
+    )*};
+}
+
+byte_dots!(
+    dots_q5_0 => crate::q5::vec_dot_q5_0,
+    dots_q5_1 => crate::q5::vec_dot_q5_1,
+    dots_q4_k => crate::kquants::vec_dot_q4_k,
+    dots_q5_k => crate::kquants::vec_dot_q5_k,
+    dots_q6_k => crate::kquants::vec_dot_q6_k
+);

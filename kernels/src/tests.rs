@@ -295,20 +295,21 @@ fn dispatched_kernels_match_scalar() {
 /// The byte-coded types (q5_0, q5_1, q4_k, q5_k, q6_k), ISA by ISA, against their scalar twins:
 /// rows from the quantizers and rows of random bytes (every bit pattern of the integer fields,
 /// sane f16 scales), 1–5 super-blocks (1–49 blocks for the 32-value types), zero activation
-/// blocks included. NEON runs the scalar expression per block and must agree bit for bit; x86
-/// sums lanes in another order and agrees within f32 rounding of Σ|w·a|.
+/// blocks included, 1–9 tokens per call. NEON runs the scalar expression per block and must agree
+/// bit for bit; x86 sums lanes in another order and agrees within f32 rounding of Σ|w·a|. Every
+/// ISA gives each token the same bits whether it comes alone or with others.
 #[test]
 fn byte_kernels_match_scalar() {
-    use crate::dispatch::ByteDotFn;
+    use crate::dispatch::ByteDotsFn;
     type Deq = fn(&[u8], &mut [f32]);
     let reference = Kernels::scalar();
-    let pick = |k: &Kernels, d: DType| -> ByteDotFn {
+    let pick = |k: &Kernels, d: DType| -> ByteDotsFn {
         match d {
-            DType::Q5_0 => k.vec_dot_q5_0,
-            DType::Q5_1 => k.vec_dot_q5_1,
-            DType::Q4K => k.vec_dot_q4_k,
-            DType::Q5K => k.vec_dot_q5_k,
-            _ => k.vec_dot_q6_k,
+            DType::Q5_0 => k.dots_q5_0,
+            DType::Q5_1 => k.dots_q5_1,
+            DType::Q4K => k.dots_q4_k,
+            DType::Q5K => k.dots_q5_k,
+            _ => k.dots_q6_k,
         }
     };
     // (type, f16 offsets inside a block, dequantizer)
@@ -325,13 +326,14 @@ fn byte_kernels_match_scalar() {
         let exact = matches!(isa, crate::Isa::Neon | crate::Isa::NeonDot | crate::Isa::Scalar);
         for (dtype, f16s, deq) in types {
             let lens: &[usize] = if dtype.block_len() == QK_K { &[8, 16, 24, 40] } else { &[1, 2, 3, 7, 8, 9, 17, 49] };
-            for &nb in lens {
+            for (ci, &nb) in lens.iter().enumerate() {
+                let toks = [1usize, 4, 5, 9][ci % 4];
                 let n = nb * QK;
-                let mut x = rng.vec(n, 4.0);
+                let mut x = rng.vec(n * toks, 4.0);
                 if nb % 3 == 0 {
                     x[..QK].fill(0.0);
                 }
-                let mut qa = vec![BlockQ8A::default(); nb];
+                let mut qa = vec![BlockQ8A::default(); nb * toks];
                 (reference.quantize_act)(&x, &mut qa);
                 let w = rng.vec(n, 1.0);
                 let mut quantized = Vec::new();
@@ -345,20 +347,26 @@ fn byte_kernels_match_scalar() {
                 for (what, row) in [("quantized", &quantized), ("random", &random)] {
                     let mut wd = vec![0f32; n];
                     deq(row, &mut wd);
-                    let mag: f32 = wd
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| (v * qa[i / QK].qs[i % QK] as f32 * qa[i / QK].d).abs())
-                        .sum();
-                    let r = pick(&reference, dtype)(row, &qa);
-                    let g = pick(&k, dtype)(row, &qa);
-                    if exact {
-                        assert_eq!(g.to_bits(), r.to_bits(), "{isa:?} {dtype} {what} nb={nb}: {g} vs scalar {r}");
-                    } else {
-                        assert!(
-                            (g - r).abs() <= 1e-5 * mag + 1e-6,
-                            "{isa:?} {dtype} {what} nb={nb}: {g} vs scalar {r} (Σ|w·a| {mag})"
-                        );
+                    let (mut r, mut g) = (vec![0f32; toks], vec![0f32; toks]);
+                    pick(&reference, dtype)(row, &qa, nb, &mut r);
+                    pick(&k, dtype)(row, &qa, nb, &mut g);
+                    for t in 0..toks {
+                        let at = &qa[t * nb..(t + 1) * nb];
+                        let mag: f32 = wd
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| (v * at[i / QK].qs[i % QK] as f32 * at[i / QK].d).abs())
+                            .sum();
+                        let (r, g) = (r[t], g[t]);
+                        let ctx = format!("{isa:?} {dtype} {what} nb={nb} token {t}/{toks}");
+                        if exact {
+                            assert_eq!(g.to_bits(), r.to_bits(), "{ctx}: {g} vs scalar {r}");
+                        } else {
+                            assert!((g - r).abs() <= 1e-5 * mag + 1e-6, "{ctx}: {g} vs scalar {r} (Σ|w·a| {mag})");
+                        }
+                        let mut alone = [0f32];
+                        pick(&k, dtype)(row, at, nb, &mut alone);
+                        assert_eq!(alone[0].to_bits(), g.to_bits(), "{ctx}: alone {} vs batched {g}", alone[0]);
                     }
                 }
             }

@@ -21,11 +21,11 @@ macro_rules! neon_bodies {
             k.gemm_q4_0 = gemm_q4_0;
             k.gemm_q4_1 = gemm_q4_1;
             k.gemm_q8_0 = gemm_q8_0;
-            k.vec_dot_q5_0 = vec_dot_q5_0;
-            k.vec_dot_q5_1 = vec_dot_q5_1;
-            k.vec_dot_q4_k = vec_dot_q4_k;
-            k.vec_dot_q5_k = vec_dot_q5_k;
-            k.vec_dot_q6_k = vec_dot_q6_k;
+            k.dots_q5_0 = |w, a, nb, out| scalar::byte_dots(vec_dot_q5_0, w, a, nb, out);
+            k.dots_q5_1 = |w, a, nb, out| scalar::byte_dots(vec_dot_q5_1, w, a, nb, out);
+            k.dots_q4_k = |w, a, nb, out| scalar::byte_dots(vec_dot_q4_k, w, a, nb, out);
+            k.dots_q5_k = |w, a, nb, out| scalar::byte_dots(vec_dot_q5_k, w, a, nb, out);
+            k.dots_q6_k = |w, a, nb, out| scalar::byte_dots(vec_dot_q6_k, w, a, nb, out);
         }
 
         // ---- safe entry points (installed by `plug` after feature detection) ----
@@ -68,7 +68,10 @@ macro_rules! neon_bodies {
         /// The row covers exactly the activation blocks (the `ByteDotFn` contract):
         /// `bytes` per block of `per` activation blocks.
         fn check_row(w: &[u8], a: &[BlockQ8A], bytes: usize, per: usize) {
-            assert!(a.len().is_multiple_of(per) && w.len() == a.len() / per * bytes, "byte-coded row and activations differ");
+            assert!(
+                a.len().is_multiple_of(per) && w.len() == a.len() / per * bytes,
+                "byte-coded row and activations differ"
+            );
         }
         fn vec_dot_q5_0(w: &[u8], a: &[BlockQ8A]) -> f32 {
             check_row(w, a, crate::q5::BYTES, 1);

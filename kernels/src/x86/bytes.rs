@@ -9,11 +9,11 @@
 macro_rules! byte_bodies {
     ($features:literal) => {
         fn plug_bytes(k: &mut Kernels) {
-            k.vec_dot_q5_0 = vec_dot_q5_0;
-            k.vec_dot_q5_1 = vec_dot_q5_1;
-            k.vec_dot_q4_k = vec_dot_q4_k;
-            k.vec_dot_q5_k = vec_dot_q5_k;
-            k.vec_dot_q6_k = vec_dot_q6_k;
+            k.dots_q5_0 = dots_q5_0;
+            k.dots_q5_1 = dots_q5_1;
+            k.dots_q4_k = dots_q4_k;
+            k.dots_q5_k = dots_q5_k;
+            k.dots_q6_k = dots_q6_k;
         }
 
         /// Bytes per block and activation blocks per block of each byte-coded type.
@@ -23,36 +23,57 @@ macro_rules! byte_bodies {
         const Q5_K: (usize, usize) = (176, 8);
         const Q6_K: (usize, usize) = (210, 8);
 
-        /// The row covers exactly the activation blocks (the `ByteDotFn` contract).
-        fn check_row(w: &[u8], a: &[BlockQ8A], (bytes, per): (usize, usize)) {
-            assert!(a.len().is_multiple_of(per) && w.len() == a.len() / per * bytes, "byte-coded row and activations differ");
+        /// Tokens per kernel call: each unpacked weight block serves this many tokens.
+        const TOK: usize = 4;
+
+        /// A row kernel for `T` tokens: `(row, first token's blocks, nb) → T results`.
+        type RowKernel<const T: usize> = unsafe fn(&[u8], *const BlockQ8A, usize) -> [f32; T];
+
+        /// The `ByteDotsFn` contract: the row holds exactly `nb` activation blocks' worth of
+        /// blocks and `a` at least `out.len()` tokens; then runs the tokens `TOK` at a time
+        /// (the same per-token operations as one at a time, so results do not depend on it).
+        fn run_dots(
+            w: &[u8],
+            a: &[BlockQ8A],
+            nb: usize,
+            out: &mut [f32],
+            (bytes, per): (usize, usize),
+            many: RowKernel<TOK>,
+            one: RowKernel<1>,
+        ) {
+            assert!(
+                nb.is_multiple_of(per) && w.len() == nb / per * bytes && a.len() >= out.len() * nb,
+                "byte-coded row and activations differ"
+            );
+            let mut t = 0;
+            while t + TOK <= out.len() {
+                // SAFETY: `plug` runs only after feature detection (see `x86/mod.rs`); tokens
+                // t..t + TOK lie inside `a` (asserted above) and `w` holds one row of `nb` blocks.
+                let v = unsafe { many(w, a.as_ptr().add(t * nb), nb) };
+                out[t..t + TOK].copy_from_slice(&v);
+                t += TOK;
+            }
+            while t < out.len() {
+                // SAFETY: as above, for the one token t.
+                out[t] = unsafe { one(w, a.as_ptr().add(t * nb), nb) }[0];
+                t += 1;
+            }
         }
 
-        fn vec_dot_q5_0(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, Q5_0);
-            // SAFETY: `plug` runs only after feature detection (see `x86/mod.rs`); `check_row`
-            // asserted that `w` holds one whole block per activation block.
-            unsafe { vec_dot_q5_0_impl(w, a) }
+        fn dots_q5_0(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_dots(w, a, nb, out, Q5_0, q5_0_impl::<TOK>, q5_0_impl::<1>)
         }
-        fn vec_dot_q5_1(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, Q5_1);
-            // SAFETY: as in `vec_dot_q5_0`.
-            unsafe { vec_dot_q5_1_impl(w, a) }
+        fn dots_q5_1(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_dots(w, a, nb, out, Q5_1, q5_1_impl::<TOK>, q5_1_impl::<1>)
         }
-        fn vec_dot_q4_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, Q4_K);
-            // SAFETY: as in `vec_dot_q5_0` (one super-block per 8 activation blocks).
-            unsafe { vec_dot_k4_impl::<false>(w, a) }
+        fn dots_q4_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_dots(w, a, nb, out, Q4_K, k4_impl::<TOK, false>, k4_impl::<1, false>)
         }
-        fn vec_dot_q5_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, Q5_K);
-            // SAFETY: as in `vec_dot_q4_k`.
-            unsafe { vec_dot_k4_impl::<true>(w, a) }
+        fn dots_q5_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_dots(w, a, nb, out, Q5_K, k4_impl::<TOK, true>, k4_impl::<1, true>)
         }
-        fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, Q6_K);
-            // SAFETY: as in `vec_dot_q4_k`.
-            unsafe { vec_dot_q6_k_impl(w, a) }
+        fn dots_q6_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_dots(w, a, nb, out, Q6_K, q6_k_impl::<TOK>, q6_k_impl::<1>)
         }
 
         /// The 32 fifth bits of `qh` (bit j for value j) as bytes: 0x10 where set, else 0.
@@ -83,46 +104,72 @@ macro_rules! byte_bodies {
             f16_to_f32((p as *const u16).read_unaligned())
         }
 
+        /// Per token: the lane sum plus a scalar term.
         #[target_feature(enable = $features)]
-        unsafe fn vec_dot_q5_0_impl(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let sixteen = _mm256_set1_epi8(16);
-            for (b, ba) in w.chunks_exact(crate::q5::BYTES).zip(a) {
-                let p = b.as_ptr();
-                let qh = (p.add(2) as *const u32).read_unaligned();
-                let q = _mm256_or_si256(unpack_nibbles_32(p.add(6)), high_bits_32(qh));
-                let s = _mm256_cvtepi32_ps(dot_i8i8(_mm256_sub_epi8(q, sixteen), load_act(ba)));
-                acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_le(p) * ba.d), acc);
+        #[inline]
+        unsafe fn finish<const T: usize>(acc: [__m256; T], extra: [f32; T]) -> [f32; T] {
+            let mut r = extra;
+            for (r, acc) in r.iter_mut().zip(acc) {
+                *r += hsum_f32x8(acc);
             }
-            hsum_f32x8(acc)
+            r
+        }
+
+        /// Token t's activation block i (`a`: T tokens of `nb` blocks each).
+        #[inline]
+        unsafe fn act<'a>(a: *const BlockQ8A, nb: usize, t: usize, i: usize) -> &'a BlockQ8A {
+            &*a.add(t * nb + i)
         }
 
         #[target_feature(enable = $features)]
-        unsafe fn vec_dot_q5_1_impl(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut acc_m = 0f32;
-            for (b, ba) in w.chunks_exact(crate::q5::BYTES_1).zip(a) {
+        unsafe fn q5_0_impl<const T: usize>(w: &[u8], a: *const BlockQ8A, nb: usize) -> [f32; T] {
+            let mut acc = [_mm256_setzero_ps(); T];
+            let sixteen = _mm256_set1_epi8(16);
+            for (i, b) in w.chunks_exact(crate::q5::BYTES).enumerate() {
+                let p = b.as_ptr();
+                let qh = (p.add(2) as *const u32).read_unaligned();
+                let x = _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles_32(p.add(6)), high_bits_32(qh)), sixteen);
+                let ax = _mm256_sign_epi8(x, x);
+                let d = f16_le(p);
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let ba = act(a, nb, t, i);
+                    let s = _mm256_cvtepi32_ps(dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)));
+                    *acc = _mm256_fmadd_ps(s, _mm256_set1_ps(d * ba.d), *acc);
+                }
+            }
+            finish(acc, [0f32; T])
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn q5_1_impl<const T: usize>(w: &[u8], a: *const BlockQ8A, nb: usize) -> [f32; T] {
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut acc_m = [0f32; T];
+            for (i, b) in w.chunks_exact(crate::q5::BYTES_1).enumerate() {
                 let p = b.as_ptr();
                 let qh = (p.add(4) as *const u32).read_unaligned();
                 let q = _mm256_or_si256(unpack_nibbles_32(p.add(8)), high_bits_32(qh));
-                let s = _mm256_cvtepi32_ps(dot_u8i8(q, load_act(ba)));
-                acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_le(p) * ba.d), acc);
-                acc_m += f16_le(p.add(2)) * ba.d * ba.sum as f32;
+                let (d, m) = (f16_le(p), f16_le(p.add(2)));
+                for t in 0..T {
+                    let ba = act(a, nb, t, i);
+                    let s = _mm256_cvtepi32_ps(dot_u8i8(q, load_act(ba)));
+                    acc[t] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * ba.d), acc[t]);
+                    acc_m[t] += m * ba.d * ba.sum as f32;
+                }
             }
-            hsum_f32x8(acc) + acc_m
+            finish(acc, acc_m)
         }
 
         /// `q4_k` (`FIVE` false) and `q5_k`: per super-block, 4 groups of 32 bytes hold the
         /// nibbles of sub-blocks 2g (low) and 2g + 1 (high); `q5_k`'s fifth bit of sub-block j is
         /// bit j of `qh[l]`.
         #[target_feature(enable = $features)]
-        unsafe fn vec_dot_k4_impl<const FIVE: bool>(w: &[u8], a: &[BlockQ8A]) -> f32 {
+        unsafe fn k4_impl<const T: usize, const FIVE: bool>(w: &[u8], a: *const BlockQ8A, nb: usize) -> [f32; T] {
             let bytes = if FIVE { 176 } else { 144 };
             let m4 = _mm256_set1_epi8(0x0F);
             let h16 = _mm256_set1_epi8(0x10);
-            let mut acc = _mm256_setzero_ps();
-            let mut acc_m = 0f32;
-            for (b, a8) in w.chunks_exact(bytes).zip(a.chunks_exact(8)) {
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut acc_m = [0f32; T];
+            for (sb, b) in w.chunks_exact(bytes).enumerate() {
                 let sm = crate::kquants::scales_k4(b);
                 let p = b.as_ptr();
                 let qh = if FIVE { _mm256_loadu_si256(p.add(16) as *const __m256i) } else { _mm256_setzero_si256() };
@@ -137,14 +184,16 @@ macro_rules! byte_bodies {
                             let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
                             q = _mm256_or_si256(q, _mm256_and_si256(set, h16));
                         }
-                        let ba = &a8[j];
-                        let s = _mm256_cvtepi32_ps(dot_u8i8(q, load_act(ba)));
-                        acc = _mm256_fmadd_ps(s, _mm256_set1_ps(sm[j].0 * ba.d), acc);
-                        acc_m += sm[j].1 * ba.d * ba.sum as f32;
+                        for t in 0..T {
+                            let ba = act(a, nb, t, 8 * sb + j);
+                            let s = _mm256_cvtepi32_ps(dot_u8i8(q, load_act(ba)));
+                            acc[t] = _mm256_fmadd_ps(s, _mm256_set1_ps(sm[j].0 * ba.d), acc[t]);
+                            acc_m[t] += sm[j].1 * ba.d * ba.sum as f32;
+                        }
                     }
                 }
             }
-            hsum_f32x8(acc) - acc_m
+            finish(acc, acc_m.map(|m| -m))
         }
 
         /// The low two bits of each byte of `h`, moved to bits 4–5.
@@ -158,12 +207,12 @@ macro_rules! byte_bodies {
         /// (low for k < 2, high otherwise) and two bits from `qh >> 2k`; the low 8 lanes of a
         /// product cover its first 16 values (scale `sc[2k]`), the high 8 its second 16.
         #[target_feature(enable = $features)]
-        unsafe fn vec_dot_q6_k_impl(w: &[u8], a: &[BlockQ8A]) -> f32 {
+        unsafe fn q6_k_impl<const T: usize>(w: &[u8], a: *const BlockQ8A, nb: usize) -> [f32; T] {
             let m4 = _mm256_set1_epi8(0x0F);
             let m2 = _mm256_set1_epi8(3);
             let off = _mm256_set1_epi8(32);
-            let mut acc = _mm256_setzero_ps();
-            for (b, a8) in w.chunks_exact(210).zip(a.chunks_exact(8)) {
+            let mut acc = [_mm256_setzero_ps(); T];
+            for (sb, b) in w.chunks_exact(210).enumerate() {
                 let p = b.as_ptr();
                 let d = f16_le(p.add(208));
                 for n in 0..2 {
@@ -184,15 +233,19 @@ macro_rules! byte_bodies {
                     ];
                     let sc = &b[192 + 8 * n..200 + 8 * n];
                     for (k, q) in q.into_iter().enumerate() {
-                        let ba = &a8[4 * n + k];
-                        let s = _mm256_cvtepi32_ps(dot_i8i8(_mm256_sub_epi8(q, off), load_act(ba)));
-                        let f0 = _mm_set1_ps(d * (sc[2 * k] as i8) as f32 * ba.d);
-                        let f1 = _mm_set1_ps(d * (sc[2 * k + 1] as i8) as f32 * ba.d);
-                        acc = _mm256_fmadd_ps(s, _mm256_set_m128(f1, f0), acc);
+                        let x = _mm256_sub_epi8(q, off);
+                        let ax = _mm256_sign_epi8(x, x);
+                        let (d0, d1) = (d * (sc[2 * k] as i8) as f32, d * (sc[2 * k + 1] as i8) as f32);
+                        for (t, acc) in acc.iter_mut().enumerate() {
+                            let ba = act(a, nb, t, 8 * sb + 4 * n + k);
+                            let s = _mm256_cvtepi32_ps(dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)));
+                            let f = _mm256_set_m128(_mm_set1_ps(d1 * ba.d), _mm_set1_ps(d0 * ba.d));
+                            *acc = _mm256_fmadd_ps(s, f, *acc);
+                        }
                     }
                 }
             }
-            hsum_f32x8(acc)
+            finish(acc, [0f32; T])
         }
     };
 }
