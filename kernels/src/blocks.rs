@@ -375,11 +375,18 @@ pub fn quantize_bytes(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> Result<()
             dst.resize(n, 0);
             crate::q5::quantize_row_1(src, dst);
         }
-        // K-quants have no plain round-to-nearest form: ggml's own quantizers search too.
-        DType::Q4K | DType::Q5K | DType::Q6K => {
-            let mut w = Vec::new();
-            crate::search::row_weights(src, None, &mut w);
-            return quantize_bytes_weighted(dtype, src, &w, dst);
+        // ggml's reference K-quant quantizers (they search too, with their own weights).
+        DType::Q4K => {
+            dst.resize(n, 0);
+            crate::kquants::quantize_row_q4_k(src, None, dst);
+        }
+        DType::Q5K => {
+            dst.resize(n, 0);
+            crate::kquants::quantize_row_q5_k(src, None, dst);
+        }
+        DType::Q6K => {
+            dst.resize(n, 0);
+            crate::kquants::quantize_row_q6_k(src, None, dst);
         }
         other => return Err(KernelError::Unsupported { op: "quantize", dtype: other }),
     }
@@ -403,9 +410,9 @@ pub fn quantize_bytes_weighted(dtype: DType, src: &[f32], weights: &[f32], dst: 
             match dtype {
                 DType::Q5_0 => crate::q5::quantize_row_search(src, weights, dst),
                 DType::Q5_1 => crate::q5::quantize_row_search_1(src, weights, dst),
-                DType::Q4K => crate::kquants::quantize_row_q4_k(src, weights, dst),
-                DType::Q5K => crate::kquants::quantize_row_q5_k(src, weights, dst),
-                _ => crate::kquants::quantize_row_q6_k(src, weights, dst),
+                DType::Q4K => crate::kquants::quantize_row_q4_k(src, Some(weights), dst),
+                DType::Q5K => crate::kquants::quantize_row_q5_k(src, Some(weights), dst),
+                _ => crate::kquants::quantize_row_q6_k(src, Some(weights), dst),
             }
             Ok(())
         }

@@ -89,112 +89,189 @@ pub fn dequantize_row_q6_k(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// Weighted least-squares (scale, min) search for one asymmetric sub-block, as ggml's
-/// `make_qkx2_quants`: candidate grids from the block's range, each refitted by weighted least
-/// squares; the minimum is kept ≤ 0. Returns (scale, −min) and the integers in `l`.
-fn qkx_search(x: &[f32], w: &[f32], nmax: f32, l: &mut [u8]) -> (f32, f32) {
-    let mut min = x.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max <= min {
+// ---- quantizers: ggml's reference algorithms (`ggml-quants.c`), operation for operation ----
+// With ggml's own weights they reproduce `quantize_row_q{4,5,6}_K_ref` bit for bit (tested
+// against ggml compiled from llama-cpp-python's sources, `tests/python/test_ggml_quants.py`);
+// with the importance weights of `search::row_weights` they are the default weighted recipe.
+
+/// ggml's `nearest_int`: round half to even through the float mantissa (|v| ≤ 4194303).
+#[inline]
+fn nearest_int(v: f32) -> i32 {
+    ((v + 12_582_912.0f32).to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
+}
+
+/// ggml's `make_qkx2_quants` (`use_mad` false): the (scale, −min) of one asymmetric sub-block
+/// by a weighted least-squares fit over `nstep + 1` candidate grids; integers in `l`.
+fn make_qkx2_quants(x: &[f32], w: &[f32], nmax: i32, l: &mut [u8], rmin: f32, nstep: i32) -> (f32, f32) {
+    const RDELTA: f32 = 0.1;
+    let (mut min, mut max) = (x[0], x[0]);
+    let mut sum_w = w[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..x.len() {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
         l.fill(0);
         return (0.0, -min);
     }
-    let mut iscale = nmax / (max - min);
+    let clamp = |v: i32| v.clamp(0, nmax) as u8;
+    let mut iscale = nmax as f32 / (max - min);
     let mut scale = 1.0 / iscale;
-    let quant = |iscale: f32, min: f32, x: f32| (iscale * (x - min)).round().clamp(0.0, nmax);
-    let mut best = 0f32;
-    for ((li, &xi), &wi) in l.iter_mut().zip(x).zip(w) {
-        let q = quant(iscale, min, xi);
-        *li = q as u8;
-        best += wi * (scale * q + min - xi).powi(2);
+    let mut best_error = 0f32;
+    for i in 0..x.len() {
+        l[i] = clamp(nearest_int(iscale * (x[i] - min)));
+        let diff = scale * l[i] as f32 + min - x[i];
+        best_error += w[i] * (diff * diff);
     }
-    let mut aux = vec![0u8; x.len()];
-    for step in 0..=20 {
-        iscale = (-1.0 + 0.1 * step as f32 + nmax) / (max - min);
-        for (a, &xi) in aux.iter_mut().zip(x) {
-            *a = quant(iscale, min, xi) as u8;
+    let mut aux = [0u8; 32];
+    let aux = &mut aux[..x.len()];
+    for is in 0..=nstep {
+        iscale = (rmin + RDELTA * is as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
+        for i in 0..x.len() {
+            let li = clamp(nearest_int(iscale * (x[i] - min)));
+            aux[i] = li;
+            let lf = li as f32;
+            sum_l += w[i] * lf;
+            sum_l2 += w[i] * lf * lf;
+            sum_xl += w[i] * lf * x[i];
         }
-        let Some((mut this_scale, mut this_min)) = crate::search::affine_fit(x, w, &aux) else {
-            continue;
-        };
-        if this_min > 0.0 {
-            // A positive minimum cannot be stored: refit the scale alone.
-            let (sxl, sl2) =
-                aux.iter().zip(x).zip(w).fold((0f32, 0f32), |(a, b), ((&q, &xi), &wi)| {
-                    (a + wi * q as f32 * xi, b + wi * (q as f32).powi(2))
-                });
-            this_min = 0.0;
-            this_scale = sxl / sl2;
-        }
-        let e: f32 =
-            aux.iter().zip(x).zip(w).map(|((&q, &xi), &wi)| wi * (this_scale * q as f32 + this_min - xi).powi(2)).sum();
-        if e < best {
-            best = e;
-            l.copy_from_slice(&aux);
-            scale = this_scale;
-            min = this_min;
+        let det = sum_w * sum_l2 - sum_l * sum_l;
+        if det > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0f32;
+            for i in 0..x.len() {
+                let diff = this_scale * aux[i] as f32 + this_min - x[i];
+                cur_error += w[i] * (diff * diff);
+            }
+            if cur_error < best_error {
+                l.copy_from_slice(aux);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
         }
     }
     (scale, -min)
 }
 
-/// Symmetric weighted scale search over `n` values to integers in −nmax..nmax−1 (ggml's
-/// `make_qx_quants` with weights). Returns the scale and the integers in `l`.
-fn qx_search(x: &[f32], w: &[f32], nmax: f32, l: &mut [i8]) -> f32 {
-    let max = crate::scalar::max_by_magnitude(x);
-    if max.abs() < 1e-30 {
+/// ggml's `make_qx_quants` with `rmse_type` 1: symmetric integers −nmax..nmax−1 (stored + nmax
+/// in `l`) under weights `qw`, or x² without them. Returns the scale.
+fn make_qx_quants(x: &[f32], nmax: i32, l: &mut [u8], qw: Option<&[f32]>) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < 1e-15 {
         l.fill(0);
         return 0.0;
     }
-    let mut best = (0f32, f32::NEG_INFINITY); // (scale, sumlx² / suml2)
-    let mut aux = vec![0i8; x.len()];
-    for step in -9..=9 {
-        let iscale = -(nmax + 0.1 * step as f32) / max;
-        let (mut sxl, mut sl2) = (0f32, 0f32);
-        for ((a, &xi), &wi) in aux.iter_mut().zip(x).zip(w) {
-            let q = (iscale * xi).round().clamp(-nmax, nmax - 1.0);
-            *a = q as i8;
-            sxl += wi * xi * q;
-            sl2 += wi * q * q;
+    let weight = |i: usize| qw.map_or(x[i] * x[i], |q| q[i]);
+    let q = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+    let sums = |iscale: f32| {
+        let (mut sumlx, mut suml2) = (0f32, 0f32);
+        for (i, &v) in x.iter().enumerate() {
+            let lf = q(iscale, v) as f32;
+            let w = weight(i);
+            sumlx += w * v * lf;
+            suml2 += w * lf * lf;
         }
-        if sl2 > 0.0 && sxl * sxl / sl2 > best.1 {
-            best = (sxl / sl2, sxl * sxl / sl2);
-            l.copy_from_slice(&aux);
+        (sumlx, suml2)
+    };
+    let iscale = -(nmax as f32) / max;
+    for (li, &v) in l.iter_mut().zip(x) {
+        *li = (q(iscale, v) + nmax) as u8;
+    }
+    let (sumlx, suml2) = sums(iscale);
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        let iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        let (sumlx, suml2) = sums(iscale);
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for (li, &v) in l.iter_mut().zip(x) {
+                *li = (q(iscale, v) + nmax) as u8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
         }
     }
-    best.0
+    scale
 }
 
-/// `q4_k` from f32 with per-value `weights` (ggml's `quantize_row_q4_K` scheme): each 32-value
-/// sub-block gets a searched (scale, min), both re-quantized to 6 bits against the super-block's
-/// largest, and the values are rounded again with the stored scales.
-pub fn quantize_row_q4_k(src: &[f32], weights: &[f32], dst: &mut [u8]) {
+/// `q4_k`: ggml's `quantize_row_q4_K_ref` when `weights` is `None`; with per-value `weights` the
+/// same algorithm under those weights.
+pub fn quantize_row_q4_k(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
     quantize_row_k4(src, weights, dst, false)
 }
 
-/// `q5_k` from f32 with per-value `weights` (ggml's `quantize_row_q5_K` scheme): as `q4_k` with
-/// 5-bit integers, the fifth bits in `qh`.
-pub fn quantize_row_q5_k(src: &[f32], weights: &[f32], dst: &mut [u8]) {
+/// `q5_k`: ggml's `quantize_row_q5_K_ref` when `weights` is `None` (as `q4_k` with 5-bit
+/// integers, the fifth bits in `qh`).
+pub fn quantize_row_q5_k(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
     quantize_row_k4(src, weights, dst, true)
 }
 
-fn quantize_row_k4(src: &[f32], weights: &[f32], dst: &mut [u8], five: bool) {
-    let (bytes, nmax) = if five { (176, 31.0) } else { (144, 15.0) };
-    for ((x, w), b) in src.chunks_exact(QK_K).zip(weights.chunks_exact(QK_K)).zip(dst.chunks_exact_mut(bytes)) {
+fn quantize_row_k4(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8], five: bool) {
+    let (bytes, nmax, rmin, nstep) = if five { (176, 31, -0.5, 15) } else { (144, 15, -1.0, 20) };
+    for (s, (x, b)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(bytes)).enumerate() {
         let mut l = [0u8; QK_K];
         let mut sub = [(0f32, 0f32); 8];
-        for (j, s) in sub.iter_mut().enumerate() {
-            *s = qkx_search(&x[32 * j..32 * j + 32], &w[32 * j..32 * j + 32], nmax, &mut l[32 * j..32 * j + 32]);
+        let (mut max_scale, mut max_min) = (0f32, 0f32);
+        for (j, sm) in sub.iter_mut().enumerate() {
+            let xj = &x[32 * j..32 * j + 32];
+            let mut own = [0f32; 32];
+            let w = match weights {
+                Some(w) => &w[s * QK_K + 32 * j..s * QK_K + 32 * j + 32],
+                None => {
+                    // ggml's weights: the sub-block's RMS plus each value's magnitude.
+                    let mut sum_x2 = 0f32;
+                    for &v in xj {
+                        sum_x2 += v * v;
+                    }
+                    let av_x = (sum_x2 / 32.0).sqrt();
+                    for (o, &v) in own.iter_mut().zip(xj) {
+                        *o = av_x + v.abs();
+                    }
+                    &own[..]
+                }
+            };
+            *sm = make_qkx2_quants(xj, w, nmax, &mut l[32 * j..32 * j + 32], rmin, nstep);
+            if sm.0 > max_scale {
+                max_scale = sm.0;
+            }
+            if sm.1 > max_min {
+                max_min = sm.1;
+            }
         }
-        let max_scale = sub.iter().fold(0f32, |m, s| m.max(s.0));
-        let max_min = sub.iter().fold(0f32, |m, s| m.max(s.1));
         let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
         let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
         let scales = &mut b[4..16];
         scales.fill(0);
         for (j, &(sc, m)) in sub.iter().enumerate() {
-            let ls = ((inv_scale * sc).round() as u8).min(63);
-            let lm = ((inv_min * m).round() as u8).min(63);
+            // ggml stores nearest_int's int in a uint8_t, then caps it at 63.
+            let ls = (nearest_int(inv_scale * sc) as u8).min(63);
+            let lm = (nearest_int(inv_min * m) as u8).min(63);
             if j < 4 {
                 scales[j] = ls;
                 scales[j + 4] = lm;
@@ -213,11 +290,11 @@ fn quantize_row_k4(src: &[f32], weights: &[f32], dst: &mut [u8], five: bool) {
             let (sc, m) = scale_min_k4(j, &b[4..16]);
             let dj = d * sc as f32;
             if dj == 0.0 {
-                continue;
+                continue; // the sub-block keeps the integers of its search
             }
             let dm = dmin * m as f32;
             for ii in 0..32 {
-                l[32 * j + ii] = ((x[32 * j + ii] + dm) / dj).round().clamp(0.0, nmax) as u8;
+                l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / dj).clamp(0, nmax) as u8;
             }
         }
         let (qh, qs) = b[16..].split_at_mut(if five { 32 } else { 0 });
@@ -234,38 +311,45 @@ fn quantize_row_k4(src: &[f32], weights: &[f32], dst: &mut [u8], five: bool) {
     }
 }
 
-/// `q6_k` from f32 with per-value `weights` (ggml's `quantize_row_q6_K` scheme): 16-value
-/// sub-blocks with searched scales, re-quantized to signed 8 bits against the largest.
-pub fn quantize_row_q6_k(src: &[f32], weights: &[f32], dst: &mut [u8]) {
-    for ((x, w), b) in src.chunks_exact(QK_K).zip(weights.chunks_exact(QK_K)).zip(dst.chunks_exact_mut(210)) {
-        let mut l = [0i8; QK_K];
+/// `q6_k`: ggml's `quantize_row_q6_K_ref` when `weights` is `None` (16-value sub-blocks, scales
+/// re-quantized to signed 8 bits against the largest); with `weights`, the same under them.
+pub fn quantize_row_q6_k(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
+    for (s, (x, b)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(210)).enumerate() {
+        let mut l = [0u8; QK_K];
         let mut sub = [0f32; 16];
-        for (ib, s) in sub.iter_mut().enumerate() {
-            *s = qx_search(&x[16 * ib..16 * ib + 16], &w[16 * ib..16 * ib + 16], 32.0, &mut l[16 * ib..16 * ib + 16]);
+        let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
+        for (ib, sc) in sub.iter_mut().enumerate() {
+            let w = weights.map(|w| &w[s * QK_K + 16 * ib..s * QK_K + 16 * ib + 16]);
+            *sc = make_qx_quants(&x[16 * ib..16 * ib + 16], 32, &mut l[16 * ib..16 * ib + 16], w);
+            if sc.abs() > max_abs_scale {
+                max_abs_scale = sc.abs();
+                max_scale = *sc;
+            }
         }
-        let max_scale = sub.iter().copied().fold(0f32, |m, s| if s.abs() > m.abs() { s } else { m });
         b.fill(0);
-        if max_scale == 0.0 {
+        if max_abs_scale < 1e-15 {
             continue;
         }
         let iscale = -128.0 / max_scale;
         let d = f32_to_f16(1.0 / iscale);
         b[208..210].copy_from_slice(&d.to_le_bytes());
         let d = f16_to_f32(d);
-        let mut q = [0u8; QK_K];
         for ib in 0..16 {
-            let sc = (iscale * sub[ib]).round().clamp(-128.0, 127.0) as i8;
-            b[192 + ib] = sc as u8;
-            let dj = d * sc as f32;
+            b[192 + ib] = nearest_int(iscale * sub[ib]).min(127) as i8 as u8;
+        }
+        for j in 0..16 {
+            let dj = d * (b[192 + j] as i8) as f32;
+            if dj == 0.0 {
+                continue; // the sub-block keeps the integers of its search
+            }
             for ii in 0..16 {
-                let v = if dj == 0.0 { 0.0 } else { (x[16 * ib + ii] / dj).round().clamp(-32.0, 31.0) };
-                q[16 * ib + ii] = (v as i32 + 32) as u8;
+                l[16 * j + ii] = (nearest_int(x[16 * j + ii] / dj).clamp(-32, 31) + 32) as u8;
             }
         }
         for n in 0..2 {
             let (j, ql, qh) = (128 * n, 64 * n, 128 + 32 * n);
             for i in 0..32 {
-                let (q1, q2, q3, q4) = (q[j + i], q[j + i + 32], q[j + i + 64], q[j + i + 96]);
+                let (q1, q2, q3, q4) = (l[j + i], l[j + i + 32], l[j + i + 64], l[j + i + 96]);
                 b[ql + i] = (q1 & 0x0F) | ((q3 & 0x0F) << 4);
                 b[ql + i + 32] = (q2 & 0x0F) | ((q4 & 0x0F) << 4);
                 b[qh + i] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
@@ -435,7 +519,7 @@ mod tests {
             .collect();
         let flat = vec![1f32; n];
         let hot: Vec<f32> = (0..n).map(|i| if i % 8 == 0 { 100.0 } else { 1.0 }).collect();
-        type Q = fn(&[f32], &[f32], &mut [u8]);
+        type Q = fn(&[f32], Option<&[f32]>, &mut [u8]);
         type Deq = fn(&[u8], &mut [f32]);
         for (name, bytes, quant, deq, rel) in [
             ("q4_k", 144usize, quantize_row_q4_k as Q, dequantize_row_q4_k as Deq, 0.12f64),
@@ -444,7 +528,7 @@ mod tests {
         ] {
             let err = |w: &[f32], sel: &dyn Fn(usize) -> bool| -> f64 {
                 let mut b = vec![0u8; n / QK_K * bytes];
-                quant(&x, w, &mut b);
+                quant(&x, Some(w), &mut b);
                 let mut y = vec![0f32; n];
                 deq(&b, &mut y);
                 let num: f64 = (0..n).filter(|&i| sel(i)).map(|i| ((x[i] - y[i]) as f64).powi(2)).sum();

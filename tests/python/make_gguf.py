@@ -307,11 +307,13 @@ def add_hparams(w: gguf.GGUFWriter, spec: ModelSpec):
 
 
 def write_model(path, spec: ModelSpec, vocab: Vocab, types: dict | None = None, seed: int = 0,
-                extra_tensors: dict[str, np.ndarray] | None = None) -> dict[str, tuple]:
+                extra_tensors: dict[str, np.ndarray] | None = None,
+                values: dict[str, np.ndarray] | None = None) -> dict[str, tuple]:
     """Writes the GGUF; returns {name: (ggml type, numpy shape)} of what was written.
 
     types: tensor name -> GGMLQuantizationType for 2-D tensors (default F32); 1-D tensors are
-    always F32 (llama.cpp's converters keep norms and biases in f32)."""
+    always F32 (llama.cpp's converters keep norms and biases in f32). values: tensor name ->
+    the values to write instead of random ones (numpy shape)."""
     types = types or {}
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), spec.arch)
@@ -321,7 +323,10 @@ def write_model(path, spec: ModelSpec, vocab: Vocab, types: dict | None = None, 
     written = {}
     for name, shape in tensor_shapes(spec, len(vocab)).items():
         qtype = types.get(name, Q.F32) if len(shape) == 2 else Q.F32
-        data = encode(random_values(name, shape, rng), qtype, rng)
+        v = random_values(name, shape, rng)
+        if values and name in values:
+            v = np.asarray(values[name], dtype=np.float32).reshape(shape)
+        data = encode(v, qtype, rng)
         if name == "token_embd.weight" and spec.embd_4d:
             data = data.reshape(1, 1, *data.shape)
         if data.dtype == np.uint8:
