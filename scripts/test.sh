@@ -21,5 +21,7 @@ echo "== concurrency tests under ThreadSanitizer"
 scripts/tsan.sh
 echo "== fuzzing (short runs; scripts/fuzz.sh 600 for the full ten minutes per target)"
 scripts/fuzz.sh 10
+echo "== ggml's reference quantizers, the oracle of tests/python/test_ggml_quants.py"
+scripts/ggml-oracle.sh
 echo "== pytest"
 python3 -m pytest tests/python -q -p no:cacheprovider
