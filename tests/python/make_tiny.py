@@ -15,6 +15,9 @@ Variants (all GQA: d_model 64, 4 heads, 2 kv heads, head_dim 16, ffn 96, 2 layer
                               post-FFN norms (weights near 0: Gemma scales by 1 + w), GELU(tanh),
                               layer 0 sliding (window 5, RoPE base 1e4) and layer 1 global
                               (base 1e6, linear scaling x2), query_pre_attn_scalar 24, tied
+    gemma3_gguf               Gemma 3 as a GGUF file can describe it: 6 layers with llama.cpp's
+                              fixed pattern (5 sliding, window 5, then 1 global), no RoPE scaling,
+                              query_pre_attn_scalar = head_dim 32
 
 Writes config.json, model.safetensors (or 2 shards + model.safetensors.index.json),
 tokenizer.json (byte-level BPE: 256 byte tokens, 12 merges, 4 special tokens) and
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("llama_tied", "llama_untied_llama3rope", "mistral", "qwen2", "qwen3", "phi3", "gemma3")
+VARIANTS = ("llama_tied", "llama_untied_llama3rope", "mistral", "qwen2", "qwen3", "phi3", "gemma3", "gemma3_gguf")
 
 D_MODEL, N_HEADS, N_KV_HEADS, HEAD_DIM, FFN, N_LAYERS, MAX_POS = 64, 4, 2, 16, 96, 2, 128
 
@@ -46,11 +49,16 @@ CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-_SEEDS = {"llama_tied": 1, "llama_untied_llama3rope": 2, "mistral": 3, "qwen2": 4, "qwen3": 5, "phi3": 6, "gemma3": 7}
+_SEEDS = {"llama_tied": 1, "llama_untied_llama3rope": 2, "mistral": 3, "qwen2": 4, "qwen3": 5, "phi3": 6, "gemma3": 7,
+          "gemma3_gguf": 8}
 
 
 def head_dim(variant: str) -> int:
-    return {"qwen3": 24, "gemma3": 32}.get(variant, HEAD_DIM)
+    return {"qwen3": 24, "gemma3": 32, "gemma3_gguf": 32}.get(variant, HEAD_DIM)
+
+
+def n_layers(variant: str) -> int:
+    return 6 if variant == "gemma3_gguf" else N_LAYERS
 
 
 def byte_to_unicode() -> dict[int, str]:
@@ -95,7 +103,7 @@ def tokenizer_json() -> dict:
 def config_json(variant: str, dtype: str) -> dict:
     arch = {"llama_tied": "LlamaForCausalLM", "llama_untied_llama3rope": "LlamaForCausalLM",
             "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
-            "phi3": "Phi3ForCausalLM", "gemma3": "Gemma3ForCausalLM"}[variant]
+            "phi3": "Phi3ForCausalLM", "gemma3": "Gemma3ForCausalLM", "gemma3_gguf": "Gemma3ForCausalLM"}[variant]
     cfg = {
         "architectures": [arch],
         "model_type": {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
@@ -103,7 +111,7 @@ def config_json(variant: str, dtype: str) -> dict:
                        "Gemma3ForCausalLM": "gemma3_text"}[arch],
         "hidden_size": D_MODEL,
         "intermediate_size": FFN,
-        "num_hidden_layers": N_LAYERS,
+        "num_hidden_layers": n_layers(variant),
         "num_attention_heads": N_HEADS,
         "num_key_value_heads": N_KV_HEADS,
         "head_dim": head_dim(variant),
@@ -115,7 +123,7 @@ def config_json(variant: str, dtype: str) -> dict:
         "vocab_size": VOCAB,
         "bos_token_id": BOS,
         "eos_token_id": IM_END,
-        "tie_word_embeddings": variant in ("llama_tied", "qwen2", "qwen3", "gemma3"),
+        "tie_word_embeddings": variant in ("llama_tied", "qwen2", "qwen3", "gemma3", "gemma3_gguf"),
         "torch_dtype": {"f32": "float32", "f16": "float16"}[dtype],
     }
     if arch == "LlamaForCausalLM":
@@ -138,6 +146,8 @@ def config_json(variant: str, dtype: str) -> dict:
                    sliding_window_pattern=2, rope_local_base_freq=10000.0, rope_theta=1e6,
                    rope_scaling={"rope_type": "linear", "factor": 2.0}, final_logit_softcapping=None,
                    attn_logit_softcapping=None, attention_bias=False)
+    if variant == "gemma3_gguf":
+        cfg.update(query_pre_attn_scalar=head_dim(variant), sliding_window_pattern=6, rope_scaling=None)
     if arch == "Phi3ForCausalLM":
         cfg.update(sliding_window=6, original_max_position_embeddings=MAX_POS, resid_pdrop=0.0)
     return cfg
@@ -155,7 +165,7 @@ def weights(variant: str) -> dict[str, np.ndarray]:
     hd = head_dim(variant)
     q_rows, kv_rows = N_HEADS * hd, N_KV_HEADS * hd
     w = {"model.embed_tokens.weight": mat(VOCAB, D_MODEL, 0.2)}
-    for i in range(N_LAYERS):
+    for i in range(n_layers(variant)):
         p = f"model.layers.{i}."
         w[p + "input_layernorm.weight"] = norm(D_MODEL)
         w[p + "self_attn.q_proj.weight"] = mat(q_rows, D_MODEL)
@@ -165,7 +175,7 @@ def weights(variant: str) -> dict[str, np.ndarray]:
             w[p + "self_attn.q_proj.bias"] = (0.1 * rng.standard_normal(q_rows)).astype(np.float32)
             w[p + "self_attn.k_proj.bias"] = (0.1 * rng.standard_normal(kv_rows)).astype(np.float32)
             w[p + "self_attn.v_proj.bias"] = (0.1 * rng.standard_normal(kv_rows)).astype(np.float32)
-        if variant in ("qwen3", "gemma3"):
+        if variant in ("qwen3", "gemma3", "gemma3_gguf"):
             w[p + "self_attn.q_norm.weight"] = norm(hd)
             w[p + "self_attn.k_norm.weight"] = norm(hd)
         w[p + "self_attn.o_proj.weight"] = mat(D_MODEL, q_rows)
@@ -173,7 +183,7 @@ def weights(variant: str) -> dict[str, np.ndarray]:
         w[p + "mlp.gate_proj.weight"] = mat(FFN, D_MODEL)
         w[p + "mlp.up_proj.weight"] = mat(FFN, D_MODEL)
         w[p + "mlp.down_proj.weight"] = mat(D_MODEL, FFN)
-        if variant == "gemma3":
+        if variant.startswith("gemma3"):
             w[p + "pre_feedforward_layernorm.weight"] = norm(D_MODEL)
             w[p + "post_feedforward_layernorm.weight"] = norm(D_MODEL)
             for n in [k for k in w if k.startswith(p) and k.endswith("norm.weight")]:
@@ -183,7 +193,7 @@ def weights(variant: str) -> dict[str, np.ndarray]:
                 [w.pop(p + f"self_attn.{x}_proj.weight") for x in "qkv"])
             w[p + "mlp.gate_up_proj.weight"] = np.concatenate(
                 [w.pop(p + "mlp.gate_proj.weight"), w.pop(p + "mlp.up_proj.weight")])
-    w["model.norm.weight"] = norm(D_MODEL) - (1.0 if variant == "gemma3" else 0.0)
+    w["model.norm.weight"] = norm(D_MODEL) - (1.0 if variant.startswith("gemma3") else 0.0)
     if variant in ("llama_untied_llama3rope", "mistral", "phi3"):
         w["lm_head.weight"] = mat(VOCAB, D_MODEL, 0.3)
     return w

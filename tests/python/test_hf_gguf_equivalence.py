@@ -1,7 +1,8 @@
 """The same synthetic model imported from its Hugging Face folder and from a GGUF file written the
 way llama.cpp's converter writes it (GGUF tensor names; Llama q/k rows permuted into the
-interleaved RoPE layout; Phi-3's projections fused): both imports must compute the same logits
-and the same greedy continuation."""
+interleaved RoPE layout; Phi-3's projections fused; Gemma 3's norm weights as 1 + w, in the one
+layer pattern and attention scale a GGUF file implies): both imports must compute the same
+logits and the same greedy continuation."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def permute_for_interleaved(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 def write_gguf(path, variant: str, model: llama_ref.Model):
     c = model.config
-    arch = {"llama_tied": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}[variant]
+    arch = {"llama_tied": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma3_gguf": "gemma3"}[variant]
     w = gguf.GGUFWriter(str(path), arch)
     mg.add_hparams(w, mg.ModelSpec(arch=arch, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
                                    n_kv_heads=c.n_kv_heads, ffn=c.ffn_dim, context_length=make_tiny.MAX_POS,
@@ -54,7 +55,7 @@ def write_gguf(path, variant: str, model: llama_ref.Model):
     w.close()
 
 
-@pytest.mark.parametrize("variant", ["llama_tied", "qwen2", "qwen3", "phi3"])
+@pytest.mark.parametrize("variant", ["llama_tied", "qwen2", "qwen3", "phi3", "gemma3_gguf"])
 def test_hf_and_gguf_imports_agree(autark, tmp_path, variant):
     folder = make_tiny.make(variant, tmp_path / "hf")
     model = llama_ref.load_hf(folder)

@@ -66,7 +66,7 @@ def check_metadata(meta: dict, variant: str, model: llama_ref.Model):
     assert meta["format"] == "autark"
     assert meta["architecture"] == {"llama_tied": "llama", "llama_untied_llama3rope": "llama",
                                     "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3",
-                                    "gemma3": "gemma3"}[variant]
+                                    "gemma3": "gemma3", "gemma3_gguf": "gemma3"}[variant]
     assert cfg["n_layers"] == mc.n_layers
     assert cfg["d_model"] == mc.d_model
     assert cfg["n_heads"] == mc.n_heads
@@ -80,14 +80,17 @@ def check_metadata(meta: dict, variant: str, model: llama_ref.Model):
     assert cfg["rope_layout"] == "neox"  # HF checkpoints keep HF's q/k row order
     assert cfg["tied_embeddings"] is mc.tied_embeddings
     assert cfg["attn_qkv_bias"] is (variant == "qwen2")
-    assert cfg.get("attn_qk_norm", False) is (variant in ("qwen3", "gemma3"))
+    assert cfg.get("attn_qk_norm", False) is (variant in ("qwen3", "gemma3", "gemma3_gguf"))
     # Mistral: null; Qwen2/3: use_sliding_window false; Phi-3: 6, shorter than the test prompt
-    assert cfg.get("sliding_window") == {"phi3": 6, "gemma3": 5}.get(variant)
+    assert cfg.get("sliding_window") == {"phi3": 6, "gemma3": 5, "gemma3_gguf": 5}.get(variant)
     if variant == "gemma3":
         assert cfg["post_norms"] is True and cfg["ffn_activation"] == "gelu_tanh"
         assert cfg["embedding_scale"] == pytest.approx(8.0) and cfg["attention_scale"] == pytest.approx(24 ** -0.5)
         assert cfg["sliding_window_pattern"] == 2 and cfg["rope_theta_local"] == pytest.approx(1e4)
         assert cfg["rope_scaling"] == {"type": "linear", "factor": 2.0}
+    elif variant == "gemma3_gguf":
+        assert cfg["sliding_window_pattern"] == 6 and cfg["attention_scale"] == pytest.approx(32 ** -0.5)
+        assert cfg.get("rope_scaling") is None
     elif variant == "llama_untied_llama3rope":
         rs = cfg["rope_scaling"]
         assert rs["type"] == "llama3"
