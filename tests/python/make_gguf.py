@@ -169,7 +169,7 @@ def encode(values: np.ndarray, qtype, rng: np.random.Generator) -> np.ndarray:
         return values
     if qtype == Q.F16:
         return values.astype(np.float16)
-    if qtype in (Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1):
+    if qtype in (Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1):
         return gguf.quants.quantize(values, qtype)
     if qtype in (Q.Q4_K, Q.Q5_K, Q.Q6_K):
         rows, cols = values.shape

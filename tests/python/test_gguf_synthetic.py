@@ -38,16 +38,17 @@ KQ_TYPES = {
     "blk.0.ffn_gate.weight": Q.F16,
     "blk.0.ffn_up.weight": Q.BF16,
     "blk.0.ffn_down.weight": Q.Q5_K,
-    "blk.1.attn_q.weight": Q.Q5_K,
+    "blk.1.attn_q.weight": Q.Q5_0,
     "blk.1.attn_k.weight": Q.Q6_K,
-    "blk.1.attn_v.weight": Q.Q4_K,
+    "blk.1.attn_v.weight": Q.Q5_1,
     "blk.1.attn_output.weight": Q.Q4_0,
     "blk.1.ffn_gate.weight": Q.Q6_K,
     "blk.1.ffn_up.weight": Q.Q4_1,
     "blk.1.ffn_down.weight": Q.F32,
 }
 NOT_NATIVE = {Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.BF16}  # import-only types: dequantized, re-quantized
-AUTARK_NAMES = {Q.F32: "f32", Q.F16: "f16", Q.Q8_0: "q8_0", Q.Q4_0: "q4_0", Q.Q4_1: "q4_1"}
+AUTARK_NAMES = {Q.F32: "f32", Q.F16: "f16", Q.Q8_0: "q8_0", Q.Q4_0: "q4_0", Q.Q4_1: "q4_1", Q.Q5_0: "q5_0",
+                Q.Q5_1: "q5_1"}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_fixture_covers_types(kq_reader):
     by_type = {}
     for t in kq_reader.tensors:
         by_type.setdefault(t.tensor_type, []).append(t)
-    for qt in (Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.BF16, Q.F16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.F32):
+    for qt in (Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.BF16, Q.F16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.F32):
         assert qt in by_type, qt.name
     # Q6_K: ggml's (d * scale) * (q - 32) gives -0.0 for a negative scale and q == 32; a
     # dequantizer that forms scale * (q - 32) as an integer first gives +0.0 and fails here.
