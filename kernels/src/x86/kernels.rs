@@ -219,11 +219,11 @@ macro_rules! kernel_bodies {
             _mm_cvtsi128_si32(s)
         }
 
-        /// One f16 (raw bits) to f32 with F16C.
+        /// One f16 (raw bits) to f32 with F16C (see `x86::f16_to_f32`).
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn f16_to_f32(bits: u16) -> f32 {
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+            super::super::f16_to_f32(bits)
         }
 
         /// Σ x·y over groups of 4 signed bytes → 8 × i32 (sign trick: |x| · (y·sign x)).

@@ -30,7 +30,7 @@ pub fn plug(k: &mut Kernels) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn f16(bits: u16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    super::f16_to_f32(bits)
 }
 
 /// `[a ×8, b ×8]`.
