@@ -66,6 +66,8 @@ pub struct Kernels {
     pub gemm_q4_1: GemmFn<BlockQ4_1>,
     pub gemm_q8_0: GemmFn<BlockQ8_0>,
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
+    /// `y += a · x` (attention's weighted sum of values); equal lengths.
+    pub axpy_f32: fn(&mut [f32], f32, &[f32]),
     pub dots_q5_0: ByteDotsFn,
     pub dots_q5_1: ByteDotsFn,
     pub dots_q4_k: ByteDotsFn,
@@ -87,6 +89,7 @@ impl Kernels {
             gemm_q4_1: scalar::gemm_q4_1,
             gemm_q8_0: scalar::gemm_q8_0,
             vec_dot_f32: scalar::vec_dot_f32,
+            axpy_f32: scalar::axpy_f32,
             dots_q5_0: scalar::dots_q5_0,
             dots_q5_1: scalar::dots_q5_1,
             dots_q4_k: scalar::dots_q4_k,

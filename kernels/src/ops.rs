@@ -295,6 +295,12 @@ pub fn rmsnorm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
     }
 }
 
+/// `y += a · x` through the dispatched kernel.
+pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+    assert_eq!(y.len(), x.len());
+    (kernels().axpy_f32)(y, a, x)
+}
+
 /// `Σ a·b` through the dispatched f32 dot product.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());

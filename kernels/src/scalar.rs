@@ -153,6 +153,10 @@ pub fn vec_dot_f32(w: &[f32], x: &[f32]) -> f32 {
     w.iter().zip(x).map(|(a, b)| a * b).sum()
 }
 
+pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+}
+
 // ---- tiles: a block of weight rows × a block of tokens ---------------------------------------
 
 /// `out[t * rows + r] = vec_dot(w row r, a token t)` for `rows = w.len() / nb` weight rows and

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use autark_format::RopeScaling;
 use autark_kernels::ops::{
-    dot_f32, gelu_tanh_mul, gemm, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations,
+    axpy_f32, dot_f32, gelu_tanh_mul, gemm, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations,
 };
 use rayon::prelude::*;
 
@@ -422,18 +422,22 @@ impl Session {
                         let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
                         let kvh = h / group;
                         let s = &mut scores[h * n_ctx + first..h * n_ctx + p + 1];
+                        // Cache slots of positions first..=p, in order (the ring wraps once at
+                        // most): no division per key.
+                        let slot_of = |j: usize| {
+                            let at = first % slots + j;
+                            (if at >= slots { at - slots } else { at }) * kv_dim + kvh * hd
+                        };
                         for (j, sj) in s.iter_mut().enumerate() {
-                            let at = (first + j) % slots * kv_dim + kvh * hd;
-                            let kj = &keys[at..at + hd];
-                            *sj = dot_f32(qh, kj) * scale;
+                            let at = slot_of(j);
+                            *sj = dot_f32(qh, &keys[at..at + hd]) * scale;
                         }
                         softmax(s);
                         let o = &mut out[h * hd..(h + 1) * hd];
                         o.fill(0.0);
                         for (j, &a) in s.iter().enumerate() {
-                            let at = (first + j) % slots * kv_dim + kvh * hd;
-                            let vj = &values[at..at + hd];
-                            o.iter_mut().zip(vj).for_each(|(o, v)| *o += a * v);
+                            let at = slot_of(j);
+                            axpy_f32(o, a, &values[at..at + hd]);
                         }
                     }
                 });

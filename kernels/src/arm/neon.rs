@@ -18,6 +18,7 @@ macro_rules! neon_bodies {
             k.vec_dot_q4_1 = vec_dot_q4_1;
             k.vec_dot_q8_0 = vec_dot_q8_0;
             k.vec_dot_f32 = vec_dot_f32;
+            k.axpy_f32 = axpy_f32;
             k.gemm_q4_0 = gemm_q4_0;
             k.gemm_q4_1 = gemm_q4_1;
             k.gemm_q8_0 = gemm_q8_0;
@@ -54,6 +55,11 @@ macro_rules! neon_bodies {
             assert_eq!(w.len(), x.len());
             // SAFETY: features detected before `plug`; lengths asserted.
             unsafe { vec_dot_f32_impl(w, x) }
+        }
+        fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+            assert_eq!(y.len(), x.len());
+            // SAFETY: features detected before `plug`; lengths asserted.
+            unsafe { axpy_f32_impl(y, a, x) }
         }
         fn gemm_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             scalar::gemm_tile(vec_dot_q4_0, w, a, nb, out)
@@ -291,6 +297,21 @@ macro_rules! neon_bodies {
                 acc += f16_to_f32(bw.d) * ba.d * s as f32 + f16_to_f32(bw.m) * ba.d * ba.sum as f32;
             }
             acc
+        }
+
+        /// `y += a·x`, fused multiply-adds 4 lanes at a time, the tail in scalar code.
+        #[target_feature(enable = $features)]
+        unsafe fn axpy_f32_impl(y: &mut [f32], a: f32, x: &[f32]) {
+            let n = y.len();
+            let mut i = 0;
+            while i + 4 <= n {
+                let p = y.as_mut_ptr().add(i);
+                vst1q_f32(p, vfmaq_n_f32(vld1q_f32(p), vld1q_f32(x.as_ptr().add(i)), a));
+                i += 4;
+            }
+            for j in i..n {
+                y[j] += a * x[j];
+            }
         }
 
         #[target_feature(enable = $features)]
