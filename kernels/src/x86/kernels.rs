@@ -8,7 +8,7 @@
 //! rounding (tested with a tolerance relative to the magnitude of the terms).
 
 macro_rules! kernel_bodies {
-    ($isa:expr, $features:literal, rows: $R:literal, tokens: $T:literal) => {
+    ($isa:expr, $features:literal, rows: $R:literal, tokens: $T:literal, byte_tokens: $BT:literal) => {
         use std::arch::x86_64::*;
 
         use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
@@ -29,7 +29,7 @@ macro_rules! kernel_bodies {
             plug_bytes(k);
         }
 
-        byte_bodies!($features);
+        byte_bodies!($features, tokens: $BT);
 
         // ---- safe entry points (installed by `plug` only after feature detection) ----
 
@@ -401,7 +401,7 @@ pub mod avx2 {
         _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
     }
 
-    kernel_bodies!(crate::dispatch::Isa::Avx2, "avx2,fma,f16c", rows: 2, tokens: 4);
+    kernel_bodies!(crate::dispatch::Isa::Avx2, "avx2,fma,f16c", rows: 2, tokens: 4, byte_tokens: 8);
 }
 
 /// AVX-512 (F, BW, VL) with VNNI.
@@ -414,5 +414,5 @@ pub mod avx512 {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
     }
 
-    kernel_bodies!(crate::dispatch::Isa::Avx512, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", rows: 4, tokens: 4);
+    kernel_bodies!(crate::dispatch::Isa::Avx512, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", rows: 4, tokens: 4, byte_tokens: 16);
 }
