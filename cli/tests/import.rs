@@ -10,11 +10,8 @@ use autark_format::AutarkFile;
 use autark_kernels::DType;
 use autark_quantize::Recipe;
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("autark-import-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(tag: &str) -> TmpDir {
+    TmpDir::new(&format!("import-{tag}"))
 }
 
 fn bin() -> PathBuf {

@@ -12,8 +12,7 @@ use autark_runtime::{GenerateParams, Model, RuntimeError, SamplerParams, Session
 mod common;
 
 fn model(tag: &str) -> Arc<Model> {
-    let dir = std::env::temp_dir().join(format!("autark-sessions-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::TmpDir::new(&format!("sessions-{tag}"));
     std::fs::create_dir_all(dir.join("hf")).unwrap();
     common::write_hf(&dir.join("hf"), "LlamaForCausalLM");
     let out: PathBuf = dir.join("m.autark");
@@ -114,8 +113,7 @@ fn memory_budget_is_exact_and_enforced() {
 /// equal a fresh evaluation of the same tokens.
 #[test]
 fn sliding_window_rings_bound_memory_and_continue_correctly() {
-    let dir = std::env::temp_dir().join(format!("autark-sessions-ring-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::TmpDir::new("sessions-ring");
     std::fs::create_dir_all(dir.join("hf")).unwrap();
     common::write_hf(&dir.join("hf"), "MistralForCausalLM");
     let cfg_path = dir.join("hf/config.json");
