@@ -10,8 +10,8 @@ use autark_format::AutarkFile;
 use autark_kernels::DType;
 use autark_quantize::Recipe;
 
-fn tmp(tag: &str) -> TmpDir {
-    TmpDir::new(&format!("import-{tag}"))
+fn tmp(tag: &str) -> tempfile::TempDir {
+    tmp_dir(&format!("import-{tag}"))
 }
 
 fn bin() -> PathBuf {
@@ -24,10 +24,10 @@ use common::*;
 #[test]
 fn sharded_bf16_folder_imports_with_source_shapes() {
     let dir = tmp("hf");
-    let model = dir.join("model");
+    let model = dir.path().join("model");
     std::fs::create_dir(&model).unwrap();
     write_hf(&model, "LlamaForCausalLM");
-    let out = dir.join("m.autark");
+    let out = dir.path().join("m.autark");
     let summary = autark_quantize::quantize(&model, &out, &Recipe::new(DType::Q8_0).unwrap(), &mut |_| {}).unwrap();
     assert_eq!(summary.tensors.len(), hf_tensors().len());
     let f = AutarkFile::open(&out).unwrap();
@@ -54,7 +54,7 @@ fn sharded_bf16_folder_imports_with_source_shapes() {
         assert_eq!(shape, by_name[t["name"].as_str().unwrap()]);
     }
     // f32 import keeps bf16 values exactly.
-    let out32 = dir.join("m32.autark");
+    let out32 = dir.path().join("m32.autark");
     autark_quantize::quantize(&model, &out32, &Recipe::new(DType::F32).unwrap(), &mut |_| {}).unwrap();
     let f = AutarkFile::open(&out32).unwrap();
     let t = f.tensor("blk.1.ffn_down.weight").unwrap();
@@ -76,7 +76,7 @@ fn assert_clean_failure(o: &std::process::Output, what: &str) {
 #[test]
 fn hostile_inputs_give_typed_errors_and_keep_output() {
     let dir = tmp("bad");
-    let out = dir.join("out.autark");
+    let out = dir.path().join("out.autark");
     std::fs::write(&out, b"keep me").unwrap();
     let mut cases: Vec<(&str, PathBuf)> = Vec::new();
 
@@ -85,31 +85,31 @@ fn hostile_inputs_give_typed_errors_and_keep_output() {
     g.extend_from_slice(&3u32.to_le_bytes());
     g.extend_from_slice(&(1u64 << 40).to_le_bytes());
     g.extend_from_slice(&0u64.to_le_bytes());
-    std::fs::write(dir.join("huge-count.gguf"), &g).unwrap();
-    cases.push(("huge tensor count", dir.join("huge-count.gguf")));
+    std::fs::write(dir.path().join("huge-count.gguf"), &g).unwrap();
+    cases.push(("huge tensor count", dir.path().join("huge-count.gguf")));
     let mut g = b"GGUF".to_vec();
     g.extend_from_slice(&3u32.to_le_bytes());
     g.extend_from_slice(&0u64.to_le_bytes());
     g.extend_from_slice(&1u64.to_le_bytes());
     g.extend_from_slice(&u64::MAX.to_le_bytes()); // key length
-    std::fs::write(dir.join("huge-string.gguf"), &g).unwrap();
-    cases.push(("huge string", dir.join("huge-string.gguf")));
+    std::fs::write(dir.path().join("huge-string.gguf"), &g).unwrap();
+    cases.push(("huge string", dir.path().join("huge-string.gguf")));
     let mut g = b"GGUF".to_vec();
     g.extend_from_slice(&1u32.to_le_bytes());
-    std::fs::write(dir.join("v1.gguf"), &g).unwrap();
-    cases.push(("GGUF v1", dir.join("v1.gguf")));
-    std::fs::write(dir.join("short.gguf"), b"GGUF\x03\x00").unwrap();
-    cases.push(("truncated GGUF", dir.join("short.gguf")));
-    std::fs::write(dir.join("random.bin"), [0x5au8; 100]).unwrap();
-    cases.push(("not a model", dir.join("random.bin")));
-    cases.push(("missing file", dir.join("does-not-exist.gguf")));
+    std::fs::write(dir.path().join("v1.gguf"), &g).unwrap();
+    cases.push(("GGUF v1", dir.path().join("v1.gguf")));
+    std::fs::write(dir.path().join("short.gguf"), b"GGUF\x03\x00").unwrap();
+    cases.push(("truncated GGUF", dir.path().join("short.gguf")));
+    std::fs::write(dir.path().join("random.bin"), [0x5au8; 100]).unwrap();
+    cases.push(("not a model", dir.path().join("random.bin")));
+    cases.push(("missing file", dir.path().join("does-not-exist.gguf")));
 
     // HF: unknown architecture; safetensors header length past the end.
-    let hf = dir.join("gpt");
+    let hf = dir.path().join("gpt");
     std::fs::create_dir(&hf).unwrap();
     write_hf(&hf, "GPTNeoXForCausalLM");
     cases.push(("unknown architecture", hf.clone()));
-    let hf2 = dir.join("badst");
+    let hf2 = dir.path().join("badst");
     std::fs::create_dir(&hf2).unwrap();
     write_hf(&hf2, "LlamaForCausalLM");
     let shard = hf2.join("model-00001-of-00002.safetensors");
@@ -118,7 +118,7 @@ fn hostile_inputs_give_typed_errors_and_keep_output() {
     std::fs::write(&shard, &b).unwrap();
     cases.push(("safetensors header past end", hf2.clone()));
     // HF: a tensor with the wrong shape (offsets consistent).
-    let hf3 = dir.join("badshape");
+    let hf3 = dir.path().join("badshape");
     std::fs::create_dir(&hf3).unwrap();
     write_hf(&hf3, "LlamaForCausalLM");
     let cfg = hf3.join("config.json");
@@ -132,7 +132,7 @@ fn hostile_inputs_give_typed_errors_and_keep_output() {
         assert_eq!(std::fs::read(&out).unwrap(), b"keep me", "{what}: output overwritten");
     }
     // Overlapping safetensors offsets.
-    let hf4 = dir.join("overlap");
+    let hf4 = dir.path().join("overlap");
     std::fs::create_dir(&hf4).unwrap();
     write_hf(&hf4, "LlamaForCausalLM");
     let shard = hf4.join("model-00002-of-00002.safetensors");
@@ -163,14 +163,14 @@ fn hostile_inputs_give_typed_errors_and_keep_output() {
     let o = run(&["quantize".as_ref(), hf.as_os_str(), "-o".as_ref(), hf.join("config.json").as_os_str()]);
     assert_clean_failure(&o, "output is input");
     // Corrupted .autark files for inspect / run / verify.
-    let good = dir.join("good.autark");
-    let model = dir.join("okmodel");
+    let good = dir.path().join("good.autark");
+    let model = dir.path().join("okmodel");
     std::fs::create_dir(&model).unwrap();
     write_hf(&model, "LlamaForCausalLM");
     autark_quantize::quantize(&model, &good, &Recipe::new(DType::Q4_0).unwrap(), &mut |_| {}).unwrap();
     let bytes = std::fs::read(&good).unwrap();
     for (what, cut) in [("truncated", bytes.len() / 2), ("header only", 128), ("empty", 0)] {
-        let p = dir.join(format!("{what}.autark"));
+        let p = dir.path().join(format!("{what}.autark"));
         std::fs::write(&p, &bytes[..cut]).unwrap();
         for cmd in ["inspect", "verify", "run"] {
             let mut args: Vec<&std::ffi::OsStr> = vec![cmd.as_ref(), p.as_os_str()];
@@ -181,7 +181,7 @@ fn hostile_inputs_give_typed_errors_and_keep_output() {
             assert_clean_failure(&run(&args), &format!("{cmd} {what}"));
         }
     }
-    let p = dir.join("flipped.autark");
+    let p = dir.path().join("flipped.autark");
     let mut b = bytes.clone();
     let n = b.len();
     b[n - 3] ^= 0x40;

@@ -12,11 +12,11 @@ use autark_runtime::{GenerateParams, Model, RuntimeError, SamplerParams, Session
 mod common;
 
 fn model(tag: &str) -> Arc<Model> {
-    let dir = common::TmpDir::new(&format!("sessions-{tag}"));
-    std::fs::create_dir_all(dir.join("hf")).unwrap();
-    common::write_hf(&dir.join("hf"), "LlamaForCausalLM");
-    let out: PathBuf = dir.join("m.autark");
-    autark_quantize::quantize(&dir.join("hf"), &out, &Recipe::new(DType::Q8_0).unwrap(), &mut |_| {}).unwrap();
+    let dir = common::tmp_dir(&format!("sessions-{tag}"));
+    std::fs::create_dir_all(dir.path().join("hf")).unwrap();
+    common::write_hf(&dir.path().join("hf"), "LlamaForCausalLM");
+    let out: PathBuf = dir.path().join("m.autark");
+    autark_quantize::quantize(&dir.path().join("hf"), &out, &Recipe::new(DType::Q8_0).unwrap(), &mut |_| {}).unwrap();
     Arc::new(Model::load(&out).unwrap())
 }
 
@@ -113,15 +113,15 @@ fn memory_budget_is_exact_and_enforced() {
 /// equal a fresh evaluation of the same tokens.
 #[test]
 fn sliding_window_rings_bound_memory_and_continue_correctly() {
-    let dir = common::TmpDir::new("sessions-ring");
-    std::fs::create_dir_all(dir.join("hf")).unwrap();
-    common::write_hf(&dir.join("hf"), "MistralForCausalLM");
-    let cfg_path = dir.join("hf/config.json");
+    let dir = common::tmp_dir("sessions-ring");
+    std::fs::create_dir_all(dir.path().join("hf")).unwrap();
+    common::write_hf(&dir.path().join("hf"), "MistralForCausalLM");
+    let cfg_path = dir.path().join("hf/config.json");
     let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["sliding_window"] = serde_json::json!(5);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let out = dir.join("m.autark");
-    autark_quantize::quantize(&dir.join("hf"), &out, &Recipe::new(DType::F32).unwrap(), &mut |_| {}).unwrap();
+    let out = dir.path().join("m.autark");
+    autark_quantize::quantize(&dir.path().join("hf"), &out, &Recipe::new(DType::F32).unwrap(), &mut |_| {}).unwrap();
     let m = Arc::new(Model::load(&out).unwrap());
     assert_eq!(m.config().sliding_window, Some(5));
 

@@ -43,32 +43,8 @@ pub(crate) fn sample_metadata() -> Metadata {
 }
 
 /// A directory for one test, removed when the test ends (pass or fail).
-struct TmpDir(PathBuf);
-
-impl std::ops::Deref for TmpDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TmpDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tmpdir(tag: &str) -> TmpDir {
-    let d = std::env::temp_dir().join(format!("autark-format-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TmpDir(d)
+fn tmpdir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("autark-format-{tag}-")).tempdir().unwrap()
 }
 
 fn write_x(path: &Path) -> Vec<u8> {
@@ -83,7 +59,7 @@ fn write_x(path: &Path) -> Vec<u8> {
 #[test]
 fn example_bytes() {
     let d = tmpdir("example");
-    let b = write_x(&d.join("x.autark"));
+    let b = write_x(&d.path().join("x.autark"));
     let m = serde_json::to_vec(&sample_metadata()).unwrap().len();
     let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
@@ -124,7 +100,7 @@ fn example_bytes() {
 #[test]
 fn round_trip_and_verify() {
     let d = tmpdir("rt");
-    let p = d.join("m.autark");
+    let p = d.path().join("m.autark");
     write_x(&p);
     let f = AutarkFile::open(&p).unwrap();
     assert_eq!(f.metadata(), &sample_metadata());
@@ -137,7 +113,7 @@ fn round_trip_and_verify() {
 #[test]
 fn failed_write_keeps_existing_output() {
     let d = tmpdir("keep");
-    let p = d.join("m.autark");
+    let p = d.path().join("m.autark");
     std::fs::write(&p, b"precious").unwrap();
     {
         let specs = [TensorSpec { name: "x".into(), dtype: DType::F32, shape: vec![2] }];
@@ -147,13 +123,13 @@ fn failed_write_keeps_existing_output() {
     }
     assert_eq!(std::fs::read(&p).unwrap(), b"precious");
     let leftovers: Vec<_> =
-        std::fs::read_dir(&d).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name() != "m.autark").collect();
+        std::fs::read_dir(d.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name() != "m.autark").collect();
     assert!(leftovers.is_empty(), "temporary file left behind");
 }
 
 fn good_bytes() -> Vec<u8> {
     let d = tmpdir("good");
-    write_x(&d.join("m.autark"))
+    write_x(&d.path().join("m.autark"))
 }
 
 /// Re-seals the header checksum so that a corruption reaches the deeper checks.
@@ -246,7 +222,7 @@ fn hostile_headers_are_typed_errors() {
 #[test]
 fn overlapping_tensors_are_refused() {
     let d = tmpdir("overlap");
-    let p = d.join("m.autark");
+    let p = d.path().join("m.autark");
     let specs = [
         TensorSpec { name: "a".into(), dtype: DType::F32, shape: vec![32] },
         TensorSpec { name: "b".into(), dtype: DType::F32, shape: vec![32] },
@@ -268,7 +244,7 @@ fn overlapping_tensors_are_refused() {
 #[test]
 fn corrupted_tensor_fails_verify() {
     let d = tmpdir("verify");
-    let p = d.join("m.autark");
+    let p = d.path().join("m.autark");
     let mut b = write_x(&p);
     let n = b.len();
     b[n - 1] ^= 1;

@@ -2,41 +2,15 @@
 //! (two bf16 safetensors shards written with the `safetensors` crate).
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
-/// A fresh directory under the system's temporary folder (`autark-{tag}-{pid}`), removed with
+/// A fresh directory under the system's temporary folder (`autark-{tag}-…`), removed with
 /// everything in it when dropped, also when the test fails. A model mapped from inside it stays
 /// valid after the removal (the mapping keeps the file).
-pub struct TmpDir(PathBuf);
-
-impl TmpDir {
-    pub fn new(tag: &str) -> TmpDir {
-        let d = std::env::temp_dir().join(format!("autark-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TmpDir(d)
-    }
-}
-
-impl std::ops::Deref for TmpDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TmpDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+pub fn tmp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("autark-{tag}-")).tempdir().unwrap()
 }
 
 pub const D: usize = 64;
