@@ -194,6 +194,18 @@ pub struct BlockQ8A {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ8A>() == 40);
 
+/// The little-endian f16 at byte `i` of `b` (scales inside byte-coded blocks), as f32.
+#[inline]
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
+}
+
+/// Σ q·a over a 32-value block of unsigned weight integers and 8-bit activations (exact).
+#[inline]
+pub(crate) fn idot_u(q: &[u8; QK], a: &[i8; QK]) -> i32 {
+    q.iter().zip(a).map(|(&q, &a)| q as i32 * a as i32).sum()
+}
+
 #[inline]
 pub fn f16_to_f32(bits: u16) -> f32 {
     f16::from_bits(bits).to_f32()

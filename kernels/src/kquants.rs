@@ -8,11 +8,7 @@
 //!
 //! Callers pass whole super-blocks (checked by `dequantize_bytes`).
 
-use crate::blocks::{f16_to_f32, f32_to_f16, BlockQ8A, QK_K};
-
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
-}
+use crate::blocks::{f16_at, f16_to_f32, f32_to_f16, idot_u, BlockQ8A, QK_K};
 
 /// The j-th 6-bit (scale, min) pair of the 12 packed bytes.
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
@@ -173,14 +169,9 @@ fn make_qkx2_quants(x: &[f32], w: &[f32], nmax: i32, l: &mut [u8], rmin: f32, ns
 /// ggml's `make_qx_quants` with `rmse_type` 1: symmetric integers −nmax..nmax−1 (stored + nmax
 /// in `l`) under weights `qw`, or x² without them. Returns the scale.
 fn make_qx_quants(x: &[f32], nmax: i32, l: &mut [u8], qw: Option<&[f32]>) -> f32 {
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    if amax < 1e-15 {
+    // ggml's scan: the first value of largest magnitude.
+    let max = crate::scalar::max_by_magnitude(x);
+    if max.abs() < 1e-15 {
         l.fill(0);
         return 0.0;
     }
@@ -372,11 +363,6 @@ pub(crate) fn scales_k4(b: &[u8]) -> [(f32, f32); 8] {
         let (sc, m) = scale_min_k4(j, &b[4..16]);
         (d * sc as f32, dmin * m as f32)
     })
-}
-
-#[inline]
-fn idot_u(q: &[u8; 32], a: &[i8; 32]) -> i32 {
-    q.iter().zip(a).map(|(&q, &a)| q as i32 * a as i32).sum()
 }
 
 /// Sub-block j's unsigned integers of a `q4_k` (no `qh`) or `q5_k` super-block.

@@ -9,7 +9,7 @@
 //! twins of the SIMD kernels). llama.cpp's `Q4_K_M` stores matrices whose width is not a
 //! multiple of 256 as `Q5_0`; `Q5_K_M`'s fallback is `Q5_1`.
 
-use crate::blocks::{f16_to_f32, f32_to_f16, BlockQ8A, QK};
+use crate::blocks::{f16_at, f16_to_f32, f32_to_f16, idot_u, BlockQ8A, QK};
 
 pub const BYTES: usize = 22;
 /// Bytes of a `q5_1` block.
@@ -28,10 +28,6 @@ pub(crate) fn unsigned(qs: &[u8], qh: u32) -> [u8; QK] {
 
 fn qh_at(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
-}
-
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
 }
 
 /// Nibbles and high bits of 32 unsigned 5-bit integers, into `qs` (16 bytes) and the returned `qh`.
@@ -188,11 +184,6 @@ pub fn quantize_row_search_1(src: &[f32], weights: &[f32], dst: &mut [u8]) {
 // ---- dot products with 8-bit activation blocks (scalar twins) ----
 // Per block an exact integer sum of unsigned q × a, then the f32 expression the SIMD twins
 // use, in block order.
-
-#[inline]
-fn idot_u(q: &[u8; QK], a: &[i8; QK]) -> i32 {
-    q.iter().zip(a).map(|(&q, &a)| q as i32 * a as i32).sum()
-}
 
 /// `q5_0` row × activation blocks (`w`: `a.len()` blocks of 22 bytes).
 pub fn vec_dot_q5_0(w: &[u8], a: &[BlockQ8A]) -> f32 {

@@ -108,10 +108,6 @@ macro_rules! neon_bodies {
 
         // ---- kernels ----
 
-        fn f16_le(b: &[u8], i: usize) -> f32 {
-            f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
-        }
-
         /// Bytes 0x10 where bit j of the 16-bit `bits` is set (j = lane), else 0.
         #[target_feature(enable = $features)]
         #[inline]
@@ -133,9 +129,10 @@ macro_rules! neon_bodies {
                 let hi = vorrq_u8(vshrq_n_u8::<4>(v), high_bits_16((qh >> 16) as u16));
                 let s = block_dot(vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi), &ba.qs);
                 if ONE {
-                    acc += f16_le(b, 0) * ba.d * s as f32 + f16_le(b, 2) * ba.d * ba.sum as f32;
+                    acc += crate::blocks::f16_at(b, 0) * ba.d * s as f32
+                        + crate::blocks::f16_at(b, 2) * ba.d * ba.sum as f32;
                 } else {
-                    acc += f16_le(b, 0) * ba.d * (s - 16 * ba.sum) as f32;
+                    acc += crate::blocks::f16_at(b, 0) * ba.d * (s - 16 * ba.sum) as f32;
                 }
             }
             acc
@@ -185,7 +182,7 @@ macro_rules! neon_bodies {
             let mut acc = 0f32;
             for (b, a8) in w.chunks_exact(210).zip(a.chunks_exact(8)) {
                 let p = b.as_ptr();
-                let d = f16_le(b, 208);
+                let d = crate::blocks::f16_at(b, 208);
                 // Exact integer sums per activation block and 16-value half.
                 let mut sums = [[0i32; 2]; 8];
                 for n in 0..2 {

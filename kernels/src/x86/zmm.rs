@@ -189,8 +189,8 @@ unsafe fn dot<B: WBlock>(w: &[B], a: &[BlockQ8A]) -> f32 {
     let mut acc = _mm512_setzero_ps();
     let mut acc_m = _mm512_setzero_ps();
     let mut b = 0;
-    // Whole pairs, then the odd block: the same operations per pair as before, without a
-    // branch per pair.
+    // Whole pairs, then the odd block: per pair the operations of `tile`, without a branch
+    // per pair.
     while b + 2 <= w.len() {
         let wp = load_pair(&w[b], Some(&w[b + 1]));
         let ap = load_act::<B>(&a[b], Some(&a[b + 1]));
