@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use autark_kernels::DType;
+use autark_kernels::{DType, TensorLayout};
 use sha2::{Digest, Sha256};
 
 mod meta;
@@ -19,7 +19,7 @@ pub use meta::{Metadata, ModelConfig, Provenance, RopeScaling, SourceFile, Token
 /// "ATRK" as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"ATRK");
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 pub const HEADER_LEN: usize = 128;
 /// Alignment of the data section and of every tensor.
 pub const ALIGN: u64 = 64;
@@ -87,6 +87,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FormatError + '_ {
 pub struct TensorInfo {
     pub name: String,
     pub dtype: DType,
+    /// Block order inside the tensor (docs/FORMAT.md "Layouts").
+    pub layout: TensorLayout,
     /// Outermost first; the last dimension is contiguous.
     pub shape: Vec<usize>,
     /// Absolute offset in the file.
@@ -107,6 +109,14 @@ pub struct TensorSpec {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<usize>,
+    pub layout: TensorLayout,
+}
+
+impl TensorSpec {
+    /// A row-major tensor.
+    pub fn new(name: impl Into<String>, dtype: DType, shape: Vec<usize>) -> TensorSpec {
+        TensorSpec { name: name.into(), dtype, shape, layout: TensorLayout::RowMajor }
+    }
 }
 
 /// Bytes that `shape` of `dtype` occupy; an error for a shape that is not whole blocks or
@@ -173,10 +183,14 @@ impl Writer {
             if !names.insert(s.name.clone()) {
                 return Err(FormatError::DuplicateName(s.name.clone()));
             }
+            s.layout
+                .check(s.dtype, &s.shape)
+                .map_err(|e| FormatError::BadTensor { name: s.name.clone(), what: e.to_string() })?;
             let nbytes = tensor_nbytes(s.dtype, &s.shape)?;
             table.push(TensorInfo {
                 name: s.name.clone(),
                 dtype: s.dtype,
+                layout: s.layout,
                 shape: s.shape.clone(),
                 offset,
                 nbytes,
@@ -315,7 +329,7 @@ fn encode_table(table: &[TensorInfo]) -> Vec<u8> {
         b.extend_from_slice(&(t.name.len() as u32).to_le_bytes());
         b.extend_from_slice(t.name.as_bytes());
         b.extend_from_slice(&(t.dtype as u32).to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&(t.layout as u32).to_le_bytes());
         b.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
         for &d in &t.shape {
             b.extend_from_slice(&(d as u64).to_le_bytes());
@@ -523,10 +537,8 @@ fn parse_entry(cur: &mut Cursor<'_>, index: usize) -> Result<TensorInfo> {
     if !dtype.is_native() {
         return Err(bad(format!("dtype {dtype} cannot be stored in an .autark file")));
     }
-    let layout = cur.u32().ok_or_else(trunc)?;
-    if layout != 0 {
-        return Err(bad(format!("unknown layout {layout}")));
-    }
+    let code = cur.u32().ok_or_else(trunc)?;
+    let layout = TensorLayout::try_from(code).map_err(|_| bad(format!("unknown layout {code}")))?;
     let n_dims = cur.u32().ok_or_else(trunc)? as usize;
     if n_dims == 0 || n_dims > MAX_DIMS {
         return Err(bad(format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)")));
@@ -539,7 +551,8 @@ fn parse_entry(cur: &mut Cursor<'_>, index: usize) -> Result<TensorInfo> {
     let offset = cur.u64().ok_or_else(trunc)?;
     let nbytes = cur.u64().ok_or_else(trunc)?;
     let sha256: [u8; 32] = cur.take(32).ok_or_else(trunc)?.try_into().unwrap();
-    Ok(TensorInfo { name, dtype, shape, offset, nbytes, sha256 })
+    layout.check(dtype, &shape).map_err(|e| bad(e.to_string()))?;
+    Ok(TensorInfo { name, dtype, layout, shape, offset, nbytes, sha256 })
 }
 
 /// A mapped, validated `.autark` file. Tensor bytes are borrowed straight from the mapping.

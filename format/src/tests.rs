@@ -48,7 +48,7 @@ fn tmpdir(tag: &str) -> tempfile::TempDir {
 }
 
 fn write_x(path: &Path) -> Vec<u8> {
-    let specs = [TensorSpec { name: "x".into(), dtype: DType::F32, shape: vec![2] }];
+    let specs = [TensorSpec::new("x", DType::F32, vec![2])];
     let mut w = Writer::create(path, &sample_metadata(), &specs).unwrap();
     let data: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
     w.write_tensor("x", &data).unwrap();
@@ -65,7 +65,7 @@ fn example_bytes() {
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
     assert_eq!(&b[0..4], b"ATRK");
     assert_eq!(u16::from_le_bytes([b[4], b[5]]), 1);
-    assert_eq!(u16::from_le_bytes([b[6], b[7]]), 0);
+    assert_eq!(u16::from_le_bytes([b[6], b[7]]), 1);
     assert_eq!(u32_at(8), 128);
     assert_eq!(u32_at(12), 64);
     assert_eq!(u64_at(16), 128);
@@ -116,7 +116,7 @@ fn failed_write_keeps_existing_output() {
     let p = d.path().join("m.autark");
     std::fs::write(&p, b"precious").unwrap();
     {
-        let specs = [TensorSpec { name: "x".into(), dtype: DType::F32, shape: vec![2] }];
+        let specs = [TensorSpec::new("x", DType::F32, vec![2])];
         let mut w = Writer::create(&p, &sample_metadata(), &specs).unwrap();
         assert!(matches!(w.write_tensor("x", &[0u8; 4]), Err(FormatError::WriteSize { .. })));
         // dropped unfinished
@@ -223,10 +223,7 @@ fn hostile_headers_are_typed_errors() {
 fn overlapping_tensors_are_refused() {
     let d = tmpdir("overlap");
     let p = d.path().join("m.autark");
-    let specs = [
-        TensorSpec { name: "a".into(), dtype: DType::F32, shape: vec![32] },
-        TensorSpec { name: "b".into(), dtype: DType::F32, shape: vec![32] },
-    ];
+    let specs = [TensorSpec::new("a", DType::F32, vec![32]), TensorSpec::new("b", DType::F32, vec![32])];
     let mut w = Writer::create(&p, &sample_metadata(), &specs).unwrap();
     w.write_tensor("a", &[0u8; 128]).unwrap();
     w.write_tensor("b", &[0u8; 128]).unwrap();
@@ -251,4 +248,38 @@ fn corrupted_tensor_fails_verify() {
     std::fs::write(&p, &b).unwrap();
     let f = AutarkFile::open(&p).unwrap();
     assert_eq!(f.verify(), vec!["x".to_string()]);
+}
+
+#[test]
+fn interleaved_layout_round_trip_and_refusals() {
+    use autark_kernels::TensorLayout;
+    let d = tmpdir("layout");
+    let p = d.path().join("m.autark");
+    let spec = TensorSpec { layout: TensorLayout::Rows16, ..TensorSpec::new("w", DType::Q4_0, vec![16, 32]) };
+    let mut w = Writer::create(&p, &sample_metadata(), std::slice::from_ref(&spec)).unwrap();
+    w.write_tensor("w", &[7u8; 16 * 18]).unwrap();
+    w.finish().unwrap();
+    let f = AutarkFile::open(&p).unwrap();
+    assert_eq!(f.tensors()[0].layout, TensorLayout::Rows16);
+    assert_eq!(f.layout().version, (1, 1));
+    // The writer refuses a layout the dtype or shape cannot take.
+    for bad in [
+        TensorSpec { layout: TensorLayout::Rows16, ..TensorSpec::new("w", DType::Q4_0, vec![8, 32]) },
+        TensorSpec { layout: TensorLayout::Rows16, ..TensorSpec::new("w", DType::F32, vec![16, 32]) },
+        TensorSpec { layout: TensorLayout::Rows16, ..TensorSpec::new("w", DType::Q8_0, vec![32]) },
+    ] {
+        let r = Writer::create(&d.path().join("bad.autark"), &sample_metadata(), &[bad]);
+        assert!(matches!(r, Err(FormatError::BadTensor { .. })));
+    }
+    // The reader refuses unknown layout codes and layout 1 on a tensor that cannot take it.
+    let good = std::fs::read(&p).unwrap();
+    let m = u64::from_le_bytes(good[24..32].try_into().unwrap()) as usize;
+    let e = 128 + m;
+    for (code, dtype) in [(2u32, 2u32), (u32::MAX, 2), (1, 0)] {
+        let mut b = good.clone();
+        b[e + 5..e + 9].copy_from_slice(&dtype.to_le_bytes());
+        b[e + 9..e + 13].copy_from_slice(&code.to_le_bytes());
+        reseal(&mut b);
+        assert!(matches!(parse(&b), Err(FormatError::BadEntry { .. })), "layout {code} dtype {dtype} accepted");
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0};
 use crate::error::{KernelError, Result};
+use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16};
 use crate::scalar;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -65,6 +66,11 @@ pub struct Kernels {
     pub gemm_q4_0: GemmFn<BlockQ4_0>,
     pub gemm_q4_1: GemmFn<BlockQ4_1>,
     pub gemm_q8_0: GemmFn<BlockQ8_0>,
+    /// 16-row interleaved matrices (`interleave`): `(w groups, tokens, blocks per row,
+    /// out[t][r])` with 16 rows per group; one call serves decode (1 token) and prefill.
+    pub gemm_q4_0x16: GemmFn<BlockQ4_0x16>,
+    pub gemm_q4_1x16: GemmFn<BlockQ4_1x16>,
+    pub gemm_q8_0x16: GemmFn<BlockQ8_0x16>,
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
     /// `y += a · x` (attention's weighted sum of values); equal lengths.
     pub axpy_f32: fn(&mut [f32], f32, &[f32]),
@@ -88,6 +94,9 @@ impl Kernels {
             gemm_q4_0: scalar::gemm_q4_0,
             gemm_q4_1: scalar::gemm_q4_1,
             gemm_q8_0: scalar::gemm_q8_0,
+            gemm_q4_0x16: scalar::gemm_q4_0x16,
+            gemm_q4_1x16: scalar::gemm_q4_1x16,
+            gemm_q8_0x16: scalar::gemm_q8_0x16,
             vec_dot_f32: scalar::vec_dot_f32,
             axpy_f32: scalar::axpy_f32,
             dots_q5_0: scalar::dots_q5_0,

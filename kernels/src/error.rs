@@ -18,6 +18,10 @@ pub enum KernelError {
     UnknownDType(u32),
     #[error("{op} is not supported for {dtype}")]
     Unsupported { op: &'static str, dtype: DType },
+    #[error("unknown tensor layout code {0}")]
+    UnknownLayout(u32),
+    #[error("layout {layout} does not hold {dtype} tensors of shape {shape:?} (q4_0, q4_1 or q8_0 matrices with a multiple of 16 rows)")]
+    BadLayout { layout: &'static str, dtype: DType, shape: Vec<usize> },
     #[error("unknown ISA {0:?} in AUTARK_ISA (expected scalar, avx2, avx512 or neon)")]
     UnknownIsa(String),
 }

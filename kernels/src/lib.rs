@@ -10,6 +10,7 @@ pub mod arm;
 pub mod blocks;
 pub mod dispatch;
 pub mod error;
+pub mod interleave;
 pub mod kquants;
 pub mod ops;
 pub mod q5;
@@ -21,6 +22,7 @@ pub mod x86;
 pub use blocks::{Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK, QK_K};
 pub use dispatch::{kernels, Isa, Kernels};
 pub use error::{KernelError, Result};
+pub use interleave::TensorLayout;
 
 #[cfg(test)]
 mod tests;

@@ -9,12 +9,14 @@ use rayon::prelude::*;
 use crate::blocks::{cast_blocks, check_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 use crate::dispatch::{kernels, GemmFn};
 use crate::error::{KernelError, Result};
+use crate::interleave::{self, BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock, TensorLayout, GROUP};
 
 /// A weight matrix of `rows` × `cols` (PyTorch `nn.Linear.weight` layout: one row per output),
 /// borrowed from the mapping.
 #[derive(Clone, Copy, Debug)]
 pub struct WeightView<'a> {
     pub dtype: DType,
+    pub layout: TensorLayout,
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
@@ -22,6 +24,12 @@ pub struct WeightView<'a> {
 
 impl<'a> WeightView<'a> {
     pub fn new(dtype: DType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self> {
+        Self::with_layout(dtype, TensorLayout::RowMajor, rows, cols, data)
+    }
+
+    /// A matrix stored in `layout` (checked against the dtype and shape).
+    pub fn with_layout(dtype: DType, layout: TensorLayout, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self> {
+        layout.check(dtype, &[rows, cols])?;
         if !dtype.is_native() {
             return Err(KernelError::Unsupported { op: "matmul", dtype });
         }
@@ -36,7 +44,7 @@ impl<'a> WeightView<'a> {
         if !(data.as_ptr() as usize).is_multiple_of(align) {
             return Err(KernelError::Misaligned { op: "WeightView", dtype, align });
         }
-        Ok(WeightView { dtype, rows, cols, data })
+        Ok(WeightView { dtype, layout, rows, cols, data })
     }
 
     /// Row `r` dequantized into `dst` (used for embedding look-ups).
@@ -45,7 +53,16 @@ impl<'a> WeightView<'a> {
         if r >= self.rows {
             return Err(KernelError::LengthMismatch { op: "row_f32", expected: self.rows, got: r });
         }
-        crate::blocks::dequantize_bytes(self.dtype, &self.data[r * rb..(r + 1) * rb], dst)
+        match self.layout {
+            TensorLayout::RowMajor => {
+                crate::blocks::dequantize_bytes(self.dtype, &self.data[r * rb..(r + 1) * rb], dst)
+            }
+            TensorLayout::Rows16 => {
+                let mut bytes = vec![0u8; rb];
+                interleave::row(self.dtype, self.cols, self.data, r, &mut bytes)?;
+                crate::blocks::dequantize_bytes(self.dtype, &bytes, dst)
+            }
+        }
     }
 }
 
@@ -114,6 +131,14 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
         return Err(KernelError::LengthMismatch { op: "gemm out", expected: act.n_tokens * w.rows, got: out.len() });
     }
     let k = kernels();
+    if w.layout == TensorLayout::Rows16 {
+        return match w.dtype {
+            DType::Q4_0 => gemm_groups::<BlockQ4_0x16>(w, act, out, k.gemm_q4_0x16),
+            DType::Q4_1 => gemm_groups::<BlockQ4_1x16>(w, act, out, k.gemm_q4_1x16),
+            DType::Q8_0 => gemm_groups::<BlockQ8_0x16>(w, act, out, k.gemm_q8_0x16),
+            other => Err(KernelError::Unsupported { op: "gemm (rows16)", dtype: other }),
+        };
+    }
     match w.dtype {
         DType::Q4_0 => gemm_q::<BlockQ4_0>(w, act, out, k.gemm_q4_0, k.vec_dot_q4_0),
         DType::Q4_1 => gemm_q::<BlockQ4_1>(w, act, out, k.gemm_q4_1, k.vec_dot_q4_1),
@@ -185,6 +210,37 @@ fn gemm_q<B: Block>(
                     // checked by `gemm`); row chunks are disjoint across tasks.
                     unsafe { *p.0.add((t0 + t) * rows + r0 + r) = buf[t * nr + r] };
                 }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// 16-row interleaved weights × 8-bit activations: tasks take chunks of row groups; a tile
+/// call covers the chunk's groups for as many tokens as its output buffer holds (decode: one).
+fn gemm_groups<B: GroupBlock>(w: &WeightView<'_>, act: &Activations, out: &mut [f32], tile: GemmFn<B>) -> Result<()> {
+    check_blocks("gemm", B::DTYPE, w.cols, w.cols / QK)?;
+    let blocks: &[B] = interleave::cast(w.data)?;
+    let nb = w.cols / QK;
+    let (rows, n_tokens) = (w.rows, act.n_tokens);
+    let a = &act.q8;
+    let ptr = OutPtr(out.as_mut_ptr());
+    let chunk = (row_chunk(rows) / GROUP).max(1);
+    let groups = rows / GROUP;
+    let tok_chunk = (TILE_OUT / (chunk * GROUP)).max(1);
+    (0..groups.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let p = ptr;
+        let g0 = c * chunk;
+        let ng = chunk.min(groups - g0);
+        let (r0, nr) = (g0 * GROUP, ng * GROUP);
+        let mut buf = [0f32; TILE_OUT];
+        for t0 in (0..n_tokens).step_by(tok_chunk) {
+            let nt = tok_chunk.min(n_tokens - t0);
+            tile(&blocks[g0 * nb..(g0 + ng) * nb], &a[t0 * nb..(t0 + nt) * nb], nb, &mut buf[..nr * nt]);
+            for t in 0..nt {
+                // SAFETY: t0 + t < n_tokens and r0 + nr <= rows, inside `out` (length checked
+                // by `gemm`); group chunks are disjoint across tasks.
+                unsafe { std::ptr::copy_nonoverlapping(buf[t * nr..].as_ptr(), p.0.add((t0 + t) * rows + r0), nr) };
             }
         }
     });

@@ -4,6 +4,7 @@
 //! rounding (half away from zero for q8, truncation after +8.5 / +0.5 for q4).
 
 use crate::blocks::{f16_to_f32, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
+use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock, GROUP};
 
 // ---- quantize / dequantize -------------------------------------------------------------------
 
@@ -207,3 +208,53 @@ byte_dots!(
     dots_q5_k => crate::kquants::vec_dot_q5_k,
     dots_q6_k => crate::kquants::vec_dot_q6_k
 );
+
+// ---- 16-row interleaved matrices (`interleave`) ------------------------------------------------
+
+/// `out[t * rows + r]` for the `rows = 16 · w.len() / nb` rows of interleaved `w` and the
+/// `a.len() / nb` tokens: per (row, token) the same integer sums and the same f32 expression,
+/// in the same block order, as the row-major `vec_dot_*`, so it gives their bits exactly.
+pub fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    let rows = GROUP * (w.len() / nb);
+    let nibbles = B::DTYPE != crate::DType::Q8_0;
+    for (t, at) in a.chunks_exact(nb).enumerate() {
+        for (g, wg) in w.chunks_exact(nb).enumerate() {
+            let mut acc = [0f32; GROUP];
+            for (bw, ba) in wg.iter().zip(at) {
+                let qs = bw.qs();
+                for (lane, acc) in acc.iter_mut().enumerate() {
+                    let mut s = 0i32;
+                    for (k, piece) in qs.chunks_exact(4 * GROUP).enumerate() {
+                        for (i, &q) in piece[4 * lane..4 * lane + 4].iter().enumerate() {
+                            if nibbles {
+                                s += (q & 0x0F) as i32 * ba.qs[4 * k + i] as i32
+                                    + (q >> 4) as i32 * ba.qs[QK / 2 + 4 * k + i] as i32;
+                            } else {
+                                s += q as i8 as i32 * ba.qs[4 * k + i] as i32;
+                            }
+                        }
+                    }
+                    let d = f16_to_f32(bw.d()[lane]);
+                    *acc += match (B::DTYPE, bw.m()) {
+                        (_, Some(m)) => d * ba.d * s as f32 + f16_to_f32(m[lane]) * ba.d * ba.sum as f32,
+                        (crate::DType::Q4_0, None) => d * ba.d * (s - 8 * ba.sum) as f32,
+                        _ => d * ba.d * s as f32,
+                    };
+                }
+            }
+            out[t * rows + g * GROUP..][..GROUP].copy_from_slice(&acc);
+        }
+    }
+}
+
+pub fn gemm_q4_0x16(w: &[BlockQ4_0x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    gemm_x16(w, a, nb, out)
+}
+
+pub fn gemm_q4_1x16(w: &[BlockQ4_1x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    gemm_x16(w, a, nb, out)
+}
+
+pub fn gemm_q8_0x16(w: &[BlockQ8_0x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    gemm_x16(w, a, nb, out)
+}

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use autark_format::{Metadata, ModelConfig, Provenance, SourceFile, TensorSpec, TokenizerMeta, Writer};
-use autark_kernels::{blocks, DType};
+use autark_kernels::{blocks, DType, TensorLayout};
 use sha2::{Digest, Sha256};
 
 pub use error::{QuantizeError, Result};
@@ -458,8 +458,13 @@ pub fn quantize(
         notes.extend(note);
         plan.push((t, target));
     }
-    let specs: Vec<TensorSpec> =
-        plan.iter().map(|(t, d)| TensorSpec { name: t.name.clone(), dtype: *d, shape: t.shape.clone() }).collect();
+    let specs: Vec<TensorSpec> = plan
+        .iter()
+        .map(|(t, d)| TensorSpec {
+            layout: layout_for(recipe, *d, &t.shape),
+            ..TensorSpec::new(t.name.clone(), *d, t.shape.clone())
+        })
+        .collect();
     let sources = src.files.iter().map(|f| hash_file(f)).collect::<Result<Vec<_>>>()?;
     let metadata = Metadata {
         format: "autark".into(),
@@ -477,11 +482,17 @@ pub fn quantize(
     progress(Progress::Start { n_tensors: plan.len() });
     let mut reports = Vec::with_capacity(plan.len());
     let mut out = Vec::new();
+    let mut interleaved = Vec::new();
     for (index, (t, target)) in plan.iter().enumerate() {
         progress(Progress::Tensor { index, name: &t.name });
         let raw = src.read(t)?;
         let importance = recipe.importance.as_ref().and_then(|m| m.get(&t.name)).map(Vec::as_slice);
         let rep = convert(t, *target, recipe.method, importance, raw, &mut out)?;
+        if layout_for(recipe, *target, &t.shape) == TensorLayout::Rows16 {
+            let rows = t.shape[0];
+            autark_kernels::interleave::interleave(*target, rows, t.shape[1], &out, &mut interleaved)?;
+            std::mem::swap(&mut out, &mut interleaved);
+        }
         writer.write_tensor(&t.name, &out)?;
         reports.push(rep);
     }
@@ -489,6 +500,15 @@ pub fn quantize(
     let file_bytes = std::fs::metadata(output).map_err(io_err(output))?.len();
     let n_params = plan.iter().map(|(t, _)| t.shape.iter().product::<usize>() as u64).sum();
     Ok(Summary { tensors: reports, file_bytes, n_params, notes })
+}
+
+/// The layout a tensor of `dtype` and `shape` is written in.
+fn layout_for(recipe: &Recipe, dtype: DType, shape: &[usize]) -> TensorLayout {
+    if recipe.interleave && TensorLayout::Rows16.check(dtype, shape).is_ok() {
+        TensorLayout::Rows16
+    } else {
+        TensorLayout::RowMajor
+    }
 }
 
 /// One tensor from its source bytes into `target` bytes in `out`, with its error report.

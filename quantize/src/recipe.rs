@@ -43,6 +43,10 @@ pub struct Recipe {
     /// `--type keep`: every tensor keeps its source type when the runtime computes with it (GGUF
     /// K-quants included, byte for byte); bf16 becomes f32. Overrides still apply.
     pub keep_source: bool,
+    /// Write `q4_0`, `q4_1` and `q8_0` matrices whose row count is a multiple of 16 in the
+    /// 16-row interleaved layout (docs/FORMAT.md "Layouts"), which the kernels read fastest;
+    /// `false` keeps GGUF's row-major block order.
+    pub interleave: bool,
 }
 
 impl Recipe {
@@ -58,6 +62,7 @@ impl Recipe {
             importance: None,
             calibration: None,
             keep_source: false,
+            interleave: true,
         })
     }
 
@@ -175,6 +180,7 @@ impl Recipe {
             "default": self.default.name(),
             "overrides": self.overrides.iter().map(|(p, d)| format!("{p}={d}")).collect::<Vec<_>>(),
             "norms": "f32",
+            "layout": if self.interleave { "rows16" } else { "rows" },
         })
     }
 }

@@ -140,7 +140,7 @@ impl Model {
 
     fn try_weight(&self, i: T) -> Result<WeightView<'_>> {
         let t = &self.file.tensors()[i];
-        WeightView::new(t.dtype, t.shape[0], t.shape[1], self.file.data(t))
+        WeightView::with_layout(t.dtype, t.layout, t.shape[0], t.shape[1], self.file.data(t))
             .map_err(|e| RuntimeError::BadTensor { name: t.name.clone(), what: e.to_string() })
     }
 

@@ -163,7 +163,7 @@ def parse(buf: bytes, check_tensor_sha: bool = False, strict: bool = False):
         code, layout, n_dims = struct.unpack("<III", take(12))
         if code not in DTYPES:
             _fail(f"{name}: unknown dtype code {code}")
-        if layout != 0:
+        if layout not in (0, 1):
             _fail(f"{name}: unknown layout {layout}")
         if not 1 <= n_dims <= 4:
             _fail(f"{name}: n_dims {n_dims} outside 1..4")
@@ -177,6 +177,8 @@ def parse(buf: bytes, check_tensor_sha: bool = False, strict: bool = False):
         size = rows * row_bytes(code, dims[-1])
         if size > U64_MAX:
             _fail(f"{name}: dimension product overflows")
+        if layout == 1 and (DTYPES[code][0] not in INTERLEAVED or n_dims != 2 or dims[0] % 16):
+            _fail(f"{name}: layout 1 does not hold {DTYPES[code][0]} {dims}")
         if nbytes != size:
             _fail(f"{name}: nbytes {nbytes} != {size} from shape {dims} and dtype {DTYPES[code][0]}")
         if offset % ALIGNMENT:
@@ -186,6 +188,7 @@ def parse(buf: bytes, check_tensor_sha: bool = False, strict: bool = False):
         tensors[name] = {
             "dtype": DTYPES[code][0],
             "dtype_code": code,
+            "layout": layout,
             "shape": dims,
             "offset": offset,
             "nbytes": nbytes,
@@ -200,8 +203,8 @@ def parse(buf: bytes, check_tensor_sha: bool = False, strict: bool = False):
             _fail(f"tensors {a!r} and {b!r} overlap")
 
     if strict:
-        if (h["version_major"], h["version_minor"]) != (1, 0):
-            _fail("strict: version is not 1.0")
+        if (h["version_major"], h["version_minor"]) not in ((1, 0), (1, 1)):
+            _fail("strict: version is not 1.0 or 1.1")
         if any(h["reserved"]):
             _fail("strict: reserved header bytes are not zero")
         used = bytearray(dl)
@@ -214,9 +217,11 @@ def parse(buf: bytes, check_tensor_sha: bool = False, strict: bool = False):
             _fail("strict: bytes after the last tensor")
 
     for name, t in tensors.items():
-        t["raw"] = buf[t["offset"] : t["offset"] + t["nbytes"]]
-        if check_tensor_sha and hashlib.sha256(t["raw"]).hexdigest() != t["sha256"]:
+        t["stored"] = buf[t["offset"] : t["offset"] + t["nbytes"]]
+        if check_tensor_sha and hashlib.sha256(t["stored"]).hexdigest() != t["sha256"]:
             _fail(f"{name}: sha256 mismatch")
+        # "raw": the tensor's blocks row after row, whatever its stored layout.
+        t["raw"] = t["stored"] if t["layout"] == 0 else deinterleave(t["dtype"], t["stored"], t["shape"])
     return metadata, tensors
 
 
@@ -256,6 +261,23 @@ def build(metadata, entries) -> bytes:
     struct.pack_into("<7Q", hdr, 16, HEADER_LEN, len(meta), to, len(table), len(entries), do, len(data))
     hdr[72:104] = hashlib.sha256(meta + bytes(table)).digest()
     return bytes(hdr) + meta + bytes(table) + bytes(do - to - len(table)) + bytes(data)
+
+
+# Layout 1 ("rows16"): (f16 fields per block, quant bytes per block) of the types it holds.
+INTERLEAVED = {"q4_0": (1, 16), "q4_1": (2, 16), "q8_0": (1, 32)}
+
+
+def deinterleave(dtype: str, stored: bytes, shape) -> bytes:
+    """Row-major block bytes of a layout-1 matrix (FORMAT.md "Layouts"): per group of 16 rows
+    and column block b, the 16 rows' f16 fields (field by field), then their quant bytes in
+    4-byte pieces, piece k of rows 0..15 before piece k + 1."""
+    nf, q = INTERLEAVED[dtype]
+    rows, cols = int(shape[0]), int(shape[1])
+    g, nb = rows // 16, cols // 32
+    a = np.frombuffer(stored, np.uint8).reshape(g, nb, 16 * (2 * nf + q))
+    fields = a[:, :, : 32 * nf].reshape(g, nb, nf, 16, 2).transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, 2 * nf)
+    quants = a[:, :, 32 * nf :].reshape(g, nb, q // 4, 16, 4).transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, q)
+    return np.concatenate([fields, quants], axis=3).reshape(rows, -1).tobytes()
 
 
 def dequantize(dtype, raw: bytes, shape) -> np.ndarray:

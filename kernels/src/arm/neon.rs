@@ -9,6 +9,7 @@ macro_rules! neon_bodies {
     ($isa:expr, $features:literal) => {
         use crate::blocks::{f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
         use crate::dispatch::Kernels;
+        use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
         use crate::scalar;
 
         pub fn plug(k: &mut Kernels) {
@@ -22,6 +23,9 @@ macro_rules! neon_bodies {
             k.gemm_q4_0 = gemm_q4_0;
             k.gemm_q4_1 = gemm_q4_1;
             k.gemm_q8_0 = gemm_q8_0;
+            k.gemm_q4_0x16 = gemm_q4_0x16;
+            k.gemm_q4_1x16 = gemm_q4_1x16;
+            k.gemm_q8_0x16 = gemm_q8_0x16;
             k.dots_q5_0 = |w, a, nb, out| scalar::byte_dots(vec_dot_q5_0, w, a, nb, out);
             k.dots_q5_1 = |w, a, nb, out| scalar::byte_dots(vec_dot_q5_1, w, a, nb, out);
             k.dots_q4_k = |w, a, nb, out| scalar::byte_dots(vec_dot_q4_k, w, a, nb, out);
@@ -69,6 +73,25 @@ macro_rules! neon_bodies {
         }
         fn gemm_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             scalar::gemm_tile(vec_dot_q8_0, w, a, nb, out)
+        }
+
+        fn gemm_q4_0x16(w: &[BlockQ4_0x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            check_x16(w.len(), a.len(), nb, out.len());
+            // SAFETY: features detected before `plug`; `check_x16` asserted the lengths.
+            unsafe { gemm_x16_impl(w, a, nb, out) }
+        }
+        fn gemm_q4_1x16(w: &[BlockQ4_1x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            check_x16(w.len(), a.len(), nb, out.len());
+            // SAFETY: as in `gemm_q4_0x16`.
+            unsafe { gemm_x16_impl(w, a, nb, out) }
+        }
+        fn gemm_q8_0x16(w: &[BlockQ8_0x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            check_x16(w.len(), a.len(), nb, out.len());
+            // SAFETY: as in `gemm_q4_0x16`.
+            unsafe { gemm_x16_impl(w, a, nb, out) }
+        }
+        fn check_x16(w: usize, a: usize, nb: usize, out: usize) {
+            assert!(nb > 0 && w % nb == 0 && a % nb == 0 && out >= 16 * (w / nb) * (a / nb), "x16 lengths");
         }
 
         /// The row covers exactly the activation blocks (the `ByteDotFn` contract):
@@ -273,6 +296,55 @@ macro_rules! neon_bodies {
             (vsubq_s8(lo, vdupq_n_s8(bias)), vsubq_s8(hi, vdupq_n_s8(bias)))
         }
 
+        /// 16-row interleaved matrices, 4 rows (a quarter of each 64-byte piece) at a time:
+        /// the weights as signed bytes (q4: nibble − 8 for `q4_0`, as is for `q4_1`) against 4
+        /// activation bytes repeated over the register, so `dot4_i8x16` gives 4 row sums; then
+        /// per lane the scalar reference's f32 expression, so results match it bit for bit.
+        #[target_feature(enable = $features)]
+        unsafe fn gemm_x16_impl<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            let groups = w.len() / nb;
+            let rows = 16 * groups;
+            let q4 = B::DTYPE != crate::DType::Q8_0;
+            let bias = if B::DTYPE == crate::DType::Q4_0 { 8 } else { 0 };
+            for (t, at) in a.chunks_exact(nb).enumerate() {
+                for (g, wg) in w.chunks_exact(nb).enumerate() {
+                    for quad in 0..4 {
+                        let mut acc = vdupq_n_f32(0.0);
+                        for (bw, ba) in wg.iter().zip(at) {
+                            let qs = &bw.qs()[16 * quad..];
+                            let y = ba.qs.as_ptr() as *const i32;
+                            let mut s = vdupq_n_s32(0);
+                            // SAFETY (the reads of y): k < 8 and an activation block holds 32 bytes.
+                            for k in 0..if q4 { 4 } else { 8 } {
+                                let v = vld1q_u8(qs[64 * k..][..16].as_ptr());
+                                let yk = vreinterpretq_s8_s32(vdupq_n_s32(y.add(k).read_unaligned()));
+                                if q4 {
+                                    let lo =
+                                        vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vdupq_n_s8(bias));
+                                    let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)), vdupq_n_s8(bias));
+                                    let yh = vreinterpretq_s8_s32(vdupq_n_s32(y.add(4 + k).read_unaligned()));
+                                    s = dot4_i8x16(dot4_i8x16(s, lo, yk), hi, yh);
+                                } else {
+                                    s = dot4_i8x16(s, vreinterpretq_s8_u8(v), yk);
+                                }
+                            }
+                            let lane = |f: &[u16; 16]| -> float32x4_t {
+                                let v: [f32; 4] = std::array::from_fn(|i| f16_to_f32(f[4 * quad + i]));
+                                vld1q_f32(v.as_ptr())
+                            };
+                            let term = vmulq_f32(vmulq_n_f32(lane(bw.d()), ba.d), vcvtq_f32_s32(s));
+                            let term = match bw.m() {
+                                Some(m) => vaddq_f32(term, vmulq_n_f32(vmulq_n_f32(lane(m), ba.d), ba.sum as f32)),
+                                None => term,
+                            };
+                            acc = vaddq_f32(acc, term);
+                        }
+                        vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), acc);
+                    }
+                }
+            }
+        }
+
         #[target_feature(enable = $features)]
         unsafe fn vec_dot_q4_0_impl(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
             let mut acc = 0.0f32;
@@ -339,13 +411,24 @@ macro_rules! neon_bodies {
 pub mod plain {
     use std::arch::aarch64::*;
 
-    /// acc + Σ a·b over groups of 4 signed bytes (4 × i32).
+    /// acc + a·b in 4 × i32 partial sums whose total is Σ a·b (lane i gets byte pairs 2i, 2i+1
+    /// and 8+2i, 9+2i: only the horizontal total is meaningful).
     #[target_feature(enable = "neon")]
     #[inline]
     unsafe fn dot_i8x16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
         let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
         let hi = vmull_high_s8(a, b);
         vpadalq_s16(vpadalq_s16(acc, lo), hi)
+    }
+
+    /// acc + Σ a·b over each group of 4 bytes (lane i: bytes 4i..4i+4). A pair of products
+    /// fits i16 because one side is an activation (|a| ≤ 127).
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn dot4_i8x16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+        let hi = vmull_high_s8(a, b);
+        vpadalq_s16(acc, vpaddq_s16(lo, hi))
     }
 
     neon_bodies!(crate::dispatch::Isa::Neon, "neon");
@@ -373,6 +456,13 @@ pub mod dotprod {
             );
         }
         r
+    }
+
+    /// `sdot` already sums each group of 4 bytes into its own lane.
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn dot4_i8x16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        dot_i8x16(acc, a, b)
     }
 
     neon_bodies!(crate::dispatch::Isa::NeonDot, "neon,dotprod");

@@ -11,6 +11,7 @@ use crate::dispatch::{Isa, Kernels};
 #[macro_use]
 mod bytes;
 mod kernels;
+mod ymm16;
 mod zmm;
 
 /// One f16 (raw bits) to f32 with F16C. The bits go in with `vmovd` from a general register,
@@ -50,6 +51,7 @@ pub fn plug(k: &mut Kernels, want: Option<Isa>) {
     let allow = |isa: Isa| want.is_none_or(|w| w >= isa && w <= Isa::Avx512);
     if allow(Isa::Avx2) && has_avx2() {
         kernels::avx2::plug(k);
+        ymm16::plug(k);
     }
     if allow(Isa::Avx512) && has_avx512() {
         kernels::avx512::plug(k);

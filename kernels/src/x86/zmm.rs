@@ -15,8 +15,9 @@
 
 use std::arch::x86_64::*;
 
-use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0};
+use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
 use crate::dispatch::Kernels;
+use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
 
 pub fn plug(k: &mut Kernels) {
     k.vec_dot_q4_0 = vec_dot_q4_0;
@@ -25,6 +26,9 @@ pub fn plug(k: &mut Kernels) {
     k.gemm_q4_0 = gemm_q4_0;
     k.gemm_q4_1 = gemm_q4_1;
     k.gemm_q8_0 = gemm_q8_0;
+    k.gemm_q4_0x16 = gemm_q4_0x16;
+    k.gemm_q4_1x16 = gemm_q4_1x16;
+    k.gemm_q8_0x16 = gemm_q8_0x16;
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -414,7 +418,107 @@ unsafe fn gemm_wide<B: WBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f3
     });
 }
 
+// ---- 16-row interleaved matrices: rows in lanes ----------------------------------------------
+//
+// A group block's quant bytes load as 512-bit registers with 4 bytes of each of the 16 rows
+// (`interleave`); made unsigned (nibbles as they are, q8 bytes + 128) they meet 4 activation
+// bytes broadcast from memory, so 8 `vpdpbusd` give the 16 rows' exact block sums for one token
+// without packing, shuffles or horizontal sums. The weights of a block are unpacked once for up
+// to X16_TOKENS tokens.
+
+/// Tokens per pass over a group's blocks.
+const X16_TOKENS: usize = 8;
+
+/// The 8 unsigned 512-bit pieces of group block `blk` (piece i meets activation bytes 4i..4i+4)
+/// and the offset they carry.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn unpack16<B: GroupBlock>(blk: &B) -> [__m512i; 8] {
+    let q = blk.qs().as_ptr();
+    let mut x = [_mm512_setzero_si512(); 8];
+    if B::DTYPE == DType::Q8_0 {
+        for (i, x) in x.iter_mut().enumerate() {
+            // SAFETY (caller): a q8_0 group block holds 8 pieces of 64 bytes.
+            *x = _mm512_xor_si512(_mm512_loadu_si512(q.add(64 * i) as *const _), _mm512_set1_epi8(-128));
+        }
+    } else {
+        let m = _mm512_set1_epi8(0x0F);
+        for j in 0..4 {
+            // SAFETY (caller): a q4 group block holds 4 pieces of 64 bytes.
+            let v = _mm512_loadu_si512(q.add(64 * j) as *const _);
+            x[j] = _mm512_and_si512(v, m);
+            x[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m);
+        }
+    }
+    x
+}
+
+/// 16 rows (group blocks `w[..nb]`) × T tokens (`a[t * nb..]`) into `out[t * stride..][..16]`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn group_x<B: GroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32], stride: usize) {
+    let off = match B::DTYPE {
+        DType::Q4_0 => -8,
+        DType::Q8_0 => -128,
+        _ => 0,
+    };
+    let mut acc = [_mm512_setzero_ps(); T];
+    for (b, blk) in w[..nb].iter().enumerate() {
+        let x = unpack16(blk);
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d().as_ptr() as *const __m256i));
+        let m = blk.m().map(|m| _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr() as *const __m256i)));
+        for t in 0..T {
+            let ab = &a[t * nb + b];
+            let q = ab.qs.as_ptr() as *const i32;
+            let mut i = _mm512_set1_epi32(off * ab.sum);
+            for (k, x) in x.iter().enumerate() {
+                // SAFETY: k < 8 and an activation block holds 32 bytes.
+                i = _mm512_dpbusd_epi32(i, *x, _mm512_set1_epi32(q.add(k).read_unaligned()));
+            }
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(d, _mm512_set1_ps(ab.d)), acc[t]);
+            if let Some(m) = m {
+                acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(ab.d * ab.sum as f32), acc[t]);
+            }
+        }
+    }
+    for (t, v) in acc.iter().enumerate() {
+        _mm512_storeu_ps(out[t * stride..][..16].as_mut_ptr(), *v);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    let groups = w.len() / nb;
+    let toks = a.len() / nb;
+    let rows = 16 * groups;
+    for g in 0..groups {
+        let wg = &w[g * nb..(g + 1) * nb];
+        let mut t = 0;
+        while t + X16_TOKENS <= toks {
+            group_x::<B, X16_TOKENS>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+            t += X16_TOKENS;
+        }
+        while t < toks {
+            group_x::<B, 1>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+            t += 1;
+        }
+    }
+}
+
 // ---- safe entry points, installed by `plug` only after AVX-512 F/BW/VL/VNNI were detected ----
+
+macro_rules! entries_x16 {
+    ($($gemm:ident: $blk:ty),*) => {$(
+        fn $gemm(w: &[$blk], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            assert!(nb > 0 && w.len() % nb == 0 && a.len() % nb == 0 && out.len() >= 16 * (w.len() / nb) * (a.len() / nb));
+            // SAFETY: as `entries` below; lengths are checked here, indexing inside is
+            // bounds-checked except the fixed-size block reads noted there.
+            unsafe { gemm_x16(w, a, nb, out) }
+        }
+    )*};
+}
+
+entries_x16!(gemm_q4_0x16: BlockQ4_0x16, gemm_q4_1x16: BlockQ4_1x16, gemm_q8_0x16: BlockQ8_0x16);
 
 macro_rules! entries {
     ($dot:ident, $gemm:ident, $blk:ty) => {
