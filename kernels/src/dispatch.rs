@@ -74,6 +74,8 @@ pub struct Kernels {
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
     /// `y += a · x` (attention's weighted sum of values); equal lengths.
     pub axpy_f32: fn(&mut [f32], f32, &[f32]),
+    /// `x ← e^x` (`exp`: softmax, SiLU); every ISA gives the scalar twin's bits.
+    pub exp_f32: fn(&mut [f32]),
     pub dots_q5_0: ByteDotsFn,
     pub dots_q5_1: ByteDotsFn,
     pub dots_q4_k: ByteDotsFn,
@@ -99,6 +101,7 @@ impl Kernels {
             gemm_q8_0x16: scalar::gemm_q8_0x16,
             vec_dot_f32: scalar::vec_dot_f32,
             axpy_f32: scalar::axpy_f32,
+            exp_f32: crate::exp::exp_slice,
             dots_q5_0: scalar::dots_q5_0,
             dots_q5_1: scalar::dots_q5_1,
             dots_q4_k: scalar::dots_q4_k,

@@ -10,6 +10,7 @@ pub mod arm;
 pub mod blocks;
 pub mod dispatch;
 pub mod error;
+pub mod exp;
 pub mod interleave;
 pub mod kquants;
 pub mod ops;

@@ -363,22 +363,28 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     (kernels().vec_dot_f32)(a, b)
 }
 
-/// In-place softmax.
+/// In-place softmax (`e^x` through the dispatched `exp_f32`).
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
+    x.iter_mut().for_each(|v| *v -= max);
+    (kernels().exp_f32)(x);
+    let sum: f32 = x.iter().sum();
     let inv = 1.0 / sum;
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// `gate = silu(gate) * up` (SwiGLU).
+/// `gate = silu(gate) * up` (SwiGLU; `e^x` through the dispatched `exp_f32`).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+    assert_eq!(gate.len(), up.len());
+    let exp = kernels().exp_f32;
+    let mut e = [0f32; 256];
+    for (g, u) in gate.chunks_mut(e.len()).zip(up.chunks(e.len())) {
+        let e = &mut e[..g.len()];
+        e.iter_mut().zip(g.iter()).for_each(|(e, g)| *e = -g);
+        exp(e);
+        for ((g, &u), &e) in g.iter_mut().zip(u).zip(e.iter()) {
+            *g = *g / (1.0 + e) * u;
+        }
     }
 }
 

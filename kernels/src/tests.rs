@@ -467,3 +467,38 @@ fn x16_kernels_match_row_major() {
         println!("checked {isa:?} x16 kernels");
     }
 }
+
+/// `exp_f32`, ISA by ISA, against the scalar twin bit for bit: random values over the whole
+/// f32 range of the function (and beyond both ends), the edges, ±∞, NaN, every tail length.
+#[test]
+fn exp_matches_scalar_twin() {
+    let mut rng = Rng::new(99);
+    let mut x: Vec<f32> = (0..4000).map(|_| rng.f() * 100.0).collect();
+    x.extend((0..1000).map(|_| rng.f() * 2.0));
+    x.extend([
+        0.0,
+        -0.0,
+        crate::exp::MIN_X,
+        crate::exp::MAX_X,
+        -87.4,
+        88.8,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        1e-30,
+    ]);
+    for isa in available_isas() {
+        let k = Kernels::best(Some(isa));
+        for len in (0..40).chain([x.len()]) {
+            let mut got = x[x.len() - len..].to_vec();
+            (k.exp_f32)(&mut got);
+            for (g, v) in got.iter().zip(&x[x.len() - len..]) {
+                let want = crate::exp::exp(*v);
+                assert!(
+                    g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                    "{isa:?} exp({v}): {g} vs {want}"
+                );
+            }
+        }
+    }
+}

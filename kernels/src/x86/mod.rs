@@ -10,6 +10,7 @@ use crate::dispatch::{Isa, Kernels};
 
 #[macro_use]
 mod bytes;
+mod exp;
 mod kernels;
 mod ymm16;
 mod zmm;
@@ -52,10 +53,12 @@ pub fn plug(k: &mut Kernels, want: Option<Isa>) {
     if allow(Isa::Avx2) && has_avx2() {
         kernels::avx2::plug(k);
         ymm16::plug(k);
+        exp::plug_avx2(k);
     }
     if allow(Isa::Avx512) && has_avx512() {
         kernels::avx512::plug(k);
         zmm::plug(k);
+        exp::plug_avx512(k);
     }
 }
 

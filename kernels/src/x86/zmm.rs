@@ -427,7 +427,7 @@ unsafe fn gemm_wide<B: WBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f3
 // to X16_TOKENS tokens.
 
 /// Tokens per pass over a group's blocks.
-const X16_TOKENS: usize = 8;
+const X16_TOKENS: usize = 4;
 
 /// The 8 unsigned 512-bit pieces of group block `blk` (piece i meets activation bytes 4i..4i+4)
 /// and the offset they carry.
