@@ -74,6 +74,10 @@ pub struct Kernels {
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
     /// `y += a · x` (attention's weighted sum of values); equal lengths.
     pub axpy_f32: fn(&mut [f32], f32, &[f32]),
+    /// Attention scores `(q, keys, stride, out)`: `out[j] = q · keys[j·stride..][..q.len()]`.
+    pub dots_f32: fn(&[f32], &[f32], usize, &mut [f32]),
+    /// Attention output `(out, weights, values, stride)`: `out += Σ_j w[j] · values[j·stride..]`.
+    pub wsum_f32: fn(&mut [f32], &[f32], &[f32], usize),
     /// `x ← e^x` (`exp`: softmax, SiLU); every ISA gives the scalar twin's bits.
     pub exp_f32: fn(&mut [f32]),
     pub dots_q5_0: ByteDotsFn,
@@ -102,6 +106,8 @@ impl Kernels {
             vec_dot_f32: scalar::vec_dot_f32,
             axpy_f32: scalar::axpy_f32,
             exp_f32: crate::exp::exp_slice,
+            dots_f32: scalar::dots_f32,
+            wsum_f32: scalar::wsum_f32,
             dots_q5_0: scalar::dots_q5_0,
             dots_q5_1: scalar::dots_q5_1,
             dots_q4_k: scalar::dots_q4_k,

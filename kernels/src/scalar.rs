@@ -258,3 +258,27 @@ pub fn gemm_q4_1x16(w: &[BlockQ4_1x16], a: &[BlockQ8A], nb: usize, out: &mut [f3
 pub fn gemm_q8_0x16(w: &[BlockQ8_0x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     gemm_x16(w, a, nb, out)
 }
+
+// ---- attention over the cache: rows of `len` values, `stride` apart -------------------------------
+
+/// Asserts that rows `0..n` of `len` values, `stride` apart, lie inside `total` values.
+pub fn check_strided(len: usize, total: usize, stride: usize, n: usize) {
+    assert!(stride >= len, "stride {stride} shorter than a row of {len}");
+    assert!(n == 0 || (n - 1) * stride + len <= total, "{n} rows of {len} (stride {stride}) exceed {total} values");
+}
+
+/// `out[j] = q · k[j·stride..j·stride + q.len()]` (attention scores).
+pub fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+    check_strided(q.len(), k.len(), stride, out.len());
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = vec_dot_f32(q, &k[j * stride..j * stride + q.len()]);
+    }
+}
+
+/// `out += Σ_j w[j] · v[j·stride..j·stride + out.len()]` (attention's weighted sum of values).
+pub fn wsum_f32(out: &mut [f32], w: &[f32], v: &[f32], stride: usize) {
+    check_strided(out.len(), v.len(), stride, w.len());
+    for (j, &wj) in w.iter().enumerate() {
+        axpy_f32(out, wj, &v[j * stride..j * stride + out.len()]);
+    }
+}

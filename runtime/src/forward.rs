@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use autark_format::RopeScaling;
-use autark_kernels::ops::{
-    axpy_f32, dot_f32, gelu_tanh_mul, gemm, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations,
-};
+use autark_kernels::kernels;
+use autark_kernels::ops::{gelu_tanh_mul, gemm, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations};
 use rayon::prelude::*;
 
 use crate::error::{Result, RuntimeError};
@@ -418,26 +417,36 @@ impl Session {
                 .for_each(|(t, (out, scores))| {
                     let p = pos0 + t;
                     let first = (p + 1).saturating_sub(window);
+                    let len = p + 1 - first;
+                    // Cache slots of positions first..=p, in order: one run, or two where the
+                    // ring wraps (it wraps once at most).
+                    let start = first % slots;
+                    let run = len.min(slots - start);
+                    let k = kernels();
                     for h in 0..c.n_heads {
                         let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
                         let kvh = h / group;
-                        let s = &mut scores[h * n_ctx + first..h * n_ctx + p + 1];
-                        // Cache slots of positions first..=p, in order (the ring wraps once at
-                        // most): no division per key.
-                        let slot_of = |j: usize| {
-                            let at = first % slots + j;
-                            (if at >= slots { at - slots } else { at }) * kv_dim + kvh * hd
-                        };
-                        for (j, sj) in s.iter_mut().enumerate() {
-                            let at = slot_of(j);
-                            *sj = dot_f32(qh, &keys[at..at + hd]) * scale;
+                        let s = &mut scores[h * n_ctx..h * n_ctx + len];
+                        let segs = [(start, 0..run), (0, run..len)];
+                        for (slot, js) in segs.iter().cloned() {
+                            if js.is_empty() {
+                                continue;
+                            }
+                            let at = slot * kv_dim + kvh * hd;
+                            let rows = &keys[at..at + (js.len() - 1) * kv_dim + hd];
+                            (k.dots_f32)(qh, rows, kv_dim, &mut s[js]);
                         }
+                        s.iter_mut().for_each(|v| *v *= scale);
                         softmax(s);
                         let o = &mut out[h * hd..(h + 1) * hd];
                         o.fill(0.0);
-                        for (j, &a) in s.iter().enumerate() {
-                            let at = slot_of(j);
-                            axpy_f32(o, a, &values[at..at + hd]);
+                        for (slot, js) in segs {
+                            if js.is_empty() {
+                                continue;
+                            }
+                            let at = slot * kv_dim + kvh * hd;
+                            let rows = &values[at..at + (js.len() - 1) * kv_dim + hd];
+                            (k.wsum_f32)(o, &s[js], rows, kv_dim);
                         }
                     }
                 });

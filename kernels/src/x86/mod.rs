@@ -8,6 +8,7 @@
 
 use crate::dispatch::{Isa, Kernels};
 
+mod attn;
 #[macro_use]
 mod bytes;
 mod exp;
@@ -54,6 +55,7 @@ pub fn plug(k: &mut Kernels, want: Option<Isa>) {
         kernels::avx2::plug(k);
         ymm16::plug(k);
         exp::plug_avx2(k);
+        attn::plug(k);
     }
     if allow(Isa::Avx512) && has_avx512() {
         kernels::avx512::plug(k);
