@@ -36,6 +36,8 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--shape", default="llama-3.2-1b", choices=sorted(SHAPES))
     ap.add_argument("--type", default="q4_0", choices=sorted(BLOCK))
+    ap.add_argument("--layout", default="rows16", choices=["rows16", "rows"],
+                    help="block order of the matrices (rows16: what `autark quantize` writes by default)")
     a = ap.parse_args()
     meta, _ = autark_file.read(a.tokenizer_source)
     c = dict(SHAPES[a.shape], rope_layout="neox", rope_scaling=None, norm_eps=1e-5, tied_embeddings=True,
@@ -46,11 +48,18 @@ def main():
     rng = np.random.default_rng(0)
     d, f, q, kv = c["d_model"], c["ffn_dim"], c["n_heads"] * c["head_dim"], c["n_kv_heads"] * c["head_dim"]
     ones = np.ones(d, dtype=np.float32).tobytes()
-    entries = [dict(name="token_embd.weight", dtype="q8_0", shape=[c["vocab_size"], d],
-                    raw=random_blocks(rng, c["vocab_size"], d, "q8_0"))]
+    layout = 1 if a.layout == "rows16" else 0
+
+    def matrix(name, dtype, rows, cols):
+        raw = random_blocks(rng, rows, cols, dtype)
+        if layout:
+            raw = autark_file.interleave(dtype, raw, [rows, cols])
+        return dict(name=name, dtype=dtype, shape=[rows, cols], raw=raw, layout=layout)
+
+    entries = [matrix("token_embd.weight", "q8_0", c["vocab_size"], d)]
     for l in range(c["n_layers"]):
         def mat(name, rows, cols):
-            entries.append(dict(name=f"blk.{l}.{name}", dtype=a.type, shape=[rows, cols], raw=random_blocks(rng, rows, cols, a.type)))
+            entries.append(matrix(f"blk.{l}.{name}", a.type, rows, cols))
         entries.append(dict(name=f"blk.{l}.attn_norm.weight", dtype="f32", shape=[d], raw=ones))
         mat("attn_q.weight", q, d)
         mat("attn_k.weight", kv, d)

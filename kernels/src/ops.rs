@@ -200,18 +200,19 @@ fn gemm_q<B: Block>(
         let p = ptr;
         let r0 = c * chunk;
         let nr = chunk.min(rows - r0);
-        let mut buf = [0f32; TILE_OUT];
-        for t0 in (0..n_tokens).step_by(tok_chunk) {
-            let nt = tok_chunk.min(n_tokens - t0);
-            tile(&blocks[r0 * nb..(r0 + nr) * nb], &a[t0 * nb..(t0 + nt) * nb], nb, &mut buf[..nr * nt]);
-            for t in 0..nt {
-                for r in 0..nr {
-                    // SAFETY: t0 + t < n_tokens and r0 + r < rows, inside `out` (length
-                    // checked by `gemm`); row chunks are disjoint across tasks.
-                    unsafe { *p.0.add((t0 + t) * rows + r0 + r) = buf[t * nr + r] };
+        TILE_BUF.with_borrow_mut(|buf| {
+            for t0 in (0..n_tokens).step_by(tok_chunk) {
+                let nt = tok_chunk.min(n_tokens - t0);
+                tile(&blocks[r0 * nb..(r0 + nr) * nb], &a[t0 * nb..(t0 + nt) * nb], nb, &mut buf[..nr * nt]);
+                for t in 0..nt {
+                    for r in 0..nr {
+                        // SAFETY: t0 + t < n_tokens and r0 + r < rows, inside `out` (length
+                        // checked by `gemm`); row chunks are disjoint across tasks.
+                        unsafe { *p.0.add((t0 + t) * rows + r0 + r) = buf[t * nr + r] };
+                    }
                 }
             }
-        }
+        });
     });
     Ok(())
 }
@@ -233,16 +234,17 @@ fn gemm_groups<B: GroupBlock>(w: &WeightView<'_>, act: &Activations, out: &mut [
         let g0 = c * chunk;
         let ng = chunk.min(groups - g0);
         let (r0, nr) = (g0 * GROUP, ng * GROUP);
-        let mut buf = [0f32; TILE_OUT];
-        for t0 in (0..n_tokens).step_by(tok_chunk) {
-            let nt = tok_chunk.min(n_tokens - t0);
-            tile(&blocks[g0 * nb..(g0 + ng) * nb], &a[t0 * nb..(t0 + nt) * nb], nb, &mut buf[..nr * nt]);
-            for t in 0..nt {
-                // SAFETY: t0 + t < n_tokens and r0 + nr <= rows, inside `out` (length checked
-                // by `gemm`); group chunks are disjoint across tasks.
-                unsafe { std::ptr::copy_nonoverlapping(buf[t * nr..].as_ptr(), p.0.add((t0 + t) * rows + r0), nr) };
+        TILE_BUF.with_borrow_mut(|buf| {
+            for t0 in (0..n_tokens).step_by(tok_chunk) {
+                let nt = tok_chunk.min(n_tokens - t0);
+                tile(&blocks[g0 * nb..(g0 + ng) * nb], &a[t0 * nb..(t0 + nt) * nb], nb, &mut buf[..nr * nt]);
+                for t in 0..nt {
+                    // SAFETY: t0 + t < n_tokens and r0 + nr <= rows, inside `out` (length checked
+                    // by `gemm`); group chunks are disjoint across tasks.
+                    unsafe { std::ptr::copy_nonoverlapping(buf[t * nr..].as_ptr(), p.0.add((t0 + t) * rows + r0), nr) };
+                }
             }
-        }
+        });
     });
     Ok(())
 }
@@ -283,8 +285,14 @@ fn gemm_bytes(w: &WeightView<'_>, act: &Activations, out: &mut [f32], dots: crat
     Ok(())
 }
 
-/// Output values of one tile call (a stack buffer of 16 KiB).
+/// Output values of one tile call (16 KiB).
 const TILE_OUT: usize = 4096;
+
+thread_local! {
+    /// Each pool thread's tile output buffer: allocated once, never zeroed per call (a
+    /// zeroed stack array cost a 16 KiB memset per task, 6 % of two-thread decode).
+    static TILE_BUF: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::new(vec![0f32; TILE_OUT]);
+}
 
 /// Rows per parallel task: enough tasks to balance the threads, few enough that scheduling
 /// costs nothing next to the work (a 49152-row output head gets 256-row tasks).
@@ -409,4 +417,13 @@ pub fn rope_head(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
         x[a] = x0 * cos[i] - x1 * sin[i];
         x[b] = x0 * sin[i] + x1 * cos[i];
     }
+}
+
+/// The wrapping sum of `x` as little-endian u64 with the widest loads this CPU has (the
+/// read-bandwidth probe of `autark bench --memory`; `x` a multiple of 8 bytes).
+pub fn sum_u64(x: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    return crate::x86::attn::sum_u64(x);
+    #[cfg(not(target_arch = "x86_64"))]
+    crate::scalar::sum_u64(x)
 }

@@ -282,3 +282,9 @@ pub fn wsum_f32(out: &mut [f32], w: &[f32], v: &[f32], stride: usize) {
         axpy_f32(out, wj, &v[j * stride..j * stride + out.len()]);
     }
 }
+
+/// The wrapping sum of `x` read as little-endian u64 (a trailing partial word is ignored; the
+/// bandwidth probe's reference).
+pub fn sum_u64(x: &[u8]) -> u64 {
+    x.chunks_exact(8).fold(0u64, |a, c| a.wrapping_add(u64::from_le_bytes(c.try_into().expect("8 bytes"))))
+}

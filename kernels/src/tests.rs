@@ -537,3 +537,14 @@ fn attention_loops_match_scalar() {
         }
     }
 }
+
+/// The bandwidth probe's sum against its scalar twin, every tail length up to two 128-byte steps.
+#[test]
+fn probe_sum_matches_scalar() {
+    let mut rng = Rng::new(3);
+    let x: Vec<u8> = (0..4096 + 7).map(|_| rng.next() as u8).collect();
+    for len in (0..300).chain([4096, 4096 + 7]) {
+        assert_eq!(crate::ops::sum_u64(&x[..len]), scalar::sum_u64(&x[..len]), "len {len}");
+        assert_eq!(crate::ops::sum_u64(&x[3..3 + len.min(4096)]), scalar::sum_u64(&x[3..3 + len.min(4096)]));
+    }
+}

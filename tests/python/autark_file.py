@@ -257,7 +257,8 @@ def build(metadata, entries) -> bytes:
         table += e.get("sha256", hashlib.sha256(e["raw"]).digest())
     hdr = bytearray(HEADER_LEN)
     hdr[0:4] = MAGIC
-    struct.pack_into("<HHII", hdr, 4, 1, 0, HEADER_LEN, ALIGNMENT)
+    minor = 1 if any(e.get("layout", 0) for e in entries) else 0
+    struct.pack_into("<HHII", hdr, 4, 1, minor, HEADER_LEN, ALIGNMENT)
     struct.pack_into("<7Q", hdr, 16, HEADER_LEN, len(meta), to, len(table), len(entries), do, len(data))
     hdr[72:104] = hashlib.sha256(meta + bytes(table)).digest()
     return bytes(hdr) + meta + bytes(table) + bytes(do - to - len(table)) + bytes(data)
@@ -278,6 +279,17 @@ def deinterleave(dtype: str, stored: bytes, shape) -> bytes:
     fields = a[:, :, : 32 * nf].reshape(g, nb, nf, 16, 2).transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, 2 * nf)
     quants = a[:, :, 32 * nf :].reshape(g, nb, q // 4, 16, 4).transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, q)
     return np.concatenate([fields, quants], axis=3).reshape(rows, -1).tobytes()
+
+
+def interleave(dtype: str, raw: bytes, shape) -> bytes:
+    """The layout-1 bytes of a row-major matrix (the inverse of `deinterleave`)."""
+    nf, q = INTERLEAVED[dtype]
+    rows, cols = int(shape[0]), int(shape[1])
+    g, nb = rows // 16, cols // 32
+    a = np.frombuffer(raw, np.uint8).reshape(g, 16, nb, 2 * nf + q)
+    fields = a[:, :, :, : 2 * nf].reshape(g, 16, nb, nf, 2).transpose(0, 2, 3, 1, 4).reshape(g, nb, 32 * nf)
+    quants = a[:, :, :, 2 * nf :].reshape(g, 16, nb, q // 4, 4).transpose(0, 2, 3, 1, 4).reshape(g, nb, 16 * q)
+    return np.concatenate([fields, quants], axis=2).tobytes()
 
 
 def dequantize(dtype, raw: bytes, shape) -> np.ndarray:

@@ -8,7 +8,7 @@
 
 use crate::dispatch::{Isa, Kernels};
 
-mod attn;
+pub(crate) mod attn;
 #[macro_use]
 mod bytes;
 mod exp;
@@ -35,7 +35,7 @@ unsafe fn f16_to_f32(bits: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(v))
 }
 
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
