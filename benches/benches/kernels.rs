@@ -6,8 +6,9 @@
 //! Peers: ggml's kernels are not linked here (`ggml-sys` bundles 2023 ggml with other block
 //! bytes); whole-model comparisons with current llama.cpp are in BENCHMARKS.md.
 
-use autark_kernels::blocks::{quantize_bytes, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
+use autark_kernels::blocks::{block_bytes, quantize_bytes, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
 use autark_kernels::dispatch::{available_isas, ByteDotsFn, GemmFn, Kernels};
+use autark_kernels::interleave::{self, BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const ROWS: usize = 2048;
@@ -81,6 +82,40 @@ fn bench_type<B: Block>(c: &mut Criterion, name: &str, pick: Pick<B>) {
     g.finish();
 }
 
+/// The 16-row interleaved layout (`rows16`, what the quantizer writes): 1 token (decode) and
+/// 64 tokens (prefill), all rows per call as the runtime's tasks make them.
+fn bench_x16<B: Block, X: interleave::GroupBlock>(c: &mut Criterion, name: &str, pick: fn(&Kernels) -> GemmFn<X>) {
+    let w = weights::<B>(ROWS, COLS);
+    let mut bytes = Vec::new();
+    interleave::interleave(B::DTYPE, ROWS, COLS, block_bytes(&w), &mut bytes).unwrap();
+    let wx: Vec<X> = interleave::to_blocks(&bytes).unwrap();
+    let nb = COLS / 32;
+    for tokens in [1usize, 64] {
+        let mut g =
+            c.benchmark_group(if tokens == 1 { format!("gemv_{name}x16") } else { format!("gemm64_{name}x16") });
+        g.throughput(Throughput::Bytes((bytes.len() * tokens) as u64));
+        if tokens > 1 {
+            g.sample_size(10);
+        }
+        for isa in available_isas() {
+            let k = Kernels::best(Some(isa));
+            let gemm = pick(&k);
+            let a = acts(&k, tokens, COLS);
+            // 256 rows (16 groups) per call, as a decode task of the runtime.
+            let mut out = vec![0f32; 256 * tokens];
+            g.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, _| {
+                b.iter(|| {
+                    for g0 in (0..ROWS / 16).step_by(16) {
+                        gemm(&wx[g0 * nb..(g0 + 16) * nb], &a, nb, &mut out);
+                    }
+                    std::hint::black_box(&out);
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
 /// The byte-coded types (raw GGUF bytes): one row × 1 token (decode) and × 64 tokens (prefill).
 fn bench_bytes(c: &mut Criterion, dtype: DType, pick: fn(&Kernels) -> ByteDotsFn) {
     let rb = dtype.row_bytes(COLS).unwrap();
@@ -119,6 +154,9 @@ fn kernels(c: &mut Criterion) {
     bench_type::<BlockQ4_0>(c, "q4_0", |k| (k.vec_dot_q4_0, k.gemm_q4_0));
     bench_type::<BlockQ4_1>(c, "q4_1", |k| (k.vec_dot_q4_1, k.gemm_q4_1));
     bench_type::<BlockQ8_0>(c, "q8_0", |k| (k.vec_dot_q8_0, k.gemm_q8_0));
+    bench_x16::<BlockQ4_0, BlockQ4_0x16>(c, "q4_0", |k| k.gemm_q4_0x16);
+    bench_x16::<BlockQ4_1, BlockQ4_1x16>(c, "q4_1", |k| k.gemm_q4_1x16);
+    bench_x16::<BlockQ8_0, BlockQ8_0x16>(c, "q8_0", |k| k.gemm_q8_0x16);
     bench_bytes(c, DType::Q5_0, |k| k.dots_q5_0);
     bench_bytes(c, DType::Q5_1, |k| k.dots_q5_1);
     bench_bytes(c, DType::Q4K, |k| k.dots_q4_k);

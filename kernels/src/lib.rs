@@ -14,6 +14,7 @@ pub mod exp;
 pub mod interleave;
 pub mod kquants;
 pub mod ops;
+pub mod pool;
 pub mod q5;
 pub mod scalar;
 pub mod search;

@@ -4,8 +4,6 @@
 //! Threads split the output rows; every output value is one dot-product call over the whole
 //! row, so results are identical for any thread count.
 
-use rayon::prelude::*;
-
 use crate::blocks::{cast_blocks, check_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 use crate::dispatch::{kernels, GemmFn};
 use crate::error::{KernelError, Result};
@@ -122,7 +120,7 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 /// `out[t][r] = Σ_c w[r][c] · x[t][c]` for every token `t` of `act` and row `r` of `w`;
-/// `out` holds `n_tokens` × `rows` values. Runs on the current rayon pool.
+/// `out` holds `n_tokens` × `rows` values. Runs on the current `pool`.
 pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()> {
     if act.cols != w.cols {
         return Err(KernelError::LengthMismatch { op: "gemm", expected: w.cols, got: act.cols });
@@ -196,7 +194,7 @@ fn gemm_q<B: Block>(
     let chunk = row_chunk(rows);
     // Tokens per tile call, so that a tile's output fits the stack buffer.
     let tok_chunk = (TILE_OUT / chunk).max(1);
-    (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
+    crate::pool::for_each(rows.div_ceil(chunk), &|c| {
         let p = ptr;
         let r0 = c * chunk;
         let nr = chunk.min(rows - r0);
@@ -229,7 +227,7 @@ fn gemm_groups<B: GroupBlock>(w: &WeightView<'_>, act: &Activations, out: &mut [
     let chunk = (row_chunk(rows) / GROUP).max(1);
     let groups = rows / GROUP;
     let tok_chunk = (TILE_OUT / (chunk * GROUP)).max(1);
-    (0..groups.div_ceil(chunk)).into_par_iter().for_each(|c| {
+    crate::pool::for_each(groups.div_ceil(chunk), &|c| {
         let p = ptr;
         let g0 = c * chunk;
         let ng = chunk.min(groups - g0);
@@ -267,7 +265,7 @@ fn gemm_bytes(w: &WeightView<'_>, act: &Activations, out: &mut [f32], dots: crat
     }
     let ptr = OutPtr(out.as_mut_ptr());
     let chunk = row_chunk(rows);
-    (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
+    crate::pool::for_each(rows.div_ceil(chunk), &|c| {
         let p = ptr;
         let mut buf = [0f32; BYTE_TOKENS];
         for t0 in (0..n_tokens).step_by(BYTE_TOKENS) {
@@ -297,7 +295,7 @@ thread_local! {
 /// Rows per parallel task: enough tasks to balance the threads, few enough that scheduling
 /// costs nothing next to the work (a 49152-row output head gets 256-row tasks).
 fn row_chunk(rows: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::pool::current_threads();
     (rows / (threads * 8)).clamp(16, 256) / 4 * 4
 }
 
@@ -307,7 +305,7 @@ fn gemm_rows<F: Fn(usize, usize) -> f32 + Sync>(rows: usize, n_tokens: usize, ou
     assert_eq!(out.len(), rows * n_tokens);
     let ptr = OutPtr(out.as_mut_ptr());
     let chunk = row_chunk(rows);
-    (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
+    crate::pool::for_each(rows.div_ceil(chunk), &|c| {
         let p = ptr;
         let r0 = c * chunk;
         let r1 = (r0 + chunk).min(rows);

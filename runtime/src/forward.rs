@@ -9,7 +9,6 @@ use std::sync::Arc;
 use autark_format::RopeScaling;
 use autark_kernels::kernels;
 use autark_kernels::ops::{gelu_tanh_mul, gemm, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations};
-use rayon::prelude::*;
 
 use crate::error::{Result, RuntimeError};
 use crate::imatrix::{ActivationStats, Site};
@@ -40,7 +39,7 @@ pub struct Session {
     model: Arc<Model>,
     /// Set from any thread to stop generation (see `cancel_handle`).
     cancel: Arc<AtomicBool>,
-    pool: Arc<rayon::ThreadPool>,
+    pool: Arc<autark_kernels::pool::Pool>,
     n_ctx: usize,
     n_batch: usize,
     /// Tokens whose keys and values are in the cache, in order.
@@ -101,12 +100,8 @@ impl Session {
         if let Some(budget) = budget.filter(|&b| needed > b) {
             return Err(RuntimeError::MemoryBudget { needed, budget });
         }
-        let pool = Arc::new(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map_err(|e| RuntimeError::ThreadPool(e.to_string()))?,
-        );
+        let pool =
+            Arc::new(autark_kernels::pool::Pool::new(threads).map_err(|e| RuntimeError::ThreadPool(e.to_string()))?);
         let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
         // Cannot overflow: `required_bytes` above computed this product with checked arithmetic.
         let kv_slots: Vec<usize> = (0..c.n_layers).map(|l| Self::kv_slots(&c, l, n_ctx, n_batch)).collect();
@@ -221,7 +216,7 @@ impl Session {
     }
 
     pub fn n_threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.threads()
     }
 
     /// Logits of the last evaluated token.
@@ -410,11 +405,14 @@ impl Session {
             let keys = &self.key_cache[off..off + slots * kv_dim];
             let values = &self.value_cache[off..off + slots * kv_dim];
             let q = &self.q;
-            self.att_out[..n * q_dim]
-                .par_chunks_mut(q_dim)
-                .zip(self.scores[..n * c.n_heads * n_ctx].par_chunks_mut(c.n_heads * n_ctx))
-                .enumerate()
-                .for_each(|(t, (out, scores))| {
+            let scores_per_token = c.n_heads * n_ctx;
+            autark_kernels::pool::for_each_chunks2(
+                &mut self.att_out[..n * q_dim],
+                q_dim,
+                &mut self.scores[..n * scores_per_token],
+                scores_per_token,
+                n,
+                &|t, out, scores| {
                     let p = pos0 + t;
                     let first = (p + 1).saturating_sub(window);
                     let len = p + 1 - first;
@@ -449,7 +447,8 @@ impl Session {
                             (k.wsum_f32)(o, &s[js], rows, kv_dim);
                         }
                     }
-                });
+                },
+            );
             // x = x + o_proj(att_out)
             if let Some(s) = self.stats.as_mut() {
                 s.record(l, Site::AttnOut, &self.att_out[..n * q_dim], q_dim);
