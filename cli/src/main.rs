@@ -822,7 +822,8 @@ fn bench_memory(threads: &str, reps: usize, model: Option<&Path>) -> Result<()> 
             let t0 = Instant::now();
             let sum: u64 = pool.install(|| {
                 use rayon::prelude::*;
-                buf.par_chunks(1 << 20).map(autark_kernels::ops::sum_u64).reduce(|| 0, u64::wrapping_add)
+                // One contiguous share per thread, as the matrix products split rows.
+                buf.par_chunks(share(buf.len(), t)).map(autark_kernels::ops::sum_u64).reduce(|| 0, u64::wrapping_add)
             });
             let gbs = (n * 8) as f64 / t0.elapsed().as_secs_f64() / 1e9;
             assert_eq!(sum, (n as u64).wrapping_mul(n as u64 - 1) / 2, "bandwidth probe: wrong sum");
@@ -837,11 +838,16 @@ fn bench_memory(threads: &str, reps: usize, model: Option<&Path>) -> Result<()> 
             let t0 = Instant::now();
             let sum: u64 = pool.install(|| {
                 use rayon::prelude::*;
-                tensors
-                    .par_iter()
-                    .flat_map(|t| t[..t.len() / 8 * 8].par_chunks(1 << 20))
-                    .map(autark_kernels::ops::sum_u64)
-                    .reduce(|| 0, u64::wrapping_add)
+                // Tensor after tensor, each split in one contiguous share per thread (as
+                // generation reads the matrices).
+                tensors.iter().fold(0u64, |acc, x| {
+                    let x = &x[..x.len() / 8 * 8];
+                    let s = x
+                        .par_chunks(share(x.len(), t).max(8))
+                        .map(autark_kernels::ops::sum_u64)
+                        .reduce(|| 0, u64::wrapping_add);
+                    acc.wrapping_add(s)
+                })
             });
             std::hint::black_box(sum);
             best_file = best_file.max(file_bytes as f64 / t0.elapsed().as_secs_f64() / 1e9);
@@ -849,6 +855,11 @@ fn bench_memory(threads: &str, reps: usize, model: Option<&Path>) -> Result<()> 
         say!("| {} | {best:.1} | {best_file:.1} |", pool.current_num_threads());
     }
     Ok(())
+}
+
+/// Bytes per thread when `len` bytes are split in `threads` contiguous shares of whole u64s.
+fn share(len: usize, threads: usize) -> usize {
+    (len.div_ceil(threads.max(1)).div_ceil(128) * 128).max(128)
 }
 
 fn argmax(v: &[f32]) -> u32 {
