@@ -241,12 +241,7 @@ fn dispatched_kernels_match_scalar() {
             let x = rng.vec(toks * nb * 32, 1.0);
             let mut qa = vec![BlockQ8A::default(); toks * nb];
             (k.quantize_act)(&x, &mut qa);
-            let mut q40 = vec![BlockQ4_0::default(); rows * nb];
-            let mut q41 = vec![BlockQ4_1::default(); rows * nb];
-            let mut q80 = vec![BlockQ8_0::default(); rows * nb];
-            scalar::quantize_row_q4_0(&w, &mut q40);
-            scalar::quantize_row_q4_1(&w, &mut q41);
-            scalar::quantize_row_q8_0(&w, &mut q80);
+            let (q40, q41, q80) = legacy_blocks(&w);
             let mut out = vec![0f32; rows * toks];
             let exact = toks < 16;
             macro_rules! check {
@@ -385,6 +380,17 @@ fn byte_kernels_match_scalar() {
     }
 }
 
+/// `w` quantized by the reference quantizers of the three legacy types.
+fn legacy_blocks(w: &[f32]) -> (Vec<BlockQ4_0>, Vec<BlockQ4_1>, Vec<BlockQ8_0>) {
+    let n = w.len() / 32;
+    let (mut q40, mut q41, mut q80) =
+        (vec![BlockQ4_0::default(); n], vec![BlockQ4_1::default(); n], vec![BlockQ8_0::default(); n]);
+    scalar::quantize_row_q4_0(w, &mut q40);
+    scalar::quantize_row_q4_1(w, &mut q41);
+    scalar::quantize_row_q8_0(w, &mut q80);
+    (q40, q41, q80)
+}
+
 /// 16-row interleaved matrices, ISA by ISA, against the row-major scalar dot products of the
 /// same rows: quantizer output and random bytes (every q8 byte, every nibble), 1–19 blocks per
 /// row, 1–3 groups, 1–19 tokens per call (beyond the 8 an x86 pass takes). The scalar twin and
@@ -405,12 +411,7 @@ fn x16_kernels_match_row_major() {
             (k.quantize_act)(&x, &mut qa);
             for random_bytes in [false, true] {
                 let w = rng.vec(rows * nb * 32, 1.0);
-                let mut q40 = vec![BlockQ4_0::default(); rows * nb];
-                let mut q41 = vec![BlockQ4_1::default(); rows * nb];
-                let mut q80 = vec![BlockQ8_0::default(); rows * nb];
-                scalar::quantize_row_q4_0(&w, &mut q40);
-                scalar::quantize_row_q4_1(&w, &mut q41);
-                scalar::quantize_row_q8_0(&w, &mut q80);
+                let (mut q40, mut q41, mut q80) = legacy_blocks(&w);
                 if random_bytes {
                     q40.iter_mut().flat_map(|b| b.qs.iter_mut()).for_each(|q| *q = rng.next() as u8);
                     q41.iter_mut().flat_map(|b| b.qs.iter_mut()).for_each(|q| *q = rng.next() as u8);
