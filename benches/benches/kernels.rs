@@ -3,9 +3,15 @@
 //! second. Run: `cargo bench -p autark-benches` (AUTARK_ISA is ignored here: every ISA is
 //! measured explicitly).
 //!
-//! Peers: ggml's kernels are not linked here (`ggml-sys` bundles 2023 ggml with other block
-//! bytes); whole-model comparisons with current llama.cpp are in BENCHMARKS.md.
+//! Peer: current ggml's row dot products (`ggml_vec_dot_q4_0_q8_0`, `…_q4_1_q8_1`,
+//! `…_q8_0_q8_0` from the llama-cpp-python 0.3.36 sources, AVX-512 VNNI build), built by
+//! `scripts/ggml-peer.sh` and loaded at run time when present (`AUTARK_GGML_PEER` overrides the
+//! path): the `ggml` rows of the GEMV groups, on the same GGUF block bytes, one row per call as
+//! our row-major GEMV. (`ggml-sys` bundles 2023 ggml with other block bytes, so it is not used.)
+//! ggml's prefill GEMM (repacked tiles, llamafile sgemm) is not a plain exported function; the
+//! whole-model comparisons in BENCHMARKS.md cover it.
 
+use autark_benches::ggml_peer::{Kind, Peer};
 use autark_kernels::blocks::{block_bytes, quantize_bytes, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
 use autark_kernels::dispatch::{available_isas, ByteDotsFn, GemmFn, Kernels};
 use autark_kernels::interleave::{self, BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16};
@@ -40,12 +46,36 @@ fn acts(k: &Kernels, tokens: usize, cols: usize) -> Vec<BlockQ8A> {
 /// A type's row dot and tile from a dispatch table.
 type Pick<B> = fn(&Kernels) -> (fn(&[B], &[BlockQ8A]) -> f32, GemmFn<B>);
 
-fn bench_type<B: Block>(c: &mut Criterion, name: &str, pick: Pick<B>) {
+fn bench_type<B: Block>(c: &mut Criterion, name: &str, pick: Pick<B>, peer: Option<(&Peer, Kind)>) {
     let w = weights::<B>(ROWS, COLS);
     let bytes = (std::mem::size_of_val(w.as_slice())) as u64;
     let nb = COLS / 32;
     let mut g = c.benchmark_group(format!("gemv_{name}"));
     g.throughput(Throughput::Bytes(bytes));
+    if let Some((peer, kind)) = peer {
+        // Current ggml's row dot on the same GGUF bytes, with its own activation format.
+        let raw = block_bytes(&w);
+        let rb = raw.len() / ROWS;
+        let x: Vec<f32> = (0..COLS).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let a = peer.quantize(kind, &x);
+        // Sanity: ggml's value for row 0 against the dequantized product (8-bit activations
+        // on both sides, so within a few per cent of Σ|w·x|).
+        let mut w0 = vec![0f32; COLS];
+        B::dequantize_row(&w[..nb], &mut w0).unwrap();
+        let exact: f32 = w0.iter().zip(&x).map(|(a, b)| a * b).sum();
+        let mag: f32 = w0.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+        let got = peer.dot(kind, COLS, &raw[..rb], &a);
+        assert!((got - exact).abs() <= 0.02 * mag, "ggml peer {name}: {got} vs {exact}");
+        let mut out = vec![0f32; ROWS];
+        g.bench_function(BenchmarkId::from_parameter("ggml"), |b| {
+            b.iter(|| {
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = peer.dot(kind, COLS, &raw[r * rb..(r + 1) * rb], &a);
+                }
+                std::hint::black_box(&out);
+            })
+        });
+    }
     for isa in available_isas() {
         let k = Kernels::best(Some(isa));
         let (dot, _) = pick(&k);
@@ -151,9 +181,11 @@ fn bench_bytes(c: &mut Criterion, dtype: DType, pick: fn(&Kernels) -> ByteDotsFn
 }
 
 fn kernels(c: &mut Criterion) {
-    bench_type::<BlockQ4_0>(c, "q4_0", |k| (k.vec_dot_q4_0, k.gemm_q4_0));
-    bench_type::<BlockQ4_1>(c, "q4_1", |k| (k.vec_dot_q4_1, k.gemm_q4_1));
-    bench_type::<BlockQ8_0>(c, "q8_0", |k| (k.vec_dot_q8_0, k.gemm_q8_0));
+    let peer = Peer::find();
+    let peer = peer.as_ref();
+    bench_type::<BlockQ4_0>(c, "q4_0", |k| (k.vec_dot_q4_0, k.gemm_q4_0), peer.map(|p| (p, Kind::Q4_0)));
+    bench_type::<BlockQ4_1>(c, "q4_1", |k| (k.vec_dot_q4_1, k.gemm_q4_1), peer.map(|p| (p, Kind::Q4_1)));
+    bench_type::<BlockQ8_0>(c, "q8_0", |k| (k.vec_dot_q8_0, k.gemm_q8_0), peer.map(|p| (p, Kind::Q8_0)));
     bench_x16::<BlockQ4_0, BlockQ4_0x16>(c, "q4_0", |k| k.gemm_q4_0x16);
     bench_x16::<BlockQ4_1, BlockQ4_1x16>(c, "q4_1", |k| k.gemm_q4_1x16);
     bench_x16::<BlockQ8_0, BlockQ8_0x16>(c, "q8_0", |k| k.gemm_q8_0x16);
