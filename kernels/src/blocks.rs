@@ -224,22 +224,27 @@ pub fn bf16_to_f32(bits: u16) -> f32 {
 /// Reinterprets raw bytes (e.g. a tensor inside the mapping) as blocks. Checks the length and
 /// the alignment first.
 pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Result<&[B]> {
-    let size = std::mem::size_of::<B>();
+    // SAFETY: `B` is a `Block`, i.e. a `#[repr(C)]` struct of integers without padding.
+    unsafe { cast_pod(bytes, "cast_blocks", B::DTYPE) }
+}
+
+/// `bytes` as a slice of `T` after checking length and alignment (errors name `op`, `dtype`).
+///
+/// # Safety
+/// `T` must be `#[repr(C)]`, made of integers, without padding, so that every bit pattern is
+/// a valid `T`.
+pub(crate) unsafe fn cast_pod<'a, T>(bytes: &'a [u8], op: &'static str, dtype: DType) -> Result<&'a [T]> {
+    let size = std::mem::size_of::<T>();
     if !bytes.len().is_multiple_of(size) {
-        return Err(KernelError::ByteLength {
-            op: "cast_blocks",
-            dtype: B::DTYPE,
-            got: bytes.len(),
-            block_bytes: size,
-        });
+        return Err(KernelError::ByteLength { op, dtype, got: bytes.len(), block_bytes: size });
     }
-    if !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>()) {
-        return Err(KernelError::Misaligned { op: "cast_blocks", dtype: B::DTYPE, align: std::mem::align_of::<B>() });
+    if !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
+        return Err(KernelError::Misaligned { op, dtype, align: std::mem::align_of::<T>() });
     }
-    // SAFETY: `B` is a `Block`, i.e. a `#[repr(C)]` struct of integers without padding, for
-    // which every bit pattern is valid; the length is a whole number of blocks and the pointer
-    // is aligned for `B` (both checked above); the lifetime is tied to `bytes`.
-    Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) })
+    // SAFETY: every bit pattern is a valid `T` (the caller's promise); the length is a whole
+    // number of `T` and the pointer is aligned for `T` (both checked above); the lifetime is
+    // tied to `bytes`.
+    Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) })
 }
 
 /// Views blocks as their bytes (to write them to a file).

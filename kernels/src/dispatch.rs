@@ -72,8 +72,6 @@ pub struct Kernels {
     pub gemm_q4_1x16: GemmFn<BlockQ4_1x16>,
     pub gemm_q8_0x16: GemmFn<BlockQ8_0x16>,
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
-    /// `y += a · x` (attention's weighted sum of values); equal lengths.
-    pub axpy_f32: fn(&mut [f32], f32, &[f32]),
     /// Attention scores `(q, keys, stride, out)`: `out[j] = q · keys[j·stride..][..q.len()]`.
     pub dots_f32: fn(&[f32], &[f32], usize, &mut [f32]),
     /// Attention output `(out, weights, values, stride)`: `out += Σ_j w[j] · values[j·stride..]`.
@@ -104,7 +102,6 @@ impl Kernels {
             gemm_q4_1x16: scalar::gemm_q4_1x16,
             gemm_q8_0x16: scalar::gemm_q8_0x16,
             vec_dot_f32: scalar::vec_dot_f32,
-            axpy_f32: scalar::axpy_f32,
             exp_f32: crate::exp::exp_slice,
             dots_f32: scalar::dots_f32,
             wsum_f32: scalar::wsum_f32,

@@ -206,26 +206,8 @@ impl GroupBlock for BlockQ8_0x16 {
 
 /// Interleaved tensor bytes as group blocks (length and alignment checked).
 pub fn cast<B: GroupBlock>(bytes: &[u8]) -> Result<&[B]> {
-    let size = std::mem::size_of::<B>();
-    if !bytes.len().is_multiple_of(size) {
-        return Err(KernelError::ByteLength {
-            op: "interleave::cast",
-            dtype: B::DTYPE,
-            got: bytes.len(),
-            block_bytes: size,
-        });
-    }
-    if !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>()) {
-        return Err(KernelError::Misaligned {
-            op: "interleave::cast",
-            dtype: B::DTYPE,
-            align: std::mem::align_of::<B>(),
-        });
-    }
-    // SAFETY: `B` is a `GroupBlock`: `#[repr(C)]`, integers only, no padding, every bit pattern
-    // valid; the length is whole blocks and the pointer aligned (checked above); the lifetime
-    // is tied to `bytes`.
-    Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) })
+    // SAFETY: `B` is a `GroupBlock`: `#[repr(C)]`, integers only, no padding.
+    unsafe { crate::blocks::cast_pod(bytes, "interleave::cast", B::DTYPE) }
 }
 
 /// A copy of interleaved tensor bytes as owned group blocks (any alignment of `bytes`).

@@ -357,18 +357,6 @@ pub fn rmsnorm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
     }
 }
 
-/// `y += a · x` through the dispatched kernel.
-pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
-    assert_eq!(y.len(), x.len());
-    (kernels().axpy_f32)(y, a, x)
-}
-
-/// `Σ a·b` through the dispatched f32 dot product.
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    (kernels().vec_dot_f32)(a, b)
-}
-
 /// In-place softmax (`e^x` through the dispatched `exp_f32`).
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
@@ -421,7 +409,7 @@ pub fn rope_head(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
 /// read-bandwidth probe of `autark bench --memory`; `x` a multiple of 8 bytes).
 pub fn sum_u64(x: &[u8]) -> u64 {
     #[cfg(target_arch = "x86_64")]
-    return crate::x86::attn::sum_u64(x);
+    return crate::x86::sum_u64(x);
     #[cfg(not(target_arch = "x86_64"))]
     crate::scalar::sum_u64(x)
 }

@@ -19,7 +19,8 @@ macro_rules! neon_bodies {
             k.vec_dot_q4_1 = vec_dot_q4_1;
             k.vec_dot_q8_0 = vec_dot_q8_0;
             k.vec_dot_f32 = vec_dot_f32;
-            k.axpy_f32 = axpy_f32;
+            k.dots_f32 = dots_f32;
+            k.wsum_f32 = wsum_f32;
             k.gemm_q4_0 = gemm_q4_0;
             k.gemm_q4_1 = gemm_q4_1;
             k.gemm_q8_0 = gemm_q8_0;
@@ -60,10 +61,22 @@ macro_rules! neon_bodies {
             // SAFETY: features detected before `plug`; lengths asserted.
             unsafe { vec_dot_f32_impl(w, x) }
         }
-        fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
-            assert_eq!(y.len(), x.len());
-            // SAFETY: features detected before `plug`; lengths asserted.
-            unsafe { axpy_f32_impl(y, a, x) }
+        /// Attention scores: the NEON row dot per key row (the scalar twin's structure).
+        fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+            scalar::check_strided(q.len(), k.len(), stride, out.len());
+            for (j, o) in out.iter_mut().enumerate() {
+                // SAFETY: features detected before `plug`; the row lies inside `k` (checked).
+                *o = unsafe { vec_dot_f32_impl(q, &k[j * stride..j * stride + q.len()]) };
+            }
+        }
+        /// Attention's weighted sum: the NEON `y += a·x` per value row.
+        fn wsum_f32(out: &mut [f32], w: &[f32], v: &[f32], stride: usize) {
+            scalar::check_strided(out.len(), v.len(), stride, w.len());
+            for (j, &wj) in w.iter().enumerate() {
+                let row = &v[j * stride..j * stride + out.len()];
+                // SAFETY: features detected before `plug`; equal lengths by construction.
+                unsafe { axpy_f32_impl(out, wj, row) }
+            }
         }
         fn gemm_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             scalar::gemm_tile(vec_dot_q4_0, w, a, nb, out)

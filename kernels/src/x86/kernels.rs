@@ -22,7 +22,6 @@ macro_rules! kernel_bodies {
             k.vec_dot_q8_0 = vec_dot_q8_0;
             k.vec_dot_f16 = vec_dot_f16;
             k.vec_dot_f32 = vec_dot_f32;
-            k.axpy_f32 = axpy_f32;
             k.gemm_q4_0 = gemm_q4_0;
             k.gemm_q4_1 = gemm_q4_1;
             k.gemm_q8_0 = gemm_q8_0;
@@ -63,11 +62,6 @@ macro_rules! kernel_bodies {
             assert_eq!(w.len(), x.len());
             // SAFETY: features detected before `plug`; equal lengths asserted.
             unsafe { vec_dot_f32_impl(w, x) }
-        }
-        fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
-            assert_eq!(y.len(), x.len());
-            // SAFETY: features detected before `plug`; equal lengths asserted.
-            unsafe { axpy_f32_impl(y, a, x) }
         }
 
         fn gemm_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
@@ -348,22 +342,6 @@ macro_rules! kernel_bodies {
                 s += f16_to_f32(w[j]) * x[j];
             }
             s
-        }
-
-        /// `y += a·x`, fused multiply-adds 8 lanes at a time, the tail in scalar code.
-        #[target_feature(enable = $features)]
-        unsafe fn axpy_f32_impl(y: &mut [f32], a: f32, x: &[f32]) {
-            let n = y.len();
-            let va = _mm256_set1_ps(a);
-            let mut i = 0;
-            while i + 8 <= n {
-                let p = y.as_mut_ptr().add(i);
-                _mm256_storeu_ps(p, _mm256_fmadd_ps(va, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(p)));
-                i += 8;
-            }
-            for j in i..n {
-                y[j] += a * x[j];
-            }
         }
 
         #[target_feature(enable = $features)]
