@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use autark_runtime as rt;
-use autark_runtime::{FormatError, RuntimeError};
+use autark_runtime::RuntimeError;
 
 uniffi::setup_scaffolding!("autark");
 
@@ -40,6 +40,9 @@ pub enum AutarkError {
     /// The prompt does not fit in the session's context (`needed` tokens, `n_ctx` held).
     #[error("{detail}")]
     ContextOverflow { needed: u32, n_ctx: u32, detail: String },
+    /// A token id outside the vocabulary (`vocab` ids).
+    #[error("{detail}")]
+    InvalidToken { id: u32, vocab: u32, detail: String },
     /// An option or argument is out of range (sampling parameters, an empty prompt, ...).
     #[error("{detail}")]
     InvalidArgument { detail: String },
@@ -62,26 +65,23 @@ pub enum AutarkError {
 
 impl From<RuntimeError> for AutarkError {
     fn from(e: RuntimeError) -> Self {
+        use rt::ErrorKind as K;
         let detail = e.to_string();
-        match e {
-            RuntimeError::Format(FormatError::Io { .. }) => AutarkError::Io { detail },
-            RuntimeError::Format(FormatError::UnsupportedVersion { .. }) | RuntimeError::UnsupportedArchitecture(_) => {
-                AutarkError::UnsupportedModel { detail }
-            }
-            RuntimeError::Format(_)
-            | RuntimeError::MissingTensor(_)
-            | RuntimeError::BadTensor { .. }
-            | RuntimeError::Kernel(_) => AutarkError::CorruptModel { detail },
-            RuntimeError::ContextOverflow { needed, n_ctx } => {
+        match (e.kind(), e) {
+            (_, RuntimeError::ContextOverflow { needed, n_ctx }) => {
                 AutarkError::ContextOverflow { needed: needed as u32, n_ctx: n_ctx as u32, detail }
             }
-            RuntimeError::InvalidToken { .. } | RuntimeError::InvalidArgument { .. } | RuntimeError::EmptyInput => {
-                AutarkError::InvalidArgument { detail }
+            (_, RuntimeError::InvalidToken { id, vocab }) => {
+                AutarkError::InvalidToken { id, vocab: vocab as u32, detail }
             }
-            RuntimeError::Tokenizer(_) | RuntimeError::Template(_) => AutarkError::Text { detail },
-            RuntimeError::NoChatTemplate => AutarkError::NoChatTemplate { detail },
-            RuntimeError::ThreadPool(_) => AutarkError::Internal { detail },
-            RuntimeError::MemoryBudget { .. } => AutarkError::OutOfMemory { detail },
+            (K::Io, _) => AutarkError::Io { detail },
+            (K::CorruptModel, _) => AutarkError::CorruptModel { detail },
+            (K::UnsupportedModel, _) => AutarkError::UnsupportedModel { detail },
+            (K::InvalidArgument | K::ContextOverflow | K::InvalidToken, _) => AutarkError::InvalidArgument { detail },
+            (K::Text, _) => AutarkError::Text { detail },
+            (K::NoChatTemplate, _) => AutarkError::NoChatTemplate { detail },
+            (K::OutOfMemory, _) => AutarkError::OutOfMemory { detail },
+            (K::Internal, _) => AutarkError::Internal { detail },
         }
     }
 }
@@ -102,7 +102,7 @@ type Result<T, E = AutarkError> = std::result::Result<T, E>;
 /// What a model file says about itself.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct ModelMetadata {
-    /// "llama", "mistral" or "qwen2".
+    /// The family's name in the file ("llama", "qwen2", "gemma3", …: see `supported_architectures`).
     pub architecture: String,
     /// Elements of all tensors.
     pub n_params: u64,
@@ -167,32 +167,37 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        let s = rt::SamplerParams::default();
+        let d = rt::DEFAULTS;
         SessionOptions {
-            n_ctx: 0,
-            n_threads: 0,
-            seed: s.seed,
-            temperature: s.temperature,
-            top_k: s.top_k as u32,
-            top_p: s.top_p,
-            min_p: s.min_p,
-            repeat_penalty: s.repeat_penalty,
-            stop: Vec::new(),
-            max_memory_bytes: 0,
+            n_ctx: d.n_ctx as u32,
+            n_threads: d.n_threads as u32,
+            seed: d.seed,
+            temperature: d.temperature,
+            top_k: d.top_k as u32,
+            top_p: d.top_p,
+            min_p: d.min_p,
+            repeat_penalty: d.repeat_penalty,
+            stop: d.stop,
+            max_memory_bytes: d.max_memory_bytes as u64,
         }
     }
 }
 
 impl SessionOptions {
-    fn sampler(&self) -> rt::SamplerParams {
-        rt::SamplerParams {
+    /// The runtime's options (fields the bindings do not expose keep their defaults).
+    fn options(self) -> rt::Options {
+        rt::Options {
+            n_ctx: self.n_ctx as usize,
+            n_threads: self.n_threads as usize,
+            max_memory_bytes: usize::try_from(self.max_memory_bytes).unwrap_or(usize::MAX),
             temperature: self.temperature,
             top_k: self.top_k as usize,
             top_p: self.top_p,
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
-            repeat_last_n: 64,
             seed: self.seed,
+            stop: self.stop,
+            ..rt::DEFAULTS
         }
     }
 }
@@ -267,6 +272,13 @@ pub trait TokenSink: Send + Sync {
     fn on_piece(&self, piece: String) -> Result<bool>;
 }
 
+/// The families this runtime runs ("llama", "mistral", …), as `ModelMetadata.architecture` names
+/// them.
+#[uniffi::export]
+pub fn supported_architectures() -> Vec<String> {
+    rt::Architecture::all().map(|a| a.name().to_string()).collect()
+}
+
 // ============================================================================================
 // Model
 // ============================================================================================
@@ -332,23 +344,15 @@ impl Model {
 
     /// A new session (its own KV cache for `options.n_ctx` tokens) on this model.
     pub fn new_session(&self, options: SessionOptions) -> Result<Arc<Session>> {
-        let params = options.sampler();
-        params.validate()?;
-        let session = rt::Session::new(
-            Arc::clone(&self.inner),
-            rt::SessionParams {
-                n_ctx: options.n_ctx as usize,
-                n_threads: options.n_threads as usize,
-                max_memory_bytes: usize::try_from(options.max_memory_bytes).unwrap_or(usize::MAX),
-                ..Default::default()
-            },
-        )?;
+        let options = options.options();
+        options.validate()?;
+        let session = rt::Session::new(Arc::clone(&self.inner), options.session())?;
         Ok(Arc::new(Session {
             model: Arc::clone(&self.inner),
             cancel: session.cancel_handle(),
             memory_bytes: session.memory_bytes() as u64,
             n_ctx: session.n_ctx() as u32,
-            params: rt::GenerateParams { max_tokens: 0, sampler: params, stop: options.stop },
+            params: options.generate(),
             state: Mutex::new(State { session, last: None }),
         }))
     }
@@ -415,12 +419,11 @@ impl Session {
     }
 
     fn prompt_tokens(&self, prompt: &str) -> Result<Vec<u32>> {
-        Ok(self.model.tokenizer().encode(prompt, true)?)
+        Ok(self.model.prompt_tokens(rt::Prompt::Text(prompt))?)
     }
 
     fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        let text = rt::chat::render(self.model.tokenizer(), &runtime_messages(messages), true)?;
-        Ok(self.model.tokenizer().encode(&text, false)?)
+        Ok(self.model.prompt_tokens(rt::Prompt::Chat(&runtime_messages(messages)))?)
     }
 }
 

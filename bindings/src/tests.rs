@@ -28,6 +28,10 @@ fn error_mapping() {
     assert!(matches!(bad, AutarkError::InvalidArgument { .. }));
     assert!(matches!(AutarkError::from(RuntimeError::NoChatTemplate), AutarkError::NoChatTemplate { .. }));
     assert!(matches!(AutarkError::from(RuntimeError::EmptyInput), AutarkError::InvalidArgument { .. }));
+    let token = AutarkError::from(RuntimeError::InvalidToken { id: 7, vocab: 5 });
+    assert!(matches!(token, AutarkError::InvalidToken { id: 7, vocab: 5, .. }), "{token:?}");
+    let pool = AutarkError::from(RuntimeError::ThreadPool("spawn".into()));
+    assert!(matches!(pool, AutarkError::Internal { .. }), "{pool:?}");
     assert!(matches!(
         AutarkError::from(RuntimeError::UnsupportedArchitecture("gpt2".into())),
         AutarkError::UnsupportedModel { .. }
@@ -40,5 +44,5 @@ fn default_options_are_the_cli_defaults() {
     assert_eq!((o.n_ctx, o.n_threads, o.seed), (0, 0, 0));
     assert_eq!((o.temperature, o.top_k, o.top_p, o.min_p, o.repeat_penalty), (0.8, 40, 0.95, 0.05, 1.0));
     assert!(o.stop.is_empty());
-    assert_eq!(o.sampler(), rt::SamplerParams::default());
+    assert_eq!(o.options(), rt::Options::default());
 }

@@ -185,6 +185,11 @@ typedef bool (*autark_piece_callback)(const char *piece, uintptr_t len, void *us
 #define AUTARK_ERR_OUT_OF_MEMORY -12
 
 /*
+ A resource of the machine failed (e.g. the session's threads could not start).
+ */
+#define AUTARK_ERR_INTERNAL -13
+
+/*
  An internal error (a bug): a panic was caught at the boundary.
  */
 #define AUTARK_ERR_PANIC -100

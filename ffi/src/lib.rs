@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use autark_runtime::{
-    ChatMessage, GenerateParams, Model, RuntimeError, Sampler, SamplerParams, Session, SessionParams,
+    ChatMessage, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams, Session, DEFAULTS,
 };
 
 /// Status of a call: `AUTARK_OK` (0) or a negative `AUTARK_ERR_*` code. Codes are never
@@ -45,6 +45,8 @@ pub const AUTARK_ERR_TEXT: autark_status = -10;
 pub const AUTARK_ERR_NO_LOGITS: autark_status = -11;
 /// The session would need more memory than its budget or the machine has.
 pub const AUTARK_ERR_OUT_OF_MEMORY: autark_status = -12;
+/// A resource of the machine failed (e.g. the session's threads could not start).
+pub const AUTARK_ERR_INTERNAL: autark_status = -13;
 /// An internal error (a bug): a panic was caught at the boundary.
 pub const AUTARK_ERR_PANIC: autark_status = -100;
 
@@ -81,35 +83,28 @@ impl std::fmt::Display for FfiError {
 }
 
 impl FfiError {
-    /// The one mapping from errors to C status codes.
+    /// The one mapping from errors to C status codes (runtime errors through
+    /// `RuntimeError::kind`, which the bindings use too).
     fn code(&self) -> autark_status {
-        use autark_runtime::RuntimeError as R;
+        use autark_runtime::ErrorKind as K;
         match self {
             FfiError::Null(_) => AUTARK_ERR_NULL_POINTER,
             FfiError::Utf8(_) => AUTARK_ERR_INVALID_UTF8,
             FfiError::Invalid(_) => AUTARK_ERR_INVALID_ARGUMENT,
             FfiError::BufferTooSmall { .. } => AUTARK_ERR_BUFFER_TOO_SMALL,
             FfiError::NoLogits => AUTARK_ERR_NO_LOGITS,
-            FfiError::Runtime(e) => match e {
-                R::Format(autark_format_error) => format_code(autark_format_error),
-                R::UnsupportedArchitecture(_) => AUTARK_ERR_UNSUPPORTED_MODEL,
-                R::MissingTensor(_) | R::BadTensor { .. } | R::Kernel(_) => AUTARK_ERR_CORRUPT_MODEL,
-                R::ContextOverflow { .. } => AUTARK_ERR_CONTEXT_OVERFLOW,
-                R::InvalidToken { .. } => AUTARK_ERR_INVALID_TOKEN,
-                R::InvalidArgument { .. } | R::EmptyInput | R::ThreadPool(_) => AUTARK_ERR_INVALID_ARGUMENT,
-                R::MemoryBudget { .. } => AUTARK_ERR_OUT_OF_MEMORY,
-                R::Tokenizer(_) | R::Template(_) | R::NoChatTemplate => AUTARK_ERR_TEXT,
+            FfiError::Runtime(e) => match e.kind() {
+                K::Io => AUTARK_ERR_IO,
+                K::CorruptModel => AUTARK_ERR_CORRUPT_MODEL,
+                K::UnsupportedModel => AUTARK_ERR_UNSUPPORTED_MODEL,
+                K::ContextOverflow => AUTARK_ERR_CONTEXT_OVERFLOW,
+                K::InvalidToken => AUTARK_ERR_INVALID_TOKEN,
+                K::InvalidArgument => AUTARK_ERR_INVALID_ARGUMENT,
+                K::Text | K::NoChatTemplate => AUTARK_ERR_TEXT,
+                K::OutOfMemory => AUTARK_ERR_OUT_OF_MEMORY,
+                K::Internal => AUTARK_ERR_INTERNAL,
             },
         }
-    }
-}
-
-fn format_code(e: &autark_runtime::FormatError) -> autark_status {
-    use autark_runtime::FormatError as F;
-    match e {
-        F::Io { .. } => AUTARK_ERR_IO,
-        F::UnsupportedVersion { .. } => AUTARK_ERR_UNSUPPORTED_MODEL,
-        _ => AUTARK_ERR_CORRUPT_MODEL,
     }
 }
 
@@ -454,37 +449,39 @@ pub struct autark_session_params {
 /// Default session options.
 #[no_mangle]
 pub extern "C" fn autark_session_params_default() -> autark_session_params {
-    let s = SamplerParams::default();
-    let p = SessionParams::default();
+    let d = DEFAULTS;
     autark_session_params {
-        n_ctx: p.n_ctx as u32,
-        n_threads: p.n_threads as u32,
-        n_batch: p.n_batch as u32,
-        seed: s.seed,
-        temperature: s.temperature,
-        top_k: s.top_k as i32,
-        top_p: s.top_p,
-        min_p: s.min_p,
-        max_memory_bytes: p.max_memory_bytes as u64,
-        repeat_penalty: s.repeat_penalty,
+        n_ctx: d.n_ctx as u32,
+        n_threads: d.n_threads as u32,
+        n_batch: d.n_batch as u32,
+        seed: d.seed,
+        temperature: d.temperature,
+        top_k: d.top_k as i32,
+        top_p: d.top_p,
+        min_p: d.min_p,
+        max_memory_bytes: d.max_memory_bytes as u64,
+        repeat_penalty: d.repeat_penalty,
     }
 }
 
-fn sampler_params(p: &autark_session_params) -> Result<SamplerParams, FfiError> {
-    if p.top_k < 0 {
-        return Err(FfiError::Invalid(format!("top_k {}", p.top_k)));
-    }
-    let s = SamplerParams {
+/// The runtime's options from C's (fields C does not expose keep their defaults).
+fn options(p: &autark_session_params) -> Result<Options, FfiError> {
+    let top_k = usize::try_from(p.top_k).map_err(|_| FfiError::Invalid(format!("top_k {}", p.top_k)))?;
+    let o = Options {
+        n_ctx: p.n_ctx as usize,
+        n_threads: p.n_threads as usize,
+        n_batch: p.n_batch as usize,
+        max_memory_bytes: usize::try_from(p.max_memory_bytes).unwrap_or(usize::MAX),
         temperature: p.temperature,
-        top_k: p.top_k as usize,
+        top_k,
         top_p: p.top_p,
         min_p: p.min_p,
         repeat_penalty: p.repeat_penalty,
-        repeat_last_n: 64,
         seed: p.seed,
+        ..DEFAULTS
     };
-    s.validate()?;
-    Ok(s)
+    o.validate()?;
+    Ok(o)
 }
 
 /// Creates a session on a model (allocates its KV cache and scratch once). `params` may be NULL.
@@ -508,16 +505,9 @@ pub unsafe extern "C" fn autark_session_new(
         let model = &unsafe { ref_arg(m, "model") }?.inner;
         // SAFETY: contract of this function.
         let p = if params.is_null() { autark_session_params_default() } else { *unsafe { ref_arg(params, "params") }? };
-        let sp = sampler_params(&p)?;
-        let session = Session::new(
-            Arc::clone(model),
-            SessionParams {
-                n_ctx: p.n_ctx as usize,
-                n_threads: p.n_threads as usize,
-                n_batch: p.n_batch as usize,
-                max_memory_bytes: usize::try_from(p.max_memory_bytes).unwrap_or(usize::MAX),
-            },
-        )?;
+        let o = options(&p)?;
+        let sp = o.sampler();
+        let session = Session::new(Arc::clone(model), o.session())?;
         let sampler = Sampler::new(sp, model.config().vocab_size)?;
         let boxed = Box::new(autark_session { session, sampler, sampler_params: sp, has_logits: false });
         // SAFETY: `out` checked above.
@@ -762,7 +752,7 @@ pub unsafe extern "C" fn autark_generate(
         // SAFETY: contract of this function.
         let prompt = unsafe { str_arg(prompt, "prompt") }?;
         let model = Arc::clone(s.session.model());
-        let tokens = model.tokenizer().encode(prompt, true)?;
+        let tokens = model.prompt_tokens(Prompt::Text(prompt))?;
         let params = GenerateParams { max_tokens: max_tokens as usize, sampler: s.sampler_params, stop: Vec::new() };
         let mut buf = Vec::new();
         let r = s.session.generate(&tokens, &params, &mut |piece| {

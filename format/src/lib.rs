@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use autark_kernels::{DType, TensorLayout};
 use sha2::{Digest, Sha256};
 
+pub mod arch;
 mod meta;
+pub use arch::{expected_tensors, Architecture, ExpectedTensor, FfnActivation, Role, RopeLayout};
 pub use meta::{Metadata, ModelConfig, Provenance, RopeScaling, SourceFile, TokenizerMeta};
 
 /// "ATRK" as a little-endian u32.

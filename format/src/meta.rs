@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch::{Architecture, FfnActivation, RopeLayout};
 use crate::{FormatError, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,8 +26,7 @@ pub struct ModelConfig {
     pub vocab_size: usize,
     pub context_length: usize,
     pub rope_theta: f32,
-    /// "interleaved" or "neox".
-    pub rope_layout: String,
+    pub rope_layout: RopeLayout,
     #[serde(default)]
     pub rope_scaling: Option<RopeScaling>,
     pub norm_eps: f32,
@@ -47,9 +47,9 @@ pub struct ModelConfig {
     /// Multiplies the embedding rows (Gemma: √d_model).
     #[serde(default)]
     pub embedding_scale: Option<f32>,
-    /// Gate activation of the FFN: "silu" (absent) or "gelu_tanh".
+    /// Gate activation of the FFN (absent: SiLU).
     #[serde(default)]
-    pub ffn_activation: Option<String>,
+    pub ffn_activation: Option<FfnActivation>,
     /// RMSNorms on the attention and FFN outputs before the residual add (`post_attention_norm`,
     /// `post_ffw_norm`).
     #[serde(default)]
@@ -120,6 +120,12 @@ const MAX_VOCAB: usize = 1 << 24;
 const MAX_CONTEXT: usize = 1 << 24;
 
 impl Metadata {
+    /// The family, if this runtime knows it (the field stays a string so that a file of a newer
+    /// family still opens for `inspect` and fails with a clear error where it would run).
+    pub fn arch(&self) -> Option<Architecture> {
+        Architecture::from_name(&self.architecture)
+    }
+
     /// Checks the values the runtime sizes buffers from.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(FormatError::MetadataValue(m));
@@ -157,9 +163,6 @@ impl ModelConfig {
         if !c.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} is odd", c.head_dim));
         }
-        if c.rope_layout != "interleaved" && c.rope_layout != "neox" {
-            return bad(format!("rope_layout {:?} (expected interleaved or neox)", c.rope_layout));
-        }
         if !(c.rope_theta.is_finite() && c.rope_theta > 0.0 && c.norm_eps.is_finite() && c.norm_eps >= 0.0) {
             return bad("rope_theta or norm_eps is not a positive finite number".into());
         }
@@ -175,9 +178,6 @@ impl ModelConfig {
         let positive = |v: Option<f32>| v.is_none_or(|v| v.is_finite() && v > 0.0);
         if !(positive(c.embedding_scale) && positive(c.attention_scale) && positive(c.rope_theta_local)) {
             return bad("embedding_scale, attention_scale or rope_theta_local is not a positive finite number".into());
-        }
-        if let Some(a) = c.ffn_activation.as_deref().filter(|a| !matches!(*a, "silu" | "gelu_tanh")) {
-            return bad(format!("ffn_activation {a:?} (expected silu or gelu_tanh)"));
         }
         if c.sliding_window == Some(0) || c.sliding_window_pattern == Some(0) {
             return bad("sliding_window and sliding_window_pattern must be at least 1".into());

@@ -21,7 +21,7 @@ pub(crate) fn sample_metadata() -> Metadata {
             vocab_size: 8,
             context_length: 64,
             rope_theta: 10000.0,
-            rope_layout: "neox".into(),
+            rope_layout: crate::RopeLayout::Neox,
             rope_scaling: None,
             norm_eps: 1e-5,
             tied_embeddings: true,

@@ -109,25 +109,40 @@ pub fn interleave(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut 
 
 /// Row `r`'s row-major bytes from a whole interleaved matrix `data` (`cols` wide) into `dst`.
 pub fn row(dtype: DType, cols: usize, data: &[u8], r: usize, dst: &mut [u8]) -> Result<()> {
+    let rb = dtype.row_bytes(cols)?;
+    if dst.len() != rb {
+        return Err(KernelError::LengthMismatch { op: "interleave::row", expected: rb, got: dst.len() });
+    }
+    for (b, out) in dst.chunks_exact_mut(dtype.block_bytes()).enumerate() {
+        block(dtype, cols, data, r, b, out)?;
+    }
+    Ok(())
+}
+
+/// The bytes of block `b` of row `r` (one row-major block) from a whole interleaved matrix
+/// `data` (`cols` wide) into `dst`: what a single-row reader (the embedding lookup) needs,
+/// without a row-sized buffer.
+pub fn block(dtype: DType, cols: usize, data: &[u8], r: usize, b: usize, dst: &mut [u8]) -> Result<()> {
     let (nf, _) = fields(dtype).ok_or(KernelError::BadLayout {
         layout: TensorLayout::Rows16.name(),
         dtype,
         shape: vec![r, cols],
     })?;
-    let rb = dtype.row_bytes(cols)?;
-    let group = data.get((r / GROUP) * rb * GROUP..(r / GROUP + 1) * rb * GROUP);
-    let (Some(group), true) = (group, dst.len() == rb) else {
-        return Err(KernelError::LengthMismatch { op: "interleave::row", expected: rb, got: dst.len() });
+    let (rb, bs) = (dtype.row_bytes(cols)?, dtype.block_bytes());
+    let at = (r / GROUP) * rb * GROUP + b * bs * GROUP;
+    let group = data.get(at..at + bs * GROUP).filter(|_| b * bs < rb);
+    let (Some(group), true) = (group, dst.len() == bs) else {
+        return Err(KernelError::LengthMismatch { op: "interleave::block", expected: bs, got: dst.len() });
     };
-    let bs = dtype.block_bytes();
     let lane = r % GROUP;
-    for (blk, out) in group.chunks_exact(bs * GROUP).zip(dst.chunks_exact_mut(bs)) {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = blk[lane_offset(nf, lane, i)];
-        }
+    for (i, o) in dst.iter_mut().enumerate() {
+        *o = group[lane_offset(nf, lane, i)];
     }
     Ok(())
 }
+
+/// Bytes of the largest block an interleaved type has (`q8_0`).
+pub const MAX_BLOCK_BYTES: usize = 34;
 
 /// Block `b` of 16 interleaved `q4_0` rows.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -56,9 +56,23 @@ impl<'a> WeightView<'a> {
                 crate::blocks::dequantize_bytes(self.dtype, &self.data[r * rb..(r + 1) * rb], dst)
             }
             TensorLayout::Rows16 => {
-                let mut bytes = vec![0u8; rb];
-                interleave::row(self.dtype, self.cols, self.data, r, &mut bytes)?;
-                crate::blocks::dequantize_bytes(self.dtype, &bytes, dst)
+                // Block by block through a stack buffer: the embedding lookup of every decoded
+                // token comes here and must not allocate.
+                let (bs, bl) = (self.dtype.block_bytes(), self.dtype.block_len());
+                let mut block = [0u8; interleave::MAX_BLOCK_BYTES];
+                let block = block.get_mut(..bs).ok_or(KernelError::BadLayout {
+                    layout: TensorLayout::Rows16.name(),
+                    dtype: self.dtype,
+                    shape: vec![self.rows, self.cols],
+                })?;
+                if dst.len() != self.cols {
+                    return Err(KernelError::LengthMismatch { op: "row_f32", expected: self.cols, got: dst.len() });
+                }
+                for (b, out) in dst.chunks_exact_mut(bl).enumerate() {
+                    interleave::block(self.dtype, self.cols, self.data, r, b, block)?;
+                    crate::blocks::dequantize_bytes(self.dtype, block, out)?;
+                }
+                Ok(())
             }
         }
     }

@@ -11,20 +11,12 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use autark_format::{ModelConfig, RopeScaling};
+use autark_format::arch::SlidingWindow;
+use autark_format::{Architecture, FfnActivation, ModelConfig, RopeLayout, RopeScaling};
 use autark_kernels::DType;
 use serde_json::Value as J;
 
 use crate::error::{io_err, QuantizeError, Result};
-
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
-    "LlamaForCausalLM",
-    "MistralForCausalLM",
-    "Qwen2ForCausalLM",
-    "Qwen3ForCausalLM",
-    "Phi3ForCausalLM",
-    "Gemma3ForCausalLM",
-];
 
 /// Header of a safetensors file larger than this is refused (the format's own reference
 /// implementation uses 100 MB).
@@ -155,9 +147,9 @@ pub fn read_json(path: &Path) -> Result<J> {
         .map_err(|e| QuantizeError::HfConfig { path: path.to_path_buf(), what: format!("invalid JSON: {e}") })
 }
 
-/// `config.json` → architecture name (`llama`, `mistral`, `qwen2`, `qwen3`, `phi3`) and model
-/// configuration.
-pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
+/// `config.json` → the family (`architectures[0]`, see `autark_format::arch::FAMILIES`) and the
+/// model configuration.
+pub fn parse_config(path: &Path) -> Result<(Architecture, ModelConfig)> {
     let c = read_json(path)?;
     let arch = c
         .get("architectures")
@@ -165,20 +157,12 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
         .and_then(|a| a.first())
         .and_then(J::as_str)
         .ok_or_else(|| QuantizeError::MissingKey { key: "architectures".into() })?;
-    let name = match arch {
-        "LlamaForCausalLM" => "llama",
-        "MistralForCausalLM" => "mistral",
-        "Qwen2ForCausalLM" => "qwen2",
-        "Qwen3ForCausalLM" => "qwen3",
-        "Phi3ForCausalLM" => "phi3",
-        "Gemma3ForCausalLM" => "gemma3",
-        other => {
-            return Err(QuantizeError::UnknownArchitecture {
-                got: other.into(),
-                supported: SUPPORTED_ARCHITECTURES.join(", "),
-            })
-        }
-    };
+    let family = Architecture::from_hf_class(arch)
+        .ok_or_else(|| QuantizeError::UnknownArchitecture {
+            got: arch.into(),
+            supported: Architecture::supported_hf_classes(),
+        })?
+        .family();
     let u = |k: &str| -> Result<usize> {
         c.get(k).and_then(J::as_u64).map(|v| v as usize).ok_or_else(|| QuantizeError::MissingKey { key: k.into() })
     };
@@ -222,14 +206,13 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
             what: format!("partial_rotary_factor {p} (rotary embedding on part of each head) is not supported"),
         });
     }
-    let sliding_window = match name {
-        "mistral" | "phi3" | "gemma3" => c.get("sliding_window").and_then(J::as_u64).map(|v| v as usize),
-        "qwen2" | "qwen3" if c.get("use_sliding_window").and_then(J::as_bool) == Some(true) => {
-            c.get("sliding_window").and_then(J::as_u64).map(|v| v as usize)
-        }
-        _ => None,
+    let enabled = match family.sliding_window {
+        SlidingWindow::Never => false,
+        SlidingWindow::Always => true,
+        SlidingWindow::IfEnabled => c.get("use_sliding_window").and_then(J::as_bool) == Some(true),
     };
-    let gemma = name == "gemma3";
+    let sliding_window = c.get("sliding_window").and_then(J::as_u64).map(|v| v as usize).filter(|_| enabled);
+    let gemma = family.gemma;
     if gemma {
         for k in ["final_logit_softcapping", "attn_logit_softcapping"] {
             if c.get(k).is_some_and(|v| !v.is_null()) {
@@ -250,14 +233,14 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
         vocab_size: u("vocab_size")?,
         context_length: u("max_position_embeddings").unwrap_or(4096),
         rope_theta: f("rope_theta", 10000.0),
-        rope_layout: "neox".into(),
+        rope_layout: RopeLayout::Neox,
         rope_scaling,
         norm_eps: f("rms_norm_eps", 1e-6),
         tied_embeddings: c.get("tie_word_embeddings").and_then(J::as_bool).unwrap_or(gemma),
-        attn_qkv_bias: name == "qwen2" || c.get("attention_bias").and_then(J::as_bool).unwrap_or(false),
-        attn_qk_norm: name == "qwen3" || gemma,
+        attn_qkv_bias: family.qkv_bias || c.get("attention_bias").and_then(J::as_bool).unwrap_or(false),
+        attn_qk_norm: family.qk_norm,
         embedding_scale: gemma.then(|| (d_model as f32).sqrt()),
-        ffn_activation: gemma.then(|| "gelu_tanh".to_string()),
+        ffn_activation: gemma.then_some(FfnActivation::GeluTanh),
         post_norms: gemma,
         attention_scale: match c.get("query_pre_attn_scalar").and_then(J::as_f64) {
             Some(s) if gemma => Some((1.0 / s.sqrt()) as f32),
@@ -270,7 +253,7 @@ pub fn parse_config(path: &Path) -> Result<(String, ModelConfig)> {
     };
     // Checked here, before anyone plans tensors or buffers from these numbers.
     cfg.validate()?;
-    Ok((name.to_string(), cfg))
+    Ok((family.arch, cfg))
 }
 
 /// Gemma 3's attention layout as a period: every `pattern`-th layer attends globally. Read from
@@ -294,8 +277,8 @@ fn gemma_pattern(c: &J, path: &Path) -> Result<usize> {
 /// `map_name` for an architecture: Gemma 3's `post_attention_layernorm` normalises the attention
 /// output (`post_attention_norm`), where Llama's feeds the FFN (`ffn_norm`, which Gemma 3 calls
 /// `pre_feedforward_layernorm`).
-pub fn map_name_for(arch: &str, hf: &str) -> Option<String> {
-    if arch == "gemma3" {
+pub fn map_name_for(arch: Architecture, hf: &str) -> Option<String> {
+    if arch.family().gemma {
         if let Some(stem) = hf.strip_suffix(".post_attention_layernorm.weight") {
             let n: usize = stem.strip_prefix("model.layers.")?.parse().ok()?;
             return Some(format!("blk.{n}.post_attention_norm.weight"));

@@ -12,7 +12,11 @@ pub mod tokenizer;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use autark_format::{Metadata, ModelConfig, Provenance, SourceFile, TensorSpec, TokenizerMeta, Writer};
+use autark_format::arch::SlidingWindow;
+use autark_format::{
+    expected_tensors, Architecture, ExpectedTensor, FfnActivation, Metadata, ModelConfig, Provenance, SourceFile,
+    TensorSpec, TokenizerMeta, Writer,
+};
 use autark_kernels::{blocks, DType, TensorLayout};
 use sha2::{Digest, Sha256};
 
@@ -53,7 +57,7 @@ pub struct SourceTensor {
 
 /// A model to import: configuration, tokenizer and tensors, read lazily.
 pub struct Source {
-    pub architecture: String,
+    pub architecture: Architecture,
     pub config: ModelConfig,
     pub tokenizer: TokenizerMeta,
     pub tensors: Vec<SourceTensor>,
@@ -93,11 +97,11 @@ impl Source {
         let mut notes = Vec::new();
         for f in &files {
             for t in hf::read_safetensors_header(f)? {
-                match hf::map_name_for(&architecture, &t.name) {
+                match hf::map_name_for(architecture, &t.name) {
                     Some(name) if name == "output.weight" && config.tied_embeddings => {
                         notes.push("lm_head.weight ignored: the model ties its output to the embedding".into());
                     }
-                    Some(name) if architecture == "gemma3" && name.ends_with("norm.weight") => {
+                    Some(name) if architecture.family().gemma && name.ends_with("norm.weight") => {
                         tensors.push(SourceTensor {
                             name,
                             dtype: DType::F32,
@@ -131,20 +135,13 @@ impl Source {
         use gguf::Value;
         let g = gguf::Gguf::open(path)?;
         let arch = g.get("general.architecture").and_then(Value::as_str).unwrap_or("").to_string();
-        let (architecture, rope_layout) = match arch.as_str() {
-            "llama" => ("llama", "interleaved"),
-            "mistral" => ("mistral", "interleaved"),
-            "qwen2" => ("qwen2", "neox"),
-            "qwen3" => ("qwen3", "neox"),
-            "phi3" => ("phi3", "neox"),
-            "gemma3" => ("gemma3", "neox"),
-            other => {
-                return Err(QuantizeError::UnknownArchitecture {
-                    got: other.into(),
-                    supported: "llama, mistral, qwen2, qwen3, phi3, gemma3 (GGUF)".into(),
-                })
-            }
-        };
+        let family = Architecture::from_name(&arch)
+            .ok_or_else(|| QuantizeError::UnknownArchitecture {
+                got: arch.clone(),
+                supported: format!("{} (GGUF)", Architecture::supported_names()),
+            })?
+            .family();
+        let gemma = family.gemma;
         let key = |k: &str| format!("{arch}.{k}");
         let u = |k: &str| -> Result<usize> {
             g.get(&key(k))
@@ -184,7 +181,6 @@ impl Source {
             }
         }
         let has = |n: &str| g.tensors.iter().any(|t| t.name == n);
-        let gemma = arch == "gemma3";
         if has("rope_factors_long.weight") {
             return Err(QuantizeError::GgufInvalid(
                 "LongRoPE scaling (rope_factors_long/short, Phi-3 128k) is not supported".into(),
@@ -200,27 +196,30 @@ impl Source {
             vocab_size: u("vocab_size").unwrap_or(vocab_size),
             context_length: u("context_length").unwrap_or(4096),
             rope_theta: g.get(&key("rope.freq_base")).and_then(Value::as_f32).unwrap_or(10000.0),
-            rope_layout: rope_layout.into(),
+            rope_layout: family.gguf_rope,
             rope_scaling,
             norm_eps: g.get(&key("attention.layer_norm_rms_epsilon")).and_then(Value::as_f32).unwrap_or(1e-5),
             tied_embeddings: !has("output.weight"),
             attn_qkv_bias: has("blk.0.attn_q.bias"),
-            attn_qk_norm: arch == "qwen3" || gemma,
+            attn_qk_norm: family.qk_norm,
             // Gemma 3 as llama.cpp runs it: embeddings × √d_model, GELU(tanh), post-norms (the
             // converter already stored norm weights as 1 + w), every 6th layer global and the
-            // others sliding with RoPE base 10 000, q·k scaled by 1/√head_dim (27B, 62 layers:
-            // 1/√(d_model / n_heads)).
+            // others sliding with RoPE base 10 000, q·k scaled by the file's
+            // `attention.scale` or else llama.cpp's rule (`gemma3_gguf_attention_scale`).
             embedding_scale: gemma.then(|| (d_model as f32).sqrt()),
-            ffn_activation: gemma.then(|| "gelu_tanh".to_string()),
+            ffn_activation: gemma.then_some(FfnActivation::GeluTanh),
             post_norms: gemma,
-            attention_scale: match (gemma, u("block_count")) {
-                (true, Ok(62)) => Some(1.0 / ((d_model / n_heads) as f32).sqrt()),
+            attention_scale: match g.get(&key("attention.scale")).and_then(Value::as_f32) {
+                Some(s) if gemma => Some(s),
+                _ if gemma => autark_format::arch::gemma3_gguf_attention_scale(u("block_count")?, d_model, n_heads),
                 _ => None,
             },
             sliding_window_pattern: gemma.then_some(6),
             rope_theta_local: gemma.then_some(10000.0),
-            sliding_window: match arch.as_str() {
-                "phi3" | "gemma3" => {
+            // GGUF files carry a window only where llama.cpp uses one (Phi-3, Gemma 3; Mistral's
+            // converter drops it).
+            sliding_window: match family.sliding_window {
+                SlidingWindow::Always if family.arch != Architecture::Mistral => {
                     g.get(&key("attention.sliding_window")).and_then(Value::as_u64).map(|v| v as usize)
                 }
                 _ => None,
@@ -245,7 +244,7 @@ impl Source {
             }
         }
         Ok(Source {
-            architecture: architecture.into(),
+            architecture: family.arch,
             config,
             tokenizer,
             tensors,
@@ -287,7 +286,7 @@ impl Source {
     }
 
     /// The tensors the architecture needs, with their shapes, in file order.
-    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+    pub fn expected_tensors(&self) -> Vec<ExpectedTensor> {
         expected_tensors(&self.config)
     }
 }
@@ -343,45 +342,6 @@ fn split_fused(tensors: &mut Vec<SourceTensor>, c: &ModelConfig, notes: &mut Vec
     }
     *tensors = out;
     Ok(())
-}
-
-/// Every tensor an `.autark` file of this configuration holds (docs/FORMAT.md, "Tensor names").
-pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let q = c.n_heads * c.head_dim;
-    let kv = c.n_kv_heads * c.head_dim;
-    let mut v = vec![("token_embd.weight".to_string(), vec![c.vocab_size, c.d_model])];
-    for l in 0..c.n_layers {
-        let p = |s: &str| format!("blk.{l}.{s}");
-        v.push((p("attn_norm.weight"), vec![c.d_model]));
-        v.push((p("attn_q.weight"), vec![q, c.d_model]));
-        v.push((p("attn_k.weight"), vec![kv, c.d_model]));
-        v.push((p("attn_v.weight"), vec![kv, c.d_model]));
-        if c.attn_qkv_bias {
-            v.push((p("attn_q.bias"), vec![q]));
-            v.push((p("attn_k.bias"), vec![kv]));
-            v.push((p("attn_v.bias"), vec![kv]));
-        }
-        if c.attn_qk_norm {
-            v.push((p("attn_q_norm.weight"), vec![c.head_dim]));
-            v.push((p("attn_k_norm.weight"), vec![c.head_dim]));
-        }
-        v.push((p("attn_output.weight"), vec![c.d_model, q]));
-        if c.post_norms {
-            v.push((p("post_attention_norm.weight"), vec![c.d_model]));
-        }
-        v.push((p("ffn_norm.weight"), vec![c.d_model]));
-        v.push((p("ffn_gate.weight"), vec![c.ffn_dim, c.d_model]));
-        v.push((p("ffn_up.weight"), vec![c.ffn_dim, c.d_model]));
-        v.push((p("ffn_down.weight"), vec![c.d_model, c.ffn_dim]));
-        if c.post_norms {
-            v.push((p("post_ffw_norm.weight"), vec![c.d_model]));
-        }
-    }
-    v.push(("output_norm.weight".into(), vec![c.d_model]));
-    if !c.tied_embeddings {
-        v.push(("output.weight".into(), vec![c.vocab_size, c.d_model]));
-    }
-    v
 }
 
 /// Per-tensor result of a quantization.
@@ -442,7 +402,7 @@ pub fn quantize(
     let expected = src.expected_tensors();
     let mut plan = Vec::with_capacity(expected.len());
     let mut notes = src.notes.clone();
-    for (name, shape) in &expected {
+    for ExpectedTensor { name, shape, .. } in &expected {
         let Some(t) = src.tensors.iter().find(|t| &t.name == name) else {
             return Err(match src.unsupported.iter().find(|(n, _)| n == name) {
                 Some((_, code)) => {
@@ -468,7 +428,7 @@ pub fn quantize(
     let sources = src.files.iter().map(|f| hash_file(f)).collect::<Result<Vec<_>>>()?;
     let metadata = Metadata {
         format: "autark".into(),
-        architecture: src.architecture.clone(),
+        architecture: src.architecture.name().into(),
         config: src.config.clone(),
         tokenizer: src.tokenizer.clone(),
         provenance: Some(Provenance {

@@ -5,7 +5,7 @@ pub enum RuntimeError {
     // ---- the model file ---------------------------------------------------------------------
     #[error(transparent)]
     Format(#[from] autark_format::FormatError),
-    #[error("architecture {0:?} is not supported by this runtime (llama, mistral, qwen2, qwen3, phi3, gemma3 are)")]
+    #[error("architecture {0:?} is not supported by this runtime ({names} are)", names = autark_format::Architecture::supported_names())]
     UnsupportedArchitecture(String),
     #[error("model is missing tensor {0}")]
     MissingTensor(String),
@@ -37,3 +37,52 @@ pub enum RuntimeError {
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// What kind of failure an error is: the one classification that C status codes, binding
+/// exceptions and the CLI's exit messages all derive from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The file cannot be opened or read.
+    Io,
+    /// Not a valid `.autark` model (truncated, corrupted, bad tensors).
+    CorruptModel,
+    /// A valid file this runtime cannot run (architecture, format version).
+    UnsupportedModel,
+    /// The tokens do not fit in the session's context.
+    ContextOverflow,
+    /// A token id outside the vocabulary.
+    InvalidToken,
+    /// An option or argument out of range, or nothing to evaluate.
+    InvalidArgument,
+    /// Tokenizer or chat-template failure.
+    Text,
+    /// Chat on a model without a chat template.
+    NoChatTemplate,
+    /// The session would need more memory than allowed or available.
+    OutOfMemory,
+    /// A resource of the machine failed (threads could not start).
+    Internal,
+}
+
+impl RuntimeError {
+    pub fn kind(&self) -> ErrorKind {
+        use autark_format::FormatError as F;
+        match self {
+            RuntimeError::Format(F::Io { .. }) => ErrorKind::Io,
+            RuntimeError::Format(F::UnsupportedVersion { .. }) | RuntimeError::UnsupportedArchitecture(_) => {
+                ErrorKind::UnsupportedModel
+            }
+            RuntimeError::Format(_) | RuntimeError::MissingTensor(_) | RuntimeError::BadTensor { .. } => {
+                ErrorKind::CorruptModel
+            }
+            RuntimeError::Kernel(_) => ErrorKind::CorruptModel,
+            RuntimeError::ContextOverflow { .. } => ErrorKind::ContextOverflow,
+            RuntimeError::InvalidToken { .. } => ErrorKind::InvalidToken,
+            RuntimeError::InvalidArgument { .. } | RuntimeError::EmptyInput => ErrorKind::InvalidArgument,
+            RuntimeError::Tokenizer(_) | RuntimeError::Template(_) => ErrorKind::Text,
+            RuntimeError::NoChatTemplate => ErrorKind::NoChatTemplate,
+            RuntimeError::MemoryBudget { .. } => ErrorKind::OutOfMemory,
+            RuntimeError::ThreadPool(_) => ErrorKind::Internal,
+        }
+    }
+}

@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::forward::Session;
 use crate::sampler::{Sampler, SamplerParams};
+use crate::session::Session;
 use crate::tokenizer::Detokenizer;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +19,7 @@ pub struct GenerateParams {
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        GenerateParams { max_tokens: 128, sampler: SamplerParams::default(), stop: Vec::new() }
+        crate::options::DEFAULTS.generate()
     }
 }
 

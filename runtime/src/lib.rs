@@ -3,21 +3,27 @@
 //! `Tokenizer`/`Detokenizer` and `chat` turn logits into text.
 #![forbid(unsafe_code)]
 
+pub(crate) mod backend;
 pub mod chat;
+mod cpu;
 pub mod error;
 pub mod forward;
 pub mod generate;
 pub mod imatrix;
+mod kv;
 pub mod model;
+pub mod options;
 pub mod perplexity;
 pub mod sampler;
+pub mod session;
 pub mod tokenizer;
 
-pub use autark_format::FormatError;
+pub use autark_format::{Architecture, FormatError};
 pub use chat::ChatMessage;
-pub use error::{Result, RuntimeError};
-pub use forward::{CancelHandle, Session, SessionParams};
+pub use error::{ErrorKind, Result, RuntimeError};
 pub use generate::{GenerateParams, GenerationStats, StopReason};
-pub use model::Model;
+pub use model::{Model, Prompt};
+pub use options::{Options, DEFAULTS};
 pub use sampler::{Sampler, SamplerParams};
+pub use session::{CancelHandle, Session, SessionParams};
 pub use tokenizer::{Detokenizer, Tokenizer};

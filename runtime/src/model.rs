@@ -3,39 +3,45 @@
 
 use std::path::Path;
 
-use autark_format::{AutarkFile, Metadata, ModelConfig};
+use autark_format::{expected_tensors, Architecture, AutarkFile, Metadata, ModelConfig, Role};
 use autark_kernels::ops::{cast_f32, WeightView};
 use autark_kernels::DType;
 
+use crate::chat::ChatMessage;
 use crate::error::{Result, RuntimeError};
 use crate::tokenizer::Tokenizer;
 
 /// Index of a tensor in the file's table.
 pub(crate) type T = usize;
 
-pub(crate) struct Layer {
-    pub attn_norm: T,
-    pub wq: T,
-    pub wk: T,
-    pub wv: T,
-    pub bq: Option<T>,
-    pub bk: Option<T>,
-    pub bv: Option<T>,
-    /// Per-head RMSNorm weights of queries and keys (Qwen3).
-    pub q_norm: Option<T>,
-    pub k_norm: Option<T>,
-    /// Norms of the attention and FFN outputs (Gemma 3).
-    pub post_attn_norm: Option<T>,
-    pub post_ffn_norm: Option<T>,
-    pub wo: T,
-    pub ffn_norm: T,
-    pub w_gate: T,
-    pub w_up: T,
-    pub w_down: T,
+/// A layer's tensors by role (`Role::LAYER`); optional ones are `None` when the configuration
+/// has none.
+pub(crate) struct Layer([Option<T>; Role::LAYER.len()]);
+
+impl Layer {
+    /// A tensor every layer has.
+    pub fn at(&self, r: Role) -> T {
+        self.get(r).expect("required tensors are checked at load")
+    }
+
+    pub fn get(&self, r: Role) -> Option<T> {
+        self.0.get(r.layer_index()?).copied().flatten()
+    }
+}
+
+/// What a generation starts from.
+#[derive(Debug, Clone, Copy)]
+pub enum Prompt<'a> {
+    /// Plain text: tokenized with the model's special tokens (BOS where the model wants one).
+    Text(&'a str),
+    /// A conversation, rendered by the model's chat template with the assistant's turn opened
+    /// (the template writes any BOS itself).
+    Chat(&'a [ChatMessage]),
 }
 
 pub struct Model {
     file: AutarkFile,
+    arch: Architecture,
     pub(crate) tokenizer: Tokenizer,
     pub(crate) layers: Vec<Layer>,
     pub(crate) token_embd: T,
@@ -44,67 +50,47 @@ pub struct Model {
     pub(crate) output: T,
 }
 
-const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3"];
-
 impl Model {
-    /// Maps and validates `path`; checks every tensor the architecture needs.
+    /// Maps and validates `path`; checks every tensor the architecture needs
+    /// (`autark_format::expected_tensors`, the list the quantizer writes).
     pub fn load(path: &Path) -> Result<Model> {
         let file = AutarkFile::open(path)?;
         let meta = file.metadata();
-        if !SUPPORTED.contains(&meta.architecture.as_str()) {
-            return Err(RuntimeError::UnsupportedArchitecture(meta.architecture.clone()));
-        }
+        let arch = meta.arch().ok_or_else(|| RuntimeError::UnsupportedArchitecture(meta.architecture.clone()))?;
         let c = &meta.config;
         let tokenizer = Tokenizer::from_meta(&meta.tokenizer, c.vocab_size)?;
-        let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-        let find = |name: String, shape: &[usize], matrix: bool| -> Result<T> {
+        let mut layers: Vec<Layer> = (0..c.n_layers).map(|_| Layer([None; Role::LAYER.len()])).collect();
+        let (mut token_embd, mut output_norm, mut output) = (0, 0, None);
+        for e in expected_tensors(c) {
             let i = file
                 .tensors()
                 .iter()
-                .position(|t| t.name == name)
-                .ok_or_else(|| RuntimeError::MissingTensor(name.clone()))?;
+                .position(|t| t.name == e.name)
+                .ok_or_else(|| RuntimeError::MissingTensor(e.name.clone()))?;
             let t = &file.tensors()[i];
-            if t.shape != shape {
-                return Err(RuntimeError::BadTensor { name, what: format!("shape {:?}, expected {shape:?}", t.shape) });
+            if t.shape != e.shape {
+                let what = format!("shape {:?}, expected {:?}", t.shape, e.shape);
+                return Err(RuntimeError::BadTensor { name: e.name, what });
             }
-            if !matrix && t.dtype != DType::F32 {
-                return Err(RuntimeError::BadTensor { name, what: format!("{} (vectors must be f32)", t.dtype) });
+            if !e.role.is_matrix() && t.dtype != DType::F32 {
+                return Err(RuntimeError::BadTensor {
+                    name: e.name,
+                    what: format!("{} (vectors must be f32)", t.dtype),
+                });
             }
-            Ok(i)
-        };
-        let mut layers = Vec::with_capacity(c.n_layers);
-        for l in 0..c.n_layers {
-            let n = |s: &str| format!("blk.{l}.{s}");
-            let bias = |s: &str, rows| if c.attn_qkv_bias { find(n(s), &[rows], false).map(Some) } else { Ok(None) };
-            let qk_norm = |s: &str| if c.attn_qk_norm { find(n(s), &[c.head_dim], false).map(Some) } else { Ok(None) };
-            let post_norm = |s: &str| if c.post_norms { find(n(s), &[c.d_model], false).map(Some) } else { Ok(None) };
-            layers.push(Layer {
-                attn_norm: find(n("attn_norm.weight"), &[c.d_model], false)?,
-                wq: find(n("attn_q.weight"), &[q, c.d_model], true)?,
-                wk: find(n("attn_k.weight"), &[kv, c.d_model], true)?,
-                wv: find(n("attn_v.weight"), &[kv, c.d_model], true)?,
-                bq: bias("attn_q.bias", q)?,
-                bk: bias("attn_k.bias", kv)?,
-                bv: bias("attn_v.bias", kv)?,
-                q_norm: qk_norm("attn_q_norm.weight")?,
-                k_norm: qk_norm("attn_k_norm.weight")?,
-                post_attn_norm: post_norm("post_attention_norm.weight")?,
-                post_ffn_norm: post_norm("post_ffw_norm.weight")?,
-                wo: find(n("attn_output.weight"), &[c.d_model, q], true)?,
-                ffn_norm: find(n("ffn_norm.weight"), &[c.d_model], false)?,
-                w_gate: find(n("ffn_gate.weight"), &[c.ffn_dim, c.d_model], true)?,
-                w_up: find(n("ffn_up.weight"), &[c.ffn_dim, c.d_model], true)?,
-                w_down: find(n("ffn_down.weight"), &[c.d_model, c.ffn_dim], true)?,
-            });
+            match (e.role, e.layer) {
+                (Role::TokenEmbd, _) => token_embd = i,
+                (Role::OutputNorm, _) => output_norm = i,
+                (Role::Output, _) => output = Some(i),
+                (r, l) => {
+                    if let (Some(l), Some(k)) = (l, r.layer_index()) {
+                        layers[l].0[k] = Some(i);
+                    }
+                }
+            }
         }
-        let token_embd = find("token_embd.weight".into(), &[c.vocab_size, c.d_model], true)?;
-        let output_norm = find("output_norm.weight".into(), &[c.d_model], false)?;
-        let output = if c.tied_embeddings {
-            token_embd
-        } else {
-            find("output.weight".into(), &[c.vocab_size, c.d_model], true)?
-        };
-        let model = Model { file, tokenizer, layers, token_embd, output_norm, output };
+        let output = output.unwrap_or(token_embd);
+        let model = Model { file, arch, tokenizer, layers, token_embd, output_norm, output };
         // Build every view once so that a bad dtype or alignment fails here, not mid-generation.
         for i in 0..model.file.tensors().len() {
             let t = &model.file.tensors()[i];
@@ -115,6 +101,21 @@ impl Model {
             }
         }
         Ok(model)
+    }
+
+    /// The tokens of `prompt`, as every front end feeds them to `Session::generate`.
+    pub fn prompt_tokens(&self, prompt: Prompt<'_>) -> Result<Vec<u32>> {
+        match prompt {
+            Prompt::Text(text) => self.tokenizer.encode(text, true),
+            Prompt::Chat(messages) => {
+                let text = crate::chat::render(&self.tokenizer, messages, true)?;
+                self.tokenizer.encode(&text, false)
+            }
+        }
+    }
+
+    pub fn architecture(&self) -> Architecture {
+        self.arch
     }
 
     pub fn metadata(&self) -> &Metadata {

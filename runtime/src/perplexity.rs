@@ -6,7 +6,7 @@
 //! scored token sees at least half a window of context.
 
 use crate::error::{Result, RuntimeError};
-use crate::forward::Session;
+use crate::session::Session;
 use crate::tokenizer::Tokenizer;
 
 /// A text cut into evaluation windows.

@@ -1,0 +1,66 @@
+//! The seam between the forward pass (`forward.rs`, which knows the model) and the hardware that
+//! computes it (`cpu.rs`; a CUDA backend implements the same trait). The backend owns a batch's
+//! activation buffers, the RoPE tables and the KV cache, so a GPU backend keeps all of them in
+//! device memory; the spine names buffers and weights and never touches their contents.
+
+use autark_format::FfnActivation;
+
+use crate::error::Result;
+use crate::model::T;
+
+/// A batch's activation buffers, each `n_tokens` rows wide as named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buf {
+    /// The residual stream (d_model).
+    X,
+    /// A sub-layer's normed input (d_model).
+    Xb,
+    /// Queries (n_heads × head_dim), keys and values (n_kv_heads × head_dim).
+    Q,
+    K,
+    V,
+    /// The attention heads' output (n_heads × head_dim).
+    AttOut,
+    /// The output of o_proj / down_proj (d_model).
+    Proj,
+    /// The FFN's gate and up projections (ffn_dim); `Gate` then holds act(gate) · up.
+    Gate,
+    Up,
+}
+
+impl Buf {
+    pub const ALL: [Buf; 9] = [Buf::X, Buf::Xb, Buf::Q, Buf::K, Buf::V, Buf::AttOut, Buf::Proj, Buf::Gate, Buf::Up];
+}
+
+/// The per-layer operations of a forward pass. Weights are tensor indices of the model the
+/// backend was made for; `n` is the number of tokens in the batch.
+pub trait Backend {
+    /// Runs `f` where the backend computes (the CPU backend: inside its thread pool).
+    fn run(&mut self, f: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()>;
+    /// `X` = rows `tokens` of the embedding, times `scale`.
+    fn embed(&mut self, w: T, tokens: &[u32], scale: Option<f32>) -> Result<()>;
+    /// Rows `0..n` of `dst` = RMSNorm of rows `first..first + n` of `src`, times `w` (`dst` may be
+    /// `src`, with `first` 0).
+    fn rmsnorm(&mut self, dst: Buf, src: Buf, w: T, first: usize, n: usize);
+    /// RMSNorm of each head of `buf` (head_dim values) times `w`.
+    fn head_norm(&mut self, buf: Buf, w: T, n: usize);
+    /// `out = w · input` for each `(w, out)`, the input prepared (quantized) once for all.
+    fn matmul(&mut self, input: Buf, n: usize, outs: &[(T, Buf)]) -> Result<()>;
+    /// `buf += b` on every row.
+    fn add_bias(&mut self, buf: Buf, b: T, n: usize);
+    /// Rotates the heads of `Q` and `K` for positions `pos0..pos0 + n`, with the local RoPE base
+    /// (`local`, Gemma 3's sliding layers) or the global one.
+    fn rope(&mut self, local: bool, pos0: usize, n: usize);
+    /// Stores `K`, `V` in layer `l`'s cache at positions `pos0..`, then
+    /// `AttOut = softmax(scale · Q·Kᵀ + causal mask over the last `window` positions) · V` per head
+    /// (grouped-query: query head h reads KV head h / (n_heads / n_kv_heads)).
+    fn attention(&mut self, l: usize, pos0: usize, n: usize, window: usize, scale: f32);
+    /// `dst += src`.
+    fn add(&mut self, dst: Buf, src: Buf, n: usize);
+    /// `Gate = act(Gate) · Up`.
+    fn glu(&mut self, act: FfnActivation, n: usize);
+    /// `out = w · input` into host memory (the logits).
+    fn output(&mut self, w: T, input: Buf, n: usize, out: &mut [f32]) -> Result<()>;
+    /// Rows `0..n` of `buf` in host memory (for observers such as calibration).
+    fn read(&mut self, buf: Buf, n: usize) -> &[f32];
+}

@@ -1,0 +1,246 @@
+//! The CPU backend: scratch buffers allocated once, the dispatched SIMD kernels of
+//! `autark_kernels`, a fork-join pool for the matrix products and attention, and the KV cache.
+
+use std::sync::Arc;
+
+use autark_format::{FfnActivation, ModelConfig};
+use autark_kernels::kernels;
+use autark_kernels::ops::{gelu_tanh_mul, gemm, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations};
+use autark_kernels::pool::Pool;
+
+use crate::backend::{Backend, Buf};
+use crate::error::Result;
+use crate::forward::rope_tables;
+use crate::kv::KvCache;
+use crate::model::{Model, T};
+
+pub(crate) struct Cpu {
+    model: Arc<Model>,
+    pool: Arc<Pool>,
+    /// One buffer per `Buf`, `n_batch` rows of `width[b]`.
+    bufs: [Vec<f32>; 9],
+    width: [usize; 9],
+    scores: Vec<f32>, // (n_batch, n_heads, n_ctx) attention weights
+    act: Activations, // (n_batch, widest input) quantized inputs
+    /// cos/sin of (n_ctx, head_dim / 2); `[1]` for the sliding-window layers when their base
+    /// differs (Gemma 3), else empty.
+    rope: [(Vec<f32>, Vec<f32>); 2],
+    kv: KvCache,
+    n_ctx: usize,
+}
+
+impl Cpu {
+    fn widths(c: &ModelConfig) -> [usize; 9] {
+        let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        Buf::ALL.map(|b| match b {
+            Buf::X | Buf::Xb | Buf::Proj => c.d_model,
+            Buf::Q | Buf::AttOut => q,
+            Buf::K | Buf::V => kv,
+            Buf::Gate | Buf::Up => c.ffn_dim,
+        })
+    }
+
+    /// Bytes a backend of `n_ctx` positions and `n_batch`-token batches allocates (KV cache,
+    /// scratch, RoPE tables, activation buffers, the logits and token list of its session), or
+    /// `None` if that overflows.
+    pub fn required_bytes(c: &ModelConfig, n_ctx: usize, n_batch: usize) -> Option<usize> {
+        let q_dim = c.n_heads.checked_mul(c.head_dim)?;
+        let widest = c.d_model.max(c.ffn_dim).max(q_dim);
+        let per_token = Self::widths(c).iter().try_fold(0usize, |a, w| a.checked_add(*w))?;
+        let scratch =
+            n_batch.checked_mul(per_token)?.checked_add(n_batch.checked_mul(c.n_heads)?.checked_mul(n_ctx)?)?;
+        let rope = n_ctx.checked_mul(c.head_dim)?.checked_mul(if c.rope_theta_local.is_some() { 2 } else { 1 })?;
+        // + the logits and the token list (4 bytes each, like an f32).
+        let floats = KvCache::floats(c, n_ctx, n_batch)?
+            .checked_add(scratch)?
+            .checked_add(rope)?
+            .checked_add(c.vocab_size)?
+            .checked_add(n_ctx)?;
+        // Activations: f32 copy plus 8-bit blocks (40 bytes per 32 values).
+        let act_values = n_batch.checked_mul(widest)?;
+        let act = act_values.checked_mul(4)?.checked_add(act_values.div_ceil(32).checked_mul(40)?)?;
+        floats.checked_mul(4)?.checked_add(act)
+    }
+
+    /// Sizes must have passed `required_bytes`.
+    pub fn new(model: Arc<Model>, pool: Arc<Pool>, n_ctx: usize, n_batch: usize) -> Cpu {
+        let c = model.config();
+        let width = Self::widths(c);
+        let local = match c.rope_theta_local {
+            Some(theta) => rope_tables(c, theta, false, n_ctx),
+            None => (Vec::new(), Vec::new()),
+        };
+        Cpu {
+            bufs: width.map(|w| vec![0.0; n_batch * w]),
+            width,
+            scores: vec![0.0; n_batch * c.n_heads * n_ctx],
+            act: Activations::with_capacity(n_batch, width.into_iter().max().unwrap_or(0)),
+            rope: [rope_tables(c, c.rope_theta, true, n_ctx), local],
+            kv: KvCache::new(c, n_ctx, n_batch),
+            n_ctx,
+            pool,
+            model,
+        }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn kv(&self) -> &KvCache {
+        &self.kv
+    }
+
+    fn rows(&self, b: Buf, n: usize) -> &[f32] {
+        &self.bufs[b as usize][..n * self.width[b as usize]]
+    }
+
+    fn rows_mut(&mut self, b: Buf, n: usize) -> &mut [f32] {
+        &mut self.bufs[b as usize][..n * self.width[b as usize]]
+    }
+}
+
+impl Backend for Cpu {
+    fn run(&mut self, f: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        let pool = Arc::clone(&self.pool);
+        pool.install(|| f(self))
+    }
+
+    fn embed(&mut self, w: T, tokens: &[u32], scale: Option<f32>) -> Result<()> {
+        let model = Arc::clone(&self.model);
+        let embd = model.weight(w);
+        let x = self.rows_mut(Buf::X, tokens.len());
+        for (row, &tok) in x.chunks_exact_mut(embd.cols).zip(tokens) {
+            embd.row_f32(tok as usize, row)?;
+        }
+        if let Some(s) = scale {
+            x.iter_mut().for_each(|v| *v *= s);
+        }
+        Ok(())
+    }
+
+    fn rmsnorm(&mut self, dst: Buf, src: Buf, w: T, first: usize, n: usize) {
+        let (w, eps) = (self.model.vector(w), self.model.config().norm_eps);
+        let d = self.width[src as usize];
+        if dst == src {
+            self.bufs[dst as usize][..n * d].chunks_exact_mut(d).for_each(|o| rmsnorm_in_place(o, w, eps));
+            return;
+        }
+        let [o, x] = self.bufs.get_disjoint_mut([dst as usize, src as usize]).expect("distinct buffers");
+        for (o, x) in o.chunks_exact_mut(d).zip(x[first * d..(first + n) * d].chunks_exact(d)) {
+            rmsnorm(o, x, w, eps);
+        }
+    }
+
+    fn head_norm(&mut self, buf: Buf, w: T, n: usize) {
+        let (w, eps) = (self.model.vector(w), self.model.config().norm_eps);
+        let hd = self.model.config().head_dim;
+        let width = self.width[buf as usize];
+        self.bufs[buf as usize][..n * width].chunks_exact_mut(hd).for_each(|h| rmsnorm_in_place(h, w, eps));
+    }
+
+    fn matmul(&mut self, input: Buf, n: usize, outs: &[(T, Buf)]) -> Result<()> {
+        let cols = self.width[input as usize];
+        self.act.set(&self.bufs[input as usize][..n * cols], n, cols)?;
+        for &(w, out) in outs {
+            let width = self.width[out as usize];
+            gemm(&self.model.weight(w), &self.act, &mut self.bufs[out as usize][..n * width])?;
+        }
+        Ok(())
+    }
+
+    fn add_bias(&mut self, buf: Buf, b: T, n: usize) {
+        let b = self.model.vector(b);
+        let width = self.width[buf as usize];
+        self.bufs[buf as usize][..n * width]
+            .chunks_exact_mut(width)
+            .for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+    }
+
+    fn rope(&mut self, local: bool, pos0: usize, n: usize) {
+        let c = self.model.config();
+        let (hd, interleaved) = (c.head_dim, c.rope_layout == autark_format::RopeLayout::Interleaved);
+        let half = hd / 2;
+        let (cos, sin) = if local && !self.rope[1].0.is_empty() { &self.rope[1] } else { &self.rope[0] };
+        let [q, k] = self.bufs.get_disjoint_mut([Buf::Q as usize, Buf::K as usize]).expect("distinct buffers");
+        let (qw, kw) = (self.width[Buf::Q as usize], self.width[Buf::K as usize]);
+        for t in 0..n {
+            let p = pos0 + t;
+            let (cos, sin) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+            q[t * qw..(t + 1) * qw].chunks_exact_mut(hd).for_each(|h| rope_head(h, cos, sin, interleaved));
+            k[t * kw..(t + 1) * kw].chunks_exact_mut(hd).for_each(|h| rope_head(h, cos, sin, interleaved));
+        }
+    }
+
+    fn attention(&mut self, l: usize, pos0: usize, n: usize, window: usize, scale: f32) {
+        let c = self.model.config();
+        let (hd, n_heads, n_ctx) = (c.head_dim, c.n_heads, self.n_ctx);
+        let group = n_heads / c.n_kv_heads;
+        let (q_dim, kv_dim) = (self.width[Buf::Q as usize], self.width[Buf::K as usize]);
+        self.kv.store(l, pos0, &self.bufs[Buf::K as usize][..n * kv_dim], &self.bufs[Buf::V as usize][..n * kv_dim]);
+        let cache = self.kv.layer(l);
+        let [q, att_out] = self.bufs.get_disjoint_mut([Buf::Q as usize, Buf::AttOut as usize]).expect("distinct");
+        let q: &[f32] = q;
+        let scores_per_token = n_heads * n_ctx;
+        // Parallel over tokens; each token's heads in order.
+        autark_kernels::pool::for_each_chunks2(
+            &mut att_out[..n * q_dim],
+            q_dim,
+            &mut self.scores[..n * scores_per_token],
+            scores_per_token,
+            n,
+            &|t, out, scores| {
+                let p = pos0 + t;
+                let first = (p + 1).saturating_sub(window);
+                let len = p + 1 - first;
+                let runs = cache.runs(first, len);
+                let k = kernels();
+                for h in 0..n_heads {
+                    let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+                    let kvh = h / group;
+                    let s = &mut scores[h * n_ctx..h * n_ctx + len];
+                    for (slot, js) in runs.iter().cloned().filter(|r| !r.1.is_empty()) {
+                        let at = slot * kv_dim + kvh * hd;
+                        let rows = &cache.keys[at..at + (js.len() - 1) * kv_dim + hd];
+                        (k.dots_f32)(qh, rows, kv_dim, &mut s[js]);
+                    }
+                    s.iter_mut().for_each(|v| *v *= scale);
+                    softmax(s);
+                    let o = &mut out[h * hd..(h + 1) * hd];
+                    o.fill(0.0);
+                    for (slot, js) in runs.iter().cloned().filter(|r| !r.1.is_empty()) {
+                        let at = slot * kv_dim + kvh * hd;
+                        let rows = &cache.values[at..at + (js.len() - 1) * kv_dim + hd];
+                        (k.wsum_f32)(o, &s[js], rows, kv_dim);
+                    }
+                }
+            },
+        );
+    }
+
+    fn add(&mut self, dst: Buf, src: Buf, n: usize) {
+        let w = self.width[dst as usize];
+        let [d, s] = self.bufs.get_disjoint_mut([dst as usize, src as usize]).expect("distinct buffers");
+        d[..n * w].iter_mut().zip(&s[..n * w]).for_each(|(x, p)| *x += p);
+    }
+
+    fn glu(&mut self, act: FfnActivation, n: usize) {
+        let f = self.width[Buf::Gate as usize];
+        let [gate, up] = self.bufs.get_disjoint_mut([Buf::Gate as usize, Buf::Up as usize]).expect("distinct buffers");
+        match act {
+            FfnActivation::Silu => silu_mul(&mut gate[..n * f], &up[..n * f]),
+            FfnActivation::GeluTanh => gelu_tanh_mul(&mut gate[..n * f], &up[..n * f]),
+        }
+    }
+
+    fn output(&mut self, w: T, input: Buf, n: usize, out: &mut [f32]) -> Result<()> {
+        let cols = self.width[input as usize];
+        self.act.set(&self.bufs[input as usize][..n * cols], n, cols)?;
+        gemm(&self.model.weight(w), &self.act, out)?;
+        Ok(())
+    }
+
+    fn read(&mut self, buf: Buf, n: usize) -> &[f32] {
+        self.rows(buf, n)
+    }
+}

@@ -1,0 +1,251 @@
+//! `Session`: one context of a model — its tokens, KV cache and scratch (in a backend, allocated
+//! once in `Session::new`), logits and cancellation. `eval` runs tokens through `forward`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use autark_format::ModelConfig;
+use autark_kernels::pool::Pool;
+
+use crate::backend::Backend;
+use crate::cpu::Cpu;
+use crate::error::{Result, RuntimeError};
+use crate::forward::forward;
+use crate::imatrix::ActivationStats;
+use crate::model::Model;
+
+/// Session settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionParams {
+    /// Context length (tokens the KV cache holds); 0 = the model's training context, capped at
+    /// 4096.
+    pub n_ctx: usize,
+    /// Worker threads; 0 = one per core.
+    pub n_threads: usize,
+    /// Tokens per forward batch during prompt processing.
+    pub n_batch: usize,
+    /// Refuse to create the session if it needs more than this many bytes (0 = no budget; the
+    /// session is then refused only when it needs more than the machine's available memory).
+    pub max_memory_bytes: usize,
+}
+
+impl Default for SessionParams {
+    fn default() -> Self {
+        crate::options::DEFAULTS.session()
+    }
+}
+
+pub struct Session {
+    model: Arc<Model>,
+    /// Set from any thread to stop generation (see `cancel_handle`).
+    cancel: Arc<AtomicBool>,
+    /// Where the forward pass runs: scratch, KV cache, threads.
+    backend: Cpu,
+    n_ctx: usize,
+    n_batch: usize,
+    /// Tokens whose keys and values are in the cache, in order.
+    tokens: Vec<u32>,
+    logits: Vec<f32>, // (vocab_size) logits of the last evaluated token
+    /// Input statistics of every linear layer, while collecting them (calibration).
+    stats: Option<Box<ActivationStats>>,
+}
+
+impl Session {
+    pub fn new(model: Arc<Model>, params: SessionParams) -> Result<Session> {
+        let c = model.config();
+        let n_ctx = if params.n_ctx == 0 { c.context_length.min(4096) } else { params.n_ctx };
+        if n_ctx > c.context_length.max(1) * 8 || n_ctx > 1 << 20 {
+            return Err(RuntimeError::InvalidArgument {
+                name: "n_ctx",
+                what: format!("{n_ctx} exceeds the limit for this model"),
+            });
+        }
+        let n_batch = params.n_batch.clamp(1, 512).min(n_ctx);
+        let threads = if params.n_threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            params.n_threads
+        };
+        if threads > crate::options::MAX_THREADS {
+            return Err(RuntimeError::InvalidArgument { name: "n_threads", what: format!("{threads}") });
+        }
+        // Every byte the session will allocate, checked before the first allocation.
+        let needed = Self::required_bytes(c, n_ctx, n_batch)
+            .ok_or(RuntimeError::InvalidArgument { name: "n_ctx", what: "the session's size overflows".into() })?;
+        let budget = if params.max_memory_bytes > 0 { Some(params.max_memory_bytes) } else { available_memory() };
+        if let Some(budget) = budget.filter(|&b| needed > b) {
+            return Err(RuntimeError::MemoryBudget { needed, budget });
+        }
+        let pool = Arc::new(Pool::new(threads).map_err(|e| RuntimeError::ThreadPool(e.to_string()))?);
+        Ok(Session {
+            backend: Cpu::new(Arc::clone(&model), pool, n_ctx, n_batch),
+            n_ctx,
+            n_batch,
+            tokens: Vec::with_capacity(n_ctx),
+            logits: vec![0.0; c.vocab_size],
+            model,
+            cancel: Arc::new(AtomicBool::new(false)),
+            stats: None,
+        })
+    }
+
+    /// Starts (or with `false` stops and drops) collecting the mean square of every linear
+    /// layer's input columns over everything evaluated from now on (see `crate::imatrix`).
+    pub fn collect_activation_stats(&mut self, on: bool) {
+        self.stats = on.then(Box::default);
+    }
+
+    /// The statistics collected so far, if collecting.
+    pub fn activation_stats(&self) -> Option<&ActivationStats> {
+        self.stats.as_deref()
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Bytes a session of `n_ctx` tokens and `n_batch`-token batches allocates (KV cache,
+    /// scratch, RoPE tables, activation buffers), or `None` if that overflows.
+    pub fn required_bytes(c: &ModelConfig, n_ctx: usize, n_batch: usize) -> Option<usize> {
+        Cpu::required_bytes(c, n_ctx, n_batch)
+    }
+
+    /// A handle that stops this session's generation from any thread: the running (or next)
+    /// `generate` returns with `StopReason::Cancelled` after the current token.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle(Arc::clone(&self.cancel))
+    }
+
+    pub(crate) fn take_cancel(&self) -> bool {
+        self.cancel.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Tokens in the context so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn n_threads(&self) -> usize {
+        self.backend.pool().threads()
+    }
+
+    /// Logits of the last evaluated token.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Forgets the context; buffers are kept.
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+    }
+
+    /// Drops the context after its first `n` tokens (the cache beyond is overwritten later).
+    /// On a model with sliding-window ring caches, a cut more than `n_batch` tokens back from the
+    /// end would need positions the rings have overwritten: the context is then emptied instead
+    /// (check `tokens()`).
+    pub fn truncate(&mut self, n: usize) {
+        let rewind = self.tokens.len().saturating_sub(n);
+        self.tokens.truncate(if rewind > self.max_rewind() { 0 } else { n });
+    }
+
+    fn max_rewind(&self) -> usize {
+        self.backend.kv().max_rewind()
+    }
+
+    /// Bytes this session allocated (KV cache, scratch, tables): `required_bytes` of its sizes.
+    pub fn memory_bytes(&self) -> usize {
+        Self::required_bytes(self.model.config(), self.n_ctx, self.n_batch).unwrap_or(usize::MAX)
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(RuntimeError::EmptyInput);
+        }
+        let vocab = self.model.config().vocab_size;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(RuntimeError::InvalidToken { id, vocab });
+        }
+        let needed = self.tokens.len() + tokens.len();
+        if needed > self.n_ctx {
+            return Err(RuntimeError::ContextOverflow { needed, n_ctx: self.n_ctx });
+        }
+        Ok(())
+    }
+
+    /// Appends `tokens` to the context (prefill in batches); afterwards `logits()` holds the
+    /// last token's logits.
+    pub fn eval(&mut self, tokens: &[u32]) -> Result<()> {
+        self.check_tokens(tokens)?;
+        for chunk in tokens.chunks(self.n_batch) {
+            self.forward(chunk, None)?;
+        }
+        Ok(())
+    }
+
+    /// As `eval`, writing the logits of every token into `out` (`tokens.len() × vocab_size`).
+    pub fn eval_all_logits(&mut self, tokens: &[u32], out: &mut [f32]) -> Result<()> {
+        self.check_tokens(tokens)?;
+        let vocab = self.model.config().vocab_size;
+        if out.len() != tokens.len() * vocab {
+            return Err(RuntimeError::InvalidArgument {
+                name: "out",
+                what: format!("{} values for {} tokens", out.len(), tokens.len()),
+            });
+        }
+        for (chunk, o) in tokens.chunks(self.n_batch).zip(out.chunks_mut(self.n_batch * vocab)) {
+            self.forward(chunk, Some(o))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the context equal to `tokens`, re-using the longest common prefix already in the
+    /// cache (a chat turn re-evaluates only what is new). At least the last token is evaluated
+    /// so that `logits()` belong to it.
+    pub fn eval_continuing(&mut self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(RuntimeError::EmptyInput);
+        }
+        let common = self.tokens.iter().zip(tokens).take_while(|(a, b)| a == b).count().min(tokens.len() - 1);
+        self.truncate(common);
+        let common = self.tokens.len();
+        self.eval(&tokens[common..])
+    }
+
+    /// One batch of tokens at positions `self.tokens.len()..`; `all_logits` receives every
+    /// token's logits, otherwise only the last token's go to `self.logits`.
+    fn forward(&mut self, batch: &[u32], mut all_logits: Option<&mut [f32]>) -> Result<()> {
+        let (model, pos0, all) = (&*self.model, self.tokens.len(), all_logits.is_some());
+        let (stats, logits) = (&mut self.stats, &mut self.logits);
+        self.backend.run(&mut |b| {
+            let out = all_logits.as_deref_mut().unwrap_or(logits);
+            forward(model, b, batch, pos0, stats.as_deref_mut(), all, out)
+        })?;
+        if let Some(out) = all_logits {
+            let vocab = self.logits.len();
+            self.logits.copy_from_slice(&out[out.len() - vocab..]);
+        }
+        self.tokens.extend_from_slice(batch);
+        Ok(())
+    }
+}
+
+/// Stops a session's generation from another thread (`Session::cancel_handle`).
+#[derive(Clone, Debug)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Memory the system can still give (Linux `MemAvailable`), if known.
+fn available_memory() -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: usize = s.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
