@@ -309,9 +309,9 @@ macro_rules! impl_block {
     };
 }
 
-impl_block!(BlockQ8_0, DType::Q8_0, quantize_row_q8_0, dequantize_row_q8_0, vec_dot_q8_0_q8a, vec_dot_q8_0);
-impl_block!(BlockQ4_0, DType::Q4_0, quantize_row_q4_0, dequantize_row_q4_0, vec_dot_q4_0_q8a, vec_dot_q4_0);
-impl_block!(BlockQ4_1, DType::Q4_1, quantize_row_q4_1, dequantize_row_q4_1, vec_dot_q4_1_q8a, vec_dot_q4_1);
+impl_block!(BlockQ8_0, DType::Q8_0, quantize_row_q8_0, dequantize_row_q8_0, vec_dot_q8_0, vec_dot_q8_0);
+impl_block!(BlockQ4_0, DType::Q4_0, quantize_row_q4_0, dequantize_row_q4_0, vec_dot_q4_0, vec_dot_q4_0);
+impl_block!(BlockQ4_1, DType::Q4_1, quantize_row_q4_1, dequantize_row_q4_1, vec_dot_q4_1, vec_dot_q4_1);
 
 /// Quantizes activations into `BlockQ8A` blocks (dispatched).
 pub fn quantize_act(src: &[f32], dst: &mut [BlockQ8A]) -> Result<()> {

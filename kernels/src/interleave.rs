@@ -242,7 +242,7 @@ pub fn bytes_of<B: GroupBlock>(blocks: &[B]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::Rng;
+    use crate::twins::Rng;
 
     #[test]
     fn interleave_round_trip_and_piece_order() {

@@ -5,6 +5,8 @@
 #[cfg(target_endian = "big")]
 compile_error!("autark's block formats are little-endian; big-endian targets are not supported");
 
+#[macro_use]
+mod twins;
 #[cfg(target_arch = "aarch64")]
 pub mod arm;
 pub mod blocks;

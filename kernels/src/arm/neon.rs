@@ -6,33 +6,25 @@
 //! bit. `quantize_act` rounds with `fcvtas` (to nearest, ties away from zero), as `f32::round`.
 
 macro_rules! neon_bodies {
-    ($isa:expr, $features:literal) => {
+    ($isa:expr, $name:literal, $features:literal, available: $avail:expr) => {
         use crate::blocks::{f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
-        use crate::dispatch::Kernels;
         use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
         use crate::scalar;
 
-        pub fn plug(k: &mut Kernels) {
-            k.isa = $isa;
-            k.quantize_act = quantize_act;
-            k.vec_dot_q4_0 = vec_dot_q4_0;
-            k.vec_dot_q4_1 = vec_dot_q4_1;
-            k.vec_dot_q8_0 = vec_dot_q8_0;
-            k.vec_dot_f32 = vec_dot_f32;
-            k.dots_f32 = dots_f32;
-            k.wsum_f32 = wsum_f32;
-            k.gemm_q4_0 = gemm_q4_0;
-            k.gemm_q4_1 = gemm_q4_1;
-            k.gemm_q8_0 = gemm_q8_0;
-            k.gemm_q4_0x16 = gemm_q4_0x16;
-            k.gemm_q4_1x16 = gemm_q4_1x16;
-            k.gemm_q8_0x16 = gemm_q8_0x16;
-            k.dots_q5_0 = |w, a, nb, out| scalar::byte_dots(vec_dot_q5_0, w, a, nb, out);
-            k.dots_q5_1 = |w, a, nb, out| scalar::byte_dots(vec_dot_q5_1, w, a, nb, out);
-            k.dots_q4_k = |w, a, nb, out| scalar::byte_dots(vec_dot_q4_k, w, a, nb, out);
-            k.dots_q5_k = |w, a, nb, out| scalar::byte_dots(vec_dot_q5_k, w, a, nb, out);
-            k.dots_q6_k = |w, a, nb, out| scalar::byte_dots(vec_dot_q6_k, w, a, nb, out);
-        }
+        plug!($isa, $name, available: $avail, [
+            quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f32, dots_f32, wsum_f32,
+            gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
+            dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k,
+        ]);
+
+        // One token at a time: the row dots below, per token.
+        scalar::row_dots!(
+            dots_q5_0 => vec_dot_q5_0,
+            dots_q5_1 => vec_dot_q5_1,
+            dots_q4_k => vec_dot_q4_k,
+            dots_q5_k => vec_dot_q5_k,
+            dots_q6_k => vec_dot_q6_k
+        );
 
         // ---- safe entry points (installed by `plug` after feature detection) ----
 
@@ -444,7 +436,7 @@ pub mod plain {
         vpadalq_s16(acc, vpaddq_s16(lo, hi))
     }
 
-    neon_bodies!(crate::dispatch::Isa::Neon, "neon");
+    neon_bodies!(crate::dispatch::Isa::Neon, "neon", "neon", available: crate::arm::has_neon());
 }
 
 /// NEON with the dot-product extension: one `sdot` per 16 byte pairs. `vdotq_s32` is not
@@ -478,5 +470,5 @@ pub mod dotprod {
         dot_i8x16(acc, a, b)
     }
 
-    neon_bodies!(crate::dispatch::Isa::NeonDot, "neon,dotprod");
+    neon_bodies!(crate::dispatch::Isa::NeonDot, "neon-dotprod", "neon,dotprod", available: crate::arm::has_dotprod());
 }

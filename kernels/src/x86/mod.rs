@@ -1,20 +1,18 @@
-//! x86-64 kernels. Two tables over one set of kernel bodies:
+//! x86-64 kernels, one module per ISA, each with one `plug`:
 //! - `avx2`: AVX2 + FMA + F16C; signed 8-bit products through `vpmaddubsw` + `vpmaddwd`.
-//! - `avx512`: the same bodies compiled with AVX-512 F/BW/VL + VNNI, where the product-sum is
-//!   one `vpdpbusd` (`dot_u8i8` below), the choice that matters for quantized dot products.
+//! - `avx512`: AVX-512 F/BW/VL + VNNI on top of `avx2`'s table, where the product-sum is one
+//!   `vpdpbusd`, the choice that matters for quantized dot products.
 //!
-//! The bodies are `#[target_feature]` functions; the table slots are safe wrappers that are
-//! only installed after `is_x86_feature_detected!` confirmed every feature the body needs.
+//! `common.rs` holds the bodies both compile with their own features. The bodies are
+//! `#[target_feature]` functions; the table slots are safe wrappers that are only installed
+//! after `is_x86_feature_detected!` confirmed every feature the body needs.
 
 use crate::dispatch::{Isa, Kernels};
 
-mod attn;
 #[macro_use]
-mod bytes;
-mod exp;
-mod kernels;
-mod ymm16;
-mod zmm;
+mod common;
+mod avx2;
+mod avx512;
 
 /// One f16 (raw bits) to f32 with F16C. The bits go in with `vmovd` from a general register,
 /// which writes the whole vector register: built from intrinsics, LLVM inserts the 16 bits into
@@ -35,11 +33,11 @@ unsafe fn f16_to_f32(bits: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(v))
 }
 
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
-fn has_avx512() -> bool {
+pub(crate) fn has_avx512() -> bool {
     has_avx2()
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
@@ -52,15 +50,10 @@ fn has_avx512() -> bool {
 pub fn plug(k: &mut Kernels, want: Option<Isa>) {
     let allow = |isa: Isa| want.is_none_or(|w| w >= isa && w <= Isa::Avx512);
     if allow(Isa::Avx2) && has_avx2() {
-        kernels::avx2::plug(k);
-        ymm16::plug(k);
-        exp::plug_avx2(k);
-        attn::plug(k);
+        avx2::plug(k);
     }
     if allow(Isa::Avx512) && has_avx512() {
-        kernels::avx512::plug(k);
-        zmm::plug(k);
-        exp::plug_avx512(k);
+        avx512::plug(k);
     }
 }
 

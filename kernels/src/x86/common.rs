@@ -1,6 +1,7 @@
-//! Kernel bodies shared by the AVX2 and AVX-512 tables (see `x86/mod.rs`). Each module
-//! supplies `dot_u8i8` — the one instruction choice that differs — and instantiates the
-//! bodies with its target features.
+//! Kernel bodies shared by `avx2.rs` and `avx512.rs`, as macros that each ISA module
+//! instantiates with its target features and its `dot_u8i8` (the one instruction choice that
+//! differs: `vpmaddubsw` + `vpmaddwd`, or VNNI's `vpdpbusd`). The instantiating module imports
+//! `std::arch::x86_64::*`, the block types and `QK`.
 //!
 //! Exactness: `quantize_act` reproduces the scalar reference bit for bit (same f32 products,
 //! exact round-half-away-from-zero). Dot products sum exact integer block dot products, then
@@ -8,74 +9,55 @@
 //! rounding (tested with a tolerance relative to the magnitude of the terms).
 
 macro_rules! kernel_bodies {
-    ($isa:expr, $features:literal, rows: $R:literal, tokens: $T:literal, byte_tokens: $BT:literal) => {
-        use std::arch::x86_64::*;
-
-        use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
-        use crate::dispatch::Kernels;
-
-        pub fn plug(k: &mut Kernels) {
-            k.isa = $isa;
-            k.quantize_act = quantize_act;
-            k.vec_dot_q4_0 = vec_dot_q4_0;
-            k.vec_dot_q4_1 = vec_dot_q4_1;
-            k.vec_dot_q8_0 = vec_dot_q8_0;
-            k.vec_dot_f16 = vec_dot_f16;
-            k.vec_dot_f32 = vec_dot_f32;
-            k.gemm_q4_0 = gemm_q4_0;
-            k.gemm_q4_1 = gemm_q4_1;
-            k.gemm_q8_0 = gemm_q8_0;
-            plug_bytes(k);
-        }
-
+    ($features:literal, rows: $R:literal, tokens: $T:literal, byte_tokens: $BT:literal) => {
         byte_bodies!($features, tokens: $BT);
 
         // ---- safe entry points (installed by `plug` only after feature detection) ----
 
-        fn quantize_act(src: &[f32], dst: &mut [BlockQ8A]) {
+        pub(super) fn quantize_act(src: &[f32], dst: &mut [BlockQ8A]) {
             assert!(src.len() >= dst.len() * QK);
             // SAFETY: `plug` runs only after `x86::has_*` detected every feature in
             // `$features`; the slice lengths cover every block accessed (asserted above).
             unsafe { quantize_act_impl(src, dst) }
         }
-        fn vec_dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
+        pub(super) fn vec_dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
             assert_eq!(w.len(), a.len());
             // SAFETY: features detected before `plug`; equal lengths asserted.
             unsafe { vec_dot_q4_0_impl(w, a) }
         }
-        fn vec_dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
+        pub(super) fn vec_dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
             assert_eq!(w.len(), a.len());
             // SAFETY: features detected before `plug`; equal lengths asserted.
             unsafe { vec_dot_q4_1_impl(w, a) }
         }
-        fn vec_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
+        pub(super) fn vec_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
             assert_eq!(w.len(), a.len());
             // SAFETY: features detected before `plug`; equal lengths asserted.
             unsafe { vec_dot_q8_0_impl(w, a) }
         }
-        fn vec_dot_f16(w: &[u16], x: &[f32]) -> f32 {
+        pub(super) fn vec_dot_f16(w: &[u16], x: &[f32]) -> f32 {
             assert_eq!(w.len(), x.len());
             // SAFETY: features detected before `plug`; equal lengths asserted.
             unsafe { vec_dot_f16_impl(w, x) }
         }
-        fn vec_dot_f32(w: &[f32], x: &[f32]) -> f32 {
+        pub(super) fn vec_dot_f32(w: &[f32], x: &[f32]) -> f32 {
             assert_eq!(w.len(), x.len());
             // SAFETY: features detected before `plug`; equal lengths asserted.
             unsafe { vec_dot_f32_impl(w, x) }
         }
 
-        fn gemm_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+        pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             let (rows, toks) = tile_dims(w.len(), a.len(), nb, out.len());
             // SAFETY: features detected before `plug`; `tile_dims` checked that `w` holds
             // `rows`, `a` holds `toks` whole rows of `nb` blocks and `out` rows × toks values.
             unsafe { gemm_q4_0_impl(w.as_ptr(), a.as_ptr(), nb, rows, toks, out.as_mut_ptr()) }
         }
-        fn gemm_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+        pub(super) fn gemm_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             let (rows, toks) = tile_dims(w.len(), a.len(), nb, out.len());
             // SAFETY: as in `gemm_q4_0`.
             unsafe { gemm_q4_1_impl(w.as_ptr(), a.as_ptr(), nb, rows, toks, out.as_mut_ptr()) }
         }
-        fn gemm_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+        pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             let (rows, toks) = tile_dims(w.len(), a.len(), nb, out.len());
             // SAFETY: as in `gemm_q4_0`.
             unsafe { gemm_q8_0_impl(w.as_ptr(), a.as_ptr(), nb, rows, toks, out.as_mut_ptr()) }
@@ -223,7 +205,7 @@ macro_rules! kernel_bodies {
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn f16_to_f32(bits: u16) -> f32 {
-            super::super::f16_to_f32(bits)
+            crate::x86::f16_to_f32(bits)
         }
 
         /// Σ x·y over groups of 4 signed bytes → 8 × i32 (sign trick: |x| · (y·sign x)).
@@ -367,30 +349,247 @@ macro_rules! kernel_bodies {
     };
 }
 
-/// AVX2 + FMA + F16C.
-pub mod avx2 {
-    /// Σ u·s over groups of 4 (unsigned × signed bytes) → 8 × i32, via `vpmaddubsw` (pairs to
-    /// saturating i16; no saturation here: |u| ≤ 128 and |s| ≤ 127 give at most 2·128·127)
-    /// and `vpmaddwd`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn dot_u8i8(u: std::arch::x86_64::__m256i, s: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i {
-        use std::arch::x86_64::*;
-        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
-    }
+// Dot products of the byte-coded types (`q5_0`, `q5_1`, `q4_k`, `q5_k`, `q6_k`) with 8-bit
+// activation blocks, `byte_bodies!`, instantiated by `kernel_bodies!` for AVX2 and AVX-512 VNNI (the one
+// difference is `dot_u8i8`). Scalar twins: `q5::vec_dot_*`, `kquants::vec_dot_*`.
+//
+// Each 32-value activation block meets one weight sub-block (two 16-value ones for `q6_k`):
+// the integer products are exact in the lanes, and each lane is scaled and accumulated in f32,
+// so the results differ from the scalar twins only by the order of f32 additions.
 
-    kernel_bodies!(crate::dispatch::Isa::Avx2, "avx2,fma,f16c", rows: 2, tokens: 4, byte_tokens: 8);
-}
+macro_rules! byte_bodies {
+    ($features:literal, tokens: $TOK:literal) => {
+        /// Bytes per block and activation blocks per block of each byte-coded type.
+        const Q5_0: (usize, usize) = (crate::q5::BYTES, 1);
+        const Q5_1: (usize, usize) = (crate::q5::BYTES_1, 1);
+        const Q4_K: (usize, usize) = (144, 8);
+        const Q5_K: (usize, usize) = (176, 8);
+        const Q6_K: (usize, usize) = (210, 8);
 
-/// AVX-512 (F, BW, VL) with VNNI.
-pub mod avx512 {
-    /// Σ u·s over groups of 4 (unsigned × signed bytes) → 8 × i32 in one `vpdpbusd`.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    #[inline]
-    unsafe fn dot_u8i8(u: std::arch::x86_64::__m256i, s: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i {
-        use std::arch::x86_64::*;
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
-    }
+        /// Tokens per kernel call: each unpacked weight block serves this many tokens (8 with
+        /// AVX2's 16 registers, 16 with AVX-512's 32; measured on SmolLM2 Q4_K_M prefill).
+        const TOK: usize = $TOK;
 
-    kernel_bodies!(crate::dispatch::Isa::Avx512, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", rows: 4, tokens: 4, byte_tokens: 16);
+        /// A row kernel for `T` tokens: `(row, first token's blocks, nb) → T results`.
+        type RowKernel<const T: usize> = unsafe fn(&[u8], *const BlockQ8A, usize) -> [f32; T];
+
+        /// The `ByteDotsFn` contract: the row holds exactly `nb` activation blocks' worth of
+        /// blocks and `a` at least `out.len()` tokens; then runs the tokens `TOK` at a time
+        /// (the same per-token operations as one at a time, so results do not depend on it).
+        fn run_dots(
+            w: &[u8],
+            a: &[BlockQ8A],
+            nb: usize,
+            out: &mut [f32],
+            (bytes, per): (usize, usize),
+            many: RowKernel<TOK>,
+            one: RowKernel<1>,
+        ) {
+            assert!(
+                nb.is_multiple_of(per) && w.len() == nb / per * bytes && a.len() >= out.len() * nb,
+                "byte-coded row and activations differ"
+            );
+            let mut t = 0;
+            while t + TOK <= out.len() {
+                // SAFETY: `plug` runs only after feature detection (see `x86/mod.rs`); tokens
+                // t..t + TOK lie inside `a` (asserted above) and `w` holds one row of `nb` blocks.
+                let v = unsafe { many(w, a.as_ptr().add(t * nb), nb) };
+                out[t..t + TOK].copy_from_slice(&v);
+                t += TOK;
+            }
+            while t < out.len() {
+                // SAFETY: as above, for the one token t.
+                out[t] = unsafe { one(w, a.as_ptr().add(t * nb), nb) }[0];
+                t += 1;
+            }
+        }
+
+        pub(super) fn dots_q5_0(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_dots(w, a, nb, out, Q5_0, q5_0_impl::<TOK>, q5_0_impl::<1>)
+        }
+        pub(super) fn dots_q5_1(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_dots(w, a, nb, out, Q5_1, q5_1_impl::<TOK>, q5_1_impl::<1>)
+        }
+        pub(super) fn dots_q4_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_dots(w, a, nb, out, Q4_K, k4_impl::<TOK, false>, k4_impl::<1, false>)
+        }
+        pub(super) fn dots_q5_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_dots(w, a, nb, out, Q5_K, k4_impl::<TOK, true>, k4_impl::<1, true>)
+        }
+        pub(super) fn dots_q6_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_dots(w, a, nb, out, Q6_K, q6_k_impl::<TOK>, q6_k_impl::<1>)
+        }
+
+        /// The 32 fifth bits of `qh` (bit j for value j) as bytes: 0x10 where set, else 0.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn high_bits_32(qh: u32) -> __m256i {
+            let v = _mm256_set1_epi32(qh as i32);
+            // Byte j takes byte j / 8 of qh (each 128-bit lane holds all four) …
+            let spread = _mm256_setr_epi8(
+                0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+            );
+            let bytes = _mm256_shuffle_epi8(v, spread);
+            // … and keeps bit j % 8.
+            let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+            _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+        }
+
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn load_act(ba: &BlockQ8A) -> __m256i {
+            _mm256_loadu_si256(ba.qs.as_ptr() as *const __m256i)
+        }
+
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn f16_le(p: *const u8) -> f32 {
+            f16_to_f32((p as *const u16).read_unaligned())
+        }
+
+        /// Per token: the lane sum plus a scalar term.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn finish<const T: usize>(acc: [__m256; T], extra: [f32; T]) -> [f32; T] {
+            let mut r = extra;
+            for (r, acc) in r.iter_mut().zip(acc) {
+                *r += hsum_f32x8(acc);
+            }
+            r
+        }
+
+        /// Token t's activation block i (`a`: T tokens of `nb` blocks each).
+        #[inline]
+        unsafe fn act<'a>(a: *const BlockQ8A, nb: usize, t: usize, i: usize) -> &'a BlockQ8A {
+            &*a.add(t * nb + i)
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn q5_0_impl<const T: usize>(w: &[u8], a: *const BlockQ8A, nb: usize) -> [f32; T] {
+            let mut acc = [_mm256_setzero_ps(); T];
+            let sixteen = _mm256_set1_epi8(16);
+            for (i, b) in w.chunks_exact(crate::q5::BYTES).enumerate() {
+                let p = b.as_ptr();
+                let qh = (p.add(2) as *const u32).read_unaligned();
+                let x = _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles_32(p.add(6)), high_bits_32(qh)), sixteen);
+                let ax = _mm256_sign_epi8(x, x);
+                let d = f16_le(p);
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let ba = act(a, nb, t, i);
+                    let s = _mm256_cvtepi32_ps(dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)));
+                    *acc = _mm256_fmadd_ps(s, _mm256_set1_ps(d * ba.d), *acc);
+                }
+            }
+            finish(acc, [0f32; T])
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn q5_1_impl<const T: usize>(w: &[u8], a: *const BlockQ8A, nb: usize) -> [f32; T] {
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut acc_m = [0f32; T];
+            for (i, b) in w.chunks_exact(crate::q5::BYTES_1).enumerate() {
+                let p = b.as_ptr();
+                let qh = (p.add(4) as *const u32).read_unaligned();
+                let q = _mm256_or_si256(unpack_nibbles_32(p.add(8)), high_bits_32(qh));
+                let (d, m) = (f16_le(p), f16_le(p.add(2)));
+                for t in 0..T {
+                    let ba = act(a, nb, t, i);
+                    let s = _mm256_cvtepi32_ps(dot_u8i8(q, load_act(ba)));
+                    acc[t] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * ba.d), acc[t]);
+                    acc_m[t] += m * ba.d * ba.sum as f32;
+                }
+            }
+            finish(acc, acc_m)
+        }
+
+        /// `q4_k` (`FIVE` false) and `q5_k`: per super-block, 4 groups of 32 bytes hold the
+        /// nibbles of sub-blocks 2g (low) and 2g + 1 (high); `q5_k`'s fifth bit of sub-block j is
+        /// bit j of `qh[l]`.
+        #[target_feature(enable = $features)]
+        unsafe fn k4_impl<const T: usize, const FIVE: bool>(w: &[u8], a: *const BlockQ8A, nb: usize) -> [f32; T] {
+            let bytes = if FIVE { 176 } else { 144 };
+            let m4 = _mm256_set1_epi8(0x0F);
+            let h16 = _mm256_set1_epi8(0x10);
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut acc_m = [0f32; T];
+            for (sb, b) in w.chunks_exact(bytes).enumerate() {
+                let sm = crate::kquants::scales_k4(b);
+                let p = b.as_ptr();
+                let qh = if FIVE { _mm256_loadu_si256(p.add(16) as *const __m256i) } else { _mm256_setzero_si256() };
+                let ql = p.add(if FIVE { 48 } else { 16 });
+                for g in 0..4 {
+                    let v = _mm256_loadu_si256(ql.add(32 * g) as *const __m256i);
+                    let halves = [_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4)];
+                    for (h, mut q) in halves.into_iter().enumerate() {
+                        let j = 2 * g + h;
+                        if FIVE {
+                            let bit = _mm256_set1_epi8(1 << j);
+                            let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+                            q = _mm256_or_si256(q, _mm256_and_si256(set, h16));
+                        }
+                        for t in 0..T {
+                            let ba = act(a, nb, t, 8 * sb + j);
+                            let s = _mm256_cvtepi32_ps(dot_u8i8(q, load_act(ba)));
+                            acc[t] = _mm256_fmadd_ps(s, _mm256_set1_ps(sm[j].0 * ba.d), acc[t]);
+                            acc_m[t] += sm[j].1 * ba.d * ba.sum as f32;
+                        }
+                    }
+                }
+            }
+            finish(acc, acc_m.map(|m| -m))
+        }
+
+        /// The low two bits of each byte of `h`, moved to bits 4–5.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn two_bits(h: __m256i, m2: __m256i) -> __m256i {
+            _mm256_slli_epi16::<4>(_mm256_and_si256(h, m2))
+        }
+
+        /// `q6_k`: per 128-value half n, sub-block k takes nibbles from `ql[32·(k & 1)..]`
+        /// (low for k < 2, high otherwise) and two bits from `qh >> 2k`; the low 8 lanes of a
+        /// product cover its first 16 values (scale `sc[2k]`), the high 8 its second 16.
+        #[target_feature(enable = $features)]
+        unsafe fn q6_k_impl<const T: usize>(w: &[u8], a: *const BlockQ8A, nb: usize) -> [f32; T] {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let m2 = _mm256_set1_epi8(3);
+            let off = _mm256_set1_epi8(32);
+            let mut acc = [_mm256_setzero_ps(); T];
+            for (sb, b) in w.chunks_exact(210).enumerate() {
+                let p = b.as_ptr();
+                let d = f16_le(p.add(208));
+                for n in 0..2 {
+                    let ql0 = _mm256_loadu_si256(p.add(64 * n) as *const __m256i);
+                    let ql1 = _mm256_loadu_si256(p.add(64 * n + 32) as *const __m256i);
+                    let qh = _mm256_loadu_si256(p.add(128 + 32 * n) as *const __m256i);
+                    let q = [
+                        _mm256_or_si256(_mm256_and_si256(ql0, m4), two_bits(qh, m2)),
+                        _mm256_or_si256(_mm256_and_si256(ql1, m4), two_bits(_mm256_srli_epi16::<2>(qh), m2)),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                            two_bits(_mm256_srli_epi16::<4>(qh), m2),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                            two_bits(_mm256_srli_epi16::<6>(qh), m2),
+                        ),
+                    ];
+                    let sc = &b[192 + 8 * n..200 + 8 * n];
+                    for (k, q) in q.into_iter().enumerate() {
+                        let x = _mm256_sub_epi8(q, off);
+                        let ax = _mm256_sign_epi8(x, x);
+                        let (d0, d1) = (d * (sc[2 * k] as i8) as f32, d * (sc[2 * k + 1] as i8) as f32);
+                        for (t, acc) in acc.iter_mut().enumerate() {
+                            let ba = act(a, nb, t, 8 * sb + 4 * n + k);
+                            let s = _mm256_cvtepi32_ps(dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)));
+                            let f = _mm256_set_m128(_mm_set1_ps(d1 * ba.d), _mm_set1_ps(d0 * ba.d));
+                            *acc = _mm256_fmadd_ps(s, f, *acc);
+                        }
+                    }
+                }
+            }
+            finish(acc, [0f32; T])
+        }
+    };
 }

@@ -1,5 +1,10 @@
-//! AVX-512 VNNI kernels on 512-bit registers: two 32-value blocks per register, one
-//! `vpdpbusd` (64 unsigned × signed byte products) per block pair.
+//! AVX-512 (F, BW, VL) with VNNI (the `avx512` table, on top of `avx2`'s).
+//!
+//! The bodies shared with AVX2 (`common.rs`) are compiled here with VNNI, where the 8-bit
+//! product-sum is one `vpdpbusd` (`dot_u8i8`): `quantize_act`, the f16/f32 row dots and the
+//! byte-coded types' dots come from them. The legacy types' row dots and tiles run on 512-bit
+//! registers, two 32-value blocks per register, one `vpdpbusd` (64 unsigned × signed byte
+//! products) per block pair.
 //!
 //! `vpdpbusd` multiplies unsigned weights by signed activations, so signed weights are made
 //! unsigned and the offset is folded into the accumulator's start value: `q4_0` nibbles are
@@ -16,25 +21,38 @@
 use std::arch::x86_64::*;
 
 use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
-use crate::dispatch::Kernels;
+use crate::exp::{exp, LN2_HI, LN2_LO, LOG2E, MAX_X, MIN_X, P};
 use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
+use ymm::{dots_q4_k, dots_q5_0, dots_q5_1, dots_q5_k, dots_q6_k, quantize_act, vec_dot_f16, vec_dot_f32};
 
-pub fn plug(k: &mut Kernels) {
-    k.vec_dot_q4_0 = vec_dot_q4_0;
-    k.vec_dot_q4_1 = vec_dot_q4_1;
-    k.vec_dot_q8_0 = vec_dot_q8_0;
-    k.gemm_q4_0 = gemm_q4_0;
-    k.gemm_q4_1 = gemm_q4_1;
-    k.gemm_q8_0 = gemm_q8_0;
-    k.gemm_q4_0x16 = gemm_q4_0x16;
-    k.gemm_q4_1x16 = gemm_q4_1x16;
-    k.gemm_q8_0x16 = gemm_q8_0x16;
+plug!(crate::dispatch::Isa::Avx512, "avx512", available: crate::x86::has_avx512(), [
+    quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
+    gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
+    dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32,
+]);
+
+/// The shared 256-bit bodies with VNNI. Their legacy row dots and tiles are superseded by the
+/// 512-bit ones below.
+#[allow(dead_code)]
+mod ymm {
+    use std::arch::x86_64::*;
+
+    use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
+
+    /// Σ u·s over groups of 4 (unsigned × signed bytes) → 8 × i32 in one `vpdpbusd`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    }
+
+    kernel_bodies!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", rows: 4, tokens: 4, byte_tokens: 16);
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn f16(bits: u16) -> f32 {
-    super::f16_to_f32(bits)
+    crate::x86::f16_to_f32(bits)
 }
 
 /// `[a ×8, b ×8]`.
@@ -546,3 +564,48 @@ macro_rules! entries {
 entries!(vec_dot_q4_0, gemm_q4_0, BlockQ4_0);
 entries!(vec_dot_q4_1, gemm_q4_1, BlockQ4_1);
 entries!(vec_dot_q8_0, gemm_q8_0, BlockQ8_0);
+
+// ---- e^x -----------------------------------------------------------------------------------------
+
+fn exp_f32(x: &mut [f32]) {
+    // SAFETY: installed only after AVX-512 F was detected; as above with chunks of 16.
+    unsafe { exp16(x) }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn exp16(x: &mut [f32]) {
+    let mut chunks = x.chunks_exact_mut(16);
+    for c in &mut chunks {
+        let v = _mm512_loadu_ps(c.as_ptr());
+        let xc = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(MIN_X)), _mm512_set1_ps(MAX_X));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
+            xc,
+            _mm512_set1_ps(LOG2E),
+            _mm512_set1_ps(0.5),
+        ));
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI), xc);
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO), r);
+        let z = _mm512_mul_ps(r, r);
+        let mut p = _mm512_set1_ps(P[0]);
+        for c in &P[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+        }
+        let y = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), _mm512_set1_ps(1.0));
+        let ni = _mm512_cvttps_epi32(n);
+        let h = _mm512_srai_epi32::<1>(ni);
+        let bias = _mm512_set1_epi32(127);
+        let s1 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_sub_epi32(ni, h), bias)));
+        let s2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(h, bias)));
+        let mut res = _mm512_mul_ps(_mm512_mul_ps(y, s1), s2);
+        res =
+            _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_set1_ps(MIN_X)), res, _mm512_setzero_ps());
+        res = _mm512_mask_blend_ps(
+            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_set1_ps(MAX_X)),
+            res,
+            _mm512_set1_ps(f32::INFINITY),
+        );
+        res = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), res, v);
+        _mm512_storeu_ps(c.as_mut_ptr(), res);
+    }
+    chunks.into_remainder().iter_mut().for_each(|v| *v = exp(*v));
+}
