@@ -2,6 +2,8 @@
 //! (`scalar`), SIMD twins per ISA (`x86/`), run-time dispatch (`dispatch`) and the matrix
 //! products and element-wise operations the runtime composes (`ops`).
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 #[cfg(target_endian = "big")]
 compile_error!("autark's block formats are little-endian; big-endian targets are not supported");
 

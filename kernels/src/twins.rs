@@ -123,13 +123,15 @@ mod checks {
         }
     }
 
+    type DotFn<B> = fn(&[B], &[BlockQ8A]) -> f32;
+
     /// A legacy type's row dot against the scalar twin.
     fn legacy_dot<B: Copy>(
         isa: Isa,
         name: &str,
         quant: fn(&[f32]) -> Vec<B>,
         deq: fn(&[B], &mut [f32]),
-        [want, got]: [fn(&[B], &[BlockQ8A]) -> f32; 2],
+        [want, got]: [DotFn<B>; 2],
     ) {
         let mut rng = Rng::new(4 + isa as u64);
         for nb in BLOCK_COUNTS {
@@ -399,19 +401,19 @@ mod checks {
     /// Attention's strided loops: row lengths 1–130 (odd tails), 0–17 rows, strides longer than
     /// a row (a GQA cache). Sums run in another order, so they agree within f32 rounding of
     /// Σ|terms|.
-    fn strided(isa: Isa, f: &dyn Fn(&mut Rng, usize, usize, usize, &[f32])) {
+    fn strided(isa: Isa, f: impl Fn(&mut Rng, [usize; 3], &[f32])) {
         let mut rng = Rng::new(5 + isa as u64);
         for hd in [1, 7, 8, 16, 24, 64, 72, 128, 130] {
             for n in [0, 1, 3, 4, 5, 17] {
                 let stride = 3 * hd + 5;
                 let kv = rng.vec(n.max(1) * stride, 1.0);
-                f(&mut rng, hd, n, stride, &kv);
+                f(&mut rng, [hd, n, stride], &kv);
             }
         }
     }
 
     pub(crate) fn dots_f32(k: &Kernels, isa: Isa) {
-        strided(isa, &|rng, hd, n, stride, kv| {
+        strided(isa, |rng: &mut Rng, [hd, n, stride]: [usize; 3], kv: &[f32]| {
             let q = rng.vec(hd, 1.0);
             let (mut got, mut want) = (vec![0f32; n], vec![0f32; n]);
             (k.dots_f32)(&q, kv, stride, &mut got);
@@ -424,7 +426,7 @@ mod checks {
     }
 
     pub(crate) fn wsum_f32(k: &Kernels, isa: Isa) {
-        strided(isa, &|rng, hd, n, stride, kv| {
+        strided(isa, |rng: &mut Rng, [hd, n, stride]: [usize; 3], kv: &[f32]| {
             let (w, init) = (rng.vec(n, 1.0), rng.vec(hd, 1.0));
             let (mut got, mut want) = (init.clone(), init.clone());
             (k.wsum_f32)(&mut got, &w, kv, stride);

@@ -42,7 +42,7 @@ mod ymm {
     /// Σ u·s over groups of 4 (unsigned × signed bytes) → 8 × i32 in one `vpdpbusd`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
-    unsafe fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
+    fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
     }
 
@@ -51,20 +51,20 @@ mod ymm {
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn f16(bits: u16) -> f32 {
+fn f16(bits: u16) -> f32 {
     crate::x86::f16_to_f32(bits)
 }
 
 /// `[a ×8, b ×8]`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn pair_ps(a: f32, b: f32) -> __m512 {
+fn pair_ps(a: f32, b: f32) -> __m512 {
     _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(_mm512_set1_ps(a)), _mm256_castps_pd(_mm256_set1_ps(b))))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn pair_si(lo: __m256i, hi: __m256i) -> __m512i {
+fn pair_si(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
@@ -158,45 +158,64 @@ const fn offset(k: Kind) -> i32 {
 
 /// The 32 values of one weight block as unsigned bytes (value + offset); nibbles as in the
 /// activation order: values 0–15 in the low 128 bits, 16–31 in the high.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn block_u8<B: WBlock>(b: &B) -> __m256i {
-    if B::KIND == Kind::Q8_0 {
-        _mm256_xor_si256(_mm256_loadu_si256(b.qs() as *const __m256i), _mm256_set1_epi8(-128))
-    } else {
-        let v = _mm_loadu_si128(b.qs() as *const __m128i);
-        let m = _mm_set1_epi8(0x0F);
-        _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16::<4>(v), m), _mm_and_si128(v, m))
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        if B::KIND == Kind::Q8_0 {
+            _mm256_xor_si256(_mm256_loadu_si256(b.qs() as *const __m256i), _mm256_set1_epi8(-128))
+        } else {
+            let v = _mm_loadu_si128(b.qs() as *const __m128i);
+            let m = _mm_set1_epi8(0x0F);
+            _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16::<4>(v), m), _mm_and_si128(v, m))
+        }
     }
 }
 
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn load_pair<B: WBlock>(b0: &B, b1: Option<&B>) -> WPair {
-    let (hi, d1, m1) = match b1 {
-        Some(b) => (block_u8(b), f16(b.d()), f16(b.m())),
-        None => (_mm256_setzero_si256(), 0.0, 0.0),
-    };
-    WPair { x: pair_si(block_u8(b0), hi), dw: pair_ps(f16(b0.d()), d1), m: pair_ps(f16(b0.m()), m1) }
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let (hi, d1, m1) = match b1 {
+            Some(b) => (block_u8(b), f16(b.d()), f16(b.m())),
+            None => (_mm256_setzero_si256(), 0.0, 0.0),
+        };
+        WPair { x: pair_si(block_u8(b0), hi), dw: pair_ps(f16(b0.d()), d1), m: pair_ps(f16(b0.m()), m1) }
+    }
 }
 
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn load_act<B: WBlock>(a0: &BlockQ8A, a1: Option<&BlockQ8A>) -> APair {
-    let y0 = _mm256_loadu_si256(a0.qs.as_ptr() as *const __m256i);
-    let (y1, d1, s1) = match a1 {
-        Some(a) => (_mm256_loadu_si256(a.qs.as_ptr() as *const __m256i), a.d, a.sum),
-        None => (_mm256_setzero_si256(), 0.0, 0),
-    };
-    let o = offset(B::KIND);
-    let start = _mm512_setr_epi32(-o * a0.sum, 0, 0, 0, 0, 0, 0, 0, -o * s1, 0, 0, 0, 0, 0, 0, 0);
-    APair { y: pair_si(y0, y1), da: pair_ps(a0.d, d1), start, dsum: pair_ps(a0.d * a0.sum as f32, d1 * s1 as f32) }
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let y0 = _mm256_loadu_si256(a0.qs.as_ptr() as *const __m256i);
+        let (y1, d1, s1) = match a1 {
+            Some(a) => (_mm256_loadu_si256(a.qs.as_ptr() as *const __m256i), a.d, a.sum),
+            None => (_mm256_setzero_si256(), 0.0, 0),
+        };
+        let o = offset(B::KIND);
+        let start = _mm512_setr_epi32(-o * a0.sum, 0, 0, 0, 0, 0, 0, 0, -o * s1, 0, 0, 0, 0, 0, 0, 0);
+        APair { y: pair_si(y0, y1), da: pair_ps(a0.d, d1), start, dsum: pair_ps(a0.d * a0.sum as f32, d1 * s1 as f32) }
+    }
 }
 
 /// One block pair of one (row, token): `acc += lanes(x·y − OFFSET·Σy) · (d_w·d_a)`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn step<B: WBlock>(w: &WPair, a: &APair, acc: __m512, acc_m: &mut __m512) -> __m512 {
+fn step<B: WBlock>(w: &WPair, a: &APair, acc: __m512, acc_m: &mut __m512) -> __m512 {
     let p = _mm512_dpbusd_epi32(a.start, w.x, a.y);
     if B::KIND == Kind::Q4_1 {
         // Each block's m·d·Σa in all 8 of its lanes: a second, independent accumulator.
@@ -206,36 +225,47 @@ unsafe fn step<B: WBlock>(w: &WPair, a: &APair, acc: __m512, acc_m: &mut __m512)
 }
 
 /// Row `w` (nb blocks) × token `a` (nb blocks).
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn dot<B: WBlock>(w: &[B], a: &[BlockQ8A]) -> f32 {
-    let mut acc = _mm512_setzero_ps();
-    let mut acc_m = _mm512_setzero_ps();
-    let mut b = 0;
-    // Whole pairs, then the odd block: per pair the operations of `tile`, without a branch
-    // per pair.
-    while b + 2 <= w.len() {
-        let wp = load_pair(&w[b], Some(&w[b + 1]));
-        let ap = load_act::<B>(&a[b], Some(&a[b + 1]));
-        acc = step::<B>(&wp, &ap, acc, &mut acc_m);
-        b += 2;
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let mut acc = _mm512_setzero_ps();
+        let mut acc_m = _mm512_setzero_ps();
+        let mut b = 0;
+        // Whole pairs, then the odd block: per pair the operations of `tile`, without a branch
+        // per pair.
+        while b + 2 <= w.len() {
+            let wp = load_pair(&w[b], Some(&w[b + 1]));
+            let ap = load_act::<B>(&a[b], Some(&a[b + 1]));
+            acc = step::<B>(&wp, &ap, acc, &mut acc_m);
+            b += 2;
+        }
+        if b < w.len() {
+            let wp = load_pair(&w[b], None);
+            let ap = load_act::<B>(&a[b], None);
+            acc = step::<B>(&wp, &ap, acc, &mut acc_m);
+        }
+        _mm512_reduce_add_ps(acc) + min_term(acc_m)
     }
-    if b < w.len() {
-        let wp = load_pair(&w[b], None);
-        let ap = load_act::<B>(&a[b], None);
-        acc = step::<B>(&wp, &ap, acc, &mut acc_m);
-    }
-    _mm512_reduce_add_ps(acc) + min_term(acc_m)
 }
 
 /// The `q4_1` minimum term: lanes 0 (even blocks) and 8 (odd blocks) of its accumulator.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn min_term(acc_m: __m512) -> f32 {
+fn min_term(acc_m: __m512) -> f32 {
     _mm512_cvtss_f32(acc_m) + _mm_cvtss_f32(_mm512_extractf32x4_ps::<2>(acc_m))
 }
 
 /// R rows × T tokens into `out[t * out_stride + r]`; rows start at `w[r * nb]`, tokens at
 /// `a[t * nb]`. Each loaded weight pair serves T tokens, each activation pair R rows.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn tile<B: WBlock, const R: usize, const T: usize>(
@@ -245,28 +275,31 @@ unsafe fn tile<B: WBlock, const R: usize, const T: usize>(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let mut acc = [[_mm512_setzero_ps(); T]; R];
-    let mut acc_m = [[_mm512_setzero_ps(); T]; R];
-    let mut b = 0;
-    while b < nb {
-        let two = b + 1 < nb;
-        let mut wp = [WPair { x: _mm512_setzero_si512(), dw: _mm512_setzero_ps(), m: _mm512_setzero_ps() }; R];
-        for (r, p) in wp.iter_mut().enumerate() {
-            let row = &w[r * nb..];
-            *p = load_pair(&row[b], if two { Some(&row[b + 1]) } else { None });
-        }
-        for t in 0..T {
-            let col = &a[t * nb..];
-            let ap = load_act::<B>(&col[b], if two { Some(&col[b + 1]) } else { None });
-            for r in 0..R {
-                acc[r][t] = step::<B>(&wp[r], &ap, acc[r][t], &mut acc_m[r][t]);
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        let mut acc_m = [[_mm512_setzero_ps(); T]; R];
+        let mut b = 0;
+        while b < nb {
+            let two = b + 1 < nb;
+            let mut wp = [WPair { x: _mm512_setzero_si512(), dw: _mm512_setzero_ps(), m: _mm512_setzero_ps() }; R];
+            for (r, p) in wp.iter_mut().enumerate() {
+                let row = &w[r * nb..];
+                *p = load_pair(&row[b], if two { Some(&row[b + 1]) } else { None });
             }
+            for t in 0..T {
+                let col = &a[t * nb..];
+                let ap = load_act::<B>(&col[b], if two { Some(&col[b + 1]) } else { None });
+                for r in 0..R {
+                    acc[r][t] = step::<B>(&wp[r], &ap, acc[r][t], &mut acc_m[r][t]);
+                }
+            }
+            b += 2;
         }
-        b += 2;
-    }
-    for r in 0..R {
-        for t in 0..T {
-            out[t * out_stride + r] = _mm512_reduce_add_ps(acc[r][t]) + min_term(acc_m[r][t]);
+        for r in 0..R {
+            for t in 0..T {
+                out[t * out_stride + r] = _mm512_reduce_add_ps(acc[r][t]) + min_term(acc_m[r][t]);
+            }
         }
     }
 }
@@ -277,31 +310,38 @@ const TILE_R: usize = 2;
 const TILE_T: usize = 4;
 
 /// The whole rows × tokens product in TILE_R × TILE_T tiles (remainders in smaller tiles).
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn gemm<B: WBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-    let rows = w.len() / nb;
-    let toks = a.len() / nb;
-    macro_rules! sweep {
-        ($t:expr, $T:expr) => {{
-            let mut r = 0;
-            while r + TILE_R <= rows {
-                tile::<B, TILE_R, { $T }>(&w[r * nb..], &a[$t * nb..], nb, &mut out[$t * rows + r..], rows);
-                r += TILE_R;
-            }
-            while r < rows {
-                tile::<B, 1, { $T }>(&w[r * nb..], &a[$t * nb..], nb, &mut out[$t * rows + r..], rows);
-                r += 1;
-            }
-        }};
-    }
-    let mut t = 0;
-    while t + TILE_T <= toks {
-        sweep!(t, TILE_T);
-        t += TILE_T;
-    }
-    while t < toks {
-        sweep!(t, 1);
-        t += 1;
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let rows = w.len() / nb;
+        let toks = a.len() / nb;
+        macro_rules! sweep {
+            ($t:expr, $T:expr) => {{
+                let mut r = 0;
+                while r + TILE_R <= rows {
+                    tile::<B, TILE_R, { $T }>(&w[r * nb..], &a[$t * nb..], nb, &mut out[$t * rows + r..], rows);
+                    r += TILE_R;
+                }
+                while r < rows {
+                    tile::<B, 1, { $T }>(&w[r * nb..], &a[$t * nb..], nb, &mut out[$t * rows + r..], rows);
+                    r += 1;
+                }
+            }};
+        }
+        let mut t = 0;
+        while t + TILE_T <= toks {
+            sweep!(t, TILE_T);
+            t += TILE_T;
+        }
+        while t < toks {
+            sweep!(t, 1);
+            t += 1;
+        }
     }
 }
 
@@ -332,36 +372,43 @@ thread_local! {
 }
 
 /// Packs tokens `t0..t0 + n` (n ≤ 16; missing lanes are zero) of `a` (`nb` blocks per token).
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn pack<B: WBlock>(a: &[BlockQ8A], nb: usize, t0: usize, n: usize, p: &mut Packed) {
-    let stride = (nb * std::mem::size_of::<BlockQ8A>()) as i32;
-    let lanes = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(stride),
-    );
-    let mask: __mmask16 = if n >= LANES { 0xFFFF } else { (1u16 << n) - 1 };
-    let off = _mm512_set1_epi32(-offset(B::KIND));
-    p.qs.clear();
-    p.da.clear();
-    p.start.clear();
-    p.dsum.clear();
-    for b in 0..nb {
-        // All indices stay inside `a`: lane t < n reads token t0 + t, block b (masked lanes
-        // read nothing).
-        let base = a.as_ptr().add(t0 * nb + b) as *const u8;
-        for k in 0..8 {
-            p.qs.push(_mm512_mask_i32gather_epi32::<1>(
-                _mm512_setzero_si512(),
-                mask,
-                lanes,
-                base.add(8 + 4 * k) as *const i32,
-            ));
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let stride = (nb * std::mem::size_of::<BlockQ8A>()) as i32;
+        let lanes = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(stride),
+        );
+        let mask: __mmask16 = if n >= LANES { 0xFFFF } else { (1u16 << n) - 1 };
+        let off = _mm512_set1_epi32(-offset(B::KIND));
+        p.qs.clear();
+        p.da.clear();
+        p.start.clear();
+        p.dsum.clear();
+        for b in 0..nb {
+            // All indices stay inside `a`: lane t < n reads token t0 + t, block b (masked lanes
+            // read nothing).
+            let base = a.as_ptr().add(t0 * nb + b) as *const u8;
+            for k in 0..8 {
+                p.qs.push(_mm512_mask_i32gather_epi32::<1>(
+                    _mm512_setzero_si512(),
+                    mask,
+                    lanes,
+                    base.add(8 + 4 * k) as *const i32,
+                ));
+            }
+            let d = _mm512_mask_i32gather_ps::<1>(_mm512_setzero_ps(), mask, lanes, base as *const f32);
+            let sum = _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), mask, lanes, base.add(4) as *const i32);
+            p.da.push(d);
+            p.start.push(_mm512_mullo_epi32(sum, off));
+            p.dsum.push(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sum)));
         }
-        let d = _mm512_mask_i32gather_ps::<1>(_mm512_setzero_ps(), mask, lanes, base as *const f32);
-        let sum = _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), mask, lanes, base.add(4) as *const i32);
-        p.da.push(d);
-        p.start.push(_mm512_mullo_epi32(sum, off));
-        p.dsum.push(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sum)));
     }
 }
 
@@ -375,65 +422,78 @@ struct LaneOut<'a> {
 
 /// R rows (starting at row `r0` of `w`) × the 16 packed tokens. R independent accumulator
 /// chains hide the latency of `vpdpbusd`.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 #[allow(clippy::needless_range_loop)] // k indexes both the packed activations and the rows' groups
 unsafe fn rows_x16<B: WBlock, const R: usize>(w: &[B], nb: usize, r0: usize, p: &Packed, o: &mut LaneOut<'_>) {
-    let mut tmp = [[0i32; 8]; R];
-    let mut acc = [_mm512_setzero_ps(); R];
-    for b in 0..nb {
-        let mut i = [p.start[b]; R];
-        for r in 0..R {
-            let blk = &w[(r0 + r) * nb + b];
-            _mm256_storeu_si256(tmp[r].as_mut_ptr() as *mut __m256i, block_u8(blk));
-        }
-        for k in 0..8 {
-            let a = p.qs[8 * b + k];
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let mut tmp = [[0i32; 8]; R];
+        let mut acc = [_mm512_setzero_ps(); R];
+        for b in 0..nb {
+            let mut i = [p.start[b]; R];
             for r in 0..R {
-                i[r] = _mm512_dpbusd_epi32(i[r], _mm512_set1_epi32(tmp[r][k]), a);
+                let blk = &w[(r0 + r) * nb + b];
+                _mm256_storeu_si256(tmp[r].as_mut_ptr() as *mut __m256i, block_u8(blk));
+            }
+            for k in 0..8 {
+                let a = p.qs[8 * b + k];
+                for r in 0..R {
+                    i[r] = _mm512_dpbusd_epi32(i[r], _mm512_set1_epi32(tmp[r][k]), a);
+                }
+            }
+            for r in 0..R {
+                let blk = &w[(r0 + r) * nb + b];
+                let scale = _mm512_mul_ps(p.da[b], _mm512_set1_ps(f16(blk.d())));
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i[r]), scale, acc[r]);
+                if B::KIND == Kind::Q4_1 {
+                    acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(f16(blk.m())), p.dsum[b], acc[r]);
+                }
             }
         }
-        for r in 0..R {
-            let blk = &w[(r0 + r) * nb + b];
-            let scale = _mm512_mul_ps(p.da[b], _mm512_set1_ps(f16(blk.d())));
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i[r]), scale, acc[r]);
-            if B::KIND == Kind::Q4_1 {
-                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(f16(blk.m())), p.dsum[b], acc[r]);
+        let mut res = [0f32; LANES];
+        for (r, v) in acc.iter().enumerate() {
+            _mm512_storeu_ps(res.as_mut_ptr(), *v);
+            for (t, x) in res.iter().enumerate().take(o.n) {
+                o.out[(o.t0 + t) * o.rows + r0 + r] = *x;
             }
-        }
-    }
-    let mut res = [0f32; LANES];
-    for (r, v) in acc.iter().enumerate() {
-        _mm512_storeu_ps(res.as_mut_ptr(), *v);
-        for (t, x) in res.iter().enumerate().take(o.n) {
-            o.out[(o.t0 + t) * o.rows + r0 + r] = *x;
         }
     }
 }
 
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn gemm_wide<B: WBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-    let rows = w.len() / nb;
-    let toks = a.len() / nb;
-    PACKED.with(|cell| {
-        let mut p = cell.borrow_mut();
-        let mut t0 = 0;
-        while t0 < toks {
-            let n = LANES.min(toks - t0);
-            pack::<B>(a, nb, t0, n, &mut p);
-            let mut o = LaneOut { out: &mut *out, rows, t0, n };
-            let mut r = 0;
-            while r + 4 <= rows {
-                rows_x16::<B, 4>(w, nb, r, &p, &mut o);
-                r += 4;
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let rows = w.len() / nb;
+        let toks = a.len() / nb;
+        PACKED.with(|cell| {
+            let mut p = cell.borrow_mut();
+            let mut t0 = 0;
+            while t0 < toks {
+                let n = LANES.min(toks - t0);
+                pack::<B>(a, nb, t0, n, &mut p);
+                let mut o = LaneOut { out: &mut *out, rows, t0, n };
+                let mut r = 0;
+                while r + 4 <= rows {
+                    rows_x16::<B, 4>(w, nb, r, &p, &mut o);
+                    r += 4;
+                }
+                while r < rows {
+                    rows_x16::<B, 1>(w, nb, r, &p, &mut o);
+                    r += 1;
+                }
+                t0 += n;
             }
-            while r < rows {
-                rows_x16::<B, 1>(w, nb, r, &p, &mut o);
-                r += 1;
-            }
-            t0 += n;
-        }
-    });
+        });
+    }
 }
 
 // ---- 16-row interleaved matrices: rows in lanes ----------------------------------------------
@@ -449,76 +509,96 @@ const X16_TOKENS: usize = 4;
 
 /// The 8 unsigned 512-bit pieces of group block `blk` (piece i meets activation bytes 4i..4i+4)
 /// and the offset they carry.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn unpack16<B: GroupBlock>(blk: &B) -> [__m512i; 8] {
-    let q = blk.qs().as_ptr();
-    let mut x = [_mm512_setzero_si512(); 8];
-    if B::DTYPE == DType::Q8_0 {
-        for (i, x) in x.iter_mut().enumerate() {
-            // SAFETY (caller): a q8_0 group block holds 8 pieces of 64 bytes.
-            *x = _mm512_xor_si512(_mm512_loadu_si512(q.add(64 * i) as *const _), _mm512_set1_epi8(-128));
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let q = blk.qs().as_ptr();
+        let mut x = [_mm512_setzero_si512(); 8];
+        if B::DTYPE == DType::Q8_0 {
+            for (i, x) in x.iter_mut().enumerate() {
+                // SAFETY (caller): a q8_0 group block holds 8 pieces of 64 bytes.
+                *x = _mm512_xor_si512(_mm512_loadu_si512(q.add(64 * i) as *const _), _mm512_set1_epi8(-128));
+            }
+        } else {
+            let m = _mm512_set1_epi8(0x0F);
+            for j in 0..4 {
+                // SAFETY (caller): a q4 group block holds 4 pieces of 64 bytes.
+                let v = _mm512_loadu_si512(q.add(64 * j) as *const _);
+                x[j] = _mm512_and_si512(v, m);
+                x[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m);
+            }
         }
-    } else {
-        let m = _mm512_set1_epi8(0x0F);
-        for j in 0..4 {
-            // SAFETY (caller): a q4 group block holds 4 pieces of 64 bytes.
-            let v = _mm512_loadu_si512(q.add(64 * j) as *const _);
-            x[j] = _mm512_and_si512(v, m);
-            x[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m);
-        }
+        x
     }
-    x
 }
 
 /// 16 rows (group blocks `w[..nb]`) × T tokens (`a[t * nb..]`) into `out[t * stride..][..16]`.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn group_x<B: GroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32], stride: usize) {
-    let off = match B::DTYPE {
-        DType::Q4_0 => -8,
-        DType::Q8_0 => -128,
-        _ => 0,
-    };
-    let mut acc = [_mm512_setzero_ps(); T];
-    for (b, blk) in w[..nb].iter().enumerate() {
-        let x = unpack16(blk);
-        let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d().as_ptr() as *const __m256i));
-        let m = blk.m().map(|m| _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr() as *const __m256i)));
-        for t in 0..T {
-            let ab = &a[t * nb + b];
-            let q = ab.qs.as_ptr() as *const i32;
-            let mut i = _mm512_set1_epi32(off * ab.sum);
-            for (k, x) in x.iter().enumerate() {
-                // SAFETY: k < 8 and an activation block holds 32 bytes.
-                i = _mm512_dpbusd_epi32(i, *x, _mm512_set1_epi32(q.add(k).read_unaligned()));
-            }
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(d, _mm512_set1_ps(ab.d)), acc[t]);
-            if let Some(m) = m {
-                acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(ab.d * ab.sum as f32), acc[t]);
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let off = match B::DTYPE {
+            DType::Q4_0 => -8,
+            DType::Q8_0 => -128,
+            _ => 0,
+        };
+        let mut acc = [_mm512_setzero_ps(); T];
+        for (b, blk) in w[..nb].iter().enumerate() {
+            let x = unpack16(blk);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d().as_ptr() as *const __m256i));
+            let m = blk.m().map(|m| _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr() as *const __m256i)));
+            for t in 0..T {
+                let ab = &a[t * nb + b];
+                let q = ab.qs.as_ptr() as *const i32;
+                let mut i = _mm512_set1_epi32(off * ab.sum);
+                for (k, x) in x.iter().enumerate() {
+                    // SAFETY: k < 8 and an activation block holds 32 bytes.
+                    i = _mm512_dpbusd_epi32(i, *x, _mm512_set1_epi32(q.add(k).read_unaligned()));
+                }
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(d, _mm512_set1_ps(ab.d)), acc[t]);
+                if let Some(m) = m {
+                    acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(ab.d * ab.sum as f32), acc[t]);
+                }
             }
         }
-    }
-    for (t, v) in acc.iter().enumerate() {
-        _mm512_storeu_ps(out[t * stride..][..16].as_mut_ptr(), *v);
+        for (t, v) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out[t * stride..][..16].as_mut_ptr(), *v);
+        }
     }
 }
 
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-    let groups = w.len() / nb;
-    let toks = a.len() / nb;
-    let rows = 16 * groups;
-    for g in 0..groups {
-        let wg = &w[g * nb..(g + 1) * nb];
-        let mut t = 0;
-        while t + X16_TOKENS <= toks {
-            group_x::<B, X16_TOKENS>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-            t += X16_TOKENS;
-        }
-        while t < toks {
-            group_x::<B, 1>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-            t += 1;
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let groups = w.len() / nb;
+        let toks = a.len() / nb;
+        let rows = 16 * groups;
+        for g in 0..groups {
+            let wg = &w[g * nb..(g + 1) * nb];
+            let mut t = 0;
+            while t + X16_TOKENS <= toks {
+                group_x::<B, X16_TOKENS>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += X16_TOKENS;
+            }
+            while t < toks {
+                group_x::<B, 1>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += 1;
+            }
         }
     }
 }
@@ -572,40 +652,49 @@ fn exp_f32(x: &mut [f32]) {
     unsafe { exp16(x) }
 }
 
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx512f")]
 unsafe fn exp16(x: &mut [f32]) {
-    let mut chunks = x.chunks_exact_mut(16);
-    for c in &mut chunks {
-        let v = _mm512_loadu_ps(c.as_ptr());
-        let xc = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(MIN_X)), _mm512_set1_ps(MAX_X));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
-            xc,
-            _mm512_set1_ps(LOG2E),
-            _mm512_set1_ps(0.5),
-        ));
-        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI), xc);
-        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO), r);
-        let z = _mm512_mul_ps(r, r);
-        let mut p = _mm512_set1_ps(P[0]);
-        for c in &P[1..] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let mut chunks = x.chunks_exact_mut(16);
+        for c in &mut chunks {
+            let v = _mm512_loadu_ps(c.as_ptr());
+            let xc = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(MIN_X)), _mm512_set1_ps(MAX_X));
+            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
+                xc,
+                _mm512_set1_ps(LOG2E),
+                _mm512_set1_ps(0.5),
+            ));
+            let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI), xc);
+            let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO), r);
+            let z = _mm512_mul_ps(r, r);
+            let mut p = _mm512_set1_ps(P[0]);
+            for c in &P[1..] {
+                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+            }
+            let y = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), _mm512_set1_ps(1.0));
+            let ni = _mm512_cvttps_epi32(n);
+            let h = _mm512_srai_epi32::<1>(ni);
+            let bias = _mm512_set1_epi32(127);
+            let s1 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_sub_epi32(ni, h), bias)));
+            let s2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(h, bias)));
+            let mut res = _mm512_mul_ps(_mm512_mul_ps(y, s1), s2);
+            res = _mm512_mask_blend_ps(
+                _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_set1_ps(MIN_X)),
+                res,
+                _mm512_setzero_ps(),
+            );
+            res = _mm512_mask_blend_ps(
+                _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_set1_ps(MAX_X)),
+                res,
+                _mm512_set1_ps(f32::INFINITY),
+            );
+            res = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), res, v);
+            _mm512_storeu_ps(c.as_mut_ptr(), res);
         }
-        let y = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), _mm512_set1_ps(1.0));
-        let ni = _mm512_cvttps_epi32(n);
-        let h = _mm512_srai_epi32::<1>(ni);
-        let bias = _mm512_set1_epi32(127);
-        let s1 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_sub_epi32(ni, h), bias)));
-        let s2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(h, bias)));
-        let mut res = _mm512_mul_ps(_mm512_mul_ps(y, s1), s2);
-        res =
-            _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_set1_ps(MIN_X)), res, _mm512_setzero_ps());
-        res = _mm512_mask_blend_ps(
-            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_set1_ps(MAX_X)),
-            res,
-            _mm512_set1_ps(f32::INFINITY),
-        );
-        res = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), res, v);
-        _mm512_storeu_ps(c.as_mut_ptr(), res);
+        chunks.into_remainder().iter_mut().for_each(|v| *v = exp(*v));
     }
-    chunks.into_remainder().iter_mut().for_each(|v| *v = exp(*v));
 }

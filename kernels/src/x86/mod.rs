@@ -21,7 +21,7 @@ mod avx512;
 /// dot's time).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn f16_to_f32(bits: u16) -> f32 {
+fn f16_to_f32(bits: u16) -> f32 {
     use std::arch::x86_64::*;
     let v: __m128i;
     // SAFETY: `vmovd` reads one general register and writes one vector register; no memory,
@@ -81,18 +81,24 @@ pub fn sum_u64(x: &[u8]) -> u64 {
     unsafe { sum_u64_avx2(x) }
 }
 
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2")]
 unsafe fn sum_u64_avx2(x: &[u8]) -> u64 {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_si256(); 4];
-    let mut chunks = x.chunks_exact(128);
-    for c in &mut chunks {
-        for (u, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_add_epi64(*a, _mm256_loadu_si256(c.as_ptr().add(32 * u) as *const __m256i));
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        use std::arch::x86_64::*;
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let mut chunks = x.chunks_exact(128);
+        for c in &mut chunks {
+            for (u, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_epi64(*a, _mm256_loadu_si256(c.as_ptr().add(32 * u) as *const __m256i));
+            }
         }
+        let s = _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3]));
+        let mut lanes = [0u64; 4];
+        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, s);
+        lanes.iter().fold(crate::scalar::sum_u64(chunks.remainder()), |a, &v| a.wrapping_add(v))
     }
-    let s = _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3]));
-    let mut lanes = [0u64; 4];
-    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, s);
-    lanes.iter().fold(crate::scalar::sum_u64(chunks.remainder()), |a, &v| a.wrapping_add(v))
 }
