@@ -275,7 +275,10 @@ mod tests {
     fn bad_layout_requests_are_errors() {
         let mut v = Vec::new();
         assert!(matches!(interleave(DType::Q4_0, 8, 32, &[0; 8 * 18], &mut v), Err(KernelError::BadLayout { .. })));
-        assert!(matches!(interleave(DType::Q4K, 16, 256, &[0; 16 * 144], &mut v), Err(KernelError::BadLayout { .. })));
+        assert!(matches!(
+            interleave(DType::Q4K, 16, 256, &[0; 16 * size_of::<crate::blocks::BlockQ4K>()], &mut v),
+            Err(KernelError::BadLayout { .. })
+        ));
         assert!(matches!(interleave(DType::Q4_0, 16, 32, &[0; 10], &mut v), Err(KernelError::LengthMismatch { .. })));
         assert!(TensorLayout::Rows16.check(DType::Q8_0, &[16, 32, 2]).is_err());
         assert!(TensorLayout::try_from(2).is_err());

@@ -9,11 +9,12 @@
 //! twins of the SIMD kernels). llama.cpp's `Q4_K_M` stores matrices whose width is not a
 //! multiple of 256 as `Q5_0`; `Q5_K_M`'s fallback is `Q5_1`.
 
-use crate::blocks::{f16_at, f16_to_f32, f32_to_f16, idot_u, BlockQ8A, QK};
+use crate::blocks::{f16_at, f16_to_f32, f32_to_f16, idot_u, BlockQ5_0, BlockQ5_1, BlockQ8A, QK};
 
-pub const BYTES: usize = 22;
+/// Bytes of a `q5_0` block.
+pub const BYTES: usize = size_of::<BlockQ5_0>();
 /// Bytes of a `q5_1` block.
-pub const BYTES_1: usize = 24;
+pub const BYTES_1: usize = size_of::<BlockQ5_1>();
 
 /// The 32 unsigned 5-bit integers of a block from its nibbles and high bits.
 #[inline]

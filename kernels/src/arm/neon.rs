@@ -119,17 +119,17 @@ macro_rules! neon_bodies {
             unsafe { vec_dot_q5_impl::<true>(w, a) }
         }
         fn vec_dot_q4_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, 144, 8);
+            check_row(w, a, size_of::<crate::blocks::BlockQ4K>(), 8);
             // SAFETY: as in `vec_dot_q5_0` (one super-block per 8 activation blocks).
             unsafe { vec_dot_k4_impl::<false>(w, a) }
         }
         fn vec_dot_q5_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, 176, 8);
+            check_row(w, a, size_of::<crate::blocks::BlockQ5K>(), 8);
             // SAFETY: as in `vec_dot_q4_k`.
             unsafe { vec_dot_k4_impl::<true>(w, a) }
         }
         fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, 210, 8);
+            check_row(w, a, size_of::<crate::blocks::BlockQ6K>(), 8);
             // SAFETY: as in `vec_dot_q4_k`.
             unsafe { vec_dot_q6_k_impl(w, a) }
         }
@@ -189,7 +189,7 @@ macro_rules! neon_bodies {
         unsafe fn vec_dot_k4_impl<const FIVE: bool>(w: &[u8], a: &[BlockQ8A]) -> f32 {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let bytes = if FIVE { 176 } else { 144 };
+                let bytes = if FIVE { size_of::<crate::blocks::BlockQ5K>() } else { size_of::<crate::blocks::BlockQ4K>() };
                 let m4 = vdupq_n_u8(0x0F);
                 let mut acc = 0f32;
                 for (b, a8) in w.chunks_exact(bytes).zip(a.chunks_exact(8)) {
@@ -235,7 +235,7 @@ macro_rules! neon_bodies {
                 let m2 = vdupq_n_u8(3);
                 let off = vdupq_n_s8(32);
                 let mut acc = 0f32;
-                for (b, a8) in w.chunks_exact(210).zip(a.chunks_exact(8)) {
+                for (b, a8) in w.chunks_exact(size_of::<crate::blocks::BlockQ6K>()).zip(a.chunks_exact(8)) {
                     let p = b.as_ptr();
                     let d = crate::blocks::f16_at(b, 208);
                     // Exact integer sums per activation block and 16-value half.
