@@ -479,46 +479,6 @@ pub fn quantize_bytes(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> Result<()
     Ok(())
 }
 
-/// As `quantize_bytes`, choosing 4-bit block scales by weighted search (`crate::search`) with
-/// per-value `weights`; other types are quantized as `quantize_bytes` does.
-pub fn quantize_bytes_weighted(dtype: DType, src: &[f32], weights: &[f32], dst: &mut Vec<u8>) -> Result<()> {
-    if weights.len() != src.len() {
-        return Err(KernelError::LengthMismatch { op: "quantize weights", expected: src.len(), got: weights.len() });
-    }
-    match dtype {
-        DType::Q4_0 => search_into::<BlockQ4_0>(src, weights, dst, crate::search::quantize_row_q4_0_search),
-        DType::Q4_1 => search_into::<BlockQ4_1>(src, weights, dst, crate::search::quantize_row_q4_1_search),
-        DType::Q5_0 | DType::Q5_1 | DType::Q4K | DType::Q5K | DType::Q6K => {
-            let n = dtype.row_bytes(src.len())?;
-            dst.clear();
-            dst.resize(n, 0);
-            match dtype {
-                DType::Q5_0 => crate::q5::quantize_row_search(src, weights, dst),
-                DType::Q5_1 => crate::q5::quantize_row_search_1(src, weights, dst),
-                DType::Q4K => crate::kquants::quantize_row_q4_k(src, Some(weights), dst),
-                DType::Q5K => crate::kquants::quantize_row_q5_k(src, Some(weights), dst),
-                _ => crate::kquants::quantize_row_q6_k(src, Some(weights), dst),
-            }
-            Ok(())
-        }
-        _ => quantize_bytes(dtype, src, dst),
-    }
-}
-
-fn search_into<B: Block>(
-    src: &[f32],
-    weights: &[f32],
-    dst: &mut Vec<u8>,
-    search: fn(&[f32], &[f32], &mut [B]),
-) -> Result<()> {
-    B::DTYPE.row_bytes(src.len())?;
-    let mut blocks = vec![B::default(); src.len() / B::BLOCK_LEN];
-    search(src, weights, &mut blocks);
-    dst.clear();
-    dst.extend_from_slice(block_bytes(&blocks));
-    Ok(())
-}
-
 fn quantize_into<B: Block>(src: &[f32], dst: &mut Vec<u8>) -> Result<()> {
     let mut blocks = vec![B::default(); src.len() / B::BLOCK_LEN];
     B::quantize_row(src, &mut blocks)?;

@@ -21,7 +21,6 @@ pub mod ops;
 pub mod pool;
 pub mod q5;
 pub mod scalar;
-pub mod search;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 

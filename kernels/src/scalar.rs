@@ -31,7 +31,7 @@ pub fn dequantize_row_q8_0(src: &[BlockQ8_0], dst: &mut [f32]) {
 
 /// The value of largest magnitude, with its sign (the first one on ties): the reference
 /// quantizers map it to the most negative integer.
-pub(crate) fn max_by_magnitude(x: &[f32]) -> f32 {
+pub fn max_by_magnitude(x: &[f32]) -> f32 {
     x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
 }
 
