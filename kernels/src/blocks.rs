@@ -15,7 +15,7 @@ pub const QK: usize = 32;
 pub const QK_K: usize = 256;
 
 /// Element types. The numeric codes are ggml's `ggml_type` values, so a GGUF type id and an
-/// `.autark` dtype code mean the same thing.
+/// `.autark` dtype code mean the same thing. Everything else about a type is its row in `TYPES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
 pub enum DType {
@@ -32,23 +32,56 @@ pub enum DType {
     BF16 = 30,
 }
 
+/// What the code knows about an element type, one row per `DType`.
+pub struct TypeInfo {
+    pub dtype: DType,
+    pub name: &'static str,
+    /// Values per block (1 for plain floats).
+    pub block_len: usize,
+    /// Bytes per block.
+    pub block_bytes: usize,
+    /// Types the runtime computes with directly and `.autark` files may hold (and the quantizer
+    /// can produce). The others (bf16) are import-only: they are converted by the quantizer.
+    pub native: bool,
+}
+
+const fn row<B>(dtype: DType, name: &'static str, block_len: usize, native: bool) -> TypeInfo {
+    TypeInfo { dtype, name, block_len, block_bytes: std::mem::size_of::<B>(), native }
+}
+
+/// The type table: adding a block type is one row here (and its kernels).
+pub const TYPES: [TypeInfo; 11] = [
+    row::<f32>(DType::F32, "f32", 1, true),
+    row::<u16>(DType::F16, "f16", 1, true),
+    row::<BlockQ4_0>(DType::Q4_0, "q4_0", QK, true),
+    row::<BlockQ4_1>(DType::Q4_1, "q4_1", QK, true),
+    row::<BlockQ5_0>(DType::Q5_0, "q5_0", QK, true),
+    row::<BlockQ5_1>(DType::Q5_1, "q5_1", QK, true),
+    row::<BlockQ8_0>(DType::Q8_0, "q8_0", QK, true),
+    row::<BlockQ4K>(DType::Q4K, "q4_k", QK_K, true),
+    row::<BlockQ5K>(DType::Q5K, "q5_k", QK_K, true),
+    row::<BlockQ6K>(DType::Q6K, "q6_k", QK_K, true),
+    row::<u16>(DType::BF16, "bf16", 1, false),
+];
+
+/// `TYPES` row of each code (`u8::MAX`: no such type).
+const INDEX: [u8; 31] = {
+    let mut index = [u8::MAX; 31];
+    let mut i = 0;
+    while i < TYPES.len() {
+        index[TYPES[i].dtype as usize] = i as u8;
+        i += 1;
+    }
+    index
+};
+
 impl TryFrom<u32> for DType {
     type Error = KernelError;
     fn try_from(v: u32) -> Result<Self> {
-        Ok(match v {
-            0 => DType::F32,
-            1 => DType::F16,
-            2 => DType::Q4_0,
-            3 => DType::Q4_1,
-            6 => DType::Q5_0,
-            7 => DType::Q5_1,
-            8 => DType::Q8_0,
-            12 => DType::Q4K,
-            13 => DType::Q5K,
-            14 => DType::Q6K,
-            30 => DType::BF16,
-            other => return Err(KernelError::UnknownDType(other)),
-        })
+        match INDEX.get(v as usize) {
+            Some(&i) if i != u8::MAX => Ok(TYPES[i as usize].dtype),
+            _ => Err(KernelError::UnknownDType(v)),
+        }
     }
 }
 
@@ -66,65 +99,38 @@ impl std::str::FromStr for DType {
 }
 
 impl DType {
-    pub const ALL: [DType; 11] = [
-        DType::F32,
-        DType::F16,
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q8_0,
-        DType::Q4K,
-        DType::Q5K,
-        DType::Q6K,
-        DType::BF16,
-    ];
+    pub const ALL: [DType; TYPES.len()] = {
+        let mut all = [DType::F32; TYPES.len()];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = TYPES[i].dtype;
+            i += 1;
+        }
+        all
+    };
+
+    /// The type's row in `TYPES`.
+    pub const fn info(self) -> &'static TypeInfo {
+        &TYPES[INDEX[self as usize] as usize]
+    }
 
     pub const fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-            DType::Q4_0 => "q4_0",
-            DType::Q4_1 => "q4_1",
-            DType::Q5_0 => "q5_0",
-            DType::Q5_1 => "q5_1",
-            DType::Q8_0 => "q8_0",
-            DType::Q4K => "q4_k",
-            DType::Q5K => "q5_k",
-            DType::Q6K => "q6_k",
-            DType::BF16 => "bf16",
-        }
+        self.info().name
     }
 
     /// Values per block (1 for plain floats).
     pub const fn block_len(self) -> usize {
-        match self {
-            DType::F32 | DType::F16 | DType::BF16 => 1,
-            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => QK,
-            DType::Q4K | DType::Q5K | DType::Q6K => QK_K,
-        }
+        self.info().block_len
     }
 
     /// Bytes per block.
     pub const fn block_bytes(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
-            DType::Q4_0 => std::mem::size_of::<BlockQ4_0>(),
-            DType::Q4_1 => std::mem::size_of::<BlockQ4_1>(),
-            DType::Q5_0 => crate::q5::BYTES,
-            DType::Q5_1 => crate::q5::BYTES_1,
-            DType::Q8_0 => std::mem::size_of::<BlockQ8_0>(),
-            DType::Q4K => 144,
-            DType::Q5K => 176,
-            DType::Q6K => 210,
-        }
+        self.info().block_bytes
     }
 
-    /// Types the runtime computes with directly and `.autark` files may hold. The others (bf16)
-    /// are import-only: they are converted by the quantizer.
+    /// See `TypeInfo::native`.
     pub const fn is_native(self) -> bool {
-        !matches!(self, DType::BF16)
+        self.info().native
     }
 
     /// Types the quantizer can produce from float values (all native ones).
@@ -181,6 +187,68 @@ pub struct BlockQ4_1 {
     pub qs: [u8; QK / 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+
+// ---- byte-coded blocks (scalar code in `q5`, `kquants`) --------------------------------------------
+// Their kernels read them as bytes at the offsets of these fields; `qh` is a little-endian u32
+// kept as bytes so that the blocks stay 2-aligned without padding.
+
+/// `q5_0`: f16 `d`, the fifth bits `qh` (bit j for value j), nibbles as in `q4_0`;
+/// value = (q − 16)·d.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct BlockQ5_0 {
+    pub d: u16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+
+/// `q5_1`: f16 `d`, f16 minimum `m`, `qh` and nibbles as in `q5_0`; value = q·d + m.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct BlockQ5_1 {
+    pub d: u16,
+    pub m: u16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
+
+/// `q4_k`: f16 `d`, f16 `dmin`, 8 packed 6-bit (scale, min) pairs, 128 bytes of nibbles
+/// (bytes 32g..32g + 32 hold sub-blocks 2g (low) and 2g + 1 (high)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct BlockQ4K {
+    pub d: u16,
+    pub dmin: u16,
+    pub scales: [u8; 12],
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
+
+/// `q5_k`: as `q4_k` with the fifth bits `qh` (bit j of byte l: value l of sub-block j) before
+/// the nibbles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct BlockQ5K {
+    pub d: u16,
+    pub dmin: u16,
+    pub scales: [u8; 12],
+    pub qh: [u8; QK_K / 8],
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
+
+/// `q6_k`: low nibbles `ql`, 2-bit highs `qh`, 16 signed 8-bit sub-block scales, f16 `d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct BlockQ6K {
+    pub ql: [u8; QK_K / 2],
+    pub qh: [u8; QK_K / 4],
+    pub scales: [i8; QK_K / 16],
+    pub d: u16,
+}
+const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
 
 /// Activation block: 32 signed bytes with an f32 scale and the integer sum of the bytes (the
 /// sum serves the offset terms of `q4_0` and `q4_1`). Internal to the runtime, never stored in a
@@ -309,9 +377,9 @@ macro_rules! impl_block {
     };
 }
 
-impl_block!(BlockQ8_0, DType::Q8_0, quantize_row_q8_0, dequantize_row_q8_0, vec_dot_q8_0_q8a, vec_dot_q8_0);
-impl_block!(BlockQ4_0, DType::Q4_0, quantize_row_q4_0, dequantize_row_q4_0, vec_dot_q4_0_q8a, vec_dot_q4_0);
-impl_block!(BlockQ4_1, DType::Q4_1, quantize_row_q4_1, dequantize_row_q4_1, vec_dot_q4_1_q8a, vec_dot_q4_1);
+impl_block!(BlockQ8_0, DType::Q8_0, quantize_row_q8_0, dequantize_row_q8_0, vec_dot_q8_0, vec_dot_q8_0);
+impl_block!(BlockQ4_0, DType::Q4_0, quantize_row_q4_0, dequantize_row_q4_0, vec_dot_q4_0, vec_dot_q4_0);
+impl_block!(BlockQ4_1, DType::Q4_1, quantize_row_q4_1, dequantize_row_q4_1, vec_dot_q4_1, vec_dot_q4_1);
 
 /// Quantizes activations into `BlockQ8A` blocks (dispatched).
 pub fn quantize_act(src: &[f32], dst: &mut [BlockQ8A]) -> Result<()> {
@@ -408,46 +476,6 @@ pub fn quantize_bytes(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> Result<()
         other => return Err(KernelError::Unsupported { op: "quantize", dtype: other }),
     }
     debug_assert_eq!(dst.len(), n);
-    Ok(())
-}
-
-/// As `quantize_bytes`, choosing 4-bit block scales by weighted search (`crate::search`) with
-/// per-value `weights`; other types are quantized as `quantize_bytes` does.
-pub fn quantize_bytes_weighted(dtype: DType, src: &[f32], weights: &[f32], dst: &mut Vec<u8>) -> Result<()> {
-    if weights.len() != src.len() {
-        return Err(KernelError::LengthMismatch { op: "quantize weights", expected: src.len(), got: weights.len() });
-    }
-    match dtype {
-        DType::Q4_0 => search_into::<BlockQ4_0>(src, weights, dst, crate::search::quantize_row_q4_0_search),
-        DType::Q4_1 => search_into::<BlockQ4_1>(src, weights, dst, crate::search::quantize_row_q4_1_search),
-        DType::Q5_0 | DType::Q5_1 | DType::Q4K | DType::Q5K | DType::Q6K => {
-            let n = dtype.row_bytes(src.len())?;
-            dst.clear();
-            dst.resize(n, 0);
-            match dtype {
-                DType::Q5_0 => crate::q5::quantize_row_search(src, weights, dst),
-                DType::Q5_1 => crate::q5::quantize_row_search_1(src, weights, dst),
-                DType::Q4K => crate::kquants::quantize_row_q4_k(src, Some(weights), dst),
-                DType::Q5K => crate::kquants::quantize_row_q5_k(src, Some(weights), dst),
-                _ => crate::kquants::quantize_row_q6_k(src, Some(weights), dst),
-            }
-            Ok(())
-        }
-        _ => quantize_bytes(dtype, src, dst),
-    }
-}
-
-fn search_into<B: Block>(
-    src: &[f32],
-    weights: &[f32],
-    dst: &mut Vec<u8>,
-    search: fn(&[f32], &[f32], &mut [B]),
-) -> Result<()> {
-    B::DTYPE.row_bytes(src.len())?;
-    let mut blocks = vec![B::default(); src.len() / B::BLOCK_LEN];
-    search(src, weights, &mut blocks);
-    dst.clear();
-    dst.extend_from_slice(block_bytes(&blocks));
     Ok(())
 }
 

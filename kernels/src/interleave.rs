@@ -257,7 +257,7 @@ pub fn bytes_of<B: GroupBlock>(blocks: &[B]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::Rng;
+    use crate::twins::Rng;
 
     #[test]
     fn interleave_round_trip_and_piece_order() {
@@ -290,7 +290,10 @@ mod tests {
     fn bad_layout_requests_are_errors() {
         let mut v = Vec::new();
         assert!(matches!(interleave(DType::Q4_0, 8, 32, &[0; 8 * 18], &mut v), Err(KernelError::BadLayout { .. })));
-        assert!(matches!(interleave(DType::Q4K, 16, 256, &[0; 16 * 144], &mut v), Err(KernelError::BadLayout { .. })));
+        assert!(matches!(
+            interleave(DType::Q4K, 16, 256, &[0; 16 * size_of::<crate::blocks::BlockQ4K>()], &mut v),
+            Err(KernelError::BadLayout { .. })
+        ));
         assert!(matches!(interleave(DType::Q4_0, 16, 32, &[0; 10], &mut v), Err(KernelError::LengthMismatch { .. })));
         assert!(TensorLayout::Rows16.check(DType::Q8_0, &[16, 32, 2]).is_err());
         assert!(TensorLayout::try_from(2).is_err());

@@ -8,7 +8,12 @@
 //!
 //! Callers pass whole super-blocks (checked by `dequantize_bytes`).
 
-use crate::blocks::{f16_at, f16_to_f32, f32_to_f16, idot_u, BlockQ8A, QK_K};
+use crate::blocks::{f16_at, f16_to_f32, f32_to_f16, idot_u, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8A, QK_K};
+
+/// Bytes per super-block.
+const Q4K: usize = size_of::<BlockQ4K>();
+const Q5K: usize = size_of::<BlockQ5K>();
+const Q6K: usize = size_of::<BlockQ6K>();
 
 /// The j-th 6-bit (scale, min) pair of the 12 packed bytes.
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
@@ -20,10 +25,10 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 pub fn dequantize_row_q4_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(144).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, y) in src.chunks_exact(Q4K).zip(dst.chunks_exact_mut(QK_K)) {
         let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
         let scales = &b[4..16];
-        let qs = &b[16..144];
+        let qs = &b[16..Q4K];
         for (g, (q, out)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
             let (sc1, m1) = scale_min_k4(2 * g, scales);
             let (sc2, m2) = scale_min_k4(2 * g + 1, scales);
@@ -38,11 +43,11 @@ pub fn dequantize_row_q4_k(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize_row_q5_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(176).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, y) in src.chunks_exact(Q5K).zip(dst.chunks_exact_mut(QK_K)) {
         let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
         let scales = &b[4..16];
         let qh = &b[16..48];
-        let ql = &b[48..176];
+        let ql = &b[48..Q5K];
         for (g, (q, out)) in ql.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
             let (sc1, m1) = scale_min_k4(2 * g, scales);
             let (sc2, m2) = scale_min_k4(2 * g + 1, scales);
@@ -60,7 +65,7 @@ pub fn dequantize_row_q5_k(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize_row_q6_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(210).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, y) in src.chunks_exact(Q6K).zip(dst.chunks_exact_mut(QK_K)) {
         let ql_all = &b[0..128];
         let qh_all = &b[128..192];
         let sc_all = &b[192..208];
@@ -224,7 +229,7 @@ pub fn quantize_row_q5_k(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
 }
 
 fn quantize_row_k4(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8], five: bool) {
-    let (bytes, nmax, rmin, nstep) = if five { (176, 31, -0.5, 15) } else { (144, 15, -1.0, 20) };
+    let (bytes, nmax, rmin, nstep) = if five { (Q5K, 31, -0.5, 15) } else { (Q4K, 15, -1.0, 20) };
     for (s, (x, b)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(bytes)).enumerate() {
         let mut l = [0u8; QK_K];
         let mut sub = [(0f32, 0f32); 8];
@@ -305,7 +310,7 @@ fn quantize_row_k4(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8], five: b
 /// `q6_k`: ggml's `quantize_row_q6_K_ref` when `weights` is `None` (16-value sub-blocks, scales
 /// re-quantized to signed 8 bits against the largest); with `weights`, the same under them.
 pub fn quantize_row_q6_k(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
-    for (s, (x, b)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(210)).enumerate() {
+    for (s, (x, b)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q6K)).enumerate() {
         let mut l = [0u8; QK_K];
         let mut sub = [0f32; 16];
         let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
@@ -323,7 +328,7 @@ pub fn quantize_row_q6_k(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
         }
         let iscale = -128.0 / max_scale;
         let d = f32_to_f16(1.0 / iscale);
-        b[208..210].copy_from_slice(&d.to_le_bytes());
+        b[208..Q6K].copy_from_slice(&d.to_le_bytes());
         let d = f16_to_f32(d);
         for ib in 0..16 {
             b[192 + ib] = nearest_int(iscale * sub[ib]).min(127) as i8 as u8;
@@ -379,7 +384,7 @@ fn vec_dot_k4(w: &[u8], a: &[BlockQ8A], bytes: usize, five: bool) -> f32 {
     let mut acc = 0f32;
     for (b, a) in w.chunks_exact(bytes).zip(a.chunks_exact(8)) {
         let sm = scales_k4(b);
-        let (qh, ql) = if five { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
+        let (qh, ql) = if five { (Some(&b[16..48]), &b[48..Q5K]) } else { (None, &b[16..Q4K]) };
         for (j, ba) in a.iter().enumerate() {
             let s = idot_u(&sub_k(ql, qh, j), &ba.qs);
             acc += sm[j].0 * ba.d * s as f32 - sm[j].1 * ba.d * ba.sum as f32;
@@ -390,12 +395,12 @@ fn vec_dot_k4(w: &[u8], a: &[BlockQ8A], bytes: usize, five: bool) -> f32 {
 
 /// `q4_k` row × activation blocks (`w`: `a.len() / 8` super-blocks of 144 bytes).
 pub fn vec_dot_q4_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-    vec_dot_k4(w, a, 144, false)
+    vec_dot_k4(w, a, Q4K, false)
 }
 
 /// `q5_k` row × activation blocks (`w`: `a.len() / 8` super-blocks of 176 bytes).
 pub fn vec_dot_q5_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-    vec_dot_k4(w, a, 176, true)
+    vec_dot_k4(w, a, Q5K, true)
 }
 
 /// Sub-block k (values 32k..32k + 32 of a 128-value half) of a `q6_k` half as signed integers.
@@ -410,7 +415,7 @@ fn sub_q6(ql: &[u8], qh: &[u8], k: usize) -> [i8; 32] {
 /// `q6_k` row × activation blocks (`w`: `a.len() / 8` super-blocks of 210 bytes).
 pub fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0f32;
-    for (b, a) in w.chunks_exact(210).zip(a.chunks_exact(8)) {
+    for (b, a) in w.chunks_exact(Q6K).zip(a.chunks_exact(8)) {
         let d = f16_at(b, 208);
         for (i, ba) in a.iter().enumerate() {
             let (n, k) = (i / 4, i % 4);
@@ -467,13 +472,13 @@ mod tests {
                 (DType::Q5_0, q5, crate::q5::dequantize_row, crate::q5::vec_dot_q5_0),
                 (
                     DType::Q5_1,
-                    random_blocks(24, 8 * n, &[0, 2], &mut seed),
+                    random_blocks(crate::q5::BYTES_1, 8 * n, &[0, 2], &mut seed),
                     crate::q5::dequantize_row_1,
                     crate::q5::vec_dot_q5_1,
                 ),
-                (DType::Q4K, random_blocks(144, n, &[0, 2], &mut seed), dequantize_row_q4_k, vec_dot_q4_k),
-                (DType::Q5K, random_blocks(176, n, &[0, 2], &mut seed), dequantize_row_q5_k, vec_dot_q5_k),
-                (DType::Q6K, random_blocks(210, n, &[208], &mut seed), dequantize_row_q6_k, vec_dot_q6_k),
+                (DType::Q4K, random_blocks(Q4K, n, &[0, 2], &mut seed), dequantize_row_q4_k, vec_dot_q4_k),
+                (DType::Q5K, random_blocks(Q5K, n, &[0, 2], &mut seed), dequantize_row_q5_k, vec_dot_q5_k),
+                (DType::Q6K, random_blocks(Q6K, n, &[208], &mut seed), dequantize_row_q6_k, vec_dot_q6_k),
             ];
             let x: Vec<f32> = (0..cols).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
             let mut a = vec![BlockQ8A::default(); cols / QK];
@@ -509,8 +514,8 @@ mod tests {
         type Deq = fn(&[u8], &mut [f32]);
         for (name, bytes, quant, deq, rel) in [
             ("q4_k", 144usize, quantize_row_q4_k as Q, dequantize_row_q4_k as Deq, 0.12f64),
-            ("q5_k", 176, quantize_row_q5_k, dequantize_row_q5_k, 0.06),
-            ("q6_k", 210, quantize_row_q6_k, dequantize_row_q6_k, 0.03),
+            ("q5_k", Q5K, quantize_row_q5_k, dequantize_row_q5_k, 0.06),
+            ("q6_k", Q6K, quantize_row_q6_k, dequantize_row_q6_k, 0.03),
         ] {
             let err = |w: &[f32], sel: &dyn Fn(usize) -> bool| -> f64 {
                 let mut b = vec![0u8; n / QK_K * bytes];

@@ -2,9 +2,13 @@
 //! (`scalar`), SIMD twins per ISA (`x86/`), run-time dispatch (`dispatch`) and the matrix
 //! products and element-wise operations the runtime composes (`ops`).
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 #[cfg(target_endian = "big")]
 compile_error!("autark's block formats are little-endian; big-endian targets are not supported");
 
+#[macro_use]
+mod twins;
 #[cfg(target_arch = "aarch64")]
 pub mod arm;
 pub mod blocks;
@@ -17,7 +21,6 @@ pub mod ops;
 pub mod pool;
 pub mod q5;
 pub mod scalar;
-pub mod search;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 

@@ -31,7 +31,7 @@ pub fn dequantize_row_q8_0(src: &[BlockQ8_0], dst: &mut [f32]) {
 
 /// The value of largest magnitude, with its sign (the first one on ties): the reference
 /// quantizers map it to the most negative integer.
-pub(crate) fn max_by_magnitude(x: &[f32]) -> f32 {
+pub fn max_by_magnitude(x: &[f32]) -> f32 {
     x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
 }
 
@@ -120,7 +120,7 @@ fn idot_nibbles(qs: &[u8; QK / 2], a: &[i8; QK]) -> i32 {
     s
 }
 
-pub fn vec_dot_q8_0_q8a(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
+pub fn vec_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0.0f32;
     for (bw, ba) in w.iter().zip(a) {
         acc += f16_to_f32(bw.d) * ba.d * idot(&bw.qs, &ba.qs) as f32;
@@ -128,7 +128,7 @@ pub fn vec_dot_q8_0_q8a(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
     acc
 }
 
-pub fn vec_dot_q4_0_q8a(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
+pub fn vec_dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0.0f32;
     for (bw, ba) in w.iter().zip(a) {
         let s = idot_nibbles(&bw.qs, &ba.qs) - 8 * ba.sum;
@@ -137,7 +137,7 @@ pub fn vec_dot_q4_0_q8a(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
     acc
 }
 
-pub fn vec_dot_q4_1_q8a(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
+pub fn vec_dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0.0f32;
     for (bw, ba) in w.iter().zip(a) {
         let s = idot_nibbles(&bw.qs, &ba.qs);
@@ -146,13 +146,16 @@ pub fn vec_dot_q4_1_q8a(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
     acc
 }
 
-pub fn vec_dot_f16_f32(w: &[u16], x: &[f32]) -> f32 {
+pub fn vec_dot_f16(w: &[u16], x: &[f32]) -> f32 {
     w.iter().zip(x).map(|(&h, &v)| f16_to_f32(h) * v).sum()
 }
 
 pub fn vec_dot_f32(w: &[f32], x: &[f32]) -> f32 {
     w.iter().zip(x).map(|(a, b)| a * b).sum()
 }
+
+/// `x ← e^x` (the scalar twin of the `exp_f32` slot).
+pub use crate::exp::exp_slice as exp_f32;
 
 pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
@@ -173,15 +176,15 @@ pub fn gemm_tile<B>(dot: fn(&[B], &[BlockQ8A]) -> f32, w: &[B], a: &[BlockQ8A], 
 }
 
 pub fn gemm_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-    gemm_tile(vec_dot_q4_0_q8a, w, a, nb, out)
+    gemm_tile(vec_dot_q4_0, w, a, nb, out)
 }
 
 pub fn gemm_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-    gemm_tile(vec_dot_q4_1_q8a, w, a, nb, out)
+    gemm_tile(vec_dot_q4_1, w, a, nb, out)
 }
 
 pub fn gemm_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-    gemm_tile(vec_dot_q8_0_q8a, w, a, nb, out)
+    gemm_tile(vec_dot_q8_0, w, a, nb, out)
 }
 
 // ---- byte-coded types: one row × tokens ---------------------------------------------------------
@@ -193,15 +196,18 @@ pub fn byte_dots(dot: fn(&[u8], &[BlockQ8A]) -> f32, w: &[u8], a: &[BlockQ8A], n
     }
 }
 
-macro_rules! byte_dots {
+/// `ByteDotsFn` kernels `name` from one-token row dots `dot`.
+macro_rules! row_dots {
     ($($name:ident => $dot:path),*) => {$(
-        pub fn $name(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            byte_dots($dot, w, a, nb, out)
+        pub fn $name(w: &[u8], a: &[crate::blocks::BlockQ8A], nb: usize, out: &mut [f32]) {
+            crate::scalar::byte_dots($dot, w, a, nb, out)
         }
     )*};
 }
+#[allow(unused_imports)] // used by NEON
+pub(crate) use row_dots;
 
-byte_dots!(
+row_dots!(
     dots_q5_0 => crate::q5::vec_dot_q5_0,
     dots_q5_1 => crate::q5::vec_dot_q5_1,
     dots_q4_k => crate::kquants::vec_dot_q4_k,

@@ -7,6 +7,7 @@ pub mod error;
 pub mod gguf;
 pub mod hf;
 pub mod recipe;
+pub mod search;
 pub mod tokenizer;
 
 use std::io::Read;
@@ -517,8 +518,8 @@ fn convert(
     for x in f.chunks_exact(cols) {
         match method {
             Method::Search => {
-                autark_kernels::search::row_weights(x, importance.filter(|i| i.len() == cols), &mut weights);
-                blocks::quantize_bytes_weighted(target, x, &weights, &mut row)?;
+                search::row_weights(x, importance.filter(|i| i.len() == cols), &mut weights);
+                search::quantize_bytes_weighted(target, x, &weights, &mut row)?;
             }
             Method::Rtn => blocks::quantize_bytes(target, x, &mut row)?,
         }

@@ -17,7 +17,7 @@ use crate::error::{QuantizeError, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Method {
     /// Search per block for the scale (and minimum) with the smallest weighted error
-    /// (`autark_kernels::search`).
+    /// (`crate::search`).
     #[default]
     Search,
     /// Round to nearest from the block's extreme value: ggml's reference quantizers, bit for bit.

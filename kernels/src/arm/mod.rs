@@ -6,11 +6,11 @@ use crate::dispatch::{Isa, Kernels};
 
 mod neon;
 
-fn has_neon() -> bool {
+pub(crate) fn has_neon() -> bool {
     std::arch::is_aarch64_feature_detected!("neon")
 }
 
-fn has_dotprod() -> bool {
+pub(crate) fn has_dotprod() -> bool {
     has_neon() && std::arch::is_aarch64_feature_detected!("dotprod")
 }
 

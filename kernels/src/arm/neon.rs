@@ -6,33 +6,25 @@
 //! bit. `quantize_act` rounds with `fcvtas` (to nearest, ties away from zero), as `f32::round`.
 
 macro_rules! neon_bodies {
-    ($isa:expr, $features:literal) => {
+    ($isa:expr, $name:literal, $features:literal, available: $avail:expr) => {
         use crate::blocks::{f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
-        use crate::dispatch::Kernels;
         use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
         use crate::scalar;
 
-        pub fn plug(k: &mut Kernels) {
-            k.isa = $isa;
-            k.quantize_act = quantize_act;
-            k.vec_dot_q4_0 = vec_dot_q4_0;
-            k.vec_dot_q4_1 = vec_dot_q4_1;
-            k.vec_dot_q8_0 = vec_dot_q8_0;
-            k.vec_dot_f32 = vec_dot_f32;
-            k.dots_f32 = dots_f32;
-            k.wsum_f32 = wsum_f32;
-            k.gemm_q4_0 = gemm_q4_0;
-            k.gemm_q4_1 = gemm_q4_1;
-            k.gemm_q8_0 = gemm_q8_0;
-            k.gemm_q4_0x16 = gemm_q4_0x16;
-            k.gemm_q4_1x16 = gemm_q4_1x16;
-            k.gemm_q8_0x16 = gemm_q8_0x16;
-            k.dots_q5_0 = |w, a, nb, out| scalar::byte_dots(vec_dot_q5_0, w, a, nb, out);
-            k.dots_q5_1 = |w, a, nb, out| scalar::byte_dots(vec_dot_q5_1, w, a, nb, out);
-            k.dots_q4_k = |w, a, nb, out| scalar::byte_dots(vec_dot_q4_k, w, a, nb, out);
-            k.dots_q5_k = |w, a, nb, out| scalar::byte_dots(vec_dot_q5_k, w, a, nb, out);
-            k.dots_q6_k = |w, a, nb, out| scalar::byte_dots(vec_dot_q6_k, w, a, nb, out);
-        }
+        plug!($isa, $name, available: $avail, [
+            quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f32, dots_f32, wsum_f32,
+            gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
+            dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k,
+        ]);
+
+        // One token at a time: the row dots below, per token.
+        scalar::row_dots!(
+            dots_q5_0 => vec_dot_q5_0,
+            dots_q5_1 => vec_dot_q5_1,
+            dots_q4_k => vec_dot_q4_k,
+            dots_q5_k => vec_dot_q5_k,
+            dots_q6_k => vec_dot_q6_k
+        );
 
         // ---- safe entry points (installed by `plug` after feature detection) ----
 
@@ -127,17 +119,17 @@ macro_rules! neon_bodies {
             unsafe { vec_dot_q5_impl::<true>(w, a) }
         }
         fn vec_dot_q4_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, 144, 8);
+            check_row(w, a, size_of::<crate::blocks::BlockQ4K>(), 8);
             // SAFETY: as in `vec_dot_q5_0` (one super-block per 8 activation blocks).
             unsafe { vec_dot_k4_impl::<false>(w, a) }
         }
         fn vec_dot_q5_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, 176, 8);
+            check_row(w, a, size_of::<crate::blocks::BlockQ5K>(), 8);
             // SAFETY: as in `vec_dot_q4_k`.
             unsafe { vec_dot_k4_impl::<true>(w, a) }
         }
         fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, 210, 8);
+            check_row(w, a, size_of::<crate::blocks::BlockQ6K>(), 8);
             // SAFETY: as in `vec_dot_q4_k`.
             unsafe { vec_dot_q6_k_impl(w, a) }
         }
@@ -145,277 +137,363 @@ macro_rules! neon_bodies {
         // ---- kernels ----
 
         /// Bytes 0x10 where bit j of the 16-bit `bits` is set (j = lane), else 0.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn high_bits_16(bits: u16) -> uint8x16_t {
-            const BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
-            let v = vcombine_u8(vdup_n_u8(bits as u8), vdup_n_u8((bits >> 8) as u8));
-            vandq_u8(vtstq_u8(v, vld1q_u8(BIT.as_ptr())), vdupq_n_u8(0x10))
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                const BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+                let v = vcombine_u8(vdup_n_u8(bits as u8), vdup_n_u8((bits >> 8) as u8));
+                vandq_u8(vtstq_u8(v, vld1q_u8(BIT.as_ptr())), vdupq_n_u8(0x10))
+            }
         }
 
         /// `q5_0` (`ONE` false) and `q5_1`: the scalar twin's expression per block.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn vec_dot_q5_impl<const ONE: bool>(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            let (bytes, qh_at, qs_at) = if ONE { (crate::q5::BYTES_1, 4, 8) } else { (crate::q5::BYTES, 2, 6) };
-            let mut acc = 0f32;
-            for (b, ba) in w.chunks_exact(bytes).zip(a) {
-                let qh = u32::from_le_bytes([b[qh_at], b[qh_at + 1], b[qh_at + 2], b[qh_at + 3]]);
-                let v = vld1q_u8(b.as_ptr().add(qs_at));
-                let lo = vorrq_u8(vandq_u8(v, vdupq_n_u8(0x0F)), high_bits_16(qh as u16));
-                let hi = vorrq_u8(vshrq_n_u8::<4>(v), high_bits_16((qh >> 16) as u16));
-                let s = block_dot(vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi), &ba.qs);
-                if ONE {
-                    acc += crate::blocks::f16_at(b, 0) * ba.d * s as f32
-                        + crate::blocks::f16_at(b, 2) * ba.d * ba.sum as f32;
-                } else {
-                    acc += crate::blocks::f16_at(b, 0) * ba.d * (s - 16 * ba.sum) as f32;
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let (bytes, qh_at, qs_at) = if ONE { (crate::q5::BYTES_1, 4, 8) } else { (crate::q5::BYTES, 2, 6) };
+                let mut acc = 0f32;
+                for (b, ba) in w.chunks_exact(bytes).zip(a) {
+                    let qh = u32::from_le_bytes([b[qh_at], b[qh_at + 1], b[qh_at + 2], b[qh_at + 3]]);
+                    let v = vld1q_u8(b.as_ptr().add(qs_at));
+                    let lo = vorrq_u8(vandq_u8(v, vdupq_n_u8(0x0F)), high_bits_16(qh as u16));
+                    let hi = vorrq_u8(vshrq_n_u8::<4>(v), high_bits_16((qh >> 16) as u16));
+                    let s = block_dot(vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi), &ba.qs);
+                    if ONE {
+                        acc += crate::blocks::f16_at(b, 0) * ba.d * s as f32
+                            + crate::blocks::f16_at(b, 2) * ba.d * ba.sum as f32;
+                    } else {
+                        acc += crate::blocks::f16_at(b, 0) * ba.d * (s - 16 * ba.sum) as f32;
+                    }
                 }
+                acc
             }
-            acc
         }
 
         /// `q4_k` (`FIVE` false) and `q5_k`: the scalar twin's expression per sub-block.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn vec_dot_k4_impl<const FIVE: bool>(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            let bytes = if FIVE { 176 } else { 144 };
-            let m4 = vdupq_n_u8(0x0F);
-            let mut acc = 0f32;
-            for (b, a8) in w.chunks_exact(bytes).zip(a.chunks_exact(8)) {
-                let sm = crate::kquants::scales_k4(b);
-                let p = b.as_ptr();
-                let qh = [vld1q_u8(p.add(16)), vld1q_u8(p.add(32))];
-                let ql = p.add(if FIVE { 48 } else { 16 });
-                for g in 0..4 {
-                    let v = [vld1q_u8(ql.add(32 * g)), vld1q_u8(ql.add(32 * g + 16))];
-                    for h in 0..2 {
-                        let j = 2 * g + h;
-                        let mut q = if h == 0 {
-                            [vandq_u8(v[0], m4), vandq_u8(v[1], m4)]
-                        } else {
-                            [vshrq_n_u8::<4>(v[0]), vshrq_n_u8::<4>(v[1])]
-                        };
-                        if FIVE {
-                            let bit = vdupq_n_u8(1 << j);
-                            for (q, qh) in q.iter_mut().zip(qh) {
-                                *q = vorrq_u8(*q, vandq_u8(vtstq_u8(qh, bit), vdupq_n_u8(0x10)));
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let bytes = if FIVE { size_of::<crate::blocks::BlockQ5K>() } else { size_of::<crate::blocks::BlockQ4K>() };
+                let m4 = vdupq_n_u8(0x0F);
+                let mut acc = 0f32;
+                for (b, a8) in w.chunks_exact(bytes).zip(a.chunks_exact(8)) {
+                    let sm = crate::kquants::scales_k4(b);
+                    let p = b.as_ptr();
+                    let qh = [vld1q_u8(p.add(16)), vld1q_u8(p.add(32))];
+                    let ql = p.add(if FIVE { 48 } else { 16 });
+                    for g in 0..4 {
+                        let v = [vld1q_u8(ql.add(32 * g)), vld1q_u8(ql.add(32 * g + 16))];
+                        for h in 0..2 {
+                            let j = 2 * g + h;
+                            let mut q = if h == 0 {
+                                [vandq_u8(v[0], m4), vandq_u8(v[1], m4)]
+                            } else {
+                                [vshrq_n_u8::<4>(v[0]), vshrq_n_u8::<4>(v[1])]
+                            };
+                            if FIVE {
+                                let bit = vdupq_n_u8(1 << j);
+                                for (q, qh) in q.iter_mut().zip(qh) {
+                                    *q = vorrq_u8(*q, vandq_u8(vtstq_u8(qh, bit), vdupq_n_u8(0x10)));
+                                }
                             }
+                            let ba = &a8[j];
+                            let s = block_dot(vreinterpretq_s8_u8(q[0]), vreinterpretq_s8_u8(q[1]), &ba.qs);
+                            acc += sm[j].0 * ba.d * s as f32 - sm[j].1 * ba.d * ba.sum as f32;
                         }
-                        let ba = &a8[j];
-                        let s = block_dot(vreinterpretq_s8_u8(q[0]), vreinterpretq_s8_u8(q[1]), &ba.qs);
-                        acc += sm[j].0 * ba.d * s as f32 - sm[j].1 * ba.d * ba.sum as f32;
                     }
                 }
+                acc
             }
-            acc
         }
 
         /// `q6_k`: the scalar twin's expression per 32 values (two 16-value sub-blocks).
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn vec_dot_q6_k_impl(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            let m4 = vdupq_n_u8(0x0F);
-            let m2 = vdupq_n_u8(3);
-            let off = vdupq_n_s8(32);
-            let mut acc = 0f32;
-            for (b, a8) in w.chunks_exact(210).zip(a.chunks_exact(8)) {
-                let p = b.as_ptr();
-                let d = crate::blocks::f16_at(b, 208);
-                // Exact integer sums per activation block and 16-value half.
-                let mut sums = [[0i32; 2]; 8];
-                for n in 0..2 {
-                    for half in 0..2 {
-                        // Values 16·half..16·half + 16 of each of the half's four sub-blocks.
-                        let o = 16 * half;
-                        let ql0 = vld1q_u8(p.add(64 * n + o));
-                        let ql1 = vld1q_u8(p.add(64 * n + 32 + o));
-                        let qh = vld1q_u8(p.add(128 + 32 * n + o));
-                        let q = [
-                            vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8::<4>(vandq_u8(qh, m2))),
-                            vorrq_u8(vandq_u8(ql1, m4), vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(qh), m2))),
-                            vorrq_u8(vshrq_n_u8::<4>(ql0), vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(qh), m2))),
-                            vorrq_u8(vshrq_n_u8::<4>(ql1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(qh))),
-                        ];
-                        for (k, q) in q.into_iter().enumerate() {
-                            let x = vsubq_s8(vreinterpretq_s8_u8(q), off);
-                            let y = vld1q_s8(a8[4 * n + k].qs.as_ptr().add(o));
-                            sums[4 * n + k][half] = vaddvq_s32(dot_i8x16(vdupq_n_s32(0), x, y));
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let m4 = vdupq_n_u8(0x0F);
+                let m2 = vdupq_n_u8(3);
+                let off = vdupq_n_s8(32);
+                let mut acc = 0f32;
+                for (b, a8) in w.chunks_exact(size_of::<crate::blocks::BlockQ6K>()).zip(a.chunks_exact(8)) {
+                    let p = b.as_ptr();
+                    let d = crate::blocks::f16_at(b, 208);
+                    // Exact integer sums per activation block and 16-value half.
+                    let mut sums = [[0i32; 2]; 8];
+                    for n in 0..2 {
+                        for half in 0..2 {
+                            // Values 16·half..16·half + 16 of each of the half's four sub-blocks.
+                            let o = 16 * half;
+                            let ql0 = vld1q_u8(p.add(64 * n + o));
+                            let ql1 = vld1q_u8(p.add(64 * n + 32 + o));
+                            let qh = vld1q_u8(p.add(128 + 32 * n + o));
+                            let q = [
+                                vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8::<4>(vandq_u8(qh, m2))),
+                                vorrq_u8(vandq_u8(ql1, m4), vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(qh), m2))),
+                                vorrq_u8(vshrq_n_u8::<4>(ql0), vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(qh), m2))),
+                                vorrq_u8(vshrq_n_u8::<4>(ql1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(qh))),
+                            ];
+                            for (k, q) in q.into_iter().enumerate() {
+                                let x = vsubq_s8(vreinterpretq_s8_u8(q), off);
+                                let y = vld1q_s8(a8[4 * n + k].qs.as_ptr().add(o));
+                                sums[4 * n + k][half] = vaddvq_s32(dot_i8x16(vdupq_n_s32(0), x, y));
+                            }
                         }
                     }
+                    for (i, (ba, s)) in a8.iter().zip(sums).enumerate() {
+                        let (sc0, sc1) = (b[192 + 2 * i] as i8, b[193 + 2 * i] as i8);
+                        acc += d * sc0 as f32 * ba.d * s[0] as f32 + d * sc1 as f32 * ba.d * s[1] as f32;
+                    }
                 }
-                for (i, (ba, s)) in a8.iter().zip(sums).enumerate() {
-                    let (sc0, sc1) = (b[192 + 2 * i] as i8, b[193 + 2 * i] as i8);
-                    acc += d * sc0 as f32 * ba.d * s[0] as f32 + d * sc1 as f32 * ba.d * s[1] as f32;
-                }
+                acc
             }
-            acc
         }
 
         /// Exact Σ x·y over a 32-value block given as two halves.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn block_dot(x0: int8x16_t, x1: int8x16_t, y: &[i8; QK]) -> i32 {
-            let y0 = vld1q_s8(y.as_ptr());
-            let y1 = vld1q_s8(y.as_ptr().add(16));
-            let acc = dot_i8x16(vdupq_n_s32(0), x0, y0);
-            let acc = dot_i8x16(acc, x1, y1);
-            vaddvq_s32(acc)
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let y0 = vld1q_s8(y.as_ptr());
+                let y1 = vld1q_s8(y.as_ptr().add(16));
+                let acc = dot_i8x16(vdupq_n_s32(0), x0, y0);
+                let acc = dot_i8x16(acc, x1, y1);
+                vaddvq_s32(acc)
+            }
         }
 
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn quantize_act_impl(src: &[f32], dst: &mut [BlockQ8A]) {
-            for (i, b) in dst.iter_mut().enumerate() {
-                let p = src.as_ptr().add(i * QK);
-                let v: [float32x4_t; 8] = std::array::from_fn(|j| vld1q_f32(p.add(4 * j)));
-                let mut m = vabsq_f32(v[0]);
-                for x in &v[1..] {
-                    m = vmaxq_f32(m, vabsq_f32(*x));
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                for (i, b) in dst.iter_mut().enumerate() {
+                    let p = src.as_ptr().add(i * QK);
+                    let v: [float32x4_t; 8] = std::array::from_fn(|j| vld1q_f32(p.add(4 * j)));
+                    let mut m = vabsq_f32(v[0]);
+                    for x in &v[1..] {
+                        m = vmaxq_f32(m, vabsq_f32(*x));
+                    }
+                    let amax = vmaxvq_f32(m);
+                    let d = amax / 127.0;
+                    let id = vdupq_n_f32(if d != 0.0 { 1.0 / d } else { 0.0 });
+                    let q: [int32x4_t; 8] = std::array::from_fn(|j| vcvtaq_s32_f32(vmulq_f32(v[j], id)));
+                    let mut sum = vdupq_n_s32(0);
+                    for x in &q {
+                        sum = vaddq_s32(sum, *x);
+                    }
+                    for h in 0..2 {
+                        let lo = vcombine_s16(vqmovn_s32(q[4 * h]), vqmovn_s32(q[4 * h + 1]));
+                        let hi = vcombine_s16(vqmovn_s32(q[4 * h + 2]), vqmovn_s32(q[4 * h + 3]));
+                        vst1q_s8(b.qs.as_mut_ptr().add(16 * h), vcombine_s8(vqmovn_s16(lo), vqmovn_s16(hi)));
+                    }
+                    b.d = d;
+                    b.sum = vaddvq_s32(sum);
                 }
-                let amax = vmaxvq_f32(m);
-                let d = amax / 127.0;
-                let id = vdupq_n_f32(if d != 0.0 { 1.0 / d } else { 0.0 });
-                let q: [int32x4_t; 8] = std::array::from_fn(|j| vcvtaq_s32_f32(vmulq_f32(v[j], id)));
-                let mut sum = vdupq_n_s32(0);
-                for x in &q {
-                    sum = vaddq_s32(sum, *x);
-                }
-                for h in 0..2 {
-                    let lo = vcombine_s16(vqmovn_s32(q[4 * h]), vqmovn_s32(q[4 * h + 1]));
-                    let hi = vcombine_s16(vqmovn_s32(q[4 * h + 2]), vqmovn_s32(q[4 * h + 3]));
-                    vst1q_s8(b.qs.as_mut_ptr().add(16 * h), vcombine_s8(vqmovn_s16(lo), vqmovn_s16(hi)));
-                }
-                b.d = d;
-                b.sum = vaddvq_s32(sum);
             }
         }
 
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn vec_dot_q8_0_impl(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
-            let mut acc = 0.0f32;
-            for (bw, ba) in w.iter().zip(a) {
-                let x0 = vld1q_s8(bw.qs.as_ptr());
-                let x1 = vld1q_s8(bw.qs.as_ptr().add(16));
-                let s = block_dot(x0, x1, &ba.qs);
-                acc += f16_to_f32(bw.d) * ba.d * s as f32;
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let mut acc = 0.0f32;
+                for (bw, ba) in w.iter().zip(a) {
+                    let x0 = vld1q_s8(bw.qs.as_ptr());
+                    let x1 = vld1q_s8(bw.qs.as_ptr().add(16));
+                    let s = block_dot(x0, x1, &ba.qs);
+                    acc += f16_to_f32(bw.d) * ba.d * s as f32;
+                }
+                acc
             }
-            acc
         }
 
         /// Nibbles as signed bytes minus `bias`: values 0–15 of the block, then 16–31.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn nibbles(qs: &[u8; QK / 2], bias: i8) -> (int8x16_t, int8x16_t) {
-            let v = vld1q_u8(qs.as_ptr());
-            let lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F)));
-            let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
-            (vsubq_s8(lo, vdupq_n_s8(bias)), vsubq_s8(hi, vdupq_n_s8(bias)))
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let v = vld1q_u8(qs.as_ptr());
+                let lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F)));
+                let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+                (vsubq_s8(lo, vdupq_n_s8(bias)), vsubq_s8(hi, vdupq_n_s8(bias)))
+            }
         }
 
         /// 16-row interleaved matrices, 4 rows (a quarter of each 64-byte piece) at a time:
         /// the weights as signed bytes (q4: nibble − 8 for `q4_0`, as is for `q4_1`) against 4
         /// activation bytes repeated over the register, so `dot4_i8x16` gives 4 row sums; then
         /// per lane the scalar reference's f32 expression, so results match it bit for bit.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn gemm_x16_impl<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            let groups = w.len() / nb;
-            let rows = 16 * groups;
-            let q4 = B::DTYPE != crate::DType::Q8_0;
-            let bias = if B::DTYPE == crate::DType::Q4_0 { 8 } else { 0 };
-            for (t, at) in a.chunks_exact(nb).enumerate() {
-                for (g, wg) in w.chunks_exact(nb).enumerate() {
-                    for quad in 0..4 {
-                        let mut acc = vdupq_n_f32(0.0);
-                        for (bw, ba) in wg.iter().zip(at) {
-                            let qs = &bw.qs()[16 * quad..];
-                            let y = ba.qs.as_ptr() as *const i32;
-                            let mut s = vdupq_n_s32(0);
-                            // SAFETY (the reads of y): k < 8 and an activation block holds 32 bytes.
-                            for k in 0..if q4 { 4 } else { 8 } {
-                                let v = vld1q_u8(qs[64 * k..][..16].as_ptr());
-                                let yk = vreinterpretq_s8_s32(vdupq_n_s32(y.add(k).read_unaligned()));
-                                if q4 {
-                                    let lo =
-                                        vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vdupq_n_s8(bias));
-                                    let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)), vdupq_n_s8(bias));
-                                    let yh = vreinterpretq_s8_s32(vdupq_n_s32(y.add(4 + k).read_unaligned()));
-                                    s = dot4_i8x16(dot4_i8x16(s, lo, yk), hi, yh);
-                                } else {
-                                    s = dot4_i8x16(s, vreinterpretq_s8_u8(v), yk);
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let groups = w.len() / nb;
+                let rows = 16 * groups;
+                let q4 = B::DTYPE != crate::DType::Q8_0;
+                let bias = if B::DTYPE == crate::DType::Q4_0 { 8 } else { 0 };
+                for (t, at) in a.chunks_exact(nb).enumerate() {
+                    for (g, wg) in w.chunks_exact(nb).enumerate() {
+                        for quad in 0..4 {
+                            let mut acc = vdupq_n_f32(0.0);
+                            for (bw, ba) in wg.iter().zip(at) {
+                                let qs = &bw.qs()[16 * quad..];
+                                let y = ba.qs.as_ptr() as *const i32;
+                                let mut s = vdupq_n_s32(0);
+                                // SAFETY (the reads of y): k < 8 and an activation block holds 32 bytes.
+                                for k in 0..if q4 { 4 } else { 8 } {
+                                    let v = vld1q_u8(qs[64 * k..][..16].as_ptr());
+                                    let yk = vreinterpretq_s8_s32(vdupq_n_s32(y.add(k).read_unaligned()));
+                                    if q4 {
+                                        let lo =
+                                            vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vdupq_n_s8(bias));
+                                        let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)), vdupq_n_s8(bias));
+                                        let yh = vreinterpretq_s8_s32(vdupq_n_s32(y.add(4 + k).read_unaligned()));
+                                        s = dot4_i8x16(dot4_i8x16(s, lo, yk), hi, yh);
+                                    } else {
+                                        s = dot4_i8x16(s, vreinterpretq_s8_u8(v), yk);
+                                    }
                                 }
+                                let lane = |f: &[u16; 16]| -> float32x4_t {
+                                    let v: [f32; 4] = std::array::from_fn(|i| f16_to_f32(f[4 * quad + i]));
+                                    vld1q_f32(v.as_ptr())
+                                };
+                                let term = vmulq_f32(vmulq_n_f32(lane(bw.d()), ba.d), vcvtq_f32_s32(s));
+                                let term = match bw.m() {
+                                    Some(m) => vaddq_f32(term, vmulq_n_f32(vmulq_n_f32(lane(m), ba.d), ba.sum as f32)),
+                                    None => term,
+                                };
+                                acc = vaddq_f32(acc, term);
                             }
-                            let lane = |f: &[u16; 16]| -> float32x4_t {
-                                let v: [f32; 4] = std::array::from_fn(|i| f16_to_f32(f[4 * quad + i]));
-                                vld1q_f32(v.as_ptr())
-                            };
-                            let term = vmulq_f32(vmulq_n_f32(lane(bw.d()), ba.d), vcvtq_f32_s32(s));
-                            let term = match bw.m() {
-                                Some(m) => vaddq_f32(term, vmulq_n_f32(vmulq_n_f32(lane(m), ba.d), ba.sum as f32)),
-                                None => term,
-                            };
-                            acc = vaddq_f32(acc, term);
+                            vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), acc);
                         }
-                        vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), acc);
                     }
                 }
             }
         }
 
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn vec_dot_q4_0_impl(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
-            let mut acc = 0.0f32;
-            for (bw, ba) in w.iter().zip(a) {
-                let (x0, x1) = nibbles(&bw.qs, 0);
-                // Σ (q − 8)·a = Σ q·a − 8·Σa, exactly as the scalar reference computes it.
-                let s = block_dot(x0, x1, &ba.qs) - 8 * ba.sum;
-                acc += f16_to_f32(bw.d) * ba.d * s as f32;
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let mut acc = 0.0f32;
+                for (bw, ba) in w.iter().zip(a) {
+                    let (x0, x1) = nibbles(&bw.qs, 0);
+                    // Σ (q − 8)·a = Σ q·a − 8·Σa, exactly as the scalar reference computes it.
+                    let s = block_dot(x0, x1, &ba.qs) - 8 * ba.sum;
+                    acc += f16_to_f32(bw.d) * ba.d * s as f32;
+                }
+                acc
             }
-            acc
         }
 
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn vec_dot_q4_1_impl(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
-            let mut acc = 0.0f32;
-            for (bw, ba) in w.iter().zip(a) {
-                let (x0, x1) = nibbles(&bw.qs, 0);
-                let s = block_dot(x0, x1, &ba.qs);
-                acc += f16_to_f32(bw.d) * ba.d * s as f32 + f16_to_f32(bw.m) * ba.d * ba.sum as f32;
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let mut acc = 0.0f32;
+                for (bw, ba) in w.iter().zip(a) {
+                    let (x0, x1) = nibbles(&bw.qs, 0);
+                    let s = block_dot(x0, x1, &ba.qs);
+                    acc += f16_to_f32(bw.d) * ba.d * s as f32 + f16_to_f32(bw.m) * ba.d * ba.sum as f32;
+                }
+                acc
             }
-            acc
         }
 
         /// `y += a·x`, fused multiply-adds 4 lanes at a time, the tail in scalar code.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn axpy_f32_impl(y: &mut [f32], a: f32, x: &[f32]) {
-            let n = y.len();
-            let mut i = 0;
-            while i + 4 <= n {
-                let p = y.as_mut_ptr().add(i);
-                vst1q_f32(p, vfmaq_n_f32(vld1q_f32(p), vld1q_f32(x.as_ptr().add(i)), a));
-                i += 4;
-            }
-            for j in i..n {
-                y[j] += a * x[j];
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let n = y.len();
+                let mut i = 0;
+                while i + 4 <= n {
+                    let p = y.as_mut_ptr().add(i);
+                    vst1q_f32(p, vfmaq_n_f32(vld1q_f32(p), vld1q_f32(x.as_ptr().add(i)), a));
+                    i += 4;
+                }
+                for j in i..n {
+                    y[j] += a * x[j];
+                }
             }
         }
 
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn vec_dot_f32_impl(w: &[f32], x: &[f32]) -> f32 {
-            let n = w.len();
-            let mut acc = [vdupq_n_f32(0.0); 4];
-            let mut i = 0;
-            while i + 16 <= n {
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a = vfmaq_f32(*a, vld1q_f32(w.as_ptr().add(i + 4 * j)), vld1q_f32(x.as_ptr().add(i + 4 * j)));
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let n = w.len();
+                let mut acc = [vdupq_n_f32(0.0); 4];
+                let mut i = 0;
+                while i + 16 <= n {
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = vfmaq_f32(*a, vld1q_f32(w.as_ptr().add(i + 4 * j)), vld1q_f32(x.as_ptr().add(i + 4 * j)));
+                    }
+                    i += 16;
                 }
-                i += 16;
+                while i + 4 <= n {
+                    acc[0] = vfmaq_f32(acc[0], vld1q_f32(w.as_ptr().add(i)), vld1q_f32(x.as_ptr().add(i)));
+                    i += 4;
+                }
+                let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+                for j in i..n {
+                    s += w[j] * x[j];
+                }
+                s
             }
-            while i + 4 <= n {
-                acc[0] = vfmaq_f32(acc[0], vld1q_f32(w.as_ptr().add(i)), vld1q_f32(x.as_ptr().add(i)));
-                i += 4;
-            }
-            let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
-            for j in i..n {
-                s += w[j] * x[j];
-            }
-            s
         }
     };
 }
@@ -428,7 +506,7 @@ pub mod plain {
     /// and 8+2i, 9+2i: only the horizontal total is meaningful).
     #[target_feature(enable = "neon")]
     #[inline]
-    unsafe fn dot_i8x16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    fn dot_i8x16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
         let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
         let hi = vmull_high_s8(a, b);
         vpadalq_s16(vpadalq_s16(acc, lo), hi)
@@ -438,13 +516,13 @@ pub mod plain {
     /// fits i16 because one side is an activation (|a| ≤ 127).
     #[target_feature(enable = "neon")]
     #[inline]
-    unsafe fn dot4_i8x16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    fn dot4_i8x16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
         let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
         let hi = vmull_high_s8(a, b);
         vpadalq_s16(acc, vpaddq_s16(lo, hi))
     }
 
-    neon_bodies!(crate::dispatch::Isa::Neon, "neon");
+    neon_bodies!(crate::dispatch::Isa::Neon, "neon", "neon", available: crate::arm::has_neon());
 }
 
 /// NEON with the dot-product extension: one `sdot` per 16 byte pairs. `vdotq_s32` is not
@@ -455,7 +533,7 @@ pub mod dotprod {
     /// acc + Σ a·b over groups of 4 signed bytes (4 × i32), with `sdot`.
     #[target_feature(enable = "neon,dotprod")]
     #[inline]
-    unsafe fn dot_i8x16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    fn dot_i8x16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
         let mut r = acc;
         // SAFETY: `sdot` exists (the caller's target features include dotprod); it reads only
         // its three vector registers and writes the accumulator.
@@ -474,9 +552,9 @@ pub mod dotprod {
     /// `sdot` already sums each group of 4 bytes into its own lane.
     #[target_feature(enable = "neon,dotprod")]
     #[inline]
-    unsafe fn dot4_i8x16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    fn dot4_i8x16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
         dot_i8x16(acc, a, b)
     }
 
-    neon_bodies!(crate::dispatch::Isa::NeonDot, "neon,dotprod");
+    neon_bodies!(crate::dispatch::Isa::NeonDot, "neon-dotprod", "neon,dotprod", available: crate::arm::has_dotprod());
 }

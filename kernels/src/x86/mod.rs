@@ -1,20 +1,18 @@
-//! x86-64 kernels. Two tables over one set of kernel bodies:
+//! x86-64 kernels, one module per ISA, each with one `plug`:
 //! - `avx2`: AVX2 + FMA + F16C; signed 8-bit products through `vpmaddubsw` + `vpmaddwd`.
-//! - `avx512`: the same bodies compiled with AVX-512 F/BW/VL + VNNI, where the product-sum is
-//!   one `vpdpbusd` (`dot_u8i8` below), the choice that matters for quantized dot products.
+//! - `avx512`: AVX-512 F/BW/VL + VNNI on top of `avx2`'s table, where the product-sum is one
+//!   `vpdpbusd`, the choice that matters for quantized dot products.
 //!
-//! The bodies are `#[target_feature]` functions; the table slots are safe wrappers that are
-//! only installed after `is_x86_feature_detected!` confirmed every feature the body needs.
+//! `common.rs` holds the bodies both compile with their own features. The bodies are
+//! `#[target_feature]` functions; the table slots are safe wrappers that are only installed
+//! after `is_x86_feature_detected!` confirmed every feature the body needs.
 
 use crate::dispatch::{Isa, Kernels};
 
-mod attn;
 #[macro_use]
-mod bytes;
-mod exp;
-mod kernels;
-mod ymm16;
-mod zmm;
+mod common;
+mod avx2;
+mod avx512;
 
 /// One f16 (raw bits) to f32 with F16C. The bits go in with `vmovd` from a general register,
 /// which writes the whole vector register: built from intrinsics, LLVM inserts the 16 bits into
@@ -23,7 +21,7 @@ mod zmm;
 /// dot's time).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn f16_to_f32(bits: u16) -> f32 {
+fn f16_to_f32(bits: u16) -> f32 {
     use std::arch::x86_64::*;
     let v: __m128i;
     // SAFETY: `vmovd` reads one general register and writes one vector register; no memory,
@@ -35,11 +33,11 @@ unsafe fn f16_to_f32(bits: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(v))
 }
 
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
-fn has_avx512() -> bool {
+pub(crate) fn has_avx512() -> bool {
     has_avx2()
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
@@ -52,15 +50,10 @@ fn has_avx512() -> bool {
 pub fn plug(k: &mut Kernels, want: Option<Isa>) {
     let allow = |isa: Isa| want.is_none_or(|w| w >= isa && w <= Isa::Avx512);
     if allow(Isa::Avx2) && has_avx2() {
-        kernels::avx2::plug(k);
-        ymm16::plug(k);
-        exp::plug_avx2(k);
-        attn::plug(k);
+        avx2::plug(k);
     }
     if allow(Isa::Avx512) && has_avx512() {
-        kernels::avx512::plug(k);
-        zmm::plug(k);
-        exp::plug_avx512(k);
+        avx512::plug(k);
     }
 }
 
@@ -88,18 +81,24 @@ pub fn sum_u64(x: &[u8]) -> u64 {
     unsafe { sum_u64_avx2(x) }
 }
 
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
 #[target_feature(enable = "avx2")]
 unsafe fn sum_u64_avx2(x: &[u8]) -> u64 {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_si256(); 4];
-    let mut chunks = x.chunks_exact(128);
-    for c in &mut chunks {
-        for (u, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_add_epi64(*a, _mm256_loadu_si256(c.as_ptr().add(32 * u) as *const __m256i));
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        use std::arch::x86_64::*;
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let mut chunks = x.chunks_exact(128);
+        for c in &mut chunks {
+            for (u, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_epi64(*a, _mm256_loadu_si256(c.as_ptr().add(32 * u) as *const __m256i));
+            }
         }
+        let s = _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3]));
+        let mut lanes = [0u64; 4];
+        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, s);
+        lanes.iter().fold(crate::scalar::sum_u64(chunks.remainder()), |a, &v| a.wrapping_add(v))
     }
-    let s = _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3]));
-    let mut lanes = [0u64; 4];
-    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, s);
-    lanes.iter().fold(crate::scalar::sum_u64(chunks.remainder()), |a, &v| a.wrapping_add(v))
 }

@@ -1,0 +1,470 @@
+//! `plug!`, with which every ISA module registers its kernels, and the twin checks it turns into
+//! tests: one check per dispatch slot, comparing a table's kernel with the scalar reference of
+//! the same name on random inputs of every length class (full blocks, odd tails, zero blocks,
+//! random bytes). A slot listed in `plug!` without a check here does not compile, so no SIMD
+//! kernel ships untested. Integer-exact paths compare bit for bit; float paths within f32
+//! rounding of the magnitude of the terms (Σ|w·a|), since SIMD sums run in another order.
+
+/// `plug!(isa, "name", available: expr, [slot, …])` defines the module's
+/// `pub fn plug(k: &mut Kernels)`, which sets `k.isa` and each listed slot to the module's
+/// kernel of the same name, and, under `cfg(test)`, one test per slot that runs
+/// `twins::<slot>` on a scalar table upgraded by this `plug`, or prints
+/// `SKIP <name>: not available` when the CPU lacks the ISA.
+macro_rules! plug {
+    ($isa:expr, $name:literal, available: $avail:expr, [$($slot:ident),* $(,)?]) => {
+        /// Upgrades the slots of `k` with this module's kernels. Call only after detecting the
+        /// ISA (the kernels' safe wrappers rely on it).
+        pub fn plug(k: &mut crate::dispatch::Kernels) {
+            k.isa = $isa;
+            $(k.$slot = $slot;)*
+        }
+
+        #[cfg(test)]
+        mod twin_tests {
+            $(
+                #[test]
+                fn $slot() {
+                    if !$avail {
+                        println!("SKIP {}: not available", $name);
+                        return;
+                    }
+                    let mut k = crate::dispatch::Kernels::scalar();
+                    super::plug(&mut k);
+                    crate::twins::$slot(&k, $isa);
+                    println!("checked {} {}", $name, stringify!($slot));
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(test)]
+pub(crate) use checks::*;
+
+#[cfg(test)]
+mod checks {
+    use crate::blocks::{block_bytes, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK, QK_K};
+    use crate::dispatch::{ByteDotsFn, Isa, Kernels};
+    use crate::scalar;
+
+    /// xorshift64*, for reproducible random inputs without a dependency.
+    pub(crate) struct Rng(u64);
+    impl Rng {
+        pub fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        /// Uniform in [-1, 1).
+        pub fn f(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        }
+        pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+            (0..n).map(|_| self.f() * scale).collect()
+        }
+    }
+
+    /// Block counts of every length class: one block, odd tails, SIMD widths ± 1, long rows.
+    const BLOCK_COUNTS: [usize; 11] = [1, 2, 3, 7, 8, 9, 16, 17, 18, 48, 49];
+
+    /// Agreement within f32 rounding of the terms' magnitude.
+    fn close(a: f32, b: f32, mag: f32) -> bool {
+        (a - b).abs() <= 1e-5 * mag + 1e-6
+    }
+
+    /// Activations of `n` values (an all-zero first block when `zero`), quantized by the scalar
+    /// reference, with their dequantized values.
+    fn acts(rng: &mut Rng, n: usize, zero: bool) -> (Vec<BlockQ8A>, Vec<f32>) {
+        let mut x = rng.vec(n, 4.0);
+        if zero {
+            x[..QK].fill(0.0);
+        }
+        let mut qa = vec![BlockQ8A::default(); n / QK];
+        scalar::quantize_act(&x, &mut qa);
+        let ad = dequantize_act(&qa);
+        (qa, ad)
+    }
+
+    fn dequantize_act(qa: &[BlockQ8A]) -> Vec<f32> {
+        qa.iter().flat_map(|b| b.qs.map(|q| q as f32 * b.d)).collect()
+    }
+
+    /// Σ|w·a|, the scale of f32 rounding in a dot product.
+    fn mag(w: &[f32], a: &[f32]) -> f32 {
+        w.iter().zip(a).map(|(w, a)| (w * a).abs()).sum()
+    }
+
+    /// `w` quantized by the reference quantizers of the three legacy types.
+    fn legacy_blocks(w: &[f32]) -> (Vec<BlockQ4_0>, Vec<BlockQ4_1>, Vec<BlockQ8_0>) {
+        let n = w.len() / QK;
+        let (mut q40, mut q41, mut q80) =
+            (vec![BlockQ4_0::default(); n], vec![BlockQ4_1::default(); n], vec![BlockQ8_0::default(); n]);
+        scalar::quantize_row_q4_0(w, &mut q40);
+        scalar::quantize_row_q4_1(w, &mut q41);
+        scalar::quantize_row_q8_0(w, &mut q80);
+        (q40, q41, q80)
+    }
+
+    pub(crate) fn quantize_act(k: &Kernels, isa: Isa) {
+        let mut rng = Rng::new(3 + isa as u64);
+        for nb in BLOCK_COUNTS {
+            let mut x = rng.vec(nb * QK, 4.0);
+            if nb % 3 == 0 {
+                x[..QK].fill(0.0); // an all-zero block
+            }
+            let (mut want, mut got) = (vec![BlockQ8A::default(); nb], vec![BlockQ8A::default(); nb]);
+            scalar::quantize_act(&x, &mut want);
+            (k.quantize_act)(&x, &mut got);
+            assert_eq!(got, want, "{isa:?} quantize_act nb={nb}");
+        }
+    }
+
+    type DotFn<B> = fn(&[B], &[BlockQ8A]) -> f32;
+
+    /// A legacy type's row dot against the scalar twin.
+    fn legacy_dot<B: Copy>(
+        isa: Isa,
+        name: &str,
+        quant: fn(&[f32]) -> Vec<B>,
+        deq: fn(&[B], &mut [f32]),
+        [want, got]: [DotFn<B>; 2],
+    ) {
+        let mut rng = Rng::new(4 + isa as u64);
+        for nb in BLOCK_COUNTS {
+            let (qa, ad) = acts(&mut rng, nb * QK, nb % 3 == 0);
+            let q = quant(&rng.vec(nb * QK, 1.0));
+            let mut wd = vec![0f32; nb * QK];
+            deq(&q, &mut wd);
+            let (r, g) = (want(&q, &qa), got(&q, &qa));
+            assert!(close(r, g, mag(&wd, &ad)), "{isa:?} {name} nb={nb}: {g} vs scalar {r}");
+        }
+    }
+
+    pub(crate) fn vec_dot_q4_0(k: &Kernels, isa: Isa) {
+        let q = |w: &[f32]| legacy_blocks(w).0;
+        legacy_dot(isa, "q4_0", q, scalar::dequantize_row_q4_0, [scalar::vec_dot_q4_0, k.vec_dot_q4_0]);
+    }
+
+    pub(crate) fn vec_dot_q4_1(k: &Kernels, isa: Isa) {
+        let q = |w: &[f32]| legacy_blocks(w).1;
+        legacy_dot(isa, "q4_1", q, scalar::dequantize_row_q4_1, [scalar::vec_dot_q4_1, k.vec_dot_q4_1]);
+    }
+
+    pub(crate) fn vec_dot_q8_0(k: &Kernels, isa: Isa) {
+        let q = |w: &[f32]| legacy_blocks(w).2;
+        legacy_dot(isa, "q8_0", q, scalar::dequantize_row_q8_0, [scalar::vec_dot_q8_0, k.vec_dot_q8_0]);
+    }
+
+    /// Float row dots: every tail length around the SIMD widths.
+    fn float_dot(isa: Isa, name: &str, f16: bool, got: &dyn Fn(&[f32], &[f32]) -> f32) {
+        let mut rng = Rng::new(5 + isa as u64);
+        for _ in BLOCK_COUNTS {
+            for len in [1usize, 7, 8, 15, 16, 17, 31, 33, 64, 100] {
+                let (a, b) = (rng.vec(len, 1.0), rng.vec(len, 1.0));
+                let want = if f16 {
+                    scalar::vec_dot_f16(&a.iter().map(|&v| f32_to_f16(v)).collect::<Vec<_>>(), &b)
+                } else {
+                    scalar::vec_dot_f32(&a, &b)
+                };
+                let g = got(&a, &b);
+                assert!(close(want, g, mag(&a, &b)), "{isa:?} {name} len={len}: {g} vs {want}");
+            }
+        }
+    }
+
+    pub(crate) fn vec_dot_f32(k: &Kernels, isa: Isa) {
+        float_dot(isa, "f32", false, &|a, b| (k.vec_dot_f32)(a, b));
+    }
+
+    pub(crate) fn vec_dot_f16(k: &Kernels, isa: Isa) {
+        float_dot(isa, "f16", true, &|a, b| (k.vec_dot_f16)(&a.iter().map(|&v| f32_to_f16(v)).collect::<Vec<_>>(), b));
+    }
+
+    /// Tiles (weight rows × tokens) against the table's own row dot for every remainder shape
+    /// of the tiling: bit for bit below 16 tokens (register tiles run the row dot's exact
+    /// operations); from 16 tokens the AVX-512 kernels put tokens in lanes and sum in another
+    /// order, so there they agree within f32 rounding of the terms' magnitude.
+    fn tiles<B: Copy>(
+        isa: Isa,
+        name: &str,
+        pick: fn(Vec<BlockQ4_0>, Vec<BlockQ4_1>, Vec<BlockQ8_0>) -> Vec<B>,
+        deq: fn(&[B], &mut [f32]),
+        gemm: crate::dispatch::GemmFn<B>,
+        dot: fn(&[B], &[BlockQ8A]) -> f32,
+    ) {
+        let mut rng = Rng::new(6 + isa as u64);
+        let nb = 3;
+        for (rows, toks) in
+            [(1usize, 1usize), (2, 4), (3, 5), (4, 4), (5, 9), (8, 1), (7, 3), (5, 16), (4, 17), (9, 33)]
+        {
+            let (q40, q41, q80) = legacy_blocks(&rng.vec(rows * nb * QK, 1.0));
+            let q = pick(q40, q41, q80);
+            let (qa, ad) = acts(&mut rng, toks * nb * QK, false);
+            let mut out = vec![0f32; rows * toks];
+            gemm(&q, &qa, nb, &mut out);
+            let mut wd = vec![0f32; nb * QK];
+            for t in 0..toks {
+                for r in 0..rows {
+                    let want = dot(&q[r * nb..(r + 1) * nb], &qa[t * nb..(t + 1) * nb]);
+                    let got = out[t * rows + r];
+                    if toks < 16 {
+                        assert_eq!(got.to_bits(), want.to_bits(), "{isa:?} {name} {rows}x{toks} ({r},{t})");
+                    } else {
+                        deq(&q[r * nb..(r + 1) * nb], &mut wd);
+                        let m = mag(&wd, &ad[t * nb * QK..(t + 1) * nb * QK]);
+                        assert!(close(got, want, m), "{isa:?} {name} {rows}x{toks} ({r},{t}): {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn gemm_q4_0(k: &Kernels, isa: Isa) {
+        tiles(isa, "gemm_q4_0", |q, _, _| q, scalar::dequantize_row_q4_0, k.gemm_q4_0, k.vec_dot_q4_0);
+    }
+
+    pub(crate) fn gemm_q4_1(k: &Kernels, isa: Isa) {
+        tiles(isa, "gemm_q4_1", |_, q, _| q, scalar::dequantize_row_q4_1, k.gemm_q4_1, k.vec_dot_q4_1);
+    }
+
+    pub(crate) fn gemm_q8_0(k: &Kernels, isa: Isa) {
+        tiles(isa, "gemm_q8_0", |_, _, q| q, scalar::dequantize_row_q8_0, k.gemm_q8_0, k.vec_dot_q8_0);
+    }
+
+    /// A byte-coded type (q5_0, q5_1, q4_k, q5_k, q6_k) against its scalar twin: rows from the
+    /// quantizer and rows of random bytes (every bit pattern of the integer fields, sane f16
+    /// scales at `f16s`), 1–5 super-blocks (1–49 blocks for the 32-value types), zero activation
+    /// blocks included, 1–33 tokens per call (beyond the 8 or 16 an x86 call takes at once).
+    /// NEON runs the scalar expression per block and must agree bit for bit; x86 sums lanes in
+    /// another order and agrees within f32 rounding of Σ|w·a|. Every ISA gives each token the
+    /// same bits whether it comes alone or with others.
+    fn byte_dots(isa: Isa, dtype: DType, f16s: &[usize], want: ByteDotsFn, got: ByteDotsFn) {
+        let mut rng = Rng::new(40 + isa as u64 + dtype as u64);
+        let exact = matches!(isa, Isa::Neon | Isa::NeonDot | Isa::Scalar);
+        let lens: &[usize] = if dtype.block_len() == QK_K { &[8, 16, 24, 40] } else { &[1, 2, 3, 7, 8, 9, 17, 49] };
+        for (ci, &nb) in lens.iter().enumerate() {
+            let toks = [1usize, 9, 5, 33][ci % 4];
+            let n = nb * QK;
+            let mut x = rng.vec(n * toks, 4.0);
+            if nb % 3 == 0 {
+                x[..QK].fill(0.0);
+            }
+            let mut qa = vec![BlockQ8A::default(); nb * toks];
+            scalar::quantize_act(&x, &mut qa);
+            let mut quantized = Vec::new();
+            crate::blocks::quantize_bytes(dtype, &rng.vec(n, 1.0), &mut quantized).unwrap();
+            let mut random: Vec<u8> = (0..quantized.len()).map(|_| rng.next() as u8).collect();
+            for blk in random.chunks_exact_mut(dtype.block_bytes()) {
+                for &o in f16s {
+                    blk[o..o + 2].copy_from_slice(&f32_to_f16(rng.f() * 0.01).to_le_bytes());
+                }
+            }
+            for (what, row) in [("quantized", &quantized), ("random", &random)] {
+                let mut wd = vec![0f32; n];
+                crate::blocks::dequantize_bytes(dtype, row, &mut wd).unwrap();
+                let (mut r, mut g) = (vec![0f32; toks], vec![0f32; toks]);
+                want(row, &qa, nb, &mut r);
+                got(row, &qa, nb, &mut g);
+                for t in 0..toks {
+                    let at = &qa[t * nb..(t + 1) * nb];
+                    let m = mag(&wd, &dequantize_act(at));
+                    let (r, g) = (r[t], g[t]);
+                    let ctx = format!("{isa:?} {dtype} {what} nb={nb} token {t}/{toks}");
+                    if exact {
+                        assert_eq!(g.to_bits(), r.to_bits(), "{ctx}: {g} vs scalar {r}");
+                    } else {
+                        assert!(close(g, r, m), "{ctx}: {g} vs scalar {r} (Σ|w·a| {m})");
+                    }
+                    let mut alone = [0f32];
+                    got(row, at, nb, &mut alone);
+                    assert_eq!(alone[0].to_bits(), g.to_bits(), "{ctx}: alone {} vs batched {g}", alone[0]);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn dots_q5_0(k: &Kernels, isa: Isa) {
+        byte_dots(isa, DType::Q5_0, &[0], scalar::dots_q5_0, k.dots_q5_0);
+    }
+
+    pub(crate) fn dots_q5_1(k: &Kernels, isa: Isa) {
+        byte_dots(isa, DType::Q5_1, &[0, 2], scalar::dots_q5_1, k.dots_q5_1);
+    }
+
+    pub(crate) fn dots_q4_k(k: &Kernels, isa: Isa) {
+        byte_dots(isa, DType::Q4K, &[0, 2], scalar::dots_q4_k, k.dots_q4_k);
+    }
+
+    pub(crate) fn dots_q5_k(k: &Kernels, isa: Isa) {
+        byte_dots(isa, DType::Q5K, &[0, 2], scalar::dots_q5_k, k.dots_q5_k);
+    }
+
+    pub(crate) fn dots_q6_k(k: &Kernels, isa: Isa) {
+        byte_dots(isa, DType::Q6K, &[208], scalar::dots_q6_k, k.dots_q6_k);
+    }
+
+    /// 16-row interleaved matrices against the row-major scalar dot products of the same rows:
+    /// quantizer output and random bytes (every q8 byte, every nibble), 1–19 blocks per row, 1–3
+    /// groups, 1–19 tokens per call (beyond the 8 an x86 pass takes). The scalar twin and NEON
+    /// run the row-major expression per (row, token) and must agree bit for bit; x86 fuses the
+    /// multiply-add and agrees within f32 rounding of Σ|w·a|. A token's result never depends on
+    /// the tokens beside it.
+    fn x16<B: crate::blocks::Block, X: crate::interleave::GroupBlock>(
+        isa: Isa,
+        pick: fn(Vec<BlockQ4_0>, Vec<BlockQ4_1>, Vec<BlockQ8_0>) -> Vec<B>,
+        deq: fn(&[B], &mut [f32]),
+        dot: fn(&[B], &[BlockQ8A]) -> f32,
+        gemm: crate::dispatch::GemmFn<X>,
+    ) {
+        let mut rng = Rng::new(16 + X::DTYPE as u64);
+        let dtype = X::DTYPE;
+        let exact = !matches!(isa, Isa::Avx2 | Isa::Avx512);
+        for &(groups, nb, toks) in &[(1, 1, 1), (1, 3, 9), (2, 18, 8), (3, 19, 19), (1, 2, 17), (2, 5, 3)] {
+            let rows = 16 * groups;
+            let (qa, ad) = acts(&mut rng, toks * nb * QK, false);
+            for random_bytes in [false, true] {
+                let (mut q40, mut q41, mut q80) = legacy_blocks(&rng.vec(rows * nb * QK, 1.0));
+                if random_bytes {
+                    q40.iter_mut().flat_map(|b| b.qs.iter_mut()).for_each(|q| *q = rng.next() as u8);
+                    q41.iter_mut().flat_map(|b| b.qs.iter_mut()).for_each(|q| *q = rng.next() as u8);
+                    q80.iter_mut().flat_map(|b| b.qs.iter_mut()).for_each(|q| *q = rng.next() as i8);
+                }
+                let q = pick(q40, q41, q80);
+                let mut bytes = Vec::new();
+                crate::interleave::interleave(dtype, rows, nb * QK, block_bytes(&q), &mut bytes).unwrap();
+                let wx: Vec<X> = crate::interleave::to_blocks(&bytes).unwrap();
+                let mut out = vec![f32::NAN; rows * toks];
+                gemm(&wx, &qa, nb, &mut out);
+                let (mut one, mut wd) = (vec![f32::NAN; rows], vec![0f32; nb * QK]);
+                for t in 0..toks {
+                    let at = &qa[t * nb..(t + 1) * nb];
+                    gemm(&wx, at, nb, &mut one);
+                    for r in 0..rows {
+                        let want = dot(&q[r * nb..(r + 1) * nb], at);
+                        let got = out[t * rows + r];
+                        assert_eq!(got.to_bits(), one[r].to_bits(), "{isa:?} {dtype} alone vs batched ({r},{t})");
+                        if exact {
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{isa:?} {dtype} {rows}x{toks} nb {nb} ({r},{t})"
+                            );
+                        } else {
+                            deq(&q[r * nb..(r + 1) * nb], &mut wd);
+                            let m = mag(&wd, &ad[t * nb * QK..(t + 1) * nb * QK]);
+                            assert!(
+                                close(got, want, m),
+                                "{isa:?} {dtype} {rows}x{toks} nb {nb} ({r},{t}): {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn gemm_q4_0x16(k: &Kernels, isa: Isa) {
+        x16(isa, |q, _, _| q, scalar::dequantize_row_q4_0, scalar::vec_dot_q4_0, k.gemm_q4_0x16);
+    }
+
+    pub(crate) fn gemm_q4_1x16(k: &Kernels, isa: Isa) {
+        x16(isa, |_, q, _| q, scalar::dequantize_row_q4_1, scalar::vec_dot_q4_1, k.gemm_q4_1x16);
+    }
+
+    pub(crate) fn gemm_q8_0x16(k: &Kernels, isa: Isa) {
+        x16(isa, |_, _, q| q, scalar::dequantize_row_q8_0, scalar::vec_dot_q8_0, k.gemm_q8_0x16);
+    }
+
+    /// `exp_f32` against the scalar twin bit for bit: random values over the whole f32 range of
+    /// the function (and beyond both ends), the edges, ±∞, NaN, every tail length.
+    pub(crate) fn exp_f32(k: &Kernels, isa: Isa) {
+        let mut rng = Rng::new(99);
+        let mut x: Vec<f32> = (0..4000).map(|_| rng.f() * 100.0).collect();
+        x.extend((0..1000).map(|_| rng.f() * 2.0));
+        let (lo, hi) = (crate::exp::MIN_X, crate::exp::MAX_X);
+        x.extend([0.0, -0.0, lo, hi, -87.4, 88.8, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-30]);
+        for len in (0..40).chain([x.len()]) {
+            let mut got = x[x.len() - len..].to_vec();
+            (k.exp_f32)(&mut got);
+            for (g, v) in got.iter().zip(&x[x.len() - len..]) {
+                let want = crate::exp::exp(*v);
+                let same = g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan());
+                assert!(same, "{isa:?} exp({v}): {g} vs {want}");
+            }
+        }
+    }
+
+    /// Attention's strided loops: row lengths 1–130 (odd tails), 0–17 rows, strides longer than
+    /// a row (a GQA cache). Sums run in another order, so they agree within f32 rounding of
+    /// Σ|terms|.
+    fn strided(isa: Isa, f: impl Fn(&mut Rng, [usize; 3], &[f32])) {
+        let mut rng = Rng::new(5 + isa as u64);
+        for hd in [1, 7, 8, 16, 24, 64, 72, 128, 130] {
+            for n in [0, 1, 3, 4, 5, 17] {
+                let stride = 3 * hd + 5;
+                let kv = rng.vec(n.max(1) * stride, 1.0);
+                f(&mut rng, [hd, n, stride], &kv);
+            }
+        }
+    }
+
+    pub(crate) fn dots_f32(k: &Kernels, isa: Isa) {
+        strided(isa, |rng: &mut Rng, [hd, n, stride]: [usize; 3], kv: &[f32]| {
+            let q = rng.vec(hd, 1.0);
+            let (mut got, mut want) = (vec![0f32; n], vec![0f32; n]);
+            (k.dots_f32)(&q, kv, stride, &mut got);
+            scalar::dots_f32(&q, kv, stride, &mut want);
+            for j in 0..n {
+                let mag: f32 = (0..hd).map(|i| (q[i] * kv[j * stride + i]).abs()).sum();
+                assert!((got[j] - want[j]).abs() <= 1e-6 * mag + 1e-7, "{isa:?} dots hd {hd} n {n} j {j}");
+            }
+        });
+    }
+
+    pub(crate) fn wsum_f32(k: &Kernels, isa: Isa) {
+        strided(isa, |rng: &mut Rng, [hd, n, stride]: [usize; 3], kv: &[f32]| {
+            let (w, init) = (rng.vec(n, 1.0), rng.vec(hd, 1.0));
+            let (mut got, mut want) = (init.clone(), init.clone());
+            (k.wsum_f32)(&mut got, &w, kv, stride);
+            scalar::wsum_f32(&mut want, &w, kv, stride);
+            for i in 0..hd {
+                let mag: f32 = init[i].abs() + (0..n).map(|j| (w[j] * kv[j * stride + i]).abs()).sum::<f32>();
+                assert!((got[i] - want[i]).abs() <= 1e-6 * mag + 1e-7, "{isa:?} wsum hd {hd} n {n} i {i}");
+            }
+        });
+    }
+
+    /// The scalar table against itself: the tiles and the interleaved kernels against the row
+    /// dots, the rest trivially.
+    #[test]
+    fn scalar_table() {
+        let k = Kernels::scalar();
+        let checks: [fn(&Kernels, Isa); 20] = [
+            quantize_act,
+            vec_dot_q4_0,
+            vec_dot_q4_1,
+            vec_dot_q8_0,
+            vec_dot_f16,
+            vec_dot_f32,
+            gemm_q4_0,
+            gemm_q4_1,
+            gemm_q8_0,
+            gemm_q4_0x16,
+            gemm_q4_1x16,
+            gemm_q8_0x16,
+            dots_q5_0,
+            dots_q5_1,
+            dots_q4_k,
+            dots_q5_k,
+            dots_q6_k,
+            exp_f32,
+            dots_f32,
+            wsum_f32,
+        ];
+        checks.iter().for_each(|c| c(&k, Isa::Scalar));
+    }
+}
