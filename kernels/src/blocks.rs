@@ -410,9 +410,9 @@ pub fn dequantize_bytes(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<()>
                 *d = bf16_to_f32(u16::from_le_bytes([c[0], c[1]]));
             }
         }
-        DType::Q8_0 => crate::scalar::dequantize_row_q8_0(&blocks_from_le::<BlockQ8_0>(src)?, dst),
-        DType::Q4_0 => crate::scalar::dequantize_row_q4_0(&blocks_from_le::<BlockQ4_0>(src)?, dst),
-        DType::Q4_1 => crate::scalar::dequantize_row_q4_1(&blocks_from_le::<BlockQ4_1>(src)?, dst),
+        DType::Q8_0 => with_blocks::<BlockQ8_0>(src, dst, crate::scalar::dequantize_row_q8_0)?,
+        DType::Q4_0 => with_blocks::<BlockQ4_0>(src, dst, crate::scalar::dequantize_row_q4_0)?,
+        DType::Q4_1 => with_blocks::<BlockQ4_1>(src, dst, crate::scalar::dequantize_row_q4_1)?,
         DType::Q5_0 => crate::q5::dequantize_row(src, dst),
         DType::Q5_1 => crate::q5::dequantize_row_1(src, dst),
         DType::Q4K => crate::kquants::dequantize_row_q4_k(src, dst),
@@ -422,18 +422,22 @@ pub fn dequantize_bytes(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<()>
     Ok(())
 }
 
-/// Blocks from bytes of any alignment (copies when the bytes are misaligned).
-fn blocks_from_le<B: Block>(src: &[u8]) -> Result<std::borrow::Cow<'_, [B]>> {
+/// Runs `f` on the blocks of `src` (bytes of any alignment) and the matching values of `dst`:
+/// in place when aligned, else one block at a time through a copy on the stack — never an
+/// allocation (the embedding lookup of every decoded token comes here).
+fn with_blocks<B: Block>(src: &[u8], dst: &mut [f32], f: fn(&[B], &mut [f32])) -> Result<()> {
     match cast_blocks::<B>(src) {
-        Ok(b) => Ok(std::borrow::Cow::Borrowed(b)),
+        Ok(b) => f(b, dst),
         Err(KernelError::Misaligned { .. }) => {
-            let mut v = vec![B::default(); src.len() / std::mem::size_of::<B>()];
-            let dst = block_bytes_mut(&mut v);
-            dst.copy_from_slice(src);
-            Ok(std::borrow::Cow::Owned(v))
+            for (bytes, out) in src.chunks_exact(std::mem::size_of::<B>()).zip(dst.chunks_exact_mut(B::BLOCK_LEN)) {
+                let mut b = [B::default()];
+                block_bytes_mut(&mut b).copy_from_slice(bytes);
+                f(&b, out);
+            }
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
     }
+    Ok(())
 }
 
 fn block_bytes_mut<B: Block>(blocks: &mut [B]) -> &mut [u8] {

@@ -123,7 +123,7 @@ pub fn row(dtype: DType, cols: usize, data: &[u8], r: usize, dst: &mut [u8]) -> 
 /// `data` (`cols` wide) into `dst`: what a single-row reader (the embedding lookup) needs,
 /// without a row-sized buffer.
 pub fn block(dtype: DType, cols: usize, data: &[u8], r: usize, b: usize, dst: &mut [u8]) -> Result<()> {
-    let (nf, _) = fields(dtype).ok_or(KernelError::BadLayout {
+    let (nf, _) = fields(dtype).ok_or_else(|| KernelError::BadLayout {
         layout: TensorLayout::Rows16.name(),
         dtype,
         shape: vec![r, cols],

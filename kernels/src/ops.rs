@@ -60,7 +60,7 @@ impl<'a> WeightView<'a> {
                 // token comes here and must not allocate.
                 let (bs, bl) = (self.dtype.block_bytes(), self.dtype.block_len());
                 let mut block = [0u8; interleave::MAX_BLOCK_BYTES];
-                let block = block.get_mut(..bs).ok_or(KernelError::BadLayout {
+                let block = block.get_mut(..bs).ok_or_else(|| KernelError::BadLayout {
                     layout: TensorLayout::Rows16.name(),
                     dtype: self.dtype,
                     shape: vec![self.rows, self.cols],
