@@ -46,8 +46,10 @@ pub enum QuantizeError {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     // ---- recipe -------------------------------------------------------------------------------
-    #[error("bad --tensor-type {0:?} (expected PATTERN=TYPE with TYPE one of q4_0, q4_1, q8_0, f16, f32)")]
+    #[error("bad --tensor-type {0:?} (expected PATTERN=TYPE with TYPE one of {types})", types = crate::recipe::type_names())]
     BadOverride(String),
+    #[error("unknown --type {0:?} (expected one of {names})", names = crate::recipe::recipe_names())]
+    UnknownType(String),
     // ---- lower layers -------------------------------------------------------------------------
     #[error(transparent)]
     Format(#[from] autark_format::FormatError),

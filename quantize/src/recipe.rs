@@ -28,6 +28,17 @@ pub enum Method {
 pub const PRESETS: &[(&str, DType)] =
     &[("q4_mixed", DType::Q4_0), ("q4_1_mixed", DType::Q4_1), ("q4_k_m", DType::Q4K), ("q5_k_m", DType::Q5K)];
 
+/// The types a tensor can be written in ("q4_0, q4_1, …"), from the kernels' type table.
+pub fn type_names() -> String {
+    DType::ALL.iter().filter(|d| d.is_native()).map(|d| d.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// Everything `--type` accepts: the types, the presets and `keep`.
+pub fn recipe_names() -> String {
+    let presets = PRESETS.iter().map(|(n, _)| *n);
+    format!("{}, {}, keep", type_names(), presets.collect::<Vec<_>>().join(", "))
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
     pub default: DType,
@@ -51,8 +62,8 @@ pub struct Recipe {
 
 impl Recipe {
     pub fn new(default: DType) -> Result<Recipe> {
-        if !default.is_quantize_target() {
-            return Err(QuantizeError::BadOverride(format!("--type {default}")));
+        if !default.is_native() {
+            return Err(QuantizeError::UnknownType(default.name().into()));
         }
         Ok(Recipe {
             default,
@@ -78,7 +89,7 @@ impl Recipe {
             r.preset = Some(preset);
             return Ok(r);
         }
-        let dtype: DType = name.parse().map_err(|_| QuantizeError::BadOverride(format!("--type {name}")))?;
+        let dtype: DType = name.parse().map_err(|_| QuantizeError::UnknownType(name.into()))?;
         Recipe::new(dtype)
     }
 
@@ -122,7 +133,7 @@ impl Recipe {
     pub fn add_override(&mut self, rule: &str) -> Result<()> {
         let (pat, ty) = rule.split_once('=').ok_or_else(|| QuantizeError::BadOverride(rule.into()))?;
         let dtype: DType = ty.trim().parse().map_err(|_| QuantizeError::BadOverride(rule.into()))?;
-        if !dtype.is_quantize_target() || pat.trim().is_empty() {
+        if !dtype.is_native() || pat.trim().is_empty() {
             return Err(QuantizeError::BadOverride(rule.into()));
         }
         self.overrides.push((pat.trim().to_string(), dtype));
@@ -267,7 +278,12 @@ mod tests {
         assert_eq!(one.type_for("blk.0.ffn_down.weight", &[64, 64], DType::F32).0, DType::Q8_0);
         assert_eq!(one.type_for("blk.0.ffn_up.weight", &[64, 64], DType::F32).0, DType::Q4_1);
         assert_eq!(one.to_json()["preset"], "q4_1_mixed");
-        assert!(Recipe::named("q3_mixed").is_err());
+        let unknown = Recipe::named("q3_mixed").unwrap_err().to_string();
+        assert!(
+            unknown.contains("\"q3_mixed\"") && unknown.contains("q6_k") && unknown.contains("q5_k_m"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("keep"), "{unknown}");
         // a plain type has no layer rules
         assert_eq!(Recipe::named("q4_0").unwrap().for_model(30, false).overrides, vec![]);
     }

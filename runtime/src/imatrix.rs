@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use autark_format::Role;
+
 /// Where a linear layer reads its input in the forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Site {
@@ -22,13 +24,14 @@ pub(crate) enum Site {
 }
 
 impl Site {
-    fn tensors(self) -> &'static [&'static str] {
+    /// The weights that read this input.
+    fn roles(self) -> &'static [Role] {
         match self {
-            Site::AttnIn => &["attn_q", "attn_k", "attn_v"],
-            Site::AttnOut => &["attn_output"],
-            Site::FfnIn => &["ffn_gate", "ffn_up"],
-            Site::FfnDown => &["ffn_down"],
-            Site::Output => &["output"],
+            Site::AttnIn => &[Role::Wq, Role::Wk, Role::Wv],
+            Site::AttnOut => &[Role::Wo],
+            Site::FfnIn => &[Role::Gate, Role::Up],
+            Site::FfnDown => &[Role::Down],
+            Site::Output => &[Role::Output],
         }
     }
 }
@@ -77,8 +80,9 @@ impl ActivationStats {
                 continue;
             }
             let mean: Vec<f32> = a.sum_sq.iter().map(|s| (s / a.rows as f64) as f32).collect();
-            for t in site.tensors() {
-                let name = if site == Site::Output { format!("{t}.weight") } else { format!("blk.{layer}.{t}.weight") };
+            for r in site.roles() {
+                let name =
+                    if site == Site::Output { r.suffix().to_string() } else { format!("blk.{layer}.{}", r.suffix()) };
                 out.insert(name, mean.clone());
             }
         }

@@ -62,10 +62,6 @@ impl Tokenizer {
         self.eos.contains(&id)
     }
 
-    pub fn eos_ids(&self) -> &[u32] {
-        &self.eos
-    }
-
     pub fn bos_id(&self) -> Option<u32> {
         self.bos
     }

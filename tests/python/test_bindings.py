@@ -76,10 +76,47 @@ def test_tokenize_matches_cli(autark, model, smollm2_q4_1):
     assert model.tokenize(PROMPTS[1], True) == autark.tokenize(smollm2_q4_1, PROMPTS[1])
 
 
-def test_default_options(ak):
+DEFAULTS_C = r"""
+#include <stdio.h>
+#include "autark.h"
+int main(void) {
+    autark_session_params p = autark_session_params_default();
+    printf("%u %u %llu %.9g %d %.9g %.9g %.9g\n", p.n_ctx, p.n_threads, (unsigned long long)p.seed,
+           p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty);
+    return 0;
+}
+"""
+
+
+def cli_defaults(autark) -> dict[str, str]:
+    """`[default: X]` of each flag in `autark run --help`."""
+    out, flag, found = autark.ok("run", "--help").stdout, None, {}
+    for line in out.splitlines():
+        words = line.strip().split()
+        if words and words[0].startswith("-"):
+            flag = [w.rstrip(",").split("=")[0].split("<")[0] for w in words if w.startswith("--")][0]
+        if "[default: " in line and flag:
+            found[flag] = line.split("[default: ")[1].split("]")[0]
+    return found
+
+
+def test_defaults_agree(ak, autark, prefix, tmp_path):
+    """Python's SessionOptions(), C's autark_session_params_default() and `autark run`'s flags
+    default to the same values (all three come from runtime::DEFAULTS)."""
     o = ak.SessionOptions()
-    assert (o.n_ctx, o.n_threads, o.seed, o.top_k, o.stop) == (0, 0, 0, 40, [])
-    assert (o.temperature, o.top_p, o.min_p, o.repeat_penalty) == pytest.approx((0.8, 0.95, 0.05, 1.0))
+    py = [o.n_ctx, o.n_threads, o.seed, o.temperature, o.top_k, o.top_p, o.min_p, o.repeat_penalty]
+    src = tmp_path / "defaults.c"
+    src.write_text(DEFAULTS_C)
+    exe = tmp_path / "defaults"
+    r = subprocess.run(["gcc", str(src), "-I", str(prefix / "include"), "-L", str(prefix / "lib"), "-lautark",
+                        f"-Wl,-rpath,{prefix / 'lib'}", "-o", str(exe)], capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()
+    c = [float(v) for v in subprocess.run([str(exe)], capture_output=True, check=True).stdout.split()]
+    d = cli_defaults(autark)
+    cli = [float(d[f]) for f in ["--ctx", "--threads", "--seed", "--temp", "--top-k", "--top-p", "--min-p",
+                                 "--repeat-penalty"]]
+    assert py == pytest.approx(c) and c == pytest.approx(cli), (py, c, cli)
+    assert o.stop == [] and py == pytest.approx([0, 0, 0, 0.8, 40, 0.95, 0.05, 1.0])
 
 
 # ---- generation -----------------------------------------------------------------------------
