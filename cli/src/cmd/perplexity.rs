@@ -16,7 +16,7 @@ use autark_runtime::perplexity::{KlStats, NllStats, Windows};
 use autark_runtime::{Model, Session, SessionParams};
 use half::f16;
 
-use crate::{io, CliError, Result};
+use super::{io, CliError, Result};
 
 const MAGIC: &[u8; 4] = b"ATKL";
 const VERSION: u32 = 1;
@@ -104,23 +104,23 @@ pub fn run(o: Options) -> Result<()> {
             m.insert("kld_max".into(), kl.quantile(1.0).into());
             m.insert("top1_agreement".into(), kl.top1_agreement().into());
         }
-        crate::say!("{j}");
+        super::say!("{j}");
     } else {
-        crate::say!(
+        super::say!(
             "Final estimate: PPL = {:.4} +/- {:.5}  ({} tokens, {seconds:.1} s)",
             nll.ppl(),
             nll.ppl_stderr(),
             nll.count()
         );
         if o.kl_base.is_some() {
-            crate::say!("Mean KLD: {:.6} ± {:.6}", kl.mean(), kl.stderr());
-            crate::say!(
+            super::say!("Mean KLD: {:.6} ± {:.6}", kl.mean(), kl.stderr());
+            super::say!(
                 "Median KLD: {:.6}   99.0% KLD: {:.6}   Max KLD: {:.6}",
                 kl.quantile(0.5),
                 kl.quantile(0.99),
                 kl.quantile(1.0)
             );
-            crate::say!("Same top token: {:.3}%", 100.0 * kl.top1_agreement());
+            super::say!("Same top token: {:.3}%", 100.0 * kl.top1_agreement());
         }
     }
     Ok(())

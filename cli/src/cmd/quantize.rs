@@ -1,0 +1,115 @@
+//! `autark quantize`: a recipe from the command line, a progress bar, the summary.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use autark_quantize::{Progress, Recipe};
+
+use super::{perplexity, say, CliError, Result};
+
+/// `quantize`'s switches: `--rtn`, and `--layout rows16` (true) or `rows`.
+pub struct Flags {
+    pub rtn: bool,
+    pub interleave: bool,
+}
+
+pub fn quantize(
+    input: &Path,
+    output: &Path,
+    dtype: &str,
+    overrides: &[String],
+    flags: Flags,
+    calibration: Option<(PathBuf, usize)>,
+    verbose: bool,
+) -> Result<()> {
+    let mut recipe = Recipe::named(dtype).map_err(|_| {
+        CliError::Usage(format!("unknown --type {dtype:?} (q4_0, q4_1, q8_0, f16, f32, q4_mixed, q4_1_mixed, keep)"))
+    })?;
+    if flags.rtn {
+        recipe.method = autark_quantize::Method::Rtn;
+    }
+    recipe.interleave = flags.interleave;
+    if let Some((text, tokens)) = calibration {
+        let (importance, what) = perplexity::calibrate(input, output, &text, tokens)?;
+        recipe.importance = Some(Arc::new(importance));
+        recipe.calibration = Some(what);
+    }
+    for o in overrides {
+        recipe.add_override(o)?;
+    }
+    let t0 = Instant::now();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let summary = autark_quantize::quantize(input, output, &recipe, &mut |p| match p {
+        Progress::Start { n_tensors } => bar.set_length(n_tensors as u64),
+        Progress::Tensor { index, name } => {
+            bar.set_position(index as u64);
+            bar.set_message(name.to_string());
+        }
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    for n in &summary.notes {
+        eprintln!("note: {n}");
+    }
+    let mut by_type = std::collections::BTreeMap::<String, (usize, u64)>::new();
+    for t in &summary.tensors {
+        let e = by_type.entry(t.target.name().to_string()).or_default();
+        e.0 += 1;
+        e.1 += t.bytes;
+    }
+    if verbose {
+        say!("{:<32} {:>14} {:>6} -> {:<6} {:>12} {:>10}", "tensor", "shape", "from", "to", "rms error", "relative");
+        for t in &summary.tensors {
+            let shape = format!("{:?}", t.shape);
+            let how = if t.copied { "copied".to_string() } else { format!("{:.3e}", t.rms_error) };
+            say!(
+                "{:<32} {:>14} {:>6} -> {:<6} {:>12} {:>10.5}",
+                t.name,
+                shape,
+                t.source.name(),
+                t.target.name(),
+                how,
+                t.rel_rms_error
+            );
+        }
+    }
+    let copied = summary.tensors.iter().filter(|t| t.copied).count();
+    say!(
+        "wrote {} in {:.1}s: {} tensors ({} copied losslessly), {} parameters, {:.2} MiB, {:.3} bits/weight",
+        output.display(),
+        t0.elapsed().as_secs_f64(),
+        summary.tensors.len(),
+        copied,
+        summary.n_params,
+        summary.file_bytes as f64 / (1u64 << 20) as f64,
+        summary.bits_per_weight()
+    );
+    let types: Vec<String> = by_type
+        .iter()
+        .map(|(k, (n, b))| format!("{k}: {n} tensors, {:.2} MiB", *b as f64 / (1u64 << 20) as f64))
+        .collect();
+    say!("types: {}", types.join("; "));
+    let mut worst: Vec<_> = summary.tensors.iter().filter(|t| !t.copied).collect();
+    worst.sort_by(|a, b| b.rel_rms_error.total_cmp(&a.rel_rms_error));
+    if !worst.is_empty() {
+        let mean = worst.iter().map(|t| t.rel_rms_error).sum::<f64>() / worst.len() as f64;
+        say!("relative RMS error of re-quantized tensors: mean {mean:.5}; largest:");
+        for t in worst.iter().take(5) {
+            say!(
+                "  {:<32} {} -> {}  rms {:.3e}  relative {:.5}",
+                t.name,
+                t.source.name(),
+                t.target.name(),
+                t.rms_error,
+                t.rel_rms_error
+            );
+        }
+    }
+    Ok(())
+}
