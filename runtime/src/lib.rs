@@ -3,6 +3,7 @@
 //! `Tokenizer`/`Detokenizer` and `chat` turn logits into text.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod chat;
 pub mod error;
 pub mod forward;
