@@ -56,3 +56,9 @@ pub fn load(path: &Path) -> Result<(Arc<Model>, f64)> {
     let m = Model::load(path)?;
     Ok((Arc::new(m), t0.elapsed().as_secs_f64()))
 }
+
+/// A UTF-8 text file.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    String::from_utf8(bytes).map_err(|e| CliError::Usage(format!("{}: not UTF-8: {e}", path.display())))
+}

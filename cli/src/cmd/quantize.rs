@@ -1,13 +1,16 @@
-//! `autark quantize`: a recipe from the command line, a progress bar, the summary.
+//! `autark quantize`: a recipe from the command line, the calibration run, a progress bar, the
+//! summary.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use autark_quantize::{Progress, Recipe};
+use autark_runtime::Model;
 
-use super::{perplexity, say, CliError, Result};
+use super::{read_text, say, CliError, Result};
 
 /// `quantize`'s switches: `--rtn`, and `--layout rows16` (true) or `rows`.
 pub struct Flags {
@@ -32,7 +35,7 @@ pub fn quantize(
     }
     recipe.interleave = flags.interleave;
     if let Some((text, tokens)) = calibration {
-        let (importance, what) = perplexity::calibrate(input, output, &text, tokens)?;
+        let (importance, what) = calibrate(input, output, &text, tokens)?;
         recipe.importance = Some(Arc::new(importance));
         recipe.calibration = Some(what);
     }
@@ -112,4 +115,35 @@ pub fn quantize(
         }
     }
     Ok(())
+}
+
+/// Converts `input` to a temporary f16 model next to `output` and runs it over up to
+/// `max_tokens` tokens of `text` (`autark_runtime::calibrate`): the importance of every linear
+/// layer's input columns, by weight name, with a description for the provenance.
+fn calibrate(
+    input: &Path,
+    output: &Path,
+    text: &Path,
+    max_tokens: usize,
+) -> Result<(HashMap<String, Vec<f32>>, String)> {
+    let t0 = Instant::now();
+    let content = read_text(text)?;
+    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = TempFile(output.with_file_name(format!(".{name}.calibration-{}.autark", std::process::id())));
+    autark_quantize::quantize(input, &tmp.0, &Recipe::new(autark_kernels::DType::F16)?, &mut |_| {})?;
+    let model = Arc::new(Model::load(&tmp.0)?);
+    let progress = &mut |i, n| eprint!("\rcalibration: window {i}/{n}");
+    let (importance, tokens) = autark_runtime::calibrate::calibrate(&model, &content, max_tokens, progress)?;
+    let what = format!("{}, {tokens} tokens", text.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+    eprintln!("\rcalibration: {what} in {:.1} s", t0.elapsed().as_secs_f64());
+    Ok((importance, what))
+}
+
+/// A file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
