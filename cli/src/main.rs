@@ -121,7 +121,8 @@ enum Cmd {
         prompt: Option<String>,
         #[arg(short, long)]
         output: PathBuf,
-        #[arg(long, default_value_t = 0)]
+        /// Threads (0 = all cores).
+        #[arg(short, long, default_value_t = 0)]
         threads: usize,
         /// Tokens per forward batch.
         #[arg(long, default_value_t = 64)]
@@ -140,6 +141,7 @@ enum Cmd {
         /// Score at most this many windows (default: as many as the text holds).
         #[arg(long)]
         chunks: Option<usize>,
+        /// Threads (0 = all cores).
         #[arg(short, long, default_value_t = 0)]
         threads: usize,
         /// Save this model's log-probabilities of every scored token (f16) for a later --kl-base.
@@ -201,7 +203,7 @@ struct SampleArgs {
     #[arg(short = 'c', long, default_value_t = 0)]
     ctx: usize,
     /// Threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(short, long, default_value_t = 0)]
     threads: usize,
     /// Stop generation before this string; repeatable.
     #[arg(long)]

@@ -4,7 +4,8 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use autark_format::AutarkFile;
+use autark_format::{AutarkFile, FormatError};
+use autark_kernels::ops::WeightView;
 use autark_runtime::{Session, SessionParams};
 
 use super::run::render_user;
@@ -51,20 +52,11 @@ pub fn dump(path: &Path, name: &str, output: &Path) -> Result<()> {
     let f = AutarkFile::open(path)?;
     let t = f.tensor(name).ok_or_else(|| CliError::Usage(format!("no tensor {name:?}")))?;
     let cols = *t.shape.last().unwrap_or(&1);
+    let rows = t.n_elements() / cols.max(1);
+    let w = WeightView::with_layout(t.dtype, t.layout, rows, cols, f.data(t)).map_err(FormatError::from)?;
     let mut vals = vec![0f32; t.n_elements()];
-    let rb = t.dtype.row_bytes(cols).map_err(autark_format::FormatError::from)?;
-    let data = f.data(t);
-    let mut row = vec![0u8; rb];
     for (r, dst) in vals.chunks_exact_mut(cols).enumerate() {
-        let bytes = match t.layout {
-            autark_kernels::TensorLayout::RowMajor => &data[r * rb..(r + 1) * rb],
-            autark_kernels::TensorLayout::Rows16 => {
-                autark_kernels::interleave::row(t.dtype, cols, data, r, &mut row)
-                    .map_err(autark_format::FormatError::from)?;
-                &row
-            }
-        };
-        autark_kernels::blocks::dequantize_bytes(t.dtype, bytes, dst).map_err(autark_format::FormatError::from)?;
+        w.row_f32(r, dst).map_err(FormatError::from)?;
     }
     write_f32(output, &vals)
 }
