@@ -22,41 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Convert a Hugging Face folder or a GGUF file into a .autark file.
-    Quantize {
-        /// GGUF file or folder with config.json, *.safetensors, tokenizer.json.
-        input: PathBuf,
-        /// Output .autark file (written to a temporary file, renamed when complete).
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Type of the linear weights (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, f16, f32)
-        /// or a preset: q4_k_m, q5_k_m (llama.cpp's Q4_K_M / Q5_K_M rules and fallbacks),
-        /// q4_mixed, q4_1_mixed (4-bit, with attention values and the edge layers' FFN down at
-        /// q8_0), keep (every tensor as the source stores it: GGUF K-quants copied losslessly).
-        #[arg(short = 't', long = "type", default_value = "q4_0")]
-        dtype: String,
-        /// Per-tensor override PATTERN=TYPE (glob with *, last match wins); repeatable.
-        #[arg(long = "tensor-type")]
-        tensor_type: Vec<String>,
-        /// 4-bit scales by plain round-to-nearest (ggml's reference quantizers, bit for bit)
-        /// instead of the default per-block scale search.
-        #[arg(long, conflicts_with = "calibration")]
-        rtn: bool,
-        /// Calibration text: run the model (as f16) over it first and weight each weight
-        /// column's quantization error by the mean square of the activations it meets.
-        #[arg(long)]
-        calibration: Option<PathBuf>,
-        /// Tokens of calibration text to use (whole windows of 512).
-        #[arg(long, default_value_t = 8192)]
-        calibration_tokens: usize,
-        /// Block order of q4_0, q4_1 and q8_0 matrices: rows16 (16 rows interleaved, what the
-        /// kernels read fastest; any matrix whose row count is a multiple of 16) or rows (GGUF's
-        /// row after row).
-        #[arg(long, default_value = "rows16", value_parser = ["rows16", "rows"])]
-        layout: String,
-        /// Print every tensor's type and RMS error.
-        #[arg(short, long)]
-        verbose: bool,
-    },
+    Quantize(QuantizeArgs),
     /// Show a .autark file's metadata and tensor table.
     Inspect {
         file: PathBuf,
@@ -112,76 +78,122 @@ enum Cmd {
         no_special: bool,
     },
     /// Write the logits of every position of one prefill as raw little-endian f32 [T, vocab].
-    Logits {
-        model: PathBuf,
-        /// Comma-separated token ids.
-        #[arg(long, conflicts_with = "prompt")]
-        tokens: Option<String>,
-        #[arg(short, long)]
-        prompt: Option<String>,
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Threads (0 = all cores).
-        #[arg(short, long, default_value_t = 0)]
-        threads: usize,
-        /// Tokens per forward batch.
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-    },
+    Logits(LogitsArgs),
     /// Perplexity of a text file, computed as llama-perplexity does (second half of each window
     /// scored); KL divergence against a reference model's saved log-probabilities.
-    Perplexity {
-        model: PathBuf,
-        /// UTF-8 text to score.
-        #[arg(short = 'f', long = "file")]
-        text: PathBuf,
-        /// Window (context) length in tokens.
-        #[arg(short = 'c', long = "ctx", default_value_t = 512)]
-        n_ctx: usize,
-        /// Score at most this many windows (default: as many as the text holds).
-        #[arg(long)]
-        chunks: Option<usize>,
-        /// Threads (0 = all cores).
-        #[arg(short, long, default_value_t = 0)]
-        threads: usize,
-        /// Save this model's log-probabilities of every scored token (f16) for a later --kl-base.
-        #[arg(long)]
-        save_logits: Option<PathBuf>,
-        /// Report KL divergence from the log-probabilities saved with --save-logits by a
-        /// reference model (same text, n_ctx and windows).
-        #[arg(long)]
-        kl_base: Option<PathBuf>,
-        /// One JSON object on stdout: ppl, ppl_stderr, n_tokens (and kld_*, top1_agreement).
-        #[arg(long)]
-        json: bool,
-    },
+    Perplexity(PerplexityArgs),
     /// Measure prompt processing and generation speed (tokens/s), load time and memory.
-    Bench {
-        /// Model to measure (not needed with --memory).
-        #[arg(required_unless_present = "memory")]
-        model: Option<PathBuf>,
-        /// Measure memory read bandwidth instead (GB/s over a 4 GiB buffer, per thread count):
-        /// the limit for generation speed on models larger than the cache. With a model, also
-        /// the rate of reading all its tensors through the file mapping, as generation does.
-        #[arg(long)]
-        memory: bool,
-        /// Prompt tokens (pp).
-        #[arg(short = 'p', long, default_value_t = 128)]
-        n_prompt: usize,
-        /// Generated tokens (tg).
-        #[arg(short = 'n', long, default_value_t = 64)]
-        n_gen: usize,
-        /// Timed repetitions (after one warm-up); mean ± standard deviation is reported.
-        #[arg(short, long, default_value_t = 5)]
-        repetitions: usize,
-        /// Comma-separated thread counts.
-        #[arg(short, long, default_value = "0")]
-        threads: String,
-        /// One JSON object per line per test (llama-bench's jsonl keys n_prompt, n_gen,
-        /// n_threads, avg_ts, stddev_ts, plus autark's own).
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    /// GGUF file or folder with config.json, *.safetensors, tokenizer.json.
+    input: PathBuf,
+    /// Output .autark file (written to a temporary file, renamed when complete).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Type of the linear weights (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, f16, f32)
+    /// or a preset: q4_k_m, q5_k_m (llama.cpp's Q4_K_M / Q5_K_M rules and fallbacks),
+    /// q4_mixed, q4_1_mixed (4-bit, with attention values and the edge layers' FFN down at
+    /// q8_0), keep (every tensor as the source stores it: GGUF K-quants copied losslessly).
+    #[arg(short = 't', long = "type", default_value = "q4_0")]
+    dtype: String,
+    /// Per-tensor override PATTERN=TYPE (glob with *, last match wins); repeatable.
+    #[arg(long = "tensor-type")]
+    tensor_type: Vec<String>,
+    /// 4-bit scales by plain round-to-nearest (ggml's reference quantizers, bit for bit)
+    /// instead of the default per-block scale search.
+    #[arg(long, conflicts_with = "calibration")]
+    rtn: bool,
+    /// Calibration text: run the model (as f16) over it first and weight each weight
+    /// column's quantization error by the mean square of the activations it meets.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Tokens of calibration text to use (whole windows of 512).
+    #[arg(long, default_value_t = 8192)]
+    calibration_tokens: usize,
+    /// Block order of q4_0, q4_1 and q8_0 matrices: rows16 (16 rows interleaved, what the
+    /// kernels read fastest; any matrix whose row count is a multiple of 16) or rows (GGUF's
+    /// row after row).
+    #[arg(long, default_value = "rows16", value_parser = ["rows16", "rows"])]
+    layout: String,
+    /// Print every tensor's type and RMS error.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    model: PathBuf,
+    /// Comma-separated token ids.
+    #[arg(long, conflicts_with = "prompt")]
+    tokens: Option<String>,
+    #[arg(short, long)]
+    prompt: Option<String>,
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Threads (0 = all cores).
+    #[arg(short, long, default_value_t = 0)]
+    threads: usize,
+    /// Tokens per forward batch.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    model: PathBuf,
+    /// UTF-8 text to score.
+    #[arg(short = 'f', long = "file")]
+    text: PathBuf,
+    /// Window (context) length in tokens.
+    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
+    n_ctx: usize,
+    /// Score at most this many windows (default: as many as the text holds).
+    #[arg(long)]
+    chunks: Option<usize>,
+    /// Threads (0 = all cores).
+    #[arg(short, long, default_value_t = 0)]
+    threads: usize,
+    /// Save this model's log-probabilities of every scored token (f16) for a later --kl-base.
+    #[arg(long)]
+    save_logits: Option<PathBuf>,
+    /// Report KL divergence from the log-probabilities saved with --save-logits by a
+    /// reference model (same text, n_ctx and windows).
+    #[arg(long)]
+    kl_base: Option<PathBuf>,
+    /// One JSON object on stdout: ppl, ppl_stderr, n_tokens (and kld_*, top1_agreement).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Model to measure (not needed with --memory).
+    #[arg(required_unless_present = "memory")]
+    model: Option<PathBuf>,
+    /// Measure memory read bandwidth instead (GB/s over a 4 GiB buffer, per thread count):
+    /// the limit for generation speed on models larger than the cache. With a model, also
+    /// the rate of reading all its tensors through the file mapping, as generation does.
+    #[arg(long)]
+    memory: bool,
+    /// Prompt tokens (pp).
+    #[arg(short = 'p', long, default_value_t = 128)]
+    n_prompt: usize,
+    /// Generated tokens (tg).
+    #[arg(short = 'n', long, default_value_t = 64)]
+    n_gen: usize,
+    /// Timed repetitions (after one warm-up); mean ± standard deviation is reported.
+    #[arg(short, long, default_value_t = 5)]
+    repetitions: usize,
+    /// Comma-separated thread counts.
+    #[arg(short, long, default_value = "0")]
+    threads: String,
+    /// One JSON object per line per test (llama-bench's jsonl keys n_prompt, n_gen,
+    /// n_threads, avg_ts, stddev_ts, plus autark's own).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -231,11 +243,7 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> cmd::Result<()> {
     match cli.cmd {
-        Cmd::Quantize { input, output, dtype, tensor_type, rtn, calibration, calibration_tokens, layout, verbose } => {
-            let calibration = calibration.map(|text| (text, calibration_tokens));
-            let method = quantize::Flags { rtn, interleave: layout == "rows16" };
-            quantize::quantize(&input, &output, &dtype, &tensor_type, method, calibration, verbose)
-        }
+        Cmd::Quantize(a) => quantize::quantize(a),
         Cmd::Inspect { file, json } => inspect::inspect(&file, json),
         Cmd::Verify { file } => inspect::verify(&file),
         Cmd::Dump { file, tensor, output } => debug::dump(&file, &tensor, &output),
@@ -244,16 +252,8 @@ fn dispatch(cli: Cli) -> cmd::Result<()> {
         }
         Cmd::Chat { model, system, n_predict, s } => chat::chat(&model, system, n_predict, &s),
         Cmd::Tokenize { model, prompt, chat, no_special } => debug::tokenize(&model, &prompt, chat, no_special),
-        Cmd::Logits { model, tokens, prompt, output, threads, batch } => {
-            debug::logits(&model, tokens, prompt, &output, threads, batch)
-        }
-        Cmd::Perplexity { model, text, n_ctx, chunks, threads, save_logits, kl_base, json } => {
-            perplexity::run(perplexity::Options { model, text, n_ctx, chunks, threads, save_logits, kl_base, json })
-        }
-        Cmd::Bench { model, memory, n_prompt, n_gen, repetitions, threads, json } => match (memory, model) {
-            (true, model) => bench::bench_memory(&threads, repetitions, model.as_deref()),
-            (false, Some(model)) => bench::bench(&model, n_prompt, n_gen, repetitions, &threads, json),
-            (false, None) => Err(CliError::Usage("give a model or --memory".into())),
-        },
+        Cmd::Logits(a) => debug::logits(a),
+        Cmd::Perplexity(a) => perplexity::run(a),
+        Cmd::Bench(a) => bench::run(a),
     }
 }

@@ -8,8 +8,17 @@ use autark_format::AutarkFile;
 use autark_runtime::bench::{peak_rss, run_bench, BandwidthProbe, BenchParams};
 
 use super::{load, say, CliError, Result};
+use crate::BenchArgs;
 
-pub fn bench(path: &Path, n_prompt: usize, n_gen: usize, reps: usize, threads: &str, json: bool) -> Result<()> {
+pub fn run(a: BenchArgs) -> Result<()> {
+    match (a.memory, &a.model) {
+        (true, model) => bench_memory(&a.threads, a.repetitions, model.as_deref()),
+        (false, Some(model)) => bench(model, a.n_prompt, a.n_gen, a.repetitions, &a.threads, a.json),
+        (false, None) => Err(CliError::Usage("give a model or --memory".into())),
+    }
+}
+
+fn bench(path: &Path, n_prompt: usize, n_gen: usize, reps: usize, threads: &str, json: bool) -> Result<()> {
     let (model, load_s) = load(path)?;
     let threads = thread_counts(threads)?;
     let isa = autark_kernels::kernels().isa.name();
@@ -47,7 +56,7 @@ pub fn bench(path: &Path, n_prompt: usize, n_gen: usize, reps: usize, threads: &
     Ok(())
 }
 
-pub fn bench_memory(threads: &str, reps: usize, model: Option<&Path>) -> Result<()> {
+fn bench_memory(threads: &str, reps: usize, model: Option<&Path>) -> Result<()> {
     let threads = thread_counts(threads)?;
     let file = model.map(AutarkFile::open).transpose()?;
     let probe = BandwidthProbe::new(file.as_ref())?;

@@ -10,6 +10,7 @@ use autark_runtime::{Session, SessionParams};
 
 use super::run::render_user;
 use super::{load, say, write_f32, CliError, Result};
+use crate::LogitsArgs;
 
 pub fn tokenize(path: &Path, prompt: &str, chat: bool, no_special: bool) -> Result<()> {
     let (model, _) = load(path)?;
@@ -23,15 +24,8 @@ pub fn tokenize(path: &Path, prompt: &str, chat: bool, no_special: bool) -> Resu
     Ok(())
 }
 
-pub fn logits(
-    path: &Path,
-    tokens: Option<String>,
-    prompt: Option<String>,
-    output: &Path,
-    threads: usize,
-    n_batch: usize,
-) -> Result<()> {
-    let (model, _) = load(path)?;
+pub fn logits(LogitsArgs { model: path, tokens, prompt, output, threads, batch: n_batch }: LogitsArgs) -> Result<()> {
+    let (model, _) = load(&path)?;
     let ids: Vec<u32> = match (tokens, prompt) {
         (Some(t), _) => t
             .split(',')
@@ -45,7 +39,7 @@ pub fn logits(
         Session::new(Arc::clone(&model), SessionParams { n_ctx, n_threads: threads, n_batch, ..Default::default() })?;
     let mut out = vec![0f32; ids.len() * model.config().vocab_size];
     session.eval_all_logits(&ids, &mut out)?;
-    write_f32(output, &out)
+    write_f32(&output, &out)
 }
 
 pub fn dump(path: &Path, name: &str, output: &Path) -> Result<()> {

@@ -17,22 +17,12 @@ use autark_runtime::{Model, Session, SessionParams};
 use half::f16;
 
 use super::{io, read_text, CliError, Result};
+use crate::PerplexityArgs;
 
 const MAGIC: &[u8; 4] = b"ATKL";
 const VERSION: u32 = 1;
 
-pub struct Options {
-    pub model: PathBuf,
-    pub text: PathBuf,
-    pub n_ctx: usize,
-    pub chunks: Option<usize>,
-    pub threads: usize,
-    pub save_logits: Option<PathBuf>,
-    pub kl_base: Option<PathBuf>,
-    pub json: bool,
-}
-
-pub fn run(o: Options) -> Result<()> {
+pub fn run(o: PerplexityArgs) -> Result<()> {
     let text = read_text(&o.text)?;
     let model = Arc::new(Model::load(&o.model)?);
     let vocab = model.config().vocab_size;

@@ -11,35 +11,23 @@ use autark_quantize::{Progress, Recipe};
 use autark_runtime::Model;
 
 use super::{read_text, say, CliError, Result};
+use crate::QuantizeArgs;
 
-/// `quantize`'s switches: `--rtn`, and `--layout rows16` (true) or `rows`.
-pub struct Flags {
-    pub rtn: bool,
-    pub interleave: bool,
-}
-
-pub fn quantize(
-    input: &Path,
-    output: &Path,
-    dtype: &str,
-    overrides: &[String],
-    flags: Flags,
-    calibration: Option<(PathBuf, usize)>,
-    verbose: bool,
-) -> Result<()> {
+pub fn quantize(a: QuantizeArgs) -> Result<()> {
+    let (input, output, dtype) = (&a.input, &a.output, &a.dtype);
     let mut recipe = Recipe::named(dtype).map_err(|_| {
         CliError::Usage(format!("unknown --type {dtype:?} (q4_0, q4_1, q8_0, f16, f32, q4_mixed, q4_1_mixed, keep)"))
     })?;
-    if flags.rtn {
+    if a.rtn {
         recipe.method = autark_quantize::Method::Rtn;
     }
-    recipe.interleave = flags.interleave;
-    if let Some((text, tokens)) = calibration {
-        let (importance, what) = calibrate(input, output, &text, tokens)?;
+    recipe.interleave = a.layout == "rows16";
+    if let Some(text) = &a.calibration {
+        let (importance, what) = calibrate(input, output, text, a.calibration_tokens)?;
         recipe.importance = Some(Arc::new(importance));
         recipe.calibration = Some(what);
     }
-    for o in overrides {
+    for o in &a.tensor_type {
         recipe.add_override(o)?;
     }
     let t0 = Instant::now();
@@ -66,7 +54,7 @@ pub fn quantize(
         e.0 += 1;
         e.1 += t.bytes;
     }
-    if verbose {
+    if a.verbose {
         say!("{:<32} {:>14} {:>6} -> {:<6} {:>12} {:>10}", "tensor", "shape", "from", "to", "rms error", "relative");
         for t in &summary.tensors {
             let shape = format!("{:?}", t.shape);
