@@ -134,37 +134,29 @@ impl<'a> BandwidthProbe<'a> {
             .num_threads(threads)
             .build()
             .map_err(|e| RuntimeError::ThreadPool(e.to_string()))?;
-        let n = self.buf.len() / 8;
-        let mut buffer_gbs = 0f64;
-        for _ in 0..reps.max(1) + 1 {
-            let t0 = Instant::now();
-            // One contiguous share per thread, as the matrix products split rows.
-            let sum: u64 = pool.install(|| {
-                self.buf.par_chunks(share(self.buf.len(), threads)).map(sum_u64).reduce(|| 0, u64::wrapping_add)
-            });
-            let gbs = self.buf.len() as f64 / t0.elapsed().as_secs_f64() / 1e9;
-            assert_eq!(sum, (n as u64).wrapping_mul(n as u64 - 1) / 2, "bandwidth probe: wrong sum");
-            buffer_gbs = buffer_gbs.max(gbs);
-        }
-        let Some(tensors) = &self.tensors else {
-            return Ok(Bandwidth { n_threads: pool.current_num_threads(), buffer_gbs, file_gbs: None });
+        // One contiguous share per thread, as the matrix products split rows.
+        let sum = |x: &[u8]| {
+            let x = &x[..x.len() / 8 * 8];
+            x.par_chunks(share(x.len(), threads)).map(sum_u64).reduce(|| 0, u64::wrapping_add)
         };
-        let mut file_gbs = 0f64;
-        for _ in 0..reps.max(1) + 1 {
-            let t0 = Instant::now();
-            // Tensor after tensor, each split in one contiguous share per thread (as generation
-            // reads the matrices).
-            let sum: u64 = pool.install(|| {
-                tensors.iter().fold(0u64, |acc, x| {
-                    let x = &x[..x.len() / 8 * 8];
-                    let s = x.par_chunks(share(x.len(), threads).max(8)).map(sum_u64).reduce(|| 0, u64::wrapping_add);
-                    acc.wrapping_add(s)
-                })
-            });
-            std::hint::black_box(sum);
-            file_gbs = file_gbs.max(self.file_bytes() as f64 / t0.elapsed().as_secs_f64() / 1e9);
-        }
-        Ok(Bandwidth { n_threads: pool.current_num_threads(), buffer_gbs, file_gbs: Some(file_gbs) })
+        let best = |bytes: usize, pass: &(dyn Fn() -> u64 + Sync)| {
+            let mut gbs = 0f64;
+            for _ in 0..reps.max(1) + 1 {
+                let t0 = Instant::now();
+                std::hint::black_box(pool.install(pass));
+                gbs = gbs.max(bytes as f64 / t0.elapsed().as_secs_f64() / 1e9);
+            }
+            gbs
+        };
+        let n = (self.buf.len() / 8) as u64;
+        let buffer_gbs = best(self.buf.len(), &|| {
+            let s = sum(&self.buf);
+            assert_eq!(s, n.wrapping_mul(n - 1) / 2, "bandwidth probe: wrong sum");
+            s
+        });
+        // Tensor after tensor, as generation reads the matrices.
+        let file = |t: &Vec<&[u8]>| best(self.file_bytes(), &|| t.iter().fold(0, |acc, x| acc.wrapping_add(sum(x))));
+        Ok(Bandwidth { n_threads: pool.current_num_threads(), buffer_gbs, file_gbs: self.tensors.as_ref().map(file) })
     }
 }
 
