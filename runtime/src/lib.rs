@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod backend;
+pub mod bench;
+pub mod calibrate;
 pub mod chat;
 mod cpu;
 pub mod error;

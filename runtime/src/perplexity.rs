@@ -213,7 +213,7 @@ pub fn kl_divergence(base: &[f32], new: &[f32]) -> f64 {
         .max(0.0)
 }
 
-fn argmax(v: &[f32]) -> usize {
+pub(crate) fn argmax(v: &[f32]) -> usize {
     v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) }).0
 }
 

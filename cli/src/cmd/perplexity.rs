@@ -1,6 +1,6 @@
 //! `autark perplexity`: perplexity of a text (llama-perplexity's method, see
 //! `autark_runtime::perplexity`), and KL divergence against a reference model's saved
-//! log-probabilities. Also the calibration run of `autark quantize --calibration`.
+//! log-probabilities.
 //!
 //! Log-probability file (`--save-logits`, read by `--kl-base`), little-endian:
 //! `b"ATKL"`, u32 version (1), u32 vocabulary size, u32 n_ctx, u32 windows, u32 scored tokens per
@@ -16,25 +16,14 @@ use autark_runtime::perplexity::{KlStats, NllStats, Windows};
 use autark_runtime::{Model, Session, SessionParams};
 use half::f16;
 
-use crate::{io, CliError, Result};
+use super::{io, read_text, CliError, Result};
+use crate::PerplexityArgs;
 
 const MAGIC: &[u8; 4] = b"ATKL";
 const VERSION: u32 = 1;
 
-pub struct Options {
-    pub model: PathBuf,
-    pub text: PathBuf,
-    pub n_ctx: usize,
-    pub chunks: Option<usize>,
-    pub threads: usize,
-    pub save_logits: Option<PathBuf>,
-    pub kl_base: Option<PathBuf>,
-    pub json: bool,
-}
-
-pub fn run(o: Options) -> Result<()> {
-    let text = std::fs::read(&o.text).map_err(io(&o.text))?;
-    let text = String::from_utf8(text).map_err(|e| CliError::Usage(format!("{}: not UTF-8: {e}", o.text.display())))?;
+pub fn run(o: PerplexityArgs) -> Result<()> {
+    let text = read_text(&o.text)?;
     let model = Arc::new(Model::load(&o.model)?);
     let vocab = model.config().vocab_size;
     let windows = Windows::new(model.tokenizer(), &text, o.n_ctx, o.chunks)?;
@@ -104,75 +93,26 @@ pub fn run(o: Options) -> Result<()> {
             m.insert("kld_max".into(), kl.quantile(1.0).into());
             m.insert("top1_agreement".into(), kl.top1_agreement().into());
         }
-        crate::say!("{j}");
+        super::say!("{j}");
     } else {
-        crate::say!(
+        super::say!(
             "Final estimate: PPL = {:.4} +/- {:.5}  ({} tokens, {seconds:.1} s)",
             nll.ppl(),
             nll.ppl_stderr(),
             nll.count()
         );
         if o.kl_base.is_some() {
-            crate::say!("Mean KLD: {:.6} ± {:.6}", kl.mean(), kl.stderr());
-            crate::say!(
+            super::say!("Mean KLD: {:.6} ± {:.6}", kl.mean(), kl.stderr());
+            super::say!(
                 "Median KLD: {:.6}   99.0% KLD: {:.6}   Max KLD: {:.6}",
                 kl.quantile(0.5),
                 kl.quantile(0.99),
                 kl.quantile(1.0)
             );
-            crate::say!("Same top token: {:.3}%", 100.0 * kl.top1_agreement());
+            super::say!("Same top token: {:.3}%", 100.0 * kl.top1_agreement());
         }
     }
     Ok(())
-}
-
-/// Window length of calibration runs (or the model's training context, if shorter).
-const CALIBRATION_CTX: usize = 512;
-
-/// Runs `input` (converted to a temporary f16 model next to `output`) over up to `max_tokens`
-/// tokens of `text` in windows of 512 (or the training context) and returns the mean squared activation of every linear
-/// layer's input columns, by weight name, with a description for the provenance.
-pub fn calibrate(
-    input: &Path,
-    output: &Path,
-    text: &Path,
-    max_tokens: usize,
-) -> Result<(std::collections::HashMap<String, Vec<f32>>, String)> {
-    let t0 = std::time::Instant::now();
-    let content = std::fs::read(text).map_err(io(text))?;
-    let content =
-        String::from_utf8(content).map_err(|e| CliError::Usage(format!("{}: not UTF-8: {e}", text.display())))?;
-    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = TempFile(output.with_file_name(format!(".{name}.calibration-{}.autark", std::process::id())));
-    let f16 = autark_quantize::Recipe::new(autark_kernels::DType::F16)?;
-    autark_quantize::quantize(input, &tmp.0, &f16, &mut |_| {})?;
-    let model = Arc::new(Model::load(&tmp.0)?);
-    let n_ctx = CALIBRATION_CTX.min(model.config().context_length);
-    let chunks = (max_tokens / n_ctx).max(1);
-    let windows = Windows::new(model.tokenizer(), &content, n_ctx, Some(chunks))?;
-    let params = SessionParams { n_ctx, n_batch: n_ctx, ..Default::default() };
-    let mut session = Session::new(Arc::clone(&model), params)?;
-    session.collect_activation_stats(true);
-    let mut logits = vec![0f32; n_ctx * model.config().vocab_size];
-    for i in 0..windows.n_chunks() {
-        session.reset();
-        session.eval_all_logits(&windows.window(i), &mut logits)?;
-        eprint!("\rcalibration: window {}/{}", i + 1, windows.n_chunks());
-    }
-    let stats = session.activation_stats().expect("collecting");
-    let what =
-        format!("{}, {} tokens", text.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), stats.tokens());
-    eprintln!("\rcalibration: {what} in {:.1} s", t0.elapsed().as_secs_f64());
-    Ok((stats.importance(), what))
-}
-
-/// A file removed when dropped.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 #[derive(PartialEq, Eq, Debug)]

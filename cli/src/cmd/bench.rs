@@ -1,0 +1,94 @@
+//! `autark bench`: the tables and JSON lines of `autark_runtime::bench` (speed by llama-bench's
+//! method, and the memory bandwidth probe).
+
+use std::io::Write;
+use std::path::Path;
+
+use autark_format::AutarkFile;
+use autark_runtime::bench::{peak_rss, run_bench, BandwidthProbe, BenchParams};
+
+use super::{load, say, CliError, Result};
+use crate::BenchArgs;
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    match (a.memory, &a.model) {
+        (true, model) => bench_memory(&a.threads, a.repetitions, model.as_deref()),
+        (false, Some(model)) => bench(model, a.n_prompt, a.n_gen, a.repetitions, &a.threads, a.json),
+        (false, None) => Err(CliError::Usage("give a model or --memory".into())),
+    }
+}
+
+fn bench(path: &Path, n_prompt: usize, n_gen: usize, reps: usize, threads: &str, json: bool) -> Result<()> {
+    let (model, load_s) = load(path)?;
+    let threads = thread_counts(threads)?;
+    let isa = autark_kernels::kernels().isa.name();
+    let c = model.config();
+    let size = model.file().file_len();
+    if !json {
+        say!(
+            "model: {} ({:.1} MiB, {} layers, width {}), kernels: {isa}, load {:.3}s",
+            path.display(),
+            size as f64 / 1048576.0,
+            c.n_layers,
+            c.d_model,
+            load_s
+        );
+        say!("| threads | test | t/s |");
+        say!("|---:|---|---:|");
+    }
+    for n_threads in threads {
+        for r in run_bench(&model, &BenchParams { n_prompt, n_gen, repetitions: reps, n_threads })? {
+            let (avg, sd) = r.mean_sd();
+            if json {
+                let o = serde_json::json!({"model": path.display().to_string(), "model_size": size, "n_prompt": r.n_prompt,
+                    "n_gen": r.n_gen, "n_threads": r.n_threads, "avg_ts": avg, "stddev_ts": sd, "samples_ts": r.samples_ts,
+                    "isa": isa, "load_seconds": load_s, "peak_rss_bytes": peak_rss().unwrap_or(0), "session_bytes": r.session_bytes});
+                say!("{o}");
+            } else {
+                let test = if r.n_prompt > 0 { format!("pp{}", r.n_prompt) } else { format!("tg{}", r.n_gen) };
+                say!("| {} | {test} | {avg:.1} ± {sd:.1} |", r.n_threads);
+            }
+        }
+    }
+    if !json {
+        say!("peak RSS {:.1} MiB", peak_rss().unwrap_or(0) as f64 / 1048576.0);
+    }
+    Ok(())
+}
+
+fn bench_memory(threads: &str, reps: usize, model: Option<&Path>) -> Result<()> {
+    let threads = thread_counts(threads)?;
+    let file = model.map(AutarkFile::open).transpose()?;
+    let probe = BandwidthProbe::new(file.as_ref())?;
+    match model {
+        Some(m) => {
+            say!(
+                "| threads | read GB/s (4 GiB, best of {}) | {} ({:.1} MB of tensors) GB/s |",
+                reps.max(1),
+                m.display(),
+                probe.file_bytes() as f64 / 1e6
+            );
+            say!("|---:|---:|---:|");
+        }
+        None => {
+            say!("| threads | read GB/s (4 GiB, best of {}) |", reps.max(1));
+            say!("|---:|---:|");
+        }
+    }
+    for t in threads {
+        let b = probe.measure(t, reps)?;
+        match b.file_gbs {
+            Some(file) => say!("| {} | {:.1} | {file:.1} |", b.n_threads, b.buffer_gbs),
+            None => say!("| {} | {:.1} |", b.n_threads, b.buffer_gbs),
+        }
+    }
+    Ok(())
+}
+
+/// `-t 1,2,4`.
+fn thread_counts(threads: &str) -> Result<Vec<usize>> {
+    threads
+        .split(',')
+        .map(|t| t.trim().parse().map_err(|_| CliError::Usage(format!("bad thread count {t:?}"))))
+        .collect()
+}

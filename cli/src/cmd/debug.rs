@@ -1,0 +1,56 @@
+//! Commands for tests and debugging: `tokenize`, `logits`, `dump`.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use autark_format::{AutarkFile, FormatError};
+use autark_kernels::ops::WeightView;
+use autark_runtime::{Session, SessionParams};
+
+use super::run::render_user;
+use super::{load, say, write_f32, CliError, Result};
+use crate::LogitsArgs;
+
+pub fn tokenize(path: &Path, prompt: &str, chat: bool, no_special: bool) -> Result<()> {
+    let (model, _) = load(path)?;
+    let ids = if chat {
+        let text = render_user(&model, None, prompt)?;
+        model.tokenizer().encode(&text, false)?
+    } else {
+        model.tokenizer().encode(prompt, !no_special)?
+    };
+    say!("{}", serde_json::to_string(&ids).unwrap_or_default());
+    Ok(())
+}
+
+pub fn logits(LogitsArgs { model: path, tokens, prompt, output, threads, batch: n_batch }: LogitsArgs) -> Result<()> {
+    let (model, _) = load(&path)?;
+    let ids: Vec<u32> = match (tokens, prompt) {
+        (Some(t), _) => t
+            .split(',')
+            .map(|x| x.trim().parse::<u32>().map_err(|_| CliError::Usage(format!("bad token id {x:?}"))))
+            .collect::<Result<_>>()?,
+        (None, Some(p)) => model.tokenizer().encode(&p, true)?,
+        (None, None) => return Err(CliError::Usage("give --tokens or --prompt".into())),
+    };
+    let n_ctx = ids.len().max(1);
+    let mut session =
+        Session::new(Arc::clone(&model), SessionParams { n_ctx, n_threads: threads, n_batch, ..Default::default() })?;
+    let mut out = vec![0f32; ids.len() * model.config().vocab_size];
+    session.eval_all_logits(&ids, &mut out)?;
+    write_f32(&output, &out)
+}
+
+pub fn dump(path: &Path, name: &str, output: &Path) -> Result<()> {
+    let f = AutarkFile::open(path)?;
+    let t = f.tensor(name).ok_or_else(|| CliError::Usage(format!("no tensor {name:?}")))?;
+    let cols = *t.shape.last().unwrap_or(&1);
+    let rows = t.n_elements() / cols.max(1);
+    let w = WeightView::with_layout(t.dtype, t.layout, rows, cols, f.data(t)).map_err(FormatError::from)?;
+    let mut vals = vec![0f32; t.n_elements()];
+    for (r, dst) in vals.chunks_exact_mut(cols).enumerate() {
+        w.row_f32(r, dst).map_err(FormatError::from)?;
+    }
+    write_f32(output, &vals)
+}

@@ -1,0 +1,166 @@
+//! Speed measurements for any front end (`autark bench` prints them): prompt processing and
+//! generation in tokens/s by llama-bench's method, and the memory read bandwidth that bounds
+//! generation on models larger than the cache.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use autark_format::{AutarkFile, FormatError};
+use autark_kernels::ops::sum_u64;
+use rayon::prelude::*;
+
+use crate::perplexity::argmax;
+use crate::{Model, Result, RuntimeError, Session, SessionParams};
+
+/// The tests of one `run_bench` call.
+#[derive(Clone, Debug)]
+pub struct BenchParams {
+    /// Prompt tokens evaluated as one batch (the pp test; 0 = none).
+    pub n_prompt: usize,
+    /// Tokens generated one step at a time (the tg test; 0 = none).
+    pub n_gen: usize,
+    /// Timed repetitions after one warm-up.
+    pub repetitions: usize,
+    /// Threads (0 = one per core).
+    pub n_threads: usize,
+}
+
+/// The timings of one test.
+#[derive(Clone, Debug)]
+pub struct BenchResult {
+    /// Prompt tokens of a pp test (0 for tg).
+    pub n_prompt: usize,
+    /// Generated tokens of a tg test (0 for pp).
+    pub n_gen: usize,
+    /// Threads the session ran on.
+    pub n_threads: usize,
+    /// Tokens/s of each timed repetition.
+    pub samples_ts: Vec<f64>,
+    /// The session's memory (KV cache and scratch), in bytes.
+    pub session_bytes: usize,
+}
+
+impl BenchResult {
+    /// Mean and sample standard deviation of `samples_ts`.
+    pub fn mean_sd(&self) -> (f64, f64) {
+        let v = &self.samples_ts;
+        let n = v.len().max(1) as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+        (mean, var.sqrt())
+    }
+}
+
+/// llama-bench's method: a warm-up, then `repetitions` timed runs of each test on a fresh
+/// context; pp = one batch of `n_prompt` tokens, tg = `n_gen` single-token steps. Returns the pp
+/// test, then the tg test (each if asked for).
+pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>> {
+    let vocab = model.config().vocab_size as u32;
+    // A fixed pseudo-random prompt (token ids), so runs are comparable.
+    let prompt: Vec<u32> =
+        (0..p.n_prompt.max(1) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % vocab).collect();
+    let params =
+        SessionParams { n_ctx: p.n_prompt + p.n_gen + 1, n_threads: p.n_threads, n_batch: 512, ..Default::default() };
+    let mut s = Session::new(Arc::clone(model), params)?;
+    let mut test = |n_prompt: usize, n_gen: usize| -> Result<BenchResult> {
+        let run = |s: &mut Session| -> Result<f64> {
+            s.reset();
+            let t0 = Instant::now();
+            if n_prompt > 0 {
+                s.eval(&prompt[..n_prompt])?;
+            }
+            let mut next = prompt[0];
+            for _ in 0..n_gen {
+                s.eval(&[next])?;
+                next = argmax(s.logits()) as u32;
+            }
+            Ok((n_prompt + n_gen) as f64 / t0.elapsed().as_secs_f64())
+        };
+        run(&mut s)?;
+        let samples_ts = (0..p.repetitions.max(1)).map(|_| run(&mut s)).collect::<Result<_>>()?;
+        Ok(BenchResult { n_prompt, n_gen, n_threads: s.n_threads(), samples_ts, session_bytes: s.memory_bytes() })
+    };
+    [(p.n_prompt, 0), (0, p.n_gen)].into_iter().filter(|&(np, ng)| np + ng > 0).map(|(np, ng)| test(np, ng)).collect()
+}
+
+/// Peak resident memory of this process (VmHWM), in bytes, where /proc is available.
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// Read bandwidth: the best of `reps` passes summing a 4 GiB buffer (far larger than any
+/// cache), split over the threads, with 256-bit loads (`ops::sum_u64`). The buffer asks for
+/// transparent huge pages, as a mapped model file gets (large folios), so page size does not
+/// separate the probe from generation; with a model, its mapping is read the same way.
+pub struct BandwidthProbe<'a> {
+    buf: memmap2::MmapMut,
+    /// The model's tensors, if the probe reads a model too.
+    tensors: Option<Vec<&'a [u8]>>,
+}
+
+/// One thread count's bandwidths, in GB/s.
+#[derive(Clone, Debug)]
+pub struct Bandwidth {
+    pub n_threads: usize,
+    pub buffer_gbs: f64,
+    /// Reading the model's tensors through its mapping (with a model).
+    pub file_gbs: Option<f64>,
+}
+
+impl<'a> BandwidthProbe<'a> {
+    /// Fills the 4 GiB buffer; with `file`, the probe also reads all of its tensors.
+    pub fn new(file: Option<&'a AutarkFile>) -> Result<BandwidthProbe<'a>> {
+        let mut buf = memmap2::MmapMut::map_anon(4 << 30)
+            .map_err(|source| FormatError::Io { path: "<anonymous 4 GiB buffer>".into(), source })?;
+        #[cfg(target_os = "linux")]
+        let _ = buf.advise(memmap2::Advice::HugePage); // a hint: without it the probe still runs
+        for (i, c) in buf.chunks_exact_mut(8).enumerate() {
+            c.copy_from_slice(&(i as u64).to_le_bytes());
+        }
+        let tensors = file.map(|f| f.tensors().iter().map(|t| f.data(t)).collect());
+        Ok(BandwidthProbe { buf, tensors })
+    }
+
+    /// Bytes of tensor data one pass over the model reads (whole u64s of each tensor).
+    pub fn file_bytes(&self) -> usize {
+        self.tensors.iter().flatten().map(|t| t.len() / 8 * 8).sum()
+    }
+
+    /// The best of `reps` passes (and a warm-up) on `threads` threads (0 = one per core).
+    pub fn measure(&self, threads: usize, reps: usize) -> Result<Bandwidth> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| RuntimeError::ThreadPool(e.to_string()))?;
+        // One contiguous share per thread, as the matrix products split rows.
+        let sum = |x: &[u8]| {
+            let x = &x[..x.len() / 8 * 8];
+            x.par_chunks(share(x.len(), threads)).map(sum_u64).reduce(|| 0, u64::wrapping_add)
+        };
+        let best = |bytes: usize, pass: &(dyn Fn() -> u64 + Sync)| {
+            let mut gbs = 0f64;
+            for _ in 0..reps.max(1) + 1 {
+                let t0 = Instant::now();
+                std::hint::black_box(pool.install(pass));
+                gbs = gbs.max(bytes as f64 / t0.elapsed().as_secs_f64() / 1e9);
+            }
+            gbs
+        };
+        let n = (self.buf.len() / 8) as u64;
+        let buffer_gbs = best(self.buf.len(), &|| {
+            let s = sum(&self.buf);
+            assert_eq!(s, n.wrapping_mul(n - 1) / 2, "bandwidth probe: wrong sum");
+            s
+        });
+        // Tensor after tensor, as generation reads the matrices.
+        let file = |t: &Vec<&[u8]>| best(self.file_bytes(), &|| t.iter().fold(0, |acc, x| acc.wrapping_add(sum(x))));
+        Ok(Bandwidth { n_threads: pool.current_num_threads(), buffer_gbs, file_gbs: self.tensors.as_ref().map(file) })
+    }
+}
+
+/// Bytes per thread when `len` bytes are split in `threads` contiguous shares of whole u64s.
+fn share(len: usize, threads: usize) -> usize {
+    (len.div_ceil(threads.max(1)).div_ceil(128) * 128).max(128)
+}
