@@ -14,7 +14,7 @@ macro_rules! plug {
     ($isa:expr, $name:literal, available: $avail:expr, [$($slot:ident),* $(,)?]) => {
         /// Upgrades the slots of `k` with this module's kernels. Call only after detecting the
         /// ISA (the kernels' safe wrappers rely on it).
-        pub fn plug(k: &mut crate::dispatch::Kernels) {
+        pub fn plug(k: &mut crate::table::Kernels) {
             k.isa = $isa;
             $(k.$slot = $slot;)*
         }
@@ -28,7 +28,7 @@ macro_rules! plug {
                         println!("SKIP {}: not available", $name);
                         return;
                     }
-                    let mut k = crate::dispatch::Kernels::scalar();
+                    let mut k = crate::table::Kernels::scalar();
                     super::plug(&mut k);
                     crate::twins::$slot(&k, $isa);
                     println!("checked {} {}", $name, stringify!($slot));
@@ -44,29 +44,9 @@ pub(crate) use checks::*;
 #[cfg(test)]
 mod checks {
     use crate::blocks::{block_bytes, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK, QK_K};
-    use crate::dispatch::{ByteDotsFn, Isa, Kernels};
+    use crate::rng::Rng;
     use crate::scalar;
-
-    /// xorshift64*, for reproducible random inputs without a dependency.
-    pub(crate) struct Rng(u64);
-    impl Rng {
-        pub fn new(seed: u64) -> Self {
-            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-        }
-        pub fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        /// Uniform in [-1, 1).
-        pub fn f(&mut self) -> f32 {
-            (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        }
-        pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-            (0..n).map(|_| self.f() * scale).collect()
-        }
-    }
+    use crate::table::{ByteDotsFn, Isa, Kernels};
 
     /// Block counts of every length class: one block, odd tails, SIMD widths ± 1, long rows.
     const BLOCK_COUNTS: [usize; 11] = [1, 2, 3, 7, 8, 9, 16, 17, 18, 48, 49];
@@ -193,7 +173,7 @@ mod checks {
         name: &str,
         pick: fn(Vec<BlockQ4_0>, Vec<BlockQ4_1>, Vec<BlockQ8_0>) -> Vec<B>,
         deq: fn(&[B], &mut [f32]),
-        gemm: crate::dispatch::GemmFn<B>,
+        gemm: crate::table::GemmFn<B>,
         dot: fn(&[B], &[BlockQ8A]) -> f32,
     ) {
         let mut rng = Rng::new(6 + isa as u64);
@@ -318,7 +298,7 @@ mod checks {
         pick: fn(Vec<BlockQ4_0>, Vec<BlockQ4_1>, Vec<BlockQ8_0>) -> Vec<B>,
         deq: fn(&[B], &mut [f32]),
         dot: fn(&[B], &[BlockQ8A]) -> f32,
-        gemm: crate::dispatch::GemmFn<X>,
+        gemm: crate::table::GemmFn<X>,
     ) {
         let mut rng = Rng::new(16 + X::DTYPE as u64);
         let dtype = X::DTYPE;

@@ -20,12 +20,12 @@
 
 use std::arch::x86_64::*;
 
-use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
 use crate::exp::{exp, LN2_HI, LN2_LO, LOG2E, MAX_X, MIN_X, P};
 use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
+use crate::types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
 use ymm::{dots_q4_k, dots_q5_0, dots_q5_1, dots_q5_k, dots_q6_k, quantize_act, vec_dot_f16, vec_dot_f32};
 
-plug!(crate::dispatch::Isa::Avx512, "avx512", available: crate::x86::has_avx512(), [
+plug!(crate::table::Isa::Avx512, "avx512", available: crate::x86::has_avx512(), [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32,
@@ -37,7 +37,7 @@ plug!(crate::dispatch::Isa::Avx512, "avx512", available: crate::x86::has_avx512(
 mod ymm {
     use std::arch::x86_64::*;
 
-    use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
+    use crate::types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
 
     /// Σ u·s over groups of 4 (unsigned × signed bytes) → 8 × i32 in one `vpdpbusd`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
