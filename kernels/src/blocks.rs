@@ -2,8 +2,8 @@
 //! raw bytes of any type: `cast_blocks`, `dequantize_bytes`, `quantize_bytes`.
 
 pub use crate::types::{
-    bf16_to_f32, f16_to_f32, f32_to_f16, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8A, BlockQ8_0, DType, TypeInfo, QK, QK_K, TYPES,
+    bf16_to_f32, f16_to_f32, f32_to_f16, Block, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
+    BlockQ6K, BlockQ8A, BlockQ8_0, DType, TypeInfo, QK, QK_K, TYPES,
 };
 use crate::types::{cast_pod, KernelError, Result};
 
@@ -21,22 +21,6 @@ pub fn block_bytes<B: Block>(blocks: &[B]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks)) }
 }
 
-/// A stored block format. Implemented only by `#[repr(C)]` structs of integers with no padding
-/// (every bit pattern valid), which `cast_blocks` relies on.
-pub trait Block: Copy + Default + Send + Sync + 'static {
-    const DTYPE: DType;
-    /// Values per block.
-    const BLOCK_LEN: usize;
-    /// The activation block type the dot product takes.
-    type Activation: Copy;
-    fn quantize_row(src: &[f32], dst: &mut [Self]) -> Result<()>;
-    fn dequantize_row(src: &[Self], dst: &mut [f32]) -> Result<()>;
-    /// Dot product through the dispatched (fastest available) kernel.
-    fn vec_dot(w: &[Self], a: &[Self::Activation]) -> Result<f32>;
-    /// Dot product through the scalar reference.
-    fn vec_dot_scalar(w: &[Self], a: &[Self::Activation]) -> Result<f32>;
-}
-
 pub(crate) fn check_blocks(op: &'static str, dtype: DType, n_values: usize, n_blocks: usize) -> Result<()> {
     let bl = dtype.block_len();
     if !n_values.is_multiple_of(bl) {
@@ -49,7 +33,7 @@ pub(crate) fn check_blocks(op: &'static str, dtype: DType, n_values: usize, n_bl
 }
 
 macro_rules! impl_block {
-    ($ty:ty, $dtype:expr, $quant:ident, $dequant:ident, $dot:ident, $slot:ident) => {
+    ($ty:ty, $dtype:expr, $quant:ident, $dequant:ident, $dot:ident, $slot:ident $(, { $($m:tt)* })?) => {
         impl Block for $ty {
             const DTYPE: DType = $dtype;
             const BLOCK_LEN: usize = QK;
@@ -72,13 +56,27 @@ macro_rules! impl_block {
                 check_blocks("vec_dot", $dtype, a.len() * QK, w.len())?;
                 Ok(crate::scalar::$dot(w, a))
             }
+            #[inline(always)]
+            fn d(&self) -> u16 {
+                self.d
+            }
+            #[inline(always)]
+            fn qs(&self) -> *const u8 {
+                self.qs.as_ptr().cast()
+            }
+            $($($m)*)?
         }
     };
 }
 
 impl_block!(BlockQ8_0, DType::Q8_0, quantize_row_q8_0, dequantize_row_q8_0, vec_dot_q8_0, vec_dot_q8_0);
 impl_block!(BlockQ4_0, DType::Q4_0, quantize_row_q4_0, dequantize_row_q4_0, vec_dot_q4_0, vec_dot_q4_0);
-impl_block!(BlockQ4_1, DType::Q4_1, quantize_row_q4_1, dequantize_row_q4_1, vec_dot_q4_1, vec_dot_q4_1);
+impl_block!(BlockQ4_1, DType::Q4_1, quantize_row_q4_1, dequantize_row_q4_1, vec_dot_q4_1, vec_dot_q4_1, {
+    #[inline(always)]
+    fn m(&self) -> u16 {
+        self.m
+    }
+});
 
 /// Quantizes activations into `BlockQ8A` blocks (dispatched).
 pub fn quantize_act(src: &[f32], dst: &mut [BlockQ8A]) -> Result<()> {

@@ -247,13 +247,6 @@ pub fn to_blocks<B: GroupBlock>(bytes: &[u8]) -> Result<Vec<B>> {
     Ok(v)
 }
 
-/// Blocks as bytes (for tests and benchmarks that build interleaved matrices).
-pub fn bytes_of<B: GroupBlock>(blocks: &[B]) -> &[u8] {
-    // SAFETY: `GroupBlock` types have no padding, so every byte is initialised; u8 has
-    // alignment 1 and the length covers exactly the blocks.
-    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks)) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -133,11 +133,6 @@ impl DType {
         self.info().native
     }
 
-    /// Types the quantizer can produce from float values (all native ones).
-    pub const fn is_quantize_target(self) -> bool {
-        self.is_native()
-    }
-
     /// Bytes of a row of `n` values; an error when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Result<usize> {
         let bl = self.block_len();
@@ -312,6 +307,29 @@ pub(crate) unsafe fn cast_pod<'a, T>(bytes: &'a [u8], op: &'static str, dtype: D
     // number of `T` and the pointer is aligned for `T` (both checked above); the lifetime is
     // tied to `bytes`.
     Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) })
+}
+
+/// A stored block format. Implemented only by `#[repr(C)]` structs of integers with no padding
+/// (every bit pattern valid), which `cast_blocks` relies on. Implemented in `blocks`.
+pub trait Block: Copy + Default + Send + Sync + 'static {
+    const DTYPE: DType;
+    /// Values per block.
+    const BLOCK_LEN: usize;
+    /// The activation block type the dot product takes.
+    type Activation: Copy;
+    fn quantize_row(src: &[f32], dst: &mut [Self]) -> Result<()>;
+    fn dequantize_row(src: &[Self], dst: &mut [f32]) -> Result<()>;
+    /// Dot product through the dispatched (fastest available) kernel.
+    fn vec_dot(w: &[Self], a: &[Self::Activation]) -> Result<f32>;
+    /// Dot product through the scalar reference.
+    fn vec_dot_scalar(w: &[Self], a: &[Self::Activation]) -> Result<f32>;
+    /// The fields the SIMD kernels read: the raw f16 bits of the scale `d` and of the minimum
+    /// `m` (0 for types without one), and the address of the quant bytes.
+    fn d(&self) -> u16;
+    fn m(&self) -> u16 {
+        0
+    }
+    fn qs(&self) -> *const u8;
 }
 
 // ---- errors ------------------------------------------------------------------------------------

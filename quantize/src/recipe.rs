@@ -51,7 +51,7 @@ pub struct Recipe {
 
 impl Recipe {
     pub fn new(default: DType) -> Result<Recipe> {
-        if !default.is_quantize_target() {
+        if !default.is_native() {
             return Err(QuantizeError::BadOverride(format!("--type {default}")));
         }
         Ok(Recipe {
@@ -122,7 +122,7 @@ impl Recipe {
     pub fn add_override(&mut self, rule: &str) -> Result<()> {
         let (pat, ty) = rule.split_once('=').ok_or_else(|| QuantizeError::BadOverride(rule.into()))?;
         let dtype: DType = ty.trim().parse().map_err(|_| QuantizeError::BadOverride(rule.into()))?;
-        if !dtype.is_quantize_target() || pat.trim().is_empty() {
+        if !dtype.is_native() || pat.trim().is_empty() {
             return Err(QuantizeError::BadOverride(rule.into()));
         }
         self.overrides.push((pat.trim().to_string(), dtype));
