@@ -111,7 +111,8 @@ mod checks {
         name: &str,
         quant: fn(&[f32]) -> Vec<B>,
         deq: fn(&[B], &mut [f32]),
-        [want, got]: [DotFn<B>; 2],
+        want: DotFn<B>,
+        got: DotFn<B>,
     ) {
         let mut rng = Rng::new(4 + isa as u64);
         for nb in BLOCK_COUNTS {
@@ -122,21 +123,6 @@ mod checks {
             let (r, g) = (want(&q, &qa), got(&q, &qa));
             assert!(close(r, g, mag(&wd, &ad)), "{isa:?} {name} nb={nb}: {g} vs scalar {r}");
         }
-    }
-
-    pub(crate) fn vec_dot_q4_0(k: &Kernels, isa: Isa) {
-        let q = |w: &[f32]| legacy_blocks(w).0;
-        legacy_dot(isa, "q4_0", q, scalar::dequantize_row_q4_0, [scalar::vec_dot_q4_0, k.vec_dot_q4_0]);
-    }
-
-    pub(crate) fn vec_dot_q4_1(k: &Kernels, isa: Isa) {
-        let q = |w: &[f32]| legacy_blocks(w).1;
-        legacy_dot(isa, "q4_1", q, scalar::dequantize_row_q4_1, [scalar::vec_dot_q4_1, k.vec_dot_q4_1]);
-    }
-
-    pub(crate) fn vec_dot_q8_0(k: &Kernels, isa: Isa) {
-        let q = |w: &[f32]| legacy_blocks(w).2;
-        legacy_dot(isa, "q8_0", q, scalar::dequantize_row_q8_0, [scalar::vec_dot_q8_0, k.vec_dot_q8_0]);
     }
 
     /// Float row dots: every tail length around the SIMD widths.
@@ -173,8 +159,8 @@ mod checks {
         name: &str,
         pick: fn(Vec<BlockQ4_0>, Vec<BlockQ4_1>, Vec<BlockQ8_0>) -> Vec<B>,
         deq: fn(&[B], &mut [f32]),
-        gemm: crate::table::GemmFn<B>,
         dot: fn(&[B], &[BlockQ8A]) -> f32,
+        gemm: crate::table::GemmFn<B>,
     ) {
         let mut rng = Rng::new(6 + isa as u64);
         let nb = 3;
@@ -201,18 +187,6 @@ mod checks {
                 }
             }
         }
-    }
-
-    pub(crate) fn gemm_q4_0(k: &Kernels, isa: Isa) {
-        tiles(isa, "gemm_q4_0", |q, _, _| q, scalar::dequantize_row_q4_0, k.gemm_q4_0, k.vec_dot_q4_0);
-    }
-
-    pub(crate) fn gemm_q4_1(k: &Kernels, isa: Isa) {
-        tiles(isa, "gemm_q4_1", |_, q, _| q, scalar::dequantize_row_q4_1, k.gemm_q4_1, k.vec_dot_q4_1);
-    }
-
-    pub(crate) fn gemm_q8_0(k: &Kernels, isa: Isa) {
-        tiles(isa, "gemm_q8_0", |_, _, q| q, scalar::dequantize_row_q8_0, k.gemm_q8_0, k.vec_dot_q8_0);
     }
 
     /// A byte-coded type (q5_0, q5_1, q4_k, q5_k, q6_k) against its scalar twin: rows from the
@@ -265,26 +239,6 @@ mod checks {
                 }
             }
         }
-    }
-
-    pub(crate) fn dots_q5_0(k: &Kernels, isa: Isa) {
-        byte_dots(isa, DType::Q5_0, &[0], scalar::dots_q5_0, k.dots_q5_0);
-    }
-
-    pub(crate) fn dots_q5_1(k: &Kernels, isa: Isa) {
-        byte_dots(isa, DType::Q5_1, &[0, 2], scalar::dots_q5_1, k.dots_q5_1);
-    }
-
-    pub(crate) fn dots_q4_k(k: &Kernels, isa: Isa) {
-        byte_dots(isa, DType::Q4K, &[0, 2], scalar::dots_q4_k, k.dots_q4_k);
-    }
-
-    pub(crate) fn dots_q5_k(k: &Kernels, isa: Isa) {
-        byte_dots(isa, DType::Q5K, &[0, 2], scalar::dots_q5_k, k.dots_q5_k);
-    }
-
-    pub(crate) fn dots_q6_k(k: &Kernels, isa: Isa) {
-        byte_dots(isa, DType::Q6K, &[208], scalar::dots_q6_k, k.dots_q6_k);
     }
 
     /// 16-row interleaved matrices against the row-major scalar dot products of the same rows:
@@ -347,16 +301,35 @@ mod checks {
         }
     }
 
-    pub(crate) fn gemm_q4_0x16(k: &Kernels, isa: Isa) {
-        x16(isa, |q, _, _| q, scalar::dequantize_row_q4_0, scalar::vec_dot_q4_0, k.gemm_q4_0x16);
+    /// The check of each slot: `check: slot(args…)` runs `check(isa, args…, k.slot)`.
+    macro_rules! slot_checks {
+        ($k:ident; $($check:ident: $($slot:ident($($arg:expr),*)),+;)+) => {$($(
+            pub(crate) fn $slot($k: &Kernels, isa: Isa) {
+                $check(isa, $($arg,)* $k.$slot);
+            }
+        )+)+};
     }
 
-    pub(crate) fn gemm_q4_1x16(k: &Kernels, isa: Isa) {
-        x16(isa, |_, q, _| q, scalar::dequantize_row_q4_1, scalar::vec_dot_q4_1, k.gemm_q4_1x16);
-    }
-
-    pub(crate) fn gemm_q8_0x16(k: &Kernels, isa: Isa) {
-        x16(isa, |_, _, q| q, scalar::dequantize_row_q8_0, scalar::vec_dot_q8_0, k.gemm_q8_0x16);
+    #[rustfmt::skip]
+    slot_checks! { k;
+        legacy_dot:
+            vec_dot_q4_0("q4_0", |w| legacy_blocks(w).0, scalar::dequantize_row_q4_0, scalar::vec_dot_q4_0),
+            vec_dot_q4_1("q4_1", |w| legacy_blocks(w).1, scalar::dequantize_row_q4_1, scalar::vec_dot_q4_1),
+            vec_dot_q8_0("q8_0", |w| legacy_blocks(w).2, scalar::dequantize_row_q8_0, scalar::vec_dot_q8_0);
+        tiles:
+            gemm_q4_0("gemm_q4_0", |q, _, _| q, scalar::dequantize_row_q4_0, k.vec_dot_q4_0),
+            gemm_q4_1("gemm_q4_1", |_, q, _| q, scalar::dequantize_row_q4_1, k.vec_dot_q4_1),
+            gemm_q8_0("gemm_q8_0", |_, _, q| q, scalar::dequantize_row_q8_0, k.vec_dot_q8_0);
+        byte_dots:
+            dots_q5_0(DType::Q5_0, &[0], scalar::dots_q5_0),
+            dots_q5_1(DType::Q5_1, &[0, 2], scalar::dots_q5_1),
+            dots_q4_k(DType::Q4K, &[0, 2], scalar::dots_q4_k),
+            dots_q5_k(DType::Q5K, &[0, 2], scalar::dots_q5_k),
+            dots_q6_k(DType::Q6K, &[208], scalar::dots_q6_k);
+        x16:
+            gemm_q4_0x16(|q, _, _| q, scalar::dequantize_row_q4_0, scalar::vec_dot_q4_0),
+            gemm_q4_1x16(|_, q, _| q, scalar::dequantize_row_q4_1, scalar::vec_dot_q4_1),
+            gemm_q8_0x16(|_, _, q| q, scalar::dequantize_row_q8_0, scalar::vec_dot_q8_0);
     }
 
     /// `exp_f32` against the scalar twin bit for bit: random values over the whole f32 range of
