@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Reports import cycles between the files of a crate: an edge A -> B for every `crate::b...`
-path written in file A (in `use` lines and in code, test modules included). Exit status 1 when a
-cycle exists. Usage: scripts/module-cycles.py [crate/src ...] (default: kernels/src)."""
+path written in file A (in `use` lines and in code, test modules included); `crate::Name`
+re-exported by a `pub use b::…` line of the crate root counts as an edge to b. Exit status 1
+when a cycle exists. (kernels/tests/no_cycles.rs runs the same check on kernels in `cargo test`.) Usage: scripts/module-cycles.py [crate/src ...] (default: kernels/src)."""
 import os
 import re
 import sys
@@ -21,16 +22,29 @@ def modules(src):
     return out
 
 
+def reexports(mods):
+    """Name -> module, for the crate root's `pub use module::{Name, ...}` / `pub use module::Name`."""
+    root = mods.get(())
+    out = {}
+    for mod, names in re.findall(r"pub use (?:crate::)?([a-z_0-9]+)::\{?([^;}]*)\}?;", open(root).read() if root else ""):
+        for n in names.split(","):
+            out[n.strip().split(" as ")[-1].strip()] = (mod,)
+    return out
+
+
 def edges(src):
     mods = modules(src)
+    names = reexports(mods)
     graph = {m: set() for m in mods}
     for m, path in mods.items():
         text = open(path, encoding="utf-8").read()
         text = re.sub(r"//[^\n]*", "", text)  # comments name modules without importing them
         paths = re.findall(r"crate::([a-z_0-9]+(?:::[a-z_0-9]+)*)", text)
+        paths += ["::".join(names[n]) for n in re.findall(r"crate::([A-Za-z_0-9]+)", text) if n in names]
         # `use crate::{a, b::c}` groups
         for group in re.findall(r"crate::\{([^}]*)\}", text):
             paths += [p.strip() for p in group.split(",")]
+            paths += ["::".join(names[p.strip()]) for p in group.split(",") if p.strip() in names]
         # `super::x` in a file is a path relative to its parent module
         for p in re.findall(r"\bsuper::([a-z_0-9]+(?:::[a-z_0-9]+)*)", text):
             base = m[:-1] if not path.endswith("mod.rs") else m[:-1]

@@ -10,8 +10,8 @@
 //! 256-bit or 128-bit register holds 8 or 4 of those rows. The tensor has the same number of
 //! bytes as the row-major one.
 
-use crate::blocks::{DType, QK};
-use crate::error::{KernelError, Result};
+use crate::types::{DType, QK};
+use crate::types::{KernelError, Result};
 
 /// Rows per interleaved group.
 pub const GROUP: usize = 16;
@@ -222,7 +222,7 @@ impl GroupBlock for BlockQ8_0x16 {
 /// Interleaved tensor bytes as group blocks (length and alignment checked).
 pub fn cast<B: GroupBlock>(bytes: &[u8]) -> Result<&[B]> {
     // SAFETY: `B` is a `GroupBlock`: `#[repr(C)]`, integers only, no padding.
-    unsafe { crate::blocks::cast_pod(bytes, "interleave::cast", B::DTYPE) }
+    unsafe { crate::types::cast_pod(bytes, "interleave::cast", B::DTYPE) }
 }
 
 /// A copy of interleaved tensor bytes as owned group blocks (any alignment of `bytes`).
@@ -247,17 +247,10 @@ pub fn to_blocks<B: GroupBlock>(bytes: &[u8]) -> Result<Vec<B>> {
     Ok(v)
 }
 
-/// Blocks as bytes (for tests and benchmarks that build interleaved matrices).
-pub fn bytes_of<B: GroupBlock>(blocks: &[B]) -> &[u8] {
-    // SAFETY: `GroupBlock` types have no padding, so every byte is initialised; u8 has
-    // alignment 1 and the length covers exactly the blocks.
-    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks)) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::twins::Rng;
+    use crate::rng::Rng;
 
     #[test]
     fn interleave_round_trip_and_piece_order() {
@@ -291,7 +284,7 @@ mod tests {
         let mut v = Vec::new();
         assert!(matches!(interleave(DType::Q4_0, 8, 32, &[0; 8 * 18], &mut v), Err(KernelError::BadLayout { .. })));
         assert!(matches!(
-            interleave(DType::Q4K, 16, 256, &[0; 16 * size_of::<crate::blocks::BlockQ4K>()], &mut v),
+            interleave(DType::Q4K, 16, 256, &[0; 16 * size_of::<crate::types::BlockQ4K>()], &mut v),
             Err(KernelError::BadLayout { .. })
         ));
         assert!(matches!(interleave(DType::Q4_0, 16, 32, &[0; 10], &mut v), Err(KernelError::LengthMismatch { .. })));

@@ -13,7 +13,6 @@ mod twins;
 pub mod arm;
 pub mod blocks;
 pub mod dispatch;
-pub mod error;
 pub mod exp;
 pub mod interleave;
 pub mod kquants;
@@ -21,13 +20,17 @@ pub mod ops;
 pub mod pool;
 pub mod q5;
 pub mod scalar;
+mod table;
+pub mod types;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
-pub use blocks::{Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK, QK_K};
+pub use blocks::Block;
 pub use dispatch::{kernels, Isa, Kernels};
-pub use error::{KernelError, Result};
 pub use interleave::TensorLayout;
+pub use types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, KernelError, Result, QK, QK_K};
 
+#[cfg(test)]
+mod rng;
 #[cfg(test)]
 mod tests;

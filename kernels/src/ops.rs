@@ -6,8 +6,8 @@
 
 use crate::blocks::{cast_blocks, check_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 use crate::dispatch::{kernels, GemmFn};
-use crate::error::{KernelError, Result};
 use crate::interleave::{self, BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock, TensorLayout, GROUP};
+use crate::types::{KernelError, Result};
 
 /// A weight matrix of `rows` × `cols` (PyTorch `nn.Linear.weight` layout: one row per output),
 /// borrowed from the mapping.

@@ -9,7 +9,7 @@
 //! twins of the SIMD kernels). llama.cpp's `Q4_K_M` stores matrices whose width is not a
 //! multiple of 256 as `Q5_0`; `Q5_K_M`'s fallback is `Q5_1`.
 
-use crate::blocks::{f16_at, f32_to_f16, idot_u, BlockQ5_0, BlockQ5_1, BlockQ8A, QK};
+use crate::types::{f16_at, f32_to_f16, idot_u, BlockQ5_0, BlockQ5_1, BlockQ8A, QK};
 
 /// Bytes of a `q5_0` block.
 pub const BYTES: usize = size_of::<BlockQ5_0>();
@@ -65,7 +65,7 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
 /// ggml's `quantize_row_q5_0_ref`: the value of largest magnitude maps to −16.
 pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
     for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
-        let max = crate::scalar::max_by_magnitude(x);
+        let max = crate::types::max_by_magnitude(x);
         let d = max / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut q = [0i32; QK];

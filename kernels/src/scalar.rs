@@ -3,8 +3,9 @@
 //! `ggml-quants.c`, mirrored by gguf-py's `quants.py`) bit for bit: same f32 arithmetic, same
 //! rounding (half away from zero for q8, truncation after +8.5 / +0.5 for q4).
 
-use crate::blocks::{f16_to_f32, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
 use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock, GROUP};
+pub use crate::types::max_by_magnitude;
+use crate::types::{f16_to_f32, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
 
 // ---- quantize / dequantize -------------------------------------------------------------------
 
@@ -29,16 +30,10 @@ pub fn dequantize_row_q8_0(src: &[BlockQ8_0], dst: &mut [f32]) {
     }
 }
 
-/// The value of largest magnitude, with its sign (the first one on ties): the reference
-/// quantizers map it to the most negative integer.
-pub fn max_by_magnitude(x: &[f32]) -> f32 {
-    x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
-}
-
 pub fn quantize_row_q4_0(src: &[f32], dst: &mut [BlockQ4_0]) {
     for (x, b) in src.chunks_exact(QK).zip(dst.iter_mut()) {
         // The value of largest magnitude (the first one on ties) maps to -8.
-        let max = crate::scalar::max_by_magnitude(x);
+        let max = max_by_magnitude(x);
         let d = max / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b.d = f32_to_f16(d);
@@ -199,7 +194,7 @@ pub fn byte_dots(dot: fn(&[u8], &[BlockQ8A]) -> f32, w: &[u8], a: &[BlockQ8A], n
 /// `ByteDotsFn` kernels `name` from one-token row dots `dot`.
 macro_rules! row_dots {
     ($($name:ident => $dot:path),*) => {$(
-        pub fn $name(w: &[u8], a: &[crate::blocks::BlockQ8A], nb: usize, out: &mut [f32]) {
+        pub fn $name(w: &[u8], a: &[crate::types::BlockQ8A], nb: usize, out: &mut [f32]) {
             crate::scalar::byte_dots($dot, w, a, nb, out)
         }
     )*};

@@ -3,8 +3,8 @@
 //! bit-exact oracle in tests/python.)
 
 use crate::blocks::*;
+use crate::rng::Rng;
 use crate::scalar;
-use crate::twins::Rng;
 
 #[test]
 fn q8_0_known_vector() {
@@ -144,5 +144,114 @@ fn probe_sum_matches_scalar() {
     for len in (0..300).chain([4096, 4096 + 7]) {
         assert_eq!(crate::ops::sum_u64(&x[..len]), scalar::sum_u64(&x[..len]), "len {len}");
         assert_eq!(crate::ops::sum_u64(&x[3..3 + len.min(4096)]), scalar::sum_u64(&x[3..3 + len.min(4096)]));
+    }
+}
+
+/// The scalar K-quant code (`kquants`), here because it uses the dispatched `quantize_act`.
+mod kquants {
+    use crate::blocks::{f32_to_f16, quantize_act, BlockQ8A, QK, QK_K};
+    use crate::kquants::*;
+
+    fn lcg(seed: &mut u64) -> u64 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed >> 33
+    }
+
+    /// Random super-blocks with sane f16 scales (the integer fields take any value).
+    fn random_blocks(bytes: usize, n: usize, f16_at: &[usize], seed: &mut u64) -> Vec<u8> {
+        let mut v: Vec<u8> = (0..bytes * n).map(|_| lcg(seed) as u8).collect();
+        for b in v.chunks_exact_mut(bytes) {
+            for &o in f16_at {
+                let x = (lcg(seed) % 1000) as f32 / 1000.0 * 0.01 + 0.001;
+                b[o..o + 2].copy_from_slice(&f32_to_f16(x).to_le_bytes());
+            }
+        }
+        v
+    }
+
+    /// The scalar dot product of every byte-coded type against an independent product: the
+    /// weights dequantized (bit-exact with gguf-py, tested at import) times the dequantized
+    /// activation blocks, in f64.
+    #[test]
+    fn scalar_dots_match_dequantized_products() {
+        use crate::blocks::DType;
+        type Deq = fn(&[u8], &mut [f32]);
+        type Dot = fn(&[u8], &[BlockQ8A]) -> f32;
+        let mut seed = 11u64;
+        for n in [1usize, 2, 3, 5] {
+            let cols = n * QK_K;
+            let q5 = {
+                let w: Vec<f32> = (0..cols).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
+                let mut b = vec![0u8; cols / QK * crate::q5::BYTES];
+                crate::q5::quantize_row(&w, &mut b);
+                b
+            };
+            let cases: [(DType, Vec<u8>, Deq, Dot); 5] = [
+                (DType::Q5_0, q5, crate::q5::dequantize_row, crate::q5::vec_dot_q5_0),
+                (
+                    DType::Q5_1,
+                    random_blocks(crate::q5::BYTES_1, 8 * n, &[0, 2], &mut seed),
+                    crate::q5::dequantize_row_1,
+                    crate::q5::vec_dot_q5_1,
+                ),
+                (DType::Q4K, random_blocks(Q4K, n, &[0, 2], &mut seed), dequantize_row_q4_k, vec_dot_q4_k),
+                (DType::Q5K, random_blocks(Q5K, n, &[0, 2], &mut seed), dequantize_row_q5_k, vec_dot_q5_k),
+                (DType::Q6K, random_blocks(Q6K, n, &[208], &mut seed), dequantize_row_q6_k, vec_dot_q6_k),
+            ];
+            let x: Vec<f32> = (0..cols).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
+            let mut a = vec![BlockQ8A::default(); cols / QK];
+            quantize_act(&x, &mut a).unwrap();
+            for (dtype, w, deq, dot) in cases {
+                let mut wf = vec![0f32; cols];
+                deq(&w, &mut wf);
+                let want: f64 = wf
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v as f64 * a[i / QK].qs[i % QK] as f64 * a[i / QK].d as f64)
+                    .sum();
+                let got = dot(&w, &a) as f64;
+                let scale: f64 = wf.iter().map(|v| v.abs() as f64).sum();
+                assert!((got - want).abs() <= 1e-5 * scale.max(1.0), "{dtype} × {n}: {got} vs {want}");
+            }
+        }
+    }
+
+    /// The K-quant quantizers round-trip through the dequantizers (bit-exact with gguf-py, tested
+    /// at import) within the error their bit widths allow, and weighting moves error away from
+    /// the weighted values.
+    #[test]
+    fn k_quant_quantizers_round_trip() {
+        let mut seed = 3u64;
+        let n = 3 * QK_K;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0) * if i % 53 == 0 { 5.0 } else { 1.0 })
+            .collect();
+        let flat = vec![1f32; n];
+        let hot: Vec<f32> = (0..n).map(|i| if i % 8 == 0 { 100.0 } else { 1.0 }).collect();
+        type Q = fn(&[f32], Option<&[f32]>, &mut [u8]);
+        type Deq = fn(&[u8], &mut [f32]);
+        for (name, bytes, quant, deq, rel) in [
+            ("q4_k", 144usize, quantize_row_q4_k as Q, dequantize_row_q4_k as Deq, 0.12f64),
+            ("q5_k", Q5K, quantize_row_q5_k, dequantize_row_q5_k, 0.06),
+            ("q6_k", Q6K, quantize_row_q6_k, dequantize_row_q6_k, 0.03),
+        ] {
+            let err = |w: &[f32], sel: &dyn Fn(usize) -> bool| -> f64 {
+                let mut b = vec![0u8; n / QK_K * bytes];
+                quant(&x, Some(w), &mut b);
+                let mut y = vec![0f32; n];
+                deq(&b, &mut y);
+                let num: f64 = (0..n).filter(|&i| sel(i)).map(|i| ((x[i] - y[i]) as f64).powi(2)).sum();
+                let den: f64 = (0..n).filter(|&i| sel(i)).map(|i| (x[i] as f64).powi(2)).sum();
+                (num / den).sqrt()
+            };
+            let all = err(&flat, &|_| true);
+            assert!(all < rel, "{name}: relative RMS error {all}");
+            let hot_plain = err(&flat, &|i| i % 8 == 0);
+            let hot_weighted = err(&hot, &|i| i % 8 == 0);
+            assert!(
+                hot_weighted < hot_plain,
+                "{name}: weighting did not help the weighted values ({hot_weighted} vs {hot_plain})"
+            );
+        }
     }
 }

@@ -14,7 +14,7 @@ macro_rules! plug {
     ($isa:expr, $name:literal, available: $avail:expr, [$($slot:ident),* $(,)?]) => {
         /// Upgrades the slots of `k` with this module's kernels. Call only after detecting the
         /// ISA (the kernels' safe wrappers rely on it).
-        pub fn plug(k: &mut crate::dispatch::Kernels) {
+        pub fn plug(k: &mut crate::table::Kernels) {
             k.isa = $isa;
             $(k.$slot = $slot;)*
         }
@@ -28,7 +28,7 @@ macro_rules! plug {
                         println!("SKIP {}: not available", $name);
                         return;
                     }
-                    let mut k = crate::dispatch::Kernels::scalar();
+                    let mut k = crate::table::Kernels::scalar();
                     super::plug(&mut k);
                     crate::twins::$slot(&k, $isa);
                     println!("checked {} {}", $name, stringify!($slot));
@@ -44,29 +44,9 @@ pub(crate) use checks::*;
 #[cfg(test)]
 mod checks {
     use crate::blocks::{block_bytes, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK, QK_K};
-    use crate::dispatch::{ByteDotsFn, Isa, Kernels};
+    use crate::rng::Rng;
     use crate::scalar;
-
-    /// xorshift64*, for reproducible random inputs without a dependency.
-    pub(crate) struct Rng(u64);
-    impl Rng {
-        pub fn new(seed: u64) -> Self {
-            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-        }
-        pub fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        /// Uniform in [-1, 1).
-        pub fn f(&mut self) -> f32 {
-            (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        }
-        pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-            (0..n).map(|_| self.f() * scale).collect()
-        }
-    }
+    use crate::table::{ByteDotsFn, Isa, Kernels};
 
     /// Block counts of every length class: one block, odd tails, SIMD widths ± 1, long rows.
     const BLOCK_COUNTS: [usize; 11] = [1, 2, 3, 7, 8, 9, 16, 17, 18, 48, 49];
@@ -131,7 +111,8 @@ mod checks {
         name: &str,
         quant: fn(&[f32]) -> Vec<B>,
         deq: fn(&[B], &mut [f32]),
-        [want, got]: [DotFn<B>; 2],
+        want: DotFn<B>,
+        got: DotFn<B>,
     ) {
         let mut rng = Rng::new(4 + isa as u64);
         for nb in BLOCK_COUNTS {
@@ -142,21 +123,6 @@ mod checks {
             let (r, g) = (want(&q, &qa), got(&q, &qa));
             assert!(close(r, g, mag(&wd, &ad)), "{isa:?} {name} nb={nb}: {g} vs scalar {r}");
         }
-    }
-
-    pub(crate) fn vec_dot_q4_0(k: &Kernels, isa: Isa) {
-        let q = |w: &[f32]| legacy_blocks(w).0;
-        legacy_dot(isa, "q4_0", q, scalar::dequantize_row_q4_0, [scalar::vec_dot_q4_0, k.vec_dot_q4_0]);
-    }
-
-    pub(crate) fn vec_dot_q4_1(k: &Kernels, isa: Isa) {
-        let q = |w: &[f32]| legacy_blocks(w).1;
-        legacy_dot(isa, "q4_1", q, scalar::dequantize_row_q4_1, [scalar::vec_dot_q4_1, k.vec_dot_q4_1]);
-    }
-
-    pub(crate) fn vec_dot_q8_0(k: &Kernels, isa: Isa) {
-        let q = |w: &[f32]| legacy_blocks(w).2;
-        legacy_dot(isa, "q8_0", q, scalar::dequantize_row_q8_0, [scalar::vec_dot_q8_0, k.vec_dot_q8_0]);
     }
 
     /// Float row dots: every tail length around the SIMD widths.
@@ -193,8 +159,8 @@ mod checks {
         name: &str,
         pick: fn(Vec<BlockQ4_0>, Vec<BlockQ4_1>, Vec<BlockQ8_0>) -> Vec<B>,
         deq: fn(&[B], &mut [f32]),
-        gemm: crate::dispatch::GemmFn<B>,
         dot: fn(&[B], &[BlockQ8A]) -> f32,
+        gemm: crate::table::GemmFn<B>,
     ) {
         let mut rng = Rng::new(6 + isa as u64);
         let nb = 3;
@@ -221,18 +187,6 @@ mod checks {
                 }
             }
         }
-    }
-
-    pub(crate) fn gemm_q4_0(k: &Kernels, isa: Isa) {
-        tiles(isa, "gemm_q4_0", |q, _, _| q, scalar::dequantize_row_q4_0, k.gemm_q4_0, k.vec_dot_q4_0);
-    }
-
-    pub(crate) fn gemm_q4_1(k: &Kernels, isa: Isa) {
-        tiles(isa, "gemm_q4_1", |_, q, _| q, scalar::dequantize_row_q4_1, k.gemm_q4_1, k.vec_dot_q4_1);
-    }
-
-    pub(crate) fn gemm_q8_0(k: &Kernels, isa: Isa) {
-        tiles(isa, "gemm_q8_0", |_, _, q| q, scalar::dequantize_row_q8_0, k.gemm_q8_0, k.vec_dot_q8_0);
     }
 
     /// A byte-coded type (q5_0, q5_1, q4_k, q5_k, q6_k) against its scalar twin: rows from the
@@ -287,26 +241,6 @@ mod checks {
         }
     }
 
-    pub(crate) fn dots_q5_0(k: &Kernels, isa: Isa) {
-        byte_dots(isa, DType::Q5_0, &[0], scalar::dots_q5_0, k.dots_q5_0);
-    }
-
-    pub(crate) fn dots_q5_1(k: &Kernels, isa: Isa) {
-        byte_dots(isa, DType::Q5_1, &[0, 2], scalar::dots_q5_1, k.dots_q5_1);
-    }
-
-    pub(crate) fn dots_q4_k(k: &Kernels, isa: Isa) {
-        byte_dots(isa, DType::Q4K, &[0, 2], scalar::dots_q4_k, k.dots_q4_k);
-    }
-
-    pub(crate) fn dots_q5_k(k: &Kernels, isa: Isa) {
-        byte_dots(isa, DType::Q5K, &[0, 2], scalar::dots_q5_k, k.dots_q5_k);
-    }
-
-    pub(crate) fn dots_q6_k(k: &Kernels, isa: Isa) {
-        byte_dots(isa, DType::Q6K, &[208], scalar::dots_q6_k, k.dots_q6_k);
-    }
-
     /// 16-row interleaved matrices against the row-major scalar dot products of the same rows:
     /// quantizer output and random bytes (every q8 byte, every nibble), 1–19 blocks per row, 1–3
     /// groups, 1–19 tokens per call (beyond the 8 an x86 pass takes). The scalar twin and NEON
@@ -318,7 +252,7 @@ mod checks {
         pick: fn(Vec<BlockQ4_0>, Vec<BlockQ4_1>, Vec<BlockQ8_0>) -> Vec<B>,
         deq: fn(&[B], &mut [f32]),
         dot: fn(&[B], &[BlockQ8A]) -> f32,
-        gemm: crate::dispatch::GemmFn<X>,
+        gemm: crate::table::GemmFn<X>,
     ) {
         let mut rng = Rng::new(16 + X::DTYPE as u64);
         let dtype = X::DTYPE;
@@ -367,16 +301,35 @@ mod checks {
         }
     }
 
-    pub(crate) fn gemm_q4_0x16(k: &Kernels, isa: Isa) {
-        x16(isa, |q, _, _| q, scalar::dequantize_row_q4_0, scalar::vec_dot_q4_0, k.gemm_q4_0x16);
+    /// The check of each slot: `check: slot(args…)` runs `check(isa, args…, k.slot)`.
+    macro_rules! slot_checks {
+        ($k:ident; $($check:ident: $($slot:ident($($arg:expr),*)),+;)+) => {$($(
+            pub(crate) fn $slot($k: &Kernels, isa: Isa) {
+                $check(isa, $($arg,)* $k.$slot);
+            }
+        )+)+};
     }
 
-    pub(crate) fn gemm_q4_1x16(k: &Kernels, isa: Isa) {
-        x16(isa, |_, q, _| q, scalar::dequantize_row_q4_1, scalar::vec_dot_q4_1, k.gemm_q4_1x16);
-    }
-
-    pub(crate) fn gemm_q8_0x16(k: &Kernels, isa: Isa) {
-        x16(isa, |_, _, q| q, scalar::dequantize_row_q8_0, scalar::vec_dot_q8_0, k.gemm_q8_0x16);
+    #[rustfmt::skip]
+    slot_checks! { k;
+        legacy_dot:
+            vec_dot_q4_0("q4_0", |w| legacy_blocks(w).0, scalar::dequantize_row_q4_0, scalar::vec_dot_q4_0),
+            vec_dot_q4_1("q4_1", |w| legacy_blocks(w).1, scalar::dequantize_row_q4_1, scalar::vec_dot_q4_1),
+            vec_dot_q8_0("q8_0", |w| legacy_blocks(w).2, scalar::dequantize_row_q8_0, scalar::vec_dot_q8_0);
+        tiles:
+            gemm_q4_0("gemm_q4_0", |q, _, _| q, scalar::dequantize_row_q4_0, k.vec_dot_q4_0),
+            gemm_q4_1("gemm_q4_1", |_, q, _| q, scalar::dequantize_row_q4_1, k.vec_dot_q4_1),
+            gemm_q8_0("gemm_q8_0", |_, _, q| q, scalar::dequantize_row_q8_0, k.vec_dot_q8_0);
+        byte_dots:
+            dots_q5_0(DType::Q5_0, &[0], scalar::dots_q5_0),
+            dots_q5_1(DType::Q5_1, &[0, 2], scalar::dots_q5_1),
+            dots_q4_k(DType::Q4K, &[0, 2], scalar::dots_q4_k),
+            dots_q5_k(DType::Q5K, &[0, 2], scalar::dots_q5_k),
+            dots_q6_k(DType::Q6K, &[208], scalar::dots_q6_k);
+        x16:
+            gemm_q4_0x16(|q, _, _| q, scalar::dequantize_row_q4_0, scalar::vec_dot_q4_0),
+            gemm_q4_1x16(|_, q, _| q, scalar::dequantize_row_q4_1, scalar::vec_dot_q4_1),
+            gemm_q8_0x16(|_, _, q| q, scalar::dequantize_row_q8_0, scalar::vec_dot_q8_0);
     }
 
     /// `exp_f32` against the scalar twin bit for bit: random values over the whole f32 range of

@@ -2,7 +2,7 @@
 //! (`sdot`, Armv8.2+). Only the 8-bit product-sum differs between the two (`dot_i8x16`); the
 //! rest is shared.
 
-use crate::dispatch::{Isa, Kernels};
+use crate::table::{Isa, Kernels};
 
 mod neon;
 

@@ -7,7 +7,7 @@
 
 macro_rules! neon_bodies {
     ($isa:expr, $name:literal, $features:literal, available: $avail:expr) => {
-        use crate::blocks::{f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
+        use crate::types::{f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
         use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
         use crate::scalar;
 
@@ -119,17 +119,17 @@ macro_rules! neon_bodies {
             unsafe { vec_dot_q5_impl::<true>(w, a) }
         }
         fn vec_dot_q4_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, size_of::<crate::blocks::BlockQ4K>(), 8);
+            check_row(w, a, size_of::<crate::types::BlockQ4K>(), 8);
             // SAFETY: as in `vec_dot_q5_0` (one super-block per 8 activation blocks).
             unsafe { vec_dot_k4_impl::<false>(w, a) }
         }
         fn vec_dot_q5_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, size_of::<crate::blocks::BlockQ5K>(), 8);
+            check_row(w, a, size_of::<crate::types::BlockQ5K>(), 8);
             // SAFETY: as in `vec_dot_q4_k`.
             unsafe { vec_dot_k4_impl::<true>(w, a) }
         }
         fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, size_of::<crate::blocks::BlockQ6K>(), 8);
+            check_row(w, a, size_of::<crate::types::BlockQ6K>(), 8);
             // SAFETY: as in `vec_dot_q4_k`.
             unsafe { vec_dot_q6_k_impl(w, a) }
         }
@@ -170,10 +170,10 @@ macro_rules! neon_bodies {
                     let hi = vorrq_u8(vshrq_n_u8::<4>(v), high_bits_16((qh >> 16) as u16));
                     let s = block_dot(vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi), &ba.qs);
                     if ONE {
-                        acc += crate::blocks::f16_at(b, 0) * ba.d * s as f32
-                            + crate::blocks::f16_at(b, 2) * ba.d * ba.sum as f32;
+                        acc += crate::types::f16_at(b, 0) * ba.d * s as f32
+                            + crate::types::f16_at(b, 2) * ba.d * ba.sum as f32;
                     } else {
-                        acc += crate::blocks::f16_at(b, 0) * ba.d * (s - 16 * ba.sum) as f32;
+                        acc += crate::types::f16_at(b, 0) * ba.d * (s - 16 * ba.sum) as f32;
                     }
                 }
                 acc
@@ -189,7 +189,7 @@ macro_rules! neon_bodies {
         unsafe fn vec_dot_k4_impl<const FIVE: bool>(w: &[u8], a: &[BlockQ8A]) -> f32 {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let bytes = if FIVE { size_of::<crate::blocks::BlockQ5K>() } else { size_of::<crate::blocks::BlockQ4K>() };
+                let bytes = if FIVE { size_of::<crate::types::BlockQ5K>() } else { size_of::<crate::types::BlockQ4K>() };
                 let m4 = vdupq_n_u8(0x0F);
                 let mut acc = 0f32;
                 for (b, a8) in w.chunks_exact(bytes).zip(a.chunks_exact(8)) {
@@ -235,9 +235,9 @@ macro_rules! neon_bodies {
                 let m2 = vdupq_n_u8(3);
                 let off = vdupq_n_s8(32);
                 let mut acc = 0f32;
-                for (b, a8) in w.chunks_exact(size_of::<crate::blocks::BlockQ6K>()).zip(a.chunks_exact(8)) {
+                for (b, a8) in w.chunks_exact(size_of::<crate::types::BlockQ6K>()).zip(a.chunks_exact(8)) {
                     let p = b.as_ptr();
-                    let d = crate::blocks::f16_at(b, 208);
+                    let d = crate::types::f16_at(b, 208);
                     // Exact integer sums per activation block and 16-value half.
                     let mut sums = [[0i32; 2]; 8];
                     for n in 0..2 {
@@ -522,7 +522,7 @@ pub mod plain {
         vpadalq_s16(acc, vpaddq_s16(lo, hi))
     }
 
-    neon_bodies!(crate::dispatch::Isa::Neon, "neon", "neon", available: crate::arm::has_neon());
+    neon_bodies!(crate::table::Isa::Neon, "neon", "neon", available: crate::arm::has_neon());
 }
 
 /// NEON with the dot-product extension: one `sdot` per 16 byte pairs. `vdotq_s32` is not
@@ -556,5 +556,5 @@ pub mod dotprod {
         dot_i8x16(acc, a, b)
     }
 
-    neon_bodies!(crate::dispatch::Isa::NeonDot, "neon-dotprod", "neon,dotprod", available: crate::arm::has_dotprod());
+    neon_bodies!(crate::table::Isa::NeonDot, "neon-dotprod", "neon,dotprod", available: crate::arm::has_dotprod());
 }

@@ -20,12 +20,12 @@
 
 use std::arch::x86_64::*;
 
-use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
 use crate::exp::{exp, LN2_HI, LN2_LO, LOG2E, MAX_X, MIN_X, P};
 use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
+use crate::types::{Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
 use ymm::{dots_q4_k, dots_q5_0, dots_q5_1, dots_q5_k, dots_q6_k, quantize_act, vec_dot_f16, vec_dot_f32};
 
-plug!(crate::dispatch::Isa::Avx512, "avx512", available: crate::x86::has_avx512(), [
+plug!(crate::table::Isa::Avx512, "avx512", available: crate::x86::has_avx512(), [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32,
@@ -37,7 +37,7 @@ plug!(crate::dispatch::Isa::Avx512, "avx512", available: crate::x86::has_avx512(
 mod ymm {
     use std::arch::x86_64::*;
 
-    use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
+    use crate::types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
 
     /// Σ u·s over groups of 4 (unsigned × signed bytes) → 8 × i32 in one `vpdpbusd`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -90,69 +90,12 @@ struct APair {
     dsum: __m512,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Q4_0,
-    Q4_1,
-    Q8_0,
-}
-
-/// Field access for the generic kernels (plain loads; the SIMD work is in `block_u8`).
-trait WBlock: Copy {
-    const KIND: Kind;
-    fn qs(&self) -> *const u8;
-    fn d(&self) -> u16;
-    fn m(&self) -> u16 {
-        0
-    }
-}
-
-impl WBlock for BlockQ4_0 {
-    const KIND: Kind = Kind::Q4_0;
-    #[inline(always)]
-    fn qs(&self) -> *const u8 {
-        self.qs.as_ptr()
-    }
-    #[inline(always)]
-    fn d(&self) -> u16 {
-        self.d
-    }
-}
-
-impl WBlock for BlockQ4_1 {
-    const KIND: Kind = Kind::Q4_1;
-    #[inline(always)]
-    fn qs(&self) -> *const u8 {
-        self.qs.as_ptr()
-    }
-    #[inline(always)]
-    fn d(&self) -> u16 {
-        self.d
-    }
-    #[inline(always)]
-    fn m(&self) -> u16 {
-        self.m
-    }
-}
-
-impl WBlock for BlockQ8_0 {
-    const KIND: Kind = Kind::Q8_0;
-    #[inline(always)]
-    fn qs(&self) -> *const u8 {
-        self.qs.as_ptr() as *const u8
-    }
-    #[inline(always)]
-    fn d(&self) -> u16 {
-        self.d
-    }
-}
-
 /// Offset the unsigned weight bytes carry.
-const fn offset(k: Kind) -> i32 {
-    match k {
-        Kind::Q4_0 => 8,
-        Kind::Q4_1 => 0,
-        Kind::Q8_0 => 128,
+const fn offset(t: DType) -> i32 {
+    match t {
+        DType::Q4_0 => 8,
+        DType::Q8_0 => 128,
+        _ => 0,
     }
 }
 
@@ -164,10 +107,10 @@ const fn offset(k: Kind) -> i32 {
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn block_u8<B: WBlock>(b: &B) -> __m256i {
+unsafe fn block_u8<B: Block>(b: &B) -> __m256i {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        if B::KIND == Kind::Q8_0 {
+        if B::DTYPE == DType::Q8_0 {
             _mm256_xor_si256(_mm256_loadu_si256(b.qs() as *const __m256i), _mm256_set1_epi8(-128))
         } else {
             let v = _mm_loadu_si128(b.qs() as *const __m128i);
@@ -182,7 +125,7 @@ unsafe fn block_u8<B: WBlock>(b: &B) -> __m256i {
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn load_pair<B: WBlock>(b0: &B, b1: Option<&B>) -> WPair {
+unsafe fn load_pair<B: Block>(b0: &B, b1: Option<&B>) -> WPair {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let (hi, d1, m1) = match b1 {
@@ -198,7 +141,7 @@ unsafe fn load_pair<B: WBlock>(b0: &B, b1: Option<&B>) -> WPair {
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn load_act<B: WBlock>(a0: &BlockQ8A, a1: Option<&BlockQ8A>) -> APair {
+unsafe fn load_act<B: Block>(a0: &BlockQ8A, a1: Option<&BlockQ8A>) -> APair {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let y0 = _mm256_loadu_si256(a0.qs.as_ptr() as *const __m256i);
@@ -206,7 +149,7 @@ unsafe fn load_act<B: WBlock>(a0: &BlockQ8A, a1: Option<&BlockQ8A>) -> APair {
             Some(a) => (_mm256_loadu_si256(a.qs.as_ptr() as *const __m256i), a.d, a.sum),
             None => (_mm256_setzero_si256(), 0.0, 0),
         };
-        let o = offset(B::KIND);
+        let o = offset(B::DTYPE);
         let start = _mm512_setr_epi32(-o * a0.sum, 0, 0, 0, 0, 0, 0, 0, -o * s1, 0, 0, 0, 0, 0, 0, 0);
         APair { y: pair_si(y0, y1), da: pair_ps(a0.d, d1), start, dsum: pair_ps(a0.d * a0.sum as f32, d1 * s1 as f32) }
     }
@@ -215,9 +158,9 @@ unsafe fn load_act<B: WBlock>(a0: &BlockQ8A, a1: Option<&BlockQ8A>) -> APair {
 /// One block pair of one (row, token): `acc += lanes(x·y − OFFSET·Σy) · (d_w·d_a)`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn step<B: WBlock>(w: &WPair, a: &APair, acc: __m512, acc_m: &mut __m512) -> __m512 {
+fn step<B: Block>(w: &WPair, a: &APair, acc: __m512, acc_m: &mut __m512) -> __m512 {
     let p = _mm512_dpbusd_epi32(a.start, w.x, a.y);
-    if B::KIND == Kind::Q4_1 {
+    if B::DTYPE == DType::Q4_1 {
         // Each block's m·d·Σa in all 8 of its lanes: a second, independent accumulator.
         *acc_m = _mm512_fmadd_ps(w.m, a.dsum, *acc_m);
     }
@@ -230,7 +173,7 @@ fn step<B: WBlock>(w: &WPair, a: &APair, acc: __m512, acc_m: &mut __m512) -> __m
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dot<B: WBlock>(w: &[B], a: &[BlockQ8A]) -> f32 {
+unsafe fn dot<B: Block>(w: &[B], a: &[BlockQ8A]) -> f32 {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let mut acc = _mm512_setzero_ps();
@@ -268,7 +211,7 @@ fn min_term(acc_m: __m512) -> f32 {
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn tile<B: WBlock, const R: usize, const T: usize>(
+unsafe fn tile<B: Block, const R: usize, const T: usize>(
     w: &[B],
     a: &[BlockQ8A],
     nb: usize,
@@ -315,7 +258,7 @@ const TILE_T: usize = 4;
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn gemm<B: WBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+unsafe fn gemm<B: Block>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let rows = w.len() / nb;
@@ -377,7 +320,7 @@ thread_local! {
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn pack<B: WBlock>(a: &[BlockQ8A], nb: usize, t0: usize, n: usize, p: &mut Packed) {
+unsafe fn pack<B: Block>(a: &[BlockQ8A], nb: usize, t0: usize, n: usize, p: &mut Packed) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let stride = (nb * std::mem::size_of::<BlockQ8A>()) as i32;
@@ -386,7 +329,7 @@ unsafe fn pack<B: WBlock>(a: &[BlockQ8A], nb: usize, t0: usize, n: usize, p: &mu
             _mm512_set1_epi32(stride),
         );
         let mask: __mmask16 = if n >= LANES { 0xFFFF } else { (1u16 << n) - 1 };
-        let off = _mm512_set1_epi32(-offset(B::KIND));
+        let off = _mm512_set1_epi32(-offset(B::DTYPE));
         p.qs.clear();
         p.da.clear();
         p.start.clear();
@@ -429,7 +372,7 @@ struct LaneOut<'a> {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 #[allow(clippy::needless_range_loop)] // k indexes both the packed activations and the rows' groups
-unsafe fn rows_x16<B: WBlock, const R: usize>(w: &[B], nb: usize, r0: usize, p: &Packed, o: &mut LaneOut<'_>) {
+unsafe fn rows_x16<B: Block, const R: usize>(w: &[B], nb: usize, r0: usize, p: &Packed, o: &mut LaneOut<'_>) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let mut tmp = [[0i32; 8]; R];
@@ -450,7 +393,7 @@ unsafe fn rows_x16<B: WBlock, const R: usize>(w: &[B], nb: usize, r0: usize, p: 
                 let blk = &w[(r0 + r) * nb + b];
                 let scale = _mm512_mul_ps(p.da[b], _mm512_set1_ps(f16(blk.d())));
                 acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i[r]), scale, acc[r]);
-                if B::KIND == Kind::Q4_1 {
+                if B::DTYPE == DType::Q4_1 {
                     acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(f16(blk.m())), p.dsum[b], acc[r]);
                 }
             }
@@ -469,7 +412,7 @@ unsafe fn rows_x16<B: WBlock, const R: usize>(w: &[B], nb: usize, r0: usize, p: 
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn gemm_wide<B: WBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+unsafe fn gemm_wide<B: Block>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let rows = w.len() / nb;

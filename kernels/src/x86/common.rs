@@ -417,9 +417,9 @@ macro_rules! byte_bodies {
         /// Bytes per block and activation blocks per block of each byte-coded type.
         const Q5_0: (usize, usize) = (crate::q5::BYTES, 1);
         const Q5_1: (usize, usize) = (crate::q5::BYTES_1, 1);
-        const Q4_K: (usize, usize) = (size_of::<crate::blocks::BlockQ4K>(), 8);
-        const Q5_K: (usize, usize) = (size_of::<crate::blocks::BlockQ5K>(), 8);
-        const Q6_K: (usize, usize) = (size_of::<crate::blocks::BlockQ6K>(), 8);
+        const Q4_K: (usize, usize) = (size_of::<crate::types::BlockQ4K>(), 8);
+        const Q5_K: (usize, usize) = (size_of::<crate::types::BlockQ5K>(), 8);
+        const Q6_K: (usize, usize) = (size_of::<crate::types::BlockQ6K>(), 8);
 
         /// Tokens per kernel call: each unpacked weight block serves this many tokens (8 with
         /// AVX2's 16 registers, 16 with AVX-512's 32; measured on SmolLM2 Q4_K_M prefill).
@@ -594,7 +594,7 @@ macro_rules! byte_bodies {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
                 let bytes =
-                    if FIVE { size_of::<crate::blocks::BlockQ5K>() } else { size_of::<crate::blocks::BlockQ4K>() };
+                    if FIVE { size_of::<crate::types::BlockQ5K>() } else { size_of::<crate::types::BlockQ4K>() };
                 let m4 = _mm256_set1_epi8(0x0F);
                 let h16 = _mm256_set1_epi8(0x10);
                 let mut acc = [_mm256_setzero_ps(); T];
@@ -650,7 +650,7 @@ macro_rules! byte_bodies {
                 let m2 = _mm256_set1_epi8(3);
                 let off = _mm256_set1_epi8(32);
                 let mut acc = [_mm256_setzero_ps(); T];
-                for (sb, b) in w.chunks_exact(size_of::<crate::blocks::BlockQ6K>()).enumerate() {
+                for (sb, b) in w.chunks_exact(size_of::<crate::types::BlockQ6K>()).enumerate() {
                     let p = b.as_ptr();
                     let d = f16_le(p.add(208));
                     for n in 0..2 {

@@ -7,7 +7,7 @@
 //! `#[target_feature]` functions; the table slots are safe wrappers that are only installed
 //! after `is_x86_feature_detected!` confirmed every feature the body needs.
 
-use crate::dispatch::{Isa, Kernels};
+use crate::table::{Isa, Kernels};
 
 #[macro_use]
 mod common;

@@ -1,0 +1,111 @@
+//! The dispatch table (`Kernels`), its scalar filling and the ISA names. `x86` and `arm` fill
+//! it; `dispatch` chooses and holds the process-wide one.
+
+use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16};
+use crate::scalar;
+use crate::types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, KernelError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+    /// NEON with the dot-product extension (`sdot`).
+    NeonDot,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+            Isa::NeonDot => "neon-dotprod",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Isa> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Ok(Isa::Scalar),
+            "avx2" => Ok(Isa::Avx2),
+            "avx512" => Ok(Isa::Avx512),
+            "neon" => Ok(Isa::Neon),
+            "neon-dotprod" | "dotprod" => Ok(Isa::NeonDot),
+            other => Err(KernelError::UnknownIsa(other.to_string())),
+        }
+    }
+}
+
+/// A weight-rows × tokens tile of a quantized matrix product.
+pub type GemmFn<B> = fn(&[B], &[BlockQ8A], usize, &mut [f32]);
+
+/// One row of a byte-coded type (raw bytes: `q5_0`, `q5_1`, `q4_k`, `q5_k`, `q6_k`) × tokens:
+/// `out[t] = row · a[t·nb..(t + 1)·nb]` for `t < out.len()` (`nb` activation blocks per token).
+/// The row must hold exactly `nb` blocks' worth of values and `a` at least `out.len()` tokens:
+/// SIMD slots assert it. A token's result never depends on how many tokens share the call.
+pub type ByteDotsFn = fn(&[u8], &[BlockQ8A], usize, &mut [f32]);
+
+/// The dispatch table. Slots take whole blocks of matching lengths: callers check lengths
+/// once (see `Block::vec_dot`, `gemm`), never per call in a hot loop.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    /// The best ISA any slot uses.
+    pub isa: Isa,
+    pub quantize_act: fn(&[f32], &mut [BlockQ8A]),
+    pub vec_dot_q4_0: fn(&[BlockQ4_0], &[BlockQ8A]) -> f32,
+    pub vec_dot_q4_1: fn(&[BlockQ4_1], &[BlockQ8A]) -> f32,
+    pub vec_dot_q8_0: fn(&[BlockQ8_0], &[BlockQ8A]) -> f32,
+    pub vec_dot_f16: fn(&[u16], &[f32]) -> f32,
+    /// Tiles (`scalar::gemm_tile`): `(w rows, tokens, blocks per row, out[t][r])`.
+    pub gemm_q4_0: GemmFn<BlockQ4_0>,
+    pub gemm_q4_1: GemmFn<BlockQ4_1>,
+    pub gemm_q8_0: GemmFn<BlockQ8_0>,
+    /// 16-row interleaved matrices (`interleave`): `(w groups, tokens, blocks per row,
+    /// out[t][r])` with 16 rows per group; one call serves decode (1 token) and prefill.
+    pub gemm_q4_0x16: GemmFn<BlockQ4_0x16>,
+    pub gemm_q4_1x16: GemmFn<BlockQ4_1x16>,
+    pub gemm_q8_0x16: GemmFn<BlockQ8_0x16>,
+    pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
+    /// Attention scores `(q, keys, stride, out)`: `out[j] = q · keys[j·stride..][..q.len()]`.
+    pub dots_f32: fn(&[f32], &[f32], usize, &mut [f32]),
+    /// Attention output `(out, weights, values, stride)`: `out += Σ_j w[j] · values[j·stride..]`.
+    pub wsum_f32: fn(&mut [f32], &[f32], &[f32], usize),
+    /// `x ← e^x` (`exp`: softmax, SiLU); every ISA gives the scalar twin's bits.
+    pub exp_f32: fn(&mut [f32]),
+    pub dots_q5_0: ByteDotsFn,
+    pub dots_q5_1: ByteDotsFn,
+    pub dots_q4_k: ByteDotsFn,
+    pub dots_q5_k: ByteDotsFn,
+    pub dots_q6_k: ByteDotsFn,
+}
+
+impl Kernels {
+    /// The scalar reference for every slot.
+    pub fn scalar() -> Kernels {
+        Kernels {
+            isa: Isa::Scalar,
+            quantize_act: scalar::quantize_act,
+            vec_dot_q4_0: scalar::vec_dot_q4_0,
+            vec_dot_q4_1: scalar::vec_dot_q4_1,
+            vec_dot_q8_0: scalar::vec_dot_q8_0,
+            vec_dot_f16: scalar::vec_dot_f16,
+            gemm_q4_0: scalar::gemm_q4_0,
+            gemm_q4_1: scalar::gemm_q4_1,
+            gemm_q8_0: scalar::gemm_q8_0,
+            gemm_q4_0x16: scalar::gemm_q4_0x16,
+            gemm_q4_1x16: scalar::gemm_q4_1x16,
+            gemm_q8_0x16: scalar::gemm_q8_0x16,
+            vec_dot_f32: scalar::vec_dot_f32,
+            exp_f32: scalar::exp_f32,
+            dots_f32: scalar::dots_f32,
+            wsum_f32: scalar::wsum_f32,
+            dots_q5_0: scalar::dots_q5_0,
+            dots_q5_1: scalar::dots_q5_1,
+            dots_q4_k: scalar::dots_q4_k,
+            dots_q5_k: scalar::dots_q5_k,
+            dots_q6_k: scalar::dots_q6_k,
+        }
+    }
+}
