@@ -167,18 +167,18 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        let d = rt::DEFAULTS;
+        let (p, s) = (rt::DEFAULTS.session, rt::DEFAULTS.generate.sampler);
         SessionOptions {
-            n_ctx: d.n_ctx as u32,
-            n_threads: d.n_threads as u32,
-            seed: d.seed,
-            temperature: d.temperature,
-            top_k: d.top_k as u32,
-            top_p: d.top_p,
-            min_p: d.min_p,
-            repeat_penalty: d.repeat_penalty,
-            stop: d.stop,
-            max_memory_bytes: d.max_memory_bytes as u64,
+            n_ctx: p.n_ctx as u32,
+            n_threads: p.n_threads as u32,
+            seed: s.seed,
+            temperature: s.temperature,
+            top_k: s.top_k as u32,
+            top_p: s.top_p,
+            min_p: s.min_p,
+            repeat_penalty: s.repeat_penalty,
+            stop: rt::DEFAULTS.generate.stop,
+            max_memory_bytes: p.max_memory_bytes as u64,
         }
     }
 }
@@ -186,19 +186,21 @@ impl Default for SessionOptions {
 impl SessionOptions {
     /// The runtime's options (fields the bindings do not expose keep their defaults).
     fn options(self) -> rt::Options {
-        rt::Options {
-            n_ctx: self.n_ctx as usize,
-            n_threads: self.n_threads as usize,
-            max_memory_bytes: usize::try_from(self.max_memory_bytes).unwrap_or(usize::MAX),
+        let mut o = rt::DEFAULTS;
+        o.session.n_ctx = self.n_ctx as usize;
+        o.session.n_threads = self.n_threads as usize;
+        o.session.max_memory_bytes = usize::try_from(self.max_memory_bytes).unwrap_or(usize::MAX);
+        o.generate.sampler = rt::SamplerParams {
             temperature: self.temperature,
             top_k: self.top_k as usize,
             top_p: self.top_p,
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             seed: self.seed,
-            stop: self.stop,
-            ..rt::DEFAULTS
-        }
+            ..o.generate.sampler
+        };
+        o.generate.stop = self.stop;
+        o
     }
 }
 
@@ -346,13 +348,13 @@ impl Model {
     pub fn new_session(&self, options: SessionOptions) -> Result<Arc<Session>> {
         let options = options.options();
         options.validate()?;
-        let session = rt::Session::new(Arc::clone(&self.inner), options.session())?;
+        let session = rt::Session::new(Arc::clone(&self.inner), options.session)?;
         Ok(Arc::new(Session {
             model: Arc::clone(&self.inner),
             cancel: session.cancel_handle(),
             memory_bytes: session.memory_bytes() as u64,
             n_ctx: session.n_ctx() as u32,
-            params: options.generate(),
+            params: options.generate,
             state: Mutex::new(State { session, last: None }),
         }))
     }

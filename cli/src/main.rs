@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use autark_runtime::DEFAULTS;
 use clap::{Args, Parser, Subcommand};
 use cmd::{bench, chat, debug, inspect, perplexity, quantize, run, CliError};
 
@@ -44,7 +45,7 @@ enum Cmd {
         #[arg(short, long)]
         prompt: String,
         /// Tokens to generate.
-        #[arg(short = 'n', long, default_value_t = 128)]
+        #[arg(short = 'n', long, default_value_t = DEFAULTS.generate.max_tokens)]
         n_predict: usize,
         /// Render the prompt as one user message with the model's chat template.
         #[arg(long)]
@@ -199,23 +200,23 @@ struct BenchArgs {
 #[derive(Args, Clone)]
 struct SampleArgs {
     /// Temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = DEFAULTS.generate.sampler.temperature)]
     temp: f32,
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = DEFAULTS.generate.sampler.top_k)]
     top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = DEFAULTS.generate.sampler.top_p)]
     top_p: f32,
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = DEFAULTS.generate.sampler.min_p)]
     min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = DEFAULTS.generate.sampler.repeat_penalty)]
     repeat_penalty: f32,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DEFAULTS.generate.sampler.seed)]
     seed: u64,
     /// Context length (0 = model's, capped at 4096).
-    #[arg(short = 'c', long, default_value_t = 0)]
+    #[arg(short = 'c', long, default_value_t = DEFAULTS.session.n_ctx)]
     ctx: usize,
     /// Threads (0 = all cores).
-    #[arg(short, long, default_value_t = 0)]
+    #[arg(short, long, default_value_t = DEFAULTS.session.n_threads)]
     threads: usize,
     /// Stop generation before this string; repeatable.
     #[arg(long)]

@@ -10,8 +10,9 @@
  *   by the library, valid until the same thread's next call into the library.
  * - Out-parameters are set to NULL / 0 before anything can fail.
  * - Objects: autark_model (immutable once loaded; may be shared by any number of threads and
- *   sessions) and autark_session (one thread at a time; it borrows its model, which must outlive
- *   it). Each has exactly one free function, which accepts NULL.
+ *   sessions), autark_session (one thread at a time; it holds its own reference to its model,
+ *   so the model may be freed first) and autark_cancel_token (any thread; it may outlive its
+ *   session). Each has exactly one free function, which accepts NULL.
  * - Buffer-filling calls write a NUL-terminated string; when the buffer is too small they return
  *   AUTARK_ERR_BUFFER_TOO_SMALL and report the length needed (without the NUL).
  * - Token ids are int32_t; text is UTF-8.

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use autark_runtime::{
-    ChatMessage, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams, Session, DEFAULTS,
+    ChatMessage, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams, Session, SessionParams,
+    DEFAULTS,
 };
 
 /// Status of a call: `AUTARK_OK` (0) or a negative `AUTARK_ERR_*` code. Codes are never
@@ -449,36 +450,39 @@ pub struct autark_session_params {
 /// Default session options.
 #[no_mangle]
 pub extern "C" fn autark_session_params_default() -> autark_session_params {
-    let d = DEFAULTS;
+    let (p, s) = (DEFAULTS.session, DEFAULTS.generate.sampler);
     autark_session_params {
-        n_ctx: d.n_ctx as u32,
-        n_threads: d.n_threads as u32,
-        n_batch: d.n_batch as u32,
-        seed: d.seed,
-        temperature: d.temperature,
-        top_k: d.top_k as i32,
-        top_p: d.top_p,
-        min_p: d.min_p,
-        max_memory_bytes: d.max_memory_bytes as u64,
-        repeat_penalty: d.repeat_penalty,
+        n_ctx: p.n_ctx as u32,
+        n_threads: p.n_threads as u32,
+        n_batch: p.n_batch as u32,
+        seed: s.seed,
+        temperature: s.temperature,
+        top_k: s.top_k as i32,
+        top_p: s.top_p,
+        min_p: s.min_p,
+        max_memory_bytes: p.max_memory_bytes as u64,
+        repeat_penalty: s.repeat_penalty,
     }
 }
 
 /// The runtime's options from C's (fields C does not expose keep their defaults).
 fn options(p: &autark_session_params) -> Result<Options, FfiError> {
     let top_k = usize::try_from(p.top_k).map_err(|_| FfiError::Invalid(format!("top_k {}", p.top_k)))?;
-    let o = Options {
+    let mut o = DEFAULTS;
+    o.session = SessionParams {
         n_ctx: p.n_ctx as usize,
         n_threads: p.n_threads as usize,
         n_batch: p.n_batch as usize,
         max_memory_bytes: usize::try_from(p.max_memory_bytes).unwrap_or(usize::MAX),
+    };
+    o.generate.sampler = SamplerParams {
         temperature: p.temperature,
         top_k,
         top_p: p.top_p,
         min_p: p.min_p,
         repeat_penalty: p.repeat_penalty,
         seed: p.seed,
-        ..DEFAULTS
+        ..DEFAULTS.generate.sampler
     };
     o.validate()?;
     Ok(o)
@@ -506,8 +510,8 @@ pub unsafe extern "C" fn autark_session_new(
         // SAFETY: contract of this function.
         let p = if params.is_null() { autark_session_params_default() } else { *unsafe { ref_arg(params, "params") }? };
         let o = options(&p)?;
-        let sp = o.sampler();
-        let session = Session::new(Arc::clone(model), o.session())?;
+        let sp = o.generate.sampler;
+        let session = Session::new(Arc::clone(model), o.session)?;
         let sampler = Sampler::new(sp, model.config().vocab_size)?;
         let boxed = Box::new(autark_session { session, sampler, sampler_params: sp, has_logits: false });
         // SAFETY: `out` checked above.

@@ -199,7 +199,7 @@ impl Backend for Cpu {
                     let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
                     let kvh = h / group;
                     let s = &mut scores[h * n_ctx..h * n_ctx + len];
-                    for (slot, js) in runs.iter().cloned().filter(|r| !r.1.is_empty()) {
+                    for (slot, js) in runs.iter().filter(|r| !r.1.is_empty()).cloned() {
                         let at = slot * kv_dim + kvh * hd;
                         let rows = &cache.keys[at..at + (js.len() - 1) * kv_dim + hd];
                         (k.dots_f32)(qh, rows, kv_dim, &mut s[js]);
@@ -208,7 +208,7 @@ impl Backend for Cpu {
                     softmax(s);
                     let o = &mut out[h * hd..(h + 1) * hd];
                     o.fill(0.0);
-                    for (slot, js) in runs.iter().cloned().filter(|r| !r.1.is_empty()) {
+                    for (slot, js) in runs.iter().filter(|r| !r.1.is_empty()).cloned() {
                         let at = slot * kv_dim + kvh * hd;
                         let rows = &cache.values[at..at + (js.len() - 1) * kv_dim + hd];
                         (k.wsum_f32)(o, &s[js], rows, kv_dim);

@@ -19,7 +19,7 @@ pub struct GenerateParams {
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        crate::options::DEFAULTS.generate()
+        crate::options::DEFAULTS.generate
     }
 }
 

@@ -23,7 +23,7 @@ pub struct SamplerParams {
 
 impl Default for SamplerParams {
     fn default() -> Self {
-        crate::options::DEFAULTS.sampler()
+        crate::options::DEFAULTS.generate.sampler
     }
 }
 

@@ -31,7 +31,7 @@ pub struct SessionParams {
 
 impl Default for SessionParams {
     fn default() -> Self {
-        crate::options::DEFAULTS.session()
+        crate::options::DEFAULTS.session
     }
 }
 

@@ -4,15 +4,16 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use autark_runtime::{ChatMessage, GenerateParams, Session};
+use autark_runtime::{ChatMessage, Prompt, Session};
 
 use super::{io, load, Result};
 use crate::SampleArgs;
 
 pub fn chat(path: &Path, system: Option<String>, n: usize, s: &SampleArgs) -> Result<()> {
     let (model, _) = load(path)?;
-    let mut session = Session::new(Arc::clone(&model), s.session())?;
-    let params = GenerateParams { max_tokens: n, sampler: s.sampler(), stop: s.stop.clone() };
+    let o = s.options(n)?;
+    let mut session = Session::new(Arc::clone(&model), o.session)?;
+    let params = o.generate;
     let mut history: Vec<ChatMessage> = system.iter().map(|s| ChatMessage::new("system", s)).collect();
     let base = history.len();
     eprintln!(
@@ -37,8 +38,7 @@ pub fn chat(path: &Path, system: Option<String>, n: usize, s: &SampleArgs) -> Re
             _ => {}
         }
         history.push(ChatMessage::new("user", &line));
-        let text = autark_runtime::chat::render(model.tokenizer(), &history, true)?;
-        let tokens = model.tokenizer().encode(&text, false)?;
+        let tokens = model.prompt_tokens(Prompt::Chat(&history))?;
         let mut reply = String::new();
         let mut out = std::io::stdout().lock();
         let r = session.generate(&tokens, &params, &mut |piece| {

@@ -6,19 +6,18 @@ use std::sync::Arc;
 
 use autark_format::{AutarkFile, FormatError};
 use autark_kernels::ops::WeightView;
-use autark_runtime::{Session, SessionParams};
+use autark_runtime::{Prompt, Session, SessionParams};
 
-use super::run::render_user;
+use super::run::chat_messages;
 use super::{load, say, write_f32, CliError, Result};
 use crate::LogitsArgs;
 
 pub fn tokenize(path: &Path, prompt: &str, chat: bool, no_special: bool) -> Result<()> {
     let (model, _) = load(path)?;
-    let ids = if chat {
-        let text = render_user(&model, None, prompt)?;
-        model.tokenizer().encode(&text, false)?
-    } else {
-        model.tokenizer().encode(prompt, !no_special)?
+    let ids = match (chat, no_special) {
+        (true, _) => model.prompt_tokens(Prompt::Chat(&chat_messages(None, prompt)))?,
+        (false, false) => model.prompt_tokens(Prompt::Text(prompt))?,
+        (false, true) => model.tokenizer().encode(prompt, false)?,
     };
     say!("{}", serde_json::to_string(&ids).unwrap_or_default());
     Ok(())
@@ -31,7 +30,7 @@ pub fn logits(LogitsArgs { model: path, tokens, prompt, output, threads, batch: 
             .split(',')
             .map(|x| x.trim().parse::<u32>().map_err(|_| CliError::Usage(format!("bad token id {x:?}"))))
             .collect::<Result<_>>()?,
-        (None, Some(p)) => model.tokenizer().encode(&p, true)?,
+        (None, Some(p)) => model.prompt_tokens(Prompt::Text(&p))?,
         (None, None) => return Err(CliError::Usage("give --tokens or --prompt".into())),
     };
     let n_ctx = ids.len().max(1);

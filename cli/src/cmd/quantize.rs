@@ -15,9 +15,8 @@ use crate::QuantizeArgs;
 
 pub fn quantize(a: QuantizeArgs) -> Result<()> {
     let (input, output, dtype) = (&a.input, &a.output, &a.dtype);
-    let mut recipe = Recipe::named(dtype).map_err(|_| {
-        CliError::Usage(format!("unknown --type {dtype:?} (q4_0, q4_1, q8_0, f16, f32, q4_mixed, q4_1_mixed, keep)"))
-    })?;
+    // A usage error (exit code 2), with the recipe's own message.
+    let mut recipe = Recipe::named(dtype).map_err(|e| CliError::Usage(e.to_string()))?;
     if a.rtn {
         recipe.method = autark_quantize::Method::Rtn;
     }
