@@ -90,7 +90,7 @@ int main(void) {
 
 def cli_defaults(autark) -> dict[str, str]:
     """`[default: X]` of each flag in `autark run --help`."""
-    out, flag, found = autark.ok("run", "--help").stdout, None, {}
+    out, flag, found = autark.ok("run", "--help").stdout.decode(), None, {}
     for line in out.splitlines():
         words = line.strip().split()
         if words and words[0].startswith("-"):
