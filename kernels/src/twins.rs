@@ -5,13 +5,13 @@
 //! kernel ships untested. Integer-exact paths compare bit for bit; float paths within f32
 //! rounding of the magnitude of the terms (Σ|w·a|), since SIMD sums run in another order.
 
-/// `plug!(isa, "name", available: expr, [slot, …])` defines the module's
+/// `plug!(isa, available: has, [slot, …])` defines the module's
 /// `pub fn plug(k: &mut Kernels)`, which sets `k.isa` and each listed slot to the module's
 /// kernel of the same name, and, under `cfg(test)`, one test per slot that runs
 /// `twins::<slot>` on a scalar table upgraded by this `plug`, or prints
-/// `SKIP <name>: not available` when the CPU lacks the ISA.
+/// `SKIP <name>: not available` when `has(isa)` says the CPU lacks it.
 macro_rules! plug {
-    ($isa:expr, $name:literal, available: $avail:expr, [$($slot:ident),* $(,)?]) => {
+    ($isa:expr, available: $has:path, [$($slot:ident),* $(,)?]) => {
         /// Upgrades the slots of `k` with this module's kernels. Call only after detecting the
         /// ISA (the kernels' safe wrappers rely on it).
         pub fn plug(k: &mut crate::table::Kernels) {
@@ -24,14 +24,14 @@ macro_rules! plug {
             $(
                 #[test]
                 fn $slot() {
-                    if !$avail {
-                        println!("SKIP {}: not available", $name);
+                    if !$has($isa) {
+                        println!("SKIP {}: not available", $isa.name());
                         return;
                     }
                     let mut k = crate::table::Kernels::scalar();
                     super::plug(&mut k);
                     crate::twins::$slot(&k, $isa);
-                    println!("checked {} {}", $name, stringify!($slot));
+                    println!("checked {} {}", $isa.name(), stringify!($slot));
                 }
             )*
         }

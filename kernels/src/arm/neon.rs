@@ -6,12 +6,12 @@
 //! bit. `quantize_act` rounds with `fcvtas` (to nearest, ties away from zero), as `f32::round`.
 
 macro_rules! neon_bodies {
-    ($isa:expr, $name:literal, $features:literal, available: $avail:expr) => {
+    ($isa:expr, $features:literal) => {
         use crate::types::{f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
         use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
         use crate::scalar;
 
-        plug!($isa, $name, available: $avail, [
+        plug!($isa, available: crate::arm::has, [
             quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f32, dots_f32, wsum_f32,
             gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
             dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k,
@@ -522,7 +522,7 @@ pub mod plain {
         vpadalq_s16(acc, vpaddq_s16(lo, hi))
     }
 
-    neon_bodies!(crate::table::Isa::Neon, "neon", "neon", available: crate::arm::has_neon());
+    neon_bodies!(crate::table::Isa::Neon, "neon");
 }
 
 /// NEON with the dot-product extension: one `sdot` per 16 byte pairs. `vdotq_s32` is not
@@ -556,5 +556,5 @@ pub mod dotprod {
         dot_i8x16(acc, a, b)
     }
 
-    neon_bodies!(crate::table::Isa::NeonDot, "neon-dotprod", "neon,dotprod", available: crate::arm::has_dotprod());
+    neon_bodies!(crate::table::Isa::NeonDot, "neon,dotprod");
 }

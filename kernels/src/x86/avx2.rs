@@ -22,7 +22,7 @@ use crate::exp::{exp, LN2_HI, LN2_LO, LOG2E, MAX_X, MIN_X, P};
 use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
 use crate::types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 
-plug!(crate::table::Isa::Avx2, "avx2", available: crate::x86::has_avx2(), [
+plug!(crate::table::Isa::Avx2, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32, dots_f32, wsum_f32,

@@ -25,7 +25,7 @@ use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
 use crate::types::{Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
 use ymm::{dots_q4_k, dots_q5_0, dots_q5_1, dots_q5_k, dots_q6_k, quantize_act, vec_dot_f16, vec_dot_f32};
 
-plug!(crate::table::Isa::Avx512, "avx512", available: crate::x86::has_avx512(), [
+plug!(crate::table::Isa::Avx512, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32,
@@ -565,7 +565,7 @@ macro_rules! entries {
     ($dot:ident, $gemm:ident, $blk:ty) => {
         fn $dot(w: &[$blk], a: &[BlockQ8A]) -> f32 {
             assert_eq!(w.len(), a.len());
-            // SAFETY: `plug` runs only after `x86::has_avx512` detected every feature these
+            // SAFETY: `plug` runs only after `x86::has` detected every feature these
             // functions enable; all indexing inside is bounds-checked.
             unsafe { dot(w, a) }
         }
