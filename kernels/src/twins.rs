@@ -38,6 +38,35 @@ macro_rules! plug {
     };
 }
 
+/// Safe row-dot slots `slot(w, a) -> f32` over the module's `unsafe fn body(w, a)`, after
+/// checking that the lengths match.
+macro_rules! dot_entries {
+    ($($slot:ident($w:ty, $a:ty) => $body:expr),* $(,)?) => {$(
+        pub(super) fn $slot(w: &[$w], a: &[$a]) -> f32 {
+            assert_eq!(w.len(), a.len());
+            // SAFETY: `plug` installs this slot only after detecting the module's ISA (every
+            // feature the body enables); the lengths match (asserted above).
+            unsafe { $body(w, a) }
+        }
+    )*};
+}
+
+/// The safe slots `gemm_q4_0x16`, `gemm_q4_1x16`, `gemm_q8_0x16` over the module's generic
+/// `unsafe fn body<B: GroupBlock>(w, a, nb, out)`, after checking the lengths.
+macro_rules! x16_entries {
+    ($body:ident) => {
+        x16_entries!(@ $body, gemm_q4_0x16: BlockQ4_0x16, gemm_q4_1x16: BlockQ4_1x16, gemm_q8_0x16: BlockQ8_0x16);
+    };
+    (@ $body:ident, $($slot:ident: $blk:ident),*) => {$(
+        fn $slot(w: &[crate::interleave::$blk], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            crate::scalar::check_x16(w.len(), a.len(), nb, out.len());
+            // SAFETY: `plug` installs this slot only after detecting the module's ISA (every
+            // feature the body enables); the lengths are checked above.
+            unsafe { $body(w, a, nb, out) }
+        }
+    )*};
+}
+
 #[cfg(test)]
 pub(crate) use checks::*;
 

@@ -8,7 +8,7 @@
 macro_rules! neon_bodies {
     ($isa:expr, $features:literal) => {
         use crate::types::{f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
-        use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
+        use crate::interleave::GroupBlock;
         use crate::scalar;
 
         plug!($isa, available: crate::arm::has, [
@@ -33,26 +33,12 @@ macro_rules! neon_bodies {
             // SAFETY: features detected before `plug`; lengths asserted.
             unsafe { quantize_act_impl(src, dst) }
         }
-        fn vec_dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
-            assert_eq!(w.len(), a.len());
-            // SAFETY: features detected before `plug`; lengths asserted.
-            unsafe { vec_dot_q4_0_impl(w, a) }
-        }
-        fn vec_dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
-            assert_eq!(w.len(), a.len());
-            // SAFETY: features detected before `plug`; lengths asserted.
-            unsafe { vec_dot_q4_1_impl(w, a) }
-        }
-        fn vec_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
-            assert_eq!(w.len(), a.len());
-            // SAFETY: features detected before `plug`; lengths asserted.
-            unsafe { vec_dot_q8_0_impl(w, a) }
-        }
-        fn vec_dot_f32(w: &[f32], x: &[f32]) -> f32 {
-            assert_eq!(w.len(), x.len());
-            // SAFETY: features detected before `plug`; lengths asserted.
-            unsafe { vec_dot_f32_impl(w, x) }
-        }
+        dot_entries!(
+            vec_dot_q4_0(BlockQ4_0, BlockQ8A) => vec_dot_q4_0_impl,
+            vec_dot_q4_1(BlockQ4_1, BlockQ8A) => vec_dot_q4_1_impl,
+            vec_dot_q8_0(BlockQ8_0, BlockQ8A) => vec_dot_q8_0_impl,
+            vec_dot_f32(f32, f32) => vec_dot_f32_impl,
+        );
         /// Attention scores: the NEON row dot per key row (the scalar twin's structure).
         fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
             scalar::check_strided(q.len(), k.len(), stride, out.len());
@@ -80,24 +66,7 @@ macro_rules! neon_bodies {
             scalar::gemm_tile(vec_dot_q8_0, w, a, nb, out)
         }
 
-        fn gemm_q4_0x16(w: &[BlockQ4_0x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            check_x16(w.len(), a.len(), nb, out.len());
-            // SAFETY: features detected before `plug`; `check_x16` asserted the lengths.
-            unsafe { gemm_x16_impl(w, a, nb, out) }
-        }
-        fn gemm_q4_1x16(w: &[BlockQ4_1x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            check_x16(w.len(), a.len(), nb, out.len());
-            // SAFETY: as in `gemm_q4_0x16`.
-            unsafe { gemm_x16_impl(w, a, nb, out) }
-        }
-        fn gemm_q8_0x16(w: &[BlockQ8_0x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            check_x16(w.len(), a.len(), nb, out.len());
-            // SAFETY: as in `gemm_q4_0x16`.
-            unsafe { gemm_x16_impl(w, a, nb, out) }
-        }
-        fn check_x16(w: usize, a: usize, nb: usize, out: usize) {
-            assert!(nb > 0 && w % nb == 0 && a % nb == 0 && out >= 16 * (w / nb) * (a / nb), "x16 lengths");
-        }
+        x16_entries!(gemm_x16_impl);
 
         /// The row covers exactly the activation blocks (the `ByteDotFn` contract):
         /// `bytes` per block of `per` activation blocks.
