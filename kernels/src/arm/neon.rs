@@ -5,6 +5,23 @@
 //! reference's expression in the same order, so these kernels give the scalar results bit for
 //! bit. `quantize_act` rounds with `fcvtas` (to nearest, ties away from zero), as `f32::round`.
 
+/// Safe one-token row dots of the byte-coded types: the row must cover exactly the
+/// activation blocks (the `ByteDotsFn` contract), `bytes` per block of `per` activation blocks.
+macro_rules! byte_entries {
+    ($($dot:ident($block:ty, $per:literal) => $body:expr),*) => {$(
+        fn $dot(w: &[u8], a: &[BlockQ8A]) -> f32 {
+            let bytes = size_of::<$block>();
+            assert!(
+                a.len().is_multiple_of($per) && w.len() == a.len() / $per * bytes,
+                "byte-coded row and activations differ"
+            );
+            // SAFETY: features detected before `plug`; asserted above: one whole block
+            // per `$per` activation blocks.
+            unsafe { $body(w, a) }
+        }
+    )*};
+}
+
 macro_rules! neon_bodies {
     ($isa:expr, $features:literal) => {
         use crate::types::{f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
@@ -68,40 +85,13 @@ macro_rules! neon_bodies {
 
         x16_entries!(gemm_x16_impl);
 
-        /// The row covers exactly the activation blocks (the `ByteDotFn` contract):
-        /// `bytes` per block of `per` activation blocks.
-        fn check_row(w: &[u8], a: &[BlockQ8A], bytes: usize, per: usize) {
-            assert!(
-                a.len().is_multiple_of(per) && w.len() == a.len() / per * bytes,
-                "byte-coded row and activations differ"
-            );
-        }
-        fn vec_dot_q5_0(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, crate::q5::BYTES, 1);
-            // SAFETY: features detected before `plug`; `check_row` asserted one whole block per
-            // activation block.
-            unsafe { vec_dot_q5_impl::<false>(w, a) }
-        }
-        fn vec_dot_q5_1(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, crate::q5::BYTES_1, 1);
-            // SAFETY: as in `vec_dot_q5_0`.
-            unsafe { vec_dot_q5_impl::<true>(w, a) }
-        }
-        fn vec_dot_q4_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, size_of::<crate::types::BlockQ4K>(), 8);
-            // SAFETY: as in `vec_dot_q5_0` (one super-block per 8 activation blocks).
-            unsafe { vec_dot_k4_impl::<false>(w, a) }
-        }
-        fn vec_dot_q5_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, size_of::<crate::types::BlockQ5K>(), 8);
-            // SAFETY: as in `vec_dot_q4_k`.
-            unsafe { vec_dot_k4_impl::<true>(w, a) }
-        }
-        fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, size_of::<crate::types::BlockQ6K>(), 8);
-            // SAFETY: as in `vec_dot_q4_k`.
-            unsafe { vec_dot_q6_k_impl(w, a) }
-        }
+        byte_entries!(
+            vec_dot_q5_0(crate::types::BlockQ5_0, 1) => vec_dot_q5_impl::<false>,
+            vec_dot_q5_1(crate::types::BlockQ5_1, 1) => vec_dot_q5_impl::<true>,
+            vec_dot_q4_k(crate::types::BlockQ4K, 8) => vec_dot_k4_impl::<false>,
+            vec_dot_q5_k(crate::types::BlockQ5K, 8) => vec_dot_k4_impl::<true>,
+            vec_dot_q6_k(crate::types::BlockQ6K, 8) => vec_dot_q6_k_impl
+        );
 
         // ---- kernels ----
 
