@@ -153,26 +153,17 @@ pub fn quantize_bytes(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> Result<()
         DType::Q8_0 => quantize_into::<BlockQ8_0>(src, dst)?,
         DType::Q4_0 => quantize_into::<BlockQ4_0>(src, dst)?,
         DType::Q4_1 => quantize_into::<BlockQ4_1>(src, dst)?,
-        DType::Q5_0 => {
+        // ggml's reference quantizers (the K-quant ones search too, with their own weights).
+        DType::Q5_0 | DType::Q5_1 | DType::Q4K | DType::Q5K | DType::Q6K => {
+            let quantize: fn(&[f32], &mut [u8]) = match dtype {
+                DType::Q5_0 => crate::q5::quantize_row,
+                DType::Q5_1 => crate::q5::quantize_row_1,
+                DType::Q4K => |x, b| crate::kquants::quantize_row_q4_k(x, None, b),
+                DType::Q5K => |x, b| crate::kquants::quantize_row_q5_k(x, None, b),
+                _ => |x, b| crate::kquants::quantize_row_q6_k(x, None, b),
+            };
             dst.resize(n, 0);
-            crate::q5::quantize_row(src, dst);
-        }
-        DType::Q5_1 => {
-            dst.resize(n, 0);
-            crate::q5::quantize_row_1(src, dst);
-        }
-        // ggml's reference K-quant quantizers (they search too, with their own weights).
-        DType::Q4K => {
-            dst.resize(n, 0);
-            crate::kquants::quantize_row_q4_k(src, None, dst);
-        }
-        DType::Q5K => {
-            dst.resize(n, 0);
-            crate::kquants::quantize_row_q5_k(src, None, dst);
-        }
-        DType::Q6K => {
-            dst.resize(n, 0);
-            crate::kquants::quantize_row_q6_k(src, None, dst);
+            quantize(src, dst);
         }
         other => return Err(KernelError::Unsupported { op: "quantize", dtype: other }),
     }

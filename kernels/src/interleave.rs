@@ -186,37 +186,27 @@ pub trait GroupBlock: Copy + Send + Sync + 'static {
     fn qs(&self) -> &[u8];
 }
 
-impl GroupBlock for BlockQ4_0x16 {
-    const DTYPE: DType = DType::Q4_0;
-    fn d(&self) -> &[u16; GROUP] {
-        &self.d
-    }
-    fn qs(&self) -> &[u8] {
-        &self.qs
-    }
+macro_rules! impl_group_block {
+    ($($blk:ident: $dtype:ident $(, m: $m:ident)?;)*) => {$(
+        impl GroupBlock for $blk {
+            const DTYPE: DType = DType::$dtype;
+            fn d(&self) -> &[u16; GROUP] {
+                &self.d
+            }
+            $(fn m(&self) -> Option<&[u16; GROUP]> {
+                Some(&self.$m)
+            })?
+            fn qs(&self) -> &[u8] {
+                &self.qs
+            }
+        }
+    )*};
 }
 
-impl GroupBlock for BlockQ4_1x16 {
-    const DTYPE: DType = DType::Q4_1;
-    fn d(&self) -> &[u16; GROUP] {
-        &self.d
-    }
-    fn m(&self) -> Option<&[u16; GROUP]> {
-        Some(&self.m)
-    }
-    fn qs(&self) -> &[u8] {
-        &self.qs
-    }
-}
-
-impl GroupBlock for BlockQ8_0x16 {
-    const DTYPE: DType = DType::Q8_0;
-    fn d(&self) -> &[u16; GROUP] {
-        &self.d
-    }
-    fn qs(&self) -> &[u8] {
-        &self.qs
-    }
+impl_group_block! {
+    BlockQ4_0x16: Q4_0;
+    BlockQ4_1x16: Q4_1, m: m;
+    BlockQ8_0x16: Q8_0;
 }
 
 /// Interleaved tensor bytes as group blocks (length and alignment checked).

@@ -25,40 +25,21 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 pub fn dequantize_row_q4_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(Q4K).zip(dst.chunks_exact_mut(QK_K)) {
-        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-        let scales = &b[4..16];
-        let qs = &b[16..Q4K];
-        for (g, (q, out)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-            let (sc1, m1) = scale_min_k4(2 * g, scales);
-            let (sc2, m2) = scale_min_k4(2 * g + 1, scales);
-            let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
-            let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
-            for l in 0..32 {
-                out[l] = d1 * (q[l] & 0x0F) as f32 - m1;
-                out[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
-            }
-        }
-    }
+    dequantize_row_k4(src, dst, false)
 }
 
 pub fn dequantize_row_q5_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(Q5K).zip(dst.chunks_exact_mut(QK_K)) {
-        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-        let scales = &b[4..16];
-        let qh = &b[16..48];
-        let ql = &b[48..Q5K];
-        for (g, (q, out)) in ql.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-            let (sc1, m1) = scale_min_k4(2 * g, scales);
-            let (sc2, m2) = scale_min_k4(2 * g + 1, scales);
-            let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
-            let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
-            let (u1, u2) = (1u8 << (2 * g), 2u8 << (2 * g));
-            for l in 0..32 {
-                let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
-                let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
-                out[l] = d1 * ((q[l] & 0x0F) + h1) as f32 - m1;
-                out[l + 32] = d2 * ((q[l] >> 4) + h2) as f32 - m2;
+    dequantize_row_k4(src, dst, true)
+}
+
+/// `q4_k` (`five` false) and `q5_k`: value = d·sc_j·q − dmin·m_j in sub-block j.
+fn dequantize_row_k4(src: &[u8], dst: &mut [f32], five: bool) {
+    for (b, y) in src.chunks_exact(if five { Q5K } else { Q4K }).zip(dst.chunks_exact_mut(QK_K)) {
+        let sm = scales_k4(b);
+        let (qh, ql) = quants_k4(b, five);
+        for (j, out) in y.chunks_exact_mut(32).enumerate() {
+            for (o, q) in out.iter_mut().zip(sub_k(ql, qh, j)) {
+                *o = sm[j].0 * q as f32 - sm[j].1;
             }
         }
     }
@@ -66,25 +47,12 @@ pub fn dequantize_row_q5_k(src: &[u8], dst: &mut [f32]) {
 
 pub fn dequantize_row_q6_k(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(Q6K).zip(dst.chunks_exact_mut(QK_K)) {
-        let ql_all = &b[0..128];
-        let qh_all = &b[128..192];
-        let sc_all = &b[192..208];
         let d = f16_at(b, 208);
-        for n in 0..2 {
-            let ql = &ql_all[64 * n..];
-            let qh = &qh_all[32 * n..];
-            let sc = &sc_all[8 * n..];
-            let out = &mut y[128 * n..128 * (n + 1)];
-            for l in 0..32 {
-                let is = l / 16;
-                let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
-                let q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-                let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-                let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
-                out[l] = d * (sc[is] as i8) as f32 * q1 as f32;
-                out[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
-                out[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
-                out[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+        for (i, out) in y.chunks_exact_mut(32).enumerate() {
+            let (n, k) = (i / 4, i % 4);
+            let q = sub_q6(&b[64 * n..64 * n + 64], &b[128 + 32 * n..160 + 32 * n], k);
+            for (l, (o, q)) in out.iter_mut().zip(q).enumerate() {
+                *o = d * (b[192 + 8 * n + 2 * k + l / 16] as i8) as f32 * q as f32;
             }
         }
     }
@@ -370,6 +338,16 @@ pub(crate) fn scales_k4(b: &[u8]) -> [(f32, f32); 8] {
     })
 }
 
+/// The fifth bits (`q5_k`) and the nibbles of a `q4_k`/`q5_k` super-block.
+#[inline]
+fn quants_k4(b: &[u8], five: bool) -> (Option<&[u8]>, &[u8]) {
+    if five {
+        (Some(&b[16..48]), &b[48..Q5K])
+    } else {
+        (None, &b[16..Q4K])
+    }
+}
+
 /// Sub-block j's unsigned integers of a `q4_k` (no `qh`) or `q5_k` super-block.
 #[inline]
 fn sub_k(ql: &[u8], qh: Option<&[u8]>, j: usize) -> [u8; 32] {
@@ -384,7 +362,7 @@ fn vec_dot_k4(w: &[u8], a: &[BlockQ8A], bytes: usize, five: bool) -> f32 {
     let mut acc = 0f32;
     for (b, a) in w.chunks_exact(bytes).zip(a.chunks_exact(8)) {
         let sm = scales_k4(b);
-        let (qh, ql) = if five { (Some(&b[16..48]), &b[48..Q5K]) } else { (None, &b[16..Q4K]) };
+        let (qh, ql) = quants_k4(b, five);
         for (j, ba) in a.iter().enumerate() {
             let s = idot_u(&sub_k(ql, qh, j), &ba.qs);
             acc += sm[j].0 * ba.d * s as f32 - sm[j].1 * ba.d * ba.sum as f32;

@@ -155,22 +155,8 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
         DType::Q4_0 => gemm_q::<BlockQ4_0>(w, act, out, k.gemm_q4_0, k.vec_dot_q4_0),
         DType::Q4_1 => gemm_q::<BlockQ4_1>(w, act, out, k.gemm_q4_1, k.vec_dot_q4_1),
         DType::Q8_0 => gemm_q::<BlockQ8_0>(w, act, out, k.gemm_q8_0, k.vec_dot_q8_0),
-        DType::F16 => {
-            let wb: &[u16] = cast_u16(w.data)?;
-            let dot = k.vec_dot_f16;
-            gemm_rows(w.rows, act.n_tokens, out, |r, t| {
-                dot(&wb[r * w.cols..(r + 1) * w.cols], &act.x[t * w.cols..(t + 1) * w.cols])
-            });
-            Ok(())
-        }
-        DType::F32 => {
-            let wb: &[f32] = cast_f32(w.data)?;
-            let dot = k.vec_dot_f32;
-            gemm_rows(w.rows, act.n_tokens, out, |r, t| {
-                dot(&wb[r * w.cols..(r + 1) * w.cols], &act.x[t * w.cols..(t + 1) * w.cols])
-            });
-            Ok(())
-        }
+        DType::F16 => gemm_float(w, act, out, cast_u16(w.data)?, k.vec_dot_f16),
+        DType::F32 => gemm_float(w, act, out, cast_f32(w.data)?, k.vec_dot_f32),
         DType::Q5_0 | DType::Q5_1 | DType::Q4K | DType::Q5K | DType::Q6K => {
             let dots = match w.dtype {
                 DType::Q5_0 => k.dots_q5_0,
@@ -183,6 +169,19 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
         }
         other => Err(KernelError::Unsupported { op: "gemm", dtype: other }),
     }
+}
+
+/// f16 or f32 weights `wb` × f32 activations, one row dot per (row, token).
+fn gemm_float<T: Sync>(
+    w: &WeightView<'_>,
+    act: &Activations,
+    out: &mut [f32],
+    wb: &[T],
+    dot: fn(&[T], &[f32]) -> f32,
+) -> Result<()> {
+    let c = w.cols;
+    gemm_rows(w.rows, act.n_tokens, out, |r, t| dot(&wb[r * c..(r + 1) * c], &act.x[t * c..(t + 1) * c]));
+    Ok(())
 }
 
 /// Quantized weights × 8-bit activations. One token (decode) streams each row through the

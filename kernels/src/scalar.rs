@@ -268,6 +268,11 @@ pub fn check_strided(len: usize, total: usize, stride: usize, n: usize) {
     assert!(n == 0 || (n - 1) * stride + len <= total, "{n} rows of {len} (stride {stride}) exceed {total} values");
 }
 
+/// Asserts the lengths of a `gemm_*x16` call: whole rows of `nb` blocks, room for every result.
+pub fn check_x16(w: usize, a: usize, nb: usize, out: usize) {
+    assert!(nb > 0 && w.is_multiple_of(nb) && a.is_multiple_of(nb) && out >= 16 * (w / nb) * (a / nb), "x16 lengths");
+}
+
 /// `out[j] = q · k[j·stride..j·stride + q.len()]` (attention scores).
 pub fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
     check_strided(q.len(), k.len(), stride, out.len());

@@ -1,42 +1,12 @@
-//! The dispatch table (`Kernels`), its scalar filling and the ISA names. `x86` and `arm` fill
-//! it; `dispatch` chooses and holds the process-wide one.
+//! The dispatch table (`Kernels`) and its scalar filling. `x86` and `arm` fill it; `dispatch` chooses and holds the process-wide one.
 
 use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16};
 use crate::scalar;
-use crate::types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, KernelError, Result};
+pub use crate::types::Isa;
+use crate::types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Isa {
-    Scalar,
-    Avx2,
-    Avx512,
-    Neon,
-    /// NEON with the dot-product extension (`sdot`).
-    NeonDot,
-}
-
-impl Isa {
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Scalar => "scalar",
-            Isa::Avx2 => "avx2",
-            Isa::Avx512 => "avx512",
-            Isa::Neon => "neon",
-            Isa::NeonDot => "neon-dotprod",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Isa> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "scalar" => Ok(Isa::Scalar),
-            "avx2" => Ok(Isa::Avx2),
-            "avx512" => Ok(Isa::Avx512),
-            "neon" => Ok(Isa::Neon),
-            "neon-dotprod" | "dotprod" => Ok(Isa::NeonDot),
-            other => Err(KernelError::UnknownIsa(other.to_string())),
-        }
-    }
-}
+/// An ISA module's `plug`: upgrades the table's slots with that ISA's kernels.
+pub type PlugFn = fn(&mut Kernels);
 
 /// A weight-rows × tokens tile of a quantized matrix product.
 pub type GemmFn<B> = fn(&[B], &[BlockQ8A], usize, &mut [f32]);

@@ -134,6 +134,12 @@ fn dtype_codes_round_trip() {
         assert_eq!(d.name().parse::<DType>().unwrap(), d);
     }
     assert!(DType::try_from(99).is_err());
+    // Unknown names are errors that list the known ones.
+    let e = "q9_9".parse::<DType>().unwrap_err().to_string();
+    assert!(e.contains("\"q9_9\"") && DType::ALL.iter().all(|d| e.contains(d.name())), "{e}");
+    let e = crate::Isa::parse(" SSE4 ").unwrap_err().to_string();
+    assert!(e.contains("\"sse4\"") && crate::Isa::ALL.iter().all(|i| e.contains(i.name())), "{e}");
+    assert_eq!(crate::Isa::parse("DotProd"), Ok(crate::Isa::NeonDot));
 }
 
 /// The bandwidth probe's sum against its scalar twin, every tail length up to two 128-byte steps.

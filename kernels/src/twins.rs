@@ -5,13 +5,13 @@
 //! kernel ships untested. Integer-exact paths compare bit for bit; float paths within f32
 //! rounding of the magnitude of the terms (Σ|w·a|), since SIMD sums run in another order.
 
-/// `plug!(isa, "name", available: expr, [slot, …])` defines the module's
+/// `plug!(isa, available: has, [slot, …])` defines the module's
 /// `pub fn plug(k: &mut Kernels)`, which sets `k.isa` and each listed slot to the module's
 /// kernel of the same name, and, under `cfg(test)`, one test per slot that runs
 /// `twins::<slot>` on a scalar table upgraded by this `plug`, or prints
-/// `SKIP <name>: not available` when the CPU lacks the ISA.
+/// `SKIP <name>: not available` when `has(isa)` says the CPU lacks it.
 macro_rules! plug {
-    ($isa:expr, $name:literal, available: $avail:expr, [$($slot:ident),* $(,)?]) => {
+    ($isa:expr, available: $has:path, [$($slot:ident),* $(,)?]) => {
         /// Upgrades the slots of `k` with this module's kernels. Call only after detecting the
         /// ISA (the kernels' safe wrappers rely on it).
         pub fn plug(k: &mut crate::table::Kernels) {
@@ -24,18 +24,47 @@ macro_rules! plug {
             $(
                 #[test]
                 fn $slot() {
-                    if !$avail {
-                        println!("SKIP {}: not available", $name);
+                    if !$has($isa) {
+                        println!("SKIP {}: not available", $isa.name());
                         return;
                     }
                     let mut k = crate::table::Kernels::scalar();
                     super::plug(&mut k);
                     crate::twins::$slot(&k, $isa);
-                    println!("checked {} {}", $name, stringify!($slot));
+                    println!("checked {} {}", $isa.name(), stringify!($slot));
                 }
             )*
         }
     };
+}
+
+/// Safe row-dot slots `slot(w, a) -> f32` over the module's `unsafe fn body(w, a)`, after
+/// checking that the lengths match.
+macro_rules! dot_entries {
+    ($($slot:ident($w:ty, $a:ty) => $body:expr),* $(,)?) => {$(
+        pub(super) fn $slot(w: &[$w], a: &[$a]) -> f32 {
+            assert_eq!(w.len(), a.len());
+            // SAFETY: `plug` installs this slot only after detecting the module's ISA (every
+            // feature the body enables); the lengths match (asserted above).
+            unsafe { $body(w, a) }
+        }
+    )*};
+}
+
+/// The safe slots `gemm_q4_0x16`, `gemm_q4_1x16`, `gemm_q8_0x16` over the module's generic
+/// `unsafe fn body<B: GroupBlock>(w, a, nb, out)`, after checking the lengths.
+macro_rules! x16_entries {
+    ($body:ident) => {
+        x16_entries!(@ $body, gemm_q4_0x16: BlockQ4_0x16, gemm_q4_1x16: BlockQ4_1x16, gemm_q8_0x16: BlockQ8_0x16);
+    };
+    (@ $body:ident, $($slot:ident: $blk:ident),*) => {$(
+        fn $slot(w: &[crate::interleave::$blk], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            crate::scalar::check_x16(w.len(), a.len(), nb, out.len());
+            // SAFETY: `plug` installs this slot only after detecting the module's ISA (every
+            // feature the body enables); the lengths are checked above.
+            unsafe { $body(w, a, nb, out) }
+        }
+    )*};
 }
 
 #[cfg(test)]

@@ -94,7 +94,10 @@ impl std::fmt::Display for DType {
 impl std::str::FromStr for DType {
     type Err = KernelError;
     fn from_str(s: &str) -> Result<Self> {
-        DType::ALL.iter().copied().find(|d| d.name().eq_ignore_ascii_case(s)).ok_or(KernelError::UnknownDType(u32::MAX))
+        DType::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(s))
+            .ok_or(KernelError::UnknownTypeName(s.to_string()))
     }
 }
 
@@ -332,6 +335,39 @@ pub trait Block: Copy + Default + Send + Sync + 'static {
     fn qs(&self) -> *const u8;
 }
 
+/// The instruction sets the dispatch table (`table::Kernels`) can be filled for, in the order
+/// `AUTARK_ISA` falls back along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+    /// NEON with the dot-product extension (`sdot`).
+    NeonDot,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::NeonDot];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+            Isa::NeonDot => "neon-dotprod",
+        }
+    }
+
+    /// The ISA of `name` (any case; `dotprod` for `neon-dotprod`).
+    pub fn parse(name: &str) -> Result<Isa> {
+        let name = name.trim().to_ascii_lowercase();
+        let known = if name == "dotprod" { "neon-dotprod" } else { &name };
+        Isa::ALL.into_iter().find(|i| i.name() == known).ok_or(KernelError::UnknownIsa(name))
+    }
+}
+
 // ---- errors ------------------------------------------------------------------------------------
 
 /// The kernels' one error type.
@@ -349,13 +385,15 @@ pub enum KernelError {
     // ---- types ----------------------------------------------------------------
     #[error("unknown dtype code {0}")]
     UnknownDType(u32),
+    #[error("unknown type {:?} (expected one of {})", .0, DType::ALL.map(DType::name).join(", "))]
+    UnknownTypeName(String),
     #[error("{op} is not supported for {dtype}")]
     Unsupported { op: &'static str, dtype: DType },
     #[error("unknown tensor layout code {0}")]
     UnknownLayout(u32),
     #[error("layout {layout} does not hold {dtype} tensors of shape {shape:?} (q4_0, q4_1 or q8_0 matrices with a multiple of 16 rows)")]
     BadLayout { layout: &'static str, dtype: DType, shape: Vec<usize> },
-    #[error("unknown ISA {0:?} in AUTARK_ISA (expected scalar, avx2, avx512 or neon)")]
+    #[error("unknown ISA {:?} in AUTARK_ISA (expected one of {})", .0, Isa::ALL.map(Isa::name).join(", "))]
     UnknownIsa(String),
 }
 

@@ -5,13 +5,30 @@
 //! reference's expression in the same order, so these kernels give the scalar results bit for
 //! bit. `quantize_act` rounds with `fcvtas` (to nearest, ties away from zero), as `f32::round`.
 
+/// Safe one-token row dots of the byte-coded types: the row must cover exactly the
+/// activation blocks (the `ByteDotsFn` contract), `bytes` per block of `per` activation blocks.
+macro_rules! byte_entries {
+    ($($dot:ident($block:ty, $per:literal) => $body:expr),*) => {$(
+        fn $dot(w: &[u8], a: &[BlockQ8A]) -> f32 {
+            let bytes = size_of::<$block>();
+            assert!(
+                a.len().is_multiple_of($per) && w.len() == a.len() / $per * bytes,
+                "byte-coded row and activations differ"
+            );
+            // SAFETY: features detected before `plug`; asserted above: one whole block
+            // per `$per` activation blocks.
+            unsafe { $body(w, a) }
+        }
+    )*};
+}
+
 macro_rules! neon_bodies {
-    ($isa:expr, $name:literal, $features:literal, available: $avail:expr) => {
+    ($isa:expr, $features:literal) => {
         use crate::types::{f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
-        use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
+        use crate::interleave::GroupBlock;
         use crate::scalar;
 
-        plug!($isa, $name, available: $avail, [
+        plug!($isa, available: crate::arm::has, [
             quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f32, dots_f32, wsum_f32,
             gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
             dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k,
@@ -33,26 +50,12 @@ macro_rules! neon_bodies {
             // SAFETY: features detected before `plug`; lengths asserted.
             unsafe { quantize_act_impl(src, dst) }
         }
-        fn vec_dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
-            assert_eq!(w.len(), a.len());
-            // SAFETY: features detected before `plug`; lengths asserted.
-            unsafe { vec_dot_q4_0_impl(w, a) }
-        }
-        fn vec_dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
-            assert_eq!(w.len(), a.len());
-            // SAFETY: features detected before `plug`; lengths asserted.
-            unsafe { vec_dot_q4_1_impl(w, a) }
-        }
-        fn vec_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
-            assert_eq!(w.len(), a.len());
-            // SAFETY: features detected before `plug`; lengths asserted.
-            unsafe { vec_dot_q8_0_impl(w, a) }
-        }
-        fn vec_dot_f32(w: &[f32], x: &[f32]) -> f32 {
-            assert_eq!(w.len(), x.len());
-            // SAFETY: features detected before `plug`; lengths asserted.
-            unsafe { vec_dot_f32_impl(w, x) }
-        }
+        dot_entries!(
+            vec_dot_q4_0(BlockQ4_0, BlockQ8A) => vec_dot_q4_0_impl,
+            vec_dot_q4_1(BlockQ4_1, BlockQ8A) => vec_dot_q4_1_impl,
+            vec_dot_q8_0(BlockQ8_0, BlockQ8A) => vec_dot_q8_0_impl,
+            vec_dot_f32(f32, f32) => vec_dot_f32_impl,
+        );
         /// Attention scores: the NEON row dot per key row (the scalar twin's structure).
         fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
             scalar::check_strided(q.len(), k.len(), stride, out.len());
@@ -80,59 +83,15 @@ macro_rules! neon_bodies {
             scalar::gemm_tile(vec_dot_q8_0, w, a, nb, out)
         }
 
-        fn gemm_q4_0x16(w: &[BlockQ4_0x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            check_x16(w.len(), a.len(), nb, out.len());
-            // SAFETY: features detected before `plug`; `check_x16` asserted the lengths.
-            unsafe { gemm_x16_impl(w, a, nb, out) }
-        }
-        fn gemm_q4_1x16(w: &[BlockQ4_1x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            check_x16(w.len(), a.len(), nb, out.len());
-            // SAFETY: as in `gemm_q4_0x16`.
-            unsafe { gemm_x16_impl(w, a, nb, out) }
-        }
-        fn gemm_q8_0x16(w: &[BlockQ8_0x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            check_x16(w.len(), a.len(), nb, out.len());
-            // SAFETY: as in `gemm_q4_0x16`.
-            unsafe { gemm_x16_impl(w, a, nb, out) }
-        }
-        fn check_x16(w: usize, a: usize, nb: usize, out: usize) {
-            assert!(nb > 0 && w % nb == 0 && a % nb == 0 && out >= 16 * (w / nb) * (a / nb), "x16 lengths");
-        }
+        x16_entries!(gemm_x16_impl);
 
-        /// The row covers exactly the activation blocks (the `ByteDotFn` contract):
-        /// `bytes` per block of `per` activation blocks.
-        fn check_row(w: &[u8], a: &[BlockQ8A], bytes: usize, per: usize) {
-            assert!(
-                a.len().is_multiple_of(per) && w.len() == a.len() / per * bytes,
-                "byte-coded row and activations differ"
-            );
-        }
-        fn vec_dot_q5_0(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, crate::q5::BYTES, 1);
-            // SAFETY: features detected before `plug`; `check_row` asserted one whole block per
-            // activation block.
-            unsafe { vec_dot_q5_impl::<false>(w, a) }
-        }
-        fn vec_dot_q5_1(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, crate::q5::BYTES_1, 1);
-            // SAFETY: as in `vec_dot_q5_0`.
-            unsafe { vec_dot_q5_impl::<true>(w, a) }
-        }
-        fn vec_dot_q4_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, size_of::<crate::types::BlockQ4K>(), 8);
-            // SAFETY: as in `vec_dot_q5_0` (one super-block per 8 activation blocks).
-            unsafe { vec_dot_k4_impl::<false>(w, a) }
-        }
-        fn vec_dot_q5_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, size_of::<crate::types::BlockQ5K>(), 8);
-            // SAFETY: as in `vec_dot_q4_k`.
-            unsafe { vec_dot_k4_impl::<true>(w, a) }
-        }
-        fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            check_row(w, a, size_of::<crate::types::BlockQ6K>(), 8);
-            // SAFETY: as in `vec_dot_q4_k`.
-            unsafe { vec_dot_q6_k_impl(w, a) }
-        }
+        byte_entries!(
+            vec_dot_q5_0(crate::types::BlockQ5_0, 1) => vec_dot_q5_impl::<false>,
+            vec_dot_q5_1(crate::types::BlockQ5_1, 1) => vec_dot_q5_impl::<true>,
+            vec_dot_q4_k(crate::types::BlockQ4K, 8) => vec_dot_k4_impl::<false>,
+            vec_dot_q5_k(crate::types::BlockQ5K, 8) => vec_dot_k4_impl::<true>,
+            vec_dot_q6_k(crate::types::BlockQ6K, 8) => vec_dot_q6_k_impl
+        );
 
         // ---- kernels ----
 
@@ -522,7 +481,7 @@ pub mod plain {
         vpadalq_s16(acc, vpaddq_s16(lo, hi))
     }
 
-    neon_bodies!(crate::table::Isa::Neon, "neon", "neon", available: crate::arm::has_neon());
+    neon_bodies!(crate::table::Isa::Neon, "neon");
 }
 
 /// NEON with the dot-product extension: one `sdot` per 16 byte pairs. `vdotq_s32` is not
@@ -556,5 +515,5 @@ pub mod dotprod {
         dot_i8x16(acc, a, b)
     }
 
-    neon_bodies!(crate::table::Isa::NeonDot, "neon-dotprod", "neon,dotprod", available: crate::arm::has_dotprod());
+    neon_bodies!(crate::table::Isa::NeonDot, "neon,dotprod");
 }

@@ -19,10 +19,10 @@
 use std::arch::x86_64::*;
 
 use crate::exp::{exp, LN2_HI, LN2_LO, LOG2E, MAX_X, MIN_X, P};
-use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
+use crate::interleave::GroupBlock;
 use crate::types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 
-plug!(crate::table::Isa::Avx2, "avx2", available: crate::x86::has_avx2(), [
+plug!(crate::table::Isa::Avx2, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32, dots_f32, wsum_f32,
@@ -179,19 +179,7 @@ unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
     }
 }
 
-macro_rules! entries {
-    ($($gemm:ident: $blk:ty),*) => {$(
-        fn $gemm(w: &[$blk], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            assert!(nb > 0 && w.len() % nb == 0 && a.len() % nb == 0 && out.len() >= 16 * (w.len() / nb) * (a.len() / nb));
-            // SAFETY: installed by `plug` only after AVX2, FMA and F16C were detected; lengths
-            // are checked here, indexing inside is bounds-checked except the fixed-size block
-            // reads noted above.
-            unsafe { gemm_x16(w, a, nb, out) }
-        }
-    )*};
-}
-
-entries!(gemm_q4_0x16: BlockQ4_0x16, gemm_q4_1x16: BlockQ4_1x16, gemm_q8_0x16: BlockQ8_0x16);
+x16_entries!(gemm_x16);
 
 // ---- e^x -----------------------------------------------------------------------------------------
 

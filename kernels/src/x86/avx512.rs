@@ -21,11 +21,11 @@
 use std::arch::x86_64::*;
 
 use crate::exp::{exp, LN2_HI, LN2_LO, LOG2E, MAX_X, MIN_X, P};
-use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock};
+use crate::interleave::GroupBlock;
 use crate::types::{Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
 use ymm::{dots_q4_k, dots_q5_0, dots_q5_1, dots_q5_k, dots_q6_k, quantize_act, vec_dot_f16, vec_dot_f32};
 
-plug!(crate::table::Isa::Avx512, "avx512", available: crate::x86::has_avx512(), [
+plug!(crate::table::Isa::Avx512, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32,
@@ -548,31 +548,16 @@ unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
 
 // ---- safe entry points, installed by `plug` only after AVX-512 F/BW/VL/VNNI were detected ----
 
-macro_rules! entries_x16 {
-    ($($gemm:ident: $blk:ty),*) => {$(
-        fn $gemm(w: &[$blk], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            assert!(nb > 0 && w.len() % nb == 0 && a.len() % nb == 0 && out.len() >= 16 * (w.len() / nb) * (a.len() / nb));
-            // SAFETY: as `entries` below; lengths are checked here, indexing inside is
-            // bounds-checked except the fixed-size block reads noted there.
-            unsafe { gemm_x16(w, a, nb, out) }
-        }
-    )*};
-}
-
-entries_x16!(gemm_q4_0x16: BlockQ4_0x16, gemm_q4_1x16: BlockQ4_1x16, gemm_q8_0x16: BlockQ8_0x16);
+x16_entries!(gemm_x16);
+dot_entries!(vec_dot_q4_0(BlockQ4_0, BlockQ8A) => dot, vec_dot_q4_1(BlockQ4_1, BlockQ8A) => dot, vec_dot_q8_0(BlockQ8_0, BlockQ8A) => dot);
 
 macro_rules! entries {
-    ($dot:ident, $gemm:ident, $blk:ty) => {
-        fn $dot(w: &[$blk], a: &[BlockQ8A]) -> f32 {
-            assert_eq!(w.len(), a.len());
-            // SAFETY: `plug` runs only after `x86::has_avx512` detected every feature these
-            // functions enable; all indexing inside is bounds-checked.
-            unsafe { dot(w, a) }
-        }
+    ($gemm:ident, $blk:ty) => {
         fn $gemm(w: &[$blk], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             assert!(nb > 0 && w.len() % nb == 0 && a.len() % nb == 0 && out.len() >= (w.len() / nb) * (a.len() / nb));
             assert!(nb * std::mem::size_of::<BlockQ8A>() * LANES < i32::MAX as usize);
-            // SAFETY: as above; the lengths are checked here (gather offsets fit in i32).
+            // SAFETY: `plug` runs only after `x86::has` detected every feature these
+            // functions enable; the lengths are checked here (gather offsets fit in i32).
             unsafe {
                 if a.len() / nb >= LANES {
                     gemm_wide(w, a, nb, out)
@@ -584,9 +569,9 @@ macro_rules! entries {
     };
 }
 
-entries!(vec_dot_q4_0, gemm_q4_0, BlockQ4_0);
-entries!(vec_dot_q4_1, gemm_q4_1, BlockQ4_1);
-entries!(vec_dot_q8_0, gemm_q8_0, BlockQ8_0);
+entries!(gemm_q4_0, BlockQ4_0);
+entries!(gemm_q4_1, BlockQ4_1);
+entries!(gemm_q8_0, BlockQ8_0);
 
 // ---- e^x -----------------------------------------------------------------------------------------
 

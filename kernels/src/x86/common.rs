@@ -20,31 +20,13 @@ macro_rules! kernel_bodies {
             // `$features`; the slice lengths cover every block accessed (asserted above).
             unsafe { quantize_act_impl(src, dst) }
         }
-        pub(super) fn vec_dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
-            assert_eq!(w.len(), a.len());
-            // SAFETY: features detected before `plug`; equal lengths asserted.
-            unsafe { vec_dot_q4_0_impl(w, a) }
-        }
-        pub(super) fn vec_dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
-            assert_eq!(w.len(), a.len());
-            // SAFETY: features detected before `plug`; equal lengths asserted.
-            unsafe { vec_dot_q4_1_impl(w, a) }
-        }
-        pub(super) fn vec_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
-            assert_eq!(w.len(), a.len());
-            // SAFETY: features detected before `plug`; equal lengths asserted.
-            unsafe { vec_dot_q8_0_impl(w, a) }
-        }
-        pub(super) fn vec_dot_f16(w: &[u16], x: &[f32]) -> f32 {
-            assert_eq!(w.len(), x.len());
-            // SAFETY: features detected before `plug`; equal lengths asserted.
-            unsafe { vec_dot_f16_impl(w, x) }
-        }
-        pub(super) fn vec_dot_f32(w: &[f32], x: &[f32]) -> f32 {
-            assert_eq!(w.len(), x.len());
-            // SAFETY: features detected before `plug`; equal lengths asserted.
-            unsafe { vec_dot_f32_impl(w, x) }
-        }
+        dot_entries!(
+            vec_dot_q4_0(BlockQ4_0, BlockQ8A) => vec_dot_q4_0_impl,
+            vec_dot_q4_1(BlockQ4_1, BlockQ8A) => vec_dot_q4_1_impl,
+            vec_dot_q8_0(BlockQ8_0, BlockQ8A) => vec_dot_q8_0_impl,
+            vec_dot_f16(u16, f32) => vec_dot_f16_impl,
+            vec_dot_f32(f32, f32) => vec_dot_f32_impl,
+        );
 
         pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             let (rows, toks) = tile_dims(w.len(), a.len(), nb, out.len());

@@ -7,7 +7,7 @@
 //! `#[target_feature]` functions; the table slots are safe wrappers that are only installed
 //! after `is_x86_feature_detected!` confirmed every feature the body needs.
 
-use crate::table::{Isa, Kernels};
+use crate::table::{Isa, PlugFn};
 
 #[macro_use]
 mod common;
@@ -33,47 +33,31 @@ fn f16_to_f32(bits: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(v))
 }
 
-pub(crate) fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
-}
+/// This module's ISAs, lowest first, each with its `plug`.
+pub(crate) const PLUGS: [(Isa, PlugFn); 2] = [(Isa::Avx2, avx2::plug), (Isa::Avx512, avx512::plug)];
 
-pub(crate) fn has_avx512() -> bool {
-    has_avx2()
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vl")
-        && is_x86_feature_detected!("avx512vnni")
-}
-
-/// Upgrades the slots of `k` to the best ISA this CPU has; `want` forces one (falling back to
-/// the best below it that the CPU has).
-pub fn plug(k: &mut Kernels, want: Option<Isa>) {
-    let allow = |isa: Isa| want.is_none_or(|w| w >= isa && w <= Isa::Avx512);
-    if allow(Isa::Avx2) && has_avx2() {
-        avx2::plug(k);
+/// Whether this CPU runs `isa` (every feature its kernels enable).
+pub(crate) fn has(isa: Isa) -> bool {
+    match isa {
+        Isa::Avx2 => {
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+        }
+        Isa::Avx512 => {
+            has(Isa::Avx2)
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+        }
+        _ => false,
     }
-    if allow(Isa::Avx512) && has_avx512() {
-        avx512::plug(k);
-    }
-}
-
-/// The x86 ISAs this CPU can run.
-pub fn available() -> Vec<Isa> {
-    let mut v = Vec::new();
-    if has_avx2() {
-        v.push(Isa::Avx2);
-    }
-    if has_avx512() {
-        v.push(Isa::Avx512);
-    }
-    v
 }
 
 /// The wrapping sum of `x` read as little-endian u64 (the read-bandwidth probe of
 /// `autark bench --memory`): four 256-bit accumulators, 128 bytes per step, so the loop is
 /// bound by memory, not by adds.
 pub fn sum_u64(x: &[u8]) -> u64 {
-    if !has_avx2() {
+    if !has(Isa::Avx2) {
         return crate::scalar::sum_u64(x);
     }
     // SAFETY: AVX2 was detected just above; every load is of 32 bytes inside a whole 128-byte
