@@ -3,9 +3,15 @@
 //! plans its import from this table and the runtime checks a file against it; a new family is a
 //! new row of `FAMILIES` plus its forward-pass differences (docs/ARCHITECTURE.md).
 
-use serde::{Deserialize, Serialize};
+use crate::{Metadata, ModelConfig, RopeLayout};
 
-use crate::ModelConfig;
+impl Metadata {
+    /// The family, if this runtime knows it (the field stays a string so that a file of a newer
+    /// family still opens for `inspect` and fails with a clear error where it would run).
+    pub fn arch(&self) -> Option<Architecture> {
+        Architecture::from_name(&self.architecture)
+    }
+}
 
 /// A model family the runtime executes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -16,25 +22,6 @@ pub enum Architecture {
     Qwen3,
     Phi3,
     Gemma3,
-}
-
-/// How RoPE pairs the dimensions of a head: `(2i, 2i+1)` (GGUF's permuted Llama weights) or
-/// `(i, i + head_dim/2)` (Hugging Face, GPT-NeoX).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RopeLayout {
-    Interleaved,
-    Neox,
-}
-
-/// The gate activation of the FFN (`down(act(gate(x)) · up(x))`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FfnActivation {
-    #[default]
-    Silu,
-    /// GELU with the tanh approximation (Gemma).
-    GeluTanh,
 }
 
 /// When the family's configuration enables a sliding attention window.
@@ -130,15 +117,6 @@ impl Architecture {
 impl std::fmt::Display for Architecture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl std::fmt::Display for RopeLayout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            RopeLayout::Interleaved => "interleaved",
-            RopeLayout::Neox => "neox",
-        })
     }
 }
 
@@ -287,4 +265,38 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<ExpectedTensor> {
     }
     v.extend([Role::OutputNorm, Role::Output].iter().filter_map(|&r| one(r, None)));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_has_one_row_and_round_trips_its_names() {
+        let all = [
+            Architecture::Llama,
+            Architecture::Mistral,
+            Architecture::Qwen2,
+            Architecture::Qwen3,
+            Architecture::Phi3,
+            Architecture::Gemma3,
+        ];
+        assert_eq!(FAMILIES.len(), all.len());
+        for a in all {
+            assert_eq!(FAMILIES.iter().filter(|f| f.arch == a).count(), 1, "{a}");
+            assert_eq!(Architecture::from_name(a.name()), Some(a));
+            assert_eq!(Architecture::from_hf_class(a.family().hf_class), Some(a));
+            assert!(Architecture::supported_names().contains(a.name()));
+        }
+        assert_eq!(Architecture::from_name("gpt2"), None);
+    }
+
+    #[test]
+    fn layer_roles_are_indexed_in_file_order() {
+        for (i, r) in Role::LAYER.iter().enumerate() {
+            assert_eq!(r.layer_index(), Some(i), "{r:?}");
+        }
+        assert_eq!(Role::TokenEmbd.layer_index(), None);
+        assert_eq!(Role::Output.layer_index(), None);
+    }
 }

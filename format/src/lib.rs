@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 pub mod arch;
 mod meta;
-pub use arch::{expected_tensors, Architecture, ExpectedTensor, FfnActivation, Role, RopeLayout};
-pub use meta::{Metadata, ModelConfig, Provenance, RopeScaling, SourceFile, TokenizerMeta};
+pub use arch::{expected_tensors, Architecture, ExpectedTensor, Role};
+pub use meta::{FfnActivation, Metadata, ModelConfig, Provenance, RopeLayout, RopeScaling, SourceFile, TokenizerMeta};
 
 /// "ATRK" as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"ATRK");

@@ -2,8 +2,35 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::arch::{Architecture, FfnActivation, RopeLayout};
 use crate::{FormatError, Result};
+
+/// How RoPE pairs the dimensions of a head: `(2i, 2i+1)` (GGUF's permuted Llama weights) or
+/// `(i, i + head_dim/2)` (Hugging Face, GPT-NeoX).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RopeLayout {
+    Interleaved,
+    Neox,
+}
+
+/// The gate activation of the FFN (`down(act(gate(x)) · up(x))`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FfnActivation {
+    #[default]
+    Silu,
+    /// GELU with the tanh approximation (Gemma).
+    GeluTanh,
+}
+
+impl std::fmt::Display for RopeLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RopeLayout::Interleaved => "interleaved",
+            RopeLayout::Neox => "neox",
+        })
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
@@ -120,12 +147,6 @@ const MAX_VOCAB: usize = 1 << 24;
 const MAX_CONTEXT: usize = 1 << 24;
 
 impl Metadata {
-    /// The family, if this runtime knows it (the field stays a string so that a file of a newer
-    /// family still opens for `inspect` and fails with a clear error where it would run).
-    pub fn arch(&self) -> Option<Architecture> {
-        Architecture::from_name(&self.architecture)
-    }
-
     /// Checks the values the runtime sizes buffers from.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(FormatError::MetadataValue(m));

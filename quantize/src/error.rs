@@ -46,10 +46,10 @@ pub enum QuantizeError {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     // ---- recipe -------------------------------------------------------------------------------
-    #[error("bad --tensor-type {0:?} (expected PATTERN=TYPE with TYPE one of {types})", types = crate::recipe::type_names())]
-    BadOverride(String),
-    #[error("unknown --type {0:?} (expected one of {names})", names = crate::recipe::recipe_names())]
-    UnknownType(String),
+    #[error("bad --tensor-type {rule:?} (expected PATTERN=TYPE with TYPE one of {types})")]
+    BadOverride { rule: String, types: String },
+    #[error("unknown --type {name:?} (expected one of {expected})")]
+    UnknownType { name: String, expected: String },
     // ---- lower layers -------------------------------------------------------------------------
     #[error(transparent)]
     Format(#[from] autark_format::FormatError),

@@ -63,7 +63,7 @@ pub struct Recipe {
 impl Recipe {
     pub fn new(default: DType) -> Result<Recipe> {
         if !default.is_native() {
-            return Err(QuantizeError::UnknownType(default.name().into()));
+            return Err(QuantizeError::UnknownType { name: default.name().into(), expected: recipe_names() });
         }
         Ok(Recipe {
             default,
@@ -89,7 +89,8 @@ impl Recipe {
             r.preset = Some(preset);
             return Ok(r);
         }
-        let dtype: DType = name.parse().map_err(|_| QuantizeError::UnknownType(name.into()))?;
+        let dtype: DType =
+            name.parse().map_err(|_| QuantizeError::UnknownType { name: name.into(), expected: recipe_names() })?;
         Recipe::new(dtype)
     }
 
@@ -131,10 +132,13 @@ impl Recipe {
 
     /// Adds a `PATTERN=TYPE` rule.
     pub fn add_override(&mut self, rule: &str) -> Result<()> {
-        let (pat, ty) = rule.split_once('=').ok_or_else(|| QuantizeError::BadOverride(rule.into()))?;
-        let dtype: DType = ty.trim().parse().map_err(|_| QuantizeError::BadOverride(rule.into()))?;
+        let (pat, ty) = rule
+            .split_once('=')
+            .ok_or_else(|| QuantizeError::BadOverride { rule: rule.into(), types: type_names() })?;
+        let dtype: DType =
+            ty.trim().parse().map_err(|_| QuantizeError::BadOverride { rule: rule.into(), types: type_names() })?;
         if !dtype.is_native() || pat.trim().is_empty() {
-            return Err(QuantizeError::BadOverride(rule.into()));
+            return Err(QuantizeError::BadOverride { rule: rule.into(), types: type_names() });
         }
         self.overrides.push((pat.trim().to_string(), dtype));
         Ok(())

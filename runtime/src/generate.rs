@@ -17,12 +17,6 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
 }
 
-impl Default for GenerateParams {
-    fn default() -> Self {
-        crate::options::DEFAULTS.generate
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
     EndOfGeneration,

@@ -5,7 +5,7 @@
 use crate::error::{Result, RuntimeError};
 use crate::generate::GenerateParams;
 use crate::sampler::SamplerParams;
-use crate::session::SessionParams;
+use crate::session::{SessionParams, MAX_THREADS};
 
 /// A session's settings and a generation's.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,12 +32,29 @@ pub const DEFAULTS: Options = Options {
     },
 };
 
-/// Most worker threads a session accepts.
-pub const MAX_THREADS: usize = 1024;
-
+// The parts' defaults are the parts of `DEFAULTS` (here, so that the parts need not know this
+// module).
 impl Default for Options {
     fn default() -> Self {
         DEFAULTS
+    }
+}
+
+impl Default for SessionParams {
+    fn default() -> Self {
+        DEFAULTS.session
+    }
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        DEFAULTS.generate
+    }
+}
+
+impl Default for SamplerParams {
+    fn default() -> Self {
+        DEFAULTS.generate.sampler
     }
 }
 

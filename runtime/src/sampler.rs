@@ -21,12 +21,6 @@ pub struct SamplerParams {
     pub seed: u64,
 }
 
-impl Default for SamplerParams {
-    fn default() -> Self {
-        crate::options::DEFAULTS.generate.sampler
-    }
-}
-
 impl SamplerParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |name, what: String| Err(RuntimeError::InvalidArgument { name, what });

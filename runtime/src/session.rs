@@ -14,6 +14,9 @@ use crate::forward::forward;
 use crate::imatrix::ActivationStats;
 use crate::model::Model;
 
+/// Most worker threads a session accepts.
+pub const MAX_THREADS: usize = 1024;
+
 /// Session settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SessionParams {
@@ -27,12 +30,6 @@ pub struct SessionParams {
     /// Refuse to create the session if it needs more than this many bytes (0 = no budget; the
     /// session is then refused only when it needs more than the machine's available memory).
     pub max_memory_bytes: usize,
-}
-
-impl Default for SessionParams {
-    fn default() -> Self {
-        crate::options::DEFAULTS.session
-    }
 }
 
 pub struct Session {
@@ -66,7 +63,7 @@ impl Session {
         } else {
             params.n_threads
         };
-        if threads > crate::options::MAX_THREADS {
+        if threads > MAX_THREADS {
             return Err(RuntimeError::InvalidArgument { name: "n_threads", what: format!("{threads}") });
         }
         // Every byte the session will allocate, checked before the first allocation.
