@@ -90,14 +90,6 @@ impl Cpu {
     pub fn kv(&self) -> &KvCache {
         &self.kv
     }
-
-    fn rows(&self, b: Buf, n: usize) -> &[f32] {
-        &self.bufs[b as usize][..n * self.width[b as usize]]
-    }
-
-    fn rows_mut(&mut self, b: Buf, n: usize) -> &mut [f32] {
-        &mut self.bufs[b as usize][..n * self.width[b as usize]]
-    }
 }
 
 impl Backend for Cpu {
@@ -109,7 +101,7 @@ impl Backend for Cpu {
     fn embed(&mut self, w: T, tokens: &[u32], scale: Option<f32>) -> Result<()> {
         let model = Arc::clone(&self.model);
         let embd = model.weight(w);
-        let x = self.rows_mut(Buf::X, tokens.len());
+        let x = &mut self.bufs[Buf::X as usize][..tokens.len() * embd.cols];
         for (row, &tok) in x.chunks_exact_mut(embd.cols).zip(tokens) {
             embd.row_f32(tok as usize, row)?;
         }
@@ -241,6 +233,6 @@ impl Backend for Cpu {
     }
 
     fn read(&mut self, buf: Buf, n: usize) -> &[f32] {
-        self.rows(buf, n)
+        &self.bufs[buf as usize][..n * self.width[buf as usize]]
     }
 }

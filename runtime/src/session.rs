@@ -146,11 +146,7 @@ impl Session {
     /// (check `tokens()`).
     pub fn truncate(&mut self, n: usize) {
         let rewind = self.tokens.len().saturating_sub(n);
-        self.tokens.truncate(if rewind > self.max_rewind() { 0 } else { n });
-    }
-
-    fn max_rewind(&self) -> usize {
-        self.backend.kv().max_rewind()
+        self.tokens.truncate(if rewind > self.backend.kv().max_rewind() { 0 } else { n });
     }
 
     /// Bytes this session allocated (KV cache, scratch, tables): `required_bytes` of its sizes.

@@ -60,6 +60,7 @@ class ModelSpec:
     qk_norm: bool = False  # blk.N.attn_{q,k}_norm.weight (qwen3)
     key_length: int | None = None  # head size when not d_model / n_heads (written as attention.key_length)
     sliding_window: int | None = None  # written as attention.sliding_window
+    attention_scale: float | None = None  # written as attention.scale
 
     @property
     def head_dim(self) -> int:
@@ -301,6 +302,8 @@ def add_hparams(w: gguf.GGUFWriter, spec: ModelSpec):
     w.add_uint32(f"{a}.rope.dimension_count", spec.head_dim)
     if spec.sliding_window:
         w.add_uint32(f"{a}.attention.sliding_window", spec.sliding_window)
+    if spec.attention_scale:
+        w.add_float32(f"{a}.attention.scale", spec.attention_scale)
     if spec.key_length:
         w.add_uint32(f"{a}.attention.key_length", spec.key_length)
         w.add_uint32(f"{a}.attention.value_length", spec.key_length)

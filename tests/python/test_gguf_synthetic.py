@@ -5,6 +5,8 @@ library, and hostile GGUFs that must end in a clean error."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import copy
 import io
 import os
@@ -476,6 +478,21 @@ def test_gemma3_gguf_forward(autark, tmp_path):
     compare_logits(got, ref, "gemma3 GGUF -> f32")
     assert_sensitive(model, tokens, ref, [("sliding_window_pattern", None), ("rope_theta_local", None),
                                           ("embedding_scale", None)])
+
+
+def test_gemma3_gguf_attention_scale_from_metadata(autark, tmp_path):
+    """A Gemma 3 GGUF that states `gemma3.attention.scale` is run with that scale, not the rule."""
+    vocab = mg.gpt2_synthetic(pre="qwen2")
+    src = tmp_path / "gemma3.gguf"
+    mg.write_model(src, dataclasses.replace(GEMMA3_SPEC, attention_scale=0.3), vocab, seed=5)
+    out = autark.quantize(src, tmp_path / "gemma3.autark", "f32")
+    assert autark_file.read(out)[0]["config"]["attention_scale"] == pytest.approx(0.3)
+    model = llama_ref.load_gguf(src)
+    tokens = [vocab.tokens.index("<|im_start|>"), 116, 257, 267, 101, 265, 257, 114, 32, 263, 0, 255, 258, 270]
+    got = autark.logits(out, tokens, tmp_path / "logits.f32").astype(np.float64)
+    ref = llama_ref.forward(model, tokens)
+    compare_logits(got, ref, "gemma3 GGUF, attention.scale 0.3 -> f32")
+    assert_sensitive(model, tokens, ref, [("attention_scale", None)])
 
 
 # ----------------------------------------------------------------------------------------------

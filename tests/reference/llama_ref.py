@@ -146,7 +146,9 @@ def load_gguf(path) -> Model:
     if arch == "gemma3":  # as llama.cpp runs it; the converter stored norm weights as 1 + w
         n_layers = cfg.n_layers
         cfg.embedding_scale = math.sqrt(d_model)
-        cfg.attention_scale = (d_model / n_heads) ** -0.5 if n_layers == 62 else None
+        # the file's attention.scale (autark reads it), else llama.cpp's rule: 27B (62 layers) apart
+        explicit = _field(reader, f"{arch}.attention.scale")
+        cfg.attention_scale = explicit or ((d_model / n_heads) ** -0.5 if n_layers == 62 else None)
         cfg.sliding_window_pattern = 6
         cfg.rope_theta_local = 10000.0
     return Model(cfg, tensors)
