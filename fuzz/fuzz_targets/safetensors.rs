@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         if let Ok((_arch, cfg)) = autark_quantize::hf::parse_config(&path) {
             // As `Source::open` does: plan tensors only from a configuration that validates.
             if cfg.validate().is_ok() {
-                let _ = autark_quantize::expected_tensors(&cfg);
+                let _ = autark_format::expected_tensors(&cfg);
             }
         }
         let _ = autark_quantize::hf::read_json(&path);
