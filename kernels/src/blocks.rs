@@ -2,21 +2,20 @@
 //! raw bytes of any type: `cast_blocks`, `dequantize_bytes`, `quantize_bytes`.
 
 pub use crate::types::{
-    bf16_to_f32, f16_to_f32, f32_to_f16, Block, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
-    BlockQ6K, BlockQ8A, BlockQ8_0, DType, TypeInfo, QK, QK_K, TYPES,
+    bf16_to_f32, f16_to_f32, f32_to_f16, Block, BlockLayout, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0,
+    BlockQ5_1, BlockQ6K, BlockQ8A, BlockQ8_0, DType, TypeInfo, QK, QK_K, TYPES,
 };
-use crate::types::{cast_pod, KernelError, Result};
+use crate::types::{KernelError, Result};
 
 /// Reinterprets raw bytes (e.g. a tensor inside the mapping) as blocks. Checks the length and
 /// the alignment first.
-pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Result<&[B]> {
-    // SAFETY: `B` is a `Block`, i.e. a `#[repr(C)]` struct of integers without padding.
-    unsafe { cast_pod(bytes, "cast_blocks", B::DTYPE) }
+pub fn cast_blocks<B: BlockLayout>(bytes: &[u8]) -> Result<&[B]> {
+    crate::types::cast_blocks(bytes, "cast_blocks")
 }
 
 /// Views blocks as their bytes (to write them to a file).
-pub fn block_bytes<B: Block>(blocks: &[B]) -> &[u8] {
-    // SAFETY: `Block` types are `#[repr(C)]` with no padding bytes, so every byte is
+pub fn block_bytes<B: BlockLayout>(blocks: &[B]) -> &[u8] {
+    // SAFETY: `BlockLayout` types are `#[repr(C)]` with no padding bytes, so every byte is
     // initialised; u8 has alignment 1 and the length covers exactly the blocks.
     unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks)) }
 }
@@ -35,8 +34,6 @@ pub(crate) fn check_blocks(op: &'static str, dtype: DType, n_values: usize, n_bl
 macro_rules! impl_block {
     ($ty:ty, $dtype:expr, $quant:ident, $dequant:ident, $dot:ident, $slot:ident $(, { $($m:tt)* })?) => {
         impl Block for $ty {
-            const DTYPE: DType = $dtype;
-            const BLOCK_LEN: usize = QK;
             type Activation = BlockQ8A;
             fn quantize_row(src: &[f32], dst: &mut [Self]) -> Result<()> {
                 check_blocks("quantize_row", $dtype, src.len(), dst.len())?;

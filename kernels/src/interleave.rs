@@ -10,8 +10,7 @@
 //! 256-bit or 128-bit register holds 8 or 4 of those rows. The tensor has the same number of
 //! bytes as the row-major one.
 
-use crate::types::{DType, QK};
-use crate::types::{KernelError, Result};
+use crate::types::{layouts, BlockLayout, DType, KernelError, Result, QK};
 
 /// Rows per interleaved group.
 pub const GROUP: usize = 16;
@@ -172,10 +171,14 @@ pub struct BlockQ8_0x16 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ8_0x16>() == 16 * 34);
 
-/// An interleaved block type: `#[repr(C)]`, integers only, no padding (every bit pattern
-/// valid), which `cast` relies on.
-pub trait GroupBlock: Copy + Send + Sync + 'static {
-    const DTYPE: DType;
+layouts! {
+    BlockQ4_0x16: Q4_0, QK;
+    BlockQ4_1x16: Q4_1, QK;
+    BlockQ8_0x16: Q8_0, QK;
+}
+
+/// The fields of an interleaved group block that the kernels read.
+pub trait GroupBlock: BlockLayout {
     /// The 16 rows' `d`.
     fn d(&self) -> &[u16; GROUP];
     /// The 16 rows' `m` (`q4_1`), else `None`.
@@ -187,9 +190,8 @@ pub trait GroupBlock: Copy + Send + Sync + 'static {
 }
 
 macro_rules! impl_group_block {
-    ($($blk:ident: $dtype:ident $(, m: $m:ident)?;)*) => {$(
+    ($($blk:ident $(, m: $m:ident)?;)*) => {$(
         impl GroupBlock for $blk {
-            const DTYPE: DType = DType::$dtype;
             fn d(&self) -> &[u16; GROUP] {
                 &self.d
             }
@@ -204,15 +206,14 @@ macro_rules! impl_group_block {
 }
 
 impl_group_block! {
-    BlockQ4_0x16: Q4_0;
-    BlockQ4_1x16: Q4_1, m: m;
-    BlockQ8_0x16: Q8_0;
+    BlockQ4_0x16;
+    BlockQ4_1x16, m: m;
+    BlockQ8_0x16;
 }
 
 /// Interleaved tensor bytes as group blocks (length and alignment checked).
 pub fn cast<B: GroupBlock>(bytes: &[u8]) -> Result<&[B]> {
-    // SAFETY: `B` is a `GroupBlock`: `#[repr(C)]`, integers only, no padding.
-    unsafe { crate::types::cast_pod(bytes, "interleave::cast", B::DTYPE) }
+    crate::types::cast_blocks(bytes, "interleave::cast")
 }
 
 /// A copy of interleaved tensor bytes as owned group blocks (any alignment of `bytes`).
@@ -229,7 +230,7 @@ pub fn to_blocks<B: GroupBlock>(bytes: &[u8]) -> Result<Vec<B>> {
     let n = bytes.len() / size;
     let mut v: Vec<B> = Vec::with_capacity(n);
     // SAFETY: the allocation holds n blocks = bytes.len() bytes, which are copied in whole
-    // before `set_len`; every bit pattern is a valid `GroupBlock`.
+    // before `set_len`; every bit pattern is a valid `BlockLayout`.
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), bytes.len());
         v.set_len(n);

@@ -9,12 +9,11 @@
 //! twins of the SIMD kernels). llama.cpp's `Q4_K_M` stores matrices whose width is not a
 //! multiple of 256 as `Q5_0`; `Q5_K_M`'s fallback is `Q5_1`.
 
-use crate::types::{f16_at, f32_to_f16, idot_u, BlockQ5_0, BlockQ5_1, BlockQ8A, QK};
+//!
+//! The kernels read raw bytes at the offsets of the fields of `BlockQ5_0` and `BlockQ5_1`.
 
-/// Bytes of a `q5_0` block.
-pub const BYTES: usize = size_of::<BlockQ5_0>();
-/// Bytes of a `q5_1` block.
-pub const BYTES_1: usize = size_of::<BlockQ5_1>();
+use crate::types::{f16_at, f32_to_f16, idot_u, BlockQ5_0, BlockQ5_1, BlockQ8A, QK};
+use std::mem::offset_of;
 
 /// The 32 unsigned 5-bit integers of a block from its nibbles and high bits.
 #[inline]
@@ -45,18 +44,23 @@ fn pack_unsigned(q: &[u8; QK], qs: &mut [u8]) -> u32 {
 
 /// The scale and the 32 signed integers of one `q5_0` block.
 pub fn unpack(b: &[u8]) -> (f32, [i32; QK]) {
-    let q = unsigned(&b[6..22], qh_at(b, 2));
-    (f16_at(b, 0), q.map(|q| q as i32 - 16))
+    let q = unsigned(&b[offset_of!(BlockQ5_0, qs)..], qh_at(b, offset_of!(BlockQ5_0, qh)));
+    (f16_at(b, offset_of!(BlockQ5_0, d)), q.map(|q| q as i32 - 16))
 }
 
 pub fn pack(d: u16, q: &[i32; QK], out: &mut [u8]) {
-    out[0..2].copy_from_slice(&d.to_le_bytes());
-    let qh = pack_unsigned(&q.map(|q| (q + 16) as u8), &mut out[6..22]);
-    out[2..6].copy_from_slice(&qh.to_le_bytes());
+    let qh = pack_unsigned(&q.map(|q| (q + 16) as u8), &mut out[offset_of!(BlockQ5_0, qs)..]);
+    put(out, offset_of!(BlockQ5_0, d), &d.to_le_bytes());
+    put(out, offset_of!(BlockQ5_0, qh), &qh.to_le_bytes());
+}
+
+/// Writes `v` at byte `at` of `out`.
+fn put(out: &mut [u8], at: usize, v: &[u8]) {
+    out[at..at + v.len()].copy_from_slice(v);
 }
 
 pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(BYTES).zip(dst.chunks_exact_mut(QK)) {
+    for (b, y) in src.chunks_exact(size_of::<BlockQ5_0>()).zip(dst.chunks_exact_mut(QK)) {
         let (d, q) = unpack(b);
         y.iter_mut().zip(q).for_each(|(y, q)| *y = q as f32 * d);
     }
@@ -64,7 +68,7 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
 
 /// ggml's `quantize_row_q5_0_ref`: the value of largest magnitude maps to −16.
 pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(size_of::<BlockQ5_0>())) {
         let max = crate::types::max_by_magnitude(x);
         let d = max / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -79,23 +83,23 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
 // ---- q5_1 ----
 
 pub fn pack_1(d: u16, m: u16, q: &[u8; QK], out: &mut [u8]) {
-    out[0..2].copy_from_slice(&d.to_le_bytes());
-    out[2..4].copy_from_slice(&m.to_le_bytes());
-    let qh = pack_unsigned(q, &mut out[8..24]);
-    out[4..8].copy_from_slice(&qh.to_le_bytes());
+    let qh = pack_unsigned(q, &mut out[offset_of!(BlockQ5_1, qs)..]);
+    put(out, offset_of!(BlockQ5_1, d), &d.to_le_bytes());
+    put(out, offset_of!(BlockQ5_1, m), &m.to_le_bytes());
+    put(out, offset_of!(BlockQ5_1, qh), &qh.to_le_bytes());
 }
 
 pub fn dequantize_row_1(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(BYTES_1).zip(dst.chunks_exact_mut(QK)) {
-        let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-        let q = unsigned(&b[8..24], qh_at(b, 4));
+    for (b, y) in src.chunks_exact(size_of::<BlockQ5_1>()).zip(dst.chunks_exact_mut(QK)) {
+        let (d, m) = (f16_at(b, offset_of!(BlockQ5_1, d)), f16_at(b, offset_of!(BlockQ5_1, m)));
+        let q = unsigned(&b[offset_of!(BlockQ5_1, qs)..], qh_at(b, offset_of!(BlockQ5_1, qh)));
         y.iter_mut().zip(q).for_each(|(y, q)| *y = q as f32 * d + m);
     }
 }
 
 /// ggml's `quantize_row_q5_1_ref`: the block's range in 31 steps from its minimum.
 pub fn quantize_row_1(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES_1)) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(size_of::<BlockQ5_1>())) {
         let min = x.iter().fold(f32::MAX, |m, &v| if v < m { v } else { m });
         let max = x.iter().fold(-f32::MAX, |m, &v| if v > m { v } else { m });
         let d = (max - min) / 31.0;
@@ -113,9 +117,9 @@ pub fn quantize_row_1(src: &[f32], dst: &mut [u8]) {
 /// `q5_0` row × activation blocks (`w`: `a.len()` blocks of 22 bytes).
 pub fn vec_dot_q5_0(w: &[u8], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0f32;
-    for (b, ba) in w.chunks_exact(BYTES).zip(a) {
-        let q = unsigned(&b[6..22], qh_at(b, 2));
-        acc += f16_at(b, 0) * ba.d * (idot_u(&q, &ba.qs) - 16 * ba.sum) as f32;
+    for (b, ba) in w.chunks_exact(size_of::<BlockQ5_0>()).zip(a) {
+        let q = unsigned(&b[offset_of!(BlockQ5_0, qs)..], qh_at(b, offset_of!(BlockQ5_0, qh)));
+        acc += f16_at(b, offset_of!(BlockQ5_0, d)) * ba.d * (idot_u(&q, &ba.qs) - 16 * ba.sum) as f32;
     }
     acc
 }
@@ -123,9 +127,10 @@ pub fn vec_dot_q5_0(w: &[u8], a: &[BlockQ8A]) -> f32 {
 /// `q5_1` row × activation blocks (`w`: `a.len()` blocks of 24 bytes).
 pub fn vec_dot_q5_1(w: &[u8], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0f32;
-    for (b, ba) in w.chunks_exact(BYTES_1).zip(a) {
-        let q = unsigned(&b[8..24], qh_at(b, 4));
-        acc += f16_at(b, 0) * ba.d * idot_u(&q, &ba.qs) as f32 + f16_at(b, 2) * ba.d * ba.sum as f32;
+    for (b, ba) in w.chunks_exact(size_of::<BlockQ5_1>()).zip(a) {
+        let q = unsigned(&b[offset_of!(BlockQ5_1, qs)..], qh_at(b, offset_of!(BlockQ5_1, qh)));
+        let (d, m) = (f16_at(b, offset_of!(BlockQ5_1, d)), f16_at(b, offset_of!(BlockQ5_1, m)));
+        acc += d * ba.d * idot_u(&q, &ba.qs) as f32 + m * ba.d * ba.sum as f32;
     }
     acc
 }

@@ -155,8 +155,11 @@ fn probe_sum_matches_scalar() {
 
 /// The scalar K-quant code (`kquants`), here because it uses the dispatched `quantize_act`.
 mod kquants {
-    use crate::blocks::{f32_to_f16, quantize_act, BlockQ8A, QK, QK_K};
+    use crate::blocks::{
+        f32_to_f16, quantize_act, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8A, QK, QK_K,
+    };
     use crate::kquants::*;
+    use std::mem::offset_of;
 
     fn lcg(seed: &mut u64) -> u64 {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -188,7 +191,7 @@ mod kquants {
             let cols = n * QK_K;
             let q5 = {
                 let w: Vec<f32> = (0..cols).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
-                let mut b = vec![0u8; cols / QK * crate::q5::BYTES];
+                let mut b = vec![0u8; cols / QK * size_of::<BlockQ5_0>()];
                 crate::q5::quantize_row(&w, &mut b);
                 b
             };
@@ -196,13 +199,28 @@ mod kquants {
                 (DType::Q5_0, q5, crate::q5::dequantize_row, crate::q5::vec_dot_q5_0),
                 (
                     DType::Q5_1,
-                    random_blocks(crate::q5::BYTES_1, 8 * n, &[0, 2], &mut seed),
+                    random_blocks(size_of::<BlockQ5_1>(), 8 * n, &[0, 2], &mut seed),
                     crate::q5::dequantize_row_1,
                     crate::q5::vec_dot_q5_1,
                 ),
-                (DType::Q4K, random_blocks(Q4K, n, &[0, 2], &mut seed), dequantize_row_q4_k, vec_dot_q4_k),
-                (DType::Q5K, random_blocks(Q5K, n, &[0, 2], &mut seed), dequantize_row_q5_k, vec_dot_q5_k),
-                (DType::Q6K, random_blocks(Q6K, n, &[208], &mut seed), dequantize_row_q6_k, vec_dot_q6_k),
+                (
+                    DType::Q4K,
+                    random_blocks(size_of::<BlockQ4K>(), n, &[0, 2], &mut seed),
+                    dequantize_row_q4_k,
+                    vec_dot_q4_k,
+                ),
+                (
+                    DType::Q5K,
+                    random_blocks(size_of::<BlockQ5K>(), n, &[0, 2], &mut seed),
+                    dequantize_row_q5_k,
+                    vec_dot_q5_k,
+                ),
+                (
+                    DType::Q6K,
+                    random_blocks(size_of::<BlockQ6K>(), n, &[offset_of!(BlockQ6K, d)], &mut seed),
+                    dequantize_row_q6_k,
+                    vec_dot_q6_k,
+                ),
             ];
             let x: Vec<f32> = (0..cols).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
             let mut a = vec![BlockQ8A::default(); cols / QK];
@@ -237,9 +255,9 @@ mod kquants {
         type Q = fn(&[f32], Option<&[f32]>, &mut [u8]);
         type Deq = fn(&[u8], &mut [f32]);
         for (name, bytes, quant, deq, rel) in [
-            ("q4_k", 144usize, quantize_row_q4_k as Q, dequantize_row_q4_k as Deq, 0.12f64),
-            ("q5_k", Q5K, quantize_row_q5_k, dequantize_row_q5_k, 0.06),
-            ("q6_k", Q6K, quantize_row_q6_k, dequantize_row_q6_k, 0.03),
+            ("q4_k", size_of::<BlockQ4K>(), quantize_row_q4_k as Q, dequantize_row_q4_k as Deq, 0.12f64),
+            ("q5_k", size_of::<BlockQ5K>(), quantize_row_q5_k, dequantize_row_q5_k, 0.06),
+            ("q6_k", size_of::<BlockQ6K>(), quantize_row_q6_k, dequantize_row_q6_k, 0.03),
         ] {
             let err = |w: &[f32], sel: &dyn Fn(usize) -> bool| -> f64 {
                 let mut b = vec![0u8; n / QK_K * bytes];

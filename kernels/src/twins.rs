@@ -354,7 +354,7 @@ mod checks {
             dots_q5_1(DType::Q5_1, &[0, 2], scalar::dots_q5_1),
             dots_q4_k(DType::Q4K, &[0, 2], scalar::dots_q4_k),
             dots_q5_k(DType::Q5K, &[0, 2], scalar::dots_q5_k),
-            dots_q6_k(DType::Q6K, &[208], scalar::dots_q6_k);
+            dots_q6_k(DType::Q6K, &[std::mem::offset_of!(crate::types::BlockQ6K, d)], scalar::dots_q6_k);
         x16:
             gemm_q4_0x16(|q, _, _| q, scalar::dequantize_row_q4_0, scalar::vec_dot_q4_0),
             gemm_q4_1x16(|_, q, _| q, scalar::dequantize_row_q4_1, scalar::vec_dot_q4_1),

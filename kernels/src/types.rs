@@ -45,23 +45,29 @@ pub struct TypeInfo {
     pub native: bool,
 }
 
-const fn row<B>(dtype: DType, name: &'static str, block_len: usize, native: bool) -> TypeInfo {
-    TypeInfo { dtype, name, block_len, block_bytes: std::mem::size_of::<B>(), native }
+/// The row of a block type, from its `BlockLayout`.
+const fn row<B: BlockLayout>(name: &'static str) -> TypeInfo {
+    TypeInfo { dtype: B::DTYPE, name, block_len: B::BLOCK_LEN, block_bytes: size_of::<B>(), native: true }
+}
+
+/// The row of a plain float type (values of `bytes` bytes).
+const fn float(dtype: DType, name: &'static str, bytes: usize, native: bool) -> TypeInfo {
+    TypeInfo { dtype, name, block_len: 1, block_bytes: bytes, native }
 }
 
 /// The type table: adding a block type is one row here (and its kernels).
 pub const TYPES: [TypeInfo; 11] = [
-    row::<f32>(DType::F32, "f32", 1, true),
-    row::<u16>(DType::F16, "f16", 1, true),
-    row::<BlockQ4_0>(DType::Q4_0, "q4_0", QK, true),
-    row::<BlockQ4_1>(DType::Q4_1, "q4_1", QK, true),
-    row::<BlockQ5_0>(DType::Q5_0, "q5_0", QK, true),
-    row::<BlockQ5_1>(DType::Q5_1, "q5_1", QK, true),
-    row::<BlockQ8_0>(DType::Q8_0, "q8_0", QK, true),
-    row::<BlockQ4K>(DType::Q4K, "q4_k", QK_K, true),
-    row::<BlockQ5K>(DType::Q5K, "q5_k", QK_K, true),
-    row::<BlockQ6K>(DType::Q6K, "q6_k", QK_K, true),
-    row::<u16>(DType::BF16, "bf16", 1, false),
+    float(DType::F32, "f32", 4, true),
+    float(DType::F16, "f16", 2, true),
+    row::<BlockQ4_0>("q4_0"),
+    row::<BlockQ4_1>("q4_1"),
+    row::<BlockQ5_0>("q5_0"),
+    row::<BlockQ5_1>("q5_1"),
+    row::<BlockQ8_0>("q8_0"),
+    row::<BlockQ4K>("q4_k"),
+    row::<BlockQ5K>("q5_k"),
+    row::<BlockQ6K>("q6_k"),
+    float(DType::BF16, "bf16", 2, false),
 ];
 
 /// `TYPES` row of each code (`u8::MAX`: no such type).
@@ -293,31 +299,57 @@ pub fn max_by_magnitude(x: &[f32]) -> f32 {
     x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
 }
 
-/// `bytes` as a slice of `T` after checking length and alignment (errors name `op`, `dtype`).
-///
-/// # Safety
-/// `T` must be `#[repr(C)]`, made of integers, without padding, so that every bit pattern is
-/// a valid `T`.
-pub(crate) unsafe fn cast_pod<'a, T>(bytes: &'a [u8], op: &'static str, dtype: DType) -> Result<&'a [T]> {
-    let size = std::mem::size_of::<T>();
+/// What describes a stored block type: its element type, its values per block, and the
+/// `#[repr(C)]` struct that implements this, whose size is the block's size and whose fields
+/// (read by name, or by `offset_of!` where kernels read raw bytes) are its layout. Implemented
+/// only by structs of integers without padding (every bit pattern valid), which `cast_blocks`
+/// relies on: the blocks here and the interleaved groups of `interleave`.
+pub trait BlockLayout: Copy + Send + Sync + 'static {
+    const DTYPE: DType;
+    /// Values per block (per row, for an interleaved group).
+    const BLOCK_LEN: usize;
+}
+
+macro_rules! layouts {
+    ($($ty:ty: $dtype:ident, $len:expr;)*) => {$(
+        impl BlockLayout for $ty {
+            const DTYPE: DType = DType::$dtype;
+            const BLOCK_LEN: usize = $len;
+        }
+    )*};
+}
+pub(crate) use layouts;
+
+layouts! {
+    BlockQ4_0: Q4_0, QK;
+    BlockQ4_1: Q4_1, QK;
+    BlockQ5_0: Q5_0, QK;
+    BlockQ5_1: Q5_1, QK;
+    BlockQ8_0: Q8_0, QK;
+    BlockQ4K: Q4K, QK_K;
+    BlockQ5K: Q5K, QK_K;
+    BlockQ6K: Q6K, QK_K;
+}
+
+/// Reinterprets raw bytes (e.g. a tensor inside the mapping) as blocks. Checks the length and
+/// the alignment first (errors name `op`).
+pub(crate) fn cast_blocks<'a, B: BlockLayout>(bytes: &'a [u8], op: &'static str) -> Result<&'a [B]> {
+    let (size, align, dtype) = (size_of::<B>(), align_of::<B>(), B::DTYPE);
     if !bytes.len().is_multiple_of(size) {
         return Err(KernelError::ByteLength { op, dtype, got: bytes.len(), block_bytes: size });
     }
-    if !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
-        return Err(KernelError::Misaligned { op, dtype, align: std::mem::align_of::<T>() });
+    if !(bytes.as_ptr() as usize).is_multiple_of(align) {
+        return Err(KernelError::Misaligned { op, dtype, align });
     }
-    // SAFETY: every bit pattern is a valid `T` (the caller's promise); the length is a whole
-    // number of `T` and the pointer is aligned for `T` (both checked above); the lifetime is
-    // tied to `bytes`.
-    Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) })
+    // SAFETY: every bit pattern is a valid `B` (the `BlockLayout` contract); the length is a
+    // whole number of `B` and the pointer is aligned for `B` (both checked above); the
+    // lifetime is tied to `bytes`.
+    Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) })
 }
 
-/// A stored block format. Implemented only by `#[repr(C)]` structs of integers with no padding
-/// (every bit pattern valid), which `cast_blocks` relies on. Implemented in `blocks`.
-pub trait Block: Copy + Default + Send + Sync + 'static {
-    const DTYPE: DType;
-    /// Values per block.
-    const BLOCK_LEN: usize;
+/// The operations of a legacy block type (`q4_0`, `q4_1`, `q8_0`) over its typed blocks.
+/// Implemented in `blocks`.
+pub trait Block: BlockLayout + Default {
     /// The activation block type the dot product takes.
     type Activation: Copy;
     fn quantize_row(src: &[f32], dst: &mut [Self]) -> Result<()>;
