@@ -10,7 +10,7 @@
 //! 256-bit or 128-bit register holds 8 or 4 of those rows. The tensor has the same number of
 //! bytes as the row-major one.
 
-use crate::types::{layouts, BlockLayout, DType, KernelError, Result, QK};
+use crate::types::{blocks, BlockLayout, DType, KernelError, Result, QK};
 
 /// Rows per interleaved group.
 pub const GROUP: usize = 16;
@@ -143,38 +143,23 @@ pub fn block(dtype: DType, cols: usize, data: &[u8], r: usize, b: usize, dst: &m
 /// Bytes of the largest block an interleaved type has (`q8_0`).
 pub const MAX_BLOCK_BYTES: usize = 34;
 
-/// Block `b` of 16 interleaved `q4_0` rows.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-pub struct BlockQ4_0x16 {
-    pub d: [u16; GROUP],
-    pub qs: [u8; GROUP * QK / 2],
-}
-const _: () = assert!(std::mem::size_of::<BlockQ4_0x16>() == 16 * 18);
-
-/// Block `b` of 16 interleaved `q4_1` rows.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-pub struct BlockQ4_1x16 {
-    pub d: [u16; GROUP],
-    pub m: [u16; GROUP],
-    pub qs: [u8; GROUP * QK / 2],
-}
-const _: () = assert!(std::mem::size_of::<BlockQ4_1x16>() == 16 * 20);
-
-/// Block `b` of 16 interleaved `q8_0` rows (quant bytes are the signed values' bits).
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-pub struct BlockQ8_0x16 {
-    pub d: [u16; GROUP],
-    pub qs: [u8; GROUP * QK],
-}
-const _: () = assert!(std::mem::size_of::<BlockQ8_0x16>() == 16 * 34);
-
-layouts! {
-    BlockQ4_0x16: Q4_0, QK;
-    BlockQ4_1x16: Q4_1, QK;
-    BlockQ8_0x16: Q8_0, QK;
+blocks! {
+    /// Block `b` of 16 interleaved `q4_0` rows.
+    BlockQ4_0x16(Q4_0, QK, 16 * 18) {
+        d: [u16; GROUP],
+        qs: [u8; GROUP * QK / 2],
+    }
+    /// Block `b` of 16 interleaved `q4_1` rows.
+    BlockQ4_1x16(Q4_1, QK, 16 * 20) {
+        d: [u16; GROUP],
+        m: [u16; GROUP],
+        qs: [u8; GROUP * QK / 2],
+    }
+    /// Block `b` of 16 interleaved `q8_0` rows (quant bytes are the signed values' bits).
+    BlockQ8_0x16(Q8_0, QK, 16 * 34) {
+        d: [u16; GROUP],
+        qs: [u8; GROUP * QK],
+    }
 }
 
 /// The fields of an interleaved group block that the kernels read.

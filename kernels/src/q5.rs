@@ -8,7 +8,6 @@
 //! dot products with 8-bit activation blocks (the scalar
 //! twins of the SIMD kernels). llama.cpp's `Q4_K_M` stores matrices whose width is not a
 //! multiple of 256 as `Q5_0`; `Q5_K_M`'s fallback is `Q5_1`.
-
 //!
 //! The kernels read raw bytes at the offsets of the fields of `BlockQ5_0` and `BlockQ5_1`.
 
