@@ -1,5 +1,6 @@
-//! The `Block` trait over the block structs of `types` (re-exported here), and conversions of
-//! raw bytes of any type: `cast_blocks`, `dequantize_bytes`, `quantize_bytes`.
+//! The `Block` impls of the legacy block structs of `types` (re-exported here, with
+//! `BlockLayout`), and conversions of raw bytes of any type: `cast_blocks`, `dequantize_bytes`,
+//! `quantize_bytes`.
 
 pub use crate::types::{
     bf16_to_f32, f16_to_f32, f32_to_f16, Block, BlockLayout, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0,
@@ -32,25 +33,25 @@ pub(crate) fn check_blocks(op: &'static str, dtype: DType, n_values: usize, n_bl
 }
 
 macro_rules! impl_block {
-    ($ty:ty, $dtype:expr, $quant:ident, $dequant:ident, $dot:ident, $slot:ident $(, { $($m:tt)* })?) => {
+    ($ty:ty, $quant:ident, $dequant:ident, $dot:ident $(, { $($m:tt)* })?) => {
         impl Block for $ty {
             type Activation = BlockQ8A;
             fn quantize_row(src: &[f32], dst: &mut [Self]) -> Result<()> {
-                check_blocks("quantize_row", $dtype, src.len(), dst.len())?;
+                check_blocks("quantize_row", Self::DTYPE, src.len(), dst.len())?;
                 crate::scalar::$quant(src, dst);
                 Ok(())
             }
             fn dequantize_row(src: &[Self], dst: &mut [f32]) -> Result<()> {
-                check_blocks("dequantize_row", $dtype, dst.len(), src.len())?;
+                check_blocks("dequantize_row", Self::DTYPE, dst.len(), src.len())?;
                 crate::scalar::$dequant(src, dst);
                 Ok(())
             }
             fn vec_dot(w: &[Self], a: &[BlockQ8A]) -> Result<f32> {
-                check_blocks("vec_dot", $dtype, a.len() * QK, w.len())?;
-                Ok((crate::dispatch::kernels().$slot)(w, a))
+                check_blocks("vec_dot", Self::DTYPE, a.len() * QK, w.len())?;
+                Ok((crate::dispatch::kernels().$dot)(w, a))
             }
             fn vec_dot_scalar(w: &[Self], a: &[BlockQ8A]) -> Result<f32> {
-                check_blocks("vec_dot", $dtype, a.len() * QK, w.len())?;
+                check_blocks("vec_dot", Self::DTYPE, a.len() * QK, w.len())?;
                 Ok(crate::scalar::$dot(w, a))
             }
             #[inline(always)]
@@ -66,9 +67,9 @@ macro_rules! impl_block {
     };
 }
 
-impl_block!(BlockQ8_0, DType::Q8_0, quantize_row_q8_0, dequantize_row_q8_0, vec_dot_q8_0, vec_dot_q8_0);
-impl_block!(BlockQ4_0, DType::Q4_0, quantize_row_q4_0, dequantize_row_q4_0, vec_dot_q4_0, vec_dot_q4_0);
-impl_block!(BlockQ4_1, DType::Q4_1, quantize_row_q4_1, dequantize_row_q4_1, vec_dot_q4_1, vec_dot_q4_1, {
+impl_block!(BlockQ8_0, quantize_row_q8_0, dequantize_row_q8_0, vec_dot_q8_0);
+impl_block!(BlockQ4_0, quantize_row_q4_0, dequantize_row_q4_0, vec_dot_q4_0);
+impl_block!(BlockQ4_1, quantize_row_q4_1, dequantize_row_q4_1, vec_dot_q4_1, {
     #[inline(always)]
     fn m(&self) -> u16 {
         self.m

@@ -10,7 +10,8 @@
 //! 256-bit or 128-bit register holds 8 or 4 of those rows. The tensor has the same number of
 //! bytes as the row-major one.
 
-use crate::types::{blocks, BlockLayout, DType, KernelError, Result, QK};
+use crate::types::{blocks, BlockLayout, BlockQ4_0, BlockQ4_1, BlockQ8_0, DType, KernelError, Result, QK};
+use std::mem::offset_of;
 
 /// Rows per interleaved group.
 pub const GROUP: usize = 16;
@@ -60,12 +61,12 @@ impl TensorLayout {
     }
 }
 
-/// (f16 fields, quant bytes) of a block of the interleavable types.
-const fn fields(dtype: DType) -> Option<(usize, usize)> {
+/// The f16 fields (`d`, `m`: those before `qs`) of a block of the interleavable types.
+const fn fields(dtype: DType) -> Option<usize> {
     match dtype {
-        DType::Q4_0 => Some((1, QK / 2)),
-        DType::Q4_1 => Some((2, QK / 2)),
-        DType::Q8_0 => Some((1, QK)),
+        DType::Q4_0 => Some(offset_of!(BlockQ4_0, qs) / 2),
+        DType::Q4_1 => Some(offset_of!(BlockQ4_1, qs) / 2),
+        DType::Q8_0 => Some(offset_of!(BlockQ8_0, qs) / 2),
         _ => None,
     }
 }
@@ -84,7 +85,7 @@ fn lane_offset(nf: usize, lane: usize, i: usize) -> usize {
 /// Row-major `src` (`rows` × `cols` of `dtype`) into the 16-row layout in `dst`.
 pub fn interleave(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut Vec<u8>) -> Result<()> {
     TensorLayout::Rows16.check(dtype, &[rows, cols])?;
-    let (nf, _) = fields(dtype).expect("checked");
+    let nf = fields(dtype).expect("checked");
     let rb = dtype.row_bytes(cols)?;
     if src.len() != rows * rb {
         return Err(KernelError::LengthMismatch { op: "interleave", expected: rows * rb, got: src.len() });
@@ -122,7 +123,7 @@ pub fn row(dtype: DType, cols: usize, data: &[u8], r: usize, dst: &mut [u8]) -> 
 /// `data` (`cols` wide) into `dst`: what a single-row reader (the embedding lookup) needs,
 /// without a row-sized buffer.
 pub fn block(dtype: DType, cols: usize, data: &[u8], r: usize, b: usize, dst: &mut [u8]) -> Result<()> {
-    let (nf, _) = fields(dtype).ok_or_else(|| KernelError::BadLayout {
+    let nf = fields(dtype).ok_or_else(|| KernelError::BadLayout {
         layout: TensorLayout::Rows16.name(),
         dtype,
         shape: vec![r, cols],
@@ -141,7 +142,7 @@ pub fn block(dtype: DType, cols: usize, data: &[u8], r: usize, b: usize, dst: &m
 }
 
 /// Bytes of the largest block an interleaved type has (`q8_0`).
-pub const MAX_BLOCK_BYTES: usize = 34;
+pub const MAX_BLOCK_BYTES: usize = size_of::<BlockQ8_0>();
 
 blocks! {
     /// Block `b` of 16 interleaved `q4_0` rows.
@@ -244,7 +245,7 @@ mod tests {
                 assert_eq!(back, src[r * rb..(r + 1) * rb], "{dtype} row {r}");
             }
             // Hand-checked positions: group 1, block 2, row 17 (lane 1).
-            let (nf, _) = fields(dtype).unwrap();
+            let nf = fields(dtype).unwrap();
             let bs = dtype.block_bytes();
             let blk = &dst[rb * GROUP + 2 * bs * GROUP..];
             let srow = &src[17 * rb + 2 * bs..];

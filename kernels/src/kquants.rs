@@ -23,7 +23,7 @@ const _: () = assert!(
 const SCALES: std::ops::Range<usize> = offset_of!(BlockQ4K, scales)..offset_of!(BlockQ4K, qs);
 /// Where `q5_k`'s nibbles start (its fifth bits `qh` lie between `SCALES` and them).
 const QS5: usize = offset_of!(BlockQ5K, qs);
-/// The fields of `q6_k` (`QL` and `QH` are split into two 128-value halves).
+/// The fields of `q6_k` (`ql` and `qh` each hold two 128-value halves).
 const QL6: usize = offset_of!(BlockQ6K, ql);
 const QH6: usize = offset_of!(BlockQ6K, qh);
 const SC6: usize = offset_of!(BlockQ6K, scales);
