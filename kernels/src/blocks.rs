@@ -124,21 +124,13 @@ fn with_blocks<B: Block>(src: &[u8], dst: &mut [f32], f: fn(&[B], &mut [f32])) -
     match cast_blocks::<B>(src) {
         Ok(b) => f(b, dst),
         Err(KernelError::Misaligned { .. }) => {
-            for (bytes, out) in src.chunks_exact(std::mem::size_of::<B>()).zip(dst.chunks_exact_mut(B::BLOCK_LEN)) {
-                let mut b = [B::default()];
-                block_bytes_mut(&mut b).copy_from_slice(bytes);
-                f(&b, out);
+            for (b, out) in crate::types::blocks_of::<B>(src).zip(dst.chunks_exact_mut(B::BLOCK_LEN)) {
+                f(&[b], out);
             }
         }
         Err(e) => return Err(e),
     }
     Ok(())
-}
-
-fn block_bytes_mut<B: Block>(blocks: &mut [B]) -> &mut [u8] {
-    // SAFETY: as in `block_bytes`; additionally every bit pattern is a valid `B`, so writing
-    // arbitrary bytes through the returned slice keeps the blocks valid.
-    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(blocks)) }
 }
 
 /// Quantizes a row of f32 into the bytes of a native type.

@@ -319,6 +319,20 @@ pub(crate) fn cast_blocks<'a, B: BlockLayout>(bytes: &'a [u8], op: &'static str)
     Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) })
 }
 
+/// The whole blocks in `bytes` (any alignment), read one by one.
+pub(crate) fn blocks_of<B: BlockLayout>(bytes: &[u8]) -> impl Iterator<Item = B> + '_ {
+    // SAFETY: each chunk holds `size_of::<B>()` bytes, read without alignment; every bit
+    // pattern is a valid `B` (the `BlockLayout` contract).
+    bytes.chunks_exact(size_of::<B>()).map(|c| unsafe { c.as_ptr().cast::<B>().read_unaligned() })
+}
+
+/// Writes `b` into the first `size_of::<B>()` bytes of `out` (any alignment).
+pub(crate) fn write_block<B: BlockLayout>(out: &mut [u8], b: B) {
+    assert!(out.len() >= size_of::<B>(), "write_block: short buffer");
+    // SAFETY: `out` holds the bytes written (asserted); the write needs no alignment.
+    unsafe { out.as_mut_ptr().cast::<B>().write_unaligned(b) }
+}
+
 /// The operations of a legacy block type (`q4_0`, `q4_1`, `q8_0`) over its typed blocks.
 /// Implemented in `blocks`.
 pub trait Block: BlockLayout + Default {
