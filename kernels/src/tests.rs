@@ -155,10 +155,12 @@ fn probe_sum_matches_scalar() {
 
 /// The scalar K-quant code (`kquants`), here because it uses the dispatched `quantize_act`.
 mod kquants {
-    use crate::blocks::{f32_to_f16, quantize_act, BlockQ6K, BlockQ8A, DType, QK, QK_K};
+    use crate::blocks::{f32_to_f16, quantize_act, BlockQ4K, BlockQ5_1, BlockQ6K, BlockQ8A, DType, QK, QK_K};
     use crate::kquants::*;
-    /// Where `q6_k`'s scale lies.
-    const D6: usize = std::mem::offset_of!(BlockQ6K, d);
+    use std::mem::offset_of;
+    /// The f16 scales of `q4_k` and `q5_k` (`d`, `dmin`: one header), and of `q6_k`.
+    const K4: [usize; 2] = [offset_of!(BlockQ4K, d), offset_of!(BlockQ4K, dmin)];
+    const D6: usize = offset_of!(BlockQ6K, d);
 
     fn lcg(seed: &mut u64) -> u64 {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -198,12 +200,12 @@ mod kquants {
                 (DType::Q5_0, q5, crate::q5::dequantize_row, crate::q5::vec_dot_q5_0),
                 (
                     DType::Q5_1,
-                    random_blocks(DType::Q5_1, 8 * n, &[0, 2], &mut seed),
+                    random_blocks(DType::Q5_1, 8 * n, &[offset_of!(BlockQ5_1, d), offset_of!(BlockQ5_1, m)], &mut seed),
                     crate::q5::dequantize_row_1,
                     crate::q5::vec_dot_q5_1,
                 ),
-                (DType::Q4K, random_blocks(DType::Q4K, n, &[0, 2], &mut seed), dequantize_row_q4_k, vec_dot_q4_k),
-                (DType::Q5K, random_blocks(DType::Q5K, n, &[0, 2], &mut seed), dequantize_row_q5_k, vec_dot_q5_k),
+                (DType::Q4K, random_blocks(DType::Q4K, n, &K4, &mut seed), dequantize_row_q4_k, vec_dot_q4_k),
+                (DType::Q5K, random_blocks(DType::Q5K, n, &K4, &mut seed), dequantize_row_q5_k, vec_dot_q5_k),
                 (DType::Q6K, random_blocks(DType::Q6K, n, &[D6], &mut seed), dequantize_row_q6_k, vec_dot_q6_k),
             ];
             let x: Vec<f32> = (0..cols).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
