@@ -204,24 +204,16 @@ pub fn cast<B: GroupBlock>(bytes: &[u8]) -> Result<&[B]> {
 
 /// A copy of interleaved tensor bytes as owned group blocks (any alignment of `bytes`).
 pub fn to_blocks<B: GroupBlock>(bytes: &[u8]) -> Result<Vec<B>> {
-    let size = std::mem::size_of::<B>();
+    let (dtype, size) = (B::DTYPE, size_of::<B>());
     if !bytes.len().is_multiple_of(size) {
         return Err(KernelError::ByteLength {
             op: "interleave::to_blocks",
-            dtype: B::DTYPE,
+            dtype,
             got: bytes.len(),
             block_bytes: size,
         });
     }
-    let n = bytes.len() / size;
-    let mut v: Vec<B> = Vec::with_capacity(n);
-    // SAFETY: the allocation holds n blocks = bytes.len() bytes, which are copied in whole
-    // before `set_len`; every bit pattern is a valid `BlockLayout`.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), bytes.len());
-        v.set_len(n);
-    }
-    Ok(v)
+    Ok(crate::types::blocks_of(bytes).collect())
 }
 
 #[cfg(test)]
