@@ -197,11 +197,6 @@ impl_group_block! {
     BlockQ8_0x16;
 }
 
-/// Interleaved tensor bytes as group blocks (length and alignment checked).
-pub fn cast<B: GroupBlock>(bytes: &[u8]) -> Result<&[B]> {
-    crate::types::cast_blocks(bytes, "interleave::cast")
-}
-
 /// A copy of interleaved tensor bytes as owned group blocks (any alignment of `bytes`).
 pub fn to_blocks<B: GroupBlock>(bytes: &[u8]) -> Result<Vec<B>> {
     let (dtype, size) = (B::DTYPE, size_of::<B>());
