@@ -1,22 +1,22 @@
-//! The `Block` trait over the block structs of `types` (re-exported here), and conversions of
-//! raw bytes of any type: `cast_blocks`, `dequantize_bytes`, `quantize_bytes`.
+//! The `Block` impls of the legacy block structs of `types` (re-exported here, with
+//! `BlockLayout`), and conversions of raw bytes of any type: `cast_blocks`, `dequantize_bytes`,
+//! `quantize_bytes`.
 
 pub use crate::types::{
-    bf16_to_f32, f16_to_f32, f32_to_f16, Block, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
-    BlockQ6K, BlockQ8A, BlockQ8_0, DType, TypeInfo, QK, QK_K, TYPES,
+    bf16_to_f32, f16_to_f32, f32_to_f16, Block, BlockLayout, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0,
+    BlockQ5_1, BlockQ6K, BlockQ8A, BlockQ8_0, DType, TypeInfo, QK, QK_K, TYPES,
 };
-use crate::types::{cast_pod, KernelError, Result};
+use crate::types::{KernelError, Result};
 
 /// Reinterprets raw bytes (e.g. a tensor inside the mapping) as blocks. Checks the length and
 /// the alignment first.
-pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Result<&[B]> {
-    // SAFETY: `B` is a `Block`, i.e. a `#[repr(C)]` struct of integers without padding.
-    unsafe { cast_pod(bytes, "cast_blocks", B::DTYPE) }
+pub fn cast_blocks<B: BlockLayout>(bytes: &[u8]) -> Result<&[B]> {
+    crate::types::cast_blocks(bytes, "cast_blocks")
 }
 
 /// Views blocks as their bytes (to write them to a file).
-pub fn block_bytes<B: Block>(blocks: &[B]) -> &[u8] {
-    // SAFETY: `Block` types are `#[repr(C)]` with no padding bytes, so every byte is
+pub fn block_bytes<B: BlockLayout>(blocks: &[B]) -> &[u8] {
+    // SAFETY: `BlockLayout` types are `#[repr(C)]` with no padding bytes, so every byte is
     // initialised; u8 has alignment 1 and the length covers exactly the blocks.
     unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks)) }
 }
@@ -33,27 +33,25 @@ pub(crate) fn check_blocks(op: &'static str, dtype: DType, n_values: usize, n_bl
 }
 
 macro_rules! impl_block {
-    ($ty:ty, $dtype:expr, $quant:ident, $dequant:ident, $dot:ident, $slot:ident $(, { $($m:tt)* })?) => {
+    ($ty:ty, $quant:ident, $dequant:ident, $dot:ident $(, { $($m:tt)* })?) => {
         impl Block for $ty {
-            const DTYPE: DType = $dtype;
-            const BLOCK_LEN: usize = QK;
             type Activation = BlockQ8A;
             fn quantize_row(src: &[f32], dst: &mut [Self]) -> Result<()> {
-                check_blocks("quantize_row", $dtype, src.len(), dst.len())?;
+                check_blocks("quantize_row", Self::DTYPE, src.len(), dst.len())?;
                 crate::scalar::$quant(src, dst);
                 Ok(())
             }
             fn dequantize_row(src: &[Self], dst: &mut [f32]) -> Result<()> {
-                check_blocks("dequantize_row", $dtype, dst.len(), src.len())?;
+                check_blocks("dequantize_row", Self::DTYPE, dst.len(), src.len())?;
                 crate::scalar::$dequant(src, dst);
                 Ok(())
             }
             fn vec_dot(w: &[Self], a: &[BlockQ8A]) -> Result<f32> {
-                check_blocks("vec_dot", $dtype, a.len() * QK, w.len())?;
-                Ok((crate::dispatch::kernels().$slot)(w, a))
+                check_blocks("vec_dot", Self::DTYPE, a.len() * QK, w.len())?;
+                Ok((crate::dispatch::kernels().$dot)(w, a))
             }
             fn vec_dot_scalar(w: &[Self], a: &[BlockQ8A]) -> Result<f32> {
-                check_blocks("vec_dot", $dtype, a.len() * QK, w.len())?;
+                check_blocks("vec_dot", Self::DTYPE, a.len() * QK, w.len())?;
                 Ok(crate::scalar::$dot(w, a))
             }
             #[inline(always)]
@@ -69,9 +67,9 @@ macro_rules! impl_block {
     };
 }
 
-impl_block!(BlockQ8_0, DType::Q8_0, quantize_row_q8_0, dequantize_row_q8_0, vec_dot_q8_0, vec_dot_q8_0);
-impl_block!(BlockQ4_0, DType::Q4_0, quantize_row_q4_0, dequantize_row_q4_0, vec_dot_q4_0, vec_dot_q4_0);
-impl_block!(BlockQ4_1, DType::Q4_1, quantize_row_q4_1, dequantize_row_q4_1, vec_dot_q4_1, vec_dot_q4_1, {
+impl_block!(BlockQ8_0, quantize_row_q8_0, dequantize_row_q8_0, vec_dot_q8_0);
+impl_block!(BlockQ4_0, quantize_row_q4_0, dequantize_row_q4_0, vec_dot_q4_0);
+impl_block!(BlockQ4_1, quantize_row_q4_1, dequantize_row_q4_1, vec_dot_q4_1, {
     #[inline(always)]
     fn m(&self) -> u16 {
         self.m
@@ -126,21 +124,13 @@ fn with_blocks<B: Block>(src: &[u8], dst: &mut [f32], f: fn(&[B], &mut [f32])) -
     match cast_blocks::<B>(src) {
         Ok(b) => f(b, dst),
         Err(KernelError::Misaligned { .. }) => {
-            for (bytes, out) in src.chunks_exact(std::mem::size_of::<B>()).zip(dst.chunks_exact_mut(B::BLOCK_LEN)) {
-                let mut b = [B::default()];
-                block_bytes_mut(&mut b).copy_from_slice(bytes);
-                f(&b, out);
+            for (b, out) in crate::types::blocks_of::<B>(src).zip(dst.chunks_exact_mut(B::BLOCK_LEN)) {
+                f(&[b], out);
             }
         }
         Err(e) => return Err(e),
     }
     Ok(())
-}
-
-fn block_bytes_mut<B: Block>(blocks: &mut [B]) -> &mut [u8] {
-    // SAFETY: as in `block_bytes`; additionally every bit pattern is a valid `B`, so writing
-    // arbitrary bytes through the returned slice keeps the blocks valid.
-    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(blocks)) }
 }
 
 /// Quantizes a row of f32 into the bytes of a native type.

@@ -10,8 +10,8 @@
 //! 256-bit or 128-bit register holds 8 or 4 of those rows. The tensor has the same number of
 //! bytes as the row-major one.
 
-use crate::types::{DType, QK};
-use crate::types::{KernelError, Result};
+use crate::types::{blocks, BlockLayout, BlockQ4_0, BlockQ4_1, BlockQ8_0, DType, KernelError, Result, QK};
+use std::mem::offset_of;
 
 /// Rows per interleaved group.
 pub const GROUP: usize = 16;
@@ -61,12 +61,12 @@ impl TensorLayout {
     }
 }
 
-/// (f16 fields, quant bytes) of a block of the interleavable types.
-const fn fields(dtype: DType) -> Option<(usize, usize)> {
+/// The f16 fields (`d`, `m`: those before `qs`) of a block of the interleavable types.
+const fn fields(dtype: DType) -> Option<usize> {
     match dtype {
-        DType::Q4_0 => Some((1, QK / 2)),
-        DType::Q4_1 => Some((2, QK / 2)),
-        DType::Q8_0 => Some((1, QK)),
+        DType::Q4_0 => Some(offset_of!(BlockQ4_0, qs) / 2),
+        DType::Q4_1 => Some(offset_of!(BlockQ4_1, qs) / 2),
+        DType::Q8_0 => Some(offset_of!(BlockQ8_0, qs) / 2),
         _ => None,
     }
 }
@@ -85,7 +85,7 @@ fn lane_offset(nf: usize, lane: usize, i: usize) -> usize {
 /// Row-major `src` (`rows` × `cols` of `dtype`) into the 16-row layout in `dst`.
 pub fn interleave(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut Vec<u8>) -> Result<()> {
     TensorLayout::Rows16.check(dtype, &[rows, cols])?;
-    let (nf, _) = fields(dtype).expect("checked");
+    let nf = fields(dtype).expect("checked");
     let rb = dtype.row_bytes(cols)?;
     if src.len() != rows * rb {
         return Err(KernelError::LengthMismatch { op: "interleave", expected: rows * rb, got: src.len() });
@@ -123,7 +123,7 @@ pub fn row(dtype: DType, cols: usize, data: &[u8], r: usize, dst: &mut [u8]) -> 
 /// `data` (`cols` wide) into `dst`: what a single-row reader (the embedding lookup) needs,
 /// without a row-sized buffer.
 pub fn block(dtype: DType, cols: usize, data: &[u8], r: usize, b: usize, dst: &mut [u8]) -> Result<()> {
-    let (nf, _) = fields(dtype).ok_or_else(|| KernelError::BadLayout {
+    let nf = fields(dtype).ok_or_else(|| KernelError::BadLayout {
         layout: TensorLayout::Rows16.name(),
         dtype,
         shape: vec![r, cols],
@@ -142,40 +142,29 @@ pub fn block(dtype: DType, cols: usize, data: &[u8], r: usize, b: usize, dst: &m
 }
 
 /// Bytes of the largest block an interleaved type has (`q8_0`).
-pub const MAX_BLOCK_BYTES: usize = 34;
+pub const MAX_BLOCK_BYTES: usize = size_of::<BlockQ8_0>();
 
-/// Block `b` of 16 interleaved `q4_0` rows.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-pub struct BlockQ4_0x16 {
-    pub d: [u16; GROUP],
-    pub qs: [u8; GROUP * QK / 2],
+blocks! {
+    /// Block `b` of 16 interleaved `q4_0` rows.
+    BlockQ4_0x16(Q4_0, QK, 16 * 18) {
+        d: [u16; GROUP],
+        qs: [u8; GROUP * QK / 2],
+    }
+    /// Block `b` of 16 interleaved `q4_1` rows.
+    BlockQ4_1x16(Q4_1, QK, 16 * 20) {
+        d: [u16; GROUP],
+        m: [u16; GROUP],
+        qs: [u8; GROUP * QK / 2],
+    }
+    /// Block `b` of 16 interleaved `q8_0` rows (quant bytes are the signed values' bits).
+    BlockQ8_0x16(Q8_0, QK, 16 * 34) {
+        d: [u16; GROUP],
+        qs: [u8; GROUP * QK],
+    }
 }
-const _: () = assert!(std::mem::size_of::<BlockQ4_0x16>() == 16 * 18);
 
-/// Block `b` of 16 interleaved `q4_1` rows.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-pub struct BlockQ4_1x16 {
-    pub d: [u16; GROUP],
-    pub m: [u16; GROUP],
-    pub qs: [u8; GROUP * QK / 2],
-}
-const _: () = assert!(std::mem::size_of::<BlockQ4_1x16>() == 16 * 20);
-
-/// Block `b` of 16 interleaved `q8_0` rows (quant bytes are the signed values' bits).
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-pub struct BlockQ8_0x16 {
-    pub d: [u16; GROUP],
-    pub qs: [u8; GROUP * QK],
-}
-const _: () = assert!(std::mem::size_of::<BlockQ8_0x16>() == 16 * 34);
-
-/// An interleaved block type: `#[repr(C)]`, integers only, no padding (every bit pattern
-/// valid), which `cast` relies on.
-pub trait GroupBlock: Copy + Send + Sync + 'static {
-    const DTYPE: DType;
+/// The fields of an interleaved group block that the kernels read.
+pub trait GroupBlock: BlockLayout {
     /// The 16 rows' `d`.
     fn d(&self) -> &[u16; GROUP];
     /// The 16 rows' `m` (`q4_1`), else `None`.
@@ -187,9 +176,8 @@ pub trait GroupBlock: Copy + Send + Sync + 'static {
 }
 
 macro_rules! impl_group_block {
-    ($($blk:ident: $dtype:ident $(, m: $m:ident)?;)*) => {$(
+    ($($blk:ident $(, m: $m:ident)?;)*) => {$(
         impl GroupBlock for $blk {
-            const DTYPE: DType = DType::$dtype;
             fn d(&self) -> &[u16; GROUP] {
                 &self.d
             }
@@ -204,37 +192,23 @@ macro_rules! impl_group_block {
 }
 
 impl_group_block! {
-    BlockQ4_0x16: Q4_0;
-    BlockQ4_1x16: Q4_1, m: m;
-    BlockQ8_0x16: Q8_0;
-}
-
-/// Interleaved tensor bytes as group blocks (length and alignment checked).
-pub fn cast<B: GroupBlock>(bytes: &[u8]) -> Result<&[B]> {
-    // SAFETY: `B` is a `GroupBlock`: `#[repr(C)]`, integers only, no padding.
-    unsafe { crate::types::cast_pod(bytes, "interleave::cast", B::DTYPE) }
+    BlockQ4_0x16;
+    BlockQ4_1x16, m: m;
+    BlockQ8_0x16;
 }
 
 /// A copy of interleaved tensor bytes as owned group blocks (any alignment of `bytes`).
 pub fn to_blocks<B: GroupBlock>(bytes: &[u8]) -> Result<Vec<B>> {
-    let size = std::mem::size_of::<B>();
+    let (dtype, size) = (B::DTYPE, size_of::<B>());
     if !bytes.len().is_multiple_of(size) {
         return Err(KernelError::ByteLength {
             op: "interleave::to_blocks",
-            dtype: B::DTYPE,
+            dtype,
             got: bytes.len(),
             block_bytes: size,
         });
     }
-    let n = bytes.len() / size;
-    let mut v: Vec<B> = Vec::with_capacity(n);
-    // SAFETY: the allocation holds n blocks = bytes.len() bytes, which are copied in whole
-    // before `set_len`; every bit pattern is a valid `GroupBlock`.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), bytes.len());
-        v.set_len(n);
-    }
-    Ok(v)
+    Ok(crate::types::blocks_of(bytes).collect())
 }
 
 #[cfg(test)]
@@ -258,7 +232,7 @@ mod tests {
                 assert_eq!(back, src[r * rb..(r + 1) * rb], "{dtype} row {r}");
             }
             // Hand-checked positions: group 1, block 2, row 17 (lane 1).
-            let (nf, _) = fields(dtype).unwrap();
+            let nf = fields(dtype).unwrap();
             let bs = dtype.block_bytes();
             let blk = &dst[rb * GROUP + 2 * bs * GROUP..];
             let srow = &src[17 * rb + 2 * bs..];

@@ -6,14 +6,28 @@
 //! - `q5_k` (176 B): as `q4_k` plus 32 bytes of high bits before the nibbles.
 //! - `q6_k` (210 B): 128 bytes low nibbles, 64 bytes of 2-bit highs, 16 i8 scales, f16 d.
 //!
-//! Callers pass whole super-blocks (checked by `dequantize_bytes`).
+//! Callers pass whole super-blocks (checked by `dequantize_bytes`), read as raw bytes at the
+//! offsets of the fields of `BlockQ4K`, `BlockQ5K` and `BlockQ6K`.
 
 use crate::types::{f16_at, f16_to_f32, f32_to_f16, idot_u, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8A, QK_K};
+use std::mem::offset_of;
 
-/// Bytes per super-block.
-pub(crate) const Q4K: usize = size_of::<BlockQ4K>();
-pub(crate) const Q5K: usize = size_of::<BlockQ5K>();
-pub(crate) const Q6K: usize = size_of::<BlockQ6K>();
+/// `q4_k` and `q5_k` share their header (`d`, `dmin`, `scales`), read through `BlockQ4K`.
+const _: () = assert!(
+    offset_of!(BlockQ4K, d) == offset_of!(BlockQ5K, d)
+        && offset_of!(BlockQ4K, dmin) == offset_of!(BlockQ5K, dmin)
+        && offset_of!(BlockQ4K, scales) == offset_of!(BlockQ5K, scales)
+        && offset_of!(BlockQ4K, qs) == offset_of!(BlockQ5K, qh)
+);
+/// The packed scales and mins of a `q4_k`/`q5_k` super-block's bytes.
+const SCALES: std::ops::Range<usize> = offset_of!(BlockQ4K, scales)..offset_of!(BlockQ4K, qs);
+/// Where `q5_k`'s nibbles start (its fifth bits `qh` lie between `SCALES` and them).
+const QS5: usize = offset_of!(BlockQ5K, qs);
+/// The fields of `q6_k` (`ql` and `qh` each hold two 128-value halves).
+const QL6: usize = offset_of!(BlockQ6K, ql);
+const QH6: usize = offset_of!(BlockQ6K, qh);
+const SC6: usize = offset_of!(BlockQ6K, scales);
+const D6: usize = offset_of!(BlockQ6K, d);
 
 /// The j-th 6-bit (scale, min) pair of the 12 packed bytes.
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
@@ -34,7 +48,10 @@ pub fn dequantize_row_q5_k(src: &[u8], dst: &mut [f32]) {
 
 /// `q4_k` (`five` false) and `q5_k`: value = d·sc_j·q − dmin·m_j in sub-block j.
 fn dequantize_row_k4(src: &[u8], dst: &mut [f32], five: bool) {
-    for (b, y) in src.chunks_exact(if five { Q5K } else { Q4K }).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, y) in src
+        .chunks_exact(if five { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() })
+        .zip(dst.chunks_exact_mut(QK_K))
+    {
         let sm = scales_k4(b);
         let (qh, ql) = quants_k4(b, five);
         for (j, out) in y.chunks_exact_mut(32).enumerate() {
@@ -46,13 +63,13 @@ fn dequantize_row_k4(src: &[u8], dst: &mut [f32], five: bool) {
 }
 
 pub fn dequantize_row_q6_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(Q6K).zip(dst.chunks_exact_mut(QK_K)) {
-        let d = f16_at(b, 208);
+    for (b, y) in src.chunks_exact(size_of::<BlockQ6K>()).zip(dst.chunks_exact_mut(QK_K)) {
+        let d = f16_at(b, D6);
         for (i, out) in y.chunks_exact_mut(32).enumerate() {
             let (n, k) = (i / 4, i % 4);
-            let q = sub_q6(&b[64 * n..64 * n + 64], &b[128 + 32 * n..160 + 32 * n], k);
+            let q = sub_q6(&b[QL6 + 64 * n..][..64], &b[QH6 + 32 * n..][..32], k);
             for (l, (o, q)) in out.iter_mut().zip(q).enumerate() {
-                *o = d * (b[192 + 8 * n + 2 * k + l / 16] as i8) as f32 * q as f32;
+                *o = d * (b[SC6 + 8 * n + 2 * k + l / 16] as i8) as f32 * q as f32;
             }
         }
     }
@@ -197,7 +214,8 @@ pub fn quantize_row_q5_k(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
 }
 
 fn quantize_row_k4(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8], five: bool) {
-    let (bytes, nmax, rmin, nstep) = if five { (Q5K, 31, -0.5, 15) } else { (Q4K, 15, -1.0, 20) };
+    let (bytes, nmax, rmin, nstep) =
+        if five { (size_of::<BlockQ5K>(), 31, -0.5, 15) } else { (size_of::<BlockQ4K>(), 15, -1.0, 20) };
     for (s, (x, b)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(bytes)).enumerate() {
         let mut l = [0u8; QK_K];
         let mut sub = [(0f32, 0f32); 8];
@@ -230,7 +248,7 @@ fn quantize_row_k4(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8], five: b
         }
         let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
         let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-        let scales = &mut b[4..16];
+        let scales = &mut b[SCALES];
         scales.fill(0);
         for (j, &(sc, m)) in sub.iter().enumerate() {
             // ggml stores nearest_int's int in a uint8_t, then caps it at 63.
@@ -247,11 +265,11 @@ fn quantize_row_k4(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8], five: b
         }
         let d = f32_to_f16(max_scale / 63.0);
         let dmin = f32_to_f16(max_min / 63.0);
-        b[0..2].copy_from_slice(&d.to_le_bytes());
-        b[2..4].copy_from_slice(&dmin.to_le_bytes());
+        b[offset_of!(BlockQ4K, d)..][..2].copy_from_slice(&d.to_le_bytes());
+        b[offset_of!(BlockQ4K, dmin)..][..2].copy_from_slice(&dmin.to_le_bytes());
         let (d, dmin) = (f16_to_f32(d), f16_to_f32(dmin));
         for j in 0..8 {
-            let (sc, m) = scale_min_k4(j, &b[4..16]);
+            let (sc, m) = scale_min_k4(j, &b[SCALES]);
             let dj = d * sc as f32;
             if dj == 0.0 {
                 continue; // the sub-block keeps the integers of its search
@@ -261,7 +279,7 @@ fn quantize_row_k4(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8], five: b
                 l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / dj).clamp(0, nmax) as u8;
             }
         }
-        let (qh, qs) = b[16..].split_at_mut(if five { 32 } else { 0 });
+        let (qh, qs) = b[SCALES.end..].split_at_mut(if five { QS5 - SCALES.end } else { 0 });
         qh.fill(0);
         for g in 0..4 {
             for i in 0..32 {
@@ -278,7 +296,7 @@ fn quantize_row_k4(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8], five: b
 /// `q6_k`: ggml's `quantize_row_q6_K_ref` when `weights` is `None` (16-value sub-blocks, scales
 /// re-quantized to signed 8 bits against the largest); with `weights`, the same under them.
 pub fn quantize_row_q6_k(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
-    for (s, (x, b)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q6K)).enumerate() {
+    for (s, (x, b)) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(size_of::<BlockQ6K>())).enumerate() {
         let mut l = [0u8; QK_K];
         let mut sub = [0f32; 16];
         let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
@@ -296,13 +314,13 @@ pub fn quantize_row_q6_k(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
         }
         let iscale = -128.0 / max_scale;
         let d = f32_to_f16(1.0 / iscale);
-        b[208..Q6K].copy_from_slice(&d.to_le_bytes());
+        b[D6..D6 + 2].copy_from_slice(&d.to_le_bytes());
         let d = f16_to_f32(d);
         for ib in 0..16 {
-            b[192 + ib] = nearest_int(iscale * sub[ib]).min(127) as i8 as u8;
+            b[SC6 + ib] = nearest_int(iscale * sub[ib]).min(127) as i8 as u8;
         }
         for j in 0..16 {
-            let dj = d * (b[192 + j] as i8) as f32;
+            let dj = d * (b[SC6 + j] as i8) as f32;
             if dj == 0.0 {
                 continue; // the sub-block keeps the integers of its search
             }
@@ -311,7 +329,7 @@ pub fn quantize_row_q6_k(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
             }
         }
         for n in 0..2 {
-            let (j, ql, qh) = (128 * n, 64 * n, 128 + 32 * n);
+            let (j, ql, qh) = (128 * n, QL6 + 64 * n, QH6 + 32 * n);
             for i in 0..32 {
                 let (q1, q2, q3, q4) = (l[j + i], l[j + i + 32], l[j + i + 64], l[j + i + 96]);
                 b[ql + i] = (q1 & 0x0F) | ((q3 & 0x0F) << 4);
@@ -331,9 +349,9 @@ pub fn quantize_row_q6_k(src: &[f32], weights: Option<&[f32]>, dst: &mut [u8]) {
 /// The 8 (scale, −min) pairs of a `q4_k`/`q5_k` super-block as f32 multipliers.
 #[inline]
 pub(crate) fn scales_k4(b: &[u8]) -> [(f32, f32); 8] {
-    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let (d, dmin) = (f16_at(b, offset_of!(BlockQ4K, d)), f16_at(b, offset_of!(BlockQ4K, dmin)));
     std::array::from_fn(|j| {
-        let (sc, m) = scale_min_k4(j, &b[4..16]);
+        let (sc, m) = scale_min_k4(j, &b[SCALES]);
         (d * sc as f32, dmin * m as f32)
     })
 }
@@ -342,9 +360,9 @@ pub(crate) fn scales_k4(b: &[u8]) -> [(f32, f32); 8] {
 #[inline]
 fn quants_k4(b: &[u8], five: bool) -> (Option<&[u8]>, &[u8]) {
     if five {
-        (Some(&b[16..48]), &b[48..Q5K])
+        (Some(&b[SCALES.end..QS5]), &b[QS5..])
     } else {
-        (None, &b[16..Q4K])
+        (None, &b[offset_of!(BlockQ4K, qs)..])
     }
 }
 
@@ -373,12 +391,12 @@ fn vec_dot_k4(w: &[u8], a: &[BlockQ8A], bytes: usize, five: bool) -> f32 {
 
 /// `q4_k` row × activation blocks (`w`: `a.len() / 8` super-blocks of 144 bytes).
 pub fn vec_dot_q4_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-    vec_dot_k4(w, a, Q4K, false)
+    vec_dot_k4(w, a, size_of::<BlockQ4K>(), false)
 }
 
 /// `q5_k` row × activation blocks (`w`: `a.len() / 8` super-blocks of 176 bytes).
 pub fn vec_dot_q5_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
-    vec_dot_k4(w, a, Q5K, true)
+    vec_dot_k4(w, a, size_of::<BlockQ5K>(), true)
 }
 
 /// Sub-block k (values 32k..32k + 32 of a 128-value half) of a `q6_k` half as signed integers.
@@ -393,14 +411,14 @@ fn sub_q6(ql: &[u8], qh: &[u8], k: usize) -> [i8; 32] {
 /// `q6_k` row × activation blocks (`w`: `a.len() / 8` super-blocks of 210 bytes).
 pub fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0f32;
-    for (b, a) in w.chunks_exact(Q6K).zip(a.chunks_exact(8)) {
-        let d = f16_at(b, 208);
+    for (b, a) in w.chunks_exact(size_of::<BlockQ6K>()).zip(a.chunks_exact(8)) {
+        let d = f16_at(b, D6);
         for (i, ba) in a.iter().enumerate() {
             let (n, k) = (i / 4, i % 4);
-            let q = sub_q6(&b[64 * n..64 * n + 64], &b[128 + 32 * n..160 + 32 * n], k);
+            let q = sub_q6(&b[QL6 + 64 * n..][..64], &b[QH6 + 32 * n..][..32], k);
             let s0: i32 = q[..16].iter().zip(&ba.qs[..16]).map(|(&q, &a)| q as i32 * a as i32).sum();
             let s1: i32 = q[16..].iter().zip(&ba.qs[16..]).map(|(&q, &a)| q as i32 * a as i32).sum();
-            let (sc0, sc1) = (b[192 + 8 * n + 2 * k] as i8, b[193 + 8 * n + 2 * k] as i8);
+            let (sc0, sc1) = (b[SC6 + 8 * n + 2 * k] as i8, b[SC6 + 1 + 8 * n + 2 * k] as i8);
             acc += d * sc0 as f32 * ba.d * s0 as f32 + d * sc1 as f32 * ba.d * s1 as f32;
         }
     }

@@ -232,7 +232,7 @@ fn gemm_q<B: Block>(
 /// call covers the chunk's groups for as many tokens as its output buffer holds (decode: one).
 fn gemm_groups<B: GroupBlock>(w: &WeightView<'_>, act: &Activations, out: &mut [f32], tile: GemmFn<B>) -> Result<()> {
     check_blocks("gemm", B::DTYPE, w.cols, w.cols / QK)?;
-    let blocks: &[B] = interleave::cast(w.data)?;
+    let blocks: &[B] = cast_blocks(w.data)?;
     let nb = w.cols / QK;
     let (rows, n_tokens) = (w.rows, act.n_tokens);
     let a = &act.q8;

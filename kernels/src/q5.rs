@@ -8,13 +8,11 @@
 //! dot products with 8-bit activation blocks (the scalar
 //! twins of the SIMD kernels). llama.cpp's `Q4_K_M` stores matrices whose width is not a
 //! multiple of 256 as `Q5_0`; `Q5_K_M`'s fallback is `Q5_1`.
+//!
+//! The kernels take raw bytes (any alignment) and read and write them as `BlockQ5_0` and
+//! `BlockQ5_1`.
 
-use crate::types::{f16_at, f32_to_f16, idot_u, BlockQ5_0, BlockQ5_1, BlockQ8A, QK};
-
-/// Bytes of a `q5_0` block.
-pub const BYTES: usize = size_of::<BlockQ5_0>();
-/// Bytes of a `q5_1` block.
-pub const BYTES_1: usize = size_of::<BlockQ5_1>();
+use crate::types::{blocks_of, f16_to_f32, f32_to_f16, idot_u, write_block, BlockQ5_0, BlockQ5_1, BlockQ8A, QK};
 
 /// The 32 unsigned 5-bit integers of a block from its nibbles and high bits.
 #[inline]
@@ -25,10 +23,6 @@ pub(crate) fn unsigned(qs: &[u8], qh: u32) -> [u8; QK] {
         q[j + 16] = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
     }
     q
-}
-
-fn qh_at(b: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
 /// Nibbles and high bits of 32 unsigned 5-bit integers, into `qs` (16 bytes) and the returned `qh`.
@@ -45,18 +39,18 @@ fn pack_unsigned(q: &[u8; QK], qs: &mut [u8]) -> u32 {
 
 /// The scale and the 32 signed integers of one `q5_0` block.
 pub fn unpack(b: &[u8]) -> (f32, [i32; QK]) {
-    let q = unsigned(&b[6..22], qh_at(b, 2));
-    (f16_at(b, 0), q.map(|q| q as i32 - 16))
+    let b: BlockQ5_0 = blocks_of(b).next().expect("a whole q5_0 block");
+    (f16_to_f32(b.d), unsigned(&b.qs, u32::from_le_bytes(b.qh)).map(|q| q as i32 - 16))
 }
 
 pub fn pack(d: u16, q: &[i32; QK], out: &mut [u8]) {
-    out[0..2].copy_from_slice(&d.to_le_bytes());
-    let qh = pack_unsigned(&q.map(|q| (q + 16) as u8), &mut out[6..22]);
-    out[2..6].copy_from_slice(&qh.to_le_bytes());
+    let mut b = BlockQ5_0 { d, ..Default::default() };
+    b.qh = pack_unsigned(&q.map(|q| (q + 16) as u8), &mut b.qs).to_le_bytes();
+    write_block(out, b);
 }
 
 pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(BYTES).zip(dst.chunks_exact_mut(QK)) {
+    for (b, y) in src.chunks_exact(size_of::<BlockQ5_0>()).zip(dst.chunks_exact_mut(QK)) {
         let (d, q) = unpack(b);
         y.iter_mut().zip(q).for_each(|(y, q)| *y = q as f32 * d);
     }
@@ -64,7 +58,7 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
 
 /// ggml's `quantize_row_q5_0_ref`: the value of largest magnitude maps to −16.
 pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(size_of::<BlockQ5_0>())) {
         let max = crate::types::max_by_magnitude(x);
         let d = max / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -79,23 +73,22 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8]) {
 // ---- q5_1 ----
 
 pub fn pack_1(d: u16, m: u16, q: &[u8; QK], out: &mut [u8]) {
-    out[0..2].copy_from_slice(&d.to_le_bytes());
-    out[2..4].copy_from_slice(&m.to_le_bytes());
-    let qh = pack_unsigned(q, &mut out[8..24]);
-    out[4..8].copy_from_slice(&qh.to_le_bytes());
+    let mut b = BlockQ5_1 { d, m, ..Default::default() };
+    b.qh = pack_unsigned(q, &mut b.qs).to_le_bytes();
+    write_block(out, b);
 }
 
 pub fn dequantize_row_1(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(BYTES_1).zip(dst.chunks_exact_mut(QK)) {
-        let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-        let q = unsigned(&b[8..24], qh_at(b, 4));
+    for (b, y) in blocks_of::<BlockQ5_1>(src).zip(dst.chunks_exact_mut(QK)) {
+        let (d, m) = (f16_to_f32(b.d), f16_to_f32(b.m));
+        let q = unsigned(&b.qs, u32::from_le_bytes(b.qh));
         y.iter_mut().zip(q).for_each(|(y, q)| *y = q as f32 * d + m);
     }
 }
 
 /// ggml's `quantize_row_q5_1_ref`: the block's range in 31 steps from its minimum.
 pub fn quantize_row_1(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES_1)) {
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(size_of::<BlockQ5_1>())) {
         let min = x.iter().fold(f32::MAX, |m, &v| if v < m { v } else { m });
         let max = x.iter().fold(-f32::MAX, |m, &v| if v > m { v } else { m });
         let d = (max - min) / 31.0;
@@ -113,9 +106,9 @@ pub fn quantize_row_1(src: &[f32], dst: &mut [u8]) {
 /// `q5_0` row × activation blocks (`w`: `a.len()` blocks of 22 bytes).
 pub fn vec_dot_q5_0(w: &[u8], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0f32;
-    for (b, ba) in w.chunks_exact(BYTES).zip(a) {
-        let q = unsigned(&b[6..22], qh_at(b, 2));
-        acc += f16_at(b, 0) * ba.d * (idot_u(&q, &ba.qs) - 16 * ba.sum) as f32;
+    for (b, ba) in blocks_of::<BlockQ5_0>(w).zip(a) {
+        let q = unsigned(&b.qs, u32::from_le_bytes(b.qh));
+        acc += f16_to_f32(b.d) * ba.d * (idot_u(&q, &ba.qs) - 16 * ba.sum) as f32;
     }
     acc
 }
@@ -123,9 +116,10 @@ pub fn vec_dot_q5_0(w: &[u8], a: &[BlockQ8A]) -> f32 {
 /// `q5_1` row × activation blocks (`w`: `a.len()` blocks of 24 bytes).
 pub fn vec_dot_q5_1(w: &[u8], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0f32;
-    for (b, ba) in w.chunks_exact(BYTES_1).zip(a) {
-        let q = unsigned(&b[8..24], qh_at(b, 4));
-        acc += f16_at(b, 0) * ba.d * idot_u(&q, &ba.qs) as f32 + f16_at(b, 2) * ba.d * ba.sum as f32;
+    for (b, ba) in blocks_of::<BlockQ5_1>(w).zip(a) {
+        let q = unsigned(&b.qs, u32::from_le_bytes(b.qh));
+        let (d, m) = (f16_to_f32(b.d), f16_to_f32(b.m));
+        acc += d * ba.d * idot_u(&q, &ba.qs) as f32 + m * ba.d * ba.sum as f32;
     }
     acc
 }

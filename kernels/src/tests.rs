@@ -155,8 +155,12 @@ fn probe_sum_matches_scalar() {
 
 /// The scalar K-quant code (`kquants`), here because it uses the dispatched `quantize_act`.
 mod kquants {
-    use crate::blocks::{f32_to_f16, quantize_act, BlockQ8A, QK, QK_K};
+    use crate::blocks::{f32_to_f16, quantize_act, BlockQ4K, BlockQ5_1, BlockQ6K, BlockQ8A, DType, QK, QK_K};
     use crate::kquants::*;
+    use std::mem::offset_of;
+    /// The f16 scales of `q4_k` and `q5_k` (`d`, `dmin`: one header), and of `q6_k`.
+    const K4: [usize; 2] = [offset_of!(BlockQ4K, d), offset_of!(BlockQ4K, dmin)];
+    const D6: usize = offset_of!(BlockQ6K, d);
 
     fn lcg(seed: &mut u64) -> u64 {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -164,7 +168,8 @@ mod kquants {
     }
 
     /// Random super-blocks with sane f16 scales (the integer fields take any value).
-    fn random_blocks(bytes: usize, n: usize, f16_at: &[usize], seed: &mut u64) -> Vec<u8> {
+    fn random_blocks(dtype: DType, n: usize, f16_at: &[usize], seed: &mut u64) -> Vec<u8> {
+        let bytes = dtype.block_bytes();
         let mut v: Vec<u8> = (0..bytes * n).map(|_| lcg(seed) as u8).collect();
         for b in v.chunks_exact_mut(bytes) {
             for &o in f16_at {
@@ -180,7 +185,6 @@ mod kquants {
     /// activation blocks, in f64.
     #[test]
     fn scalar_dots_match_dequantized_products() {
-        use crate::blocks::DType;
         type Deq = fn(&[u8], &mut [f32]);
         type Dot = fn(&[u8], &[BlockQ8A]) -> f32;
         let mut seed = 11u64;
@@ -188,7 +192,7 @@ mod kquants {
             let cols = n * QK_K;
             let q5 = {
                 let w: Vec<f32> = (0..cols).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
-                let mut b = vec![0u8; cols / QK * crate::q5::BYTES];
+                let mut b = vec![0u8; DType::Q5_0.row_bytes(cols).unwrap()];
                 crate::q5::quantize_row(&w, &mut b);
                 b
             };
@@ -196,13 +200,13 @@ mod kquants {
                 (DType::Q5_0, q5, crate::q5::dequantize_row, crate::q5::vec_dot_q5_0),
                 (
                     DType::Q5_1,
-                    random_blocks(crate::q5::BYTES_1, 8 * n, &[0, 2], &mut seed),
+                    random_blocks(DType::Q5_1, 8 * n, &[offset_of!(BlockQ5_1, d), offset_of!(BlockQ5_1, m)], &mut seed),
                     crate::q5::dequantize_row_1,
                     crate::q5::vec_dot_q5_1,
                 ),
-                (DType::Q4K, random_blocks(Q4K, n, &[0, 2], &mut seed), dequantize_row_q4_k, vec_dot_q4_k),
-                (DType::Q5K, random_blocks(Q5K, n, &[0, 2], &mut seed), dequantize_row_q5_k, vec_dot_q5_k),
-                (DType::Q6K, random_blocks(Q6K, n, &[208], &mut seed), dequantize_row_q6_k, vec_dot_q6_k),
+                (DType::Q4K, random_blocks(DType::Q4K, n, &K4, &mut seed), dequantize_row_q4_k, vec_dot_q4_k),
+                (DType::Q5K, random_blocks(DType::Q5K, n, &K4, &mut seed), dequantize_row_q5_k, vec_dot_q5_k),
+                (DType::Q6K, random_blocks(DType::Q6K, n, &[D6], &mut seed), dequantize_row_q6_k, vec_dot_q6_k),
             ];
             let x: Vec<f32> = (0..cols).map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0).collect();
             let mut a = vec![BlockQ8A::default(); cols / QK];
@@ -236,13 +240,13 @@ mod kquants {
         let hot: Vec<f32> = (0..n).map(|i| if i % 8 == 0 { 100.0 } else { 1.0 }).collect();
         type Q = fn(&[f32], Option<&[f32]>, &mut [u8]);
         type Deq = fn(&[u8], &mut [f32]);
-        for (name, bytes, quant, deq, rel) in [
-            ("q4_k", 144usize, quantize_row_q4_k as Q, dequantize_row_q4_k as Deq, 0.12f64),
-            ("q5_k", Q5K, quantize_row_q5_k, dequantize_row_q5_k, 0.06),
-            ("q6_k", Q6K, quantize_row_q6_k, dequantize_row_q6_k, 0.03),
+        for (name, quant, deq, rel) in [
+            (DType::Q4K, quantize_row_q4_k as Q, dequantize_row_q4_k as Deq, 0.12f64),
+            (DType::Q5K, quantize_row_q5_k, dequantize_row_q5_k, 0.06),
+            (DType::Q6K, quantize_row_q6_k, dequantize_row_q6_k, 0.03),
         ] {
             let err = |w: &[f32], sel: &dyn Fn(usize) -> bool| -> f64 {
-                let mut b = vec![0u8; n / QK_K * bytes];
+                let mut b = vec![0u8; name.row_bytes(n).unwrap()];
                 quant(&x, Some(w), &mut b);
                 let mut y = vec![0f32; n];
                 deq(&b, &mut y);

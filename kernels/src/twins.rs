@@ -73,9 +73,11 @@ pub(crate) use checks::*;
 #[cfg(test)]
 mod checks {
     use crate::blocks::{block_bytes, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK, QK_K};
+    use crate::blocks::{BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K};
     use crate::rng::Rng;
     use crate::scalar;
     use crate::table::{ByteDotsFn, Isa, Kernels};
+    use std::mem::offset_of;
 
     /// Block counts of every length class: one block, odd tails, SIMD widths ± 1, long rows.
     const BLOCK_COUNTS: [usize; 11] = [1, 2, 3, 7, 8, 9, 16, 17, 18, 48, 49];
@@ -350,11 +352,11 @@ mod checks {
             gemm_q4_1("gemm_q4_1", |_, q, _| q, scalar::dequantize_row_q4_1, k.vec_dot_q4_1),
             gemm_q8_0("gemm_q8_0", |_, _, q| q, scalar::dequantize_row_q8_0, k.vec_dot_q8_0);
         byte_dots:
-            dots_q5_0(DType::Q5_0, &[0], scalar::dots_q5_0),
-            dots_q5_1(DType::Q5_1, &[0, 2], scalar::dots_q5_1),
-            dots_q4_k(DType::Q4K, &[0, 2], scalar::dots_q4_k),
-            dots_q5_k(DType::Q5K, &[0, 2], scalar::dots_q5_k),
-            dots_q6_k(DType::Q6K, &[208], scalar::dots_q6_k);
+            dots_q5_0(DType::Q5_0, &[offset_of!(BlockQ5_0, d)], scalar::dots_q5_0),
+            dots_q5_1(DType::Q5_1, &[offset_of!(BlockQ5_1, d), offset_of!(BlockQ5_1, m)], scalar::dots_q5_1),
+            dots_q4_k(DType::Q4K, &[offset_of!(BlockQ4K, d), offset_of!(BlockQ4K, dmin)], scalar::dots_q4_k),
+            dots_q5_k(DType::Q5K, &[offset_of!(BlockQ5K, d), offset_of!(BlockQ5K, dmin)], scalar::dots_q5_k),
+            dots_q6_k(DType::Q6K, &[offset_of!(BlockQ6K, d)], scalar::dots_q6_k);
         x16:
             gemm_q4_0x16(|q, _, _| q, scalar::dequantize_row_q4_0, scalar::vec_dot_q4_0),
             gemm_q4_1x16(|_, q, _| q, scalar::dequantize_row_q4_1, scalar::vec_dot_q4_1),

@@ -45,23 +45,29 @@ pub struct TypeInfo {
     pub native: bool,
 }
 
-const fn row<B>(dtype: DType, name: &'static str, block_len: usize, native: bool) -> TypeInfo {
-    TypeInfo { dtype, name, block_len, block_bytes: std::mem::size_of::<B>(), native }
+/// The row of a block type, from its `BlockLayout`.
+const fn row<B: BlockLayout>(name: &'static str) -> TypeInfo {
+    TypeInfo { dtype: B::DTYPE, name, block_len: B::BLOCK_LEN, block_bytes: size_of::<B>(), native: true }
+}
+
+/// The row of a plain float type (values of `bytes` bytes).
+const fn float(dtype: DType, name: &'static str, bytes: usize, native: bool) -> TypeInfo {
+    TypeInfo { dtype, name, block_len: 1, block_bytes: bytes, native }
 }
 
 /// The type table: adding a block type is one row here (and its kernels).
 pub const TYPES: [TypeInfo; 11] = [
-    row::<f32>(DType::F32, "f32", 1, true),
-    row::<u16>(DType::F16, "f16", 1, true),
-    row::<BlockQ4_0>(DType::Q4_0, "q4_0", QK, true),
-    row::<BlockQ4_1>(DType::Q4_1, "q4_1", QK, true),
-    row::<BlockQ5_0>(DType::Q5_0, "q5_0", QK, true),
-    row::<BlockQ5_1>(DType::Q5_1, "q5_1", QK, true),
-    row::<BlockQ8_0>(DType::Q8_0, "q8_0", QK, true),
-    row::<BlockQ4K>(DType::Q4K, "q4_k", QK_K, true),
-    row::<BlockQ5K>(DType::Q5K, "q5_k", QK_K, true),
-    row::<BlockQ6K>(DType::Q6K, "q6_k", QK_K, true),
-    row::<u16>(DType::BF16, "bf16", 1, false),
+    float(DType::F32, "f32", 4, true),
+    float(DType::F16, "f16", 2, true),
+    row::<BlockQ4_0>("q4_0"),
+    row::<BlockQ4_1>("q4_1"),
+    row::<BlockQ5_0>("q5_0"),
+    row::<BlockQ5_1>("q5_1"),
+    row::<BlockQ8_0>("q8_0"),
+    row::<BlockQ4K>("q4_k"),
+    row::<BlockQ5K>("q5_k"),
+    row::<BlockQ6K>("q6_k"),
+    float(DType::BF16, "bf16", 2, false),
 ];
 
 /// `TYPES` row of each code (`u8::MAX`: no such type).
@@ -155,98 +161,91 @@ impl DType {
     }
 }
 
-// ---- legacy blocks ---------------------------------------------------------------------------
-
-/// `q8_0`: f16 scale `d`, 32 signed bytes; value = q·d.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C)]
-pub struct BlockQ8_0 {
-    pub d: u16,
-    pub qs: [i8; QK],
+/// Defines block structs, each the one description of its type: `#[repr(C)]` with f16 scales
+/// as raw `u16` bits (no padding, alignment 2), its size asserted, and its `BlockLayout`
+/// (element type, values per block).
+macro_rules! blocks {
+    ($($(#[$attr:meta])* $name:ident($dtype:ident, $len:expr, $size:expr) { $($field:ident: $ty:ty,)* })*) => {$(
+        $(#[$attr])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(C)]
+        pub struct $name {
+            $(pub $field: $ty,)*
+        }
+        const _: () = assert!(size_of::<$name>() == $size);
+        impl BlockLayout for $name {
+            const DTYPE: DType = DType::$dtype;
+            const BLOCK_LEN: usize = $len;
+        }
+    )*};
 }
-const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+pub(crate) use blocks;
 
-/// `q4_0`: f16 scale `d`, 16 bytes of nibbles; byte j holds value j (low nibble) and value
-/// j + 16 (high nibble); value = (q − 8)·d.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C)]
-pub struct BlockQ4_0 {
-    pub d: u16,
-    pub qs: [u8; QK / 2],
+// The legacy blocks (`Block` in `blocks`), then the byte-coded ones: their kernels (`q5`,
+// `kquants`, the SIMD bodies) read raw bytes at `offset_of!` of these fields; `qh` is a
+// little-endian u32 kept as bytes so that the blocks stay 2-aligned without padding.
+blocks! {
+    /// `q8_0`: f16 scale `d`, 32 signed bytes; value = q·d.
+    #[derive(Default)]
+    BlockQ8_0(Q8_0, QK, 34) {
+        d: u16,
+        qs: [i8; QK],
+    }
+    /// `q4_0`: f16 scale `d`, 16 bytes of nibbles; byte j holds value j (low nibble) and value
+    /// j + 16 (high nibble); value = (q − 8)·d.
+    #[derive(Default)]
+    BlockQ4_0(Q4_0, QK, 18) {
+        d: u16,
+        qs: [u8; QK / 2],
+    }
+    /// `q4_1`: f16 scale `d`, f16 minimum `m`, nibbles as in `q4_0`; value = q·d + m.
+    #[derive(Default)]
+    BlockQ4_1(Q4_1, QK, 20) {
+        d: u16,
+        m: u16,
+        qs: [u8; QK / 2],
+    }
+    /// `q5_0`: f16 `d`, the fifth bits `qh` (bit j for value j), nibbles as in `q4_0`;
+    /// value = (q − 16)·d.
+    #[derive(Default)]
+    BlockQ5_0(Q5_0, QK, 22) {
+        d: u16,
+        qh: [u8; 4],
+        qs: [u8; QK / 2],
+    }
+    /// `q5_1`: f16 `d`, f16 minimum `m`, `qh` and nibbles as in `q5_0`; value = q·d + m.
+    #[derive(Default)]
+    BlockQ5_1(Q5_1, QK, 24) {
+        d: u16,
+        m: u16,
+        qh: [u8; 4],
+        qs: [u8; QK / 2],
+    }
+    /// `q4_k`: f16 `d`, f16 `dmin`, 8 packed 6-bit (scale, min) pairs, 128 bytes of nibbles
+    /// (bytes 32g..32g + 32 hold sub-blocks 2g (low) and 2g + 1 (high)).
+    BlockQ4K(Q4K, QK_K, 144) {
+        d: u16,
+        dmin: u16,
+        scales: [u8; 12],
+        qs: [u8; QK_K / 2],
+    }
+    /// `q5_k`: as `q4_k` with the fifth bits `qh` (bit j of byte l: value l of sub-block j)
+    /// before the nibbles.
+    BlockQ5K(Q5K, QK_K, 176) {
+        d: u16,
+        dmin: u16,
+        scales: [u8; 12],
+        qh: [u8; QK_K / 8],
+        qs: [u8; QK_K / 2],
+    }
+    /// `q6_k`: low nibbles `ql`, 2-bit highs `qh`, 16 signed 8-bit sub-block scales, f16 `d`.
+    BlockQ6K(Q6K, QK_K, 210) {
+        ql: [u8; QK_K / 2],
+        qh: [u8; QK_K / 4],
+        scales: [i8; QK_K / 16],
+        d: u16,
+    }
 }
-const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
-
-/// `q4_1`: f16 scale `d`, f16 minimum `m`, nibbles as in `q4_0`; value = q·d + m.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C)]
-pub struct BlockQ4_1 {
-    pub d: u16,
-    pub m: u16,
-    pub qs: [u8; QK / 2],
-}
-const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
-
-// ---- byte-coded blocks (scalar code in `q5`, `kquants`) --------------------------------------------
-// Their kernels read them as bytes at the offsets of these fields; `qh` is a little-endian u32
-// kept as bytes so that the blocks stay 2-aligned without padding.
-
-/// `q5_0`: f16 `d`, the fifth bits `qh` (bit j for value j), nibbles as in `q4_0`;
-/// value = (q − 16)·d.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C)]
-pub struct BlockQ5_0 {
-    pub d: u16,
-    pub qh: [u8; 4],
-    pub qs: [u8; QK / 2],
-}
-const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
-
-/// `q5_1`: f16 `d`, f16 minimum `m`, `qh` and nibbles as in `q5_0`; value = q·d + m.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C)]
-pub struct BlockQ5_1 {
-    pub d: u16,
-    pub m: u16,
-    pub qh: [u8; 4],
-    pub qs: [u8; QK / 2],
-}
-const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
-
-/// `q4_k`: f16 `d`, f16 `dmin`, 8 packed 6-bit (scale, min) pairs, 128 bytes of nibbles
-/// (bytes 32g..32g + 32 hold sub-blocks 2g (low) and 2g + 1 (high)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
-pub struct BlockQ4K {
-    pub d: u16,
-    pub dmin: u16,
-    pub scales: [u8; 12],
-    pub qs: [u8; QK_K / 2],
-}
-const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
-
-/// `q5_k`: as `q4_k` with the fifth bits `qh` (bit j of byte l: value l of sub-block j) before
-/// the nibbles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
-pub struct BlockQ5K {
-    pub d: u16,
-    pub dmin: u16,
-    pub scales: [u8; 12],
-    pub qh: [u8; QK_K / 8],
-    pub qs: [u8; QK_K / 2],
-}
-const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
-
-/// `q6_k`: low nibbles `ql`, 2-bit highs `qh`, 16 signed 8-bit sub-block scales, f16 `d`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
-pub struct BlockQ6K {
-    pub ql: [u8; QK_K / 2],
-    pub qh: [u8; QK_K / 4],
-    pub scales: [i8; QK_K / 16],
-    pub d: u16,
-}
-const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
 
 /// Activation block: 32 signed bytes with an f32 scale and the integer sum of the bytes (the
 /// sum serves the offset terms of `q4_0` and `q4_1`). Internal to the runtime, never stored in a
@@ -293,31 +292,50 @@ pub fn max_by_magnitude(x: &[f32]) -> f32 {
     x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
 }
 
-/// `bytes` as a slice of `T` after checking length and alignment (errors name `op`, `dtype`).
-///
-/// # Safety
-/// `T` must be `#[repr(C)]`, made of integers, without padding, so that every bit pattern is
-/// a valid `T`.
-pub(crate) unsafe fn cast_pod<'a, T>(bytes: &'a [u8], op: &'static str, dtype: DType) -> Result<&'a [T]> {
-    let size = std::mem::size_of::<T>();
+/// What describes a stored block type: its element type, its values per block, and the
+/// `#[repr(C)]` struct that implements this, whose size is the block's size and whose fields
+/// (read by name, or by `offset_of!` where kernels read raw bytes) are its layout. Implemented
+/// only by structs of integers without padding (every bit pattern valid), which `cast_blocks`
+/// relies on: the structs of `blocks!`, here and in `interleave`.
+pub trait BlockLayout: Copy + Send + Sync + 'static {
+    const DTYPE: DType;
+    /// Values per block (per row, for an interleaved group).
+    const BLOCK_LEN: usize;
+}
+
+/// Reinterprets raw bytes (e.g. a tensor inside the mapping) as blocks. Checks the length and
+/// the alignment first (errors name `op`).
+pub(crate) fn cast_blocks<'a, B: BlockLayout>(bytes: &'a [u8], op: &'static str) -> Result<&'a [B]> {
+    let (size, align, dtype) = (size_of::<B>(), align_of::<B>(), B::DTYPE);
     if !bytes.len().is_multiple_of(size) {
         return Err(KernelError::ByteLength { op, dtype, got: bytes.len(), block_bytes: size });
     }
-    if !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
-        return Err(KernelError::Misaligned { op, dtype, align: std::mem::align_of::<T>() });
+    if !(bytes.as_ptr() as usize).is_multiple_of(align) {
+        return Err(KernelError::Misaligned { op, dtype, align });
     }
-    // SAFETY: every bit pattern is a valid `T` (the caller's promise); the length is a whole
-    // number of `T` and the pointer is aligned for `T` (both checked above); the lifetime is
-    // tied to `bytes`.
-    Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) })
+    // SAFETY: every bit pattern is a valid `B` (the `BlockLayout` contract); the length is a
+    // whole number of `B` and the pointer is aligned for `B` (both checked above); the
+    // lifetime is tied to `bytes`.
+    Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) })
 }
 
-/// A stored block format. Implemented only by `#[repr(C)]` structs of integers with no padding
-/// (every bit pattern valid), which `cast_blocks` relies on. Implemented in `blocks`.
-pub trait Block: Copy + Default + Send + Sync + 'static {
-    const DTYPE: DType;
-    /// Values per block.
-    const BLOCK_LEN: usize;
+/// The whole blocks in `bytes` (any alignment), read one by one.
+pub(crate) fn blocks_of<B: BlockLayout>(bytes: &[u8]) -> impl Iterator<Item = B> + '_ {
+    // SAFETY: each chunk holds `size_of::<B>()` bytes, read without alignment; every bit
+    // pattern is a valid `B` (the `BlockLayout` contract).
+    bytes.chunks_exact(size_of::<B>()).map(|c| unsafe { c.as_ptr().cast::<B>().read_unaligned() })
+}
+
+/// Writes `b` into the first `size_of::<B>()` bytes of `out` (any alignment).
+pub(crate) fn write_block<B: BlockLayout>(out: &mut [u8], b: B) {
+    assert!(out.len() >= size_of::<B>(), "write_block: short buffer");
+    // SAFETY: `out` holds the bytes written (asserted); the write needs no alignment.
+    unsafe { out.as_mut_ptr().cast::<B>().write_unaligned(b) }
+}
+
+/// The operations of a legacy block type (`q4_0`, `q4_1`, `q8_0`) over its typed blocks.
+/// Implemented in `blocks`.
+pub trait Block: BlockLayout + Default {
     /// The activation block type the dot product takes.
     type Activation: Copy;
     fn quantize_row(src: &[f32], dst: &mut [Self]) -> Result<()>;

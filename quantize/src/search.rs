@@ -13,7 +13,7 @@
 //! of column `j` collected on calibration text, or 1 without calibration.
 
 use autark_kernels::blocks::{
-    block_bytes, f16_to_f32, f32_to_f16, quantize_bytes, Block, BlockQ4_0, BlockQ4_1, DType, QK,
+    block_bytes, f16_to_f32, f32_to_f16, quantize_bytes, Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, DType, QK,
 };
 use autark_kernels::{kquants, q5, scalar, KernelError, Result};
 
@@ -144,8 +144,10 @@ fn err_q5_0(x: &[f32], w: &[f32], b: &[u8]) -> f64 {
 /// Weighted scale search (as `quantize_row_q4_0_search`, with 5 bits): round-to-nearest
 /// is a candidate, so no block gets worse under the weights.
 pub fn quantize_row_q5_0_search(src: &[f32], weights: &[f32], dst: &mut [u8]) {
-    let mut cand = [0u8; q5::BYTES];
-    for ((x, w), b) in src.chunks_exact(QK).zip(weights.chunks_exact(QK)).zip(dst.chunks_exact_mut(q5::BYTES)) {
+    let mut cand = [0u8; size_of::<BlockQ5_0>()];
+    for ((x, w), b) in
+        src.chunks_exact(QK).zip(weights.chunks_exact(QK)).zip(dst.chunks_exact_mut(size_of::<BlockQ5_0>()))
+    {
         q5::quantize_row(x, b);
         let mut best = err_q5_0(x, w, b);
         let max = scalar::max_by_magnitude(x);
@@ -183,8 +185,10 @@ fn err_q5_1(x: &[f32], w: &[f32], b: &[u8]) -> f64 {
 /// Weighted scale-and-minimum search (as `quantize_row_q4_1_search`, with 5 bits):
 /// round-to-nearest is a candidate, so no block gets worse under the weights.
 pub fn quantize_row_q5_1_search(src: &[f32], weights: &[f32], dst: &mut [u8]) {
-    let mut cand = [0u8; q5::BYTES_1];
-    for ((x, w), b) in src.chunks_exact(QK).zip(weights.chunks_exact(QK)).zip(dst.chunks_exact_mut(q5::BYTES_1)) {
+    let mut cand = [0u8; size_of::<BlockQ5_1>()];
+    for ((x, w), b) in
+        src.chunks_exact(QK).zip(weights.chunks_exact(QK)).zip(dst.chunks_exact_mut(size_of::<BlockQ5_1>()))
+    {
         q5::quantize_row_1(x, b);
         let mut best = err_q5_1(x, w, b);
         let min = x.iter().copied().fold(f32::INFINITY, f32::min);
@@ -318,7 +322,9 @@ mod tests {
 #[cfg(test)]
 mod q5_tests {
     use super::*;
-    use autark_kernels::q5::{dequantize_row, dequantize_row_1, quantize_row, quantize_row_1, BYTES, BYTES_1};
+    use autark_kernels::q5::{dequantize_row, dequantize_row_1, quantize_row, quantize_row_1};
+    const BYTES: usize = size_of::<BlockQ5_0>();
+    const BYTES_1: usize = size_of::<BlockQ5_1>();
 
     type Quant = fn(&[f32], &mut [u8]);
     type Search = fn(&[f32], &[f32], &mut [u8]);

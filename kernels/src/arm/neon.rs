@@ -6,17 +6,17 @@
 //! bit. `quantize_act` rounds with `fcvtas` (to nearest, ties away from zero), as `f32::round`.
 
 /// Safe one-token row dots of the byte-coded types: the row must cover exactly the
-/// activation blocks (the `ByteDotsFn` contract), `bytes` per block of `per` activation blocks.
+/// activation blocks (the `ByteDotsFn` contract), one `$block` per `per` activation blocks.
 macro_rules! byte_entries {
-    ($($dot:ident($block:ty, $per:literal) => $body:expr),*) => {$(
+    ($($dot:ident($block:ty) => $body:expr),*) => {$(
         fn $dot(w: &[u8], a: &[BlockQ8A]) -> f32 {
-            let bytes = size_of::<$block>();
+            let per = <$block as crate::types::BlockLayout>::BLOCK_LEN / QK;
             assert!(
-                a.len().is_multiple_of($per) && w.len() == a.len() / $per * bytes,
+                a.len().is_multiple_of(per) && w.len() == a.len() / per * size_of::<$block>(),
                 "byte-coded row and activations differ"
             );
             // SAFETY: features detected before `plug`; asserted above: one whole block
-            // per `$per` activation blocks.
+            // per `per` activation blocks.
             unsafe { $body(w, a) }
         }
     )*};
@@ -24,7 +24,9 @@ macro_rules! byte_entries {
 
 macro_rules! neon_bodies {
     ($isa:expr, $features:literal) => {
-        use crate::types::{f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
+        use crate::types::{f16_at, f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
+        use crate::types::{BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K};
+        use std::mem::offset_of;
         use crate::interleave::GroupBlock;
         use crate::scalar;
 
@@ -86,11 +88,11 @@ macro_rules! neon_bodies {
         x16_entries!(gemm_x16_impl);
 
         byte_entries!(
-            vec_dot_q5_0(crate::types::BlockQ5_0, 1) => vec_dot_q5_impl::<false>,
-            vec_dot_q5_1(crate::types::BlockQ5_1, 1) => vec_dot_q5_impl::<true>,
-            vec_dot_q4_k(crate::types::BlockQ4K, 8) => vec_dot_k4_impl::<false>,
-            vec_dot_q5_k(crate::types::BlockQ5K, 8) => vec_dot_k4_impl::<true>,
-            vec_dot_q6_k(crate::types::BlockQ6K, 8) => vec_dot_q6_k_impl
+            vec_dot_q5_0(BlockQ5_0) => vec_dot_q5_impl::<false>,
+            vec_dot_q5_1(BlockQ5_1) => vec_dot_q5_impl::<true>,
+            vec_dot_q4_k(BlockQ4K) => vec_dot_k4_impl::<false>,
+            vec_dot_q5_k(BlockQ5K) => vec_dot_k4_impl::<true>,
+            vec_dot_q6_k(BlockQ6K) => vec_dot_q6_k_impl
         );
 
         // ---- kernels ----
@@ -120,7 +122,11 @@ macro_rules! neon_bodies {
         unsafe fn vec_dot_q5_impl<const ONE: bool>(w: &[u8], a: &[BlockQ8A]) -> f32 {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let (bytes, qh_at, qs_at) = if ONE { (crate::q5::BYTES_1, 4, 8) } else { (crate::q5::BYTES, 2, 6) };
+                let (bytes, qh_at, qs_at) = if ONE {
+                    (size_of::<BlockQ5_1>(), offset_of!(BlockQ5_1, qh), offset_of!(BlockQ5_1, qs))
+                } else {
+                    (size_of::<BlockQ5_0>(), offset_of!(BlockQ5_0, qh), offset_of!(BlockQ5_0, qs))
+                };
                 let mut acc = 0f32;
                 for (b, ba) in w.chunks_exact(bytes).zip(a) {
                     let qh = u32::from_le_bytes([b[qh_at], b[qh_at + 1], b[qh_at + 2], b[qh_at + 3]]);
@@ -129,10 +135,10 @@ macro_rules! neon_bodies {
                     let hi = vorrq_u8(vshrq_n_u8::<4>(v), high_bits_16((qh >> 16) as u16));
                     let s = block_dot(vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi), &ba.qs);
                     if ONE {
-                        acc += crate::types::f16_at(b, 0) * ba.d * s as f32
-                            + crate::types::f16_at(b, 2) * ba.d * ba.sum as f32;
+                        let (d, m) = (f16_at(b, offset_of!(BlockQ5_1, d)), f16_at(b, offset_of!(BlockQ5_1, m)));
+                        acc += d * ba.d * s as f32 + m * ba.d * ba.sum as f32;
                     } else {
-                        acc += crate::types::f16_at(b, 0) * ba.d * (s - 16 * ba.sum) as f32;
+                        acc += f16_at(b, offset_of!(BlockQ5_0, d)) * ba.d * (s - 16 * ba.sum) as f32;
                     }
                 }
                 acc
@@ -148,14 +154,15 @@ macro_rules! neon_bodies {
         unsafe fn vec_dot_k4_impl<const FIVE: bool>(w: &[u8], a: &[BlockQ8A]) -> f32 {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let bytes = if FIVE { size_of::<crate::types::BlockQ5K>() } else { size_of::<crate::types::BlockQ4K>() };
+                let bytes = if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() };
                 let m4 = vdupq_n_u8(0x0F);
                 let mut acc = 0f32;
                 for (b, a8) in w.chunks_exact(bytes).zip(a.chunks_exact(8)) {
                     let sm = crate::kquants::scales_k4(b);
                     let p = b.as_ptr();
-                    let qh = [vld1q_u8(p.add(16)), vld1q_u8(p.add(32))];
-                    let ql = p.add(if FIVE { 48 } else { 16 });
+                    let qh = p.add(offset_of!(BlockQ5K, qh));
+                    let qh = [vld1q_u8(qh), vld1q_u8(qh.add(16))];
+                    let ql = p.add(if FIVE { offset_of!(BlockQ5K, qs) } else { offset_of!(BlockQ4K, qs) });
                     for g in 0..4 {
                         let v = [vld1q_u8(ql.add(32 * g)), vld1q_u8(ql.add(32 * g + 16))];
                         for h in 0..2 {
@@ -194,18 +201,18 @@ macro_rules! neon_bodies {
                 let m2 = vdupq_n_u8(3);
                 let off = vdupq_n_s8(32);
                 let mut acc = 0f32;
-                for (b, a8) in w.chunks_exact(size_of::<crate::types::BlockQ6K>()).zip(a.chunks_exact(8)) {
+                for (b, a8) in w.chunks_exact(size_of::<BlockQ6K>()).zip(a.chunks_exact(8)) {
                     let p = b.as_ptr();
-                    let d = crate::types::f16_at(b, 208);
+                    let d = f16_at(b, offset_of!(BlockQ6K, d));
                     // Exact integer sums per activation block and 16-value half.
                     let mut sums = [[0i32; 2]; 8];
                     for n in 0..2 {
                         for half in 0..2 {
                             // Values 16·half..16·half + 16 of each of the half's four sub-blocks.
                             let o = 16 * half;
-                            let ql0 = vld1q_u8(p.add(64 * n + o));
-                            let ql1 = vld1q_u8(p.add(64 * n + 32 + o));
-                            let qh = vld1q_u8(p.add(128 + 32 * n + o));
+                            let ql = p.add(offset_of!(BlockQ6K, ql) + 64 * n + o);
+                            let (ql0, ql1) = (vld1q_u8(ql), vld1q_u8(ql.add(32)));
+                            let qh = vld1q_u8(p.add(offset_of!(BlockQ6K, qh) + 32 * n + o));
                             let q = [
                                 vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8::<4>(vandq_u8(qh, m2))),
                                 vorrq_u8(vandq_u8(ql1, m4), vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(qh), m2))),
@@ -220,7 +227,8 @@ macro_rules! neon_bodies {
                         }
                     }
                     for (i, (ba, s)) in a8.iter().zip(sums).enumerate() {
-                        let (sc0, sc1) = (b[192 + 2 * i] as i8, b[193 + 2 * i] as i8);
+                        let sc = &b[offset_of!(BlockQ6K, scales) + 2 * i..];
+                        let (sc0, sc1) = (sc[0] as i8, sc[1] as i8);
                         acc += d * sc0 as f32 * ba.d * s[0] as f32 + d * sc1 as f32 * ba.d * s[1] as f32;
                     }
                 }

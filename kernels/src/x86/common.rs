@@ -396,12 +396,8 @@ macro_rules! kernel_bodies {
 
 macro_rules! byte_bodies {
     ($features:literal, tokens: $TOK:literal) => {
-        /// Bytes per block and activation blocks per block of each byte-coded type.
-        const Q5_0: (usize, usize) = (crate::q5::BYTES, 1);
-        const Q5_1: (usize, usize) = (crate::q5::BYTES_1, 1);
-        const Q4_K: (usize, usize) = (size_of::<crate::types::BlockQ4K>(), 8);
-        const Q5_K: (usize, usize) = (size_of::<crate::types::BlockQ5K>(), 8);
-        const Q6_K: (usize, usize) = (size_of::<crate::types::BlockQ6K>(), 8);
+        use crate::types::{BlockLayout, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K};
+        use std::mem::offset_of;
 
         /// Tokens per kernel call: each unpacked weight block serves this many tokens (8 with
         /// AVX2's 16 registers, 16 with AVX-512's 32; measured on SmolLM2 Q4_K_M prefill).
@@ -413,17 +409,17 @@ macro_rules! byte_bodies {
         /// The `ByteDotsFn` contract: the row holds exactly `nb` activation blocks' worth of
         /// blocks and `a` at least `out.len()` tokens; then runs the tokens `TOK` at a time
         /// (the same per-token operations as one at a time, so results do not depend on it).
-        fn run_dots(
+        fn run_dots<B: BlockLayout>(
             w: &[u8],
             a: &[BlockQ8A],
             nb: usize,
             out: &mut [f32],
-            (bytes, per): (usize, usize),
             many: RowKernel<TOK>,
             one: RowKernel<1>,
         ) {
+            let per = B::BLOCK_LEN / QK;
             assert!(
-                nb.is_multiple_of(per) && w.len() == nb / per * bytes && a.len() >= out.len() * nb,
+                nb.is_multiple_of(per) && w.len() == nb / per * size_of::<B>() && a.len() >= out.len() * nb,
                 "byte-coded row and activations differ"
             );
             let mut t = 0;
@@ -442,19 +438,19 @@ macro_rules! byte_bodies {
         }
 
         pub(super) fn dots_q5_0(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            run_dots(w, a, nb, out, Q5_0, q5_0_impl::<TOK>, q5_0_impl::<1>)
+            run_dots::<BlockQ5_0>(w, a, nb, out, q5_0_impl::<TOK>, q5_0_impl::<1>)
         }
         pub(super) fn dots_q5_1(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            run_dots(w, a, nb, out, Q5_1, q5_1_impl::<TOK>, q5_1_impl::<1>)
+            run_dots::<BlockQ5_1>(w, a, nb, out, q5_1_impl::<TOK>, q5_1_impl::<1>)
         }
         pub(super) fn dots_q4_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            run_dots(w, a, nb, out, Q4_K, k4_impl::<TOK, false>, k4_impl::<1, false>)
+            run_dots::<BlockQ4K>(w, a, nb, out, k4_impl::<TOK, false>, k4_impl::<1, false>)
         }
         pub(super) fn dots_q5_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            run_dots(w, a, nb, out, Q5_K, k4_impl::<TOK, true>, k4_impl::<1, true>)
+            run_dots::<BlockQ5K>(w, a, nb, out, k4_impl::<TOK, true>, k4_impl::<1, true>)
         }
         pub(super) fn dots_q6_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            run_dots(w, a, nb, out, Q6_K, q6_k_impl::<TOK>, q6_k_impl::<1>)
+            run_dots::<BlockQ6K>(w, a, nb, out, q6_k_impl::<TOK>, q6_k_impl::<1>)
         }
 
         /// The 32 fifth bits of `qh` (bit j for value j) as bytes: 0x10 where set, else 0.
@@ -523,12 +519,13 @@ macro_rules! byte_bodies {
             unsafe {
                 let mut acc = [_mm256_setzero_ps(); T];
                 let sixteen = _mm256_set1_epi8(16);
-                for (i, b) in w.chunks_exact(crate::q5::BYTES).enumerate() {
+                for (i, b) in w.chunks_exact(size_of::<BlockQ5_0>()).enumerate() {
                     let p = b.as_ptr();
-                    let qh = (p.add(2) as *const u32).read_unaligned();
-                    let x = _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles_32(p.add(6)), high_bits_32(qh)), sixteen);
+                    let qh = (p.add(offset_of!(BlockQ5_0, qh)) as *const u32).read_unaligned();
+                    let nibbles = unpack_nibbles_32(p.add(offset_of!(BlockQ5_0, qs)));
+                    let x = _mm256_sub_epi8(_mm256_or_si256(nibbles, high_bits_32(qh)), sixteen);
                     let ax = _mm256_sign_epi8(x, x);
-                    let d = f16_le(p);
+                    let d = f16_le(p.add(offset_of!(BlockQ5_0, d)));
                     for (t, acc) in acc.iter_mut().enumerate() {
                         let ba = act(a, nb, t, i);
                         let s = _mm256_cvtepi32_ps(dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)));
@@ -548,11 +545,11 @@ macro_rules! byte_bodies {
             unsafe {
                 let mut acc = [_mm256_setzero_ps(); T];
                 let mut acc_m = [0f32; T];
-                for (i, b) in w.chunks_exact(crate::q5::BYTES_1).enumerate() {
+                for (i, b) in w.chunks_exact(size_of::<BlockQ5_1>()).enumerate() {
                     let p = b.as_ptr();
-                    let qh = (p.add(4) as *const u32).read_unaligned();
-                    let q = _mm256_or_si256(unpack_nibbles_32(p.add(8)), high_bits_32(qh));
-                    let (d, m) = (f16_le(p), f16_le(p.add(2)));
+                    let qh = (p.add(offset_of!(BlockQ5_1, qh)) as *const u32).read_unaligned();
+                    let q = _mm256_or_si256(unpack_nibbles_32(p.add(offset_of!(BlockQ5_1, qs))), high_bits_32(qh));
+                    let (d, m) = (f16_le(p.add(offset_of!(BlockQ5_1, d))), f16_le(p.add(offset_of!(BlockQ5_1, m))));
                     for t in 0..T {
                         let ba = act(a, nb, t, i);
                         let s = _mm256_cvtepi32_ps(dot_u8i8(q, load_act(ba)));
@@ -575,8 +572,7 @@ macro_rules! byte_bodies {
         unsafe fn k4_impl<const T: usize, const FIVE: bool>(w: &[u8], a: *const BlockQ8A, nb: usize) -> [f32; T] {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let bytes =
-                    if FIVE { size_of::<crate::types::BlockQ5K>() } else { size_of::<crate::types::BlockQ4K>() };
+                let bytes = if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() };
                 let m4 = _mm256_set1_epi8(0x0F);
                 let h16 = _mm256_set1_epi8(0x10);
                 let mut acc = [_mm256_setzero_ps(); T];
@@ -584,9 +580,12 @@ macro_rules! byte_bodies {
                 for (sb, b) in w.chunks_exact(bytes).enumerate() {
                     let sm = crate::kquants::scales_k4(b);
                     let p = b.as_ptr();
-                    let qh =
-                        if FIVE { _mm256_loadu_si256(p.add(16) as *const __m256i) } else { _mm256_setzero_si256() };
-                    let ql = p.add(if FIVE { 48 } else { 16 });
+                    let qh = if FIVE {
+                        _mm256_loadu_si256(p.add(offset_of!(BlockQ5K, qh)) as *const __m256i)
+                    } else {
+                        _mm256_setzero_si256()
+                    };
+                    let ql = p.add(if FIVE { offset_of!(BlockQ5K, qs) } else { offset_of!(BlockQ4K, qs) });
                     for g in 0..4 {
                         let v = _mm256_loadu_si256(ql.add(32 * g) as *const __m256i);
                         let halves = [_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4)];
@@ -632,13 +631,14 @@ macro_rules! byte_bodies {
                 let m2 = _mm256_set1_epi8(3);
                 let off = _mm256_set1_epi8(32);
                 let mut acc = [_mm256_setzero_ps(); T];
-                for (sb, b) in w.chunks_exact(size_of::<crate::types::BlockQ6K>()).enumerate() {
+                for (sb, b) in w.chunks_exact(size_of::<BlockQ6K>()).enumerate() {
                     let p = b.as_ptr();
-                    let d = f16_le(p.add(208));
+                    let d = f16_le(p.add(offset_of!(BlockQ6K, d)));
                     for n in 0..2 {
-                        let ql0 = _mm256_loadu_si256(p.add(64 * n) as *const __m256i);
-                        let ql1 = _mm256_loadu_si256(p.add(64 * n + 32) as *const __m256i);
-                        let qh = _mm256_loadu_si256(p.add(128 + 32 * n) as *const __m256i);
+                        let ql = p.add(offset_of!(BlockQ6K, ql) + 64 * n);
+                        let ql0 = _mm256_loadu_si256(ql as *const __m256i);
+                        let ql1 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
+                        let qh = _mm256_loadu_si256(p.add(offset_of!(BlockQ6K, qh) + 32 * n) as *const __m256i);
                         let q = [
                             _mm256_or_si256(_mm256_and_si256(ql0, m4), two_bits(qh, m2)),
                             _mm256_or_si256(_mm256_and_si256(ql1, m4), two_bits(_mm256_srli_epi16::<2>(qh), m2)),
@@ -651,7 +651,7 @@ macro_rules! byte_bodies {
                                 two_bits(_mm256_srli_epi16::<6>(qh), m2),
                             ),
                         ];
-                        let sc = &b[192 + 8 * n..200 + 8 * n];
+                        let sc = &b[offset_of!(BlockQ6K, scales) + 8 * n..][..8];
                         for (k, q) in q.into_iter().enumerate() {
                             let x = _mm256_sub_epi8(q, off);
                             let ax = _mm256_sign_epi8(x, x);
