@@ -14,7 +14,7 @@ OUT=target/ggml-peer/libggml-peer.so
 SRC="$CACHE/$PKG/vendor/llama.cpp/ggml"
 if [ ! -f "$SRC/src/ggml-cpu/arch/x86/quants.c" ] || [ ! -f "$SRC/src/ggml-quants.c" ]; then
   mkdir -p "$CACHE"
-  [ -f "$CACHE/$PKG.tar.gz" ] || python3 -m pip download --quiet --no-deps --no-binary :all: -d "$CACHE" "${PKG/_cpp_python-/-cpp-python==}" >&2
+  [ -f "$CACHE/$PKG.tar.gz" ] || python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python -d "$CACHE" "${PKG/_cpp_python-/-cpp-python==}" >&2
   tar xzf "$CACHE/$PKG.tar.gz" -C "$CACHE" --wildcards \
     "$PKG/vendor/llama.cpp/ggml/include/*" "$PKG/vendor/llama.cpp/ggml/src/*.h" \
     "$PKG/vendor/llama.cpp/ggml/src/ggml-quants.c" "$PKG/vendor/llama.cpp/ggml/src/ggml-cpu/*"
