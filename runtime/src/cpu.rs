@@ -99,8 +99,7 @@ impl Backend for Cpu {
     }
 
     fn embed(&mut self, w: T, tokens: &[u32], scale: Option<f32>) -> Result<()> {
-        let model = Arc::clone(&self.model);
-        let embd = model.weight(w);
+        let embd = self.model.weight(w);
         let x = &mut self.bufs[Buf::X as usize][..tokens.len() * embd.cols];
         for (row, &tok) in x.chunks_exact_mut(embd.cols).zip(tokens) {
             embd.row_f32(tok as usize, row)?;

@@ -2,10 +2,10 @@
 //! bindings' `SessionOptions` — with their defaults and their checks, once. Front ends rename
 //! fields; they never restate a default.
 
-use crate::error::{Result, RuntimeError};
+use crate::error::Result;
 use crate::generate::GenerateParams;
 use crate::sampler::SamplerParams;
-use crate::session::{SessionParams, MAX_THREADS};
+use crate::session::SessionParams;
 
 /// A session's settings and a generation's.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,13 +59,9 @@ impl Default for SamplerParams {
 }
 
 impl Options {
-    /// Checks every value that does not depend on the model (the context length is checked
-    /// against the model by `Session::new`).
+    /// Checks the sampling settings, so that a front end refuses them before it allocates a
+    /// session (`Session::new` checks the session's settings against the model).
     pub fn validate(&self) -> Result<()> {
-        if self.session.n_threads > MAX_THREADS {
-            let what = format!("{} (at most {MAX_THREADS})", self.session.n_threads);
-            return Err(RuntimeError::InvalidArgument { name: "n_threads", what });
-        }
         self.generate.sampler.validate()
     }
 }

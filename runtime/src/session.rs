@@ -15,7 +15,7 @@ use crate::imatrix::ActivationStats;
 use crate::model::Model;
 
 /// Most worker threads a session accepts.
-pub const MAX_THREADS: usize = 1024;
+const MAX_THREADS: usize = 1024;
 
 /// Session settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
