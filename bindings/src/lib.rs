@@ -61,6 +61,12 @@ pub enum AutarkError {
     /// The session would need more memory than `max_memory_bytes` or the machine has.
     #[error("{detail}")]
     OutOfMemory { detail: String },
+    /// A saved session state that is damaged, truncated or not one.
+    #[error("{detail}")]
+    CorruptState { detail: String },
+    /// A saved session state of another model.
+    #[error("{detail}")]
+    StateModelMismatch { detail: String },
 }
 
 impl From<RuntimeError> for AutarkError {
@@ -82,6 +88,8 @@ impl From<RuntimeError> for AutarkError {
             (K::NoChatTemplate, _) => AutarkError::NoChatTemplate { detail },
             (K::OutOfMemory, _) => AutarkError::OutOfMemory { detail },
             (K::Internal, _) => AutarkError::Internal { detail },
+            (K::CorruptState, _) => AutarkError::CorruptState { detail },
+            (K::StateModelMismatch, _) => AutarkError::StateModelMismatch { detail },
         }
     }
 }
@@ -163,6 +171,18 @@ pub struct SessionOptions {
     /// Refuse the session if it needs more bytes than this (0 = only the machine's limit).
     #[uniffi(default = 0)]
     pub max_memory_bytes: u64,
+    /// How the KV cache stores keys: "f32", "f16" or "q8_0".
+    #[uniffi(default = "f32")]
+    pub cache_type_k: String,
+    /// How the KV cache stores values: "f32", "f16" or "q8_0".
+    #[uniffi(default = "f32")]
+    pub cache_type_v: String,
+    /// When the context is full, drop the oldest tokens after the first `n_keep` and go on
+    /// (instead of stopping).
+    #[uniffi(default = false)]
+    pub context_shift: bool,
+    #[uniffi(default = 0)]
+    pub n_keep: u32,
 }
 
 impl Default for SessionOptions {
@@ -179,14 +199,29 @@ impl Default for SessionOptions {
             repeat_penalty: s.repeat_penalty,
             stop: rt::DEFAULTS.generate.stop,
             max_memory_bytes: p.max_memory_bytes as u64,
+            cache_type_k: p.cache_type_k.name().into(),
+            cache_type_v: p.cache_type_v.name().into(),
+            context_shift: rt::DEFAULTS.generate.context_shift,
+            n_keep: rt::DEFAULTS.generate.n_keep as u32,
         }
     }
 }
 
+/// A cache type by name.
+fn cache_type(name: &str, field: &'static str) -> Result<rt::CacheType> {
+    rt::CacheType::parse(name).ok_or_else(|| AutarkError::InvalidArgument {
+        detail: format!("{field} {name:?} (one of {})", rt::CacheType::names()),
+    })
+}
+
 impl SessionOptions {
     /// The runtime's options (fields the bindings do not expose keep their defaults).
-    fn options(self) -> rt::Options {
+    fn options(self) -> Result<rt::Options> {
         let mut o = rt::DEFAULTS;
+        o.session.cache_type_k = cache_type(&self.cache_type_k, "cache_type_k")?;
+        o.session.cache_type_v = cache_type(&self.cache_type_v, "cache_type_v")?;
+        o.generate.context_shift = self.context_shift;
+        o.generate.n_keep = self.n_keep as usize;
         o.session.n_ctx = self.n_ctx as usize;
         o.session.n_threads = self.n_threads as usize;
         o.session.max_memory_bytes = usize::try_from(self.max_memory_bytes).unwrap_or(usize::MAX);
@@ -200,7 +235,8 @@ impl SessionOptions {
             ..o.generate.sampler
         };
         o.generate.stop = self.stop;
-        o
+        o.validate()?;
+        Ok(o)
     }
 }
 
@@ -346,17 +382,32 @@ impl Model {
 
     /// A new session (its own KV cache for `options.n_ctx` tokens) on this model.
     pub fn new_session(&self, options: SessionOptions) -> Result<Arc<Session>> {
-        let options = options.options();
-        options.validate()?;
+        let options = options.options()?;
         let session = rt::Session::new(Arc::clone(&self.inner), options.session)?;
-        Ok(Arc::new(Session {
-            model: Arc::clone(&self.inner),
+        Ok(Session::wrap(&self.inner, session, options.generate))
+    }
+
+    /// A session holding the state `Session.save` wrote to `path` (this model's only: another
+    /// model's state raises `StateModelMismatch`). The state's context size and cache types
+    /// replace those of `options`; its threads, memory budget and sampling settings apply.
+    /// `continue_generation` then goes on exactly where the saved generation stopped.
+    pub fn load_session(&self, path: String, options: SessionOptions) -> Result<Arc<Session>> {
+        let options = options.options()?;
+        let session = rt::Session::load(Arc::clone(&self.inner), Path::new(&path), options.session)?;
+        Ok(Session::wrap(&self.inner, session, options.generate))
+    }
+}
+
+impl Session {
+    fn wrap(model: &Arc<rt::Model>, session: rt::Session, params: rt::GenerateParams) -> Arc<Session> {
+        Arc::new(Session {
+            model: Arc::clone(model),
             cancel: session.cancel_handle(),
             memory_bytes: session.memory_bytes() as u64,
             n_ctx: session.n_ctx() as u32,
-            params: options.generate,
+            params,
             state: Mutex::new(State { session, last: None }),
-        }))
+        })
     }
 }
 
@@ -395,9 +446,10 @@ impl Session {
     }
 
     /// Runs one generation on `tokens`, handing each piece to `on_piece`.
+    /// `tokens` `None` continues from the current context.
     fn run(
         &self,
-        tokens: &[u32],
+        tokens: Option<&[u32]>,
         max_tokens: u32,
         on_piece: &mut dyn FnMut(&str) -> Result<bool>,
     ) -> Result<GenerationStats> {
@@ -405,13 +457,17 @@ impl Session {
         let mut failure = None;
         let mut st = self.lock();
         st.last = None;
-        let r = st.session.generate(tokens, &params, &mut |piece| match on_piece(piece) {
+        let mut sink = |piece: &str| match on_piece(piece) {
             Ok(go_on) => go_on,
             Err(e) => {
                 failure = Some(e);
                 false
             }
-        });
+        };
+        let r = match tokens {
+            Some(tokens) => st.session.generate(tokens, &params, &mut sink),
+            None => st.session.generate_continue(&params, &mut sink),
+        };
         let stats = r?;
         st.last = Some(stats.clone());
         match failure {
@@ -437,7 +493,7 @@ impl Session {
     pub fn generate(&self, prompt: String, max_tokens: u32) -> Result<String> {
         let tokens = self.prompt_tokens(&prompt)?;
         let mut text = String::new();
-        self.run(&tokens, max_tokens, &mut |piece| {
+        self.run(Some(&tokens), max_tokens, &mut |piece| {
             text.push_str(piece);
             Ok(true)
         })?;
@@ -452,7 +508,7 @@ impl Session {
         sink: Arc<dyn TokenSink>,
     ) -> Result<GenerationStats> {
         let tokens = self.prompt_tokens(&prompt)?;
-        self.run(&tokens, max_tokens, &mut |piece| sink.on_piece(piece.to_string()))
+        self.run(Some(&tokens), max_tokens, &mut |piece| sink.on_piece(piece.to_string()))
     }
 
     /// The assistant's reply to `messages`, rendered with the model's chat template. Pass the
@@ -460,7 +516,7 @@ impl Session {
     pub fn chat(&self, messages: Vec<ChatMessage>, max_tokens: u32) -> Result<String> {
         let tokens = self.chat_tokens(&messages)?;
         let mut text = String::new();
-        self.run(&tokens, max_tokens, &mut |piece| {
+        self.run(Some(&tokens), max_tokens, &mut |piece| {
             text.push_str(piece);
             Ok(true)
         })?;
@@ -475,7 +531,25 @@ impl Session {
         sink: Arc<dyn TokenSink>,
     ) -> Result<GenerationStats> {
         let tokens = self.chat_tokens(&messages)?;
-        self.run(&tokens, max_tokens, &mut |piece| sink.on_piece(piece.to_string()))
+        self.run(Some(&tokens), max_tokens, &mut |piece| sink.on_piece(piece.to_string()))
+    }
+
+    /// Goes on generating from the current context (at most `max_tokens` more tokens): a
+    /// generation that stopped at its token limit or was cancelled (also one saved and loaded
+    /// again) continues exactly as if it had never stopped.
+    pub fn continue_generation(&self, max_tokens: u32) -> Result<String> {
+        let mut text = String::new();
+        self.run(None, max_tokens, &mut |piece| {
+            text.push_str(piece);
+            Ok(true)
+        })?;
+        Ok(text)
+    }
+
+    /// Saves the context (tokens, KV cache, a suspended generation) to `path`, atomically;
+    /// `Model.load_session` reads it back, in this process or another.
+    pub fn save(&self, path: String) -> Result<()> {
+        Ok(self.lock().session.save(Path::new(&path))?)
     }
 
     /// Stops the running (or next) generation of this session after the current token; call it

@@ -44,5 +44,5 @@ fn default_options_are_the_cli_defaults() {
     assert_eq!((o.n_ctx, o.n_threads, o.seed), (0, 0, 0));
     assert_eq!((o.temperature, o.top_k, o.top_p, o.min_p, o.repeat_penalty), (0.8, 40, 0.95, 0.05, 1.0));
     assert!(o.stop.is_empty());
-    assert_eq!(o.options(), rt::Options::default());
+    assert_eq!(o.options().unwrap(), rt::Options::default());
 }

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use autark_runtime::DEFAULTS;
+use autark_runtime::{CacheType, DEFAULTS};
 use clap::{Args, Parser, Subcommand};
 use cmd::{bench, chat, debug, inspect, perplexity, quantize, run, CliError};
 
@@ -39,11 +39,12 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// Generate text from a prompt.
+    /// Generate text from a prompt (or continue a saved state).
     Run {
         model: PathBuf,
-        #[arg(short, long)]
-        prompt: String,
+        /// The prompt; with --load-state, text appended to the saved context first.
+        #[arg(short, long, required_unless_present = "load_state")]
+        prompt: Option<String>,
         /// Tokens to generate.
         #[arg(short = 'n', long, default_value_t = DEFAULTS.generate.max_tokens)]
         n_predict: usize,
@@ -53,6 +54,13 @@ enum Cmd {
         /// System message (with --chat).
         #[arg(long)]
         system: Option<String>,
+        /// Save the session's state (context, KV cache, the generation) here afterwards.
+        #[arg(long)]
+        save_state: Option<PathBuf>,
+        /// Start from a state saved with --save-state: without -p the generation continues
+        /// exactly where it stopped.
+        #[arg(long, conflicts_with = "chat")]
+        load_state: Option<PathBuf>,
         #[command(flatten)]
         s: SampleArgs,
     },
@@ -63,6 +71,10 @@ enum Cmd {
         system: Option<String>,
         #[arg(short = 'n', long, default_value_t = 512)]
         n_predict: usize,
+        /// Keep the conversation in this file: resumed from it if it exists, saved after every
+        /// reply.
+        #[arg(long)]
+        session: Option<PathBuf>,
         #[command(flatten)]
         s: SampleArgs,
     },
@@ -221,6 +233,28 @@ struct SampleArgs {
     /// Stop generation before this string; repeatable.
     #[arg(long)]
     stop: Vec<String>,
+    #[command(flatten)]
+    cache: CacheArgs,
+    /// When the context is full, drop the oldest half of it (after --keep tokens) and go on.
+    #[arg(long)]
+    context_shift: bool,
+    /// Tokens at the start of the context that a context shift keeps.
+    #[arg(long, default_value_t = DEFAULTS.generate.n_keep)]
+    keep: usize,
+}
+
+#[derive(Args, Clone, Copy)]
+struct CacheArgs {
+    /// KV cache type of the keys: f32, f16 or q8_0.
+    #[arg(long = "cache-type-k", default_value = DEFAULTS.session.cache_type_k.name(), value_parser = cache_type)]
+    k: CacheType,
+    /// KV cache type of the values: f32, f16 or q8_0.
+    #[arg(long = "cache-type-v", default_value = DEFAULTS.session.cache_type_v.name(), value_parser = cache_type)]
+    v: CacheType,
+}
+
+fn cache_type(s: &str) -> Result<CacheType, String> {
+    CacheType::parse(s).ok_or_else(|| format!("unknown cache type {s:?} (one of {})", CacheType::names()))
 }
 
 fn main() -> ExitCode {
@@ -248,10 +282,16 @@ fn dispatch(cli: Cli) -> cmd::Result<()> {
         Cmd::Inspect { file, json } => inspect::inspect(&file, json),
         Cmd::Verify { file } => inspect::verify(&file),
         Cmd::Dump { file, tensor, output } => debug::dump(&file, &tensor, &output),
-        Cmd::Run { model, prompt, n_predict, chat, system, s } => {
-            run::run(&model, &prompt, n_predict, chat, system, &s)
+        Cmd::Run { model, prompt, n_predict, chat, system, save_state, load_state, s } => run::run(
+            &model,
+            run::Start { prompt: prompt.as_deref(), chat, system, load: load_state.as_deref() },
+            n_predict,
+            save_state.as_deref(),
+            &s,
+        ),
+        Cmd::Chat { model, system, n_predict, session, s } => {
+            chat::chat(&model, system, n_predict, session.as_deref(), &s)
         }
-        Cmd::Chat { model, system, n_predict, s } => chat::chat(&model, system, n_predict, &s),
         Cmd::Tokenize { model, prompt, chat, no_special } => debug::tokenize(&model, &prompt, chat, no_special),
         Cmd::Logits(a) => debug::logits(a),
         Cmd::Perplexity(a) => perplexity::run(a),

@@ -7,7 +7,9 @@ use std::sync::{mpsc, Arc};
 
 use autark_kernels::DType;
 use autark_quantize::Recipe;
-use autark_runtime::{GenerateParams, Model, RuntimeError, SamplerParams, Session, SessionParams, StopReason};
+use autark_runtime::{
+    CacheType, GenerateParams, Model, RuntimeError, SamplerParams, Session, SessionParams, StopReason,
+};
 
 mod common;
 
@@ -24,7 +26,7 @@ fn params(seed: u64, temperature: f32, max_tokens: usize) -> GenerateParams {
     GenerateParams {
         max_tokens,
         sampler: SamplerParams { temperature, seed, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() },
-        stop: vec![],
+        ..Default::default()
     }
 }
 
@@ -94,7 +96,7 @@ fn memory_budget_is_exact_and_enforced() {
     let p = SessionParams { n_ctx: 64, n_threads: 1, ..Default::default() };
     let s = Session::new(Arc::clone(&m), p).unwrap();
     let need = s.memory_bytes();
-    assert_eq!(Some(need), Session::required_bytes(m.config(), 64, 64));
+    assert_eq!(Some(need), Session::required_bytes(m.config(), 64, 64, [CacheType::F32; 2]));
     assert!(Session::new(Arc::clone(&m), SessionParams { max_memory_bytes: need, ..p }).is_ok());
     match Session::new(Arc::clone(&m), SessionParams { max_memory_bytes: need - 1, ..p }) {
         Err(RuntimeError::MemoryBudget { needed, budget }) => assert_eq!((needed, budget), (need, need - 1)),
@@ -129,7 +131,7 @@ fn sliding_window_rings_bound_memory_and_continue_correctly() {
     let ring = Session::new(Arc::clone(&m), p).unwrap();
     let mut full_cfg = m.config().clone();
     full_cfg.sliding_window = None;
-    let full = Session::required_bytes(&full_cfg, 128, 4).unwrap();
+    let full = Session::required_bytes(&full_cfg, 128, 4, [CacheType::F32; 2]).unwrap();
     let kv_full = 2 * common::LAYERS * 128 * common::KV * common::HD * 4;
     let kv_ring = 2 * common::LAYERS * (5 + 4 - 1) * common::KV * common::HD * 4;
     assert_eq!(full - ring.memory_bytes(), kv_full - kv_ring, "the KV cache shrinks to the rings");

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use autark_runtime::{
-    ChatMessage, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams, Session, SessionParams,
-    DEFAULTS,
+    CacheType, ChatMessage, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams, Session,
+    SessionParams, DEFAULTS,
 };
 
 /// Status of a call: `AUTARK_OK` (0) or a negative `AUTARK_ERR_*` code. Codes are never
@@ -48,11 +48,23 @@ pub const AUTARK_ERR_NO_LOGITS: autark_status = -11;
 pub const AUTARK_ERR_OUT_OF_MEMORY: autark_status = -12;
 /// A resource of the machine failed (e.g. the session's threads could not start).
 pub const AUTARK_ERR_INTERNAL: autark_status = -13;
+/// A saved session state is damaged, truncated or not one.
+pub const AUTARK_ERR_CORRUPT_STATE: autark_status = -14;
+/// A saved session state belongs to another model.
+pub const AUTARK_ERR_STATE_MODEL_MISMATCH: autark_status = -15;
 /// An internal error (a bug): a panic was caught at the boundary.
 pub const AUTARK_ERR_PANIC: autark_status = -100;
 
-/// Version of this C ABI; changes when a signature or struct layout changes.
-pub const AUTARK_ABI_VERSION: u32 = 1;
+/// Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
+/// and context-shift fields of `autark_session_params`).
+pub const AUTARK_ABI_VERSION: u32 = 2;
+
+/// KV cache types (`cache_type_k`, `cache_type_v` of `autark_session_params`).
+pub const AUTARK_CACHE_F32: i32 = 0;
+/// IEEE half: 2 bytes a value.
+pub const AUTARK_CACHE_F16: i32 = 1;
+/// ggml's q8_0 blocks: 34 bytes per 32 values (head size a multiple of 32).
+pub const AUTARK_CACHE_Q8_0: i32 = 2;
 
 #[derive(Debug)]
 enum FfiError {
@@ -104,6 +116,8 @@ impl FfiError {
                 K::Text | K::NoChatTemplate => AUTARK_ERR_TEXT,
                 K::OutOfMemory => AUTARK_ERR_OUT_OF_MEMORY,
                 K::Internal => AUTARK_ERR_INTERNAL,
+                K::CorruptState => AUTARK_ERR_CORRUPT_STATE,
+                K::StateModelMismatch => AUTARK_ERR_STATE_MODEL_MISMATCH,
             },
         }
     }
@@ -415,7 +429,8 @@ pub unsafe extern "C" fn autark_chat_apply_template(
 pub struct autark_session {
     session: Session,
     sampler: Sampler,
-    sampler_params: SamplerParams,
+    /// The generation settings of `autark_generate` (its `max_tokens` aside).
+    generate: GenerateParams,
     has_logits: bool,
 }
 
@@ -445,6 +460,13 @@ pub struct autark_session_params {
     /// budget (it is then refused only beyond the machine's available memory). See
     /// `autark_session_memory_bytes`.
     pub max_memory_bytes: u64,
+    /// How the KV cache stores keys and values: `AUTARK_CACHE_F32` (default), `_F16` or `_Q8_0`.
+    pub cache_type_k: i32,
+    pub cache_type_v: i32,
+    /// When the context is full during `autark_generate`, drop the oldest tokens after the
+    /// first `n_keep` and go on, instead of stopping. Default false.
+    pub context_shift: bool,
+    pub n_keep: u32,
 }
 
 /// Default session options.
@@ -462,7 +484,18 @@ pub extern "C" fn autark_session_params_default() -> autark_session_params {
         min_p: s.min_p,
         max_memory_bytes: p.max_memory_bytes as u64,
         repeat_penalty: s.repeat_penalty,
+        cache_type_k: p.cache_type_k.code() as i32,
+        cache_type_v: p.cache_type_v.code() as i32,
+        context_shift: DEFAULTS.generate.context_shift,
+        n_keep: DEFAULTS.generate.n_keep as u32,
     }
+}
+
+fn cache_type(code: i32, name: &'static str) -> Result<CacheType, FfiError> {
+    u32::try_from(code)
+        .ok()
+        .and_then(CacheType::from_code)
+        .ok_or_else(|| FfiError::Invalid(format!("{name} {code} (AUTARK_CACHE_F32, _F16 or _Q8_0)")))
 }
 
 /// The runtime's options from C's (fields C does not expose keep their defaults).
@@ -474,7 +507,11 @@ fn options(p: &autark_session_params) -> Result<Options, FfiError> {
         n_threads: p.n_threads as usize,
         n_batch: p.n_batch as usize,
         max_memory_bytes: usize::try_from(p.max_memory_bytes).unwrap_or(usize::MAX),
+        cache_type_k: cache_type(p.cache_type_k, "cache_type_k")?,
+        cache_type_v: cache_type(p.cache_type_v, "cache_type_v")?,
     };
+    o.generate.context_shift = p.context_shift;
+    o.generate.n_keep = p.n_keep as usize;
     o.generate.sampler = SamplerParams {
         temperature: p.temperature,
         top_k,
@@ -510,12 +547,67 @@ pub unsafe extern "C" fn autark_session_new(
         // SAFETY: contract of this function.
         let p = if params.is_null() { autark_session_params_default() } else { *unsafe { ref_arg(params, "params") }? };
         let o = options(&p)?;
-        let sp = o.generate.sampler;
         let session = Session::new(Arc::clone(model), o.session)?;
-        let sampler = Sampler::new(sp, model.config().vocab_size)?;
-        let boxed = Box::new(autark_session { session, sampler, sampler_params: sp, has_logits: false });
         // SAFETY: `out` checked above.
-        unsafe { *out = Box::into_raw(boxed) };
+        unsafe { *out = Box::into_raw(boxed_session(session, o.generate)?) };
+        Ok(())
+    })
+}
+
+fn boxed_session(session: Session, generate: GenerateParams) -> Result<Box<autark_session>, FfiError> {
+    let sampler = Sampler::new(generate.sampler, session.model().config().vocab_size)?;
+    let has_logits = !session.tokens().is_empty();
+    Ok(Box::new(autark_session { session, sampler, generate, has_logits }))
+}
+
+/// Saves the session's state (tokens, KV cache in its types, a suspended generation) to `path`,
+/// atomically (a temporary file renamed into place): see docs/FORMAT.md, "Session state".
+///
+/// # Safety
+/// `s` is a live session used by no other thread; `path` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_save(s: *const autark_session, path: *const c_char) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let s = unsafe { ref_arg(s, "session") }?;
+        // SAFETY: contract of this function.
+        let path = unsafe { str_arg(path, "path") }?;
+        s.session.save(Path::new(path))?;
+        Ok(())
+    })
+}
+
+/// Creates a session from a state `autark_session_save` wrote, on the same model
+/// (AUTARK_ERR_STATE_MODEL_MISMATCH for another model's, AUTARK_ERR_CORRUPT_STATE for a damaged
+/// file). The state's context size, batch size and cache types replace those of `params` (which
+/// may be NULL); its threads, memory budget and sampling settings apply.
+/// `autark_generate_continue` then goes on exactly where a saved generation stopped.
+///
+/// # Safety
+/// `m` is a live model; `path` NUL-terminated; `params` NULL or valid; `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_load(
+    m: *const autark_model,
+    path: *const c_char,
+    params: *const autark_session_params,
+    out: *mut *mut autark_session,
+) -> autark_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(FfiError::Null("out"));
+        }
+        // SAFETY: `out` is non-NULL and valid for a write per the contract.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: contract of this function.
+        let model = &unsafe { ref_arg(m, "model") }?.inner;
+        // SAFETY: contract of this function.
+        let path = unsafe { str_arg(path, "path") }?;
+        // SAFETY: contract of this function.
+        let p = if params.is_null() { autark_session_params_default() } else { *unsafe { ref_arg(params, "params") }? };
+        let o = options(&p)?;
+        let session = Session::load(Arc::clone(model), Path::new(path), o.session)?;
+        // SAFETY: `out` checked above.
+        unsafe { *out = Box::into_raw(boxed_session(session, o.generate)?) };
         Ok(())
     })
 }
@@ -543,7 +635,7 @@ pub unsafe extern "C" fn autark_session_reset(s: *mut autark_session) -> autark_
         // SAFETY: contract of this function.
         let s = unsafe { mut_arg(s, "session") }?;
         s.session.reset();
-        s.sampler = Sampler::new(s.sampler_params, s.session.model().config().vocab_size)?;
+        s.sampler = Sampler::new(s.generate.sampler, s.session.model().config().vocab_size)?;
         s.has_logits = false;
         Ok(())
     })
@@ -757,21 +849,62 @@ pub unsafe extern "C" fn autark_generate(
         let prompt = unsafe { str_arg(prompt, "prompt") }?;
         let model = Arc::clone(s.session.model());
         let tokens = model.prompt_tokens(Prompt::Text(prompt))?;
-        let params = GenerateParams { max_tokens: max_tokens as usize, sampler: s.sampler_params, stop: Vec::new() };
-        let mut buf = Vec::new();
-        let r = s.session.generate(&tokens, &params, &mut |piece| {
-            let Some(f) = cb else { return true };
-            buf.clear();
-            buf.extend_from_slice(piece.as_bytes());
-            buf.push(0);
-            // SAFETY: `f` is a valid callback per the contract; `buf` is NUL-terminated and
-            // outlives the call.
-            unsafe { f(buf.as_ptr().cast(), piece.len(), user_data) }
-        });
-        s.has_logits = !s.session.tokens().is_empty();
-        r?;
-        Ok(())
+        // SAFETY: contract of this function.
+        unsafe { run_generation(s, Some(&tokens), max_tokens, cb, user_data) }
     })
+}
+
+/// Generates up to `max_tokens` more tokens from the current context: a generation that stopped
+/// at its `max_tokens` or was cancelled — also one saved and loaded again — continues exactly
+/// as if it had never stopped (same tokens, same text); otherwise a new one starts from the last
+/// token's logits. AUTARK_ERR_INVALID_ARGUMENT on an empty context.
+///
+/// # Safety
+/// As `autark_generate`.
+#[no_mangle]
+pub unsafe extern "C" fn autark_generate_continue(
+    s: *mut autark_session,
+    max_tokens: u32,
+    cb: autark_piece_callback,
+    user_data: *mut c_void,
+) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let s = unsafe { mut_arg(s, "session") }?;
+        // SAFETY: contract of this function.
+        unsafe { run_generation(s, None, max_tokens, cb, user_data) }
+    })
+}
+
+/// `autark_generate` (`tokens`) or `autark_generate_continue` (`None`).
+///
+/// # Safety
+/// `cb`, if not NULL, is callable with `user_data`.
+unsafe fn run_generation(
+    s: &mut autark_session,
+    tokens: Option<&[u32]>,
+    max_tokens: u32,
+    cb: autark_piece_callback,
+    user_data: *mut c_void,
+) -> Result<(), FfiError> {
+    let params = GenerateParams { max_tokens: max_tokens as usize, ..s.generate.clone() };
+    let mut buf = Vec::new();
+    let mut sink = |piece: &str| {
+        let Some(f) = cb else { return true };
+        buf.clear();
+        buf.extend_from_slice(piece.as_bytes());
+        buf.push(0);
+        // SAFETY: `f` is a valid callback per the contract; `buf` is NUL-terminated and
+        // outlives the call.
+        unsafe { f(buf.as_ptr().cast(), piece.len(), user_data) }
+    };
+    let r = match tokens {
+        Some(t) => s.session.generate(t, &params, &mut sink),
+        None => s.session.generate_continue(&params, &mut sink),
+    };
+    s.has_logits = !s.session.tokens().is_empty();
+    r?;
+    Ok(())
 }
 
 #[cfg(test)]

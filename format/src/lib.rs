@@ -200,14 +200,7 @@ impl Writer {
             });
             offset = align_up(offset + nbytes);
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let fname = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-        let nonce =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let tmp = dir.join(format!(".{fname}.{}-{nonce}.tmp", std::process::id()));
+        let tmp = temp_path(path);
         let file = File::options().write(true).create_new(true).open(&tmp).map_err(io_err(&tmp))?;
         let mut w = Writer {
             path: path.to_path_buf(),
@@ -381,6 +374,9 @@ pub struct Layout {
     pub tensors: Vec<TensorInfo>,
     pub data_offset: u64,
     pub data_len: u64,
+    /// The header's SHA-256 of the metadata and the tensor table (which holds every tensor's
+    /// SHA-256): the file's identity, e.g. for binding saved session states to their model.
+    pub header_sha256: [u8; 32],
 }
 
 struct Cursor<'a> {
@@ -405,6 +401,19 @@ impl<'a> Cursor<'a> {
 
 fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// A fresh temporary file name beside `path` (same directory, so that renaming it over `path`
+/// is atomic): what every writer of autark writes before it renames its output into place.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let fname = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let nonce =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    dir.join(format!(".{fname}.{}-{nonce}.tmp", std::process::id()))
 }
 
 /// Validates `bytes` as a whole `.autark` file (docs/FORMAT.md, "What a reader checks").
@@ -463,7 +472,8 @@ pub fn parse(bytes: &[u8]) -> Result<Layout> {
     let mut sha = Sha256::new();
     sha.update(meta_bytes);
     sha.update(table_bytes);
-    if <[u8; 32]>::from(sha.finalize()) != h[72..104] {
+    let header_sha256 = <[u8; 32]>::from(sha.finalize());
+    if header_sha256 != h[72..104] {
         return Err(FormatError::HeaderChecksum);
     }
     let metadata: Metadata = serde_json::from_slice(meta_bytes)?;
@@ -521,6 +531,7 @@ pub fn parse(bytes: &[u8]) -> Result<Layout> {
         tensors,
         data_offset: data_off,
         data_len,
+        header_sha256,
     })
 }
 

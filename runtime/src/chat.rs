@@ -2,12 +2,12 @@
 //! `tokenizer.chat_template`) rendered with minijinja, with the Python string methods and
 //! helpers (`raise_exception`, `strftime_now`) Hugging Face templates use.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
 use crate::tokenizer::Tokenizer;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,

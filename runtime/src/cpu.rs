@@ -4,14 +4,13 @@
 use std::sync::Arc;
 
 use autark_format::{FfnActivation, ModelConfig};
-use autark_kernels::kernels;
 use autark_kernels::ops::{gelu_tanh_mul, gemm, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations};
 use autark_kernels::pool::Pool;
 
 use crate::backend::{Backend, Buf};
 use crate::error::Result;
 use crate::forward::rope_tables;
-use crate::kv::KvCache;
+use crate::kv::{CacheType, KvCache};
 use crate::model::{Model, T};
 
 pub(crate) struct Cpu {
@@ -43,7 +42,7 @@ impl Cpu {
     /// Bytes a backend of `n_ctx` positions and `n_batch`-token batches allocates (KV cache,
     /// scratch, RoPE tables, activation buffers, the logits and token list of its session), or
     /// `None` if that overflows.
-    pub fn required_bytes(c: &ModelConfig, n_ctx: usize, n_batch: usize) -> Option<usize> {
+    pub fn required_bytes(c: &ModelConfig, n_ctx: usize, n_batch: usize, cache: [CacheType; 2]) -> Option<usize> {
         let q_dim = c.n_heads.checked_mul(c.head_dim)?;
         let widest = c.d_model.max(c.ffn_dim).max(q_dim);
         let per_token = Self::widths(c).iter().try_fold(0usize, |a, w| a.checked_add(*w))?;
@@ -51,19 +50,15 @@ impl Cpu {
             n_batch.checked_mul(per_token)?.checked_add(n_batch.checked_mul(c.n_heads)?.checked_mul(n_ctx)?)?;
         let rope = n_ctx.checked_mul(c.head_dim)?.checked_mul(if c.rope_theta_local.is_some() { 2 } else { 1 })?;
         // + the logits and the token list (4 bytes each, like an f32).
-        let floats = KvCache::floats(c, n_ctx, n_batch)?
-            .checked_add(scratch)?
-            .checked_add(rope)?
-            .checked_add(c.vocab_size)?
-            .checked_add(n_ctx)?;
+        let floats = scratch.checked_add(rope)?.checked_add(c.vocab_size)?.checked_add(n_ctx)?;
         // Activations: f32 copy plus 8-bit blocks (40 bytes per 32 values).
         let act_values = n_batch.checked_mul(widest)?;
         let act = act_values.checked_mul(4)?.checked_add(act_values.div_ceil(32).checked_mul(40)?)?;
-        floats.checked_mul(4)?.checked_add(act)
+        floats.checked_mul(4)?.checked_add(act)?.checked_add(KvCache::bytes(c, n_ctx, n_batch, cache)?)
     }
 
     /// Sizes must have passed `required_bytes`.
-    pub fn new(model: Arc<Model>, pool: Arc<Pool>, n_ctx: usize, n_batch: usize) -> Cpu {
+    pub fn new(model: Arc<Model>, pool: Arc<Pool>, n_ctx: usize, n_batch: usize, cache: [CacheType; 2]) -> Cpu {
         let c = model.config();
         let width = Self::widths(c);
         let local = match c.rope_theta_local {
@@ -76,7 +71,7 @@ impl Cpu {
             scores: vec![0.0; n_batch * c.n_heads * n_ctx],
             act: Activations::with_capacity(n_batch, width.into_iter().max().unwrap_or(0)),
             rope: [rope_tables(c, c.rope_theta, true, n_ctx), local],
-            kv: KvCache::new(c, n_ctx, n_batch),
+            kv: KvCache::new(c, n_ctx, n_batch, cache),
             n_ctx,
             pool,
             model,
@@ -89,6 +84,28 @@ impl Cpu {
 
     pub fn kv(&self) -> &KvCache {
         &self.kv
+    }
+
+    pub fn kv_mut(&mut self) -> &mut KvCache {
+        &mut self.kv
+    }
+
+    /// Context shift (`KvCache::shift`): keys move back by `drop` positions and are rotated by
+    /// −`drop` with each layer's RoPE table.
+    pub fn shift(&mut self, n_tokens: usize, keep: usize, drop: usize) {
+        let c = self.model.config();
+        let (half, interleaved) = (c.head_dim / 2, c.rope_layout == autark_format::RopeLayout::Interleaved);
+        let table = |local: bool| {
+            let (cos, sin) = if local && !self.rope[1].0.is_empty() { &self.rope[1] } else { &self.rope[0] };
+            let sin: Vec<f32> = sin[drop * half..(drop + 1) * half].iter().map(|s| -s).collect();
+            (cos[drop * half..(drop + 1) * half].to_vec(), sin)
+        };
+        let tables = [table(false), table(true)];
+        let sliding: Vec<bool> = (0..c.n_layers).map(|l| c.is_sliding(l)).collect();
+        self.kv.shift(n_tokens, keep, drop, &|l, head| {
+            let (cos, sin) = &tables[sliding[l] as usize];
+            rope_head(head, cos, sin, interleaved);
+        });
     }
 }
 
@@ -185,24 +202,19 @@ impl Backend for Cpu {
                 let first = (p + 1).saturating_sub(window);
                 let len = p + 1 - first;
                 let runs = cache.runs(first, len);
-                let k = kernels();
                 for h in 0..n_heads {
                     let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
                     let kvh = h / group;
                     let s = &mut scores[h * n_ctx..h * n_ctx + len];
                     for (slot, js) in runs.iter().filter(|r| !r.1.is_empty()).cloned() {
-                        let at = slot * kv_dim + kvh * hd;
-                        let rows = &cache.keys[at..at + (js.len() - 1) * kv_dim + hd];
-                        (k.dots_f32)(qh, rows, kv_dim, &mut s[js]);
+                        cache.scores(qh, kvh, slot, &mut s[js]);
                     }
                     s.iter_mut().for_each(|v| *v *= scale);
                     softmax(s);
                     let o = &mut out[h * hd..(h + 1) * hd];
                     o.fill(0.0);
                     for (slot, js) in runs.iter().filter(|r| !r.1.is_empty()).cloned() {
-                        let at = slot * kv_dim + kvh * hd;
-                        let rows = &cache.values[at..at + (js.len() - 1) * kv_dim + hd];
-                        (k.wsum_f32)(o, &s[js], rows, kv_dim);
+                        cache.weighted_sum(o, &s[js], kvh, slot);
                     }
                 }
             },

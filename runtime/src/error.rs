@@ -27,6 +27,11 @@ pub enum RuntimeError {
     Template(String),
     #[error("the model has no chat template")]
     NoChatTemplate,
+    // ---- saved session states ----------------------------------------------------------------
+    #[error("session state: {0}")]
+    CorruptState(String),
+    #[error("the session state belongs to another model (state for {state}, this model is {model})")]
+    StateModelMismatch { state: String, model: String },
     // ---- resources ------------------------------------------------------------------------------
     #[error("the session needs {needed} bytes, over the memory budget of {budget} bytes")]
     MemoryBudget { needed: usize, budget: usize },
@@ -62,6 +67,10 @@ pub enum ErrorKind {
     OutOfMemory,
     /// A resource of the machine failed (threads could not start).
     Internal,
+    /// A saved session state that is damaged, truncated or not one.
+    CorruptState,
+    /// A saved session state of another model.
+    StateModelMismatch,
 }
 
 impl RuntimeError {
@@ -83,6 +92,8 @@ impl RuntimeError {
             RuntimeError::NoChatTemplate => ErrorKind::NoChatTemplate,
             RuntimeError::MemoryBudget { .. } => ErrorKind::OutOfMemory,
             RuntimeError::ThreadPool(_) => ErrorKind::Internal,
+            RuntimeError::CorruptState(_) => ErrorKind::CorruptState,
+            RuntimeError::StateModelMismatch { .. } => ErrorKind::StateModelMismatch,
         }
     }
 }

@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
 use crate::sampler::{Sampler, SamplerParams};
-use crate::session::Session;
+use crate::session::{Session, Suspended};
 use crate::tokenizer::Detokenizer;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +15,10 @@ pub struct GenerateParams {
     pub sampler: SamplerParams,
     /// Generation stops before any of these strings would be emitted.
     pub stop: Vec<String>,
+    /// When the context is full, shift it (`Session::shift_context`, keeping the first
+    /// `n_keep` tokens) and go on, instead of stopping with `StopReason::ContextFull`.
+    pub context_shift: bool,
+    pub n_keep: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +40,8 @@ pub struct GenerationStats {
     pub prompt_seconds: f64,
     pub generation_seconds: f64,
     pub stop: StopReason,
+    /// Tokens dropped by context shifts.
+    pub shifted_tokens: usize,
 }
 
 impl GenerationStats {
@@ -51,24 +57,75 @@ impl Session {
     /// Makes the context equal to `prompt` (re-using a cached common prefix), then samples up
     /// to `params.max_tokens` tokens. `on_piece` receives text as it becomes complete; returning
     /// `false` cancels.
+    ///
+    /// A generation that stops at `max_tokens` or is cancelled stays suspended in the session:
+    /// `generate_continue` (also after `save` and `load`) goes on exactly as one longer
+    /// generation would have. So the last, unfinished character of a suspended generation is not
+    /// emitted until it continues.
     pub fn generate(
         &mut self,
         prompt: &[u32],
         params: &GenerateParams,
         on_piece: &mut dyn FnMut(&str) -> bool,
     ) -> Result<GenerationStats> {
-        let model = std::sync::Arc::clone(self.model());
-        let tok = model.tokenizer();
-        let mut sampler = Sampler::new(params.sampler, model.config().vocab_size)?;
         let t0 = Instant::now();
         let cached_before =
             self.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len().saturating_sub(1));
         self.eval_continuing(prompt)?;
-        let prompt_seconds = t0.elapsed().as_secs_f64();
+        let state = Suspended {
+            rng: Sampler::new(params.sampler, 0)?.rng_state(),
+            detok: Detokenizer::new(),
+            held: String::new(),
+            held_emitted: 0,
+        };
+        let mut stats = self.run(state, params, on_piece)?;
+        stats.prompt_tokens = prompt.len();
+        stats.prompt_evaluated = prompt.len() - cached_before;
+        stats.prompt_seconds = t0.elapsed().as_secs_f64() - stats.generation_seconds;
+        Ok(stats)
+    }
+
+    /// Goes on generating from the current context: a suspended generation (see `generate`)
+    /// continues with its random stream, unfinished text and stop-string state, bit for bit as
+    /// if it had never stopped; otherwise a new one starts from the last token's logits.
+    /// The sampling settings of `params` apply from here on.
+    pub fn generate_continue(
+        &mut self,
+        params: &GenerateParams,
+        on_piece: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<GenerationStats> {
+        if self.tokens().is_empty() {
+            return Err(RuntimeError::EmptyInput);
+        }
+        let state = match self.suspended.take() {
+            Some(s) => s,
+            None => Suspended {
+                rng: Sampler::new(params.sampler, 0)?.rng_state(),
+                detok: Detokenizer::new(),
+                held: String::new(),
+                held_emitted: 0,
+            },
+        };
+        self.run(state, params, on_piece)
+    }
+
+    /// The sampling loop, from the logits of the last token in the context.
+    fn run(
+        &mut self,
+        state: Suspended,
+        params: &GenerateParams,
+        on_piece: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<GenerationStats> {
+        let model = std::sync::Arc::clone(self.model());
+        let tok = model.tokenizer();
+        let mut sampler = Sampler::with_rng_state(params.sampler, model.config().vocab_size, state.rng)?;
         let t1 = Instant::now();
-        let mut detok = Detokenizer::new();
-        let mut pending = String::new(); // text held back while it may start a stop string
-        let mut generated = 0;
+        let mut detok = state.detok;
+        // Text held back while it may start a stop string; its first `emitted` bytes were
+        // already emitted (by the generation this one continues).
+        let mut emitted = state.held_emitted.min(state.held.len());
+        let mut pending = state.held;
+        let (mut generated, mut shifted) = (0, 0);
         let stop = loop {
             if self.take_cancel() {
                 break StopReason::Cancelled;
@@ -83,40 +140,58 @@ impl Session {
             generated += 1;
             pending.push_str(&detok.push(tok, next)?);
             if let Some(at) = params.stop.iter().filter_map(|s| pending.find(s.as_str())).min() {
-                pending.truncate(at);
-                if !pending.is_empty() {
-                    on_piece(&pending);
+                if at > emitted {
+                    on_piece(&pending[emitted..at]);
                 }
                 pending.clear();
+                emitted = 0;
                 break StopReason::StopString;
             }
             let hold = params.stop.iter().map(|s| longest_suffix_prefix(&pending, s)).max().unwrap_or(0);
             let emit = pending.len() - hold;
             if emit > 0 {
-                let cont = on_piece(&pending[..emit]);
+                let cont = emit <= emitted || on_piece(&pending[emitted..emit]);
                 pending.drain(..emit);
+                emitted = emitted.saturating_sub(emit);
                 if !cont {
                     break StopReason::Cancelled;
                 }
             }
             if self.tokens().len() >= self.n_ctx() {
-                break StopReason::ContextFull;
+                if !params.context_shift {
+                    break StopReason::ContextFull;
+                }
+                shifted += self.shift_context(params.n_keep)?;
             }
             self.eval(&[next])?;
         };
-        if stop != StopReason::StopString && stop != StopReason::Cancelled {
-            pending.push_str(&detok.flush(tok)?);
-            if !pending.is_empty() {
-                on_piece(&pending);
+        match stop {
+            StopReason::MaxTokens | StopReason::Cancelled => {
+                // Suspended: at the token limit, what may begin a stop string is emitted (and
+                // kept, to be matched when the generation continues); an unfinished character
+                // waits. A cancelled generation emits nothing more.
+                if stop == StopReason::MaxTokens && pending.len() > emitted {
+                    on_piece(&pending[emitted..]);
+                    emitted = pending.len();
+                }
+                let rng = sampler.rng_state();
+                self.suspended = Some(Suspended { rng, detok, held: pending, held_emitted: emitted });
+            }
+            _ => {
+                pending.push_str(&detok.flush(tok)?);
+                if pending.len() > emitted {
+                    on_piece(&pending[emitted..]);
+                }
             }
         }
         Ok(GenerationStats {
-            prompt_tokens: prompt.len(),
-            prompt_evaluated: prompt.len() - cached_before,
+            prompt_tokens: 0,
+            prompt_evaluated: 0,
             generated_tokens: generated,
-            prompt_seconds,
+            prompt_seconds: 0.0,
             generation_seconds: t1.elapsed().as_secs_f64(),
             stop,
+            shifted_tokens: shifted,
         })
     }
 }

@@ -1,28 +1,227 @@
-//! The KV cache: keys and values of every position a session holds, per layer, in f32 rows of
-//! `n_kv_heads × head_dim`. A layer that attends through a sliding window shorter than the
-//! context keeps a ring instead: position `p` lives in slot `p mod slots`.
+//! The KV cache: keys and values of every position a session holds, per layer, in rows of
+//! `n_kv_heads × head_dim` values stored as f32, f16 or q8_0 (`CacheType`, chosen for keys and
+//! values separately). A layer that attends through a sliding window shorter than the context
+//! keeps a ring instead: position `p` lives in slot `p mod slots`.
 
 use std::ops::Range;
 
 use autark_format::ModelConfig;
+use autark_kernels::blocks::{block_bytes, cast_blocks};
+use autark_kernels::scalar::quantize_row_q8_0;
+use autark_kernels::types::{f16_to_f32, f32_to_f16};
+use autark_kernels::{kernels, BlockQ8_0, QK};
+
+use crate::error::{Result, RuntimeError};
+
+/// How a KV cache stores its keys or its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheType {
+    /// 4 bytes a value, exact.
+    F32,
+    /// IEEE half: 2 bytes a value.
+    F16,
+    /// ggml's q8_0 blocks (32 values in 34 bytes); each head's values start a block, so the
+    /// model's head_dim must be a multiple of 32.
+    Q8_0,
+}
+
+impl CacheType {
+    pub const ALL: [CacheType; 3] = [CacheType::F32, CacheType::F16, CacheType::Q8_0];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheType::F32 => "f32",
+            CacheType::F16 => "f16",
+            CacheType::Q8_0 => "q8_0",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<CacheType> {
+        Self::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    /// "f32, f16, q8_0", for messages.
+    pub fn names() -> String {
+        Self::ALL.map(CacheType::name).join(", ")
+    }
+
+    /// The stable code of the type in C (`AUTARK_CACHE_*`) and in state files.
+    pub fn code(self) -> u32 {
+        match self {
+            CacheType::F32 => 0,
+            CacheType::F16 => 1,
+            CacheType::Q8_0 => 2,
+        }
+    }
+
+    pub fn from_code(code: u32) -> Option<CacheType> {
+        Self::ALL.into_iter().find(|t| t.code() == code)
+    }
+
+    /// Bytes of `n` values.
+    pub fn bytes(self, n: usize) -> Option<usize> {
+        match self {
+            CacheType::F32 => n.checked_mul(4),
+            CacheType::F16 => n.checked_mul(2),
+            CacheType::Q8_0 => (n / QK).checked_mul(std::mem::size_of::<BlockQ8_0>()),
+        }
+    }
+
+    /// Checks that a model's heads fit this type.
+    pub fn check(self, c: &ModelConfig, name: &'static str) -> Result<()> {
+        if self == CacheType::Q8_0 && !c.head_dim.is_multiple_of(QK) {
+            return Err(RuntimeError::InvalidArgument {
+                name,
+                what: format!("q8_0 needs a head size that is a multiple of {QK}; this model's is {}", c.head_dim),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One side (keys or values) of the whole cache, in its type.
+enum Rows {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+    Q8_0(Vec<BlockQ8_0>),
+}
+
+/// A borrowed run of rows.
+#[derive(Clone, Copy)]
+pub(crate) enum RowsRef<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+    Q8_0(&'a [BlockQ8_0]),
+}
+
+impl Rows {
+    fn new(t: CacheType, values: usize) -> Rows {
+        match t {
+            CacheType::F32 => Rows::F32(vec![0.0; values]),
+            CacheType::F16 => Rows::F16(vec![0; values]),
+            CacheType::Q8_0 => Rows::Q8_0(vec![BlockQ8_0::default(); values / QK]),
+        }
+    }
+
+    fn kind(&self) -> CacheType {
+        match self {
+            Rows::F32(_) => CacheType::F32,
+            Rows::F16(_) => CacheType::F16,
+            Rows::Q8_0(_) => CacheType::Q8_0,
+        }
+    }
+
+    /// Stores `src` at value `at` (a multiple of 32 for q8_0).
+    fn store(&mut self, at: usize, src: &[f32]) {
+        match self {
+            Rows::F32(r) => r[at..at + src.len()].copy_from_slice(src),
+            Rows::F16(r) => r[at..at + src.len()].iter_mut().zip(src).for_each(|(o, &v)| *o = f32_to_f16(v)),
+            Rows::Q8_0(r) => quantize_row_q8_0(src, &mut r[at / QK..(at + src.len()) / QK]),
+        }
+    }
+
+    /// Values `at..at + out.len()` as f32.
+    fn load(&self, at: usize, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            Rows::F32(r) => out.copy_from_slice(&r[at..at + n]),
+            Rows::F16(r) => out.iter_mut().zip(&r[at..at + n]).for_each(|(o, &h)| *o = f16_to_f32(h)),
+            Rows::Q8_0(r) => {
+                for (o, b) in out.chunks_exact_mut(QK).zip(&r[at / QK..(at + n) / QK]) {
+                    let d = f16_to_f32(b.d);
+                    o.iter_mut().zip(b.qs).for_each(|(o, q)| *o = d * q as f32);
+                }
+            }
+        }
+    }
+
+    /// Moves values `src` to start at `dst` (multiples of 32 for q8_0).
+    fn copy_within(&mut self, src: Range<usize>, dst: usize) {
+        match self {
+            Rows::F32(r) => r.copy_within(src, dst),
+            Rows::F16(r) => r.copy_within(src, dst),
+            Rows::Q8_0(r) => r.copy_within(src.start / QK..src.end / QK, dst / QK),
+        }
+    }
+
+    /// The values `span` (multiples of 32 for q8_0).
+    fn slice(&self, span: Range<usize>) -> RowsRef<'_> {
+        match self {
+            Rows::F32(r) => RowsRef::F32(&r[span]),
+            Rows::F16(r) => RowsRef::F16(&r[span]),
+            Rows::Q8_0(r) => RowsRef::Q8_0(&r[span.start / QK..span.end / QK]),
+        }
+    }
+
+    /// Appends the little-endian bytes of values `span` to `out`.
+    fn write_bytes(&self, span: Range<usize>, out: &mut Vec<u8>) {
+        match self {
+            Rows::F32(r) => r[span].iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            Rows::F16(r) => r[span].iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            Rows::Q8_0(r) => out.extend_from_slice(block_bytes(&r[span.start / QK..span.end / QK])),
+        }
+    }
+
+    /// Reads values `span` back from `bytes` (exactly their length).
+    fn read_bytes(&mut self, span: Range<usize>, bytes: &[u8]) -> Result<()> {
+        match self {
+            Rows::F32(r) => r[span].iter_mut().zip(bytes.chunks_exact(4)).for_each(|(v, b)| {
+                *v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+            }),
+            Rows::F16(r) => r[span].iter_mut().zip(bytes.chunks_exact(2)).for_each(|(v, b)| {
+                *v = u16::from_le_bytes(b.try_into().expect("2 bytes"));
+            }),
+            Rows::Q8_0(r) => r[span.start / QK..span.end / QK].copy_from_slice(cast_blocks::<BlockQ8_0>(bytes)?),
+        }
+        Ok(())
+    }
+}
+
+impl RowsRef<'_> {
+    /// `out[j] = q · row j` for rows `stride` values apart, starting at value `at`.
+    fn dots(self, q: &[f32], at: usize, stride: usize, out: &mut [f32]) {
+        let (k, n, hd) = (kernels(), out.len(), q.len());
+        let _ = &k;
+        let span = at..at + (n - 1) * stride + hd;
+        match self {
+            RowsRef::F32(r) => (k.dots_f32)(q, &r[span], stride, out),
+            RowsRef::F16(r) => tmp::dots_f16(q, &r[span], stride, out),
+            RowsRef::Q8_0(r) => tmp::dots_q8_0(q, &r[span.start / QK..span.end / QK], stride / QK, out),
+        }
+    }
+
+    /// `out += Σ_j w[j] · row j` for rows `stride` values apart, starting at value `at`.
+    fn wsum(self, out: &mut [f32], w: &[f32], at: usize, stride: usize) {
+        let (k, n, hd) = (kernels(), w.len(), out.len());
+        let _ = &k;
+        let span = at..at + (n - 1) * stride + hd;
+        match self {
+            RowsRef::F32(r) => (k.wsum_f32)(out, w, &r[span], stride),
+            RowsRef::F16(r) => tmp::wsum_f16(out, w, &r[span], stride),
+            RowsRef::Q8_0(r) => tmp::wsum_q8_0(out, w, &r[span.start / QK..span.end / QK], stride / QK),
+        }
+    }
+}
 
 pub(crate) struct KvCache {
-    keys: Vec<f32>,
-    values: Vec<f32>,
+    keys: Rows,
+    values: Rows,
     /// Positions each layer holds (`slots_of`).
     slots: Vec<usize>,
-    /// Offset of each layer in `keys` / `values`, in floats.
+    /// Offset of each layer in `keys` / `values`, in values.
     offset: Vec<usize>,
     kv_dim: usize,
+    head_dim: usize,
     n_ctx: usize,
     window: Option<usize>,
 }
 
 /// One layer's cache, read by attention.
 pub(crate) struct LayerCache<'a> {
-    pub keys: &'a [f32],
-    pub values: &'a [f32],
+    keys: RowsRef<'a>,
+    values: RowsRef<'a>,
     slots: usize,
+    kv_dim: usize,
 }
 
 impl LayerCache<'_> {
@@ -32,6 +231,16 @@ impl LayerCache<'_> {
         let start = first % self.slots;
         let run = len.min(self.slots - start);
         [(start, 0..run), (0, run..len)]
+    }
+
+    /// `out[j] = q · key of KV head `kvh` in slots `slot..slot + out.len()`.
+    pub fn scores(&self, q: &[f32], kvh: usize, slot: usize, out: &mut [f32]) {
+        self.keys.dots(q, slot * self.kv_dim + kvh * q.len(), self.kv_dim, out);
+    }
+
+    /// `out += Σ_j w[j] · value of KV head `kvh` in slot `slot + j`.
+    pub fn weighted_sum(&self, out: &mut [f32], w: &[f32], kvh: usize, slot: usize) {
+        self.values.wsum(out, w, slot * self.kv_dim + kvh * out.len(), self.kv_dim);
     }
 }
 
@@ -46,19 +255,34 @@ impl KvCache {
         }
     }
 
-    /// Floats the cache holds (keys and values), or `None` if that overflows.
-    pub fn floats(c: &ModelConfig, n_ctx: usize, n_batch: usize) -> Option<usize> {
+    /// Bytes the cache holds (keys and values), or `None` if that overflows.
+    pub fn bytes(c: &ModelConfig, n_ctx: usize, n_batch: usize, types: [CacheType; 2]) -> Option<usize> {
         let slots = (0..c.n_layers).try_fold(0usize, |acc, l| acc.checked_add(Self::slots_of(c, l, n_ctx, n_batch)))?;
-        slots.checked_mul(c.n_kv_heads.checked_mul(c.head_dim)?)?.checked_mul(2)
+        let values = slots.checked_mul(c.n_kv_heads.checked_mul(c.head_dim)?)?;
+        types[0].bytes(values)?.checked_add(types[1].bytes(values)?)
     }
 
-    /// Sizes must have passed `floats` (no overflow).
-    pub fn new(c: &ModelConfig, n_ctx: usize, n_batch: usize) -> KvCache {
+    /// Sizes must have passed `bytes` (no overflow) and the types `CacheType::check`.
+    pub fn new(c: &ModelConfig, n_ctx: usize, n_batch: usize, types: [CacheType; 2]) -> KvCache {
         let kv_dim = c.n_kv_heads * c.head_dim;
         let slots: Vec<usize> = (0..c.n_layers).map(|l| Self::slots_of(c, l, n_ctx, n_batch)).collect();
         let offset: Vec<usize> = slots.iter().scan(0, |o, s| Some(std::mem::replace(o, *o + s * kv_dim))).collect();
         let len = slots.iter().sum::<usize>() * kv_dim;
-        KvCache { keys: vec![0.0; len], values: vec![0.0; len], slots, offset, kv_dim, n_ctx, window: c.sliding_window }
+        KvCache {
+            keys: Rows::new(types[0], len),
+            values: Rows::new(types[1], len),
+            slots,
+            offset,
+            kv_dim,
+            head_dim: c.head_dim,
+            n_ctx,
+            window: c.sliding_window,
+        }
+    }
+
+    /// The types of keys and values.
+    pub fn types(&self) -> [CacheType; 2] {
+        [self.keys.kind(), self.values.kind()]
     }
 
     /// Stores the keys and values of positions `pos0..` (rows of `k` and `v`) in layer `l`.
@@ -66,15 +290,20 @@ impl KvCache {
         let (off, slots, d) = (self.offset[l], self.slots[l], self.kv_dim);
         for (t, (k, v)) in k.chunks_exact(d).zip(v.chunks_exact(d)).enumerate() {
             let at = off + (pos0 + t) % slots * d;
-            self.keys[at..at + d].copy_from_slice(k);
-            self.values[at..at + d].copy_from_slice(v);
+            self.keys.store(at, k);
+            self.values.store(at, v);
         }
     }
 
     pub fn layer(&self, l: usize) -> LayerCache<'_> {
         let (off, slots) = (self.offset[l], self.slots[l]);
         let span = off..off + slots * self.kv_dim;
-        LayerCache { keys: &self.keys[span.clone()], values: &self.values[span], slots }
+        LayerCache { keys: self.keys.slice(span.clone()), values: self.values.slice(span), slots, kv_dim: self.kv_dim }
+    }
+
+    /// Whether any layer keeps a ring (a sliding window shorter than the context).
+    pub fn has_rings(&self) -> bool {
+        self.slots.iter().any(|&s| s < self.n_ctx)
     }
 
     /// How far back the context can be cut and continued: unlimited with full caches; with ring
@@ -87,5 +316,100 @@ impl KvCache {
             .map(|&s| (s + 1).saturating_sub(window))
             .min()
             .unwrap_or(usize::MAX)
+    }
+
+    /// Slots of layer `l` that hold some of the first `n_tokens` positions: `0..min(n, slots)`.
+    fn used(&self, l: usize, n_tokens: usize) -> Range<usize> {
+        let (off, d) = (self.offset[l], self.kv_dim);
+        off..off + n_tokens.min(self.slots[l]) * d
+    }
+
+    /// Bytes `write` produces for `n_tokens` positions.
+    pub fn state_bytes(&self, n_tokens: usize) -> usize {
+        let values: usize = (0..self.slots.len()).map(|l| self.used(l, n_tokens).len()).sum();
+        let [k, v] = self.types();
+        k.bytes(values).unwrap_or(0) + v.bytes(values).unwrap_or(0)
+    }
+
+    /// Writes the cache of the first `n_tokens` positions to `sink`, layer by layer (keys, then
+    /// values), in the cache's own types: docs/FORMAT.md, "Session state".
+    pub fn write(&self, n_tokens: usize, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        for l in 0..self.slots.len() {
+            for rows in [&self.keys, &self.values] {
+                buf.clear();
+                rows.write_bytes(self.used(l, n_tokens), &mut buf);
+                sink(&buf)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads back what `write` wrote for `n_tokens` positions: `fill(buf, n)` puts the next `n`
+    /// bytes in `buf`.
+    pub fn read(&mut self, n_tokens: usize, fill: &mut dyn FnMut(&mut Vec<u8>, usize) -> Result<()>) -> Result<()> {
+        let mut buf = Vec::new();
+        for l in 0..self.slots.len() {
+            let span = self.used(l, n_tokens);
+            for rows in [&mut self.keys, &mut self.values] {
+                let len = rows.kind().bytes(span.len()).unwrap_or(0);
+                fill(&mut buf, len)?;
+                rows.read_bytes(span.clone(), &buf)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Context shift: position `p ≥ keep + drop` moves to `p − drop` (for the first `n_tokens`
+    /// positions), its key rotated back by `drop` positions (`rotate(layer, head)` applies
+    /// that layer's RoPE by −drop). Only caches without rings shift (`has_rings`).
+    pub fn shift(&mut self, n_tokens: usize, keep: usize, drop: usize, rotate: &dyn Fn(usize, &mut [f32])) {
+        let (d, hd) = (self.kv_dim, self.head_dim);
+        let mut row = vec![0.0f32; d];
+        for l in 0..self.slots.len() {
+            let off = self.offset[l];
+            for p in keep + drop..n_tokens {
+                let (from, to) = (off + p * d, off + (p - drop) * d);
+                self.keys.load(from, &mut row);
+                row.chunks_exact_mut(hd).for_each(|h| rotate(l, h));
+                self.keys.store(to, &row);
+            }
+            // Values move as they are (no rotation: their bytes are kept).
+            let (from, to) = (off + (keep + drop) * d, off + keep * d);
+            self.values.copy_within(from..off + n_tokens.max(keep + drop) * d, to);
+        }
+    }
+}
+
+// TEMPORARY until the kernels land.
+mod tmp {
+    use autark_kernels::types::f16_to_f32;
+    use autark_kernels::BlockQ8_0;
+    pub fn dots_f16(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = q.iter().zip(&k[j * stride..]).map(|(a, &b)| a * f16_to_f32(b)).sum();
+        }
+    }
+    pub fn wsum_f16(out: &mut [f32], w: &[f32], v: &[u16], stride: usize) {
+        for (j, &wj) in w.iter().enumerate() {
+            out.iter_mut().zip(&v[j * stride..]).for_each(|(o, &b)| *o += wj * f16_to_f32(b));
+        }
+    }
+    pub fn dots_q8_0(q: &[f32], k: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = q
+                .chunks_exact(32)
+                .zip(&k[j * stride..])
+                .map(|(q, b)| f16_to_f32(b.d) * q.iter().zip(b.qs).map(|(a, c)| a * c as f32).sum::<f32>())
+                .sum();
+        }
+    }
+    pub fn wsum_q8_0(out: &mut [f32], w: &[f32], v: &[BlockQ8_0], stride: usize) {
+        for (j, &wj) in w.iter().enumerate() {
+            for (o, b) in out.chunks_exact_mut(32).zip(&v[j * stride..]) {
+                let d = wj * f16_to_f32(b.d);
+                o.iter_mut().zip(b.qs).for_each(|(o, c)| *o += d * c as f32);
+            }
+        }
     }
 }

@@ -18,12 +18,14 @@ pub mod options;
 pub mod perplexity;
 pub mod sampler;
 pub mod session;
+mod state;
 pub mod tokenizer;
 
 pub use autark_format::{Architecture, FormatError};
 pub use chat::ChatMessage;
 pub use error::{ErrorKind, Result, RuntimeError};
 pub use generate::{GenerateParams, GenerationStats, StopReason};
+pub use kv::CacheType;
 pub use model::{Model, Prompt};
 pub use options::{Options, DEFAULTS};
 pub use sampler::{Sampler, SamplerParams};

@@ -130,6 +130,12 @@ impl Model {
         &self.tokenizer
     }
 
+    /// The file's identity: the SHA-256 its header keeps of the metadata and the tensor table
+    /// (every tensor's SHA-256), so two files share it only if they hold the same model.
+    pub fn id(&self) -> [u8; 32] {
+        self.file.layout().header_sha256
+    }
+
     pub fn file(&self) -> &AutarkFile {
         &self.file
     }

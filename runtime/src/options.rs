@@ -4,6 +4,7 @@
 
 use crate::error::Result;
 use crate::generate::GenerateParams;
+use crate::kv::CacheType;
 use crate::sampler::SamplerParams;
 use crate::session::SessionParams;
 
@@ -16,7 +17,14 @@ pub struct Options {
 
 /// The defaults of every front end.
 pub const DEFAULTS: Options = Options {
-    session: SessionParams { n_ctx: 0, n_threads: 0, n_batch: 64, max_memory_bytes: 0 },
+    session: SessionParams {
+        n_ctx: 0,
+        n_threads: 0,
+        n_batch: 64,
+        max_memory_bytes: 0,
+        cache_type_k: CacheType::F32,
+        cache_type_v: CacheType::F32,
+    },
     generate: GenerateParams {
         max_tokens: 128,
         sampler: SamplerParams {
@@ -29,6 +37,8 @@ pub const DEFAULTS: Options = Options {
             seed: 0,
         },
         stop: Vec::new(),
+        context_shift: false,
+        n_keep: 0,
     },
 };
 

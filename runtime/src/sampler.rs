@@ -56,6 +56,19 @@ impl Sampler {
         &self.params
     }
 
+    /// The random stream's position: a sampler made with `with_rng_state` of it draws what this
+    /// one would draw next.
+    pub fn rng_state(&self) -> u64 {
+        self.rng
+    }
+
+    /// `new`, continuing a random stream at `state` (`rng_state`) instead of the seed's start.
+    pub fn with_rng_state(params: SamplerParams, vocab_size: usize, state: u64) -> Result<Sampler> {
+        let mut s = Sampler::new(params, vocab_size)?;
+        s.rng = state;
+        Ok(s)
+    }
+
     /// SplitMix64 → uniform in [0, 1).
     fn uniform(&mut self) -> f32 {
         self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);

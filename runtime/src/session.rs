@@ -12,7 +12,9 @@ use crate::cpu::Cpu;
 use crate::error::{Result, RuntimeError};
 use crate::forward::forward;
 use crate::imatrix::ActivationStats;
+use crate::kv::CacheType;
 use crate::model::Model;
+use crate::tokenizer::Detokenizer;
 
 /// Most worker threads a session accepts.
 const MAX_THREADS: usize = 1024;
@@ -30,6 +32,23 @@ pub struct SessionParams {
     /// Refuse to create the session if it needs more than this many bytes (0 = no budget; the
     /// session is then refused only when it needs more than the machine's available memory).
     pub max_memory_bytes: usize,
+    /// How the KV cache stores keys and values (docs/RUNTIME.md, "KV cache types").
+    pub cache_type_k: CacheType,
+    pub cache_type_v: CacheType,
+}
+
+/// A generation that stopped at its token limit or was cancelled, kept so that it can continue
+/// exactly where it stopped (`Session::generate_continue`, and saved with `Session::save`).
+#[derive(Debug)]
+pub(crate) struct Suspended {
+    /// The sampler's random stream (`Sampler::rng_state`).
+    pub rng: u64,
+    /// Tokens whose text is not complete yet (an unfinished UTF-8 character).
+    pub detok: Detokenizer,
+    /// Text that may still begin a stop string, of which the first `held_emitted` bytes were
+    /// emitted.
+    pub held: String,
+    pub held_emitted: usize,
 }
 
 pub struct Session {
@@ -45,6 +64,9 @@ pub struct Session {
     logits: Vec<f32>, // (vocab_size) logits of the last evaluated token
     /// Input statistics of every linear layer, while collecting them (calibration).
     stats: Option<Box<ActivationStats>>,
+    cache: [CacheType; 2],
+    /// The generation that produced the last tokens, if it can continue.
+    pub(crate) suspended: Option<Suspended>,
 }
 
 impl Session {
@@ -66,8 +88,11 @@ impl Session {
         if threads > MAX_THREADS {
             return Err(RuntimeError::InvalidArgument { name: "n_threads", what: format!("{threads}") });
         }
+        params.cache_type_k.check(c, "cache_type_k")?;
+        params.cache_type_v.check(c, "cache_type_v")?;
+        let cache = [params.cache_type_k, params.cache_type_v];
         // Every byte the session will allocate, checked before the first allocation.
-        let needed = Self::required_bytes(c, n_ctx, n_batch)
+        let needed = Self::required_bytes(c, n_ctx, n_batch, cache)
             .ok_or(RuntimeError::InvalidArgument { name: "n_ctx", what: "the session's size overflows".into() })?;
         let budget = if params.max_memory_bytes > 0 { Some(params.max_memory_bytes) } else { available_memory() };
         if let Some(budget) = budget.filter(|&b| needed > b) {
@@ -75,7 +100,7 @@ impl Session {
         }
         let pool = Arc::new(Pool::new(threads).map_err(|e| RuntimeError::ThreadPool(e.to_string()))?);
         Ok(Session {
-            backend: Cpu::new(Arc::clone(&model), pool, n_ctx, n_batch),
+            backend: Cpu::new(Arc::clone(&model), pool, n_ctx, n_batch, cache),
             n_ctx,
             n_batch,
             tokens: Vec::with_capacity(n_ctx),
@@ -83,6 +108,8 @@ impl Session {
             model,
             cancel: Arc::new(AtomicBool::new(false)),
             stats: None,
+            cache,
+            suspended: None,
         })
     }
 
@@ -101,10 +128,20 @@ impl Session {
         &self.model
     }
 
-    /// Bytes a session of `n_ctx` tokens and `n_batch`-token batches allocates (KV cache,
-    /// scratch, RoPE tables, activation buffers), or `None` if that overflows.
-    pub fn required_bytes(c: &ModelConfig, n_ctx: usize, n_batch: usize) -> Option<usize> {
-        Cpu::required_bytes(c, n_ctx, n_batch)
+    /// Bytes a session of `n_ctx` tokens, `n_batch`-token batches and KV cache types `cache`
+    /// (keys, values) allocates (KV cache, scratch, RoPE tables, activation buffers), or `None`
+    /// if that overflows.
+    pub fn required_bytes(c: &ModelConfig, n_ctx: usize, n_batch: usize, cache: [CacheType; 2]) -> Option<usize> {
+        Cpu::required_bytes(c, n_ctx, n_batch, cache)
+    }
+
+    /// The KV cache's types (keys, values).
+    pub fn cache_types(&self) -> [CacheType; 2] {
+        self.cache
+    }
+
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
     }
 
     /// A handle that stops this session's generation from any thread: the running (or next)
@@ -138,6 +175,7 @@ impl Session {
     /// Forgets the context; buffers are kept.
     pub fn reset(&mut self) {
         self.tokens.clear();
+        self.suspended = None;
     }
 
     /// Drops the context after its first `n` tokens (the cache beyond is overwritten later).
@@ -147,11 +185,34 @@ impl Session {
     pub fn truncate(&mut self, n: usize) {
         let rewind = self.tokens.len().saturating_sub(n);
         self.tokens.truncate(if rewind > self.backend.kv().max_rewind() { 0 } else { n });
+        self.suspended = None;
+    }
+
+    /// Context shift: keeps the first `keep` tokens, drops the oldest half of the rest (at least
+    /// one token) and moves the later ones back, their cached keys re-rotated (RoPE by the
+    /// distance moved) instead of re-evaluated, as llama.cpp does. Returns how many tokens were
+    /// dropped. Models whose sliding-window layers keep ring caches cannot shift.
+    pub fn shift_context(&mut self, keep: usize) -> Result<usize> {
+        let n = self.tokens.len();
+        if self.backend.kv().has_rings() {
+            return Err(RuntimeError::InvalidArgument {
+                name: "context_shift",
+                what: "this model's sliding-window layers keep ring caches, which cannot shift".into(),
+            });
+        }
+        let keep = keep.min(n.saturating_sub(1));
+        let drop = ((n - keep) / 2).max(1);
+        if n == 0 || keep + drop > n {
+            return Ok(0);
+        }
+        self.backend.shift(n, keep, drop);
+        self.tokens.drain(keep..keep + drop);
+        Ok(drop)
     }
 
     /// Bytes this session allocated (KV cache, scratch, tables): `required_bytes` of its sizes.
     pub fn memory_bytes(&self) -> usize {
-        Self::required_bytes(self.model.config(), self.n_ctx, self.n_batch).unwrap_or(usize::MAX)
+        Self::required_bytes(self.model.config(), self.n_ctx, self.n_batch, self.cache).unwrap_or(usize::MAX)
     }
 
     fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
@@ -222,7 +283,24 @@ impl Session {
             self.logits.copy_from_slice(&out[out.len() - vocab..]);
         }
         self.tokens.extend_from_slice(batch);
+        self.suspended = None;
         Ok(())
+    }
+
+    pub(crate) fn backend_mut(&mut self) -> &mut Cpu {
+        &mut self.backend
+    }
+
+    pub(crate) fn backend(&self) -> &Cpu {
+        &self.backend
+    }
+
+    /// Replaces the context with `tokens` and `logits` (a loaded state; the cache is filled by
+    /// the caller).
+    pub(crate) fn restore(&mut self, tokens: &[u32], logits: &[f32]) {
+        self.tokens.clear();
+        self.tokens.extend_from_slice(tokens);
+        self.logits.copy_from_slice(logits);
     }
 }
 

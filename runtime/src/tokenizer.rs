@@ -80,7 +80,7 @@ impl Tokenizer {
 /// complete characters, so multi-byte characters split across tokens (byte-level BPE or
 /// SentencePiece byte fallback) come out whole. Decoding a window of recent tokens, rather than
 /// each token alone, keeps the tokenizer's spacing rules (leading-space stripping) intact.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Detokenizer {
     ids: Vec<u32>,
     prefix: usize,
@@ -105,6 +105,17 @@ impl Detokenizer {
         } else {
             Ok(String::new())
         }
+    }
+
+    /// The tokens not yet fully turned into text, and how many of them were already decoded
+    /// once (`from_state` rebuilds an equivalent detokenizer).
+    pub fn state(&self) -> (&[u32], usize) {
+        (&self.ids[self.prefix..], self.read - self.prefix)
+    }
+
+    /// A detokenizer in the state `state` reported; `None` if `read` exceeds the tokens.
+    pub fn from_state(ids: Vec<u32>, read: usize) -> Option<Detokenizer> {
+        (read <= ids.len()).then_some(Detokenizer { ids, prefix: 0, read })
     }
 
     /// Whatever is still held back (e.g. an incomplete character at the end of generation),

@@ -6,16 +6,28 @@ use std::sync::Arc;
 
 use autark_runtime::{ChatMessage, Prompt, Session};
 
-use super::{io, load, Result};
+use super::{io, load, CliError, Result};
 use crate::SampleArgs;
 
-pub fn chat(path: &Path, system: Option<String>, n: usize, s: &SampleArgs) -> Result<()> {
+pub fn chat(path: &Path, system: Option<String>, n: usize, keep: Option<&Path>, s: &SampleArgs) -> Result<()> {
     let (model, _) = load(path)?;
     let o = s.options(n)?;
-    let mut session = Session::new(Arc::clone(&model), o.session)?;
     let params = o.generate;
-    let mut history: Vec<ChatMessage> = system.iter().map(|s| ChatMessage::new("system", s)).collect();
-    let base = history.len();
+    // A saved conversation: the session's state, with the messages as its application data.
+    let (mut session, mut history) = match keep.filter(|f| f.exists()) {
+        Some(f) => {
+            let (session, app) = Session::load_with_app_data(Arc::clone(&model), f, o.session)?;
+            let history: Vec<ChatMessage> = serde_json::from_str(&app)
+                .map_err(|e| CliError::Usage(format!("{}: not a chat session ({e})", f.display())))?;
+            eprintln!("resumed {} messages ({} tokens) from {}", history.len(), session.tokens().len(), f.display());
+            (session, history)
+        }
+        None => {
+            let history = system.iter().map(|s| ChatMessage::new("system", s)).collect();
+            (Session::new(Arc::clone(&model), o.session)?, history)
+        }
+    };
+    let base = history.iter().take_while(|m| m.role == "system").count();
     eprintln!(
         "autark chat: {} ({} layers). /reset clears the history, /exit or Ctrl-D quits.",
         path.display(),
@@ -38,7 +50,13 @@ pub fn chat(path: &Path, system: Option<String>, n: usize, s: &SampleArgs) -> Re
             _ => {}
         }
         history.push(ChatMessage::new("user", &line));
-        let tokens = model.prompt_tokens(Prompt::Chat(&history))?;
+        let mut tokens = model.prompt_tokens(Prompt::Chat(&history))?;
+        // With --context-shift, the oldest turns make room for the new one (and for a reply of
+        // at least a quarter of the context).
+        while params.context_shift && tokens.len() + session.n_ctx() / 4 > session.n_ctx() && history.len() > base + 1 {
+            history.remove(base);
+            tokens = model.prompt_tokens(Prompt::Chat(&history))?;
+        }
         let mut reply = String::new();
         let mut out = std::io::stdout().lock();
         let r = session.generate(&tokens, &params, &mut |piece| {
@@ -58,6 +76,10 @@ pub fn chat(path: &Path, system: Option<String>, n: usize, s: &SampleArgs) -> Re
                     stats.generation_tps()
                 );
                 history.push(ChatMessage::new("assistant", reply.trim()));
+                if let Some(f) = keep {
+                    let app = serde_json::to_string(&history).map_err(|e| CliError::Usage(e.to_string()))?;
+                    session.save_with_app_data(f, &app)?;
+                }
             }
             Err(autark_runtime::RuntimeError::ContextOverflow { needed, n_ctx }) => {
                 eprintln!("context full ({needed} > {n_ctx} tokens): history cleared");

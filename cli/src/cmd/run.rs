@@ -13,7 +13,13 @@ impl SampleArgs {
     /// The runtime's options for up to `max_tokens` tokens, checked.
     pub fn options(&self, max_tokens: usize) -> Result<Options> {
         let o = Options {
-            session: SessionParams { n_ctx: self.ctx, n_threads: self.threads, ..DEFAULTS.session },
+            session: SessionParams {
+                n_ctx: self.ctx,
+                n_threads: self.threads,
+                cache_type_k: self.cache.k,
+                cache_type_v: self.cache.v,
+                ..DEFAULTS.session
+            },
             generate: autark_runtime::GenerateParams {
                 max_tokens,
                 sampler: SamplerParams {
@@ -26,6 +32,8 @@ impl SampleArgs {
                     ..DEFAULTS.generate.sampler
                 },
                 stop: self.stop.clone(),
+                context_shift: self.context_shift,
+                n_keep: self.keep,
             },
         };
         o.validate()?;
@@ -39,27 +47,65 @@ pub fn chat_messages(system: Option<String>, user: &str) -> Vec<ChatMessage> {
     system.into_iter().chain([ChatMessage::new("user", user)]).collect()
 }
 
-pub fn run(path: &Path, prompt: &str, n: usize, chat: bool, system: Option<String>, s: &SampleArgs) -> Result<()> {
+/// What `autark run` starts from.
+pub struct Start<'a> {
+    pub prompt: Option<&'a str>,
+    pub chat: bool,
+    pub system: Option<String>,
+    /// A saved state: the generation continues from it (after `prompt`, if any, is appended).
+    pub load: Option<&'a Path>,
+}
+
+pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &SampleArgs) -> Result<()> {
     let (model, _) = load(path)?;
-    let messages = chat_messages(system, prompt);
-    let tokens = model.prompt_tokens(if chat { Prompt::Chat(&messages) } else { Prompt::Text(prompt) })?;
     let o = s.options(n)?;
-    let mut session = Session::new(Arc::clone(&model), o.session)?;
     let params = o.generate;
     let mut out = std::io::stdout().lock();
-    let stats = session.generate(&tokens, &params, &mut |piece| {
+    let mut print = |piece: &str| {
         let _ = out.write_all(piece.as_bytes());
         out.flush().is_ok()
-    })?;
+    };
+    let (session, stats) = match (start.load, start.prompt) {
+        (Some(state), prompt) => {
+            let mut session = Session::load(Arc::clone(&model), state, o.session)?;
+            let stats = match prompt {
+                // Appended as plain text, without special tokens (the context has its BOS).
+                Some(text) => {
+                    let mut tokens = session.tokens().to_vec();
+                    tokens.extend(model.tokenizer().encode(text, false)?);
+                    session.generate(&tokens, &params, &mut print)?
+                }
+                None => session.generate_continue(&params, &mut print)?,
+            };
+            (session, stats)
+        }
+        (None, prompt) => {
+            let prompt = prompt.unwrap_or_default();
+            let messages = chat_messages(start.system, prompt);
+            let tokens =
+                model.prompt_tokens(if start.chat { Prompt::Chat(&messages) } else { Prompt::Text(prompt) })?;
+            let mut session = Session::new(Arc::clone(&model), o.session)?;
+            let stats = session.generate(&tokens, &params, &mut print)?;
+            (session, stats)
+        }
+    };
     let _ = writeln!(out);
+    if let Some(save) = save {
+        session.save(save)?;
+    }
     eprintln!(
-        "prompt: {} tokens, {:.1} t/s | generation: {} tokens, {:.1} t/s | stop: {:?} | threads {}",
+        "prompt: {} tokens, {:.1} t/s | generation: {} tokens, {:.1} t/s | stop: {:?} | threads {}{}",
         stats.prompt_evaluated,
         stats.prompt_tps(),
         stats.generated_tokens,
         stats.generation_tps(),
         stats.stop,
-        session.n_threads()
+        session.n_threads(),
+        if stats.shifted_tokens > 0 {
+            format!(" | context shifted by {} tokens", stats.shifted_tokens)
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
