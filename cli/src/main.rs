@@ -179,6 +179,8 @@ struct PerplexityArgs {
     /// One JSON object on stdout: ppl, ppl_stderr, n_tokens (and kld_*, top1_agreement).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 #[derive(Args)]
@@ -203,6 +205,11 @@ struct BenchArgs {
     /// Comma-separated thread counts.
     #[arg(short, long, default_value = "0")]
     threads: String,
+    /// Tokens already in the context when each test starts (llama-bench's -d).
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    n_depth: usize,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// One JSON object per line per test (llama-bench's jsonl keys n_prompt, n_gen,
     /// n_threads, avg_ts, stddev_ts, plus autark's own).
     #[arg(long)]

@@ -27,9 +27,25 @@
 #define AUTARK_DEPRECATED(fn, msg) fn __attribute__((deprecated(msg)))
 
 /*
- Version of this C ABI; changes when a signature or struct layout changes.
+ Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
+ and context-shift fields of `autark_session_params`).
  */
-#define AUTARK_ABI_VERSION 1
+#define AUTARK_ABI_VERSION 2
+
+/*
+ KV cache types (`cache_type_k`, `cache_type_v` of `autark_session_params`).
+ */
+#define AUTARK_CACHE_F32 0
+
+/*
+ IEEE half: 2 bytes a value.
+ */
+#define AUTARK_CACHE_F16 1
+
+/*
+ ggml's q8_0 blocks: 34 bytes per 32 values (head size a multiple of 32).
+ */
+#define AUTARK_CACHE_Q8_0 2
 
 /*
  Stops a session's generation from another thread. Obtained with
@@ -112,6 +128,17 @@ typedef struct {
    `autark_session_memory_bytes`.
    */
   uint64_t max_memory_bytes;
+  /*
+   How the KV cache stores keys and values: `AUTARK_CACHE_F32` (default), `_F16` or `_Q8_0`.
+   */
+  int32_t cache_type_k;
+  int32_t cache_type_v;
+  /*
+   When the context is full during `autark_generate`, drop the oldest tokens after the
+   first `n_keep` and go on, instead of stopping. Default false.
+   */
+  bool context_shift;
+  uint32_t n_keep;
 } autark_session_params;
 
 /*
@@ -189,6 +216,16 @@ typedef bool (*autark_piece_callback)(const char *piece, uintptr_t len, void *us
  A resource of the machine failed (e.g. the session's threads could not start).
  */
 #define AUTARK_ERR_INTERNAL -13
+
+/*
+ A saved session state is damaged, truncated or not one.
+ */
+#define AUTARK_ERR_CORRUPT_STATE -14
+
+/*
+ A saved session state belongs to another model.
+ */
+#define AUTARK_ERR_STATE_MODEL_MISMATCH -15
 
 /*
  An internal error (a bug): a panic was caught at the boundary.
@@ -312,6 +349,30 @@ autark_status autark_session_new(const autark_model *m,
                                  autark_session **out);
 
 /*
+ Saves the session's state (tokens, KV cache in its types, a suspended generation) to `path`,
+ atomically (a temporary file renamed into place): see docs/FORMAT.md, "Session state".
+
+ # Safety
+ `s` is a live session used by no other thread; `path` NUL-terminated.
+ */
+autark_status autark_session_save(const autark_session *s, const char *path);
+
+/*
+ Creates a session from a state `autark_session_save` wrote, on the same model
+ (AUTARK_ERR_STATE_MODEL_MISMATCH for another model's, AUTARK_ERR_CORRUPT_STATE for a damaged
+ file). The state's context size, batch size and cache types replace those of `params` (which
+ may be NULL); its threads, memory budget and sampling settings apply.
+ `autark_generate_continue` then goes on exactly where a saved generation stopped.
+
+ # Safety
+ `m` is a live model; `path` NUL-terminated; `params` NULL or valid; `out` valid for a write.
+ */
+autark_status autark_session_load(const autark_model *m,
+                                  const char *path,
+                                  const autark_session_params *params,
+                                  autark_session **out);
+
+/*
  Frees a session. NULL is ignored.
 
  # Safety
@@ -415,6 +476,20 @@ autark_status autark_generate(autark_session *s,
                               uint32_t max_tokens,
                               autark_piece_callback cb,
                               void *user_data);
+
+/*
+ Generates up to `max_tokens` more tokens from the current context: a generation that stopped
+ at its `max_tokens` or was cancelled — also one saved and loaded again — continues exactly
+ as if it had never stopped (same tokens, same text); otherwise a new one starts from the last
+ token's logits. AUTARK_ERR_INVALID_ARGUMENT on an empty context.
+
+ # Safety
+ As `autark_generate`.
+ */
+autark_status autark_generate_continue(autark_session *s,
+                                       uint32_t max_tokens,
+                                       autark_piece_callback cb,
+                                       void *user_data);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -139,6 +139,31 @@ int main(int argc, char **argv) {
     autark_cancel_token_free(tok_c);
     autark_cancel_token_free(NULL);
 
+    /* session states: NULLs, a missing file, a file that is not a state, bad cache types */
+    autark_session *s4 = (autark_session *)0x1;
+    CHECK(autark_session_save(NULL, "x.state") == AUTARK_ERR_NULL_POINTER);
+    CHECK(autark_session_save(s, NULL) == AUTARK_ERR_NULL_POINTER);
+    CHECK(autark_session_save(s, "/no/such/dir/x.state") == AUTARK_ERR_IO);
+    CHECK(autark_session_load(NULL, argv[1], NULL, &s4) == AUTARK_ERR_NULL_POINTER && s4 == NULL);
+    CHECK(autark_session_load(m, NULL, NULL, &s4) == AUTARK_ERR_NULL_POINTER);
+    CHECK(autark_session_load(m, argv[1], NULL, NULL) == AUTARK_ERR_NULL_POINTER);
+    CHECK(autark_session_load(m, "/no/such/file.state", NULL, &s4) == AUTARK_ERR_IO && s4 == NULL);
+    CHECK(autark_session_load(m, argv[1], NULL, &s4) == AUTARK_ERR_CORRUPT_STATE && s4 == NULL);
+    CHECK(autark_generate_continue(NULL, 4, NULL, NULL) == AUTARK_ERR_NULL_POINTER);
+    autark_session_params bad_cache = sp;
+    bad_cache.cache_type_k = 7;
+    CHECK(autark_session_new(m, &bad_cache, &s4) == AUTARK_ERR_INVALID_ARGUMENT && s4 == NULL);
+    bad_cache.cache_type_k = -1;
+    CHECK(autark_session_new(m, &bad_cache, &s4) == AUTARK_ERR_INVALID_ARGUMENT && s4 == NULL);
+    /* an empty session saved and loaded: still empty, nothing to continue */
+    CHECK(autark_session_reset(s) == AUTARK_OK);
+    CHECK(autark_session_save(s, "api_test_empty.state") == AUTARK_OK);
+    CHECK(autark_session_load(m, "api_test_empty.state", NULL, &s4) == AUTARK_OK && s4 != NULL);
+    CHECK(autark_session_n_tokens(s4, &after) == AUTARK_OK && after == 0);
+    CHECK(autark_generate_continue(s4, 4, NULL, NULL) == AUTARK_ERR_INVALID_ARGUMENT);
+    autark_session_free(s4);
+    remove("api_test_empty.state");
+
     /* a second model and session, freed in the other order: sessions keep their model alive */
     autark_model *m2 = NULL;
     autark_session *s2 = NULL;

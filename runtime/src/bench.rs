@@ -10,7 +10,7 @@ use autark_kernels::ops::sum_u64;
 use rayon::prelude::*;
 
 use crate::perplexity::argmax;
-use crate::{Model, Result, RuntimeError, Session, SessionParams};
+use crate::{CacheType, Model, Result, RuntimeError, Session, SessionParams};
 
 /// The tests of one `run_bench` call.
 #[derive(Clone, Debug)]
@@ -23,6 +23,11 @@ pub struct BenchParams {
     pub repetitions: usize,
     /// Threads (0 = one per core).
     pub n_threads: usize,
+    /// Tokens already in the context when each test starts (llama-bench's `-d`), evaluated
+    /// before the timed part.
+    pub n_depth: usize,
+    /// KV cache types (keys, values).
+    pub cache: [CacheType; 2],
 }
 
 /// The timings of one test.
@@ -32,6 +37,8 @@ pub struct BenchResult {
     pub n_prompt: usize,
     /// Generated tokens of a tg test (0 for pp).
     pub n_gen: usize,
+    /// Context depth the test started from.
+    pub n_depth: usize,
     /// Threads the session ran on.
     pub n_threads: usize,
     /// Tokens/s of each timed repetition.
@@ -51,20 +58,36 @@ impl BenchResult {
     }
 }
 
-/// llama-bench's method: a warm-up, then `repetitions` timed runs of each test on a fresh
-/// context; pp = one batch of `n_prompt` tokens, tg = `n_gen` single-token steps. Returns the pp
-/// test, then the tg test (each if asked for).
+/// llama-bench's method: a warm-up, then `repetitions` timed runs of each test on a context
+/// holding `n_depth` tokens (none by default); pp = one batch of `n_prompt` tokens, tg =
+/// `n_gen` single-token steps. Returns the pp test, then the tg test (each if asked for).
 pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>> {
     let vocab = model.config().vocab_size as u32;
     // A fixed pseudo-random prompt (token ids), so runs are comparable.
-    let prompt: Vec<u32> =
-        (0..p.n_prompt.max(1) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % vocab).collect();
-    let params =
-        SessionParams { n_ctx: p.n_prompt + p.n_gen + 1, n_threads: p.n_threads, n_batch: 512, ..Default::default() };
+    let tokens = |n: usize, salt: u32| -> Vec<u32> {
+        (0..n as u32).map(|i| (i.wrapping_add(salt).wrapping_mul(2_654_435_761) >> 7) % vocab).collect()
+    };
+    let (prompt, depth) = (tokens(p.n_prompt.max(1), 0), tokens(p.n_depth, 1 << 20));
+    let params = SessionParams {
+        n_ctx: p.n_depth + p.n_prompt + p.n_gen + 1,
+        n_threads: p.n_threads,
+        n_batch: 512,
+        cache_type_k: p.cache[0],
+        cache_type_v: p.cache[1],
+        ..Default::default()
+    };
     let mut s = Session::new(Arc::clone(model), params)?;
     let mut test = |n_prompt: usize, n_gen: usize| -> Result<BenchResult> {
         let run = |s: &mut Session| -> Result<f64> {
-            s.reset();
+            // Back to the depth: cut the context there, or evaluate it again where the cache
+            // cannot be cut (sliding-window rings).
+            s.truncate(p.n_depth);
+            if s.tokens().len() != p.n_depth {
+                s.reset();
+                if !depth.is_empty() {
+                    s.eval(&depth)?;
+                }
+            }
             let t0 = Instant::now();
             if n_prompt > 0 {
                 s.eval(&prompt[..n_prompt])?;
@@ -78,7 +101,14 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
         };
         run(&mut s)?;
         let samples_ts = (0..p.repetitions.max(1)).map(|_| run(&mut s)).collect::<Result<_>>()?;
-        Ok(BenchResult { n_prompt, n_gen, n_threads: s.n_threads(), samples_ts, session_bytes: s.memory_bytes() })
+        Ok(BenchResult {
+            n_prompt,
+            n_gen,
+            n_depth: p.n_depth,
+            n_threads: s.n_threads(),
+            samples_ts,
+            session_bytes: s.memory_bytes(),
+        })
     };
     [(p.n_prompt, 0), (0, p.n_gen)].into_iter().filter(|&(np, ng)| np + ng > 0).map(|(np, ng)| test(np, ng)).collect()
 }

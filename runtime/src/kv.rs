@@ -301,6 +301,21 @@ impl KvCache {
         LayerCache { keys: self.keys.slice(span.clone()), values: self.values.slice(span), slots, kv_dim: self.kv_dim }
     }
 
+    /// Whether layer `l` still holds position `pos` of a context of `n_tokens`.
+    pub fn holds(&self, l: usize, pos: usize, n_tokens: usize) -> bool {
+        l < self.slots.len() && pos < n_tokens && n_tokens - pos <= self.slots[l]
+    }
+
+    /// The key and value of position `pos` in layer `l`, as f32 (whatever position last used its
+    /// slot on a ring layer).
+    pub fn row(&self, l: usize, pos: usize) -> (Vec<f32>, Vec<f32>) {
+        let at = self.offset[l] + pos % self.slots[l] * self.kv_dim;
+        let (mut k, mut v) = (vec![0.0; self.kv_dim], vec![0.0; self.kv_dim]);
+        self.keys.load(at, &mut k);
+        self.values.load(at, &mut v);
+        (k, v)
+    }
+
     /// Whether any layer keeps a ring (a sliding window shorter than the context).
     pub fn has_rings(&self) -> bool {
         self.slots.iter().any(|&s| s < self.n_ctx)

@@ -135,6 +135,13 @@ impl Session {
         Cpu::required_bytes(c, n_ctx, n_batch, cache)
     }
 
+    /// The cached key and value (all KV heads, as f32) of context position `pos` in layer
+    /// `layer`, for inspection; `None` outside the context or where a ring has dropped it.
+    pub fn cached_kv(&self, layer: usize, pos: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+        let kv = self.backend.kv();
+        kv.holds(layer, pos, self.tokens.len()).then(|| kv.row(layer, pos))
+    }
+
     /// The KV cache's types (keys, values).
     pub fn cache_types(&self) -> [CacheType; 2] {
         self.cache

@@ -196,12 +196,13 @@ impl Session {
             return Err(corrupt(format!("{} tokens in a context of {}", h.n_tokens, h.n_ctx)));
         }
         // Sizes the file must have, before anything is allocated for them.
-        let body = (h.n_tokens as u64 + vocab as u64) * 4 + h.kv_bytes as u64;
-        if PREAMBLE as u64 + json_len + body + CHECKSUM as u64 != len {
-            return Err(corrupt(format!(
-                "{len} bytes, the header describes {}",
-                PREAMBLE as u64 + json_len + body + 32
-            )));
+        let described = (h.n_tokens as u64)
+            .checked_add(vocab as u64)
+            .and_then(|n| n.checked_mul(4))
+            .and_then(|n| n.checked_add(h.kv_bytes as u64))
+            .and_then(|n| n.checked_add(PREAMBLE as u64 + CHECKSUM as u64 + json_len));
+        if described != Some(len) {
+            return Err(corrupt(format!("{len} bytes; the header describes another size")));
         }
         let params = SessionParams { n_ctx: h.n_ctx, n_batch: h.n_batch, cache_type_k: kt, cache_type_v: vt, ..params };
         let mut session = Session::new(model, params)?;

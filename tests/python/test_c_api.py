@@ -43,6 +43,26 @@ def test_sessions_on_threads_match_single_thread(binaries, smollm2_q4_1):
     assert r.stdout.count(b"same as alone") == 3
 
 
+@pytest.mark.parametrize("kind", ["", "_static"])
+def test_resume_across_processes(binaries, smollm2_q4_1, tmp_path, kind):
+    """A sampled generation of 40 tokens equals 16 tokens, saved, then 24 more in a new process
+    from the saved state."""
+    exe, state = binaries["resume" + kind], tmp_path / "s.state"
+    prompt = "The old lighthouse keeper"
+
+    def run(*args):
+        r = subprocess.run([exe, smollm2_q4_1, state, *map(str, args)], capture_output=True, timeout=120)
+        assert r.returncode == 0, r.stderr.decode()
+        return r.stdout
+
+    whole = run("full", prompt, 40)
+    first = run("save", prompt, 16)
+    assert state.stat().st_size > 0
+    second = run("load", 24)
+    assert len(whole.split()) > 20
+    assert first + second == whole
+
+
 def test_valgrind_clean(binaries, smollm2_q4_1, corrupt):
     valgrind = shutil.which("valgrind")
     assert valgrind, "valgrind is required (apt-get install valgrind; .ci/run installs it)"

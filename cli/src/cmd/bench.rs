@@ -13,39 +13,54 @@ use crate::BenchArgs;
 pub fn run(a: BenchArgs) -> Result<()> {
     match (a.memory, &a.model) {
         (true, model) => bench_memory(&a.threads, a.repetitions, model.as_deref()),
-        (false, Some(model)) => bench(model, a.n_prompt, a.n_gen, a.repetitions, &a.threads, a.json),
+        (false, Some(model)) => bench(model, &a),
         (false, None) => Err(CliError::Usage("give a model or --memory".into())),
     }
 }
 
-fn bench(path: &Path, n_prompt: usize, n_gen: usize, reps: usize, threads: &str, json: bool) -> Result<()> {
+fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
     let (model, load_s) = load(path)?;
-    let threads = thread_counts(threads)?;
+    let threads = thread_counts(&a.threads)?;
+    let json = a.json;
+    let cache = [a.cache.k, a.cache.v];
     let isa = autark_kernels::kernels().isa.name();
     let c = model.config();
     let size = model.file().file_len();
     if !json {
         say!(
-            "model: {} ({:.1} MiB, {} layers, width {}), kernels: {isa}, load {:.3}s",
+            "model: {} ({:.1} MiB, {} layers, width {}), kernels: {isa}, KV cache {}/{}, load {:.3}s",
             path.display(),
             size as f64 / 1048576.0,
             c.n_layers,
             c.d_model,
+            cache[0].name(),
+            cache[1].name(),
             load_s
         );
         say!("| threads | test | t/s |");
         say!("|---:|---|---:|");
     }
     for n_threads in threads {
-        for r in run_bench(&model, &BenchParams { n_prompt, n_gen, repetitions: reps, n_threads })? {
+        let p = BenchParams {
+            n_prompt: a.n_prompt,
+            n_gen: a.n_gen,
+            repetitions: a.repetitions,
+            n_threads,
+            n_depth: a.n_depth,
+            cache,
+        };
+        for r in run_bench(&model, &p)? {
             let (avg, sd) = r.mean_sd();
             if json {
                 let o = serde_json::json!({"model": path.display().to_string(), "model_size": size, "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen, "n_threads": r.n_threads, "avg_ts": avg, "stddev_ts": sd, "samples_ts": r.samples_ts,
-                    "isa": isa, "load_seconds": load_s, "peak_rss_bytes": peak_rss().unwrap_or(0), "session_bytes": r.session_bytes});
+                    "n_depth": r.n_depth, "type_k": cache[0].name(), "type_v": cache[1].name(), "isa": isa, "load_seconds": load_s, "peak_rss_bytes": peak_rss().unwrap_or(0), "session_bytes": r.session_bytes});
                 say!("{o}");
             } else {
-                let test = if r.n_prompt > 0 { format!("pp{}", r.n_prompt) } else { format!("tg{}", r.n_gen) };
+                let mut test = if r.n_prompt > 0 { format!("pp{}", r.n_prompt) } else { format!("tg{}", r.n_gen) };
+                if r.n_depth > 0 {
+                    test += &format!(" @ d{}", r.n_depth);
+                }
                 say!("| {} | {test} | {avg:.1} ± {sd:.1} |", r.n_threads);
             }
         }

@@ -41,7 +41,14 @@ pub fn run(o: PerplexityArgs) -> Result<()> {
         None => None,
     };
 
-    let params = SessionParams { n_ctx, n_threads: o.threads, n_batch: n_ctx.min(512), ..Default::default() };
+    let params = SessionParams {
+        n_ctx,
+        n_threads: o.threads,
+        n_batch: n_ctx.min(512),
+        cache_type_k: o.cache.k,
+        cache_type_v: o.cache.v,
+        ..Default::default()
+    };
     let mut session = Session::new(Arc::clone(&model), params)?;
     eprintln!(
         "perplexity: {} tokens, {n_chunks} window(s) of {n_ctx}, {n_scored} scored per window, {} threads",

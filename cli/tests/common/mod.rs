@@ -23,6 +23,11 @@ pub const LAYERS: usize = 2;
 
 /// HF tensor names and shapes of the synthetic Llama model.
 pub fn hf_tensors() -> Vec<(String, Vec<usize>)> {
+    hf_tensors_hd(HD)
+}
+
+/// `hf_tensors` with heads of `hd` values.
+pub fn hf_tensors_hd(hd: usize) -> Vec<(String, Vec<usize>)> {
     let mut v = vec![
         ("model.embed_tokens.weight".to_string(), vec![VOCAB, D]),
         ("model.norm.weight".into(), vec![D]),
@@ -32,10 +37,10 @@ pub fn hf_tensors() -> Vec<(String, Vec<usize>)> {
         let p = |s: &str| format!("model.layers.{l}.{s}");
         v.push((p("input_layernorm.weight"), vec![D]));
         v.push((p("post_attention_layernorm.weight"), vec![D]));
-        v.push((p("self_attn.q_proj.weight"), vec![HEADS * HD, D]));
-        v.push((p("self_attn.k_proj.weight"), vec![KV * HD, D]));
-        v.push((p("self_attn.v_proj.weight"), vec![KV * HD, D]));
-        v.push((p("self_attn.o_proj.weight"), vec![D, HEADS * HD]));
+        v.push((p("self_attn.q_proj.weight"), vec![HEADS * hd, D]));
+        v.push((p("self_attn.k_proj.weight"), vec![KV * hd, D]));
+        v.push((p("self_attn.v_proj.weight"), vec![KV * hd, D]));
+        v.push((p("self_attn.o_proj.weight"), vec![D, HEADS * hd]));
         v.push((p("mlp.gate_proj.weight"), vec![FFN, D]));
         v.push((p("mlp.up_proj.weight"), vec![FFN, D]));
         v.push((p("mlp.down_proj.weight"), vec![D, FFN]));
@@ -56,16 +61,21 @@ pub fn tokenizer_json() -> String {
 
 /// Writes a Llama folder with bf16 weights in two shards plus the index.
 pub fn write_hf(dir: &Path, arch: &str) {
+    write_hf_hd(dir, arch, HD)
+}
+
+/// `write_hf` with heads of `hd` values (`head_dim` in config.json).
+pub fn write_hf_hd(dir: &Path, arch: &str, hd: usize) {
     let config = serde_json::json!({
         "architectures": [arch], "hidden_size": D, "intermediate_size": FFN, "num_attention_heads": HEADS,
         "num_key_value_heads": KV, "num_hidden_layers": LAYERS, "vocab_size": VOCAB, "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0, "max_position_embeddings": 128, "tie_word_embeddings": false,
-        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"
+        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16", "head_dim": hd
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     std::fs::write(dir.join("tokenizer.json"), tokenizer_json()).unwrap();
     std::fs::write(dir.join("tokenizer_config.json"), r#"{"bos_token": "w1", "eos_token": "w2", "chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}"#).unwrap();
-    let tensors = hf_tensors();
+    let tensors = hf_tensors_hd(hd);
     let mut seed = 7u32;
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
