@@ -362,3 +362,48 @@ fn context_shift_rotates_the_cached_keys() {
         assert!(s.logits().iter().all(|v| v.is_finite()));
     }
 }
+
+/// `autark chat --session FILE`: the conversation is saved after each reply and resumed (its
+/// messages and its context) by the next run.
+#[test]
+fn chat_sessions_resume_across_runs() {
+    use std::io::Write;
+    let dir = common::tmp_dir("state-chat");
+    let (_, model) = model(dir.path(), 32, DType::Q8_0);
+    let file = dir.path().join("talk.state");
+    let chat = |input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_autark"))
+            .arg("chat")
+            .arg(&model)
+            .args(["--session", file.to_str().unwrap(), "-n", "6", "--temp", "0", "-t", "1", "--system", "w9"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let first = chat("w3 w5\n");
+    assert!(!first.contains("resumed"), "{first}");
+    let saved = std::fs::read(&file).unwrap();
+    let second = chat("w7\n");
+    // system, user, assistant from the first run.
+    assert!(second.contains("resumed 3 messages"), "{second}");
+    // The resumed context is re-used: only the new turn is evaluated.
+    let evaluated = |log: &str| -> Vec<(usize, usize)> {
+        log.lines()
+            .filter_map(|l| l.split_once("[prompt: ").map(|(_, rest)| rest))
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w[0].parse().unwrap(), w[2].parse().unwrap())
+            })
+            .collect()
+    };
+    let turns = evaluated(&second);
+    assert_eq!(turns.len(), 1, "{second}");
+    assert!(turns[0].0 < turns[0].1, "the saved conversation was evaluated again: {second}");
+    assert_ne!(std::fs::read(&file).unwrap(), saved, "the second reply was saved");
+}

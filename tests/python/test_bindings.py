@@ -5,6 +5,7 @@ bindings/test-kotlin.sh."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import math
 import subprocess
@@ -81,8 +82,9 @@ DEFAULTS_C = r"""
 #include "autark.h"
 int main(void) {
     autark_session_params p = autark_session_params_default();
-    printf("%u %u %llu %.9g %d %.9g %.9g %.9g\n", p.n_ctx, p.n_threads, (unsigned long long)p.seed,
-           p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty);
+    printf("%u %u %llu %.9g %d %.9g %.9g %.9g %d %d %d %u\n", p.n_ctx, p.n_threads, (unsigned long long)p.seed,
+           p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.cache_type_k, p.cache_type_v,
+           (int)p.context_shift, p.n_keep);
     return 0;
 }
 """
@@ -115,8 +117,13 @@ def test_defaults_agree(ak, autark, prefix, tmp_path):
     d = cli_defaults(autark)
     cli = [float(d[f]) for f in ["--ctx", "--threads", "--seed", "--temp", "--top-k", "--top-p", "--min-p",
                                  "--repeat-penalty"]]
-    assert py == pytest.approx(c) and c == pytest.approx(cli), (py, c, cli)
+    assert py == pytest.approx(c[:8]) and c[:8] == pytest.approx(cli), (py, c, cli)
     assert o.stop == [] and py == pytest.approx([0, 0, 0, 0.8, 40, 0.95, 0.05, 1.0])
+    # The KV cache types (C codes AUTARK_CACHE_F32/F16/Q8_0 = 0/1/2) and the context shift.
+    codes = {"f32": 0, "f16": 1, "q8_0": 2}
+    assert [codes[o.cache_type_k], codes[o.cache_type_v]] == c[8:10]
+    assert [d["--cache-type-k"], d["--cache-type-v"]] == [o.cache_type_k, o.cache_type_v]
+    assert [int(o.context_shift), o.n_keep] == c[10:] and int(d["--keep"]) == o.n_keep
 
 
 # ---- generation -----------------------------------------------------------------------------
@@ -256,7 +263,8 @@ def test_context_overflow(ak, model):
 
 
 @pytest.mark.parametrize("bad", [dict(top_p=0.0), dict(temperature=-1.0), dict(min_p=2.0),
-                                 dict(repeat_penalty=0.0), dict(n_ctx=10_000_000)])
+                                 dict(repeat_penalty=0.0), dict(n_ctx=10_000_000), dict(cache_type_k="q4_0"),
+                                 dict(cache_type_v="")])
 def test_invalid_options(ak, model, bad):
     with pytest.raises(ak.AutarkError.InvalidArgument):
         model.new_session(ak.SessionOptions(**bad))
@@ -363,3 +371,34 @@ def test_memory_budget(ak, model):
     model.new_session(greedy(ak, n_ctx=256, max_memory_bytes=need))
     with pytest.raises(ak.AutarkError.OutOfMemory):
         model.new_session(greedy(ak, n_ctx=256, max_memory_bytes=need - 1))
+
+
+# ---- session state ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cache", ["f32", "q8_0"])
+def test_save_load_continue(ak, model, tmp_path, cache):
+    """A sampled generation of 40 tokens equals 16, a save, a load into a new session and 24
+    more; the loaded session keeps the cache types; another model's state is refused."""
+    opts = ak.SessionOptions(seed=11, temperature=0.9, n_ctx=256, cache_type_k=cache, cache_type_v=cache)
+    whole = model.new_session(opts).generate(PROMPTS[0], 40)
+    s = model.new_session(opts)
+    first = s.generate(PROMPTS[0], 16)
+    path = str(tmp_path / "s.state")
+    s.save(path)
+    r = model.load_session(path, ak.SessionOptions(n_threads=1, seed=11, temperature=0.9))
+    assert r.n_past() == s.n_past() and r.memory_bytes() == s.memory_bytes()
+    assert first + r.continue_generation(24) == whole
+    # In place, without a file.
+    assert first + s.continue_generation(24) == whole
+    (tmp_path / "bad.state").write_bytes(b"AUTARKSS" + bytes(40))
+    with pytest.raises(ak.AutarkError.CorruptState):
+        model.load_session(str(tmp_path / "bad.state"), ak.SessionOptions())
+    # Another model's state: the model identity in the header changed, the checksum resealed.
+    st = bytearray((tmp_path / "s.state").read_bytes())
+    at = st.index(b'"model":"') + len('"model":"')
+    st[at] = ord("0") if st[at] != ord("0") else ord("1")
+    st[-32:] = hashlib.sha256(bytes(st[:-32])).digest()
+    (tmp_path / "wrong.state").write_bytes(bytes(st))
+    with pytest.raises(ak.AutarkError.StateModelMismatch):
+        model.load_session(str(tmp_path / "wrong.state"), ak.SessionOptions())
