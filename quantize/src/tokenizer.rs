@@ -81,6 +81,8 @@ pub fn from_gguf_kv(kv: &Kv) -> Result<(TokenizerMeta, Vec<String>)> {
         })
         .collect();
     let vocab: serde_json::Map<String, J> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    // Whether BOS is added when the file does not say: llama.cpp's default for the kind.
+    let mut default_add_bos = model == "llama";
     let hf = match model {
         "gpt2" => {
             let merges = strings(kv, "tokenizer.ggml.merges")?;
@@ -92,6 +94,7 @@ pub fn from_gguf_kv(kv: &Kv) -> Result<(TokenizerMeta, Vec<String>)> {
                 }
                 Err(why) => return Err(QuantizeError::PreTokenizer { name: pre.into(), why }),
             };
+            default_add_bos = p.add_bos;
             if pre.is_empty() {
                 notes.push("the GGUF names no pre-tokenizer (tokenizer.ggml.pre): using llama.cpp's default".into());
             }
@@ -168,7 +171,7 @@ pub fn from_gguf_kv(kv: &Kv) -> Result<(TokenizerMeta, Vec<String>)> {
     }
     eos.sort_unstable();
     eos.dedup();
-    let add_bos = kv.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(model == "llama");
+    let add_bos = kv.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(default_add_bos);
     let meta = TokenizerMeta {
         hf_json: serde_json::to_string(&hf)?,
         bos_token_id: bos,

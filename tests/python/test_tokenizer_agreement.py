@@ -175,17 +175,17 @@ def test_spm_agrees_with_llama_cpp(autark, llama_tokenize, spm_gguf):
 # ---- byte-level BPE (gpt2) under each pre-tokenizer ----------------------------------------------
 
 def pre_tokenizer_names() -> list[str]:
-    """One `tokenizer.ggml.pre` name per distinct (regexes, ignore_merges) of
+    """One `tokenizer.ggml.pre` name per distinct (regexes, ignore_merges, add_bos) of
     quantize/src/pretok.rs's table (the other names share one of these)."""
     import re
 
     src = re.sub(r"\s+", " ", (REPO_ROOT / "quantize" / "src" / "pretok.rs").read_text("utf-8"))
     table = src[src.index("pub(crate) const PRE_TOKENIZERS"):]
     seen, names = set(), []
-    for names_src, splits, ignore in re.findall(
-            r"PreTokenizer \{ names: &\[(.*?)\], splits: (\w+), ignore_merges: (\w+),? \}", table):
-        if (splits, ignore) not in seen:
-            seen.add((splits, ignore))
+    for names_src, *key in re.findall(
+            r"PreTokenizer \{ names: &\[(.*?)\], splits: (\w+), ignore_merges: (\w+), add_bos: (\w+),? \}", table):
+        if tuple(key) not in seen:
+            seen.add(tuple(key))
             names.append(re.findall(r'r"([^"]*)"', names_src)[0])
     assert len(names) >= 25, names
     return names
@@ -222,7 +222,7 @@ def test_bpe_pre_tokenizer_agrees_with_llama_cpp(autark, llama_tokenize, bpe_voc
     tokens, merges = bpe_vocab
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     vocab = mg.Vocab("gpt2", tokens + specials, [mg.NORMAL] * len(tokens) + [mg.CONTROL] * 3, merges=merges,
-                     pre=pre, bos=len(tokens), eos=len(tokens) + 2, add_bos=False)
+                     pre=pre, bos=len(tokens), eos=len(tokens) + 2)  # no add_bos key: llama.cpp's default
     src = tmp_path / "bpe.gguf"
     mg.write_model(src, mg.ModelSpec(n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, ffn=32, tied=True), vocab)
     model = autark.quantize(src, tmp_path / "bpe.autark", "f32")
