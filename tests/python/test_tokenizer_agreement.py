@@ -134,11 +134,12 @@ def gemma_style_vocab(sp, add_space_prefix: bool, filler: int) -> mg.Vocab:
     tokens = v.tokens[:n_head] + [f"<unused{i}>" for i in range(filler)] + v.tokens[n_head:]
     types = v.types[:n_head] + [mg.UNUSED] * filler + v.types[n_head:]
     scores = v.scores[:n_head] + [0.0] * filler + v.scores[n_head:]
-    for t in ["<start_of_turn>", "<end_of_turn>"]:
-        tokens.append(t), types.append(mg.CONTROL), scores.append(0.0)
-    for t in WHITESPACE_RUNS:
-        if t not in tokens:
-            tokens.append(t), types.append(mg.USER_DEFINED), scores.append(-1000.0)
+    extra = [(t, mg.CONTROL, 0.0) for t in ["<start_of_turn>", "<end_of_turn>"]]
+    extra += [(t, mg.USER_DEFINED, -1000.0) for t in WHITESPACE_RUNS if t not in tokens]
+    for t, ty, score in extra:
+        tokens.append(t)
+        types.append(ty)
+        scores.append(score)
     return mg.Vocab("llama", tokens, types, scores=scores, bos=1, eos=2, unk=0, add_bos=True,
                     add_space_prefix=add_space_prefix)
 

@@ -63,7 +63,7 @@ def test_gemma_like_vocabulary_imports_and_runs(autark, gemma_like):
     r = autark.ok("verify", out)
     assert "all checksums match" in r.stdout.decode() and "tokenizer:" in r.stdout.decode()
     r = autark.ok("run", out, "-p", "the  the", "-n", "3", "--temp", "0")
-    assert r.stdout.decode().startswith("the  the") or r.returncode == 0
+    assert "generation: 3 tokens" in r.stderr.decode(), r.stderr.decode()
 
 
 def _refused(autark, src, tmp_path, expect: str):
