@@ -24,4 +24,4 @@ scripts/fuzz.sh 10
 echo "== ggml's reference quantizers, the oracle of tests/python/test_ggml_quants.py"
 scripts/ggml-oracle.sh
 echo "== pytest"
-python3 -m pytest tests/python -q -p no:cacheprovider
+python3 -m pytest tests/python -q -rs -p no:cacheprovider

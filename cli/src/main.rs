@@ -30,7 +30,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Check every tensor's SHA-256.
+    /// Check every tensor's SHA-256, and that the tokenizer and chat template load and work.
     Verify { file: PathBuf },
     /// Write one tensor, dequantized, as raw little-endian f32.
     Dump {
@@ -54,6 +54,9 @@ enum Cmd {
         /// System message (with --chat).
         #[arg(long)]
         system: Option<String>,
+        /// Jinja chat template for --chat, instead of the model's (or for a model without one).
+        #[arg(long, value_name = "FILE", requires = "chat")]
+        chat_template: Option<PathBuf>,
         /// Save the session's state (context, KV cache, the generation) here afterwards.
         #[arg(long)]
         save_state: Option<PathBuf>,
@@ -71,6 +74,9 @@ enum Cmd {
         system: Option<String>,
         #[arg(short = 'n', long, default_value_t = 512)]
         n_predict: usize,
+        /// Jinja chat template, instead of the model's (or for a model without one).
+        #[arg(long, value_name = "FILE")]
+        chat_template: Option<PathBuf>,
         /// Keep the conversation in this file: resumed from it if it exists, saved after every
         /// reply.
         #[arg(long)]
@@ -289,15 +295,21 @@ fn dispatch(cli: Cli) -> cmd::Result<()> {
         Cmd::Inspect { file, json } => inspect::inspect(&file, json),
         Cmd::Verify { file } => inspect::verify(&file),
         Cmd::Dump { file, tensor, output } => debug::dump(&file, &tensor, &output),
-        Cmd::Run { model, prompt, n_predict, chat, system, save_state, load_state, s } => run::run(
+        Cmd::Run { model, prompt, n_predict, chat, system, chat_template, save_state, load_state, s } => run::run(
             &model,
-            run::Start { prompt: prompt.as_deref(), chat, system, load: load_state.as_deref() },
+            run::Start {
+                prompt: prompt.as_deref(),
+                chat,
+                system,
+                template: chat_template.as_deref(),
+                load: load_state.as_deref(),
+            },
             n_predict,
             save_state.as_deref(),
             &s,
         ),
-        Cmd::Chat { model, system, n_predict, session, s } => {
-            chat::chat(&model, system, n_predict, session.as_deref(), &s)
+        Cmd::Chat { model, system, n_predict, chat_template, session, s } => {
+            chat::chat(&model, system, n_predict, chat_template.as_deref(), session.as_deref(), &s)
         }
         Cmd::Tokenize { model, prompt, chat, no_special } => debug::tokenize(&model, &prompt, chat, no_special),
         Cmd::Logits(a) => debug::logits(a),

@@ -43,8 +43,18 @@ pub enum QuantizeError {
     #[error("tensor {name}: {what}")]
     Tensor { name: String, what: String },
     // ---- tokenizer ----------------------------------------------------------------------------
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
+    #[error("tokenizer: GGUF {key} {what}")]
+    TokenizerKey { key: &'static str, what: String },
+    #[error("tokenizer: GGUF tokenizer model {model:?} is not supported (llama and gpt2 are)")]
+    TokenizerModel { model: String },
+    #[error("tokenizer: pre-tokenizer {name:?} (tokenizer.ggml.pre) {why}; not supported")]
+    PreTokenizer { name: String, why: &'static str },
+    #[error("tokenizer: {path}: {what}")]
+    TokenizerFile { path: PathBuf, what: String },
+    /// The tokenizer or chat template the file would carry does not load or does not work: the
+    /// quantizer writes nothing rather than a file that cannot run.
+    #[error("refusing to write a model that cannot run: {source}")]
+    UnusableTokenizer { source: autark_runtime::RuntimeError },
     // ---- recipe -------------------------------------------------------------------------------
     #[error("bad --tensor-type {rule:?} (expected PATTERN=TYPE with TYPE one of {types})")]
     BadOverride { rule: String, types: String },

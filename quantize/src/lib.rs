@@ -6,6 +6,7 @@
 pub mod error;
 pub mod gguf;
 pub mod hf;
+mod pretok;
 pub mod recipe;
 pub mod search;
 pub mod tokenizer;
@@ -399,10 +400,16 @@ pub fn quantize(
             }
         }
     }
+    // The tokenizer and chat template must load and work as the runtime will use them.
+    let mut notes = src.notes.clone();
+    let probe = autark_runtime::probe::check(&src.tokenizer, src.config.vocab_size)
+        .map_err(|source| QuantizeError::UnusableTokenizer { source })?;
+    if !probe.round_trip {
+        notes.push("the tokenizer does not decode its probe text back exactly (it normalizes text)".into());
+    }
     // Check every needed tensor and shape before writing anything.
     let expected = src.expected_tensors();
     let mut plan = Vec::with_capacity(expected.len());
-    let mut notes = src.notes.clone();
     for ExpectedTensor { name, shape, .. } in &expected {
         let Some(t) = src.tensors.iter().find(|t| &t.name == name) else {
             return Err(match src.unsupported.iter().find(|(n, _)| n == name) {

@@ -16,6 +16,7 @@ mod kv;
 pub mod model;
 pub mod options;
 pub mod perplexity;
+pub mod probe;
 pub mod sampler;
 pub mod session;
 mod state;

@@ -114,6 +114,20 @@ impl Model {
         }
     }
 
+    /// Replaces the file's chat template (or gives a model without one a template) for
+    /// `Prompt::Chat`; the template must render a one-message conversation
+    /// (`probe::check_chat_template`). The file is not changed.
+    pub fn set_chat_template(&mut self, template: &str) -> Result<()> {
+        let t = &self.tokenizer;
+        crate::probe::check_chat_template(
+            template,
+            t.bos_token.as_deref().unwrap_or(""),
+            t.eos_token.as_deref().unwrap_or(""),
+        )?;
+        self.tokenizer.chat_template = Some(template.to_string());
+        Ok(())
+    }
+
     pub fn architecture(&self) -> Architecture {
         self.arch
     }

@@ -70,6 +70,11 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The chat template, if the model has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
     /// The token's text, for display.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)

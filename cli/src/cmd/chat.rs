@@ -6,11 +6,18 @@ use std::sync::Arc;
 
 use autark_runtime::{ChatMessage, Prompt, Session};
 
-use super::{io, load, CliError, Result};
+use super::{io, load_for_chat, CliError, Result};
 use crate::SampleArgs;
 
-pub fn chat(path: &Path, system: Option<String>, n: usize, keep: Option<&Path>, s: &SampleArgs) -> Result<()> {
-    let (model, _) = load(path)?;
+pub fn chat(
+    path: &Path,
+    system: Option<String>,
+    n: usize,
+    template: Option<&Path>,
+    keep: Option<&Path>,
+    s: &SampleArgs,
+) -> Result<()> {
+    let model = load_for_chat(path, template)?;
     let o = s.options(n)?;
     let params = o.generate;
     // A saved conversation: the session's state, with the messages as its application data.

@@ -96,6 +96,8 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Every tensor's checksum, then the tokenizer and chat template through the runtime's probe
+/// (the check the quantizer ran before writing the file).
 pub fn verify(path: &Path) -> Result<()> {
     let f = AutarkFile::open(path)?;
     let bad = f.verify();
@@ -106,5 +108,17 @@ pub fn verify(path: &Path) -> Result<()> {
         return Err(CliError::Corrupted(bad.len()));
     }
     say!("{}: {} tensors, all checksums match", path.display(), f.tensors().len());
+    let m = f.metadata();
+    let p = autark_runtime::probe::check(&m.tokenizer, m.config.vocab_size)?;
+    say!(
+        "tokenizer: {} tokens, probe text {} tokens{}; chat template: {}",
+        p.vocab,
+        p.probe_tokens,
+        if p.round_trip { ", decodes back exactly" } else { " (normalized: does not decode back exactly)" },
+        match p.chat_tokens {
+            Some(n) => format!("renders ({n} tokens)"),
+            None => "none".into(),
+        }
+    );
     Ok(())
 }

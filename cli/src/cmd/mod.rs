@@ -29,6 +29,8 @@ pub enum CliError {
     Usage(String),
     #[error("{0} corrupted tensor(s)")]
     Corrupted(usize),
+    #[error("{}: the model has no chat template; give one with --chat-template FILE (a Jinja template, such as the chat_template of the model's tokenizer_config.json)", model.display())]
+    NoChatTemplate { model: PathBuf },
 }
 
 pub type Result<T> = std::result::Result<T, CliError>;
@@ -55,6 +57,20 @@ pub fn load(path: &Path) -> Result<(Arc<Model>, f64)> {
     let t0 = Instant::now();
     let m = Model::load(path)?;
     Ok((Arc::new(m), t0.elapsed().as_secs_f64()))
+}
+
+/// A model for chat: its own chat template, or the one in `template`; a model with neither is
+/// refused before anything else happens.
+pub fn load_for_chat(path: &Path, template: Option<&Path>) -> Result<Arc<Model>> {
+    let mut m = Model::load(path)?;
+    if let Some(t) = template {
+        let text = read_text(t)?;
+        m.set_chat_template(&text).map_err(|e| CliError::Usage(format!("--chat-template {}: {e}", t.display())))?;
+    }
+    if m.tokenizer().chat_template().is_none() {
+        return Err(CliError::NoChatTemplate { model: path.to_path_buf() });
+    }
+    Ok(Arc::new(m))
 }
 
 /// A UTF-8 text file.

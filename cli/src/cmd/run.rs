@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use autark_runtime::{ChatMessage, Options, Prompt, SamplerParams, Session, SessionParams, DEFAULTS};
 
-use super::{load, Result};
+use super::{load, load_for_chat, Result};
 use crate::SampleArgs;
 
 impl SampleArgs {
@@ -52,12 +52,14 @@ pub struct Start<'a> {
     pub prompt: Option<&'a str>,
     pub chat: bool,
     pub system: Option<String>,
+    /// A chat template file replacing the model's (with `chat`).
+    pub template: Option<&'a Path>,
     /// A saved state: the generation continues from it (after `prompt`, if any, is appended).
     pub load: Option<&'a Path>,
 }
 
 pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &SampleArgs) -> Result<()> {
-    let (model, _) = load(path)?;
+    let model = if start.chat { load_for_chat(path, start.template)? } else { load(path)?.0 };
     let o = s.options(n)?;
     let params = o.generate;
     let mut out = std::io::stdout().lock();
