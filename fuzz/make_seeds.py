@@ -5,7 +5,8 @@
 
 Needs numpy and gguf-py (tests/requirements.txt). Uses models/ (SmolLM2) when present. Every
 seed is at most 64 KiB. Seeds for `safetensors` and `tokenizer` start with a selector byte (see
-the targets). The seeds are committed; rerun this only to refresh them.
+the targets). The seeds are committed; rerun this only to refresh them. The seeds of
+`session_state` are written by that fuzz target itself (fuzz/README.md) and left alone here.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--autark", default=str(ROOT / "target" / "release" / "autark"))
     args = ap.parse_args()
-    if CORPUS.exists():
-        shutil.rmtree(CORPUS)
+    # Only the corpora written here: session_state's seeds come from its fuzz target (README.md).
+    for target in ("gguf", "autark_file", "safetensors", "tokenizer", "chat_template"):
+        shutil.rmtree(CORPUS / target, ignore_errors=True)
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
 
