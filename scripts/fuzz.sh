@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers of untrusted input (fuzz/fuzz_targets/): the .autark validator, the GGUF
 # reader, safetensors headers and config.json, the tokenizer and detokenizer, chat templates,
-# saved session states (only with FUZZ_TARGETS for now, see ALL_TARGETS).
+# saved session states.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]        (default 30)
 #
@@ -31,11 +31,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo +nightly fuzz --version >/dev/null 2>&1 || skip "cargo-fuzz not on PATH after install"
 fi
 
-# session_state (saved session states) is built, but left out of the default list until its
-# open finding is fixed (fuzz/known-open/session_state/: a non-finite value in a loaded KV cache
-# overflows an integer in the AVX-512 q8_0 kernel); it crashes within seconds. Run it with
-# FUZZ_TARGETS=session_state, and add it here with the fix.
-ALL_TARGETS="autark_file gguf safetensors tokenizer chat_template"
+ALL_TARGETS="autark_file gguf safetensors tokenizer chat_template session_state"
 TARGETS="${FUZZ_TARGETS:-$ALL_TARGETS}"
 LOGS="$ROOT/fuzz/target/logs"
 mkdir -p "$LOGS"

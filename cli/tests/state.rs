@@ -230,6 +230,20 @@ fn hostile_state_files_get_typed_errors() {
     b[16 + len..16 + len + 4].copy_from_slice(&9999u32.to_le_bytes());
     reseal(&mut b);
     assert_eq!(load(&b), Err(ErrorKind::InvalidToken));
+    // An infinite cached value (keys q8_0: 34 bytes per 32 values; values f16), checksum intact:
+    // it would make every later activation non-finite.
+    let n_tokens = s.tokens().len();
+    let kv_row_values = common::KV * 32;
+    let keys0 = 16 + len + 4 * n_tokens + 4 * common::VOCAB;
+    let values0 = keys0 + n_tokens * kv_row_values / 32 * 34;
+    let mut b = bytes.clone();
+    b[values0..values0 + 2].copy_from_slice(&0x7c00u16.to_le_bytes());
+    reseal(&mut b);
+    assert_eq!(load(&b), Err(ErrorKind::CorruptState), "an infinite value");
+    let mut b = bytes.clone();
+    b[keys0..keys0 + 2].copy_from_slice(&0x7e00u16.to_le_bytes()); // a NaN block scale
+    reseal(&mut b);
+    assert_eq!(load(&b), Err(ErrorKind::CorruptState), "a NaN key scale");
     // Not a state at all.
     let r = Session::load(Arc::clone(&m), &model_path, p).map(|_| ());
     assert!(matches!(r, Err(RuntimeError::CorruptState(_))), "{r:?}");

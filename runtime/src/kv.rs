@@ -164,6 +164,7 @@ impl Rows {
 
     /// Reads values `span` back from `bytes` (exactly their length).
     fn read_bytes(&mut self, span: Range<usize>, bytes: &[u8]) -> Result<()> {
+        let check = span.clone();
         match self {
             Rows::F32(r) => r[span].iter_mut().zip(bytes.chunks_exact(4)).for_each(|(v, b)| {
                 *v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
@@ -172,6 +173,17 @@ impl Rows {
                 *v = u16::from_le_bytes(b.try_into().expect("2 bytes"));
             }),
             Rows::Q8_0(r) => r[span.start / QK..span.end / QK].copy_from_slice(cast_blocks::<BlockQ8_0>(bytes)?),
+        }
+        // A cache the forward pass computed is finite: Inf or NaN can only come from a damaged
+        // or forged file, and would turn every later activation non-finite.
+        let half_finite = |h: &u16| h & 0x7c00 != 0x7c00;
+        let finite = match self {
+            Rows::F32(r) => r[check].iter().all(|v| v.is_finite()),
+            Rows::F16(r) => r[check].iter().all(half_finite),
+            Rows::Q8_0(r) => r[check.start / QK..check.end / QK].iter().all(|b| half_finite(&b.d)),
+        };
+        if !finite {
+            return Err(RuntimeError::CorruptState("a value of the KV cache is not finite".into()));
         }
         Ok(())
     }
