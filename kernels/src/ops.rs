@@ -418,6 +418,24 @@ pub fn rope_head(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
     }
 }
 
+// ---- KV cache rows ------------------------------------------------------------------------------
+
+/// One row appended to an f16 cache: `dst[i]` = the IEEE half bits of `src[i]`, rounded to
+/// nearest even (the bits of `types::f32_to_f16`, by F16C where the table has it). Panics when
+/// the lengths differ.
+pub fn store_f16(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "store_f16: {} values into {} halves", src.len(), dst.len());
+    (kernels().store_f16)(src, dst)
+}
+
+/// One row appended to a q8_0 cache: ggml's reference `quantize_row_q8_0`
+/// (`scalar::quantize_row_q8_0`: scale amax/127, round half away from zero). Panics unless
+/// `src` is exactly `dst.len()` blocks of 32 values.
+pub fn store_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) {
+    assert_eq!(src.len(), dst.len() * QK, "store_q8_0: {} values into {} blocks of {QK}", src.len(), dst.len());
+    crate::scalar::quantize_row_q8_0(src, dst)
+}
+
 /// The wrapping sum of `x` as little-endian u64 with the widest loads this CPU has (the
 /// read-bandwidth probe of `autark bench --memory`; `x` a multiple of 8 bytes).
 pub fn sum_u64(x: &[u8]) -> u64 {

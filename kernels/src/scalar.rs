@@ -289,6 +289,63 @@ pub fn wsum_f32(out: &mut [f32], w: &[f32], v: &[f32], stride: usize) {
     }
 }
 
+/// Asserts that `len` values are whole q8_0 blocks and returns their count.
+pub fn q8_0_blocks(len: usize) -> usize {
+    assert!(len.is_multiple_of(QK), "a q8_0 cache row of {len} values is not whole blocks of {QK}");
+    len / QK
+}
+
+/// `out[j] = q · f16 row j` (keys stored as IEEE half bits, rows `stride` values apart).
+pub fn dots_f16(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
+    check_strided(q.len(), k.len(), stride, out.len());
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = vec_dot_f16(&k[j * stride..j * stride + q.len()], q);
+    }
+}
+
+/// `out += Σ_j w[j] · f16 row j` (values stored as IEEE half bits, rows `stride` values apart).
+pub fn wsum_f16(out: &mut [f32], w: &[f32], v: &[u16], stride: usize) {
+    check_strided(out.len(), v.len(), stride, w.len());
+    for (j, &wj) in w.iter().enumerate() {
+        let row = &v[j * stride..j * stride + out.len()];
+        out.iter_mut().zip(row).for_each(|(o, &h)| *o += wj * f16_to_f32(h));
+    }
+}
+
+/// `out[j] = Σ_b d_jb · Σ_i q[32b + i] · qs_jb[i]` over the `nb = q.len() / 32` blocks of key
+/// row j, `k[j·stride..j·stride + nb]` (`stride` in blocks). `q` stays f32.
+pub fn dots_q8_0(q: &[f32], k: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+    let nb = q8_0_blocks(q.len());
+    check_strided(nb, k.len(), stride, out.len());
+    for (j, o) in out.iter_mut().enumerate() {
+        let row = &k[j * stride..j * stride + nb];
+        *o = row
+            .iter()
+            .zip(q.chunks_exact(QK))
+            .map(|(b, q)| f16_to_f32(b.d) * q.iter().zip(b.qs).map(|(&x, c)| x * c as f32).sum::<f32>())
+            .sum();
+    }
+}
+
+/// `out[32b + i] += w[j] · d_jb · qs_jb[i]` over the value rows `v[j·stride..j·stride + nb]`
+/// (`nb = out.len() / 32`, `stride` in blocks).
+pub fn wsum_q8_0(out: &mut [f32], w: &[f32], v: &[BlockQ8_0], stride: usize) {
+    let nb = q8_0_blocks(out.len());
+    check_strided(nb, v.len(), stride, w.len());
+    for (j, &wj) in w.iter().enumerate() {
+        for (o, b) in out.chunks_exact_mut(QK).zip(&v[j * stride..j * stride + nb]) {
+            let s = wj * f16_to_f32(b.d);
+            o.iter_mut().zip(b.qs).for_each(|(o, c)| *o += s * c as f32);
+        }
+    }
+}
+
+/// `dst[i] = f16 bits of src[i]`, rounded to nearest even (`types::f32_to_f16`).
+pub fn store_f16(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "store_f16: {} values into {} halves", src.len(), dst.len());
+    dst.iter_mut().zip(src).for_each(|(h, &v)| *h = f32_to_f16(v));
+}
+
 /// The wrapping sum of `x` read as little-endian u64 (a trailing partial word is ignored; the
 /// bandwidth probe's reference).
 pub fn sum_u64(x: &[u8]) -> u64 {

@@ -42,6 +42,17 @@ pub struct Kernels {
     pub dots_f32: fn(&[f32], &[f32], usize, &mut [f32]),
     /// Attention output `(out, weights, values, stride)`: `out += Σ_j w[j] · values[j·stride..]`.
     pub wsum_f32: fn(&mut [f32], &[f32], &[f32], usize),
+    /// `dots_f32` over keys stored as IEEE half bits (`stride` in values).
+    pub dots_f16: fn(&[f32], &[u16], usize, &mut [f32]),
+    /// `wsum_f32` over values stored as IEEE half bits (`stride` in values).
+    pub wsum_f16: fn(&mut [f32], &[f32], &[u16], usize),
+    /// `dots_f32` over q8_0 keys, `q` kept in f32: `q.len() = 32·nb`, key row j is the blocks
+    /// `k[j·stride..j·stride + nb]` (`stride` in blocks), `out[j] = Σ_b d_jb · (q_b · qs_jb)`.
+    pub dots_q8_0: fn(&[f32], &[BlockQ8_0], usize, &mut [f32]),
+    /// `wsum_f32` over q8_0 values: `out[32b + i] += w[j] · d_jb · qs_jb[i]` (`stride` in blocks).
+    pub wsum_q8_0: fn(&mut [f32], &[f32], &[BlockQ8_0], usize),
+    /// f32 → IEEE half bits, rounded to nearest even; every ISA gives `types::f32_to_f16`'s bits.
+    pub store_f16: fn(&[f32], &mut [u16]),
     /// `x ← e^x` (`exp`: softmax, SiLU); every ISA gives the scalar twin's bits.
     pub exp_f32: fn(&mut [f32]),
     pub dots_q5_0: ByteDotsFn,
@@ -71,6 +82,11 @@ impl Kernels {
             exp_f32: scalar::exp_f32,
             dots_f32: scalar::dots_f32,
             wsum_f32: scalar::wsum_f32,
+            dots_f16: scalar::dots_f16,
+            wsum_f16: scalar::wsum_f16,
+            dots_q8_0: scalar::dots_q8_0,
+            wsum_q8_0: scalar::wsum_q8_0,
+            store_f16: scalar::store_f16,
             dots_q5_0: scalar::dots_q5_0,
             dots_q5_1: scalar::dots_q5_1,
             dots_q4_k: scalar::dots_q4_k,

@@ -153,6 +153,26 @@ fn probe_sum_matches_scalar() {
     }
 }
 
+/// The KV cache's row stores: the dispatched f16 store gives `f32_to_f16`'s bits (the twin
+/// checks cover every ISA's kernel), the q8_0 store is the reference quantizer, and both reject
+/// rows of the wrong length.
+#[test]
+fn cache_row_stores() {
+    let mut rng = Rng::new(11);
+    let x = rng.vec(6 * QK, 3.0);
+    let mut h = vec![0u16; x.len()];
+    crate::ops::store_f16(&x, &mut h);
+    assert!(h.iter().zip(&x).all(|(&h, &v)| h == f32_to_f16(v)));
+    let (mut got, mut want) = (vec![BlockQ8_0::default(); 6], vec![BlockQ8_0::default(); 6]);
+    crate::ops::store_q8_0(&x, &mut got);
+    scalar::quantize_row_q8_0(&x, &mut want);
+    assert_eq!(got, want);
+    let bad_f16 = std::panic::catch_unwind(|| crate::ops::store_f16(&[0.0; 3], &mut [0u16; 4]));
+    assert!(bad_f16.is_err());
+    let bad_q8 = std::panic::catch_unwind(|| crate::ops::store_q8_0(&[0.0; 33], &mut [BlockQ8_0::default(); 1]));
+    assert!(bad_q8.is_err());
+}
+
 /// The scalar K-quant code (`kquants`), here because it uses the dispatched `quantize_act`.
 mod kquants {
     use crate::blocks::{f32_to_f16, quantize_act, BlockQ4K, BlockQ5_1, BlockQ6K, BlockQ8A, DType, QK, QK_K};

@@ -72,7 +72,9 @@ pub(crate) use checks::*;
 
 #[cfg(test)]
 mod checks {
-    use crate::blocks::{block_bytes, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK, QK_K};
+    use crate::blocks::{
+        block_bytes, f16_to_f32, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK, QK_K,
+    };
     use crate::blocks::{BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K};
     use crate::rng::Rng;
     use crate::scalar;
@@ -422,12 +424,212 @@ mod checks {
         });
     }
 
+    /// Key counts of the quantized-cache checks: every count up to 70 (each remainder of the
+    /// kernels' key groups and unrolled loops), and a long context where `long` (a few row
+    /// lengths only: the tests run unoptimised).
+    fn key_counts(long: bool) -> impl Iterator<Item = usize> {
+        (0..=70).chain(long.then_some(LONG))
+    }
+
+    const LONG: usize = 4096;
+
+    /// The first `n` of `stride`-apart rows of `len`, ending right after the last row: no kernel
+    /// may count on anything past it.
+    fn rows_end(n: usize, stride: usize, len: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (n - 1) * stride + len
+        }
+    }
+
+    /// f16 caches: row lengths 1–256 (odd ones, every tail of 8- and 16-lane loops), a tight
+    /// stride and a GQA-like one (`3·hd + 5`), `key_counts` rows of random halves with zero
+    /// rows and rows of f16 subnormals (4096 rows at 17, 64 and 256 values). Calls `f(rng, [hd, stride, n], bits, values)`.
+    fn f16_cache(isa: Isa, f: impl Fn(&mut Rng, [usize; 3], &[u16], &[f32])) {
+        let mut rng = Rng::new(60 + isa as u64);
+        for hd in [1, 3, 8, 15, 16, 17, 33, 64, 80, 128, 130, 256] {
+            let long = [17, 64, 256].contains(&hd);
+            for stride in [hd, 3 * hd + 5] {
+                let mut x = rng.vec(rows_end(if long { LONG } else { 70 }, stride, hd), 1.0);
+                for (j, row) in x.chunks_mut(stride).enumerate() {
+                    match j % 11 {
+                        3 => row.fill(0.0),
+                        7 => row.iter_mut().for_each(|v| *v *= 1e-5),
+                        _ => {}
+                    }
+                }
+                let bits: Vec<u16> = x.iter().map(|&v| f32_to_f16(v)).collect();
+                let vals: Vec<f32> = bits.iter().map(|&h| f16_to_f32(h)).collect();
+                for n in key_counts(long) {
+                    let end = rows_end(n, stride, hd);
+                    f(&mut rng, [hd, stride, n], &bits[..end], &vals[..end]);
+                }
+            }
+        }
+    }
+
+    /// q8_0 caches: 1–8 blocks per row (head dims 32–256), a tight stride and a GQA-like one
+    /// (`3·nb + 1` blocks), `key_counts` rows (4096 at 2 and 5 blocks) from the reference quantizer, with blocks of random
+    /// bytes (−128 included), zero scales and f16-subnormal scales. Calls
+    /// `f(rng, [hd, stride, n], blocks, values)` (`stride` in blocks).
+    fn q8_0_cache(isa: Isa, f: impl Fn(&mut Rng, [usize; 3], &[BlockQ8_0], &[f32])) {
+        let mut rng = Rng::new(70 + isa as u64);
+        for nb in [1, 2, 3, 4, 5, 8] {
+            let long = [2, 5].contains(&nb);
+            for stride in [nb, 3 * nb + 1] {
+                let len = rows_end(if long { LONG } else { 70 }, stride, nb);
+                let mut blocks = vec![BlockQ8_0::default(); len];
+                scalar::quantize_row_q8_0(&rng.vec(len * QK, 1.0), &mut blocks);
+                for (i, b) in blocks.iter_mut().enumerate() {
+                    if i % 5 == 1 {
+                        b.qs.iter_mut().for_each(|q| *q = rng.next() as i8);
+                    }
+                    match i % 13 {
+                        0 => b.d = 0,
+                        7 => b.d = rng.next() as u16 & 0x83FF,
+                        _ => {}
+                    }
+                }
+                let mut vals = vec![0f32; len * QK];
+                scalar::dequantize_row_q8_0(&blocks, &mut vals);
+                for n in key_counts(long) {
+                    let end = rows_end(n, stride, nb);
+                    f(&mut rng, [nb * QK, stride, n], &blocks[..end], &vals[..end * QK]);
+                }
+            }
+        }
+    }
+
+    /// Scores within f32 rounding of Σ|q·k| (`vals`: the keys as f32, rows `stride` apart).
+    fn check_dots(isa: Isa, name: &str, q: &[f32], vals: &[f32], stride: usize, got: &[f32], want: &[f32]) {
+        for (j, (g, w)) in got.iter().zip(want).enumerate() {
+            let mag: f32 = q.iter().zip(&vals[j * stride..]).map(|(a, b)| (a * b).abs()).sum();
+            let n = got.len();
+            assert!((g - w).abs() <= 1e-6 * mag + 1e-7, "{isa:?} {name} hd {} n {n} j {j}: {g} vs {w}", q.len());
+        }
+    }
+
+    /// Weighted sums within f32 rounding of |init| + Σ|w·v|.
+    fn check_wsum(
+        isa: Isa,
+        name: &str,
+        init: &[f32],
+        w: &[f32],
+        (vals, stride): (&[f32], usize),
+        got: &[f32],
+        want: &[f32],
+    ) {
+        let mut mag: Vec<f32> = init.iter().map(|v| v.abs()).collect();
+        for (j, &wj) in w.iter().enumerate() {
+            mag.iter_mut().zip(&vals[j * stride..]).for_each(|(m, v)| *m += (wj * v).abs());
+        }
+        for (i, ((g, w), m)) in got.iter().zip(want).zip(&mag).enumerate() {
+            let (hd, n) = (init.len(), got.len());
+            assert!((g - w).abs() <= 1e-6 * m + 1e-7, "{isa:?} {name} hd {hd} n {n} i {i}: {g} vs {w}");
+        }
+    }
+
+    pub(crate) fn dots_f16(k: &Kernels, isa: Isa) {
+        f16_cache(isa, |rng: &mut Rng, [hd, stride, n]: [usize; 3], bits: &[u16], vals: &[f32]| {
+            let q = rng.vec(hd, 1.0);
+            let (mut got, mut want) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            (k.dots_f16)(&q, bits, stride, &mut got);
+            scalar::dots_f16(&q, bits, stride, &mut want);
+            check_dots(isa, "dots_f16", &q, vals, stride, &got, &want);
+        });
+    }
+
+    pub(crate) fn wsum_f16(k: &Kernels, isa: Isa) {
+        f16_cache(isa, |rng: &mut Rng, [hd, stride, n]: [usize; 3], bits: &[u16], vals: &[f32]| {
+            let (w, init) = (rng.vec(n, 1.0), rng.vec(hd, 1.0));
+            let (mut got, mut want) = (init.clone(), init.clone());
+            (k.wsum_f16)(&mut got, &w, bits, stride);
+            scalar::wsum_f16(&mut want, &w, bits, stride);
+            check_wsum(isa, "wsum_f16", &init, &w, (vals, stride), &got, &want);
+        });
+    }
+
+    pub(crate) fn dots_q8_0(k: &Kernels, isa: Isa) {
+        q8_0_cache(isa, |rng: &mut Rng, [hd, stride, n]: [usize; 3], blocks: &[BlockQ8_0], vals: &[f32]| {
+            let q = rng.vec(hd, 1.0);
+            let (mut got, mut want) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            (k.dots_q8_0)(&q, blocks, stride, &mut got);
+            scalar::dots_q8_0(&q, blocks, stride, &mut want);
+            check_dots(isa, "dots_q8_0", &q, vals, stride * QK, &got, &want);
+        });
+    }
+
+    pub(crate) fn wsum_q8_0(k: &Kernels, isa: Isa) {
+        q8_0_cache(isa, |rng: &mut Rng, [hd, stride, n]: [usize; 3], blocks: &[BlockQ8_0], vals: &[f32]| {
+            let (w, init) = (rng.vec(n, 1.0), rng.vec(hd, 1.0));
+            let (mut got, mut want) = (init.clone(), init.clone());
+            (k.wsum_q8_0)(&mut got, &w, blocks, stride);
+            scalar::wsum_q8_0(&mut want, &w, blocks, stride);
+            check_wsum(isa, "wsum_q8_0", &init, &w, (vals, stride * QK), &got, &want);
+        });
+    }
+
+    /// `store_f16` against `types::f32_to_f16` bit for bit: the edges of the f16 range, ties
+    /// to even (normal and subnormal), f32 subnormals, ±∞, quiet and signalling NaNs with
+    /// payloads, random values of f16 magnitude and random f32 bit patterns, every tail length.
+    pub(crate) fn store_f16(k: &Kernels, isa: Isa) {
+        let mut rng = Rng::new(80 + isa as u64);
+        let mut x: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            65504.0,
+            65519.996,
+            65520.0,
+            -65520.0,
+            f32::MAX,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::from_bits(0x7F80_0001),
+            f32::from_bits(0xFFC0_0001),
+            f32::from_bits(0x7FBF_FFFF),
+            f32::from_bits(0x7F80_2000),
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            2f32.powi(-24),
+            2f32.powi(-25),
+            2f32.powi(-25) * 1.000_001,
+            3.0 * 2f32.powi(-25),
+            2f32.powi(-14),
+            2f32.powi(-14) - 2f32.powi(-25),
+            1.0 + 2f32.powi(-11),
+            1.0 + 3.0 * 2f32.powi(-11),
+        ];
+        // Midpoints between neighbouring halves (exact in f32): ties, both parities.
+        for _ in 0..4096 {
+            let h = rng.next() as u16 & 0x7BFE;
+            let (a, b) = (f16_to_f32(h), f16_to_f32(h + 1));
+            x.push(0.5 * (a + b));
+            x.push(-0.5 * (a + b));
+        }
+        x.extend((0..1 << 15).map(|_| rng.f() * 70000.0));
+        x.extend((0..1 << 15).map(|_| rng.f() * 1e-4));
+        x.extend((0..1 << 16).map(|_| f32::from_bits(rng.next() as u32)));
+        for len in (0..40).chain([x.len()]) {
+            let src = &x[x.len() - len..];
+            let (mut got, mut want) = (vec![0u16; len], vec![0u16; len]);
+            (k.store_f16)(src, &mut got);
+            src.iter().zip(&mut want).for_each(|(&v, h)| *h = f32_to_f16(v));
+            for ((g, w), v) in got.iter().zip(&want).zip(src) {
+                assert_eq!(g, w, "{isa:?} store_f16({v:e} = {:#010x}): {g:#06x} vs {w:#06x}", v.to_bits());
+            }
+        }
+    }
+
     /// The scalar table against itself: the tiles and the interleaved kernels against the row
     /// dots, the rest trivially.
     #[test]
     fn scalar_table() {
         let k = Kernels::scalar();
-        let checks: [fn(&Kernels, Isa); 20] = [
+        let checks: [fn(&Kernels, Isa); 25] = [
             quantize_act,
             vec_dot_q4_0,
             vec_dot_q4_1,
@@ -448,6 +650,11 @@ mod checks {
             exp_f32,
             dots_f32,
             wsum_f32,
+            dots_f16,
+            wsum_f16,
+            dots_q8_0,
+            wsum_q8_0,
+            store_f16,
         ];
         checks.iter().for_each(|c| c(&k, Isa::Scalar));
     }

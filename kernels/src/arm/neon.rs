@@ -34,6 +34,7 @@ macro_rules! neon_bodies {
             quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f32, dots_f32, wsum_f32,
             gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
             dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k,
+            dots_f16, wsum_f16, dots_q8_0, wsum_q8_0,
         ]);
 
         // One token at a time: the row dots below, per token.
@@ -73,6 +74,44 @@ macro_rules! neon_bodies {
                 let row = &v[j * stride..j * stride + out.len()];
                 // SAFETY: features detected before `plug`; equal lengths by construction.
                 unsafe { axpy_f32_impl(out, wj, row) }
+            }
+        }
+        /// Attention scores over f16 keys: a row dot per key, halves widened in registers.
+        fn dots_f16(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
+            scalar::check_strided(q.len(), k.len(), stride, out.len());
+            for (j, o) in out.iter_mut().enumerate() {
+                // SAFETY: features detected before `plug`; the row lies inside `k` (checked) and
+                // has the length of `q`.
+                *o = unsafe { dot_f16_impl(q, &k[j * stride..j * stride + q.len()]) };
+            }
+        }
+        /// Attention's weighted sum over f16 values: `y += a·x` per value row.
+        fn wsum_f16(out: &mut [f32], w: &[f32], v: &[u16], stride: usize) {
+            scalar::check_strided(out.len(), v.len(), stride, w.len());
+            for (j, &wj) in w.iter().enumerate() {
+                let row = &v[j * stride..j * stride + out.len()];
+                // SAFETY: features detected before `plug`; equal lengths by construction.
+                unsafe { axpy_f16_impl(out, wj, row) }
+            }
+        }
+        /// Attention scores over q8_0 keys (`stride` in blocks), the query in f32.
+        fn dots_q8_0(q: &[f32], k: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+            let nb = scalar::q8_0_blocks(q.len());
+            scalar::check_strided(nb, k.len(), stride, out.len());
+            for (j, o) in out.iter_mut().enumerate() {
+                // SAFETY: features detected before `plug`; the row's `nb` blocks lie inside `k`
+                // (checked) and `q` is `nb` whole blocks.
+                *o = unsafe { dot_q8_0_f32_impl(q, &k[j * stride..j * stride + nb]) };
+            }
+        }
+        /// Attention's weighted sum over q8_0 values (`stride` in blocks).
+        fn wsum_q8_0(out: &mut [f32], w: &[f32], v: &[BlockQ8_0], stride: usize) {
+            let nb = scalar::q8_0_blocks(out.len());
+            scalar::check_strided(nb, v.len(), stride, w.len());
+            for (j, &wj) in w.iter().enumerate() {
+                let row = &v[j * stride..j * stride + nb];
+                // SAFETY: features detected before `plug`; `out` is the row's `nb` blocks.
+                unsafe { axpy_q8_0_impl(out, wj, row) }
             }
         }
         fn gemm_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
@@ -435,6 +474,124 @@ macro_rules! neon_bodies {
             }
         }
 
+        /// Σ q·f16(h), 16 values per step in 4 accumulators, then 4, the tail in scalar code.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; `h` holds `q.len()` values (the caller
+        /// checks the lengths).
+        #[target_feature(enable = $features)]
+        unsafe fn dot_f16_impl(q: &[f32], h: &[u16]) -> f32 {
+            // SAFETY: the caller upholds the `# Safety` contract above; every load lies below
+            // `n` in both slices.
+            unsafe {
+                let n = q.len();
+                let (qp, hp) = (q.as_ptr(), h.as_ptr());
+                let mut acc = [vdupq_n_f32(0.0); 4];
+                let mut i = 0;
+                while i + 16 <= n {
+                    let [k0, k1] = super::f16x8_to_f32(vld1q_u16(hp.add(i)));
+                    let [k2, k3] = super::f16x8_to_f32(vld1q_u16(hp.add(i + 8)));
+                    for (u, k) in [k0, k1, k2, k3].into_iter().enumerate() {
+                        acc[u] = vfmaq_f32(acc[u], vld1q_f32(qp.add(i + 4 * u)), k);
+                    }
+                    i += 16;
+                }
+                while i + 4 <= n {
+                    let k = super::f16x4_to_f32(vmovl_u16(vld1_u16(hp.add(i))));
+                    acc[0] = vfmaq_f32(acc[0], vld1q_f32(qp.add(i)), k);
+                    i += 4;
+                }
+                let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+                for j in i..n {
+                    s += q[j] * f16_to_f32(h[j]);
+                }
+                s
+            }
+        }
+
+        /// `y += a·f16(h)`, 4 lanes at a time, the tail in scalar code.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; `h` holds `y.len()` values (the caller
+        /// checks the lengths).
+        #[target_feature(enable = $features)]
+        unsafe fn axpy_f16_impl(y: &mut [f32], a: f32, h: &[u16]) {
+            // SAFETY: the caller upholds the `# Safety` contract above; every access lies below
+            // `n` in both slices.
+            unsafe {
+                let n = y.len();
+                let mut i = 0;
+                while i + 8 <= n {
+                    let p = y.as_mut_ptr().add(i);
+                    let [x0, x1] = super::f16x8_to_f32(vld1q_u16(h.as_ptr().add(i)));
+                    vst1q_f32(p, vfmaq_n_f32(vld1q_f32(p), x0, a));
+                    vst1q_f32(p.add(4), vfmaq_n_f32(vld1q_f32(p.add(4)), x1, a));
+                    i += 8;
+                }
+                while i + 4 <= n {
+                    let p = y.as_mut_ptr().add(i);
+                    let x = super::f16x4_to_f32(vmovl_u16(vld1_u16(h.as_ptr().add(i))));
+                    vst1q_f32(p, vfmaq_n_f32(vld1q_f32(p), x, a));
+                    i += 4;
+                }
+                for j in i..n {
+                    y[j] += a * f16_to_f32(h[j]);
+                }
+            }
+        }
+
+        /// Σ_b d_b · (q_b · qs_b) over a row of q8_0 blocks and an f32 query: per block two
+        /// chains of 4 lanes, then one multiply-add by the block's scale.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; `q` holds 32 values per block of `row`
+        /// (the caller checks the lengths).
+        #[target_feature(enable = $features)]
+        unsafe fn dot_q8_0_f32_impl(q: &[f32], row: &[BlockQ8_0]) -> f32 {
+            // SAFETY: the caller upholds the `# Safety` contract above: block b reads query
+            // values 32b .. 32b + 32 and its own 32 bytes.
+            unsafe {
+                let mut acc = vdupq_n_f32(0.0);
+                for (b, blk) in row.iter().enumerate() {
+                    let qp = q.as_ptr().add(QK * b);
+                    let [v0, v1, v2, v3] = super::i8x16_to_f32(vld1q_s8(blk.qs.as_ptr()));
+                    let [v4, v5, v6, v7] = super::i8x16_to_f32(vld1q_s8(blk.qs.as_ptr().add(16)));
+                    let mut p0 = vmulq_f32(vld1q_f32(qp), v0);
+                    let mut p1 = vmulq_f32(vld1q_f32(qp.add(4)), v1);
+                    for (i, (x0, x1)) in [(v2, v3), (v4, v5), (v6, v7)].into_iter().enumerate() {
+                        p0 = vfmaq_f32(p0, vld1q_f32(qp.add(8 * i + 8)), x0);
+                        p1 = vfmaq_f32(p1, vld1q_f32(qp.add(8 * i + 12)), x1);
+                    }
+                    acc = vfmaq_n_f32(acc, vaddq_f32(p0, p1), f16_to_f32(blk.d));
+                }
+                vaddvq_f32(acc)
+            }
+        }
+
+        /// `y[32b + i] += a · d_b · qs_b[i]` over a row of q8_0 blocks.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; `y` holds 32 values per block of `row` (the
+        /// caller checks the lengths).
+        #[target_feature(enable = $features)]
+        unsafe fn axpy_q8_0_impl(y: &mut [f32], a: f32, row: &[BlockQ8_0]) {
+            // SAFETY: the caller upholds the `# Safety` contract above: block b writes outputs
+            // 32b .. 32b + 32 and reads its own 32 bytes.
+            unsafe {
+                for (b, blk) in row.iter().enumerate() {
+                    let s = a * f16_to_f32(blk.d);
+                    let p = y.as_mut_ptr().add(QK * b);
+                    for h in 0..2 {
+                        let v = super::i8x16_to_f32(vld1q_s8(blk.qs.as_ptr().add(16 * h)));
+                        for (i, x) in v.into_iter().enumerate() {
+                            let o = p.add(16 * h + 4 * i);
+                            vst1q_f32(o, vfmaq_n_f32(vld1q_f32(o), x, s));
+                        }
+                    }
+                }
+            }
+        }
+
         /// # Safety
         /// The CPU has the enabled target features; the slices hold every block it reads or writes
         /// (the caller checks the lengths).
@@ -463,6 +620,95 @@ macro_rules! neon_bodies {
             }
         }
     };
+}
+
+// ---- conversions shared by both instantiations ---------------------------------------------------
+
+use std::arch::aarch64::*;
+
+/// 2^112: the distance between the f16 and f32 exponent biases (15 and 127).
+const F16_BIAS_GAP: f32 = f32::from_bits((127 + 112) << 23);
+
+/// Four halves (raw bits in the low 16 bits of each lane) to f32 with integer operations (Rust's
+/// f16 NEON intrinsics are unstable). The 15 bits below the sign, shifted up by 13, read as an
+/// f32 whose exponent is 112 too small; one multiply by 2^112 gives every normal and subnormal
+/// half exactly (a subnormal half becomes a normal f32: exact, with FPCR.FZ clear as on Linux).
+/// Exponent 31 (∞, NaN) is set apart and gets exponent 255, NaNs quieted with their payload, as
+/// `types::f16_to_f32` does (tested on all 65536 halves). The sign goes back on last.
+#[target_feature(enable = "neon")]
+#[inline]
+fn f16x4_to_f32(h: uint32x4_t) -> float32x4_t {
+    let em = vandq_u32(h, vdupq_n_u32(0x7FFF));
+    let sign = vshlq_n_u32::<16>(veorq_u32(h, em));
+    let shifted = vshlq_n_u32::<13>(em);
+    let finite = vreinterpretq_u32_f32(vmulq_n_f32(vreinterpretq_f32_u32(shifted), F16_BIAS_GAP));
+    let special = vcgeq_u32(em, vdupq_n_u32(0x7C00));
+    let quiet = vandq_u32(vcgtq_u32(em, vdupq_n_u32(0x7C00)), vdupq_n_u32(0x0040_0000));
+    let inf_nan = vorrq_u32(vorrq_u32(shifted, vdupq_n_u32(0x7000_0000)), quiet);
+    vreinterpretq_f32_u32(vorrq_u32(vbslq_u32(special, inf_nan, finite), sign))
+}
+
+/// Eight halves to f32 (`f16x4_to_f32` on each half of the register).
+#[target_feature(enable = "neon")]
+#[inline]
+fn f16x8_to_f32(h: uint16x8_t) -> [float32x4_t; 2] {
+    [f16x4_to_f32(vmovl_u16(vget_low_u16(h))), f16x4_to_f32(vmovl_high_u16(h))]
+}
+
+/// Sixteen signed bytes to f32, in order (`sxtl` twice, `scvtf`).
+#[target_feature(enable = "neon")]
+#[inline]
+fn i8x16_to_f32(x: int8x16_t) -> [float32x4_t; 4] {
+    let (lo, hi) = (vmovl_s8(vget_low_s8(x)), vmovl_high_s8(x));
+    [
+        vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))),
+        vcvtq_f32_s32(vmovl_high_s16(lo)),
+        vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))),
+        vcvtq_f32_s32(vmovl_high_s16(hi)),
+    ]
+}
+
+#[cfg(test)]
+mod conversions {
+    use super::*;
+    use crate::types::f16_to_f32;
+
+    /// The register conversion against `types::f16_to_f32` on every half, bit for bit
+    /// (zeros, subnormals, normals, ±∞, every NaN payload), through both entry points.
+    #[test]
+    fn f16_to_f32_every_half() {
+        for h0 in (0..=u16::MAX).step_by(8) {
+            let h: [u16; 8] = std::array::from_fn(|i| h0 + i as u16);
+            let mut got = [0f32; 8];
+            // SAFETY: NEON is part of AArch64; the loads and stores cover the 8-value arrays.
+            unsafe {
+                let [a, b] = f16x8_to_f32(vld1q_u16(h.as_ptr()));
+                vst1q_f32(got.as_mut_ptr(), a);
+                vst1q_f32(got.as_mut_ptr().add(4), b);
+                let c = f16x4_to_f32(vmovl_u16(vld1_u16(h.as_ptr().add(4))));
+                assert_eq!(vgetq_lane_u32::<3>(vreinterpretq_u32_f32(c)), f16_to_f32(h[7]).to_bits());
+            }
+            for (g, &h) in got.iter().zip(&h) {
+                assert_eq!(g.to_bits(), f16_to_f32(h).to_bits(), "half {h:#06x}: {g} vs {}", f16_to_f32(h));
+            }
+        }
+    }
+
+    /// Every byte value.
+    #[test]
+    fn i8_to_f32_every_byte() {
+        for b0 in (0..=255u8).step_by(16) {
+            let x: [i8; 16] = std::array::from_fn(|i| (b0 + i as u8) as i8);
+            let mut got = [0f32; 16];
+            // SAFETY: NEON is part of AArch64; the loads and stores cover the 16-value arrays.
+            unsafe {
+                for (i, v) in i8x16_to_f32(vld1q_s8(x.as_ptr())).into_iter().enumerate() {
+                    vst1q_f32(got.as_mut_ptr().add(4 * i), v);
+                }
+            }
+            assert!(got.iter().zip(&x).all(|(&g, &x)| g == x as f32), "{x:?}: {got:?}");
+        }
+    }
 }
 
 /// Plain NEON: 8-bit products widened with `smull`, pair-added with `sadalp`.

@@ -26,6 +26,7 @@ plug!(crate::table::Isa::Avx2, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32, dots_f32, wsum_f32,
+    dots_f16, wsum_f16, dots_q8_0, wsum_q8_0, store_f16,
 ]);
 
 /// Σ u·s over groups of 4 (unsigned × signed bytes) → 8 × i32, via `vpmaddubsw` (pairs to
@@ -232,8 +233,8 @@ unsafe fn exp8(x: &mut [f32]) {
 
 fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
     crate::scalar::check_strided(q.len(), k.len(), stride, out.len());
-    // SAFETY: installed only after AVX2 and FMA were detected; `check_strided` asserted that
-    // row j < out.len() of `k` (j·stride .. j·stride + q.len()) lies inside `k`.
+    // SAFETY: installed only after AVX2, FMA and F16C were detected; `check_strided` asserted
+    // that row j < out.len() of `k` (j·stride .. j·stride + q.len()) lies inside `k`.
     unsafe { dots_impl(q, k, stride, out) }
 }
 
@@ -243,18 +244,99 @@ fn wsum_f32(out: &mut [f32], w: &[f32], v: &[f32], stride: usize) {
     unsafe { wsum_impl(out, w, v, stride) }
 }
 
+fn dots_f16(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
+    crate::scalar::check_strided(q.len(), k.len(), stride, out.len());
+    // SAFETY: as in `dots_f32`.
+    unsafe { dots_impl(q, k, stride, out) }
+}
+
+fn wsum_f16(out: &mut [f32], w: &[f32], v: &[u16], stride: usize) {
+    crate::scalar::check_strided(out.len(), v.len(), stride, w.len());
+    // SAFETY: as in `wsum_f32`.
+    unsafe { wsum_impl(out, w, v, stride) }
+}
+
+fn dots_q8_0(q: &[f32], k: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+    let nb = crate::scalar::q8_0_blocks(q.len());
+    crate::scalar::check_strided(nb, k.len(), stride, out.len());
+    // SAFETY: installed only after AVX2, FMA and F16C were detected; `q` is `nb` whole blocks
+    // and `check_strided` asserted that blocks j·stride .. j·stride + nb lie inside `k` for
+    // every j < out.len().
+    unsafe { dots_q8_0_impl(q, k, stride, out) }
+}
+
+fn wsum_q8_0(out: &mut [f32], w: &[f32], v: &[BlockQ8_0], stride: usize) {
+    let nb = crate::scalar::q8_0_blocks(out.len());
+    crate::scalar::check_strided(nb, v.len(), stride, w.len());
+    // SAFETY: as in `dots_q8_0`, with `out` and the rows of `v` for j < w.len().
+    unsafe { wsum_q8_0_impl(out, w, v, stride) }
+}
+
+fn store_f16(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "store_f16: {} values into {} halves", src.len(), dst.len());
+    // SAFETY: installed only after AVX2, FMA and F16C were detected; the lengths are equal.
+    unsafe { store_f16_impl(src, dst) }
+}
+
+/// An element of a cache row: f32, or f16 as raw bits (widened by F16C).
+trait CacheValue: Copy {
+    /// The 8 values at `p` as f32.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `p .. p + 8` is readable.
+    unsafe fn load8(p: *const Self) -> __m256;
+
+    /// The value at `p` as f32.
+    ///
+    /// # Safety
+    /// As `load8`, for one value.
+    unsafe fn load1(p: *const Self) -> f32;
+}
+
+impl CacheValue for f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        // SAFETY: the caller upholds the `# Safety` contract of the trait.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load1(p: *const f32) -> f32 {
+        // SAFETY: as above.
+        unsafe { *p }
+    }
+}
+
+impl CacheValue for u16 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load8(p: *const u16) -> __m256 {
+        // SAFETY: the caller upholds the `# Safety` contract of the trait (16 bytes).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load1(p: *const u16) -> f32 {
+        // SAFETY: as above.
+        unsafe { f16_to_f32(*p) }
+    }
+}
+
 /// # Safety
 /// The CPU has the enabled target features; the pointers cover every value it reads or writes (the
 /// caller checks the lengths).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn row_dot(q: &[f32], r: *const f32) -> __m256 {
+unsafe fn row_dot<T: CacheValue>(q: &[f32], r: *const T) -> __m256 {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let mut acc = _mm256_setzero_ps();
         let mut i = 0;
         while i + 8 <= q.len() {
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), _mm256_loadu_ps(r.add(i)), acc);
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), T::load8(r.add(i)), acc);
             i += 8;
         }
         acc
@@ -264,36 +346,44 @@ unsafe fn row_dot(q: &[f32], r: *const f32) -> __m256 {
 /// Σ over the tail of a row that is not a multiple of 8.
 ///
 /// # Safety
-/// The pointers cover every value it reads or writes (the caller checks the lengths).
+/// The CPU has the enabled target features; the pointers cover every value it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn row_tail(q: &[f32], r: *const f32) -> f32 {
+unsafe fn row_tail<T: CacheValue>(q: &[f32], r: *const T) -> f32 {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let mut s = 0.0;
         for (i, x) in q.iter().enumerate().skip(q.len() / 8 * 8) {
-            s += x * *r.add(i);
+            s += x * T::load1(r.add(i));
         }
         s
     }
 }
 
+/// The lane sums of 4 vectors, in order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum4(a: [__m256; 4]) -> __m128 {
+    let t = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t))
+}
+
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
 /// caller checks the lengths).
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dots_impl(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots_impl<T: CacheValue>(q: &[f32], k: &[T], stride: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let n = out.len();
         let base = k.as_ptr();
         let mut j = 0;
         while j + 4 <= n {
-            let r: [*const f32; 4] = std::array::from_fn(|u| base.add((j + u) * stride));
+            let r: [*const T; 4] = std::array::from_fn(|u| base.add((j + u) * stride));
             let a: [__m256; 4] = std::array::from_fn(|u| row_dot(q, r[u]));
-            let t = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-            let s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t));
             let mut v = [0f32; 4];
-            _mm_storeu_ps(v.as_mut_ptr(), s);
+            _mm_storeu_ps(v.as_mut_ptr(), hsum4(a));
             for u in 0..4 {
                 out[j + u] = v[u] + row_tail(q, r[u]);
             }
@@ -301,11 +391,7 @@ unsafe fn dots_impl(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
         }
         while j < n {
             let r = base.add(j * stride);
-            let a = row_dot(q, r);
-            let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            out[j] = _mm_cvtss_f32(s) + row_tail(q, r);
+            out[j] = hsum_f32x8(row_dot(q, r)) + row_tail(q, r);
             j += 1;
         }
     }
@@ -314,8 +400,8 @@ unsafe fn dots_impl(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
 /// caller checks the lengths).
-#[target_feature(enable = "avx2,fma")]
-unsafe fn wsum_impl(out: &mut [f32], w: &[f32], v: &[f32], stride: usize) {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn wsum_impl<T: CacheValue>(out: &mut [f32], w: &[f32], v: &[T], stride: usize) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let d = out.len();
@@ -329,7 +415,7 @@ unsafe fn wsum_impl(out: &mut [f32], w: &[f32], v: &[f32], stride: usize) {
                 let r = base.add(j * stride + i);
                 let b = _mm256_set1_ps(wj);
                 for (u, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(b, _mm256_loadu_ps(r.add(8 * u)), *a);
+                    *a = _mm256_fmadd_ps(b, T::load8(r.add(8 * u)), *a);
                 }
             }
             for (u, a) in acc.iter().enumerate() {
@@ -341,15 +427,140 @@ unsafe fn wsum_impl(out: &mut [f32], w: &[f32], v: &[f32], stride: usize) {
             let o = out.as_mut_ptr().add(i);
             let mut acc = _mm256_loadu_ps(o);
             for (j, &wj) in w.iter().enumerate() {
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(wj), _mm256_loadu_ps(base.add(j * stride + i)), acc);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(wj), T::load8(base.add(j * stride + i)), acc);
             }
             _mm256_storeu_ps(o, acc);
             i += 8;
         }
         for (i, o) in out.iter_mut().enumerate().skip(i) {
             for (j, &wj) in w.iter().enumerate() {
-                *o += wj * *base.add(j * stride + i);
+                *o += wj * T::load1(base.add(j * stride + i));
             }
+        }
+    }
+}
+
+/// Values `8i .. 8i + 8` of a q8_0 block as f32 (`vpmovsxbd` + `vcvtdq2ps`).
+///
+/// # Safety
+/// The CPU has the enabled target features; `i < 4`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q8_values(b: &BlockQ8_0, i: usize) -> __m256 {
+    // SAFETY: bytes 8i .. 8i + 8 lie inside the block's 32 (i < 4, by the caller).
+    unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(b.qs.as_ptr().add(8 * i) as *const __m128i))) }
+}
+
+/// Σ_i q_i · qs_i over one block, as 8 lane sums (`q` = the block's 32 values of the query).
+///
+/// # Safety
+/// The CPU has the enabled target features.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q8_block_dot(q: &[__m256; 4], b: &BlockQ8_0) -> __m256 {
+    // SAFETY: the caller upholds the `# Safety` contract above; i < 4.
+    unsafe {
+        let p = _mm256_mul_ps(q[0], q8_values(b, 0));
+        let p = _mm256_fmadd_ps(q[1], q8_values(b, 1), p);
+        let p = _mm256_fmadd_ps(q[2], q8_values(b, 2), p);
+        _mm256_fmadd_ps(q[3], q8_values(b, 3), p)
+    }
+}
+
+/// 4 keys per pass: each block of `q` is loaded once for the 4 rows, each row's block sums
+/// are scaled into its own accumulator, and the 4 accumulators are reduced together.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots_q8_0_impl(q: &[f32], k: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let (n, nb) = (out.len(), q.len() / QK);
+        let base = k.as_ptr();
+        let qv = |b: usize| -> [__m256; 4] { std::array::from_fn(|i| _mm256_loadu_ps(q.as_ptr().add(QK * b + 8 * i))) };
+        let mut j = 0;
+        while j + 4 <= n {
+            let r: [*const BlockQ8_0; 4] = std::array::from_fn(|u| base.add((j + u) * stride));
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for b in 0..nb {
+                let qb = qv(b);
+                for (u, a) in acc.iter_mut().enumerate() {
+                    let blk = &*r[u].add(b);
+                    *a = _mm256_fmadd_ps(q8_block_dot(&qb, blk), _mm256_set1_ps(f16_to_f32(blk.d)), *a);
+                }
+            }
+            _mm_storeu_ps(out.as_mut_ptr().add(j), hsum4(acc));
+            j += 4;
+        }
+        while j < n {
+            let r = base.add(j * stride);
+            let mut acc = _mm256_setzero_ps();
+            for b in 0..nb {
+                let blk = &*r.add(b);
+                acc = _mm256_fmadd_ps(q8_block_dot(&qv(b), blk), _mm256_set1_ps(f16_to_f32(blk.d)), acc);
+            }
+            out[j] = hsum_f32x8(acc);
+            j += 1;
+        }
+    }
+}
+
+/// Two blocks of outputs (8 registers) at a time over every key, then the odd block.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn wsum_q8_0_impl(out: &mut [f32], w: &[f32], v: &[BlockQ8_0], stride: usize) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let nb = out.len() / QK;
+        let base = v.as_ptr();
+        let mut b = 0;
+        while b < nb {
+            let blocks = if b + 2 <= nb { 2 } else { 1 };
+            let o = out.as_mut_ptr().add(QK * b);
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (u, a) in acc.iter_mut().enumerate().take(4 * blocks) {
+                *a = _mm256_loadu_ps(o.add(8 * u));
+            }
+            for (j, &wj) in w.iter().enumerate() {
+                let r = base.add(j * stride + b);
+                for h in 0..blocks {
+                    let blk = &*r.add(h);
+                    let s = _mm256_set1_ps(wj * f16_to_f32(blk.d));
+                    for i in 0..4 {
+                        acc[4 * h + i] = _mm256_fmadd_ps(s, q8_values(blk, i), acc[4 * h + i]);
+                    }
+                }
+            }
+            for (u, a) in acc.iter().enumerate().take(4 * blocks) {
+                _mm256_storeu_ps(o.add(8 * u), *a);
+            }
+            b += blocks;
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_f16_impl(src: &[f32], dst: &mut [u16]) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let mut i = 0;
+        while i + 8 <= src.len() {
+            // `vcvtps2ph` rounding to nearest even, with the bits of `f32_to_f16` for every
+            // input (NaNs quieted with their payload's top bits; tested).
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src.as_ptr().add(i)));
+            _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, h);
+            i += 8;
+        }
+        for (h, &v) in dst[i..].iter_mut().zip(&src[i..]) {
+            *h = crate::types::f32_to_f16(v);
         }
     }
 }

@@ -22,13 +22,14 @@ use std::arch::x86_64::*;
 
 use crate::exp::{exp, LN2_HI, LN2_LO, LOG2E, MAX_X, MIN_X, P};
 use crate::interleave::GroupBlock;
-use crate::types::{Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
+use crate::types::{Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 use ymm::{dots_q4_k, dots_q5_0, dots_q5_1, dots_q5_k, dots_q6_k, quantize_act, vec_dot_f16, vec_dot_f32};
 
 plug!(crate::table::Isa::Avx512, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32,
+    dots_f16, wsum_f16, dots_q8_0, wsum_q8_0,
 ]);
 
 /// The shared 256-bit bodies with VNNI. Their legacy row dots and tiles are superseded by the
@@ -624,5 +625,334 @@ unsafe fn exp16(x: &mut [f32]) {
             _mm512_storeu_ps(c.as_mut_ptr(), res);
         }
         chunks.into_remainder().iter_mut().for_each(|v| *v = exp(*v));
+    }
+}
+
+// ---- attention over f16 and q8_0 caches ----------------------------------------------------------
+//
+// 16 values per register. f16 rows widen with `vcvtph2ps`; a row's tail (length mod 16) is read
+// with a masked load, which touches no memory in the masked-off lanes, so rows of any length
+// need no scalar tail and no padding. q8_0 rows widen 16 bytes at a time with `vpmovsxbd` +
+// `vcvtdq2ps`; a block's product with the query (2 registers) is scaled by its f16 scale into
+// the key's accumulator. Scores: 4 keys per pass, each query register loaded once for the 4,
+// the 4 accumulators reduced together. Weighted sums: up to 128 outputs in registers across all
+// keys, in two accumulator sets (even and odd keys) so that consecutive keys' multiply-adds
+// do not wait on each other; the sets are added at the end. Sums run in another order than
+// the scalar twins (within f32 rounding of Σ|terms|, tested).
+
+fn dots_f16(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
+    crate::scalar::check_strided(q.len(), k.len(), stride, out.len());
+    // SAFETY: installed only after AVX-512 F/BW/VL (and AVX2/F16C) were detected;
+    // `check_strided` asserted that row j < out.len() of `k` (j·stride .. j·stride + q.len())
+    // lies inside `k`.
+    unsafe { dots_f16_impl(q, k, stride, out) }
+}
+
+fn wsum_f16(out: &mut [f32], w: &[f32], v: &[u16], stride: usize) {
+    crate::scalar::check_strided(out.len(), v.len(), stride, w.len());
+    // SAFETY: as in `dots_f16`, with the rows of `v` for j < w.len().
+    unsafe { wsum_f16_impl(out, w, v, stride) }
+}
+
+fn dots_q8_0(q: &[f32], k: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+    let nb = crate::scalar::q8_0_blocks(q.len());
+    crate::scalar::check_strided(nb, k.len(), stride, out.len());
+    // SAFETY: features detected before `plug`; `q` is `nb` whole blocks and `check_strided`
+    // asserted that blocks j·stride .. j·stride + nb lie inside `k` for every j < out.len().
+    unsafe { dots_q8_0_impl(q, k, stride, out) }
+}
+
+fn wsum_q8_0(out: &mut [f32], w: &[f32], v: &[BlockQ8_0], stride: usize) {
+    let nb = crate::scalar::q8_0_blocks(out.len());
+    crate::scalar::check_strided(nb, v.len(), stride, w.len());
+    // SAFETY: as in `dots_q8_0`, with `out` and the rows of `v` for j < w.len().
+    unsafe { wsum_q8_0_impl(out, w, v, stride) }
+}
+
+/// The mask of the first `n` of 16 lanes (n ≤ 16).
+#[inline]
+fn lanes(n: usize) -> __mmask16 {
+    (((1u32 << n) - 1) & 0xFFFF) as __mmask16
+}
+
+/// The lane sums of 4 vectors, in order.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn hsum4_512(a: [__m512; 4]) -> __m128 {
+    let h: [__m256; 4] = std::array::from_fn(|u| {
+        _mm256_add_ps(
+            _mm512_castps512_ps256(a[u]),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a[u]))),
+        )
+    });
+    let t = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+    _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t))
+}
+
+/// Values `i .. i + 16` of an f16 row (lanes outside `m` read nothing and are 0).
+///
+/// # Safety
+/// The CPU has the enabled target features; the lanes of `m` lie inside the row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn f16x16(p: *const u16, m: __mmask16) -> __m512 {
+    // SAFETY: the caller upholds the `# Safety` contract above; a masked load reads only the
+    // lanes of `m`.
+    unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p as *const i16)) }
+}
+
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every value it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dots_f16_impl(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
+    // SAFETY: the caller upholds the `# Safety` contract above; every load below covers lanes
+    // i .. i + 16 of a row only where they are < q.len() (full chunks, then the tail's mask).
+    unsafe {
+        let (n, hd) = (out.len(), q.len());
+        let base = k.as_ptr();
+        let (full, tail) = (hd / 16 * 16, lanes(hd % 16));
+        let mut j = 0;
+        while j + 4 <= n {
+            let r: [*const u16; 4] = std::array::from_fn(|u| base.add((j + u) * stride));
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut i = 0;
+            while i < full {
+                let qv = _mm512_loadu_ps(q.as_ptr().add(i));
+                for u in 0..4 {
+                    acc[u] = _mm512_fmadd_ps(qv, f16x16(r[u].add(i), 0xFFFF), acc[u]);
+                }
+                i += 16;
+            }
+            if tail != 0 {
+                let qv = _mm512_maskz_loadu_ps(tail, q.as_ptr().add(i));
+                for u in 0..4 {
+                    acc[u] = _mm512_fmadd_ps(qv, f16x16(r[u].add(i), tail), acc[u]);
+                }
+            }
+            _mm_storeu_ps(out.as_mut_ptr().add(j), hsum4_512(acc));
+            j += 4;
+        }
+        while j < n {
+            let r = base.add(j * stride);
+            let mut acc = _mm512_setzero_ps();
+            let mut i = 0;
+            while i < full {
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(q.as_ptr().add(i)), f16x16(r.add(i), 0xFFFF), acc);
+                i += 16;
+            }
+            if tail != 0 {
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q.as_ptr().add(i)), f16x16(r.add(i), tail), acc);
+            }
+            out[j] = _mm512_reduce_add_ps(acc);
+            j += 1;
+        }
+    }
+}
+
+/// Outputs `i0 .. i0 + 16·V` (the last register masked by `last`) over every key.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every value it reads or writes (the
+/// caller checks the lengths; the lanes written lie inside `out` and every row).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // u indexes the accumulators, the rows' registers and the masks
+unsafe fn wsum_f16_chunk<const V: usize>(
+    out: &mut [f32],
+    i0: usize,
+    last: __mmask16,
+    w: &[f32],
+    v: &[u16],
+    stride: usize,
+) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let m = |u: usize| if u + 1 == V { last } else { 0xFFFF };
+        let o = out.as_mut_ptr().add(i0);
+        let base = v.as_ptr().add(i0);
+        let mut acc = [[_mm512_setzero_ps(); V]; 2];
+        for u in 0..V {
+            acc[0][u] = _mm512_maskz_loadu_ps(m(u), o.add(16 * u));
+        }
+        let mut pairs = w.chunks_exact(2);
+        let mut j = 0;
+        for p in &mut pairs {
+            for (s, &wj) in p.iter().enumerate() {
+                let r = base.add((j + s) * stride);
+                let b = _mm512_set1_ps(wj);
+                for u in 0..V {
+                    acc[s][u] = _mm512_fmadd_ps(b, f16x16(r.add(16 * u), m(u)), acc[s][u]);
+                }
+            }
+            j += 2;
+        }
+        if let [wj] = pairs.remainder() {
+            let r = base.add(j * stride);
+            for u in 0..V {
+                acc[0][u] = _mm512_fmadd_ps(_mm512_set1_ps(*wj), f16x16(r.add(16 * u), m(u)), acc[0][u]);
+            }
+        }
+        for u in 0..V {
+            _mm512_mask_storeu_ps(o.add(16 * u), m(u), _mm512_add_ps(acc[0][u], acc[1][u]));
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every value it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn wsum_f16_impl(out: &mut [f32], w: &[f32], v: &[u16], stride: usize) {
+    // SAFETY: the caller upholds the `# Safety` contract above; each chunk covers outputs
+    // inside `out.len()` (its last register masked to the values left).
+    unsafe {
+        let d = out.len();
+        let mut i = 0;
+        while i + 128 <= d {
+            wsum_f16_chunk::<8>(out, i, 0xFFFF, w, v, stride);
+            i += 128;
+        }
+        let regs = (d - i).div_ceil(16);
+        let last = lanes(d - i - 16 * regs.saturating_sub(1));
+        match regs {
+            0 => {}
+            1 => wsum_f16_chunk::<1>(out, i, last, w, v, stride),
+            2 => wsum_f16_chunk::<2>(out, i, last, w, v, stride),
+            3 => wsum_f16_chunk::<3>(out, i, last, w, v, stride),
+            4 => wsum_f16_chunk::<4>(out, i, last, w, v, stride),
+            5 => wsum_f16_chunk::<5>(out, i, last, w, v, stride),
+            6 => wsum_f16_chunk::<6>(out, i, last, w, v, stride),
+            7 => wsum_f16_chunk::<7>(out, i, last, w, v, stride),
+            _ => wsum_f16_chunk::<8>(out, i, last, w, v, stride),
+        }
+    }
+}
+
+/// Values `16h .. 16h + 16` of a q8_0 block as f32.
+///
+/// # Safety
+/// The CPU has the enabled target features; `h < 2`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q8x16(b: &BlockQ8_0, h: usize) -> __m512 {
+    // SAFETY: bytes 16h .. 16h + 16 lie inside the block's 32 (h < 2, by the caller).
+    unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.qs.as_ptr().add(16 * h) as *const __m128i))) }
+}
+
+/// Σ_i q_i · qs_i over one block as 16 lane sums (`q`: the block's 32 query values).
+///
+/// # Safety
+/// The CPU has the enabled target features.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q8_block_dot(q: [__m512; 2], b: &BlockQ8_0) -> __m512 {
+    // SAFETY: the caller upholds the `# Safety` contract above; h < 2.
+    unsafe { _mm512_fmadd_ps(q[1], q8x16(b, 1), _mm512_mul_ps(q[0], q8x16(b, 0))) }
+}
+
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dots_q8_0_impl(q: &[f32], k: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let (n, nb) = (out.len(), q.len() / QK);
+        let base = k.as_ptr();
+        let qv =
+            |b: usize| -> [__m512; 2] { std::array::from_fn(|h| _mm512_loadu_ps(q.as_ptr().add(QK * b + 16 * h))) };
+        let mut j = 0;
+        while j + 4 <= n {
+            let r: [*const BlockQ8_0; 4] = std::array::from_fn(|u| base.add((j + u) * stride));
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for b in 0..nb {
+                let qb = qv(b);
+                for (u, a) in acc.iter_mut().enumerate() {
+                    let blk = &*r[u].add(b);
+                    *a = _mm512_fmadd_ps(q8_block_dot(qb, blk), _mm512_set1_ps(f16(blk.d)), *a);
+                }
+            }
+            _mm_storeu_ps(out.as_mut_ptr().add(j), hsum4_512(acc));
+            j += 4;
+        }
+        while j < n {
+            let r = base.add(j * stride);
+            let mut acc = _mm512_setzero_ps();
+            for b in 0..nb {
+                let blk = &*r.add(b);
+                acc = _mm512_fmadd_ps(q8_block_dot(qv(b), blk), _mm512_set1_ps(f16(blk.d)), acc);
+            }
+            out[j] = _mm512_reduce_add_ps(acc);
+            j += 1;
+        }
+    }
+}
+
+/// Outputs of blocks `b0 .. b0 + B` over every key.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths; blocks b0 .. b0 + B lie inside `out` and every row).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // b, h index both accumulator sets and the outputs
+unsafe fn wsum_q8_0_chunk<const B: usize>(out: &mut [f32], b0: usize, w: &[f32], v: &[BlockQ8_0], stride: usize) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let o = out.as_mut_ptr().add(QK * b0);
+        let base = v.as_ptr().add(b0);
+        let mut acc = [[[_mm512_setzero_ps(); 2]; B]; 2];
+        for b in 0..B {
+            for h in 0..2 {
+                acc[0][b][h] = _mm512_loadu_ps(o.add(QK * b + 16 * h));
+            }
+        }
+        let step = |acc: &mut [[__m512; 2]; B], wj: f32, r: *const BlockQ8_0| {
+            for (b, a) in acc.iter_mut().enumerate() {
+                let blk = &*r.add(b);
+                let s = _mm512_set1_ps(wj * f16(blk.d));
+                a[0] = _mm512_fmadd_ps(s, q8x16(blk, 0), a[0]);
+                a[1] = _mm512_fmadd_ps(s, q8x16(blk, 1), a[1]);
+            }
+        };
+        let mut pairs = w.chunks_exact(2);
+        let mut j = 0;
+        for p in &mut pairs {
+            step(&mut acc[0], p[0], base.add(j * stride));
+            step(&mut acc[1], p[1], base.add((j + 1) * stride));
+            j += 2;
+        }
+        if let [wj] = pairs.remainder() {
+            step(&mut acc[0], *wj, base.add(j * stride));
+        }
+        for b in 0..B {
+            for h in 0..2 {
+                _mm512_storeu_ps(o.add(QK * b + 16 * h), _mm512_add_ps(acc[0][b][h], acc[1][b][h]));
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn wsum_q8_0_impl(out: &mut [f32], w: &[f32], v: &[BlockQ8_0], stride: usize) {
+    // SAFETY: the caller upholds the `# Safety` contract above; every chunk lies inside the
+    // `out.len() / 32` blocks.
+    unsafe {
+        let nb = out.len() / QK;
+        let mut b = 0;
+        while b + 4 <= nb {
+            wsum_q8_0_chunk::<4>(out, b, w, v, stride);
+            b += 4;
+        }
+        match nb - b {
+            3 => wsum_q8_0_chunk::<3>(out, b, w, v, stride),
+            2 => wsum_q8_0_chunk::<2>(out, b, w, v, stride),
+            1 => wsum_q8_0_chunk::<1>(out, b, w, v, stride),
+            _ => {}
+        }
     }
 }
