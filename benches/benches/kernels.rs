@@ -1,7 +1,8 @@
 //! Matrix–vector products (decode) and matrix–matrix products (prefill, 64 tokens) for every
 //! weight type, each ISA this CPU has beside the scalar twin, reported in bytes of weights per
-//! second. Run: `cargo bench -p autark-benches` (AUTARK_ISA is ignored here: every ISA is
-//! measured explicitly).
+//! second; attention over a KV cache in f32, f16 and q8_0 (`attention_*` groups, per key). Run:
+//! `cargo bench -p autark-benches` (AUTARK_ISA is ignored here: every ISA is measured
+//! explicitly; `-- attention` runs only the attention groups).
 //!
 //! Peer: current ggml's row dot products (`ggml_vec_dot_q4_0_q8_0`, `…_q4_1_q8_1`,
 //! `…_q8_0_q8_0` from the llama-cpp-python 0.3.36 sources, AVX-512 VNNI build), built by
@@ -12,7 +13,9 @@
 //! whole-model comparisons in BENCHMARKS.md cover it.
 
 use autark_benches::ggml_peer::{Kind, Peer};
-use autark_kernels::blocks::{block_bytes, quantize_bytes, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType};
+use autark_kernels::blocks::{
+    block_bytes, f32_to_f16, quantize_bytes, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType,
+};
 use autark_kernels::dispatch::{available_isas, ByteDotsFn, GemmFn, Kernels};
 use autark_kernels::interleave::{self, BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -180,7 +183,48 @@ fn bench_bytes(c: &mut Criterion, dtype: DType, pick: fn(&Kernels) -> ByteDotsFn
     }
 }
 
+/// Attention over one head of a KV cache in each storage type (issue 18): scores (`dots_*`)
+/// and the weighted sum of values (`wsum_*`) at SmolLM2's shapes (head_dim 64, 3 KV heads: rows
+/// 3·64 values = 6 q8_0 blocks apart), 512 and 4096 keys, every ISA beside the scalar twin.
+/// Reported per key (the same work in every type; the bytes read differ by type: 256, 128 and
+/// 68 per row).
+fn bench_attention(c: &mut Criterion) {
+    const HD: usize = 64;
+    const STRIDE: usize = 3 * HD;
+    for n in [512usize, 4096] {
+        let x = values(n * STRIDE);
+        let f16: Vec<u16> = x.iter().map(|&v| f32_to_f16(v)).collect();
+        let mut q8 = vec![BlockQ8_0::default(); n * STRIDE / 32];
+        BlockQ8_0::quantize_row(&x, &mut q8).unwrap();
+        let q = values(HD);
+        let w: Vec<f32> = values(n).iter().map(|v| v.abs()).collect();
+        for op in ["dots", "wsum"] {
+            let mut g = c.benchmark_group(format!("attention_{op}_n{n}"));
+            g.throughput(Throughput::Elements(n as u64));
+            g.warm_up_time(std::time::Duration::from_millis(500));
+            g.measurement_time(std::time::Duration::from_secs(2));
+            for isa in available_isas() {
+                let k = Kernels::best(Some(isa));
+                let mut out = vec![0f32; if op == "dots" { n } else { HD }];
+                let id = |t: &str| BenchmarkId::new(t, isa.name());
+                if op == "dots" {
+                    g.bench_function(id("f32"), |b| b.iter(|| (k.dots_f32)(&q, &x, STRIDE, &mut out)));
+                    g.bench_function(id("f16"), |b| b.iter(|| (k.dots_f16)(&q, &f16, STRIDE, &mut out)));
+                    g.bench_function(id("q8_0"), |b| b.iter(|| (k.dots_q8_0)(&q, &q8, STRIDE / 32, &mut out)));
+                } else {
+                    g.bench_function(id("f32"), |b| b.iter(|| (k.wsum_f32)(&mut out, &w, &x, STRIDE)));
+                    g.bench_function(id("f16"), |b| b.iter(|| (k.wsum_f16)(&mut out, &w, &f16, STRIDE)));
+                    g.bench_function(id("q8_0"), |b| b.iter(|| (k.wsum_q8_0)(&mut out, &w, &q8, STRIDE / 32)));
+                }
+                std::hint::black_box(&out);
+            }
+            g.finish();
+        }
+    }
+}
+
 fn kernels(c: &mut Criterion) {
+    bench_attention(c);
     let peer = Peer::find();
     let peer = peer.as_ref();
     bench_type::<BlockQ4_0>(c, "q4_0", |k| (k.vec_dot_q4_0, k.gemm_q4_0), peer.map(|p| (p, Kind::Q4_0)));

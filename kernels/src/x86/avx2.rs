@@ -460,10 +460,10 @@ unsafe fn q8_values(b: &BlockQ8_0, i: usize) -> __m256 {
 unsafe fn q8_block_dot(q: &[__m256; 4], b: &BlockQ8_0) -> __m256 {
     // SAFETY: the caller upholds the `# Safety` contract above; i < 4.
     unsafe {
-        let p = _mm256_mul_ps(q[0], q8_values(b, 0));
-        let p = _mm256_fmadd_ps(q[1], q8_values(b, 1), p);
-        let p = _mm256_fmadd_ps(q[2], q8_values(b, 2), p);
-        _mm256_fmadd_ps(q[3], q8_values(b, 3), p)
+        // Two chains of two: the block's latency, not its 4 products, bounds a pass of keys.
+        let p = _mm256_fmadd_ps(q[1], q8_values(b, 1), _mm256_mul_ps(q[0], q8_values(b, 0)));
+        let r = _mm256_fmadd_ps(q[3], q8_values(b, 3), _mm256_mul_ps(q[2], q8_values(b, 2)));
+        _mm256_add_ps(p, r)
     }
 }
 
