@@ -7,8 +7,8 @@ use std::ops::Range;
 
 use autark_format::ModelConfig;
 use autark_kernels::blocks::{block_bytes, cast_blocks};
-use autark_kernels::scalar::quantize_row_q8_0;
-use autark_kernels::types::{f16_to_f32, f32_to_f16};
+use autark_kernels::ops::{store_f16, store_q8_0};
+use autark_kernels::types::f16_to_f32;
 use autark_kernels::{kernels, BlockQ8_0, QK};
 
 use crate::error::{Result, RuntimeError};
@@ -115,8 +115,8 @@ impl Rows {
     fn store(&mut self, at: usize, src: &[f32]) {
         match self {
             Rows::F32(r) => r[at..at + src.len()].copy_from_slice(src),
-            Rows::F16(r) => r[at..at + src.len()].iter_mut().zip(src).for_each(|(o, &v)| *o = f32_to_f16(v)),
-            Rows::Q8_0(r) => quantize_row_q8_0(src, &mut r[at / QK..(at + src.len()) / QK]),
+            Rows::F16(r) => store_f16(src, &mut r[at..at + src.len()]),
+            Rows::Q8_0(r) => store_q8_0(src, &mut r[at / QK..(at + src.len()) / QK]),
         }
     }
 
@@ -193,24 +193,28 @@ impl RowsRef<'_> {
     /// `out[j] = q · row j` for rows `stride` values apart, starting at value `at`.
     fn dots(self, q: &[f32], at: usize, stride: usize, out: &mut [f32]) {
         let (k, n, hd) = (kernels(), out.len(), q.len());
-        let _ = &k;
+        if n == 0 {
+            return;
+        }
         let span = at..at + (n - 1) * stride + hd;
         match self {
             RowsRef::F32(r) => (k.dots_f32)(q, &r[span], stride, out),
-            RowsRef::F16(r) => tmp::dots_f16(q, &r[span], stride, out),
-            RowsRef::Q8_0(r) => tmp::dots_q8_0(q, &r[span.start / QK..span.end / QK], stride / QK, out),
+            RowsRef::F16(r) => (k.dots_f16)(q, &r[span], stride, out),
+            RowsRef::Q8_0(r) => (k.dots_q8_0)(q, &r[span.start / QK..span.end / QK], stride / QK, out),
         }
     }
 
     /// `out += Σ_j w[j] · row j` for rows `stride` values apart, starting at value `at`.
     fn wsum(self, out: &mut [f32], w: &[f32], at: usize, stride: usize) {
         let (k, n, hd) = (kernels(), w.len(), out.len());
-        let _ = &k;
+        if n == 0 {
+            return;
+        }
         let span = at..at + (n - 1) * stride + hd;
         match self {
             RowsRef::F32(r) => (k.wsum_f32)(out, w, &r[span], stride),
-            RowsRef::F16(r) => tmp::wsum_f16(out, w, &r[span], stride),
-            RowsRef::Q8_0(r) => tmp::wsum_q8_0(out, w, &r[span.start / QK..span.end / QK], stride / QK),
+            RowsRef::F16(r) => (k.wsum_f16)(out, w, &r[span], stride),
+            RowsRef::Q8_0(r) => (k.wsum_q8_0)(out, w, &r[span.start / QK..span.end / QK], stride / QK),
         }
     }
 }
@@ -404,39 +408,6 @@ impl KvCache {
             // Values move as they are (no rotation: their bytes are kept).
             let (from, to) = (off + (keep + drop) * d, off + keep * d);
             self.values.copy_within(from..off + n_tokens.max(keep + drop) * d, to);
-        }
-    }
-}
-
-// TEMPORARY until the kernels land.
-mod tmp {
-    use autark_kernels::types::f16_to_f32;
-    use autark_kernels::BlockQ8_0;
-    pub fn dots_f16(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = q.iter().zip(&k[j * stride..]).map(|(a, &b)| a * f16_to_f32(b)).sum();
-        }
-    }
-    pub fn wsum_f16(out: &mut [f32], w: &[f32], v: &[u16], stride: usize) {
-        for (j, &wj) in w.iter().enumerate() {
-            out.iter_mut().zip(&v[j * stride..]).for_each(|(o, &b)| *o += wj * f16_to_f32(b));
-        }
-    }
-    pub fn dots_q8_0(q: &[f32], k: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = q
-                .chunks_exact(32)
-                .zip(&k[j * stride..])
-                .map(|(q, b)| f16_to_f32(b.d) * q.iter().zip(b.qs).map(|(a, c)| a * c as f32).sum::<f32>())
-                .sum();
-        }
-    }
-    pub fn wsum_q8_0(out: &mut [f32], w: &[f32], v: &[BlockQ8_0], stride: usize) {
-        for (j, &wj) in w.iter().enumerate() {
-            for (o, b) in out.chunks_exact_mut(32).zip(&v[j * stride..]) {
-                let d = wj * f16_to_f32(b.d);
-                o.iter_mut().zip(b.qs).for_each(|(o, c)| *o += d * c as f32);
-            }
         }
     }
 }
