@@ -536,6 +536,21 @@ pub unsafe extern "C" fn autark_session_new(
     params: *const autark_session_params,
     out: *mut *mut autark_session,
 ) -> autark_status {
+    // SAFETY: contract of this function.
+    unsafe { session_into(m, params, out, |model, p| Ok(Session::new(model, p)?)) }
+}
+
+/// The body of `autark_session_new` and `autark_session_load`: clears `*out`, reads the model
+/// and the params (NULL: the defaults), makes the session with `make` and stores it in `*out`.
+///
+/// # Safety
+/// `m` is a live model; `params` NULL or valid; `out` NULL or valid for a write.
+unsafe fn session_into(
+    m: *const autark_model,
+    params: *const autark_session_params,
+    out: *mut *mut autark_session,
+    make: impl FnOnce(Arc<Model>, SessionParams) -> Result<Session, FfiError>,
+) -> autark_status {
     guard(|| {
         if out.is_null() {
             return Err(FfiError::Null("out"));
@@ -547,17 +562,14 @@ pub unsafe extern "C" fn autark_session_new(
         // SAFETY: contract of this function.
         let p = if params.is_null() { autark_session_params_default() } else { *unsafe { ref_arg(params, "params") }? };
         let o = options(&p)?;
-        let session = Session::new(Arc::clone(model), o.session)?;
+        let session = make(Arc::clone(model), o.session)?;
+        let sampler = Sampler::new(o.generate.sampler, session.model().config().vocab_size)?;
+        let has_logits = !session.tokens().is_empty();
+        let boxed = Box::new(autark_session { session, sampler, generate: o.generate, has_logits });
         // SAFETY: `out` checked above.
-        unsafe { *out = Box::into_raw(boxed_session(session, o.generate)?) };
+        unsafe { *out = Box::into_raw(boxed) };
         Ok(())
     })
-}
-
-fn boxed_session(session: Session, generate: GenerateParams) -> Result<Box<autark_session>, FfiError> {
-    let sampler = Sampler::new(generate.sampler, session.model().config().vocab_size)?;
-    let has_logits = !session.tokens().is_empty();
-    Ok(Box::new(autark_session { session, sampler, generate, has_logits }))
 }
 
 /// Saves the session's state (tokens, KV cache in its types, a suspended generation) to `path`,
@@ -592,24 +604,13 @@ pub unsafe extern "C" fn autark_session_load(
     params: *const autark_session_params,
     out: *mut *mut autark_session,
 ) -> autark_status {
-    guard(|| {
-        if out.is_null() {
-            return Err(FfiError::Null("out"));
-        }
-        // SAFETY: `out` is non-NULL and valid for a write per the contract.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: contract of this function.
-        let model = &unsafe { ref_arg(m, "model") }?.inner;
-        // SAFETY: contract of this function.
-        let path = unsafe { str_arg(path, "path") }?;
-        // SAFETY: contract of this function.
-        let p = if params.is_null() { autark_session_params_default() } else { *unsafe { ref_arg(params, "params") }? };
-        let o = options(&p)?;
-        let session = Session::load(Arc::clone(model), Path::new(path), o.session)?;
-        // SAFETY: `out` checked above.
-        unsafe { *out = Box::into_raw(boxed_session(session, o.generate)?) };
-        Ok(())
-    })
+    // SAFETY: contract of this function.
+    unsafe {
+        session_into(m, params, out, |model, p| {
+            let path = str_arg(path, "path")?;
+            Ok(Session::load(model, Path::new(path), p)?)
+        })
+    }
 }
 
 /// Frees a session. NULL is ignored.

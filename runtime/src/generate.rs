@@ -7,7 +7,6 @@ use std::time::Instant;
 use crate::error::{Result, RuntimeError};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::{Session, Suspended};
-use crate::tokenizer::Detokenizer;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateParams {
@@ -68,17 +67,12 @@ impl Session {
         params: &GenerateParams,
         on_piece: &mut dyn FnMut(&str) -> bool,
     ) -> Result<GenerationStats> {
+        params.sampler.validate()?; // before the prompt is evaluated
         let t0 = Instant::now();
         let cached_before =
             self.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len().saturating_sub(1));
         self.eval_continuing(prompt)?;
-        let state = Suspended {
-            rng: Sampler::new(params.sampler, 0)?.rng_state(),
-            detok: Detokenizer::new(),
-            held: String::new(),
-            held_emitted: 0,
-        };
-        let mut stats = self.run(state, params, on_piece)?;
+        let mut stats = self.run(Suspended::start(&params.sampler), params, on_piece)?;
         stats.prompt_tokens = prompt.len();
         stats.prompt_evaluated = prompt.len() - cached_before;
         stats.prompt_seconds = t0.elapsed().as_secs_f64() - stats.generation_seconds;
@@ -97,15 +91,7 @@ impl Session {
         if self.tokens().is_empty() {
             return Err(RuntimeError::EmptyInput);
         }
-        let state = match self.suspended.take() {
-            Some(s) => s,
-            None => Suspended {
-                rng: Sampler::new(params.sampler, 0)?.rng_state(),
-                detok: Detokenizer::new(),
-                held: String::new(),
-                held_emitted: 0,
-            },
-        };
+        let state = self.suspended.take().unwrap_or_else(|| Suspended::start(&params.sampler));
         self.run(state, params, on_piece)
     }
 

@@ -49,7 +49,12 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(params: SamplerParams, vocab_size: usize) -> Result<Sampler> {
         params.validate()?;
-        Ok(Sampler { params, rng: params.seed ^ 0x9E37_79B9_7F4A_7C15, cand: Vec::with_capacity(vocab_size) })
+        Ok(Sampler { params, rng: Self::initial_rng(params.seed), cand: Vec::with_capacity(vocab_size) })
+    }
+
+    /// The random stream's state before the first draw of seed `seed`.
+    pub fn initial_rng(seed: u64) -> u64 {
+        seed ^ 0x9E37_79B9_7F4A_7C15
     }
 
     pub fn params(&self) -> &SamplerParams {

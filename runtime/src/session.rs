@@ -14,6 +14,7 @@ use crate::forward::forward;
 use crate::imatrix::ActivationStats;
 use crate::kv::CacheType;
 use crate::model::Model;
+use crate::sampler::{Sampler, SamplerParams};
 use crate::tokenizer::Detokenizer;
 
 /// Most worker threads a session accepts.
@@ -49,6 +50,13 @@ pub(crate) struct Suspended {
     /// emitted.
     pub held: String,
     pub held_emitted: usize,
+}
+
+impl Suspended {
+    /// The state of a generation that has not started: the sampler's stream at its seed.
+    pub fn start(p: &SamplerParams) -> Suspended {
+        Suspended { rng: Sampler::initial_rng(p.seed), detok: Detokenizer::new(), held: String::new(), held_emitted: 0 }
+    }
 }
 
 pub struct Session {
