@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use autark_runtime::{CacheType, DEFAULTS};
+use autark_runtime::{CacheType, SpecMode, DEFAULTS};
 use clap::{Args, Parser, Subcommand};
 use cmd::{bench, chat, debug, inspect, perplexity, quantize, run, CliError};
 
@@ -216,6 +216,15 @@ struct BenchArgs {
     n_depth: usize,
     #[command(flatten)]
     cache: CacheArgs,
+    /// A text file: the pp test evaluates it (instead of -p random tokens) and the tg test
+    /// generates from it, greedily, through the generation loop (with --speculative).
+    #[arg(long, value_name = "FILE")]
+    prompt_file: Option<PathBuf>,
+    /// With --prompt-file: render it as one user message with the chat template.
+    #[arg(long, requires = "prompt_file")]
+    chat: bool,
+    #[command(flatten)]
+    spec: SpecArgs,
     /// One JSON object per line per test (llama-bench's jsonl keys n_prompt, n_gen,
     /// n_threads, avg_ts, stddev_ts, plus autark's own).
     #[arg(long)]
@@ -254,6 +263,23 @@ struct SampleArgs {
     /// Tokens at the start of the context that a context shift keeps.
     #[arg(long, default_value_t = DEFAULTS.generate.n_keep)]
     keep: usize,
+    #[command(flatten)]
+    spec: SpecArgs,
+}
+
+/// Speculative decoding (docs/RUNTIME.md): the output is the same as without it.
+#[derive(Args, Clone)]
+struct SpecArgs {
+    /// Draft tokens and verify them in one batch: lookup (n-grams of the prompt and output so
+    /// far) or draft (a smaller model, --draft). Default: off, or draft with --draft.
+    #[arg(long, value_parser = spec_mode)]
+    speculative: Option<SpecMode>,
+    /// The draft model (.autark with the same tokenizer vocabulary).
+    #[arg(long, value_name = "MODEL")]
+    draft: Option<PathBuf>,
+    /// Most tokens drafted per step (fewer, down to none, while drafts are rejected).
+    #[arg(long, default_value_t = DEFAULTS.generate.speculative.draft_max)]
+    draft_max: usize,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -264,6 +290,10 @@ struct CacheArgs {
     /// KV cache type of the values: f32, f16 or q8_0.
     #[arg(long = "cache-type-v", default_value = DEFAULTS.session.cache_type_v.name(), value_parser = cache_type)]
     v: CacheType,
+}
+
+fn spec_mode(s: &str) -> Result<SpecMode, String> {
+    SpecMode::parse(s).ok_or_else(|| format!("unknown speculative mode {s:?} (off, lookup or draft)"))
 }
 
 fn cache_type(s: &str) -> Result<CacheType, String> {

@@ -10,10 +10,13 @@ use autark_kernels::ops::sum_u64;
 use rayon::prelude::*;
 
 use crate::perplexity::argmax;
-use crate::{CacheType, Model, Result, RuntimeError, Session, SessionParams};
+use crate::{
+    CacheType, GenerateParams, Model, Result, RuntimeError, SamplerParams, Session, SessionParams, SpecMode,
+    SpeculativeParams,
+};
 
 /// The tests of one `run_bench` call.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BenchParams {
     /// Prompt tokens evaluated as one batch (the pp test; 0 = none).
     pub n_prompt: usize,
@@ -28,6 +31,13 @@ pub struct BenchParams {
     pub n_depth: usize,
     /// KV cache types (keys, values).
     pub cache: [CacheType; 2],
+    /// A real prompt instead of pseudo-random tokens: the pp test evaluates it, and the tg test
+    /// generates greedily from it through `Session::generate_continue` (which decodes
+    /// speculatively, with `speculative`), stopping early at an end-of-generation token.
+    pub prompt: Option<Vec<u32>>,
+    pub speculative: SpeculativeParams,
+    /// The draft model, for `SpecMode::Draft`.
+    pub draft: Option<Arc<Model>>,
 }
 
 /// The timings of one test.
@@ -45,6 +55,10 @@ pub struct BenchResult {
     pub samples_ts: Vec<f64>,
     /// The session's memory (KV cache and scratch), in bytes.
     pub session_bytes: usize,
+    /// Speculative decoding in the tg test: tokens drafted and accepted, over all timed
+    /// repetitions.
+    pub drafted: usize,
+    pub accepted: usize,
 }
 
 impl BenchResult {
@@ -67,9 +81,11 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
     let tokens = |n: usize, salt: u32| -> Vec<u32> {
         (0..n as u32).map(|i| (i.wrapping_add(salt).wrapping_mul(2_654_435_761) >> 7) % vocab).collect()
     };
-    let (prompt, depth) = (tokens(p.n_prompt.max(1), 0), tokens(p.n_depth, 1 << 20));
+    let prompt = p.prompt.clone().unwrap_or_else(|| tokens(p.n_prompt.max(1), 0));
+    let n_prompt = if p.prompt.is_some() { prompt.len() } else { p.n_prompt };
+    let depth = tokens(p.n_depth, 1 << 20);
     let params = SessionParams {
-        n_ctx: p.n_depth + p.n_prompt + p.n_gen + 1,
+        n_ctx: p.n_depth + prompt.len().max(n_prompt) + p.n_gen + 1,
         n_threads: p.n_threads,
         n_batch: 512,
         cache_type_k: p.cache[0],
@@ -77,40 +93,70 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
         ..Default::default()
     };
     let mut s = Session::new(Arc::clone(model), params)?;
-    let mut test = |n_prompt: usize, n_gen: usize| -> Result<BenchResult> {
-        let run = |s: &mut Session| -> Result<f64> {
-            // Back to the depth: cut the context there, or evaluate it again where the cache
-            // cannot be cut (sliding-window rings).
-            s.truncate(p.n_depth);
-            if s.tokens().len() != p.n_depth {
-                s.reset();
-                if !depth.is_empty() {
-                    s.eval(&depth)?;
-                }
+    if let Some(d) = &p.draft {
+        s.set_draft(Some(Session::new(Arc::clone(d), params)?))?;
+    }
+    // The tg test through the generation loop (a real prompt, or speculative decoding).
+    let generate = p.prompt.is_some() || p.speculative.mode != SpecMode::Off;
+    let gen = GenerateParams {
+        max_tokens: p.n_gen,
+        sampler: SamplerParams { temperature: 0.0, ..Default::default() },
+        speculative: p.speculative,
+        ..Default::default()
+    };
+    // Tokens/s, and the tokens drafted and accepted.
+    let test = |s: &mut Session, n_prompt: usize, n_gen: usize| -> Result<(f64, usize, usize)> {
+        // Back to the depth: cut the context there, or evaluate it again where the cache cannot
+        // be cut (sliding-window rings).
+        s.truncate(p.n_depth);
+        if s.tokens().len() != p.n_depth {
+            s.reset();
+            if !depth.is_empty() {
+                s.eval(&depth)?;
             }
+        }
+        if generate && n_gen > 0 {
+            s.eval(&prompt)?;
             let t0 = Instant::now();
-            if n_prompt > 0 {
-                s.eval(&prompt[..n_prompt])?;
-            }
-            let mut next = prompt[0];
-            for _ in 0..n_gen {
-                s.eval(&[next])?;
-                next = argmax(s.logits()) as u32;
-            }
-            Ok((n_prompt + n_gen) as f64 / t0.elapsed().as_secs_f64())
-        };
-        run(&mut s)?;
-        let samples_ts = (0..p.repetitions.max(1)).map(|_| run(&mut s)).collect::<Result<_>>()?;
-        Ok(BenchResult {
-            n_prompt,
-            n_gen,
+            let stats = s.generate_continue(&gen, &mut |_| true)?;
+            let tps = stats.generated_tokens as f64 / t0.elapsed().as_secs_f64();
+            return Ok((tps, stats.drafted_tokens, stats.accepted_drafts));
+        }
+        let t0 = Instant::now();
+        if n_prompt > 0 {
+            s.eval(&prompt[..n_prompt])?;
+        }
+        let mut next = prompt[0];
+        for _ in 0..n_gen {
+            s.eval(&[next])?;
+            next = argmax(s.logits()) as u32;
+        }
+        Ok(((n_prompt + n_gen) as f64 / t0.elapsed().as_secs_f64(), 0, 0))
+    };
+    let mut results = Vec::new();
+    for (np, ng) in [(n_prompt, 0), (0, p.n_gen)] {
+        if np + ng == 0 {
+            continue;
+        }
+        test(&mut s, np, ng)?; // warm-up
+        let (mut samples_ts, mut drafted, mut accepted) = (Vec::new(), 0, 0);
+        for _ in 0..p.repetitions.max(1) {
+            let (tps, d, a) = test(&mut s, np, ng)?;
+            samples_ts.push(tps);
+            (drafted, accepted) = (drafted + d, accepted + a);
+        }
+        results.push(BenchResult {
+            n_prompt: np,
+            n_gen: ng,
             n_depth: p.n_depth,
             n_threads: s.n_threads(),
             samples_ts,
             session_bytes: s.memory_bytes(),
-        })
-    };
-    [(p.n_prompt, 0), (0, p.n_gen)].into_iter().filter(|&(np, ng)| np + ng > 0).map(|(np, ng)| test(np, ng)).collect()
+            drafted,
+            accepted,
+        });
+    }
+    Ok(results)
 }
 
 /// Peak resident memory of this process (VmHWM), in bytes, where /proc is available.

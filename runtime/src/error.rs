@@ -32,6 +32,9 @@ pub enum RuntimeError {
     CorruptState(String),
     #[error("the session state belongs to another model (state for {state}, this model is {model})")]
     StateModelMismatch { state: String, model: String },
+    // ---- speculative decoding ------------------------------------------------------------------
+    #[error("the draft model does not fit the target: {0}")]
+    DraftMismatch(String),
     // ---- resources ------------------------------------------------------------------------------
     #[error("the session needs {needed} bytes, over the memory budget of {budget} bytes")]
     MemoryBudget { needed: usize, budget: usize },
@@ -87,7 +90,9 @@ impl RuntimeError {
             RuntimeError::Kernel(_) => ErrorKind::CorruptModel,
             RuntimeError::ContextOverflow { .. } => ErrorKind::ContextOverflow,
             RuntimeError::InvalidToken { .. } => ErrorKind::InvalidToken,
-            RuntimeError::InvalidArgument { .. } | RuntimeError::EmptyInput => ErrorKind::InvalidArgument,
+            RuntimeError::InvalidArgument { .. } | RuntimeError::EmptyInput | RuntimeError::DraftMismatch(_) => {
+                ErrorKind::InvalidArgument
+            }
             RuntimeError::Tokenizer(_) | RuntimeError::Template(_) => ErrorKind::Text,
             RuntimeError::NoChatTemplate => ErrorKind::NoChatTemplate,
             RuntimeError::MemoryBudget { .. } => ErrorKind::OutOfMemory,

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::error::{Result, RuntimeError};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::{Session, Suspended};
+use crate::speculative::{Drafter, SpecMode, SpeculativeParams};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateParams {
@@ -18,6 +19,9 @@ pub struct GenerateParams {
     /// `n_keep` tokens) and go on, instead of stopping with `StopReason::ContextFull`.
     pub context_shift: bool,
     pub n_keep: usize,
+    /// Speculative decoding: drafts verified in one forward batch (the output stays exactly
+    /// what plain decoding gives).
+    pub speculative: SpeculativeParams,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +45,9 @@ pub struct GenerationStats {
     pub stop: StopReason,
     /// Tokens dropped by context shifts.
     pub shifted_tokens: usize,
+    /// Speculative decoding: tokens drafted, and how many of them the target accepted.
+    pub drafted_tokens: usize,
+    pub accepted_drafts: usize,
 }
 
 impl GenerationStats {
@@ -49,6 +56,10 @@ impl GenerationStats {
     }
     pub fn generation_tps(&self) -> f64 {
         self.generated_tokens as f64 / self.generation_seconds.max(1e-9)
+    }
+    /// Accepted drafts per drafted token (0 without drafts).
+    pub fn acceptance_rate(&self) -> f64 {
+        self.accepted_drafts as f64 / self.drafted_tokens.max(1) as f64
     }
 }
 
@@ -67,7 +78,9 @@ impl Session {
         params: &GenerateParams,
         on_piece: &mut dyn FnMut(&str) -> bool,
     ) -> Result<GenerationStats> {
-        params.sampler.validate()?; // before the prompt is evaluated
+        // Settings are checked before the prompt is evaluated.
+        params.sampler.validate()?;
+        params.speculative.validate()?;
         let t0 = Instant::now();
         let cached_before =
             self.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len().saturating_sub(1));
@@ -95,16 +108,51 @@ impl Session {
         self.run(state, params, on_piece)
     }
 
-    /// The sampling loop, from the logits of the last token in the context.
+    /// The sampling loop, from the logits of the last token in the context (the draft
+    /// session, if any, is taken out of `self` meanwhile).
     fn run(
         &mut self,
         state: Suspended,
         params: &GenerateParams,
         on_piece: &mut dyn FnMut(&str) -> bool,
     ) -> Result<GenerationStats> {
+        let mut draft = self.draft.take();
+        let r = self.run_with(state, params, on_piece, draft.as_deref_mut());
+        self.draft = draft;
+        r
+    }
+
+    /// With speculative decoding, the cache may hold drafted tokens after the `verified` ones:
+    /// each is sampled again from the target's logits at its position (the rows of the
+    /// verification batch) and kept while it matches; the first token that differs replaces
+    /// the rest. The target's sampler sees the same logits, history and random stream as in
+    /// plain decoding, so the output is the same token for token; sampled drafts of a draft
+    /// model are verified by speculative sampling instead, which keeps the distribution.
+    fn run_with(
+        &mut self,
+        state: Suspended,
+        params: &GenerateParams,
+        on_piece: &mut dyn FnMut(&str) -> bool,
+        mut draft: Option<&mut Session>,
+    ) -> Result<GenerationStats> {
         let model = std::sync::Arc::clone(self.model());
         let tok = model.tokenizer();
-        let mut sampler = Sampler::with_rng_state(params.sampler, model.config().vocab_size, state.rng)?;
+        let vocab = model.config().vocab_size;
+        let mut sampler = Sampler::with_rng_state(params.sampler, vocab, state.rng)?;
+        params.speculative.validate()?;
+        if params.speculative.mode == SpecMode::Draft && draft.is_none() {
+            return Err(RuntimeError::InvalidArgument {
+                name: "speculative",
+                what: "draft mode needs a draft model (Session::set_draft)".into(),
+            });
+        }
+        let mut spec = Drafter::new(&params.speculative, params.sampler);
+        // Drafts in the cache after the verified tokens, of which `taken` were accepted; `rows`
+        // holds the logits of the last verification batch, and `row` which of them belong to
+        // the last verified token (`None`: `self.logits()`).
+        let (mut drafts, mut taken, mut rows, mut row) = (Vec::new(), 0, Vec::new(), None);
+        let mut verified = self.tokens().len();
+        let mut context = Vec::new();
         let t1 = Instant::now();
         let mut detok = state.detok;
         // Text held back while it may start a stop string; its first `emitted` bytes were
@@ -119,7 +167,20 @@ impl Session {
             if generated >= params.max_tokens {
                 break StopReason::MaxTokens;
             }
-            let next = sampler.sample(self.logits(), self.tokens());
+            let next = {
+                let logits = match row {
+                    Some(i) => &rows[i * vocab..(i + 1) * vocab],
+                    None => self.logits(),
+                };
+                let history = &self.tokens()[..verified];
+                match drafts.get(taken) {
+                    Some(&d) if spec.sampled() => sampler.sample_speculative(logits, history, d, &spec.dists[taken]).0,
+                    _ => sampler.sample(logits, history),
+                }
+            };
+            if let Some(&d) = drafts.get(taken) {
+                spec.verified(next == d);
+            }
             if tok.is_end_of_generation(next) {
                 break StopReason::EndOfGeneration;
             }
@@ -143,14 +204,59 @@ impl Session {
                     break StopReason::Cancelled;
                 }
             }
+            if drafts.get(taken) == Some(&next) {
+                // An accepted draft: already in the cache, its logits in the next row.
+                taken += 1;
+                verified += 1;
+                row = Some(taken);
+                continue;
+            }
+            if self.tokens().len() > verified {
+                self.truncate(verified); // the rejected drafts
+            }
+            drafts.clear();
+            taken = 0;
             if self.tokens().len() >= self.n_ctx() {
                 if !params.context_shift {
                     break StopReason::ContextFull;
                 }
                 shifted += self.shift_context(params.n_keep)?;
+                verified = self.tokens().len();
             }
-            self.eval(&[next])?;
+            if spec.active() {
+                // Drafts must fit the context, be undoable (sliding-window rings), fit one
+                // batch, and not run past the token limit.
+                let limit = (self.n_ctx() - verified - 1)
+                    .min(self.backend().kv().max_rewind())
+                    .min(self.n_batch() - 1)
+                    .min(params.max_tokens - generated);
+                context.clear();
+                context.extend_from_slice(self.tokens());
+                context.push(next);
+                spec.propose(&context, limit, draft.as_deref_mut(), &mut drafts)?;
+            }
+            let t = Instant::now();
+            if drafts.is_empty() {
+                self.eval(&[next])?;
+                row = None;
+            } else {
+                context.truncate(verified + 1);
+                context.extend_from_slice(&drafts);
+                rows.resize(context[verified..].len() * vocab, 0.0);
+                self.eval_all_logits(&context[verified..], &mut rows)?;
+                row = Some(0);
+            }
+            spec.timed(1 + drafts.len(), t.elapsed());
+            verified += 1;
         };
+        if self.tokens().len() > verified {
+            // Drafts that were never verified: out of the cache, and the logits are the last
+            // verified token's again.
+            self.truncate(verified);
+            if let Some(i) = row {
+                self.set_logits(&rows[i * vocab..(i + 1) * vocab]);
+            }
+        }
         match stop {
             StopReason::MaxTokens | StopReason::Cancelled => {
                 // Suspended: at the token limit, what may begin a stop string is emitted (and
@@ -178,6 +284,8 @@ impl Session {
             generation_seconds: t1.elapsed().as_secs_f64(),
             stop,
             shifted_tokens: shifted,
+            drafted_tokens: spec.drafted,
+            accepted_drafts: spec.accepted,
         })
     }
 }

@@ -19,6 +19,7 @@ pub mod perplexity;
 pub mod probe;
 pub mod sampler;
 pub mod session;
+pub mod speculative;
 mod state;
 pub mod tokenizer;
 
@@ -31,4 +32,5 @@ pub use model::{Model, Prompt};
 pub use options::{Options, DEFAULTS};
 pub use sampler::{Sampler, SamplerParams};
 pub use session::{CancelHandle, Session, SessionParams};
+pub use speculative::{SpecMode, SpeculativeParams};
 pub use tokenizer::{Detokenizer, Tokenizer};

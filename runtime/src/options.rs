@@ -7,6 +7,7 @@ use crate::generate::GenerateParams;
 use crate::kv::CacheType;
 use crate::sampler::SamplerParams;
 use crate::session::SessionParams;
+use crate::speculative::{SpecMode, SpeculativeParams};
 
 /// A session's settings and a generation's.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +40,7 @@ pub const DEFAULTS: Options = Options {
         stop: Vec::new(),
         context_shift: false,
         n_keep: 0,
+        speculative: SpeculativeParams { mode: SpecMode::Off, draft_max: 16 },
     },
 };
 
@@ -72,6 +74,7 @@ impl Options {
     /// Checks the sampling settings, so that a front end refuses them before it allocates a
     /// session (`Session::new` checks the session's settings against the model).
     pub fn validate(&self) -> Result<()> {
-        self.generate.sampler.validate()
+        self.generate.sampler.validate()?;
+        self.generate.speculative.validate()
     }
 }

@@ -75,6 +75,8 @@ pub struct Session {
     cache: [CacheType; 2],
     /// The generation that produced the last tokens, if it can continue.
     pub(crate) suspended: Option<Suspended>,
+    /// The draft model's session, for speculative decoding (`set_draft`).
+    pub(crate) draft: Option<Box<Session>>,
 }
 
 impl Session {
@@ -118,6 +120,7 @@ impl Session {
             stats: None,
             cache,
             suspended: None,
+            draft: None,
         })
     }
 
@@ -148,6 +151,28 @@ impl Session {
     pub fn cached_kv(&self, layer: usize, pos: usize) -> Option<(Vec<f32>, Vec<f32>)> {
         let kv = self.backend.kv();
         kv.holds(layer, pos, self.tokens.len()).then(|| kv.row(layer, pos))
+    }
+
+    /// Sets (or with `None` removes) the draft model's session, which speculative decoding in
+    /// `SpecMode::Draft` asks for tokens. Its model must have this model's tokenizer vocabulary
+    /// (`RuntimeError::DraftMismatch` otherwise); its context is kept in step with this one.
+    pub fn set_draft(&mut self, draft: Option<Session>) -> Result<()> {
+        if let Some(d) = &draft {
+            crate::speculative::check_draft(&self.model, d.model())?;
+            if d.n_ctx < self.n_ctx {
+                return Err(RuntimeError::InvalidArgument {
+                    name: "draft",
+                    what: format!("the draft session holds {} tokens, fewer than this one's {}", d.n_ctx, self.n_ctx),
+                });
+            }
+        }
+        self.draft = draft.map(Box::new);
+        Ok(())
+    }
+
+    /// The draft model's session, if one is set.
+    pub fn draft(&self) -> Option<&Session> {
+        self.draft.as_deref()
     }
 
     /// The KV cache's types (keys, values).
@@ -308,6 +333,11 @@ impl Session {
 
     pub(crate) fn backend(&self) -> &Cpu {
         &self.backend
+    }
+
+    /// Replaces the last token's logits (speculative decoding, after dropping rejected drafts).
+    pub(crate) fn set_logits(&mut self, logits: &[f32]) {
+        self.logits.copy_from_slice(logits);
     }
 
     /// Replaces the context with `tokens` and `logits` (a loaded state; the cache is filled by

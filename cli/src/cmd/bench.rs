@@ -7,7 +7,9 @@ use std::path::Path;
 use autark_format::AutarkFile;
 use autark_runtime::bench::{peak_rss, run_bench, BandwidthProbe, BenchParams};
 
-use super::{load, say, CliError, Result};
+use autark_runtime::{ChatMessage, Prompt, SpecMode};
+
+use super::{load, read_text, say, CliError, Result};
 use crate::BenchArgs;
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -21,6 +23,21 @@ pub fn run(a: BenchArgs) -> Result<()> {
 fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
     let (model, load_s) = load(path)?;
     let threads = thread_counts(&a.threads)?;
+    let spec = a.spec.params();
+    let draft = match (&a.spec.draft, spec.mode) {
+        (Some(d), SpecMode::Draft) => Some(load(d)?.0),
+        (None, SpecMode::Draft) => return Err(CliError::Usage("--speculative draft needs --draft MODEL".into())),
+        (Some(_), _) => return Err(CliError::Usage("--draft is for --speculative draft".into())),
+        _ => None,
+    };
+    let prompt = match &a.prompt_file {
+        Some(f) => {
+            let text = read_text(f)?;
+            let messages = [ChatMessage::new("user", &text)];
+            Some(model.prompt_tokens(if a.chat { Prompt::Chat(&messages) } else { Prompt::Text(&text) })?)
+        }
+        None => None,
+    };
     let json = a.json;
     let cache = [a.cache.k, a.cache.v];
     let isa = autark_kernels::kernels().isa.name();
@@ -48,18 +65,28 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
             n_threads,
             n_depth: a.n_depth,
             cache,
+            prompt: prompt.clone(),
+            speculative: spec,
+            draft: draft.clone(),
         };
         for r in run_bench(&model, &p)? {
             let (avg, sd) = r.mean_sd();
             if json {
                 let o = serde_json::json!({"model": path.display().to_string(), "model_size": size, "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen, "n_threads": r.n_threads, "avg_ts": avg, "stddev_ts": sd, "samples_ts": r.samples_ts,
-                    "n_depth": r.n_depth, "type_k": cache[0].name(), "type_v": cache[1].name(), "isa": isa, "load_seconds": load_s, "peak_rss_bytes": peak_rss().unwrap_or(0), "session_bytes": r.session_bytes});
+                    "n_depth": r.n_depth, "type_k": cache[0].name(), "type_v": cache[1].name(), "isa": isa, "load_seconds": load_s, "peak_rss_bytes": peak_rss().unwrap_or(0), "session_bytes": r.session_bytes,
+                    "speculative": spec.mode.name(), "draft_max": spec.draft_max, "n_drafted": r.drafted, "n_accepted": r.accepted,
+                    "acceptance": r.accepted as f64 / r.drafted.max(1) as f64});
                 say!("{o}");
             } else {
                 let mut test = if r.n_prompt > 0 { format!("pp{}", r.n_prompt) } else { format!("tg{}", r.n_gen) };
                 if r.n_depth > 0 {
                     test += &format!(" @ d{}", r.n_depth);
+                }
+                if r.n_gen > 0 && spec.mode != SpecMode::Off {
+                    let rate = 100.0 * r.accepted as f64 / r.drafted.max(1) as f64;
+                    test +=
+                        &format!(" {} ({} of {} drafts accepted, {rate:.0}%)", spec.mode.name(), r.accepted, r.drafted);
                 }
                 say!("| {} | {test} | {avg:.1} ± {sd:.1} |", r.n_threads);
             }

@@ -23,7 +23,8 @@ pub fn chat(
     // A saved conversation: the session's state, with the messages as its application data.
     let (mut session, mut history) = match keep.filter(|f| f.exists()) {
         Some(f) => {
-            let (session, app) = Session::load_with_app_data(Arc::clone(&model), f, o.session)?;
+            let (mut session, app) = Session::load_with_app_data(Arc::clone(&model), f, o.session)?;
+            s.spec.attach(&mut session, o.session)?;
             let history: Vec<ChatMessage> = serde_json::from_str(&app)
                 .map_err(|e| CliError::Usage(format!("{}: not a chat session ({e})", f.display())))?;
             eprintln!("resumed {} messages ({} tokens) from {}", history.len(), session.tokens().len(), f.display());
@@ -31,7 +32,9 @@ pub fn chat(
         }
         None => {
             let history = system.iter().map(|s| ChatMessage::new("system", s)).collect();
-            (Session::new(Arc::clone(&model), o.session)?, history)
+            let mut session = Session::new(Arc::clone(&model), o.session)?;
+            s.spec.attach(&mut session, o.session)?;
+            (session, history)
         }
     };
     let base = history.iter().take_while(|m| m.role == "system").count();
@@ -75,12 +78,13 @@ pub fn chat(
         match r {
             Ok(stats) => {
                 eprintln!(
-                    "[prompt: {} of {} tokens evaluated, {:.1} t/s | generation: {} tokens, {:.1} t/s]",
+                    "[prompt: {} of {} tokens evaluated, {:.1} t/s | generation: {} tokens, {:.1} t/s{}]",
                     stats.prompt_evaluated,
                     stats.prompt_tokens,
                     stats.prompt_tps(),
                     stats.generated_tokens,
-                    stats.generation_tps()
+                    stats.generation_tps(),
+                    super::run::draft_line(&params, &stats)
                 );
                 history.push(ChatMessage::new("assistant", reply.trim()));
                 if let Some(f) = keep {

@@ -4,10 +4,13 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use autark_runtime::{ChatMessage, Options, Prompt, SamplerParams, Session, SessionParams, DEFAULTS};
+use autark_runtime::{
+    ChatMessage, GenerateParams, GenerationStats, Options, Prompt, SamplerParams, Session, SessionParams, SpecMode,
+    SpeculativeParams, DEFAULTS,
+};
 
-use super::{load, load_for_chat, Result};
-use crate::SampleArgs;
+use super::{load, load_for_chat, CliError, Result};
+use crate::{SampleArgs, SpecArgs};
 
 impl SampleArgs {
     /// The runtime's options for up to `max_tokens` tokens, checked.
@@ -34,6 +37,7 @@ impl SampleArgs {
                 stop: self.stop.clone(),
                 context_shift: self.context_shift,
                 n_keep: self.keep,
+                speculative: self.spec.params(),
             },
         };
         o.validate()?;
@@ -70,6 +74,7 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
     let (session, stats) = match (start.load, start.prompt) {
         (Some(state), prompt) => {
             let mut session = Session::load(Arc::clone(&model), state, o.session)?;
+            s.spec.attach(&mut session, o.session)?;
             let stats = match prompt {
                 // Appended as plain text, without special tokens (the context has its BOS).
                 Some(text) => {
@@ -87,6 +92,7 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
             let tokens =
                 model.prompt_tokens(if start.chat { Prompt::Chat(&messages) } else { Prompt::Text(prompt) })?;
             let mut session = Session::new(Arc::clone(&model), o.session)?;
+            s.spec.attach(&mut session, o.session)?;
             let stats = session.generate(&tokens, &params, &mut print)?;
             (session, stats)
         }
@@ -96,7 +102,7 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
         session.save(save)?;
     }
     eprintln!(
-        "prompt: {} tokens, {:.1} t/s | generation: {} tokens, {:.1} t/s | stop: {:?} | threads {}{}",
+        "prompt: {} tokens, {:.1} t/s | generation: {} tokens, {:.1} t/s | stop: {:?} | threads {}{}{}",
         stats.prompt_evaluated,
         stats.prompt_tps(),
         stats.generated_tokens,
@@ -107,7 +113,43 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
             format!(" | context shifted by {} tokens", stats.shifted_tokens)
         } else {
             String::new()
-        }
+        },
+        draft_line(&params, &stats)
     );
     Ok(())
+}
+
+/// " | drafts: 96 of 120 accepted (80.0%)" when decoding speculatively.
+pub fn draft_line(params: &GenerateParams, stats: &GenerationStats) -> String {
+    if params.speculative.mode == SpecMode::Off {
+        return String::new();
+    }
+    format!(
+        " | {} drafts: {} of {} accepted ({:.1}%)",
+        params.speculative.mode.name(),
+        stats.accepted_drafts,
+        stats.drafted_tokens,
+        100.0 * stats.acceptance_rate()
+    )
+}
+
+impl SpecArgs {
+    /// The mode: as given, or draft when a draft model is given.
+    pub fn params(&self) -> SpeculativeParams {
+        let mode = self.speculative.unwrap_or(if self.draft.is_some() { SpecMode::Draft } else { SpecMode::Off });
+        SpeculativeParams { mode, draft_max: self.draft_max }
+    }
+
+    /// Gives `session` its draft model's session (same settings), when drafting from one.
+    pub fn attach(&self, session: &mut Session, params: SessionParams) -> Result<()> {
+        match (self.params().mode, &self.draft) {
+            (SpecMode::Draft, Some(path)) => {
+                let draft = Session::new(load(path)?.0, params)?;
+                Ok(session.set_draft(Some(draft))?)
+            }
+            (SpecMode::Draft, None) => Err(CliError::Usage("--speculative draft needs --draft MODEL".into())),
+            (_, Some(_)) => Err(CliError::Usage("--draft is for --speculative draft".into())),
+            _ => Ok(()),
+        }
+    }
 }

@@ -66,6 +66,11 @@ pub fn write_hf(dir: &Path, arch: &str) {
 
 /// `write_hf` with heads of `hd` values (`head_dim` in config.json).
 pub fn write_hf_hd(dir: &Path, arch: &str, hd: usize) {
+    write_hf_weights(dir, arch, hd, 7, 0.2)
+}
+
+/// `write_hf_hd` with the weights of random stream `seed`, uniform in ±`scale`/2.
+pub fn write_hf_weights(dir: &Path, arch: &str, hd: usize, seed: u32, scale: f32) {
     let config = serde_json::json!({
         "architectures": [arch], "hidden_size": D, "intermediate_size": FFN, "num_attention_heads": HEADS,
         "num_key_value_heads": KV, "num_hidden_layers": LAYERS, "vocab_size": VOCAB, "rms_norm_eps": 1e-5,
@@ -76,7 +81,7 @@ pub fn write_hf_hd(dir: &Path, arch: &str, hd: usize) {
     std::fs::write(dir.join("tokenizer.json"), tokenizer_json()).unwrap();
     std::fs::write(dir.join("tokenizer_config.json"), r#"{"bos_token": "w1", "eos_token": "w2", "chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}"#).unwrap();
     let tensors = hf_tensors_hd(hd);
-    let mut seed = 7u32;
+    let mut seed = seed;
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, shape)| {
@@ -84,7 +89,7 @@ pub fn write_hf_hd(dir: &Path, arch: &str, hd: usize) {
             let bytes = (0..n)
                 .flat_map(|_| {
                     seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    let v = ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.2;
+                    let v = ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale;
                     half::bf16::from_f32(v).to_bits().to_le_bytes()
                 })
                 .collect();

@@ -1,0 +1,348 @@
+//! Speculative decoding's drafting side: who proposes the next tokens (n-grams of the context,
+//! or a smaller draft model), how many (adaptively, from the measured acceptance and the
+//! measured cost of a longer verification batch), and the statistics. Verification — sampling
+//! each drafted position from the target's own logits — lives in `generate.rs`; it keeps the
+//! output exactly what plain decoding gives (docs/RUNTIME.md, "Speculative decoding").
+
+use std::time::Duration;
+
+use crate::error::{Result, RuntimeError};
+use crate::sampler::{Sampler, SamplerParams};
+use crate::session::Session;
+
+/// Where drafts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecMode {
+    /// Plain decoding, one token per forward pass.
+    Off,
+    /// Prompt lookup: the tokens that followed the latest earlier occurrence of the context's
+    /// last n tokens (n = 4 down to 1), in the prompt or the output so far.
+    Lookup,
+    /// A smaller model with the same vocabulary (`Session::set_draft`) generates the drafts.
+    Draft,
+}
+
+impl SpecMode {
+    pub const ALL: [SpecMode; 3] = [SpecMode::Off, SpecMode::Lookup, SpecMode::Draft];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SpecMode::Off => "off",
+            SpecMode::Lookup => "lookup",
+            SpecMode::Draft => "draft",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<SpecMode> {
+        Self::ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The stable code of the mode in C (`AUTARK_SPEC_*`).
+    pub fn code(self) -> u32 {
+        match self {
+            SpecMode::Off => 0,
+            SpecMode::Lookup => 1,
+            SpecMode::Draft => 2,
+        }
+    }
+
+    pub fn from_code(code: u32) -> Option<SpecMode> {
+        Self::ALL.into_iter().find(|m| m.code() == code)
+    }
+}
+
+/// Speculative decoding's settings (part of `GenerateParams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpeculativeParams {
+    pub mode: SpecMode,
+    /// Most tokens drafted per step; the drafters choose fewer (down to none) when drafts are
+    /// rejected often.
+    pub draft_max: usize,
+}
+
+/// Most tokens `draft_max` may ask for.
+pub const DRAFT_MAX_LIMIT: usize = 64;
+
+impl SpeculativeParams {
+    pub fn validate(&self) -> Result<()> {
+        if self.mode != SpecMode::Off && !(1..=DRAFT_MAX_LIMIT).contains(&self.draft_max) {
+            return Err(RuntimeError::InvalidArgument {
+                name: "draft_max",
+                what: format!("{} (must be in 1..={DRAFT_MAX_LIMIT})", self.draft_max),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Longest n-gram prompt lookup matches.
+const NGRAM_MAX: usize = 4;
+/// Acceptance each n-gram length starts from (an optimistic prior, so that drafting is tried).
+const PRIOR: f64 = 0.6;
+/// Weight of one observation in the acceptance averages.
+const ALPHA: f64 = 0.1;
+/// How fast an acceptance estimate that stopped drafting drifts back towards `PRIOR`, per step
+/// without drafts (so that drafting is tried again later).
+const RECOVER: f64 = 0.02;
+/// The cost of one more token in the verification batch, relative to a one-token step, until
+/// it is measured.
+const COST_PRIOR: f64 = 0.3;
+
+/// The drafting state of one generation.
+pub(crate) struct Drafter {
+    mode: SpecMode,
+    draft_max: usize,
+    /// Acceptance rate of drafts after an n-gram match of length n + 1 (lookup), or of the
+    /// draft model's drafts (index 0).
+    accept: [f64; NGRAM_MAX],
+    /// Which estimate the pending drafts came from.
+    source: usize,
+    /// Seconds of a one-token target step (moving average; 0 until measured).
+    t_one: f64,
+    /// Extra seconds per extra token of a verification batch (moving average).
+    t_extra: f64,
+    /// Seconds of one draft-model step (moving average).
+    t_draft: f64,
+    /// The draft model's sampler settings (its own random stream, derived from the target's).
+    sampler: SamplerParams,
+    /// The draft model's distribution at each drafted position (with sampled drafts).
+    pub dists: Vec<Vec<(u32, f32)>>,
+    pub drafted: usize,
+    pub accepted: usize,
+}
+
+impl Drafter {
+    pub fn new(p: &SpeculativeParams, sampler: SamplerParams) -> Drafter {
+        Drafter {
+            mode: p.mode,
+            draft_max: p.draft_max,
+            accept: [PRIOR; NGRAM_MAX],
+            source: 0,
+            t_one: 0.0,
+            t_extra: 0.0,
+            t_draft: 0.0,
+            sampler,
+            dists: Vec::new(),
+            drafted: 0,
+            accepted: 0,
+        }
+    }
+
+    pub fn active(&self) -> bool {
+        self.mode != SpecMode::Off
+    }
+
+    /// Sampled drafts (a draft model at a temperature above 0) are verified by speculative
+    /// sampling against their distributions; all other drafts are single tokens, which the
+    /// target's own sampling accepts or replaces.
+    pub fn sampled(&self) -> bool {
+        self.mode == SpecMode::Draft && self.sampler.temperature > 0.0
+    }
+
+    /// Records a step's time: `n` tokens evaluated by the target in `t`.
+    pub fn timed(&mut self, n: usize, t: Duration) {
+        let t = t.as_secs_f64();
+        if n == 1 {
+            self.t_one = if self.t_one == 0.0 { t } else { self.t_one + ALPHA * (t - self.t_one) };
+        } else if self.t_one > 0.0 {
+            let extra = ((t - self.t_one) / (n - 1) as f64).max(0.0);
+            self.t_extra = if self.t_extra == 0.0 { extra } else { self.t_extra + ALPHA * (extra - self.t_extra) };
+        }
+    }
+
+    /// The outcome of one verified draft (not counting those after the first rejection).
+    pub fn verified(&mut self, accepted: bool) {
+        let a = &mut self.accept[self.source];
+        *a += ALPHA * (f64::from(u8::from(accepted)) - *a);
+        self.accepted += usize::from(accepted);
+    }
+
+    /// How many drafts pay off: a draft at depth i is accepted with probability a^i and costs
+    /// `cost` of a one-token step, so drafts are worth it while a^i > cost. `limit` caps it.
+    fn depth(&mut self, source: usize, extra: f64, limit: usize) -> usize {
+        let a = self.accept[source];
+        let cost =
+            if self.t_one > 0.0 && self.t_extra > 0.0 { (self.t_extra + extra) / self.t_one } else { COST_PRIOR };
+        let k = if a <= cost || a <= 0.0 {
+            0
+        } else if a >= 1.0 || cost <= 0.0 {
+            limit
+        } else {
+            (cost.ln() / a.ln()).floor() as usize
+        };
+        let k = k.min(limit).min(self.draft_max);
+        if k == 0 {
+            self.accept[source] += RECOVER * (PRIOR - self.accept[source]);
+        }
+        self.source = source;
+        k
+    }
+
+    /// Up to `limit` drafts to follow `context` (which ends with the token about to be
+    /// evaluated), into `out`.
+    pub fn propose(
+        &mut self,
+        context: &[u32],
+        limit: usize,
+        draft: Option<&mut Session>,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        out.clear();
+        self.dists.clear();
+        if limit == 0 {
+            return Ok(());
+        }
+        match self.mode {
+            SpecMode::Off => {}
+            SpecMode::Lookup => {
+                if let Some((n, at)) = lookup(context) {
+                    let follow = &context[at..];
+                    let k = self.depth(n - 1, 0.0, limit.min(follow.len()));
+                    out.extend_from_slice(&follow[..k]);
+                }
+            }
+            SpecMode::Draft => {
+                let Some(d) = draft else {
+                    return Err(RuntimeError::InvalidArgument {
+                        name: "speculative",
+                        what: "draft mode needs a draft model (Session::set_draft)".into(),
+                    });
+                };
+                let t_draft = self.t_draft;
+                let k = self.depth(0, t_draft, limit);
+                if k > 0 {
+                    self.draft_tokens(d, context, k, out)?;
+                }
+            }
+        }
+        self.drafted += out.len();
+        Ok(())
+    }
+
+    /// The draft model's k tokens after `context`, greedy or sampled with the target's settings
+    /// (and a random stream derived from the target's position, so that a generation repeats).
+    fn draft_tokens(&mut self, d: &mut Session, context: &[u32], k: usize, out: &mut Vec<u32>) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        d.eval_continuing(context)?;
+        let mut steps = 1;
+        let seed = context.len() as u64 ^ self.sampler.seed.rotate_left(17) ^ 0xD1B5_4A32_D192_ED03;
+        let mut s = Sampler::with_rng_state(self.sampler, d.model().config().vocab_size, seed)?;
+        let vocab = d.model().tokenizer().vocab_size();
+        for i in 0..k {
+            let t = if self.sampled() {
+                let mut q = Vec::new();
+                let t = s.sample_with_distribution(d.logits(), d.tokens(), &mut q);
+                self.dists.push(q);
+                t
+            } else {
+                s.sample(d.logits(), d.tokens())
+            };
+            if t as usize >= vocab || d.model().tokenizer().is_end_of_generation(t) {
+                self.dists.truncate(out.len());
+                break;
+            }
+            out.push(t);
+            if i + 1 == k || d.tokens().len() >= d.n_ctx() {
+                break;
+            }
+            d.eval(&[t])?;
+            steps += 1;
+        }
+        let per_step = t0.elapsed().as_secs_f64() / steps as f64;
+        self.t_draft = if self.t_draft == 0.0 { per_step } else { self.t_draft + ALPHA * (per_step - self.t_draft) };
+        Ok(())
+    }
+}
+
+/// The longest n (up to `NGRAM_MAX`) for which the last n tokens of `context` occurred before,
+/// and where the tokens after their latest earlier occurrence start: (n, index).
+fn lookup(context: &[u32]) -> Option<(usize, usize)> {
+    let len = context.len();
+    (1..=NGRAM_MAX.min(len.saturating_sub(1))).rev().find_map(|n| {
+        let tail = &context[len - n..];
+        // Latest start j < len − n whose n tokens equal the tail and which has a follower.
+        (0..len - n).rev().find(|&j| context[j..j + n] == *tail).map(|j| (n, j + n))
+    })
+}
+
+/// Checks that a draft model can propose tokens for `target`: the same tokenizer vocabulary
+/// (every token's text and id), the same beginning- and end-of-sequence tokens.
+pub(crate) fn check_draft(target: &crate::Model, draft: &crate::Model) -> Result<()> {
+    let (t, d) = (target.tokenizer(), draft.tokenizer());
+    let mismatch = |what: String| Err(RuntimeError::DraftMismatch(what));
+    if t.vocab_size() != d.vocab_size() {
+        return mismatch(format!(
+            "the target's tokenizer has {} tokens, the draft's {}",
+            t.vocab_size(),
+            d.vocab_size()
+        ));
+    }
+    if let Some(id) = (0..t.vocab_size() as u32).find(|&i| t.id_to_token(i) != d.id_to_token(i)) {
+        return mismatch(format!(
+            "token {id} is {:?} in the target, {:?} in the draft",
+            t.id_to_token(id).unwrap_or_default(),
+            d.id_to_token(id).unwrap_or_default()
+        ));
+    }
+    if t.bos_id() != d.bos_id()
+        || (0..t.vocab_size() as u32).any(|i| t.is_end_of_generation(i) != d.is_end_of_generation(i))
+    {
+        return mismatch("the special tokens (BOS, end of generation) differ".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_prefers_the_longest_latest_match() {
+        // ... 1 2 3 [9] ... 2 3 [7] ... 1 2 3 → the 3-gram "1 2 3" matched at its first place.
+        let c = [1, 2, 3, 9, 5, 2, 3, 7, 6, 1, 2, 3];
+        assert_eq!(lookup(&c), Some((3, 3)));
+        // Only a 1-gram: the latest earlier "3".
+        let c = [3, 8, 4, 3, 6, 5, 3];
+        assert_eq!(lookup(&c), Some((1, 4)));
+        assert_eq!(lookup(&[1, 2, 3]), None);
+        assert_eq!(lookup(&[]), None);
+        assert_eq!(lookup(&[4]), None);
+    }
+
+    #[test]
+    fn depth_backs_off_when_drafts_fail_and_grows_when_they_hold() {
+        let p = SpeculativeParams { mode: SpecMode::Lookup, draft_max: 16 };
+        let mut d = Drafter::new(&p, SamplerParams::default());
+        d.timed(1, Duration::from_millis(10));
+        d.timed(5, Duration::from_millis(22)); // 3 ms per extra token: cost 0.3
+        for _ in 0..60 {
+            d.source = 2;
+            d.verified(true);
+        }
+        assert!(d.depth(2, 0.0, 16) >= 8, "{}", d.accept[2]);
+        for _ in 0..60 {
+            d.source = 2;
+            d.verified(false);
+        }
+        assert_eq!(d.depth(2, 0.0, 16), 0);
+        // Without drafts the estimate drifts back up, so drafting is tried again.
+        let mut k = 0;
+        for _ in 0..500 {
+            k = d.depth(2, 0.0, 16);
+            if k > 0 {
+                break;
+            }
+        }
+        assert!(k > 0);
+    }
+
+    #[test]
+    fn modes_round_trip() {
+        for m in SpecMode::ALL {
+            assert_eq!(SpecMode::parse(m.name()), Some(m));
+            assert_eq!(SpecMode::from_code(m.code()), Some(m));
+        }
+        assert!(SpeculativeParams { mode: SpecMode::Lookup, draft_max: 0 }.validate().is_err());
+        assert!(SpeculativeParams { mode: SpecMode::Off, draft_max: 0 }.validate().is_ok());
+    }
+}
