@@ -30,7 +30,7 @@
  Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
  and context-shift fields of `autark_session_params`).
  */
-#define AUTARK_ABI_VERSION 2
+#define AUTARK_ABI_VERSION 3
 
 /*
  KV cache types (`cache_type_k`, `cache_type_v` of `autark_session_params`).
@@ -46,6 +46,21 @@
  ggml's q8_0 blocks: 34 bytes per 32 values (head size a multiple of 32).
  */
 #define AUTARK_CACHE_Q8_0 2
+
+/*
+ Speculative decoding (`speculative` of `autark_session_params`): off (default).
+ */
+#define AUTARK_SPEC_OFF 0
+
+/*
+ Drafts from n-grams of the prompt and the output so far (prompt lookup).
+ */
+#define AUTARK_SPEC_LOOKUP 1
+
+/*
+ Drafts from a smaller model with the same vocabulary (`autark_session_set_draft`).
+ */
+#define AUTARK_SPEC_DRAFT 2
 
 /*
  Stops a session's generation from another thread. Obtained with
@@ -139,6 +154,16 @@ typedef struct {
    */
   bool context_shift;
   uint32_t n_keep;
+  /*
+   Speculative decoding in `autark_generate`: `AUTARK_SPEC_OFF` (default), `_LOOKUP` or
+   `_DRAFT`. The text is the same as without it (with `_DRAFT` and a temperature above 0:
+   the same distribution).
+   */
+  int32_t speculative;
+  /*
+   Most tokens drafted per step (1–64). Default 16.
+   */
+  uint32_t draft_max;
 } autark_session_params;
 
 /*
@@ -490,6 +515,28 @@ autark_status autark_generate_continue(autark_session *s,
                                        uint32_t max_tokens,
                                        autark_piece_callback cb,
                                        void *user_data);
+
+/*
+ Gives the session a draft model for `AUTARK_SPEC_DRAFT`: a second session on `draft` (same
+ context size, threads, batch and cache types) that proposes tokens. `draft` must have the
+ same tokenizer vocabulary (AUTARK_ERR_INVALID_ARGUMENT naming the first difference
+ otherwise); NULL removes the draft model. The session holds its own reference to `draft`.
+
+ # Safety
+ `s` is a live session used by no other thread; `draft` NULL or a live model.
+ */
+autark_status autark_session_set_draft(autark_session *s, const autark_model *draft);
+
+/*
+ The tokens drafted, and how many of them were accepted, by the last `autark_generate` or
+ `autark_generate_continue` (0 and 0 without speculative decoding).
+
+ # Safety
+ `s` is a live session; `drafted` and `accepted` valid for a write.
+ */
+autark_status autark_session_draft_stats(const autark_session *s,
+                                         uint64_t *drafted,
+                                         uint64_t *accepted);
 
 #ifdef __cplusplus
 }  // extern "C"

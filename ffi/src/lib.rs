@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use autark_runtime::{
     CacheType, ChatMessage, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams, Session,
-    SessionParams, DEFAULTS,
+    SessionParams, SpecMode, SpeculativeParams, DEFAULTS,
 };
 
 /// Status of a call: `AUTARK_OK` (0) or a negative `AUTARK_ERR_*` code. Codes are never
@@ -57,7 +57,7 @@ pub const AUTARK_ERR_PANIC: autark_status = -100;
 
 /// Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
 /// and context-shift fields of `autark_session_params`).
-pub const AUTARK_ABI_VERSION: u32 = 2;
+pub const AUTARK_ABI_VERSION: u32 = 3;
 
 /// KV cache types (`cache_type_k`, `cache_type_v` of `autark_session_params`).
 pub const AUTARK_CACHE_F32: i32 = 0;
@@ -65,6 +65,13 @@ pub const AUTARK_CACHE_F32: i32 = 0;
 pub const AUTARK_CACHE_F16: i32 = 1;
 /// ggml's q8_0 blocks: 34 bytes per 32 values (head size a multiple of 32).
 pub const AUTARK_CACHE_Q8_0: i32 = 2;
+
+/// Speculative decoding (`speculative` of `autark_session_params`): off (default).
+pub const AUTARK_SPEC_OFF: i32 = 0;
+/// Drafts from n-grams of the prompt and the output so far (prompt lookup).
+pub const AUTARK_SPEC_LOOKUP: i32 = 1;
+/// Drafts from a smaller model with the same vocabulary (`autark_session_set_draft`).
+pub const AUTARK_SPEC_DRAFT: i32 = 2;
 
 #[derive(Debug)]
 enum FfiError {
@@ -432,6 +439,8 @@ pub struct autark_session {
     /// The generation settings of `autark_generate` (its `max_tokens` aside).
     generate: GenerateParams,
     has_logits: bool,
+    /// Drafted and accepted tokens of the last generation.
+    drafts: [usize; 2],
 }
 
 /// Options for `autark_session_new`.
@@ -467,6 +476,12 @@ pub struct autark_session_params {
     /// first `n_keep` and go on, instead of stopping. Default false.
     pub context_shift: bool,
     pub n_keep: u32,
+    /// Speculative decoding in `autark_generate`: `AUTARK_SPEC_OFF` (default), `_LOOKUP` or
+    /// `_DRAFT`. The text is the same as without it (with `_DRAFT` and a temperature above 0:
+    /// the same distribution).
+    pub speculative: i32,
+    /// Most tokens drafted per step (1–64). Default 16.
+    pub draft_max: u32,
 }
 
 /// Default session options.
@@ -488,6 +503,8 @@ pub extern "C" fn autark_session_params_default() -> autark_session_params {
         cache_type_v: p.cache_type_v.code() as i32,
         context_shift: DEFAULTS.generate.context_shift,
         n_keep: DEFAULTS.generate.n_keep as u32,
+        speculative: DEFAULTS.generate.speculative.mode.code() as i32,
+        draft_max: DEFAULTS.generate.speculative.draft_max as u32,
     }
 }
 
@@ -512,6 +529,13 @@ fn options(p: &autark_session_params) -> Result<Options, FfiError> {
     };
     o.generate.context_shift = p.context_shift;
     o.generate.n_keep = p.n_keep as usize;
+    o.generate.speculative = SpeculativeParams {
+        mode: u32::try_from(p.speculative)
+            .ok()
+            .and_then(SpecMode::from_code)
+            .ok_or_else(|| FfiError::Invalid(format!("speculative {} (AUTARK_SPEC_OFF, _LOOKUP or _DRAFT)", p.speculative)))?,
+        draft_max: p.draft_max as usize,
+    };
     o.generate.sampler = SamplerParams {
         temperature: p.temperature,
         top_k,
@@ -565,7 +589,7 @@ unsafe fn session_into(
         let session = make(Arc::clone(model), o.session)?;
         let sampler = Sampler::new(o.generate.sampler, session.model().config().vocab_size)?;
         let has_logits = !session.tokens().is_empty();
-        let boxed = Box::new(autark_session { session, sampler, generate: o.generate, has_logits });
+        let boxed = Box::new(autark_session { session, sampler, generate: o.generate, has_logits, drafts: [0; 2] });
         // SAFETY: `out` checked above.
         unsafe { *out = Box::into_raw(boxed) };
         Ok(())
@@ -904,8 +928,69 @@ unsafe fn run_generation(
         None => s.session.generate_continue(&params, &mut sink),
     };
     s.has_logits = !s.session.tokens().is_empty();
-    r?;
+    let stats = r?;
+    s.drafts = [stats.drafted_tokens, stats.accepted_drafts];
     Ok(())
+}
+
+/// Gives the session a draft model for `AUTARK_SPEC_DRAFT`: a second session on `draft` (same
+/// context size, threads, batch and cache types) that proposes tokens. `draft` must have the
+/// same tokenizer vocabulary (AUTARK_ERR_INVALID_ARGUMENT naming the first difference
+/// otherwise); NULL removes the draft model. The session holds its own reference to `draft`.
+///
+/// # Safety
+/// `s` is a live session used by no other thread; `draft` NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_set_draft(s: *mut autark_session, draft: *const autark_model) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let s = unsafe { mut_arg(s, "session") }?;
+        if draft.is_null() {
+            s.session.set_draft(None)?;
+            return Ok(());
+        }
+        // SAFETY: contract of this function.
+        let model = &unsafe { ref_arg(draft, "draft") }?.inner;
+        let t = &s.session;
+        let [k, v] = t.cache_types();
+        let p = SessionParams {
+            n_ctx: t.n_ctx(),
+            n_threads: t.n_threads(),
+            n_batch: t.n_batch(),
+            cache_type_k: k,
+            cache_type_v: v,
+            ..DEFAULTS.session
+        };
+        let d = Session::new(Arc::clone(model), p)?;
+        s.session.set_draft(Some(d))?;
+        Ok(())
+    })
+}
+
+/// The tokens drafted, and how many of them were accepted, by the last `autark_generate` or
+/// `autark_generate_continue` (0 and 0 without speculative decoding).
+///
+/// # Safety
+/// `s` is a live session; `drafted` and `accepted` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_draft_stats(
+    s: *const autark_session,
+    drafted: *mut u64,
+    accepted: *mut u64,
+) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let s = unsafe { ref_arg(s, "session") }?;
+        if drafted.is_null() || accepted.is_null() {
+            return Err(FfiError::Null(if drafted.is_null() { "drafted" } else { "accepted" }));
+        }
+        // SAFETY: contract of this function (one write at a time, should both point to one
+        // place).
+        unsafe { *mut_arg(drafted, "drafted")? = s.drafts[0] as u64 };
+        // SAFETY: as above.
+        unsafe { *mut_arg(accepted, "accepted")? = s.drafts[1] as u64 };
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,39 @@ static bool cancel_after_first(const char *piece, size_t len, void *user_data) {
     return true;
 }
 
+/* Appends each piece to a buffer (user_data: struct text). */
+struct text {
+    char buf[8192];
+    size_t len;
+};
+static bool collect(const char *piece, size_t len, void *user_data) {
+    struct text *t = (struct text *)user_data;
+    if (t->len + len < sizeof t->buf) {
+        memcpy(t->buf + t->len, piece, len);
+        t->len += len;
+        t->buf[t->len] = 0;
+    }
+    return true;
+}
+
+/* Greedy text of `prompt` with speculative mode `mode` (and `m` as its own draft model for
+ * AUTARK_SPEC_DRAFT); the drafted and accepted counts into `stats`. */
+static void spec_text(autark_model *m, int mode, const char *prompt, struct text *out, uint64_t stats[2]) {
+    autark_session_params p = autark_session_params_default();
+    p.n_ctx = 256;
+    p.temperature = 0;
+    p.speculative = mode;
+    p.draft_max = 8;
+    autark_session *s = NULL;
+    out->len = 0;
+    out->buf[0] = 0;
+    CHECK(autark_session_new(m, &p, &s) == AUTARK_OK);
+    if (mode == AUTARK_SPEC_DRAFT) CHECK(autark_session_set_draft(s, m) == AUTARK_OK);
+    CHECK(autark_generate(s, prompt, 48, collect, out) == AUTARK_OK);
+    CHECK(autark_session_draft_stats(s, &stats[0], &stats[1]) == AUTARK_OK);
+    autark_session_free(s);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
     CHECK(autark_abi_version() == AUTARK_ABI_VERSION);
@@ -163,6 +196,39 @@ int main(int argc, char **argv) {
     CHECK(autark_generate_continue(s4, 4, NULL, NULL) == AUTARK_ERR_INVALID_ARGUMENT);
     autark_session_free(s4);
     remove("api_test_empty.state");
+
+    /* speculative decoding: the same text as plain decoding, with drafts made and accepted */
+    {
+        static struct text plain, look, draft;
+        uint64_t st[2] = {9, 9};
+        const char *prompt = "Repeat after me: red green blue, red green blue, red green blue, red green blue";
+        spec_text(m, AUTARK_SPEC_OFF, prompt, &plain, st);
+        CHECK(st[0] == 0 && st[1] == 0 && plain.len > 0);
+        spec_text(m, AUTARK_SPEC_LOOKUP, prompt, &look, st);
+        CHECK(strcmp(plain.buf, look.buf) == 0);
+        CHECK(st[0] > 0 && st[1] > 0 && st[1] <= st[0]);
+        spec_text(m, AUTARK_SPEC_DRAFT, prompt, &draft, st);
+        CHECK(strcmp(plain.buf, draft.buf) == 0);
+        CHECK(st[0] > 0 && st[1] == st[0]); /* a model is its own perfect draft */
+        autark_session_params bad = autark_session_params_default();
+        autark_session *s5 = NULL;
+        bad.speculative = 3;
+        CHECK(autark_session_new(m, &bad, &s5) == AUTARK_ERR_INVALID_ARGUMENT && s5 == NULL);
+        bad.speculative = AUTARK_SPEC_LOOKUP;
+        bad.draft_max = 0;
+        CHECK(autark_session_new(m, &bad, &s5) == AUTARK_ERR_INVALID_ARGUMENT && s5 == NULL);
+        bad.speculative = AUTARK_SPEC_DRAFT;
+        bad.draft_max = 4;
+        CHECK(autark_session_new(m, &bad, &s5) == AUTARK_OK);
+        /* draft mode without a draft model: refused when generating */
+        CHECK(autark_generate(s5, "Hi", 2, NULL, NULL) == AUTARK_ERR_INVALID_ARGUMENT);
+        CHECK(autark_session_set_draft(NULL, m) == AUTARK_ERR_NULL_POINTER);
+        CHECK(autark_session_set_draft(s5, m) == AUTARK_OK);
+        CHECK(autark_session_set_draft(s5, NULL) == AUTARK_OK);
+        CHECK(autark_session_draft_stats(s5, NULL, &st[1]) == AUTARK_ERR_NULL_POINTER);
+        CHECK(autark_session_draft_stats(NULL, &st[0], &st[1]) == AUTARK_ERR_NULL_POINTER);
+        autark_session_free(s5);
+    }
 
     /* a second model and session, freed in the other order: sessions keep their model alive */
     autark_model *m2 = NULL;
