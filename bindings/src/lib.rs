@@ -183,6 +183,14 @@ pub struct SessionOptions {
     pub context_shift: bool,
     #[uniffi(default = 0)]
     pub n_keep: u32,
+    /// Speculative decoding: "off", "lookup" (drafts from n-grams of the prompt and output) or
+    /// "draft" (a draft model, `Session.set_draft`). The text is the same as without it (with
+    /// "draft" and a temperature above 0: the same distribution).
+    #[uniffi(default = "off")]
+    pub speculative: String,
+    /// Most tokens drafted per step (1–64).
+    #[uniffi(default = 16)]
+    pub draft_max: u32,
 }
 
 impl Default for SessionOptions {
@@ -203,6 +211,8 @@ impl Default for SessionOptions {
             cache_type_v: p.cache_type_v.name().into(),
             context_shift: rt::DEFAULTS.generate.context_shift,
             n_keep: rt::DEFAULTS.generate.n_keep as u32,
+            speculative: rt::DEFAULTS.generate.speculative.mode.name().into(),
+            draft_max: rt::DEFAULTS.generate.speculative.draft_max as u32,
         }
     }
 }
@@ -222,6 +232,12 @@ impl SessionOptions {
         o.session.cache_type_v = cache_type(&self.cache_type_v, "cache_type_v")?;
         o.generate.context_shift = self.context_shift;
         o.generate.n_keep = self.n_keep as usize;
+        o.generate.speculative = rt::SpeculativeParams {
+            mode: rt::SpecMode::parse(&self.speculative).ok_or_else(|| AutarkError::InvalidArgument {
+                detail: format!("speculative {:?} (off, lookup or draft)", self.speculative),
+            })?,
+            draft_max: self.draft_max as usize,
+        };
         o.session.n_ctx = self.n_ctx as usize;
         o.session.n_threads = self.n_threads as usize;
         o.session.max_memory_bytes = usize::try_from(self.max_memory_bytes).unwrap_or(usize::MAX);
@@ -276,6 +292,9 @@ pub struct GenerationStats {
     pub prompt_seconds: f64,
     pub generation_seconds: f64,
     pub stop: StopReason,
+    /// Speculative decoding: tokens drafted, and how many of them were accepted.
+    pub drafted_tokens: u32,
+    pub accepted_drafts: u32,
 }
 
 impl From<&rt::GenerationStats> for GenerationStats {
@@ -293,6 +312,8 @@ impl From<&rt::GenerationStats> for GenerationStats {
                 rt::StopReason::ContextFull => StopReason::ContextFull,
                 rt::StopReason::Cancelled => StopReason::Cancelled,
             },
+            drafted_tokens: s.drafted_tokens as u32,
+            accepted_drafts: s.accepted_drafts as u32,
         }
     }
 }
@@ -568,6 +589,31 @@ impl Session {
         let mut st = self.lock();
         st.session.reset();
         st.last = None;
+    }
+
+    /// Gives this session a draft model for `speculative = "draft"`: a second session on
+    /// `draft` (same context size and threads) proposes tokens. `draft` must have this model's
+    /// tokenizer vocabulary (`InvalidArgument` naming the first difference otherwise); `None`
+    /// removes it.
+    pub fn set_draft(&self, draft: Option<Arc<Model>>) -> Result<()> {
+        let mut st = self.lock();
+        let d = match draft {
+            Some(d) => {
+                let t = &st.session;
+                let [k, v] = t.cache_types();
+                let p = rt::SessionParams {
+                    n_ctx: t.n_ctx(),
+                    n_threads: t.n_threads(),
+                    n_batch: t.n_batch(),
+                    cache_type_k: k,
+                    cache_type_v: v,
+                    ..rt::DEFAULTS.session
+                };
+                Some(rt::Session::new(Arc::clone(&d.inner), p)?)
+            }
+            None => None,
+        };
+        Ok(st.session.set_draft(d)?)
     }
 
     /// Statistics of the last generation on this session, if any since creation or reset.

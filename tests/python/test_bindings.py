@@ -82,9 +82,9 @@ DEFAULTS_C = r"""
 #include "autark.h"
 int main(void) {
     autark_session_params p = autark_session_params_default();
-    printf("%u %u %llu %.9g %d %.9g %.9g %.9g %d %d %d %u\n", p.n_ctx, p.n_threads, (unsigned long long)p.seed,
-           p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.cache_type_k, p.cache_type_v,
-           (int)p.context_shift, p.n_keep);
+    printf("%u %u %llu %.9g %d %.9g %.9g %.9g %d %d %d %u %d %u\n", p.n_ctx, p.n_threads,
+           (unsigned long long)p.seed, p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.cache_type_k,
+           p.cache_type_v, (int)p.context_shift, p.n_keep, p.speculative, p.draft_max);
     return 0;
 }
 """
@@ -123,7 +123,10 @@ def test_defaults_agree(ak, autark, prefix, tmp_path):
     codes = {"f32": 0, "f16": 1, "q8_0": 2}
     assert [codes[o.cache_type_k], codes[o.cache_type_v]] == c[8:10]
     assert [d["--cache-type-k"], d["--cache-type-v"]] == [o.cache_type_k, o.cache_type_v]
-    assert [int(o.context_shift), o.n_keep] == c[10:] and int(d["--keep"]) == o.n_keep
+    assert [int(o.context_shift), o.n_keep] == c[10:12] and int(d["--keep"]) == o.n_keep
+    # Speculative decoding (C codes AUTARK_SPEC_OFF/LOOKUP/DRAFT = 0/1/2).
+    modes = {"off": 0, "lookup": 1, "draft": 2}
+    assert [modes[o.speculative], o.draft_max] == c[12:14] and int(d["--draft-max"]) == o.draft_max
 
 
 # ---- generation -----------------------------------------------------------------------------
@@ -264,7 +267,8 @@ def test_context_overflow(ak, model):
 
 @pytest.mark.parametrize("bad", [dict(top_p=0.0), dict(temperature=-1.0), dict(min_p=2.0),
                                  dict(repeat_penalty=0.0), dict(n_ctx=10_000_000), dict(cache_type_k="q4_0"),
-                                 dict(cache_type_v="")])
+                                 dict(cache_type_v=""), dict(speculative="ngram"),
+                                 dict(speculative="lookup", draft_max=0)])
 def test_invalid_options(ak, model, bad):
     with pytest.raises(ak.AutarkError.InvalidArgument):
         model.new_session(ak.SessionOptions(**bad))
@@ -402,3 +406,26 @@ def test_save_load_continue(ak, model, tmp_path, cache):
     (tmp_path / "wrong.state").write_bytes(bytes(st))
     with pytest.raises(ak.AutarkError.StateModelMismatch):
         model.load_session(str(tmp_path / "wrong.state"), ak.SessionOptions())
+
+
+def test_speculative_decoding_gives_the_plain_text(ak, model):
+    """Prompt lookup and a draft model (here the model itself: every draft accepted) give the
+    text of plain decoding, greedy and seeded; the counts come back in the stats."""
+    prompt = "Say this three times: the cat sat on the mat, the cat sat on the mat"
+    for temperature in (0.0, 0.7):
+        opts = dict(temperature=temperature, seed=5, n_ctx=256)
+        plain = model.new_session(ak.SessionOptions(**opts)).generate(prompt, 40)
+        s = model.new_session(ak.SessionOptions(speculative="lookup", draft_max=6, **opts))
+        assert s.generate(prompt, 40) == plain
+        st = s.last_stats()
+        assert st.drafted_tokens > 0 and 0 < st.accepted_drafts <= st.drafted_tokens
+    opts = dict(temperature=0.0, n_ctx=256)
+    plain = model.new_session(ak.SessionOptions(**opts)).generate(prompt, 40)
+    s = model.new_session(ak.SessionOptions(speculative="draft", **opts))
+    with pytest.raises(ak.AutarkError.InvalidArgument):
+        s.generate(prompt, 4)  # no draft model yet
+    s.set_draft(model)
+    assert s.generate(prompt, 40) == plain
+    st = s.last_stats()
+    assert st.drafted_tokens > 0 and st.accepted_drafts == st.drafted_tokens
+    s.set_draft(None)
