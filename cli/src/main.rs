@@ -223,6 +223,12 @@ struct BenchArgs {
     /// With --prompt-file: render it as one user message with the chat template.
     #[arg(long, requires = "prompt_file")]
     chat: bool,
+    /// Temperature of the tg test through the generation loop (0 = greedy, as llama-bench).
+    #[arg(long, default_value_t = 0.0)]
+    temp: f32,
+    /// Seed of a sampled tg test (each repetition draws the same text).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     #[command(flatten)]
     spec: SpecArgs,
     /// One JSON object per line per test (llama-bench's jsonl keys n_prompt, n_gen,

@@ -32,10 +32,15 @@ pub struct BenchParams {
     /// KV cache types (keys, values).
     pub cache: [CacheType; 2],
     /// A real prompt instead of pseudo-random tokens: the pp test evaluates it, and the tg test
-    /// generates greedily from it through `Session::generate_continue` (which decodes
-    /// speculatively, with `speculative`), stopping early at an end-of-generation token.
+    /// generates from it through `Session::generate_continue` (which decodes speculatively,
+    /// with `speculative`, and samples, with `temperature`), stopping early at an
+    /// end-of-generation token.
     pub prompt: Option<Vec<u32>>,
     pub speculative: SpeculativeParams,
+    /// Sampling temperature of the generation-loop tg test (0 = greedy), and its seed; other
+    /// sampler settings are the defaults.
+    pub temperature: f32,
+    pub seed: u64,
     /// The draft model, for `SpecMode::Draft`.
     pub draft: Option<Arc<Model>>,
 }
@@ -97,10 +102,10 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
         s.set_draft(Some(Session::new(Arc::clone(d), params)?))?;
     }
     // The tg test through the generation loop (a real prompt, or speculative decoding).
-    let generate = p.prompt.is_some() || p.speculative.mode != SpecMode::Off;
+    let generate = p.prompt.is_some() || p.speculative.mode != SpecMode::Off || p.temperature > 0.0;
     let gen = GenerateParams {
         max_tokens: p.n_gen,
-        sampler: SamplerParams { temperature: 0.0, ..Default::default() },
+        sampler: SamplerParams { temperature: p.temperature, seed: p.seed, ..Default::default() },
         speculative: p.speculative,
         ..Default::default()
     };

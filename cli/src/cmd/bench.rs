@@ -67,6 +67,8 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
             cache,
             prompt: prompt.clone(),
             speculative: spec,
+            temperature: a.temp,
+            seed: a.seed,
             draft: draft.clone(),
         };
         for r in run_bench(&model, &p)? {
@@ -76,7 +78,7 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
                     "n_gen": r.n_gen, "n_threads": r.n_threads, "avg_ts": avg, "stddev_ts": sd, "samples_ts": r.samples_ts,
                     "n_depth": r.n_depth, "type_k": cache[0].name(), "type_v": cache[1].name(), "isa": isa, "load_seconds": load_s, "peak_rss_bytes": peak_rss().unwrap_or(0), "session_bytes": r.session_bytes,
                     "speculative": spec.mode.name(), "draft_max": spec.draft_max, "n_drafted": r.drafted, "n_accepted": r.accepted,
-                    "acceptance": r.accepted as f64 / r.drafted.max(1) as f64});
+                    "acceptance": r.accepted as f64 / r.drafted.max(1) as f64, "temperature": a.temp});
                 say!("{o}");
             } else {
                 let mut test = if r.n_prompt > 0 { format!("pp{}", r.n_prompt) } else { format!("tg{}", r.n_gen) };
