@@ -530,10 +530,9 @@ fn options(p: &autark_session_params) -> Result<Options, FfiError> {
     o.generate.context_shift = p.context_shift;
     o.generate.n_keep = p.n_keep as usize;
     o.generate.speculative = SpeculativeParams {
-        mode: u32::try_from(p.speculative)
-            .ok()
-            .and_then(SpecMode::from_code)
-            .ok_or_else(|| FfiError::Invalid(format!("speculative {} (AUTARK_SPEC_OFF, _LOOKUP or _DRAFT)", p.speculative)))?,
+        mode: u32::try_from(p.speculative).ok().and_then(SpecMode::from_code).ok_or_else(|| {
+            FfiError::Invalid(format!("speculative {} (AUTARK_SPEC_OFF, _LOOKUP or _DRAFT)", p.speculative))
+        })?,
         draft_max: p.draft_max as usize,
     };
     o.generate.sampler = SamplerParams {

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use autark_kernels::ops::EXACT_BATCH;
+
 use crate::error::{Result, RuntimeError};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::{Session, Suspended};
@@ -225,10 +227,11 @@ impl Session {
             }
             if spec.active() {
                 // Drafts must fit the context, be undoable (sliding-window rings), fit one
-                // batch, and not run past the token limit.
+                // batch that computes exactly what single steps compute, and not run past the
+                // token limit.
                 let limit = (self.n_ctx() - verified - 1)
                     .min(self.backend().kv().max_rewind())
-                    .min(self.n_batch() - 1)
+                    .min(self.n_batch().min(EXACT_BATCH) - 1)
                     .min(params.max_tokens - generated);
                 context.clear();
                 context.extend_from_slice(self.tokens());

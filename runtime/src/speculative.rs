@@ -62,6 +62,7 @@ pub struct SpeculativeParams {
 
 /// Most tokens `draft_max` may ask for.
 pub const DRAFT_MAX_LIMIT: usize = 64;
+// (Each verification batch is further capped at `autark_kernels::ops::EXACT_BATCH` tokens.)
 
 impl SpeculativeParams {
     pub fn validate(&self) -> Result<()> {
@@ -83,7 +84,7 @@ const PRIOR: f64 = 0.6;
 const ALPHA: f64 = 0.1;
 /// How fast an acceptance estimate that stopped drafting drifts back towards `PRIOR`, per step
 /// without drafts (so that drafting is tried again later).
-const RECOVER: f64 = 0.02;
+const RECOVER: f64 = 0.005;
 /// The cost of one more token in the verification batch, relative to a one-token step, until
 /// it is measured.
 const COST_PRIOR: f64 = 0.3;
