@@ -78,12 +78,13 @@ impl SpeculativeParams {
 
 /// Longest n-gram prompt lookup matches.
 const NGRAM_MAX: usize = 4;
-/// Acceptance each n-gram length starts from (an optimistic prior, so that drafting is tried).
-const PRIOR: f64 = 0.6;
+/// Acceptance each n-gram length (1, 2, 3, 4; the draft model at index 0) starts from: longer
+/// matches are better evidence. Optimistic enough that drafting is tried.
+const PRIOR: [f64; NGRAM_MAX] = [0.35, 0.5, 0.6, 0.7];
 /// Weight of one observation in the acceptance averages.
 const ALPHA: f64 = 0.1;
-/// How fast an acceptance estimate that stopped drafting drifts back towards `PRIOR`, per step
-/// without drafts (so that drafting is tried again later).
+/// How fast an acceptance estimate that stopped drafting drifts back towards its `PRIOR`, per
+/// step without drafts (so that drafting is tried again later).
 const RECOVER: f64 = 0.005;
 /// The cost of one more token in the verification batch, relative to a one-token step, until
 /// it is measured.
@@ -94,10 +95,15 @@ pub(crate) struct Drafter {
     mode: SpecMode,
     draft_max: usize,
     /// Acceptance rate of drafts after an n-gram match of length n + 1 (lookup), or of the
-    /// draft model's drafts (index 0).
-    accept: [f64; NGRAM_MAX],
+    /// draft model's drafts (n = 0): at index 2n after a step that rejected a draft, 2n + 1
+    /// after one that accepted all (copying runs go on: the second rate is the higher).
+    accept: [f64; 2 * NGRAM_MAX],
     /// Which estimate the pending drafts came from.
     source: usize,
+    /// Whether the last step with drafts accepted them all; that step's drafts and accepted.
+    run: bool,
+    pending: usize,
+    hits: usize,
     /// Seconds of a one-token target step (moving average; 0 until measured).
     t_one: f64,
     /// Extra seconds per extra token of a verification batch (moving average).
@@ -117,8 +123,11 @@ impl Drafter {
         Drafter {
             mode: p.mode,
             draft_max: p.draft_max,
-            accept: [PRIOR; NGRAM_MAX],
+            accept: std::array::from_fn(|i| if p.mode == SpecMode::Draft { 0.6 } else { PRIOR[i / 2] }),
             source: 0,
+            run: false,
+            pending: 0,
+            hits: 0,
             t_one: 0.0,
             t_extra: 0.0,
             t_draft: 0.0,
@@ -156,27 +165,34 @@ impl Drafter {
         let a = &mut self.accept[self.source];
         *a += ALPHA * (f64::from(u8::from(accepted)) - *a);
         self.accepted += usize::from(accepted);
+        self.hits += usize::from(accepted);
     }
 
-    /// How many drafts pay off: a draft at depth i is accepted with probability a^i and costs
-    /// `cost` of a one-token step, so drafts are worth it while a^i > cost. `limit` caps it.
+    /// How many drafts give the most tokens per unit of time: with drafts accepted at rate a
+    /// (each given the ones before it), k drafts yield 1 + a + … + aᵏ tokens for 1 + c·k
+    /// one-token steps of time, c being what one more drafted token costs (measured). Returns
+    /// the k in 0..=`limit` (and `draft_max`) with the best ratio; 0 when no draft pays off.
     fn depth(&mut self, source: usize, extra: f64, limit: usize) -> usize {
-        let a = self.accept[source];
+        let source = 2 * source + usize::from(self.run);
+        let a = self.accept[source].clamp(0.0, 1.0);
         let cost =
             if self.t_one > 0.0 && self.t_extra > 0.0 { (self.t_extra + extra) / self.t_one } else { COST_PRIOR };
-        let k = if a <= cost || a <= 0.0 {
-            0
-        } else if a >= 1.0 || cost <= 0.0 {
-            limit
-        } else {
-            (cost.ln() / a.ln()).floor() as usize
-        };
-        let k = k.min(limit).min(self.draft_max);
-        if k == 0 {
-            self.accept[source] += RECOVER * (PRIOR - self.accept[source]);
+        let (mut best, mut best_k) = (1.0, 0);
+        let (mut tokens, mut p) = (1.0, 1.0);
+        for k in 1..=limit.min(self.draft_max) {
+            p *= a;
+            tokens += p;
+            let ratio = tokens / (1.0 + cost * k as f64);
+            if ratio > best {
+                (best, best_k) = (ratio, k);
+            }
+        }
+        if best_k == 0 {
+            let prior = if self.mode == SpecMode::Draft { 0.6 } else { PRIOR[source / 2] };
+            self.accept[source] += RECOVER * (prior - self.accept[source]);
         }
         self.source = source;
-        k
+        best_k
     }
 
     /// Up to `limit` drafts to follow `context` (which ends with the token about to be
@@ -190,6 +206,10 @@ impl Drafter {
     ) -> Result<()> {
         out.clear();
         self.dists.clear();
+        if self.pending > 0 {
+            self.run = self.hits == self.pending;
+        }
+        (self.pending, self.hits) = (0, 0);
         if limit == 0 {
             return Ok(());
         }
@@ -217,6 +237,7 @@ impl Drafter {
             }
         }
         self.drafted += out.len();
+        self.pending = out.len();
         Ok(())
     }
 
@@ -317,12 +338,12 @@ mod tests {
         d.timed(1, Duration::from_millis(10));
         d.timed(5, Duration::from_millis(22)); // 3 ms per extra token: cost 0.3
         for _ in 0..60 {
-            d.source = 2;
+            d.source = 4; // 3-grams, after a rejection
             d.verified(true);
         }
-        assert!(d.depth(2, 0.0, 16) >= 8, "{}", d.accept[2]);
+        assert!(d.depth(2, 0.0, 16) >= 8, "{}", d.accept[4]);
         for _ in 0..60 {
-            d.source = 2;
+            d.source = 4;
             d.verified(false);
         }
         assert_eq!(d.depth(2, 0.0, 16), 0);
