@@ -106,6 +106,8 @@ pub(crate) struct Drafter {
     hits: usize,
     /// Seconds of a one-token target step (moving average; 0 until measured).
     t_one: f64,
+    /// `t_one` as guessed from a verification batch, until a one-token step is measured.
+    t_one_guess: f64,
     /// Extra seconds per extra token of a verification batch (moving average).
     t_extra: f64,
     /// Seconds of one draft-model step (moving average).
@@ -129,6 +131,7 @@ impl Drafter {
             pending: 0,
             hits: 0,
             t_one: 0.0,
+            t_one_guess: 0.0,
             t_extra: 0.0,
             t_draft: 0.0,
             sampler,
@@ -157,6 +160,9 @@ impl Drafter {
         } else if self.t_one > 0.0 {
             let extra = ((t - self.t_one) / (n - 1) as f64).max(0.0);
             self.t_extra = if self.t_extra == 0.0 { extra } else { self.t_extra + ALPHA * (extra - self.t_extra) };
+        } else {
+            // No one-token step yet: its time as the prior cost model would have it.
+            self.t_one_guess = t / (1.0 + COST_PRIOR * (n - 1) as f64);
         }
     }
 
@@ -175,8 +181,14 @@ impl Drafter {
     fn depth(&mut self, source: usize, extra: f64, limit: usize) -> usize {
         let source = 2 * source + usize::from(self.run);
         let a = self.accept[source].clamp(0.0, 1.0);
-        let cost =
-            if self.t_one > 0.0 && self.t_extra > 0.0 { (self.t_extra + extra) / self.t_one } else { COST_PRIOR };
+        // Relative to a one-token step (measured, or guessed from a batch); a draft model's own
+        // step counts in full.
+        let one = if self.t_one > 0.0 { self.t_one } else { self.t_one_guess };
+        let cost = match (one > 0.0, self.t_extra > 0.0) {
+            (true, true) => (self.t_extra + extra) / one,
+            (true, false) => COST_PRIOR + extra / one,
+            _ => COST_PRIOR,
+        };
         let (mut best, mut best_k) = (1.0, 0);
         let (mut tokens, mut p) = (1.0, 1.0);
         for k in 1..=limit.min(self.draft_max) {
