@@ -256,9 +256,15 @@ impl Drafter {
     /// The draft model's k tokens after `context`, greedy or sampled with the target's settings
     /// (and a random stream derived from the target's position, so that a generation repeats).
     fn draft_tokens(&mut self, d: &mut Session, context: &[u32], k: usize, out: &mut Vec<u32>) -> Result<()> {
+        // The draft's step time: its catch-up with the context (one or two new tokens after a
+        // verification; a long prefill when it starts, which is not a step) and its draft steps.
+        let common = d.tokens().iter().zip(context).take_while(|(a, b)| a == b).count();
         let t0 = std::time::Instant::now();
         d.eval_continuing(context)?;
-        let mut steps = 1;
+        let (mut busy, mut steps) = (0.0, 0);
+        if context.len() - common.min(context.len() - 1) <= 2 {
+            (busy, steps) = (t0.elapsed().as_secs_f64(), 1);
+        }
         let seed = context.len() as u64 ^ self.sampler.seed.rotate_left(17) ^ 0xD1B5_4A32_D192_ED03;
         let mut s = Sampler::with_rng_state(self.sampler, d.model().config().vocab_size, seed)?;
         let vocab = d.model().tokenizer().vocab_size();
@@ -279,11 +285,15 @@ impl Drafter {
             if i + 1 == k || d.tokens().len() >= d.n_ctx() {
                 break;
             }
+            let t1 = std::time::Instant::now();
             d.eval(&[t])?;
-            steps += 1;
+            (busy, steps) = (busy + t1.elapsed().as_secs_f64(), steps + 1);
         }
-        let per_step = t0.elapsed().as_secs_f64() / steps as f64;
-        self.t_draft = if self.t_draft == 0.0 { per_step } else { self.t_draft + ALPHA * (per_step - self.t_draft) };
+        if steps > 0 {
+            let per_step = busy / steps as f64;
+            self.t_draft =
+                if self.t_draft == 0.0 { per_step } else { self.t_draft + ALPHA * (per_step - self.t_draft) };
+        }
         Ok(())
     }
 }
