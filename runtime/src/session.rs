@@ -153,28 +153,6 @@ impl Session {
         kv.holds(layer, pos, self.tokens.len()).then(|| kv.row(layer, pos))
     }
 
-    /// Sets (or with `None` removes) the draft model's session, which speculative decoding in
-    /// `SpecMode::Draft` asks for tokens. Its model must have this model's tokenizer vocabulary
-    /// (`RuntimeError::DraftMismatch` otherwise); its context is kept in step with this one.
-    pub fn set_draft(&mut self, draft: Option<Session>) -> Result<()> {
-        if let Some(d) = &draft {
-            crate::speculative::check_draft(&self.model, d.model())?;
-            if d.n_ctx < self.n_ctx {
-                return Err(RuntimeError::InvalidArgument {
-                    name: "draft",
-                    what: format!("the draft session holds {} tokens, fewer than this one's {}", d.n_ctx, self.n_ctx),
-                });
-            }
-        }
-        self.draft = draft.map(Box::new);
-        Ok(())
-    }
-
-    /// The draft model's session, if one is set.
-    pub fn draft(&self) -> Option<&Session> {
-        self.draft.as_deref()
-    }
-
     /// The KV cache's types (keys, values).
     pub fn cache_types(&self) -> [CacheType; 2] {
         self.cache

@@ -298,6 +298,34 @@ impl Drafter {
     }
 }
 
+impl Session {
+    /// Sets (or with `None` removes) the draft model's session, which speculative decoding in
+    /// `SpecMode::Draft` asks for tokens. Its model must have this model's tokenizer vocabulary
+    /// (`RuntimeError::DraftMismatch` otherwise); its context is kept in step with this one.
+    pub fn set_draft(&mut self, draft: Option<Session>) -> Result<()> {
+        if let Some(d) = &draft {
+            check_draft(self.model(), d.model())?;
+            if d.n_ctx() < self.n_ctx() {
+                return Err(RuntimeError::InvalidArgument {
+                    name: "draft",
+                    what: format!(
+                        "the draft session holds {} tokens, fewer than this one's {}",
+                        d.n_ctx(),
+                        self.n_ctx()
+                    ),
+                });
+            }
+        }
+        self.draft = draft.map(Box::new);
+        Ok(())
+    }
+
+    /// The draft model's session, if one is set.
+    pub fn draft(&self) -> Option<&Session> {
+        self.draft.as_deref()
+    }
+}
+
 /// The longest n (up to `NGRAM_MAX`) for which the last n tokens of `context` occurred before,
 /// and where the tokens after their latest earlier occurrence start: (n, index).
 fn lookup(context: &[u32]) -> Option<(usize, usize)> {
@@ -311,7 +339,7 @@ fn lookup(context: &[u32]) -> Option<(usize, usize)> {
 
 /// Checks that a draft model can propose tokens for `target`: the same tokenizer vocabulary
 /// (every token's text and id), the same beginning- and end-of-sequence tokens.
-pub(crate) fn check_draft(target: &crate::Model, draft: &crate::Model) -> Result<()> {
+fn check_draft(target: &crate::Model, draft: &crate::Model) -> Result<()> {
     let (t, d) = (target.tokenizer(), draft.tokenizer());
     let mismatch = |what: String| Err(RuntimeError::DraftMismatch(what));
     if t.vocab_size() != d.vocab_size() {
