@@ -1,7 +1,8 @@
 //! `autark`: quantize, inspect, verify, run, chat, bench. A thin layer over the library crates.
 //!
 //! Exit codes: 0 success; 1 the operation failed (message on stderr); 2 bad command line;
-//! 3 `verify` found corrupted tensors.
+//! 3 `verify` found corrupted tensors; 4 a constrained generation (`--json-schema`, `--regex`,
+//! `--grammar`, `--tools`) stopped before its output was complete.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -254,6 +255,23 @@ struct SampleArgs {
     /// Tokens at the start of the context that a context shift keeps.
     #[arg(long, default_value_t = DEFAULTS.generate.n_keep)]
     keep: usize,
+    #[command(flatten)]
+    constraint: ConstraintArgs,
+}
+
+/// Structured output (docs/STRUCTURED.md): at most one constraint.
+#[derive(Args, Clone, Default)]
+#[group(multiple = false)]
+pub struct ConstraintArgs {
+    /// The output is one JSON value valid under this JSON Schema file.
+    #[arg(long, value_name = "FILE")]
+    pub json_schema: Option<PathBuf>,
+    /// The whole output matches this regular expression.
+    #[arg(long, value_name = "RE")]
+    pub regex: Option<String>,
+    /// The output matches this grammar file (llguidance's Lark syntax).
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<PathBuf>,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -277,6 +295,10 @@ fn main() -> ExitCode {
         Err(CliError::Corrupted(n)) => {
             eprintln!("autark: verify failed: {n} corrupted tensor(s)");
             ExitCode::from(3)
+        }
+        Err(e @ CliError::Incomplete { .. }) => {
+            eprintln!("autark: {e}");
+            ExitCode::from(4)
         }
         Err(e @ CliError::Usage(_)) => {
             eprintln!("autark: error: {e}");

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use crate::constraint::Constraint;
 use crate::error::{Result, RuntimeError};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::{Session, Suspended};
@@ -18,6 +19,9 @@ pub struct GenerateParams {
     /// `n_keep` tokens) and go on, instead of stopping with `StopReason::ContextFull`.
     pub context_shift: bool,
     pub n_keep: usize,
+    /// The output must match this (docs/STRUCTURED.md): a token mask before every draw, and
+    /// the generation ends (`StopReason::Complete`) when nothing more may follow.
+    pub constraint: Option<Constraint>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub enum StopReason {
     MaxTokens,
     ContextFull,
     Cancelled,
+    /// The constraint's output is complete and nothing may follow it.
+    Complete,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +47,9 @@ pub struct GenerationStats {
     pub stop: StopReason,
     /// Tokens dropped by context shifts.
     pub shifted_tokens: usize,
+    /// A constrained generation stopped (token limit, stop string, full context, cancel) before
+    /// its output was complete: the text does not match the constraint.
+    pub incomplete: bool,
 }
 
 impl GenerationStats {
@@ -68,11 +77,12 @@ impl Session {
         on_piece: &mut dyn FnMut(&str) -> bool,
     ) -> Result<GenerationStats> {
         params.sampler.validate()?; // before the prompt is evaluated
+        let guide = params.constraint.as_ref().map(|c| self.model().compile_constraint(c).map(Box::new)).transpose()?;
         let t0 = Instant::now();
         let cached_before =
             self.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len().saturating_sub(1));
         self.eval_continuing(prompt)?;
-        let mut stats = self.run(Suspended::start(&params.sampler), params, on_piece)?;
+        let mut stats = self.run(Suspended { guide, ..Suspended::start(&params.sampler) }, params, on_piece)?;
         stats.prompt_tokens = prompt.len();
         stats.prompt_evaluated = prompt.len() - cached_before;
         stats.prompt_seconds = t0.elapsed().as_secs_f64() - stats.generation_seconds;
@@ -82,7 +92,8 @@ impl Session {
     /// Goes on generating from the current context: a suspended generation (see `generate`)
     /// continues with its random stream, unfinished text and stop-string state, bit for bit as
     /// if it had never stopped; otherwise a new one starts from the last token's logits.
-    /// The sampling settings of `params` apply from here on.
+    /// The sampling settings of `params` apply from here on; a suspended generation keeps its
+    /// constraint.
     pub fn generate_continue(
         &mut self,
         params: &GenerateParams,
@@ -91,7 +102,13 @@ impl Session {
         if self.tokens().is_empty() {
             return Err(RuntimeError::EmptyInput);
         }
-        let state = self.suspended.take().unwrap_or_else(|| Suspended::start(&params.sampler));
+        let state = match self.suspended.take() {
+            Some(s) => s,
+            None => {
+                let guide = params.constraint.as_ref().map(|c| self.model().compile_constraint(c).map(Box::new));
+                Suspended { guide: guide.transpose()?, ..Suspended::start(&params.sampler) }
+            }
+        };
         self.run(state, params, on_piece)
     }
 
@@ -111,6 +128,7 @@ impl Session {
         // already emitted (by the generation this one continues).
         let mut emitted = state.held_emitted.min(state.held.len());
         let mut pending = state.held;
+        let mut guide = state.guide;
         let (mut generated, mut shifted) = (0, 0);
         let stop = loop {
             if self.take_cancel() {
@@ -119,9 +137,16 @@ impl Session {
             if generated >= params.max_tokens {
                 break StopReason::MaxTokens;
             }
-            let next = sampler.sample(self.logits(), self.tokens());
+            let logits = match guide.as_deref_mut() {
+                Some(g) => g.mask(self.logits())?,
+                None => self.logits(),
+            };
+            let next = sampler.sample(logits, self.tokens());
             if tok.is_end_of_generation(next) {
                 break StopReason::EndOfGeneration;
+            }
+            if let Some(g) = guide.as_deref_mut() {
+                g.accept(next)?;
             }
             generated += 1;
             pending.push_str(&detok.push(tok, next)?);
@@ -143,6 +168,9 @@ impl Session {
                     break StopReason::Cancelled;
                 }
             }
+            if guide.as_ref().is_some_and(|g| g.is_finished()) {
+                break StopReason::Complete;
+            }
             if self.tokens().len() >= self.n_ctx() {
                 if !params.context_shift {
                     break StopReason::ContextFull;
@@ -150,6 +178,12 @@ impl Session {
                 shifted += self.shift_context(params.n_keep)?;
             }
             self.eval(&[next])?;
+        };
+        // A stop string cuts the text inside what the constraint accepted, so it never completes it.
+        let incomplete = match guide.as_deref_mut() {
+            None => false,
+            Some(_) if stop == StopReason::StopString => true,
+            Some(g) => !g.is_complete(),
         };
         match stop {
             StopReason::MaxTokens | StopReason::Cancelled => {
@@ -161,7 +195,7 @@ impl Session {
                     emitted = pending.len();
                 }
                 let rng = sampler.rng_state();
-                self.suspended = Some(Suspended { rng, detok, held: pending, held_emitted: emitted });
+                self.suspended = Some(Suspended { rng, detok, held: pending, held_emitted: emitted, guide });
             }
             _ => {
                 pending.push_str(&detok.flush(tok)?);
@@ -178,6 +212,7 @@ impl Session {
             generation_seconds: t1.elapsed().as_secs_f64(),
             stop,
             shifted_tokens: shifted,
+            incomplete,
         })
     }
 }

@@ -7,6 +7,7 @@ pub(crate) mod backend;
 pub mod bench;
 pub mod calibrate;
 pub mod chat;
+pub mod constraint;
 mod cpu;
 pub mod error;
 pub mod forward;
@@ -24,6 +25,7 @@ pub mod tokenizer;
 
 pub use autark_format::{Architecture, FormatError};
 pub use chat::ChatMessage;
+pub use constraint::{Constraint, Guide};
 pub use error::{ErrorKind, Result, RuntimeError};
 pub use generate::{GenerateParams, GenerationStats, StopReason};
 pub use kv::CacheType;

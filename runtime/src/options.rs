@@ -39,6 +39,7 @@ pub const DEFAULTS: Options = Options {
         stop: Vec::new(),
         context_shift: false,
         n_keep: 0,
+        constraint: None,
     },
 };
 

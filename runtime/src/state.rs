@@ -237,7 +237,8 @@ impl Session {
             }
             let detok =
                 Detokenizer::from_state(g.detok_tokens, g.detok_read).ok_or_else(|| corrupt("detokenizer state"))?;
-            session.suspended = Some(Suspended { rng: g.rng, detok, held: g.held, held_emitted: g.held_emitted });
+            session.suspended =
+                Some(Suspended { rng: g.rng, detok, held: g.held, held_emitted: g.held_emitted, guide: None });
         }
         Ok((session, h.app))
     }

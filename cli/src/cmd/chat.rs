@@ -75,12 +75,17 @@ pub fn chat(
         match r {
             Ok(stats) => {
                 eprintln!(
-                    "[prompt: {} of {} tokens evaluated, {:.1} t/s | generation: {} tokens, {:.1} t/s]",
+                    "[prompt: {} of {} tokens evaluated, {:.1} t/s | generation: {} tokens, {:.1} t/s{}]",
                     stats.prompt_evaluated,
                     stats.prompt_tokens,
                     stats.prompt_tps(),
                     stats.generated_tokens,
-                    stats.generation_tps()
+                    stats.generation_tps(),
+                    if stats.incomplete {
+                        " | INCOMPLETE: stopped before the constrained output was complete"
+                    } else {
+                        ""
+                    }
                 );
                 history.push(ChatMessage::new("assistant", reply.trim()));
                 if let Some(f) = keep {

@@ -4,10 +4,25 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use autark_runtime::{ChatMessage, Options, Prompt, SamplerParams, Session, SessionParams, DEFAULTS};
+use autark_runtime::{ChatMessage, Constraint, Options, Prompt, SamplerParams, Session, SessionParams, DEFAULTS};
 
-use super::{load, load_for_chat, Result};
-use crate::SampleArgs;
+use super::{load, load_for_chat, read_text, CliError, Result};
+use crate::{ConstraintArgs, SampleArgs};
+
+impl ConstraintArgs {
+    /// The constraint the flags name (its file read), if any.
+    pub fn constraint(&self) -> Result<Option<Constraint>> {
+        Ok(if let Some(f) = &self.json_schema {
+            Some(Constraint::JsonSchema(read_text(f)?))
+        } else if let Some(rx) = &self.regex {
+            Some(Constraint::Regex(rx.clone()))
+        } else if let Some(f) = &self.grammar {
+            Some(Constraint::Grammar(read_text(f)?))
+        } else {
+            None
+        })
+    }
+}
 
 impl SampleArgs {
     /// The runtime's options for up to `max_tokens` tokens, checked.
@@ -34,6 +49,7 @@ impl SampleArgs {
                 stop: self.stop.clone(),
                 context_shift: self.context_shift,
                 n_keep: self.keep,
+                constraint: self.constraint.constraint()?,
             },
         };
         o.validate()?;
@@ -109,5 +125,8 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
             String::new()
         }
     );
+    if stats.incomplete {
+        return Err(CliError::Incomplete { stop: format!("{:?}", stats.stop) });
+    }
     Ok(())
 }
