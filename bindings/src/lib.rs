@@ -67,6 +67,16 @@ pub enum AutarkError {
     /// A saved session state of another model.
     #[error("{detail}")]
     StateModelMismatch { detail: String },
+    /// The constraint's JSON Schema uses `keyword` (at `path`), which cannot be enforced.
+    #[error("{detail}")]
+    UnsupportedConstraint { keyword: String, path: String, detail: String },
+    /// A constraint that cannot be compiled (syntax, unsatisfiable, over the limits).
+    #[error("{detail}")]
+    InvalidConstraint { detail: String },
+    /// A constrained generation stopped (`stop`) before its output was complete; `text` is what
+    /// was generated, which does not match the constraint.
+    #[error("{detail}")]
+    IncompleteOutput { text: String, stop: StopReason, detail: String },
 }
 
 impl From<RuntimeError> for AutarkError {
@@ -80,6 +90,9 @@ impl From<RuntimeError> for AutarkError {
             (_, RuntimeError::InvalidToken { id, vocab }) => {
                 AutarkError::InvalidToken { id, vocab: vocab as u32, detail }
             }
+            (_, RuntimeError::UnsupportedKeyword { keyword, path }) => {
+                AutarkError::UnsupportedConstraint { keyword, path, detail }
+            }
             (K::Io, _) => AutarkError::Io { detail },
             (K::CorruptModel, _) => AutarkError::CorruptModel { detail },
             (K::UnsupportedModel, _) => AutarkError::UnsupportedModel { detail },
@@ -90,6 +103,7 @@ impl From<RuntimeError> for AutarkError {
             (K::Internal, _) => AutarkError::Internal { detail },
             (K::CorruptState, _) => AutarkError::CorruptState { detail },
             (K::StateModelMismatch, _) => AutarkError::StateModelMismatch { detail },
+            (K::UnsupportedConstraint | K::InvalidConstraint, _) => AutarkError::InvalidConstraint { detail },
         }
     }
 }
@@ -183,6 +197,30 @@ pub struct SessionOptions {
     pub context_shift: bool,
     #[uniffi(default = 0)]
     pub n_keep: u32,
+    /// The output must match this (docs/STRUCTURED.md); `None` = free text.
+    #[uniffi(default = None)]
+    pub constraint: Option<Constraint>,
+}
+
+/// What a generation's output must match.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum Constraint {
+    /// One JSON value valid under this JSON Schema (its JSON text).
+    JsonSchema { schema: String },
+    /// The whole output matches this regular expression (Rust `regex` syntax).
+    Regex { pattern: String },
+    /// A grammar in llguidance's Lark syntax.
+    Grammar { lark: String },
+}
+
+impl From<Constraint> for rt::Constraint {
+    fn from(c: Constraint) -> Self {
+        match c {
+            Constraint::JsonSchema { schema } => rt::Constraint::JsonSchema(schema),
+            Constraint::Regex { pattern } => rt::Constraint::Regex(pattern),
+            Constraint::Grammar { lark } => rt::Constraint::Grammar(lark),
+        }
+    }
 }
 
 impl Default for SessionOptions {
@@ -203,6 +241,7 @@ impl Default for SessionOptions {
             cache_type_v: p.cache_type_v.name().into(),
             context_shift: rt::DEFAULTS.generate.context_shift,
             n_keep: rt::DEFAULTS.generate.n_keep as u32,
+            constraint: None,
         }
     }
 }
@@ -235,6 +274,7 @@ impl SessionOptions {
             ..o.generate.sampler
         };
         o.generate.stop = self.stop;
+        o.generate.constraint = self.constraint.map(rt::Constraint::from);
         o.validate()?;
         Ok(o)
     }
@@ -264,6 +304,8 @@ pub enum StopReason {
     ContextFull,
     /// The sink returned false.
     Cancelled,
+    /// The constraint's output is complete and nothing may follow it.
+    Complete,
 }
 
 /// Counts and timings of one generation.
@@ -276,6 +318,8 @@ pub struct GenerationStats {
     pub prompt_seconds: f64,
     pub generation_seconds: f64,
     pub stop: StopReason,
+    /// A constrained generation stopped before its output was complete.
+    pub incomplete: bool,
 }
 
 impl From<&rt::GenerationStats> for GenerationStats {
@@ -292,7 +336,9 @@ impl From<&rt::GenerationStats> for GenerationStats {
                 rt::StopReason::MaxTokens => StopReason::MaxTokens,
                 rt::StopReason::ContextFull => StopReason::ContextFull,
                 rt::StopReason::Cancelled => StopReason::Cancelled,
+                rt::StopReason::Complete => StopReason::Complete,
             },
+            incomplete: s.incomplete,
         }
     }
 }
@@ -383,6 +429,7 @@ impl Model {
     /// A new session (its own KV cache for `options.n_ctx` tokens) on this model.
     pub fn new_session(&self, options: SessionOptions) -> Result<Arc<Session>> {
         let options = options.options()?;
+        self.check_constraint(&options)?;
         let session = rt::Session::new(Arc::clone(&self.inner), options.session)?;
         Ok(Session::wrap(&self.inner, session, options.generate))
     }
@@ -393,8 +440,19 @@ impl Model {
     /// `continue_generation` then goes on exactly where the saved generation stopped.
     pub fn load_session(&self, path: String, options: SessionOptions) -> Result<Arc<Session>> {
         let options = options.options()?;
+        self.check_constraint(&options)?;
         let session = rt::Session::load(Arc::clone(&self.inner), Path::new(&path), options.session)?;
         Ok(Session::wrap(&self.inner, session, options.generate))
+    }
+}
+
+impl Model {
+    /// Compiles the options' constraint, so that a bad one is refused when the session is made.
+    fn check_constraint(&self, o: &rt::Options) -> Result<()> {
+        if let Some(c) = &o.generate.constraint {
+            self.inner.compile_constraint(c)?;
+        }
+        Ok(())
     }
 }
 
@@ -476,6 +534,24 @@ impl Session {
         }
     }
 
+    /// The whole text of one generation (`run`); a constrained one that stopped before its
+    /// output was complete raises `IncompleteOutput`.
+    fn text(&self, tokens: Option<&[u32]>, max_tokens: u32) -> Result<String> {
+        let mut text = String::new();
+        let stats = self.run(tokens, max_tokens, &mut |piece| {
+            text.push_str(piece);
+            Ok(true)
+        })?;
+        if stats.incomplete {
+            let detail = format!(
+                "the output is incomplete: the generation stopped ({:?}) before it matched the constraint",
+                stats.stop
+            );
+            return Err(AutarkError::IncompleteOutput { text, stop: stats.stop, detail });
+        }
+        Ok(text)
+    }
+
     fn prompt_tokens(&self, prompt: &str) -> Result<Vec<u32>> {
         Ok(self.model.prompt_tokens(rt::Prompt::Text(prompt))?)
     }
@@ -492,12 +568,7 @@ impl Session {
     /// current context re-uses it.
     pub fn generate(&self, prompt: String, max_tokens: u32) -> Result<String> {
         let tokens = self.prompt_tokens(&prompt)?;
-        let mut text = String::new();
-        self.run(Some(&tokens), max_tokens, &mut |piece| {
-            text.push_str(piece);
-            Ok(true)
-        })?;
-        Ok(text)
+        self.text(Some(&tokens), max_tokens)
     }
 
     /// `generate`, streaming the text to `sink` as it is produced; `false` from the sink stops.
@@ -515,12 +586,7 @@ impl Session {
     /// whole conversation each turn: the part already in the context is not evaluated again.
     pub fn chat(&self, messages: Vec<ChatMessage>, max_tokens: u32) -> Result<String> {
         let tokens = self.chat_tokens(&messages)?;
-        let mut text = String::new();
-        self.run(Some(&tokens), max_tokens, &mut |piece| {
-            text.push_str(piece);
-            Ok(true)
-        })?;
-        Ok(text)
+        self.text(Some(&tokens), max_tokens)
     }
 
     /// `chat`, streaming the reply to `sink`.
@@ -538,12 +604,7 @@ impl Session {
     /// generation that stopped at its token limit or was cancelled (also one saved and loaded
     /// again) continues exactly as if it had never stopped.
     pub fn continue_generation(&self, max_tokens: u32) -> Result<String> {
-        let mut text = String::new();
-        self.run(None, max_tokens, &mut |piece| {
-            text.push_str(piece);
-            Ok(true)
-        })?;
-        Ok(text)
+        self.text(None, max_tokens)
     }
 
     /// Saves the context (tokens, KV cache, a suspended generation) to `path`, atomically;

@@ -48,6 +48,26 @@
 #define AUTARK_CACHE_Q8_0 2
 
 /*
+ Kinds of constraint (`autark_session_set_constraint`): none (unconstrained output).
+ */
+#define AUTARK_CONSTRAINT_NONE 0
+
+/*
+ A JSON Schema (its JSON text): the output is one JSON value valid under it.
+ */
+#define AUTARK_CONSTRAINT_JSON_SCHEMA 1
+
+/*
+ A regular expression (Rust `regex` syntax) the whole output matches.
+ */
+#define AUTARK_CONSTRAINT_REGEX 2
+
+/*
+ A grammar in llguidance's Lark syntax (docs/STRUCTURED.md).
+ */
+#define AUTARK_CONSTRAINT_GRAMMAR 3
+
+/*
  Stops a session's generation from another thread. Obtained with
  `autark_session_cancel_token`; thread-safe; free with `autark_cancel_token_free` (it may
  outlive its session, after which cancelling does nothing).
@@ -229,7 +249,22 @@ typedef bool (*autark_piece_callback)(const char *piece, uintptr_t len, void *us
 
 /*
  An internal error (a bug): a panic was caught at the boundary.
+ A constraint (`autark_session_set_constraint`) uses a JSON Schema keyword that cannot be
+ enforced; the message names it.
  */
+#define AUTARK_ERR_UNSUPPORTED_CONSTRAINT -16
+
+/*
+ A constraint that cannot be compiled (syntax, unsatisfiable, over the limits).
+ */
+#define AUTARK_ERR_INVALID_CONSTRAINT -17
+
+/*
+ A constrained generation stopped (max_tokens, full context, cancel) before its output was
+ complete: the text streamed does not match the constraint. The session stays usable.
+ */
+#define AUTARK_ERR_INCOMPLETE_OUTPUT -18
+
 #define AUTARK_ERR_PANIC -100
 
 #ifdef __cplusplus
@@ -465,7 +500,9 @@ void autark_cancel_token_free(autark_cancel_token *t);
  evaluated (pass the whole conversation each turn: only new tokens are evaluated). Text goes
  to `cb` as it becomes complete UTF-8; `cb` may be NULL. Stops at an end-of-generation token,
  `max_tokens`, a full context, or when `cb` returns false (all AUTARK_OK). The sampler
- restarts from the session's seed on every call.
+ restarts from the session's seed on every call. With a constraint
+ (`autark_session_set_constraint`), it also stops when the output is complete, and returns
+ AUTARK_ERR_INCOMPLETE_OUTPUT when it stopped before.
 
  # Safety
  `s` is a live session used by no other thread; `prompt` NUL-terminated; `cb`, if not NULL,
@@ -490,6 +527,21 @@ autark_status autark_generate_continue(autark_session *s,
                                        uint32_t max_tokens,
                                        autark_piece_callback cb,
                                        void *user_data);
+
+/*
+ Constrains the output of the session's following `autark_generate` /
+ `autark_generate_continue` calls: `kind` is `AUTARK_CONSTRAINT_JSON_SCHEMA`, `_REGEX` or
+ `_GRAMMAR` with its NUL-terminated UTF-8 `text` (copied), or `AUTARK_CONSTRAINT_NONE`
+ (`text` ignored, may be NULL) to remove it. The constraint is compiled here, so a bad one
+ fails now: AUTARK_ERR_UNSUPPORTED_CONSTRAINT (the message names the schema keyword) or
+ AUTARK_ERR_INVALID_CONSTRAINT; the session's constraint is then unchanged. A constrained
+ generation ends when its output is complete; one that stops before (max_tokens, a full
+ context, a stop from the callback) returns AUTARK_ERR_INCOMPLETE_OUTPUT.
+
+ # Safety
+ `s` is a live session used by no other thread; `text` NULL or NUL-terminated.
+ */
+autark_status autark_session_set_constraint(autark_session *s, int32_t kind, const char *text);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use autark_runtime::{
-    CacheType, ChatMessage, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams, Session,
-    SessionParams, DEFAULTS,
+    CacheType, ChatMessage, Constraint, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams,
+    Session, SessionParams, DEFAULTS,
 };
 
 /// Status of a call: `AUTARK_OK` (0) or a negative `AUTARK_ERR_*` code. Codes are never
@@ -53,6 +53,14 @@ pub const AUTARK_ERR_CORRUPT_STATE: autark_status = -14;
 /// A saved session state belongs to another model.
 pub const AUTARK_ERR_STATE_MODEL_MISMATCH: autark_status = -15;
 /// An internal error (a bug): a panic was caught at the boundary.
+/// A constraint (`autark_session_set_constraint`) uses a JSON Schema keyword that cannot be
+/// enforced; the message names it.
+pub const AUTARK_ERR_UNSUPPORTED_CONSTRAINT: autark_status = -16;
+/// A constraint that cannot be compiled (syntax, unsatisfiable, over the limits).
+pub const AUTARK_ERR_INVALID_CONSTRAINT: autark_status = -17;
+/// A constrained generation stopped (max_tokens, full context, cancel) before its output was
+/// complete: the text streamed does not match the constraint. The session stays usable.
+pub const AUTARK_ERR_INCOMPLETE_OUTPUT: autark_status = -18;
 pub const AUTARK_ERR_PANIC: autark_status = -100;
 
 /// Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
@@ -66,8 +74,18 @@ pub const AUTARK_CACHE_F16: i32 = 1;
 /// ggml's q8_0 blocks: 34 bytes per 32 values (head size a multiple of 32).
 pub const AUTARK_CACHE_Q8_0: i32 = 2;
 
+/// Kinds of constraint (`autark_session_set_constraint`): none (unconstrained output).
+pub const AUTARK_CONSTRAINT_NONE: i32 = 0;
+/// A JSON Schema (its JSON text): the output is one JSON value valid under it.
+pub const AUTARK_CONSTRAINT_JSON_SCHEMA: i32 = 1;
+/// A regular expression (Rust `regex` syntax) the whole output matches.
+pub const AUTARK_CONSTRAINT_REGEX: i32 = 2;
+/// A grammar in llguidance's Lark syntax (docs/STRUCTURED.md).
+pub const AUTARK_CONSTRAINT_GRAMMAR: i32 = 3;
+
 #[derive(Debug)]
 enum FfiError {
+    Incomplete(autark_runtime::StopReason),
     Null(&'static str),
     Utf8(&'static str),
     Invalid(String),
@@ -90,6 +108,12 @@ impl std::fmt::Display for FfiError {
             FfiError::Invalid(what) => write!(f, "invalid argument: {what}"),
             FfiError::BufferTooSmall { needed } => write!(f, "buffer too small: {needed} needed"),
             FfiError::NoLogits => write!(f, "no logits: evaluate tokens first"),
+            FfiError::Incomplete(stop) => {
+                write!(
+                    f,
+                    "the output is incomplete: the generation stopped ({stop:?}) before it matched the constraint"
+                )
+            }
             FfiError::Runtime(e) => write!(f, "{e}"),
         }
     }
@@ -106,6 +130,7 @@ impl FfiError {
             FfiError::Invalid(_) => AUTARK_ERR_INVALID_ARGUMENT,
             FfiError::BufferTooSmall { .. } => AUTARK_ERR_BUFFER_TOO_SMALL,
             FfiError::NoLogits => AUTARK_ERR_NO_LOGITS,
+            FfiError::Incomplete(_) => AUTARK_ERR_INCOMPLETE_OUTPUT,
             FfiError::Runtime(e) => match e.kind() {
                 K::Io => AUTARK_ERR_IO,
                 K::CorruptModel => AUTARK_ERR_CORRUPT_MODEL,
@@ -118,6 +143,8 @@ impl FfiError {
                 K::Internal => AUTARK_ERR_INTERNAL,
                 K::CorruptState => AUTARK_ERR_CORRUPT_STATE,
                 K::StateModelMismatch => AUTARK_ERR_STATE_MODEL_MISMATCH,
+                K::UnsupportedConstraint => AUTARK_ERR_UNSUPPORTED_CONSTRAINT,
+                K::InvalidConstraint => AUTARK_ERR_INVALID_CONSTRAINT,
             },
         }
     }
@@ -830,7 +857,9 @@ pub type autark_piece_callback =
 /// evaluated (pass the whole conversation each turn: only new tokens are evaluated). Text goes
 /// to `cb` as it becomes complete UTF-8; `cb` may be NULL. Stops at an end-of-generation token,
 /// `max_tokens`, a full context, or when `cb` returns false (all AUTARK_OK). The sampler
-/// restarts from the session's seed on every call.
+/// restarts from the session's seed on every call. With a constraint
+/// (`autark_session_set_constraint`), it also stops when the output is complete, and returns
+/// AUTARK_ERR_INCOMPLETE_OUTPUT when it stopped before.
 ///
 /// # Safety
 /// `s` is a live session used by no other thread; `prompt` NUL-terminated; `cb`, if not NULL,
@@ -904,8 +933,55 @@ unsafe fn run_generation(
         None => s.session.generate_continue(&params, &mut sink),
     };
     s.has_logits = !s.session.tokens().is_empty();
-    r?;
+    let stats = r?;
+    if stats.incomplete {
+        return Err(FfiError::Incomplete(stats.stop));
+    }
     Ok(())
+}
+
+// ============================================================================================
+// Structured output (docs/STRUCTURED.md)
+// ============================================================================================
+
+/// Constrains the output of the session's following `autark_generate` /
+/// `autark_generate_continue` calls: `kind` is `AUTARK_CONSTRAINT_JSON_SCHEMA`, `_REGEX` or
+/// `_GRAMMAR` with its NUL-terminated UTF-8 `text` (copied), or `AUTARK_CONSTRAINT_NONE`
+/// (`text` ignored, may be NULL) to remove it. The constraint is compiled here, so a bad one
+/// fails now: AUTARK_ERR_UNSUPPORTED_CONSTRAINT (the message names the schema keyword) or
+/// AUTARK_ERR_INVALID_CONSTRAINT; the session's constraint is then unchanged. A constrained
+/// generation ends when its output is complete; one that stops before (max_tokens, a full
+/// context, a stop from the callback) returns AUTARK_ERR_INCOMPLETE_OUTPUT.
+///
+/// # Safety
+/// `s` is a live session used by no other thread; `text` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_set_constraint(
+    s: *mut autark_session,
+    kind: i32,
+    text: *const c_char,
+) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let s = unsafe { mut_arg(s, "session") }?;
+        let c = if kind == AUTARK_CONSTRAINT_NONE {
+            None
+        } else {
+            // SAFETY: contract of this function.
+            let text = unsafe { str_arg(text, "text") }?.to_string();
+            Some(match kind {
+                AUTARK_CONSTRAINT_JSON_SCHEMA => Constraint::JsonSchema(text),
+                AUTARK_CONSTRAINT_REGEX => Constraint::Regex(text),
+                AUTARK_CONSTRAINT_GRAMMAR => Constraint::Grammar(text),
+                k => return Err(FfiError::Invalid(format!("constraint kind {k}"))),
+            })
+        };
+        if let Some(c) = &c {
+            s.session.model().compile_constraint(c)?;
+        }
+        s.generate.constraint = c;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -52,9 +52,11 @@ impl Constraint {
 
 /// Longest constraint text accepted (schema, regex or grammar).
 pub const MAX_CONSTRAINT_BYTES: usize = 1 << 20;
-/// Deepest nesting of brackets in a regex or grammar, and of a schema's JSON (serde_json's own
-/// limit is 128): the parsers recurse on nesting, so this bounds their stack.
+/// Deepest nesting of brackets in a regex or grammar: the parsers recurse on nesting, so this
+/// bounds their stack.
 pub const MAX_NESTING: usize = 64;
+/// Deepest nesting of a schema's JSON (serde_json's own limit; about 40 levels of objects).
+pub const MAX_SCHEMA_NESTING: usize = 128;
 
 /// llguidance's limits (its defaults, with fewer lexer states): they bound the compile time and
 /// memory of any constraint, and the work of each token's mask (docs/STRUCTURED.md, "Bounds").
@@ -238,8 +240,8 @@ fn to_grammar(c: &Constraint) -> Result<TopLevelGrammar> {
     match c {
         Constraint::JsonSchema(s) => {
             let mut schema: Value = serde_json::from_str(s).map_err(|e| invalid(c, format!("not JSON: {e}")))?;
-            if nesting(s) > MAX_NESTING {
-                return Err(invalid(c, format!("nested deeper than {MAX_NESTING} levels")));
+            if nesting(s) > MAX_SCHEMA_NESTING {
+                return Err(invalid(c, format!("nested deeper than {MAX_SCHEMA_NESTING} levels")));
             }
             match &schema {
                 Value::Object(_) | Value::Bool(_) => {}
