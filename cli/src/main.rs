@@ -272,6 +272,11 @@ pub struct ConstraintArgs {
     /// The output matches this grammar file (llguidance's Lark syntax).
     #[arg(long, value_name = "FILE")]
     pub grammar: Option<PathBuf>,
+    /// Tools the model must call one of: a JSON array of OpenAI-style function definitions. The
+    /// reply is constrained to one call, printed as JSON `[{"name": …, "arguments": {…}}]`
+    /// (chat only).
+    #[arg(long, value_name = "FILE")]
+    pub tools: Option<PathBuf>,
 }
 
 #[derive(Args, Clone, Copy)]

@@ -151,8 +151,9 @@ pub const UNSUPPORTED_KEYWORDS: &[&str] = &[
     "x-guidance",
 ];
 
-/// The first keyword of `schema` that cannot be enforced, with its JSON pointer.
-fn unsupported_keyword(schema: &Value, path: &mut String) -> Option<(String, String)> {
+/// The first keyword of `schema` that cannot be enforced, with its JSON pointer (which starts
+/// with `path`).
+pub(crate) fn unsupported_keyword(schema: &Value, path: &mut String) -> Option<(String, String)> {
     let Value::Object(map) = schema else { return None };
     for (k, v) in map {
         if UNSUPPORTED_KEYWORDS.contains(&k.as_str()) {
@@ -253,18 +254,8 @@ fn to_grammar(c: &Constraint) -> Result<TopLevelGrammar> {
                     path: if path.is_empty() { "/".into() } else { path },
                 });
             }
-            // Compact JSON with the usual separators: no runs of whitespace for a sampling
-            // model to wander into.
             if let Value::Object(m) = &mut schema {
-                m.insert(
-                    "x-guidance".into(),
-                    serde_json::json!({
-                        "whitespace_flexible": false,
-                        "item_separator": ", ",
-                        "key_separator": ": ",
-                        "lenient": false,
-                    }),
-                );
+                m.insert("x-guidance".into(), json_options());
             }
             Ok(TopLevelGrammar::from_json_schema(schema))
         }
@@ -281,14 +272,28 @@ fn to_grammar(c: &Constraint) -> Result<TopLevelGrammar> {
             if g.trim().is_empty() {
                 return Err(invalid(c, "empty grammar"));
             }
-            // `%json` inside a grammar may carry llguidance's options, which could turn its
-            // keyword checks off.
-            if g.contains("x-guidance") || g.contains("lenient") {
-                return Err(RuntimeError::UnsupportedKeyword { keyword: "x-guidance".into(), path: "grammar".into() });
+            // `%json` inside a grammar may carry llguidance's options (`x-guidance`), of which
+            // `lenient` would turn its keyword checks off.
+            if g.contains("lenient") {
+                return Err(RuntimeError::UnsupportedKeyword {
+                    keyword: "x-guidance.lenient".into(),
+                    path: "grammar".into(),
+                });
             }
             Ok(TopLevelGrammar::from_lark(g.clone()))
         }
     }
+}
+
+/// llguidance's options for JSON (as a schema's `x-guidance`): compact JSON with the usual
+/// separators, so there are no runs of whitespace for a sampling model to wander into (and
+/// `lenient` off, its default: unsupported keywords refused).
+pub(crate) fn json_options() -> Value {
+    serde_json::json!({
+        "whitespace_flexible": false,
+        "item_separator": ", ",
+        "key_separator": ": ",
+    })
 }
 
 /// An error of llguidance's compiler as a typed error: its "Unimplemented keys" and "Unknown

@@ -22,6 +22,7 @@ pub mod sampler;
 pub mod session;
 mod state;
 pub mod tokenizer;
+pub mod tools;
 
 pub use autark_format::{Architecture, FormatError};
 pub use chat::ChatMessage;
@@ -34,3 +35,4 @@ pub use options::{Options, DEFAULTS};
 pub use sampler::{Sampler, SamplerParams};
 pub use session::{CancelHandle, Session, SessionParams};
 pub use tokenizer::{Detokenizer, Tokenizer};
+pub use tools::{ToolCall, ToolFormat, ToolSet};

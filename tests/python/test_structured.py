@@ -275,3 +275,49 @@ def test_hostile_constraints_are_bounded(autark, smollm2_q4_1, tmp_path, kind, s
     if r.returncode == 1:
         assert "autark: error:" in err, err
     assert elapsed < HOSTILE_TIMEOUT
+
+
+# ---- tool calls -------------------------------------------------------------------------------
+
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "maxLength": 30}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"], "additionalProperties": False}}},
+    {"type": "function", "function": {
+        "name": "add", "description": "Add two integers",
+        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                       "required": ["a", "b"], "additionalProperties": False}}},
+]
+
+
+def check_calls(out: str):
+    calls = json.loads(out)
+    assert isinstance(calls, list) and len(calls) == 1, out
+    by_name = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+    call = calls[0]
+    assert set(call) == {"name", "arguments"} and call["name"] in by_name, call
+    jsonschema.validate(call["arguments"], by_name[call["name"]])
+    return call
+
+
+@pytest.mark.parametrize("prompt", ["What is the weather in Paris?", "What is 2 plus 3?", "Hello!"])
+def test_tool_calls_round_trip(autark, smollm2_q4_1, tmp_path, prompt):
+    f = write(tmp_path, "tools.json", TOOLS)
+    names = set()
+    for seed in SEEDS:
+        r = autark.run("run", smollm2_q4_1, "--chat", "-p", prompt, "--tools", f, "--seed", seed, "--temp", "1.0", "-n", 200)
+        assert r.returncode == 0, r.stderr.decode()
+        names.add(check_calls(r.stdout.decode())["name"])
+    assert names <= {"get_weather", "add"}
+
+
+def test_tools_are_checked(autark, smollm2_q4_1, tmp_path):
+    bad = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "not": {}}}}]
+    r = autark.run("run", smollm2_q4_1, "--chat", "-p", "x", "--tools", write(tmp_path, "t.json", bad))
+    assert r.returncode == 1 and 'keyword "not"' in r.stderr.decode() and "/0/parameters/not" in r.stderr.decode()
+    r = autark.run("run", smollm2_q4_1, "--chat", "-p", "x", "--tools", write(tmp_path, "t2.json", "[]"))
+    assert r.returncode == 1 and "tools" in r.stderr.decode()
+    r = autark.run("run", smollm2_q4_1, "-p", "x", "--tools", write(tmp_path, "t3.json", TOOLS))
+    assert r.returncode == 2 and "--chat" in r.stderr.decode()

@@ -4,12 +4,34 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use autark_runtime::{ChatMessage, Constraint, Options, Prompt, SamplerParams, Session, SessionParams, DEFAULTS};
+use autark_runtime::{
+    ChatMessage, Constraint, Model, Options, Prompt, SamplerParams, Session, SessionParams, ToolCall, ToolSet, DEFAULTS,
+};
 
 use super::{load, load_for_chat, read_text, CliError, Result};
 use crate::{ConstraintArgs, SampleArgs};
 
+/// Tool calls as the CLI prints them: `[{"name": …, "arguments": {…}}]`.
+pub fn calls_json(calls: &[ToolCall]) -> String {
+    let v: Vec<serde_json::Value> = calls
+        .iter()
+        .map(|c| {
+            let args: serde_json::Value = serde_json::from_str(&c.arguments).unwrap_or_default();
+            serde_json::json!({"name": c.name, "arguments": args})
+        })
+        .collect();
+    serde_json::Value::Array(v).to_string()
+}
+
 impl ConstraintArgs {
+    /// The tools of `--tools`, in `model`'s format.
+    pub fn tools(&self, model: &Model) -> Result<Option<ToolSet>> {
+        match &self.tools {
+            Some(f) => Ok(Some(ToolSet::new(model, &read_text(f)?)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The constraint the flags name (its file read), if any.
     pub fn constraint(&self) -> Result<Option<Constraint>> {
         Ok(if let Some(f) = &self.json_schema {
@@ -77,9 +99,24 @@ pub struct Start<'a> {
 pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &SampleArgs) -> Result<()> {
     let model = if start.chat { load_for_chat(path, start.template)? } else { load(path)?.0 };
     let o = s.options(n)?;
-    let params = o.generate;
+    let mut params = o.generate;
+    let tools = s.constraint.tools(&model)?;
+    if let Some(t) = &tools {
+        if !start.chat || start.load.is_some() {
+            return Err(CliError::Usage(
+                "--tools needs --chat (the tools are declared through the chat template)".into(),
+            ));
+        }
+        params.constraint = Some(t.constraint());
+    }
+    let mut reply = String::new();
     let mut out = std::io::stdout().lock();
+    let quiet = tools.is_some();
     let mut print = |piece: &str| {
+        reply.push_str(piece);
+        if quiet {
+            return true;
+        }
         let _ = out.write_all(piece.as_bytes());
         out.flush().is_ok()
     };
@@ -100,13 +137,18 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
         (None, prompt) => {
             let prompt = prompt.unwrap_or_default();
             let messages = chat_messages(start.system, prompt);
-            let tokens =
-                model.prompt_tokens(if start.chat { Prompt::Chat(&messages) } else { Prompt::Text(prompt) })?;
+            let tokens = match &tools {
+                Some(t) => model.tool_prompt_tokens(&messages, t)?,
+                None => model.prompt_tokens(if start.chat { Prompt::Chat(&messages) } else { Prompt::Text(prompt) })?,
+            };
             let mut session = Session::new(Arc::clone(&model), o.session)?;
             let stats = session.generate(&tokens, &params, &mut print)?;
             (session, stats)
         }
     };
+    if let (Some(t), false) = (&tools, stats.incomplete) {
+        let _ = write!(out, "{}", calls_json(&t.parse(&reply)?));
+    }
     let _ = writeln!(out);
     if let Some(save) = save {
         session.save(save)?;
