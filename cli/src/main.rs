@@ -221,6 +221,10 @@ struct BenchArgs {
     /// n_threads, avg_ts, stddev_ts, plus autark's own).
     #[arg(long)]
     json: bool,
+    /// Constrain the generated tokens (tg) by this JSON Schema: the mask is computed and
+    /// applied at every step, as in `autark run --json-schema`.
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]

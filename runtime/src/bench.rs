@@ -10,7 +10,7 @@ use autark_kernels::ops::sum_u64;
 use rayon::prelude::*;
 
 use crate::perplexity::argmax;
-use crate::{CacheType, Model, Result, RuntimeError, Session, SessionParams};
+use crate::{CacheType, Constraint, Model, Result, RuntimeError, Session, SessionParams};
 
 /// The tests of one `run_bench` call.
 #[derive(Clone, Debug)]
@@ -28,6 +28,9 @@ pub struct BenchParams {
     pub n_depth: usize,
     /// KV cache types (keys, values).
     pub cache: [CacheType; 2],
+    /// Constrain the tg test's tokens (greedy under the mask, which is computed every step; the
+    /// constraint starts over whenever its output is complete).
+    pub constraint: Option<Constraint>,
 }
 
 /// The timings of one test.
@@ -77,6 +80,7 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
         ..Default::default()
     };
     let mut s = Session::new(Arc::clone(model), params)?;
+    let fresh = p.constraint.as_ref().map(|c| model.compile_constraint(c)).transpose()?;
     let mut test = |n_prompt: usize, n_gen: usize| -> Result<BenchResult> {
         let run = |s: &mut Session| -> Result<f64> {
             // Back to the depth: cut the context there, or evaluate it again where the cache
@@ -93,9 +97,22 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
                 s.eval(&prompt[..n_prompt])?;
             }
             let mut next = prompt[0];
+            let mut guide = fresh.clone();
             for _ in 0..n_gen {
-                s.eval(&[next])?;
-                next = argmax(s.logits()) as u32;
+                crate::constraint::eval_ahead(s, &[next], guide.as_mut())?;
+                next = match (guide.as_mut(), &fresh) {
+                    (Some(g), Some(fresh)) => {
+                        let t = argmax(g.mask(s.logits())?) as u32;
+                        if !g.is_end(t) {
+                            g.accept(t)?;
+                        }
+                        if g.is_end(t) || g.is_finished() {
+                            *g = fresh.clone();
+                        }
+                        t
+                    }
+                    _ => argmax(s.logits()) as u32,
+                };
             }
             Ok((n_prompt + n_gen) as f64 / t0.elapsed().as_secs_f64())
         };

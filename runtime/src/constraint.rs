@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::error::{Result, RuntimeError};
 use crate::model::Model;
+use crate::session::Session;
 
 /// What a generation's output must match.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -392,6 +393,7 @@ impl Compiler {
             matcher: llguidance::Matcher::new(Ok(parser)),
             eog: self.eog.clone(),
             masked: Vec::new(),
+            ready: None,
             constraint: c.clone(),
             accepted: Vec::new(),
         };
@@ -408,12 +410,15 @@ impl Compiler {
 // ---- one generation ----------------------------------------------------------------------------
 
 /// A compiled constraint following one generation: the token mask before each draw, the
-/// accepted tokens after.
+/// accepted tokens after. A clone goes on independently from the same point.
+#[derive(Clone)]
 pub struct Guide {
     matcher: llguidance::Matcher,
     eog: Vec<u32>,
     /// The logits with every forbidden token at −∞ (vocabulary-sized, reused).
     masked: Vec<f32>,
+    /// The next mask, computed ahead (`prepare`) while the forward pass ran.
+    ready: Option<std::result::Result<toktrie::SimpleVob, String>>,
     constraint: Constraint,
     /// Tokens accepted so far (to rebuild the guide: `Compiler::replay`).
     accepted: Vec<u32>,
@@ -433,7 +438,11 @@ impl Guide {
     /// `logits` with every token the constraint forbids at −∞. End-of-generation tokens are
     /// allowed exactly when the output so far is complete.
     pub fn mask(&mut self, logits: &[f32]) -> Result<&[f32]> {
-        let mask = self.matcher.compute_mask().map_err(|e| self.failed(e))?;
+        let mask = match self.ready.take() {
+            Some(m) => m,
+            None => self.matcher.compute_mask().map_err(|e| e.to_string()),
+        }
+        .map_err(|e| self.failed(e))?;
         if mask.is_zero() {
             return Err(self.failed("no token can continue the output"));
         }
@@ -447,8 +456,17 @@ impl Guide {
         Ok(&self.masked)
     }
 
+    /// Computes the next mask now (`mask` then uses it): the work that `eval_ahead` overlaps
+    /// with the forward pass.
+    pub fn prepare(&mut self) {
+        if self.ready.is_none() && !self.matcher.is_stopped() {
+            self.ready = Some(self.matcher.compute_mask().map_err(|e| e.to_string()));
+        }
+    }
+
     /// Advances past the sampled token `t` (which `mask` allowed).
     pub fn accept(&mut self, t: u32) -> Result<()> {
+        self.ready = None;
         self.matcher.consume_token(t).map_err(|e| self.failed(e))?;
         self.accepted.push(t);
         Ok(())
@@ -477,6 +495,27 @@ impl Guide {
     pub fn accepted(&self) -> &[u32] {
         &self.accepted
     }
+}
+
+/// `session.eval(tokens)`, computing `guide`'s next mask meanwhile on another thread when the
+/// session leaves a core free (on a fully used machine the two would only take turns). The
+/// mask and the logits are the same either way.
+pub fn eval_ahead(session: &mut Session, tokens: &[u32], guide: Option<&mut Guide>) -> Result<()> {
+    let Some(g) = guide else { return session.eval(tokens) };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if session.n_threads() >= cores {
+        session.eval(tokens)?;
+        g.prepare();
+        return Ok(());
+    }
+    std::thread::scope(|scope| {
+        let ahead = scope.spawn(|| g.prepare());
+        let r = session.eval(tokens);
+        // `prepare` does not panic (llguidance's matcher catches its own panics); if it did, the
+        // mask is computed again by `mask`.
+        let _ = ahead.join();
+        r
+    })
 }
 
 impl Model {

@@ -177,7 +177,7 @@ impl Session {
                 }
                 shifted += self.shift_context(params.n_keep)?;
             }
-            self.eval(&[next])?;
+            crate::constraint::eval_ahead(self, &[next], guide.as_deref_mut())?;
         };
         // A stop string cuts the text inside what the constraint accepted, so it never completes it.
         let incomplete = match guide.as_deref_mut() {

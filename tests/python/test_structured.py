@@ -321,3 +321,12 @@ def test_tools_are_checked(autark, smollm2_q4_1, tmp_path):
     assert r.returncode == 1 and "tools" in r.stderr.decode()
     r = autark.run("run", smollm2_q4_1, "-p", "x", "--tools", write(tmp_path, "t3.json", TOOLS))
     assert r.returncode == 2 and "--chat" in r.stderr.decode()
+
+
+def test_bench_json_schema(autark, smollm2_q4_1):
+    r = autark.ok("bench", smollm2_q4_1, "-p", 0, "-n", 16, "-r", 1, "-t", 1, "--json",
+                  "--json-schema", "data/schemas/nested.json")
+    o = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    assert o["n_gen"] == 16 and o["avg_ts"] > 0 and o["json_schema"] == "data/schemas/nested.json"
+    r = autark.run("bench", smollm2_q4_1, "-p", 0, "-n", 4, "-r", 1, "--json-schema", "tests/python/conftest.py")
+    assert r.returncode == 1 and "json_schema constraint" in r.stderr.decode()
