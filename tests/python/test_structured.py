@@ -330,3 +330,18 @@ def test_bench_json_schema(autark, smollm2_q4_1):
     assert o["n_gen"] == 16 and o["avg_ts"] > 0 and o["json_schema"] == "data/schemas/nested.json"
     r = autark.run("bench", smollm2_q4_1, "-p", 0, "-n", 4, "-r", 1, "--json-schema", "tests/python/conftest.py")
     assert r.returncode == 1 and "json_schema constraint" in r.stderr.decode()
+
+
+def test_a_suspended_constrained_generation_resumes_across_processes(autark, smollm2_q4_1, tmp_path):
+    """Stopped at -n (exit 4, incomplete), saved, loaded in another process: the rest keeps the
+    constraint and the whole equals one uninterrupted generation."""
+    f, state = write(tmp_path, "s.json", NESTED), tmp_path / "state.bin"
+    full = run_json(autark, smollm2_q4_1, f, 9, "--temp", "1.0")
+    assert full.returncode == 0, full.stderr.decode()
+    first = run_json(autark, smollm2_q4_1, f, 9, "--temp", "1.0", "--save-state", state, n=7)
+    assert first.returncode == 4, first.stderr.decode()
+    rest = autark.run("run", smollm2_q4_1, "--load-state", state, "--temp", "1.0", "--seed", 9, "-n", MAX_TOKENS)
+    assert rest.returncode == 0, rest.stderr.decode()
+    text = first.stdout.decode().rstrip("\n") + rest.stdout.decode()
+    assert text == full.stdout.decode()
+    jsonschema.validate(json.loads(text), NESTED)
