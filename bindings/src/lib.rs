@@ -308,6 +308,15 @@ pub enum StopReason {
     Complete,
 }
 
+/// A call of a tool the model made (`Session.chat_tools`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ToolCall {
+    /// One of the declared tools' names.
+    pub name: String,
+    /// Its arguments: a JSON object (text) valid under the tool's parameter schema.
+    pub arguments: String,
+}
+
 /// Counts and timings of one generation.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct GenerationStats {
@@ -512,6 +521,16 @@ impl Session {
         on_piece: &mut dyn FnMut(&str) -> Result<bool>,
     ) -> Result<GenerationStats> {
         let params = rt::GenerateParams { max_tokens: max_tokens as usize, ..self.params.clone() };
+        self.run_with(tokens, &params, on_piece)
+    }
+
+    /// `run` with its own generation settings.
+    fn run_with(
+        &self,
+        tokens: Option<&[u32]>,
+        params: &rt::GenerateParams,
+        on_piece: &mut dyn FnMut(&str) -> Result<bool>,
+    ) -> Result<GenerationStats> {
         let mut failure = None;
         let mut st = self.lock();
         st.last = None;
@@ -523,8 +542,8 @@ impl Session {
             }
         };
         let r = match tokens {
-            Some(tokens) => st.session.generate(tokens, &params, &mut sink),
-            None => st.session.generate_continue(&params, &mut sink),
+            Some(tokens) => st.session.generate(tokens, params, &mut sink),
+            None => st.session.generate_continue(params, &mut sink),
         };
         let stats = r?;
         st.last = Some(stats.clone());
@@ -598,6 +617,31 @@ impl Session {
     ) -> Result<GenerationStats> {
         let tokens = self.chat_tokens(&messages)?;
         self.run(Some(&tokens), max_tokens, &mut |piece| sink.on_piece(piece.to_string()))
+    }
+
+    /// The assistant's tool call in reply to `messages`: `tools` is a JSON array of OpenAI-style
+    /// function definitions, declared through the model's chat template; the reply is
+    /// constrained to one call of one of them, with arguments valid under its parameter schema
+    /// (docs/STRUCTURED.md, "Tool calls"). The session's own constraint does not apply.
+    pub fn chat_tools(&self, messages: Vec<ChatMessage>, tools: String, max_tokens: u32) -> Result<Vec<ToolCall>> {
+        let set = rt::ToolSet::new(&self.model, &tools)?;
+        let tokens = self.model.tool_prompt_tokens(&runtime_messages(&messages), &set)?;
+        let params = rt::GenerateParams {
+            max_tokens: max_tokens as usize,
+            constraint: Some(set.constraint()),
+            ..self.params.clone()
+        };
+        let mut text = String::new();
+        let stats = self.run_with(Some(&tokens), &params, &mut |piece| {
+            text.push_str(piece);
+            Ok(true)
+        })?;
+        if stats.incomplete {
+            let detail = format!("the tool call is incomplete: the generation stopped ({:?})", stats.stop);
+            return Err(AutarkError::IncompleteOutput { text, stop: stats.stop, detail });
+        }
+        let calls = set.parse(&text)?;
+        Ok(calls.into_iter().map(|c| ToolCall { name: c.name, arguments: c.arguments }).collect())
     }
 
     /// Goes on generating from the current context (at most `max_tokens` more tokens): a
