@@ -543,6 +543,44 @@ autark_status autark_generate_continue(autark_session *s,
  */
 autark_status autark_session_set_constraint(autark_session *s, int32_t kind, const char *text);
 
+/*
+ The assistant's tool call in reply to a conversation (messages as in
+ `autark_chat_apply_template`): `tools_json` is a JSON array of OpenAI-style function
+ definitions, declared through the model's chat template; the reply (at most `max_tokens`
+ tokens, streamed to `cb`, which may be NULL) is constrained to one call of one of them with
+ arguments valid under its parameter schema. `autark_session_tool_calls` then gives the call.
+ Errors: AUTARK_ERR_UNSUPPORTED_CONSTRAINT / _INVALID_CONSTRAINT for bad definitions,
+ AUTARK_ERR_INCOMPLETE_OUTPUT when the reply stopped before the call was complete. The
+ session's own constraint does not apply.
+
+ # Safety
+ `s` is a live session used by no other thread; `roles` and `contents` hold `n_messages`
+ NUL-terminated strings each; `tools_json` NUL-terminated; `cb`, if not NULL, is callable
+ with `user_data`.
+ */
+autark_status autark_chat_tools(autark_session *s,
+                                const char *const *roles,
+                                const char *const *contents,
+                                uintptr_t n_messages,
+                                const char *tools_json,
+                                uint32_t max_tokens,
+                                autark_piece_callback cb,
+                                void *user_data);
+
+/*
+ The tool calls of the last `autark_chat_tools` on this session, as NUL-terminated JSON
+ `[{"name": "...", "arguments": {...}}]` ("" if it failed or none ran). Output as in
+ `autark_token_to_piece` (AUTARK_ERR_BUFFER_TOO_SMALL with the length needed; capacity 0 to
+ ask).
+
+ # Safety
+ `s` is a live session; `buf` valid for `capacity` bytes; `len` valid for a write.
+ */
+autark_status autark_session_tool_calls(const autark_session *s,
+                                        char *buf,
+                                        uintptr_t capacity,
+                                        uintptr_t *len);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use autark_runtime::{
     CacheType, ChatMessage, Constraint, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams,
-    Session, SessionParams, DEFAULTS,
+    Session, SessionParams, ToolSet, DEFAULTS,
 };
 
 /// Status of a call: `AUTARK_OK` (0) or a negative `AUTARK_ERR_*` code. Codes are never
@@ -430,21 +430,35 @@ pub unsafe extern "C" fn autark_chat_apply_template(
         *l = 0;
         // SAFETY: contract of this function.
         let model = &unsafe { ref_arg(m, "model") }?.inner;
-        if n_messages > 0 && (roles.is_null() || contents.is_null()) {
-            return Err(FfiError::Null("roles or contents"));
-        }
-        let mut msgs = Vec::with_capacity(n_messages);
-        for i in 0..n_messages {
-            // SAFETY: both arrays hold `n_messages` pointers (contract), non-NULL checked above.
-            let (r, c) = unsafe { (*roles.add(i), *contents.add(i)) };
-            // SAFETY: each element is a NUL-terminated string (contract).
-            let (r, c) = unsafe { (str_arg(r, "role")?, str_arg(c, "content")?) };
-            msgs.push(ChatMessage::new(r, c));
-        }
+        // SAFETY: contract of this function.
+        let msgs = unsafe { messages_arg(roles, contents, n_messages) }?;
         let text = autark_runtime::chat::render(model.tokenizer(), &msgs, add_assistant)?;
         // SAFETY: contract of this function.
         unsafe { write_string(&text, buf, capacity, len) }
     })
+}
+
+/// The messages of `roles` / `contents`.
+///
+/// # Safety
+/// `roles` and `contents` hold `n` NUL-terminated strings each (or are NULL with `n == 0`).
+unsafe fn messages_arg(
+    roles: *const *const c_char,
+    contents: *const *const c_char,
+    n: usize,
+) -> Result<Vec<ChatMessage>, FfiError> {
+    if n > 0 && (roles.is_null() || contents.is_null()) {
+        return Err(FfiError::Null("roles or contents"));
+    }
+    let mut msgs = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: both arrays hold `n` pointers (contract), non-NULL checked above.
+        let (r, c) = unsafe { (*roles.add(i), *contents.add(i)) };
+        // SAFETY: each element is a NUL-terminated string (contract).
+        let (r, c) = unsafe { (str_arg(r, "role")?, str_arg(c, "content")?) };
+        msgs.push(ChatMessage::new(r, c));
+    }
+    Ok(msgs)
 }
 
 // ============================================================================================
@@ -459,6 +473,8 @@ pub struct autark_session {
     /// The generation settings of `autark_generate` (its `max_tokens` aside).
     generate: GenerateParams,
     has_logits: bool,
+    /// The calls of the last `autark_chat_tools`, as JSON.
+    tool_calls: String,
 }
 
 /// Options for `autark_session_new`.
@@ -592,7 +608,8 @@ unsafe fn session_into(
         let session = make(Arc::clone(model), o.session)?;
         let sampler = Sampler::new(o.generate.sampler, session.model().config().vocab_size)?;
         let has_logits = !session.tokens().is_empty();
-        let boxed = Box::new(autark_session { session, sampler, generate: o.generate, has_logits });
+        let boxed =
+            Box::new(autark_session { session, sampler, generate: o.generate, has_logits, tool_calls: String::new() });
         // SAFETY: `out` checked above.
         unsafe { *out = Box::into_raw(boxed) };
         Ok(())
@@ -918,6 +935,21 @@ unsafe fn run_generation(
     user_data: *mut c_void,
 ) -> Result<(), FfiError> {
     let params = GenerateParams { max_tokens: max_tokens as usize, ..s.generate.clone() };
+    // SAFETY: contract of this function.
+    unsafe { run_with(s, tokens, &params, cb, user_data) }
+}
+
+/// `run_generation` with its own settings.
+///
+/// # Safety
+/// `cb`, if not NULL, is callable with `user_data`.
+unsafe fn run_with(
+    s: &mut autark_session,
+    tokens: Option<&[u32]>,
+    params: &GenerateParams,
+    cb: autark_piece_callback,
+    user_data: *mut c_void,
+) -> Result<(), FfiError> {
     let mut buf = Vec::new();
     let mut sink = |piece: &str| {
         let Some(f) = cb else { return true };
@@ -929,8 +961,8 @@ unsafe fn run_generation(
         unsafe { f(buf.as_ptr().cast(), piece.len(), user_data) }
     };
     let r = match tokens {
-        Some(t) => s.session.generate(t, &params, &mut sink),
-        None => s.session.generate_continue(&params, &mut sink),
+        Some(t) => s.session.generate(t, params, &mut sink),
+        None => s.session.generate_continue(params, &mut sink),
     };
     s.has_logits = !s.session.tokens().is_empty();
     let stats = r?;
@@ -981,6 +1013,103 @@ pub unsafe extern "C" fn autark_session_set_constraint(
         }
         s.generate.constraint = c;
         Ok(())
+    })
+}
+
+/// The assistant's tool call in reply to a conversation (messages as in
+/// `autark_chat_apply_template`): `tools_json` is a JSON array of OpenAI-style function
+/// definitions, declared through the model's chat template; the reply (at most `max_tokens`
+/// tokens, streamed to `cb`, which may be NULL) is constrained to one call of one of them with
+/// arguments valid under its parameter schema. `autark_session_tool_calls` then gives the call.
+/// Errors: AUTARK_ERR_UNSUPPORTED_CONSTRAINT / _INVALID_CONSTRAINT for bad definitions,
+/// AUTARK_ERR_INCOMPLETE_OUTPUT when the reply stopped before the call was complete. The
+/// session's own constraint does not apply.
+///
+/// # Safety
+/// `s` is a live session used by no other thread; `roles` and `contents` hold `n_messages`
+/// NUL-terminated strings each; `tools_json` NUL-terminated; `cb`, if not NULL, is callable
+/// with `user_data`.
+#[no_mangle]
+pub unsafe extern "C" fn autark_chat_tools(
+    s: *mut autark_session,
+    roles: *const *const c_char,
+    contents: *const *const c_char,
+    n_messages: usize,
+    tools_json: *const c_char,
+    max_tokens: u32,
+    cb: autark_piece_callback,
+    user_data: *mut c_void,
+) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let s = unsafe { mut_arg(s, "session") }?;
+        s.tool_calls.clear();
+        // SAFETY: contract of this function.
+        let msgs = unsafe { messages_arg(roles, contents, n_messages) }?;
+        // SAFETY: contract of this function.
+        let tools = unsafe { str_arg(tools_json, "tools_json") }?;
+        let model = Arc::clone(s.session.model());
+        let set = ToolSet::new(&model, tools)?;
+        let tokens = model.tool_prompt_tokens(&msgs, &set)?;
+        let params = GenerateParams {
+            max_tokens: max_tokens as usize,
+            constraint: Some(set.constraint()),
+            ..s.generate.clone()
+        };
+        let mut text = String::new();
+        let mut collect = |piece: *const c_char, len: usize| {
+            // SAFETY: `piece` holds `len` bytes of UTF-8 during this call (`run_with`).
+            let bytes = unsafe { std::slice::from_raw_parts(piece.cast::<u8>(), len) };
+            text.push_str(std::str::from_utf8(bytes).unwrap_or(""));
+        };
+        let mut both = (&mut collect as &mut dyn FnMut(*const c_char, usize), cb, user_data);
+        // SAFETY: `tee` is called with `both`, which outlives the generation.
+        unsafe { run_with(s, Some(&tokens), &params, Some(tee), (&mut both as *mut Tee).cast()) }?;
+        s.tool_calls = autark_runtime::tools::calls_json(&set.parse(&text)?);
+        Ok(())
+    })
+}
+
+/// A collector of the generated text and the caller's callback.
+type Tee<'a> = (&'a mut dyn FnMut(*const c_char, usize), autark_piece_callback, *mut c_void);
+
+/// Hands each piece to the collector and to the caller's callback, if any.
+///
+/// # Safety
+/// `user_data` is a live `Tee`; `piece` holds `len` bytes plus a NUL.
+unsafe extern "C" fn tee(piece: *const c_char, len: usize, user_data: *mut c_void) -> bool {
+    // SAFETY: `user_data` is the `Tee` `autark_chat_tools` passed, alive during the generation.
+    let t = unsafe { &mut *user_data.cast::<Tee>() };
+    (t.0)(piece, len);
+    match t.1 {
+        // SAFETY: the caller's callback and user data, per `autark_chat_tools`'s contract.
+        Some(f) => unsafe { f(piece, len, t.2) },
+        None => true,
+    }
+}
+
+/// The tool calls of the last `autark_chat_tools` on this session, as NUL-terminated JSON
+/// `[{"name": "...", "arguments": {...}}]` ("" if it failed or none ran). Output as in
+/// `autark_token_to_piece` (AUTARK_ERR_BUFFER_TOO_SMALL with the length needed; capacity 0 to
+/// ask).
+///
+/// # Safety
+/// `s` is a live session; `buf` valid for `capacity` bytes; `len` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_tool_calls(
+    s: *const autark_session,
+    buf: *mut c_char,
+    capacity: usize,
+    len: *mut usize,
+) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let l = unsafe { mut_arg(len, "len") }?;
+        *l = 0;
+        // SAFETY: contract of this function.
+        let s = unsafe { ref_arg(s, "session") }?;
+        // SAFETY: contract of this function.
+        unsafe { write_string(&s.tool_calls, buf, capacity, len) }
     })
 }
 

@@ -229,6 +229,18 @@ impl ToolSet {
     }
 }
 
+/// Calls as JSON text: `[{"name": …, "arguments": {…}}]` (what the CLI prints and C returns).
+pub fn calls_json(calls: &[ToolCall]) -> String {
+    let v: Vec<Value> = calls
+        .iter()
+        .map(|c| {
+            let args: Value = serde_json::from_str(&c.arguments).unwrap_or_default();
+            json!({"name": c.name, "arguments": args})
+        })
+        .collect();
+    Value::Array(v).to_string()
+}
+
 impl Model {
     /// The prompt tokens of a conversation with tools declared (`ToolSet::messages`).
     pub fn tool_prompt_tokens(&self, messages: &[ChatMessage], tools: &ToolSet) -> Result<Vec<u32>> {

@@ -8,6 +8,7 @@ import json
 import random
 import re
 import resource
+import subprocess
 import time
 
 import jsonschema
@@ -345,3 +346,51 @@ def test_a_suspended_constrained_generation_resumes_across_processes(autark, smo
     text = first.stdout.decode().rstrip("\n") + rest.stdout.decode()
     assert text == full.stdout.decode()
     jsonschema.validate(json.loads(text), NESTED)
+
+
+# ---- the C API (ffi/examples/structured.c) ---------------------------------------------------
+
+def test_c_api_schema_regex_and_tools_equal_cli(autark, binaries, smollm2_q4_1, tmp_path):
+    f, tools = write(tmp_path, "s.json", NESTED), write(tmp_path, "tools.json", TOOLS)
+    prompt = prompt_for(NESTED)
+    c = subprocess.run([binaries["structured"], smollm2_q4_1, "schema", f, prompt, "300"], capture_output=True, timeout=120)
+    assert c.returncode == 0, c.stderr.decode()
+    cli = autark.ok("run", smollm2_q4_1, "-p", prompt, "--json-schema", f, "--temp", 0, "-n", 300)
+    assert c.stdout == cli.stdout
+    jsonschema.validate(json.loads(c.stdout), NESTED)
+    c = subprocess.run([binaries["structured"], smollm2_q4_1, "regex", "[0-9]{3}-[0-9]{4}", "Call me at", "16"],
+                       capture_output=True, timeout=120)
+    assert c.returncode == 0 and re.fullmatch(rb"[0-9]{3}-[0-9]{4}\n", c.stdout), (c.stdout, c.stderr)
+    for p in ("What is the weather in Rome?", "Add 1 and 2."):
+        c = subprocess.run([binaries["structured_static"], smollm2_q4_1, "tools", tools, p, "200"], capture_output=True,
+                           timeout=120)
+        assert c.returncode == 0, c.stderr.decode()
+        check_calls(c.stdout.decode())
+        cli = autark.ok("run", smollm2_q4_1, "--chat", "-p", p, "--tools", tools, "--temp", 0, "-n", 200)
+        assert c.stdout == cli.stdout
+
+
+def test_c_api_errors(binaries, smollm2_q4_1, tmp_path):
+    bad = write(tmp_path, "bad.json", {"type": "array", "contains": {"type": "integer"}})
+    c = subprocess.run([binaries["structured"], smollm2_q4_1, "schema", bad, "x"], capture_output=True, timeout=120)
+    assert c.returncode == 1 and b"error (-16)" in c.stderr and b'"contains"' in c.stderr, c.stderr
+    c = subprocess.run([binaries["structured"], smollm2_q4_1, "regex", "(a", "x"], capture_output=True, timeout=120)
+    assert c.returncode == 1 and b"error (-17)" in c.stderr, c.stderr
+    c = subprocess.run([binaries["structured"], smollm2_q4_1, "schema", write(tmp_path, "s.json", NESTED), "x", "3"],
+                       capture_output=True, timeout=120)
+    assert c.returncode == 3 and b"error (-18)" in c.stderr, c.stderr
+
+
+def test_c_api_valgrind_clean(binaries, smollm2_q4_1, tmp_path):
+    import os
+    import shutil
+
+    valgrind = shutil.which("valgrind")
+    assert valgrind, "valgrind is required (apt-get install valgrind; .ci/run installs it)"
+    env = {**os.environ, "AUTARK_ISA": "avx2"}  # valgrind does not decode AVX-512
+    tools, schema = write(tmp_path, "tools.json", TOOLS), write(tmp_path, "s.json", NESTED)
+    for args in (["tools", tools, "Add 1 and 2.", "60"], ["schema", schema, "x", "4"]):
+        r = subprocess.run([valgrind, "--error-exitcode=1", "--leak-check=full", "--errors-for-leak-kinds=definite", "-q",
+                            str(binaries["structured"]), str(smollm2_q4_1), *map(str, args)],
+                           capture_output=True, timeout=600, env=env)
+        assert r.returncode in (0, 3), r.stderr.decode()[-5000:]

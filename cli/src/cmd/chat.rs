@@ -85,7 +85,7 @@ pub fn chat(
         });
         if let (Some(t), Ok(stats)) = (&tools, &r) {
             if !stats.incomplete {
-                let _ = write!(out, "{}", super::run::calls_json(&t.parse(&reply)?));
+                let _ = write!(out, "{}", autark_runtime::tools::calls_json(&t.parse(&reply)?));
             }
         }
         let _ = writeln!(out);

@@ -5,23 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use autark_runtime::{
-    ChatMessage, Constraint, Model, Options, Prompt, SamplerParams, Session, SessionParams, ToolCall, ToolSet, DEFAULTS,
+    ChatMessage, Constraint, Model, Options, Prompt, SamplerParams, Session, SessionParams, ToolSet, DEFAULTS,
 };
 
 use super::{load, load_for_chat, read_text, CliError, Result};
 use crate::{ConstraintArgs, SampleArgs};
-
-/// Tool calls as the CLI prints them: `[{"name": …, "arguments": {…}}]`.
-pub fn calls_json(calls: &[ToolCall]) -> String {
-    let v: Vec<serde_json::Value> = calls
-        .iter()
-        .map(|c| {
-            let args: serde_json::Value = serde_json::from_str(&c.arguments).unwrap_or_default();
-            serde_json::json!({"name": c.name, "arguments": args})
-        })
-        .collect();
-    serde_json::Value::Array(v).to_string()
-}
 
 impl ConstraintArgs {
     /// The tools of `--tools`, in `model`'s format.
@@ -147,7 +135,7 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
         }
     };
     if let (Some(t), false) = (&tools, stats.incomplete) {
-        let _ = write!(out, "{}", calls_json(&t.parse(&reply)?));
+        let _ = write!(out, "{}", autark_runtime::tools::calls_json(&t.parse(&reply)?));
     }
     let _ = writeln!(out);
     if let Some(save) = save {
