@@ -304,6 +304,13 @@ fn compile_error(c: &Constraint, msg: String) -> RuntimeError {
         let keyword = rest.split(']').next().unwrap_or("").split(',').next().unwrap_or("").trim().trim_matches('"');
         return RuntimeError::UnsupportedKeyword { keyword: keyword.into(), path: "?".into() };
     }
+    if msg.contains("oneOf constraints are not supported") {
+        // Branches that may overlap: "exactly one" cannot be enforced token by token.
+        return RuntimeError::UnsupportedKeyword { keyword: "oneOf".into(), path: "? (branches that overlap)".into() };
+    }
+    if msg.contains("Only absolute $ref") {
+        return RuntimeError::UnsupportedKeyword { keyword: "$ref".into(), path: "? (another document)".into() };
+    }
     if let Some(rest) = msg.split("Unknown format: ").nth(1) {
         let f = rest.split_whitespace().next().unwrap_or("");
         return RuntimeError::UnsupportedKeyword { keyword: format!("format: {f}"), path: "?".into() };
@@ -353,10 +360,15 @@ pub struct Compiler {
 
 impl Compiler {
     pub(crate) fn new(model: &Model) -> Result<Compiler> {
-        let vocab = model.config().vocab_size;
         let json = &model.metadata().tokenizer.hf_json;
+        Compiler::from_tokenizer_json(json, model.config().vocab_size, model.tokenizer().end_of_generation())
+    }
+
+    /// The compiler of a vocabulary of `vocab` tokens described by `tokenizer_json` (HF
+    /// `tokenizer.json`), whose end-of-generation tokens are `eog`.
+    pub fn from_tokenizer_json(json: &str, vocab: usize, eog: &[u32]) -> Result<Compiler> {
         let bad = |what: String| RuntimeError::Tokenizer(format!("vocabulary for constraints: {what}"));
-        let eog: Vec<u32> = model.tokenizer().end_of_generation().to_vec();
+        let eog: Vec<u32> = eog.iter().copied().filter(|&t| (t as usize) < vocab).collect();
         let build = || -> Result<Compiler> {
             let parsed: Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
             let mut words = llguidance::token_bytes_from_tokenizer_json(&parsed).map_err(|e| bad(e.to_string()))?;

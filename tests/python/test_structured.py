@@ -163,6 +163,25 @@ def test_unsupported_keywords_are_refused_by_name(autark, smollm2_q4_1, tmp_path
     assert f'keyword "{keyword}"' in err and f"/properties/a/{keyword}" in err, err
 
 
+@pytest.mark.parametrize("schema,keyword", [
+    ({"oneOf": [{"type": "string", "maxLength": 3}, {"type": "string", "minLength": 2}]}, "oneOf"),
+    ({"$ref": "http://example.com/s.json"}, "$ref"),
+])
+def test_unenforceable_forms_are_refused_by_name(autark, smollm2_q4_1, tmp_path, schema, keyword):
+    r = autark.run("run", smollm2_q4_1, "-p", "x", "--json-schema", write(tmp_path, "s.json", schema))
+    assert r.returncode == 1 and f'keyword "{keyword}"' in r.stderr.decode(), r.stderr.decode()
+
+
+def test_one_of_disjoint_branches_is_enforced(autark, smollm2_q4_1, tmp_path):
+    schema = {"type": "object", "properties": {"v": {"oneOf": [{"type": "integer"}, {"type": "boolean"}]}},
+              "required": ["v"], "additionalProperties": False}
+    f = write(tmp_path, "s.json", schema)
+    for seed in SEEDS:
+        r = run_json(autark, smollm2_q4_1, f, seed, "--temp", "1.0")
+        assert r.returncode == 0, r.stderr.decode()
+        jsonschema.validate(json.loads(r.stdout), schema)
+
+
 def test_unknown_format_is_refused(autark, smollm2_q4_1, tmp_path):
     schema = {"type": "string", "format": "ipv9"}
     r = autark.run("run", smollm2_q4_1, "-p", "x", "--json-schema", write(tmp_path, "s.json", schema))
