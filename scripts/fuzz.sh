@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers of untrusted input (fuzz/fuzz_targets/): the .autark validator, the GGUF
 # reader, safetensors headers and config.json, the tokenizer and detokenizer, chat templates,
-# saved session states.
+# saved session states, constraints (JSON Schema, regex, grammar, tools).
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]        (default 30)
 #
@@ -31,7 +31,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo +nightly fuzz --version >/dev/null 2>&1 || skip "cargo-fuzz not on PATH after install"
 fi
 
-ALL_TARGETS="autark_file gguf safetensors tokenizer chat_template session_state"
+ALL_TARGETS="autark_file gguf safetensors tokenizer chat_template session_state constraint"
 TARGETS="${FUZZ_TARGETS:-$ALL_TARGETS}"
 LOGS="$ROOT/fuzz/target/logs"
 mkdir -p "$LOGS"

@@ -67,6 +67,16 @@ pub enum AutarkError {
     /// A saved session state of another model.
     #[error("{detail}")]
     StateModelMismatch { detail: String },
+    /// The constraint's JSON Schema uses `keyword` (at `path`), which cannot be enforced.
+    #[error("{detail}")]
+    UnsupportedConstraint { keyword: String, path: String, detail: String },
+    /// A constraint that cannot be compiled (syntax, unsatisfiable, over the limits).
+    #[error("{detail}")]
+    InvalidConstraint { detail: String },
+    /// A constrained generation stopped (`stop`) before its output was complete; `text` is what
+    /// was generated, which does not match the constraint.
+    #[error("{detail}")]
+    IncompleteOutput { text: String, stop: StopReason, detail: String },
 }
 
 impl From<RuntimeError> for AutarkError {
@@ -80,6 +90,9 @@ impl From<RuntimeError> for AutarkError {
             (_, RuntimeError::InvalidToken { id, vocab }) => {
                 AutarkError::InvalidToken { id, vocab: vocab as u32, detail }
             }
+            (_, RuntimeError::UnsupportedKeyword { keyword, path }) => {
+                AutarkError::UnsupportedConstraint { keyword, path, detail }
+            }
             (K::Io, _) => AutarkError::Io { detail },
             (K::CorruptModel, _) => AutarkError::CorruptModel { detail },
             (K::UnsupportedModel, _) => AutarkError::UnsupportedModel { detail },
@@ -90,6 +103,7 @@ impl From<RuntimeError> for AutarkError {
             (K::Internal, _) => AutarkError::Internal { detail },
             (K::CorruptState, _) => AutarkError::CorruptState { detail },
             (K::StateModelMismatch, _) => AutarkError::StateModelMismatch { detail },
+            (K::UnsupportedConstraint | K::InvalidConstraint, _) => AutarkError::InvalidConstraint { detail },
         }
     }
 }
@@ -191,6 +205,30 @@ pub struct SessionOptions {
     /// Most tokens drafted per step (1–64).
     #[uniffi(default = 16)]
     pub draft_max: u32,
+    /// The output must match this (docs/STRUCTURED.md); `None` = free text.
+    #[uniffi(default = None)]
+    pub constraint: Option<Constraint>,
+}
+
+/// What a generation's output must match.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum Constraint {
+    /// One JSON value valid under this JSON Schema (its JSON text).
+    JsonSchema { schema: String },
+    /// The whole output matches this regular expression (Rust `regex` syntax).
+    Regex { pattern: String },
+    /// A grammar in llguidance's Lark syntax.
+    Grammar { lark: String },
+}
+
+impl From<Constraint> for rt::Constraint {
+    fn from(c: Constraint) -> Self {
+        match c {
+            Constraint::JsonSchema { schema } => rt::Constraint::JsonSchema(schema),
+            Constraint::Regex { pattern } => rt::Constraint::Regex(pattern),
+            Constraint::Grammar { lark } => rt::Constraint::Grammar(lark),
+        }
+    }
 }
 
 impl Default for SessionOptions {
@@ -213,6 +251,7 @@ impl Default for SessionOptions {
             n_keep: rt::DEFAULTS.generate.n_keep as u32,
             speculative: rt::DEFAULTS.generate.speculative.mode.name().into(),
             draft_max: rt::DEFAULTS.generate.speculative.draft_max as u32,
+            constraint: None,
         }
     }
 }
@@ -251,6 +290,7 @@ impl SessionOptions {
             ..o.generate.sampler
         };
         o.generate.stop = self.stop;
+        o.generate.constraint = self.constraint.map(rt::Constraint::from);
         o.validate()?;
         Ok(o)
     }
@@ -280,6 +320,17 @@ pub enum StopReason {
     ContextFull,
     /// The sink returned false.
     Cancelled,
+    /// The constraint's output is complete and nothing may follow it.
+    Complete,
+}
+
+/// A call of a tool the model made (`Session.chat_tools`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ToolCall {
+    /// One of the declared tools' names.
+    pub name: String,
+    /// Its arguments: a JSON object (text) valid under the tool's parameter schema.
+    pub arguments: String,
 }
 
 /// Counts and timings of one generation.
@@ -295,6 +346,8 @@ pub struct GenerationStats {
     /// Speculative decoding: tokens drafted, and how many of them were accepted.
     pub drafted_tokens: u32,
     pub accepted_drafts: u32,
+    /// A constrained generation stopped before its output was complete.
+    pub incomplete: bool,
 }
 
 impl From<&rt::GenerationStats> for GenerationStats {
@@ -311,9 +364,11 @@ impl From<&rt::GenerationStats> for GenerationStats {
                 rt::StopReason::MaxTokens => StopReason::MaxTokens,
                 rt::StopReason::ContextFull => StopReason::ContextFull,
                 rt::StopReason::Cancelled => StopReason::Cancelled,
+                rt::StopReason::Complete => StopReason::Complete,
             },
             drafted_tokens: s.drafted_tokens as u32,
             accepted_drafts: s.accepted_drafts as u32,
+            incomplete: s.incomplete,
         }
     }
 }
@@ -404,6 +459,7 @@ impl Model {
     /// A new session (its own KV cache for `options.n_ctx` tokens) on this model.
     pub fn new_session(&self, options: SessionOptions) -> Result<Arc<Session>> {
         let options = options.options()?;
+        self.check_constraint(&options)?;
         let session = rt::Session::new(Arc::clone(&self.inner), options.session)?;
         Ok(Session::wrap(&self.inner, session, options.generate))
     }
@@ -414,8 +470,19 @@ impl Model {
     /// `continue_generation` then goes on exactly where the saved generation stopped.
     pub fn load_session(&self, path: String, options: SessionOptions) -> Result<Arc<Session>> {
         let options = options.options()?;
+        self.check_constraint(&options)?;
         let session = rt::Session::load(Arc::clone(&self.inner), Path::new(&path), options.session)?;
         Ok(Session::wrap(&self.inner, session, options.generate))
+    }
+}
+
+impl Model {
+    /// Compiles the options' constraint, so that a bad one is refused when the session is made.
+    fn check_constraint(&self, o: &rt::Options) -> Result<()> {
+        if let Some(c) = &o.generate.constraint {
+            self.inner.compile_constraint(c)?;
+        }
+        Ok(())
     }
 }
 
@@ -475,6 +542,16 @@ impl Session {
         on_piece: &mut dyn FnMut(&str) -> Result<bool>,
     ) -> Result<GenerationStats> {
         let params = rt::GenerateParams { max_tokens: max_tokens as usize, ..self.params.clone() };
+        self.run_with(tokens, &params, on_piece)
+    }
+
+    /// `run` with its own generation settings.
+    fn run_with(
+        &self,
+        tokens: Option<&[u32]>,
+        params: &rt::GenerateParams,
+        on_piece: &mut dyn FnMut(&str) -> Result<bool>,
+    ) -> Result<GenerationStats> {
         let mut failure = None;
         let mut st = self.lock();
         st.last = None;
@@ -486,8 +563,8 @@ impl Session {
             }
         };
         let r = match tokens {
-            Some(tokens) => st.session.generate(tokens, &params, &mut sink),
-            None => st.session.generate_continue(&params, &mut sink),
+            Some(tokens) => st.session.generate(tokens, params, &mut sink),
+            None => st.session.generate_continue(params, &mut sink),
         };
         let stats = r?;
         st.last = Some(stats.clone());
@@ -495,6 +572,24 @@ impl Session {
             Some(e) => Err(e),
             None => Ok(GenerationStats::from(&stats)),
         }
+    }
+
+    /// The whole text of one generation (`run`); a constrained one that stopped before its
+    /// output was complete raises `IncompleteOutput`.
+    fn text(&self, tokens: Option<&[u32]>, max_tokens: u32) -> Result<String> {
+        let mut text = String::new();
+        let stats = self.run(tokens, max_tokens, &mut |piece| {
+            text.push_str(piece);
+            Ok(true)
+        })?;
+        if stats.incomplete {
+            let detail = format!(
+                "the output is incomplete: the generation stopped ({:?}) before it matched the constraint",
+                stats.stop
+            );
+            return Err(AutarkError::IncompleteOutput { text, stop: stats.stop, detail });
+        }
+        Ok(text)
     }
 
     fn prompt_tokens(&self, prompt: &str) -> Result<Vec<u32>> {
@@ -513,12 +608,7 @@ impl Session {
     /// current context re-uses it.
     pub fn generate(&self, prompt: String, max_tokens: u32) -> Result<String> {
         let tokens = self.prompt_tokens(&prompt)?;
-        let mut text = String::new();
-        self.run(Some(&tokens), max_tokens, &mut |piece| {
-            text.push_str(piece);
-            Ok(true)
-        })?;
-        Ok(text)
+        self.text(Some(&tokens), max_tokens)
     }
 
     /// `generate`, streaming the text to `sink` as it is produced; `false` from the sink stops.
@@ -536,12 +626,7 @@ impl Session {
     /// whole conversation each turn: the part already in the context is not evaluated again.
     pub fn chat(&self, messages: Vec<ChatMessage>, max_tokens: u32) -> Result<String> {
         let tokens = self.chat_tokens(&messages)?;
-        let mut text = String::new();
-        self.run(Some(&tokens), max_tokens, &mut |piece| {
-            text.push_str(piece);
-            Ok(true)
-        })?;
-        Ok(text)
+        self.text(Some(&tokens), max_tokens)
     }
 
     /// `chat`, streaming the reply to `sink`.
@@ -555,16 +640,36 @@ impl Session {
         self.run(Some(&tokens), max_tokens, &mut |piece| sink.on_piece(piece.to_string()))
     }
 
+    /// The assistant's tool call in reply to `messages`: `tools` is a JSON array of OpenAI-style
+    /// function definitions, declared through the model's chat template; the reply is
+    /// constrained to one call of one of them, with arguments valid under its parameter schema
+    /// (docs/STRUCTURED.md, "Tool calls"). The session's own constraint does not apply.
+    pub fn chat_tools(&self, messages: Vec<ChatMessage>, tools: String, max_tokens: u32) -> Result<Vec<ToolCall>> {
+        let set = rt::ToolSet::new(&self.model, &tools)?;
+        let tokens = self.model.tool_prompt_tokens(&runtime_messages(&messages), &set)?;
+        let params = rt::GenerateParams {
+            max_tokens: max_tokens as usize,
+            constraint: Some(set.constraint()),
+            ..self.params.clone()
+        };
+        let mut text = String::new();
+        let stats = self.run_with(Some(&tokens), &params, &mut |piece| {
+            text.push_str(piece);
+            Ok(true)
+        })?;
+        if stats.incomplete {
+            let detail = format!("the tool call is incomplete: the generation stopped ({:?})", stats.stop);
+            return Err(AutarkError::IncompleteOutput { text, stop: stats.stop, detail });
+        }
+        let calls = set.parse(&text)?;
+        Ok(calls.into_iter().map(|c| ToolCall { name: c.name, arguments: c.arguments }).collect())
+    }
+
     /// Goes on generating from the current context (at most `max_tokens` more tokens): a
     /// generation that stopped at its token limit or was cancelled (also one saved and loaded
     /// again) continues exactly as if it had never stopped.
     pub fn continue_generation(&self, max_tokens: u32) -> Result<String> {
-        let mut text = String::new();
-        self.run(None, max_tokens, &mut |piece| {
-            text.push_str(piece);
-            Ok(true)
-        })?;
-        Ok(text)
+        self.text(None, max_tokens)
     }
 
     /// Saves the context (tokens, KV cache, a suspended generation) to `path`, atomically;

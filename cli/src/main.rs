@@ -1,7 +1,8 @@
 //! `autark`: quantize, inspect, verify, run, chat, bench. A thin layer over the library crates.
 //!
 //! Exit codes: 0 success; 1 the operation failed (message on stderr); 2 bad command line;
-//! 3 `verify` found corrupted tensors.
+//! 3 `verify` found corrupted tensors; 4 a constrained generation (`--json-schema`, `--regex`,
+//! `--grammar`, `--tools`) stopped before its output was complete.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -235,6 +236,10 @@ struct BenchArgs {
     /// n_threads, avg_ts, stddev_ts, plus autark's own).
     #[arg(long)]
     json: bool,
+    /// Constrain the generated tokens (tg) by this JSON Schema: the mask is computed and
+    /// applied at every step, as in `autark run --json-schema`.
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -271,6 +276,28 @@ struct SampleArgs {
     keep: usize,
     #[command(flatten)]
     spec: SpecArgs,
+    #[command(flatten)]
+    constraint: ConstraintArgs,
+}
+
+/// Structured output (docs/STRUCTURED.md): at most one constraint.
+#[derive(Args, Clone, Default)]
+#[group(multiple = false)]
+pub struct ConstraintArgs {
+    /// The output is one JSON value valid under this JSON Schema file.
+    #[arg(long, value_name = "FILE")]
+    pub json_schema: Option<PathBuf>,
+    /// The whole output matches this regular expression.
+    #[arg(long, value_name = "RE")]
+    pub regex: Option<String>,
+    /// The output matches this grammar file (llguidance's Lark syntax).
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<PathBuf>,
+    /// Tools the model must call one of: a JSON array of OpenAI-style function definitions. The
+    /// reply is constrained to one call, printed as JSON `[{"name": …, "arguments": {…}}]`
+    /// (chat only).
+    #[arg(long, value_name = "FILE")]
+    pub tools: Option<PathBuf>,
 }
 
 /// Speculative decoding (docs/RUNTIME.md): the output is the same as without it.
@@ -313,6 +340,10 @@ fn main() -> ExitCode {
         Err(CliError::Corrupted(n)) => {
             eprintln!("autark: verify failed: {n} corrupted tensor(s)");
             ExitCode::from(3)
+        }
+        Err(e @ CliError::Incomplete { .. }) => {
+            eprintln!("autark: {e}");
+            ExitCode::from(4)
         }
         Err(e @ CliError::Usage(_)) => {
             eprintln!("autark: error: {e}");

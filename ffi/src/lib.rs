@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use autark_runtime::{
-    CacheType, ChatMessage, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams, Session,
-    SessionParams, SpecMode, SpeculativeParams, DEFAULTS,
+    CacheType, ChatMessage, Constraint, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams,
+    Session, SessionParams, SpecMode, SpeculativeParams, ToolSet, DEFAULTS,
 };
 
 /// Status of a call: `AUTARK_OK` (0) or a negative `AUTARK_ERR_*` code. Codes are never
@@ -53,6 +53,14 @@ pub const AUTARK_ERR_CORRUPT_STATE: autark_status = -14;
 /// A saved session state belongs to another model.
 pub const AUTARK_ERR_STATE_MODEL_MISMATCH: autark_status = -15;
 /// An internal error (a bug): a panic was caught at the boundary.
+/// A constraint (`autark_session_set_constraint`) uses a JSON Schema keyword that cannot be
+/// enforced; the message names it.
+pub const AUTARK_ERR_UNSUPPORTED_CONSTRAINT: autark_status = -16;
+/// A constraint that cannot be compiled (syntax, unsatisfiable, over the limits).
+pub const AUTARK_ERR_INVALID_CONSTRAINT: autark_status = -17;
+/// A constrained generation stopped (max_tokens, full context, cancel) before its output was
+/// complete: the text streamed does not match the constraint. The session stays usable.
+pub const AUTARK_ERR_INCOMPLETE_OUTPUT: autark_status = -18;
 pub const AUTARK_ERR_PANIC: autark_status = -100;
 
 /// Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
@@ -72,9 +80,18 @@ pub const AUTARK_SPEC_OFF: i32 = 0;
 pub const AUTARK_SPEC_LOOKUP: i32 = 1;
 /// Drafts from a smaller model with the same vocabulary (`autark_session_set_draft`).
 pub const AUTARK_SPEC_DRAFT: i32 = 2;
+/// Kinds of constraint (`autark_session_set_constraint`): none (unconstrained output).
+pub const AUTARK_CONSTRAINT_NONE: i32 = 0;
+/// A JSON Schema (its JSON text): the output is one JSON value valid under it.
+pub const AUTARK_CONSTRAINT_JSON_SCHEMA: i32 = 1;
+/// A regular expression (Rust `regex` syntax) the whole output matches.
+pub const AUTARK_CONSTRAINT_REGEX: i32 = 2;
+/// A grammar in llguidance's Lark syntax (docs/STRUCTURED.md).
+pub const AUTARK_CONSTRAINT_GRAMMAR: i32 = 3;
 
 #[derive(Debug)]
 enum FfiError {
+    Incomplete(autark_runtime::StopReason),
     Null(&'static str),
     Utf8(&'static str),
     Invalid(String),
@@ -97,6 +114,12 @@ impl std::fmt::Display for FfiError {
             FfiError::Invalid(what) => write!(f, "invalid argument: {what}"),
             FfiError::BufferTooSmall { needed } => write!(f, "buffer too small: {needed} needed"),
             FfiError::NoLogits => write!(f, "no logits: evaluate tokens first"),
+            FfiError::Incomplete(stop) => {
+                write!(
+                    f,
+                    "the output is incomplete: the generation stopped ({stop:?}) before it matched the constraint"
+                )
+            }
             FfiError::Runtime(e) => write!(f, "{e}"),
         }
     }
@@ -113,6 +136,7 @@ impl FfiError {
             FfiError::Invalid(_) => AUTARK_ERR_INVALID_ARGUMENT,
             FfiError::BufferTooSmall { .. } => AUTARK_ERR_BUFFER_TOO_SMALL,
             FfiError::NoLogits => AUTARK_ERR_NO_LOGITS,
+            FfiError::Incomplete(_) => AUTARK_ERR_INCOMPLETE_OUTPUT,
             FfiError::Runtime(e) => match e.kind() {
                 K::Io => AUTARK_ERR_IO,
                 K::CorruptModel => AUTARK_ERR_CORRUPT_MODEL,
@@ -125,6 +149,8 @@ impl FfiError {
                 K::Internal => AUTARK_ERR_INTERNAL,
                 K::CorruptState => AUTARK_ERR_CORRUPT_STATE,
                 K::StateModelMismatch => AUTARK_ERR_STATE_MODEL_MISMATCH,
+                K::UnsupportedConstraint => AUTARK_ERR_UNSUPPORTED_CONSTRAINT,
+                K::InvalidConstraint => AUTARK_ERR_INVALID_CONSTRAINT,
             },
         }
     }
@@ -410,21 +436,35 @@ pub unsafe extern "C" fn autark_chat_apply_template(
         *l = 0;
         // SAFETY: contract of this function.
         let model = &unsafe { ref_arg(m, "model") }?.inner;
-        if n_messages > 0 && (roles.is_null() || contents.is_null()) {
-            return Err(FfiError::Null("roles or contents"));
-        }
-        let mut msgs = Vec::with_capacity(n_messages);
-        for i in 0..n_messages {
-            // SAFETY: both arrays hold `n_messages` pointers (contract), non-NULL checked above.
-            let (r, c) = unsafe { (*roles.add(i), *contents.add(i)) };
-            // SAFETY: each element is a NUL-terminated string (contract).
-            let (r, c) = unsafe { (str_arg(r, "role")?, str_arg(c, "content")?) };
-            msgs.push(ChatMessage::new(r, c));
-        }
+        // SAFETY: contract of this function.
+        let msgs = unsafe { messages_arg(roles, contents, n_messages) }?;
         let text = autark_runtime::chat::render(model.tokenizer(), &msgs, add_assistant)?;
         // SAFETY: contract of this function.
         unsafe { write_string(&text, buf, capacity, len) }
     })
+}
+
+/// The messages of `roles` / `contents`.
+///
+/// # Safety
+/// `roles` and `contents` hold `n` NUL-terminated strings each (or are NULL with `n == 0`).
+unsafe fn messages_arg(
+    roles: *const *const c_char,
+    contents: *const *const c_char,
+    n: usize,
+) -> Result<Vec<ChatMessage>, FfiError> {
+    if n > 0 && (roles.is_null() || contents.is_null()) {
+        return Err(FfiError::Null("roles or contents"));
+    }
+    let mut msgs = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: both arrays hold `n` pointers (contract), non-NULL checked above.
+        let (r, c) = unsafe { (*roles.add(i), *contents.add(i)) };
+        // SAFETY: each element is a NUL-terminated string (contract).
+        let (r, c) = unsafe { (str_arg(r, "role")?, str_arg(c, "content")?) };
+        msgs.push(ChatMessage::new(r, c));
+    }
+    Ok(msgs)
 }
 
 // ============================================================================================
@@ -441,6 +481,8 @@ pub struct autark_session {
     has_logits: bool,
     /// Drafted and accepted tokens of the last generation.
     drafts: [usize; 2],
+    /// The calls of the last `autark_chat_tools`, as JSON.
+    tool_calls: String,
 }
 
 /// Options for `autark_session_new`.
@@ -588,7 +630,14 @@ unsafe fn session_into(
         let session = make(Arc::clone(model), o.session)?;
         let sampler = Sampler::new(o.generate.sampler, session.model().config().vocab_size)?;
         let has_logits = !session.tokens().is_empty();
-        let boxed = Box::new(autark_session { session, sampler, generate: o.generate, has_logits, drafts: [0; 2] });
+        let boxed = Box::new(autark_session {
+            session,
+            sampler,
+            generate: o.generate,
+            has_logits,
+            drafts: [0; 2],
+            tool_calls: String::new(),
+        });
         // SAFETY: `out` checked above.
         unsafe { *out = Box::into_raw(boxed) };
         Ok(())
@@ -853,7 +902,9 @@ pub type autark_piece_callback =
 /// evaluated (pass the whole conversation each turn: only new tokens are evaluated). Text goes
 /// to `cb` as it becomes complete UTF-8; `cb` may be NULL. Stops at an end-of-generation token,
 /// `max_tokens`, a full context, or when `cb` returns false (all AUTARK_OK). The sampler
-/// restarts from the session's seed on every call.
+/// restarts from the session's seed on every call. With a constraint
+/// (`autark_session_set_constraint`), it also stops when the output is complete, and returns
+/// AUTARK_ERR_INCOMPLETE_OUTPUT when it stopped before.
 ///
 /// # Safety
 /// `s` is a live session used by no other thread; `prompt` NUL-terminated; `cb`, if not NULL,
@@ -912,6 +963,21 @@ unsafe fn run_generation(
     user_data: *mut c_void,
 ) -> Result<(), FfiError> {
     let params = GenerateParams { max_tokens: max_tokens as usize, ..s.generate.clone() };
+    // SAFETY: contract of this function.
+    unsafe { run_with(s, tokens, &params, cb, user_data) }
+}
+
+/// `run_generation` with its own settings.
+///
+/// # Safety
+/// `cb`, if not NULL, is callable with `user_data`.
+unsafe fn run_with(
+    s: &mut autark_session,
+    tokens: Option<&[u32]>,
+    params: &GenerateParams,
+    cb: autark_piece_callback,
+    user_data: *mut c_void,
+) -> Result<(), FfiError> {
     let mut buf = Vec::new();
     let mut sink = |piece: &str| {
         let Some(f) = cb else { return true };
@@ -923,12 +989,15 @@ unsafe fn run_generation(
         unsafe { f(buf.as_ptr().cast(), piece.len(), user_data) }
     };
     let r = match tokens {
-        Some(t) => s.session.generate(t, &params, &mut sink),
-        None => s.session.generate_continue(&params, &mut sink),
+        Some(t) => s.session.generate(t, params, &mut sink),
+        None => s.session.generate_continue(params, &mut sink),
     };
     s.has_logits = !s.session.tokens().is_empty();
     let stats = r?;
     s.drafts = [stats.drafted_tokens, stats.accepted_drafts];
+    if stats.incomplete {
+        return Err(FfiError::Incomplete(stats.stop));
+    }
     Ok(())
 }
 
@@ -989,6 +1058,147 @@ pub unsafe extern "C" fn autark_session_draft_stats(
         // SAFETY: as above.
         unsafe { *mut_arg(accepted, "accepted")? = s.drafts[1] as u64 };
         Ok(())
+    })
+}
+
+// ============================================================================================
+// Structured output (docs/STRUCTURED.md)
+// ============================================================================================
+
+/// Constrains the output of the session's following `autark_generate` /
+/// `autark_generate_continue` calls: `kind` is `AUTARK_CONSTRAINT_JSON_SCHEMA`, `_REGEX` or
+/// `_GRAMMAR` with its NUL-terminated UTF-8 `text` (copied), or `AUTARK_CONSTRAINT_NONE`
+/// (`text` ignored, may be NULL) to remove it. The constraint is compiled here, so a bad one
+/// fails now: AUTARK_ERR_UNSUPPORTED_CONSTRAINT (the message names the schema keyword) or
+/// AUTARK_ERR_INVALID_CONSTRAINT; the session's constraint is then unchanged. A constrained
+/// generation ends when its output is complete; one that stops before (max_tokens, a full
+/// context, a stop from the callback) returns AUTARK_ERR_INCOMPLETE_OUTPUT.
+///
+/// # Safety
+/// `s` is a live session used by no other thread; `text` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_set_constraint(
+    s: *mut autark_session,
+    kind: i32,
+    text: *const c_char,
+) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let s = unsafe { mut_arg(s, "session") }?;
+        let c = if kind == AUTARK_CONSTRAINT_NONE {
+            None
+        } else {
+            // SAFETY: contract of this function.
+            let text = unsafe { str_arg(text, "text") }?.to_string();
+            Some(match kind {
+                AUTARK_CONSTRAINT_JSON_SCHEMA => Constraint::JsonSchema(text),
+                AUTARK_CONSTRAINT_REGEX => Constraint::Regex(text),
+                AUTARK_CONSTRAINT_GRAMMAR => Constraint::Grammar(text),
+                k => return Err(FfiError::Invalid(format!("constraint kind {k}"))),
+            })
+        };
+        if let Some(c) = &c {
+            s.session.model().compile_constraint(c)?;
+        }
+        s.generate.constraint = c;
+        Ok(())
+    })
+}
+
+/// The assistant's tool call in reply to a conversation (messages as in
+/// `autark_chat_apply_template`): `tools_json` is a JSON array of OpenAI-style function
+/// definitions, declared through the model's chat template; the reply (at most `max_tokens`
+/// tokens, streamed to `cb`, which may be NULL) is constrained to one call of one of them with
+/// arguments valid under its parameter schema. `autark_session_tool_calls` then gives the call.
+/// Errors: AUTARK_ERR_UNSUPPORTED_CONSTRAINT / _INVALID_CONSTRAINT for bad definitions,
+/// AUTARK_ERR_INCOMPLETE_OUTPUT when the reply stopped before the call was complete. The
+/// session's own constraint does not apply.
+///
+/// # Safety
+/// `s` is a live session used by no other thread; `roles` and `contents` hold `n_messages`
+/// NUL-terminated strings each; `tools_json` NUL-terminated; `cb`, if not NULL, is callable
+/// with `user_data`.
+#[no_mangle]
+pub unsafe extern "C" fn autark_chat_tools(
+    s: *mut autark_session,
+    roles: *const *const c_char,
+    contents: *const *const c_char,
+    n_messages: usize,
+    tools_json: *const c_char,
+    max_tokens: u32,
+    cb: autark_piece_callback,
+    user_data: *mut c_void,
+) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let s = unsafe { mut_arg(s, "session") }?;
+        s.tool_calls.clear();
+        // SAFETY: contract of this function.
+        let msgs = unsafe { messages_arg(roles, contents, n_messages) }?;
+        // SAFETY: contract of this function.
+        let tools = unsafe { str_arg(tools_json, "tools_json") }?;
+        let model = Arc::clone(s.session.model());
+        let set = ToolSet::new(&model, tools)?;
+        let tokens = model.tool_prompt_tokens(&msgs, &set)?;
+        let params = GenerateParams {
+            max_tokens: max_tokens as usize,
+            constraint: Some(set.constraint()),
+            ..s.generate.clone()
+        };
+        let mut text = String::new();
+        let mut collect = |piece: *const c_char, len: usize| {
+            // SAFETY: `piece` holds `len` bytes of UTF-8 during this call (`run_with`).
+            let bytes = unsafe { std::slice::from_raw_parts(piece.cast::<u8>(), len) };
+            text.push_str(std::str::from_utf8(bytes).unwrap_or(""));
+        };
+        let mut both = (&mut collect as &mut dyn FnMut(*const c_char, usize), cb, user_data);
+        // SAFETY: `tee` is called with `both`, which outlives the generation.
+        unsafe { run_with(s, Some(&tokens), &params, Some(tee), (&mut both as *mut Tee).cast()) }?;
+        s.tool_calls = autark_runtime::tools::calls_json(&set.parse(&text)?);
+        Ok(())
+    })
+}
+
+/// A collector of the generated text and the caller's callback.
+type Tee<'a> = (&'a mut dyn FnMut(*const c_char, usize), autark_piece_callback, *mut c_void);
+
+/// Hands each piece to the collector and to the caller's callback, if any.
+///
+/// # Safety
+/// `user_data` is a live `Tee`; `piece` holds `len` bytes plus a NUL.
+unsafe extern "C" fn tee(piece: *const c_char, len: usize, user_data: *mut c_void) -> bool {
+    // SAFETY: `user_data` is the `Tee` `autark_chat_tools` passed, alive during the generation.
+    let t = unsafe { &mut *user_data.cast::<Tee>() };
+    (t.0)(piece, len);
+    match t.1 {
+        // SAFETY: the caller's callback and user data, per `autark_chat_tools`'s contract.
+        Some(f) => unsafe { f(piece, len, t.2) },
+        None => true,
+    }
+}
+
+/// The tool calls of the last `autark_chat_tools` on this session, as NUL-terminated JSON
+/// `[{"name": "...", "arguments": {...}}]` ("" if it failed or none ran). Output as in
+/// `autark_token_to_piece` (AUTARK_ERR_BUFFER_TOO_SMALL with the length needed; capacity 0 to
+/// ask).
+///
+/// # Safety
+/// `s` is a live session; `buf` valid for `capacity` bytes; `len` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn autark_session_tool_calls(
+    s: *const autark_session,
+    buf: *mut c_char,
+    capacity: usize,
+    len: *mut usize,
+) -> autark_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let l = unsafe { mut_arg(len, "len") }?;
+        *l = 0;
+        // SAFETY: contract of this function.
+        let s = unsafe { ref_arg(s, "session") }?;
+        // SAFETY: contract of this function.
+        unsafe { write_string(&s.tool_calls, buf, capacity, len) }
     })
 }
 

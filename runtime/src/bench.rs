@@ -11,8 +11,8 @@ use rayon::prelude::*;
 
 use crate::perplexity::argmax;
 use crate::{
-    CacheType, GenerateParams, Model, Result, RuntimeError, SamplerParams, Session, SessionParams, SpecMode,
-    SpeculativeParams,
+    CacheType, Constraint, GenerateParams, Model, Result, RuntimeError, SamplerParams, Session, SessionParams,
+    SpecMode, SpeculativeParams,
 };
 
 /// The tests of one `run_bench` call.
@@ -43,6 +43,9 @@ pub struct BenchParams {
     pub seed: u64,
     /// The draft model, for `SpecMode::Draft`.
     pub draft: Option<Arc<Model>>,
+    /// Constrain the tg test's tokens (greedy under the mask, which is computed every step; the
+    /// constraint starts over whenever its output is complete).
+    pub constraint: Option<Constraint>,
 }
 
 /// The timings of one test.
@@ -101,8 +104,11 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
     if let Some(d) = &p.draft {
         s.set_draft(Some(Session::new(Arc::clone(d), params)?))?;
     }
+    let fresh = p.constraint.as_ref().map(|c| model.compile_constraint(c)).transpose()?;
     // The tg test through the generation loop (a real prompt, or speculative decoding).
-    let generate = p.prompt.is_some() || p.speculative.mode != SpecMode::Off || p.temperature > 0.0;
+    // (A constraint keeps the plain loop, which restarts it whenever its output is complete.)
+    let generate =
+        p.constraint.is_none() && (p.prompt.is_some() || p.speculative.mode != SpecMode::Off || p.temperature > 0.0);
     let gen = GenerateParams {
         max_tokens: p.n_gen,
         sampler: SamplerParams { temperature: p.temperature, seed: p.seed, ..Default::default() },
@@ -132,9 +138,22 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
             s.eval(&prompt[..n_prompt])?;
         }
         let mut next = prompt[0];
+        let mut guide = fresh.clone();
         for _ in 0..n_gen {
-            s.eval(&[next])?;
-            next = argmax(s.logits()) as u32;
+            crate::constraint::eval_ahead(s, &[next], guide.as_mut())?;
+            next = match (guide.as_mut(), &fresh) {
+                (Some(g), Some(fresh)) => {
+                    let t = argmax(g.mask(s.logits())?) as u32;
+                    if !g.is_end(t) {
+                        g.accept(t)?;
+                    }
+                    if g.is_end(t) || g.is_finished() {
+                        *g = fresh.clone();
+                    }
+                    t
+                }
+                _ => argmax(s.logits()) as u32,
+            };
         }
         Ok(((n_prompt + n_gen) as f64 / t0.elapsed().as_secs_f64(), 0, 0))
     };

@@ -34,14 +34,19 @@ const METHOD_OUTPUT_MAX: usize = 16 << 20;
 
 /// Renders `messages` with the model's template.
 pub fn render(tok: &Tokenizer, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+    render_with_tools(tok, messages, add_generation_prompt, None)
+}
+
+/// `render`, with `tools` (OpenAI-style function definitions) given to the template as `tools`.
+pub fn render_with_tools(
+    tok: &Tokenizer,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    tools: Option<&serde_json::Value>,
+) -> Result<String> {
     let template = tok.chat_template.as_deref().ok_or(RuntimeError::NoChatTemplate)?;
-    render_template(
-        template,
-        messages,
-        add_generation_prompt,
-        tok.bos_token.as_deref().unwrap_or(""),
-        tok.eos_token.as_deref().unwrap_or(""),
-    )
+    let (bos, eos) = (tok.bos_token.as_deref().unwrap_or(""), tok.eos_token.as_deref().unwrap_or(""));
+    render_template_with_tools(template, messages, add_generation_prompt, bos, eos, tools)
 }
 
 pub fn render_template(
@@ -50,6 +55,17 @@ pub fn render_template(
     add_generation_prompt: bool,
     bos: &str,
     eos: &str,
+) -> Result<String> {
+    render_template_with_tools(template, messages, add_generation_prompt, bos, eos, None)
+}
+
+fn render_template_with_tools(
+    template: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    bos: &str,
+    eos: &str,
+    tools: Option<&serde_json::Value>,
 ) -> Result<String> {
     let mut env = minijinja::Environment::new();
     minijinja_contrib::add_to_environment(&mut env);
@@ -68,8 +84,9 @@ pub fn render_template(
     env.add_template("chat", template).map_err(err)?;
     let t = env.get_template("chat").map_err(err)?;
 
+    let tools_bytes = tools.map_or(0, |t| t.to_string().len());
     let input_bytes: usize =
-        messages.iter().map(|m| m.role.len() + m.content.len()).sum::<usize>() + bos.len() + eos.len();
+        messages.iter().map(|m| m.role.len() + m.content.len()).sum::<usize>() + bos.len() + eos.len() + tools_bytes;
     let budget = TEMPLATE_MEMORY_FLOOR.saturating_add(input_bytes.saturating_mul(TEMPLATE_MEMORY_PER_INPUT_BYTE));
     let _budget = MemoryBudget::set(budget);
     let rendered = t
@@ -78,6 +95,7 @@ pub fn render_template(
             add_generation_prompt => add_generation_prompt,
             bos_token => bos,
             eos_token => eos,
+            tools => tools,
         })
         .map_err(err)?;
     if minijinja::memory_budget_exceeded() {
@@ -211,6 +229,16 @@ mod tests {
         messages[0].role = "system".into();
         let s = render_template(t, &messages, false, "", "").unwrap();
         assert!(s.len() > 2000 * body.len());
+    }
+
+    #[test]
+    fn templates_see_the_tools() {
+        let t =
+            "{% if tools %}{% for t in tools %}[{{ t.function.name }}]{% endfor %}{% endif %}{{ messages[0].content }}";
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "add"}}]);
+        let m = [ChatMessage::new("user", "hi")];
+        assert_eq!(render_template_with_tools(t, &m, false, "", "", Some(&tools)).unwrap(), "[add]hi");
+        assert_eq!(render_template(t, &m, false, "", "").unwrap(), "hi");
     }
 
     #[test]

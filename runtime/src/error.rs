@@ -27,6 +27,11 @@ pub enum RuntimeError {
     Template(String),
     #[error("the model has no chat template")]
     NoChatTemplate,
+    // ---- constraints (structured output) ---------------------------------------------------
+    #[error("the schema keyword {keyword:?} cannot be enforced (at {path}; docs/STRUCTURED.md lists the supported keywords)")]
+    UnsupportedKeyword { keyword: String, path: String },
+    #[error("{kind} constraint: {what}")]
+    InvalidConstraint { kind: &'static str, what: String },
     // ---- saved session states ----------------------------------------------------------------
     #[error("session state: {0}")]
     CorruptState(String),
@@ -74,6 +79,10 @@ pub enum ErrorKind {
     CorruptState,
     /// A saved session state of another model.
     StateModelMismatch,
+    /// A constraint (JSON Schema) uses a keyword that cannot be enforced.
+    UnsupportedConstraint,
+    /// A constraint that cannot be compiled: bad syntax, unsatisfiable, over the limits.
+    InvalidConstraint,
 }
 
 impl RuntimeError {
@@ -99,6 +108,8 @@ impl RuntimeError {
             RuntimeError::ThreadPool(_) => ErrorKind::Internal,
             RuntimeError::CorruptState(_) => ErrorKind::CorruptState,
             RuntimeError::StateModelMismatch { .. } => ErrorKind::StateModelMismatch,
+            RuntimeError::UnsupportedKeyword { .. } => ErrorKind::UnsupportedConstraint,
+            RuntimeError::InvalidConstraint { .. } => ErrorKind::InvalidConstraint,
         }
     }
 }

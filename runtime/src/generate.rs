@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use autark_kernels::ops::EXACT_BATCH;
 
+use crate::constraint::Constraint;
 use crate::error::{Result, RuntimeError};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::{Session, Suspended};
@@ -21,6 +22,9 @@ pub struct GenerateParams {
     /// `n_keep` tokens) and go on, instead of stopping with `StopReason::ContextFull`.
     pub context_shift: bool,
     pub n_keep: usize,
+    /// The output must match this (docs/STRUCTURED.md): a token mask before every draw, and
+    /// the generation ends (`StopReason::Complete`) when nothing more may follow.
+    pub constraint: Option<Constraint>,
     /// Speculative decoding: drafts verified in one forward batch (the output stays exactly
     /// what plain decoding gives).
     pub speculative: SpeculativeParams,
@@ -33,6 +37,8 @@ pub enum StopReason {
     MaxTokens,
     ContextFull,
     Cancelled,
+    /// The constraint's output is complete and nothing may follow it.
+    Complete,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +53,9 @@ pub struct GenerationStats {
     pub stop: StopReason,
     /// Tokens dropped by context shifts.
     pub shifted_tokens: usize,
+    /// A constrained generation stopped (token limit, stop string, full context, cancel) before
+    /// its output was complete: the text does not match the constraint.
+    pub incomplete: bool,
     /// Speculative decoding: tokens drafted, and how many of them the target accepted.
     pub drafted_tokens: usize,
     pub accepted_drafts: usize,
@@ -83,11 +92,12 @@ impl Session {
         // Settings are checked before the prompt is evaluated.
         params.sampler.validate()?;
         params.speculative.validate()?;
+        let guide = params.constraint.as_ref().map(|c| self.model().compile_constraint(c).map(Box::new)).transpose()?;
         let t0 = Instant::now();
         let cached_before =
             self.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len().saturating_sub(1));
         self.eval_continuing(prompt)?;
-        let mut stats = self.run(Suspended::start(&params.sampler), params, on_piece)?;
+        let mut stats = self.run(Suspended { guide, ..Suspended::start(&params.sampler) }, params, on_piece)?;
         stats.prompt_tokens = prompt.len();
         stats.prompt_evaluated = prompt.len() - cached_before;
         stats.prompt_seconds = t0.elapsed().as_secs_f64() - stats.generation_seconds;
@@ -97,7 +107,8 @@ impl Session {
     /// Goes on generating from the current context: a suspended generation (see `generate`)
     /// continues with its random stream, unfinished text and stop-string state, bit for bit as
     /// if it had never stopped; otherwise a new one starts from the last token's logits.
-    /// The sampling settings of `params` apply from here on.
+    /// The sampling settings of `params` apply from here on; a suspended generation keeps its
+    /// constraint.
     pub fn generate_continue(
         &mut self,
         params: &GenerateParams,
@@ -106,7 +117,13 @@ impl Session {
         if self.tokens().is_empty() {
             return Err(RuntimeError::EmptyInput);
         }
-        let state = self.suspended.take().unwrap_or_else(|| Suspended::start(&params.sampler));
+        let state = match self.suspended.take() {
+            Some(s) => s,
+            None => {
+                let guide = params.constraint.as_ref().map(|c| self.model().compile_constraint(c).map(Box::new));
+                Suspended { guide: guide.transpose()?, ..Suspended::start(&params.sampler) }
+            }
+        };
         self.run(state, params, on_piece)
     }
 
@@ -161,6 +178,7 @@ impl Session {
         // already emitted (by the generation this one continues).
         let mut emitted = state.held_emitted.min(state.held.len());
         let mut pending = state.held;
+        let mut guide = state.guide;
         let (mut generated, mut shifted) = (0, 0);
         let stop = loop {
             if self.take_cancel() {
@@ -174,6 +192,10 @@ impl Session {
                     Some(i) => &rows[i * vocab..(i + 1) * vocab],
                     None => self.logits(),
                 };
+                let logits = match guide.as_deref_mut() {
+                    Some(g) => g.mask(logits)?,
+                    None => logits,
+                };
                 let history = &self.tokens()[..verified];
                 match drafts.get(taken) {
                     Some(&d) if spec.sampled() => sampler.sample_speculative(logits, history, d, &spec.dists[taken]).0,
@@ -185,6 +207,9 @@ impl Session {
             }
             if tok.is_end_of_generation(next) {
                 break StopReason::EndOfGeneration;
+            }
+            if let Some(g) = guide.as_deref_mut() {
+                g.accept(next)?;
             }
             generated += 1;
             pending.push_str(&detok.push(tok, next)?);
@@ -206,6 +231,9 @@ impl Session {
                     break StopReason::Cancelled;
                 }
             }
+            if guide.as_ref().is_some_and(|g| g.is_finished()) {
+                break StopReason::Complete;
+            }
             if drafts.get(taken) == Some(&next) {
                 // An accepted draft: already in the cache, its logits in the next row.
                 taken += 1;
@@ -225,7 +253,8 @@ impl Session {
                 shifted += self.shift_context(params.n_keep)?;
                 verified = self.tokens().len();
             }
-            if spec.active() {
+            // No drafts under a constraint: its mask follows one token at a time.
+            if spec.active() && guide.is_none() {
                 // Drafts must fit the context, be undoable (sliding-window rings), fit one
                 // batch that computes exactly what single steps compute, and not run past the
                 // token limit.
@@ -240,7 +269,7 @@ impl Session {
             }
             let t = Instant::now();
             if drafts.is_empty() {
-                self.eval(&[next])?;
+                crate::constraint::eval_ahead(self, &[next], guide.as_deref_mut())?;
                 row = None;
             } else {
                 context.truncate(verified + 1);
@@ -260,6 +289,12 @@ impl Session {
                 self.set_logits(&rows[i * vocab..(i + 1) * vocab]);
             }
         }
+        // A stop string cuts the text inside what the constraint accepted, so it never completes it.
+        let incomplete = match guide.as_deref_mut() {
+            None => false,
+            Some(_) if stop == StopReason::StopString => true,
+            Some(g) => !g.is_complete(),
+        };
         match stop {
             StopReason::MaxTokens | StopReason::Cancelled => {
                 // Suspended: at the token limit, what may begin a stop string is emitted (and
@@ -270,7 +305,7 @@ impl Session {
                     emitted = pending.len();
                 }
                 let rng = sampler.rng_state();
-                self.suspended = Some(Suspended { rng, detok, held: pending, held_emitted: emitted });
+                self.suspended = Some(Suspended { rng, detok, held: pending, held_emitted: emitted, guide });
             }
             _ => {
                 pending.push_str(&detok.flush(tok)?);
@@ -289,6 +324,7 @@ impl Session {
             shifted_tokens: shifted,
             drafted_tokens: spec.drafted,
             accepted_drafts: spec.accepted,
+            incomplete,
         })
     }
 }

@@ -48,6 +48,8 @@ pub struct Model {
     pub(crate) output_norm: T,
     /// The output head (the embedding when tied).
     pub(crate) output: T,
+    /// The constraint compiler over this model's vocabulary, built on first use.
+    pub(crate) constraints: std::sync::OnceLock<crate::constraint::Compiler>,
 }
 
 impl Model {
@@ -90,7 +92,8 @@ impl Model {
             }
         }
         let output = output.unwrap_or(token_embd);
-        let model = Model { file, arch, tokenizer, layers, token_embd, output_norm, output };
+        let model =
+            Model { file, arch, tokenizer, layers, token_embd, output_norm, output, constraints: Default::default() };
         // Build every view once so that a bad dtype or alignment fails here, not mid-generation.
         for i in 0..model.file.tensors().len() {
             let t = &model.file.tensors()[i];

@@ -40,6 +40,7 @@ pub const DEFAULTS: Options = Options {
         stop: Vec::new(),
         context_shift: false,
         n_keep: 0,
+        constraint: None,
         speculative: SpeculativeParams { mode: SpecMode::Off, draft_max: 16 },
     },
 };

@@ -181,7 +181,9 @@ impl Sampler {
                 return c.1;
             }
         }
-        self.cand[self.cand.len() - 1].1
+        // Rounding left `r` above 0: the last candidate with any weight (never one at −∞, which a
+        // constraint forbids).
+        self.cand.iter().rev().find(|c| c.0 > 0.0).unwrap_or(&self.cand[0]).1
     }
 
     /// `sample`, also writing the distribution it draws from into `out` (cleared first) as

@@ -50,12 +50,20 @@ pub(crate) struct Suspended {
     /// emitted.
     pub held: String,
     pub held_emitted: usize,
+    /// The generation's constraint, having accepted its tokens so far.
+    pub guide: Option<Box<crate::constraint::Guide>>,
 }
 
 impl Suspended {
     /// The state of a generation that has not started: the sampler's stream at its seed.
     pub fn start(p: &SamplerParams) -> Suspended {
-        Suspended { rng: Sampler::initial_rng(p.seed), detok: Detokenizer::new(), held: String::new(), held_emitted: 0 }
+        Suspended {
+            rng: Sampler::initial_rng(p.seed),
+            detok: Detokenizer::new(),
+            held: String::new(),
+            held_emitted: 0,
+            guide: None,
+        }
     }
 }
 

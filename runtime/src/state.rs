@@ -48,6 +48,16 @@ struct Generation {
     detok_read: usize,
     held: String,
     held_emitted: usize,
+    /// A constrained generation's constraint and the tokens it accepted (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    constraint: Option<SavedConstraint>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedConstraint {
+    constraint: crate::constraint::Constraint,
+    accepted: Vec<u32>,
 }
 
 fn corrupt(what: impl Into<String>) -> RuntimeError {
@@ -122,6 +132,10 @@ impl Session {
                     detok_read: read,
                     held: s.held.clone(),
                     held_emitted: s.held_emitted,
+                    constraint: s.guide.as_ref().map(|g| SavedConstraint {
+                        constraint: g.constraint().clone(),
+                        accepted: g.accepted().to_vec(),
+                    }),
                 }
             }),
             app: app.into(),
@@ -237,7 +251,18 @@ impl Session {
             }
             let detok =
                 Detokenizer::from_state(g.detok_tokens, g.detok_read).ok_or_else(|| corrupt("detokenizer state"))?;
-            session.suspended = Some(Suspended { rng: g.rng, detok, held: g.held, held_emitted: g.held_emitted });
+            // The constraint is compiled again and replays the tokens it had accepted.
+            let guide = match g.constraint {
+                Some(c) => Some(Box::new(
+                    session
+                        .model()
+                        .replay_constraint(&c.constraint, &c.accepted)
+                        .map_err(|e| corrupt(format!("the generation's constraint: {e}")))?,
+                )),
+                None => None,
+            };
+            session.suspended =
+                Some(Suspended { rng: g.rng, detok, held: g.held, held_emitted: g.held_emitted, guide });
         }
         Ok((session, h.app))
     }

@@ -62,6 +62,11 @@ impl Tokenizer {
         self.eos.contains(&id)
     }
 
+    /// The end-of-generation tokens.
+    pub fn end_of_generation(&self) -> &[u32] {
+        &self.eos
+    }
+
     pub fn bos_id(&self) -> Option<u32> {
         self.bos
     }

@@ -218,7 +218,8 @@ def binaries(prefix, tmp_path_factory):
     d = tmp_path_factory.mktemp("cbin")
     out = {}
     for name, src in [("generate", "ffi/examples/generate.c"), ("threads", "ffi/examples/threads.c"),
-                      ("api_test", "ffi/tests/api_test.c"), ("resume", "ffi/examples/resume.c")]:
+                      ("api_test", "ffi/tests/api_test.c"), ("resume", "ffi/examples/resume.c"),
+                      ("structured", "ffi/examples/structured.c")]:
         out[name] = build(prefix, src, d / name, static=False)
         out[name + "_static"] = build(prefix, src, d / (name + "_static"), static=True)
     return out

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use autark_format::AutarkFile;
 use autark_runtime::bench::{peak_rss, run_bench, BandwidthProbe, BenchParams};
+use autark_runtime::Constraint;
 
 use autark_runtime::{ChatMessage, Prompt, SpecMode};
 
@@ -43,16 +44,18 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
     let isa = autark_kernels::kernels().isa.name();
     let c = model.config();
     let size = model.file().file_len();
+    let constraint = a.json_schema.as_deref().map(read_text).transpose()?.map(Constraint::JsonSchema);
     if !json {
         say!(
-            "model: {} ({:.1} MiB, {} layers, width {}), kernels: {isa}, KV cache {}/{}, load {:.3}s",
+            "model: {} ({:.1} MiB, {} layers, width {}), kernels: {isa}, KV cache {}/{}, load {:.3}s{}",
             path.display(),
             size as f64 / 1048576.0,
             c.n_layers,
             c.d_model,
             cache[0].name(),
             cache[1].name(),
-            load_s
+            load_s,
+            a.json_schema.as_ref().map(|f| format!(", tg constrained by {}", f.display())).unwrap_or_default()
         );
         say!("| threads | test | t/s |");
         say!("|---:|---|---:|");
@@ -70,6 +73,7 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
             temperature: a.temp,
             seed: a.seed,
             draft: draft.clone(),
+            constraint: constraint.clone(),
         };
         for r in run_bench(&model, &p)? {
             let (avg, sd) = r.mean_sd();
@@ -78,7 +82,9 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
                     "n_gen": r.n_gen, "n_threads": r.n_threads, "avg_ts": avg, "stddev_ts": sd, "samples_ts": r.samples_ts,
                     "n_depth": r.n_depth, "type_k": cache[0].name(), "type_v": cache[1].name(), "isa": isa, "load_seconds": load_s, "peak_rss_bytes": peak_rss().unwrap_or(0), "session_bytes": r.session_bytes,
                     "speculative": spec.mode.name(), "draft_max": spec.draft_max, "n_drafted": r.drafted, "n_accepted": r.accepted,
-                    "acceptance": r.accepted as f64 / r.drafted.max(1) as f64, "temperature": a.temp});
+                    "acceptance": r.accepted as f64 / r.drafted.max(1) as f64, "temperature": a.temp,
+
+                    "json_schema": a.json_schema.as_ref().map(|f| f.display().to_string())});
                 say!("{o}");
             } else {
                 let mut test = if r.n_prompt > 0 { format!("pp{}", r.n_prompt) } else { format!("tg{}", r.n_gen) };

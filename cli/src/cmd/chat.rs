@@ -19,7 +19,12 @@ pub fn chat(
 ) -> Result<()> {
     let model = load_for_chat(path, template)?;
     let o = s.options(n)?;
-    let params = o.generate;
+    let mut params = o.generate;
+    // With --tools, every reply is one call of a declared tool, printed parsed.
+    let tools = s.constraint.tools(&model)?;
+    if let Some(t) = &tools {
+        params.constraint = Some(t.constraint());
+    }
     // A saved conversation: the session's state, with the messages as its application data.
     let (mut session, mut history) = match keep.filter(|f| f.exists()) {
         Some(f) => {
@@ -60,31 +65,48 @@ pub fn chat(
             _ => {}
         }
         history.push(ChatMessage::new("user", &line));
-        let mut tokens = model.prompt_tokens(Prompt::Chat(&history))?;
+        let tokens_of = |history: &[ChatMessage]| match &tools {
+            Some(t) => model.tool_prompt_tokens(history, t),
+            None => model.prompt_tokens(Prompt::Chat(history)),
+        };
+        let mut tokens = tokens_of(&history)?;
         // With --context-shift, the oldest turns make room for the new one (and for a reply of
         // at least a quarter of the context).
         while params.context_shift && tokens.len() + session.n_ctx() / 4 > session.n_ctx() && history.len() > base + 1 {
             history.remove(base);
-            tokens = model.prompt_tokens(Prompt::Chat(&history))?;
+            tokens = tokens_of(&history)?;
         }
         let mut reply = String::new();
         let mut out = std::io::stdout().lock();
         let r = session.generate(&tokens, &params, &mut |piece| {
             reply.push_str(piece);
+            if tools.is_some() {
+                return true;
+            }
             let _ = out.write_all(piece.as_bytes());
             out.flush().is_ok()
         });
+        if let (Some(t), Ok(stats)) = (&tools, &r) {
+            if !stats.incomplete {
+                let _ = write!(out, "{}", autark_runtime::tools::calls_json(&t.parse(&reply)?));
+            }
+        }
         let _ = writeln!(out);
         match r {
             Ok(stats) => {
                 eprintln!(
-                    "[prompt: {} of {} tokens evaluated, {:.1} t/s | generation: {} tokens, {:.1} t/s{}]",
+                    "[prompt: {} of {} tokens evaluated, {:.1} t/s | generation: {} tokens, {:.1} t/s{}{}]",
                     stats.prompt_evaluated,
                     stats.prompt_tokens,
                     stats.prompt_tps(),
                     stats.generated_tokens,
                     stats.generation_tps(),
-                    super::run::draft_line(&params, &stats)
+                    super::run::draft_line(&params, &stats),
+                    if stats.incomplete {
+                        " | INCOMPLETE: stopped before the constrained output was complete"
+                    } else {
+                        ""
+                    }
                 );
                 history.push(ChatMessage::new("assistant", reply.trim()));
                 if let Some(f) = keep {

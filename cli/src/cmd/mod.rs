@@ -27,6 +27,8 @@ pub enum CliError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Usage(String),
+    #[error("the output is incomplete: the generation stopped ({stop}) before it matched the constraint")]
+    Incomplete { stop: String },
     #[error("{0} corrupted tensor(s)")]
     Corrupted(usize),
     #[error("{}: the model has no chat template; give one with --chat-template FILE (a Jinja template, such as the chat_template of the model's tokenizer_config.json)", model.display())]

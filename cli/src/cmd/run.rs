@@ -5,12 +5,35 @@ use std::path::Path;
 use std::sync::Arc;
 
 use autark_runtime::{
-    ChatMessage, GenerateParams, GenerationStats, Options, Prompt, SamplerParams, Session, SessionParams, SpecMode,
-    SpeculativeParams, DEFAULTS,
+    ChatMessage, Constraint, GenerateParams, GenerationStats, Model, Options, Prompt, SamplerParams, Session,
+    SessionParams, SpecMode, SpeculativeParams, ToolSet, DEFAULTS,
 };
 
-use super::{load, load_for_chat, CliError, Result};
-use crate::{SampleArgs, SpecArgs};
+use super::{load, load_for_chat, read_text, CliError, Result};
+use crate::{ConstraintArgs, SampleArgs, SpecArgs};
+
+impl ConstraintArgs {
+    /// The tools of `--tools`, in `model`'s format.
+    pub fn tools(&self, model: &Model) -> Result<Option<ToolSet>> {
+        match &self.tools {
+            Some(f) => Ok(Some(ToolSet::new(model, &read_text(f)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The constraint the flags name (its file read), if any.
+    pub fn constraint(&self) -> Result<Option<Constraint>> {
+        Ok(if let Some(f) = &self.json_schema {
+            Some(Constraint::JsonSchema(read_text(f)?))
+        } else if let Some(rx) = &self.regex {
+            Some(Constraint::Regex(rx.clone()))
+        } else if let Some(f) = &self.grammar {
+            Some(Constraint::Grammar(read_text(f)?))
+        } else {
+            None
+        })
+    }
+}
 
 impl SampleArgs {
     /// The runtime's options for up to `max_tokens` tokens, checked.
@@ -38,6 +61,7 @@ impl SampleArgs {
                 context_shift: self.context_shift,
                 n_keep: self.keep,
                 speculative: self.spec.params(),
+                constraint: self.constraint.constraint()?,
             },
         };
         o.validate()?;
@@ -65,9 +89,24 @@ pub struct Start<'a> {
 pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &SampleArgs) -> Result<()> {
     let model = if start.chat { load_for_chat(path, start.template)? } else { load(path)?.0 };
     let o = s.options(n)?;
-    let params = o.generate;
+    let mut params = o.generate;
+    let tools = s.constraint.tools(&model)?;
+    if let Some(t) = &tools {
+        if !start.chat || start.load.is_some() {
+            return Err(CliError::Usage(
+                "--tools needs --chat (the tools are declared through the chat template)".into(),
+            ));
+        }
+        params.constraint = Some(t.constraint());
+    }
+    let mut reply = String::new();
     let mut out = std::io::stdout().lock();
+    let quiet = tools.is_some();
     let mut print = |piece: &str| {
+        reply.push_str(piece);
+        if quiet {
+            return true;
+        }
         let _ = out.write_all(piece.as_bytes());
         out.flush().is_ok()
     };
@@ -89,14 +128,19 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
         (None, prompt) => {
             let prompt = prompt.unwrap_or_default();
             let messages = chat_messages(start.system, prompt);
-            let tokens =
-                model.prompt_tokens(if start.chat { Prompt::Chat(&messages) } else { Prompt::Text(prompt) })?;
+            let tokens = match &tools {
+                Some(t) => model.tool_prompt_tokens(&messages, t)?,
+                None => model.prompt_tokens(if start.chat { Prompt::Chat(&messages) } else { Prompt::Text(prompt) })?,
+            };
             let mut session = Session::new(Arc::clone(&model), o.session)?;
             s.spec.attach(&mut session, o.session)?;
             let stats = session.generate(&tokens, &params, &mut print)?;
             (session, stats)
         }
     };
+    if let (Some(t), false) = (&tools, stats.incomplete) {
+        let _ = write!(out, "{}", autark_runtime::tools::calls_json(&t.parse(&reply)?));
+    }
     let _ = writeln!(out);
     if let Some(save) = save {
         session.save(save)?;
@@ -116,6 +160,9 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
         },
         draft_line(&params, &stats)
     );
+    if stats.incomplete {
+        return Err(CliError::Incomplete { stop: format!("{:?}", stats.stop) });
+    }
     Ok(())
 }
 
