@@ -439,3 +439,17 @@ def test_tool_call_formats_through_chat_templates(autark, smollm2_q4_1, tmp_path
                        "--seed", seed, "--temp", "1.0", "-n", 200)
         assert r.returncode == 0, r.stderr.decode()
         check_calls(r.stdout.decode())
+
+
+def test_chat_replies_are_constrained(autark, smollm2_q4_1, tmp_path):
+    f, tools = write(tmp_path, "s.json", NESTED), write(tmp_path, "tools.json", TOOLS)
+    r = autark.run("chat", smollm2_q4_1, "--json-schema", f, "--temp", "1.0", "--seed", 2, "-n", MAX_TOKENS,
+                   input=b"Describe a person.\nAnother one.\n/exit\n")
+    assert r.returncode == 0, r.stderr.decode()
+    replies = [line for line in r.stdout.decode().splitlines() if line.strip()]
+    assert len(replies) == 2, replies
+    for reply in replies:
+        jsonschema.validate(json.loads(reply), NESTED)
+    r = autark.run("chat", smollm2_q4_1, "--tools", tools, "--temp", "0", input=b"What is 2 plus 3?\n/exit\n")
+    assert r.returncode == 0, r.stderr.decode()
+    check_calls(r.stdout.decode().strip())
