@@ -458,13 +458,29 @@ impl Guide {
         if mask.is_zero() {
             return Err(self.failed("no token can continue the output"));
         }
+        // A word of the mask covers 32 tokens: whole words allowed (inside a JSON string, most of
+        // them) or forbidden are copied or filled at once.
         self.masked.clear();
-        self.masked.resize(logits.len(), f32::NEG_INFINITY);
-        mask.iter_set_entries(|i| {
-            if let (Some(m), Some(&l)) = (self.masked.get_mut(i), logits.get(i)) {
-                *m = l;
+        self.masked.extend_from_slice(logits);
+        let words = mask.as_slice();
+        for (out, &w) in self.masked.chunks_mut(32).zip(words) {
+            // Bit `b` of word `k` is token `32k + b` (toktrie's `SimpleVob`).
+            match w {
+                u32::MAX => {}
+                0 => out.fill(f32::NEG_INFINITY),
+                w => {
+                    for (bit, o) in out.iter_mut().enumerate() {
+                        if w & (1 << bit) == 0 {
+                            *o = f32::NEG_INFINITY;
+                        }
+                    }
+                }
             }
-        });
+        }
+        // Tokens past the mask's words (none for a vocabulary-sized mask) are forbidden.
+        if let Some(rest) = self.masked.get_mut(words.len() * 32..) {
+            rest.fill(f32::NEG_INFINITY);
+        }
         Ok(&self.masked)
     }
 
