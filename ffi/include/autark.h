@@ -63,6 +63,26 @@
 #define AUTARK_SPEC_DRAFT 2
 
 /*
+ Kinds of constraint (`autark_session_set_constraint`): none (unconstrained output).
+ */
+#define AUTARK_CONSTRAINT_NONE 0
+
+/*
+ A JSON Schema (its JSON text): the output is one JSON value valid under it.
+ */
+#define AUTARK_CONSTRAINT_JSON_SCHEMA 1
+
+/*
+ A regular expression (Rust `regex` syntax) the whole output matches.
+ */
+#define AUTARK_CONSTRAINT_REGEX 2
+
+/*
+ A grammar in llguidance's Lark syntax (docs/STRUCTURED.md).
+ */
+#define AUTARK_CONSTRAINT_GRAMMAR 3
+
+/*
  Stops a session's generation from another thread. Obtained with
  `autark_session_cancel_token`; thread-safe; free with `autark_cancel_token_free` (it may
  outlive its session, after which cancelling does nothing).
@@ -254,7 +274,22 @@ typedef bool (*autark_piece_callback)(const char *piece, uintptr_t len, void *us
 
 /*
  An internal error (a bug): a panic was caught at the boundary.
+ A constraint (`autark_session_set_constraint`) uses a JSON Schema keyword that cannot be
+ enforced; the message names it.
  */
+#define AUTARK_ERR_UNSUPPORTED_CONSTRAINT -16
+
+/*
+ A constraint that cannot be compiled (syntax, unsatisfiable, over the limits).
+ */
+#define AUTARK_ERR_INVALID_CONSTRAINT -17
+
+/*
+ A constrained generation stopped (max_tokens, full context, cancel) before its output was
+ complete: the text streamed does not match the constraint. The session stays usable.
+ */
+#define AUTARK_ERR_INCOMPLETE_OUTPUT -18
+
 #define AUTARK_ERR_PANIC -100
 
 #ifdef __cplusplus
@@ -490,7 +525,9 @@ void autark_cancel_token_free(autark_cancel_token *t);
  evaluated (pass the whole conversation each turn: only new tokens are evaluated). Text goes
  to `cb` as it becomes complete UTF-8; `cb` may be NULL. Stops at an end-of-generation token,
  `max_tokens`, a full context, or when `cb` returns false (all AUTARK_OK). The sampler
- restarts from the session's seed on every call.
+ restarts from the session's seed on every call. With a constraint
+ (`autark_session_set_constraint`), it also stops when the output is complete, and returns
+ AUTARK_ERR_INCOMPLETE_OUTPUT when it stopped before.
 
  # Safety
  `s` is a live session used by no other thread; `prompt` NUL-terminated; `cb`, if not NULL,
@@ -537,6 +574,59 @@ autark_status autark_session_set_draft(autark_session *s, const autark_model *dr
 autark_status autark_session_draft_stats(const autark_session *s,
                                          uint64_t *drafted,
                                          uint64_t *accepted);
+
+/*
+ Constrains the output of the session's following `autark_generate` /
+ `autark_generate_continue` calls: `kind` is `AUTARK_CONSTRAINT_JSON_SCHEMA`, `_REGEX` or
+ `_GRAMMAR` with its NUL-terminated UTF-8 `text` (copied), or `AUTARK_CONSTRAINT_NONE`
+ (`text` ignored, may be NULL) to remove it. The constraint is compiled here, so a bad one
+ fails now: AUTARK_ERR_UNSUPPORTED_CONSTRAINT (the message names the schema keyword) or
+ AUTARK_ERR_INVALID_CONSTRAINT; the session's constraint is then unchanged. A constrained
+ generation ends when its output is complete; one that stops before (max_tokens, a full
+ context, a stop from the callback) returns AUTARK_ERR_INCOMPLETE_OUTPUT.
+
+ # Safety
+ `s` is a live session used by no other thread; `text` NULL or NUL-terminated.
+ */
+autark_status autark_session_set_constraint(autark_session *s, int32_t kind, const char *text);
+
+/*
+ The assistant's tool call in reply to a conversation (messages as in
+ `autark_chat_apply_template`): `tools_json` is a JSON array of OpenAI-style function
+ definitions, declared through the model's chat template; the reply (at most `max_tokens`
+ tokens, streamed to `cb`, which may be NULL) is constrained to one call of one of them with
+ arguments valid under its parameter schema. `autark_session_tool_calls` then gives the call.
+ Errors: AUTARK_ERR_UNSUPPORTED_CONSTRAINT / _INVALID_CONSTRAINT for bad definitions,
+ AUTARK_ERR_INCOMPLETE_OUTPUT when the reply stopped before the call was complete. The
+ session's own constraint does not apply.
+
+ # Safety
+ `s` is a live session used by no other thread; `roles` and `contents` hold `n_messages`
+ NUL-terminated strings each; `tools_json` NUL-terminated; `cb`, if not NULL, is callable
+ with `user_data`.
+ */
+autark_status autark_chat_tools(autark_session *s,
+                                const char *const *roles,
+                                const char *const *contents,
+                                uintptr_t n_messages,
+                                const char *tools_json,
+                                uint32_t max_tokens,
+                                autark_piece_callback cb,
+                                void *user_data);
+
+/*
+ The tool calls of the last `autark_chat_tools` on this session, as NUL-terminated JSON
+ `[{"name": "...", "arguments": {...}}]` ("" if it failed or none ran). Output as in
+ `autark_token_to_piece` (AUTARK_ERR_BUFFER_TOO_SMALL with the length needed; capacity 0 to
+ ask).
+
+ # Safety
+ `s` is a live session; `buf` valid for `capacity` bytes; `len` valid for a write.
+ */
+autark_status autark_session_tool_calls(const autark_session *s,
+                                        char *buf,
+                                        uintptr_t capacity,
+                                        uintptr_t *len);
 
 #ifdef __cplusplus
 }  // extern "C"
