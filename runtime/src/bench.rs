@@ -140,7 +140,7 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
         let mut next = prompt[0];
         let mut guide = fresh.clone();
         for _ in 0..n_gen {
-            crate::constraint::eval_ahead(s, &[next], guide.as_mut())?;
+            crate::generate::eval_ahead(s, &[next], guide.as_mut())?;
             next = match (guide.as_mut(), &fresh) {
                 (Some(g), Some(fresh)) => {
                     let t = argmax(g.mask(s.logits())?) as u32;

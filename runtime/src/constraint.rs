@@ -18,7 +18,6 @@ use serde_json::Value;
 
 use crate::error::{Result, RuntimeError};
 use crate::model::Model;
-use crate::session::Session;
 
 /// What a generation's output must match.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -484,7 +483,7 @@ impl Guide {
         Ok(&self.masked)
     }
 
-    /// Computes the next mask now (`mask` then uses it): the work that `eval_ahead` overlaps
+    /// Computes the next mask now (`mask` then uses it): the work that `generate::eval_ahead` overlaps
     /// with the forward pass.
     pub fn prepare(&mut self) {
         if self.ready.is_none() && !self.matcher.is_stopped() {
@@ -525,35 +524,20 @@ impl Guide {
     }
 }
 
-/// `session.eval(tokens)`, computing `guide`'s next mask meanwhile on another thread when the
-/// session leaves a core free (on a fully used machine the two would only take turns). The
-/// mask and the logits are the same either way.
-pub fn eval_ahead(session: &mut Session, tokens: &[u32], guide: Option<&mut Guide>) -> Result<()> {
-    let Some(g) = guide else { return session.eval(tokens) };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if session.n_threads() >= cores {
-        session.eval(tokens)?;
-        g.prepare();
-        return Ok(());
-    }
-    std::thread::scope(|scope| {
-        let ahead = scope.spawn(|| g.prepare());
-        let r = session.eval(tokens);
-        // `prepare` does not panic (llguidance's matcher catches its own panics); if it did, the
-        // mask is computed again by `mask`.
-        let _ = ahead.join();
-        r
-    })
-}
-
 impl Model {
     /// The constraint compiler of this model's vocabulary (built on first use, then shared).
     pub fn constraints(&self) -> Result<&Compiler> {
-        if let Some(c) = self.constraints.get() {
-            return Ok(c);
-        }
-        let c = Compiler::new(self)?;
-        Ok(self.constraints.get_or_init(|| c))
+        let erased = match self.constraints.get() {
+            Some(c) => c,
+            None => {
+                let c = Compiler::new(self)?;
+                self.constraints.get_or_init(|| Box::new(c))
+            }
+        };
+        // Only this function stores into the slot, always a `Compiler`.
+        erased
+            .downcast_ref()
+            .ok_or_else(|| RuntimeError::Tokenizer("constraint compiler slot holds another type".into()))
     }
 
     /// Compiles `c` against this model's vocabulary.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use autark_kernels::ops::EXACT_BATCH;
 
-use crate::constraint::Constraint;
+use crate::constraint::{Constraint, Guide};
 use crate::error::{Result, RuntimeError};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::{Session, Suspended};
@@ -269,7 +269,7 @@ impl Session {
             }
             let t = Instant::now();
             if drafts.is_empty() {
-                crate::constraint::eval_ahead(self, &[next], guide.as_deref_mut())?;
+                eval_ahead(self, &[next], guide.as_deref_mut())?;
                 row = None;
             } else {
                 context.truncate(verified + 1);
@@ -327,6 +327,27 @@ impl Session {
             incomplete,
         })
     }
+}
+
+/// `session.eval(tokens)`, computing `guide`'s next mask meanwhile on another thread when the
+/// session leaves a core free (on a fully used machine the two would only take turns). The
+/// mask and the logits are the same either way.
+pub(crate) fn eval_ahead(session: &mut Session, tokens: &[u32], guide: Option<&mut Guide>) -> Result<()> {
+    let Some(g) = guide else { return session.eval(tokens) };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if session.n_threads() >= cores {
+        session.eval(tokens)?;
+        g.prepare();
+        return Ok(());
+    }
+    std::thread::scope(|scope| {
+        let ahead = scope.spawn(|| g.prepare());
+        let r = session.eval(tokens);
+        // `prepare` does not panic (llguidance's matcher catches its own panics); if it did, the
+        // mask is computed again by `mask`.
+        let _ = ahead.join();
+        r
+    })
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of `stop` (on a char

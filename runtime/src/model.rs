@@ -48,8 +48,10 @@ pub struct Model {
     pub(crate) output_norm: T,
     /// The output head (the embedding when tied).
     pub(crate) output: T,
-    /// The constraint compiler over this model's vocabulary, built on first use.
-    pub(crate) constraints: std::sync::OnceLock<crate::constraint::Compiler>,
+    /// The constraint compiler over this model's vocabulary (`constraint::Compiler`), built on
+    /// first use; stored type-erased so that the model does not depend on the module that
+    /// depends on it (`Model::constraints` downcasts).
+    pub(crate) constraints: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Model {
