@@ -42,6 +42,31 @@ fn null_pointers_are_status_codes() {
         );
         assert_eq!(n, 0);
         assert_eq!(autark_session_eval(std::ptr::null_mut(), std::ptr::null(), 0), AUTARK_ERR_NULL_POINTER);
+        // Structured output: NULL sessions, tools and buffers are status codes too.
+        assert_eq!(
+            autark_session_set_constraint(std::ptr::null_mut(), AUTARK_CONSTRAINT_REGEX, c"a".as_ptr()),
+            AUTARK_ERR_NULL_POINTER
+        );
+        let (r, c) = ([c"user".as_ptr()], [c"hi".as_ptr()]);
+        assert_eq!(
+            autark_chat_tools(
+                std::ptr::null_mut(),
+                r.as_ptr(),
+                c.as_ptr(),
+                1,
+                c"[]".as_ptr(),
+                4,
+                None,
+                std::ptr::null_mut()
+            ),
+            AUTARK_ERR_NULL_POINTER
+        );
+        let mut len = 7usize;
+        assert_eq!(
+            autark_session_tool_calls(std::ptr::null(), std::ptr::null_mut(), 0, &mut len),
+            AUTARK_ERR_NULL_POINTER
+        );
+        assert_eq!(len, 0);
         autark_model_free(std::ptr::null_mut());
         autark_session_free(std::ptr::null_mut());
     }
