@@ -80,7 +80,7 @@ impl SpeculativeParams {
 const NGRAM_MAX: usize = 4;
 /// Acceptance each n-gram length (1, 2, 3, 4; the draft model at index 0) starts from: longer
 /// matches are better evidence. Optimistic enough that drafting is tried.
-const PRIOR: [f64; NGRAM_MAX] = [0.35, 0.5, 0.6, 0.7];
+const PRIOR: [f64; NGRAM_MAX] = [0.2, 0.4, 0.55, 0.7];
 /// Weight of one observation in the acceptance averages.
 const ALPHA: f64 = 0.1;
 /// How fast an acceptance estimate that stopped drafting drifts back towards its `PRIOR`, per
