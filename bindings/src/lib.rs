@@ -701,24 +701,7 @@ impl Session {
     /// tokenizer vocabulary (`InvalidArgument` naming the first difference otherwise); `None`
     /// removes it.
     pub fn set_draft(&self, draft: Option<Arc<Model>>) -> Result<()> {
-        let mut st = self.lock();
-        let d = match draft {
-            Some(d) => {
-                let t = &st.session;
-                let [k, v] = t.cache_types();
-                let p = rt::SessionParams {
-                    n_ctx: t.n_ctx(),
-                    n_threads: t.n_threads(),
-                    n_batch: t.n_batch(),
-                    cache_type_k: k,
-                    cache_type_v: v,
-                    ..rt::DEFAULTS.session
-                };
-                Some(rt::Session::new(Arc::clone(&d.inner), p)?)
-            }
-            None => None,
-        };
-        Ok(st.session.set_draft(d)?)
+        Ok(self.lock().session.set_draft_model(draft.map(|d| Arc::clone(&d.inner)))?)
     }
 
     /// Statistics of the last generation on this session, if any since creation or reset.

@@ -1013,24 +1013,9 @@ pub unsafe extern "C" fn autark_session_set_draft(s: *mut autark_session, draft:
     guard(|| {
         // SAFETY: contract of this function.
         let s = unsafe { mut_arg(s, "session") }?;
-        if draft.is_null() {
-            s.session.set_draft(None)?;
-            return Ok(());
-        }
-        // SAFETY: contract of this function.
-        let model = &unsafe { ref_arg(draft, "draft") }?.inner;
-        let t = &s.session;
-        let [k, v] = t.cache_types();
-        let p = SessionParams {
-            n_ctx: t.n_ctx(),
-            n_threads: t.n_threads(),
-            n_batch: t.n_batch(),
-            cache_type_k: k,
-            cache_type_v: v,
-            ..DEFAULTS.session
-        };
-        let d = Session::new(Arc::clone(model), p)?;
-        s.session.set_draft(Some(d))?;
+        // SAFETY: contract of this function (NULL checked first).
+        let model = if draft.is_null() { None } else { Some(Arc::clone(&unsafe { ref_arg(draft, "draft") }?.inner)) };
+        s.session.set_draft_model(model)?;
         Ok(())
     })
 }

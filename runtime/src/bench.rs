@@ -101,9 +101,7 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
         ..Default::default()
     };
     let mut s = Session::new(Arc::clone(model), params)?;
-    if let Some(d) = &p.draft {
-        s.set_draft(Some(Session::new(Arc::clone(d), params)?))?;
-    }
+    s.set_draft_model(p.draft.clone())?;
     let fresh = p.constraint.as_ref().map(|c| model.compile_constraint(c)).transpose()?;
     // The tg test through the generation loop (a real prompt, or speculative decoding).
     // (A constraint keeps the plain loop, which restarts it whenever its output is complete.)

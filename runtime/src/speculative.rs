@@ -320,6 +320,22 @@ impl Session {
         Ok(())
     }
 
+    /// `set_draft` with a new session on `model` sized like this one (context, threads, batch,
+    /// cache types); `None` removes the draft.
+    pub fn set_draft_model(&mut self, model: Option<std::sync::Arc<crate::Model>>) -> Result<()> {
+        let Some(model) = model else { return self.set_draft(None) };
+        let [cache_type_k, cache_type_v] = self.cache_types();
+        let p = crate::session::SessionParams {
+            n_ctx: self.n_ctx(),
+            n_threads: self.n_threads(),
+            n_batch: self.n_batch(),
+            cache_type_k,
+            cache_type_v,
+            ..Default::default()
+        };
+        self.set_draft(Some(Session::new(model, p)?))
+    }
+
     /// The draft model's session, if one is set.
     pub fn draft(&self) -> Option<&Session> {
         self.draft.as_deref()
