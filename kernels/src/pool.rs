@@ -21,6 +21,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// The cores this process may run on (`std::thread::available_parallelism`, read once: it reads
+/// cgroup files on each call, tens of µs, too slow for a per-token question).
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// How long an idle helper spins before it parks.
 const SPIN: Duration = Duration::from_micros(200);
 

@@ -67,6 +67,10 @@ pub struct BenchResult {
     /// repetitions.
     pub drafted: usize,
     pub accepted: usize,
+    /// A tg test's mean time per token outside the forward pass, in seconds: sampling and, with
+    /// a constraint, whatever of the mask's work the forward pass did not hide (None for pp tests
+    /// and generation-loop tests).
+    pub outside_forward: Option<f64>,
 }
 
 impl BenchResult {
@@ -113,8 +117,8 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
         speculative: p.speculative,
         ..Default::default()
     };
-    // Tokens/s, and the tokens drafted and accepted.
-    let test = |s: &mut Session, n_prompt: usize, n_gen: usize| -> Result<(f64, usize, usize)> {
+    // Tokens/s, the tokens drafted and accepted, and the seconds outside the forward pass.
+    let test = |s: &mut Session, n_prompt: usize, n_gen: usize| -> Result<(f64, usize, usize, f64)> {
         // Back to the depth: cut the context there, or evaluate it again where the cache cannot
         // be cut (sliding-window rings).
         s.truncate(p.n_depth);
@@ -129,7 +133,7 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
             let t0 = Instant::now();
             let stats = s.generate_continue(&gen, &mut |_| true)?;
             let tps = stats.generated_tokens as f64 / t0.elapsed().as_secs_f64();
-            return Ok((tps, stats.drafted_tokens, stats.accepted_drafts));
+            return Ok((tps, stats.drafted_tokens, stats.accepted_drafts, 0.0));
         }
         let t0 = Instant::now();
         if n_prompt > 0 {
@@ -137,8 +141,10 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
         }
         let mut next = prompt[0];
         let mut guide = fresh.clone();
+        let mut forward = std::time::Duration::ZERO;
+        let t_gen = Instant::now();
         for _ in 0..n_gen {
-            crate::generate::eval_ahead(s, &[next], guide.as_mut())?;
+            forward += crate::generate::eval_ahead(s, &[next], guide.as_mut())?;
             next = match (guide.as_mut(), &fresh) {
                 (Some(g), Some(fresh)) => {
                     let t = argmax(g.mask(s.logits())?) as u32;
@@ -153,7 +159,8 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
                 _ => argmax(s.logits()) as u32,
             };
         }
-        Ok(((n_prompt + n_gen) as f64 / t0.elapsed().as_secs_f64(), 0, 0))
+        let outside = t_gen.elapsed().saturating_sub(forward).as_secs_f64();
+        Ok(((n_prompt + n_gen) as f64 / t0.elapsed().as_secs_f64(), 0, 0, outside))
     };
     let mut results = Vec::new();
     for (np, ng) in [(n_prompt, 0), (0, p.n_gen)] {
@@ -161,12 +168,13 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
             continue;
         }
         test(&mut s, np, ng)?; // warm-up
-        let (mut samples_ts, mut drafted, mut accepted) = (Vec::new(), 0, 0);
+        let (mut samples_ts, mut drafted, mut accepted, mut outside) = (Vec::new(), 0, 0, 0.0);
         for _ in 0..p.repetitions.max(1) {
-            let (tps, d, a) = test(&mut s, np, ng)?;
+            let (tps, d, a, o) = test(&mut s, np, ng)?;
             samples_ts.push(tps);
-            (drafted, accepted) = (drafted + d, accepted + a);
+            (drafted, accepted, outside) = (drafted + d, accepted + a, outside + o);
         }
+        let steps = (ng * p.repetitions.max(1)) as f64;
         results.push(BenchResult {
             n_prompt: np,
             n_gen: ng,
@@ -176,6 +184,7 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
             session_bytes: s.memory_bytes(),
             drafted,
             accepted,
+            outside_forward: (ng > 0 && !generate).then(|| outside / steps),
         });
     }
     Ok(results)

@@ -2,7 +2,7 @@
 //! pieces, stopping at end-of-generation tokens, stop strings, the token limit, or when the
 //! callback returns `false`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use autark_kernels::ops::EXACT_BATCH;
 
@@ -331,18 +331,22 @@ impl Session {
 
 /// `session.eval(tokens)`, computing `guide`'s next mask meanwhile on another thread when the
 /// session leaves a core free (on a fully used machine the two would only take turns). The
-/// mask and the logits are the same either way.
-pub(crate) fn eval_ahead(session: &mut Session, tokens: &[u32], guide: Option<&mut Guide>) -> Result<()> {
-    let Some(g) = guide else { return session.eval(tokens) };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if session.n_threads() >= cores {
-        session.eval(tokens)?;
+/// mask and the logits are the same either way. Returns the time of the forward pass alone
+/// (`autark bench` reports the time of a step outside it).
+pub(crate) fn eval_ahead(session: &mut Session, tokens: &[u32], guide: Option<&mut Guide>) -> Result<Duration> {
+    let timed = |session: &mut Session| {
+        let t0 = Instant::now();
+        session.eval(tokens).map(|()| t0.elapsed())
+    };
+    let Some(g) = guide else { return timed(session) };
+    if session.n_threads() >= autark_kernels::pool::cores() {
+        let t = timed(session)?;
         g.prepare();
-        return Ok(());
+        return Ok(t);
     }
     std::thread::scope(|scope| {
         let ahead = scope.spawn(|| g.prepare());
-        let r = session.eval(tokens);
+        let r = timed(session);
         // `prepare` does not panic (llguidance's matcher catches its own panics); if it did, the
         // mask is computed again by `mask`.
         let _ = ahead.join();

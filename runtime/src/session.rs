@@ -98,11 +98,7 @@ impl Session {
             });
         }
         let n_batch = params.n_batch.clamp(1, 512).min(n_ctx);
-        let threads = if params.n_threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        } else {
-            params.n_threads
-        };
+        let threads = if params.n_threads == 0 { autark_kernels::pool::cores() } else { params.n_threads };
         if threads > MAX_THREADS {
             return Err(RuntimeError::InvalidArgument { name: "n_threads", what: format!("{threads}") });
         }

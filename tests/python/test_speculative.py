@@ -65,6 +65,7 @@ def test_bench_reports_drafts(autark, smollm2_q4_1):
     assert len(tg) == 1 and tg[0]["speculative"] == "lookup" and tg[0]["draft_max"] == 16
     assert 0 < tg[0]["n_accepted"] <= tg[0]["n_drafted"]
     assert tg[0]["acceptance"] == pytest.approx(tg[0]["n_accepted"] / tg[0]["n_drafted"])
+    assert tg[0]["outside_forward_us"] is None  # the generation loop: not split
     pp = [row for row in rows if row["n_prompt"] > 0]
     assert len(pp) == 1 and pp[0]["n_prompt"] > 300  # the passage, rendered as a chat
 

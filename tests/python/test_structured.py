@@ -348,6 +348,9 @@ def test_bench_json_schema(autark, smollm2_q4_1):
                   "--json-schema", "data/schemas/nested.json")
     o = json.loads(r.stdout.decode().strip().splitlines()[-1])
     assert o["n_gen"] == 16 and o["avg_ts"] > 0 and o["json_schema"] == "data/schemas/nested.json"
+    # The time per token outside the forward pass (mask work the forward pass did not hide, and
+    # sampling): measured, so positive, and far below a whole token's time.
+    assert 0 < o["outside_forward_us"] < 1e6 / o["avg_ts"]
     r = autark.run("bench", smollm2_q4_1, "-p", 0, "-n", 4, "-r", 1, "--json-schema", "tests/python/conftest.py")
     assert r.returncode == 1 and "json_schema constraint" in r.stderr.decode()
 

@@ -83,7 +83,7 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
                     "n_depth": r.n_depth, "type_k": cache[0].name(), "type_v": cache[1].name(), "isa": isa, "load_seconds": load_s, "peak_rss_bytes": peak_rss().unwrap_or(0), "session_bytes": r.session_bytes,
                     "speculative": spec.mode.name(), "draft_max": spec.draft_max, "n_drafted": r.drafted, "n_accepted": r.accepted,
                     "acceptance": r.accepted as f64 / r.drafted.max(1) as f64, "temperature": a.temp,
-
+                    "outside_forward_us": r.outside_forward.map(|s| s * 1e6),
                     "json_schema": a.json_schema.as_ref().map(|f| f.display().to_string())});
                 say!("{o}");
             } else {
@@ -95,6 +95,9 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
                     let rate = 100.0 * r.accepted as f64 / r.drafted.max(1) as f64;
                     test +=
                         &format!(" {} ({} of {} drafts accepted, {rate:.0}%)", spec.mode.name(), r.accepted, r.drafted);
+                }
+                if let Some(o) = r.outside_forward.filter(|_| constraint.is_some()) {
+                    test += &format!(" (per token outside the forward pass: {:.0} µs)", o * 1e6);
                 }
                 say!("| {} | {test} | {avg:.1} ± {sd:.1} |", r.n_threads);
             }
