@@ -45,6 +45,9 @@ pub enum ToolFormat {
     Llama3,
     /// `<|tool_call|>[{"name": …, "arguments": {…}}]<|/tool_call|>` (Phi-4-mini; Phi-3).
     Phi,
+    /// `[TOOL_CALLS][{"name": …, "arguments": {…}}]` (Mistral v3 and later: Mistral 7B v0.3,
+    /// Nemo, Small).
+    Mistral,
 }
 
 impl ToolFormat {
@@ -55,10 +58,22 @@ impl ToolFormat {
             ToolFormat::Hermes
         } else if t.contains("<|python_tag|>") || t.contains("ipython") {
             ToolFormat::Llama3
+        } else if t.contains("[TOOL_CALLS]") {
+            ToolFormat::Mistral
         } else if t.contains("<|tool_call|>") || model.architecture() == autark_format::Architecture::Phi3 {
             ToolFormat::Phi
         } else {
             ToolFormat::Hermes
+        }
+    }
+
+    /// The format's name (`autark run --tools` prints it).
+    pub fn name(self) -> &'static str {
+        match self {
+            ToolFormat::Hermes => "hermes",
+            ToolFormat::Llama3 => "llama3",
+            ToolFormat::Phi => "phi",
+            ToolFormat::Mistral => "mistral",
         }
     }
 
@@ -68,6 +83,52 @@ impl ToolFormat {
             _ => "arguments",
         }
     }
+}
+
+/// `schema` with every object that declares `properties` and says nothing of others closed to
+/// them (`"additionalProperties": false`, as OpenAI's strict function calling requires): a call
+/// carries the arguments its function declares, not extra ones a small model makes up.
+fn strict(mut schema: Value) -> Value {
+    fn close(v: &mut Value, depth: usize) {
+        let Value::Object(m) = v else { return };
+        if depth > 64 {
+            return; // deeper nesting is refused by the schema compiler's own limits
+        }
+        let open = ["additionalProperties", "patternProperties", "unevaluatedProperties"];
+        if m.contains_key("properties") && !open.iter().any(|k| m.contains_key(*k)) {
+            m.insert("additionalProperties".into(), Value::Bool(false));
+        }
+        for (k, sub) in m.iter_mut() {
+            match (k.as_str(), sub) {
+                // Maps from names to schemas.
+                (
+                    "properties" | "$defs" | "definitions" | "patternProperties" | "dependentSchemas",
+                    Value::Object(map),
+                ) => map.values_mut().for_each(|x| close(x, depth + 1)),
+                // Lists of schemas.
+                ("anyOf" | "oneOf" | "allOf" | "prefixItems" | "items", Value::Array(list)) => {
+                    list.iter_mut().for_each(|x| close(x, depth + 1))
+                }
+                // One schema.
+                (
+                    "items"
+                    | "additionalProperties"
+                    | "additionalItems"
+                    | "unevaluatedItems"
+                    | "contains"
+                    | "not"
+                    | "if"
+                    | "then"
+                    | "else"
+                    | "propertyNames",
+                    x,
+                ) => close(x, depth + 1),
+                _ => {} // data (const, enum, default, …) and annotations
+            }
+        }
+    }
+    close(&mut schema, 0);
+    schema
 }
 
 fn bad(what: impl Into<String>) -> RuntimeError {
@@ -144,7 +205,7 @@ impl ToolSet {
             .map(|t| {
                 json!({
                     "type": "object",
-                    "properties": {"name": {"const": t.name}, key: t.parameters},
+                    "properties": {"name": {"const": t.name}, key: strict(t.parameters.clone())},
                     "required": ["name", key],
                     "additionalProperties": false,
                 })
@@ -163,6 +224,7 @@ impl ToolSet {
             ToolFormat::Hermes => "start: \"<tool_call>\\n\" call \"\\n</tool_call>\"".to_string(),
             ToolFormat::Llama3 => "start: call".to_string(),
             ToolFormat::Phi => "start: \"<|tool_call|>[\" call \"]<|/tool_call|>\"".to_string(),
+            ToolFormat::Mistral => "start: \"[TOOL_CALLS][\" call \"]\"".to_string(),
         };
         Constraint::Grammar(format!("{start}\ncall: %json {call}\n"))
     }
@@ -174,6 +236,7 @@ impl ToolSet {
             ToolFormat::Hermes => ("<tool_call>\n", "\n</tool_call>", "arguments"),
             ToolFormat::Llama3 => ("", "", "parameters"),
             ToolFormat::Phi => ("<|tool_call|>[", "]<|/tool_call|>", "arguments"),
+            ToolFormat::Mistral => ("[TOOL_CALLS][", "]", "arguments"),
         };
         format!(
             "You are a function-calling assistant. These functions are available:\n<tools>\n{}\n</tools>\n\
@@ -205,6 +268,7 @@ impl ToolSet {
             ToolFormat::Hermes => t.strip_prefix("<tool_call>").and_then(|s| s.strip_suffix("</tool_call>")),
             ToolFormat::Llama3 => Some(t.strip_prefix("<|python_tag|>").unwrap_or(t)),
             ToolFormat::Phi => t.strip_prefix("<|tool_call|>").and_then(|s| s.strip_suffix("<|/tool_call|>")),
+            ToolFormat::Mistral => t.strip_prefix("[TOOL_CALLS]"),
         }
         .ok_or_else(|| bad(format!("not a tool call: {t:?}")))?;
         let v: Value = serde_json::from_str(body.trim()).map_err(|e| bad(format!("tool call is not JSON: {e}")))?;
@@ -260,6 +324,26 @@ mod tests {
         {"name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}
     ]"#;
 
+    #[test]
+    fn argument_objects_are_closed_unless_they_say_otherwise() {
+        let s = strict(json!({"type": "object", "properties": {
+            "properties": {"type": "object", "properties": {"x": {"type": "integer"}}},
+            "open": {"type": "object", "properties": {}, "additionalProperties": true},
+            "list": {"type": "array", "items": {"type": "object", "properties": {"y": {}}}},
+            "either": {"anyOf": [{"type": "object", "properties": {"z": {}}}, {"type": "null"}]},
+            "data": {"const": {"properties": {}}},
+        }}));
+        assert_eq!(s["additionalProperties"], false);
+        let p = &s["properties"];
+        // A property named "properties" is a schema, not a map of them.
+        assert_eq!(p["properties"]["additionalProperties"], false);
+        assert!(p["properties"]["properties"].get("additionalProperties").is_none());
+        assert_eq!(p["open"]["additionalProperties"], true);
+        assert_eq!(p["list"]["items"]["additionalProperties"], false);
+        assert_eq!(p["either"]["anyOf"][0]["additionalProperties"], false);
+        assert_eq!(p["data"], json!({"const": {"properties": {}}}));
+    }
+
     fn set(format: ToolFormat) -> ToolSet {
         ToolSet { tools: parse_tools(TOOLS).unwrap(), format }
     }
@@ -287,6 +371,7 @@ mod tests {
             (ToolFormat::Hermes, "<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}\n</tool_call>"),
             (ToolFormat::Llama3, "{\"name\": \"add\", \"parameters\": {\"a\": 1, \"b\": 2}}"),
             (ToolFormat::Phi, "<|tool_call|>[{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}]<|/tool_call|>"),
+            (ToolFormat::Mistral, "[TOOL_CALLS][{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}]"),
         ];
         for (f, text) in cases {
             let calls = set(f).parse(text).unwrap();

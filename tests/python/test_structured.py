@@ -10,6 +10,7 @@ import re
 import resource
 import subprocess
 import time
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -459,3 +460,51 @@ def test_chat_replies_are_constrained(autark, smollm2_q4_1, tmp_path):
     r = autark.run("chat", smollm2_q4_1, "--tools", tools, "--temp", "0", input=b"What is 2 plus 3?\n/exit\n")
     assert r.returncode == 0, r.stderr.decode()
     check_calls(r.stdout.decode().strip())
+
+
+# Real chat templates (llama.cpp's test copies of each family's tokenizer_config.json template,
+# from the llama-cpp-python sdist: scripts/llama-templates.sh) with tool definitions as most
+# people write them (no "additionalProperties"): each family's call format is recognised, the
+# template renders the tools, and the call names a declared tool with exactly its arguments.
+REPO = Path(__file__).resolve().parents[2]
+REAL_TEMPLATES = {
+    "Qwen-Qwen2.5-7B-Instruct": "hermes",
+    "Qwen-Qwen3-0.6B": "hermes",
+    "NousResearch-Hermes-3-Llama-3.1-8B-tool_use": "hermes",
+    "meta-llama-Llama-3.1-8B-Instruct": "llama3",
+    "meta-llama-Llama-3.2-3B-Instruct": "llama3",
+    # No tools in Phi-3.5's template: the system message declares them, in the format of the
+    # model's family (phi for a Phi-3 file; SmolLM2 is a Llama: the ChatML fallback, hermes).
+    "microsoft-Phi-3.5-mini-instruct": "hermes",
+    "mistralai-Mistral-Nemo-Instruct-2407": "mistral",
+}
+LOOSE_TOOLS = [
+    {"type": "function", "function": {"name": "add", "description": "Add two integers", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}},
+    {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+        "required": ["city"]}}},
+]
+
+
+@pytest.fixture(scope="module")
+def real_templates():
+    r = subprocess.run([str(REPO / "scripts" / "llama-templates.sh")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return Path(r.stdout.strip())
+
+
+@pytest.mark.parametrize("name", sorted(REAL_TEMPLATES))
+def test_tool_calls_through_real_chat_templates(autark, smollm2_q4_1, tmp_path, real_templates, name):
+    template, tools = real_templates / f"{name}.jinja", write(tmp_path, "tools.json", LOOSE_TOOLS)
+    by_name = {t["function"]["name"]: t["function"]["parameters"] for t in LOOSE_TOOLS}
+    for seed in SEEDS[:2]:
+        r = autark.run("run", smollm2_q4_1, "--chat", "--chat-template", template, "-p", "What is 2 plus 3?",
+                       "--tools", tools, "--seed", seed, "--temp", "1.0", "-n", 200)
+        assert r.returncode == 0, r.stderr.decode()[-3000:]
+        assert f"tool-call format: {REAL_TEMPLATES[name]}" in r.stderr.decode()
+        calls = json.loads(r.stdout.decode())
+        assert len(calls) == 1 and calls[0]["name"] in by_name, calls
+        schema = by_name[calls[0]["name"]]
+        jsonschema.validate(calls[0]["arguments"], schema)
+        assert set(calls[0]["arguments"]) <= set(schema["properties"]), calls  # no made-up arguments

@@ -146,7 +146,7 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
         session.save(save)?;
     }
     eprintln!(
-        "prompt: {} tokens, {:.1} t/s | generation: {} tokens, {:.1} t/s | stop: {:?} | threads {}{}{}",
+        "prompt: {} tokens, {:.1} t/s | generation: {} tokens, {:.1} t/s | stop: {:?} | threads {}{}{}{}",
         stats.prompt_evaluated,
         stats.prompt_tps(),
         stats.generated_tokens,
@@ -158,7 +158,8 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
         } else {
             String::new()
         },
-        draft_line(&params, &stats)
+        draft_line(&params, &stats),
+        tools.as_ref().map(|t| format!(" | tool-call format: {}", t.format.name())).unwrap_or_default()
     );
     if stats.incomplete {
         return Err(CliError::Incomplete { stop: format!("{:?}", stats.stop) });
