@@ -285,3 +285,32 @@ mod kquants {
         }
     }
 }
+
+/// `ops::argmax` against the sequential scan it replaces, on random vectors of every length
+/// 0–100 and a vocabulary's, with ties, NaNs, infinities and all-−∞/NaN vectors.
+#[test]
+fn argmax_equals_the_sequential_scan() {
+    let scan = |v: &[f32]| {
+        v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) }).0
+    };
+    let mut rng = Rng::new(7);
+    for n in (0..100).chain([49_152, 49_153]) {
+        for case in 0..8 {
+            let mut v: Vec<f32> = rng.vec(n, 4.0).iter().map(|x| (x * 4.0).round()).collect(); // ties
+            for x in v.iter_mut() {
+                let r = rng.next() % 16;
+                *x = match (case, r) {
+                    (1, 0) => f32::NAN,
+                    (2, 0) => f32::INFINITY,
+                    (3, _) => f32::NEG_INFINITY,
+                    (4, _) => f32::NAN,
+                    (5, 0..=7) => f32::NAN,
+                    (5, _) => f32::NEG_INFINITY,
+                    (6, 0) => -0.0,
+                    _ => *x,
+                };
+            }
+            assert_eq!(crate::ops::argmax(&v), scan(&v), "n {n} case {case}: {v:?}");
+        }
+    }
+}

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use autark_format::{AutarkFile, FormatError};
-use autark_kernels::ops::sum_u64;
+use autark_kernels::ops::{argmax, sum_u64};
 use rayon::prelude::*;
 
-use crate::perplexity::argmax;
 use crate::{
     CacheType, Constraint, GenerateParams, Model, Result, RuntimeError, SamplerParams, Session, SessionParams,
     SpecMode, SpeculativeParams,
@@ -106,7 +105,7 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
     };
     let mut s = Session::new(Arc::clone(model), params)?;
     s.set_draft_model(p.draft.clone())?;
-    let fresh = p.constraint.as_ref().map(|c| model.compile_constraint(c)).transpose()?;
+    let fresh = p.constraint.as_ref().map(|c| model.compile_constraint(c).map(Box::new)).transpose()?;
     // The tg test through the generation loop (a real prompt, or speculative decoding).
     // (A constraint keeps the plain loop, which restarts it whenever its output is complete.)
     let generate =
@@ -144,7 +143,7 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
         let mut forward = std::time::Duration::ZERO;
         let t_gen = Instant::now();
         for _ in 0..n_gen {
-            forward += crate::generate::eval_ahead(s, &[next], guide.as_mut())?;
+            forward += crate::generate::eval_ahead(s, &[next], &mut guide)?;
             next = match (guide.as_mut(), &fresh) {
                 (Some(g), Some(fresh)) => {
                     let t = argmax(g.mask(s.logits())?) as u32;

@@ -269,7 +269,7 @@ impl Session {
             }
             let t = Instant::now();
             if drafts.is_empty() {
-                eval_ahead(self, &[next], guide.as_deref_mut())?;
+                eval_ahead(self, &[next], &mut guide)?;
                 row = None;
             } else {
                 context.truncate(verified + 1);
@@ -329,29 +329,39 @@ impl Session {
     }
 }
 
-/// `session.eval(tokens)`, computing `guide`'s next mask meanwhile on another thread when the
-/// session leaves a core free (on a fully used machine the two would only take turns). The
-/// mask and the logits are the same either way. Returns the time of the forward pass alone
+/// `session.eval(tokens)`, computing `guide`'s next mask meanwhile on the session's mask thread
+/// when the session leaves a core free (on a fully used machine the two would only take turns).
+/// The mask and the logits are the same either way. Returns the time of the forward pass alone
 /// (`autark bench` reports the time of a step outside it).
-pub(crate) fn eval_ahead(session: &mut Session, tokens: &[u32], guide: Option<&mut Guide>) -> Result<Duration> {
+pub(crate) fn eval_ahead(session: &mut Session, tokens: &[u32], guide: &mut Option<Box<Guide>>) -> Result<Duration> {
     let timed = |session: &mut Session| {
         let t0 = Instant::now();
         session.eval(tokens).map(|()| t0.elapsed())
     };
-    let Some(g) = guide else { return timed(session) };
-    if session.n_threads() >= autark_kernels::pool::cores() {
-        let t = timed(session)?;
-        g.prepare();
-        return Ok(t);
-    }
-    std::thread::scope(|scope| {
-        let ahead = scope.spawn(|| g.prepare());
+    let Some(mut g) = guide.take() else { return timed(session) };
+    let worker = if session.n_threads() < autark_kernels::pool::cores() {
+        session.mask_thread.take().or_else(crate::constraint::MaskThread::start)
+    } else {
+        None
+    };
+    let Some(worker) = worker else {
         let r = timed(session);
-        // `prepare` does not panic (llguidance's matcher catches its own panics); if it did, the
-        // mask is computed again by `mask`.
-        let _ = ahead.join();
-        r
-    })
+        g.prepare();
+        *guide = Some(g);
+        return r;
+    };
+    if let Err(back) = worker.send(g) {
+        // The thread is gone: compute in line from now on (the next step starts another).
+        let r = timed(session);
+        let mut g = back;
+        g.prepare();
+        *guide = Some(g);
+        return r;
+    }
+    let r = timed(session);
+    *guide = Some(worker.receive()?);
+    session.mask_thread = Some(worker);
+    r
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of `stop` (on a char

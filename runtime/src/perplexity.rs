@@ -5,6 +5,8 @@
 //! the logits at positions `n_ctx/2 ..= n_ctx-2` predicting the tokens after them — so that every
 //! scored token sees at least half a window of context.
 
+use autark_kernels::ops::argmax;
+
 use crate::error::{Result, RuntimeError};
 use crate::session::Session;
 use crate::tokenizer::Tokenizer;
@@ -211,10 +213,6 @@ pub fn kl_divergence(base: &[f32], new: &[f32]) -> f64 {
         })
         .sum::<f64>()
         .max(0.0)
-}
-
-pub(crate) fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) }).0
 }
 
 #[cfg(test)]

@@ -106,6 +106,13 @@ impl Sampler {
     fn weigh(&mut self, logits: &[f32], history: &[u32]) -> Option<f32> {
         let p = self.params;
         self.cand.clear();
+        if p.temperature <= 0.0 && p.repeat_penalty == 1.0 {
+            // Greedy: the first maximum (NaN never), without building the candidates.
+            let best = autark_kernels::ops::argmax(logits);
+            let l = logits.get(best).copied().filter(|l| !l.is_nan()).unwrap_or(f32::NEG_INFINITY);
+            self.cand.push((l, best as u32));
+            return None;
+        }
         self.cand.extend(
             logits.iter().enumerate().map(|(i, &l)| (if l.is_nan() { f32::NEG_INFINITY } else { l }, i as u32)),
         );

@@ -85,6 +85,9 @@ pub struct Session {
     pub(crate) suspended: Option<Suspended>,
     /// The draft model's session, for speculative decoding (`set_draft`).
     pub(crate) draft: Option<Box<Session>>,
+    /// The thread that computes a constraint's next mask during the forward pass (started by
+    /// the first constrained step that leaves a core free).
+    pub(crate) mask_thread: Option<crate::constraint::MaskThread>,
 }
 
 impl Session {
@@ -125,6 +128,7 @@ impl Session {
             cache,
             suspended: None,
             draft: None,
+            mask_thread: None,
         })
     }
 
