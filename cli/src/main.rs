@@ -1,4 +1,4 @@
-//! `autark`: quantize, inspect, verify, run, chat, bench. A thin layer over the library crates.
+//! `autark`: quantize, inspect, verify, run, chat, bench, serve. A thin layer over the library crates.
 //!
 //! Exit codes: 0 success; 1 the operation failed (message on stderr); 2 bad command line;
 //! 3 `verify` found corrupted tensors; 4 a constrained generation (`--json-schema`, `--regex`,
