@@ -84,7 +84,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 fn request(method: &str, path: &str, key: Option<&str>, body: &[u8]) -> Vec<u8> {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut r =
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if let Some(k) = key {
         r.push_str(&format!("Authorization: Bearer {k}\r\n"));
     }
@@ -117,8 +118,7 @@ fn bad_requests_get_error_bodies_and_sigterm_stops_cleanly() {
     std::fs::create_dir_all(dir.path().join("hf")).unwrap();
     common::write_hf(&dir.path().join("hf"), "LlamaForCausalLM");
     let model = dir.path().join("m.autark");
-    autark_quantize::quantize(&dir.path().join("hf"), &model, &Recipe::new(DType::Q8_0).unwrap(), &mut |_| {})
-        .unwrap();
+    autark_quantize::quantize(&dir.path().join("hf"), &model, &Recipe::new(DType::Q8_0).unwrap(), &mut |_| {}).unwrap();
     let mut server = start(&model);
     let port = server.port;
     let c = "/v1/completions";

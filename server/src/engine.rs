@@ -74,10 +74,7 @@ pub struct Engine {
 impl Engine {
     /// Starts the inference thread, which loads the model; the receiver reports once whether
     /// that worked.
-    pub fn start(
-        params: EngineParams,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Arc<Engine>, Loaded)> {
+    pub fn start(params: EngineParams, metrics: Arc<Metrics>) -> std::io::Result<(Arc<Engine>, Loaded)> {
         let (tx, rx) = mpsc::channel();
         let (loaded_tx, loaded) = mpsc::channel();
         let engine =
