@@ -169,6 +169,13 @@ fn bad_requests_get_error_bodies_and_sigterm_stops_cleanly() {
         (c, br#"{"prompt":"w1","model":7}"#, "model"),
         (c, br#"{"prompt":"w1","response_format":{"type":"xml"}}"#, "response_format.type"),
         (c, br#"{"prompt":"w1","stream_options":{"include_usage":1}}"#, "stream_options.include_usage"),
+        (c, br#"{"prompt":"w1","tools":[{"type":"function","function":{"name":"f"}}]}"#, "tools"),
+        ("/v1/chat/completions", br#"{"messages":[{"role":"user","content":"w1"}],"tools":5}"#, "tools"),
+        (
+            "/v1/chat/completions",
+            br#"{"messages":[{"role":"user","content":"w1"}],"tools":[{"name":"f"}],"tool_choice":7}"#,
+            "tool_choice",
+        ),
         ("/v1/chat/completions", br#"{"messages":"hi"}"#, "messages"),
         ("/v1/chat/completions", br#"{"messages":[]}"#, "messages"),
         ("/v1/chat/completions", br#"{"messages":[{"role":"wizard","content":"hi"}]}"#, "messages[0].role"),

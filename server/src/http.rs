@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use autark_runtime::ToolSet;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use hyper::body::Incoming;
@@ -92,6 +93,9 @@ struct Meta {
 
 pub struct SseBody {
     rx: UnboundedReceiver<Event>,
+    /// With tools, the text is held and sent as `tool_calls` at the end.
+    tools: Option<ToolSet>,
+    held: String,
     meta: Meta,
     include_usage: bool,
     /// The chat's first chunk (`role`) was sent; `[DONE]` was sent.
@@ -112,7 +116,12 @@ impl SseBody {
                 return Poll::Ready(Some(sse(&first)));
             }
         }
-        match self.rx.poll_recv(cx) {
+        let mut event = self.rx.poll_recv(cx);
+        while let (Some(_), Poll::Ready(Some(Event::Text(t)))) = (&self.tools, &event) {
+            self.held.push_str(t);
+            event = self.rx.poll_recv(cx);
+        }
+        match event {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Event::Text(t))) => {
                 let delta = match self.meta.kind {
@@ -122,11 +131,23 @@ impl SseBody {
                 Poll::Ready(Some(sse(&chunk(&self.meta, delta, None))))
             }
             Poll::Ready(Some(Event::Done(f))) => {
+                let mut out = Vec::new();
+                let mut reason = f.reason;
+                if let Some(set) = &self.tools {
+                    let (message, r) = reply(Some(set), std::mem::take(&mut self.held), f.reason);
+                    let mut delta = message;
+                    delta.as_object_mut().map(|o| o.remove("role"));
+                    if let Some(calls) = delta["tool_calls"].as_array_mut() {
+                        calls.iter_mut().enumerate().for_each(|(i, c)| c["index"] = json!(i));
+                    }
+                    out.extend_from_slice(&sse(&chunk(&self.meta, delta, None)));
+                    reason = r;
+                }
                 let empty = match self.meta.kind {
                     Kind::Chat => json!({}),
                     Kind::Completion => json!(""),
                 };
-                let mut out = sse(&chunk(&self.meta, empty, Some(f.reason))).to_vec();
+                out.extend_from_slice(&sse(&chunk(&self.meta, empty, Some(reason))));
                 if self.include_usage {
                     let mut u = chunk(&self.meta, Value::Null, None);
                     u["choices"] = json!([]);
@@ -166,6 +187,27 @@ fn chunk(meta: &Meta, delta: Value, finish: Option<&str>) -> Value {
             "id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
             "choices": [{"index": 0, "text": delta, "logprobs": null, "finish_reason": finish}],
         }),
+    }
+}
+
+/// The assistant's message and finish reason: with tools, the calls the constrained output
+/// holds (`finish_reason: tool_calls`); text that is not a complete call (cut by `max_tokens`)
+/// stays content.
+fn reply(tools: Option<&ToolSet>, text: String, reason: &'static str) -> (Value, &'static str) {
+    let calls = tools.filter(|_| reason == "stop").and_then(|set| set.parse(&text).ok());
+    match calls {
+        Some(calls) => {
+            let calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    json!({"id": format!("call_{i}"), "type": "function",
+                           "function": {"name": c.name, "arguments": c.arguments}})
+                })
+                .collect();
+            (json!({"role": "assistant", "content": null, "tool_calls": calls}), "tool_calls")
+        }
+        None => (json!({"role": "assistant", "content": text}), reason),
     }
 }
 
@@ -314,13 +356,15 @@ async fn complete(state: &Arc<State>, kind: Kind, req: HttpRequest<Incoming>) ->
     let guard = Guard::new(&state.inflight);
     let body = read_body(state, req).await?;
     let request = request::parse(kind, &body, &model, &state.limits)?;
-    let (stream, include_usage) = (request.stream, request.include_usage);
+    let mut request = request;
+    let (stream, include_usage, tools) = (request.stream, request.include_usage, request.tools.take());
     let (tx, mut rx) = unbounded_channel();
     state.engine.submit(Job { request, events: tx, cancel: Arc::clone(&guard.cancel) })?;
     let prefix = if kind == Kind::Chat { "chatcmpl" } else { "cmpl" };
     let meta = Meta { kind, id: new_id(prefix), created: now(), model: state.model_name.clone() };
     if stream {
-        let body = SseBody { rx, meta, include_usage, started: false, done: false, _guard: guard };
+        let body =
+            SseBody { rx, tools, held: String::new(), meta, include_usage, started: false, done: false, _guard: guard };
         let mut r = Response::new(Body::Sse(Box::new(body)));
         let h = r.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -340,7 +384,8 @@ async fn complete(state: &Arc<State>, kind: Kind, req: HttpRequest<Incoming>) ->
     drop(guard);
     let choice = match kind {
         Kind::Chat => {
-            json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish.reason})
+            let (message, reason) = reply(tools.as_ref(), text, finish.reason);
+            json!({"index": 0, "message": message, "logprobs": null, "finish_reason": reason})
         }
         Kind::Completion => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish.reason}),
     };

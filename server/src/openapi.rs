@@ -55,6 +55,8 @@ pub fn document() -> Value {
                     "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
                     "json_schema": {"type": "object", "properties": {"name": {"type": "string"}, "schema": {"type": "object"}}}}}}},
             "ChatRequest": {"allOf": [{"$ref": "#/components/schemas/Sampling"}, {"type": "object", "required": ["messages"], "properties": {
+                "tools": {"type": "array", "items": {"type": "object"}},
+                "tool_choice": {"type": "string", "enum": ["auto", "required", "none"]},
                 "messages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role"], "properties": {
                     "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
                     "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}], "nullable": true}}}}}}]},

@@ -1,7 +1,7 @@
 //! A request body → what the engine runs: the prompt's tokens and the generation's settings.
 //! Every field is checked here, and a bad one is a 400 that names it.
 
-use autark_runtime::{ChatMessage, Constraint, GenerateParams, Guide, Model, Prompt, DEFAULTS};
+use autark_runtime::{ChatMessage, Constraint, GenerateParams, Guide, Model, Prompt, ToolSet, DEFAULTS};
 use serde_json::{Map, Value};
 
 use crate::error::{from_runtime, ApiError};
@@ -38,6 +38,9 @@ pub struct Request {
     pub stream: bool,
     /// `stream_options.include_usage`: a last chunk with the token counts.
     pub include_usage: bool,
+    /// `tools` (chat only): the output is constrained to calls of them, answered as
+    /// `tool_calls`.
+    pub tools: Option<ToolSet>,
 }
 
 impl std::fmt::Debug for Request {
@@ -80,11 +83,15 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
     };
 
     // The prompt.
+    let tools = tools(&f, kind, model)?;
     let (tokens, param) = match kind {
         Kind::Chat => {
             let messages = messages(&f, limits)?;
-            let t = model.prompt_tokens(Prompt::Chat(&messages)).map_err(|e| from_runtime("messages", &e))?;
-            (t, "messages")
+            let t = match &tools {
+                Some(set) => model.tool_prompt_tokens(&messages, set),
+                None => model.prompt_tokens(Prompt::Chat(&messages)),
+            };
+            (t.map_err(|e| from_runtime("messages", &e))?, "messages")
         }
         Kind::Completion => {
             let prompt = match f.get("prompt") {
@@ -143,14 +150,17 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
     params.stop = stops(&f, limits)?;
     params.sampler.validate().map_err(|e| ApiError::invalid(None, e.to_string()))?;
 
-    let guide = match response_format(&f)? {
-        None => None,
-        Some(c) => Some(Box::new(model.compile_constraint(&c).map_err(|e| from_runtime("response_format", &e))?)),
+    let constraint = match (response_format(&f)?, &tools) {
+        (Some(_), Some(_)) => return Err(ApiError::field("response_format", "cannot be combined with tools")),
+        (Some(c), None) => Some((c, "response_format")),
+        (None, Some(set)) => Some((set.constraint(), "tools")),
+        (None, None) => None,
     };
-    if f.get("tools").is_some_and(|t| !t.is_null()) {
-        return Err(ApiError::field("tools", "not supported by this server yet"));
-    }
-    Ok(Request { kind, tokens, params, guide, stream, include_usage })
+    let guide = match constraint {
+        None => None,
+        Some((c, param)) => Some(Box::new(model.compile_constraint(&c).map_err(|e| from_runtime(param, &e))?)),
+    };
+    Ok(Request { kind, tokens, params, guide, stream, include_usage, tools })
 }
 
 /// A seed for a request that names none (OpenAI's sampled outputs differ between requests).
@@ -232,6 +242,27 @@ fn stops(f: &Fields<'_>, limits: &Limits) -> Result<Vec<String>, ApiError> {
             None => Err(ApiError::field("stop", "expected a string or an array of strings")),
         })
         .collect()
+}
+
+/// `tools` (OpenAI function definitions) in the model's call format; `None` without tools or
+/// with `tool_choice: "none"`.
+fn tools(f: &Fields<'_>, kind: Kind, model: &Model) -> Result<Option<ToolSet>, ApiError> {
+    let list = match f.present("tools") {
+        None => return Ok(None),
+        Some(Value::Array(a)) if a.is_empty() => return Ok(None),
+        Some(v @ Value::Array(_)) => v,
+        Some(_) => return Err(ApiError::field("tools", "expected an array")),
+    };
+    if kind == Kind::Completion {
+        return Err(ApiError::field("tools", "only /v1/chat/completions takes tools"));
+    }
+    match f.present("tool_choice") {
+        None => {}
+        Some(Value::String(c)) if c == "none" => return Ok(None),
+        Some(Value::String(c)) if c == "auto" || c == "required" => {}
+        Some(_) => return Err(ApiError::field("tool_choice", "expected \"auto\", \"required\" or \"none\"")),
+    }
+    ToolSet::new(model, &list.to_string()).map(Some).map_err(|e| from_runtime("tools", &e))
 }
 
 /// `response_format`: `text`, `json_object` (any JSON object) or `json_schema` (its `schema`).

@@ -244,3 +244,40 @@ def test_full_queue_503_and_drain(autark_bin, smollm2_q4_1):
     finally:
         if s.proc.poll() is None:
             s.proc.kill()
+
+
+ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+
+
+def test_tools(server):
+    msgs = [{"role": "user", "content": "What is 2 plus 3?"}]
+    r = server.client.chat.completions.create(
+        model="smollm2", messages=msgs, tools=[ADD], max_tokens=60, temperature=0
+    )
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls"
+    call = c.message.tool_calls[0]
+    assert call.function.name == "add"
+    args = json.loads(call.function.arguments)
+    assert set(args) == {"a", "b"} and all(isinstance(v, int) for v in args.values())
+    s = server.client.chat.completions.create(
+        model="smollm2", messages=msgs, tools=[ADD], max_tokens=60, temperature=0, stream=True
+    )
+    calls, reasons = [], []
+    for ch in s:
+        for ch_c in ch.choices:
+            calls += ch_c.delta.tool_calls or []
+            reasons.append(ch_c.finish_reason)
+    assert reasons[-1] == "tool_calls"
+    assert [(t.function.name, t.function.arguments) for t in calls] == [(call.function.name, call.function.arguments)]
