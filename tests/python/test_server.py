@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO_ROOT
 
-openai = pytest.importorskip("openai")
+import openai  # tests/requirements.txt (scripts/test.sh installs it)
 
 
 class Server:
