@@ -5,6 +5,7 @@ disconnects, a full queue, memory back to its idle level, and a clean SIGTERM.""
 from __future__ import annotations
 
 import http.client
+import os
 import json
 import re
 import signal
@@ -281,3 +282,85 @@ def test_tools(server):
             reasons.append(ch_c.finish_reason)
     assert reasons[-1] == "tool_calls"
     assert [(t.function.name, t.function.arguments) for t in calls] == [(call.function.name, call.function.arguments)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_behind_nginx_one_instance_killed(autark_bin, smollm2_q4_1, tmp_path):
+    """Two instances behind a real nginx (docs/SERVER.md's upstream): one is killed mid-run and
+    new requests keep succeeding through the other."""
+    import shutil
+
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if nginx is None:
+        pytest.skip("nginx not installed (Debian package nginx; .ci/run installs it)")
+    a = Server(autark_bin, smollm2_q4_1, "--parallel", 2, "--ctx-per-slot", 256, "-t", 1)
+    b = Server(autark_bin, smollm2_q4_1, "--parallel", 2, "--ctx-per-slot", 256, "-t", 1)
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"""
+daemon off;
+worker_processes 1;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    upstream autark {{
+        server 127.0.0.1:{a.port} max_fails=1 fail_timeout=30s;
+        server 127.0.0.1:{b.port} max_fails=1 fail_timeout=30s;
+        keepalive 8;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://autark;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_next_upstream error timeout http_503;
+        }}
+    }}
+}}
+"""
+    )
+    proxy = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "error.log")])
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        deadline = time.time() + 10
+        while True:
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError:
+                assert time.time() < deadline, (tmp_path / "error.log").read_text()
+                time.sleep(0.05)
+
+        def ask(i):
+            r = client.completions.create(model="m", prompt=f"Once upon a time {i}", max_tokens=8, temperature=0)
+            return r.choices[0].finish_reason
+
+        with ThreadPoolExecutor(4) as ex:
+            assert list(ex.map(ask, range(8))) == ["length"] * 8
+            a.proc.kill()  # mid-run: not drained
+            a.proc.wait()
+            assert list(ex.map(ask, range(8, 24))) == ["length"] * 16
+        assert b.raw("GET", "/health")[0] == 200
+    finally:
+        proxy.send_signal(signal.SIGQUIT)
+        try:
+            proxy.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proxy.kill()
+        for s in (a, b):
+            if s.proc.poll() is None:
+                s.proc.kill()
