@@ -234,7 +234,11 @@ fn step(slot: &mut Slot, m: &Metrics) {
         slot.run = None;
         return;
     }
-    match advance(&mut slot.session, run, m) {
+    // A panic inside the runtime (a bug) fails this request, not the server: the slot's session
+    // is reset when it takes its next request.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| advance(&mut slot.session, run, m)))
+        .unwrap_or_else(|_| Err(ApiError::status(500, "server_error", "internal error while generating")));
+    match r {
         Ok(None) => {}
         Ok(Some(reason)) => {
             let finish =
