@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-model.sh
-python3 -c "import gguf, numpy, pytest, tokenizers, jinja2, safetensors, sentencepiece" 2>/dev/null \
+python3 -c "import gguf, numpy, pytest, tokenizers, jinja2, safetensors, sentencepiece, openai" 2>/dev/null \
   || python3 -m pip install --quiet -r tests/requirements.txt
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,4 +1,4 @@
-//! `autark`: quantize, inspect, verify, run, chat, bench. A thin layer over the library crates.
+//! `autark`: quantize, inspect, verify, run, chat, bench, serve. A thin layer over the library crates.
 //!
 //! Exit codes: 0 success; 1 the operation failed (message on stderr); 2 bad command line;
 //! 3 `verify` found corrupted tensors; 4 a constrained generation (`--json-schema`, `--regex`,
@@ -104,6 +104,33 @@ enum Cmd {
     Perplexity(PerplexityArgs),
     /// Measure prompt processing and generation speed (tokens/s), load time and memory.
     Bench(BenchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (docs/SERVER.md).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    model: PathBuf,
+    /// Address to listen on (127.0.0.1: this machine only).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = autark_server::DEFAULT_PORT)]
+    port: u16,
+    /// Requests generated at the same time (slots).
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Tokens each slot holds: prompt and output.
+    #[arg(long, default_value_t = 2048)]
+    ctx_per_slot: usize,
+    /// Requests that may wait for a slot; more are refused with 503.
+    #[arg(long, default_value_t = 64)]
+    max_queue: usize,
+    /// Require `Authorization: Bearer KEY` on /v1/* (default: $AUTARK_API_KEY if set).
+    #[arg(long, env = "AUTARK_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Worker threads (0 = one per core).
+    #[arg(short = 't', long, default_value_t = DEFAULTS.session.n_threads)]
+    threads: usize,
 }
 
 #[derive(Args)]
@@ -382,5 +409,16 @@ fn dispatch(cli: Cli) -> cmd::Result<()> {
         Cmd::Logits(a) => debug::logits(a),
         Cmd::Perplexity(a) => perplexity::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Serve(a) => {
+            let mut p = autark_server::ServeParams::new(a.model);
+            p.host = a.host;
+            p.port = a.port;
+            p.parallel = a.parallel;
+            p.ctx_per_slot = a.ctx_per_slot;
+            p.max_queue = a.max_queue;
+            p.api_key = a.api_key.filter(|k| !k.is_empty());
+            p.threads = a.threads;
+            autark_server::serve(p).map_err(CliError::from)
+        }
     }
 }

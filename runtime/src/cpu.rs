@@ -82,6 +82,10 @@ impl Cpu {
         &self.pool
     }
 
+    pub fn shared_pool(&self) -> Arc<Pool> {
+        Arc::clone(&self.pool)
+    }
+
     pub fn kv(&self) -> &KvCache {
         &self.kv
     }

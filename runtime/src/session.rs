@@ -92,6 +92,18 @@ pub struct Session {
 
 impl Session {
     pub fn new(model: Arc<Model>, params: SessionParams) -> Result<Session> {
+        Self::with_pool(model, params, None)
+    }
+
+    /// A session of the same model that runs on `other`'s worker threads instead of starting its
+    /// own (`params.n_threads` is ignored). Only one of them may evaluate at a time: for a server
+    /// whose one inference thread steps many sequences, whose idle helpers would otherwise spin
+    /// beside the pool that works.
+    pub fn new_beside(other: &Session, params: SessionParams) -> Result<Session> {
+        Self::with_pool(Arc::clone(&other.model), params, Some(other.backend.shared_pool()))
+    }
+
+    fn with_pool(model: Arc<Model>, params: SessionParams, pool: Option<Arc<Pool>>) -> Result<Session> {
         let c = model.config();
         let n_ctx = if params.n_ctx == 0 { c.context_length.min(4096) } else { params.n_ctx };
         if n_ctx > c.context_length.max(1) * 8 || n_ctx > 1 << 20 {
@@ -115,7 +127,10 @@ impl Session {
         if let Some(budget) = budget.filter(|&b| needed > b) {
             return Err(RuntimeError::MemoryBudget { needed, budget });
         }
-        let pool = Arc::new(Pool::new(threads).map_err(|e| RuntimeError::ThreadPool(e.to_string()))?);
+        let pool = match pool {
+            Some(p) => p,
+            None => Arc::new(Pool::new(threads).map_err(|e| RuntimeError::ThreadPool(e.to_string()))?),
+        };
         Ok(Session {
             backend: Cpu::new(Arc::clone(&model), pool, n_ctx, n_batch, cache),
             n_ctx,

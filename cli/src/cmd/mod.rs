@@ -23,6 +23,8 @@ pub enum CliError {
     Runtime(#[from] autark_runtime::RuntimeError),
     #[error(transparent)]
     Format(#[from] autark_format::FormatError),
+    #[error(transparent)]
+    Server(#[from] autark_server::ServerError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]

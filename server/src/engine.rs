@@ -1,0 +1,342 @@
+//! The inference thread: it owns the model's slots (one `Session` each, all on one worker pool)
+//! and steps every running request together. A step gives each busy slot one unit of work: a
+//! chunk of its prompt (`CHUNK` tokens, so a long prompt never stalls the streams beside it for
+//! more than one chunk) or one generated token. Requests join at step boundaries, wait in a
+//! bounded queue while every slot is busy, and leave at once when their client goes away.
+//!
+//! Each slot's arithmetic depends only on its own request: a prompt is evaluated in the same
+//! chunks from position 0 whatever runs beside it, and the kernels give each sequence the same
+//! numbers on any thread count, so a greedy or seeded request returns the same tokens alone or
+//! beside others.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use autark_runtime::{Detokenizer, Model, Sampler, Session, SessionParams, DEFAULTS};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::{ApiError, ServerError};
+use crate::metrics::Metrics;
+use crate::request::Request;
+
+/// Prompt tokens a slot evaluates per step (one forward batch).
+pub const CHUNK: usize = 64;
+
+/// What the engine tells a request's responder.
+#[derive(Debug)]
+pub enum Event {
+    /// Text of the completion, as it becomes complete.
+    Text(String),
+    Done(Finish),
+    Failed(ApiError),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Finish {
+    /// OpenAI's `finish_reason`: `stop` or `length`.
+    pub reason: &'static str,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// One request on its way through the engine.
+pub struct Job {
+    pub request: Request,
+    pub events: UnboundedSender<Event>,
+    /// Set when the client goes away.
+    pub cancel: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineParams {
+    pub model: PathBuf,
+    pub parallel: usize,
+    pub n_ctx: usize,
+    pub threads: usize,
+    /// Requests that may wait for a slot; more are refused (503).
+    pub max_queue: usize,
+}
+
+/// Reports once whether the model loaded.
+pub type Loaded = mpsc::Receiver<Result<(), ServerError>>;
+
+/// The HTTP side's handle on the inference thread.
+pub struct Engine {
+    tx: Mutex<mpsc::Sender<Job>>,
+    model: OnceLock<Arc<Model>>,
+    pub metrics: Arc<Metrics>,
+    max_queue: usize,
+}
+
+impl Engine {
+    /// Starts the inference thread, which loads the model; the receiver reports once whether
+    /// that worked.
+    pub fn start(params: EngineParams, metrics: Arc<Metrics>) -> std::io::Result<(Arc<Engine>, Loaded)> {
+        let (tx, rx) = mpsc::channel();
+        let (loaded_tx, loaded) = mpsc::channel();
+        let engine =
+            Arc::new(Engine { tx: Mutex::new(tx), model: OnceLock::new(), metrics, max_queue: params.max_queue });
+        let e = Arc::clone(&engine);
+        std::thread::Builder::new().name("autark-inference".into()).spawn(move || {
+            let slots = match load(&params, &e) {
+                Ok(s) => s,
+                Err(err) => {
+                    let _ = loaded_tx.send(Err(err));
+                    return;
+                }
+            };
+            let _ = loaded_tx.send(Ok(()));
+            Worker { slots, queue: VecDeque::new(), rx, engine: e }.run();
+        })?;
+        Ok((engine, loaded))
+    }
+
+    /// The model, once loaded.
+    pub fn model(&self) -> Option<&Arc<Model>> {
+        self.model.get()
+    }
+
+    /// Queues a job, or refuses it (503) when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
+        let m = &self.metrics;
+        if m.queued.fetch_add(1, Ordering::AcqRel) as usize >= self.max_queue {
+            m.queued.fetch_sub(1, Ordering::AcqRel);
+            Metrics::add(&m.rejected, 1);
+            return Err(ApiError::unavailable("every slot is busy and the queue is full; retry later"));
+        }
+        Metrics::add(&m.requests, 1);
+        let sent = self.tx.lock().map_err(|_| ApiError::unavailable("the engine stopped"))?.send(job);
+        sent.map_err(|_| {
+            m.queued.fetch_sub(1, Ordering::AcqRel);
+            ApiError::unavailable("the engine stopped")
+        })
+    }
+}
+
+fn load(p: &EngineParams, engine: &Engine) -> Result<Vec<Slot>, ServerError> {
+    let load_err = |source| ServerError::Load { path: p.model.clone(), source };
+    let model = Arc::new(Model::load(&p.model).map_err(load_err)?);
+    let sp = SessionParams { n_ctx: p.n_ctx, n_threads: p.threads, n_batch: CHUNK, ..DEFAULTS.session };
+    let first = Session::new(Arc::clone(&model), sp).map_err(load_err)?;
+    let mut sessions = Vec::with_capacity(p.parallel);
+    for _ in 1..p.parallel {
+        sessions.push(Session::new_beside(&first, sp).map_err(load_err)?);
+    }
+    sessions.insert(0, first);
+    let m = &engine.metrics;
+    m.slots.store(p.parallel as u64, Ordering::Relaxed);
+    m.kv_bytes.store(sessions.iter().map(|s| s.memory_bytes() as u64).sum(), Ordering::Relaxed);
+    let _ = engine.model.set(model);
+    Ok(sessions.into_iter().map(|session| Slot { session, run: None }).collect())
+}
+
+struct Slot {
+    session: Session,
+    run: Option<Running>,
+}
+
+/// A request in a slot.
+struct Running {
+    job: Job,
+    /// Prompt tokens evaluated so far.
+    fed: usize,
+    sampler: Sampler,
+    detok: Detokenizer,
+    /// Text held back while it may begin a stop string.
+    pending: String,
+    generated: usize,
+}
+
+struct Worker {
+    slots: Vec<Slot>,
+    queue: VecDeque<Job>,
+    rx: mpsc::Receiver<Job>,
+    engine: Arc<Engine>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let bytes_per_token = self.bytes_per_token();
+        loop {
+            let idle = self.slots.iter().all(|s| s.run.is_none()) && self.queue.is_empty();
+            if idle {
+                match self.rx.recv() {
+                    Ok(job) => self.queue.push_back(job),
+                    Err(_) => return, // the server is gone
+                }
+            }
+            while let Ok(job) = self.rx.try_recv() {
+                self.queue.push_back(job);
+            }
+            self.admit();
+            let t = Instant::now();
+            for slot in &mut self.slots {
+                step(slot, &self.engine.metrics);
+            }
+            let m = &self.engine.metrics;
+            Metrics::add(&m.busy_us, t.elapsed().as_micros() as u64);
+            let busy = self.slots.iter().filter(|s| s.run.is_some());
+            let used: usize = busy.clone().map(|s| s.session.tokens().len()).sum();
+            m.slots_busy.store(busy.count() as u64, Ordering::Relaxed);
+            m.kv_used_bytes.store((used * bytes_per_token) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// KV cache bytes one token takes in a slot.
+    fn bytes_per_token(&self) -> usize {
+        let s = &self.slots[0].session;
+        let c = s.model().config();
+        let at = |n| Session::required_bytes(c, n, s.n_batch().min(n), s.cache_types()).unwrap_or(0);
+        let n = s.n_ctx();
+        if n < 2 {
+            return 0;
+        }
+        at(n).saturating_sub(at(n - 1))
+    }
+
+    /// Moves queued jobs into free slots; drops those whose client left while waiting.
+    fn admit(&mut self) {
+        let m = &self.engine.metrics;
+        self.queue.retain(|j| {
+            let gone = j.cancel.load(Ordering::Acquire) || j.events.is_closed();
+            if gone {
+                m.queued.fetch_sub(1, Ordering::AcqRel);
+                Metrics::add(&m.cancelled, 1);
+            }
+            !gone
+        });
+        for slot in self.slots.iter_mut().filter(|s| s.run.is_none()) {
+            let Some(job) = self.queue.pop_front() else { break };
+            m.queued.fetch_sub(1, Ordering::AcqRel);
+            let vocab = slot.session.model().config().vocab_size;
+            let sampler = match Sampler::new(job.request.params.sampler, vocab) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = job.events.send(Event::Failed(ApiError::invalid(None, e.to_string())));
+                    continue;
+                }
+            };
+            slot.session.reset();
+            slot.run =
+                Some(Running { job, fed: 0, sampler, detok: Detokenizer::new(), pending: String::new(), generated: 0 });
+        }
+    }
+}
+
+/// One unit of work for a slot: a prompt chunk, or one token.
+fn step(slot: &mut Slot, m: &Metrics) {
+    let Some(run) = slot.run.as_mut() else { return };
+    if run.job.cancel.load(Ordering::Acquire) || run.job.events.is_closed() {
+        Metrics::add(&m.cancelled, 1);
+        slot.run = None;
+        return;
+    }
+    // A panic inside the runtime (a bug) fails this request, not the server: the slot's session
+    // is reset when it takes its next request.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| advance(&mut slot.session, run, m)))
+        .unwrap_or_else(|_| Err(ApiError::status(500, "server_error", "internal error while generating")));
+    match r {
+        Ok(None) => {}
+        Ok(Some(reason)) => {
+            let finish =
+                Finish { reason, prompt_tokens: run.job.request.tokens.len(), completion_tokens: run.generated };
+            let _ = run.job.events.send(Event::Done(finish));
+            slot.run = None;
+        }
+        Err(e) => {
+            let _ = run.job.events.send(Event::Failed(e));
+            slot.run = None;
+        }
+    }
+}
+
+/// Evaluates the next prompt chunk or samples, emits and evaluates the next token; returns the
+/// finish reason when the request is complete.
+fn advance(session: &mut Session, run: &mut Running, m: &Metrics) -> Result<Option<&'static str>, ApiError> {
+    let internal = |e: autark_runtime::RuntimeError| ApiError::status(500, "server_error", e.to_string());
+    let req = &mut run.job.request;
+    if run.fed < req.tokens.len() {
+        let end = (run.fed + CHUNK).min(req.tokens.len());
+        session.eval(&req.tokens[run.fed..end]).map_err(internal)?;
+        Metrics::add(&m.prompt_tokens, (end - run.fed) as u64);
+        run.fed = end;
+        return Ok(None);
+    }
+    if run.generated >= req.params.max_tokens {
+        return Ok(Some("length"));
+    }
+    let model = Arc::clone(session.model());
+    let tok = model.tokenizer();
+    let next = {
+        let logits = match req.guide.as_deref_mut() {
+            Some(g) => g.mask(session.logits()).map_err(internal)?,
+            None => session.logits(),
+        };
+        run.sampler.sample(logits, session.tokens())
+    };
+    if tok.is_end_of_generation(next) {
+        flush(run, tok)?;
+        return Ok(Some("stop"));
+    }
+    if let Some(g) = req.guide.as_deref_mut() {
+        g.accept(next).map_err(internal)?;
+    }
+    run.generated += 1;
+    Metrics::add(&m.generated_tokens, 1);
+    let piece = run.detok.push(tok, next).map_err(internal)?;
+    run.pending.push_str(&piece);
+    let stop = &run.job.request.params.stop;
+    if let Some(at) = stop.iter().filter_map(|s| run.pending.find(s.as_str())).min() {
+        if at > 0 {
+            let _ = run.job.events.send(Event::Text(run.pending[..at].to_string()));
+        }
+        return Ok(Some("stop"));
+    }
+    let hold = stop.iter().map(|s| longest_suffix_prefix(&run.pending, s)).max().unwrap_or(0);
+    let emit = run.pending.len() - hold;
+    if emit > 0 {
+        let text: String = run.pending.drain(..emit).collect();
+        let _ = run.job.events.send(Event::Text(text));
+    }
+    if run.job.request.guide.as_ref().is_some_and(|g| g.is_finished()) {
+        flush(run, tok)?;
+        return Ok(Some("stop"));
+    }
+    if run.generated >= run.job.request.params.max_tokens || session.tokens().len() >= session.n_ctx() {
+        flush(run, tok)?;
+        return Ok(Some("length"));
+    }
+    session.eval(&[next]).map_err(internal)?;
+    Ok(None)
+}
+
+/// Emits what is held back (a partial stop string, an unfinished character) at the end.
+fn flush(run: &mut Running, tok: &autark_runtime::Tokenizer) -> Result<(), ApiError> {
+    let rest = run.detok.flush(tok).map_err(|e| ApiError::status(500, "server_error", e.to_string()))?;
+    run.pending.push_str(&rest);
+    if !run.pending.is_empty() {
+        let _ = run.job.events.send(Event::Text(std::mem::take(&mut run.pending)));
+    }
+    Ok(())
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of `stop` (on a char
+/// boundary): text that must wait, because it may begin a stop string.
+fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
+    (1..stop.len().min(text.len() + 1))
+        .rev()
+        .find(|&n| text.is_char_boundary(text.len() - n) && stop.is_char_boundary(n) && text.ends_with(&stop[..n]))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn suffix_prefix() {
+        assert_eq!(super::longest_suffix_prefix("hello wor", "world"), 3);
+        assert_eq!(super::longest_suffix_prefix("hello", "xyz"), 0);
+    }
+}

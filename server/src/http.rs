@@ -1,0 +1,411 @@
+//! The HTTP side: routing, authentication, body limits, and turning engine events into OpenAI
+//! responses (one JSON body, or server-sent events).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use autark_runtime::ToolSet;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request as HttpRequest, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::engine::{Engine, Event, Finish, Job};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::request::{self, Kind, Limits};
+
+/// What every connection's handler shares.
+pub struct State {
+    pub engine: Arc<Engine>,
+    /// The model's name in responses (`/v1/models`): the file's stem.
+    pub model_name: String,
+    pub api_key: Option<String>,
+    pub limits: Limits,
+    /// Largest request body (bytes).
+    pub max_body: usize,
+    /// Time a client has to send its body.
+    pub body_timeout: Duration,
+    /// Set on SIGTERM/SIGINT: new completions get 503 while running ones finish.
+    pub draining: AtomicBool,
+    /// Completion responses not yet fully sent.
+    pub inflight: Arc<AtomicUsize>,
+}
+
+/// The response body: all at once, or a stream of server-sent events.
+pub enum Body {
+    Full(Option<Bytes>),
+    Sse(Box<SseBody>),
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Sse(s) => s.poll_next(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+}
+
+/// Cancels its request when dropped before the request finished (the client went away: hyper
+/// drops the handler's future or the response body), and counts the response as in flight
+/// meanwhile.
+struct Guard {
+    cancel: Arc<AtomicBool>,
+    inflight: Arc<AtomicUsize>,
+}
+
+impl Guard {
+    fn new(inflight: &Arc<AtomicUsize>) -> Guard {
+        inflight.fetch_add(1, Ordering::AcqRel);
+        Guard { cancel: Arc::new(AtomicBool::new(false)), inflight: Arc::clone(inflight) }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Release);
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Names and ids of one completion, shared by its chunks.
+struct Meta {
+    kind: Kind,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+pub struct SseBody {
+    rx: UnboundedReceiver<Event>,
+    /// With tools, the text is held and sent as `tool_calls` at the end.
+    tools: Option<ToolSet>,
+    held: String,
+    meta: Meta,
+    include_usage: bool,
+    /// The chat's first chunk (`role`) was sent; `[DONE]` was sent.
+    started: bool,
+    done: bool,
+    _guard: Guard,
+}
+
+impl SseBody {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if !self.started {
+            self.started = true;
+            if self.meta.kind == Kind::Chat {
+                let first = chunk(&self.meta, json!({"role": "assistant", "content": ""}), None);
+                return Poll::Ready(Some(sse(&first)));
+            }
+        }
+        let mut event = self.rx.poll_recv(cx);
+        while let (Some(_), Poll::Ready(Some(Event::Text(t)))) = (&self.tools, &event) {
+            self.held.push_str(t);
+            event = self.rx.poll_recv(cx);
+        }
+        match event {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Event::Text(t))) => {
+                let delta = match self.meta.kind {
+                    Kind::Chat => json!({"content": t}),
+                    Kind::Completion => json!(t),
+                };
+                Poll::Ready(Some(sse(&chunk(&self.meta, delta, None))))
+            }
+            Poll::Ready(Some(Event::Done(f))) => {
+                let mut out = Vec::new();
+                let mut reason = f.reason;
+                if let Some(set) = &self.tools {
+                    let (message, r) = reply(Some(set), std::mem::take(&mut self.held), f.reason);
+                    let mut delta = message;
+                    delta.as_object_mut().map(|o| o.remove("role"));
+                    if let Some(calls) = delta["tool_calls"].as_array_mut() {
+                        calls.iter_mut().enumerate().for_each(|(i, c)| c["index"] = json!(i));
+                    }
+                    out.extend_from_slice(&sse(&chunk(&self.meta, delta, None)));
+                    reason = r;
+                }
+                let empty = match self.meta.kind {
+                    Kind::Chat => json!({}),
+                    Kind::Completion => json!(""),
+                };
+                out.extend_from_slice(&sse(&chunk(&self.meta, empty, Some(reason))));
+                if self.include_usage {
+                    let mut u = chunk(&self.meta, Value::Null, None);
+                    u["choices"] = json!([]);
+                    u["usage"] = usage(&f);
+                    out.extend_from_slice(&sse(&u));
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.done = true;
+                Poll::Ready(Some(Bytes::from(out)))
+            }
+            Poll::Ready(Some(Event::Failed(e))) => {
+                let mut out = sse(&e.json()).to_vec();
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.done = true;
+                Poll::Ready(Some(Bytes::from(out)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// One streamed chunk: a chat delta or a completion's text.
+fn chunk(meta: &Meta, delta: Value, finish: Option<&str>) -> Value {
+    match meta.kind {
+        Kind::Chat => json!({
+            "id": meta.id, "object": "chat.completion.chunk", "created": meta.created, "model": meta.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        }),
+        Kind::Completion => json!({
+            "id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
+            "choices": [{"index": 0, "text": delta, "logprobs": null, "finish_reason": finish}],
+        }),
+    }
+}
+
+/// The assistant's message and finish reason: with tools, the calls the constrained output
+/// holds (`finish_reason: tool_calls`); text that is not a complete call (cut by `max_tokens`)
+/// stays content.
+fn reply(tools: Option<&ToolSet>, text: String, reason: &'static str) -> (Value, &'static str) {
+    let calls = tools.filter(|_| reason == "stop").and_then(|set| set.parse(&text).ok());
+    match calls {
+        Some(calls) => {
+            let calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    json!({"id": format!("call_{i}"), "type": "function",
+                           "function": {"name": c.name, "arguments": c.arguments}})
+                })
+                .collect();
+            (json!({"role": "assistant", "content": null, "tool_calls": calls}), "tool_calls")
+        }
+        None => (json!({"role": "assistant", "content": text}), reason),
+    }
+}
+
+fn usage(f: &Finish) -> Value {
+    json!({
+        "prompt_tokens": f.prompt_tokens,
+        "completion_tokens": f.completion_tokens,
+        "total_tokens": f.prompt_tokens + f.completion_tokens,
+    })
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn new_id(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{:x}{:06x}", now(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn json_response(status: u16, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Body::Full(Some(Bytes::from(v.to_string()))));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    let mut r = json_response(e.status, &e.json());
+    if e.status == 401 {
+        r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    }
+    if e.status == 503 {
+        r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+    }
+    r
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// Every request goes through here; errors become OpenAI error bodies.
+pub async fn handle(state: Arc<State>, req: HttpRequest<Incoming>) -> Result<Response<Body>, Infallible> {
+    let r = route(&state, req).await.unwrap_or_else(|e| error_response(&e));
+    if r.status().as_u16() >= 400 {
+        Metrics::add(&state.engine.metrics.errors, 1);
+    }
+    Ok(r)
+}
+
+async fn route(state: &Arc<State>, req: HttpRequest<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let expect = |m: Method| if method == m { Ok(()) } else { Err(ApiError::method(method.as_str(), &path)) };
+    match path.as_str() {
+        "/health" => {
+            expect(Method::GET)?;
+            if state.draining.load(Ordering::Acquire) {
+                return Ok(json_response(503, &json!({"status": "shutting down"})));
+            }
+            Ok(match state.engine.model() {
+                Some(_) => json_response(200, &json!({"status": "ok"})),
+                None => json_response(503, &json!({"status": "loading"})),
+            })
+        }
+        "/metrics" => {
+            expect(Method::GET)?;
+            let mut r = Response::new(Body::Full(Some(Bytes::from(state.engine.metrics.render()))));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            Ok(r)
+        }
+        "/openapi.json" => {
+            expect(Method::GET)?;
+            Ok(json_response(200, &crate::openapi::document()))
+        }
+        "/v1/models" => {
+            expect(Method::GET)?;
+            authorize(state, &req)?;
+            Ok(json_response(
+                200,
+                &json!({"object": "list", "data": [{"id": state.model_name, "object": "model", "created": 0, "owned_by": "autark"}]}),
+            ))
+        }
+        "/v1/chat/completions" | "/v1/completions" => {
+            expect(Method::POST)?;
+            authorize(state, &req)?;
+            let kind = if path == "/v1/completions" { Kind::Completion } else { Kind::Chat };
+            complete(state, kind, req).await
+        }
+        _ => Err(ApiError::not_found(&path)),
+    }
+}
+
+fn authorize(state: &State, req: &HttpRequest<Incoming>) -> Result<(), ApiError> {
+    let Some(key) = &state.api_key else { return Ok(()) };
+    let given = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or(b"");
+    let token = given.strip_prefix(b"Bearer ").unwrap_or(b"");
+    if constant_time_eq(token, key.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// Reads the body up to `state.max_body` bytes within `state.body_timeout`.
+async fn read_body(state: &State, req: HttpRequest<Incoming>) -> Result<Vec<u8>, ApiError> {
+    let too_large =
+        || ApiError::status(413, "invalid_request_error", format!("the body exceeds {} bytes", state.max_body));
+    if let Some(n) = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if n > state.max_body as u64 {
+            return Err(too_large());
+        }
+    }
+    let mut body = req.into_body();
+    let read = async {
+        let mut out = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            let frame = frame.map_err(|e| ApiError::invalid(None, format!("reading the body: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                if out.len() + data.len() > state.max_body {
+                    return Err(too_large());
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(state.body_timeout, read)
+        .await
+        .map_err(|_| ApiError::status(408, "invalid_request_error", "the body was not received in time"))?
+}
+
+async fn complete(state: &Arc<State>, kind: Kind, req: HttpRequest<Incoming>) -> Result<Response<Body>, ApiError> {
+    if state.draining.load(Ordering::Acquire) {
+        return Err(ApiError::unavailable("the server is shutting down"));
+    }
+    let Some(model) = state.engine.model().cloned() else {
+        return Err(ApiError::unavailable("the model is loading"));
+    };
+    let guard = Guard::new(&state.inflight);
+    let body = read_body(state, req).await?;
+    let request = request::parse(kind, &body, &model, &state.limits)?;
+    let mut request = request;
+    let (stream, include_usage, tools) = (request.stream, request.include_usage, request.tools.take());
+    let (tx, mut rx) = unbounded_channel();
+    state.engine.submit(Job { request, events: tx, cancel: Arc::clone(&guard.cancel) })?;
+    let prefix = if kind == Kind::Chat { "chatcmpl" } else { "cmpl" };
+    let meta = Meta { kind, id: new_id(prefix), created: now(), model: state.model_name.clone() };
+    if stream {
+        let body =
+            SseBody { rx, tools, held: String::new(), meta, include_usage, started: false, done: false, _guard: guard };
+        let mut r = Response::new(Body::Sse(Box::new(body)));
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert("cache-control", HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        return Ok(r);
+    }
+    let mut text = String::new();
+    let finish = loop {
+        match rx.recv().await {
+            Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Done(f)) => break f,
+            Some(Event::Failed(e)) => return Err(e),
+            None => return Err(ApiError::unavailable("the engine stopped")),
+        }
+    };
+    drop(guard);
+    let choice = match kind {
+        Kind::Chat => {
+            let (message, reason) = reply(tools.as_ref(), text, finish.reason);
+            json!({"index": 0, "message": message, "logprobs": null, "finish_reason": reason})
+        }
+        Kind::Completion => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish.reason}),
+    };
+    let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
+    Ok(json_response(
+        200,
+        &json!({"id": meta.id, "object": object, "created": meta.created, "model": meta.model, "choices": [choice], "usage": usage(&finish)}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn keys() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret1"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,328 @@
+//! A request body → what the engine runs: the prompt's tokens and the generation's settings.
+//! Every field is checked here, and a bad one is a 400 that names it.
+
+use autark_runtime::{ChatMessage, Constraint, GenerateParams, Guide, Model, Prompt, ToolSet, DEFAULTS};
+use serde_json::{Map, Value};
+
+use crate::error::{from_runtime, ApiError};
+
+/// Which endpoint a request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `/v1/chat/completions`: `messages`, rendered with the model's chat template.
+    Chat,
+    /// `/v1/completions`: a plain `prompt`.
+    Completion,
+}
+
+/// Bounds on what one request may ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Tokens a slot holds (prompt + generated).
+    pub n_ctx: usize,
+    /// Most messages in a conversation.
+    pub max_messages: usize,
+    /// Most stop strings, and the longest one (bytes).
+    pub max_stop: usize,
+    pub max_stop_bytes: usize,
+}
+
+pub const DEFAULT_LIMITS: Limits = Limits { n_ctx: 2048, max_messages: 256, max_stop: 4, max_stop_bytes: 256 };
+
+/// A checked request.
+pub struct Request {
+    pub kind: Kind,
+    pub tokens: Vec<u32>,
+    pub params: GenerateParams,
+    pub guide: Option<Box<Guide>>,
+    pub stream: bool,
+    /// `stream_options.include_usage`: a last chunk with the token counts.
+    pub include_usage: bool,
+    /// `tools` (chat only): the output is constrained to calls of them, answered as
+    /// `tool_calls`.
+    pub tools: Option<ToolSet>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("kind", &self.kind)
+            .field("tokens", &self.tokens.len())
+            .field("params", &self.params)
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+/// Parses and checks a body: UTF-8, JSON, an object, every field known to matter.
+pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<Request, ApiError> {
+    let text =
+        std::str::from_utf8(body).map_err(|e| ApiError::invalid(None, format!("the body is not valid UTF-8 ({e})")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| ApiError::invalid(None, format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::invalid(None, "the body must be a JSON object"));
+    };
+    let f = Fields(&obj);
+
+    if let Some(m) = f.get("model") {
+        if !m.is_string() {
+            return Err(ApiError::field("model", "expected a string"));
+        }
+    }
+    if let Some(n) = f.uint("n")? {
+        if n != 1 {
+            return Err(ApiError::field("n", "only n = 1 is supported"));
+        }
+    }
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let include_usage = match f.get("stream_options") {
+        None => false,
+        Some(Value::Object(o)) => Fields(o).bool_at("include_usage", "stream_options.include_usage")?.unwrap_or(false),
+        Some(_) => return Err(ApiError::field("stream_options", "expected an object")),
+    };
+
+    // The prompt.
+    let tools = tools(&f, kind, model)?;
+    let (tokens, param) = match kind {
+        Kind::Chat => {
+            let messages = messages(&f, limits)?;
+            let t = match &tools {
+                Some(set) => model.tool_prompt_tokens(&messages, set),
+                None => model.prompt_tokens(Prompt::Chat(&messages)),
+            };
+            (t.map_err(|e| from_runtime("messages", &e))?, "messages")
+        }
+        Kind::Completion => {
+            let prompt = match f.get("prompt") {
+                None => return Err(ApiError::field("prompt", "required")),
+                Some(Value::String(s)) => s.as_str(),
+                Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => a[0].as_str().unwrap_or(""),
+                Some(_) => return Err(ApiError::field("prompt", "expected a string (or an array of one string)")),
+            };
+            let t = model.prompt_tokens(Prompt::Text(prompt)).map_err(|e| from_runtime("prompt", &e))?;
+            (t, "prompt")
+        }
+    };
+    if tokens.is_empty() {
+        return Err(ApiError::field(param, "the prompt is empty"));
+    }
+    if tokens.len() >= limits.n_ctx {
+        return Err(ApiError::field(
+            param,
+            format!("the prompt has {} tokens; a slot holds {} (prompt and output)", tokens.len(), limits.n_ctx),
+        )
+        .with_code("context_length_exceeded"));
+    }
+
+    // The generation's settings; defaults are the runtime's (DEFAULTS), the token limit the
+    // slot's room.
+    let mut params = GenerateParams { max_tokens: limits.n_ctx - tokens.len(), ..DEFAULTS.generate };
+    let max = f.uint("max_completion_tokens")?.or(f.uint("max_tokens")?);
+    if let Some(max) = max {
+        if max == 0 || max as usize > limits.n_ctx {
+            let name = if f.get("max_completion_tokens").is_some() { "max_completion_tokens" } else { "max_tokens" };
+            return Err(ApiError::field(name, format!("{max} is outside 1..={}", limits.n_ctx)));
+        }
+        params.max_tokens = max as usize;
+    }
+    if let Some(t) = f.number("temperature")? {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(ApiError::field("temperature", format!("{t} is outside [0, 2]")));
+        }
+        params.sampler.temperature = t as f32;
+    }
+    if let Some(p) = f.number("top_p")? {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(ApiError::field("top_p", format!("{p} is outside (0, 1]")));
+        }
+        params.sampler.top_p = p as f32;
+    }
+    params.sampler.seed = match f.get("seed") {
+        None | Some(Value::Null) => fresh_seed(),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u,
+            (None, Some(i)) => i as u64,
+            _ => return Err(ApiError::field("seed", "expected an integer")),
+        },
+        Some(_) => return Err(ApiError::field("seed", "expected an integer")),
+    };
+    params.stop = stops(&f, limits)?;
+    params.sampler.validate().map_err(|e| ApiError::invalid(None, e.to_string()))?;
+
+    let constraint = match (response_format(&f)?, &tools) {
+        (Some(_), Some(_)) => return Err(ApiError::field("response_format", "cannot be combined with tools")),
+        (Some(c), None) => Some((c, "response_format")),
+        (None, Some(set)) => Some((set.constraint(), "tools")),
+        (None, None) => None,
+    };
+    let guide = match constraint {
+        None => None,
+        Some((c, param)) => Some(Box::new(model.compile_constraint(&c).map_err(|e| from_runtime(param, &e))?)),
+    };
+    Ok(Request { kind, tokens, params, guide, stream, include_usage, tools })
+}
+
+/// A seed for a request that names none (OpenAI's sampled outputs differ between requests).
+fn fresh_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    t ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+}
+
+fn messages(f: &Fields<'_>, limits: &Limits) -> Result<Vec<ChatMessage>, ApiError> {
+    let list = match f.get("messages") {
+        None => return Err(ApiError::field("messages", "required")),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(ApiError::field("messages", "expected an array")),
+    };
+    if list.is_empty() {
+        return Err(ApiError::field("messages", "must hold at least one message"));
+    }
+    if list.len() > limits.max_messages {
+        return Err(ApiError::field("messages", format!("{} messages; at most {}", list.len(), limits.max_messages)));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let Value::Object(m) = m else {
+            return Err(ApiError::field(&format!("messages[{i}]"), "expected an object"));
+        };
+        let role = match m.get("role") {
+            Some(Value::String(r)) if ["system", "developer", "user", "assistant", "tool"].contains(&r.as_str()) => {
+                if r == "developer" {
+                    "system"
+                } else {
+                    r.as_str()
+                }
+            }
+            Some(Value::String(r)) => {
+                return Err(ApiError::field(&format!("messages[{i}].role"), format!("unknown role {r:?}")))
+            }
+            _ => return Err(ApiError::field(&format!("messages[{i}].role"), "expected a string")),
+        };
+        let param = format!("messages[{i}].content");
+        let content = match m.get("content") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            // Content parts: only text parts.
+            Some(Value::Array(parts)) => {
+                let mut s = String::new();
+                for p in parts {
+                    match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                        (Some("text"), Some(t)) => s.push_str(t),
+                        _ => return Err(ApiError::field(&param, "only text content parts are supported")),
+                    }
+                }
+                s
+            }
+            Some(_) => return Err(ApiError::field(&param, "expected a string or an array of text parts")),
+        };
+        out.push(ChatMessage::new(role, &content));
+    }
+    Ok(out)
+}
+
+fn stops(f: &Fields<'_>, limits: &Limits) -> Result<Vec<String>, ApiError> {
+    let list: Vec<&Value> = match f.get("stop") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(v @ Value::String(_)) => vec![v],
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(_) => return Err(ApiError::field("stop", "expected a string or an array of strings")),
+    };
+    if list.len() > limits.max_stop {
+        return Err(ApiError::field("stop", format!("at most {} stop strings", limits.max_stop)));
+    }
+    list.into_iter()
+        .map(|v| match v.as_str() {
+            Some(s) if !s.is_empty() && s.len() <= limits.max_stop_bytes => Ok(s.to_string()),
+            Some(_) => {
+                Err(ApiError::field("stop", format!("a stop string must hold 1 to {} bytes", limits.max_stop_bytes)))
+            }
+            None => Err(ApiError::field("stop", "expected a string or an array of strings")),
+        })
+        .collect()
+}
+
+/// `tools` (OpenAI function definitions) in the model's call format; `None` without tools or
+/// with `tool_choice: "none"`.
+fn tools(f: &Fields<'_>, kind: Kind, model: &Model) -> Result<Option<ToolSet>, ApiError> {
+    let list = match f.present("tools") {
+        None => return Ok(None),
+        Some(Value::Array(a)) if a.is_empty() => return Ok(None),
+        Some(v @ Value::Array(_)) => v,
+        Some(_) => return Err(ApiError::field("tools", "expected an array")),
+    };
+    if kind == Kind::Completion {
+        return Err(ApiError::field("tools", "only /v1/chat/completions takes tools"));
+    }
+    match f.present("tool_choice") {
+        None => {}
+        Some(Value::String(c)) if c == "none" => return Ok(None),
+        Some(Value::String(c)) if c == "auto" || c == "required" => {}
+        Some(_) => return Err(ApiError::field("tool_choice", "expected \"auto\", \"required\" or \"none\"")),
+    }
+    ToolSet::new(model, &list.to_string()).map(Some).map_err(|e| from_runtime("tools", &e))
+}
+
+/// `response_format`: `text`, `json_object` (any JSON object) or `json_schema` (its `schema`).
+fn response_format(f: &Fields<'_>) -> Result<Option<Constraint>, ApiError> {
+    let rf = match f.get("response_format") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) => Fields(o),
+        Some(_) => return Err(ApiError::field("response_format", "expected an object")),
+    };
+    match rf.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Constraint::JsonSchema(r#"{"type":"object"}"#.into()))),
+        Some("json_schema") => {
+            let schema = rf
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .ok_or_else(|| ApiError::field("response_format.json_schema.schema", "required"))?;
+            if !schema.is_object() {
+                return Err(ApiError::field("response_format.json_schema.schema", "expected an object"));
+            }
+            Ok(Some(Constraint::JsonSchema(schema.to_string())))
+        }
+        _ => Err(ApiError::field("response_format.type", "expected \"text\", \"json_object\" or \"json_schema\"")),
+    }
+}
+
+/// Typed access to a JSON object's fields; `null` counts as absent.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+
+    fn present(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+
+    fn uint(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.present(name) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| ApiError::field(name, "expected a non-negative integer")),
+        }
+    }
+
+    fn number(&self, name: &str) -> Result<Option<f64>, ApiError> {
+        match self.present(name) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| ApiError::field(name, "expected a number")),
+        }
+    }
+
+    fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        self.bool_at(name, name)
+    }
+
+    fn bool_at(&self, name: &str, param: &str) -> Result<Option<bool>, ApiError> {
+        match self.present(name) {
+            None => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| ApiError::field(param, "expected a boolean")),
+        }
+    }
+}
