@@ -223,9 +223,9 @@ def test_disconnect_cancels(server):
 
 
 def test_full_queue_503_and_drain(autark_bin, smollm2_q4_1):
-    s = Server(autark_bin, smollm2_q4_1, "--parallel", 1, "--max-queue", 1, "--ctx-per-slot", 256, "-t", 2)
+    s = Server(autark_bin, smollm2_q4_1, "--parallel", 1, "--max-queue", 1, "--ctx-per-slot", 1024, "-t", 2)
     try:
-        body = json.dumps({"prompt": "Once upon a time", "max_tokens": 150, "temperature": 0})
+        body = json.dumps({"prompt": "Once upon a time", "max_tokens": 900, "temperature": 0})
         with ThreadPoolExecutor(2) as ex:
             running = ex.submit(s.raw, "POST", "/v1/completions", body)
             time.sleep(0.3)
