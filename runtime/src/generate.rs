@@ -365,8 +365,8 @@ pub(crate) fn eval_ahead(session: &mut Session, tokens: &[u32], guide: &mut Opti
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of `stop` (on a char
-/// boundary).
-fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
+/// boundary): text that must wait, because it may begin a stop string (also the server's rule).
+pub fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
     (1..stop.len().min(text.len() + 1))
         .rev()
         .find(|&n| text.is_char_boundary(text.len() - n) && stop.is_char_boundary(n) && text.ends_with(&stop[..n]))

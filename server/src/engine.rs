@@ -295,7 +295,7 @@ fn advance(session: &mut Session, run: &mut Running, m: &Metrics) -> Result<Opti
         }
         return Ok(Some("stop"));
     }
-    let hold = stop.iter().map(|s| longest_suffix_prefix(&run.pending, s)).max().unwrap_or(0);
+    let hold = stop.iter().map(|s| autark_runtime::generate::longest_suffix_prefix(&run.pending, s)).max().unwrap_or(0);
     let emit = run.pending.len() - hold;
     if emit > 0 {
         let text: String = run.pending.drain(..emit).collect();
@@ -321,22 +321,4 @@ fn flush(run: &mut Running, tok: &autark_runtime::Tokenizer) -> Result<(), ApiEr
         let _ = run.job.events.send(Event::Text(std::mem::take(&mut run.pending)));
     }
     Ok(())
-}
-
-/// Length of the longest suffix of `text` that is a proper prefix of `stop` (on a char
-/// boundary): text that must wait, because it may begin a stop string.
-fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
-    (1..stop.len().min(text.len() + 1))
-        .rev()
-        .find(|&n| text.is_char_boundary(text.len() - n) && stop.is_char_boundary(n) && text.ends_with(&stop[..n]))
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn suffix_prefix() {
-        assert_eq!(super::longest_suffix_prefix("hello wor", "world"), 3);
-        assert_eq!(super::longest_suffix_prefix("hello", "xyz"), 0);
-    }
 }
