@@ -28,6 +28,16 @@ pub enum Buf {
     Up,
 }
 
+/// One sequence's rows in a batch: `n` consecutive rows holding the tokens of positions
+/// `pos0..pos0 + n` of the sequence whose KV cache is `cache` (0: the backend's own; `i > 0`: the
+/// `i`-th cache lent to it for a multi-sequence pass, see `Session::eval_together`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seg {
+    pub pos0: usize,
+    pub n: usize,
+    pub cache: usize,
+}
+
 impl Buf {
     pub const ALL: [Buf; 9] = [Buf::X, Buf::Xb, Buf::Q, Buf::K, Buf::V, Buf::AttOut, Buf::Proj, Buf::Gate, Buf::Up];
 }
@@ -48,13 +58,17 @@ pub trait Backend {
     fn matmul(&mut self, input: Buf, n: usize, outs: &[(T, Buf)]) -> Result<()>;
     /// `buf += b` on every row.
     fn add_bias(&mut self, buf: Buf, b: T, n: usize);
-    /// Rotates the heads of `Q` and `K` for positions `pos0..pos0 + n`, with the local RoPE base
-    /// (`local`, Gemma 3's sliding layers) or the global one.
-    fn rope(&mut self, local: bool, pos0: usize, n: usize);
-    /// Stores `K`, `V` in layer `l`'s cache at positions `pos0..`, then
+    /// Rotates the heads of `Q` and `K`, each segment's rows for its positions, with the local
+    /// RoPE base (`local`, Gemma 3's sliding layers) or the global one.
+    fn rope(&mut self, local: bool, segs: &[Seg]);
+    /// Stores each segment's `K`, `V` rows in layer `l` of its cache at its positions, then
     /// `AttOut = softmax(scale · Q·Kᵀ + causal mask over the last `window` positions) · V` per head
-    /// (grouped-query: query head h reads KV head h / (n_heads / n_kv_heads)).
-    fn attention(&mut self, l: usize, pos0: usize, n: usize, window: usize, scale: f32);
+    /// (grouped-query: query head h reads KV head h / (n_heads / n_kv_heads)), each row against
+    /// its own segment's cache.
+    fn attention(&mut self, l: usize, segs: &[Seg], window: usize, scale: f32);
+    /// Moves rows `rows[i]` of `buf` to row `i` (`rows` ascending): the rows whose logits are
+    /// wanted, before the output norm.
+    fn select_rows(&mut self, buf: Buf, rows: &[usize]);
     /// `dst += src`.
     fn add(&mut self, dst: Buf, src: Buf, n: usize);
     /// `Gate = act(Gate) · Up`.

@@ -7,7 +7,7 @@ use autark_format::{FfnActivation, ModelConfig};
 use autark_kernels::ops::{gelu_tanh_mul, gemm, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations};
 use autark_kernels::pool::Pool;
 
-use crate::backend::{Backend, Buf};
+use crate::backend::{Backend, Buf, Seg};
 use crate::error::Result;
 use crate::forward::rope_tables;
 use crate::kv::{CacheType, KvCache};
@@ -25,6 +25,8 @@ pub(crate) struct Cpu {
     /// differs (Gemma 3), else empty.
     rope: [(Vec<f32>, Vec<f32>); 2],
     kv: KvCache,
+    /// Other sessions' caches, lent for one multi-sequence pass (`Seg::cache` 1, 2, …).
+    lent: Vec<KvCache>,
     n_ctx: usize,
 }
 
@@ -72,6 +74,7 @@ impl Cpu {
             act: Activations::with_capacity(n_batch, width.into_iter().max().unwrap_or(0)),
             rope: [rope_tables(c, c.rope_theta, true, n_ctx), local],
             kv: KvCache::new(c, n_ctx, n_batch, cache),
+            lent: Vec::new(),
             n_ctx,
             pool,
             model,
@@ -92,6 +95,19 @@ impl Cpu {
 
     pub fn kv_mut(&mut self) -> &mut KvCache {
         &mut self.kv
+    }
+
+    /// Lends `other`'s cache to this backend as the next `Seg::cache` (1, 2, …) until
+    /// `return_caches`.
+    pub fn borrow_cache(&mut self, other: &mut Cpu) {
+        self.lent.push(std::mem::replace(&mut other.kv, KvCache::empty()));
+    }
+
+    /// Gives the lent caches back, in the order they were lent.
+    pub fn return_caches<'a>(&mut self, owners: impl Iterator<Item = &'a mut Cpu>) {
+        for (owner, kv) in owners.zip(self.lent.drain(..)) {
+            owner.kv = kv;
+        }
     }
 
     /// Context shift (`KvCache::shift`): keys move back by `drop` positions and are rotated by
@@ -169,28 +185,41 @@ impl Backend for Cpu {
             .for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
     }
 
-    fn rope(&mut self, local: bool, pos0: usize, n: usize) {
+    fn rope(&mut self, local: bool, segs: &[Seg]) {
         let c = self.model.config();
         let (hd, interleaved) = (c.head_dim, c.rope_layout == autark_format::RopeLayout::Interleaved);
         let half = hd / 2;
         let (cos, sin) = if local && !self.rope[1].0.is_empty() { &self.rope[1] } else { &self.rope[0] };
         let [q, k] = self.bufs.get_disjoint_mut([Buf::Q as usize, Buf::K as usize]).expect("distinct buffers");
         let (qw, kw) = (self.width[Buf::Q as usize], self.width[Buf::K as usize]);
-        for t in 0..n {
-            let p = pos0 + t;
+        let positions = segs.iter().flat_map(|s| s.pos0..s.pos0 + s.n);
+        for (t, p) in positions.enumerate() {
             let (cos, sin) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
             q[t * qw..(t + 1) * qw].chunks_exact_mut(hd).for_each(|h| rope_head(h, cos, sin, interleaved));
             k[t * kw..(t + 1) * kw].chunks_exact_mut(hd).for_each(|h| rope_head(h, cos, sin, interleaved));
         }
     }
 
-    fn attention(&mut self, l: usize, pos0: usize, n: usize, window: usize, scale: f32) {
+    fn attention(&mut self, l: usize, segs: &[Seg], window: usize, scale: f32) {
         let c = self.model.config();
         let (hd, n_heads, n_ctx) = (c.head_dim, c.n_heads, self.n_ctx);
         let group = n_heads / c.n_kv_heads;
         let (q_dim, kv_dim) = (self.width[Buf::Q as usize], self.width[Buf::K as usize]);
-        self.kv.store(l, pos0, &self.bufs[Buf::K as usize][..n * kv_dim], &self.bufs[Buf::V as usize][..n * kv_dim]);
-        let cache = self.kv.layer(l);
+        let mut row = 0;
+        for s in segs {
+            let (k, v) = (&self.bufs[Buf::K as usize], &self.bufs[Buf::V as usize]);
+            let rows = row * kv_dim..(row + s.n) * kv_dim;
+            let kv = if s.cache == 0 { &mut self.kv } else { &mut self.lent[s.cache - 1] };
+            kv.store(l, s.pos0, &k[rows.clone()], &v[rows]);
+            row += s.n;
+        }
+        let n = row;
+        // Each row's position and its sequence's layer cache.
+        let (own, lent) = (&self.kv, &self.lent);
+        let caches: Vec<_> =
+            segs.iter().map(|s| if s.cache == 0 { own } else { &lent[s.cache - 1] }.layer(l)).collect();
+        let rows: Vec<(usize, usize)> =
+            segs.iter().enumerate().flat_map(|(i, s)| (s.pos0..s.pos0 + s.n).map(move |p| (i, p))).collect();
         let [q, att_out] = self.bufs.get_disjoint_mut([Buf::Q as usize, Buf::AttOut as usize]).expect("distinct");
         let q: &[f32] = q;
         let scores_per_token = n_heads * n_ctx;
@@ -202,7 +231,8 @@ impl Backend for Cpu {
             scores_per_token,
             n,
             &|t, out, scores| {
-                let p = pos0 + t;
+                let (seg, p) = rows[t];
+                let cache = &caches[seg];
                 let first = (p + 1).saturating_sub(window);
                 let len = p + 1 - first;
                 let runs = cache.runs(first, len);
@@ -223,6 +253,15 @@ impl Backend for Cpu {
                 }
             },
         );
+    }
+
+    fn select_rows(&mut self, buf: Buf, rows: &[usize]) {
+        let w = self.width[buf as usize];
+        let b = &mut self.bufs[buf as usize];
+        for (i, &r) in rows.iter().enumerate() {
+            debug_assert!(i <= r);
+            b.copy_within(r * w..(r + 1) * w, i * w);
+        }
     }
 
     fn add(&mut self, dst: Buf, src: Buf, n: usize) {

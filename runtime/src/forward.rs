@@ -6,18 +6,20 @@
 
 use autark_format::{ModelConfig, Role, RopeScaling};
 
-use crate::backend::{Backend, Buf};
+use crate::backend::{Backend, Buf, Seg};
 use crate::error::Result;
 use crate::imatrix::{ActivationStats, Site};
 use crate::model::Model;
 
-/// One batch of tokens at positions `pos0..`. With `all`, `logits` receives every token's
-/// logits (`n × vocab`), otherwise the last token's.
+/// One batch of tokens: the rows of `segs` in order, each segment a sequence's tokens at its
+/// positions (one segment for a session's own batch; several for `Session::eval_together`). With
+/// `all`, `logits` receives every token's logits (`n × vocab`), otherwise each segment's last
+/// token's (`segs.len() × vocab`).
 pub(crate) fn forward<B: Backend>(
     m: &Model,
     b: &mut B,
     batch: &[u32],
-    pos0: usize,
+    segs: &[Seg],
     mut stats: Option<&mut ActivationStats>,
     all: bool,
     logits: &mut [f32],
@@ -25,6 +27,7 @@ pub(crate) fn forward<B: Backend>(
     use Buf::*;
     let c = m.config();
     let n = batch.len();
+    debug_assert_eq!(segs.iter().map(|s| s.n).sum::<usize>(), n);
     let scale = c.attention_scale.unwrap_or(1.0 / (c.head_dim as f32).sqrt());
     // The calibration hook: statistics of a linear layer's input, when collecting them.
     let mut observe = |b: &mut B, l: usize, site: Site, buf: Buf, n: usize| {
@@ -60,9 +63,9 @@ pub(crate) fn forward<B: Backend>(
             }
         }
         // q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        b.rope(sliding, pos0, n);
+        b.rope(sliding, segs);
         // past_key_values.update(k, v); att_out = softmax(q·kᵀ · scale + causal mask) · v
-        b.attention(l, pos0, n, window, scale);
+        b.attention(l, segs, window, scale);
         observe(b, l, Site::AttnOut, AttOut, n);
         // x = x + post_attention_norm(o_proj(att_out))   (the norm: Gemma)
         b.matmul(AttOut, n, &[(layer.at(Role::Wo), Proj)])?;
@@ -86,8 +89,17 @@ pub(crate) fn forward<B: Backend>(
         b.add(X, Proj, n);
     }
 
-    // logits = lm_head(norm(x)), for every token or for the last one
-    let (first, rows) = if all { (0, n) } else { (n - 1, 1) };
+    // logits = lm_head(norm(x)), for every token or for each sequence's last one
+    let (first, rows) = match segs {
+        _ if all => (0, n),
+        [_] => (n - 1, 1),
+        _ => {
+            let last: Vec<usize> =
+                segs.iter().scan(0, |end, s| Some(std::mem::replace(end, *end + s.n) + s.n - 1)).collect();
+            b.select_rows(X, &last);
+            (0, segs.len())
+        }
+    };
     b.rmsnorm(Xb, X, m.output_norm, first, rows);
     observe(b, usize::MAX, Site::Output, Xb, rows);
     b.output(m.output, Xb, rows, logits)

@@ -278,6 +278,21 @@ impl KvCache {
         types[0].bytes(values)?.checked_add(types[1].bytes(values)?)
     }
 
+    /// A cache of no positions: the placeholder of a session whose cache is lent for a
+    /// multi-sequence pass.
+    pub fn empty() -> KvCache {
+        KvCache {
+            keys: Rows::F32(Vec::new()),
+            values: Rows::F32(Vec::new()),
+            slots: Vec::new(),
+            offset: Vec::new(),
+            kv_dim: 0,
+            head_dim: 0,
+            n_ctx: 0,
+            window: None,
+        }
+    }
+
     /// Sizes must have passed `bytes` (no overflow) and the types `CacheType::check`.
     pub fn new(c: &ModelConfig, n_ctx: usize, n_batch: usize, types: [CacheType; 2]) -> KvCache {
         let kv_dim = c.n_kv_heads * c.head_dim;

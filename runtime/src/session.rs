@@ -7,7 +7,7 @@ use std::sync::Arc;
 use autark_format::ModelConfig;
 use autark_kernels::pool::Pool;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Seg};
 use crate::cpu::Cpu;
 use crate::error::{Result, RuntimeError};
 use crate::forward::forward;
@@ -310,6 +310,88 @@ impl Session {
         self.eval(&tokens[common..])
     }
 
+    /// Appends `tokens` to each session's context (`work[i] = (session, tokens)`) in shared
+    /// forward passes: a pass holds the next batch of every session that has tokens left, so the
+    /// weights are read once per pass for all of them (a server's continuous batching: one
+    /// generated token per running sequence, beside prompt chunks). Afterwards each session's
+    /// context, cache and `logits()` are exactly what `eval` of its tokens alone gives: a batch's
+    /// rows never mix, and each row attends to its own session's cache.
+    ///
+    /// The sessions must be of one model (the same `Arc`). The first session's scratch and
+    /// worker threads carry every pass, so a pass holds at most its `n_batch` tokens (a session
+    /// contributes at most its own `n_batch`), and no session's `n_ctx` may exceed the first's.
+    /// Activation statistics are not collected here. On an error, sessions may have evaluated part
+    /// of their tokens (as with `eval`).
+    pub fn eval_together(work: &mut [(&mut Session, &[u32])]) -> Result<()> {
+        let Some(((lead, lead_tokens), rest)) = work.split_first_mut() else { return Ok(()) };
+        if !lead_tokens.is_empty() {
+            lead.check_tokens(lead_tokens)?;
+        }
+        for (s, tokens) in rest.iter() {
+            if !Arc::ptr_eq(&s.model, &lead.model) || s.n_ctx > lead.n_ctx {
+                return Err(RuntimeError::InvalidArgument {
+                    name: "sessions",
+                    what: "eval_together needs sessions of one model, none with a longer context than the first".into(),
+                });
+            }
+            if !tokens.is_empty() {
+                s.check_tokens(tokens)?;
+            }
+        }
+        let model = Arc::clone(&lead.model);
+        let vocab = model.config().vocab_size;
+        let mut fed = vec![0; rest.len() + 1];
+        let mut batch = Vec::with_capacity(lead.n_batch);
+        let mut logits = Vec::new();
+        loop {
+            // The next pass: (index into `work`, tokens) of each session with tokens left.
+            batch.clear();
+            let mut members: Vec<(usize, usize)> = Vec::new();
+            for i in 0..=rest.len() {
+                let (s, tokens): (&Session, &[u32]) =
+                    if i == 0 { (lead, lead_tokens) } else { (rest[i - 1].0, rest[i - 1].1) };
+                let take = (tokens.len() - fed[i]).min(s.n_batch).min(lead.n_batch - batch.len());
+                if take > 0 {
+                    batch.extend_from_slice(&tokens[fed[i]..fed[i] + take]);
+                    members.push((i, take));
+                }
+            }
+            if members.is_empty() {
+                return Ok(());
+            }
+            let mut lent = 0;
+            let segs: Vec<Seg> = members
+                .iter()
+                .map(|&(i, n)| {
+                    let pos0 = if i == 0 { lead.tokens.len() } else { rest[i - 1].0.tokens.len() };
+                    let cache = if i == 0 {
+                        0
+                    } else {
+                        lent += 1;
+                        lent
+                    };
+                    Seg { pos0, n, cache }
+                })
+                .collect();
+            for &(i, _) in members.iter().filter(|m| m.0 > 0) {
+                lead.backend.borrow_cache(&mut rest[i - 1].0.backend);
+            }
+            logits.resize(members.len() * vocab, 0.0);
+            let r = lead.backend.run(&mut |b| forward(&model, b, &batch, &segs, None, false, &mut logits));
+            let borrowed = rest.iter_mut().enumerate().filter(|(j, _)| members.iter().any(|m| m.0 == j + 1));
+            lead.backend.return_caches(borrowed.map(|(_, w)| &mut w.0.backend));
+            r?;
+            for (&(i, n), row) in members.iter().zip(logits.chunks_exact(vocab)) {
+                let (s, tokens) =
+                    if i == 0 { (&mut **lead, &**lead_tokens) } else { (&mut *rest[i - 1].0, rest[i - 1].1) };
+                s.logits.copy_from_slice(row);
+                s.tokens.extend_from_slice(&tokens[fed[i]..fed[i] + n]);
+                s.suspended = None;
+                fed[i] += n;
+            }
+        }
+    }
+
     /// One batch of tokens at positions `self.tokens.len()..`; `all_logits` receives every
     /// token's logits, otherwise only the last token's go to `self.logits`.
     fn forward(&mut self, batch: &[u32], mut all_logits: Option<&mut [f32]>) -> Result<()> {
@@ -317,7 +399,7 @@ impl Session {
         let (stats, logits) = (&mut self.stats, &mut self.logits);
         self.backend.run(&mut |b| {
             let out = all_logits.as_deref_mut().unwrap_or(logits);
-            forward(model, b, batch, pos0, stats.as_deref_mut(), all, out)
+            forward(model, b, batch, &[Seg { pos0, n: batch.len(), cache: 0 }], stats.as_deref_mut(), all, out)
         })?;
         if let Some(out) = all_logits {
             let vocab = self.logits.len();

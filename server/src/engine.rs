@@ -1,13 +1,15 @@
 //! The inference thread: it owns the model's slots (one `Session` each, all on one worker pool)
 //! and steps every running request together. A step gives each busy slot one unit of work: a
 //! chunk of its prompt (`CHUNK` tokens, so a long prompt never stalls the streams beside it for
-//! more than one chunk) or one generated token. Requests join at step boundaries, wait in a
-//! bounded queue while every slot is busy, and leave at once when their client goes away.
+//! more than one chunk) or one generated token, and evaluates all of them in shared forward
+//! passes (`Session::eval_together`): the weights are read once per pass for every sequence.
+//! Requests join at step boundaries, wait in a bounded queue while every slot is busy, and leave
+//! at once when their client goes away.
 //!
-//! Each slot's arithmetic depends only on its own request: a prompt is evaluated in the same
-//! chunks from position 0 whatever runs beside it, and the kernels give each sequence the same
-//! numbers on any thread count, so a greedy or seeded request returns the same tokens alone or
-//! beside others.
+//! Each slot's arithmetic depends only on its own request: a batch's rows never mix, each row
+//! attends to its own slot's cache, and the kernels give each row the same numbers whatever
+//! batch it is in and on any thread count, so a greedy or seeded request returns the same tokens
+//! alone or beside others.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -120,7 +122,10 @@ fn load(p: &EngineParams, engine: &Engine) -> Result<Vec<Slot>, ServerError> {
     let load_err = |source| ServerError::Load { path: p.model.clone(), source };
     let model = Arc::new(Model::load(&p.model).map_err(load_err)?);
     let sp = SessionParams { n_ctx: p.n_ctx, n_threads: p.threads, n_batch: CHUNK, ..DEFAULTS.session };
-    let first = Session::new(Arc::clone(&model), sp).map_err(load_err)?;
+    // The first slot's scratch carries every shared pass: room for a prompt chunk and one
+    // token of each other slot.
+    let lead = SessionParams { n_batch: CHUNK + p.parallel - 1, ..sp };
+    let first = Session::new(Arc::clone(&model), lead).map_err(load_err)?;
     let mut sessions = Vec::with_capacity(p.parallel);
     for _ in 1..p.parallel {
         sessions.push(Session::new_beside(&first, sp).map_err(load_err)?);
@@ -173,15 +178,45 @@ impl Worker {
             }
             self.admit();
             let t = Instant::now();
-            for slot in &mut self.slots {
-                step(slot, &self.engine.metrics);
-            }
+            self.step();
             let m = &self.engine.metrics;
             Metrics::add(&m.busy_us, t.elapsed().as_micros() as u64);
             let busy = self.slots.iter().filter(|s| s.run.is_some());
             let used: usize = busy.clone().map(|s| s.session.tokens().len()).sum();
             m.slots_busy.store(busy.count() as u64, Ordering::Relaxed);
             m.kv_used_bytes.store((used * bytes_per_token) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// One step: each busy slot plans its unit of work (emitting the token it sampled), then all
+    /// of them are evaluated together.
+    fn step(&mut self) {
+        let m = &self.engine.metrics;
+        let feeds: Vec<Option<Vec<u32>>> = self.slots.iter_mut().map(|slot| plan(slot, m)).collect();
+        // The first slot leads every pass (its scratch is the largest), with or without tokens.
+        let mut work: Vec<(&mut Session, &[u32])> = Vec::with_capacity(self.slots.len());
+        let mut members = Vec::with_capacity(self.slots.len());
+        for (i, (slot, feed)) in self.slots.iter_mut().zip(&feeds).enumerate() {
+            if i == 0 || feed.is_some() {
+                work.push((&mut slot.session, feed.as_deref().unwrap_or(&[])));
+                members.extend(feed.is_some().then_some(i));
+            }
+        }
+        if members.is_empty() {
+            return;
+        }
+        // A panic inside the runtime (a bug) fails these requests, not the server: the slots'
+        // sessions are reset when they take their next requests.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Session::eval_together(&mut work)));
+        let err = match r {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => ApiError::status(500, "server_error", e.to_string()),
+            Err(_) => ApiError::status(500, "server_error", "internal error while generating"),
+        };
+        for i in members {
+            if let Some(run) = self.slots[i].run.take() {
+                let _ = run.job.events.send(Event::Failed(err.clone()));
+            }
         }
     }
 
@@ -226,47 +261,56 @@ impl Worker {
     }
 }
 
-/// One unit of work for a slot: a prompt chunk, or one token.
-fn step(slot: &mut Slot, m: &Metrics) {
-    let Some(run) = slot.run.as_mut() else { return };
+/// A slot's unit of work for this step: the tokens to evaluate (a prompt chunk, or the token it
+/// just sampled and emitted), or `None` when it is idle or its request just ended.
+fn plan(slot: &mut Slot, m: &Metrics) -> Option<Vec<u32>> {
+    let run = slot.run.as_mut()?;
     if run.job.cancel.load(Ordering::Acquire) || run.job.events.is_closed() {
         Metrics::add(&m.cancelled, 1);
         slot.run = None;
-        return;
+        return None;
     }
     // A panic inside the runtime (a bug) fails this request, not the server: the slot's session
     // is reset when it takes its next request.
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| advance(&mut slot.session, run, m)))
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| advance(&slot.session, run, m)))
         .unwrap_or_else(|_| Err(ApiError::status(500, "server_error", "internal error while generating")));
     match r {
-        Ok(None) => {}
-        Ok(Some(reason)) => {
+        Ok(Next::Eval(tokens)) => Some(tokens),
+        Ok(Next::Finish(reason)) => {
             let finish =
                 Finish { reason, prompt_tokens: run.job.request.tokens.len(), completion_tokens: run.generated };
             let _ = run.job.events.send(Event::Done(finish));
             slot.run = None;
+            None
         }
         Err(e) => {
             let _ = run.job.events.send(Event::Failed(e));
             slot.run = None;
+            None
         }
     }
 }
 
-/// Evaluates the next prompt chunk or samples, emits and evaluates the next token; returns the
-/// finish reason when the request is complete.
-fn advance(session: &mut Session, run: &mut Running, m: &Metrics) -> Result<Option<&'static str>, ApiError> {
+/// What a slot does next.
+enum Next {
+    Eval(Vec<u32>),
+    Finish(&'static str),
+}
+
+/// Takes the next prompt chunk, or samples, emits and takes the next token; or the finish reason
+/// when the request is complete.
+fn advance(session: &Session, run: &mut Running, m: &Metrics) -> Result<Next, ApiError> {
     let internal = |e: autark_runtime::RuntimeError| ApiError::status(500, "server_error", e.to_string());
     let req = &mut run.job.request;
     if run.fed < req.tokens.len() {
         let end = (run.fed + CHUNK).min(req.tokens.len());
-        session.eval(&req.tokens[run.fed..end]).map_err(internal)?;
+        let chunk = req.tokens[run.fed..end].to_vec();
         Metrics::add(&m.prompt_tokens, (end - run.fed) as u64);
         run.fed = end;
-        return Ok(None);
+        return Ok(Next::Eval(chunk));
     }
     if run.generated >= req.params.max_tokens {
-        return Ok(Some("length"));
+        return Ok(Next::Finish("length"));
     }
     let model = Arc::clone(session.model());
     let tok = model.tokenizer();
@@ -279,7 +323,7 @@ fn advance(session: &mut Session, run: &mut Running, m: &Metrics) -> Result<Opti
     };
     if tok.is_end_of_generation(next) {
         flush(run, tok)?;
-        return Ok(Some("stop"));
+        return Ok(Next::Finish("stop"));
     }
     if let Some(g) = req.guide.as_deref_mut() {
         g.accept(next).map_err(internal)?;
@@ -293,7 +337,7 @@ fn advance(session: &mut Session, run: &mut Running, m: &Metrics) -> Result<Opti
         if at > 0 {
             let _ = run.job.events.send(Event::Text(run.pending[..at].to_string()));
         }
-        return Ok(Some("stop"));
+        return Ok(Next::Finish("stop"));
     }
     let hold = stop.iter().map(|s| autark_runtime::generate::longest_suffix_prefix(&run.pending, s)).max().unwrap_or(0);
     let emit = run.pending.len() - hold;
@@ -303,14 +347,13 @@ fn advance(session: &mut Session, run: &mut Running, m: &Metrics) -> Result<Opti
     }
     if run.job.request.guide.as_ref().is_some_and(|g| g.is_finished()) {
         flush(run, tok)?;
-        return Ok(Some("stop"));
+        return Ok(Next::Finish("stop"));
     }
     if run.generated >= run.job.request.params.max_tokens || session.tokens().len() >= session.n_ctx() {
         flush(run, tok)?;
-        return Ok(Some("length"));
+        return Ok(Next::Finish("length"));
     }
-    session.eval(&[next]).map_err(internal)?;
-    Ok(None)
+    Ok(Next::Eval(vec![next]))
 }
 
 /// Emits what is held back (a partial stop string, an unfinished character) at the end.
