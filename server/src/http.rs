@@ -12,7 +12,7 @@ use autark_runtime::ToolSet;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request as HttpRequest, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -267,10 +267,19 @@ pub async fn handle(state: Arc<State>, req: HttpRequest<Incoming>) -> Result<Res
 async fn route(state: &Arc<State>, req: HttpRequest<Incoming>) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let expect = |m: Method| if method == m { Ok(()) } else { Err(ApiError::method(method.as_str(), &path)) };
+    let allowed = match path.as_str() {
+        "/health" | "/metrics" | "/openapi.json" | "/v1/models" => (Method::GET, "GET"),
+        "/v1/chat/completions" | "/v1/completions" => (Method::POST, "POST"),
+        _ => return Err(ApiError::not_found(&path)),
+    };
+    if method != allowed.0 {
+        // RFC 9110: a 405 lists the methods the resource supports.
+        let mut r = error_response(&ApiError::method(method.as_str(), &path));
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed.1));
+        return Ok(r);
+    }
     match path.as_str() {
         "/health" => {
-            expect(Method::GET)?;
             if state.draining.load(Ordering::Acquire) {
                 return Ok(json_response(503, &json!({"status": "shutting down"})));
             }
@@ -280,17 +289,12 @@ async fn route(state: &Arc<State>, req: HttpRequest<Incoming>) -> Result<Respons
             })
         }
         "/metrics" => {
-            expect(Method::GET)?;
             let mut r = Response::new(Body::Full(Some(Bytes::from(state.engine.metrics.render()))));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             Ok(r)
         }
-        "/openapi.json" => {
-            expect(Method::GET)?;
-            Ok(json_response(200, &crate::openapi::document()))
-        }
+        "/openapi.json" => Ok(json_response(200, &crate::openapi::document(&state.limits))),
         "/v1/models" => {
-            expect(Method::GET)?;
             authorize(state, &req)?;
             Ok(json_response(
                 200,
@@ -298,7 +302,6 @@ async fn route(state: &Arc<State>, req: HttpRequest<Incoming>) -> Result<Respons
             ))
         }
         "/v1/chat/completions" | "/v1/completions" => {
-            expect(Method::POST)?;
             authorize(state, &req)?;
             let kind = if path == "/v1/completions" { Kind::Completion } else { Kind::Chat };
             complete(state, kind, req).await

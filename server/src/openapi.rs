@@ -3,7 +3,11 @@
 
 use serde_json::{json, Value};
 
-pub fn document() -> Value {
+use crate::request::Limits;
+
+/// The description of a server whose requests are bounded by `limits` (stated in the schemas,
+/// so that a schema-valid request is one the server accepts, as far as a schema can say).
+pub fn document(limits: &Limits) -> Value {
     let error = json!({"$ref": "#/components/schemas/Error"});
     let errors = |codes: &[&str]| -> Value {
         codes
@@ -20,7 +24,14 @@ pub fn document() -> Value {
         e
     };
     let stream_ok = json!({"description": "a completion, or with `stream` server-sent events ending `data: [DONE]`",
-        "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {"schema": {"type": "string"}}}});
+        "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {"schema": {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}}}});
+    // Each request schema is one flat object (the sampling fields and its own), which
+    // schema-driven fuzzers such as schemathesis can generate from (they refuse `allOf`).
+    let request = |required: &str, own: Value| -> Value {
+        let mut properties = sampling(limits);
+        properties.extend(own.as_object().cloned().unwrap_or_default());
+        json!({"type": "object", "required": [required], "properties": properties})
+    };
     json!({
         "openapi": "3.0.3",
         "info": {"title": "autark serve", "version": env!("CARGO_PKG_VERSION"),
@@ -40,28 +51,45 @@ pub fn document() -> Value {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "properties": {
                 "message": {"type": "string"}, "type": {"type": "string"},
                 "param": {"type": "string", "nullable": true}, "code": {"type": "string", "nullable": true}}}}},
-            "Sampling": {"type": "object", "properties": {
-                "model": {"type": "string"},
-                "max_tokens": {"type": "integer", "minimum": 1},
-                "max_completion_tokens": {"type": "integer", "minimum": 1},
-                "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-                "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-                "seed": {"type": "integer"},
-                "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]},
-                "stream": {"type": "boolean"},
-                "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
-                "n": {"type": "integer", "enum": [1]},
-                "response_format": {"type": "object", "properties": {
-                    "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
-                    "json_schema": {"type": "object", "properties": {"name": {"type": "string"}, "schema": {"type": "object"}}}}}}},
-            "ChatRequest": {"allOf": [{"$ref": "#/components/schemas/Sampling"}, {"type": "object", "required": ["messages"], "properties": {
-                "tools": {"type": "array", "items": {"type": "object"}},
+            "ChatRequest": request("messages", json!({
+                "tools": {"type": "array", "items": {"type": "object", "required": ["type", "function"], "properties": {
+                    "type": {"type": "string", "enum": ["function"]},
+                    "function": {"type": "object", "required": ["name"], "properties": {
+                        "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "description": {"type": "string"},
+                        "parameters": {"type": "object"}}}}}},
                 "tool_choice": {"type": "string", "enum": ["auto", "required", "none"]},
-                "messages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role"], "properties": {
+                "messages": {"type": "array", "minItems": 1, "maxItems": limits.max_messages, "items": {"type": "object", "required": ["role"], "properties": {
                     "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
-                    "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}], "nullable": true}}}}}}]},
-            "CompletionRequest": {"allOf": [{"$ref": "#/components/schemas/Sampling"}, {"type": "object", "required": ["prompt"], "properties": {
-                "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1}]}}}]},
+                    "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object", "required": ["type", "text"], "properties": {
+                        "type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}}], "nullable": true}}}}})),
+            "CompletionRequest": request("prompt", json!({
+                "prompt": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1}]}})),
         }},
     })
+}
+
+/// The request fields both completion routes read.
+/// OpenAI's clients send `null` for an unset field: every one here may be `null`.
+fn sampling(limits: &Limits) -> serde_json::Map<String, Value> {
+    // The server counts bytes; a schema counts characters (up to 4 bytes each).
+    let stop = json!({"type": "string", "minLength": 1, "maxLength": limits.max_stop_bytes / 4});
+    let tokens = json!({"type": "integer", "minimum": 1, "maximum": limits.n_ctx});
+    let v = json!({
+        "model": {"type": "string"},
+        "max_tokens": tokens,
+        "max_completion_tokens": tokens,
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": 1},
+        "seed": {"type": "integer"},
+        "stop": {"oneOf": [stop.clone(), {"type": "array", "items": stop, "maxItems": limits.max_stop}]},
+        "stream": {"type": "boolean"},
+        "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+        "n": {"type": "integer", "enum": [1]},
+        "response_format": {"type": "object", "required": ["type"], "properties": {
+            "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
+            "json_schema": {"type": "object", "properties": {"name": {"type": "string"}, "schema": {"type": "object"}}}}},
+    });
+    let mut fields = v.as_object().cloned().unwrap_or_default();
+    fields.values_mut().for_each(|f| f["nullable"] = json!(true));
+    fields
 }

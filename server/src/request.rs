@@ -65,7 +65,7 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
     };
     let f = Fields(&obj);
 
-    if let Some(m) = f.get("model") {
+    if let Some(m) = f.present("model") {
         if !m.is_string() {
             return Err(ApiError::field("model", "expected a string"));
         }
@@ -76,7 +76,7 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
         }
     }
     let stream = f.bool("stream")?.unwrap_or(false);
-    let include_usage = match f.get("stream_options") {
+    let include_usage = match f.present("stream_options") {
         None => false,
         Some(Value::Object(o)) => Fields(o).bool_at("include_usage", "stream_options.include_usage")?.unwrap_or(false),
         Some(_) => return Err(ApiError::field("stream_options", "expected an object")),
@@ -136,7 +136,8 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
         if !(p > 0.0 && p <= 1.0) {
             return Err(ApiError::field("top_p", format!("{p} is outside (0, 1]")));
         }
-        params.sampler.top_p = p as f32;
+        // A positive value below f32's range still means "only the most likely token".
+        params.sampler.top_p = (p as f32).max(f32::MIN_POSITIVE);
     }
     params.sampler.seed = match f.get("seed") {
         None | Some(Value::Null) => fresh_seed(),

@@ -364,3 +364,40 @@ http {{
         for s in (a, b):
             if s.proc.poll() is None:
                 s.proc.kill()
+
+
+def test_schemathesis_against_the_published_openapi(autark_bin, smollm2_q4_1, tmp_path):
+    """Hostile HTTP from the server's own description: schemathesis (PyPI) reads `/openapi.json`
+    and sends boundary values, random bodies and undeclared methods to every route, checking
+    that no response is a 5xx and that every status, content type, header set, JSON body and SSE
+    event matches the description (a 405 must list the allowed methods). Bounded: 15 examples
+    per operation, one worker, a fixed seed, 240 s; loopback only. Not checked: that every
+    schema-valid request is accepted (a prompt's length in tokens cannot be stated in a schema)
+    and every schema-invalid one refused (fields that do not apply, such as a `json_schema`
+    beside `type: text`, are ignored, as OpenAI's API does)."""
+    s = Server(autark_bin, smollm2_q4_1, "--parallel", 2, "--ctx-per-slot", 64, "-t", 1)
+    checks = ",".join([
+        "not_a_server_error", "status_code_conformance", "content_type_conformance",
+        "response_headers_conformance", "response_schema_conformance", "unsupported_method",
+    ])
+    try:
+        r = subprocess.run(
+            ["schemathesis", "run", f"http://127.0.0.1:{s.port}/openapi.json", "--checks", checks,
+             "-n", "15", "--seed", "1", "-w", "1", "--no-color", "--request-timeout", "60"],
+            capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        )
+        assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+        assert re.search(r"\d+ generated, \d+ passed", r.stdout), r.stdout[-3000:]
+        status, _, body = s.raw("GET", "/health")
+        assert status == 200, body
+        assert s.metrics()["autark_requests_total"] > 0
+    finally:
+        assert s.stop() == 0, "".join(s.log)
+
+
+def test_405_lists_the_allowed_methods(server):
+    status, headers, body = server.raw("DELETE", "/v1/chat/completions")
+    assert status == 405 and headers.get("allow") == "POST", (status, headers)
+    assert json.loads(body)["error"]["message"]
+    status, headers, _ = server.raw("POST", "/health", body=b"{}")
+    assert status == 405 and headers.get("allow") == "GET", (status, headers)
