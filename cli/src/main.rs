@@ -267,6 +267,10 @@ struct BenchArgs {
     /// applied at every step, as in `autark run --json-schema`.
     #[arg(long, value_name = "FILE")]
     json_schema: Option<PathBuf>,
+    /// Decode N sequences together in the tg test (as `autark serve --parallel N` steps its
+    /// slots: one forward pass per step for all of them); t/s counts every sequence's tokens.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    parallel: usize,
 }
 
 #[derive(Args, Clone)]

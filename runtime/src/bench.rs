@@ -45,6 +45,10 @@ pub struct BenchParams {
     /// Constrain the tg test's tokens (greedy under the mask, which is computed every step; the
     /// constraint starts over whenever its output is complete).
     pub constraint: Option<Constraint>,
+    /// Sequences the tg test decodes together (a server's continuous batching: each step
+    /// evaluates one token of every sequence in one pass, `Session::eval_together`); its
+    /// tokens/s counts all of them. 0 or 1 = one sequence. Plain greedy tg only.
+    pub sequences: usize,
 }
 
 /// The timings of one test.
@@ -58,9 +62,11 @@ pub struct BenchResult {
     pub n_depth: usize,
     /// Threads the session ran on.
     pub n_threads: usize,
+    /// Sequences a tg test decoded together (1 otherwise).
+    pub n_sequences: usize,
     /// Tokens/s of each timed repetition.
     pub samples_ts: Vec<f64>,
-    /// The session's memory (KV cache and scratch), in bytes.
+    /// The session's memory (KV cache and scratch; of all sequences' sessions), in bytes.
     pub session_bytes: usize,
     /// Speculative decoding in the tg test: tokens drafted and accepted, over all timed
     /// repetitions.
@@ -105,6 +111,18 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
     };
     let mut s = Session::new(Arc::clone(model), params)?;
     s.set_draft_model(p.draft.clone())?;
+    let k = p.sequences.max(1);
+    if k > 1
+        && (p.constraint.is_some() || p.prompt.is_some() || p.speculative.mode != SpecMode::Off || p.temperature > 0.0)
+    {
+        return Err(RuntimeError::InvalidArgument {
+            name: "sequences",
+            what: "several sequences are measured with plain greedy decoding only".into(),
+        });
+    }
+    // The other sequences, on the first one's threads (as a server's slots).
+    let mut others = (1..k).map(|_| Session::new_beside(&s, params)).collect::<Result<Vec<_>>>()?;
+    let all_bytes = s.memory_bytes() + others.iter().map(Session::memory_bytes).sum::<usize>();
     let fresh = p.constraint.as_ref().map(|c| model.compile_constraint(c).map(Box::new)).transpose()?;
     // The tg test through the generation loop (a real prompt, or speculative decoding).
     // (A constraint keeps the plain loop, which restarts it whenever its output is complete.)
@@ -117,15 +135,36 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
         ..Default::default()
     };
     // Tokens/s, the tokens drafted and accepted, and the seconds outside the forward pass.
-    let test = |s: &mut Session, n_prompt: usize, n_gen: usize| -> Result<(f64, usize, usize, f64)> {
-        // Back to the depth: cut the context there, or evaluate it again where the cache cannot
-        // be cut (sliding-window rings).
+    // Back to the depth: cut the context there, or evaluate it again where the cache cannot be
+    // cut (sliding-window rings).
+    let to_depth = |s: &mut Session| -> Result<()> {
         s.truncate(p.n_depth);
         if s.tokens().len() != p.n_depth {
             s.reset();
             if !depth.is_empty() {
                 s.eval(&depth)?;
             }
+        }
+        Ok(())
+    };
+    let mut test = |s: &mut Session, n_prompt: usize, n_gen: usize| -> Result<(f64, usize, usize, f64)> {
+        to_depth(s)?;
+        if k > 1 && n_gen > 0 {
+            // Every sequence starts from its own token; each step evaluates all of them together.
+            for o in others.iter_mut() {
+                to_depth(o)?;
+            }
+            let mut next: Vec<[u32; 1]> = tokens(k, 1 << 21).into_iter().map(|t| [t]).collect();
+            let t0 = Instant::now();
+            for _ in 0..n_gen {
+                let mut work: Vec<(&mut Session, &[u32])> =
+                    std::iter::once(&mut *s).chain(others.iter_mut()).zip(&next).map(|(s, t)| (s, &t[..])).collect();
+                Session::eval_together(&mut work)?;
+                let picked: Vec<u32> = work.iter().map(|(s, _)| argmax(s.logits()) as u32).collect();
+                drop(work);
+                next.iter_mut().zip(picked).for_each(|(t, p)| t[0] = p);
+            }
+            return Ok(((k * n_gen) as f64 / t0.elapsed().as_secs_f64(), 0, 0, 0.0));
         }
         if generate && n_gen > 0 {
             s.eval(&prompt)?;
@@ -179,11 +218,12 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
             n_gen: ng,
             n_depth: p.n_depth,
             n_threads: s.n_threads(),
+            n_sequences: if ng > 0 { k } else { 1 },
             samples_ts,
-            session_bytes: s.memory_bytes(),
+            session_bytes: if ng > 0 { all_bytes } else { s.memory_bytes() },
             drafted,
             accepted,
-            outside_forward: (ng > 0 && !generate).then(|| outside / steps),
+            outside_forward: (ng > 0 && !generate && k == 1).then(|| outside / steps),
         });
     }
     Ok(results)

@@ -37,3 +37,21 @@ def test_bench_needs_a_model_or_memory(autark):
     r = autark.run("bench")
     assert r.returncode != 0
     assert b"model" in r.stderr.lower()
+
+
+def test_bench_parallel_sequences(autark, tmp_path):
+    """`--parallel N`: the tg test decodes N sequences together (one pass per step for all of
+    them, as the server does) and counts every sequence's tokens; pp stays one sequence. Only
+    plain greedy tg can be measured that way."""
+    model = _tiny(autark, tmp_path)
+    r = autark.ok("bench", model, "-p", "8", "-n", "4", "-t", "1", "-r", "2", "--parallel", "3", "--json")
+    rows = [json.loads(line) for line in r.stdout.decode().splitlines() if line.strip()]
+    assert [(o["n_prompt"], o["n_gen"], o["n_sequences"]) for o in rows] == [(8, 0, 1), (0, 4, 3)], rows
+    assert all(o["avg_ts"] > 0 for o in rows), rows
+    one = autark.ok("bench", model, "-p", "8", "-n", "4", "-t", "1", "-r", "1", "--json").stdout.decode()
+    one = json.loads(one.splitlines()[1])
+    assert rows[1]["session_bytes"] == 3 * one["session_bytes"], (rows[1], one)
+    out = autark.ok("bench", model, "-p", "0", "-n", "4", "-t", "1", "-r", "1", "--parallel", "2").stdout.decode()
+    assert "| 1 | tg4 × 2 sequences |" in out, out
+    r = autark.run("bench", model, "-p", "0", "-n", "4", "--parallel", "2", "--temp", "0.5")
+    assert r.returncode != 0 and b"sequences" in r.stderr, r.stderr

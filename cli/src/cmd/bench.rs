@@ -74,12 +74,13 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
             seed: a.seed,
             draft: draft.clone(),
             constraint: constraint.clone(),
+            sequences: a.parallel,
         };
         for r in run_bench(&model, &p)? {
             let (avg, sd) = r.mean_sd();
             if json {
                 let o = serde_json::json!({"model": path.display().to_string(), "model_size": size, "n_prompt": r.n_prompt,
-                    "n_gen": r.n_gen, "n_threads": r.n_threads, "avg_ts": avg, "stddev_ts": sd, "samples_ts": r.samples_ts,
+                    "n_gen": r.n_gen, "n_threads": r.n_threads, "n_sequences": r.n_sequences, "avg_ts": avg, "stddev_ts": sd, "samples_ts": r.samples_ts,
                     "n_depth": r.n_depth, "type_k": cache[0].name(), "type_v": cache[1].name(), "isa": isa, "load_seconds": load_s, "peak_rss_bytes": peak_rss().unwrap_or(0), "session_bytes": r.session_bytes,
                     "speculative": spec.mode.name(), "draft_max": spec.draft_max, "n_drafted": r.drafted, "n_accepted": r.accepted,
                     "acceptance": r.accepted as f64 / r.drafted.max(1) as f64, "temperature": a.temp,
@@ -90,6 +91,9 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
                 let mut test = if r.n_prompt > 0 { format!("pp{}", r.n_prompt) } else { format!("tg{}", r.n_gen) };
                 if r.n_depth > 0 {
                     test += &format!(" @ d{}", r.n_depth);
+                }
+                if r.n_sequences > 1 {
+                    test += &format!(" × {} sequences", r.n_sequences);
                 }
                 if r.n_gen > 0 && spec.mode != SpecMode::Off {
                     let rate = 100.0 * r.accepted as f64 / r.drafted.max(1) as f64;
