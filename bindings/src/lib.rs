@@ -324,6 +324,15 @@ pub enum StopReason {
     Complete,
 }
 
+/// A reply under `tool_choice: "auto"` (`Session.chat_tools_auto`): one call, or text.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ToolReply {
+    /// The call (one), or empty for a text reply.
+    pub calls: Vec<ToolCall>,
+    /// The reply's text: the call as the model wrote it, or the text reply.
+    pub text: String,
+}
+
 /// A call of a tool the model made (`Session.chat_tools`).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct ToolCall {
@@ -645,24 +654,13 @@ impl Session {
     /// constrained to one call of one of them, with arguments valid under its parameter schema
     /// (docs/STRUCTURED.md, "Tool calls"). The session's own constraint does not apply.
     pub fn chat_tools(&self, messages: Vec<ChatMessage>, tools: String, max_tokens: u32) -> Result<Vec<ToolCall>> {
-        let set = rt::ToolSet::new(&self.model, &tools)?;
-        let tokens = self.model.tool_prompt_tokens(&runtime_messages(&messages), &set)?;
-        let params = rt::GenerateParams {
-            max_tokens: max_tokens as usize,
-            constraint: Some(set.constraint()),
-            ..self.params.clone()
-        };
-        let mut text = String::new();
-        let stats = self.run_with(Some(&tokens), &params, &mut |piece| {
-            text.push_str(piece);
-            Ok(true)
-        })?;
-        if stats.incomplete {
-            let detail = format!("the tool call is incomplete: the generation stopped ({:?})", stats.stop);
-            return Err(AutarkError::IncompleteOutput { text, stop: stats.stop, detail });
-        }
-        let calls = set.parse(&text)?;
-        Ok(calls.into_iter().map(|c| ToolCall { name: c.name, arguments: c.arguments }).collect())
+        Ok(self.tool_reply(messages, tools, max_tokens, rt::ToolChoice::Required)?.calls)
+    }
+
+    /// As `chat_tools` with OpenAI's `tool_choice: "auto"`: the reply is one call or, instead,
+    /// text (then `calls` is empty); a reply that begins like a call is held to being a valid one.
+    pub fn chat_tools_auto(&self, messages: Vec<ChatMessage>, tools: String, max_tokens: u32) -> Result<ToolReply> {
+        self.tool_reply(messages, tools, max_tokens, rt::ToolChoice::Auto)
     }
 
     /// Goes on generating from the current context (at most `max_tokens` more tokens): a
@@ -726,3 +724,33 @@ static_assertions::assert_impl_all!(AutarkError: Send, Sync);
 
 #[cfg(test)]
 mod tests;
+
+impl Session {
+    fn tool_reply(
+        &self,
+        messages: Vec<ChatMessage>,
+        tools: String,
+        max_tokens: u32,
+        choice: rt::ToolChoice,
+    ) -> Result<ToolReply> {
+        let set = rt::ToolSet { choice, ..rt::ToolSet::new(&self.model, &tools)? };
+        let tokens = self.model.tool_prompt_tokens(&runtime_messages(&messages), &set)?;
+        let params = rt::GenerateParams {
+            max_tokens: max_tokens as usize,
+            constraint: Some(set.constraint()),
+            ..self.params.clone()
+        };
+        let mut text = String::new();
+        let stats = self.run_with(Some(&tokens), &params, &mut |piece| {
+            text.push_str(piece);
+            Ok(true)
+        })?;
+        if stats.incomplete {
+            let detail = format!("the tool call is incomplete: the generation stopped ({:?})", stats.stop);
+            return Err(AutarkError::IncompleteOutput { text, stop: stats.stop, detail });
+        }
+        let calls = set.parse_reply(&text)?.unwrap_or_default();
+        let calls = calls.into_iter().map(|c| ToolCall { name: c.name, arguments: c.arguments }).collect();
+        Ok(ToolReply { calls, text })
+    }
+}

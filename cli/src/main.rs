@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use autark_runtime::{CacheType, SpecMode, DEFAULTS};
+use autark_runtime::{CacheType, SpecMode, ToolChoice, DEFAULTS};
 use clap::{Args, Parser, Subcommand};
 use cmd::{bench, chat, debug, inspect, perplexity, quantize, run, CliError};
 
@@ -309,6 +309,10 @@ struct SampleArgs {
     spec: SpecArgs,
     #[command(flatten)]
     constraint: ConstraintArgs,
+    /// With --tools: `required` (the reply is one call) or `auto` (a call, or a text reply
+    /// instead; what begins like a call is held to being a valid one).
+    #[arg(long, value_parser = tool_choice, default_value = "required", requires = "tools")]
+    tool_choice: ToolChoice,
 }
 
 /// Structured output (docs/STRUCTURED.md): at most one constraint.
@@ -324,9 +328,9 @@ pub struct ConstraintArgs {
     /// The output matches this grammar file (llguidance's Lark syntax).
     #[arg(long, value_name = "FILE")]
     pub grammar: Option<PathBuf>,
-    /// Tools the model must call one of: a JSON array of OpenAI-style function definitions. The
-    /// reply is constrained to one call, printed as JSON `[{"name": …, "arguments": {…}}]`
-    /// (chat only).
+    /// Tools the model calls one of: a JSON array of OpenAI-style function definitions. The reply
+    /// is constrained to one call, printed as JSON `[{"name": …, "arguments": {…}}]` (chat only;
+    /// with `--tool-choice auto` it may be text instead, printed as text).
     #[arg(long, value_name = "FILE")]
     pub tools: Option<PathBuf>,
 }
@@ -358,6 +362,10 @@ struct CacheArgs {
 
 fn spec_mode(s: &str) -> Result<SpecMode, String> {
     SpecMode::parse(s).ok_or_else(|| format!("unknown speculative mode {s:?} (off, lookup or draft)"))
+}
+
+fn tool_choice(s: &str) -> Result<ToolChoice, String> {
+    ToolChoice::parse(s).ok_or_else(|| format!("unknown tool choice {s:?} (required or auto)"))
 }
 
 fn cache_type(s: &str) -> Result<CacheType, String> {

@@ -4,6 +4,7 @@
  *   ./structured model.autark schema FILE "PROMPT" [N]   -- one JSON value valid under the schema
  *   ./structured model.autark regex RE "PROMPT" [N]      -- text matching the regex
  *   ./structured model.autark tools FILE "PROMPT" [N]    -- one call of a tool in FILE, as JSON
+ *   ./structured model.autark tools-auto FILE "PROMPT" [N] -- a call as JSON, or a text reply
  *
  * Greedy (temperature 0), so the output equals `autark run --temp 0` with --json-schema,
  * --regex, or --chat --tools. Exit status: 0 done, 1 error, 3 the output is incomplete.
@@ -17,6 +18,21 @@
 static bool print_piece(const char *piece, size_t len, void *user_data) {
     (void)user_data;
     fwrite(piece, 1, len, stdout);
+    return true;
+}
+
+/* Collects a reply's text (tools-auto: printed when the reply is not a call). */
+struct text {
+    char buf[65536];
+    size_t len;
+};
+
+static bool keep_piece(const char *piece, size_t len, void *user_data) {
+    struct text *t = user_data;
+    if (t->len + len >= sizeof t->buf) return false;
+    memcpy(t->buf + t->len, piece, len);
+    t->len += len;
+    t->buf[t->len] = 0;
     return true;
 }
 
@@ -43,6 +59,7 @@ int main(int argc, char **argv) {
     }
     const char *mode = argv[2];
     unsigned n = argc > 5 ? (unsigned)strtoul(argv[5], NULL, 10) : 256;
+    bool tools = strncmp(mode, "tools", 5) == 0;
     char *text = strcmp(mode, "regex") == 0 ? NULL : read_file(argv[3]);
     if (strcmp(mode, "regex") != 0 && !text) {
         fprintf(stderr, "cannot read %s\n", argv[3]);
@@ -58,17 +75,22 @@ int main(int argc, char **argv) {
         sp.n_ctx = 1024;
         st = autark_session_new(model, &sp, &session);
     }
-    if (st == AUTARK_OK && strcmp(mode, "tools") == 0) {
+    if (st == AUTARK_OK && tools) {
         const char *roles[] = {"user"};
         const char *contents[] = {argv[4]};
-        st = autark_chat_tools(session, roles, contents, 1, text, n, NULL, NULL);
+        static struct text reply;
+        st = strcmp(mode, "tools-auto") == 0
+                 ? autark_chat_tools_choice(session, roles, contents, 1, text, AUTARK_TOOL_CHOICE_AUTO, n,
+                                            keep_piece, &reply)
+                 : autark_chat_tools(session, roles, contents, 1, text, n, NULL, NULL);
         if (st == AUTARK_OK) {
             size_t len = 0; /* ask for the size first: the usual buffer-too-small convention */
             st = autark_session_tool_calls(session, NULL, 0, &len);
             if (st == AUTARK_ERR_BUFFER_TOO_SMALL) {
                 char *calls = malloc(len + 1);
                 st = autark_session_tool_calls(session, calls, len + 1, &len);
-                if (st == AUTARK_OK) fputs(calls, stdout);
+                /* "[]": a text reply (tools-auto only). */
+                if (st == AUTARK_OK) fputs(strcmp(calls, "[]") == 0 ? reply.buf : calls, stdout);
                 free(calls);
             }
         }

@@ -83,6 +83,16 @@
 #define AUTARK_CONSTRAINT_GRAMMAR 3
 
 /*
+ `autark_chat_tools_choice`: the reply must be one call (OpenAI's `tool_choice: "required"`).
+ */
+#define AUTARK_TOOL_CHOICE_REQUIRED 0
+
+/*
+ `autark_chat_tools_choice`: the reply is one call or text (`tool_choice: "auto"`).
+ */
+#define AUTARK_TOOL_CHOICE_AUTO 1
+
+/*
  Stops a session's generation from another thread. Obtained with
  `autark_session_cancel_token`; thread-safe; free with `autark_cancel_token_free` (it may
  outlive its session, after which cancelling does nothing).
@@ -598,7 +608,8 @@ autark_status autark_session_set_constraint(autark_session *s, int32_t kind, con
  arguments valid under its parameter schema. `autark_session_tool_calls` then gives the call.
  Errors: AUTARK_ERR_UNSUPPORTED_CONSTRAINT / _INVALID_CONSTRAINT for bad definitions,
  AUTARK_ERR_INCOMPLETE_OUTPUT when the reply stopped before the call was complete. The
- session's own constraint does not apply.
+ session's own constraint does not apply. (`autark_chat_tools_choice` with
+ AUTARK_TOOL_CHOICE_REQUIRED.)
 
  # Safety
  `s` is a live session used by no other thread; `roles` and `contents` hold `n_messages`
@@ -613,6 +624,25 @@ autark_status autark_chat_tools(autark_session *s,
                                 uint32_t max_tokens,
                                 autark_piece_callback cb,
                                 void *user_data);
+
+/*
+ As `autark_chat_tools`, with `tool_choice`: AUTARK_TOOL_CHOICE_REQUIRED (the reply is one
+ call) or AUTARK_TOOL_CHOICE_AUTO (one call, or a text reply instead: then
+ `autark_session_tool_calls` gives `[]` and the text is what went to `cb`; a reply that begins
+ like a call is held to being a valid one). Another value: AUTARK_ERR_INVALID_ARGUMENT.
+
+ # Safety
+ As `autark_chat_tools`.
+ */
+autark_status autark_chat_tools_choice(autark_session *s,
+                                       const char *const *roles,
+                                       const char *const *contents,
+                                       uintptr_t n_messages,
+                                       const char *tools_json,
+                                       int32_t tool_choice,
+                                       uint32_t max_tokens,
+                                       autark_piece_callback cb,
+                                       void *user_data);
 
 /*
  The tool calls of the last `autark_chat_tools` on this session, as NUL-terminated JSON

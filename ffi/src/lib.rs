@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use autark_runtime::{
     CacheType, ChatMessage, Constraint, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams,
-    Session, SessionParams, SpecMode, SpeculativeParams, ToolSet, DEFAULTS,
+    Session, SessionParams, SpecMode, SpeculativeParams, ToolChoice, ToolSet, DEFAULTS,
 };
 
 /// Status of a call: `AUTARK_OK` (0) or a negative `AUTARK_ERR_*` code. Codes are never
@@ -88,6 +88,11 @@ pub const AUTARK_CONSTRAINT_JSON_SCHEMA: i32 = 1;
 pub const AUTARK_CONSTRAINT_REGEX: i32 = 2;
 /// A grammar in llguidance's Lark syntax (docs/STRUCTURED.md).
 pub const AUTARK_CONSTRAINT_GRAMMAR: i32 = 3;
+
+/// `autark_chat_tools_choice`: the reply must be one call (OpenAI's `tool_choice: "required"`).
+pub const AUTARK_TOOL_CHOICE_REQUIRED: i32 = 0;
+/// `autark_chat_tools_choice`: the reply is one call or text (`tool_choice: "auto"`).
+pub const AUTARK_TOOL_CHOICE_AUTO: i32 = 1;
 
 #[derive(Debug)]
 enum FfiError {
@@ -1097,7 +1102,8 @@ pub unsafe extern "C" fn autark_session_set_constraint(
 /// arguments valid under its parameter schema. `autark_session_tool_calls` then gives the call.
 /// Errors: AUTARK_ERR_UNSUPPORTED_CONSTRAINT / _INVALID_CONSTRAINT for bad definitions,
 /// AUTARK_ERR_INCOMPLETE_OUTPUT when the reply stopped before the call was complete. The
-/// session's own constraint does not apply.
+/// session's own constraint does not apply. (`autark_chat_tools_choice` with
+/// AUTARK_TOOL_CHOICE_REQUIRED.)
 ///
 /// # Safety
 /// `s` is a live session used by no other thread; `roles` and `contents` hold `n_messages`
@@ -1114,6 +1120,41 @@ pub unsafe extern "C" fn autark_chat_tools(
     cb: autark_piece_callback,
     user_data: *mut c_void,
 ) -> autark_status {
+    // SAFETY: the same contract.
+    unsafe {
+        autark_chat_tools_choice(
+            s,
+            roles,
+            contents,
+            n_messages,
+            tools_json,
+            AUTARK_TOOL_CHOICE_REQUIRED,
+            max_tokens,
+            cb,
+            user_data,
+        )
+    }
+}
+
+/// As `autark_chat_tools`, with `tool_choice`: AUTARK_TOOL_CHOICE_REQUIRED (the reply is one
+/// call) or AUTARK_TOOL_CHOICE_AUTO (one call, or a text reply instead: then
+/// `autark_session_tool_calls` gives `[]` and the text is what went to `cb`; a reply that begins
+/// like a call is held to being a valid one). Another value: AUTARK_ERR_INVALID_ARGUMENT.
+///
+/// # Safety
+/// As `autark_chat_tools`.
+#[no_mangle]
+pub unsafe extern "C" fn autark_chat_tools_choice(
+    s: *mut autark_session,
+    roles: *const *const c_char,
+    contents: *const *const c_char,
+    n_messages: usize,
+    tools_json: *const c_char,
+    tool_choice: i32,
+    max_tokens: u32,
+    cb: autark_piece_callback,
+    user_data: *mut c_void,
+) -> autark_status {
     guard(|| {
         // SAFETY: contract of this function.
         let s = unsafe { mut_arg(s, "session") }?;
@@ -1123,7 +1164,12 @@ pub unsafe extern "C" fn autark_chat_tools(
         // SAFETY: contract of this function.
         let tools = unsafe { str_arg(tools_json, "tools_json") }?;
         let model = Arc::clone(s.session.model());
-        let set = ToolSet::new(&model, tools)?;
+        let choice = match tool_choice {
+            AUTARK_TOOL_CHOICE_REQUIRED => ToolChoice::Required,
+            AUTARK_TOOL_CHOICE_AUTO => ToolChoice::Auto,
+            other => return Err(RuntimeError::InvalidArgument { name: "tool_choice", what: format!("{other}") }.into()),
+        };
+        let set = ToolSet { choice, ..ToolSet::new(&model, tools)? };
         let tokens = model.tool_prompt_tokens(&msgs, &set)?;
         let params = GenerateParams {
             max_tokens: max_tokens as usize,
@@ -1139,7 +1185,7 @@ pub unsafe extern "C" fn autark_chat_tools(
         let mut both = (&mut collect as &mut dyn FnMut(*const c_char, usize), cb, user_data);
         // SAFETY: `tee` is called with `both`, which outlives the generation.
         unsafe { run_with(s, Some(&tokens), &params, Some(tee), (&mut both as *mut Tee).cast()) }?;
-        s.tool_calls = autark_runtime::tools::calls_json(&set.parse(&text)?);
+        s.tool_calls = autark_runtime::tools::calls_json(&set.parse_reply(&text)?.unwrap_or_default());
         Ok(())
     })
 }

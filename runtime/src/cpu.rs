@@ -214,12 +214,7 @@ impl Backend for Cpu {
             row += s.n;
         }
         let n = row;
-        // Each row's position and its sequence's layer cache.
         let (own, lent) = (&self.kv, &self.lent);
-        let caches: Vec<_> =
-            segs.iter().map(|s| if s.cache == 0 { own } else { &lent[s.cache - 1] }.layer(l)).collect();
-        let rows: Vec<(usize, usize)> =
-            segs.iter().enumerate().flat_map(|(i, s)| (s.pos0..s.pos0 + s.n).map(move |p| (i, p))).collect();
         let [q, att_out] = self.bufs.get_disjoint_mut([Buf::Q as usize, Buf::AttOut as usize]).expect("distinct");
         let q: &[f32] = q;
         let scores_per_token = n_heads * n_ctx;
@@ -231,8 +226,18 @@ impl Backend for Cpu {
             scores_per_token,
             n,
             &|t, out, scores| {
-                let (seg, p) = rows[t];
-                let cache = &caches[seg];
+                // The row's segment (a few at most: a walk, not an allocated table), its position
+                // and its sequence's layer cache.
+                let (mut seg, mut first_row) = (&segs[0], 0);
+                for s in segs {
+                    if t < first_row + s.n {
+                        seg = s;
+                        break;
+                    }
+                    first_row += s.n;
+                }
+                let p = seg.pos0 + t - first_row;
+                let cache = if seg.cache == 0 { own } else { &lent[seg.cache - 1] }.layer(l);
                 let first = (p + 1).saturating_sub(window);
                 let len = p + 1 - first;
                 let runs = cache.runs(first, len);

@@ -37,4 +37,4 @@ pub use sampler::{Sampler, SamplerParams};
 pub use session::{CancelHandle, Session, SessionParams};
 pub use speculative::{SpecMode, SpeculativeParams};
 pub use tokenizer::{Detokenizer, Tokenizer};
-pub use tools::{ToolCall, ToolFormat, ToolSet};
+pub use tools::{ToolCall, ToolChoice, ToolFormat, ToolSet};

@@ -163,17 +163,37 @@ pub fn parse_tools(text: &str) -> Result<Vec<Tool>> {
     Ok(tools)
 }
 
+/// Whether the reply must be a call (OpenAI's `tool_choice: "required"`) or may be text instead
+/// (`"auto"`). (`"none"` is not declaring the tools.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ToolChoice {
+    #[default]
+    Required,
+    Auto,
+}
+
+impl ToolChoice {
+    pub fn parse(name: &str) -> Option<ToolChoice> {
+        match name {
+            "required" => Some(ToolChoice::Required),
+            "auto" => Some(ToolChoice::Auto),
+            _ => None,
+        }
+    }
+}
+
 /// A request's tools, bound to a model's format.
 #[derive(Debug, Clone)]
 pub struct ToolSet {
     pub tools: Vec<Tool>,
     pub format: ToolFormat,
+    pub choice: ToolChoice,
 }
 
 impl ToolSet {
     /// `parse_tools(text)` in `model`'s format; each tool's schema is checked as a constraint.
     pub fn new(model: &Model, text: &str) -> Result<ToolSet> {
-        let set = ToolSet { tools: parse_tools(text)?, format: ToolFormat::of(model) };
+        let set = ToolSet { tools: parse_tools(text)?, format: ToolFormat::of(model), choice: ToolChoice::Required };
         for (i, t) in set.tools.iter().enumerate() {
             let mut path = format!("/{i}/parameters");
             if let Some((keyword, path)) = crate::constraint::unsupported_keyword(&t.parameters, &mut path) {
@@ -217,14 +237,33 @@ impl ToolSet {
         schema
     }
 
-    /// The constraint on the model's reply: exactly one call, in the model's format.
+    /// What a call begins with, in the model's format.
+    fn opener(&self) -> &'static str {
+        match self.format {
+            ToolFormat::Hermes => "<tool_call>",
+            ToolFormat::Llama3 => "{",
+            ToolFormat::Phi => "<|tool_call|>",
+            ToolFormat::Mistral => "[TOOL_CALLS]",
+        }
+    }
+
+    /// The constraint on the model's reply: exactly one call, in the model's format; with
+    /// `ToolChoice::Auto`, or else text that does not begin like a call (after any whitespace),
+    /// so that whatever begins a call is held to the declared tools.
     pub fn constraint(&self) -> Constraint {
         let call = self.call_schema().to_string();
-        let start = match self.format {
-            ToolFormat::Hermes => "start: \"<tool_call>\\n\" call \"\\n</tool_call>\"".to_string(),
-            ToolFormat::Llama3 => "start: call".to_string(),
-            ToolFormat::Phi => "start: \"<|tool_call|>[\" call \"]<|/tool_call|>\"".to_string(),
-            ToolFormat::Mistral => "start: \"[TOOL_CALLS][\" call \"]\"".to_string(),
+        let form = match self.format {
+            ToolFormat::Hermes => "\"<tool_call>\\n\" call \"\\n</tool_call>\"",
+            ToolFormat::Llama3 => "call",
+            ToolFormat::Phi => "\"<|tool_call|>[\" call \"]<|/tool_call|>\"",
+            ToolFormat::Mistral => "\"[TOOL_CALLS][\" call \"]\"",
+        };
+        let start = match self.choice {
+            ToolChoice::Required => format!("start: {form}"),
+            ToolChoice::Auto => format!(
+                "start: {form} | TEXT\nTEXT: /(?s:.+)/ & ~(/(?s:\\s*)/ {} /(?s:.*)/)",
+                serde_json::Value::from(self.opener())
+            ),
         };
         Constraint::Grammar(format!("{start}\ncall: %json {call}\n"))
     }
@@ -259,6 +298,15 @@ impl ToolSet {
             None => out.insert(0, ChatMessage::new("system", &sys)),
         }
         (out, None)
+    }
+
+    /// The calls in a reply the constraint produced, or `None` for a text reply (`ToolChoice::Auto`
+    /// only: a reply that does not begin like a call).
+    pub fn parse_reply(&self, text: &str) -> Result<Option<Vec<ToolCall>>> {
+        if self.choice == ToolChoice::Auto && !text.trim_start().starts_with(self.opener()) {
+            return Ok(None);
+        }
+        self.parse(text).map(Some)
     }
 
     /// The calls in a reply the constraint produced.
@@ -345,7 +393,7 @@ mod tests {
     }
 
     fn set(format: ToolFormat) -> ToolSet {
-        ToolSet { tools: parse_tools(TOOLS).unwrap(), format }
+        ToolSet { tools: parse_tools(TOOLS).unwrap(), format, choice: ToolChoice::Required }
     }
 
     #[test]
@@ -388,5 +436,49 @@ mod tests {
         assert!(g.contains(r#"{"const":"get_weather"}"#) && g.contains(r#"{"const":"add"}"#), "{g}");
         let Constraint::Grammar(g) = set(ToolFormat::Llama3).constraint() else { panic!() };
         assert!(g.contains("\"parameters\"") && !g.contains("\"arguments\""), "{g}");
+    }
+
+    /// `ToolChoice::Auto` on a real byte-level vocabulary (the fuzz fixture): text is accepted and
+    /// may end anywhere, a call must name a declared tool with valid arguments, and text that
+    /// begins like a call is held to being one.
+    #[test]
+    fn auto_accepts_text_or_a_valid_call_and_nothing_between() {
+        let json = include_str!("../../fuzz/fixtures/tiny-tokenizer.json");
+        let compiler = crate::constraint::Compiler::from_tokenizer_json(json, 272, &[271, 269]).unwrap();
+        let tok: tokenizers::Tokenizer = json.parse().unwrap();
+        let encode = |t: &str| tok.encode(t, false).unwrap().get_ids().to_vec();
+        // How far the constraint follows `text`: Ok(complete) if every token is accepted.
+        let run = |set: &ToolSet, text: &str| -> std::result::Result<bool, usize> {
+            let mut g = compiler.compile(&set.constraint()).unwrap();
+            for (i, t) in encode(text).into_iter().enumerate() {
+                g.accept(t).map_err(|_| i)?;
+            }
+            Ok(g.is_complete())
+        };
+        for format in [ToolFormat::Hermes, ToolFormat::Llama3, ToolFormat::Phi, ToolFormat::Mistral] {
+            let auto = ToolSet { choice: ToolChoice::Auto, ..set(format) };
+            let text = "The weather is fine, no call needed.";
+            assert_eq!(run(&auto, text), Ok(true), "{format:?}");
+            assert_eq!(auto.parse_reply(text).unwrap(), None);
+            assert!(run(&set(format), text).is_err(), "{format:?}: required refuses text");
+            let call = match format {
+                ToolFormat::Hermes => {
+                    "<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}\n</tool_call>"
+                }
+                ToolFormat::Llama3 => "{\"name\": \"add\", \"parameters\": {\"a\": 1, \"b\": 2}}",
+                ToolFormat::Phi => {
+                    "<|tool_call|>[{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}]<|/tool_call|>"
+                }
+                ToolFormat::Mistral => "[TOOL_CALLS][{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}]",
+            };
+            assert_eq!(run(&auto, call), Ok(true), "{format:?}");
+            assert_eq!(auto.parse_reply(call).unwrap().map(|c| c.len()), Some(1));
+            // A call of an undeclared tool is refused, also after leading whitespace.
+            let bad = call.replace("add", "rm");
+            assert!(run(&auto, &bad).is_err(), "{format:?}: {bad}");
+            assert!(run(&auto, &format!("\n {bad}")).is_err(), "{format:?}");
+            // An unfinished call is not complete.
+            assert_eq!(run(&auto, &call[..call.len() - 3]), Ok(false), "{format:?}");
+        }
     }
 }

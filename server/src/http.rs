@@ -191,10 +191,10 @@ fn chunk(meta: &Meta, delta: Value, finish: Option<&str>) -> Value {
 }
 
 /// The assistant's message and finish reason: with tools, the calls the constrained output
-/// holds (`finish_reason: tool_calls`); text that is not a complete call (cut by `max_tokens`)
-/// stays content.
+/// holds (`finish_reason: tool_calls`); a text reply (`tool_choice: "auto"`) and text that is not
+/// a complete call (cut by `max_tokens`) stay content.
 fn reply(tools: Option<&ToolSet>, text: String, reason: &'static str) -> (Value, &'static str) {
-    let calls = tools.filter(|_| reason == "stop").and_then(|set| set.parse(&text).ok());
+    let calls = tools.filter(|_| reason == "stop").and_then(|set| set.parse_reply(&text).ok().flatten());
     match calls {
         Some(calls) => {
             let calls: Vec<Value> = calls

@@ -1,7 +1,7 @@
 //! A request body → what the engine runs: the prompt's tokens and the generation's settings.
 //! Every field is checked here, and a bad one is a 400 that names it.
 
-use autark_runtime::{ChatMessage, Constraint, GenerateParams, Guide, Model, Prompt, ToolSet, DEFAULTS};
+use autark_runtime::{ChatMessage, Constraint, GenerateParams, Guide, Model, Prompt, ToolChoice, ToolSet, DEFAULTS};
 use serde_json::{Map, Value};
 
 use crate::error::{from_runtime, ApiError};
@@ -245,8 +245,9 @@ fn stops(f: &Fields<'_>, limits: &Limits) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
-/// `tools` (OpenAI function definitions) in the model's call format; `None` without tools or
-/// with `tool_choice: "none"`.
+/// `tools` (OpenAI function definitions) in the model's call format, with `tool_choice`
+/// ("auto", the default: a call or text; "required": a call); `None` without tools or with
+/// `tool_choice: "none"`.
 fn tools(f: &Fields<'_>, kind: Kind, model: &Model) -> Result<Option<ToolSet>, ApiError> {
     let list = match f.present("tools") {
         None => return Ok(None),
@@ -257,13 +258,16 @@ fn tools(f: &Fields<'_>, kind: Kind, model: &Model) -> Result<Option<ToolSet>, A
     if kind == Kind::Completion {
         return Err(ApiError::field("tools", "only /v1/chat/completions takes tools"));
     }
-    match f.present("tool_choice") {
-        None => {}
+    // OpenAI's default with tools is "auto": a call or a text reply.
+    let choice = match f.present("tool_choice") {
+        None => Some(ToolChoice::Auto),
         Some(Value::String(c)) if c == "none" => return Ok(None),
-        Some(Value::String(c)) if c == "auto" || c == "required" => {}
-        Some(_) => return Err(ApiError::field("tool_choice", "expected \"auto\", \"required\" or \"none\"")),
+        Some(Value::String(c)) => ToolChoice::parse(c),
+        Some(_) => None,
     }
-    ToolSet::new(model, &list.to_string()).map(Some).map_err(|e| from_runtime("tools", &e))
+    .ok_or_else(|| ApiError::field("tool_choice", "expected \"auto\", \"required\" or \"none\""))?;
+    let set = ToolSet::new(model, &list.to_string()).map_err(|e| from_runtime("tools", &e))?;
+    Ok(Some(ToolSet { choice, ..set }))
 }
 
 /// `response_format`: `text`, `json_object` (any JSON object) or `json_schema` (its `schema`).

@@ -264,7 +264,7 @@ ADD = {
 def test_tools(server):
     msgs = [{"role": "user", "content": "What is 2 plus 3?"}]
     r = server.client.chat.completions.create(
-        model="smollm2", messages=msgs, tools=[ADD], max_tokens=60, temperature=0
+        model="smollm2", messages=msgs, tools=[ADD], tool_choice="required", max_tokens=60, temperature=0
     )
     c = r.choices[0]
     assert c.finish_reason == "tool_calls"
@@ -273,7 +273,7 @@ def test_tools(server):
     args = json.loads(call.function.arguments)
     assert set(args) == {"a", "b"} and all(isinstance(v, int) for v in args.values())
     s = server.client.chat.completions.create(
-        model="smollm2", messages=msgs, tools=[ADD], max_tokens=60, temperature=0, stream=True
+        model="smollm2", messages=msgs, tools=[ADD], tool_choice="required", max_tokens=60, temperature=0, stream=True
     )
     calls, reasons = [], []
     for ch in s:
@@ -282,6 +282,30 @@ def test_tools(server):
             reasons.append(ch_c.finish_reason)
     assert reasons[-1] == "tool_calls"
     assert [(t.function.name, t.function.arguments) for t in calls] == [(call.function.name, call.function.arguments)]
+
+
+def test_tool_choice_auto_gives_a_valid_call_or_text(server):
+    """`tool_choice: "auto"` (OpenAI's default with tools): the model answers in text or calls a
+    declared tool with valid arguments, never something between (docs/STRUCTURED.md)."""
+    kinds = set()
+    for prompt in ("What is 2 plus 3? Use the add tool.", "Write one sentence about the sea.", "Add 40 and 2."):
+        for seed in (1, 2, 3):
+            for choice in ({}, {"tool_choice": "auto"}):
+                r = server.client.chat.completions.create(
+                    model="smollm2", messages=[{"role": "user", "content": prompt}], tools=[ADD],
+                    max_tokens=60, temperature=1.0, seed=seed, **choice,
+                )
+                c = r.choices[0]
+                if c.finish_reason == "tool_calls":
+                    kinds.add("call")
+                    (call,) = c.message.tool_calls
+                    args = json.loads(call.function.arguments)
+                    assert call.function.name == "add" and set(args) <= {"a", "b"}, call
+                    assert all(isinstance(v, int) for v in args.values()), call
+                else:
+                    kinds.add("text")
+                    assert c.message.content and not c.message.content.lstrip().startswith("<tool_call>"), c
+    print("auto kinds:", kinds)
 
 
 def free_port() -> int:

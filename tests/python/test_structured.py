@@ -334,6 +334,37 @@ def test_tool_calls_round_trip(autark, smollm2_q4_1, tmp_path, prompt):
     assert names <= {"get_weather", "add"}
 
 
+def check_auto(out: str) -> str:
+    """A reply under `--tool-choice auto`: a valid call (its JSON), or text that does not begin
+    like a call. Returns which."""
+    if out.lstrip().startswith("[{"):
+        check_calls(out)
+        return "call"
+    assert out.strip() and not out.lstrip().startswith("<tool_call>"), out
+    return "text"
+
+
+def test_tool_choice_auto_cli_c_and_bindings_agree(autark, binaries, smollm2_q4_1, tmp_path):
+    """`tool_choice: "auto"`: a call or a text reply, the same from the CLI (`--tool-choice auto`)
+    and C (`autark_chat_tools_choice`); sampled replies are each one or the other."""
+    f = write(tmp_path, "tools.json", TOOLS)
+    kinds = set()
+    for p in ("What is the weather in Rome?", "Write one sentence about the sea."):
+        cli = autark.ok("run", smollm2_q4_1, "--chat", "-p", p, "--tools", f, "--tool-choice", "auto", "--temp", 0, "-n", 120)
+        kinds.add(check_auto(cli.stdout.decode()))
+        c = subprocess.run([binaries["structured"], smollm2_q4_1, "tools-auto", f, p, "120"], capture_output=True,
+                           timeout=120)
+        assert c.returncode == 0, c.stderr.decode()
+        assert c.stdout == cli.stdout, (c.stdout, cli.stdout)
+        for seed in SEEDS[:2]:
+            r = autark.ok("run", smollm2_q4_1, "--chat", "-p", p, "--tools", f, "--tool-choice", "auto",
+                          "--seed", seed, "--temp", "1.0", "-n", 120)
+            kinds.add(check_auto(r.stdout.decode()))
+    print("auto replies:", kinds)
+    r = autark.run("run", smollm2_q4_1, "--chat", "-p", "x", "--tool-choice", "auto")
+    assert r.returncode == 2 and "--tools" in r.stderr.decode(), r.stderr
+
+
 def test_tools_are_checked(autark, smollm2_q4_1, tmp_path):
     bad = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "not": {}}}}]
     r = autark.run("run", smollm2_q4_1, "--chat", "-p", "x", "--tools", write(tmp_path, "t.json", bad))

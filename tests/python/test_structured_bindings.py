@@ -73,3 +73,11 @@ def test_tool_calls(ak, model):
         check_calls(json.dumps([{"name": calls[0].name, "arguments": json.loads(calls[0].arguments)}]))
     with pytest.raises(ak.AutarkError.InvalidConstraint):
         s.chat_tools([ak.ChatMessage(role="user", content="x")], "[]", 10)
+    # tool_choice "auto": a call (the text is the call as written) or a text reply.
+    for prompt in ("What is the weather in Oslo?", "Write one sentence about the sea."):
+        r = s.chat_tools_auto([ak.ChatMessage(role="user", content=prompt)], json.dumps(TOOLS), 120)
+        if r.calls:
+            assert len(r.calls) == 1 and r.text.lstrip().startswith("<tool_call>"), r
+            check_calls(json.dumps([{"name": r.calls[0].name, "arguments": json.loads(r.calls[0].arguments)}]))
+        else:
+            assert r.text.strip() and not r.text.lstrip().startswith("<tool_call>"), r

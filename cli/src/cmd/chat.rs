@@ -20,8 +20,9 @@ pub fn chat(
     let model = load_for_chat(path, template)?;
     let o = s.options(n)?;
     let mut params = o.generate;
-    // With --tools, every reply is one call of a declared tool, printed parsed.
-    let tools = s.constraint.tools(&model)?;
+    // With --tools, every reply is one call of a declared tool, printed parsed (or, with
+    // --tool-choice auto, text).
+    let tools = s.tools(&model)?;
     if let Some(t) = &tools {
         params.constraint = Some(t.constraint());
     }
@@ -88,7 +89,10 @@ pub fn chat(
         });
         if let (Some(t), Ok(stats)) = (&tools, &r) {
             if !stats.incomplete {
-                let _ = write!(out, "{}", autark_runtime::tools::calls_json(&t.parse(&reply)?));
+                let _ = match t.parse_reply(&reply)? {
+                    Some(calls) => write!(out, "{}", autark_runtime::tools::calls_json(&calls)),
+                    None => write!(out, "{reply}"),
+                };
             }
         }
         let _ = writeln!(out);

@@ -12,6 +12,13 @@ use autark_runtime::{
 use super::{load, load_for_chat, read_text, CliError, Result};
 use crate::{ConstraintArgs, SampleArgs, SpecArgs};
 
+impl SampleArgs {
+    /// The tools of `--tools` with `--tool-choice`, in `model`'s format.
+    pub fn tools(&self, model: &Model) -> Result<Option<ToolSet>> {
+        Ok(self.constraint.tools(model)?.map(|set| ToolSet { choice: self.tool_choice, ..set }))
+    }
+}
+
 impl ConstraintArgs {
     /// The tools of `--tools`, in `model`'s format.
     pub fn tools(&self, model: &Model) -> Result<Option<ToolSet>> {
@@ -90,7 +97,7 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
     let model = if start.chat { load_for_chat(path, start.template)? } else { load(path)?.0 };
     let o = s.options(n)?;
     let mut params = o.generate;
-    let tools = s.constraint.tools(&model)?;
+    let tools = s.tools(&model)?;
     if let Some(t) = &tools {
         if !start.chat || start.load.is_some() {
             return Err(CliError::Usage(
@@ -139,7 +146,10 @@ pub fn run(path: &Path, start: Start<'_>, n: usize, save: Option<&Path>, s: &Sam
         }
     };
     if let (Some(t), false) = (&tools, stats.incomplete) {
-        let _ = write!(out, "{}", autark_runtime::tools::calls_json(&t.parse(&reply)?));
+        let _ = match t.parse_reply(&reply)? {
+            Some(calls) => write!(out, "{}", autark_runtime::tools::calls_json(&calls)),
+            None => write!(out, "{reply}"), // a text reply (--tool-choice auto)
+        };
     }
     let _ = writeln!(out);
     if let Some(save) = save {
