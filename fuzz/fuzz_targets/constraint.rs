@@ -36,8 +36,12 @@ fn compiler() -> &'static Compiler {
         for p in files.iter().filter(|p| p.is_file()) {
             if let Ok(f) = autark_format::AutarkFile::open(p) {
                 let m = f.metadata();
-                let c = Compiler::from_tokenizer_json(&m.tokenizer.hf_json, m.config.vocab_size, &m.tokenizer.eos_token_ids)
-                    .expect("vocabulary");
+                let c = Compiler::from_tokenizer_json(
+                    &m.tokenizer.hf_json,
+                    m.config.vocab_size,
+                    &m.tokenizer.eos_token_ids,
+                )
+                .expect("vocabulary");
                 eprintln!("constraint fuzz target: vocabulary of {}", p.display());
                 return c;
             }
@@ -62,7 +66,12 @@ fuzz_target!(|data: &[u8]| {
         _ => {
             // Tool definitions: the grammar the tools module builds from them.
             let Ok(tools) = parse_tools(&text) else { return };
-            let set = autark_runtime::ToolSet { tools, format: autark_runtime::ToolFormat::Hermes };
+            let choice = if picks.first().is_some_and(|b| b & 1 == 1) {
+                autark_runtime::ToolChoice::Auto
+            } else {
+                autark_runtime::ToolChoice::Required
+            };
+            let set = autark_runtime::ToolSet { tools, format: autark_runtime::ToolFormat::Hermes, choice };
             set.constraint()
         }
     };
