@@ -186,6 +186,8 @@ struct LogitsArgs {
     /// Tokens per forward batch.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 #[derive(Args)]

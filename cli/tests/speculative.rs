@@ -128,10 +128,8 @@ fn lookup_and_greedy_drafts_give_exactly_the_plain_output() {
 }
 
 /// Row-major matrices (GGUF's block order) verify drafts through the prefill tiles rather than
-/// the row dot of a one-token step; the two agree bit for bit below 16 tokens, and verification
-/// batches stay below that (`EXACT_BATCH`: from 16 tokens AVX-512 puts tokens in lanes and sums
-/// in another order; with this model's two-block rows the order cannot show, so this test
-/// checks the tiles, not the cap).
+/// the row dot of a one-token step; the two agree bit for bit for any number of tokens (the
+/// numerical contract, docs/NUMERICS.md).
 #[test]
 fn long_drafts_on_row_major_weights_stay_exact() {
     let dir = common::tmp_dir("spec-rows");

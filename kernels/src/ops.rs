@@ -133,13 +133,6 @@ unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
 
-/// The largest batch whose every (row, token) value `gemm` computes with exactly the operations
-/// of a one-token step, on every ISA and layout (interleaved matrices always do; the AVX-512
-/// row-major tiles put 16 tokens in the lanes of a register from 16 tokens on, summing in
-/// another order). Speculative decoding keeps its verification batches within it, so that they
-/// reproduce plain decoding bit for bit.
-pub const EXACT_BATCH: usize = 15;
-
 /// `out[t][r] = Σ_c w[r][c] · x[t][c]` for every token `t` of `act` and row `r` of `w`;
 /// `out` holds `n_tokens` × `rows` values. Runs on the current `pool`.
 pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()> {

@@ -99,7 +99,8 @@ pub fn quantize_act(src: &[f32], dst: &mut [BlockQ8A]) {
 }
 
 // ---- dot products: one weight row × one activation row -----------------------------------
-// Per block an exact integer dot product, then one f32 multiply-add per block, in block order.
+// Per block an exact integer dot product, then one fused multiply-add per block part
+// (`block_term`, `min_term`), in block order.
 
 #[inline]
 fn idot(w: &[i8; QK], a: &[i8; QK]) -> i32 {
@@ -118,7 +119,7 @@ fn idot_nibbles(qs: &[u8; QK / 2], a: &[i8; QK]) -> i32 {
 pub fn vec_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0.0f32;
     for (bw, ba) in w.iter().zip(a) {
-        acc += f16_to_f32(bw.d) * ba.d * idot(&bw.qs, &ba.qs) as f32;
+        acc = block_term(idot(&bw.qs, &ba.qs), f16_to_f32(bw.d), ba, acc);
     }
     acc
 }
@@ -126,8 +127,7 @@ pub fn vec_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
 pub fn vec_dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0.0f32;
     for (bw, ba) in w.iter().zip(a) {
-        let s = idot_nibbles(&bw.qs, &ba.qs) - 8 * ba.sum;
-        acc += f16_to_f32(bw.d) * ba.d * s as f32;
+        acc = block_term(idot_nibbles(&bw.qs, &ba.qs) - 8 * ba.sum, f16_to_f32(bw.d), ba, acc);
     }
     acc
 }
@@ -135,26 +135,91 @@ pub fn vec_dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
 pub fn vec_dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0.0f32;
     for (bw, ba) in w.iter().zip(a) {
-        let s = idot_nibbles(&bw.qs, &ba.qs);
-        acc += f16_to_f32(bw.d) * ba.d * s as f32 + f16_to_f32(bw.m) * ba.d * ba.sum as f32;
+        acc = block_term(idot_nibbles(&bw.qs, &ba.qs), f16_to_f32(bw.d), ba, acc);
+        acc = min_term(f16_to_f32(bw.m), ba, acc);
     }
     acc
 }
 
 pub fn vec_dot_f16(w: &[u16], x: &[f32]) -> f32 {
-    w.iter().zip(x).map(|(&h, &v)| f16_to_f32(h) * v).sum()
+    lane_dot(w.len().min(x.len()), |i| (f16_to_f32(w[i]), x[i]))
 }
 
 pub fn vec_dot_f32(w: &[f32], x: &[f32]) -> f32 {
-    w.iter().zip(x).map(|(a, b)| a * b).sum()
+    lane_dot(w.len().min(x.len()), |i| (w[i], x[i]))
+}
+
+// ---- the numerical contract (docs/NUMERICS.md) -----------------------------------------------
+// Every ISA computes these expressions in this order, so every ISA gives these bits.
+
+/// Lanes of the contract's float reductions: value `i` of a row belongs to lane `i mod 16`.
+pub const LANES: usize = 16;
+
+/// `a·b + c` rounded once: the contract's fused multiply-add (`fmadd`/`vfmadd`/`fmla`).
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
+}
+
+/// One quantized block's value part folded into a dot product's accumulator: the exact
+/// integer sum `s` (weights × 8-bit activations), scaled by the weight scale times the
+/// activation scale, `fma(s, d_w·d_a, acc)`.
+#[inline(always)]
+pub fn block_term(s: i32, dw: f32, ba: &BlockQ8A, acc: f32) -> f32 {
+    fma(s as f32, dw * ba.d, acc)
+}
+
+/// A block's min part (`q4_1`, `q5_1`): `fma(m, d_a·Σa, acc)`, after the value part.
+#[inline(always)]
+pub fn min_term(m: f32, ba: &BlockQ8A, acc: f32) -> f32 {
+    fma(m, ba.d * ba.sum as f32, acc)
+}
+
+/// The sum of the 16 lanes by halving: `v[i] += v[i + w]` for w = 8, 4, 2, 1 (each step's
+/// additions independent), `v[0]` at the end. `hsum` of a 512-bit register, of two 256-bit
+/// ones (lanes 0–7, 8–15) or of four 128-bit ones gives exactly this.
+pub fn sum_lanes(a: &[f32; LANES]) -> f32 {
+    let mut v = *a;
+    for w in [8, 4, 2, 1] {
+        for i in 0..w {
+            v[i] += v[i + w];
+        }
+    }
+    v[0]
+}
+
+/// `Σ_i x_i·y_i` over `n` pairs `xy(i)`: lane `i mod 16` accumulates `fma(x_i, y_i, lane)` in
+/// order of `i`, then `sum_lanes`.
+#[inline]
+pub fn lane_dot(n: usize, xy: impl Fn(usize) -> (f32, f32)) -> f32 {
+    let mut acc = [0f32; LANES];
+    for i in 0..n {
+        let (x, y) = xy(i);
+        acc[i % LANES] = fma(x, y, acc[i % LANES]);
+    }
+    sum_lanes(&acc)
+}
+
+/// `out[i] += Σ_j w_j·v_j(i)`: two accumulators per output, even keys (starting from `out[i]`)
+/// and odd keys (starting from 0), each `fma(w_j, v_j(i), ·)` in order of `j`, added at the
+/// end (`even + odd`). `v(j, i)` is value `i` of key row `j`.
+#[inline]
+pub fn pair_wsum(out: &mut [f32], w: &[f32], v: impl Fn(usize, usize) -> f32) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let (mut even, mut odd) = (*o, 0f32);
+        for (j, &wj) in w.iter().enumerate() {
+            if j % 2 == 0 {
+                even = fma(wj, v(j, i), even);
+            } else {
+                odd = fma(wj, v(j, i), odd);
+            }
+        }
+        *o = even + odd;
+    }
 }
 
 /// `x ← e^x` (the scalar twin of the `exp_f32` slot).
 pub use crate::exp::exp_slice as exp_f32;
-
-pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
-}
 
 // ---- tiles: a block of weight rows × a block of tokens ---------------------------------------
 
@@ -236,10 +301,10 @@ pub fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f3
                         }
                     }
                     let d = f16_to_f32(bw.d()[lane]);
-                    *acc += match (B::DTYPE, bw.m()) {
-                        (_, Some(m)) => d * ba.d * s as f32 + f16_to_f32(m[lane]) * ba.d * ba.sum as f32,
-                        (crate::DType::Q4_0, None) => d * ba.d * (s - 8 * ba.sum) as f32,
-                        _ => d * ba.d * s as f32,
+                    *acc = match (B::DTYPE, bw.m()) {
+                        (_, Some(m)) => min_term(f16_to_f32(m[lane]), ba, block_term(s, d, ba, *acc)),
+                        (crate::DType::Q4_0, None) => block_term(s - 8 * ba.sum, d, ba, *acc),
+                        _ => block_term(s, d, ba, *acc),
                     };
                 }
             }
@@ -273,7 +338,7 @@ pub fn check_x16(w: usize, a: usize, nb: usize, out: usize) {
     assert!(nb > 0 && w.is_multiple_of(nb) && a.is_multiple_of(nb) && out >= 16 * (w / nb) * (a / nb), "x16 lengths");
 }
 
-/// `out[j] = q · k[j·stride..j·stride + q.len()]` (attention scores).
+/// `out[j] = q · k[j·stride..j·stride + q.len()]` (attention scores, `lane_dot`).
 pub fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
     check_strided(q.len(), k.len(), stride, out.len());
     for (j, o) in out.iter_mut().enumerate() {
@@ -281,12 +346,11 @@ pub fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
     }
 }
 
-/// `out += Σ_j w[j] · v[j·stride..j·stride + out.len()]` (attention's weighted sum of values).
+/// `out += Σ_j w[j] · v[j·stride..j·stride + out.len()]` (attention's weighted sum of values,
+/// `pair_wsum`).
 pub fn wsum_f32(out: &mut [f32], w: &[f32], v: &[f32], stride: usize) {
     check_strided(out.len(), v.len(), stride, w.len());
-    for (j, &wj) in w.iter().enumerate() {
-        axpy_f32(out, wj, &v[j * stride..j * stride + out.len()]);
-    }
+    pair_wsum(out, w, |j, i| v[j * stride + i]);
 }
 
 /// Asserts that `len` values are whole q8_0 blocks and returns their count.
@@ -295,7 +359,8 @@ pub fn q8_0_blocks(len: usize) -> usize {
     len / QK
 }
 
-/// `out[j] = q · f16 row j` (keys stored as IEEE half bits, rows `stride` values apart).
+/// `out[j] = q · f16 row j` (keys stored as IEEE half bits, rows `stride` values apart;
+/// `lane_dot`).
 pub fn dots_f16(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
     check_strided(q.len(), k.len(), stride, out.len());
     for (j, o) in out.iter_mut().enumerate() {
@@ -303,39 +368,52 @@ pub fn dots_f16(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
     }
 }
 
-/// `out += Σ_j w[j] · f16 row j` (values stored as IEEE half bits, rows `stride` values apart).
+/// `out += Σ_j w[j] · f16 row j` (values stored as IEEE half bits, rows `stride` values apart;
+/// `pair_wsum`).
 pub fn wsum_f16(out: &mut [f32], w: &[f32], v: &[u16], stride: usize) {
     check_strided(out.len(), v.len(), stride, w.len());
-    for (j, &wj) in w.iter().enumerate() {
-        let row = &v[j * stride..j * stride + out.len()];
-        out.iter_mut().zip(row).for_each(|(o, &h)| *o += wj * f16_to_f32(h));
-    }
+    pair_wsum(out, w, |j, i| f16_to_f32(v[j * stride + i]));
 }
 
 /// `out[j] = Σ_b d_jb · Σ_i q[32b + i] · qs_jb[i]` over the `nb = q.len() / 32` blocks of key
-/// row j, `k[j·stride..j·stride + nb]` (`stride` in blocks). `q` stays f32.
+/// row j, `k[j·stride..j·stride + nb]` (`stride` in blocks). `q` stays f32. The contract: lane
+/// `l < 16` of block b takes `t = fma(q[32b+16+l], qs[16+l], q[32b+l]·qs[l])`, then
+/// `lane = fma(t, d_jb, lane)`, block after block; then `sum_lanes`.
 pub fn dots_q8_0(q: &[f32], k: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
     let nb = q8_0_blocks(q.len());
     check_strided(nb, k.len(), stride, out.len());
     for (j, o) in out.iter_mut().enumerate() {
         let row = &k[j * stride..j * stride + nb];
-        *o = row
-            .iter()
-            .zip(q.chunks_exact(QK))
-            .map(|(b, q)| f16_to_f32(b.d) * q.iter().zip(b.qs).map(|(&x, c)| x * c as f32).sum::<f32>())
-            .sum();
+        let mut acc = [0f32; LANES];
+        for (b, q) in row.iter().zip(q.chunks_exact(QK)) {
+            let d = f16_to_f32(b.d);
+            for (l, a) in acc.iter_mut().enumerate() {
+                let t = fma(q[16 + l], b.qs[16 + l] as f32, q[l] * b.qs[l] as f32);
+                *a = fma(t, d, *a);
+            }
+        }
+        *o = sum_lanes(&acc);
     }
 }
 
 /// `out[32b + i] += w[j] · d_jb · qs_jb[i]` over the value rows `v[j·stride..j·stride + nb]`
-/// (`nb = out.len() / 32`, `stride` in blocks).
+/// (`nb = out.len() / 32`, `stride` in blocks): `pair_wsum` of the terms `fma(w_j·d_jb, qs, ·)`.
 pub fn wsum_q8_0(out: &mut [f32], w: &[f32], v: &[BlockQ8_0], stride: usize) {
     let nb = q8_0_blocks(out.len());
     check_strided(nb, v.len(), stride, w.len());
-    for (j, &wj) in w.iter().enumerate() {
-        for (o, b) in out.chunks_exact_mut(QK).zip(&v[j * stride..j * stride + nb]) {
-            let s = wj * f16_to_f32(b.d);
-            o.iter_mut().zip(b.qs).for_each(|(o, c)| *o += s * c as f32);
+    for (b, o) in out.chunks_exact_mut(QK).enumerate() {
+        for (i, o) in o.iter_mut().enumerate() {
+            let (mut even, mut odd) = (*o, 0f32);
+            for (j, &wj) in w.iter().enumerate() {
+                let blk = &v[j * stride + b];
+                let t = fma(wj * f16_to_f32(blk.d), blk.qs[i] as f32, if j % 2 == 0 { even } else { odd });
+                if j % 2 == 0 {
+                    even = t;
+                } else {
+                    odd = t;
+                }
+            }
+            *o = even + odd;
         }
     }
 }

@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use autark_kernels::ops::EXACT_BATCH;
-
 use crate::constraint::{Constraint, Guide};
 use crate::error::{Result, RuntimeError};
 use crate::sampler::{Sampler, SamplerParams};
@@ -256,11 +254,11 @@ impl Session {
             // No drafts under a constraint: its mask follows one token at a time.
             if spec.active() && guide.is_none() {
                 // Drafts must fit the context, be undoable (sliding-window rings), fit one
-                // batch that computes exactly what single steps compute, and not run past the
-                // token limit.
+                // batch (every batch computes exactly what single steps compute: the numerical
+                // contract, docs/NUMERICS.md), and not run past the token limit.
                 let limit = (self.n_ctx() - verified - 1)
                     .min(self.backend().kv().max_rewind())
-                    .min(self.n_batch().min(EXACT_BATCH) - 1)
+                    .min(self.n_batch() - 1)
                     .min(params.max_tokens - generated);
                 context.clear();
                 context.extend_from_slice(self.tokens());

@@ -62,7 +62,7 @@ pub struct SpeculativeParams {
 
 /// Most tokens `draft_max` may ask for.
 pub const DRAFT_MAX_LIMIT: usize = 64;
-// (Each verification batch is further capped at `autark_kernels::ops::EXACT_BATCH` tokens.)
+// (Each verification batch is further capped by the session's batch size.)
 
 impl SpeculativeParams {
     pub fn validate(&self) -> Result<()> {

@@ -23,7 +23,9 @@ pub fn tokenize(path: &Path, prompt: &str, chat: bool, no_special: bool) -> Resu
     Ok(())
 }
 
-pub fn logits(LogitsArgs { model: path, tokens, prompt, output, threads, batch: n_batch }: LogitsArgs) -> Result<()> {
+pub fn logits(
+    LogitsArgs { model: path, tokens, prompt, output, threads, batch: n_batch, cache }: LogitsArgs,
+) -> Result<()> {
     let (model, _) = load(&path)?;
     let ids: Vec<u32> = match (tokens, prompt) {
         (Some(t), _) => t
@@ -34,8 +36,17 @@ pub fn logits(LogitsArgs { model: path, tokens, prompt, output, threads, batch: 
         (None, None) => return Err(CliError::Usage("give --tokens or --prompt".into())),
     };
     let n_ctx = ids.len().max(1);
-    let mut session =
-        Session::new(Arc::clone(&model), SessionParams { n_ctx, n_threads: threads, n_batch, ..Default::default() })?;
+    let mut session = Session::new(
+        Arc::clone(&model),
+        SessionParams {
+            n_ctx,
+            n_threads: threads,
+            n_batch,
+            cache_type_k: cache.k,
+            cache_type_v: cache.v,
+            ..Default::default()
+        },
+    )?;
     let mut out = vec![0f32; ids.len() * model.config().vocab_size];
     session.eval_all_logits(&ids, &mut out)?;
     write_f32(&output, &out)

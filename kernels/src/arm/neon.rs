@@ -59,7 +59,7 @@ macro_rules! neon_bodies {
             vec_dot_q8_0(BlockQ8_0, BlockQ8A) => vec_dot_q8_0_impl,
             vec_dot_f32(f32, f32) => vec_dot_f32_impl,
         );
-        /// Attention scores: the NEON row dot per key row (the scalar twin's structure).
+        /// Attention scores: the NEON row dot per key row (the contract's `lane_dot`).
         fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
             scalar::check_strided(q.len(), k.len(), stride, out.len());
             for (j, o) in out.iter_mut().enumerate() {
@@ -67,16 +67,19 @@ macro_rules! neon_bodies {
                 *o = unsafe { vec_dot_f32_impl(q, &k[j * stride..j * stride + q.len()]) };
             }
         }
-        /// Attention's weighted sum: the NEON `y += a·x` per value row.
+        /// Attention's weighted sum (the contract's `pair_wsum`).
         fn wsum_f32(out: &mut [f32], w: &[f32], v: &[f32], stride: usize) {
             scalar::check_strided(out.len(), v.len(), stride, w.len());
-            for (j, &wj) in w.iter().enumerate() {
-                let row = &v[j * stride..j * stride + out.len()];
-                // SAFETY: features detected before `plug`; equal lengths by construction.
-                unsafe { axpy_f32_impl(out, wj, row) }
+            let p = v.as_ptr();
+            // SAFETY: features detected before `plug`; `check_strided` asserted that values
+            // 0 .. out.len() of every row j < w.len() lie inside `v`, and `pair_wsum` reads
+            // values i .. i + 4 ≤ out.len() only.
+            unsafe {
+                super::pair_wsum(out, w.len(), |j, i| (w[j], vld1q_f32(p.add(j * stride + i))), |j, i| (w[j], v[j * stride + i]));
             }
         }
-        /// Attention scores over f16 keys: a row dot per key, halves widened in registers.
+        /// Attention scores over f16 keys: a row dot per key (`lane_dot`), halves widened in
+        /// registers.
         fn dots_f16(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
             scalar::check_strided(q.len(), k.len(), stride, out.len());
             for (j, o) in out.iter_mut().enumerate() {
@@ -85,13 +88,18 @@ macro_rules! neon_bodies {
                 *o = unsafe { dot_f16_impl(q, &k[j * stride..j * stride + q.len()]) };
             }
         }
-        /// Attention's weighted sum over f16 values: `y += a·x` per value row.
+        /// Attention's weighted sum over f16 values (`pair_wsum`).
         fn wsum_f16(out: &mut [f32], w: &[f32], v: &[u16], stride: usize) {
             scalar::check_strided(out.len(), v.len(), stride, w.len());
-            for (j, &wj) in w.iter().enumerate() {
-                let row = &v[j * stride..j * stride + out.len()];
-                // SAFETY: features detected before `plug`; equal lengths by construction.
-                unsafe { axpy_f16_impl(out, wj, row) }
+            let p = v.as_ptr();
+            // SAFETY: as in `wsum_f32`.
+            unsafe {
+                super::pair_wsum(
+                    out,
+                    w.len(),
+                    |j, i| (w[j], super::f16x4_to_f32(vmovl_u16(vld1_u16(p.add(j * stride + i))))),
+                    |j, i| (w[j], f16_to_f32(v[j * stride + i])),
+                );
             }
         }
         /// Attention scores over q8_0 keys (`stride` in blocks), the query in f32.
@@ -104,14 +112,28 @@ macro_rules! neon_bodies {
                 *o = unsafe { dot_q8_0_f32_impl(q, &k[j * stride..j * stride + nb]) };
             }
         }
-        /// Attention's weighted sum over q8_0 values (`stride` in blocks).
+        /// Attention's weighted sum over q8_0 values (`stride` in blocks; `pair_wsum` of the
+        /// terms `w_j·d_jb` × values).
         fn wsum_q8_0(out: &mut [f32], w: &[f32], v: &[BlockQ8_0], stride: usize) {
             let nb = scalar::q8_0_blocks(out.len());
             scalar::check_strided(nb, v.len(), stride, w.len());
-            for (j, &wj) in w.iter().enumerate() {
-                let row = &v[j * stride..j * stride + nb];
-                // SAFETY: features detected before `plug`; `out` is the row's `nb` blocks.
-                unsafe { axpy_q8_0_impl(out, wj, row) }
+            let blk = |j: usize, i: usize| &v[j * stride + i / QK];
+            // SAFETY: features detected before `plug`; `check_strided` asserted that blocks
+            // j·stride .. j·stride + nb lie inside `v`; values i .. i + 4 < 32 (i a multiple of
+            // 4) lie inside block i / 32.
+            unsafe {
+                super::pair_wsum(
+                    out,
+                    w.len(),
+                    |j, i| {
+                        let b = blk(j, i);
+                        (w[j] * f16_to_f32(b.d), super::i8x4_to_f32(b.qs.as_ptr().add(i % QK)))
+                    },
+                    |j, i| {
+                        let b = blk(j, i);
+                        (w[j] * f16_to_f32(b.d), b.qs[i % QK] as f32)
+                    },
+                );
             }
         }
         fn gemm_q4_0(w: &[BlockQ4_0], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
@@ -337,8 +359,7 @@ macro_rules! neon_bodies {
                 for (bw, ba) in w.iter().zip(a) {
                     let x0 = vld1q_s8(bw.qs.as_ptr());
                     let x1 = vld1q_s8(bw.qs.as_ptr().add(16));
-                    let s = block_dot(x0, x1, &ba.qs);
-                    acc += f16_to_f32(bw.d) * ba.d * s as f32;
+                    acc = scalar::block_term(block_dot(x0, x1, &ba.qs), f16_to_f32(bw.d), ba, acc);
                 }
                 acc
             }
@@ -364,7 +385,8 @@ macro_rules! neon_bodies {
         /// 16-row interleaved matrices, 4 rows (a quarter of each 64-byte piece) at a time:
         /// the weights as signed bytes (q4: nibble − 8 for `q4_0`, as is for `q4_1`) against 4
         /// activation bytes repeated over the register, so `dot4_i8x16` gives 4 row sums; then
-        /// per lane the scalar reference's f32 expression, so results match it bit for bit.
+        /// per lane the contract's fused multiply-adds, so results match the scalar twin bit for
+        /// bit.
         ///
         /// # Safety
         /// The CPU has the enabled target features; the slices hold every block it reads or writes
@@ -403,12 +425,11 @@ macro_rules! neon_bodies {
                                     let v: [f32; 4] = std::array::from_fn(|i| f16_to_f32(f[4 * quad + i]));
                                     vld1q_f32(v.as_ptr())
                                 };
-                                let term = vmulq_f32(vmulq_n_f32(lane(bw.d()), ba.d), vcvtq_f32_s32(s));
-                                let term = match bw.m() {
-                                    Some(m) => vaddq_f32(term, vmulq_n_f32(vmulq_n_f32(lane(m), ba.d), ba.sum as f32)),
-                                    None => term,
-                                };
-                                acc = vaddq_f32(acc, term);
+                                // The contract: fma(s, d_w·d_a, acc), then fma(m, d_a·Σa, acc).
+                                acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vmulq_n_f32(lane(bw.d()), ba.d));
+                                if let Some(m) = bw.m() {
+                                    acc = vfmaq_f32(acc, lane(m), vdupq_n_f32(ba.d * ba.sum as f32));
+                                }
                             }
                             vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), acc);
                         }
@@ -428,8 +449,7 @@ macro_rules! neon_bodies {
                 for (bw, ba) in w.iter().zip(a) {
                     let (x0, x1) = nibbles(&bw.qs, 0);
                     // Σ (q − 8)·a = Σ q·a − 8·Σa, exactly as the scalar reference computes it.
-                    let s = block_dot(x0, x1, &ba.qs) - 8 * ba.sum;
-                    acc += f16_to_f32(bw.d) * ba.d * s as f32;
+                    acc = scalar::block_term(block_dot(x0, x1, &ba.qs) - 8 * ba.sum, f16_to_f32(bw.d), ba, acc);
                 }
                 acc
             }
@@ -445,36 +465,15 @@ macro_rules! neon_bodies {
                 let mut acc = 0.0f32;
                 for (bw, ba) in w.iter().zip(a) {
                     let (x0, x1) = nibbles(&bw.qs, 0);
-                    let s = block_dot(x0, x1, &ba.qs);
-                    acc += f16_to_f32(bw.d) * ba.d * s as f32 + f16_to_f32(bw.m) * ba.d * ba.sum as f32;
+                    acc = scalar::block_term(block_dot(x0, x1, &ba.qs), f16_to_f32(bw.d), ba, acc);
+                    acc = scalar::min_term(f16_to_f32(bw.m), ba, acc);
                 }
                 acc
             }
         }
 
-        /// `y += a·x`, fused multiply-adds 4 lanes at a time, the tail in scalar code.
-        ///
-        /// # Safety
-        /// The CPU has the enabled target features; the slices hold every block it reads or writes
-        /// (the caller checks the lengths).
-        #[target_feature(enable = $features)]
-        unsafe fn axpy_f32_impl(y: &mut [f32], a: f32, x: &[f32]) {
-            // SAFETY: the caller upholds the `# Safety` contract above.
-            unsafe {
-                let n = y.len();
-                let mut i = 0;
-                while i + 4 <= n {
-                    let p = y.as_mut_ptr().add(i);
-                    vst1q_f32(p, vfmaq_n_f32(vld1q_f32(p), vld1q_f32(x.as_ptr().add(i)), a));
-                    i += 4;
-                }
-                for j in i..n {
-                    y[j] += a * x[j];
-                }
-            }
-        }
-
-        /// Σ q·f16(h), 16 values per step in 4 accumulators, then 4, the tail in scalar code.
+        /// Σ q·f16(h) (the contract's `lane_dot`): 16 values per step in the 4 registers of
+        /// the 16 lanes, then 4 into their lanes, the last ones (mod 4) one by one.
         ///
         /// # Safety
         /// The CPU has the enabled target features; `h` holds `q.len()` values (the caller
@@ -498,50 +497,17 @@ macro_rules! neon_bodies {
                 }
                 while i + 4 <= n {
                     let k = super::f16x4_to_f32(vmovl_u16(vld1_u16(hp.add(i))));
-                    acc[0] = vfmaq_f32(acc[0], vld1q_f32(qp.add(i)), k);
+                    let u = i % 16 / 4;
+                    acc[u] = vfmaq_f32(acc[u], vld1q_f32(qp.add(i)), k);
                     i += 4;
                 }
-                let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
-                for j in i..n {
-                    s += q[j] * f16_to_f32(h[j]);
-                }
-                s
+                super::finish_lanes(acc, i, n, |j| (q[j], f16_to_f32(h[j])))
             }
         }
 
-        /// `y += a·f16(h)`, 4 lanes at a time, the tail in scalar code.
-        ///
-        /// # Safety
-        /// The CPU has the enabled target features; `h` holds `y.len()` values (the caller
-        /// checks the lengths).
-        #[target_feature(enable = $features)]
-        unsafe fn axpy_f16_impl(y: &mut [f32], a: f32, h: &[u16]) {
-            // SAFETY: the caller upholds the `# Safety` contract above; every access lies below
-            // `n` in both slices.
-            unsafe {
-                let n = y.len();
-                let mut i = 0;
-                while i + 8 <= n {
-                    let p = y.as_mut_ptr().add(i);
-                    let [x0, x1] = super::f16x8_to_f32(vld1q_u16(h.as_ptr().add(i)));
-                    vst1q_f32(p, vfmaq_n_f32(vld1q_f32(p), x0, a));
-                    vst1q_f32(p.add(4), vfmaq_n_f32(vld1q_f32(p.add(4)), x1, a));
-                    i += 8;
-                }
-                while i + 4 <= n {
-                    let p = y.as_mut_ptr().add(i);
-                    let x = super::f16x4_to_f32(vmovl_u16(vld1_u16(h.as_ptr().add(i))));
-                    vst1q_f32(p, vfmaq_n_f32(vld1q_f32(p), x, a));
-                    i += 4;
-                }
-                for j in i..n {
-                    y[j] += a * f16_to_f32(h[j]);
-                }
-            }
-        }
-
-        /// Σ_b d_b · (q_b · qs_b) over a row of q8_0 blocks and an f32 query: per block two
-        /// chains of 4 lanes, then one multiply-add by the block's scale.
+        /// Σ_b d_b · (q_b · qs_b) over a row of q8_0 blocks and an f32 query (the contract of
+        /// `scalar::dots_q8_0`): lane quad u of block b takes `fma(q[16+4u..], qs[16+4u..],
+        /// q[4u..]·qs[4u..])`, then one multiply-add by the block's scale.
         ///
         /// # Safety
         /// The CPU has the enabled target features; `q` holds 32 values per block of `row`
@@ -551,44 +517,19 @@ macro_rules! neon_bodies {
             // SAFETY: the caller upholds the `# Safety` contract above: block b reads query
             // values 32b .. 32b + 32 and its own 32 bytes.
             unsafe {
-                let mut acc = vdupq_n_f32(0.0);
+                let mut acc = [vdupq_n_f32(0.0); 4];
                 for (b, blk) in row.iter().enumerate() {
                     let qp = q.as_ptr().add(QK * b);
-                    let [v0, v1, v2, v3] = super::i8x16_to_f32(vld1q_s8(blk.qs.as_ptr()));
-                    let [v4, v5, v6, v7] = super::i8x16_to_f32(vld1q_s8(blk.qs.as_ptr().add(16)));
-                    let mut p0 = vmulq_f32(vld1q_f32(qp), v0);
-                    let mut p1 = vmulq_f32(vld1q_f32(qp.add(4)), v1);
-                    for (i, (x0, x1)) in [(v2, v3), (v4, v5), (v6, v7)].into_iter().enumerate() {
-                        p0 = vfmaq_f32(p0, vld1q_f32(qp.add(8 * i + 8)), x0);
-                        p1 = vfmaq_f32(p1, vld1q_f32(qp.add(8 * i + 12)), x1);
-                    }
-                    acc = vfmaq_n_f32(acc, vaddq_f32(p0, p1), f16_to_f32(blk.d));
-                }
-                vaddvq_f32(acc)
-            }
-        }
-
-        /// `y[32b + i] += a · d_b · qs_b[i]` over a row of q8_0 blocks.
-        ///
-        /// # Safety
-        /// The CPU has the enabled target features; `y` holds 32 values per block of `row` (the
-        /// caller checks the lengths).
-        #[target_feature(enable = $features)]
-        unsafe fn axpy_q8_0_impl(y: &mut [f32], a: f32, row: &[BlockQ8_0]) {
-            // SAFETY: the caller upholds the `# Safety` contract above: block b writes outputs
-            // 32b .. 32b + 32 and reads its own 32 bytes.
-            unsafe {
-                for (b, blk) in row.iter().enumerate() {
-                    let s = a * f16_to_f32(blk.d);
-                    let p = y.as_mut_ptr().add(QK * b);
-                    for h in 0..2 {
-                        let v = super::i8x16_to_f32(vld1q_s8(blk.qs.as_ptr().add(16 * h)));
-                        for (i, x) in v.into_iter().enumerate() {
-                            let o = p.add(16 * h + 4 * i);
-                            vst1q_f32(o, vfmaq_n_f32(vld1q_f32(o), x, s));
-                        }
+                    let lo = super::i8x16_to_f32(vld1q_s8(blk.qs.as_ptr()));
+                    let hi = super::i8x16_to_f32(vld1q_s8(blk.qs.as_ptr().add(16)));
+                    let d = f16_to_f32(blk.d);
+                    for u in 0..4 {
+                        let t = vmulq_f32(vld1q_f32(qp.add(4 * u)), lo[u]);
+                        let t = vfmaq_f32(t, vld1q_f32(qp.add(16 + 4 * u)), hi[u]);
+                        acc[u] = vfmaq_n_f32(acc[u], t, d);
                     }
                 }
+                super::sum_lanes(acc)
             }
         }
 
@@ -609,22 +550,116 @@ macro_rules! neon_bodies {
                     i += 16;
                 }
                 while i + 4 <= n {
-                    acc[0] = vfmaq_f32(acc[0], vld1q_f32(w.as_ptr().add(i)), vld1q_f32(x.as_ptr().add(i)));
+                    let u = i % 16 / 4;
+                    acc[u] = vfmaq_f32(acc[u], vld1q_f32(w.as_ptr().add(i)), vld1q_f32(x.as_ptr().add(i)));
                     i += 4;
                 }
-                let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
-                for j in i..n {
-                    s += w[j] * x[j];
-                }
-                s
+                super::finish_lanes(acc, i, n, |j| (w[j], x[j]))
             }
         }
     };
 }
 
-// ---- conversions shared by both instantiations ---------------------------------------------------
+// ---- the numerical contract's reductions and conversions, shared by both instantiations ------------
 
 use std::arch::aarch64::*;
+
+/// The contract's sum of 16 lanes (`scalar::sum_lanes`), lanes 4u .. 4u + 4 in `acc[u]`.
+#[target_feature(enable = "neon")]
+#[inline]
+fn sum_lanes(acc: [float32x4_t; 4]) -> f32 {
+    let g = vaddq_f32(vaddq_f32(acc[0], acc[2]), vaddq_f32(acc[1], acc[3]));
+    let f = vadd_f32(vget_low_f32(g), vget_high_f32(g));
+    vget_lane_f32::<0>(f) + vget_lane_f32::<1>(f)
+}
+
+/// A row dot's lanes finished after its values before `i`: values `i..n` fused into lane
+/// `j mod 16` one by one (`xy(j)` = the pair), then `sum_lanes`.
+#[target_feature(enable = "neon")]
+#[inline]
+fn finish_lanes(acc: [float32x4_t; 4], i: usize, n: usize, xy: impl Fn(usize) -> (f32, f32)) -> f32 {
+    if i == n {
+        return sum_lanes(acc);
+    }
+    let mut l = [0f32; 16];
+    for (u, a) in acc.iter().enumerate() {
+        // SAFETY: 4 lanes into l[4u .. 4u + 4], u < 4.
+        unsafe { vst1q_f32(l.as_mut_ptr().add(4 * u), *a) };
+    }
+    for j in i..n {
+        let (x, y) = xy(j);
+        l[j % 16] = x.mul_add(y, l[j % 16]);
+    }
+    crate::scalar::sum_lanes(&l)
+}
+
+/// The contract's weighted sum (`scalar::pair_wsum`) of `n` keys into `out`: 16 outputs, then
+/// 4, in two accumulator sets (even keys from the outputs, odd keys from 0, added at the end),
+/// the last outputs (mod 4) one by one. `term4(j, i)` gives key j's multiplier and its values
+/// i .. i + 4 (called only with i + 4 ≤ out.len()); `term1(j, i)` its multiplier and value i.
+#[target_feature(enable = "neon")]
+fn pair_wsum(
+    out: &mut [f32],
+    n: usize,
+    term4: impl Fn(usize, usize) -> (f32, float32x4_t),
+    term1: impl Fn(usize, usize) -> (f32, f32),
+) {
+    /// Outputs `i .. i + 4·V` over every key.
+    #[target_feature(enable = "neon")]
+    #[inline]
+    fn chunk<const V: usize>(o: &mut [f32], i: usize, n: usize, term4: &impl Fn(usize, usize) -> (f32, float32x4_t)) {
+        let o = &mut o[i..i + 4 * V];
+        // SAFETY: `o` holds 4·V values.
+        let mut even: [float32x4_t; V] = std::array::from_fn(|u| unsafe { vld1q_f32(o.as_ptr().add(4 * u)) });
+        let mut odd = [vdupq_n_f32(0.0); V];
+        for j in 0..n {
+            let acc = if j % 2 == 0 { &mut even } else { &mut odd };
+            for (u, a) in acc.iter_mut().enumerate() {
+                let (s, x) = term4(j, i + 4 * u);
+                *a = vfmaq_n_f32(*a, x, s);
+            }
+        }
+        for u in 0..V {
+            // SAFETY: as above.
+            unsafe { vst1q_f32(o.as_mut_ptr().add(4 * u), vaddq_f32(even[u], odd[u])) };
+        }
+    }
+    let d = out.len();
+    let mut i = 0;
+    while i + 16 <= d {
+        chunk::<4>(out, i, n, &term4);
+        i += 16;
+    }
+    while i + 4 <= d {
+        chunk::<1>(out, i, n, &term4);
+        i += 4;
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(i) {
+        let (mut even, mut odd) = (*o, 0f32);
+        for j in 0..n {
+            let (s, x) = term1(j, i);
+            if j % 2 == 0 {
+                even = s.mul_add(x, even);
+            } else {
+                odd = s.mul_add(x, odd);
+            }
+        }
+        *o = even + odd;
+    }
+}
+
+/// Four signed bytes at `p` as f32.
+///
+/// # Safety
+/// `p .. p + 4` is readable.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn i8x4_to_f32(p: *const i8) -> float32x4_t {
+    // SAFETY: the caller upholds the `# Safety` contract above (one 4-byte read).
+    let b = unsafe { (p as *const u32).read_unaligned() };
+    let w = vmovl_s8(vcreate_s8(b as u64));
+    vcvtq_f32_s32(vmovl_s16(vget_low_s16(w)))
+}
 
 /// 2^112: the distance between the f16 and f32 exponent biases (15 and 127).
 const F16_BIAS_GAP: f32 = f32::from_bits((127 + 112) << 23);

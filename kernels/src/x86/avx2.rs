@@ -9,12 +9,13 @@
 //! most 8 · 2 · 15 · 128 = 30720, no overflow), widened once with `vpmaddwd`, and `q4_0`'s
 //! −8·Σa offset is added as an integer. `q8_0`: |w| × (a with w's sign) per piece (a pair is at
 //! most 2 · 128 · 127), widened per piece. Per (row, token) the block sums are exact; the f32
-//! step is one FMA per block, so results agree with the scalar row dot within f32 rounding.
+//! step is the contract's FMA per block part (`scalar::block_term`, `min_term`), so results are
+//! the scalar twin's bits.
 //!
-//! `exp_f32` runs the scalar twin's operations lane by lane (bit for bit); attention's
-//! `dots_f32` keeps 4 keys' products in 4 registers and reduces them together, `wsum_f32` keeps
-//! up to 64 outputs in registers across all keys (sums in another order than the scalar twins,
-//! within f32 rounding).
+//! `exp_f32` runs the scalar twin's operations lane by lane (bit for bit). Attention follows the
+//! numerical contract (docs/NUMERICS.md) bit for bit: scores keep the contract's 16 lanes of a
+//! row in two registers (4 keys per pass, reduced together), weighted sums keep up to 32
+//! outputs in two accumulator sets (even and odd keys) across all keys.
 
 use std::arch::x86_64::*;
 
@@ -325,48 +326,42 @@ impl CacheValue for u16 {
     }
 }
 
-/// # Safety
-/// The CPU has the enabled target features; the pointers cover every value it reads or writes (the
-/// caller checks the lengths).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn row_dot<T: CacheValue>(q: &[f32], r: *const T) -> __m256 {
-    // SAFETY: the caller upholds the `# Safety` contract above.
-    unsafe {
-        let mut acc = _mm256_setzero_ps();
-        let mut i = 0;
-        while i + 8 <= q.len() {
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), T::load8(r.add(i)), acc);
-            i += 8;
-        }
-        acc
-    }
-}
-
-/// Σ over the tail of a row that is not a multiple of 8.
+/// A row's 16 contract lanes (`scalar::lane_dot`) as lanes 0–7 and 8–15: whole chunks of 16 in
+/// two registers, a half chunk into the first, the last values (length mod 8) fused into
+/// their lanes one by one.
 ///
 /// # Safety
-/// The CPU has the enabled target features; the pointers cover every value it reads or writes (the
+/// The CPU has the enabled target features; the pointers cover every value it reads (the
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn row_tail<T: CacheValue>(q: &[f32], r: *const T) -> f32 {
-    // SAFETY: the caller upholds the `# Safety` contract above.
+unsafe fn row_lanes<T: CacheValue>(q: &[f32], r: *const T) -> (__m256, __m256) {
+    // SAFETY: the caller upholds the `# Safety` contract above; every load covers values
+    // i .. i + 8 < q.len() of the row.
     unsafe {
-        let mut s = 0.0;
-        for (i, x) in q.iter().enumerate().skip(q.len() / 8 * 8) {
-            s += x * T::load1(r.add(i));
+        let n = q.len();
+        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            lo = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), T::load8(r.add(i)), lo);
+            hi = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i + 8)), T::load8(r.add(i + 8)), hi);
+            i += 16;
         }
-        s
+        if i + 8 <= n {
+            lo = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), T::load8(r.add(i)), lo);
+            i += 8;
+        }
+        if i < n {
+            let mut l = [0f32; 16];
+            _mm256_storeu_ps(l.as_mut_ptr(), lo);
+            _mm256_storeu_ps(l.as_mut_ptr().add(8), hi);
+            for (j, x) in q.iter().enumerate().skip(i) {
+                l[j % 16] = x.mul_add(T::load1(r.add(j)), l[j % 16]);
+            }
+            (lo, hi) = (_mm256_loadu_ps(l.as_ptr()), _mm256_loadu_ps(l.as_ptr().add(8)));
+        }
+        (lo, hi)
     }
-}
-
-/// The lane sums of 4 vectors, in order.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn hsum4(a: [__m256; 4]) -> __m128 {
-    let t = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-    _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t))
 }
 
 /// # Safety
@@ -380,19 +375,50 @@ unsafe fn dots_impl<T: CacheValue>(q: &[f32], k: &[T], stride: usize, out: &mut 
         let base = k.as_ptr();
         let mut j = 0;
         while j + 4 <= n {
-            let r: [*const T; 4] = std::array::from_fn(|u| base.add((j + u) * stride));
-            let a: [__m256; 4] = std::array::from_fn(|u| row_dot(q, r[u]));
-            let mut v = [0f32; 4];
-            _mm_storeu_ps(v.as_mut_ptr(), hsum4(a));
-            for u in 0..4 {
-                out[j + u] = v[u] + row_tail(q, r[u]);
-            }
+            let l: [(__m256, __m256); 4] = std::array::from_fn(|u| row_lanes(q, base.add((j + u) * stride)));
+            let s = crate::x86::sum_lanes4(l.map(|l| l.0), l.map(|l| l.1));
+            _mm_storeu_ps(out.as_mut_ptr().add(j), s);
             j += 4;
         }
         while j < n {
-            let r = base.add(j * stride);
-            out[j] = hsum_f32x8(row_dot(q, r)) + row_tail(q, r);
+            let (lo, hi) = row_lanes(q, base.add(j * stride));
+            out[j] = crate::x86::sum_lanes(lo, hi);
             j += 1;
+        }
+    }
+}
+
+/// Outputs `o .. o + 8·V` over every key, in the contract's two accumulators per output
+/// (`scalar::pair_wsum`): even keys from the outputs, odd keys from 0, added at the end.
+///
+/// # Safety
+/// The CPU has the enabled target features; `o .. o + 8·V` lies inside the output and
+/// `base + j·stride .. + 8·V` inside the values for every j < w.len().
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn wsum_chunk<T: CacheValue, const V: usize>(o: *mut f32, w: &[f32], base: *const T, stride: usize) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let mut even: [__m256; V] = std::array::from_fn(|u| _mm256_loadu_ps(o.add(8 * u)));
+        let mut odd = [_mm256_setzero_ps(); V];
+        let mut pairs = w.chunks_exact(2);
+        let mut r = base;
+        for p in &mut pairs {
+            let (b0, b1) = (_mm256_set1_ps(p[0]), _mm256_set1_ps(p[1]));
+            for u in 0..V {
+                even[u] = _mm256_fmadd_ps(b0, T::load8(r.add(8 * u)), even[u]);
+                odd[u] = _mm256_fmadd_ps(b1, T::load8(r.add(stride + 8 * u)), odd[u]);
+            }
+            r = r.add(2 * stride);
+        }
+        if let [wj] = pairs.remainder() {
+            let b = _mm256_set1_ps(*wj);
+            for (u, e) in even.iter_mut().enumerate() {
+                *e = _mm256_fmadd_ps(b, T::load8(r.add(8 * u)), *e);
+            }
+        }
+        for u in 0..V {
+            _mm256_storeu_ps(o.add(8 * u), _mm256_add_ps(even[u], odd[u]));
         }
     }
 }
@@ -402,40 +428,33 @@ unsafe fn dots_impl<T: CacheValue>(q: &[f32], k: &[T], stride: usize, out: &mut 
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn wsum_impl<T: CacheValue>(out: &mut [f32], w: &[f32], v: &[T], stride: usize) {
-    // SAFETY: the caller upholds the `# Safety` contract above.
+    // SAFETY: the caller upholds the `# Safety` contract above; every chunk covers outputs
+    // inside `out.len()`.
     unsafe {
         let d = out.len();
         let base = v.as_ptr();
+        let o = out.as_mut_ptr();
         let mut i = 0;
-        // 64 outputs (8 registers) at a time over every key, then 8, then scalar.
-        while i + 64 <= d {
-            let o = out.as_mut_ptr().add(i);
-            let mut acc: [__m256; 8] = std::array::from_fn(|u| _mm256_loadu_ps(o.add(8 * u)));
-            for (j, &wj) in w.iter().enumerate() {
-                let r = base.add(j * stride + i);
-                let b = _mm256_set1_ps(wj);
-                for (u, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(b, T::load8(r.add(8 * u)), *a);
-                }
-            }
-            for (u, a) in acc.iter().enumerate() {
-                _mm256_storeu_ps(o.add(8 * u), *a);
-            }
-            i += 64;
+        // 32 outputs (4 registers, twice) at a time over every key, then 8, then one by one.
+        while i + 32 <= d {
+            wsum_chunk::<T, 4>(o.add(i), w, base.add(i), stride);
+            i += 32;
         }
         while i + 8 <= d {
-            let o = out.as_mut_ptr().add(i);
-            let mut acc = _mm256_loadu_ps(o);
-            for (j, &wj) in w.iter().enumerate() {
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(wj), T::load8(base.add(j * stride + i)), acc);
-            }
-            _mm256_storeu_ps(o, acc);
+            wsum_chunk::<T, 1>(o.add(i), w, base.add(i), stride);
             i += 8;
         }
         for (i, o) in out.iter_mut().enumerate().skip(i) {
+            let (mut even, mut odd) = (*o, 0f32);
             for (j, &wj) in w.iter().enumerate() {
-                *o += wj * T::load1(base.add(j * stride + i));
+                let x = T::load1(base.add(j * stride + i));
+                if j % 2 == 0 {
+                    even = wj.mul_add(x, even);
+                } else {
+                    odd = wj.mul_add(x, odd);
+                }
             }
+            *o = even + odd;
         }
     }
 }
@@ -451,24 +470,24 @@ unsafe fn q8_values(b: &BlockQ8_0, i: usize) -> __m256 {
     unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(b.qs.as_ptr().add(8 * i) as *const __m128i))) }
 }
 
-/// Σ_i q_i · qs_i over one block, as 8 lane sums (`q` = the block's 32 values of the query).
+/// One block's query products in the contract's 16 lanes (`scalar::dots_q8_0`), as lanes 0–7
+/// (values 0–7 and 16–23) and 8–15 (values 8–15 and 24–31): `fma(q_hi, k_hi, q_lo·k_lo)`.
 ///
 /// # Safety
 /// The CPU has the enabled target features.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn q8_block_dot(q: &[__m256; 4], b: &BlockQ8_0) -> __m256 {
+unsafe fn q8_block_dot(q: &[__m256; 4], b: &BlockQ8_0) -> (__m256, __m256) {
     // SAFETY: the caller upholds the `# Safety` contract above; i < 4.
     unsafe {
-        // Two chains of two: the block's latency, not its 4 products, bounds a pass of keys.
-        let p = _mm256_fmadd_ps(q[1], q8_values(b, 1), _mm256_mul_ps(q[0], q8_values(b, 0)));
-        let r = _mm256_fmadd_ps(q[3], q8_values(b, 3), _mm256_mul_ps(q[2], q8_values(b, 2)));
-        _mm256_add_ps(p, r)
+        let lo = _mm256_fmadd_ps(q[2], q8_values(b, 2), _mm256_mul_ps(q[0], q8_values(b, 0)));
+        let hi = _mm256_fmadd_ps(q[3], q8_values(b, 3), _mm256_mul_ps(q[1], q8_values(b, 1)));
+        (lo, hi)
     }
 }
 
 /// 4 keys per pass: each block of `q` is loaded once for the 4 rows, each row's block sums
-/// are scaled into its own accumulator, and the 4 accumulators are reduced together.
+/// are scaled into its own two accumulators, and the 4 rows are reduced together.
 ///
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
@@ -483,31 +502,38 @@ unsafe fn dots_q8_0_impl(q: &[f32], k: &[BlockQ8_0], stride: usize, out: &mut [f
         let mut j = 0;
         while j + 4 <= n {
             let r: [*const BlockQ8_0; 4] = std::array::from_fn(|u| base.add((j + u) * stride));
-            let mut acc = [_mm256_setzero_ps(); 4];
+            let (mut lo, mut hi) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
             for b in 0..nb {
                 let qb = qv(b);
-                for (u, a) in acc.iter_mut().enumerate() {
+                for u in 0..4 {
                     let blk = &*r[u].add(b);
-                    *a = _mm256_fmadd_ps(q8_block_dot(&qb, blk), _mm256_set1_ps(f16_to_f32(blk.d)), *a);
+                    let (l, h) = q8_block_dot(&qb, blk);
+                    let d = _mm256_set1_ps(f16_to_f32(blk.d));
+                    lo[u] = _mm256_fmadd_ps(l, d, lo[u]);
+                    hi[u] = _mm256_fmadd_ps(h, d, hi[u]);
                 }
             }
-            _mm_storeu_ps(out.as_mut_ptr().add(j), hsum4(acc));
+            _mm_storeu_ps(out.as_mut_ptr().add(j), crate::x86::sum_lanes4(lo, hi));
             j += 4;
         }
         while j < n {
             let r = base.add(j * stride);
-            let mut acc = _mm256_setzero_ps();
+            let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             for b in 0..nb {
                 let blk = &*r.add(b);
-                acc = _mm256_fmadd_ps(q8_block_dot(&qv(b), blk), _mm256_set1_ps(f16_to_f32(blk.d)), acc);
+                let (l, h) = q8_block_dot(&qv(b), blk);
+                let d = _mm256_set1_ps(f16_to_f32(blk.d));
+                lo = _mm256_fmadd_ps(l, d, lo);
+                hi = _mm256_fmadd_ps(h, d, hi);
             }
-            out[j] = hsum_f32x8(acc);
+            out[j] = crate::x86::sum_lanes(lo, hi);
             j += 1;
         }
     }
 }
 
-/// Two blocks of outputs (8 registers) at a time over every key, then the odd block.
+/// One block of outputs (4 registers) at a time over every key, in the contract's even and odd
+/// accumulators (`scalar::wsum_q8_0`): `fma(w_j·d_jb, qs, ·)`.
 ///
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
@@ -518,28 +544,21 @@ unsafe fn wsum_q8_0_impl(out: &mut [f32], w: &[f32], v: &[BlockQ8_0], stride: us
     unsafe {
         let nb = out.len() / QK;
         let base = v.as_ptr();
-        let mut b = 0;
-        while b < nb {
-            let blocks = if b + 2 <= nb { 2 } else { 1 };
+        for b in 0..nb {
             let o = out.as_mut_ptr().add(QK * b);
-            let mut acc = [_mm256_setzero_ps(); 8];
-            for (u, a) in acc.iter_mut().enumerate().take(4 * blocks) {
-                *a = _mm256_loadu_ps(o.add(8 * u));
-            }
+            let mut acc: [[__m256; 4]; 2] =
+                [std::array::from_fn(|i| _mm256_loadu_ps(o.add(8 * i))), [_mm256_setzero_ps(); 4]];
             for (j, &wj) in w.iter().enumerate() {
-                let r = base.add(j * stride + b);
-                for h in 0..blocks {
-                    let blk = &*r.add(h);
-                    let s = _mm256_set1_ps(wj * f16_to_f32(blk.d));
-                    for i in 0..4 {
-                        acc[4 * h + i] = _mm256_fmadd_ps(s, q8_values(blk, i), acc[4 * h + i]);
-                    }
+                let blk = &*base.add(j * stride + b);
+                let s = _mm256_set1_ps(wj * f16_to_f32(blk.d));
+                let a = &mut acc[j % 2];
+                for (i, a) in a.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(s, q8_values(blk, i), *a);
                 }
             }
-            for (u, a) in acc.iter().enumerate().take(4 * blocks) {
-                _mm256_storeu_ps(o.add(8 * u), *a);
+            for (i, (e, d)) in acc[0].iter().zip(&acc[1]).enumerate() {
+                _mm256_storeu_ps(o.add(8 * i), _mm256_add_ps(*e, *d));
             }
-            b += blocks;
         }
     }
 }

@@ -4,9 +4,11 @@
 //! `std::arch::x86_64::*`, the block types and `QK`.
 //!
 //! Exactness: `quantize_act` reproduces the scalar reference bit for bit (same f32 products,
-//! exact round-half-away-from-zero). Dot products sum exact integer block dot products, then
-//! scale and accumulate per SIMD lane, so they differ from the scalar order only by f32
-//! rounding (tested with a tolerance relative to the magnitude of the terms).
+//! exact round-half-away-from-zero). The legacy row dots and tiles reduce each block to its exact
+//! integer sum and fold it into one f32 accumulator per (row, token) with the contract's fused
+//! multiply-adds in block order (docs/NUMERICS.md), the f16/f32 row dots keep the contract's 16
+//! lanes: both give the scalar twins' bits. The byte-coded types' dots (`byte_bodies!`) still
+//! scale and accumulate per SIMD lane, within f32 rounding of the scalar order.
 
 macro_rules! kernel_bodies {
     ($features:literal, rows: $R:literal, tokens: $T:literal, byte_tokens: $BT:literal) => {
@@ -54,7 +56,8 @@ macro_rules! kernel_bodies {
 
         // One tile of R weight rows × T tokens: every loaded (and unpacked) weight block
         // serves T tokens. Per (row, token) the operations are exactly those of the
-        // type's `vec_dot`, so results do not depend on the tiling.
+        // type's `vec_dot` (the contract's: each block's exact integer sum, then
+        // `block_term` and `min_term` in block order), so results do not depend on the tiling.
         macro_rules! tiles {
             ($imp:ident, $tile:ident, $blk:ty, |$bw:ident| $load:expr, $prep:ident, $dot:ident, min: $min:tt) => {
                 /// # Safety
@@ -65,9 +68,7 @@ macro_rules! kernel_bodies {
                 unsafe fn $tile<const R: usize, const T: usize>(w: *const $blk, a: *const BlockQ8A, nb: usize, out_stride: usize, out: *mut f32) {
                     // SAFETY: the caller upholds the `# Safety` contract above.
                     unsafe {
-                        let mut acc = [[_mm256_setzero_ps(); T]; R];
-                        #[allow(unused_mut)]
-                        let mut acc_m = [[0f32; T]; R];
+                        let mut acc = [[0f32; T]; R];
                         for b in 0..nb {
                             let mut x = [_mm256_setzero_si256(); R];
                             let mut xp = [_mm256_setzero_si256(); R];
@@ -82,15 +83,15 @@ macro_rules! kernel_bodies {
                                 let ba = &*a.add(t * nb + b);
                                 let y = _mm256_loadu_si256(ba.qs.as_ptr() as *const __m256i);
                                 for r in 0..R {
-                                    let s = _mm256_cvtepi32_ps($dot(x[r], xp[r], y));
-                                    acc[r][t] = _mm256_fmadd_ps(s, _mm256_set1_ps(dw[r] * ba.d), acc[r][t]);
-                                    tiles!(@min $min, acc_m[r][t], w.add(r * nb + b), ba);
+                                    let s = hsum_i32x8($dot(x[r], xp[r], y));
+                                    acc[r][t] = (s as f32).mul_add(dw[r] * ba.d, acc[r][t]);
+                                    tiles!(@min $min, acc[r][t], w.add(r * nb + b), ba);
                                 }
                             }
                         }
                         for r in 0..R {
                             for t in 0..T {
-                                *out.add(t * out_stride + r) = hsum_f32x8(acc[r][t]) + acc_m[r][t];
+                                *out.add(t * out_stride + r) = acc[r][t];
                             }
                         }
                     }
@@ -133,7 +134,7 @@ macro_rules! kernel_bodies {
             };
             (@min none, $acc:expr, $bw:expr, $ba:expr) => {};
             (@min q4_1, $acc:expr, $bw:expr, $ba:expr) => {
-                $acc += f16_to_f32((*$bw).m) * $ba.d * $ba.sum as f32;
+                $acc = f16_to_f32((*$bw).m).mul_add($ba.d * $ba.sum as f32, $acc);
             };
         }
 
@@ -277,14 +278,14 @@ macro_rules! kernel_bodies {
         unsafe fn vec_dot_q8_0_impl(w: &[BlockQ8_0], a: &[BlockQ8A]) -> f32 {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let mut acc = _mm256_setzero_ps();
+                let mut acc = 0f32;
                 for (bw, ba) in w.iter().zip(a) {
                     let x = _mm256_loadu_si256(bw.qs.as_ptr() as *const __m256i);
                     let y = _mm256_loadu_si256(ba.qs.as_ptr() as *const __m256i);
-                    let s = _mm256_cvtepi32_ps(dot_i8i8(x, y));
-                    acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_to_f32(bw.d) * ba.d), acc);
+                    let s = hsum_i32x8(dot_i8i8(x, y));
+                    acc = (s as f32).mul_add(f16_to_f32(bw.d) * ba.d, acc);
                 }
-                hsum_f32x8(acc)
+                acc
             }
         }
 
@@ -295,15 +296,15 @@ macro_rules! kernel_bodies {
         unsafe fn vec_dot_q4_0_impl(w: &[BlockQ4_0], a: &[BlockQ8A]) -> f32 {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let mut acc = _mm256_setzero_ps();
+                let mut acc = 0f32;
                 let eight = _mm256_set1_epi8(8);
                 for (bw, ba) in w.iter().zip(a) {
                     let x = _mm256_sub_epi8(unpack_nibbles_32(bw.qs.as_ptr()), eight);
                     let y = _mm256_loadu_si256(ba.qs.as_ptr() as *const __m256i);
-                    let s = _mm256_cvtepi32_ps(dot_i8i8(x, y));
-                    acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_to_f32(bw.d) * ba.d), acc);
+                    let s = hsum_i32x8(dot_i8i8(x, y));
+                    acc = (s as f32).mul_add(f16_to_f32(bw.d) * ba.d, acc);
                 }
-                hsum_f32x8(acc)
+                acc
             }
         }
 
@@ -314,17 +315,38 @@ macro_rules! kernel_bodies {
         unsafe fn vec_dot_q4_1_impl(w: &[BlockQ4_1], a: &[BlockQ8A]) -> f32 {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let mut acc = _mm256_setzero_ps();
-                let mut acc_m = 0.0f32;
+                let mut acc = 0f32;
                 for (bw, ba) in w.iter().zip(a) {
                     let x = unpack_nibbles_32(bw.qs.as_ptr());
                     let y = _mm256_loadu_si256(ba.qs.as_ptr() as *const __m256i);
-                    let s = _mm256_cvtepi32_ps(dot_u8i8(x, y));
-                    acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_to_f32(bw.d) * ba.d), acc);
-                    acc_m += f16_to_f32(bw.m) * ba.d * ba.sum as f32;
+                    let s = hsum_i32x8(dot_u8i8(x, y));
+                    acc = (s as f32).mul_add(f16_to_f32(bw.d) * ba.d, acc);
+                    acc = f16_to_f32(bw.m).mul_add(ba.d * ba.sum as f32, acc);
                 }
-                hsum_f32x8(acc) + acc_m
+                acc
             }
+        }
+
+        /// The contract's row dot (`scalar::lane_dot`) finished from its lanes 0–7 (`lo`) and
+        /// 8–15 (`hi`) after the values before `i`: values `i..n` fused into lane `j mod 16`
+        /// one by one, then `sum_lanes`.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn tail_lanes(lo: __m256, hi: __m256, i: usize, n: usize, xy: impl Fn(usize) -> (f32, f32)) -> f32 {
+            if i == n {
+                return crate::x86::sum_lanes(lo, hi);
+            }
+            let mut l = [0f32; 16];
+            // SAFETY: two stores of 8 lanes into the 16 of `l`.
+            unsafe {
+                _mm256_storeu_ps(l.as_mut_ptr(), lo);
+                _mm256_storeu_ps(l.as_mut_ptr().add(8), hi);
+            }
+            for j in i..n {
+                let (x, y) = xy(j);
+                l[j % 16] = x.mul_add(y, l[j % 16]);
+            }
+            crate::scalar::sum_lanes(&l)
         }
 
         /// # Safety
@@ -349,11 +371,7 @@ macro_rules! kernel_bodies {
                     acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(i)), acc0);
                     i += 8;
                 }
-                let mut s = hsum_f32x8(_mm256_add_ps(acc0, acc1));
-                for j in i..n {
-                    s += f16_to_f32(w[j]) * x[j];
-                }
-                s
+                tail_lanes(acc0, acc1, i, n, |j| (f16_to_f32(w[j]), x[j]))
             }
         }
 
@@ -376,11 +394,7 @@ macro_rules! kernel_bodies {
                     acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w.as_ptr().add(i)), _mm256_loadu_ps(x.as_ptr().add(i)), acc0);
                     i += 8;
                 }
-                let mut s = hsum_f32x8(_mm256_add_ps(acc0, acc1));
-                for j in i..n {
-                    s += w[j] * x[j];
-                }
-                s
+                tail_lanes(acc0, acc1, i, n, |j| (w[j], x[j]))
             }
         }
     };

@@ -8,6 +8,7 @@
 //! after `is_x86_feature_detected!` confirmed every feature the body needs.
 
 use crate::table::{Isa, PlugFn};
+use std::arch::x86_64::*;
 
 #[macro_use]
 mod common;
@@ -22,7 +23,6 @@ mod avx512;
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn f16_to_f32(bits: u16) -> f32 {
-    use std::arch::x86_64::*;
     let v: __m128i;
     // SAFETY: `vmovd` reads one general register and writes one vector register; no memory,
     // no stack, no flags. The caller's target features include AVX (the VEX encoding).
@@ -31,6 +31,34 @@ fn f16_to_f32(bits: u16) -> f32 {
                         options(pure, nomem, nostack, preserves_flags));
     }
     _mm_cvtss_f32(_mm_cvtph_ps(v))
+}
+
+/// The contract's sum of 16 lanes (`scalar::sum_lanes`) given as lanes 0–7 and 8–15:
+/// `h = lo + hi`, then the upper half of `h` onto the lower, twice, then lane 1 onto lane 0.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn sum_lanes(lo: __m256, hi: __m256) -> f32 {
+    let h = _mm256_add_ps(lo, hi);
+    let g = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+    let f = _mm_add_ps(g, _mm_movehl_ps(g, g));
+    _mm_cvtss_f32(_mm_add_ss(f, _mm_shuffle_ps::<1>(f, f)))
+}
+
+/// `sum_lanes` of four rows at once (each as lanes 0–7 and 8–15), in order: the same
+/// additions, the last two steps on the transposed quarter sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn sum_lanes4(lo: [__m256; 4], hi: [__m256; 4]) -> __m128 {
+    let g: [__m128; 4] = std::array::from_fn(|u| {
+        let h = _mm256_add_ps(lo[u], hi[u]);
+        _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
+    });
+    // Columns: c_i = (g0_i, g1_i, g2_i, g3_i).
+    let (t0, t1) = (_mm_unpacklo_ps(g[0], g[1]), _mm_unpacklo_ps(g[2], g[3]));
+    let (t2, t3) = (_mm_unpackhi_ps(g[0], g[1]), _mm_unpackhi_ps(g[2], g[3]));
+    let (c0, c1) = (_mm_movelh_ps(t0, t1), _mm_movehl_ps(t1, t0));
+    let (c2, c3) = (_mm_movelh_ps(t2, t3), _mm_movehl_ps(t3, t2));
+    _mm_add_ps(_mm_add_ps(c0, c2), _mm_add_ps(c1, c3))
 }
 
 /// This module's ISAs, lowest first, each with its `plug`.
@@ -72,7 +100,6 @@ pub fn sum_u64(x: &[u8]) -> u64 {
 unsafe fn sum_u64_avx2(x: &[u8]) -> u64 {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        use std::arch::x86_64::*;
         let mut acc = [_mm256_setzero_si256(); 4];
         let mut chunks = x.chunks_exact(128);
         for c in &mut chunks {
