@@ -382,8 +382,9 @@ fn vec_dot_k4(w: &[u8], a: &[BlockQ8A], bytes: usize, five: bool) -> f32 {
         let sm = scales_k4(b);
         let (qh, ql) = quants_k4(b, five);
         for (j, ba) in a.iter().enumerate() {
-            let s = idot_u(&sub_k(ql, qh, j), &ba.qs);
-            acc += sm[j].0 * ba.d * s as f32 - sm[j].1 * ba.d * ba.sum as f32;
+            // The contract: fma(s, d·sc·d_a, acc), then fma(−dmin·m, d_a·Σa, acc).
+            acc = crate::contract::block_term(idot_u(&sub_k(ql, qh, j), &ba.qs), sm[j].0, ba, acc);
+            acc = crate::contract::min_term(-sm[j].1, ba, acc);
         }
     }
     acc
@@ -419,7 +420,9 @@ pub fn vec_dot_q6_k(w: &[u8], a: &[BlockQ8A]) -> f32 {
             let s0: i32 = q[..16].iter().zip(&ba.qs[..16]).map(|(&q, &a)| q as i32 * a as i32).sum();
             let s1: i32 = q[16..].iter().zip(&ba.qs[16..]).map(|(&q, &a)| q as i32 * a as i32).sum();
             let (sc0, sc1) = (b[SC6 + 8 * n + 2 * k] as i8, b[SC6 + 1 + 8 * n + 2 * k] as i8);
-            acc += d * sc0 as f32 * ba.d * s0 as f32 + d * sc1 as f32 * ba.d * s1 as f32;
+            // The contract: the two halves' scales applied in integers (exact: |S| < 2^24), then
+            // one fma(S, d·d_a, acc).
+            acc = crate::contract::block_term(sc0 as i32 * s0 + sc1 as i32 * s1, d, ba, acc);
         }
     }
     acc

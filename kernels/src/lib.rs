@@ -1,5 +1,6 @@
 //! autark-kernels: block formats (`blocks`), the scalar reference of every operation
-//! (`scalar`), SIMD twins per ISA (`x86/`), run-time dispatch (`dispatch`) and the matrix
+//! (`scalar`) and the numerical contract it follows (`contract`), SIMD twins per ISA (`x86/`,
+//! `arm/`), run-time dispatch (`dispatch`) and the matrix
 //! products and element-wise operations the runtime composes (`ops`).
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -12,6 +13,7 @@ mod twins;
 #[cfg(target_arch = "aarch64")]
 pub mod arm;
 pub mod blocks;
+pub mod contract;
 pub mod dispatch;
 pub mod exp;
 pub mod interleave;

@@ -100,15 +100,15 @@ pub fn quantize_row_1(src: &[f32], dst: &mut [u8]) {
 }
 
 // ---- dot products with 8-bit activation blocks (scalar twins) ----
-// Per block an exact integer sum of unsigned q × a, then the f32 expression the SIMD twins
-// use, in block order.
+// Per block an exact integer sum of unsigned q × a, then the numerical contract's fused
+// multiply-adds (`contract::block_term`, `min_term`), in block order.
 
 /// `q5_0` row × activation blocks (`w`: `a.len()` blocks of 22 bytes).
 pub fn vec_dot_q5_0(w: &[u8], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0f32;
     for (b, ba) in blocks_of::<BlockQ5_0>(w).zip(a) {
         let q = unsigned(&b.qs, u32::from_le_bytes(b.qh));
-        acc += f16_to_f32(b.d) * ba.d * (idot_u(&q, &ba.qs) - 16 * ba.sum) as f32;
+        acc = crate::contract::block_term(idot_u(&q, &ba.qs) - 16 * ba.sum, f16_to_f32(b.d), ba, acc);
     }
     acc
 }
@@ -118,8 +118,8 @@ pub fn vec_dot_q5_1(w: &[u8], a: &[BlockQ8A]) -> f32 {
     let mut acc = 0f32;
     for (b, ba) in blocks_of::<BlockQ5_1>(w).zip(a) {
         let q = unsigned(&b.qs, u32::from_le_bytes(b.qh));
-        let (d, m) = (f16_to_f32(b.d), f16_to_f32(b.m));
-        acc += d * ba.d * idot_u(&q, &ba.qs) as f32 + m * ba.d * ba.sum as f32;
+        acc = crate::contract::block_term(idot_u(&q, &ba.qs), f16_to_f32(b.d), ba, acc);
+        acc = crate::contract::min_term(f16_to_f32(b.m), ba, acc);
     }
     acc
 }

@@ -2,10 +2,9 @@
 //! tests: one check per dispatch slot, comparing a table's kernel with the scalar reference of
 //! the same name on random inputs of every length class (full blocks, odd tails, zero blocks,
 //! random bytes). A slot listed in `plug!` without a check here does not compile, so no SIMD
-//! kernel ships untested. Slots under the numerical contract (docs/NUMERICS.md: the 16-row
-//! matrices, float dots, attention, `exp`, `store_f16`, `quantize_act`) compare bit for bit;
-//! the others (x86 row-major and byte-coded dots, whose sums still run in another order)
-//! within f32 rounding of the magnitude of the terms (Σ|w·a|).
+//! kernel ships untested. Every slot follows the numerical contract (docs/NUMERICS.md) and
+//! compares bit for bit; the dots' scalar twins are also checked against an f64 sum, within f32
+//! rounding of the magnitude of the terms (Σ|w·a|).
 
 /// `plug!(isa, available: has, [slot, …])` defines the module's
 /// `pub fn plug(k: &mut Kernels)`, which sets `k.isa` and each listed slot to the module's
@@ -221,12 +220,10 @@ mod checks {
     /// quantizer and rows of random bytes (every bit pattern of the integer fields, sane f16
     /// scales at `f16s`), 1–5 super-blocks (1–49 blocks for the 32-value types), zero activation
     /// blocks included, 1–33 tokens per call (beyond the 8 or 16 an x86 call takes at once).
-    /// NEON runs the scalar expression per block and must agree bit for bit; x86 sums lanes in
-    /// another order and agrees within f32 rounding of Σ|w·a|. Every ISA gives each token the
-    /// same bits whether it comes alone or with others.
+    /// Every ISA runs the contract's expression per block and agrees bit for bit. Every ISA
+    /// gives each token the same bits whether it comes alone or with others.
     fn byte_dots(isa: Isa, dtype: DType, f16s: &[usize], want: ByteDotsFn, got: ByteDotsFn) {
         let mut rng = Rng::new(40 + isa as u64 + dtype as u64);
-        let exact = matches!(isa, Isa::Neon | Isa::NeonDot | Isa::Scalar);
         let lens: &[usize] = if dtype.block_len() == QK_K { &[8, 16, 24, 40] } else { &[1, 2, 3, 7, 8, 9, 17, 49] };
         for (ci, &nb) in lens.iter().enumerate() {
             let toks = [1usize, 9, 5, 33][ci % 4];
@@ -256,10 +253,10 @@ mod checks {
                     let m = mag(&wd, &dequantize_act(at));
                     let (r, g) = (r[t], g[t]);
                     let ctx = format!("{isa:?} {dtype} {what} nb={nb} token {t}/{toks}");
-                    if exact {
-                        assert_eq!(g.to_bits(), r.to_bits(), "{ctx}: {g} vs scalar {r}");
-                    } else {
-                        assert!(close(g, r, m), "{ctx}: {g} vs scalar {r} (Σ|w·a| {m})");
+                    assert_eq!(g.to_bits(), r.to_bits(), "{ctx}: {g} vs scalar {r}");
+                    if what == "quantized" {
+                        let exact: f64 = wd.iter().zip(dequantize_act(at)).map(|(&w, a)| w as f64 * a as f64).sum();
+                        assert!(close(r, exact as f32, m), "{ctx}: scalar {r} vs f64 {exact} (Σ|w·a| {m})");
                     }
                     let mut alone = [0f32];
                     got(row, at, nb, &mut alone);

@@ -197,9 +197,9 @@ macro_rules! neon_bodies {
                     let s = block_dot(vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi), &ba.qs);
                     if ONE {
                         let (d, m) = (f16_at(b, offset_of!(BlockQ5_1, d)), f16_at(b, offset_of!(BlockQ5_1, m)));
-                        acc += d * ba.d * s as f32 + m * ba.d * ba.sum as f32;
+                        acc = scalar::min_term(m, ba, scalar::block_term(s, d, ba, acc));
                     } else {
-                        acc += f16_at(b, offset_of!(BlockQ5_0, d)) * ba.d * (s - 16 * ba.sum) as f32;
+                        acc = scalar::block_term(s - 16 * ba.sum, f16_at(b, offset_of!(BlockQ5_0, d)), ba, acc);
                     }
                 }
                 acc
@@ -241,7 +241,7 @@ macro_rules! neon_bodies {
                             }
                             let ba = &a8[j];
                             let s = block_dot(vreinterpretq_s8_u8(q[0]), vreinterpretq_s8_u8(q[1]), &ba.qs);
-                            acc += sm[j].0 * ba.d * s as f32 - sm[j].1 * ba.d * ba.sum as f32;
+                            acc = scalar::min_term(-sm[j].1, ba, scalar::block_term(s, sm[j].0, ba, acc));
                         }
                     }
                 }
@@ -289,8 +289,8 @@ macro_rules! neon_bodies {
                     }
                     for (i, (ba, s)) in a8.iter().zip(sums).enumerate() {
                         let sc = &b[offset_of!(BlockQ6K, scales) + 2 * i..];
-                        let (sc0, sc1) = (sc[0] as i8, sc[1] as i8);
-                        acc += d * sc0 as f32 * ba.d * s[0] as f32 + d * sc1 as f32 * ba.d * s[1] as f32;
+                        let (sc0, sc1) = (sc[0] as i8 as i32, sc[1] as i8 as i32);
+                        acc = scalar::block_term(sc0 * s[0] + sc1 * s[1], d, ba, acc);
                     }
                 }
                 acc

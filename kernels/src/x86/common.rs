@@ -7,8 +7,7 @@
 //! exact round-half-away-from-zero). The legacy row dots and tiles reduce each block to its exact
 //! integer sum and fold it into one f32 accumulator per (row, token) with the contract's fused
 //! multiply-adds in block order (docs/NUMERICS.md), the f16/f32 row dots keep the contract's 16
-//! lanes: both give the scalar twins' bits. The byte-coded types' dots (`byte_bodies!`) still
-//! scale and accumulate per SIMD lane, within f32 rounding of the scalar order.
+//! lanes, and so do the byte-coded types' dots (`byte_bodies!`): all give the scalar twins' bits.
 
 macro_rules! kernel_bodies {
     ($features:literal, rows: $R:literal, tokens: $T:literal, byte_tokens: $BT:literal) => {
@@ -166,16 +165,6 @@ macro_rules! kernel_bodies {
         tiles!(gemm_q4_1_impl, tile_q4_1, BlockQ4_1, |bw| unpack_nibbles_32(bw.qs.as_ptr()), same, dot_unsigned, min: q4_1);
 
         // ---- helpers ----
-
-        /// Sum of the 8 lanes.
-        #[target_feature(enable = $features)]
-        #[inline]
-        fn hsum_f32x8(v: __m256) -> f32 {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-            _mm_cvtss_f32(s)
-        }
 
         /// Maximum of the 8 lanes.
         #[target_feature(enable = $features)]
@@ -405,8 +394,9 @@ macro_rules! kernel_bodies {
 // difference is `dot_u8i8`). Scalar twins: `q5::vec_dot_*`, `kquants::vec_dot_*`.
 //
 // Each 32-value activation block meets one weight sub-block (two 16-value ones for `q6_k`):
-// the integer products are exact in the lanes, and each lane is scaled and accumulated in f32,
-// so the results differ from the scalar twins only by the order of f32 additions.
+// the integer products are exact in the lanes, summed exactly per block, and folded into one
+// f32 accumulator per token with the contract's fused multiply-adds in block order, so the
+// results are the scalar twins' bits.
 
 macro_rules! byte_bodies {
     ($features:literal, tokens: $TOK:literal) => {
@@ -503,17 +493,6 @@ macro_rules! byte_bodies {
             unsafe { f16_to_f32((p as *const u16).read_unaligned()) }
         }
 
-        /// Per token: the lane sum plus a scalar term.
-        #[target_feature(enable = $features)]
-        #[inline]
-        fn finish<const T: usize>(acc: [__m256; T], extra: [f32; T]) -> [f32; T] {
-            let mut r = extra;
-            for (r, acc) in r.iter_mut().zip(acc) {
-                *r += hsum_f32x8(acc);
-            }
-            r
-        }
-
         /// Token t's activation block i (`a`: T tokens of `nb` blocks each).
         ///
         /// # Safety
@@ -531,7 +510,7 @@ macro_rules! byte_bodies {
         unsafe fn q5_0_impl<const T: usize>(w: &[u8], a: *const BlockQ8A, nb: usize) -> [f32; T] {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let mut acc = [_mm256_setzero_ps(); T];
+                let mut acc = [0f32; T];
                 let sixteen = _mm256_set1_epi8(16);
                 for (i, b) in w.chunks_exact(size_of::<BlockQ5_0>()).enumerate() {
                     let p = b.as_ptr();
@@ -542,11 +521,11 @@ macro_rules! byte_bodies {
                     let d = f16_le(p.add(offset_of!(BlockQ5_0, d)));
                     for (t, acc) in acc.iter_mut().enumerate() {
                         let ba = act(a, nb, t, i);
-                        let s = _mm256_cvtepi32_ps(dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)));
-                        *acc = _mm256_fmadd_ps(s, _mm256_set1_ps(d * ba.d), *acc);
+                        let s = hsum_i32x8(dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)));
+                        *acc = (s as f32).mul_add(d * ba.d, *acc);
                     }
                 }
-                finish(acc, [0f32; T])
+                acc
             }
         }
 
@@ -557,21 +536,20 @@ macro_rules! byte_bodies {
         unsafe fn q5_1_impl<const T: usize>(w: &[u8], a: *const BlockQ8A, nb: usize) -> [f32; T] {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let mut acc = [_mm256_setzero_ps(); T];
-                let mut acc_m = [0f32; T];
+                let mut acc = [0f32; T];
                 for (i, b) in w.chunks_exact(size_of::<BlockQ5_1>()).enumerate() {
                     let p = b.as_ptr();
                     let qh = (p.add(offset_of!(BlockQ5_1, qh)) as *const u32).read_unaligned();
                     let q = _mm256_or_si256(unpack_nibbles_32(p.add(offset_of!(BlockQ5_1, qs))), high_bits_32(qh));
                     let (d, m) = (f16_le(p.add(offset_of!(BlockQ5_1, d))), f16_le(p.add(offset_of!(BlockQ5_1, m))));
-                    for t in 0..T {
+                    for (t, acc) in acc.iter_mut().enumerate() {
                         let ba = act(a, nb, t, i);
-                        let s = _mm256_cvtepi32_ps(dot_u8i8(q, load_act(ba)));
-                        acc[t] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * ba.d), acc[t]);
-                        acc_m[t] += m * ba.d * ba.sum as f32;
+                        let s = hsum_i32x8(dot_u8i8(q, load_act(ba)));
+                        *acc = (s as f32).mul_add(d * ba.d, *acc);
+                        *acc = m.mul_add(ba.d * ba.sum as f32, *acc);
                     }
                 }
-                finish(acc, acc_m)
+                acc
             }
         }
 
@@ -589,8 +567,7 @@ macro_rules! byte_bodies {
                 let bytes = if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() };
                 let m4 = _mm256_set1_epi8(0x0F);
                 let h16 = _mm256_set1_epi8(0x10);
-                let mut acc = [_mm256_setzero_ps(); T];
-                let mut acc_m = [0f32; T];
+                let mut acc = [0f32; T];
                 for (sb, b) in w.chunks_exact(bytes).enumerate() {
                     let sm = crate::kquants::scales_k4(b);
                     let p = b.as_ptr();
@@ -610,16 +587,16 @@ macro_rules! byte_bodies {
                                 let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
                                 q = _mm256_or_si256(q, _mm256_and_si256(set, h16));
                             }
-                            for t in 0..T {
+                            for (t, acc) in acc.iter_mut().enumerate() {
                                 let ba = act(a, nb, t, 8 * sb + j);
-                                let s = _mm256_cvtepi32_ps(dot_u8i8(q, load_act(ba)));
-                                acc[t] = _mm256_fmadd_ps(s, _mm256_set1_ps(sm[j].0 * ba.d), acc[t]);
-                                acc_m[t] += sm[j].1 * ba.d * ba.sum as f32;
+                                let s = hsum_i32x8(dot_u8i8(q, load_act(ba)));
+                                *acc = (s as f32).mul_add(sm[j].0 * ba.d, *acc);
+                                *acc = (-sm[j].1).mul_add(ba.d * ba.sum as f32, *acc);
                             }
                         }
                     }
                 }
-                finish(acc, acc_m.map(|m| -m))
+                acc
             }
         }
 
@@ -644,7 +621,7 @@ macro_rules! byte_bodies {
                 let m4 = _mm256_set1_epi8(0x0F);
                 let m2 = _mm256_set1_epi8(3);
                 let off = _mm256_set1_epi8(32);
-                let mut acc = [_mm256_setzero_ps(); T];
+                let mut acc = [0f32; T];
                 for (sb, b) in w.chunks_exact(size_of::<BlockQ6K>()).enumerate() {
                     let p = b.as_ptr();
                     let d = f16_le(p.add(offset_of!(BlockQ6K, d)));
@@ -669,17 +646,23 @@ macro_rules! byte_bodies {
                         for (k, q) in q.into_iter().enumerate() {
                             let x = _mm256_sub_epi8(q, off);
                             let ax = _mm256_sign_epi8(x, x);
-                            let (d0, d1) = (d * (sc[2 * k] as i8) as f32, d * (sc[2 * k + 1] as i8) as f32);
+                            // Lanes 0–3 hold the first 16 values (scale sc[2k]), 4–7 the second.
+                            let scales = _mm256_set_m128i(
+                                _mm_set1_epi32(sc[2 * k + 1] as i8 as i32),
+                                _mm_set1_epi32(sc[2 * k] as i8 as i32),
+                            );
                             for (t, acc) in acc.iter_mut().enumerate() {
                                 let ba = act(a, nb, t, 8 * sb + 4 * n + k);
-                                let s = _mm256_cvtepi32_ps(dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)));
-                                let f = _mm256_set_m128(_mm_set1_ps(d1 * ba.d), _mm_set1_ps(d0 * ba.d));
-                                *acc = _mm256_fmadd_ps(s, f, *acc);
+                                let p = dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x));
+                                // The contract (`kquants::vec_dot_q6_k`): scales applied in
+                                // integers, then one fma per 32 values.
+                                let s = hsum_i32x8(_mm256_mullo_epi32(p, scales));
+                                *acc = (s as f32).mul_add(d * ba.d, *acc);
                             }
                         }
                     }
                 }
-                finish(acc, [0f32; T])
+                acc
             }
         }
     };
