@@ -31,8 +31,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Check every tensor's SHA-256, and that the tokenizer and chat template load and work.
-    Verify { file: PathBuf },
+    /// Check every tensor's SHA-256, and that the tokenizer and chat template load and work;
+    /// with --conformance, that this machine's kernels reproduce the file's conformance record
+    /// bit for bit (exit code 5 and the first differing step when not).
+    Verify {
+        file: PathBuf,
+        #[arg(long)]
+        conformance: bool,
+        /// Threads for --conformance (0 = all cores).
+        #[arg(short, long, default_value_t = 0)]
+        threads: usize,
+    },
     /// Write one tensor, dequantized, as raw little-endian f32.
     Dump {
         file: PathBuf,
@@ -165,6 +174,10 @@ struct QuantizeArgs {
     /// row after row).
     #[arg(long, default_value = "rows16", value_parser = ["rows16", "rows"])]
     layout: String,
+    /// Do not store a conformance record (the scalar kernels' logits for a fixed probe, which
+    /// `autark verify --conformance` compares on any machine; docs/NUMERICS.md).
+    #[arg(long)]
+    no_conformance: bool,
     /// Print every tensor's type and RMS error.
     #[arg(short, long)]
     verbose: bool,
@@ -386,6 +399,10 @@ fn main() -> ExitCode {
             eprintln!("autark: {e}");
             ExitCode::from(4)
         }
+        Err(e @ CliError::NotConformant(_)) => {
+            eprintln!("autark: {e}");
+            ExitCode::from(5)
+        }
         Err(e @ CliError::Usage(_)) => {
             eprintln!("autark: error: {e}");
             ExitCode::from(2)
@@ -401,7 +418,7 @@ fn dispatch(cli: Cli) -> cmd::Result<()> {
     match cli.cmd {
         Cmd::Quantize(a) => quantize::quantize(a),
         Cmd::Inspect { file, json } => inspect::inspect(&file, json),
-        Cmd::Verify { file } => inspect::verify(&file),
+        Cmd::Verify { file, conformance, threads } => inspect::verify(&file, conformance.then_some(threads)),
         Cmd::Dump { file, tensor, output } => debug::dump(&file, &tensor, &output),
         Cmd::Run { model, prompt, n_predict, chat, system, chat_template, save_state, load_state, s } => run::run(
             &model,

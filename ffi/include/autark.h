@@ -300,6 +300,18 @@ typedef bool (*autark_piece_callback)(const char *piece, uintptr_t len, void *us
  */
 #define AUTARK_ERR_INCOMPLETE_OUTPUT -18
 
+/*
+ `autark_model_verify_conformance`: this machine's kernels do not reproduce the file's
+ conformance record; the message names the first differing prompt and step.
+ */
+#define AUTARK_ERR_NOT_CONFORMANT -19
+
+/*
+ `autark_model_verify_conformance`: the file holds no conformance record (written with
+ `--no-conformance`, by an older autark, or with another probe version).
+ */
+#define AUTARK_ERR_NO_CONFORMANCE_RECORD -20
+
 #define AUTARK_ERR_PANIC -100
 
 #ifdef __cplusplus
@@ -354,6 +366,18 @@ void autark_model_free(autark_model *m);
  `m` is a live model; `n_vocab` is valid for a write.
  */
 autark_status autark_model_n_vocab(const autark_model *m, uintptr_t *n_vocab);
+
+/*
+ Runs the model file's conformance probe (docs/NUMERICS.md) with this machine's kernels on
+ `n_threads` threads (0 = all cores) and compares every step's logits with the record bit for
+ bit: AUTARK_OK when identical, AUTARK_ERR_NOT_CONFORMANT (the message, `autark_last_error`,
+ names the first differing prompt and step) or AUTARK_ERR_NO_CONFORMANCE_RECORD. Takes about
+ a dozen forward passes. Thread-safe.
+
+ # Safety
+ `m` is a live model.
+ */
+autark_status autark_model_verify_conformance(const autark_model *m, uint32_t n_threads);
 
 /*
  Text → token ids. `add_special`: add the model's special tokens (BOS where it wants one).

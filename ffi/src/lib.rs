@@ -61,6 +61,12 @@ pub const AUTARK_ERR_INVALID_CONSTRAINT: autark_status = -17;
 /// A constrained generation stopped (max_tokens, full context, cancel) before its output was
 /// complete: the text streamed does not match the constraint. The session stays usable.
 pub const AUTARK_ERR_INCOMPLETE_OUTPUT: autark_status = -18;
+/// `autark_model_verify_conformance`: this machine's kernels do not reproduce the file's
+/// conformance record; the message names the first differing prompt and step.
+pub const AUTARK_ERR_NOT_CONFORMANT: autark_status = -19;
+/// `autark_model_verify_conformance`: the file holds no conformance record (written with
+/// `--no-conformance`, by an older autark, or with another probe version).
+pub const AUTARK_ERR_NO_CONFORMANCE_RECORD: autark_status = -20;
 pub const AUTARK_ERR_PANIC: autark_status = -100;
 
 /// Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
@@ -102,6 +108,8 @@ enum FfiError {
     Invalid(String),
     BufferTooSmall { needed: usize },
     NoLogits,
+    NotConformant(String),
+    NoRecord(String),
     Runtime(RuntimeError),
 }
 
@@ -119,6 +127,8 @@ impl std::fmt::Display for FfiError {
             FfiError::Invalid(what) => write!(f, "invalid argument: {what}"),
             FfiError::BufferTooSmall { needed } => write!(f, "buffer too small: {needed} needed"),
             FfiError::NoLogits => write!(f, "no logits: evaluate tokens first"),
+            FfiError::NotConformant(d) => write!(f, "conformance: the kernels differ from the record at {d}"),
+            FfiError::NoRecord(why) => write!(f, "{why}"),
             FfiError::Incomplete(stop) => {
                 write!(
                     f,
@@ -142,6 +152,8 @@ impl FfiError {
             FfiError::BufferTooSmall { .. } => AUTARK_ERR_BUFFER_TOO_SMALL,
             FfiError::NoLogits => AUTARK_ERR_NO_LOGITS,
             FfiError::Incomplete(_) => AUTARK_ERR_INCOMPLETE_OUTPUT,
+            FfiError::NotConformant(_) => AUTARK_ERR_NOT_CONFORMANT,
+            FfiError::NoRecord(_) => AUTARK_ERR_NO_CONFORMANCE_RECORD,
             FfiError::Runtime(e) => match e.kind() {
                 K::Io => AUTARK_ERR_IO,
                 K::CorruptModel => AUTARK_ERR_CORRUPT_MODEL,
@@ -345,6 +357,31 @@ pub unsafe extern "C" fn autark_model_n_vocab(m: *const autark_model, n_vocab: *
         // SAFETY: contract of this function.
         *n = unsafe { ref_arg(m, "model") }?.inner.config().vocab_size;
         Ok(())
+    })
+}
+
+/// Runs the model file's conformance probe (docs/NUMERICS.md) with this machine's kernels on
+/// `n_threads` threads (0 = all cores) and compares every step's logits with the record bit for
+/// bit: AUTARK_OK when identical, AUTARK_ERR_NOT_CONFORMANT (the message, `autark_last_error`,
+/// names the first differing prompt and step) or AUTARK_ERR_NO_CONFORMANCE_RECORD. Takes about
+/// a dozen forward passes. Thread-safe.
+///
+/// # Safety
+/// `m` is a live model.
+#[no_mangle]
+pub unsafe extern "C" fn autark_model_verify_conformance(m: *const autark_model, n_threads: u32) -> autark_status {
+    guard(|| {
+        use autark_runtime::conformance::{verify, Verdict, VERSION};
+        // SAFETY: contract of this function.
+        let model = &unsafe { ref_arg(m, "model") }?.inner;
+        match verify(model, n_threads as usize)? {
+            Verdict::Identical { .. } => Ok(()),
+            Verdict::Differs(d) => Err(FfiError::NotConformant(d.to_string())),
+            Verdict::NoRecord => Err(FfiError::NoRecord("the model file holds no conformance record".into())),
+            Verdict::OtherVersion(v) => Err(FfiError::NoRecord(format!(
+                "the conformance record is of probe version {v}; this library runs version {VERSION}"
+            ))),
+        }
     })
 }
 

@@ -81,6 +81,10 @@ int main(int argc, char **argv) {
     size_t n_vocab = 0;
     CHECK(autark_model_n_vocab(m, &n_vocab) == AUTARK_OK && n_vocab > 0);
 
+    /* ---- the conformance record: this machine's kernels reproduce it bit for bit ---- */
+    CHECK(autark_model_verify_conformance(NULL, 1) == AUTARK_ERR_NULL_POINTER);
+    if (!getenv("AUTARK_TEST_SKIP_PROBE")) CHECK(autark_model_verify_conformance(m, 1) == AUTARK_OK);
+
     /* ---- tokenize: size query, too-small buffer, exact buffer ---- */
     size_t n = 99;
     CHECK(autark_tokenize(m, "Hello world", false, NULL, 0, &n) == AUTARK_ERR_BUFFER_TOO_SMALL && n > 0);

@@ -16,7 +16,10 @@ use sha2::{Digest, Sha256};
 pub mod arch;
 mod meta;
 pub use arch::{expected_tensors, Architecture, ExpectedTensor, Role};
-pub use meta::{FfnActivation, Metadata, ModelConfig, Provenance, RopeLayout, RopeScaling, SourceFile, TokenizerMeta};
+pub use meta::{
+    Conformance, ConformanceProbe, FfnActivation, Metadata, ModelConfig, Provenance, RopeLayout, RopeScaling,
+    SourceFile, TokenizerMeta,
+};
 
 /// "ATRK" as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"ATRK");
@@ -623,6 +626,22 @@ impl AutarkFile {
 
     pub fn file_len(&self) -> u64 {
         self.map.len() as u64
+    }
+
+    /// Writes this file's tensors (bytes, order, types, layouts) under `metadata` to `path`,
+    /// through a temporary file renamed into place (`Writer`): how the quantizer adds its
+    /// conformance record once the model it describes can run.
+    pub fn rewrite(&self, metadata: &Metadata, path: &Path) -> Result<()> {
+        let specs: Vec<TensorSpec> = self
+            .tensors()
+            .iter()
+            .map(|t| TensorSpec { layout: t.layout, ..TensorSpec::new(t.name.clone(), t.dtype, t.shape.clone()) })
+            .collect();
+        let mut w = Writer::create(path, metadata, &specs)?;
+        for t in self.tensors() {
+            w.write_tensor(&t.name, self.data(t))?;
+        }
+        w.finish()
     }
 
     /// Checks every tensor's SHA-256; returns the names of those that do not match.

@@ -40,6 +40,31 @@ pub struct Metadata {
     pub tokenizer: TokenizerMeta,
     #[serde(default)]
     pub provenance: Option<Provenance>,
+    /// The conformance record (docs/NUMERICS.md): what the scalar kernels computed for a fixed
+    /// probe when the file was written. Optional; readers before it ignore the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conformance: Option<Conformance>,
+}
+
+/// A fixed probe's greedy run, as the quantizer's scalar kernels computed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conformance {
+    /// The probe's definition version (`autark_runtime::conformance::VERSION`).
+    pub version: u32,
+    /// The kernel set that computed it (`scalar`).
+    pub kernels: String,
+    pub probes: Vec<ConformanceProbe>,
+}
+
+/// One prompt of the probe: its token ids, then per step (the prompt's last position, then each
+/// greedy token fed back) the logits' hash and their first maximum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConformanceProbe {
+    pub prompt: Vec<u32>,
+    /// The first 16 hex digits of the SHA-256 of each step's logits (little-endian f32).
+    pub logits: Vec<String>,
+    /// Each step's greedy token (the first maximum of its logits).
+    pub tokens: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

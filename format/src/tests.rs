@@ -39,6 +39,7 @@ pub(crate) fn sample_metadata() -> Metadata {
             eos_token: None,
         },
         provenance: None,
+        conformance: None,
     }
 }
 

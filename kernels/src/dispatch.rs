@@ -2,6 +2,7 @@
 //! by the `plug` of each ISA of `x86::PLUGS` (or `arm::PLUGS`) that the CPU has.
 //! `AUTARK_ISA=scalar|avx2|avx512|neon|neon-dotprod` caps the choice for tests and benchmarks. Hot loops read the table; they never test CPU features.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -38,8 +39,35 @@ impl Kernels {
 
 static KERNELS: OnceLock<Kernels> = OnceLock::new();
 
-/// The process-wide table, built on first use from the CPU and `AUTARK_ISA`.
+thread_local! {
+    /// The table `kernels()` gives on this thread while `with_isa` runs, if any.
+    static OVERRIDE: Cell<Option<&'static Kernels>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the table of `isa` (or the best below it this CPU has) on the calling thread:
+/// `kernels()` called from this thread gives it until `f` returns (or panics). Other threads,
+/// such as a session's pool helpers, keep the process-wide table, so run one-thread sessions
+/// inside (the quantizer's conformance probe runs the scalar kernels this way).
+pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    static TABLES: OnceLock<Vec<Kernels>> = OnceLock::new();
+    let tables = TABLES.get_or_init(|| Isa::ALL.iter().map(|&i| Kernels::best(Some(i))).collect());
+    let k = &tables[Isa::ALL.iter().position(|&i| i == isa).expect("every ISA is in Isa::ALL")];
+    struct Restore(Option<&'static Kernels>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OVERRIDE.with(|o| o.set(self.0));
+        }
+    }
+    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(k))));
+    f()
+}
+
+/// The table for this thread: `with_isa`'s, else the process-wide one, built on first use from
+/// the CPU and `AUTARK_ISA`.
 pub fn kernels() -> &'static Kernels {
+    if let Some(k) = OVERRIDE.with(Cell::get) {
+        return k;
+    }
     KERNELS.get_or_init(|| {
         let want = match std::env::var("AUTARK_ISA") {
             Ok(s) if !s.is_empty() => match Isa::parse(&s) {

@@ -314,3 +314,22 @@ fn argmax_equals_the_sequential_scan() {
         }
     }
 }
+
+/// `with_isa` gives its table on the calling thread only, and restores the previous one after
+/// `f` returns or panics; nested calls nest.
+#[test]
+fn with_isa_is_scoped_to_the_thread_and_the_call() {
+    use crate::dispatch::{kernels, with_isa, Isa};
+    let global = kernels().isa;
+    with_isa(Isa::Scalar, || {
+        assert_eq!(kernels().isa, Isa::Scalar);
+        let other = std::thread::spawn(|| kernels().isa).join().unwrap();
+        assert_eq!(other, global, "another thread keeps the process-wide table");
+        with_isa(global, || assert_eq!(kernels().isa, global));
+        assert_eq!(kernels().isa, Isa::Scalar);
+    });
+    assert_eq!(kernels().isa, global);
+    let r = std::panic::catch_unwind(|| with_isa(Isa::Scalar, || panic!("inside")));
+    assert!(r.is_err());
+    assert_eq!(kernels().isa, global, "restored after a panic");
+}

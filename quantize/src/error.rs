@@ -55,6 +55,8 @@ pub enum QuantizeError {
     /// quantizer writes nothing rather than a file that cannot run.
     #[error("refusing to write a model that cannot run: {source}")]
     UnusableTokenizer { source: autark_runtime::RuntimeError },
+    #[error("the conformance probe could not run the written model: {source}")]
+    Conformance { source: autark_runtime::RuntimeError },
     // ---- recipe -------------------------------------------------------------------------------
     #[error("bad --tensor-type {rule:?} (expected PATTERN=TYPE with TYPE one of {types})")]
     BadOverride { rule: String, types: String },

@@ -445,8 +445,12 @@ pub fn quantize(
             sources,
             recipe: recipe.to_json(),
         }),
+        conformance: None,
     };
-    let mut writer = Writer::create(output, &metadata, &specs)?;
+    // With a conformance record, the tensors go to a staging file first: the record comes from
+    // running the model they make, and the metadata precedes the tensors in the file.
+    let staged = recipe.conformance.then(|| Staged(autark_format::temp_path(&autark_format::temp_path(output))));
+    let mut writer = Writer::create(staged.as_ref().map_or(output, |s| &s.0), &metadata, &specs)?;
     progress(Progress::Start { n_tensors: plan.len() });
     let mut reports = Vec::with_capacity(plan.len());
     let mut out = Vec::new();
@@ -465,9 +469,33 @@ pub fn quantize(
         reports.push(rep);
     }
     writer.finish()?;
+    if let Some(staged) = &staged {
+        add_conformance(&staged.0, output)?;
+    }
     let file_bytes = std::fs::metadata(output).map_err(io_err(output))?.len();
     let n_params = plan.iter().map(|(t, _)| t.shape.iter().product::<usize>() as u64).sum();
     Ok(Summary { tensors: reports, file_bytes, n_params, notes })
+}
+
+/// A staging file, deleted when dropped.
+struct Staged(std::path::PathBuf);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs the conformance probe on the model at `staged` with the scalar kernels (one thread) and
+/// writes the file again to `output` with the record in its metadata.
+fn add_conformance(staged: &Path, output: &Path) -> Result<()> {
+    use autark_runtime::{conformance, Model};
+    let model = std::sync::Arc::new(Model::load(staged).map_err(|source| QuantizeError::Conformance { source })?);
+    let record = autark_kernels::dispatch::with_isa(autark_kernels::Isa::Scalar, || conformance::record(&model, 1))
+        .map_err(|source| QuantizeError::Conformance { source })?;
+    let metadata = autark_format::Metadata { conformance: Some(record), ..model.metadata().clone() };
+    model.file().rewrite(&metadata, output)?;
+    Ok(())
 }
 
 /// The layout a tensor of `dtype` and `shape` is written in.

@@ -58,6 +58,9 @@ pub struct Recipe {
     /// 16-row interleaved layout (docs/FORMAT.md "Layouts"), which the kernels read fastest;
     /// `false` keeps GGUF's row-major block order.
     pub interleave: bool,
+    /// Run the conformance probe with the scalar kernels and store its record in the file
+    /// (docs/NUMERICS.md, "Conformance record").
+    pub conformance: bool,
 }
 
 impl Recipe {
@@ -74,6 +77,7 @@ impl Recipe {
             calibration: None,
             keep_source: false,
             interleave: true,
+            conformance: true,
         })
     }
 

@@ -7,6 +7,7 @@ pub(crate) mod backend;
 pub mod bench;
 pub mod calibrate;
 pub mod chat;
+pub mod conformance;
 pub mod constraint;
 mod cpu;
 pub mod error;

@@ -6,10 +6,17 @@ under qemu (scripts/test-arm.sh), against the same scalar twins."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import struct
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+import autark_file
 
 ISAS = ["scalar", "avx2", "avx512"]
 
@@ -74,3 +81,58 @@ def test_the_check_can_fail(autark, smollm2_files, tmp_path):
     a = logits(autark, path, ids, tmp_path / "a.f32", "avx512", 64, 1, "f16")
     b = logits(autark, path, ids, tmp_path / "b.f32", "avx512", 64, 1, "q8_0")
     assert a.tobytes() != b.tobytes()
+
+
+# ---- the conformance record ----------------------------------------------------------------------
+
+
+def verify(autark, path, isa, *extra):
+    env = {**os.environ, "AUTARK_ISA": isa}
+    return subprocess.run([str(autark.path), "verify", str(path), "--conformance", *extra],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_the_record_is_reproduced_by_every_isa(autark, smollm2_files):
+    """The quantizer stored the scalar kernels' probe; every ISA (and thread count) reproduces
+    each step's logits bit for bit."""
+    path = smollm2_files["q4_0"]
+    for isa in ISAS:
+        for threads in ("1", "2"):
+            r = verify(autark, path, isa, "-t", threads)
+            assert r.returncode == 0, (isa, threads, r.stdout, r.stderr)
+            assert "bit-identical with the record" in r.stdout and f"{isa} kernels here" in r.stdout, r.stdout
+    meta = autark_file.read(path, check_tensor_sha=True, strict=True)[0]
+    c = meta["conformance"]
+    assert c["kernels"] == "scalar" and c["version"] == 1 and len(c["probes"]) == 2, c
+    assert all(len(p["logits"]) == len(p["tokens"]) == 6 for p in c["probes"]), c
+
+
+def altered(src: Path, dst: Path, probe: int, step: int) -> Path:
+    """`src` with one recorded logits hash changed in place (one hex digit; the metadata keeps
+    its length) and the header's checksum recomputed: a well-formed file whose record lies."""
+    data = bytearray(src.read_bytes())
+    meta_len, table_off, table_len = (struct.unpack_from("<Q", data, o)[0] for o in (24, 32, 40))
+    raw = bytes(data[128:128 + meta_len])
+    old = json.loads(raw)["conformance"]["probes"][probe]["logits"][step]
+    new = old[:-1] + ("0" if old[-1] != "0" else "1")
+    assert raw.count(old.encode()) == 1, old
+    data[128:128 + meta_len] = raw.replace(old.encode(), new.encode())
+    data[72:104] = hashlib.sha256(bytes(data[128:128 + meta_len]) + bytes(data[table_off:table_off + table_len])).digest()
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("probe, step", [(0, 0), (1, 4)])
+def test_an_altered_record_fails_and_names_the_step(autark, smollm2_files, tmp_path, probe, step):
+    bad = altered(smollm2_files["q4_0"], tmp_path / "bad.autark", probe, step)
+    for isa in ("scalar", "avx512"):
+        r = verify(autark, bad, isa)
+        assert r.returncode == 5, (r.stdout, r.stderr)
+        assert f"prompt {probe} step {step}:" in r.stderr, r.stderr
+
+
+def test_no_record_is_a_clear_error(autark, smollm2_gguf, tmp_path):
+    out = autark.quantize(smollm2_gguf, tmp_path / "none.autark", "q8_0", "--rtn", "--no-conformance")
+    assert "conformance" not in autark_file.read(out, check_tensor_sha=True, strict=True)[0]
+    r = verify(autark, out, "avx512")
+    assert r.returncode == 2 and "no conformance record" in r.stderr, r.stderr

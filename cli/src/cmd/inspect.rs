@@ -74,6 +74,18 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
             say!("  source {} ({} bytes, sha256 {})", s.name, s.bytes, s.sha256);
         }
     }
+    match &m.conformance {
+        Some(c) => {
+            let steps: usize = c.probes.iter().map(|p| p.logits.len()).sum();
+            say!(
+                "conformance:   probe v{}, {} prompts, {steps} steps, by the {} kernels (autark verify --conformance)",
+                c.version,
+                c.probes.len(),
+                c.kernels
+            );
+        }
+        None => say!("conformance:   none"),
+    }
     let params: usize = f.tensors().iter().map(|t| t.n_elements()).sum();
     let bytes: u64 = f.tensors().iter().map(|t| t.nbytes).sum();
     say!(
@@ -98,7 +110,8 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
 
 /// Every tensor's checksum, then the tokenizer and chat template through the runtime's probe
 /// (the check the quantizer ran before writing the file).
-pub fn verify(path: &Path) -> Result<()> {
+/// `autark verify`; `conformance`: also re-run the conformance probe on that many threads.
+pub fn verify(path: &Path, conformance: Option<usize>) -> Result<()> {
     let f = AutarkFile::open(path)?;
     let bad = f.verify();
     for n in &bad {
@@ -120,5 +133,30 @@ pub fn verify(path: &Path) -> Result<()> {
             None => "none".into(),
         }
     );
+    if let Some(threads) = conformance {
+        use autark_runtime::conformance::{verify, Verdict};
+        let model = std::sync::Arc::new(autark_runtime::Model::load(path)?);
+        let kernels = autark_kernels::kernels().isa.name();
+        match verify(&model, threads)? {
+            Verdict::Identical { steps } => {
+                let rec = model.metadata().conformance.as_ref().map_or("?", |c| c.kernels.as_str());
+                say!("conformance: {steps} steps bit-identical with the record ({kernels} kernels here, {rec} in the record)")
+            }
+            Verdict::Differs(d) => return Err(CliError::NotConformant(format!("{d} ({kernels} kernels)"))),
+            Verdict::NoRecord => {
+                return Err(CliError::Usage(format!(
+                    "{}: no conformance record (written with --no-conformance or by an older autark; quantize it again to add one)",
+                    path.display()
+                )))
+            }
+            Verdict::OtherVersion(v) => {
+                return Err(CliError::Usage(format!(
+                    "{}: the conformance record is of probe version {v}; this autark runs version {}",
+                    path.display(),
+                    autark_runtime::conformance::VERSION
+                )))
+            }
+        }
+    }
     Ok(())
 }

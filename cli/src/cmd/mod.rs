@@ -33,6 +33,8 @@ pub enum CliError {
     Incomplete { stop: String },
     #[error("{0} corrupted tensor(s)")]
     Corrupted(usize),
+    #[error("conformance: this machine's kernels differ from the file's record at {0}")]
+    NotConformant(String),
     #[error("{}: the model has no chat template; give one with --chat-template FILE (a Jinja template, such as the chat_template of the model's tokenizer_config.json)", model.display())]
     NoChatTemplate { model: PathBuf },
 }

@@ -21,6 +21,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         recipe.method = autark_quantize::Method::Rtn;
     }
     recipe.interleave = a.layout == "rows16";
+    recipe.conformance = !a.no_conformance;
     if let Some(text) = &a.calibration {
         let (importance, what) = calibrate(input, output, text, a.calibration_tokens)?;
         recipe.importance = Some(Arc::new(importance));
