@@ -19,6 +19,8 @@ step "NEON kernels under qemu-aarch64"
 scripts/test-arm.sh
 step "bindings cross-built for aarch64"
 scripts/cross-aarch64.sh
+step "conformance records written here, reproduced on aarch64 under qemu (NEON, NEON + dotprod)"
+scripts/conformance-arm.sh
 step "concurrency tests under ThreadSanitizer"
 scripts/tsan.sh
 step "fuzzing (short runs; scripts/fuzz.sh 600 for the full ten minutes per target)"

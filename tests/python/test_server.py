@@ -229,7 +229,9 @@ def test_full_queue_503_and_drain(autark_bin, smollm2_q4_1):
         with ThreadPoolExecutor(2) as ex:
             running = ex.submit(s.raw, "POST", "/v1/completions", body)
             time.sleep(0.3)
-            queued = ex.submit(s.raw, "POST", "/v1/completions", body)
+            # The queued request is short: its client's timeout covers the running one too.
+            short = json.dumps({"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0})
+            queued = ex.submit(s.raw, "POST", "/v1/completions", short)
             time.sleep(0.3)
             status, headers, raw = s.raw("POST", "/v1/completions", body)
             assert status == 503, raw

@@ -503,6 +503,67 @@ macro_rules! byte_bodies {
             unsafe { &*a.add(t * nb + i) }
         }
 
+        /// The exact sums of 8 vectors of 8 i32 lanes, in order (integer additions: exact in any
+        /// order).
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn fold8(p: [__m256i; 8]) -> __m256i {
+            let a0 = _mm256_hadd_epi32(p[0], p[1]);
+            let a1 = _mm256_hadd_epi32(p[2], p[3]);
+            let a2 = _mm256_hadd_epi32(p[4], p[5]);
+            let a3 = _mm256_hadd_epi32(p[6], p[7]);
+            let (b0, b1) = (_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+            _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(b0, b1), _mm256_permute2x128_si256::<0x31>(b0, b1))
+        }
+
+        /// One weight block folded into T tokens' accumulators by the contract: token t's exact
+        /// sum `s_t` (the lanes of `ints(t's activation block)` added), then
+        /// `acc_t = fma(s_t, d·d_a, acc_t)` and, with a minimum `m`, `acc_t = fma(m, d_a·Σa, acc_t)`.
+        /// Eight tokens at a time share one transposing sum and one vector multiply-add (lane =
+        /// token); the products are the scalar ones, so every token gets the same bits.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; `a` holds T tokens of `nb` blocks, i < nb.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn fold_block<const T: usize>(
+            acc: &mut [f32; T],
+            a: *const BlockQ8A,
+            nb: usize,
+            i: usize,
+            d: f32,
+            m: Option<f32>,
+            ints: impl Fn(&BlockQ8A) -> __m256i,
+        ) {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                if T % 8 != 0 {
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        let ba = act(a, nb, t, i);
+                        *acc = (hsum_i32x8(ints(ba)) as f32).mul_add(d * ba.d, *acc);
+                        if let Some(m) = m {
+                            *acc = m.mul_add(ba.d * ba.sum as f32, *acc);
+                        }
+                    }
+                    return;
+                }
+                for t0 in (0..T).step_by(8) {
+                    let b: [&BlockQ8A; 8] = std::array::from_fn(|u| act(a, nb, t0 + u, i));
+                    let s = _mm256_cvtepi32_ps(fold8(b.map(&ints)));
+                    let da = _mm256_setr_ps(b[0].d, b[1].d, b[2].d, b[3].d, b[4].d, b[5].d, b[6].d, b[7].d);
+                    let p = acc.as_mut_ptr().add(t0);
+                    let mut v = _mm256_fmadd_ps(s, _mm256_mul_ps(_mm256_set1_ps(d), da), _mm256_loadu_ps(p));
+                    if let Some(m) = m {
+                        let sums = _mm256_setr_epi32(
+                            b[0].sum, b[1].sum, b[2].sum, b[3].sum, b[4].sum, b[5].sum, b[6].sum, b[7].sum,
+                        );
+                        v = _mm256_fmadd_ps(_mm256_set1_ps(m), _mm256_mul_ps(da, _mm256_cvtepi32_ps(sums)), v);
+                    }
+                    _mm256_storeu_ps(p, v);
+                }
+            }
+        }
+
         /// # Safety
         /// The CPU has the enabled target features; the pointers cover every value it reads or
         /// writes (the caller checks the lengths).
@@ -519,11 +580,7 @@ macro_rules! byte_bodies {
                     let x = _mm256_sub_epi8(_mm256_or_si256(nibbles, high_bits_32(qh)), sixteen);
                     let ax = _mm256_sign_epi8(x, x);
                     let d = f16_le(p.add(offset_of!(BlockQ5_0, d)));
-                    for (t, acc) in acc.iter_mut().enumerate() {
-                        let ba = act(a, nb, t, i);
-                        let s = hsum_i32x8(dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)));
-                        *acc = (s as f32).mul_add(d * ba.d, *acc);
-                    }
+                    fold_block(&mut acc, a, nb, i, d, None, |ba| dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)));
                 }
                 acc
             }
@@ -542,12 +599,7 @@ macro_rules! byte_bodies {
                     let qh = (p.add(offset_of!(BlockQ5_1, qh)) as *const u32).read_unaligned();
                     let q = _mm256_or_si256(unpack_nibbles_32(p.add(offset_of!(BlockQ5_1, qs))), high_bits_32(qh));
                     let (d, m) = (f16_le(p.add(offset_of!(BlockQ5_1, d))), f16_le(p.add(offset_of!(BlockQ5_1, m))));
-                    for (t, acc) in acc.iter_mut().enumerate() {
-                        let ba = act(a, nb, t, i);
-                        let s = hsum_i32x8(dot_u8i8(q, load_act(ba)));
-                        *acc = (s as f32).mul_add(d * ba.d, *acc);
-                        *acc = m.mul_add(ba.d * ba.sum as f32, *acc);
-                    }
+                    fold_block(&mut acc, a, nb, i, d, Some(m), |ba| dot_u8i8(q, load_act(ba)));
                 }
                 acc
             }
@@ -587,12 +639,9 @@ macro_rules! byte_bodies {
                                 let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
                                 q = _mm256_or_si256(q, _mm256_and_si256(set, h16));
                             }
-                            for (t, acc) in acc.iter_mut().enumerate() {
-                                let ba = act(a, nb, t, 8 * sb + j);
-                                let s = hsum_i32x8(dot_u8i8(q, load_act(ba)));
-                                *acc = (s as f32).mul_add(sm[j].0 * ba.d, *acc);
-                                *acc = (-sm[j].1).mul_add(ba.d * ba.sum as f32, *acc);
-                            }
+                            fold_block(&mut acc, a, nb, 8 * sb + j, sm[j].0, Some(-sm[j].1), |ba| {
+                                dot_u8i8(q, load_act(ba))
+                            });
                         }
                     }
                 }
@@ -651,14 +700,11 @@ macro_rules! byte_bodies {
                                 _mm_set1_epi32(sc[2 * k + 1] as i8 as i32),
                                 _mm_set1_epi32(sc[2 * k] as i8 as i32),
                             );
-                            for (t, acc) in acc.iter_mut().enumerate() {
-                                let ba = act(a, nb, t, 8 * sb + 4 * n + k);
-                                let p = dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x));
-                                // The contract (`kquants::vec_dot_q6_k`): scales applied in
-                                // integers, then one fma per 32 values.
-                                let s = hsum_i32x8(_mm256_mullo_epi32(p, scales));
-                                *acc = (s as f32).mul_add(d * ba.d, *acc);
-                            }
+                            // The contract (`kquants::vec_dot_q6_k`): scales applied in integers,
+                            // then one fma per 32 values.
+                            fold_block(&mut acc, a, nb, 8 * sb + 4 * n + k, d, None, |ba| {
+                                _mm256_mullo_epi32(dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)), scales)
+                            });
                         }
                     }
                 }
