@@ -39,7 +39,8 @@ fn sharded_bf16_folder_imports_with_source_shapes() {
         let want = if t.shape.len() == 1 { DType::F32 } else { DType::Q8_0 };
         assert_eq!(t.dtype, want, "{}", t.name);
     }
-    assert_eq!(f.metadata().config.rope_layout, autark_format::RopeLayout::Neox);
+    // Llama q/k rows are reordered into GGUF's interleaved RoPE layout at import.
+    assert_eq!(f.metadata().config.rope_layout, autark_format::RopeLayout::Interleaved);
     assert!(!f.metadata().config.tied_embeddings);
     // bf16 → q8_0: the error is q8_0's alone (bf16 values are exact in f32).
     for r in &summary.tensors {

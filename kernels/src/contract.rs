@@ -22,7 +22,8 @@ pub fn block_term(s: i32, dw: f32, ba: &BlockQ8A, acc: f32) -> f32 {
     fma(s as f32, dw * ba.d, acc)
 }
 
-/// A block's min part (`q4_1`, `q5_1`): `fma(m, d_a·Σa, acc)`, after the value part.
+/// A block's min part (`q4_1`, `q5_1`: the minimum; `q4_k`, `q5_k`: `−dmin·m_j`):
+/// `fma(m, d_a·Σa, acc)`, after the value part.
 #[inline(always)]
 pub fn min_term(m: f32, ba: &BlockQ8A, acc: f32) -> f32 {
     fma(m, ba.d * ba.sum as f32, acc)

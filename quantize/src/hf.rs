@@ -242,8 +242,10 @@ pub fn parse_config(path: &Path) -> Result<(Architecture, ModelConfig)> {
         embedding_scale: gemma.then(|| (d_model as f32).sqrt()),
         ffn_activation: gemma.then_some(FfnActivation::GeluTanh),
         post_norms: gemma,
+        // 1/sqrt(query_pre_attn_scalar); none when that is the default 1/sqrt(head_dim), as a
+        // GGUF file of the same model says it (the same file from either source).
         attention_scale: match c.get("query_pre_attn_scalar").and_then(J::as_f64) {
-            Some(s) if gemma => Some((1.0 / s.sqrt()) as f32),
+            Some(s) if gemma && s != head_dim as f64 => Some((1.0 / s.sqrt()) as f32),
             _ => None,
         },
         sliding_window_pattern: if gemma { Some(gemma_pattern(&c, path)?) } else { None },

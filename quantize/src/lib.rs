@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use autark_format::arch::SlidingWindow;
 use autark_format::{
-    expected_tensors, Architecture, ExpectedTensor, FfnActivation, Metadata, ModelConfig, Provenance, SourceFile,
-    TensorSpec, TokenizerMeta, Writer,
+    expected_tensors, Architecture, ExpectedTensor, FfnActivation, Metadata, ModelConfig, Provenance, RopeLayout,
+    SourceFile, TensorSpec, TokenizerMeta, Writer,
 };
 use autark_kernels::{blocks, DType, TensorLayout};
 use sha2::{Digest, Sha256};
@@ -38,6 +38,15 @@ enum Origin {
         base: Box<Origin>,
         first: usize,
         rows: usize,
+        row_bytes: usize,
+    },
+    /// A Hugging Face q or k projection (or its bias) with its rows in GGUF's interleaved RoPE
+    /// order: per head of `head_dim` rows, row 2i is source row i and row 2i + 1 is source row
+    /// head_dim/2 + i (llama.cpp's `LlamaModel.permute`), so that an HF import stores the bytes
+    /// a GGUF import of the same weights stores. Rows move whole: lossless.
+    RopeRows {
+        base: Box<Origin>,
+        head_dim: usize,
         row_bytes: usize,
     },
     /// A Gemma RMSNorm weight `w` of type `dtype`, stored as f32 `1 + w` (Gemma scales by `1 + w`;
@@ -123,6 +132,25 @@ impl Source {
         }
         split_fused(&mut tensors, &config, &mut notes)?;
         let mut config = config;
+        // Families whose GGUF files store q/k in the interleaved RoPE order (Llama, Mistral) get
+        // that order from Hugging Face folders too: one file per model, whatever the source.
+        if architecture.family().gguf_rope == RopeLayout::Interleaved && config.rope_layout != RopeLayout::Interleaved {
+            for t in tensors.iter_mut().filter(|t| {
+                t.name.starts_with("blk.")
+                    && [".attn_q.weight", ".attn_k.weight", ".attn_q.bias", ".attn_k.bias"]
+                        .iter()
+                        .any(|s| t.name.ends_with(s))
+            }) {
+                let cols = if t.shape.len() == 2 { t.shape[1] } else { 1 };
+                let row_bytes = t
+                    .dtype
+                    .row_bytes(cols)
+                    .map_err(|e| QuantizeError::Tensor { name: t.name.clone(), what: e.to_string() })?;
+                t.origin = Origin::RopeRows { base: Box::new(t.origin.clone()), head_dim: config.head_dim, row_bytes };
+            }
+            config.rope_layout = RopeLayout::Interleaved;
+            notes.push("q/k projections: rows reordered into GGUF's interleaved RoPE layout (lossless)".into());
+        }
         if !config.tied_embeddings && !tensors.iter().any(|t| t.name == "output.weight") {
             notes.push("no lm_head.weight: the output head is tied to the embedding".into());
             config.tied_embeddings = true;
@@ -276,6 +304,27 @@ impl Source {
                 blocks::dequantize_bytes(*dtype, &raw, &mut v)
                     .map_err(|e| QuantizeError::GgufInvalid(format!("norm weight: {e}")))?;
                 Ok(v.iter().flat_map(|w| (1.0 + w).to_le_bytes()).collect())
+            }
+            Origin::RopeRows { base, head_dim, row_bytes } => {
+                let all = self.read_origin(base)?;
+                let (head, half) = (head_dim * row_bytes, head_dim / 2);
+                if head == 0 || all.len() % head != 0 || head_dim % 2 != 0 {
+                    return Err(QuantizeError::Tensor {
+                        name: "q/k projection".into(),
+                        what: format!(
+                            "{} bytes are not whole heads of {head_dim} rows of {row_bytes} bytes",
+                            all.len()
+                        ),
+                    });
+                }
+                let mut out = Vec::with_capacity(all.len());
+                for h in all.chunks_exact(head) {
+                    for i in 0..half {
+                        out.extend_from_slice(&h[i * row_bytes..(i + 1) * row_bytes]);
+                        out.extend_from_slice(&h[(half + i) * row_bytes..(half + i + 1) * row_bytes]);
+                    }
+                }
+                Ok(out)
             }
             Origin::Rows { base, first, rows, row_bytes } => {
                 let all = self.read_origin(base)?;

@@ -78,7 +78,9 @@ def check_metadata(meta: dict, variant: str, model: llama_ref.Model):
     assert cfg["context_length"] == make_tiny.MAX_POS
     assert cfg["rope_theta"] == pytest.approx(mc.rope_theta)
     assert cfg["norm_eps"] == pytest.approx(mc.norm_eps)
-    assert cfg["rope_layout"] == "neox"  # HF checkpoints keep HF's q/k row order
+    # Llama and Mistral q/k rows are reordered at import into GGUF's interleaved RoPE layout (the
+    # same file as from a GGUF); the other families' GGUF files keep HF's order.
+    assert cfg["rope_layout"] == ("interleaved" if meta["architecture"] in ("llama", "mistral") else "neox")
     assert cfg["tied_embeddings"] is mc.tied_embeddings
     assert cfg["attn_qkv_bias"] is (variant == "qwen2")
     assert cfg.get("attn_qk_norm", False) is (variant in ("qwen3", "gemma3", "gemma3_gguf"))
@@ -90,7 +92,8 @@ def check_metadata(meta: dict, variant: str, model: llama_ref.Model):
         assert cfg["sliding_window_pattern"] == 2 and cfg["rope_theta_local"] == pytest.approx(1e4)
         assert cfg["rope_scaling"] == {"type": "linear", "factor": 2.0}
     elif variant == "gemma3_gguf":
-        assert cfg["sliding_window_pattern"] == 6 and cfg["attention_scale"] == pytest.approx(32 ** -0.5)
+        # query_pre_attn_scalar = head_dim: the default 1/sqrt(head_dim), stored as none (as a GGUF says it)
+        assert cfg["sliding_window_pattern"] == 6 and cfg.get("attention_scale") is None and cfg["head_dim"] == 32
         assert cfg.get("rope_scaling") is None
     elif variant == "llama_untied_llama3rope":
         rs = cfg["rope_scaling"]
@@ -112,11 +115,13 @@ def check_metadata(meta: dict, variant: str, model: llama_ref.Model):
 def test_logits_match_reference(autark, tmp_path, variant, src_dtype, shards, qtype):
     folder = make_tiny.make(variant, tmp_path / "hf", src_dtype, shards)
     out = autark.quantize(folder, tmp_path / "tiny.autark", qtype)
-    model = llama_ref.load_hf(folder)
+    hf_model = llama_ref.load_hf(folder)
 
     # The file: parses per spec, names / shapes / dtypes as the contract says.
     meta, tensors = autark_file.read(out, check_tensor_sha=True, strict=True)
-    check_metadata(meta, variant, model)
+    check_metadata(meta, variant, hf_model)
+    # Llama/Mistral q/k rows were reordered into GGUF's interleaved layout: compare with those.
+    model = llama_ref.in_layout(hf_model, meta["config"]["rope_layout"])
     assert sorted(tensors) == sorted(model.tensors)
     info = autark.inspect(out)
     listed = {t["name"]: t for t in info["tensors"]}
@@ -151,7 +156,7 @@ def test_tensor_type_overrides(autark, tmp_path):
     for name, t in tensors.items():
         assert t["dtype"] == expected_dtype(name, "q8_0", overrides), name
     values = {n: autark_file.dequantize(t["dtype"], t["raw"], t["shape"]).astype(np.float64) for n, t in tensors.items()}
-    model = llama_ref.Model(llama_ref.load_hf(folder).config, values)
+    model = llama_ref.Model(llama_ref.in_layout(llama_ref.load_hf(folder), meta["config"]["rope_layout"]).config, values)
     got = autark.logits(out, TOKENS, tmp_path / "logits.f32").astype(np.float64)
     compare_logits(got, llama_ref.forward(model, TOKENS), REL_TOL["q8_0"], "overrides")
 

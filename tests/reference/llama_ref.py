@@ -33,6 +33,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import copy
+
 import numpy as np
 
 DTYPE = np.float64
@@ -334,6 +336,28 @@ def load_hf(folder) -> Model:
 # --------------------------------------------------------------------------------------------
 # Forward pass
 # --------------------------------------------------------------------------------------------
+
+
+def permute_for_interleaved(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp convert_hf_to_gguf.py's LlamaModel.permute: HF's rotate-half row order of q/k
+    (pairs i, i + d/2) to GGUF Llama's interleaved order (pairs 2i, 2i + 1)."""
+    return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def in_layout(model: "Model", layout: str) -> "Model":
+    """The same model with its q/k rows (and biases) in `layout`: what autark stores for an HF
+    Llama/Mistral folder, whose rows it reorders into GGUF's interleaved layout at import."""
+    if layout == model.config.rope_layout:
+        return model
+    assert (model.config.rope_layout, layout) == ("neox", "interleaved"), (model.config.rope_layout, layout)
+    cfg = copy.copy(model.config)
+    cfg.rope_layout = layout
+    t = dict(model.tensors)
+    for name, v in model.tensors.items():
+        for part, heads in (("attn_q.", cfg.n_heads), ("attn_k.", cfg.n_kv_heads)):
+            if name.startswith("blk.") and part in name:
+                t[name] = permute_for_interleaved(v, heads)
+    return Model(cfg, t)
 
 
 def rope_inv_freq(cfg: Config) -> np.ndarray:
