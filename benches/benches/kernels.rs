@@ -16,7 +16,7 @@ use autark_benches::ggml_peer::{Kind, Peer};
 use autark_kernels::blocks::{
     block_bytes, f32_to_f16, quantize_bytes, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType,
 };
-use autark_kernels::dispatch::{available_isas, ByteDotsFn, GemmFn, Kernels};
+use autark_kernels::dispatch::{available_isas, ByteDotsFn, ByteRowsFn, GemmFn, Kernels};
 use autark_kernels::interleave::{self, BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -149,8 +149,10 @@ fn bench_x16<B: Block, X: interleave::GroupBlock>(c: &mut Criterion, name: &str,
     }
 }
 
-/// The byte-coded types (raw GGUF bytes): one row × 1 token (decode) and × 64 tokens (prefill).
-fn bench_bytes(c: &mut Criterion, dtype: DType, pick: fn(&Kernels) -> ByteDotsFn) {
+/// The byte-coded types (raw GGUF bytes): decode (1 token) through the rows kernel (`ISA`, all
+/// rows in one call, as a decode task) and one row per call (`ISA-row`), and one row × 64 tokens
+/// (prefill).
+fn bench_bytes(c: &mut Criterion, dtype: DType, pick: fn(&Kernels) -> (ByteDotsFn, ByteRowsFn)) {
     let rb = dtype.row_bytes(COLS).unwrap();
     let mut w = Vec::with_capacity(ROWS * rb);
     let mut row = Vec::new();
@@ -167,10 +169,20 @@ fn bench_bytes(c: &mut Criterion, dtype: DType, pick: fn(&Kernels) -> ByteDotsFn
         }
         for isa in available_isas() {
             let k = Kernels::best(Some(isa));
-            let dots = pick(&k);
+            let (dots, rows) = pick(&k);
             let a = acts(&k, tokens, COLS);
+            if tokens == 1 {
+                let mut out = vec![0f32; ROWS];
+                g.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, _| {
+                    b.iter(|| {
+                        rows(&w, &a, nb, &mut out);
+                        std::hint::black_box(&out);
+                    })
+                });
+            }
             let mut out = vec![0f32; tokens];
-            g.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, _| {
+            let id = if tokens == 1 { format!("{}-row", isa.name()) } else { isa.name().to_string() };
+            g.bench_with_input(BenchmarkId::from_parameter(id), &isa, |b, _| {
                 b.iter(|| {
                     for r in 0..ROWS {
                         dots(&w[r * rb..(r + 1) * rb], &a, nb, &mut out);
@@ -233,11 +245,11 @@ fn kernels(c: &mut Criterion) {
     bench_x16::<BlockQ4_0, BlockQ4_0x16>(c, "q4_0", |k| k.gemm_q4_0x16);
     bench_x16::<BlockQ4_1, BlockQ4_1x16>(c, "q4_1", |k| k.gemm_q4_1x16);
     bench_x16::<BlockQ8_0, BlockQ8_0x16>(c, "q8_0", |k| k.gemm_q8_0x16);
-    bench_bytes(c, DType::Q5_0, |k| k.dots_q5_0);
-    bench_bytes(c, DType::Q5_1, |k| k.dots_q5_1);
-    bench_bytes(c, DType::Q4K, |k| k.dots_q4_k);
-    bench_bytes(c, DType::Q5K, |k| k.dots_q5_k);
-    bench_bytes(c, DType::Q6K, |k| k.dots_q6_k);
+    bench_bytes(c, DType::Q5_0, |k| (k.dots_q5_0, k.rows_q5_0));
+    bench_bytes(c, DType::Q5_1, |k| (k.dots_q5_1, k.rows_q5_1));
+    bench_bytes(c, DType::Q4K, |k| (k.dots_q4_k, k.rows_q4_k));
+    bench_bytes(c, DType::Q5K, |k| (k.dots_q5_k, k.rows_q5_k));
+    bench_bytes(c, DType::Q6K, |k| (k.dots_q6_k, k.rows_q6_k));
 }
 
 criterion_group!(benches, kernels);

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 use crate::table::PlugFn;
-pub use crate::table::{ByteDotsFn, GemmFn, Isa, Kernels};
+pub use crate::table::{ByteDotsFn, ByteRowsFn, GemmFn, Isa, Kernels};
 
 #[cfg(target_arch = "aarch64")]
 use crate::arm::{has, PLUGS};

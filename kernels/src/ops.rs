@@ -158,14 +158,14 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
         DType::F16 => gemm_float(w, act, out, cast_u16(w.data)?, k.vec_dot_f16),
         DType::F32 => gemm_float(w, act, out, cast_f32(w.data)?, k.vec_dot_f32),
         DType::Q5_0 | DType::Q5_1 | DType::Q4K | DType::Q5K | DType::Q6K => {
-            let dots = match w.dtype {
-                DType::Q5_0 => k.dots_q5_0,
-                DType::Q5_1 => k.dots_q5_1,
-                DType::Q4K => k.dots_q4_k,
-                DType::Q5K => k.dots_q5_k,
-                _ => k.dots_q6_k,
+            let (dots, rows) = match w.dtype {
+                DType::Q5_0 => (k.dots_q5_0, k.rows_q5_0),
+                DType::Q5_1 => (k.dots_q5_1, k.rows_q5_1),
+                DType::Q4K => (k.dots_q4_k, k.rows_q4_k),
+                DType::Q5K => (k.dots_q5_k, k.rows_q5_k),
+                _ => (k.dots_q6_k, k.rows_q6_k),
             };
-            gemm_bytes(w, act, out, dots)
+            gemm_bytes(w, act, out, dots, rows)
         }
         other => Err(KernelError::Unsupported { op: "gemm", dtype: other }),
     }
@@ -260,24 +260,36 @@ fn gemm_groups<B: GroupBlock>(w: &WeightView<'_>, act: &Activations, out: &mut [
     Ok(())
 }
 
-/// Byte-coded weights (raw bytes) × 8-bit activations: per weight row, one call over up to
-/// `BYTE_TOKENS` tokens, which unpacks each weight block once for all of them.
-fn gemm_bytes(w: &WeightView<'_>, act: &Activations, out: &mut [f32], dots: crate::dispatch::ByteDotsFn) -> Result<()> {
+/// Byte-coded weights (raw bytes) × 8-bit activations. One token (decode): each task's chunk
+/// of rows in one `rows` call (x86 folds 8 rows' block sums at once). A batch: per weight row,
+/// one `dots` call over up to `BYTE_TOKENS` tokens, which unpacks each weight block once for all
+/// of them. Both give every (row, token) the same bits (tested).
+fn gemm_bytes(
+    w: &WeightView<'_>,
+    act: &Activations,
+    out: &mut [f32],
+    dots: crate::dispatch::ByteDotsFn,
+    rows_fn: crate::dispatch::ByteRowsFn,
+) -> Result<()> {
     const BYTE_TOKENS: usize = 64;
     let rb = w.dtype.row_bytes(w.cols)?;
     let nb = w.cols / QK;
     let (rows, n_tokens) = (w.rows, act.n_tokens);
     let a = &act.q8;
+    let ptr = OutPtr(out.as_mut_ptr());
+    // Whole 8-row passes per task where the matrix allows.
+    let chunk = (row_chunk(rows) / 8 * 8).max(8);
     if n_tokens == 1 {
-        gemm_rows(rows, 1, out, |r, _| {
-            let mut v = [0f32];
-            dots(&w.data[r * rb..(r + 1) * rb], a, nb, &mut v);
-            v[0]
+        crate::pool::for_each(rows.div_ceil(chunk), &|c| {
+            let p = ptr;
+            let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+            // SAFETY: r0..r1 lies inside `out` (one token: length `rows`, checked by `gemm`);
+            // row chunks are disjoint across tasks, so no two tasks write the same element.
+            let o = unsafe { std::slice::from_raw_parts_mut(p.0.add(r0), r1 - r0) };
+            rows_fn(&w.data[r0 * rb..r1 * rb], a, nb, o);
         });
         return Ok(());
     }
-    let ptr = OutPtr(out.as_mut_ptr());
-    let chunk = row_chunk(rows);
     crate::pool::for_each(rows.div_ceil(chunk), &|c| {
         let p = ptr;
         let mut buf = [0f32; BYTE_TOKENS];

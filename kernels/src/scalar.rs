@@ -188,11 +188,27 @@ pub fn byte_dots(dot: fn(&[u8], &[BlockQ8A]) -> f32, w: &[u8], a: &[BlockQ8A], n
     }
 }
 
-/// `ByteDotsFn` kernels `name` from one-token row dots `dot`.
+/// `out[r] = dot(row r of w, a[..nb])`: the `ByteRowsFn` contract over a one-token dot (rows
+/// of `w.len() / out.len()` bytes).
+pub fn byte_rows(dot: fn(&[u8], &[BlockQ8A]) -> f32, w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    if out.is_empty() {
+        return;
+    }
+    let rb = w.len() / out.len();
+    assert!(rb * out.len() == w.len() && a.len() >= nb, "byte-coded rows and activations differ");
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = dot(&w[r * rb..(r + 1) * rb], &a[..nb]);
+    }
+}
+
+/// `ByteDotsFn` kernels `name` and `ByteRowsFn` kernels `rows` from one-token row dots `dot`.
 macro_rules! row_dots {
-    ($($name:ident => $dot:path),*) => {$(
+    ($($name:ident, $rows:ident => $dot:path),*) => {$(
         pub fn $name(w: &[u8], a: &[crate::types::BlockQ8A], nb: usize, out: &mut [f32]) {
             crate::scalar::byte_dots($dot, w, a, nb, out)
+        }
+        pub fn $rows(w: &[u8], a: &[crate::types::BlockQ8A], nb: usize, out: &mut [f32]) {
+            crate::scalar::byte_rows($dot, w, a, nb, out)
         }
     )*};
 }
@@ -200,11 +216,11 @@ macro_rules! row_dots {
 pub(crate) use row_dots;
 
 row_dots!(
-    dots_q5_0 => crate::q5::vec_dot_q5_0,
-    dots_q5_1 => crate::q5::vec_dot_q5_1,
-    dots_q4_k => crate::kquants::vec_dot_q4_k,
-    dots_q5_k => crate::kquants::vec_dot_q5_k,
-    dots_q6_k => crate::kquants::vec_dot_q6_k
+    dots_q5_0, rows_q5_0 => crate::q5::vec_dot_q5_0,
+    dots_q5_1, rows_q5_1 => crate::q5::vec_dot_q5_1,
+    dots_q4_k, rows_q4_k => crate::kquants::vec_dot_q4_k,
+    dots_q5_k, rows_q5_k => crate::kquants::vec_dot_q5_k,
+    dots_q6_k, rows_q6_k => crate::kquants::vec_dot_q6_k
 );
 
 // ---- 16-row interleaved matrices (`interleave`) ------------------------------------------------

@@ -17,6 +17,11 @@ pub type GemmFn<B> = fn(&[B], &[BlockQ8A], usize, &mut [f32]);
 /// SIMD slots assert it. A token's result never depends on how many tokens share the call.
 pub type ByteDotsFn = fn(&[u8], &[BlockQ8A], usize, &mut [f32]);
 
+/// Rows of a byte-coded type × one token (decode): `w` holds `out.len()` rows of exactly `nb`
+/// activation blocks' worth each, `out[r] = row r · a[..nb]`. A row's result is its
+/// `ByteDotsFn` result, bit for bit, whatever rows share the call.
+pub type ByteRowsFn = fn(&[u8], &[BlockQ8A], usize, &mut [f32]);
+
 /// The dispatch table. Slots take whole blocks of matching lengths: callers check lengths
 /// once (see `Block::vec_dot`, `gemm`), never per call in a hot loop.
 #[derive(Clone, Copy)]
@@ -60,6 +65,11 @@ pub struct Kernels {
     pub dots_q4_k: ByteDotsFn,
     pub dots_q5_k: ByteDotsFn,
     pub dots_q6_k: ByteDotsFn,
+    pub rows_q5_0: ByteRowsFn,
+    pub rows_q5_1: ByteRowsFn,
+    pub rows_q4_k: ByteRowsFn,
+    pub rows_q5_k: ByteRowsFn,
+    pub rows_q6_k: ByteRowsFn,
 }
 
 impl Kernels {
@@ -92,6 +102,11 @@ impl Kernels {
             dots_q4_k: scalar::dots_q4_k,
             dots_q5_k: scalar::dots_q5_k,
             dots_q6_k: scalar::dots_q6_k,
+            rows_q5_0: scalar::rows_q5_0,
+            rows_q5_1: scalar::rows_q5_1,
+            rows_q4_k: scalar::rows_q4_k,
+            rows_q5_k: scalar::rows_q5_k,
+            rows_q6_k: scalar::rows_q6_k,
         }
     }
 }

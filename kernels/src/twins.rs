@@ -79,7 +79,7 @@ mod checks {
     use crate::blocks::{BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K};
     use crate::rng::Rng;
     use crate::scalar;
-    use crate::table::{ByteDotsFn, Isa, Kernels};
+    use crate::table::{ByteDotsFn, ByteRowsFn, Isa, Kernels};
     use std::mem::offset_of;
 
     /// Block counts of every length class: one block, odd tails, SIMD widths ± 1, long rows.
@@ -266,6 +266,44 @@ mod checks {
         }
     }
 
+    /// Rows × one token (decode) against the scalar one-row dots: quantizer output and random
+    /// bytes, 1–19 rows (beyond the 8 an x86 pass takes, with odd remainders), one to several
+    /// blocks per row. A row's result never depends on the rows beside it.
+    fn byte_rows(isa: Isa, dtype: DType, f16s: &[usize], want: ByteDotsFn, got: ByteRowsFn) {
+        let mut rng = Rng::new(70 + isa as u64 + dtype as u64);
+        let lens: &[usize] = if dtype.block_len() == QK_K { &[8, 16, 24] } else { &[1, 2, 7, 9, 70] };
+        for (ci, &nb) in lens.iter().enumerate() {
+            for rows in [1usize, 7, 8, 9, 16, 19].into_iter().skip(ci % 2) {
+                let n = nb * QK;
+                let mut qa = vec![BlockQ8A::default(); nb];
+                scalar::quantize_act(&rng.vec(n, 4.0), &mut qa);
+                let mut quantized = Vec::new();
+                crate::blocks::quantize_bytes(dtype, &rng.vec(n * rows, 1.0), &mut quantized).unwrap();
+                let mut random: Vec<u8> = (0..quantized.len()).map(|_| rng.next() as u8).collect();
+                for blk in random.chunks_exact_mut(dtype.block_bytes()) {
+                    for &o in f16s {
+                        blk[o..o + 2].copy_from_slice(&f32_to_f16(rng.f() * 0.01).to_le_bytes());
+                    }
+                }
+                let rb = quantized.len() / rows;
+                for (what, w) in [("quantized", &quantized), ("random", &random)] {
+                    let mut g = vec![f32::NAN; rows];
+                    got(w, &qa, nb, &mut g);
+                    for (r, g) in g.iter().enumerate() {
+                        let row = &w[r * rb..(r + 1) * rb];
+                        let mut one = [0f32];
+                        want(row, &qa, nb, &mut one);
+                        let mut alone = [0f32];
+                        got(row, &qa, nb, &mut alone);
+                        let ctx = format!("{isa:?} {dtype} {what} nb={nb} row {r}/{rows}");
+                        assert_eq!(g.to_bits(), one[0].to_bits(), "{ctx}: {g} vs scalar {}", one[0]);
+                        assert_eq!(alone[0].to_bits(), g.to_bits(), "{ctx}: alone {} vs beside others {g}", alone[0]);
+                    }
+                }
+            }
+        }
+    }
+
     /// 16-row interleaved matrices against the row-major scalar dot products of the same rows:
     /// quantizer output and random bytes (every q8 byte, every nibble), 1–19 blocks per row, 1–3
     /// groups, 1–19 tokens per call (beyond the 8 an x86 pass takes). Every ISA runs the
@@ -338,6 +376,12 @@ mod checks {
             dots_q4_k(DType::Q4K, &[offset_of!(BlockQ4K, d), offset_of!(BlockQ4K, dmin)], scalar::dots_q4_k),
             dots_q5_k(DType::Q5K, &[offset_of!(BlockQ5K, d), offset_of!(BlockQ5K, dmin)], scalar::dots_q5_k),
             dots_q6_k(DType::Q6K, &[offset_of!(BlockQ6K, d)], scalar::dots_q6_k);
+        byte_rows:
+            rows_q5_0(DType::Q5_0, &[offset_of!(BlockQ5_0, d)], scalar::dots_q5_0),
+            rows_q5_1(DType::Q5_1, &[offset_of!(BlockQ5_1, d), offset_of!(BlockQ5_1, m)], scalar::dots_q5_1),
+            rows_q4_k(DType::Q4K, &[offset_of!(BlockQ4K, d), offset_of!(BlockQ4K, dmin)], scalar::dots_q4_k),
+            rows_q5_k(DType::Q5K, &[offset_of!(BlockQ5K, d), offset_of!(BlockQ5K, dmin)], scalar::dots_q5_k),
+            rows_q6_k(DType::Q6K, &[offset_of!(BlockQ6K, d)], scalar::dots_q6_k);
         x16:
             gemm_q4_0x16(|q, _, _| q, scalar::vec_dot_q4_0),
             gemm_q4_1x16(|_, q, _| q, scalar::vec_dot_q4_1),
@@ -608,7 +652,7 @@ mod checks {
     #[test]
     fn scalar_table() {
         let k = Kernels::scalar();
-        let checks: [fn(&Kernels, Isa); 25] = [
+        let checks: [fn(&Kernels, Isa); 30] = [
             quantize_act,
             vec_dot_q4_0,
             vec_dot_q4_1,
@@ -626,6 +670,11 @@ mod checks {
             dots_q4_k,
             dots_q5_k,
             dots_q6_k,
+            rows_q5_0,
+            rows_q5_1,
+            rows_q4_k,
+            rows_q5_k,
+            rows_q6_k,
             exp_f32,
             dots_f32,
             wsum_f32,

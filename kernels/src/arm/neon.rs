@@ -34,16 +34,17 @@ macro_rules! neon_bodies {
             quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f32, dots_f32, wsum_f32,
             gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
             dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k,
+            rows_q5_0, rows_q5_1, rows_q4_k, rows_q5_k, rows_q6_k,
             dots_f16, wsum_f16, dots_q8_0, wsum_q8_0,
         ]);
 
         // One token at a time: the row dots below, per token.
         scalar::row_dots!(
-            dots_q5_0 => vec_dot_q5_0,
-            dots_q5_1 => vec_dot_q5_1,
-            dots_q4_k => vec_dot_q4_k,
-            dots_q5_k => vec_dot_q5_k,
-            dots_q6_k => vec_dot_q6_k
+            dots_q5_0, rows_q5_0 => vec_dot_q5_0,
+            dots_q5_1, rows_q5_1 => vec_dot_q5_1,
+            dots_q4_k, rows_q4_k => vec_dot_q4_k,
+            dots_q5_k, rows_q5_k => vec_dot_q5_k,
+            dots_q6_k, rows_q6_k => vec_dot_q6_k
         );
 
         // ---- safe entry points (installed by `plug` after feature detection) ----

@@ -13,11 +13,13 @@ use crate::interleave::GroupBlock;
 use crate::types::{BlockQ8A, BlockQ8_0, DType, QK};
 use ymm::{dots_q4_k, dots_q5_0, dots_q5_1, dots_q5_k, dots_q6_k, quantize_act, vec_dot_f16, vec_dot_f32};
 use ymm::{gemm_q4_0, gemm_q4_1, gemm_q8_0, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0};
+use ymm::{rows_q4_k, rows_q5_0, rows_q5_1, rows_q5_k, rows_q6_k};
 
 plug!(crate::table::Isa::Avx512, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32,
+    rows_q5_0, rows_q5_1, rows_q4_k, rows_q5_k, rows_q6_k,
     dots_f16, wsum_f16, dots_q8_0, wsum_q8_0,
 ]);
 

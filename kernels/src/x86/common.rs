@@ -395,8 +395,10 @@ macro_rules! kernel_bodies {
 //
 // Each 32-value activation block meets one weight sub-block (two 16-value ones for `q6_k`):
 // the integer products are exact in the lanes, summed exactly per block, and folded into one
-// f32 accumulator per token with the contract's fused multiply-adds in block order, so the
-// results are the scalar twins' bits.
+// f32 accumulator per (row, token) with the contract's fused multiply-adds in block order, so
+// the results are the scalar twins' bits. Prefill (`dots_*`: one row × tokens) folds 8 tokens'
+// block sums at once (lane = token); decode (`rows_*`: rows × one token) folds 8 rows' (lane =
+// row). Each type's sub-block decoder (`q5_0_block`, `q5_1_block`, `k4_sub`, `q6_sub`) serves both.
 
 macro_rules! byte_bodies {
     ($features:literal, tokens: $TOK:literal) => {
@@ -407,8 +409,14 @@ macro_rules! byte_bodies {
         /// AVX2's 16 registers, 16 with AVX-512's 32; measured on SmolLM2 Q4_K_M prefill).
         const TOK: usize = $TOK;
 
+        /// Rows per decode kernel call: their block sums fold in one transposing sum.
+        const ROWS: usize = 8;
+
         /// A row kernel for `T` tokens: `(row, first token's blocks, nb) → T results`.
         type RowKernel<const T: usize> = unsafe fn(&[u8], *const BlockQ8A, usize) -> [f32; T];
+
+        /// A decode kernel: `(first of ROWS rows, bytes per row, the token's blocks, nb)`.
+        type RowsKernel = unsafe fn(*const u8, usize, *const BlockQ8A, usize) -> [f32; ROWS];
 
         /// The `ByteDotsFn` contract: the row holds exactly `nb` activation blocks' worth of
         /// blocks and `a` at least `out.len()` tokens; then runs the tokens `TOK` at a time
@@ -441,6 +449,38 @@ macro_rules! byte_bodies {
             }
         }
 
+        /// The `ByteRowsFn` contract: `w` holds `out.len()` rows of exactly `nb` activation
+        /// blocks' worth and `a` at least one token; then runs the rows `ROWS` at a time (the
+        /// same per-row operations as one at a time).
+        fn run_rows<B: BlockLayout>(
+            w: &[u8],
+            a: &[BlockQ8A],
+            nb: usize,
+            out: &mut [f32],
+            many: RowsKernel,
+            one: RowKernel<1>,
+        ) {
+            let per = B::BLOCK_LEN / QK;
+            let rb = nb / per * size_of::<B>();
+            assert!(
+                nb.is_multiple_of(per) && w.len() == out.len() * rb && a.len() >= nb,
+                "byte-coded rows and activations differ"
+            );
+            let mut r = 0;
+            while r + ROWS <= out.len() && rb > 0 {
+                // SAFETY: `plug` runs only after feature detection; rows r..r + ROWS lie inside
+                // `w` and `a` holds the token's `nb` blocks (asserted above).
+                let v = unsafe { many(w.as_ptr().add(r * rb), rb, a.as_ptr(), nb) };
+                out[r..r + ROWS].copy_from_slice(&v);
+                r += ROWS;
+            }
+            while r < out.len() {
+                // SAFETY: as above, for the one row r.
+                out[r] = unsafe { one(&w[r * rb..(r + 1) * rb], a.as_ptr(), nb) }[0];
+                r += 1;
+            }
+        }
+
         pub(super) fn dots_q5_0(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             run_dots::<BlockQ5_0>(w, a, nb, out, q5_0_impl::<TOK>, q5_0_impl::<1>)
         }
@@ -455,6 +495,21 @@ macro_rules! byte_bodies {
         }
         pub(super) fn dots_q6_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             run_dots::<BlockQ6K>(w, a, nb, out, q6_k_impl::<TOK>, q6_k_impl::<1>)
+        }
+        pub(super) fn rows_q5_0(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_rows::<BlockQ5_0>(w, a, nb, out, q5_0_rows, q5_0_impl::<1>)
+        }
+        pub(super) fn rows_q5_1(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_rows::<BlockQ5_1>(w, a, nb, out, q5_1_rows, q5_1_impl::<1>)
+        }
+        pub(super) fn rows_q4_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_rows::<BlockQ4K>(w, a, nb, out, k4_rows::<false>, k4_impl::<1, false>)
+        }
+        pub(super) fn rows_q5_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_rows::<BlockQ5K>(w, a, nb, out, k4_rows::<true>, k4_impl::<1, true>)
+        }
+        pub(super) fn rows_q6_k(w: &[u8], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            run_rows::<BlockQ6K>(w, a, nb, out, q6_k_rows, q6_k_impl::<1>)
         }
 
         /// The 32 fifth bits of `qh` (bit j for value j) as bytes: 0x10 where set, else 0.
@@ -549,7 +604,11 @@ macro_rules! byte_bodies {
                 }
                 for t0 in (0..T).step_by(8) {
                     let b: [&BlockQ8A; 8] = std::array::from_fn(|u| act(a, nb, t0 + u, i));
-                    let s = _mm256_cvtepi32_ps(fold8(b.map(&ints)));
+                    let mut v8 = [_mm256_setzero_si256(); 8];
+                    for (v, ba) in v8.iter_mut().zip(b) {
+                        *v = ints(ba);
+                    }
+                    let s = _mm256_cvtepi32_ps(fold8(v8));
                     let da = _mm256_setr_ps(b[0].d, b[1].d, b[2].d, b[3].d, b[4].d, b[5].d, b[6].d, b[7].d);
                     let p = acc.as_mut_ptr().add(t0);
                     let mut v = _mm256_fmadd_ps(s, _mm256_mul_ps(_mm256_set1_ps(d), da), _mm256_loadu_ps(p));
@@ -564,6 +623,117 @@ macro_rules! byte_bodies {
             }
         }
 
+        /// `ROWS` rows (`rb` bytes apart from `w`) × one token by the contract, lane = row: per
+        /// weight block (`bytes` long, `per` sub-blocks), `prep` reads the row's block-wide
+        /// values once; per sub-block j, `sub(row's block, its prep, j, activation block)` gives
+        /// the row's integer lanes, `d` and minimum. The rows' exact sums fold in one transposing
+        /// sum, then `acc = fma(s, d·d_a, acc)` and, with `MIN`, `acc = fma(m, d_a·Σa, acc)`:
+        /// the scalar products, so every row gets its one-row bits.
+        ///
+        /// The rows are read one after the other, a panel of `PANEL` sub-blocks at a time, so the
+        /// bytes stream in order (eight rows read side by side are eight strided streams, which
+        /// the hardware prefetchers do not follow: measured 30 % slower decode); each row's
+        /// block sums wait in `ints` (exact i32, half-reduced) for the fold.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; `w` holds `ROWS` rows of `nb / per` blocks,
+        /// `a` the token's `nb` activation blocks.
+        #[target_feature(enable = $features)]
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn rows8<S, const MIN: bool>(
+            w: *const u8,
+            rb: usize,
+            a: *const BlockQ8A,
+            nb: usize,
+            bytes: usize,
+            per: usize,
+            prep: impl Fn(*const u8) -> S,
+            sub: impl Fn(*const u8, &S, usize, &BlockQ8A) -> (__m256i, f32, f32),
+        ) -> [f32; ROWS] {
+            const PANEL: usize = 64;
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                // Left uninitialised (zeroing 12 KiB per call measured 12 % of decode): slot
+                // (k, u) is written below before the fold reads it, for every k < (b1 − b0)·per.
+                let mut ints = std::mem::MaybeUninit::<[[__m128i; ROWS]; PANEL]>::uninit();
+                let mut d = std::mem::MaybeUninit::<[[f32; ROWS]; PANEL]>::uninit();
+                let mut m = std::mem::MaybeUninit::<[[f32; ROWS]; PANEL]>::uninit();
+                let (ints, d, m) =
+                    (ints.as_mut_ptr() as *mut __m128i, d.as_mut_ptr() as *mut f32, m.as_mut_ptr() as *mut f32);
+                let mut acc = _mm256_setzero_ps();
+                let (blocks, step) = (nb / per, (PANEL / per).max(1));
+                for b0 in (0..blocks).step_by(step) {
+                    let b1 = (b0 + step).min(blocks);
+                    // Plain loops, not `array::from_fn`/`map`: a closure called from a generic
+                    // function without these target features is not inlined, and every vector
+                    // then crosses a call through memory (measured: q6_k decode 2.4× slower).
+                    for u in 0..ROWS {
+                        for blk in b0..b1 {
+                            let p = w.add(u * rb + blk * bytes);
+                            let s = prep(p);
+                            for j in 0..per {
+                                let k = (blk - b0) * per + j;
+                                let (v, dk, mk) = sub(p, &s, j, &*a.add(blk * per + j));
+                                let at = k * ROWS + u;
+                                ints.add(at)
+                                    .write(_mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)));
+                                d.add(at).write(dk);
+                                m.add(at).write(mk);
+                            }
+                        }
+                    }
+                    for k in 0..(b1 - b0) * per {
+                        let ba = &*a.add(b0 * per + k);
+                        let r = |u: usize| *ints.add(k * ROWS + u);
+                        let lo = _mm_hadd_epi32(_mm_hadd_epi32(r(0), r(1)), _mm_hadd_epi32(r(2), r(3)));
+                        let hi = _mm_hadd_epi32(_mm_hadd_epi32(r(4), r(5)), _mm_hadd_epi32(r(6), r(7)));
+                        let sums = _mm256_cvtepi32_ps(_mm256_set_m128i(hi, lo));
+                        let dv = _mm256_loadu_ps(d.add(k * ROWS));
+                        acc = _mm256_fmadd_ps(sums, _mm256_mul_ps(dv, _mm256_set1_ps(ba.d)), acc);
+                        if MIN {
+                            let mv = _mm256_loadu_ps(m.add(k * ROWS));
+                            acc = _mm256_fmadd_ps(mv, _mm256_set1_ps(ba.d * ba.sum as f32), acc);
+                        }
+                    }
+                }
+                let mut out = [0f32; ROWS];
+                _mm256_storeu_ps(out.as_mut_ptr(), acc);
+                out
+            }
+        }
+
+        /// A `q5_0` block's 32 values as signed bytes, and its `d`.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; `p` points at a whole block.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q5_0_block(p: *const u8) -> (__m256i, f32) {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let qh = (p.add(offset_of!(BlockQ5_0, qh)) as *const u32).read_unaligned();
+                let nibbles = unpack_nibbles_32(p.add(offset_of!(BlockQ5_0, qs)));
+                let x = _mm256_sub_epi8(_mm256_or_si256(nibbles, high_bits_32(qh)), _mm256_set1_epi8(16));
+                (x, f16_le(p.add(offset_of!(BlockQ5_0, d))))
+            }
+        }
+
+        /// A `q5_1` block's 32 values as unsigned bytes, its `d` and its `m`.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; `p` points at a whole block.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q5_1_block(p: *const u8) -> (__m256i, f32, f32) {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let qh = (p.add(offset_of!(BlockQ5_1, qh)) as *const u32).read_unaligned();
+                let q = _mm256_or_si256(unpack_nibbles_32(p.add(offset_of!(BlockQ5_1, qs))), high_bits_32(qh));
+                (q, f16_le(p.add(offset_of!(BlockQ5_1, d))), f16_le(p.add(offset_of!(BlockQ5_1, m))))
+            }
+        }
+
         /// # Safety
         /// The CPU has the enabled target features; the pointers cover every value it reads or
         /// writes (the caller checks the lengths).
@@ -572,17 +742,35 @@ macro_rules! byte_bodies {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
                 let mut acc = [0f32; T];
-                let sixteen = _mm256_set1_epi8(16);
                 for (i, b) in w.chunks_exact(size_of::<BlockQ5_0>()).enumerate() {
-                    let p = b.as_ptr();
-                    let qh = (p.add(offset_of!(BlockQ5_0, qh)) as *const u32).read_unaligned();
-                    let nibbles = unpack_nibbles_32(p.add(offset_of!(BlockQ5_0, qs)));
-                    let x = _mm256_sub_epi8(_mm256_or_si256(nibbles, high_bits_32(qh)), sixteen);
+                    let (x, d) = q5_0_block(b.as_ptr());
                     let ax = _mm256_sign_epi8(x, x);
-                    let d = f16_le(p.add(offset_of!(BlockQ5_0, d)));
                     fold_block(&mut acc, a, nb, i, d, None, |ba| dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)));
                 }
                 acc
+            }
+        }
+
+        /// # Safety
+        /// The CPU has the enabled target features; `w` holds `ROWS` rows `rb` bytes apart, `a`
+        /// the token's `nb` blocks.
+        #[target_feature(enable = $features)]
+        unsafe fn q5_0_rows(w: *const u8, rb: usize, a: *const BlockQ8A, nb: usize) -> [f32; ROWS] {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                rows8::<(), false>(
+                    w,
+                    rb,
+                    a,
+                    nb,
+                    size_of::<BlockQ5_0>(),
+                    1,
+                    |_| (),
+                    |p, _, _, ba| {
+                        let (x, d) = q5_0_block(p);
+                        (dot_u8i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(load_act(ba), x)), d, 0.0)
+                    },
+                )
             }
         }
 
@@ -595,20 +783,73 @@ macro_rules! byte_bodies {
             unsafe {
                 let mut acc = [0f32; T];
                 for (i, b) in w.chunks_exact(size_of::<BlockQ5_1>()).enumerate() {
-                    let p = b.as_ptr();
-                    let qh = (p.add(offset_of!(BlockQ5_1, qh)) as *const u32).read_unaligned();
-                    let q = _mm256_or_si256(unpack_nibbles_32(p.add(offset_of!(BlockQ5_1, qs))), high_bits_32(qh));
-                    let (d, m) = (f16_le(p.add(offset_of!(BlockQ5_1, d))), f16_le(p.add(offset_of!(BlockQ5_1, m))));
+                    let (q, d, m) = q5_1_block(b.as_ptr());
                     fold_block(&mut acc, a, nb, i, d, Some(m), |ba| dot_u8i8(q, load_act(ba)));
                 }
                 acc
             }
         }
 
-        /// `q4_k` (`FIVE` false) and `q5_k`: per super-block, 4 groups of 32 bytes hold the
-        /// nibbles of sub-blocks 2g (low) and 2g + 1 (high); `q5_k`'s fifth bit of sub-block j is
-        /// bit j of `qh[l]`.
+        /// # Safety
+        /// The CPU has the enabled target features; `w` holds `ROWS` rows `rb` bytes apart, `a`
+        /// the token's `nb` blocks.
+        #[target_feature(enable = $features)]
+        unsafe fn q5_1_rows(w: *const u8, rb: usize, a: *const BlockQ8A, nb: usize) -> [f32; ROWS] {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                rows8::<(), true>(
+                    w,
+                    rb,
+                    a,
+                    nb,
+                    size_of::<BlockQ5_1>(),
+                    1,
+                    |_| (),
+                    |p, _, _, ba| {
+                        let (q, d, m) = q5_1_block(p);
+                        (dot_u8i8(q, load_act(ba)), d, m)
+                    },
+                )
+            }
+        }
+
+        /// Sub-block j of a `q4_k` (`FIVE` false) or `q5_k` super-block as unsigned bytes: 4
+        /// groups of 32 bytes hold the nibbles of sub-blocks 2g (low) and 2g + 1 (high); `q5_k`'s
+        /// fifth bit of sub-block j is bit j of `qh[l]`.
         ///
+        /// # Safety
+        /// The CPU has the enabled target features; `p` points at a whole super-block, j < 8.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn k4_sub<const FIVE: bool>(p: *const u8, j: usize) -> __m256i {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let m4 = _mm256_set1_epi8(0x0F);
+                let ql = p.add(if FIVE { offset_of!(BlockQ5K, qs) } else { offset_of!(BlockQ4K, qs) });
+                // Shifts by a register count, not branches: j is a run-time value in `rows8`.
+                let v = _mm256_loadu_si256(ql.add(32 * (j / 2)) as *const __m256i);
+                let q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (j % 2) as i32)), m4);
+                if !FIVE {
+                    return q;
+                }
+                let qh = _mm256_loadu_si256(p.add(offset_of!(BlockQ5K, qh)) as *const __m256i);
+                let bit = _mm256_set1_epi8(1 << j);
+                let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+                _mm256_or_si256(q, _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
+            }
+        }
+
+        /// The (scale, minimum) multipliers of a `q4_k`/`q5_k` super-block at `p`.
+        ///
+        /// # Safety
+        /// `p` points at a whole super-block.
+        #[inline]
+        unsafe fn k4_scales<const FIVE: bool>(p: *const u8) -> [(f32, f32); 8] {
+            let bytes = if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() };
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            crate::kquants::scales_k4(unsafe { std::slice::from_raw_parts(p, bytes) })
+        }
+
         /// # Safety
         /// The CPU has the enabled target features; the pointers cover every value it reads or
         /// writes (the caller checks the lengths).
@@ -617,49 +858,76 @@ macro_rules! byte_bodies {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
                 let bytes = if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() };
-                let m4 = _mm256_set1_epi8(0x0F);
-                let h16 = _mm256_set1_epi8(0x10);
                 let mut acc = [0f32; T];
                 for (sb, b) in w.chunks_exact(bytes).enumerate() {
-                    let sm = crate::kquants::scales_k4(b);
-                    let p = b.as_ptr();
-                    let qh = if FIVE {
-                        _mm256_loadu_si256(p.add(offset_of!(BlockQ5K, qh)) as *const __m256i)
-                    } else {
-                        _mm256_setzero_si256()
-                    };
-                    let ql = p.add(if FIVE { offset_of!(BlockQ5K, qs) } else { offset_of!(BlockQ4K, qs) });
-                    for g in 0..4 {
-                        let v = _mm256_loadu_si256(ql.add(32 * g) as *const __m256i);
-                        let halves = [_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4)];
-                        for (h, mut q) in halves.into_iter().enumerate() {
-                            let j = 2 * g + h;
-                            if FIVE {
-                                let bit = _mm256_set1_epi8(1 << j);
-                                let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
-                                q = _mm256_or_si256(q, _mm256_and_si256(set, h16));
-                            }
-                            fold_block(&mut acc, a, nb, 8 * sb + j, sm[j].0, Some(-sm[j].1), |ba| {
-                                dot_u8i8(q, load_act(ba))
-                            });
-                        }
+                    let sm = k4_scales::<FIVE>(b.as_ptr());
+                    for (j, &(d, m)) in sm.iter().enumerate() {
+                        let q = k4_sub::<FIVE>(b.as_ptr(), j);
+                        fold_block(&mut acc, a, nb, 8 * sb + j, d, Some(-m), |ba| dot_u8i8(q, load_act(ba)));
                     }
                 }
                 acc
             }
         }
 
-        /// The low two bits of each byte of `h`, moved to bits 4–5.
+        /// # Safety
+        /// The CPU has the enabled target features; `w` holds `ROWS` rows `rb` bytes apart, `a`
+        /// the token's `nb` blocks.
         #[target_feature(enable = $features)]
-        #[inline]
-        fn two_bits(h: __m256i, m2: __m256i) -> __m256i {
-            _mm256_slli_epi16::<4>(_mm256_and_si256(h, m2))
+        unsafe fn k4_rows<const FIVE: bool>(w: *const u8, rb: usize, a: *const BlockQ8A, nb: usize) -> [f32; ROWS] {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let bytes = if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() };
+                rows8::<_, true>(
+                    w,
+                    rb,
+                    a,
+                    nb,
+                    bytes,
+                    8,
+                    |p| k4_scales::<FIVE>(p),
+                    |p, sm, j, ba| (dot_u8i8(k4_sub::<FIVE>(p, j), load_act(ba)), sm[j].0, -sm[j].1),
+                )
+            }
         }
 
-        /// `q6_k`: per 128-value half n, sub-block k takes nibbles from `ql[32·(k & 1)..]`
-        /// (low for k < 2, high otherwise) and two bits from `qh >> 2k`; the low 8 lanes of a
-        /// product cover its first 16 values (scale `sc[2k]`), the high 8 its second 16.
+        /// Sub-block j of a `q6_k` super-block: its values as signed bytes and its two 16-value
+        /// scales (lanes 0–3 of a product cover the first 16 values, scale `sc[2k]`; lanes 4–7
+        /// the second). Half n = j / 4, k = j % 4: nibbles from `ql[64n + 32·(k & 1)..]` (low
+        /// for k < 2, high otherwise), two bits from `qh[32n..] >> 2k`.
         ///
+        /// # Safety
+        /// The CPU has the enabled target features; `p` points at a whole super-block, j < 8.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q6_sub(p: *const u8, j: usize) -> (__m256i, __m256i) {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let (n, k) = (j / 4, j % 4);
+                let m4 = _mm256_set1_epi8(0x0F);
+                // Shifts by a register count, not branches: j is a run-time value in `rows8`.
+                let l = _mm256_loadu_si256(p.add(offset_of!(BlockQ6K, ql) + 64 * n + 32 * (k & 1)) as *const __m256i);
+                let l = _mm256_and_si256(_mm256_srl_epi16(l, _mm_cvtsi32_si128(4 * (k / 2) as i32)), m4);
+                let h = _mm256_loadu_si256(p.add(offset_of!(BlockQ6K, qh) + 32 * n) as *const __m256i);
+                let h = _mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * k as i32));
+                let h = _mm256_slli_epi16::<4>(_mm256_and_si256(h, _mm256_set1_epi8(3)));
+                let x = _mm256_sub_epi8(_mm256_or_si256(l, h), _mm256_set1_epi8(32));
+                let sc = p.add(offset_of!(BlockQ6K, scales) + 8 * n + 2 * k);
+                let scales =
+                    _mm256_set_m128i(_mm_set1_epi32(*sc.add(1) as i8 as i32), _mm_set1_epi32(*sc as i8 as i32));
+                (x, scales)
+            }
+        }
+
+        /// A `q6_k` sub-block's integer lanes against an activation block: the contract
+        /// (`kquants::vec_dot_q6_k`) applies the two half-scales in integers, then one fma per
+        /// 32 values.
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn q6_ints(x: __m256i, scales: __m256i, act: __m256i) -> __m256i {
+            _mm256_mullo_epi32(dot_u8i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(act, x)), scales)
+        }
+
         /// # Safety
         /// The CPU has the enabled target features; the pointers cover every value it reads or
         /// writes (the caller checks the lengths).
@@ -667,48 +935,39 @@ macro_rules! byte_bodies {
         unsafe fn q6_k_impl<const T: usize>(w: &[u8], a: *const BlockQ8A, nb: usize) -> [f32; T] {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let m4 = _mm256_set1_epi8(0x0F);
-                let m2 = _mm256_set1_epi8(3);
-                let off = _mm256_set1_epi8(32);
                 let mut acc = [0f32; T];
                 for (sb, b) in w.chunks_exact(size_of::<BlockQ6K>()).enumerate() {
-                    let p = b.as_ptr();
-                    let d = f16_le(p.add(offset_of!(BlockQ6K, d)));
-                    for n in 0..2 {
-                        let ql = p.add(offset_of!(BlockQ6K, ql) + 64 * n);
-                        let ql0 = _mm256_loadu_si256(ql as *const __m256i);
-                        let ql1 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
-                        let qh = _mm256_loadu_si256(p.add(offset_of!(BlockQ6K, qh) + 32 * n) as *const __m256i);
-                        let q = [
-                            _mm256_or_si256(_mm256_and_si256(ql0, m4), two_bits(qh, m2)),
-                            _mm256_or_si256(_mm256_and_si256(ql1, m4), two_bits(_mm256_srli_epi16::<2>(qh), m2)),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                                two_bits(_mm256_srli_epi16::<4>(qh), m2),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                                two_bits(_mm256_srli_epi16::<6>(qh), m2),
-                            ),
-                        ];
-                        let sc = &b[offset_of!(BlockQ6K, scales) + 8 * n..][..8];
-                        for (k, q) in q.into_iter().enumerate() {
-                            let x = _mm256_sub_epi8(q, off);
-                            let ax = _mm256_sign_epi8(x, x);
-                            // Lanes 0–3 hold the first 16 values (scale sc[2k]), 4–7 the second.
-                            let scales = _mm256_set_m128i(
-                                _mm_set1_epi32(sc[2 * k + 1] as i8 as i32),
-                                _mm_set1_epi32(sc[2 * k] as i8 as i32),
-                            );
-                            // The contract (`kquants::vec_dot_q6_k`): scales applied in integers,
-                            // then one fma per 32 values.
-                            fold_block(&mut acc, a, nb, 8 * sb + 4 * n + k, d, None, |ba| {
-                                _mm256_mullo_epi32(dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)), scales)
-                            });
-                        }
+                    let d = f16_le(b.as_ptr().add(offset_of!(BlockQ6K, d)));
+                    for j in 0..8 {
+                        let (x, scales) = q6_sub(b.as_ptr(), j);
+                        fold_block(&mut acc, a, nb, 8 * sb + j, d, None, |ba| q6_ints(x, scales, load_act(ba)));
                     }
                 }
                 acc
+            }
+        }
+
+        /// # Safety
+        /// The CPU has the enabled target features; `w` holds `ROWS` rows `rb` bytes apart, `a`
+        /// the token's `nb` blocks.
+        #[target_feature(enable = $features)]
+        unsafe fn q6_k_rows(w: *const u8, rb: usize, a: *const BlockQ8A, nb: usize) -> [f32; ROWS] {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let bytes = size_of::<BlockQ6K>();
+                rows8::<f32, false>(
+                    w,
+                    rb,
+                    a,
+                    nb,
+                    bytes,
+                    8,
+                    |p| f16_le(p.add(offset_of!(BlockQ6K, d))),
+                    |p, &d, j, ba| {
+                        let (x, scales) = q6_sub(p, j);
+                        (q6_ints(x, scales, load_act(ba)), d, 0.0)
+                    },
+                )
             }
         }
     };
