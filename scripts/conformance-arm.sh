@@ -21,7 +21,9 @@ mkdir -p "$out"
 for t in q4_0 q4_k_m; do
   target/release/autark quantize "$gguf" -o "$out/smol-$t.autark" -t "$t" --rtn >/dev/null 2>&1 || target/release/autark quantize "$gguf" -o "$out/smol-$t.autark" -t "$t" --rtn
 done
-cargo build --release -q -p autark-runtime --example verify_conformance --target "$target"
+# The command of scripts/cross-aarch64.sh (which runs first in scripts/test.sh): the same feature
+# set, so nothing compiles twice.
+cargo build --release -q -p autark-bindings -p autark-runtime --lib --example verify_conformance --target "$target"
 bin=target/$target/release/examples/verify_conformance
 run() { qemu-aarch64 -cpu "$1" -L /usr/aarch64-linux-gnu "$bin" "$out/smol-$2.autark" 1; }
 run max q4_0

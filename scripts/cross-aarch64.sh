@@ -23,7 +23,9 @@ if ! command -v "$linker" >/dev/null; then
   command -v "$linker" >/dev/null || skip "no aarch64 linker ($linker); install gcc-aarch64-linux-gnu"
 fi
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=$linker
-cargo build --release -p autark-bindings --lib --target "$target"
+# With the runtime's conformance example in the same build (scripts/conformance-arm.sh runs it,
+# with this very command: one feature set, so the crates compile once for both).
+cargo build --release -p autark-bindings -p autark-runtime --lib --example verify_conformance --target "$target"
 lib=${CARGO_TARGET_DIR:-target}/$target/release/libautark_bindings.so
 [ -f "$lib" ] || { echo "FAIL: $lib was not built" >&2; exit 1; }
 if command -v readelf >/dev/null; then

@@ -29,6 +29,14 @@ for tool in cmake c++ cc; do
   command -v "$tool" >/dev/null || { echo "llama-tokenize: $tool is not installed" >&2; exit 3; }
 done
 mkdir -p "$CACHE"
+# One build at a time (scripts/test.sh starts one in the background; the test that needs it
+# then waits here for it instead of starting a second).
+exec 9>"$CACHE/build-tokenize.lock"
+flock 9
+if [ -x "$BIN" ]; then
+  echo "$BIN"
+  exit 0
+fi
 if [ ! -f "$SRC/CMakeLists.txt" ]; then
   [ -f "$CACHE/$PKG.tar.gz" ] || python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python \
     -d "$CACHE" "${PKG/_cpp_python-/-cpp-python==}" >&2

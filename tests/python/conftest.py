@@ -123,6 +123,17 @@ def smollm2_q4_1(autark, smollm2_gguf, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_q8_0(autark, tmp_path_factory) -> Path:
+    """A tiny synthetic Llama (make_tiny's llama_tied: 2 layers, width 64, vocab 272, ChatML) as
+    q8_0: for the valgrind runs, which check memory, not text, and take seconds on it where
+    SmolLM2 takes minutes."""
+    import make_tiny
+
+    d = tmp_path_factory.mktemp("tiny")
+    return autark.quantize(make_tiny.make("llama_tied", d / "hf"), d / "tiny-q8_0.autark", "q8_0")
+
+
+@pytest.fixture(scope="session")
 def smollm2_reader(smollm2_gguf):
     import gguf
 

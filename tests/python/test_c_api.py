@@ -63,14 +63,17 @@ def test_resume_across_processes(binaries, smollm2_q4_1, tmp_path, kind):
     assert first + second == whole
 
 
-def test_valgrind_clean(binaries, smollm2_q4_1, corrupt):
+def test_valgrind_clean(binaries, smollm2_q4_1, tiny_q8_0, corrupt):
     valgrind = shutil.which("valgrind")
     assert valgrind, "valgrind is required (apt-get install valgrind; .ci/run installs it)"
     # valgrind 3.19 does not decode AVX-512: run the AVX2 kernels under it. The conformance
-    # probe (a dozen forward passes, minutes under valgrind) runs in the unchecked runs only.
-    env = {**os.environ, "AUTARK_ISA": "avx2", "AUTARK_TEST_SKIP_PROBE": "1"}
-    for args in ([binaries["api_test"], smollm2_q4_1, corrupt], [binaries["generate"], smollm2_q4_1, "Hello", "4"],
-                 [binaries["threads"], smollm2_q4_1, "1"]):
+    # probe (a dozen forward passes, minutes under valgrind) runs in the unchecked runs only, and
+    # the speculative texts are 8 tokens (48 unchecked). api_test checks what SmolLM2 says
+    # (drafts accepted, a cancelled text); the examples run on the tiny model (same code paths,
+    # seconds instead of minutes under valgrind).
+    env = {**os.environ, "AUTARK_ISA": "avx2", "AUTARK_TEST_SKIP_PROBE": "1", "AUTARK_TEST_SPEC_TOKENS": "8"}
+    for args in ([binaries["api_test"], smollm2_q4_1, corrupt], [binaries["generate"], tiny_q8_0, "Hello", "4"],
+                 [binaries["threads"], tiny_q8_0, "1"]):
         r = subprocess.run([valgrind, "--error-exitcode=1", "--leak-check=full", "--errors-for-leak-kinds=definite", "-q", *map(str, args)],
                            capture_output=True, timeout=600, env=env)
         assert r.returncode == 0, r.stderr.decode()[-5000:]

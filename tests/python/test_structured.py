@@ -440,7 +440,7 @@ def test_c_api_errors(binaries, smollm2_q4_1, tmp_path):
     assert c.returncode == 3 and b"error (-18)" in c.stderr, c.stderr
 
 
-def test_c_api_valgrind_clean(binaries, smollm2_q4_1, tmp_path):
+def test_c_api_valgrind_clean(binaries, tiny_q8_0, tmp_path):
     import os
     import shutil
 
@@ -448,12 +448,13 @@ def test_c_api_valgrind_clean(binaries, smollm2_q4_1, tmp_path):
     assert valgrind, "valgrind is required (apt-get install valgrind; .ci/run installs it)"
     env = {**os.environ, "AUTARK_ISA": "avx2"}  # valgrind does not decode AVX-512
     tools = write(tmp_path, "tools.json", TOOLS)
-    # A few tokens (valgrind runs the forward pass ~50x slower): the tool call stops
-    # incomplete (exit 3), through the same callback and error paths as a complete one.
-    # The tools path covers autark_chat_tools' callback tee, the constraint, the error path.
+    # A few tokens of the tiny model (valgrind runs the forward pass ~50x slower; SmolLM2's
+    # prefill of the tools prompt took three minutes): the tool call stops incomplete (exit 3),
+    # through the same callback and error paths as a complete one. The tools path covers
+    # autark_chat_tools' callback tee, the constraint, the error path.
     for args in (["tools", tools, "Add 1 and 2.", "8"],):
         r = subprocess.run([valgrind, "--error-exitcode=1", "--leak-check=full", "--errors-for-leak-kinds=definite", "-q",
-                            str(binaries["structured"]), str(smollm2_q4_1), *map(str, args)],
+                            str(binaries["structured"]), str(tiny_q8_0), *map(str, args)],
                            capture_output=True, timeout=600, env=env)
         assert r.returncode == 3, r.stderr.decode()[-5000:]
 
