@@ -40,6 +40,22 @@ fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
 }
 
+/// The 32 fifth bits of `qh` (bit j for value j) as bytes: 0x10 where set, else 0.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn high_bits_32(qh: u32) -> __m256i {
+    let v = _mm256_set1_epi32(qh as i32);
+    // Byte j takes byte j / 8 of qh (each 128-bit lane holds all four) …
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+    );
+    let bytes = _mm256_shuffle_epi8(v, spread);
+    // … and keeps bit j % 8.
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
 kernel_bodies!("avx2,fma,f16c", rows: 2, tokens: 4, byte_tokens: 8);
 
 // ---- 16-row interleaved matrices ----------------------------------------------------------------

@@ -37,6 +37,14 @@ mod ymm {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
     }
 
+    /// The 32 fifth bits of `qh` (bit j for value j) as bytes: 0x10 where set, else 0 (one
+    /// masked move: the bits are the mask).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    fn high_bits_32(qh: u32) -> __m256i {
+        _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10))
+    }
+
     kernel_bodies!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", rows: 4, tokens: 4, byte_tokens: 16);
 }
 

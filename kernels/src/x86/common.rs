@@ -512,22 +512,6 @@ macro_rules! byte_bodies {
             run_rows::<BlockQ6K>(w, a, nb, out, q6_k_rows, q6_k_impl::<1>)
         }
 
-        /// The 32 fifth bits of `qh` (bit j for value j) as bytes: 0x10 where set, else 0.
-        #[target_feature(enable = $features)]
-        #[inline]
-        fn high_bits_32(qh: u32) -> __m256i {
-            let v = _mm256_set1_epi32(qh as i32);
-            // Byte j takes byte j / 8 of qh (each 128-bit lane holds all four) …
-            let spread = _mm256_setr_epi8(
-                0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
-            );
-            let bytes = _mm256_shuffle_epi8(v, spread);
-            // … and keeps bit j % 8.
-            let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-            let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
-            _mm256_and_si256(set, _mm256_set1_epi8(0x10))
-        }
-
         /// # Safety
         /// The CPU has the enabled target features; the slices hold every block it reads or writes
         /// (the caller checks the lengths).
@@ -572,7 +556,7 @@ macro_rules! byte_bodies {
         }
 
         /// One weight block folded into T tokens' accumulators by the contract: token t's exact
-        /// sum `s_t` (the lanes of `ints(t's activation block)` added), then
+        /// sum `s_t` (the lanes of `ints(t's activation block)` added, less `off·Σa`), then
         /// `acc_t = fma(s_t, d·d_a, acc_t)` and, with a minimum `m`, `acc_t = fma(m, d_a·Σa, acc_t)`.
         /// Eight tokens at a time share one transposing sum and one vector multiply-add (lane =
         /// token); the products are the scalar ones, so every token gets the same bits.
@@ -581,6 +565,7 @@ macro_rules! byte_bodies {
         /// The CPU has the enabled target features; `a` holds T tokens of `nb` blocks, i < nb.
         #[target_feature(enable = $features)]
         #[inline]
+        #[allow(clippy::too_many_arguments)]
         unsafe fn fold_block<const T: usize>(
             acc: &mut [f32; T],
             a: *const BlockQ8A,
@@ -588,6 +573,7 @@ macro_rules! byte_bodies {
             i: usize,
             d: f32,
             m: Option<f32>,
+            off: i32,
             ints: impl Fn(&BlockQ8A) -> __m256i,
         ) {
             // SAFETY: the caller upholds the `# Safety` contract above.
@@ -595,7 +581,7 @@ macro_rules! byte_bodies {
                 if T % 8 != 0 {
                     for (t, acc) in acc.iter_mut().enumerate() {
                         let ba = act(a, nb, t, i);
-                        *acc = (hsum_i32x8(ints(ba)) as f32).mul_add(d * ba.d, *acc);
+                        *acc = ((hsum_i32x8(ints(ba)) - off * ba.sum) as f32).mul_add(d * ba.d, *acc);
                         if let Some(m) = m {
                             *acc = m.mul_add(ba.d * ba.sum as f32, *acc);
                         }
@@ -608,14 +594,18 @@ macro_rules! byte_bodies {
                     for (v, ba) in v8.iter_mut().zip(b) {
                         *v = ints(ba);
                     }
-                    let s = _mm256_cvtepi32_ps(fold8(v8));
+                    let sums = _mm256_setr_epi32(
+                        b[0].sum, b[1].sum, b[2].sum, b[3].sum, b[4].sum, b[5].sum, b[6].sum, b[7].sum,
+                    );
+                    let mut si = fold8(v8);
+                    if off != 0 {
+                        si = _mm256_sub_epi32(si, _mm256_mullo_epi32(sums, _mm256_set1_epi32(off)));
+                    }
+                    let s = _mm256_cvtepi32_ps(si);
                     let da = _mm256_setr_ps(b[0].d, b[1].d, b[2].d, b[3].d, b[4].d, b[5].d, b[6].d, b[7].d);
                     let p = acc.as_mut_ptr().add(t0);
                     let mut v = _mm256_fmadd_ps(s, _mm256_mul_ps(_mm256_set1_ps(d), da), _mm256_loadu_ps(p));
                     if let Some(m) = m {
-                        let sums = _mm256_setr_epi32(
-                            b[0].sum, b[1].sum, b[2].sum, b[3].sum, b[4].sum, b[5].sum, b[6].sum, b[7].sum,
-                        );
                         v = _mm256_fmadd_ps(_mm256_set1_ps(m), _mm256_mul_ps(da, _mm256_cvtepi32_ps(sums)), v);
                     }
                     _mm256_storeu_ps(p, v);
@@ -627,7 +617,8 @@ macro_rules! byte_bodies {
         /// weight block (`bytes` long, `per` sub-blocks), `prep` reads the row's block-wide
         /// values once; per sub-block j, `sub(row's block, its prep, j, activation block)` gives
         /// the row's integer lanes, `d` and minimum. The rows' exact sums fold in one transposing
-        /// sum, then `acc = fma(s, d·d_a, acc)` and, with `MIN`, `acc = fma(m, d_a·Σa, acc)`:
+        /// sum (less `off·Σa`, the same for every row), then `acc = fma(s, d·d_a, acc)` and, with
+        /// `MIN`, `acc = fma(m, d_a·Σa, acc)`:
         /// the scalar products, so every row gets its one-row bits.
         ///
         /// The rows are read one after the other, a panel of `PANEL` sub-blocks at a time, so the
@@ -648,6 +639,7 @@ macro_rules! byte_bodies {
             nb: usize,
             bytes: usize,
             per: usize,
+            off: i32,
             prep: impl Fn(*const u8) -> S,
             sub: impl Fn(*const u8, &S, usize, &BlockQ8A) -> (__m256i, f32, f32),
         ) -> [f32; ROWS] {
@@ -688,7 +680,8 @@ macro_rules! byte_bodies {
                         let r = |u: usize| *ints.add(k * ROWS + u);
                         let lo = _mm_hadd_epi32(_mm_hadd_epi32(r(0), r(1)), _mm_hadd_epi32(r(2), r(3)));
                         let hi = _mm_hadd_epi32(_mm_hadd_epi32(r(4), r(5)), _mm_hadd_epi32(r(6), r(7)));
-                        let sums = _mm256_cvtepi32_ps(_mm256_set_m128i(hi, lo));
+                        let si = _mm256_sub_epi32(_mm256_set_m128i(hi, lo), _mm256_set1_epi32(off * ba.sum));
+                        let sums = _mm256_cvtepi32_ps(si);
                         let dv = _mm256_loadu_ps(d.add(k * ROWS));
                         acc = _mm256_fmadd_ps(sums, _mm256_mul_ps(dv, _mm256_set1_ps(ba.d)), acc);
                         if MIN {
@@ -703,7 +696,8 @@ macro_rules! byte_bodies {
             }
         }
 
-        /// A `q5_0` block's 32 values as signed bytes, and its `d`.
+        /// A `q5_0` block's 32 values as unsigned bytes (0–31: the contract's sum is
+        /// `Σ q·a − 16·Σa`, `Q5_0_OFFSET`), and its `d`.
         ///
         /// # Safety
         /// The CPU has the enabled target features; `p` points at a whole block.
@@ -714,10 +708,12 @@ macro_rules! byte_bodies {
             unsafe {
                 let qh = (p.add(offset_of!(BlockQ5_0, qh)) as *const u32).read_unaligned();
                 let nibbles = unpack_nibbles_32(p.add(offset_of!(BlockQ5_0, qs)));
-                let x = _mm256_sub_epi8(_mm256_or_si256(nibbles, high_bits_32(qh)), _mm256_set1_epi8(16));
-                (x, f16_le(p.add(offset_of!(BlockQ5_0, d))))
+                (_mm256_or_si256(nibbles, high_bits_32(qh)), f16_le(p.add(offset_of!(BlockQ5_0, d))))
             }
         }
+
+        /// What a `q5_0` block sum subtracts per unit of Σa (its values are stored as q + 16).
+        const Q5_0_OFFSET: i32 = 16;
 
         /// A `q5_1` block's 32 values as unsigned bytes, its `d` and its `m`.
         ///
@@ -743,9 +739,8 @@ macro_rules! byte_bodies {
             unsafe {
                 let mut acc = [0f32; T];
                 for (i, b) in w.chunks_exact(size_of::<BlockQ5_0>()).enumerate() {
-                    let (x, d) = q5_0_block(b.as_ptr());
-                    let ax = _mm256_sign_epi8(x, x);
-                    fold_block(&mut acc, a, nb, i, d, None, |ba| dot_u8i8(ax, _mm256_sign_epi8(load_act(ba), x)));
+                    let (q, d) = q5_0_block(b.as_ptr());
+                    fold_block(&mut acc, a, nb, i, d, None, Q5_0_OFFSET, |ba| dot_u8i8(q, load_act(ba)));
                 }
                 acc
             }
@@ -765,10 +760,11 @@ macro_rules! byte_bodies {
                     nb,
                     size_of::<BlockQ5_0>(),
                     1,
+                    Q5_0_OFFSET,
                     |_| (),
                     |p, _, _, ba| {
-                        let (x, d) = q5_0_block(p);
-                        (dot_u8i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(load_act(ba), x)), d, 0.0)
+                        let (q, d) = q5_0_block(p);
+                        (dot_u8i8(q, load_act(ba)), d, 0.0)
                     },
                 )
             }
@@ -784,7 +780,7 @@ macro_rules! byte_bodies {
                 let mut acc = [0f32; T];
                 for (i, b) in w.chunks_exact(size_of::<BlockQ5_1>()).enumerate() {
                     let (q, d, m) = q5_1_block(b.as_ptr());
-                    fold_block(&mut acc, a, nb, i, d, Some(m), |ba| dot_u8i8(q, load_act(ba)));
+                    fold_block(&mut acc, a, nb, i, d, Some(m), 0, |ba| dot_u8i8(q, load_act(ba)));
                 }
                 acc
             }
@@ -804,6 +800,7 @@ macro_rules! byte_bodies {
                     nb,
                     size_of::<BlockQ5_1>(),
                     1,
+                    0,
                     |_| (),
                     |p, _, _, ba| {
                         let (q, d, m) = q5_1_block(p);
@@ -863,7 +860,7 @@ macro_rules! byte_bodies {
                     let sm = k4_scales::<FIVE>(b.as_ptr());
                     for (j, &(d, m)) in sm.iter().enumerate() {
                         let q = k4_sub::<FIVE>(b.as_ptr(), j);
-                        fold_block(&mut acc, a, nb, 8 * sb + j, d, Some(-m), |ba| dot_u8i8(q, load_act(ba)));
+                        fold_block(&mut acc, a, nb, 8 * sb + j, d, Some(-m), 0, |ba| dot_u8i8(q, load_act(ba)));
                     }
                 }
                 acc
@@ -885,6 +882,7 @@ macro_rules! byte_bodies {
                     nb,
                     bytes,
                     8,
+                    0,
                     |p| k4_scales::<FIVE>(p),
                     |p, sm, j, ba| (dot_u8i8(k4_sub::<FIVE>(p, j), load_act(ba)), sm[j].0, -sm[j].1),
                 )
@@ -940,7 +938,7 @@ macro_rules! byte_bodies {
                     let d = f16_le(b.as_ptr().add(offset_of!(BlockQ6K, d)));
                     for j in 0..8 {
                         let (x, scales) = q6_sub(b.as_ptr(), j);
-                        fold_block(&mut acc, a, nb, 8 * sb + j, d, None, |ba| q6_ints(x, scales, load_act(ba)));
+                        fold_block(&mut acc, a, nb, 8 * sb + j, d, None, 0, |ba| q6_ints(x, scales, load_act(ba)));
                     }
                 }
                 acc
@@ -962,6 +960,7 @@ macro_rules! byte_bodies {
                     nb,
                     bytes,
                     8,
+                    0,
                     |p| f16_le(p.add(offset_of!(BlockQ6K, d))),
                     |p, &d, j, ba| {
                         let (x, scales) = q6_sub(p, j);
