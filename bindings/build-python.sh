@@ -12,7 +12,9 @@ mkdir -p "$1"
 out=$(cd "$1" && pwd)
 cd "$(dirname "$0")/.."
 profile=${CARGO_PROFILE:-release}
-cargo build --profile "$profile" -p autark-bindings --features bindgen
+# AUTARK_CARGO_ARGS: more for the same cargo invocation (the Python tests add the C library, so
+# that this build and ffi/install.sh's share one feature set and compile once).
+cargo build --profile "$profile" -p autark-bindings --features autark-bindings/bindgen ${AUTARK_CARGO_ARGS:-}
 dir=${CARGO_TARGET_DIR:-target}/$profile
 [ "$profile" = dev ] && dir=${CARGO_TARGET_DIR:-target}/debug
 case "$(uname -s)" in

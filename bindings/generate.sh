@@ -17,7 +17,9 @@ mkdir -p "$2"
 out=$(cd "$2" && pwd)
 cd "$(dirname "$0")/.."
 profile=${CARGO_PROFILE:-release}
-cargo build --profile "$profile" -p autark-bindings --features bindgen
+# AUTARK_CARGO_ARGS: more for the same cargo invocation (the Python tests add the C library, as
+# bindings/build-python.sh does there, so that all their builds share one feature set).
+cargo build --profile "$profile" -p autark-bindings --features autark-bindings/bindgen ${AUTARK_CARGO_ARGS:-}
 dir=${CARGO_TARGET_DIR:-target}/$profile
 [ "$profile" = dev ] && dir=${CARGO_TARGET_DIR:-target}/debug
 case "$(uname -s)" in

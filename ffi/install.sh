@@ -7,7 +7,9 @@
 set -euo pipefail
 prefix=${1:?usage: ffi/install.sh PREFIX}
 cd "$(dirname "$0")/.."
-cargo build --release -p autark-ffi ${CARGO_PROFILE_ARGS:-}
+# AUTARK_CARGO_ARGS: more for the same cargo invocation (the Python tests add the bindings, so
+# that this build and bindings/build-python.sh's share one feature set and compile once).
+cargo build --release -p autark-ffi ${CARGO_PROFILE_ARGS:-} ${AUTARK_CARGO_ARGS:-}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 mkdir -p "$prefix/include" "$prefix/lib/pkgconfig"
 install -m 644 ffi/include/autark.h "$prefix/include/autark.h"
