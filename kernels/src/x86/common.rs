@@ -1,6 +1,7 @@
 //! Kernel bodies shared by `avx2.rs` and `avx512.rs`, as macros that each ISA module
-//! instantiates with its target features and its `dot_u8i8` (the one instruction choice that
-//! differs: `vpmaddubsw` + `vpmaddwd`, or VNNI's `vpdpbusd`). The instantiating module imports
+//! instantiates with its target features and the two helpers whose instructions differ:
+//! `dot_u8i8` (`vpmaddubsw` + `vpmaddwd`, or VNNI's `vpdpbusd`) and `high_bits_32` (a shuffle,
+//! two ANDs and a compare, or AVX-512BW's masked move). The instantiating module imports
 //! `std::arch::x86_64::*`, the block types and `QK`.
 //!
 //! Exactness: `quantize_act` reproduces the scalar reference bit for bit (same f32 products,
@@ -390,8 +391,8 @@ macro_rules! kernel_bodies {
 }
 
 // Dot products of the byte-coded types (`q5_0`, `q5_1`, `q4_k`, `q5_k`, `q6_k`) with 8-bit
-// activation blocks, `byte_bodies!`, instantiated by `kernel_bodies!` for AVX2 and AVX-512 VNNI (the one
-// difference is `dot_u8i8`). Scalar twins: `q5::vec_dot_*`, `kquants::vec_dot_*`.
+// activation blocks, `byte_bodies!`, instantiated by `kernel_bodies!` for AVX2 and AVX-512 VNNI (the
+// differences are `dot_u8i8` and `high_bits_32`). Scalar twins: `q5::vec_dot_*`, `kquants::vec_dot_*`.
 //
 // Each 32-value activation block meets one weight sub-block (two 16-value ones for `q6_k`):
 // the integer products are exact in the lanes, summed exactly per block, and folded into one
