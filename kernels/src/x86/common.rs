@@ -399,7 +399,7 @@ macro_rules! kernel_bodies {
 // f32 accumulator per (row, token) with the contract's fused multiply-adds in block order, so
 // the results are the scalar twins' bits. Prefill (`dots_*`: one row × tokens) folds 8 tokens'
 // block sums at once (lane = token); decode (`rows_*`: rows × one token) folds 8 rows' (lane =
-// row). Each type's sub-block decoder (`q5_0_block`, `q5_1_block`, `k4_sub`, `q6_sub`) serves both.
+// row). Each type's sub-block decoder (`q5_0_ints`, `q5_1_ints`, `k4_sub`, `q6_sub`) serves both.
 
 macro_rules! byte_bodies {
     ($features:literal, tokens: $TOK:literal) => {
@@ -617,15 +617,18 @@ macro_rules! byte_bodies {
         /// `ROWS` rows (`rb` bytes apart from `w`) × one token by the contract, lane = row: per
         /// weight block (`bytes` long, `per` sub-blocks), `prep` reads the row's block-wide
         /// values once; per sub-block j, `sub(row's block, its prep, j, activation block)` gives
-        /// the row's integer lanes, `d` and minimum. The rows' exact sums fold in one transposing
-        /// sum (less `off·Σa`, the same for every row), then `acc = fma(s, d·d_a, acc)` and, with
-        /// `MIN`, `acc = fma(m, d_a·Σa, acc)`:
-        /// the scalar products, so every row gets its one-row bits.
+        /// the row's integer lanes, `d` and minimum (as stored: `D`, which `dv` turns into 8 f32
+        /// lanes from 8 consecutive values, e.g. 8 f16 in one conversion). The rows' exact sums
+        /// fold in one transposing sum (less `off·Σa`, the same for every row), then
+        /// `acc = fma(s, d·d_a, acc)` and, with `MIN`, `acc = fma(m, d_a·Σa, acc)`: the scalar
+        /// products, so every row gets its one-row bits.
         ///
         /// The rows are read one after the other, a panel of `PANEL` sub-blocks at a time, so the
         /// bytes stream in order (eight rows read side by side are eight strided streams, which
         /// the hardware prefetchers do not follow: measured 30 % slower decode); each row's
-        /// block sums wait in `ints` (exact i32, half-reduced) for the fold.
+        /// block lanes wait in `ints` (exact i32) for the fold, whole: reducing them there, 8 rows
+        /// at a time, costs fewer instructions than halving each row's vector first, and the
+        /// `d`s convert 8 at a time in the fold instead of one by one per row.
         ///
         /// # Safety
         /// The CPU has the enabled target features; `w` holds `ROWS` rows of `nb / per` blocks,
@@ -633,7 +636,7 @@ macro_rules! byte_bodies {
         #[target_feature(enable = $features)]
         #[inline]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn rows8<S, const MIN: bool>(
+        unsafe fn rows8<S, D: Copy, const MIN: bool>(
             w: *const u8,
             rb: usize,
             a: *const BlockQ8A,
@@ -642,18 +645,19 @@ macro_rules! byte_bodies {
             per: usize,
             off: i32,
             prep: impl Fn(*const u8) -> S,
-            sub: impl Fn(*const u8, &S, usize, &BlockQ8A) -> (__m256i, f32, f32),
+            sub: impl Fn(*const u8, &S, usize, &BlockQ8A) -> (__m256i, D, D),
+            dv: impl Fn(*const D) -> __m256,
         ) -> [f32; ROWS] {
             const PANEL: usize = 64;
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                // Left uninitialised (zeroing 12 KiB per call measured 12 % of decode): slot
+                // Left uninitialised (zeroing the scratch per call measured 12 % of decode): slot
                 // (k, u) is written below before the fold reads it, for every k < (b1 − b0)·per.
-                let mut ints = std::mem::MaybeUninit::<[[__m128i; ROWS]; PANEL]>::uninit();
-                let mut d = std::mem::MaybeUninit::<[[f32; ROWS]; PANEL]>::uninit();
-                let mut m = std::mem::MaybeUninit::<[[f32; ROWS]; PANEL]>::uninit();
+                let mut ints = std::mem::MaybeUninit::<[[__m256i; ROWS]; PANEL]>::uninit();
+                let mut d = std::mem::MaybeUninit::<[[D; ROWS]; PANEL]>::uninit();
+                let mut m = std::mem::MaybeUninit::<[[D; ROWS]; PANEL]>::uninit();
                 let (ints, d, m) =
-                    (ints.as_mut_ptr() as *mut __m128i, d.as_mut_ptr() as *mut f32, m.as_mut_ptr() as *mut f32);
+                    (ints.as_mut_ptr() as *mut __m256i, d.as_mut_ptr() as *mut D, m.as_mut_ptr() as *mut D);
                 let mut acc = _mm256_setzero_ps();
                 let (blocks, step) = (nb / per, (PANEL / per).max(1));
                 for b0 in (0..blocks).step_by(step) {
@@ -669,25 +673,23 @@ macro_rules! byte_bodies {
                                 let k = (blk - b0) * per + j;
                                 let (v, dk, mk) = sub(p, &s, j, &*a.add(blk * per + j));
                                 let at = k * ROWS + u;
-                                ints.add(at)
-                                    .write(_mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)));
+                                ints.add(at).write(v);
                                 d.add(at).write(dk);
-                                m.add(at).write(mk);
+                                if MIN {
+                                    m.add(at).write(mk);
+                                }
                             }
                         }
                     }
                     for k in 0..(b1 - b0) * per {
                         let ba = &*a.add(b0 * per + k);
-                        let r = |u: usize| *ints.add(k * ROWS + u);
-                        let lo = _mm_hadd_epi32(_mm_hadd_epi32(r(0), r(1)), _mm_hadd_epi32(r(2), r(3)));
-                        let hi = _mm_hadd_epi32(_mm_hadd_epi32(r(4), r(5)), _mm_hadd_epi32(r(6), r(7)));
-                        let si = _mm256_sub_epi32(_mm256_set_m128i(hi, lo), _mm256_set1_epi32(off * ba.sum));
+                        let r = ints.add(k * ROWS);
+                        let v = [*r, *r.add(1), *r.add(2), *r.add(3), *r.add(4), *r.add(5), *r.add(6), *r.add(7)];
+                        let si = _mm256_sub_epi32(fold8(v), _mm256_set1_epi32(off * ba.sum));
                         let sums = _mm256_cvtepi32_ps(si);
-                        let dv = _mm256_loadu_ps(d.add(k * ROWS));
-                        acc = _mm256_fmadd_ps(sums, _mm256_mul_ps(dv, _mm256_set1_ps(ba.d)), acc);
+                        acc = _mm256_fmadd_ps(sums, _mm256_mul_ps(dv(d.add(k * ROWS)), _mm256_set1_ps(ba.d)), acc);
                         if MIN {
-                            let mv = _mm256_loadu_ps(m.add(k * ROWS));
-                            acc = _mm256_fmadd_ps(mv, _mm256_set1_ps(ba.d * ba.sum as f32), acc);
+                            acc = _mm256_fmadd_ps(dv(m.add(k * ROWS)), _mm256_set1_ps(ba.d * ba.sum as f32), acc);
                         }
                     }
                 }
@@ -697,37 +699,68 @@ macro_rules! byte_bodies {
             }
         }
 
+        /// 8 consecutive f32 as a vector (`rows8`'s `dv` for values computed in f32).
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; `p` points at 8 values.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn f32x8(p: *const f32) -> __m256 {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+
+        /// 8 consecutive f16 bit patterns as f32 lanes, in one conversion (exact, the same
+        /// values as `f16_le` one at a time: `rows8`'s `dv` for stored `d`s and `m`s).
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; `p` points at 8 values.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn f16x8(p: *const u16) -> __m256 {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+        }
+
+        /// The f16 bits at `p` (an unaligned little-endian `u16`).
+        ///
+        /// # Safety
+        /// `p` points at 2 readable bytes.
+        #[inline]
+        unsafe fn f16_bits(p: *const u8) -> u16 {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe { (p as *const u16).read_unaligned() }
+        }
+
         /// A `q5_0` block's 32 values as unsigned bytes (0–31: the contract's sum is
-        /// `Σ q·a − 16·Σa`, `Q5_0_OFFSET`), and its `d`.
+        /// `Σ q·a − 16·Σa`, `Q5_0_OFFSET`).
         ///
         /// # Safety
         /// The CPU has the enabled target features; `p` points at a whole block.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn q5_0_block(p: *const u8) -> (__m256i, f32) {
+        unsafe fn q5_0_ints(p: *const u8) -> __m256i {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
                 let qh = (p.add(offset_of!(BlockQ5_0, qh)) as *const u32).read_unaligned();
-                let nibbles = unpack_nibbles_32(p.add(offset_of!(BlockQ5_0, qs)));
-                (_mm256_or_si256(nibbles, high_bits_32(qh)), f16_le(p.add(offset_of!(BlockQ5_0, d))))
+                _mm256_or_si256(unpack_nibbles_32(p.add(offset_of!(BlockQ5_0, qs))), high_bits_32(qh))
             }
         }
 
         /// What a `q5_0` block sum subtracts per unit of Σa (its values are stored as q + 16).
         const Q5_0_OFFSET: i32 = 16;
 
-        /// A `q5_1` block's 32 values as unsigned bytes, its `d` and its `m`.
+        /// A `q5_1` block's 32 values as unsigned bytes.
         ///
         /// # Safety
         /// The CPU has the enabled target features; `p` points at a whole block.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn q5_1_block(p: *const u8) -> (__m256i, f32, f32) {
+        unsafe fn q5_1_ints(p: *const u8) -> __m256i {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
                 let qh = (p.add(offset_of!(BlockQ5_1, qh)) as *const u32).read_unaligned();
-                let q = _mm256_or_si256(unpack_nibbles_32(p.add(offset_of!(BlockQ5_1, qs))), high_bits_32(qh));
-                (q, f16_le(p.add(offset_of!(BlockQ5_1, d))), f16_le(p.add(offset_of!(BlockQ5_1, m))))
+                _mm256_or_si256(unpack_nibbles_32(p.add(offset_of!(BlockQ5_1, qs))), high_bits_32(qh))
             }
         }
 
@@ -740,7 +773,7 @@ macro_rules! byte_bodies {
             unsafe {
                 let mut acc = [0f32; T];
                 for (i, b) in w.chunks_exact(size_of::<BlockQ5_0>()).enumerate() {
-                    let (q, d) = q5_0_block(b.as_ptr());
+                    let (q, d) = (q5_0_ints(b.as_ptr()), f16_le(b.as_ptr().add(offset_of!(BlockQ5_0, d))));
                     fold_block(&mut acc, a, nb, i, d, None, Q5_0_OFFSET, |ba| dot_u8i8(q, load_act(ba)));
                 }
                 acc
@@ -754,7 +787,7 @@ macro_rules! byte_bodies {
         unsafe fn q5_0_rows(w: *const u8, rb: usize, a: *const BlockQ8A, nb: usize) -> [f32; ROWS] {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                rows8::<(), false>(
+                rows8::<(), u16, false>(
                     w,
                     rb,
                     a,
@@ -764,9 +797,10 @@ macro_rules! byte_bodies {
                     Q5_0_OFFSET,
                     |_| (),
                     |p, _, _, ba| {
-                        let (q, d) = q5_0_block(p);
-                        (dot_u8i8(q, load_act(ba)), d, 0.0)
+                        let q = q5_0_ints(p);
+                        (dot_u8i8(q, load_act(ba)), f16_bits(p.add(offset_of!(BlockQ5_0, d))), 0)
                     },
+                    |p| f16x8(p),
                 )
             }
         }
@@ -780,7 +814,9 @@ macro_rules! byte_bodies {
             unsafe {
                 let mut acc = [0f32; T];
                 for (i, b) in w.chunks_exact(size_of::<BlockQ5_1>()).enumerate() {
-                    let (q, d, m) = q5_1_block(b.as_ptr());
+                    let p = b.as_ptr();
+                    let q = q5_1_ints(p);
+                    let (d, m) = (f16_le(p.add(offset_of!(BlockQ5_1, d))), f16_le(p.add(offset_of!(BlockQ5_1, m))));
                     fold_block(&mut acc, a, nb, i, d, Some(m), 0, |ba| dot_u8i8(q, load_act(ba)));
                 }
                 acc
@@ -794,7 +830,7 @@ macro_rules! byte_bodies {
         unsafe fn q5_1_rows(w: *const u8, rb: usize, a: *const BlockQ8A, nb: usize) -> [f32; ROWS] {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                rows8::<(), true>(
+                rows8::<(), u16, true>(
                     w,
                     rb,
                     a,
@@ -804,9 +840,11 @@ macro_rules! byte_bodies {
                     0,
                     |_| (),
                     |p, _, _, ba| {
-                        let (q, d, m) = q5_1_block(p);
-                        (dot_u8i8(q, load_act(ba)), d, m)
+                        let q = q5_1_ints(p);
+                        let (d, m) = (offset_of!(BlockQ5_1, d), offset_of!(BlockQ5_1, m));
+                        (dot_u8i8(q, load_act(ba)), f16_bits(p.add(d)), f16_bits(p.add(m)))
                     },
+                    |p| f16x8(p),
                 )
             }
         }
@@ -837,15 +875,36 @@ macro_rules! byte_bodies {
             }
         }
 
-        /// The (scale, minimum) multipliers of a `q4_k`/`q5_k` super-block at `p`.
+        /// The (scale, minimum) multipliers of a `q4_k`/`q5_k` super-block at `p`: the products
+        /// `d·sc` and `dmin·m` of `kquants::scales_k4`, with `d` and `dmin` converted by F16C
+        /// and plain loops (measured: `scales_k4` itself was not inlined and took 3–4 % of
+        /// Q4_K_M decode).
         ///
         /// # Safety
-        /// `p` points at a whole super-block.
+        /// The CPU has the enabled target features; `p` points at a whole super-block.
+        #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn k4_scales<const FIVE: bool>(p: *const u8) -> [(f32, f32); 8] {
-            let bytes = if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() };
+        unsafe fn k4_scales(p: *const u8) -> [(f32, f32); 8] {
+            // `q4_k` and `q5_k` share `d`, `dmin` and the 12 scale bytes at the same offsets.
+            const _: () = assert!(offset_of!(BlockQ4K, scales) == offset_of!(BlockQ5K, scales));
+            const _: () = assert!(offset_of!(BlockQ4K, d) == offset_of!(BlockQ5K, d));
+            const _: () = assert!(offset_of!(BlockQ4K, dmin) == offset_of!(BlockQ5K, dmin));
             // SAFETY: the caller upholds the `# Safety` contract above.
-            crate::kquants::scales_k4(unsafe { std::slice::from_raw_parts(p, bytes) })
+            unsafe {
+                let d = f16_le(p.add(offset_of!(BlockQ4K, d)));
+                let dmin = f16_le(p.add(offset_of!(BlockQ4K, dmin)));
+                let q = &*(p.add(offset_of!(BlockQ4K, scales)) as *const [u8; 12]);
+                let mut out = [(0f32, 0f32); 8];
+                for (j, o) in out.iter_mut().enumerate() {
+                    let (sc, m) = if j < 4 {
+                        (q[j] & 63, q[j + 4] & 63)
+                    } else {
+                        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+                    };
+                    *o = (d * sc as f32, dmin * m as f32);
+                }
+                out
+            }
         }
 
         /// # Safety
@@ -858,7 +917,7 @@ macro_rules! byte_bodies {
                 let bytes = if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() };
                 let mut acc = [0f32; T];
                 for (sb, b) in w.chunks_exact(bytes).enumerate() {
-                    let sm = k4_scales::<FIVE>(b.as_ptr());
+                    let sm = k4_scales(b.as_ptr());
                     for (j, &(d, m)) in sm.iter().enumerate() {
                         let q = k4_sub::<FIVE>(b.as_ptr(), j);
                         fold_block(&mut acc, a, nb, 8 * sb + j, d, Some(-m), 0, |ba| dot_u8i8(q, load_act(ba)));
@@ -876,7 +935,7 @@ macro_rules! byte_bodies {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
                 let bytes = if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() };
-                rows8::<_, true>(
+                rows8::<_, f32, true>(
                     w,
                     rb,
                     a,
@@ -884,8 +943,9 @@ macro_rules! byte_bodies {
                     bytes,
                     8,
                     0,
-                    |p| k4_scales::<FIVE>(p),
+                    |p| k4_scales(p),
                     |p, sm, j, ba| (dot_u8i8(k4_sub::<FIVE>(p, j), load_act(ba)), sm[j].0, -sm[j].1),
+                    |p| f32x8(p),
                 )
             }
         }
@@ -912,8 +972,9 @@ macro_rules! byte_bodies {
                 let h = _mm256_slli_epi16::<4>(_mm256_and_si256(h, _mm256_set1_epi8(3)));
                 let x = _mm256_sub_epi8(_mm256_or_si256(l, h), _mm256_set1_epi8(32));
                 let sc = p.add(offset_of!(BlockQ6K, scales) + 8 * n + 2 * k);
-                let scales =
-                    _mm256_set_m128i(_mm_set1_epi32(*sc.add(1) as i8 as i32), _mm_set1_epi32(*sc as i8 as i32));
+                // Each i32 lane holds the scale in its low 16 bits and 0 above (`q6_ints`).
+                let lane = |b: u8| (b as i8 as i16 as u16) as i32;
+                let scales = _mm256_set_m128i(_mm_set1_epi32(lane(*sc.add(1))), _mm_set1_epi32(lane(*sc)));
                 (x, scales)
             }
         }
@@ -924,7 +985,10 @@ macro_rules! byte_bodies {
         #[target_feature(enable = $features)]
         #[inline]
         fn q6_ints(x: __m256i, scales: __m256i, act: __m256i) -> __m256i {
-            _mm256_mullo_epi32(dot_u8i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(act, x)), scales)
+            // A lane sums 4 products |x|·a with |x| ≤ 32 and |a| ≤ 128: |lane| ≤ 16384 fits an
+            // i16, so `vpmaddwd` against (scale, 0) multiplies it exactly, in one µop where
+            // `vpmulld` takes two (10 cycles on Intel cores).
+            _mm256_madd_epi16(dot_u8i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(act, x)), scales)
         }
 
         /// # Safety
@@ -954,7 +1018,7 @@ macro_rules! byte_bodies {
             // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
                 let bytes = size_of::<BlockQ6K>();
-                rows8::<f32, false>(
+                rows8::<f32, f32, false>(
                     w,
                     rb,
                     a,
@@ -967,6 +1031,7 @@ macro_rules! byte_bodies {
                         let (x, scales) = q6_sub(p, j);
                         (q6_ints(x, scales, load_act(ba)), d, 0.0)
                     },
+                    |p| f32x8(p),
                 )
             }
         }
