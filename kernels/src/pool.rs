@@ -60,6 +60,9 @@ struct Shared {
     /// Each participant takes a contiguous share of the tasks (else all claim from `next`).
     contiguous: AtomicBool,
     next: Line<AtomicUsize>,
+    /// Contiguous loops: participant p's next task, from the start of its share (p·n/parts)
+    /// to its end; a participant done with its own share claims the others' next tasks.
+    cursors: Box<[Line<AtomicUsize>]>,
     /// Helpers that have left the current loop.
     done: Line<AtomicUsize>,
     sleepers: AtomicUsize,
@@ -104,6 +107,7 @@ impl Pool {
             parts: threads.max(1),
             contiguous: AtomicBool::new(false),
             next: Line(AtomicUsize::new(0)),
+            cursors: (0..threads.max(1)).map(|_| Line(AtomicUsize::new(0))).collect(),
             done: Line(AtomicUsize::new(0)),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
@@ -152,6 +156,9 @@ impl Pool {
         s.n_tasks.store(n, Ordering::Relaxed);
         s.contiguous.store(contiguous, Ordering::Relaxed);
         s.next.store(0, Ordering::Relaxed);
+        for (p, c) in s.cursors.iter().enumerate() {
+            c.store(p * n / s.parts, Ordering::Relaxed);
+        }
         s.done.store(0, Ordering::Relaxed);
         s.epoch.fetch_add(1, Ordering::SeqCst);
         if s.sleepers.load(Ordering::SeqCst) > 0 {
@@ -188,12 +195,24 @@ impl Drop for Pool {
     }
 }
 
-/// Runs participant `part`'s tasks of the current loop: its contiguous share, or tasks from
-/// the shared counter until none is left.
+/// Runs participant `part`'s tasks of the current loop: its contiguous share, in order, then
+/// the next unclaimed tasks of the other shares (so that a thread the host has slowed down does
+/// not keep the others waiting at the end of every loop); or tasks from the shared counter until
+/// none is left. Every task runs exactly once: each index is claimed through one counter.
 fn claim(s: &Shared, task: &Task<'_>, part: usize) {
     let n = s.n_tasks.load(Ordering::Relaxed);
     if s.contiguous.load(Ordering::Relaxed) {
-        (part * n / s.parts..(part + 1) * n / s.parts).for_each(task);
+        for k in 0..s.parts {
+            let q = (part + k) % s.parts;
+            let end = (q + 1) * n / s.parts;
+            loop {
+                let i = s.cursors[q].fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    break;
+                }
+                task(i);
+            }
+        }
         return;
     }
     loop {
@@ -262,7 +281,8 @@ pub fn current_threads() -> usize {
 
 /// `task(i)` for `i` in `0..n` on the current pool (see the module documentation), each thread
 /// a contiguous share of `0..n`: for equal tasks that stream memory in order (matrix rows), so
-/// every thread reads one run of the matrix, as the hardware prefetcher likes.
+/// every thread reads one run of the matrix, as the hardware prefetcher likes. A thread that
+/// finishes its share early takes the next tasks of the others'.
 pub fn for_each(n: usize, task: &(dyn Fn(usize) + Sync)) {
     run(n, true, task)
 }
@@ -334,6 +354,25 @@ mod tests {
             assert_eq!(pool.install(current_threads), threads);
         }
         assert_eq!(current_threads(), 1);
+    }
+
+    #[test]
+    fn a_thread_done_early_takes_the_rest_of_a_slow_share() {
+        let pool = Pool::new(2).unwrap();
+        let caller = std::thread::current().id();
+        let by_helper: Vec<AtomicBool> = (0..16).map(|_| AtomicBool::new(false)).collect();
+        pool.install(|| {
+            for_each(16, &|i| {
+                if std::thread::current().id() == caller {
+                    // The caller's share (tasks 0–7) runs slowly: the helper finishes 8–15 first.
+                    std::thread::sleep(Duration::from_millis(20));
+                } else {
+                    by_helper[i].store(true, Ordering::Relaxed);
+                }
+            })
+        });
+        let stolen = (0..8).filter(|&i| by_helper[i].load(Ordering::Relaxed)).count();
+        assert!(stolen > 0, "the helper took none of the caller's share");
     }
 
     #[test]
