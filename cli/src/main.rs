@@ -242,6 +242,10 @@ struct BenchArgs {
     /// the rate of reading all its tensors through the file mapping, as generation does.
     #[arg(long)]
     memory: bool,
+    /// The --memory probe's buffer in MiB (a device with less memory than 4 GiB needs less; the
+    /// buffer should still be several times the last-level cache).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    memory_mib: u64,
     /// Prompt tokens (pp).
     #[arg(short = 'p', long, default_value_t = 128)]
     n_prompt: usize,

@@ -236,8 +236,8 @@ pub fn peak_rss() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
-/// Read bandwidth: the best of `reps` passes summing a 4 GiB buffer (far larger than any
-/// cache), split over the threads, with 256-bit loads (`ops::sum_u64`). The buffer asks for
+/// Read bandwidth: the best of `reps` passes summing a buffer (4 GiB in `autark bench --memory`:
+/// far larger than any cache; smaller on devices with less memory), split over the threads, with 256-bit loads (`ops::sum_u64`). The buffer asks for
 /// transparent huge pages, as a mapped model file gets (large folios), so page size does not
 /// separate the probe from generation; with a model, its mapping is read the same way.
 pub struct BandwidthProbe<'a> {
@@ -256,10 +256,14 @@ pub struct Bandwidth {
 }
 
 impl<'a> BandwidthProbe<'a> {
-    /// Fills the 4 GiB buffer; with `file`, the probe also reads all of its tensors.
-    pub fn new(file: Option<&'a AutarkFile>) -> Result<BandwidthProbe<'a>> {
-        let mut buf = memmap2::MmapMut::map_anon(4 << 30)
-            .map_err(|source| FormatError::Io { path: "<anonymous 4 GiB buffer>".into(), source })?;
+    /// Fills a buffer of `bytes` (at least 8); with `file`, the probe also reads all of its
+    /// tensors.
+    pub fn new(file: Option<&'a AutarkFile>, bytes: usize) -> Result<BandwidthProbe<'a>> {
+        let bytes = bytes.max(8) / 8 * 8;
+        let mut buf = memmap2::MmapMut::map_anon(bytes).map_err(|source| FormatError::Io {
+            path: format!("<anonymous buffer of {} MiB>", bytes >> 20).into(),
+            source,
+        })?;
         #[cfg(target_os = "linux")]
         let _ = buf.advise(memmap2::Advice::HugePage); // a hint: without it the probe still runs
         for (i, c) in buf.chunks_exact_mut(8).enumerate() {

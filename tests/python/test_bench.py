@@ -25,8 +25,10 @@ def test_bench_table_and_memory_probe(autark, tmp_path):
     model = _tiny(autark, tmp_path)
     out = autark.ok("bench", model, "-p", "8", "-n", "4", "-t", "1", "-r", "1").stdout.decode()
     assert "| 1 | pp8 |" in out and "| 1 | tg4 |" in out and "peak RSS" in out
-    # The probe: a 4 GiB buffer and, given a model, its mapping; one row per thread count.
-    out = autark.ok("bench", "--memory", model, "-t", "1", "-r", "1").stdout.decode()
+    # The probe: a buffer (4 GiB unless --memory-mib says otherwise: 256 MiB here, seconds
+    # instead of half a minute) and, given a model, its mapping; one row per thread count.
+    out = autark.ok("bench", "--memory", "--memory-mib", "256", model, "-t", "1", "-r", "1").stdout.decode()
+    assert "read GB/s (256 MiB, best of 1)" in out, out
     row = [line for line in out.splitlines() if line.startswith("| 1 |")]
     assert len(row) == 1, out
     buffer_gbs, file_gbs = (float(v) for v in row[0].strip("|").split("|")[1:3])

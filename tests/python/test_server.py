@@ -197,8 +197,11 @@ def test_16_concurrent_equal_alone_and_memory_returns(server):
         rss.append(server.rss_kib())
     for r in rounds:
         assert r == alone
-    # Slots are allocated once: a second busy round leaves memory where the first left it.
-    assert rss[1] <= rss[0] + 8 * 1024, rss
+    # Slots are allocated once: a second busy round leaves memory about where the first left it.
+    # The allocator's arenas (16 client threads) still creep by 2–9 MiB from round to round
+    # (measured with this binary and the one before); a request whose KV memory was not returned
+    # would add its whole cache (16 requests × ~60 tokens × 46 KiB ≈ 44 MiB a round).
+    assert rss[1] <= rss[0] + 16 * 1024, rss
 
 
 def test_disconnect_cancels(server):

@@ -15,7 +15,7 @@ use crate::BenchArgs;
 
 pub fn run(a: BenchArgs) -> Result<()> {
     match (a.memory, &a.model) {
-        (true, model) => bench_memory(&a.threads, a.repetitions, model.as_deref()),
+        (true, model) => bench_memory(&a.threads, a.repetitions, a.memory_mib, model.as_deref()),
         (false, Some(model)) => bench(model, &a),
         (false, None) => Err(CliError::Usage("give a model or --memory".into())),
     }
@@ -113,14 +113,15 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench_memory(threads: &str, reps: usize, model: Option<&Path>) -> Result<()> {
+fn bench_memory(threads: &str, reps: usize, mib: u64, model: Option<&Path>) -> Result<()> {
     let threads = thread_counts(threads)?;
     let file = model.map(AutarkFile::open).transpose()?;
-    let probe = BandwidthProbe::new(file.as_ref())?;
+    let probe = BandwidthProbe::new(file.as_ref(), (mib as usize) << 20)?;
+    let size = if mib.is_multiple_of(1024) { format!("{} GiB", mib / 1024) } else { format!("{mib} MiB") };
     match model {
         Some(m) => {
             say!(
-                "| threads | read GB/s (4 GiB, best of {}) | {} ({:.1} MB of tensors) GB/s |",
+                "| threads | read GB/s ({size}, best of {}) | {} ({:.1} MB of tensors) GB/s |",
                 reps.max(1),
                 m.display(),
                 probe.file_bytes() as f64 / 1e6
@@ -128,7 +129,7 @@ fn bench_memory(threads: &str, reps: usize, model: Option<&Path>) -> Result<()> 
             say!("|---:|---:|---:|");
         }
         None => {
-            say!("| threads | read GB/s (4 GiB, best of {}) |", reps.max(1));
+            say!("| threads | read GB/s ({size}, best of {}) |", reps.max(1));
             say!("|---:|---:|");
         }
     }
