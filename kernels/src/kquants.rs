@@ -30,7 +30,8 @@ const SC6: usize = offset_of!(BlockQ6K, scales);
 const D6: usize = offset_of!(BlockQ6K, d);
 
 /// The j-th 6-bit (scale, min) pair of the 12 packed bytes.
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+#[inline]
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -236,10 +236,11 @@ pub fn peak_rss() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
-/// Read bandwidth: the best of `reps` passes summing a buffer (4 GiB in `autark bench --memory`:
-/// far larger than any cache; smaller on devices with less memory), split over the threads, with 256-bit loads (`ops::sum_u64`). The buffer asks for
-/// transparent huge pages, as a mapped model file gets (large folios), so page size does not
-/// separate the probe from generation; with a model, its mapping is read the same way.
+/// Read bandwidth: the best of `reps` passes summing a buffer (`autark bench --memory`: 4 GiB by
+/// default, far larger than any cache; less on devices with less memory), split over the
+/// threads, with 256-bit loads (`ops::sum_u64`). The buffer asks for transparent huge pages, as
+/// a mapped model file gets (large folios), so page size does not separate the probe from
+/// generation; with a model, its mapping is read the same way.
 pub struct BandwidthProbe<'a> {
     buf: memmap2::MmapMut,
     /// The model's tensors, if the probe reads a model too.

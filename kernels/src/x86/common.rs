@@ -530,7 +530,7 @@ macro_rules! byte_bodies {
         #[inline]
         unsafe fn f16_le(p: *const u8) -> f32 {
             // SAFETY: the caller upholds the `# Safety` contract above.
-            unsafe { f16_to_f32((p as *const u16).read_unaligned()) }
+            unsafe { f16_to_f32(f16_bits(p)) }
         }
 
         /// Token t's activation block i (`a`: T tokens of `nb` blocks each).
@@ -896,11 +896,7 @@ macro_rules! byte_bodies {
                 let q = &*(p.add(offset_of!(BlockQ4K, scales)) as *const [u8; 12]);
                 let mut out = [(0f32, 0f32); 8];
                 for (j, o) in out.iter_mut().enumerate() {
-                    let (sc, m) = if j < 4 {
-                        (q[j] & 63, q[j + 4] & 63)
-                    } else {
-                        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
-                    };
+                    let (sc, m) = crate::kquants::scale_min_k4(j, q);
                     *o = (d * sc as f32, dmin * m as f32);
                 }
                 out
