@@ -134,6 +134,10 @@ struct ServeArgs {
     /// Requests that may wait for a slot; more are refused with 503.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
+    /// KV cache memory the running requests share, MiB (default: every slot's whole context).
+    /// Each request reserves the KV of its prompt and max_tokens; requests wait while it is spent.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    kv_budget_mib: Option<u64>,
     /// Require `Authorization: Bearer KEY` on /v1/* (default: $AUTARK_API_KEY if set).
     #[arg(long, env = "AUTARK_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -451,6 +455,7 @@ fn dispatch(cli: Cli) -> cmd::Result<()> {
             p.parallel = a.parallel;
             p.ctx_per_slot = a.ctx_per_slot;
             p.max_queue = a.max_queue;
+            p.kv_budget = a.kv_budget_mib.map(|m| (m as usize) << 20);
             p.api_key = a.api_key.filter(|k| !k.is_empty());
             p.threads = a.threads;
             autark_server::serve(p).map_err(CliError::from)

@@ -135,3 +135,34 @@ fn sessions_that_cannot_share_passes_are_refused() {
     Session::eval_together(&mut [(&mut a, &[][..]), (&mut c, &[][..])]).unwrap();
     assert!(a.tokens().is_empty());
 }
+
+/// `release_memory` (a server slot whose request ended) forgets the context and allocates the
+/// cache anew: what is evaluated next gives exactly a fresh session's logits, on every cache
+/// type; `kv_bytes_for` counts the cache bytes of a context length.
+#[test]
+fn a_released_session_evaluates_like_a_fresh_one() {
+    use CacheType::*;
+    let dir = common::tmp_dir("together-release");
+    let m = model(dir.path(), DType::Q8_0, None);
+    let c = m.config();
+    let first: Vec<u32> = (0..50).map(|i| (i * 7 + 3) % common::VOCAB as u32).collect();
+    let next: Vec<u32> = (0..20).map(|i| (i * 5 + 1) % common::VOCAB as u32).collect();
+    for (k, v) in [(F32, F32), (F16, F16), (Q8_0, Q8_0), (F32, Q8_0)] {
+        let mut used = Session::new(Arc::clone(&m), sp(16, 1, k, v)).unwrap();
+        used.eval(&first).unwrap();
+        used.release_memory().unwrap();
+        assert!(used.tokens().is_empty());
+        used.eval(&next).unwrap();
+        let mut fresh = Session::new(Arc::clone(&m), sp(16, 1, k, v)).unwrap();
+        fresh.eval(&next).unwrap();
+        assert!(used.logits().iter().zip(fresh.logits()).all(|(a, b)| a.to_bits() == b.to_bits()), "{k:?}/{v:?}");
+        let bytes = |t: CacheType| match t {
+            F32 => 4.0,
+            F16 => 2.0,
+            Q8_0 => 34.0 / 32.0,
+        };
+        let per_token = (c.n_layers * c.n_kv_heads * c.head_dim) as f64 * (bytes(k) + bytes(v));
+        assert_eq!(used.kv_bytes_for(70) as f64, 70.0 * per_token, "{k:?}/{v:?}");
+        assert_eq!(used.kv_bytes_for(10_000), used.kv_bytes_for(128), "capped at the context");
+    }
+}

@@ -3,7 +3,8 @@
 //! autark-format owns the `.autark` byte layout: `Writer` (streams tensors into a temporary
 //! file, renames it into place when complete) and `AutarkFile` (maps a file with `memmap2` and
 //! validates header, metadata, table, bounds, overlaps and sizes before anything is used).
-//! `unsafe` here is limited to creating the mapping.
+//! `unsafe` here is limited to creating the mapping, and to viewing the anonymous mappings of
+//! `pages` (the KV cache's memory) as typed slices.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 pub mod arch;
 mod meta;
+pub mod pages;
 pub use arch::{expected_tensors, Architecture, ExpectedTensor, Role};
 pub use meta::{
     Conformance, ConformanceProbe, FfnActivation, Metadata, ModelConfig, Provenance, RopeLayout, RopeScaling,

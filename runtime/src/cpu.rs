@@ -60,25 +60,31 @@ impl Cpu {
     }
 
     /// Sizes must have passed `required_bytes`.
-    pub fn new(model: Arc<Model>, pool: Arc<Pool>, n_ctx: usize, n_batch: usize, cache: [CacheType; 2]) -> Cpu {
+    pub fn new(
+        model: Arc<Model>,
+        pool: Arc<Pool>,
+        n_ctx: usize,
+        n_batch: usize,
+        cache: [CacheType; 2],
+    ) -> crate::Result<Cpu> {
         let c = model.config();
         let width = Self::widths(c);
         let local = match c.rope_theta_local {
             Some(theta) => rope_tables(c, theta, false, n_ctx),
             None => (Vec::new(), Vec::new()),
         };
-        Cpu {
+        Ok(Cpu {
             bufs: width.map(|w| vec![0.0; n_batch * w]),
             width,
             scores: vec![0.0; n_batch * c.n_heads * n_ctx],
             act: Activations::with_capacity(n_batch, width.into_iter().max().unwrap_or(0)),
             rope: [rope_tables(c, c.rope_theta, true, n_ctx), local],
-            kv: KvCache::new(c, n_ctx, n_batch, cache),
+            kv: KvCache::new(c, n_ctx, n_batch, cache)?,
             lent: Vec::new(),
             n_ctx,
             pool,
             model,
-        }
+        })
     }
 
     pub fn pool(&self) -> &Pool {

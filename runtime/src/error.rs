@@ -45,6 +45,8 @@ pub enum RuntimeError {
     MemoryBudget { needed: usize, budget: usize },
     #[error("thread pool: {0}")]
     ThreadPool(String),
+    #[error("cannot map {bytes} bytes for the KV cache: {source}")]
+    CacheMemory { bytes: usize, source: std::io::Error },
     #[error(transparent)]
     Kernel(#[from] autark_kernels::KernelError),
 }
@@ -104,7 +106,7 @@ impl RuntimeError {
             }
             RuntimeError::Tokenizer(_) | RuntimeError::Template(_) => ErrorKind::Text,
             RuntimeError::NoChatTemplate => ErrorKind::NoChatTemplate,
-            RuntimeError::MemoryBudget { .. } => ErrorKind::OutOfMemory,
+            RuntimeError::MemoryBudget { .. } | RuntimeError::CacheMemory { .. } => ErrorKind::OutOfMemory,
             RuntimeError::ThreadPool(_) => ErrorKind::Internal,
             RuntimeError::CorruptState(_) => ErrorKind::CorruptState,
             RuntimeError::StateModelMismatch { .. } => ErrorKind::StateModelMismatch,

@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 
+use autark_format::pages::Zeroed;
 use autark_format::ModelConfig;
 use autark_kernels::blocks::{block_bytes, cast_blocks};
 use autark_kernels::ops::{store_f16, store_q8_0};
@@ -79,11 +80,15 @@ impl CacheType {
     }
 }
 
+fn cache_memory(t: CacheType, values: usize, source: std::io::Error) -> RuntimeError {
+    RuntimeError::CacheMemory { bytes: t.bytes(values).unwrap_or(usize::MAX), source }
+}
+
 /// One side (keys or values) of the whole cache, in its type.
 enum Rows {
-    F32(Vec<f32>),
-    F16(Vec<u16>),
-    Q8_0(Vec<BlockQ8_0>),
+    F32(Zeroed<f32>),
+    F16(Zeroed<u16>),
+    Q8_0(Zeroed<BlockQ8_0>),
 }
 
 /// A borrowed run of rows.
@@ -95,11 +100,22 @@ pub(crate) enum RowsRef<'a> {
 }
 
 impl Rows {
-    fn new(t: CacheType, values: usize) -> Rows {
-        match t {
-            CacheType::F32 => Rows::F32(vec![0.0; values]),
-            CacheType::F16 => Rows::F16(vec![0; values]),
-            CacheType::Q8_0 => Rows::Q8_0(vec![BlockQ8_0::default(); values / QK]),
+    /// Zero rows in an anonymous mapping of their own, committed page by page as positions are
+    /// written (`autark_format::pages`).
+    fn new(t: CacheType, values: usize) -> std::io::Result<Rows> {
+        Ok(match t {
+            CacheType::F32 => Rows::F32(Zeroed::new(values)?),
+            CacheType::F16 => Rows::F16(Zeroed::new(values)?),
+            CacheType::Q8_0 => Rows::Q8_0(Zeroed::new(values / QK)?),
+        })
+    }
+
+    /// Values held.
+    fn len(&self) -> usize {
+        match self {
+            Rows::F32(r) => r.len(),
+            Rows::F16(r) => r.len(),
+            Rows::Q8_0(r) => r.len() * QK,
         }
     }
 
@@ -282,8 +298,8 @@ impl KvCache {
     /// multi-sequence pass.
     pub fn empty() -> KvCache {
         KvCache {
-            keys: Rows::F32(Vec::new()),
-            values: Rows::F32(Vec::new()),
+            keys: Rows::F32(Zeroed::empty()),
+            values: Rows::F32(Zeroed::empty()),
             slots: Vec::new(),
             offset: Vec::new(),
             kv_dim: 0,
@@ -293,22 +309,36 @@ impl KvCache {
         }
     }
 
-    /// Sizes must have passed `bytes` (no overflow) and the types `CacheType::check`.
-    pub fn new(c: &ModelConfig, n_ctx: usize, n_batch: usize, types: [CacheType; 2]) -> KvCache {
+    /// Sizes must have passed `bytes` (no overflow) and the types `CacheType::check`. Fails only
+    /// when the system refuses the mappings.
+    pub fn new(c: &ModelConfig, n_ctx: usize, n_batch: usize, types: [CacheType; 2]) -> Result<KvCache> {
         let kv_dim = c.n_kv_heads * c.head_dim;
         let slots: Vec<usize> = (0..c.n_layers).map(|l| Self::slots_of(c, l, n_ctx, n_batch)).collect();
         let offset: Vec<usize> = slots.iter().scan(0, |o, s| Some(std::mem::replace(o, *o + s * kv_dim))).collect();
         let len = slots.iter().sum::<usize>() * kv_dim;
-        KvCache {
-            keys: Rows::new(types[0], len),
-            values: Rows::new(types[1], len),
+        Ok(KvCache {
+            keys: Rows::new(types[0], len).map_err(|e| cache_memory(types[0], len, e))?,
+            values: Rows::new(types[1], len).map_err(|e| cache_memory(types[1], len, e))?,
             slots,
             offset,
             kv_dim,
             head_dim: c.head_dim,
             n_ctx,
             window: c.sliding_window,
-        }
+        })
+    }
+
+    /// Gives the cache's pages back to the system: keys and values are mapped anew (the new
+    /// mappings commit nothing until written, so holding them beside the old ones for a moment
+    /// costs no memory) and the old mappings are dropped. The positions' contents are forgotten.
+    /// On an error the cache is unchanged.
+    pub fn release(&mut self) -> Result<()> {
+        let [k, v] = self.types();
+        let n = self.keys.len();
+        let keys = Rows::new(k, n).map_err(|e| cache_memory(k, n, e))?;
+        let values = Rows::new(v, n).map_err(|e| cache_memory(v, n, e))?;
+        (self.keys, self.values) = (keys, values);
+        Ok(())
     }
 
     /// The types of keys and values.

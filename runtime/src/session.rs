@@ -12,7 +12,7 @@ use crate::cpu::Cpu;
 use crate::error::{Result, RuntimeError};
 use crate::forward::forward;
 use crate::imatrix::ActivationStats;
-use crate::kv::CacheType;
+use crate::kv::{CacheType, KvCache};
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplerParams};
 use crate::tokenizer::Detokenizer;
@@ -78,6 +78,9 @@ pub struct Session {
     /// Tokens whose keys and values are in the cache, in order.
     tokens: Vec<u32>,
     logits: Vec<f32>, // (vocab_size) logits of the last evaluated token
+    /// The logits of the passes this session leads in `eval_together` (one row per segment),
+    /// kept between calls so that a server step allocates nothing.
+    together: Vec<f32>,
     /// Input statistics of every linear layer, while collecting them (calibration).
     stats: Option<Box<ActivationStats>>,
     cache: [CacheType; 2],
@@ -132,11 +135,12 @@ impl Session {
             None => Arc::new(Pool::new(threads).map_err(|e| RuntimeError::ThreadPool(e.to_string()))?),
         };
         Ok(Session {
-            backend: Cpu::new(Arc::clone(&model), pool, n_ctx, n_batch, cache),
+            backend: Cpu::new(Arc::clone(&model), pool, n_ctx, n_batch, cache)?,
             n_ctx,
             n_batch,
             tokens: Vec::with_capacity(n_ctx),
             logits: vec![0.0; c.vocab_size],
+            together: Vec::new(),
             model,
             cancel: Arc::new(AtomicBool::new(false)),
             stats: None,
@@ -219,6 +223,14 @@ impl Session {
         self.suspended = None;
     }
 
+    /// Forgets the context and gives the KV cache's memory back to the system (see
+    /// `KvCache::release`): for a server whose idle slot should not keep the pages of its last
+    /// long request. The next tokens fault their pages in again.
+    pub fn release_memory(&mut self) -> Result<()> {
+        self.reset();
+        self.backend.kv_mut().release()
+    }
+
     /// Drops the context after its first `n` tokens (the cache beyond is overwritten later).
     /// On a model with sliding-window ring caches, a cut more than `n_batch` tokens back from the
     /// end would need positions the rings have overwritten: the context is then emptied instead
@@ -254,6 +266,13 @@ impl Session {
     /// Bytes this session allocated (KV cache, scratch, tables): `required_bytes` of its sizes.
     pub fn memory_bytes(&self) -> usize {
         Self::required_bytes(self.model.config(), self.n_ctx, self.n_batch, self.cache).unwrap_or(usize::MAX)
+    }
+
+    /// KV cache bytes that `n_tokens` positions of this session's context take (what the pages
+    /// written by a request of that length hold): for memory budgets over many sessions.
+    pub fn kv_bytes_for(&self, n_tokens: usize) -> usize {
+        let n = n_tokens.min(self.n_ctx);
+        KvCache::bytes(self.model.config(), n, self.n_batch, self.cache).unwrap_or(usize::MAX)
     }
 
     fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
@@ -342,7 +361,7 @@ impl Session {
         let vocab = model.config().vocab_size;
         let mut fed = vec![0; rest.len() + 1];
         let mut batch = Vec::with_capacity(lead.n_batch);
-        let mut logits = Vec::new();
+        let mut logits = std::mem::take(&mut lead.together);
         loop {
             // The next pass: (index into `work`, tokens) of each session with tokens left.
             batch.clear();
@@ -357,6 +376,7 @@ impl Session {
                 }
             }
             if members.is_empty() {
+                lead.together = logits;
                 return Ok(());
             }
             let mut lent = 0;

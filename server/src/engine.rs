@@ -60,6 +60,9 @@ pub struct EngineParams {
     pub threads: usize,
     /// Requests that may wait for a slot; more are refused (503).
     pub max_queue: usize,
+    /// KV cache bytes the running requests may hold together (`None`: every slot's whole
+    /// context). Each request reserves the KV of its prompt and `max_tokens` when it starts.
+    pub kv_budget: Option<usize>,
 }
 
 /// Reports once whether the model loaded.
@@ -91,7 +94,8 @@ impl Engine {
                 }
             };
             let _ = loaded_tx.send(Ok(()));
-            Worker { slots, queue: VecDeque::new(), rx, engine: e }.run();
+            let budget = params.kv_budget.unwrap_or(usize::MAX);
+            Worker { slots, queue: VecDeque::new(), rx, engine: e, budget }.run();
         })?;
         Ok((engine, loaded))
     }
@@ -131,7 +135,20 @@ fn load(p: &EngineParams, engine: &Engine) -> Result<Vec<Slot>, ServerError> {
         sessions.push(Session::new_beside(&first, sp).map_err(load_err)?);
     }
     sessions.insert(0, first);
+    let full = sessions[0].kv_bytes_for(p.n_ctx);
+    if let Some(budget) = p.kv_budget.filter(|&b| b < full) {
+        let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
+        let what = format!(
+            "{:.1} MiB is less than one slot's whole context ({:.1} MiB for {} tokens); raise it or lower --ctx-per-slot",
+            mib(budget),
+            mib(full),
+            p.n_ctx
+        );
+        return Err(ServerError::Setting { name: "--kv-budget-mib", what });
+    }
     let m = &engine.metrics;
+    let budget = p.kv_budget.unwrap_or(full.saturating_mul(p.parallel));
+    m.kv_budget_bytes.store(budget.min(full.saturating_mul(p.parallel)) as u64, Ordering::Relaxed);
     m.slots.store(p.parallel as u64, Ordering::Relaxed);
     m.kv_bytes.store(sessions.iter().map(|s| s.memory_bytes() as u64).sum(), Ordering::Relaxed);
     let _ = engine.model.set(model);
@@ -153,6 +170,8 @@ struct Running {
     /// Text held back while it may begin a stop string.
     pending: String,
     generated: usize,
+    /// KV cache bytes reserved for this request: its prompt and `max_tokens`, at most the slot.
+    reserved: usize,
 }
 
 struct Worker {
@@ -160,11 +179,12 @@ struct Worker {
     queue: VecDeque<Job>,
     rx: mpsc::Receiver<Job>,
     engine: Arc<Engine>,
+    /// KV cache bytes the running requests may reserve together.
+    budget: usize,
 }
 
 impl Worker {
     fn run(mut self) {
-        let bytes_per_token = self.bytes_per_token();
         loop {
             let idle = self.slots.iter().all(|s| s.run.is_none()) && self.queue.is_empty();
             if idle {
@@ -179,13 +199,28 @@ impl Worker {
             self.admit();
             let t = Instant::now();
             self.step();
-            let m = &self.engine.metrics;
-            Metrics::add(&m.busy_us, t.elapsed().as_micros() as u64);
-            let busy = self.slots.iter().filter(|s| s.run.is_some());
-            let used: usize = busy.clone().map(|s| s.session.tokens().len()).sum();
-            m.slots_busy.store(busy.count() as u64, Ordering::Relaxed);
-            m.kv_used_bytes.store((used * bytes_per_token) as u64, Ordering::Relaxed);
+            Metrics::add(&self.engine.metrics.busy_us, t.elapsed().as_micros() as u64);
+            // A slot whose request ended gives its KV pages back, so that idle memory returns to
+            // what it was and the running requests' pages stay within the budget.
+            for slot in self.slots.iter_mut().filter(|s| s.run.is_none() && !s.session.tokens().is_empty()) {
+                if let Err(e) = slot.session.release_memory() {
+                    // The slot keeps its pages (and works on); the next request's pages are the same.
+                    eprintln!("autark serve: {e}");
+                    slot.session.reset();
+                }
+            }
+            self.publish();
         }
+    }
+
+    /// Sets the gauges of the slots and their KV cache.
+    fn publish(&self) {
+        let m = &self.engine.metrics;
+        let busy = self.slots.iter().filter(|s| s.run.is_some());
+        let used: usize = busy.clone().map(|s| s.session.kv_bytes_for(s.session.tokens().len())).sum();
+        m.slots_busy.store(busy.count() as u64, Ordering::Relaxed);
+        m.kv_used_bytes.store(used as u64, Ordering::Relaxed);
+        m.kv_reserved_bytes.store(self.reserved() as u64, Ordering::Relaxed);
     }
 
     /// One step: each busy slot plans its unit of work (emitting the token it sampled), then all
@@ -193,6 +228,9 @@ impl Worker {
     fn step(&mut self) {
         let m = &self.engine.metrics;
         let feeds: Vec<Option<Vec<u32>>> = self.slots.iter_mut().map(|slot| plan(slot, m)).collect();
+        // The requests that ended have had their last event: their clients may read the gauges
+        // next, so they are set before the pass.
+        self.publish();
         // The first slot leads every pass (its scratch is the largest), with or without tokens.
         let mut work: Vec<(&mut Session, &[u32])> = Vec::with_capacity(self.slots.len());
         let mut members = Vec::with_capacity(self.slots.len());
@@ -220,19 +258,14 @@ impl Worker {
         }
     }
 
-    /// KV cache bytes one token takes in a slot.
-    fn bytes_per_token(&self) -> usize {
-        let s = &self.slots[0].session;
-        let c = s.model().config();
-        let at = |n| Session::required_bytes(c, n, s.n_batch().min(n), s.cache_types()).unwrap_or(0);
-        let n = s.n_ctx();
-        if n < 2 {
-            return 0;
-        }
-        at(n).saturating_sub(at(n - 1))
+    /// KV cache bytes the running requests reserved.
+    fn reserved(&self) -> usize {
+        self.slots.iter().filter_map(|s| s.run.as_ref()).map(|r| r.reserved).sum()
     }
 
-    /// Moves queued jobs into free slots; drops those whose client left while waiting.
+    /// Moves queued jobs into free slots while the KV budget has room for them, first come first
+    /// served (a long request at the head waits for room rather than being overtaken forever);
+    /// drops those whose client left while waiting.
     fn admit(&mut self) {
         let m = &self.engine.metrics;
         self.queue.retain(|j| {
@@ -243,7 +276,15 @@ impl Worker {
             }
             !gone
         });
+        let mut reserved = self.reserved();
         for slot in self.slots.iter_mut().filter(|s| s.run.is_none()) {
+            let Some(job) = self.queue.front() else { break };
+            let need =
+                slot.session.kv_bytes_for(job.request.tokens.len().saturating_add(job.request.params.max_tokens));
+            if reserved.saturating_add(need) > self.budget {
+                break;
+            }
+            reserved += need;
             let Some(job) = self.queue.pop_front() else { break };
             m.queued.fetch_sub(1, Ordering::AcqRel);
             let vocab = slot.session.model().config().vocab_size;
@@ -251,12 +292,20 @@ impl Worker {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = job.events.send(Event::Failed(ApiError::invalid(None, e.to_string())));
+                    reserved -= need;
                     continue;
                 }
             };
             slot.session.reset();
-            slot.run =
-                Some(Running { job, fed: 0, sampler, detok: Detokenizer::new(), pending: String::new(), generated: 0 });
+            slot.run = Some(Running {
+                job,
+                fed: 0,
+                sampler,
+                detok: Detokenizer::new(),
+                pending: String::new(),
+                generated: 0,
+                reserved: need,
+            });
         }
     }
 }

@@ -46,6 +46,9 @@ pub struct ServeParams {
     pub threads: usize,
     /// Requests that may wait for a slot; more get 503.
     pub max_queue: usize,
+    /// KV cache bytes the running requests may reserve together (`None`: every slot's whole
+    /// context). At least one slot's whole context.
+    pub kv_budget: Option<usize>,
     /// Largest request body, bytes.
     pub max_body: usize,
     /// Time a client has to send its request headers, and its body.
@@ -67,6 +70,7 @@ impl ServeParams {
             api_key: None,
             threads: 0,
             max_queue: 64,
+            kv_budget: None,
             max_body: 1 << 20,
             client_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(60),
@@ -98,6 +102,7 @@ async fn run(p: ServeParams) -> Result<(), ServerError> {
         n_ctx: p.ctx_per_slot,
         threads: p.threads,
         max_queue: p.max_queue,
+        kv_budget: p.kv_budget,
     };
     let (engine, loaded) = Engine::start(params, metrics)?;
     let model_name = p.model.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());

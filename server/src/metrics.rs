@@ -26,6 +26,8 @@ pub struct Metrics {
     /// KV cache bytes holding tokens of running requests, and allocated for all slots.
     pub kv_used_bytes: AtomicU64,
     pub kv_bytes: AtomicU64,
+    pub kv_reserved_bytes: AtomicU64,
+    pub kv_budget_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -39,7 +41,7 @@ impl Metrics {
         let busy = self.busy_us.load(Relaxed) as f64 / 1e6;
         let generated = self.generated_tokens.load(Relaxed);
         let tps = if busy > 0.0 { generated as f64 / busy } else { 0.0 };
-        let rows: [(&str, &str, &str, f64); 13] = [
+        let rows: [(&str, &str, &str, f64); 15] = [
             ("autark_requests_total", "counter", "Completion requests accepted.", self.requests.load(Relaxed) as f64),
             (
                 "autark_request_errors_total",
@@ -76,6 +78,18 @@ impl Metrics {
                 "gauge",
                 "KV cache bytes holding running requests' tokens.",
                 self.kv_used_bytes.load(Relaxed) as f64,
+            ),
+            (
+                "autark_kv_cache_reserved_bytes",
+                "gauge",
+                "KV cache bytes reserved by running requests (prompt + max_tokens each).",
+                self.kv_reserved_bytes.load(Relaxed) as f64,
+            ),
+            (
+                "autark_kv_cache_budget_bytes",
+                "gauge",
+                "KV cache bytes running requests may reserve together (--kv-budget-mib).",
+                self.kv_budget_bytes.load(Relaxed) as f64,
             ),
             (
                 "autark_kv_cache_bytes",

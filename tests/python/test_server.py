@@ -204,6 +204,55 @@ def test_16_concurrent_equal_alone_and_memory_returns(server):
     assert rss[1] <= rss[0] + 16 * 1024, rss
 
 
+def test_kv_budget_queues_what_does_not_fit(autark_bin, smollm2_q4_1):
+    """Each request reserves the KV of its prompt and max_tokens from --kv-budget-mib: long
+    requests wait for room even while slots are free, short ones run four at once, and the
+    reserved bytes never exceed the budget."""
+    s = Server(autark_bin, smollm2_q4_1, "--parallel", 4, "--ctx-per-slot", 256, "--kv-budget-mib", 20, "-t", 2)
+    try:
+        budget = s.metrics()["autark_kv_cache_budget_bytes"]
+        assert budget == 20 << 20
+
+        def run(max_tokens, n=4):
+            seen = {"busy": 0, "reserved": 0, "queued": 0}
+            body = lambda i: json.dumps(
+                {"prompt": f"Story number {i}: once upon a time", "max_tokens": max_tokens, "temperature": 0}
+            )
+            with ThreadPoolExecutor(n) as ex:
+                futs = [ex.submit(s.raw, "POST", "/v1/completions", body(i)) for i in range(n)]
+                while not all(f.done() for f in futs):
+                    m = s.metrics()
+                    seen["busy"] = max(seen["busy"], m["autark_slots_busy"])
+                    seen["reserved"] = max(seen["reserved"], m["autark_kv_cache_reserved_bytes"])
+                    seen["queued"] = max(seen["queued"], m["autark_queue_length"])
+                    time.sleep(0.01)
+                assert all(f.result()[0] == 200 for f in futs)
+            return seen
+
+        # ~210 tokens × 46 KiB (SmolLM2, f32 cache) ≈ 9.5 MiB each: two fit in 20 MiB, not three.
+        long = run(200)
+        assert long["busy"] == 2 and long["queued"] >= 1, long
+        assert 0 < long["reserved"] <= budget, long
+        # ~70 tokens ≈ 3.2 MiB each: all four run together.
+        short = run(60)
+        assert short["busy"] == 4, short
+        m = s.metrics()
+        assert m["autark_kv_cache_reserved_bytes"] == 0 and m["autark_slots_busy"] == 0
+    finally:
+        s.stop()
+
+
+def test_kv_budget_smaller_than_a_slot_is_refused(autark_bin, smollm2_q4_1):
+    p = subprocess.run(
+        [str(autark_bin), "serve", str(smollm2_q4_1), "--port", "0", "--ctx-per-slot", "512", "--kv-budget-mib", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode != 0
+    assert "--kv-budget-mib" in p.stderr and "less than one slot's whole context" in p.stderr, p.stderr
+
+
 def test_disconnect_cancels(server):
     before = server.metrics()["autark_requests_cancelled_total"]
     c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
