@@ -317,10 +317,22 @@ mod checks {
     ) {
         let mut rng = Rng::new(16 + X::DTYPE as u64);
         let dtype = X::DTYPE;
-        // Token counts leave every remainder of the kernels' 4-token passes (0–3).
-        for &(groups, nb, toks) in
-            &[(1, 1, 1), (1, 3, 9), (2, 18, 8), (3, 19, 19), (1, 2, 17), (2, 5, 3), (1, 4, 6), (2, 3, 2)]
-        {
+        // Token counts leave every remainder of the kernels' 8-token passes (0–7: the 4-, 2- and
+        // 1-token passes of AVX-512 in every combination).
+        for &(groups, nb, toks) in &[
+            (1, 1, 1),
+            (1, 3, 9),
+            (2, 18, 8),
+            (3, 19, 19),
+            (1, 2, 17),
+            (2, 5, 3),
+            (1, 4, 6),
+            (2, 3, 2),
+            (1, 2, 4),
+            (2, 3, 5),
+            (1, 2, 7),
+            (1, 3, 15),
+        ] {
             let rows = 16 * groups;
             let (qa, _) = acts(&mut rng, toks * nb * QK, false);
             for random_bytes in [false, true] {

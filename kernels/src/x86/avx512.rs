@@ -60,10 +60,12 @@ fn f16(bits: u16) -> f32 {
 // (`interleave`); made unsigned (nibbles as they are, q8 bytes + 128) they meet 4 activation
 // bytes broadcast from memory, so 8 `vpdpbusd` give the 16 rows' exact block sums for one token
 // without packing, shuffles or horizontal sums. The weights of a block are unpacked once for up
-// to X16_TOKENS tokens.
+// to X16_TOKENS tokens: 8 accumulators, 8 weight pieces and the scales fit the 32 registers, and
+// a server step of 8 streams unpacks them once. Against 4-token passes the gain was within this
+// host's noise (BENCHMARKS.md "Serving").
 
 /// Tokens per pass over a group's blocks.
-const X16_TOKENS: usize = 4;
+const X16_TOKENS: usize = 8;
 
 /// The 8 unsigned 512-bit pieces of group block `blk` (piece i meets activation bytes 4i..4i+4)
 /// and the offset they carry.
@@ -153,9 +155,17 @@ unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
                 group_x::<B, X16_TOKENS>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
                 t += X16_TOKENS;
             }
-            while t < toks {
+            // The rest in passes of 4, 2 and 1, so that 7 tokens unpack the weights 3 times, not 7.
+            if t + 4 <= toks {
+                group_x::<B, 4>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += 4;
+            }
+            if t + 2 <= toks {
+                group_x::<B, 2>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += 2;
+            }
+            if t < toks {
                 group_x::<B, 1>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-                t += 1;
             }
         }
     }
