@@ -1,0 +1,1 @@
+//! CUDA backend pieces for autark (docs/CUDA.md).
