@@ -23,6 +23,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 step "cargo test (also builds target/release/autark for the Python tests)"
 cargo test --workspace --release
+step "CUDA build: --device cuda without a driver, the CPU path of the same binary (docs/CUDA.md)"
+scripts/check-cuda.sh
 step "NEON kernels under qemu-aarch64"
 scripts/test-arm.sh
 step "bindings cross-built for aarch64"

@@ -373,8 +373,12 @@ struct SpecArgs {
     draft_max: usize,
 }
 
+/// Where a session runs: the device of its forward pass and the types of its KV cache.
 #[derive(Args, Clone, Copy)]
 struct CacheArgs {
+    /// Device of the forward pass: cpu, or cuda (a build with the `cuda` feature; docs/CUDA.md).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: cmd::device::Device,
     /// KV cache type of the keys: f32, f16 or q8_0.
     #[arg(long = "cache-type-k", default_value = DEFAULTS.session.cache_type_k.name(), value_parser = cache_type)]
     k: CacheType,
@@ -423,6 +427,16 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> cmd::Result<()> {
+    let device = match &cli.cmd {
+        Cmd::Run { s, .. } | Cmd::Chat { s, .. } => Some(s.cache.device),
+        Cmd::Logits(a) => Some(a.cache.device),
+        Cmd::Perplexity(a) => Some(a.cache.device),
+        Cmd::Bench(a) => Some(a.cache.device),
+        _ => None,
+    };
+    if let Some(d) = device {
+        cmd::device::require(d)?;
+    }
     match cli.cmd {
         Cmd::Quantize(a) => quantize::quantize(a),
         Cmd::Inspect { file, json } => inspect::inspect(&file, json),

@@ -204,3 +204,23 @@ fn hostile_inputs_give_typed_errors_and_keep_output() {
     assert_clean_failure(&o, "context overflow");
     assert!(String::from_utf8_lossy(&o.stderr).contains("context overflow"));
 }
+
+/// `--device cuda` in a build without the `cuda` feature: exit 1 and one line saying how to get
+/// one, before the model is even opened (scripts/check-cuda.sh checks the `cuda` build).
+#[test]
+fn device_cuda_without_the_feature_says_how_to_build_it() {
+    for cmd in ["run", "bench", "perplexity"] {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_autark"));
+        c.args([cmd, "no-such-model.autark", "--device", "cuda"]);
+        match cmd {
+            "run" => c.args(["-p", "Hi"]),
+            "perplexity" => c.args(["-f", "no-such-text.txt"]),
+            _ => &mut c,
+        };
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(err.contains("built without CUDA support") && err.contains("--features cuda"), "{cmd}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{cmd}: {err}");
+    }
+}

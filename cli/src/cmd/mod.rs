@@ -10,6 +10,7 @@ use autark_runtime::Model;
 pub mod bench;
 pub mod chat;
 pub mod debug;
+pub mod device;
 pub mod inspect;
 pub mod perplexity;
 pub mod quantize;
@@ -29,6 +30,9 @@ pub enum CliError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Usage(String),
+    /// `--device` names a device this build or machine cannot run on.
+    #[error("{0}")]
+    Device(String),
     #[error("the output is incomplete: the generation stopped ({stop}) before it matched the constraint")]
     Incomplete { stop: String },
     #[error("{0} corrupted tensor(s)")]

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The CUDA build (docs/CUDA.md): `autark-cli --features cuda` builds here without any CUDA
+# toolkit (the driver is loaded at run time), `--device cuda` on a machine without a driver exits
+# 1 with one line naming what is missing, and the same binary still runs on the CPU.
+# The build replaces target/release/autark with the CUDA-enabled one (the CPU path is the same
+# code), so the Python tests that follow run that binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo clippy --release -q -p autark-cli --features cuda -- -D warnings
+cargo build --release -q -p autark-cli --features cuda
+bin=target/release/autark
+gguf=${AUTARK_TEST_GGUF:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+out=target/check-cuda
+mkdir -p "$out"
+[ -s "$out/smol-q4_0.autark" ] || "$bin" quantize "$gguf" -o "$out/smol-q4_0.autark" -t q4_0 --rtn >/dev/null 2>&1
+set +e
+msg=$("$bin" run "$out/smol-q4_0.autark" -p "Hi" -n 4 --device cuda 2>&1 >/dev/null)
+rc=$?
+set -e
+if [ -e /usr/lib/x86_64-linux-gnu/libcuda.so.1 ] || ldconfig -p 2>/dev/null | grep -q 'libcuda\.so'; then
+  want="the CUDA forward pass is not built yet"
+else
+  want="no CUDA driver found (libcuda.so)"
+fi
+[ "$rc" -eq 1 ] || { echo "FAIL: --device cuda exited $rc, not 1: $msg" >&2; exit 1; }
+grep -qF "$want" <<<"$msg" || { echo "FAIL: --device cuda said \"$msg\", expected \"$want\"" >&2; exit 1; }
+[ "$(wc -l <<<"$msg")" -eq 1 ] || { echo "FAIL: more than one line: $msg" >&2; exit 1; }
+echo "OK: --device cuda: $msg (exit 1)"
+text=$("$bin" run "$out/smol-q4_0.autark" -p "The capital of France is" -n 8 --temp 0 --device cpu 2>/dev/null)
+[ -n "$text" ] || { echo "FAIL: the CPU path of the CUDA build generated nothing" >&2; exit 1; }
+echo "OK: the same binary on the CPU: $(tr '\n' ' ' <<<"$text")"
