@@ -25,6 +25,8 @@ step "cargo test (also builds target/release/autark for the Python tests)"
 cargo test --workspace --release
 step "CUDA build: --device cuda without a driver, the CPU path of the same binary (docs/CUDA.md)"
 scripts/check-cuda.sh
+step "CUDA kernels: NVRTC 12.9 for compute 5.3 to 9.0, ptxas registers and spills (docs/CUDA.md)"
+scripts/check-cuda-kernels.sh
 step "NEON kernels under qemu-aarch64"
 scripts/test-arm.sh
 step "bindings cross-built for aarch64"

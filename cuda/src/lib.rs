@@ -6,6 +6,10 @@
 
 use std::fmt;
 
+pub mod check;
+pub mod gpu;
+pub mod kernels;
+
 use cudarc::driver::result as cu;
 use cudarc::driver::sys;
 
@@ -17,6 +21,12 @@ pub enum CudaError {
     NoDevice,
     #[error("CUDA driver: {call} failed: {error}")]
     Driver { call: &'static str, error: String },
+    #[error("no NVRTC found (libnvrtc.so): the kernels are compiled on the device at run time")]
+    NoNvrtc,
+    #[error("NVRTC could not compile the kernels for {arch}: {log}")]
+    Compile { arch: String, log: String },
+    #[error("{what} rejected by driver CUDA {}.{}: {error}", driver / 1000, driver % 1000 / 10)]
+    Rejected { what: String, driver: i32, error: String },
 }
 
 fn driver(call: &'static str) -> impl FnOnce(cu::DriverError) -> CudaError {

@@ -32,7 +32,7 @@ pub use dispatch::{kernels, Isa, Kernels};
 pub use interleave::TensorLayout;
 pub use types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, KernelError, Result, QK, QK_K};
 
-#[cfg(test)]
-mod rng;
+#[doc(hidden)]
+pub mod rng;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! A test-only random source, below every module so that any module's tests may use it.
+//! A test-only random source, below every module so that any module's tests may use it (and
+//! `autark-cuda`'s kernel checks; hidden from the docs).
 
 /// xorshift64*, for reproducible random inputs without a dependency.
 pub struct Rng(u64);
@@ -6,6 +7,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
+    #[allow(clippy::should_implement_trait)] // an endless source, not an iterator
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;

@@ -1,0 +1,72 @@
+// Runs one case of autark's CUDA kernels on the CPU (cuda_emu.h): quantize the activations,
+// then one GEMV kernel, with the launch geometry the Rust side chose. Written by and read back by
+// `autark_cuda::emu` (cuda/tests/emulated.rs compiles this with -fsanitize=address,undefined).
+//
+// In:  "AUTKEMU1", kernel name (32 bytes, NUL-padded), quantize grid and block (6 × u32),
+//      GEMV grid and block (6 × u32), n_act_blocks, rows (or groups), nb (3 × i32),
+//      weight bytes, x floats, y floats (3 × u64), then the weights and x.
+// Out: the activation blocks (40 bytes each), then y.
+#include "cuda_emu.h"
+#include "../kernels/autark.cu"
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+struct Entry {
+    const char* name;
+    void (*kernel)(const u8*, const BlockQ8A*, float*, int, int);
+};
+
+static const Entry GEMV_KERNELS[] = {
+    {"gemv_q4_0_rows", gemv_q4_0_rows}, {"gemv_q4_0_rows16", gemv_q4_0_rows16},
+    {"gemv_q4_1_rows", gemv_q4_1_rows}, {"gemv_q4_1_rows16", gemv_q4_1_rows16},
+    {"gemv_q8_0_rows", gemv_q8_0_rows}, {"gemv_q8_0_rows16", gemv_q8_0_rows16},
+};
+
+static int fail(const char* what) {
+    std::fprintf(stderr, "harness: %s\n", what);
+    return 2;
+}
+
+template <class T>
+static bool take(const std::vector<char>& in, size_t& at, T* dst, size_t n) {
+    const size_t bytes = sizeof(T) * n;
+    if (in.size() - at < bytes) return false;
+    std::memcpy(dst, in.data() + at, bytes);
+    at += bytes;
+    return true;
+}
+
+int main(int argc, char** argv) {
+    if (argc != 3) return fail("usage: harness CASE_IN RESULT_OUT");
+    std::ifstream f(argv[1], std::ios::binary);
+    const std::vector<char> in((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    size_t at = 0;
+    char magic[8], name[33] = {0};
+    uint32_t geo[12];
+    int32_t p[3];
+    uint64_t n[3];
+    if (!take(in, at, magic, 8) || std::memcmp(magic, "AUTKEMU1", 8) != 0) return fail("bad magic");
+    if (!take(in, at, name, 32) || !take(in, at, geo, 12) || !take(in, at, p, 3) || !take(in, at, n, 3))
+        return fail("truncated header");
+    std::vector<u8> w(n[0]);
+    std::vector<float> x(n[1]), y(n[2], NAN);
+    if (!take(in, at, w.data(), w.size()) || !take(in, at, x.data(), x.size())) return fail("truncated data");
+    const Entry* gemv = nullptr;
+    for (const Entry& e : GEMV_KERNELS)
+        if (std::string(name) == e.name) gemv = &e;
+    if (!gemv) return fail("unknown kernel");
+
+    std::vector<BlockQ8A> a((size_t)p[0]);
+    emu_launch(quantize_act, dim3{geo[0], geo[1], geo[2]}, dim3{geo[3], geo[4], geo[5]},
+               (const float*)x.data(), a.data(), p[0]);
+    emu_launch(gemv->kernel, dim3{geo[6], geo[7], geo[8]}, dim3{geo[9], geo[10], geo[11]},
+               (const u8*)w.data(), (const BlockQ8A*)a.data(), y.data(), p[1], p[2]);
+
+    std::ofstream out(argv[2], std::ios::binary);
+    out.write((const char*)a.data(), (std::streamsize)(a.size() * sizeof(BlockQ8A)));
+    out.write((const char*)y.data(), (std::streamsize)(y.size() * sizeof(float)));
+    return out.good() ? 0 : fail("cannot write the result");
+}

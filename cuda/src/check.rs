@@ -1,0 +1,173 @@
+//! The kernel checks a CPU emulation (`emu`) and a real GPU (`gpu`) both run: random weights in
+//! the file's byte layouts, random activations, the scalar CPU kernels' results as the oracle,
+//! and the comparison. Activation blocks must match bit for bit; a GEMV output within
+//! `REL_TOL` of Σ|w·a| (the GPU sums a row's block terms in another order than the CPU).
+
+use autark_kernels::blocks::{cast_blocks, dequantize_bytes, quantize_bytes};
+use autark_kernels::interleave::{self, GROUP};
+use autark_kernels::rng::Rng;
+use autark_kernels::{scalar, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, TensorLayout, QK};
+
+use crate::kernels::{Gemv, Quant};
+
+/// Allowed |y − y_cpu| relative to Σ|w_i·a_i| of the row (f32 sums of a few hundred terms in
+/// another order differ by far less; a wrong index or scale by far more).
+pub const REL_TOL: f64 = 1e-5;
+
+/// Bytes of one activation block (`BlockQ8A`: f32 d, i32 sum, 32 × i8).
+pub const ACT_BLOCK_BYTES: usize = size_of::<BlockQ8A>();
+
+/// One GEMV check: `tokens` activation rows of `cols` values against a `rows × cols` matrix.
+pub struct Case {
+    pub gemv: Gemv,
+    pub rows: usize,
+    pub cols: usize,
+    pub tokens: usize,
+    /// The weights as the kernel reads them (row-major or `rows16`).
+    pub w: Vec<u8>,
+    /// The same weights row-major (the CPU oracle's input).
+    pub w_rows: Vec<u8>,
+    pub x: Vec<f32>,
+}
+
+impl Case {
+    pub fn new(gemv: Gemv, rows: usize, cols: usize, tokens: usize, seed: u64) -> Case {
+        let mut rng = Rng::new(seed);
+        // Rows of different magnitudes, and activations with outliers and one all-zero block
+        // (scale 0).
+        let mut wf = Vec::with_capacity(rows * cols);
+        for r in 0..rows {
+            let scale = 0.02 * (1 + r % 7) as f32;
+            wf.extend(rng.vec(cols, scale));
+        }
+        let mut x = rng.vec(tokens * cols, 1.0);
+        for v in x.iter_mut().step_by(97) {
+            *v *= 30.0;
+        }
+        if x.len() > 2 * QK {
+            x[QK..2 * QK].fill(0.0);
+        }
+        let dtype = gemv.quant.dtype();
+        let mut w_rows = Vec::new();
+        quantize_bytes(dtype, &wf, &mut w_rows).expect("whole blocks");
+        let w = match gemv.layout {
+            TensorLayout::RowMajor => w_rows.clone(),
+            TensorLayout::Rows16 => {
+                let mut w = Vec::new();
+                interleave::interleave(dtype, rows, cols, &w_rows, &mut w).expect("rows a multiple of 16");
+                w
+            }
+        };
+        Case { gemv, rows, cols, tokens, w, w_rows, x }
+    }
+
+    pub fn n_act_blocks(&self) -> usize {
+        self.tokens * self.cols / QK
+    }
+
+    pub fn blocks_per_row(&self) -> usize {
+        self.cols / QK
+    }
+
+    pub fn name(&self) -> String {
+        format!("{} {}×{}, {} token(s)", self.gemv.name(), self.rows, self.cols, self.tokens)
+    }
+}
+
+/// Every GEMV kernel on a few shapes: a single block, a row shorter than the warps that share
+/// it, rows and block counts that are not multiples of the warp or lane counts, several tokens.
+pub fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    for (i, gemv) in Gemv::all().enumerate() {
+        let shapes: &[(usize, usize, usize)] = match gemv.layout {
+            TensorLayout::RowMajor => &[(1, 32, 1), (7, 96, 3), (37, 1056, 2)],
+            TensorLayout::Rows16 => &[(GROUP, 32, 1), (3 * GROUP, 288, 2), (2 * GROUP, 2080, 1)],
+        };
+        for (j, &(rows, cols, tokens)) in shapes.iter().enumerate() {
+            out.push(Case::new(gemv, rows, cols, tokens, (i * 16 + j) as u64 + 1));
+        }
+    }
+    out
+}
+
+/// What the scalar CPU kernels give for a case.
+pub struct Expected {
+    pub act: Vec<BlockQ8A>,
+    pub y: Vec<f32>,
+    /// Σ|w_i·a_i| per output, for the tolerance.
+    pub magnitude: Vec<f64>,
+}
+
+pub fn expected(case: &Case) -> Expected {
+    let nb = case.blocks_per_row();
+    let mut act = vec![BlockQ8A::default(); case.n_act_blocks()];
+    scalar::quantize_act(&case.x, &mut act);
+    let row_bytes = case.w_rows.len() / case.rows;
+    let mut y = vec![0f32; case.tokens * case.rows];
+    let mut magnitude = vec![0f64; y.len()];
+    let mut wr = vec![0f32; case.cols];
+    for r in 0..case.rows {
+        let row = &case.w_rows[r * row_bytes..][..row_bytes];
+        dequantize_bytes(case.gemv.quant.dtype(), row, &mut wr).expect("whole blocks");
+        for t in 0..case.tokens {
+            let a = &act[t * nb..][..nb];
+            y[t * case.rows + r] = match case.gemv.quant {
+                Quant::Q4_0 => scalar::vec_dot_q4_0(cast_blocks::<BlockQ4_0>(row).expect("blocks"), a),
+                Quant::Q4_1 => scalar::vec_dot_q4_1(cast_blocks::<BlockQ4_1>(row).expect("blocks"), a),
+                Quant::Q8_0 => scalar::vec_dot_q8_0(cast_blocks::<BlockQ8_0>(row).expect("blocks"), a),
+            };
+            magnitude[t * case.rows + r] = wr
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| {
+                    let b = &a[i / QK];
+                    (w as f64 * b.qs[i % QK] as f64 * b.d as f64).abs()
+                })
+                .sum();
+        }
+    }
+    Expected { act, y, magnitude }
+}
+
+/// Activation blocks from the bytes a kernel wrote.
+pub fn parse_act(bytes: &[u8]) -> Vec<BlockQ8A> {
+    bytes
+        .chunks_exact(ACT_BLOCK_BYTES)
+        .map(|b| {
+            let mut qs = [0i8; QK];
+            for (q, &v) in qs.iter_mut().zip(&b[8..]) {
+                *q = v as i8;
+            }
+            BlockQ8A {
+                d: f32::from_le_bytes(b[0..4].try_into().expect("4 bytes")),
+                sum: i32::from_le_bytes(b[4..8].try_into().expect("4 bytes")),
+                qs,
+            }
+        })
+        .collect()
+}
+
+/// Compares a kernel run's activation bytes and outputs with the CPU's; the first difference
+/// as the error.
+pub fn compare(case: &Case, exp: &Expected, act_bytes: &[u8], y: &[f32]) -> Result<(), String> {
+    let act = parse_act(act_bytes);
+    if act.len() != exp.act.len() {
+        return Err(format!("{} activation blocks, expected {}", act.len(), exp.act.len()));
+    }
+    for (i, (got, want)) in act.iter().zip(&exp.act).enumerate() {
+        if got.d.to_bits() != want.d.to_bits() || got.sum != want.sum || got.qs != want.qs {
+            return Err(format!("activation block {i}: {got:?}, the CPU gives {want:?}"));
+        }
+    }
+    if y.len() != exp.y.len() {
+        return Err(format!("{} outputs, expected {}", y.len(), exp.y.len()));
+    }
+    for (i, (&got, &want)) in y.iter().zip(&exp.y).enumerate() {
+        let tol = REL_TOL * exp.magnitude[i] + 1e-6;
+        if !got.is_finite() || (got as f64 - want as f64).abs() > tol {
+            let (t, r) = (i / case.rows, i % case.rows);
+            return Err(format!("token {t} row {r}: {got}, the CPU gives {want} (tolerance {tol:.3e})"));
+        }
+    }
+    Ok(())
+}

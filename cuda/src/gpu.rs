@@ -1,0 +1,188 @@
+//! The kernels on a real GPU, through the driver API (cudarc, loaded at run time): NVRTC
+//! compiles `kernels/autark.cu` to PTX for a compute capability, the driver loads it (JIT to the
+//! device's machine code), and `run` / `time_gemv` launch the same kernels with the same
+//! geometry as the CPU emulation (`kernels.rs`).
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc;
+
+use crate::check::{Case, ACT_BLOCK_BYTES};
+use crate::kernels::{self, Gemv, Launch};
+use crate::{probe, CudaError, DeviceInfo};
+
+/// Is NVRTC (libnvrtc.so) on this machine?
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to open the library by its usual names; nothing is called.
+    unsafe { nvrtc::sys::is_culib_present() }
+}
+
+/// NVRTC's version (major, minor).
+pub fn nvrtc_version() -> Result<(i32, i32), CudaError> {
+    if !nvrtc_present() {
+        return Err(CudaError::NoNvrtc);
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: the library is present; both pointers are to live i32s.
+    unsafe { nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .map_err(|e| CudaError::Compile { arch: String::new(), log: format!("nvrtcVersion: {e:?}") })?;
+    Ok((major, minor))
+}
+
+/// The kernels as PTX for `arch` (`compute_87`, …). Needs NVRTC only, no driver or device.
+pub fn compile(arch: &str) -> Result<String, CudaError> {
+    if !nvrtc_present() {
+        return Err(CudaError::NoNvrtc);
+    }
+    let opts = nvrtc::CompileOptions {
+        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+        name: Some("autark.cu".into()),
+        ..Default::default()
+    };
+    let ptx = nvrtc::compile_ptx_with_opts(kernels::SOURCE, opts).map_err(|e| CudaError::Compile {
+        arch: arch.into(),
+        log: match e {
+            nvrtc::CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
+            other => format!("{other:?}"),
+        },
+    })?;
+    Ok(ptx.to_src())
+}
+
+fn drv(call: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError {
+    move |e| CudaError::Driver { call, error: e.to_string() }
+}
+
+/// Device 0 with the kernels loaded.
+pub struct Gpu {
+    pub info: DeviceInfo,
+    /// What was loaded: `compute_90 (NVRTC 13.0)`, or a PTX file's name.
+    pub kernels: String,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    module: Arc<CudaModule>,
+}
+
+impl Gpu {
+    /// Compiles the kernels with NVRTC for the device's own compute capability.
+    pub fn new() -> Result<Gpu, CudaError> {
+        let info = probe()?;
+        let arch = format!("compute_{}{}", info.compute.0, info.compute.1);
+        let (major, minor) = nvrtc_version()?;
+        let ptx = compile(&arch)?;
+        Gpu::load(info, ptx, format!("{arch} (NVRTC {major}.{minor})"))
+    }
+
+    /// Loads PTX built elsewhere (for another compute capability: the driver JIT-compiles it
+    /// for this device, so the Jetson code paths run on any newer GPU).
+    pub fn with_ptx(ptx: String, label: String) -> Result<Gpu, CudaError> {
+        Gpu::load(probe()?, ptx, label)
+    }
+
+    fn load(info: DeviceInfo, ptx: String, kernels: String) -> Result<Gpu, CudaError> {
+        let ctx = CudaContext::new(0).map_err(drv("cuCtxCreate"))?;
+        let stream = ctx.default_stream();
+        let module = ctx.load_module(nvrtc::Ptx::from_src(ptx)).map_err(|e| CudaError::Rejected {
+            what: kernels.clone(),
+            driver: info.driver_version,
+            error: e.to_string(),
+        })?;
+        Ok(Gpu { info, kernels, ctx, stream, module })
+    }
+
+    fn function(&self, name: &str) -> Result<cudarc::driver::CudaFunction, CudaError> {
+        self.module.load_function(name).map_err(drv("cuModuleGetFunction"))
+    }
+
+    fn cfg(l: Launch) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (l.grid[0], l.grid[1], l.grid[2]),
+            block_dim: (l.block[0], l.block[1], l.block[2]),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// Quantizes the case's activations and runs its GEMV; the activation blocks' bytes and y.
+    pub fn run(&self, case: &Case) -> Result<(Vec<u8>, Vec<f32>), CudaError> {
+        let s = &self.stream;
+        let w = s.clone_htod(&case.w).map_err(drv("cuMemcpyHtoD"))?;
+        let x = s.clone_htod(&case.x).map_err(drv("cuMemcpyHtoD"))?;
+        let n_act = case.n_act_blocks();
+        let mut act = s.alloc_zeros::<u8>(n_act * ACT_BLOCK_BYTES).map_err(drv("cuMemAlloc"))?;
+        let mut y = s.alloc_zeros::<f32>(case.rows * case.tokens).map_err(drv("cuMemAlloc"))?;
+        let quantize = self.function("quantize_act")?;
+        let n_act_i = n_act as i32;
+        let mut b = s.launch_builder(&quantize);
+        b.arg(&x).arg(&mut act).arg(&n_act_i);
+        // SAFETY: quantize_act(const float*, BlockQ8A*, int) with x of n_act·32 floats and act of
+        // n_act blocks, as the kernel's signature in autark.cu.
+        unsafe { b.launch(Gpu::cfg(kernels::quantize_act(n_act))) }.map_err(drv("cuLaunchKernel"))?;
+        self.launch_gemv(case.gemv, &w, &act, &mut y, case.rows, case.tokens, case.blocks_per_row())?;
+        let act = s.clone_dtoh(&act).map_err(drv("cuMemcpyDtoH"))?;
+        let y = s.clone_dtoh(&y).map_err(drv("cuMemcpyDtoH"))?;
+        Ok((act, y))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch_gemv(
+        &self,
+        gemv: Gemv,
+        w: &cudarc::driver::CudaSlice<u8>,
+        act: &cudarc::driver::CudaSlice<u8>,
+        y: &mut cudarc::driver::CudaSlice<f32>,
+        rows: usize,
+        tokens: usize,
+        nb: usize,
+    ) -> Result<(), CudaError> {
+        assert!(w.len() >= rows * nb * gemv.quant.dtype().block_bytes(), "weights shorter than rows × nb");
+        assert!(act.len() >= tokens * nb * ACT_BLOCK_BYTES && y.len() >= rows * tokens, "buffers too short");
+        let f = self.function(&gemv.name())?;
+        let (rows_arg, nb_arg) = (gemv.rows_arg(rows) as i32, nb as i32);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(w).arg(act).arg(y).arg(&rows_arg).arg(&nb_arg);
+        // SAFETY: gemv_*(const u8* w, const BlockQ8A* a, float* y, int rows, int nb) reads
+        // rows·nb weight blocks and tokens·nb activation blocks and writes rows·tokens floats;
+        // the lengths are checked above.
+        unsafe { b.launch(Gpu::cfg(gemv.launch(rows, tokens))) }.map_err(drv("cuLaunchKernel"))?;
+        Ok(())
+    }
+
+    /// Seconds per call of `gemv` on a random `rows × cols` matrix and `tokens` activation rows
+    /// (the median of `reps` timed batches of 20 calls, after a warm-up), by CUDA events.
+    pub fn time_gemv(
+        &self,
+        gemv: Gemv,
+        rows: usize,
+        cols: usize,
+        tokens: usize,
+        reps: usize,
+    ) -> Result<f64, CudaError> {
+        let s = &self.stream;
+        let nb = cols / autark_kernels::QK;
+        let mut rng = autark_kernels::rng::Rng::new(7);
+        // Random bytes: the values do not matter to the time, only the bytes read.
+        let bytes: Vec<u8> = (0..rows * nb * gemv.quant.dtype().block_bytes()).map(|_| rng.next() as u8).collect();
+        let w = s.clone_htod(&bytes).map_err(drv("cuMemcpyHtoD"))?;
+        let act = s.alloc_zeros::<u8>(tokens * nb * ACT_BLOCK_BYTES).map_err(drv("cuMemAlloc"))?;
+        let mut y = s.alloc_zeros::<f32>(rows * tokens).map_err(drv("cuMemAlloc"))?;
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.ctx.new_event(flags).map_err(drv("cuEventCreate"))?;
+        let end = self.ctx.new_event(flags).map_err(drv("cuEventCreate"))?;
+        for _ in 0..5 {
+            self.launch_gemv(gemv, &w, &act, &mut y, rows, tokens, nb)?;
+        }
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps.max(1) {
+            start.record(s).map_err(drv("cuEventRecord"))?;
+            for _ in 0..20 {
+                self.launch_gemv(gemv, &w, &act, &mut y, rows, tokens, nb)?;
+            }
+            end.record(s).map_err(drv("cuEventRecord"))?;
+            times.push(start.elapsed_ms(&end).map_err(drv("cuEventElapsedTime"))? as f64 / 20e3);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+}

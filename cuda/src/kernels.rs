@@ -1,0 +1,91 @@
+//! The kernels of `cuda/kernels/autark.cu`: their names and launch geometry, one home for the
+//! GPU (`gpu.rs`) and the CPU emulation (`emu.rs`), so both run the same launches.
+
+use autark_kernels::{DType, TensorLayout};
+
+/// The kernels' source, compiled by NVRTC for the device (and by the host compiler for `emu`).
+pub const SOURCE: &str = include_str!("../kernels/autark.cu");
+
+/// Warps per thread block of `quantize_act` (one warp per activation block).
+pub const ACT_WARPS: u32 = 4;
+/// Warps per thread block of the row-major GEMV (one warp per row).
+pub const ROW_WARPS: u32 = 4;
+/// Warps per thread block of the `rows16` GEMV (one group of 16 rows; the warps split its
+/// blocks). At most 32 (the kernel's shared array).
+pub const GROUP_WARPS: u32 = 8;
+
+/// A stored block type the GEMV kernels read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quant {
+    Q4_0,
+    Q4_1,
+    Q8_0,
+}
+
+impl Quant {
+    pub const ALL: [Quant; 3] = [Quant::Q4_0, Quant::Q4_1, Quant::Q8_0];
+
+    pub fn dtype(self) -> DType {
+        match self {
+            Quant::Q4_0 => DType::Q4_0,
+            Quant::Q4_1 => DType::Q4_1,
+            Quant::Q8_0 => DType::Q8_0,
+        }
+    }
+
+    pub fn of(dtype: DType) -> Option<Quant> {
+        Quant::ALL.into_iter().find(|q| q.dtype() == dtype)
+    }
+}
+
+/// Grid and block dimensions of one launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+}
+
+/// `quantize_act` over `n_blocks` blocks of 32 activations.
+pub fn quantize_act(n_blocks: usize) -> Launch {
+    Launch { grid: [n_blocks.div_ceil(ACT_WARPS as usize) as u32, 1, 1], block: [32 * ACT_WARPS, 1, 1] }
+}
+
+/// One GEMV kernel: `y[t·rows + r] = Σ_b dot(weight row r block b, activation t block b)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gemv {
+    pub quant: Quant,
+    pub layout: TensorLayout,
+}
+
+impl Gemv {
+    pub fn all() -> impl Iterator<Item = Gemv> {
+        Quant::ALL
+            .into_iter()
+            .flat_map(|quant| [TensorLayout::RowMajor, TensorLayout::Rows16].map(|layout| Gemv { quant, layout }))
+    }
+
+    /// The kernel's name in `autark.cu`, e.g. `gemv_q4_1_rows16`.
+    pub fn name(self) -> String {
+        format!("gemv_{}_{}", self.quant.dtype().name(), self.layout.name())
+    }
+
+    /// The kernel's `rows` argument: rows, or groups of 16 rows for `rows16`.
+    pub fn rows_arg(self, rows: usize) -> usize {
+        match self.layout {
+            TensorLayout::RowMajor => rows,
+            TensorLayout::Rows16 => rows / autark_kernels::interleave::GROUP,
+        }
+    }
+
+    pub fn launch(self, rows: usize, tokens: usize) -> Launch {
+        match self.layout {
+            TensorLayout::RowMajor => Launch {
+                grid: [rows.div_ceil(ROW_WARPS as usize) as u32, tokens as u32, 1],
+                block: [32 * ROW_WARPS, 1, 1],
+            },
+            TensorLayout::Rows16 => {
+                Launch { grid: [self.rows_arg(rows) as u32, tokens as u32, 1], block: [32 * GROUP_WARPS, 1, 1] }
+            }
+        }
+    }
+}
