@@ -24,4 +24,54 @@ for p in "$kit"/autark.compute_*.ptx; do ptx+=(--ptx "$p"); done
 "$kit/autark-gpu-check" run "${ptx[@]}" --json "$out/kernels.json" 2>&1 | tee "$out/kernels.txt"
 rc=${PIPESTATUS[0]}
 echo "autark-gpu-check exit code $rc"
+
+# The whole model (MODEL, a .autark file; the kit's `autark`, built with --features cuda):
+# greedy text on the CPU and on the GPU, every position's logits of a prompt compared, and
+# `autark bench` on both.
+model=${MODEL:-}
+if [ -n "$model" ] && [ -x "$kit/autark" ]; then
+  a=$kit/autark
+  prompt="The three primary colours are"
+  for d in cpu cuda; do
+    "$a" run "$model" -p "$prompt" -n 48 --temp 0 --device "$d" >"$out/greedy-$d.txt" 2>"$out/greedy-$d.err"
+    echo "greedy on $d: exit $? $(tr '\n' ' ' <"$out/greedy-$d.txt" | head -c 300)"
+    tail -2 "$out/greedy-$d.err"
+  done
+  if cmp -s "$out/greedy-cpu.txt" "$out/greedy-cuda.txt"; then echo "greedy: the GPU's 48 tokens are the CPU's"; else echo "greedy: the GPU's text DIFFERS from the CPU's"; rc=1; fi
+  # The same through each carried PTX (Jetson's code paths, JIT-compiled for this GPU).
+  for p in "$kit"/autark.compute_*.ptx; do
+    arch=$(basename "$p" .ptx)
+    AUTARK_CUDA_PTX=$p "$a" run "$model" -p "$prompt" -n 48 --temp 0 --device cuda >"/tmp/greedy-$arch.txt" 2>/dev/null
+    if cmp -s "$out/greedy-cpu.txt" "/tmp/greedy-$arch.txt"; then echo "greedy with ${arch#autark.}: the CPU's tokens"; else echo "greedy with ${arch#autark.}: DIFFERS from the CPU: $(head -c 200 "/tmp/greedy-$arch.txt")"; rc=1; fi
+  done
+  long="Once upon a time, in a small village at the edge of a great forest, there lived an old clockmaker who"
+  for d in cpu cuda; do
+    "$a" logits "$model" -p "$long" -o "/tmp/logits-$d.bin" --device "$d" 2>&1 | tail -1
+  done
+  python3 - "$model" <<'PY' | tee "$out/logits.txt"
+import numpy as np
+c = np.fromfile("/tmp/logits-cpu.bin", dtype="<f4"); g = np.fromfile("/tmp/logits-cuda.bin", dtype="<f4")
+if c.size != g.size or c.size == 0:
+    print(f"logits: sizes differ ({c.size} vs {g.size})"); raise SystemExit(0)
+v = 49152 if c.size % 49152 == 0 else c.size
+c = c.reshape(-1, v); g = g.reshape(-1, v)
+d = np.abs(c - g).max(axis=1); scale = np.abs(c).max(axis=1)
+agree = (c.argmax(axis=1) == g.argmax(axis=1)).mean()
+print(f"logits: {c.shape[0]} positions; max |cpu - gpu| per position: first {d[0]:.4g}, median {np.median(d):.4g}, max {d.max():.4g} (logit scale {scale.mean():.3g}); argmax agrees at {agree*100:.1f}% of positions")
+PY
+  for d in cuda cpu; do
+    "$a" bench "$model" -p 128 -n 0 -r 3 --device "$d" --json 2>/dev/null | tee -a "$out/bench.jsonl"
+    "$a" bench "$model" -p 0 -n 128 -r 3 --device "$d" --json 2>/dev/null | tee -a "$out/bench.jsonl"
+  done
+  # Llama-3.2-1B's shapes with random q4_0 weights (scripts/synthetic-model.py, from the repo
+  # this runs in; numpy): 827 MB read per generated token, where bandwidth matters.
+  synth=${SYNTH:-scripts/synthetic-model.py}
+  if [ -f "$synth" ] && python3 "$synth" "$model" /tmp/synth-1b.autark >/dev/null 2>&1; then
+    for d in cuda cpu; do
+      "$a" bench /tmp/synth-1b.autark -p 128 -n 64 -r 3 --device "$d" --json 2>/dev/null | tee -a "$out/bench.jsonl"
+    done
+  else
+    echo "SKIP: no synthetic 1B model ($synth and numpy needed)"
+  fi
+fi
 exit "$rc"

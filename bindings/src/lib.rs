@@ -191,6 +191,10 @@ pub struct SessionOptions {
     /// How the KV cache stores values: "f32", "f16" or "q8_0".
     #[uniffi(default = "f32")]
     pub cache_type_v: String,
+    /// Where the forward pass runs: "cpu", or "cuda" (a library built with the `cuda` feature;
+    /// docs/CUDA.md).
+    #[uniffi(default = "cpu")]
+    pub device: String,
     /// When the context is full, drop the oldest tokens after the first `n_keep` and go on
     /// (instead of stopping).
     #[uniffi(default = false)]
@@ -247,6 +251,7 @@ impl Default for SessionOptions {
             max_memory_bytes: p.max_memory_bytes as u64,
             cache_type_k: p.cache_type_k.name().into(),
             cache_type_v: p.cache_type_v.name().into(),
+            device: p.device.name().into(),
             context_shift: rt::DEFAULTS.generate.context_shift,
             n_keep: rt::DEFAULTS.generate.n_keep as u32,
             speculative: rt::DEFAULTS.generate.speculative.mode.name().into(),
@@ -269,6 +274,9 @@ impl SessionOptions {
         let mut o = rt::DEFAULTS;
         o.session.cache_type_k = cache_type(&self.cache_type_k, "cache_type_k")?;
         o.session.cache_type_v = cache_type(&self.cache_type_v, "cache_type_v")?;
+        o.session.device = rt::Device::parse(&self.device).ok_or_else(|| AutarkError::InvalidArgument {
+            detail: format!("device {:?} (cpu or cuda)", self.device),
+        })?;
         o.generate.context_shift = self.context_shift;
         o.generate.n_keep = self.n_keep as usize;
         o.generate.speculative = rt::SpeculativeParams {

@@ -169,3 +169,29 @@ fn sliding_window_rings_bound_memory_and_continue_correctly() {
     assert_eq!(s.tokens(), &c[..]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `Device::Cuda` where it cannot run (a build without the `cuda` feature, or no driver here)
+/// is a typed error naming why, and the same model still runs on the CPU.
+#[test]
+fn a_cuda_session_that_cannot_run_says_why() {
+    let m = model("cuda");
+    let p = SessionParams { n_ctx: 64, n_threads: 1, device: autark_runtime::Device::Cuda, ..Default::default() };
+    match Session::new(Arc::clone(&m), p) {
+        Err(e) => {
+            assert_eq!(e.kind(), autark_runtime::ErrorKind::Internal, "{e}");
+            let why = if cfg!(feature = "cuda") {
+                "CUDA: no CUDA driver found"
+            } else {
+                "CUDA: this build has no CUDA support"
+            };
+            assert!(e.to_string().starts_with(why), "{e}");
+        }
+        // Only a `cuda` build on a machine with a GPU gets here.
+        Ok(_) if cfg!(feature = "cuda") => {}
+        Ok(_) => panic!("a CUDA session without CUDA support"),
+    }
+    let f16 = SessionParams { cache_type_k: CacheType::F16, ..p };
+    assert!(matches!(Session::new(Arc::clone(&m), f16), Err(RuntimeError::InvalidArgument { .. })));
+    let cpu = SessionParams { device: autark_runtime::Device::Cpu, ..p };
+    assert!(Session::new(m, cpu).is_ok());
+}

@@ -212,3 +212,142 @@ __device__ void gemv_rows16(const u8* w, const BlockQ8A* a, float* y, int groups
 GEMV(q4_0, Q4_0)
 GEMV(q4_1, Q4_1)
 GEMV(q8_0, Q8_0)
+
+// ---- the rest of a forward pass, on f32 activations (the CUDA backend, runtime/src/cuda.rs) ----
+
+// The sum of `v` over the thread block (blockDim.x a multiple of 32, at most 1024), in every
+// thread. `red` is the caller's shared array of 32 floats.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(FULL_MASK, v, m);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float s = 0.0f;
+    for (int k = 0; k < warps; k++) s += red[k];
+    return s;
+}
+
+__device__ __forceinline__ float block_max(float v, float* red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (int m = 16; m > 0; m >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, m));
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float s = red[0];
+    for (int k = 1; k < warps; k++) s = fmaxf(s, red[k]);
+    return s;
+}
+
+// dst row r = src row r · w / √(mean(src row r²) + eps); one thread block per row (rows of
+// `width`; per-head norms are rows of head_dim). dst may be src.
+extern "C" __global__ void rmsnorm_f32(float* dst, const float* src, const float* w, int width, float eps) {
+    __shared__ float red[32];
+    const float* x = src + (u64)blockIdx.x * width;
+    float* o = dst + (u64)blockIdx.x * width;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) ss += x[i] * x[i];
+    ss = block_sum(ss, red) / (float)width;
+    const float scale = 1.0f / sqrtf(ss + eps);
+    for (int i = threadIdx.x; i < width; i += blockDim.x) o[i] = x[i] * scale * w[i];
+}
+
+// buf[i] += b[i mod width] over `total` values.
+extern "C" __global__ void add_bias_f32(float* buf, const float* b, int width, int total) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) buf[i] += b[i % width];
+}
+
+// dst[i] += src[i].
+extern "C" __global__ void add_f32(float* dst, const float* src, int total) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) dst[i] += src[i];
+}
+
+// gate = act(gate) · up; act 0: SiLU x/(1+e^−x), 1: GELU's tanh approximation.
+extern "C" __global__ void glu_f32(float* gate, const float* up, int total, int act) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    const float x = gate[i];
+    const float a = act == 0 ? x / (1.0f + expf(-x)) : 0.5f * x * (1.0f + tanhf(0.7978846f * (x + 0.044715f * x * x * x)));
+    gate[i] = a * up[i];
+}
+
+// Rotates every head of row t of q (n_q heads) and k (n_k heads) for position pos[t], with the
+// tables cos/sin (n_ctx × head_dim/2). interleaved: pairs (2i, 2i+1), else (i, i + hd/2).
+// One thread block per row.
+extern "C" __global__ void rope_f32(float* q, float* k, const float* cos_t, const float* sin_t, const int* pos,
+                                    int n_q, int n_k, int hd, int interleaved) {
+    const int t = blockIdx.x, half = hd / 2;
+    const float* c = cos_t + (u64)pos[t] * half;
+    const float* s = sin_t + (u64)pos[t] * half;
+    for (int j = threadIdx.x; j < (n_q + n_k) * half; j += blockDim.x) {
+        const int head = j / half, i = j % half;
+        float* x = head < n_q ? q + ((u64)t * n_q + head) * hd : k + ((u64)t * n_k + head - n_q) * hd;
+        const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+        const float x0 = x[a], x1 = x[b];
+        x[a] = x0 * c[i] - x1 * s[i];
+        x[b] = x0 * s[i] + x1 * c[i];
+    }
+}
+
+// Row t of k and v (kv_dim values) into row pos[t] of one layer's caches (n_ctx × kv_dim).
+extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, const float* v, const int* pos, int kv_dim) {
+    const int t = blockIdx.x;
+    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+        kc[(u64)pos[t] * kv_dim + i] = k[(u64)t * kv_dim + i];
+        vc[(u64)pos[t] * kv_dim + i] = v[(u64)t * kv_dim + i];
+    }
+}
+
+// out row t head h = softmax(scale · q·Kᵀ over positions first..pos[t]) · V, where first keeps
+// the last `window` positions; query head h reads KV head h / group. One thread block per
+// (row, head); `scores` holds n_ctx floats per (row, head).
+extern "C" __global__ void attention_f32(float* out, const float* q, const float* kc, const float* vc, float* scores,
+                                         const int* pos, int n_heads, int group, int hd, int kv_dim, int n_ctx,
+                                         int window, float scale) {
+    __shared__ float red[32];
+    const int t = blockIdx.x, h = blockIdx.y;
+    const int p = pos[t];
+    const int first = p + 1 > window ? p + 1 - window : 0;
+    const int len = p + 1 - first;
+    const float* qh = q + ((u64)t * n_heads + h) * hd;
+    const int kvo = (h / group) * hd;
+    float* s = scores + ((u64)t * n_heads + h) * n_ctx;
+    float m = -3.402823466e38f;
+    for (int j = threadIdx.x; j < len; j += blockDim.x) {
+        const float* kr = kc + (u64)(first + j) * kv_dim + kvo;
+        float d = 0.0f;
+        for (int i = 0; i < hd; i++) d += qh[i] * kr[i];
+        d *= scale;
+        s[j] = d;
+        m = fmaxf(m, d);
+    }
+    m = block_max(m, red);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < len; j += blockDim.x) {
+        const float e = expf(s[j] - m);
+        s[j] = e;
+        sum += e;
+    }
+    sum = block_sum(sum, red);
+    __syncthreads();  // every s[j] written before any thread reads them all
+    const float inv = 1.0f / sum;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        float acc = 0.0f;
+        for (int j = 0; j < len; j++) acc += s[j] * vc[(u64)(first + j) * kv_dim + kvo + i];
+        out[((u64)t * n_heads + h) * hd + i] = acc * inv;
+    }
+}
+
+// Row i of buf = row rows[i] (rows ascending, rows[i] ≥ i), in order: one thread block, one row
+// at a time (a later row's source may be an earlier row's destination... only before it is
+// read: rows[i] ≥ i, so a row is read before it is overwritten when taken in order).
+extern "C" __global__ void select_rows_f32(float* buf, const int* rows, int n, int width) {
+    for (int i = 0; i < n; i++) {
+        if (rows[i] != i) {
+            for (int c = threadIdx.x; c < width; c += blockDim.x) buf[(u64)i * width + c] = buf[(u64)rows[i] * width + c];
+        }
+        __syncthreads();
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc;
 
 use crate::check::{Case, ACT_BLOCK_BYTES};
@@ -62,12 +62,23 @@ pub struct Gpu {
     pub kernels: String,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    module: Arc<CudaModule>,
+    /// Every kernel of the module by name (`kernels::names`), looked up at load.
+    functions: std::collections::HashMap<String, CudaFunction>,
 }
 
 impl Gpu {
-    /// Compiles the kernels with NVRTC for the device's own compute capability.
+    /// Compiles the kernels with NVRTC for the device's own compute capability, or loads the
+    /// PTX file named by `AUTARK_CUDA_PTX` (built for another compute capability, e.g. by
+    /// `autark-gpu-check ptx`: how `gpu-check.sh` runs a whole model through Jetson's code paths
+    /// on a newer GPU).
     pub fn new() -> Result<Gpu, CudaError> {
+        if let Some(file) = std::env::var_os("AUTARK_CUDA_PTX") {
+            let ptx = std::fs::read_to_string(&file).map_err(|e| CudaError::Compile {
+                arch: "AUTARK_CUDA_PTX".into(),
+                log: format!("{}: {e}", file.to_string_lossy()),
+            })?;
+            return Gpu::with_ptx(ptx, file.to_string_lossy().into_owned());
+        }
         let info = probe()?;
         let arch = format!("compute_{}{}", info.compute.0, info.compute.1);
         let (major, minor) = nvrtc_version()?;
@@ -89,11 +100,27 @@ impl Gpu {
             driver: info.driver_version,
             error: e.to_string(),
         })?;
-        Ok(Gpu { info, kernels, ctx, stream, module })
+        let functions = crate::kernels::names()
+            .into_iter()
+            .map(|n| module.load_function(&n).map(|f| (n, f)))
+            .collect::<Result<_, _>>()
+            .map_err(drv("cuModuleGetFunction"))?;
+        Ok(Gpu { info, kernels, ctx, stream, functions })
     }
 
-    fn function(&self, name: &str) -> Result<cudarc::driver::CudaFunction, CudaError> {
-        self.module.load_function(name).map_err(drv("cuModuleGetFunction"))
+    pub(crate) fn function(&self, name: &str) -> Result<&CudaFunction, CudaError> {
+        self.functions
+            .get(name)
+            .ok_or(CudaError::Driver { call: "cuModuleGetFunction", error: format!("no kernel {name}") })
+    }
+
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Waits for everything launched so far.
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        self.stream.synchronize().map_err(drv("cuStreamSynchronize"))
     }
 
     fn cfg(l: Launch) -> LaunchConfig {
@@ -114,7 +141,7 @@ impl Gpu {
         let mut y = s.alloc_zeros::<f32>(case.rows * case.tokens).map_err(drv("cuMemAlloc"))?;
         let quantize = self.function("quantize_act")?;
         let n_act_i = n_act as i32;
-        let mut b = s.launch_builder(&quantize);
+        let mut b = s.launch_builder(quantize);
         b.arg(&x).arg(&mut act).arg(&n_act_i);
         // SAFETY: quantize_act(const float*, BlockQ8A*, int) with x of n_act·32 floats and act of
         // n_act blocks, as the kernel's signature in autark.cu.
@@ -140,7 +167,7 @@ impl Gpu {
         assert!(act.len() >= tokens * nb * ACT_BLOCK_BYTES && y.len() >= rows * tokens, "buffers too short");
         let f = self.function(&gemv.name())?;
         let (rows_arg, nb_arg) = (gemv.rows_arg(rows) as i32, nb as i32);
-        let mut b = self.stream.launch_builder(&f);
+        let mut b = self.stream.launch_builder(f);
         b.arg(w).arg(act).arg(y).arg(&rows_arg).arg(&nb_arg);
         // SAFETY: gemv_*(const u8* w, const BlockQ8A* a, float* y, int rows, int nb) reads
         // rows·nb weight blocks and tokens·nb activation blocks and writes rows·tokens floats;

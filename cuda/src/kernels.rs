@@ -38,6 +38,21 @@ impl Quant {
     }
 }
 
+/// Every kernel of `autark.cu` (the GPU looks each up once, when the module is loaded).
+pub fn names() -> Vec<String> {
+    let f32_ops = [
+        "rmsnorm_f32",
+        "add_bias_f32",
+        "add_f32",
+        "glu_f32",
+        "rope_f32",
+        "kv_store_f32",
+        "attention_f32",
+        "select_rows_f32",
+    ];
+    ["quantize_act"].into_iter().chain(f32_ops).map(String::from).chain(Gemv::all().map(Gemv::name)).collect()
+}
+
 /// Grid and block dimensions of one launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Launch {
@@ -48,6 +63,29 @@ pub struct Launch {
 /// `quantize_act` over `n_blocks` blocks of 32 activations.
 pub fn quantize_act(n_blocks: usize) -> Launch {
     Launch { grid: [n_blocks.div_ceil(ACT_WARPS as usize) as u32, 1, 1], block: [32 * ACT_WARPS, 1, 1] }
+}
+
+/// Threads per block of the f32 kernels (`ops.rs`).
+pub const F32_THREADS: u32 = 256;
+
+/// One thread block per row (RMSNorm, RoPE, KV store), `threads` each.
+pub fn per_row(rows: usize, threads: u32) -> Launch {
+    Launch { grid: [rows as u32, 1, 1], block: [threads, 1, 1] }
+}
+
+/// One thread per value (adds, gating).
+pub fn elementwise(total: usize) -> Launch {
+    Launch { grid: [total.div_ceil(F32_THREADS as usize) as u32, 1, 1], block: [F32_THREADS, 1, 1] }
+}
+
+/// Attention: one thread block of 128 per (row, head).
+pub fn attention(rows: usize, heads: usize) -> Launch {
+    Launch { grid: [rows as u32, heads as u32, 1], block: [128, 1, 1] }
+}
+
+/// One thread block (row selection, in order).
+pub fn single_block() -> Launch {
+    Launch { grid: [1, 1, 1], block: [F32_THREADS, 1, 1] }
 }
 
 /// One GEMV kernel: `y[t·rows + r] = Σ_b dot(weight row r block b, activation t block b)`.

@@ -9,6 +9,7 @@ use std::fmt;
 pub mod check;
 pub mod gpu;
 pub mod kernels;
+pub mod ops;
 
 use cudarc::driver::result as cu;
 use cudarc::driver::sys;

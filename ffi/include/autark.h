@@ -28,9 +28,20 @@
 
 /*
  Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
- and context-shift fields of `autark_session_params`).
+ and context-shift fields of `autark_session_params`; 4: its `device`).
  */
-#define AUTARK_ABI_VERSION 3
+#define AUTARK_ABI_VERSION 4
+
+/*
+ Where a session's forward pass runs (`device` of `autark_session_params`): the CPU (default).
+ */
+#define AUTARK_DEVICE_CPU 0
+
+/*
+ The first NVIDIA GPU (a library built with the `cuda` feature; docs/CUDA.md). Without CUDA
+ support, a driver or a device, `autark_session_new` fails with AUTARK_ERR_INTERNAL and says why.
+ */
+#define AUTARK_DEVICE_CUDA 1
 
 /*
  KV cache types (`cache_type_k`, `cache_type_v` of `autark_session_params`).
@@ -194,6 +205,10 @@ typedef struct {
    Most tokens drafted per step (1–64). Default 16.
    */
   uint32_t draft_max;
+  /*
+   `AUTARK_DEVICE_CPU` (default) or `AUTARK_DEVICE_CUDA`.
+   */
+  int32_t device;
 } autark_session_params;
 
 /*

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use autark_runtime::{
-    CacheType, ChatMessage, Constraint, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler, SamplerParams,
-    Session, SessionParams, SpecMode, SpeculativeParams, ToolChoice, ToolSet, DEFAULTS,
+    CacheType, ChatMessage, Constraint, Device, GenerateParams, Model, Options, Prompt, RuntimeError, Sampler,
+    SamplerParams, Session, SessionParams, SpecMode, SpeculativeParams, ToolChoice, ToolSet, DEFAULTS,
 };
 
 /// Status of a call: `AUTARK_OK` (0) or a negative `AUTARK_ERR_*` code. Codes are never
@@ -70,8 +70,14 @@ pub const AUTARK_ERR_NO_CONFORMANCE_RECORD: autark_status = -20;
 pub const AUTARK_ERR_PANIC: autark_status = -100;
 
 /// Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
-/// and context-shift fields of `autark_session_params`).
-pub const AUTARK_ABI_VERSION: u32 = 3;
+/// and context-shift fields of `autark_session_params`; 4: its `device`).
+pub const AUTARK_ABI_VERSION: u32 = 4;
+
+/// Where a session's forward pass runs (`device` of `autark_session_params`): the CPU (default).
+pub const AUTARK_DEVICE_CPU: i32 = 0;
+/// The first NVIDIA GPU (a library built with the `cuda` feature; docs/CUDA.md). Without CUDA
+/// support, a driver or a device, `autark_session_new` fails with AUTARK_ERR_INTERNAL and says why.
+pub const AUTARK_DEVICE_CUDA: i32 = 1;
 
 /// KV cache types (`cache_type_k`, `cache_type_v` of `autark_session_params`).
 pub const AUTARK_CACHE_F32: i32 = 0;
@@ -566,6 +572,8 @@ pub struct autark_session_params {
     pub speculative: i32,
     /// Most tokens drafted per step (1–64). Default 16.
     pub draft_max: u32,
+    /// `AUTARK_DEVICE_CPU` (default) or `AUTARK_DEVICE_CUDA`.
+    pub device: i32,
 }
 
 /// Default session options.
@@ -589,6 +597,10 @@ pub extern "C" fn autark_session_params_default() -> autark_session_params {
         n_keep: DEFAULTS.generate.n_keep as u32,
         speculative: DEFAULTS.generate.speculative.mode.code() as i32,
         draft_max: DEFAULTS.generate.speculative.draft_max as u32,
+        device: match p.device {
+            Device::Cpu => AUTARK_DEVICE_CPU,
+            Device::Cuda => AUTARK_DEVICE_CUDA,
+        },
     }
 }
 
@@ -610,6 +622,11 @@ fn options(p: &autark_session_params) -> Result<Options, FfiError> {
         max_memory_bytes: usize::try_from(p.max_memory_bytes).unwrap_or(usize::MAX),
         cache_type_k: cache_type(p.cache_type_k, "cache_type_k")?,
         cache_type_v: cache_type(p.cache_type_v, "cache_type_v")?,
+        device: match p.device {
+            AUTARK_DEVICE_CPU => Device::Cpu,
+            AUTARK_DEVICE_CUDA => Device::Cuda,
+            d => return Err(FfiError::Invalid(format!("device {d} (AUTARK_DEVICE_CPU or _CUDA)"))),
+        },
     };
     o.generate.context_shift = p.context_shift;
     o.generate.n_keep = p.n_keep as usize;

@@ -30,6 +30,8 @@ pub struct BenchParams {
     pub n_depth: usize,
     /// KV cache types (keys, values).
     pub cache: [CacheType; 2],
+    /// Where the forward pass runs.
+    pub device: crate::session::Device,
     /// A real prompt instead of pseudo-random tokens: the pp test evaluates it, and the tg test
     /// generates from it through `Session::generate_continue` (which decodes speculatively,
     /// with `speculative`, and samples, with `temperature`), stopping early at an
@@ -107,6 +109,7 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
         n_batch: 512,
         cache_type_k: p.cache[0],
         cache_type_v: p.cache[1],
+        device: p.device,
         ..Default::default()
     };
     let mut s = Session::new(Arc::clone(model), params)?;

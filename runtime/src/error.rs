@@ -49,6 +49,9 @@ pub enum RuntimeError {
     CacheMemory { bytes: usize, source: std::io::Error },
     #[error(transparent)]
     Kernel(#[from] autark_kernels::KernelError),
+    /// The GPU backend: no driver or device, a kernel that failed, an unsupported tensor type.
+    #[error("CUDA: {0}")]
+    Device(String),
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
@@ -107,7 +110,7 @@ impl RuntimeError {
             RuntimeError::Tokenizer(_) | RuntimeError::Template(_) => ErrorKind::Text,
             RuntimeError::NoChatTemplate => ErrorKind::NoChatTemplate,
             RuntimeError::MemoryBudget { .. } | RuntimeError::CacheMemory { .. } => ErrorKind::OutOfMemory,
-            RuntimeError::ThreadPool(_) => ErrorKind::Internal,
+            RuntimeError::ThreadPool(_) | RuntimeError::Device(_) => ErrorKind::Internal,
             RuntimeError::CorruptState(_) => ErrorKind::CorruptState,
             RuntimeError::StateModelMismatch { .. } => ErrorKind::StateModelMismatch,
             RuntimeError::UnsupportedKeyword { .. } => ErrorKind::UnsupportedConstraint,

@@ -10,6 +10,8 @@ pub mod chat;
 pub mod conformance;
 pub mod constraint;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod error;
 pub mod forward;
 pub mod generate;
@@ -35,7 +37,7 @@ pub use kv::CacheType;
 pub use model::{Model, Prompt};
 pub use options::{Options, DEFAULTS};
 pub use sampler::{Sampler, SamplerParams};
-pub use session::{CancelHandle, Session, SessionParams};
+pub use session::{CancelHandle, Device, Session, SessionParams};
 pub use speculative::{SpecMode, SpeculativeParams};
 pub use tokenizer::{Detokenizer, Tokenizer};
 pub use tools::{ToolCall, ToolChoice, ToolFormat, ToolSet};

@@ -25,6 +25,7 @@ pub const DEFAULTS: Options = Options {
         max_memory_bytes: 0,
         cache_type_k: CacheType::F32,
         cache_type_v: CacheType::F32,
+        device: crate::session::Device::Cpu,
     },
     generate: GenerateParams {
         max_tokens: 128,

@@ -36,6 +36,33 @@ pub struct SessionParams {
     /// How the KV cache stores keys and values (docs/RUNTIME.md, "KV cache types").
     pub cache_type_k: CacheType,
     pub cache_type_v: CacheType,
+    /// Where the forward pass runs (docs/CUDA.md).
+    pub device: Device,
+}
+
+/// Where a session's forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// The first CUDA GPU (a build with the `cuda` feature): weights, activations and the KV
+    /// cache (f32) in device memory. Saving states, context shift and multi-sequence passes are
+    /// CPU-only for now and refused on such a session.
+    Cuda,
+}
+
+impl Device {
+    /// "cpu" or "cuda".
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Device> {
+        [Device::Cpu, Device::Cuda].into_iter().find(|d| d.name() == s)
+    }
 }
 
 /// A generation that stopped at its token limit or was cancelled, kept so that it can continue
@@ -73,6 +100,10 @@ pub struct Session {
     cancel: Arc<AtomicBool>,
     /// Where the forward pass runs: scratch, KV cache, threads.
     backend: Cpu,
+    /// The CUDA backend, when the session runs on the GPU (`Device::Cuda`); `backend` then only
+    /// lends its thread pool (its KV cache's pages are never touched, so never committed).
+    #[cfg(feature = "cuda")]
+    cuda: Option<Box<crate::cuda::Cuda>>,
     n_ctx: usize,
     n_batch: usize,
     /// Tokens whose keys and values are in the cache, in order.
@@ -130,12 +161,37 @@ impl Session {
         if let Some(budget) = budget.filter(|&b| needed > b) {
             return Err(RuntimeError::MemoryBudget { needed, budget });
         }
+        let on_gpu = params.device == Device::Cuda;
+        if on_gpu && cache != [CacheType::F32; 2] {
+            return Err(RuntimeError::InvalidArgument {
+                name: "cache_type_k",
+                what: "the CUDA backend keeps an f32 KV cache (f16 and q8_0 caches are CPU-only for now)".into(),
+            });
+        }
+        #[cfg(feature = "cuda")]
+        let cuda = match on_gpu {
+            true => Some(Box::new(crate::cuda::Cuda::new(
+                Arc::clone(&model),
+                n_ctx,
+                n_batch,
+                (params.max_memory_bytes > 0).then_some(params.max_memory_bytes),
+            )?)),
+            false => None,
+        };
+        #[cfg(not(feature = "cuda"))]
+        if on_gpu {
+            return Err(RuntimeError::Device(
+                "this build has no CUDA support (build with --features cuda; docs/CUDA.md)".into(),
+            ));
+        }
         let pool = match pool {
             Some(p) => p,
             None => Arc::new(Pool::new(threads).map_err(|e| RuntimeError::ThreadPool(e.to_string()))?),
         };
         Ok(Session {
             backend: Cpu::new(Arc::clone(&model), pool, n_ctx, n_batch, cache)?,
+            #[cfg(feature = "cuda")]
+            cuda,
             n_ctx,
             n_batch,
             tokens: Vec::with_capacity(n_ctx),
@@ -176,6 +232,9 @@ impl Session {
     /// The cached key and value (all KV heads, as f32) of context position `pos` in layer
     /// `layer`, for inspection; `None` outside the context or where a ring has dropped it.
     pub fn cached_kv(&self, layer: usize, pos: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+        if self.on_gpu() {
+            return None;
+        }
         let kv = self.backend.kv();
         kv.holds(layer, pos, self.tokens.len()).then(|| kv.row(layer, pos))
     }
@@ -246,6 +305,7 @@ impl Session {
     /// distance moved) instead of re-evaluated, as llama.cpp does. Returns how many tokens were
     /// dropped. Models whose sliding-window layers keep ring caches cannot shift.
     pub fn shift_context(&mut self, keep: usize) -> Result<usize> {
+        self.require_cpu("context shift")?;
         let n = self.tokens.len();
         if self.backend.kv().has_rings() {
             return Err(RuntimeError::InvalidArgument {
@@ -343,6 +403,10 @@ impl Session {
     /// of their tokens (as with `eval`).
     pub fn eval_together(work: &mut [(&mut Session, &[u32])]) -> Result<()> {
         let Some(((lead, lead_tokens), rest)) = work.split_first_mut() else { return Ok(()) };
+        lead.require_cpu("evaluating several sessions together")?;
+        for (s, _) in rest.iter() {
+            s.require_cpu("evaluating several sessions together")?;
+        }
         if !lead_tokens.is_empty() {
             lead.check_tokens(lead_tokens)?;
         }
@@ -415,18 +479,56 @@ impl Session {
     /// One batch of tokens at positions `self.tokens.len()..`; `all_logits` receives every
     /// token's logits, otherwise only the last token's go to `self.logits`.
     fn forward(&mut self, batch: &[u32], mut all_logits: Option<&mut [f32]>) -> Result<()> {
+        let on_gpu = self.on_gpu();
         let (model, pos0, all) = (&*self.model, self.tokens.len(), all_logits.is_some());
         let (stats, logits) = (&mut self.stats, &mut self.logits);
-        self.backend.run(&mut |b| {
-            let out = all_logits.as_deref_mut().unwrap_or(logits);
-            forward(model, b, batch, &[Seg { pos0, n: batch.len(), cache: 0 }], stats.as_deref_mut(), all, out)
-        })?;
+        let segs = [Seg { pos0, n: batch.len(), cache: 0 }];
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.cuda.as_deref_mut() {
+            gpu.run(&mut |b| {
+                let out = all_logits.as_deref_mut().unwrap_or(logits);
+                forward(model, b, batch, &segs, stats.as_deref_mut(), all, out)
+            })?;
+        }
+        if !on_gpu {
+            self.backend.run(&mut |b| {
+                let out = all_logits.as_deref_mut().unwrap_or(logits);
+                forward(model, b, batch, &segs, stats.as_deref_mut(), all, out)
+            })?;
+        }
         if let Some(out) = all_logits {
             let vocab = self.logits.len();
             self.logits.copy_from_slice(&out[out.len() - vocab..]);
         }
         self.tokens.extend_from_slice(batch);
         self.suspended = None;
+        Ok(())
+    }
+
+    /// Whether the forward pass runs on a GPU (`Device::Cuda`).
+    pub fn on_gpu(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        return self.cuda.is_some();
+        #[cfg(not(feature = "cuda"))]
+        false
+    }
+
+    /// The device this session computes on, in one line (`cpu`, or the GPU and its kernels).
+    pub fn device(&self) -> String {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.cuda {
+            return g.device();
+        }
+        "cpu".into()
+    }
+
+    /// Refuses `what` (a CPU-only feature) on a GPU session.
+    pub(crate) fn require_cpu(&self, what: &str) -> Result<()> {
+        if self.on_gpu() {
+            return Err(RuntimeError::Device(format!(
+                "{what} is not supported on the CUDA backend yet (docs/CUDA.md)"
+            )));
+        }
         Ok(())
     }
 

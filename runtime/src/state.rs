@@ -112,6 +112,7 @@ impl Session {
 
     /// `save`, with `app` (any text, e.g. a conversation as JSON) stored beside the state.
     pub fn save_with_app_data(&self, path: &Path, app: &str) -> Result<()> {
+        self.require_cpu("saving a session state")?;
         let (tokens, logits) = (self.tokens(), self.logits());
         let kv = self.backend().kv();
         let [k, v] = kv.types();

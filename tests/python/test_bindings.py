@@ -83,9 +83,9 @@ DEFAULTS_C = r"""
 #include "autark.h"
 int main(void) {
     autark_session_params p = autark_session_params_default();
-    printf("%u %u %llu %.9g %d %.9g %.9g %.9g %d %d %d %u %d %u\n", p.n_ctx, p.n_threads,
+    printf("%u %u %llu %.9g %d %.9g %.9g %.9g %d %d %d %u %d %u %d\n", p.n_ctx, p.n_threads,
            (unsigned long long)p.seed, p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.cache_type_k,
-           p.cache_type_v, (int)p.context_shift, p.n_keep, p.speculative, p.draft_max);
+           p.cache_type_v, (int)p.context_shift, p.n_keep, p.speculative, p.draft_max, p.device);
     return 0;
 }
 """
@@ -128,6 +128,9 @@ def test_defaults_agree(ak, autark, prefix, tmp_path):
     # Speculative decoding (C codes AUTARK_SPEC_OFF/LOOKUP/DRAFT = 0/1/2).
     modes = {"off": 0, "lookup": 1, "draft": 2}
     assert [modes[o.speculative], o.draft_max] == c[12:14] and int(d["--draft-max"]) == o.draft_max
+    # The device (C codes AUTARK_DEVICE_CPU/CUDA = 0/1).
+    devices = {"cpu": 0, "cuda": 1}
+    assert [devices[o.device]] == c[14:15] and d["--device"] == o.device
 
 
 # ---- generation -----------------------------------------------------------------------------

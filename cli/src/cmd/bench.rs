@@ -68,6 +68,7 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
             n_threads,
             n_depth: a.n_depth,
             cache,
+            device: a.cache.device.runtime(),
             prompt: prompt.clone(),
             speculative: spec,
             temperature: a.temp,
@@ -81,7 +82,7 @@ fn bench(path: &Path, a: &BenchArgs) -> Result<()> {
             if json {
                 let o = serde_json::json!({"model": path.display().to_string(), "model_size": size, "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen, "n_threads": r.n_threads, "n_sequences": r.n_sequences, "avg_ts": avg, "stddev_ts": sd, "samples_ts": r.samples_ts,
-                    "n_depth": r.n_depth, "type_k": cache[0].name(), "type_v": cache[1].name(), "isa": isa, "load_seconds": load_s, "peak_rss_bytes": peak_rss().unwrap_or(0), "session_bytes": r.session_bytes,
+                    "n_depth": r.n_depth, "type_k": cache[0].name(), "type_v": cache[1].name(), "isa": isa, "device": a.cache.device.runtime().name(), "load_seconds": load_s, "peak_rss_bytes": peak_rss().unwrap_or(0), "session_bytes": r.session_bytes,
                     "speculative": spec.mode.name(), "draft_max": spec.draft_max, "n_drafted": r.drafted, "n_accepted": r.accepted,
                     "acceptance": r.accepted as f64 / r.drafted.max(1) as f64, "temperature": a.temp,
                     "outside_forward_us": r.outside_forward.map(|s| s * 1e6),

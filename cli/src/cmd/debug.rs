@@ -44,6 +44,7 @@ pub fn logits(
             n_batch,
             cache_type_k: cache.k,
             cache_type_v: cache.v,
+            device: cache.device.runtime(),
             ..Default::default()
         },
     )?;

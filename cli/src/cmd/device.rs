@@ -1,6 +1,6 @@
 //! `--device`: where the forward pass runs. The CPU always; CUDA only in a build with the `cuda`
-//! feature (docs/CUDA.md), which checks the driver and the device first and says in one line
-//! what is missing.
+//! feature (docs/CUDA.md), which checks the driver and the device before the model is loaded and
+//! says in one line what is missing.
 
 use super::{CliError, Result};
 
@@ -29,8 +29,15 @@ fn cuda() -> Result<()> {
 
 #[cfg(feature = "cuda")]
 fn cuda() -> Result<()> {
-    let info = autark_cuda::probe().map_err(|e| CliError::Device(e.to_string()))?;
-    Err(CliError::Device(format!(
-        "found {info}, but the CUDA forward pass is not built yet: run on the CPU (docs/CUDA.md says what is done)"
-    )))
+    autark_cuda::probe().map(drop).map_err(|e| CliError::Device(e.to_string()))
+}
+
+impl Device {
+    /// The runtime's name for it.
+    pub fn runtime(self) -> autark_runtime::Device {
+        match self {
+            Device::Cpu => autark_runtime::Device::Cpu,
+            Device::Cuda => autark_runtime::Device::Cuda,
+        }
+    }
 }

@@ -47,6 +47,7 @@ pub fn run(o: PerplexityArgs) -> Result<()> {
         n_batch: n_ctx.min(512),
         cache_type_k: o.cache.k,
         cache_type_v: o.cache.v,
+        device: o.cache.device.runtime(),
         ..Default::default()
     };
     let mut session = Session::new(Arc::clone(&model), params)?;

@@ -51,6 +51,7 @@ impl SampleArgs {
                 n_threads: self.threads,
                 cache_type_k: self.cache.k,
                 cache_type_v: self.cache.v,
+                device: self.cache.device.runtime(),
                 ..DEFAULTS.session
             },
             generate: autark_runtime::GenerateParams {

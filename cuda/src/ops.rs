@@ -1,0 +1,306 @@
+//! Device memory and the typed launches of `kernels/autark.cu` that the CUDA backend
+//! (`autark_runtime`'s `cuda.rs`) calls. Every pointer a kernel gets comes from a `Mem` of this
+//! crate with its extent checked here, so the launches are safe to call; what the kernels trust
+//! is stated at each one (positions below `n_ctx`, row indices below the buffer's rows).
+
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+
+use crate::check::ACT_BLOCK_BYTES;
+use crate::gpu::Gpu;
+use crate::kernels::{self, Gemv, Launch};
+use crate::CudaError;
+
+fn drv(call: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError {
+    move |e| CudaError::Driver { call, error: e.to_string() }
+}
+
+/// Device memory, freed when dropped.
+pub struct Mem {
+    buf: CudaSlice<u8>,
+    ptr: u64,
+}
+
+impl Mem {
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The device address `offset` bytes in, for `bytes` bytes (panics outside the allocation:
+    /// a bug of the caller, never input).
+    fn at(&self, offset: usize, bytes: usize) -> u64 {
+        assert!(
+            offset.checked_add(bytes).is_some_and(|end| end <= self.buf.len()),
+            "device access {offset}+{bytes} outside {} bytes",
+            self.buf.len()
+        );
+        self.ptr + offset as u64
+    }
+
+    /// `n` f32 from float index `first`.
+    fn f32s(&self, first: usize, n: usize) -> u64 {
+        self.at(first * 4, n * 4)
+    }
+}
+
+enum Arg {
+    P(u64),
+    I(i32),
+    F(f32),
+}
+
+fn int(v: usize) -> Arg {
+    Arg::I(i32::try_from(v).expect("kernel sizes fit in i32"))
+}
+
+impl Gpu {
+    /// `bytes` of zeroed device memory.
+    pub fn alloc(&self, bytes: usize) -> Result<Mem, CudaError> {
+        let buf = self.stream().alloc_zeros::<u8>(bytes.max(1)).map_err(drv("cuMemAlloc"))?;
+        let ptr = buf.device_ptr(self.stream()).0;
+        Ok(Mem { buf, ptr })
+    }
+
+    /// A copy of `bytes` in device memory.
+    pub fn upload(&self, bytes: &[u8]) -> Result<Mem, CudaError> {
+        let mut m = self.alloc(bytes.len())?;
+        if !bytes.is_empty() {
+            self.stream().memcpy_htod(bytes, &mut m.buf).map_err(drv("cuMemcpyHtoD"))?;
+        }
+        Ok(m)
+    }
+
+    pub fn upload_f32(&self, v: &[f32]) -> Result<Mem, CudaError> {
+        self.upload(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
+    }
+
+    /// `v` into `dst` from float index `first`.
+    pub fn write_f32(&self, dst: &mut Mem, first: usize, v: &[f32]) -> Result<(), CudaError> {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        dst.at(first * 4, bytes.len());
+        let mut view = dst.buf.slice_mut(first * 4..first * 4 + bytes.len());
+        self.stream().memcpy_htod(&bytes, &mut view).map_err(drv("cuMemcpyHtoD"))
+    }
+
+    /// `v` into `dst` from index 0 (row lists, positions).
+    pub fn write_i32(&self, dst: &mut Mem, v: &[i32]) -> Result<(), CudaError> {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        dst.at(0, bytes.len());
+        let mut view = dst.buf.slice_mut(..bytes.len());
+        self.stream().memcpy_htod(&bytes, &mut view).map_err(drv("cuMemcpyHtoD"))
+    }
+
+    /// `out.len()` floats of `src` from float index `first` (waits for the work before it).
+    pub fn read_f32(&self, src: &Mem, first: usize, out: &mut [f32]) -> Result<(), CudaError> {
+        src.at(first * 4, out.len() * 4);
+        let mut bytes = vec![0u8; out.len() * 4];
+        let view = src.buf.slice(first * 4..first * 4 + bytes.len());
+        self.stream().memcpy_dtoh(&view, &mut bytes).map_err(drv("cuMemcpyDtoH"))?;
+        self.stream().synchronize().map_err(drv("cuStreamSynchronize"))?;
+        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+            *o = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+        }
+        Ok(())
+    }
+
+    fn launch(&self, name: &str, l: Launch, args: &[Arg]) -> Result<(), CudaError> {
+        let f = self.function(name)?;
+        let mut b = self.stream().launch_builder(f);
+        for a in args {
+            match a {
+                Arg::P(p) => b.arg(p),
+                Arg::I(i) => b.arg(i),
+                Arg::F(x) => b.arg(x),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (l.grid[0], l.grid[1], l.grid[2]),
+            block_dim: (l.block[0], l.block[1], l.block[2]),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: each caller below passes the arguments of the kernel's signature in
+        // autark.cu, in order, pointers from `Mem::at` whose extents cover what the kernel
+        // touches for that launch's geometry (checked there).
+        unsafe { b.launch(cfg) }.map_err(drv("cuLaunchKernel"))?;
+        Ok(())
+    }
+
+    /// Activations `x` (n_blocks · 32 floats) to 8-bit blocks in `act`.
+    pub fn quantize(&self, x: &Mem, act: &Mem, n_blocks: usize) -> Result<(), CudaError> {
+        let args = [Arg::P(x.f32s(0, n_blocks * 32)), Arg::P(act.at(0, n_blocks * ACT_BLOCK_BYTES)), int(n_blocks)];
+        self.launch("quantize_act", kernels::quantize_act(n_blocks), &args)
+    }
+
+    /// `y[t·rows + r]` = weight row r · activation row t, for `tokens` rows of `nb` blocks.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec(
+        &self,
+        gemv: Gemv,
+        w: &Mem,
+        act: &Mem,
+        y: &Mem,
+        rows: usize,
+        tokens: usize,
+        nb: usize,
+    ) -> Result<(), CudaError> {
+        let args = [
+            Arg::P(w.at(0, rows * nb * gemv.quant.dtype().block_bytes())),
+            Arg::P(act.at(0, tokens * nb * ACT_BLOCK_BYTES)),
+            Arg::P(y.f32s(0, rows * tokens)),
+            int(gemv.rows_arg(rows)),
+            int(nb),
+        ];
+        self.launch(&gemv.name(), gemv.launch(rows, tokens), &args)
+    }
+
+    /// Rows `0..rows` of `dst` = RMSNorm of rows `first..first + rows` of `src` (each `width`)
+    /// times `w`; `dst` may be `src` with `first` 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rmsnorm(
+        &self,
+        dst: &Mem,
+        src: &Mem,
+        first: usize,
+        w: &Mem,
+        rows: usize,
+        width: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        let args = [
+            Arg::P(dst.f32s(0, rows * width)),
+            Arg::P(src.f32s(first * width, rows * width)),
+            Arg::P(w.f32s(0, width)),
+            int(width),
+            Arg::F(eps),
+        ];
+        self.launch("rmsnorm_f32", kernels::per_row(rows, kernels::F32_THREADS), &args)
+    }
+
+    /// `buf[i] += b[i mod width]` over `total` values.
+    pub fn add_bias(&self, buf: &Mem, b: &Mem, width: usize, total: usize) -> Result<(), CudaError> {
+        let args = [Arg::P(buf.f32s(0, total)), Arg::P(b.f32s(0, width)), int(width), int(total)];
+        self.launch("add_bias_f32", kernels::elementwise(total), &args)
+    }
+
+    /// `dst[i] += src[i]` over `total` values.
+    pub fn add(&self, dst: &Mem, src: &Mem, total: usize) -> Result<(), CudaError> {
+        let args = [Arg::P(dst.f32s(0, total)), Arg::P(src.f32s(0, total)), int(total)];
+        self.launch("add_f32", kernels::elementwise(total), &args)
+    }
+
+    /// `gate = act(gate) · up`; `gelu`: GELU's tanh approximation, else SiLU.
+    pub fn glu(&self, gate: &Mem, up: &Mem, total: usize, gelu: bool) -> Result<(), CudaError> {
+        let args = [Arg::P(gate.f32s(0, total)), Arg::P(up.f32s(0, total)), int(total), Arg::I(gelu as i32)];
+        self.launch("glu_f32", kernels::elementwise(total), &args)
+    }
+
+    /// RoPE on `rows` rows of `q` (n_q heads) and `k` (n_k heads) at positions `pos` (i32 per
+    /// row, each below the tables' `n_ctx` rows of hd/2 values).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &self,
+        q: &Mem,
+        k: &Mem,
+        tables: (&Mem, &Mem),
+        pos: &Mem,
+        rows: usize,
+        heads: (usize, usize),
+        hd: usize,
+        interleaved: bool,
+    ) -> Result<(), CudaError> {
+        let (n_q, n_k) = heads;
+        let args = [
+            Arg::P(q.f32s(0, rows * n_q * hd)),
+            Arg::P(k.f32s(0, rows * n_k * hd)),
+            Arg::P(tables.0.at(0, tables.0.len())),
+            Arg::P(tables.1.at(0, tables.1.len())),
+            Arg::P(pos.at(0, rows * 4)),
+            int(n_q),
+            int(n_k),
+            int(hd),
+            Arg::I(interleaved as i32),
+        ];
+        self.launch("rope_f32", kernels::per_row(rows, 128), &args)
+    }
+
+    /// Rows of `k` and `v` into the layer caches' rows `pos[t]` (each below `n_ctx`); the
+    /// caches are `n_ctx × kv_dim` floats from float index `layer_first`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn kv_store(
+        &self,
+        caches: (&Mem, &Mem),
+        layer_first: usize,
+        n_ctx: usize,
+        k: &Mem,
+        v: &Mem,
+        pos: &Mem,
+        rows: usize,
+        kv_dim: usize,
+    ) -> Result<(), CudaError> {
+        let args = [
+            Arg::P(caches.0.f32s(layer_first, n_ctx * kv_dim)),
+            Arg::P(caches.1.f32s(layer_first, n_ctx * kv_dim)),
+            Arg::P(k.f32s(0, rows * kv_dim)),
+            Arg::P(v.f32s(0, rows * kv_dim)),
+            Arg::P(pos.at(0, rows * 4)),
+            int(kv_dim),
+        ];
+        self.launch("kv_store_f32", kernels::per_row(rows, 128), &args)
+    }
+
+    /// Attention of `rows` query rows against one layer's caches (see `attention_f32`);
+    /// `scores` holds n_ctx floats per (row, head).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        out: &Mem,
+        q: &Mem,
+        caches: (&Mem, &Mem),
+        layer_first: usize,
+        scores: &Mem,
+        pos: &Mem,
+        rows: usize,
+        shape: AttentionShape,
+    ) -> Result<(), CudaError> {
+        let AttentionShape { n_heads, n_kv_heads, hd, n_ctx, window, scale } = shape;
+        let kv_dim = n_kv_heads * hd;
+        let args = [
+            Arg::P(out.f32s(0, rows * n_heads * hd)),
+            Arg::P(q.f32s(0, rows * n_heads * hd)),
+            Arg::P(caches.0.f32s(layer_first, n_ctx * kv_dim)),
+            Arg::P(caches.1.f32s(layer_first, n_ctx * kv_dim)),
+            Arg::P(scores.f32s(0, rows * n_heads * n_ctx)),
+            Arg::P(pos.at(0, rows * 4)),
+            int(n_heads),
+            int(n_heads / n_kv_heads),
+            int(hd),
+            int(kv_dim),
+            int(n_ctx),
+            int(window.min(n_ctx)),
+            Arg::F(scale),
+        ];
+        self.launch("attention_f32", kernels::attention(rows, n_heads), &args)
+    }
+
+    /// Row i of `buf` = row `rows[i]` for the `n` indices in `rows` (ascending, `rows[i] ≥ i`,
+    /// each below the buffer's rows).
+    pub fn select_rows(&self, buf: &Mem, rows: &Mem, n: usize, width: usize) -> Result<(), CudaError> {
+        let args = [Arg::P(buf.at(0, buf.len())), Arg::P(rows.at(0, n * 4)), int(n), int(width)];
+        self.launch("select_rows_f32", kernels::single_block(), &args)
+    }
+}
+
+/// The shape of one attention launch.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub hd: usize,
+    pub n_ctx: usize,
+    /// Positions a query sees, itself included (`usize::MAX`: all).
+    pub window: usize,
+    pub scale: f32,
+}

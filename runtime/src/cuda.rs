@@ -1,0 +1,377 @@
+//! The CUDA backend (docs/CUDA.md): the `Backend` operations as the kernels of `autark-cuda`,
+//! with the activation buffers, the RoPE tables, the KV cache (f32, one sequence) and the
+//! weights in device memory. Weights are uploaded once when the session is made, straight from
+//! the file mapping (no host copy of the weights); matrices keep the file's bytes and layout.
+//! The embedding rows of a batch are dequantized on the host (a few rows) and uploaded; the
+//! output head runs on the device and only the logits come back.
+//!
+//! What it runs: q4_0, q4_1 and q8_0 matrices (row-major or `rows16`), f32 norms and biases,
+//! SiLU or GELU FFNs, both RoPE layouts, sliding windows as a mask. A model with other matrix
+//! types is refused when the session is made, with the tensor named.
+
+use std::sync::Arc;
+
+use autark_cuda::gpu::Gpu;
+use autark_cuda::kernels::{Gemv, Quant};
+use autark_cuda::ops::{AttentionShape, Mem};
+use autark_cuda::CudaError;
+use autark_format::{FfnActivation, ModelConfig, RopeLayout};
+
+use crate::backend::{Backend, Buf, Seg};
+use crate::error::{Result, RuntimeError};
+use crate::forward::rope_tables;
+use crate::model::{Model, T};
+
+impl From<CudaError> for RuntimeError {
+    fn from(e: CudaError) -> Self {
+        RuntimeError::Device(e.to_string())
+    }
+}
+
+/// A tensor in device memory: a matrix with the GEMV kernel for its type and layout, or a vector.
+struct DevTensor {
+    mem: Mem,
+    gemv: Option<Gemv>,
+    rows: usize,
+    cols: usize,
+}
+
+pub(crate) struct Cuda {
+    model: Arc<Model>,
+    gpu: Gpu,
+    /// By tensor index: the tensors the device reads (matrices, norms, biases; not the
+    /// embedding unless it is also the output head).
+    weights: Vec<Option<DevTensor>>,
+    bufs: Vec<Mem>,
+    width: [usize; 9],
+    /// 8-bit activation blocks of the widest input (n_batch rows).
+    act: Mem,
+    scores: Mem,
+    rope: [(Mem, Mem); 2],
+    has_local_rope: bool,
+    kcache: Mem,
+    vcache: Mem,
+    /// Positions of a batch's rows (and what was last uploaded there: every layer's `rope` asks
+    /// for the same ones); row indices for `select_rows`.
+    pos: Mem,
+    pos_host: Vec<i32>,
+    rows: Mem,
+    /// The output head's rows for a batch (n_batch × vocab).
+    logits: Mem,
+    host: Vec<f32>,
+    embd_row: Vec<f32>,
+    n_ctx: usize,
+    n_batch: usize,
+    /// The first failure of an operation that returns nothing, reported by the next one that
+    /// returns a result (`matmul`, `output`, `run`).
+    err: Option<RuntimeError>,
+}
+
+fn widths(c: &ModelConfig) -> [usize; 9] {
+    let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+    Buf::ALL.map(|b| match b {
+        Buf::X | Buf::Xb | Buf::Proj => c.d_model,
+        Buf::Q | Buf::AttOut => q,
+        Buf::K | Buf::V => kv,
+        Buf::Gate | Buf::Up => c.ffn_dim,
+    })
+}
+
+impl Cuda {
+    /// Device memory a session of `n_ctx` positions and `n_batch`-token batches takes besides
+    /// the weights.
+    pub fn required_bytes(c: &ModelConfig, n_ctx: usize, n_batch: usize) -> Option<usize> {
+        let per_token: usize = widths(c).iter().sum();
+        let widest = widths(c).into_iter().max()?;
+        let floats = n_batch
+            .checked_mul(per_token)?
+            .checked_add(n_batch.checked_mul(c.n_heads)?.checked_mul(n_ctx)?)?
+            .checked_add(n_ctx.checked_mul(c.head_dim)?.checked_mul(2)?)?
+            .checked_add(2usize.checked_mul(c.n_layers)?.checked_mul(n_ctx)?.checked_mul(c.n_kv_heads * c.head_dim)?)?
+            .checked_add(n_batch.checked_mul(c.vocab_size)?)?;
+        floats.checked_mul(4)?.checked_add(n_batch.checked_mul(widest / 32 + 1)?.checked_mul(40)?)
+    }
+
+    /// Uploads the model and allocates the buffers on the first GPU. `budget` (the session's
+    /// `max_memory_bytes`, if set) and the device's memory bound what may be allocated there.
+    pub fn new(model: Arc<Model>, n_ctx: usize, n_batch: usize, budget: Option<usize>) -> Result<Cuda> {
+        let gpu = Gpu::new()?;
+        let c = model.config().clone();
+        let weight_bytes: usize = model
+            .layers
+            .iter()
+            .flat_map(|l| autark_format::Role::LAYER.into_iter().filter_map(|r| l.get(r)))
+            .chain([model.output, model.output_norm])
+            .map(|i| model.file().tensors()[i].nbytes as usize)
+            .sum();
+        let needed = Self::required_bytes(&c, n_ctx, n_batch)
+            .and_then(|b| b.checked_add(weight_bytes))
+            .ok_or(RuntimeError::InvalidArgument { name: "n_ctx", what: "the session's size overflows".into() })?;
+        let budget = budget.map_or(gpu.info.total_memory, |b| b.min(gpu.info.total_memory));
+        if needed > budget {
+            return Err(RuntimeError::MemoryBudget { needed, budget });
+        }
+        let width = widths(&c);
+        let mut weights: Vec<Option<DevTensor>> = (0..model.file().tensors().len()).map(|_| None).collect();
+        let mut upload_matrix = |i: T| -> Result<()> {
+            if weights[i].is_some() {
+                return Ok(());
+            }
+            let w = model.weight(i);
+            let Some(quant) = Quant::of(w.dtype) else {
+                return Err(RuntimeError::Device(format!(
+                    "the CUDA backend runs q4_0, q4_1 and q8_0 matrices; {} is {}",
+                    model.file().tensors()[i].name,
+                    w.dtype.name()
+                )));
+            };
+            let gemv = Gemv { quant, layout: w.layout };
+            weights[i] = Some(DevTensor { mem: gpu.upload(w.data)?, gemv: Some(gemv), rows: w.rows, cols: w.cols });
+            Ok(())
+        };
+        for layer in &model.layers {
+            for role in autark_format::Role::LAYER {
+                if let Some(i) = layer.get(role) {
+                    if role.is_matrix() {
+                        upload_matrix(i)?;
+                    }
+                }
+            }
+        }
+        upload_matrix(model.output)?;
+        for layer in &model.layers {
+            for role in autark_format::Role::LAYER {
+                if let Some(i) = layer.get(role).filter(|_| !role.is_matrix()) {
+                    let v = model.vector(i);
+                    weights[i] = Some(DevTensor { mem: gpu.upload_f32(v)?, gemv: None, rows: 1, cols: v.len() });
+                }
+            }
+        }
+        let norm = model.vector(model.output_norm);
+        weights[model.output_norm] =
+            Some(DevTensor { mem: gpu.upload_f32(norm)?, gemv: None, rows: 1, cols: norm.len() });
+
+        let table = |theta: f32, scaled: bool| -> Result<(Mem, Mem)> {
+            let (cos, sin) = rope_tables(&c, theta, scaled, n_ctx);
+            Ok((gpu.upload_f32(&cos)?, gpu.upload_f32(&sin)?))
+        };
+        let global = table(c.rope_theta, true)?;
+        let local = match c.rope_theta_local {
+            Some(theta) => table(theta, false)?,
+            None => (gpu.alloc(4)?, gpu.alloc(4)?),
+        };
+        let widest = width.into_iter().max().unwrap_or(0);
+        let kv_floats = c.n_layers * n_ctx * c.n_kv_heads * c.head_dim;
+        let bufs = width.iter().map(|w| gpu.alloc(n_batch * w * 4)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Cuda {
+            act: gpu.alloc(n_batch * widest.div_ceil(32) * autark_cuda::check::ACT_BLOCK_BYTES)?,
+            scores: gpu.alloc(n_batch * c.n_heads * n_ctx * 4)?,
+            rope: [global, local],
+            has_local_rope: c.rope_theta_local.is_some(),
+            kcache: gpu.alloc(kv_floats * 4)?,
+            vcache: gpu.alloc(kv_floats * 4)?,
+            pos: gpu.alloc(n_batch * 4)?,
+            pos_host: Vec::new(),
+            rows: gpu.alloc(n_batch * 4)?,
+            logits: gpu.alloc(n_batch * c.vocab_size * 4)?,
+            host: Vec::new(),
+            embd_row: vec![0.0; c.d_model],
+            bufs,
+            width,
+            weights,
+            gpu,
+            model,
+            n_ctx,
+            n_batch,
+            err: None,
+        })
+    }
+
+    /// The device this backend runs on, in one line.
+    pub fn device(&self) -> String {
+        format!("{}, kernels {}", self.gpu.info, self.gpu.kernels)
+    }
+
+    fn keep(&mut self, r: std::result::Result<(), CudaError>) {
+        if let Err(e) = r {
+            self.err.get_or_insert(e.into());
+        }
+    }
+
+    fn take_err(&mut self) -> Result<()> {
+        self.err.take().map_or(Ok(()), Err)
+    }
+
+    fn tensor(&self, i: T) -> &DevTensor {
+        self.weights[i].as_ref().expect("uploaded at creation")
+    }
+
+    fn set_positions(&mut self, segs: &[Seg]) -> std::result::Result<(), CudaError> {
+        assert!(segs.iter().all(|s| s.cache == 0), "the CUDA backend holds one sequence");
+        let pos: Vec<i32> = segs.iter().flat_map(|s| s.pos0..s.pos0 + s.n).map(|p| p as i32).collect();
+        assert!(pos.len() <= self.n_batch && pos.iter().all(|&p| (p as usize) < self.n_ctx));
+        if pos != self.pos_host {
+            self.gpu.write_i32(&mut self.pos, &pos)?;
+            self.pos_host = pos;
+        }
+        Ok(())
+    }
+
+    /// `out = w · input` for rows `0..n`: quantize once, one GEMV per weight.
+    fn gemvs(&self, input: Buf, n: usize, outs: &[(T, &Mem)]) -> std::result::Result<(), CudaError> {
+        let cols = self.width[input as usize];
+        self.gpu.quantize(&self.bufs[input as usize], &self.act, n * cols / 32)?;
+        for &(w, out) in outs {
+            let t = self.tensor(w);
+            debug_assert_eq!(t.cols, cols);
+            self.gpu.matvec(t.gemv.expect("a matrix"), &t.mem, &self.act, out, t.rows, n, cols / 32)?;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Cuda {
+    fn run(&mut self, f: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        let r = f(self);
+        let e = self.take_err();
+        r.and(e)
+    }
+
+    fn embed(&mut self, w: T, tokens: &[u32], scale: Option<f32>) -> Result<()> {
+        let embd = self.model.weight(w);
+        let mut row = std::mem::take(&mut self.embd_row);
+        let mut r = Ok(());
+        for (t, &tok) in tokens.iter().enumerate() {
+            embd.row_f32(tok as usize, &mut row)?;
+            if let Some(s) = scale {
+                row.iter_mut().for_each(|v| *v *= s);
+            }
+            r = self.gpu.write_f32(&mut self.bufs[Buf::X as usize], t * embd.cols, &row);
+            if r.is_err() {
+                break;
+            }
+        }
+        self.embd_row = row;
+        Ok(r?)
+    }
+
+    fn rmsnorm(&mut self, dst: Buf, src: Buf, w: T, first: usize, n: usize) {
+        let eps = self.model.config().norm_eps;
+        let d = self.width[src as usize];
+        let r =
+            self.gpu.rmsnorm(&self.bufs[dst as usize], &self.bufs[src as usize], first, &self.tensor(w).mem, n, d, eps);
+        self.keep(r);
+    }
+
+    fn head_norm(&mut self, buf: Buf, w: T, n: usize) {
+        let c = self.model.config();
+        let (eps, hd) = (c.norm_eps, c.head_dim);
+        let rows = n * self.width[buf as usize] / hd;
+        let b = &self.bufs[buf as usize];
+        let r = self.gpu.rmsnorm(b, b, 0, &self.tensor(w).mem, rows, hd, eps);
+        self.keep(r);
+    }
+
+    fn matmul(&mut self, input: Buf, n: usize, outs: &[(T, Buf)]) -> Result<()> {
+        let outs: Vec<(T, &Mem)> = outs.iter().map(|&(w, b)| (w, &self.bufs[b as usize])).collect();
+        self.gemvs(input, n, &outs)?;
+        self.take_err()
+    }
+
+    fn add_bias(&mut self, buf: Buf, b: T, n: usize) {
+        let width = self.width[buf as usize];
+        let r = self.gpu.add_bias(&self.bufs[buf as usize], &self.tensor(b).mem, width, n * width);
+        self.keep(r);
+    }
+
+    fn rope(&mut self, local: bool, segs: &[Seg]) {
+        let c = self.model.config();
+        let (hd, heads, interleaved) =
+            (c.head_dim, (c.n_heads, c.n_kv_heads), c.rope_layout == RopeLayout::Interleaved);
+        let n: usize = segs.iter().map(|s| s.n).sum();
+        let r = self.set_positions(segs).and_then(|()| {
+            let (cos, sin) = &self.rope[(local && self.has_local_rope) as usize];
+            let (q, k) = (&self.bufs[Buf::Q as usize], &self.bufs[Buf::K as usize]);
+            self.gpu.rope(q, k, (cos, sin), &self.pos, n, heads, hd, interleaved)
+        });
+        self.keep(r);
+    }
+
+    fn attention(&mut self, l: usize, segs: &[Seg], window: usize, scale: f32) {
+        let c = self.model.config();
+        let kv_dim = c.n_kv_heads * c.head_dim;
+        let shape = AttentionShape {
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            hd: c.head_dim,
+            n_ctx: self.n_ctx,
+            window,
+            scale,
+        };
+        let n: usize = segs.iter().map(|s| s.n).sum();
+        let first = l * self.n_ctx * kv_dim;
+        // `rope` set the positions of these rows.
+        let r = self
+            .gpu
+            .kv_store(
+                (&self.kcache, &self.vcache),
+                first,
+                self.n_ctx,
+                &self.bufs[Buf::K as usize],
+                &self.bufs[Buf::V as usize],
+                &self.pos,
+                n,
+                kv_dim,
+            )
+            .and_then(|()| {
+                self.gpu.attention(
+                    &self.bufs[Buf::AttOut as usize],
+                    &self.bufs[Buf::Q as usize],
+                    (&self.kcache, &self.vcache),
+                    first,
+                    &self.scores,
+                    &self.pos,
+                    n,
+                    shape,
+                )
+            });
+        self.keep(r);
+    }
+
+    fn select_rows(&mut self, buf: Buf, rows: &[usize]) {
+        let idx: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
+        let width = self.width[buf as usize];
+        let r = self
+            .gpu
+            .write_i32(&mut self.rows, &idx)
+            .and_then(|()| self.gpu.select_rows(&self.bufs[buf as usize], &self.rows, idx.len(), width));
+        self.keep(r);
+    }
+
+    fn add(&mut self, dst: Buf, src: Buf, n: usize) {
+        let total = n * self.width[dst as usize];
+        let r = self.gpu.add(&self.bufs[dst as usize], &self.bufs[src as usize], total);
+        self.keep(r);
+    }
+
+    fn glu(&mut self, act: FfnActivation, n: usize) {
+        let total = n * self.width[Buf::Gate as usize];
+        let gelu = matches!(act, FfnActivation::GeluTanh);
+        let r = self.gpu.glu(&self.bufs[Buf::Gate as usize], &self.bufs[Buf::Up as usize], total, gelu);
+        self.keep(r);
+    }
+
+    fn output(&mut self, w: T, input: Buf, n: usize, out: &mut [f32]) -> Result<()> {
+        self.take_err()?;
+        self.gemvs(input, n, &[(w, &self.logits)])?;
+        Ok(self.gpu.read_f32(&self.logits, 0, out)?)
+    }
+
+    fn read(&mut self, buf: Buf, n: usize) -> &[f32] {
+        let len = n * self.width[buf as usize];
+        self.host.resize(len, 0.0);
+        let r = self.gpu.read_f32(&self.bufs[buf as usize], 0, &mut self.host);
+        self.keep(r);
+        &self.host
+    }
+}
