@@ -27,6 +27,8 @@ step "CUDA build: --device cuda without a driver, the CPU path of the same binar
 scripts/check-cuda.sh
 step "CUDA kernels: NVRTC 12.9 for compute 5.3 to 9.0, ptxas registers and spills (docs/CUDA.md)"
 scripts/check-cuda-kernels.sh
+step "Jetson build: autark with CUDA for aarch64 and glibc 2.27 (zig), its no-driver error under qemu-aarch64"
+JETSON_LIB=0 scripts/build-jetson.sh
 step "NEON kernels under qemu-aarch64"
 scripts/test-arm.sh
 step "bindings cross-built for aarch64"

@@ -3,7 +3,7 @@
 //! activation buffers, the RoPE tables and the KV cache, so a GPU backend keeps all of them in
 //! device memory; the spine names buffers and weights and never touches their contents.
 
-use autark_format::FfnActivation;
+use autark_format::{FfnActivation, ModelConfig};
 
 use crate::error::Result;
 use crate::model::T;
@@ -40,6 +40,17 @@ pub struct Seg {
 
 impl Buf {
     pub const ALL: [Buf; 9] = [Buf::X, Buf::Xb, Buf::Q, Buf::K, Buf::V, Buf::AttOut, Buf::Proj, Buf::Gate, Buf::Up];
+
+    /// Each buffer's row width for a model, in `ALL`'s order.
+    pub fn widths(c: &ModelConfig) -> [usize; 9] {
+        let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        Buf::ALL.map(|b| match b {
+            Buf::X | Buf::Xb | Buf::Proj => c.d_model,
+            Buf::Q | Buf::AttOut => q,
+            Buf::K | Buf::V => kv,
+            Buf::Gate | Buf::Up => c.ffn_dim,
+        })
+    }
 }
 
 /// The per-layer operations of a forward pass. Weights are tensor indices of the model the

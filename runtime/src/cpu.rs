@@ -31,23 +31,13 @@ pub(crate) struct Cpu {
 }
 
 impl Cpu {
-    fn widths(c: &ModelConfig) -> [usize; 9] {
-        let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-        Buf::ALL.map(|b| match b {
-            Buf::X | Buf::Xb | Buf::Proj => c.d_model,
-            Buf::Q | Buf::AttOut => q,
-            Buf::K | Buf::V => kv,
-            Buf::Gate | Buf::Up => c.ffn_dim,
-        })
-    }
-
     /// Bytes a backend of `n_ctx` positions and `n_batch`-token batches allocates (KV cache,
     /// scratch, RoPE tables, activation buffers, the logits and token list of its session), or
     /// `None` if that overflows.
     pub fn required_bytes(c: &ModelConfig, n_ctx: usize, n_batch: usize, cache: [CacheType; 2]) -> Option<usize> {
         let q_dim = c.n_heads.checked_mul(c.head_dim)?;
         let widest = c.d_model.max(c.ffn_dim).max(q_dim);
-        let per_token = Self::widths(c).iter().try_fold(0usize, |a, w| a.checked_add(*w))?;
+        let per_token = Buf::widths(c).iter().try_fold(0usize, |a, w| a.checked_add(*w))?;
         let scratch =
             n_batch.checked_mul(per_token)?.checked_add(n_batch.checked_mul(c.n_heads)?.checked_mul(n_ctx)?)?;
         let rope = n_ctx.checked_mul(c.head_dim)?.checked_mul(if c.rope_theta_local.is_some() { 2 } else { 1 })?;
@@ -68,7 +58,7 @@ impl Cpu {
         cache: [CacheType; 2],
     ) -> crate::Result<Cpu> {
         let c = model.config();
-        let width = Self::widths(c);
+        let width = Buf::widths(c);
         let local = match c.rope_theta_local {
             Some(theta) => rope_tables(c, theta, false, n_ctx),
             None => (Vec::new(), Vec::new()),

@@ -67,22 +67,12 @@ pub(crate) struct Cuda {
     err: Option<RuntimeError>,
 }
 
-fn widths(c: &ModelConfig) -> [usize; 9] {
-    let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-    Buf::ALL.map(|b| match b {
-        Buf::X | Buf::Xb | Buf::Proj => c.d_model,
-        Buf::Q | Buf::AttOut => q,
-        Buf::K | Buf::V => kv,
-        Buf::Gate | Buf::Up => c.ffn_dim,
-    })
-}
-
 impl Cuda {
     /// Device memory a session of `n_ctx` positions and `n_batch`-token batches takes besides
     /// the weights.
     pub fn required_bytes(c: &ModelConfig, n_ctx: usize, n_batch: usize) -> Option<usize> {
-        let per_token: usize = widths(c).iter().sum();
-        let widest = widths(c).into_iter().max()?;
+        let per_token: usize = Buf::widths(c).iter().sum();
+        let widest = Buf::widths(c).into_iter().max()?;
         let floats = n_batch
             .checked_mul(per_token)?
             .checked_add(n_batch.checked_mul(c.n_heads)?.checked_mul(n_ctx)?)?
@@ -111,7 +101,7 @@ impl Cuda {
         if needed > budget {
             return Err(RuntimeError::MemoryBudget { needed, budget });
         }
-        let width = widths(&c);
+        let width = Buf::widths(&c);
         let mut weights: Vec<Option<DevTensor>> = (0..model.file().tensors().len()).map(|_| None).collect();
         let mut upload_matrix = |i: T| -> Result<()> {
             if weights[i].is_some() {
