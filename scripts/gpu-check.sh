@@ -38,6 +38,9 @@ if [ -n "$model" ] && [ -x "$kit/autark" ]; then
     tail -2 "$out/greedy-$d.err"
   done
   if cmp -s "$out/greedy-cpu.txt" "$out/greedy-cuda.txt"; then echo "greedy: the GPU's 48 tokens are the CPU's"; else echo "greedy: the GPU's text DIFFERS from the CPU's"; rc=1; fi
+  # The same without CUDA graphs (every launch from the host).
+  AUTARK_CUDA_GRAPHS=0 "$a" run "$model" -p "$prompt" -n 48 --temp 0 --device cuda >/tmp/greedy-nographs.txt 2>/dev/null
+  if cmp -s "$out/greedy-cpu.txt" /tmp/greedy-nographs.txt; then echo "greedy without graphs: the CPU's tokens"; else echo "greedy without graphs: DIFFERS from the CPU"; rc=1; fi
   # The same through each carried PTX (Jetson's code paths, JIT-compiled for this GPU).
   for p in "$kit"/autark.compute_*.ptx; do
     arch=$(basename "$p" .ptx)
@@ -63,6 +66,8 @@ PY
     "$a" bench "$model" -p 128 -n 0 -r 3 --device "$d" --json 2>/dev/null | tee -a "$out/bench.jsonl"
     "$a" bench "$model" -p 0 -n 128 -r 3 --device "$d" --json 2>/dev/null | tee -a "$out/bench.jsonl"
   done
+  echo "without CUDA graphs:"
+  AUTARK_CUDA_GRAPHS=0 "$a" bench "$model" -p 0 -n 128 -r 3 --device cuda --json 2>/dev/null | tee -a "$out/bench.jsonl"
   # Llama-3.2-1B's shapes with random q4_0 weights (scripts/synthetic-model.py, from the repo
   # this runs in; numpy): 827 MB read per generated token, where bandwidth matters.
   synth=${SYNTH:-scripts/synthetic-model.py}
@@ -70,6 +75,8 @@ PY
     for d in cuda cpu; do
       "$a" bench /tmp/synth-1b.autark -p 128 -n 64 -r 3 --device "$d" --json 2>/dev/null | tee -a "$out/bench.jsonl"
     done
+    echo "without CUDA graphs:"
+    AUTARK_CUDA_GRAPHS=0 "$a" bench /tmp/synth-1b.autark -p 0 -n 64 -r 3 --device cuda --json 2>/dev/null | tee -a "$out/bench.jsonl"
   else
     echo "SKIP: no synthetic 1B model ($synth and numpy needed)"
   fi

@@ -94,7 +94,8 @@ impl Gpu {
 
     fn load(info: DeviceInfo, ptx: String, kernels: String) -> Result<Gpu, CudaError> {
         let ctx = CudaContext::new(0).map_err(drv("cuCtxCreate"))?;
-        let stream = ctx.default_stream();
+        // A stream of its own: the legacy default stream cannot be captured into a graph.
+        let stream = ctx.new_stream().map_err(drv("cuStreamCreate"))?;
         let module = ctx.load_module(nvrtc::Ptx::from_src(ptx)).map_err(|e| CudaError::Rejected {
             what: kernels.clone(),
             driver: info.driver_version,

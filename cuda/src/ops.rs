@@ -304,3 +304,114 @@ pub struct AttentionShape {
     pub window: usize,
     pub scale: f32,
 }
+
+/// Page-locked host memory: the source of host-to-device copies that are asynchronous, and that
+/// a captured graph replays (a graph's copy node reads this memory each time it runs).
+pub struct Pinned {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the allocation is owned by this value alone (no other pointer to it leaves this
+// module), so moving it to another thread moves the only access.
+unsafe impl Send for Pinned {}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from cuMemHostAlloc and is freed once; copies from it were
+        // enqueued on the stream, which the owner synchronises before dropping (`Gpu` drops
+        // after its buffers; a failed free is only a leak).
+        let _ = unsafe { cudarc::driver::result::free_host(self.ptr.cast()) };
+    }
+}
+
+impl Pinned {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` is a live allocation of `len` bytes owned by `self`, borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// `v` at byte `offset`.
+    pub fn write_f32(&mut self, offset: usize, v: &[f32]) {
+        for (d, x) in self.bytes_mut()[offset..offset + 4 * v.len()].chunks_exact_mut(4).zip(v) {
+            d.copy_from_slice(&x.to_le_bytes());
+        }
+    }
+
+    /// `v` at byte `offset`.
+    pub fn write_i32(&mut self, offset: usize, v: &[i32]) {
+        for (d, x) in self.bytes_mut()[offset..offset + 4 * v.len()].chunks_exact_mut(4).zip(v) {
+            d.copy_from_slice(&x.to_le_bytes());
+        }
+    }
+}
+
+/// A captured sequence of launches and copies, replayed with one call.
+pub struct Graph(cudarc::driver::CudaGraph);
+
+// SAFETY: the graph's handles are used by one thread at a time (its owner's), on the stream it
+// was captured on, which is itself `Send`.
+unsafe impl Send for Graph {}
+
+impl Graph {
+    pub fn launch(&self) -> Result<(), CudaError> {
+        self.0.launch().map_err(drv("cuGraphLaunch"))
+    }
+}
+
+impl Gpu {
+    /// `bytes` of page-locked host memory.
+    pub fn alloc_pinned(&self, bytes: usize) -> Result<Pinned, CudaError> {
+        let len = bytes.max(1);
+        // SAFETY: a plain allocation; the pointer is owned by the returned `Pinned`.
+        let ptr = unsafe { cudarc::driver::result::malloc_host(len, cudarc::driver::sys::CU_MEMHOSTALLOC_PORTABLE) }
+            .map_err(drv("cuMemHostAlloc"))?;
+        // Zeroed, so that no uninitialised byte is ever read.
+        let mut p = Pinned { ptr: ptr.cast(), len };
+        p.bytes_mut().fill(0);
+        Ok(p)
+    }
+
+    /// Enqueues a copy of `bytes` bytes from `src` at `src_offset` to `dst` at `dst_offset`.
+    /// `src` must not be written again until the stream has passed the copy (the caller writes
+    /// it between passes, after the pass's result was read).
+    pub fn copy_pinned(
+        &self,
+        src: &Pinned,
+        src_offset: usize,
+        dst: &Mem,
+        dst_offset: usize,
+        bytes: usize,
+    ) -> Result<(), CudaError> {
+        assert!(src_offset.checked_add(bytes).is_some_and(|e| e <= src.len), "pinned read outside the allocation");
+        let to = dst.at(dst_offset, bytes);
+        // SAFETY: both ranges are checked to lie inside their allocations; the host side is
+        // page-locked, so the asynchronous copy reads it directly.
+        unsafe {
+            cudarc::driver::sys::cuMemcpyHtoDAsync_v2(
+                to,
+                src.ptr.add(src_offset).cast(),
+                bytes,
+                self.stream().cu_stream(),
+            )
+        }
+        .result()
+        .map_err(drv("cuMemcpyHtoDAsync"))
+    }
+
+    /// Starts recording the stream's work into a graph instead of running it.
+    pub fn begin_capture(&self) -> Result<(), CudaError> {
+        self.stream()
+            .begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(drv("cuStreamBeginCapture"))
+    }
+
+    /// Stops recording; the graph of what was recorded.
+    pub fn end_capture(&self) -> Result<Graph, CudaError> {
+        let g = self
+            .stream()
+            .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
+            .map_err(drv("cuStreamEndCapture"))?;
+        g.map(Graph).ok_or(CudaError::Driver { call: "cuStreamEndCapture", error: "nothing was captured".into() })
+    }
+}

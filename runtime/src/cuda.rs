@@ -2,8 +2,9 @@
 //! with the activation buffers, the RoPE tables, the KV cache (f32, one sequence) and the
 //! weights in device memory. Weights are uploaded once when the session is made, straight from
 //! the file mapping (no host copy of the weights); matrices keep the file's bytes and layout.
-//! The embedding rows of a batch are dequantized on the host (a few rows) and uploaded; the
-//! output head runs on the device and only the logits come back.
+//! The embedding rows of a batch are dequantized on the host (a few rows) into page-locked
+//! staging and copied up; the output head runs on the device and only the logits come back.
+//! One-token passes are captured into a CUDA graph once and replayed (`Mode`).
 //!
 //! What it runs: q4_0, q4_1 and q8_0 matrices (row-major or `rows16`), f32 norms and biases,
 //! SiLU or GELU FFNs, both RoPE layouts, sliding windows as a mask. A model with other matrix
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use autark_cuda::gpu::Gpu;
 use autark_cuda::kernels::{Gemv, Quant};
-use autark_cuda::ops::{AttentionShape, Mem};
+use autark_cuda::ops::{AttentionShape, Graph, Mem, Pinned};
 use autark_cuda::CudaError;
 use autark_format::{FfnActivation, ModelConfig, RopeLayout};
 
@@ -36,6 +37,20 @@ struct DevTensor {
     cols: usize,
 }
 
+/// How a pass runs. A one-token pass launches the same kernels with the same arguments every
+/// time (positions and the embedding row are read from device memory, uploaded from the pinned
+/// staging), so the first is captured into a graph and later ones replay it: one launch instead
+/// of ~20 per layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Every operation launches its kernels.
+    Direct,
+    /// Launches are recorded into a graph (run when `output` ends the capture).
+    Capture,
+    /// The graph is replayed by `output`: operations only write the staging on the host.
+    Replay,
+}
+
 pub(crate) struct Cuda {
     model: Arc<Model>,
     gpu: Gpu,
@@ -51,10 +66,19 @@ pub(crate) struct Cuda {
     has_local_rope: bool,
     kcache: Mem,
     vcache: Mem,
-    /// Positions of a batch's rows (and what was last uploaded there: every layer's `rope` asks
-    /// for the same ones); row indices for `select_rows`.
+    /// Positions of a batch's rows (uploaded by the pass's first `rope`); row indices for
+    /// `select_rows`.
     pos: Mem,
-    pos_host: Vec<i32>,
+    pos_set: bool,
+    /// Page-locked staging of a pass's uploads: the embedding rows (n_batch × d_model floats),
+    /// then the positions (n_batch i32).
+    staging: Pinned,
+    /// How this pass runs (`begin_pass`), and the graph of a one-token pass once captured.
+    mode: Mode,
+    graph: Option<Graph>,
+    /// Whether one-token passes are captured and replayed (`AUTARK_CUDA_GRAPHS=0` turns it off;
+    /// a failed capture too).
+    graphs: bool,
     rows: Mem,
     /// The output head's rows for a batch (n_batch × vocab).
     logits: Mem,
@@ -161,7 +185,11 @@ impl Cuda {
             kcache: gpu.alloc(kv_floats * 4)?,
             vcache: gpu.alloc(kv_floats * 4)?,
             pos: gpu.alloc(n_batch * 4)?,
-            pos_host: Vec::new(),
+            pos_set: false,
+            staging: gpu.alloc_pinned(n_batch * (c.d_model + 1) * 4)?,
+            mode: Mode::Direct,
+            graph: None,
+            graphs: std::env::var("AUTARK_CUDA_GRAPHS").map_or(true, |v| v != "0"),
             rows: gpu.alloc(n_batch * 4)?,
             logits: gpu.alloc(n_batch * c.vocab_size * 4)?,
             host: Vec::new(),
@@ -196,13 +224,39 @@ impl Cuda {
         self.weights[i].as_ref().expect("uploaded at creation")
     }
 
+    /// Starts a pass of `n` tokens: replays (or captures) the graph of one-token passes unless
+    /// an observer reads buffers in the middle.
+    pub fn begin_pass(&mut self, n: usize, observing: bool) {
+        self.pos_set = false;
+        self.mode = match (self.graphs && n == 1 && !observing, self.graph.is_some()) {
+            (false, _) => Mode::Direct,
+            (true, true) => Mode::Replay,
+            (true, false) => Mode::Capture,
+        };
+        if self.mode == Mode::Capture && self.gpu.begin_capture().is_err() {
+            // No graphs here (a driver without capture on this stream): launch directly.
+            self.graphs = false;
+            self.mode = Mode::Direct;
+        }
+    }
+
+    /// Whether operations launch (or record) their kernels in this pass.
+    fn launching(&self) -> bool {
+        self.mode != Mode::Replay
+    }
+
     fn set_positions(&mut self, segs: &[Seg]) -> std::result::Result<(), CudaError> {
+        if self.pos_set {
+            return Ok(());
+        }
         assert!(segs.iter().all(|s| s.cache == 0), "the CUDA backend holds one sequence");
         let pos: Vec<i32> = segs.iter().flat_map(|s| s.pos0..s.pos0 + s.n).map(|p| p as i32).collect();
         assert!(pos.len() <= self.n_batch && pos.iter().all(|&p| (p as usize) < self.n_ctx));
-        if pos != self.pos_host {
-            self.gpu.write_i32(&mut self.pos, &pos)?;
-            self.pos_host = pos;
+        let at = self.n_batch * self.model.config().d_model * 4;
+        self.staging.write_i32(at, &pos);
+        self.pos_set = true;
+        if self.launching() {
+            self.gpu.copy_pinned(&self.staging, at, &self.pos, 0, pos.len() * 4)?;
         }
         Ok(())
     }
@@ -222,30 +276,45 @@ impl Cuda {
 
 impl Backend for Cuda {
     fn run(&mut self, f: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
-        let r = f(self);
-        let e = self.take_err();
-        r.and(e)
+        let r = f(self).and(self.take_err());
+        if self.mode == Mode::Capture && self.graph.is_none() {
+            // The capture failed before `output` ended it: end it (nothing of the pass ran), give
+            // up graphs for this session and run the pass directly.
+            let _ = self.gpu.end_capture();
+            self.graphs = false;
+            self.mode = Mode::Direct;
+            self.pos_set = false;
+            self.err = None;
+            return f(self).and(self.take_err());
+        }
+        r
     }
 
     fn embed(&mut self, w: T, tokens: &[u32], scale: Option<f32>) -> Result<()> {
         let embd = self.model.weight(w);
         let mut row = std::mem::take(&mut self.embd_row);
-        let mut r = Ok(());
         for (t, &tok) in tokens.iter().enumerate() {
-            embd.row_f32(tok as usize, &mut row)?;
+            if let Err(e) = embd.row_f32(tok as usize, &mut row) {
+                self.embd_row = row;
+                return Err(e.into());
+            }
             if let Some(s) = scale {
                 row.iter_mut().for_each(|v| *v *= s);
             }
-            r = self.gpu.write_f32(&mut self.bufs[Buf::X as usize], t * embd.cols, &row);
-            if r.is_err() {
-                break;
-            }
+            self.staging.write_f32(t * embd.cols * 4, &row);
         }
         self.embd_row = row;
-        Ok(r?)
+        if self.launching() {
+            let bytes = tokens.len() * embd.cols * 4;
+            self.gpu.copy_pinned(&self.staging, 0, &self.bufs[Buf::X as usize], 0, bytes)?;
+        }
+        Ok(())
     }
 
     fn rmsnorm(&mut self, dst: Buf, src: Buf, w: T, first: usize, n: usize) {
+        if !self.launching() {
+            return;
+        }
         let eps = self.model.config().norm_eps;
         let d = self.width[src as usize];
         let r =
@@ -254,6 +323,9 @@ impl Backend for Cuda {
     }
 
     fn head_norm(&mut self, buf: Buf, w: T, n: usize) {
+        if !self.launching() {
+            return;
+        }
         let c = self.model.config();
         let (eps, hd) = (c.norm_eps, c.head_dim);
         let rows = n * self.width[buf as usize] / hd;
@@ -263,12 +335,18 @@ impl Backend for Cuda {
     }
 
     fn matmul(&mut self, input: Buf, n: usize, outs: &[(T, Buf)]) -> Result<()> {
+        if !self.launching() {
+            return Ok(());
+        }
         let outs: Vec<(T, &Mem)> = outs.iter().map(|&(w, b)| (w, &self.bufs[b as usize])).collect();
         self.gemvs(input, n, &outs)?;
         self.take_err()
     }
 
     fn add_bias(&mut self, buf: Buf, b: T, n: usize) {
+        if !self.launching() {
+            return;
+        }
         let width = self.width[buf as usize];
         let r = self.gpu.add_bias(&self.bufs[buf as usize], &self.tensor(b).mem, width, n * width);
         self.keep(r);
@@ -280,6 +358,9 @@ impl Backend for Cuda {
             (c.head_dim, (c.n_heads, c.n_kv_heads), c.rope_layout == RopeLayout::Interleaved);
         let n: usize = segs.iter().map(|s| s.n).sum();
         let r = self.set_positions(segs).and_then(|()| {
+            if !self.launching() {
+                return Ok(());
+            }
             let (cos, sin) = &self.rope[(local && self.has_local_rope) as usize];
             let (q, k) = (&self.bufs[Buf::Q as usize], &self.bufs[Buf::K as usize]);
             self.gpu.rope(q, k, (cos, sin), &self.pos, n, heads, hd, interleaved)
@@ -288,6 +369,9 @@ impl Backend for Cuda {
     }
 
     fn attention(&mut self, l: usize, segs: &[Seg], window: usize, scale: f32) {
+        if !self.launching() {
+            return;
+        }
         let c = self.model.config();
         let kv_dim = c.n_kv_heads * c.head_dim;
         let shape = AttentionShape {
@@ -329,6 +413,9 @@ impl Backend for Cuda {
     }
 
     fn select_rows(&mut self, buf: Buf, rows: &[usize]) {
+        if !self.launching() {
+            return;
+        }
         let idx: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
         let width = self.width[buf as usize];
         let r = self
@@ -339,12 +426,18 @@ impl Backend for Cuda {
     }
 
     fn add(&mut self, dst: Buf, src: Buf, n: usize) {
+        if !self.launching() {
+            return;
+        }
         let total = n * self.width[dst as usize];
         let r = self.gpu.add(&self.bufs[dst as usize], &self.bufs[src as usize], total);
         self.keep(r);
     }
 
     fn glu(&mut self, act: FfnActivation, n: usize) {
+        if !self.launching() {
+            return;
+        }
         let total = n * self.width[Buf::Gate as usize];
         let gelu = matches!(act, FfnActivation::GeluTanh);
         let r = self.gpu.glu(&self.bufs[Buf::Gate as usize], &self.bufs[Buf::Up as usize], total, gelu);
@@ -353,11 +446,21 @@ impl Backend for Cuda {
 
     fn output(&mut self, w: T, input: Buf, n: usize, out: &mut [f32]) -> Result<()> {
         self.take_err()?;
-        self.gemvs(input, n, &[(w, &self.logits)])?;
+        match self.mode {
+            Mode::Direct => self.gemvs(input, n, &[(w, &self.logits)])?,
+            Mode::Capture => {
+                self.gemvs(input, n, &[(w, &self.logits)])?;
+                let graph = self.gpu.end_capture()?;
+                graph.launch()?;
+                self.graph = Some(graph);
+            }
+            Mode::Replay => self.graph.as_ref().expect("captured").launch()?,
+        }
         Ok(self.gpu.read_f32(&self.logits, 0, out)?)
     }
 
     fn read(&mut self, buf: Buf, n: usize) -> &[f32] {
+        debug_assert_eq!(self.mode, Mode::Direct, "observed passes are not captured");
         let len = n * self.width[buf as usize];
         self.host.resize(len, 0.0);
         let r = self.gpu.read_f32(&self.bufs[buf as usize], 0, &mut self.host);

@@ -485,6 +485,7 @@ impl Session {
         let segs = [Seg { pos0, n: batch.len(), cache: 0 }];
         #[cfg(feature = "cuda")]
         if let Some(gpu) = self.cuda.as_deref_mut() {
+            gpu.begin_pass(batch.len(), stats.is_some());
             gpu.run(&mut |b| {
                 let out = all_logits.as_deref_mut().unwrap_or(logits);
                 forward(model, b, batch, &segs, stats.as_deref_mut(), all, out)
