@@ -8,6 +8,7 @@
 # 3. the PTX is assembled again with its .version lowered to what the oldest CUDA releases we
 #    claim accept (7.4: CUDA 11.4, JetPack 5, for sm_87 and older; 8.2: CUDA 12.2, JetPack 6),
 #    so it uses nothing newer.
+# 4. the on-disk cache of compiled kernels works (autark-cuda's test, with this NVRTC).
 # Leaves the PTX in target/cuda-ptx (scripts/gpu-prepare.sh carries it to a GPU machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,5 +47,8 @@ for a in $ARCHS; do
     rm "$out/autark.compute_$a.ptx$v"
   done
 done
+# The on-disk cache of compiled kernels, with this NVRTC (its test prints SKIP without one).
+LD_LIBRARY_PATH="$(realpath "$cu12/nvidia/cuda_nvrtc/lib")" cargo test --release -q -p autark-cuda --lib cached \
+  || { echo "FAIL: the kernel cache test"; fail=1; }
 [ "$fail" -eq 0 ] && echo "OK: the CUDA kernels compile for $(echo $ARCHS | wc -w) architectures without spills, as PTX ISA 8.2 too (and 7.4 up to sm_87)"
 exit "$fail"

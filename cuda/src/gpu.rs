@@ -51,6 +51,45 @@ pub fn compile(arch: &str) -> Result<String, CudaError> {
     Ok(ptx.to_src())
 }
 
+/// Where compiled kernels are kept: `AUTARK_CUDA_CACHE`, else `$XDG_CACHE_HOME/autark/cuda`,
+/// else `~/.cache/autark/cuda`; `None` when none of them is set.
+pub fn cache_dir() -> Option<std::path::PathBuf> {
+    if let Some(d) = std::env::var_os("AUTARK_CUDA_CACHE") {
+        return Some(d.into());
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    Some(base.join("autark").join("cuda"))
+}
+
+/// `compile(arch)`, through the on-disk cache: the PTX is kept under `dir` in a file named by
+/// the SHA-256 of the kernels' source, the architecture and NVRTC's version, so a changed
+/// source or compiler never reuses it. Returns the PTX and whether it came from the cache. A
+/// cache that cannot be read or written is skipped (the kernels are compiled as without one).
+pub fn compile_cached(arch: &str, dir: Option<&std::path::Path>) -> Result<(String, bool), CudaError> {
+    use sha2::{Digest, Sha256};
+    let (major, minor) = nvrtc_version()?;
+    let mut h = Sha256::new();
+    h.update(kernels::SOURCE.as_bytes());
+    h.update(format!("\0{arch}\0nvrtc {major}.{minor}").as_bytes());
+    let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.map(|d| d.join(format!("{arch}-{}.ptx", &key[..32])));
+    if let Some(ptx) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        return Ok((ptx, true));
+    }
+    let ptx = compile(arch)?;
+    if let (Some(dir), Some(path)) = (dir, &path) {
+        // Written beside and renamed into place: a reader never sees half a file.
+        let tmp = dir.join(format!(".{}.{}", key, std::process::id()));
+        let _ = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, &ptx))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok((ptx, false))
+}
+
 fn drv(call: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError {
     move |e| CudaError::Driver { call, error: e.to_string() }
 }
@@ -82,8 +121,9 @@ impl Gpu {
         let info = probe()?;
         let arch = format!("compute_{}{}", info.compute.0, info.compute.1);
         let (major, minor) = nvrtc_version()?;
-        let ptx = compile(&arch)?;
-        Gpu::load(info, ptx, format!("{arch} (NVRTC {major}.{minor})"))
+        let (ptx, cached) = compile_cached(&arch, cache_dir().as_deref())?;
+        let how = if cached { ", cached" } else { "" };
+        Gpu::load(info, ptx, format!("{arch} (NVRTC {major}.{minor}{how})"))
     }
 
     /// Loads PTX built elsewhere (for another compute capability: the driver JIT-compiles it
@@ -212,5 +252,30 @@ impl Gpu {
         }
         times.sort_by(f64::total_cmp);
         Ok(times[times.len() / 2])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs NVRTC (scripts/check-cuda-kernels.sh runs this with PyPI's on the library path).
+    #[test]
+    fn compiled_kernels_are_cached_on_disk_by_source_arch_and_compiler() {
+        if !nvrtc_present() {
+            eprintln!("SKIP: no NVRTC (libnvrtc.so) here; scripts/check-cuda-kernels.sh runs this with one");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("autark-cuda-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (first, hit) = compile_cached("compute_61", Some(&dir)).unwrap();
+        assert!(!hit && first.contains(".target sm_61"));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "one file, no temporary left");
+        let (again, hit) = compile_cached("compute_61", Some(&dir)).unwrap();
+        assert!(hit && again == first);
+        let (other, hit) = compile_cached("compute_87", Some(&dir)).unwrap();
+        assert!(!hit && other.contains(".target sm_87"));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
