@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use cudarc::nvrtc;
 
 use crate::check::{Case, ACT_BLOCK_BYTES};
-use crate::kernels::{self, Gemv, Launch};
+use crate::kernels::{self, Gemv};
 use crate::{probe, CudaError, DeviceInfo};
 
 /// Is NVRTC (libnvrtc.so) on this machine?
@@ -102,7 +102,7 @@ pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     /// Every kernel of the module by name (`kernels::names`), looked up at load.
-    functions: std::collections::HashMap<String, CudaFunction>,
+    functions: std::collections::HashMap<&'static str, CudaFunction>,
 }
 
 impl Gpu {
@@ -143,7 +143,7 @@ impl Gpu {
         })?;
         let functions = crate::kernels::names()
             .into_iter()
-            .map(|n| module.load_function(&n).map(|f| (n, f)))
+            .map(|n| module.load_function(n).map(|f| (n, f)))
             .collect::<Result<_, _>>()
             .map_err(drv("cuModuleGetFunction"))?;
         Ok(Gpu { info, kernels, ctx, stream, functions })
@@ -159,62 +159,21 @@ impl Gpu {
         &self.stream
     }
 
-    /// Waits for everything launched so far.
-    pub fn synchronize(&self) -> Result<(), CudaError> {
-        self.stream.synchronize().map_err(drv("cuStreamSynchronize"))
-    }
-
-    fn cfg(l: Launch) -> LaunchConfig {
-        LaunchConfig {
-            grid_dim: (l.grid[0], l.grid[1], l.grid[2]),
-            block_dim: (l.block[0], l.block[1], l.block[2]),
-            shared_mem_bytes: 0,
-        }
-    }
-
-    /// Quantizes the case's activations and runs its GEMV; the activation blocks' bytes and y.
+    /// Quantizes the case's activations and runs its GEMV, through the same launches the CUDA
+    /// backend makes (`ops.rs`); the activation blocks' bytes and y.
     pub fn run(&self, case: &Case) -> Result<(Vec<u8>, Vec<f32>), CudaError> {
-        let s = &self.stream;
-        let w = s.clone_htod(&case.w).map_err(drv("cuMemcpyHtoD"))?;
-        let x = s.clone_htod(&case.x).map_err(drv("cuMemcpyHtoD"))?;
+        let w = self.upload(&case.w)?;
+        let x = self.upload_f32(&case.x)?;
         let n_act = case.n_act_blocks();
-        let mut act = s.alloc_zeros::<u8>(n_act * ACT_BLOCK_BYTES).map_err(drv("cuMemAlloc"))?;
-        let mut y = s.alloc_zeros::<f32>(case.rows * case.tokens).map_err(drv("cuMemAlloc"))?;
-        let quantize = self.function("quantize_act")?;
-        let n_act_i = n_act as i32;
-        let mut b = s.launch_builder(quantize);
-        b.arg(&x).arg(&mut act).arg(&n_act_i);
-        // SAFETY: quantize_act(const float*, BlockQ8A*, int) with x of n_act·32 floats and act of
-        // n_act blocks, as the kernel's signature in autark.cu.
-        unsafe { b.launch(Gpu::cfg(kernels::quantize_act(n_act))) }.map_err(drv("cuLaunchKernel"))?;
-        self.launch_gemv(case.gemv, &w, &act, &mut y, case.rows, case.tokens, case.blocks_per_row())?;
-        let act = s.clone_dtoh(&act).map_err(drv("cuMemcpyDtoH"))?;
-        let y = s.clone_dtoh(&y).map_err(drv("cuMemcpyDtoH"))?;
-        Ok((act, y))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn launch_gemv(
-        &self,
-        gemv: Gemv,
-        w: &cudarc::driver::CudaSlice<u8>,
-        act: &cudarc::driver::CudaSlice<u8>,
-        y: &mut cudarc::driver::CudaSlice<f32>,
-        rows: usize,
-        tokens: usize,
-        nb: usize,
-    ) -> Result<(), CudaError> {
-        assert!(w.len() >= rows * nb * gemv.quant.dtype().block_bytes(), "weights shorter than rows × nb");
-        assert!(act.len() >= tokens * nb * ACT_BLOCK_BYTES && y.len() >= rows * tokens, "buffers too short");
-        let f = self.function(&gemv.name())?;
-        let (rows_arg, nb_arg) = (gemv.rows_arg(rows) as i32, nb as i32);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(w).arg(act).arg(y).arg(&rows_arg).arg(&nb_arg);
-        // SAFETY: gemv_*(const u8* w, const BlockQ8A* a, float* y, int rows, int nb) reads
-        // rows·nb weight blocks and tokens·nb activation blocks and writes rows·tokens floats;
-        // the lengths are checked above.
-        unsafe { b.launch(Gpu::cfg(gemv.launch(rows, tokens))) }.map_err(drv("cuLaunchKernel"))?;
-        Ok(())
+        let act = self.alloc(n_act * ACT_BLOCK_BYTES)?;
+        let y = self.alloc(case.rows * case.tokens * 4)?;
+        self.quantize(&x, &act, n_act)?;
+        self.matvec(case.gemv, &w, &act, &y, case.rows, case.tokens, case.blocks_per_row())?;
+        let mut act_bytes = vec![0u8; n_act * ACT_BLOCK_BYTES];
+        self.read(&act, 0, &mut act_bytes)?;
+        let mut out = vec![0f32; case.rows * case.tokens];
+        self.read_f32(&y, 0, &mut out)?;
+        Ok((act_bytes, out))
     }
 
     /// Seconds per call of `gemv` on a random `rows × cols` matrix and `tokens` activation rows
@@ -232,20 +191,20 @@ impl Gpu {
         let mut rng = autark_kernels::rng::Rng::new(7);
         // Random bytes: the values do not matter to the time, only the bytes read.
         let bytes: Vec<u8> = (0..rows * nb * gemv.quant.dtype().block_bytes()).map(|_| rng.next() as u8).collect();
-        let w = s.clone_htod(&bytes).map_err(drv("cuMemcpyHtoD"))?;
-        let act = s.alloc_zeros::<u8>(tokens * nb * ACT_BLOCK_BYTES).map_err(drv("cuMemAlloc"))?;
-        let mut y = s.alloc_zeros::<f32>(rows * tokens).map_err(drv("cuMemAlloc"))?;
+        let w = self.upload(&bytes)?;
+        let act = self.alloc(tokens * nb * ACT_BLOCK_BYTES)?;
+        let y = self.alloc(rows * tokens * 4)?;
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = self.ctx.new_event(flags).map_err(drv("cuEventCreate"))?;
         let end = self.ctx.new_event(flags).map_err(drv("cuEventCreate"))?;
         for _ in 0..5 {
-            self.launch_gemv(gemv, &w, &act, &mut y, rows, tokens, nb)?;
+            self.matvec(gemv, &w, &act, &y, rows, tokens, nb)?;
         }
         let mut times = Vec::with_capacity(reps);
         for _ in 0..reps.max(1) {
             start.record(s).map_err(drv("cuEventRecord"))?;
             for _ in 0..20 {
-                self.launch_gemv(gemv, &w, &act, &mut y, rows, tokens, nb)?;
+                self.matvec(gemv, &w, &act, &y, rows, tokens, nb)?;
             }
             end.record(s).map_err(drv("cuEventRecord"))?;
             times.push(start.elapsed_ms(&end).map_err(drv("cuEventElapsedTime"))? as f64 / 20e3);

@@ -39,7 +39,7 @@ impl Quant {
 }
 
 /// Every kernel of `autark.cu` (the GPU looks each up once, when the module is loaded).
-pub fn names() -> Vec<String> {
+pub fn names() -> Vec<&'static str> {
     let f32_ops = [
         "rmsnorm_f32",
         "add_bias_f32",
@@ -50,7 +50,7 @@ pub fn names() -> Vec<String> {
         "attention_f32",
         "select_rows_f32",
     ];
-    ["quantize_act"].into_iter().chain(f32_ops).map(String::from).chain(Gemv::all().map(Gemv::name)).collect()
+    ["quantize_act"].into_iter().chain(f32_ops).chain(Gemv::all().map(Gemv::name)).collect()
 }
 
 /// Grid and block dimensions of one launch.
@@ -103,8 +103,17 @@ impl Gemv {
     }
 
     /// The kernel's name in `autark.cu`, e.g. `gemv_q4_1_rows16`.
-    pub fn name(self) -> String {
-        format!("gemv_{}_{}", self.quant.dtype().name(), self.layout.name())
+    pub fn name(self) -> &'static str {
+        use Quant::*;
+        use TensorLayout::*;
+        match (self.quant, self.layout) {
+            (Q4_0, RowMajor) => "gemv_q4_0_rows",
+            (Q4_0, Rows16) => "gemv_q4_0_rows16",
+            (Q4_1, RowMajor) => "gemv_q4_1_rows",
+            (Q4_1, Rows16) => "gemv_q4_1_rows16",
+            (Q8_0, RowMajor) => "gemv_q8_0_rows",
+            (Q8_0, Rows16) => "gemv_q8_0_rows16",
+        }
     }
 
     /// The kernel's `rows` argument: rows, or groups of 16 rows for `rows16`.

@@ -77,14 +77,6 @@ impl Gpu {
         self.upload(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
     }
 
-    /// `v` into `dst` from float index `first`.
-    pub fn write_f32(&self, dst: &mut Mem, first: usize, v: &[f32]) -> Result<(), CudaError> {
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        dst.at(first * 4, bytes.len());
-        let mut view = dst.buf.slice_mut(first * 4..first * 4 + bytes.len());
-        self.stream().memcpy_htod(&bytes, &mut view).map_err(drv("cuMemcpyHtoD"))
-    }
-
     /// `v` into `dst` from index 0 (row lists, positions).
     pub fn write_i32(&self, dst: &mut Mem, v: &[i32]) -> Result<(), CudaError> {
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -93,13 +85,18 @@ impl Gpu {
         self.stream().memcpy_htod(&bytes, &mut view).map_err(drv("cuMemcpyHtoD"))
     }
 
+    /// `out.len()` bytes of `src` from byte `offset` (waits for the work before it).
+    pub fn read(&self, src: &Mem, offset: usize, out: &mut [u8]) -> Result<(), CudaError> {
+        src.at(offset, out.len());
+        let view = src.buf.slice(offset..offset + out.len());
+        self.stream().memcpy_dtoh(&view, out).map_err(drv("cuMemcpyDtoH"))?;
+        self.stream().synchronize().map_err(drv("cuStreamSynchronize"))
+    }
+
     /// `out.len()` floats of `src` from float index `first` (waits for the work before it).
     pub fn read_f32(&self, src: &Mem, first: usize, out: &mut [f32]) -> Result<(), CudaError> {
-        src.at(first * 4, out.len() * 4);
         let mut bytes = vec![0u8; out.len() * 4];
-        let view = src.buf.slice(first * 4..first * 4 + bytes.len());
-        self.stream().memcpy_dtoh(&view, &mut bytes).map_err(drv("cuMemcpyDtoH"))?;
-        self.stream().synchronize().map_err(drv("cuStreamSynchronize"))?;
+        self.read(src, first * 4, &mut bytes)?;
         for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
             *o = f32::from_le_bytes(b.try_into().expect("4 bytes"));
         }
@@ -153,7 +150,7 @@ impl Gpu {
             int(gemv.rows_arg(rows)),
             int(nb),
         ];
-        self.launch(&gemv.name(), gemv.launch(rows, tokens), &args)
+        self.launch(gemv.name(), gemv.launch(rows, tokens), &args)
     }
 
     /// Rows `0..rows` of `dst` = RMSNorm of rows `first..first + rows` of `src` (each `width`)

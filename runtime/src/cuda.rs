@@ -126,10 +126,12 @@ impl Cuda {
             return Err(RuntimeError::MemoryBudget { needed, budget });
         }
         let width = Buf::widths(&c);
-        let mut weights: Vec<Option<DevTensor>> = (0..model.file().tensors().len()).map(|_| None).collect();
-        let mut upload_matrix = |i: T| -> Result<()> {
-            if weights[i].is_some() {
-                return Ok(());
+        // A matrix keeps its bytes and layout, with the GEMV kernel that reads them; a vector
+        // (norm, bias) is f32.
+        let upload = |i: T, matrix: bool| -> Result<DevTensor> {
+            if !matrix {
+                let v = model.vector(i);
+                return Ok(DevTensor { mem: gpu.upload_f32(v)?, gemv: None, rows: 1, cols: v.len() });
             }
             let w = model.weight(i);
             let Some(quant) = Quant::of(w.dtype) else {
@@ -140,30 +142,16 @@ impl Cuda {
                 )));
             };
             let gemv = Gemv { quant, layout: w.layout };
-            weights[i] = Some(DevTensor { mem: gpu.upload(w.data)?, gemv: Some(gemv), rows: w.rows, cols: w.cols });
-            Ok(())
+            Ok(DevTensor { mem: gpu.upload(w.data)?, gemv: Some(gemv), rows: w.rows, cols: w.cols })
         };
+        let mut weights: Vec<Option<DevTensor>> = (0..model.file().tensors().len()).map(|_| None).collect();
         for layer in &model.layers {
-            for role in autark_format::Role::LAYER {
-                if let Some(i) = layer.get(role) {
-                    if role.is_matrix() {
-                        upload_matrix(i)?;
-                    }
-                }
+            for (role, i) in autark_format::Role::LAYER.into_iter().filter_map(|r| Some((r, layer.get(r)?))) {
+                weights[i] = Some(upload(i, role.is_matrix())?);
             }
         }
-        upload_matrix(model.output)?;
-        for layer in &model.layers {
-            for role in autark_format::Role::LAYER {
-                if let Some(i) = layer.get(role).filter(|_| !role.is_matrix()) {
-                    let v = model.vector(i);
-                    weights[i] = Some(DevTensor { mem: gpu.upload_f32(v)?, gemv: None, rows: 1, cols: v.len() });
-                }
-            }
-        }
-        let norm = model.vector(model.output_norm);
-        weights[model.output_norm] =
-            Some(DevTensor { mem: gpu.upload_f32(norm)?, gemv: None, rows: 1, cols: norm.len() });
+        weights[model.output] = Some(upload(model.output, true)?);
+        weights[model.output_norm] = Some(upload(model.output_norm, false)?);
 
         let table = |theta: f32, scaled: bool| -> Result<(Mem, Mem)> {
             let (cos, sin) = rope_tables(&c, theta, scaled, n_ctx);
