@@ -27,7 +27,18 @@ static const Entry GEMV_KERNELS[] = {
     {"gemv_q4_0_rows", gemv_q4_0_rows}, {"gemv_q4_0_rows16", gemv_q4_0_rows16},
     {"gemv_q4_1_rows", gemv_q4_1_rows}, {"gemv_q4_1_rows16", gemv_q4_1_rows16},
     {"gemv_q8_0_rows", gemv_q8_0_rows}, {"gemv_q8_0_rows16", gemv_q8_0_rows16},
+    {"gemv_q5_0_rows", gemv_q5_0_rows}, {"gemv_q5_1_rows", gemv_q5_1_rows},
+    {"gemv_q4_k_rows", gemv_q4_k_rows}, {"gemv_q5_k_rows", gemv_q5_k_rows},
+    {"gemv_q6_k_rows", gemv_q6_k_rows},
 };
+
+// f16 and f32 weights read the f32 activations themselves (no quantization; n_act_blocks 0).
+struct FloatEntry {
+    const char* name;
+    void (*kernel)(const u8*, const float*, float*, int, int);
+};
+
+static const FloatEntry FLOAT_GEMV_KERNELS[] = {{"gemv_f16_rows", gemv_f16_rows}, {"gemv_f32_rows", gemv_f32_rows}};
 
 static int fail(const char* what) {
     std::fprintf(stderr, "harness: %s\n", what);
@@ -120,13 +131,20 @@ int main(int argc, char** argv) {
     const Entry* gemv = nullptr;
     for (const Entry& e : GEMV_KERNELS)
         if (std::string(name) == e.name) gemv = &e;
-    if (!gemv) return fail("unknown kernel");
+    const FloatEntry* fgemv = nullptr;
+    for (const FloatEntry& e : FLOAT_GEMV_KERNELS)
+        if (std::string(name) == e.name) fgemv = &e;
+    if (!gemv && !fgemv) return fail("unknown kernel");
 
     std::vector<BlockQ8A> a((size_t)p[0]);
-    emu_launch(quantize_act, dim3{geo[0], geo[1], geo[2]}, dim3{geo[3], geo[4], geo[5]},
-               (const float*)x.data(), a.data(), p[0]);
-    emu_launch(gemv->kernel, dim3{geo[6], geo[7], geo[8]}, dim3{geo[9], geo[10], geo[11]},
-               (const u8*)w.data(), (const BlockQ8A*)a.data(), y.data(), p[1], p[2]);
+    const dim3 grid{geo[6], geo[7], geo[8]}, block{geo[9], geo[10], geo[11]};
+    if (fgemv) {
+        emu_launch(fgemv->kernel, grid, block, (const u8*)w.data(), (const float*)x.data(), y.data(), p[1], p[2]);
+    } else {
+        emu_launch(quantize_act, dim3{geo[0], geo[1], geo[2]}, dim3{geo[3], geo[4], geo[5]},
+                   (const float*)x.data(), a.data(), p[0]);
+        emu_launch(gemv->kernel, grid, block, (const u8*)w.data(), (const BlockQ8A*)a.data(), y.data(), p[1], p[2]);
+    }
 
     std::ofstream out(argv[2], std::ios::binary);
     out.write((const char*)a.data(), (std::streamsize)(a.size() * sizeof(BlockQ8A)));

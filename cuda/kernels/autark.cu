@@ -213,6 +213,154 @@ GEMV(q4_0, Q4_0)
 GEMV(q4_1, Q4_1)
 GEMV(q8_0, Q8_0)
 
+// ---- row-major GEMV of the other stored types: one warp per row, a lane per 32-value
+// sub-block (the activation block it meets), the same launch as `gemv_rows` ----
+
+// Quant word `k` (values 4k..4k+3) of a block, from 2-byte-aligned storage.
+__device__ __forceinline__ i32 word16(const u8* p, int k) {
+    const u16* h = (const u16*)p;
+    return (i32)((u32)h[2 * k] | ((u32)h[2 * k + 1] << 16));
+}
+
+// Bit i of the 4 bits h, to bit 4 of byte i (q5's fifth bits beside four nibbles).
+__device__ __forceinline__ i32 fifth_bits(u32 h) {
+    return (i32)(((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25));
+}
+
+// q5_0 (22 B: f16 d, u32 qh, 16 nibble bytes) and q5_1 (24 B: f16 d, f16 m, u32 qh, 16 bytes):
+// unsigned 5-bit q = nibble | fifth bit; q5_0 subtracts 16·Σa (`vec_dot_q5_0`), q5_1 adds
+// m·d_a·Σa (`vec_dot_q5_1`).
+template <bool ONE>
+__device__ __forceinline__ float term_q5(const u8* row, int b, const BlockQ8A* ab, float acc) {
+    const u8* p = row + (u64)b * (ONE ? 24 : 22);
+    const u16* h = (const u16*)p;
+    const u32 qh = (u32)h[ONE ? 2 : 1] | ((u32)h[ONE ? 3 : 2] << 16);
+    const u8* qs = p + (ONE ? 8 : 6);
+    const i32* aq = (const i32*)ab->qs;
+    i32 s = 0;
+    for (int k = 0; k < 4; k++) {
+        const i32 q = word16(qs, k);
+        s = dot4((q & 0x0f0f0f0f) | fifth_bits(qh >> (4 * k)), aq[k], s);
+        s = dot4(((q >> 4) & 0x0f0f0f0f) | fifth_bits(qh >> (16 + 4 * k)), aq[k + 4], s);
+    }
+    if (!ONE) s -= 16 * ab->sum;
+    acc = fmaf((float)s, f16_to_f32(h[0]) * ab->d, acc);
+    if (ONE) acc = fmaf(f16_to_f32(h[1]), ab->d * (float)ab->sum, acc);
+    return acc;
+}
+
+// q4_k (144 B per 256 values: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 nibble
+// bytes) and q5_k (176 B: the same header, 32 bytes of fifth bits, then the nibbles): sub-block
+// j of a super-block is `fma(s, d·sc_j·d_a, acc)` then `fma(−dmin·m_j, d_a·Σa, acc)`
+// (`vec_dot_q4_k`, `vec_dot_q5_k`).
+template <bool FIVE>
+__device__ __forceinline__ float term_k4(const u8* row, int b, const BlockQ8A* ab, float acc) {
+    const int j = b & 7;
+    const u8* p = row + (u64)(b >> 3) * (FIVE ? 176 : 144);
+    const u16* h = (const u16*)p;
+    const u8* sc = p + 4;
+    u32 scale, min;
+    if (j < 4) {
+        scale = sc[j] & 63;
+        min = sc[j + 4] & 63;
+    } else {
+        scale = (sc[j + 4] & 0x0f) | ((sc[j - 4] >> 6) << 4);
+        min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+    const i32* qs = (const i32*)(p + (FIVE ? 48 : 16) + 32 * (j >> 1));
+    const i32* qh = (const i32*)(p + 16);
+    const int shift = 4 * (j & 1);
+    const i32* aq = (const i32*)ab->qs;
+    i32 s = 0;
+    for (int k = 0; k < 8; k++) {
+        i32 q = (qs[k] >> shift) & 0x0f0f0f0f;
+        if (FIVE) q |= ((qh[k] >> j) & 0x01010101) << 4;
+        s = dot4(q, aq[k], s);
+    }
+    acc = fmaf((float)s, f16_to_f32(h[0]) * (float)scale * ab->d, acc);
+    return fmaf(-(f16_to_f32(h[1]) * (float)min), ab->d * (float)ab->sum, acc);
+}
+
+// q6_k (210 B per 256 values: 128 bytes of low nibbles, 64 of 2-bit highs, 16 i8 scales, f16 d):
+// sub-block i holds two halves of 16 with a scale each; S = sc0·s0 + sc1·s1 in integers, then
+// `fma(S, d·d_a, acc)` (`vec_dot_q6_k`). q − 32 as q·a − 32·Σa per half.
+__device__ __forceinline__ float term_q6_k(const u8* row, int b, const BlockQ8A* ab, float acc) {
+    const int i = b & 7, n = i >> 2, k = i & 3;
+    const u8* p = row + (u64)(b >> 3) * 210;
+    const u8* ql = p + 64 * n + 32 * (k & 1);
+    const u8* qh = p + 128 + 32 * n;
+    const int lo_shift = 4 * (k >> 1), hi_shift = 2 * k;
+    const i32* aq = (const i32*)ab->qs;
+    i32 half[2] = {0, 0};
+    for (int w = 0; w < 8; w++) {
+        const i32 q = ((word16(ql, w) >> lo_shift) & 0x0f0f0f0f) | (((word16(qh, w) >> hi_shift) & 0x03030303) << 4);
+        half[w >> 2] = dot4(q, aq[w], half[w >> 2]);
+        half[w >> 2] = dot4((i32)0xe0e0e0e0u, aq[w], half[w >> 2]);  // −32 · Σa
+    }
+    const i8* sc = (const i8*)(p + 192 + 8 * n + 2 * k);
+    const i32 s = (i32)sc[0] * half[0] + (i32)sc[1] * half[1];
+    return fmaf((float)s, f16_to_f32(((const u16*)p)[104]) * ab->d, acc);
+}
+
+// y[t·rows + r] = row r · token t over `nb` sub-blocks of 32 (`row_bytes` per row).
+// Launch: as `gemv_rows`.
+template <class Term>
+__device__ void gemv_sub(Term term, const u8* w, const BlockQ8A* a, float* y, int rows, int nb, u64 row_bytes) {
+    const int lane = threadIdx.x & 31;
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int t = blockIdx.y;
+    const bool live = row < rows;
+    const BlockQ8A* at = a + (u64)t * nb;
+    const u8* wr = w + (u64)row * row_bytes;
+    float acc = 0.0f;
+    for (int b = lane; live && b < nb; b += 32) acc = term(wr, b, at + b, acc);
+    for (int m = 16; m > 0; m >>= 1) acc += __shfl_xor_sync(FULL_MASK, acc, m);
+    if (live && lane == 0) y[(u64)t * rows + row] = acc;
+}
+
+#define GEMV_SUB(name, term, bytes_per_32)                                                                  \
+    extern "C" __global__ void gemv_##name##_rows(const u8* w, const BlockQ8A* a, float* y, int rows, int nb) { \
+        gemv_sub([](const u8* r, int b, const BlockQ8A* ab, float acc) { return term(r, b, ab, acc); }, w, a, y,   \
+                 rows, nb, (u64)nb * (bytes_per_32) / 8);                                                     \
+    }
+
+// Row bytes per 32 values, times 8 (a K-quant super-block spans 8 sub-blocks).
+GEMV_SUB(q5_0, term_q5<false>, 22 * 8)
+GEMV_SUB(q5_1, term_q5<true>, 24 * 8)
+GEMV_SUB(q4_k, term_k4<false>, 144)
+GEMV_SUB(q5_k, term_k4<true>, 176)
+GEMV_SUB(q6_k, term_q6_k, 210)
+
+// f16 and f32 weights × f32 activations (no quantization, as the CPU's `vec_dot_f16`): one
+// warp per row, lanes over its values; x holds `tokens` rows of `cols`.
+template <bool HALF>
+__device__ void gemv_float(const u8* w, const float* x, float* y, int rows, int cols) {
+    const int lane = threadIdx.x & 31;
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int t = blockIdx.y;
+    const bool live = row < rows;
+    const float* xt = x + (u64)t * cols;
+    float acc = 0.0f;
+    if (live) {
+        if (HALF) {
+            const u16* wr = (const u16*)w + (u64)row * cols;
+            for (int c = lane; c < cols; c += 32) acc = fmaf(f16_to_f32(wr[c]), xt[c], acc);
+        } else {
+            const float* wr = (const float*)w + (u64)row * cols;
+            for (int c = lane; c < cols; c += 32) acc = fmaf(wr[c], xt[c], acc);
+        }
+    }
+    for (int m = 16; m > 0; m >>= 1) acc += __shfl_xor_sync(FULL_MASK, acc, m);
+    if (live && lane == 0) y[(u64)t * rows + row] = acc;
+}
+
+extern "C" __global__ void gemv_f16_rows(const u8* w, const float* x, float* y, int rows, int cols) {
+    gemv_float<true>(w, x, y, rows, cols);
+}
+extern "C" __global__ void gemv_f32_rows(const u8* w, const float* x, float* y, int rows, int cols) {
+    gemv_float<false>(w, x, y, rows, cols);
+}
+
 // ---- the rest of a forward pass, on f32 activations (the CUDA backend, runtime/src/cuda.rs) ----
 
 // The sum of `v` over the thread block (blockDim.x a multiple of 32, at most 1024), in every

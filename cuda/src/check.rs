@@ -6,7 +6,7 @@
 use autark_kernels::blocks::{cast_blocks, dequantize_bytes, quantize_bytes};
 use autark_kernels::interleave::{self, GROUP};
 use autark_kernels::rng::Rng;
-use autark_kernels::{scalar, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, TensorLayout, QK};
+use autark_kernels::{kquants, q5, scalar, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, TensorLayout, QK};
 
 use crate::kernels::{Gemv, Quant};
 
@@ -61,8 +61,13 @@ impl Case {
         Case { gemv, rows, cols, tokens, w, w_rows, x }
     }
 
+    /// Activation blocks the kernel reads: none for f16 and f32 weights (they read x).
     pub fn n_act_blocks(&self) -> usize {
-        self.tokens * self.cols / QK
+        if self.gemv.quant.is_float() {
+            0
+        } else {
+            self.tokens * self.cols / QK
+        }
     }
 
     pub fn blocks_per_row(&self) -> usize {
@@ -76,12 +81,15 @@ impl Case {
 
 /// Every GEMV kernel on a few shapes: a single block, a row shorter than the warps that share
 /// it, rows and block counts that are not multiples of the warp or lane counts, several tokens.
+/// K-quant rows are whole super-blocks of 256 (an odd number of them).
 pub fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     for (i, gemv) in Gemv::all().enumerate() {
+        let k_quant = gemv.quant.dtype().block_len() == 256;
         let shapes: &[(usize, usize, usize)] = match gemv.layout {
-            TensorLayout::RowMajor => &[(1, 32, 1), (7, 96, 3), (37, 1056, 2)],
             TensorLayout::Rows16 => &[(GROUP, 32, 1), (3 * GROUP, 288, 2), (2 * GROUP, 2080, 1)],
+            TensorLayout::RowMajor if k_quant => &[(1, 256, 1), (7, 768, 3), (37, 2304, 2)],
+            TensorLayout::RowMajor => &[(1, 32, 1), (7, 96, 3), (37, 1056, 2)],
         };
         for (j, &(rows, cols, tokens)) in shapes.iter().enumerate() {
             out.push(Case::new(gemv, rows, cols, tokens, (i * 16 + j) as u64 + 1));
@@ -92,14 +100,32 @@ pub fn cases() -> Vec<Case> {
 
 /// What the scalar CPU kernels give for a case.
 pub struct Expected {
+    /// The activation blocks (none for f16 and f32 weights, which read x itself).
     pub act: Vec<BlockQ8A>,
     pub y: Vec<f32>,
     /// Σ|w_i·a_i| per output, for the tolerance.
     pub magnitude: Vec<f64>,
 }
 
+/// The CPU's row · activation product of a stored type (`autark_kernels::scalar` and the
+/// K-quant and q5 twins).
+fn cpu_dot(quant: Quant, row: &[u8], a: &[BlockQ8A]) -> f32 {
+    match quant {
+        Quant::Q4_0 => scalar::vec_dot_q4_0(cast_blocks::<BlockQ4_0>(row).expect("blocks"), a),
+        Quant::Q4_1 => scalar::vec_dot_q4_1(cast_blocks::<BlockQ4_1>(row).expect("blocks"), a),
+        Quant::Q8_0 => scalar::vec_dot_q8_0(cast_blocks::<BlockQ8_0>(row).expect("blocks"), a),
+        Quant::Q5_0 => q5::vec_dot_q5_0(row, a),
+        Quant::Q5_1 => q5::vec_dot_q5_1(row, a),
+        Quant::Q4K => kquants::vec_dot_q4_k(row, a),
+        Quant::Q5K => kquants::vec_dot_q5_k(row, a),
+        Quant::Q6K => kquants::vec_dot_q6_k(row, a),
+        Quant::F16 | Quant::F32 => unreachable!("float weights take f32 activations"),
+    }
+}
+
 pub fn expected(case: &Case) -> Expected {
     let nb = case.blocks_per_row();
+    let float = case.gemv.quant.is_float();
     let mut act = vec![BlockQ8A::default(); case.n_act_blocks()];
     scalar::quantize_act(&case.x, &mut act);
     let row_bytes = case.w_rows.len() / case.rows;
@@ -110,13 +136,22 @@ pub fn expected(case: &Case) -> Expected {
         let row = &case.w_rows[r * row_bytes..][..row_bytes];
         dequantize_bytes(case.gemv.quant.dtype(), row, &mut wr).expect("whole blocks");
         for t in 0..case.tokens {
+            let i = t * case.rows + r;
+            let x = &case.x[t * case.cols..][..case.cols];
+            if float {
+                y[i] = match case.gemv.quant {
+                    Quant::F16 => {
+                        let h: Vec<u16> = row.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+                        scalar::vec_dot_f16(&h, x)
+                    }
+                    _ => scalar::vec_dot_f32(&wr, x),
+                };
+                magnitude[i] = wr.iter().zip(x).map(|(&w, &v)| (w as f64 * v as f64).abs()).sum();
+                continue;
+            }
             let a = &act[t * nb..][..nb];
-            y[t * case.rows + r] = match case.gemv.quant {
-                Quant::Q4_0 => scalar::vec_dot_q4_0(cast_blocks::<BlockQ4_0>(row).expect("blocks"), a),
-                Quant::Q4_1 => scalar::vec_dot_q4_1(cast_blocks::<BlockQ4_1>(row).expect("blocks"), a),
-                Quant::Q8_0 => scalar::vec_dot_q8_0(cast_blocks::<BlockQ8_0>(row).expect("blocks"), a),
-            };
-            magnitude[t * case.rows + r] = wr
+            y[i] = cpu_dot(case.gemv.quant, row, a);
+            magnitude[i] = wr
                 .iter()
                 .enumerate()
                 .map(|(i, &w)| {

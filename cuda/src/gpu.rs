@@ -165,10 +165,15 @@ impl Gpu {
         let w = self.upload(&case.w)?;
         let x = self.upload_f32(&case.x)?;
         let n_act = case.n_act_blocks();
-        let act = self.alloc(n_act * ACT_BLOCK_BYTES)?;
+        let act = self.alloc(n_act.max(1) * ACT_BLOCK_BYTES)?;
         let y = self.alloc(case.rows * case.tokens * 4)?;
-        self.quantize(&x, &act, n_act)?;
-        self.matvec(case.gemv, &w, &act, &y, case.rows, case.tokens, case.blocks_per_row())?;
+        let input = if case.gemv.quant.is_float() {
+            &x
+        } else {
+            self.quantize(&x, &act, n_act)?;
+            &act
+        };
+        self.matvec(case.gemv, &w, input, &y, case.rows, case.tokens, case.cols)?;
         let mut act_bytes = vec![0u8; n_act * ACT_BLOCK_BYTES];
         self.read(&act, 0, &mut act_bytes)?;
         let mut out = vec![0f32; case.rows * case.tokens];
@@ -187,24 +192,25 @@ impl Gpu {
         reps: usize,
     ) -> Result<f64, CudaError> {
         let s = &self.stream;
-        let nb = cols / autark_kernels::QK;
         let mut rng = autark_kernels::rng::Rng::new(7);
-        // Random bytes: the values do not matter to the time, only the bytes read.
-        let bytes: Vec<u8> = (0..rows * nb * gemv.quant.dtype().block_bytes()).map(|_| rng.next() as u8).collect();
+        // Random bytes: the values do not matter to the time, only the bytes read (f16 bytes
+        // that are NaN or infinite cost the same as any other).
+        let n = gemv.matrix_bytes(rows, cols).expect("whole blocks");
+        let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
         let w = self.upload(&bytes)?;
-        let act = self.alloc(tokens * nb * ACT_BLOCK_BYTES)?;
+        let act = self.alloc((tokens * cols / autark_kernels::QK * ACT_BLOCK_BYTES).max(tokens * cols * 4))?;
         let y = self.alloc(rows * tokens * 4)?;
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = self.ctx.new_event(flags).map_err(drv("cuEventCreate"))?;
         let end = self.ctx.new_event(flags).map_err(drv("cuEventCreate"))?;
         for _ in 0..5 {
-            self.matvec(gemv, &w, &act, &y, rows, tokens, nb)?;
+            self.matvec(gemv, &w, &act, &y, rows, tokens, cols)?;
         }
         let mut times = Vec::with_capacity(reps);
         for _ in 0..reps.max(1) {
             start.record(s).map_err(drv("cuEventRecord"))?;
             for _ in 0..20 {
-                self.matvec(gemv, &w, &act, &y, rows, tokens, nb)?;
+                self.matvec(gemv, &w, &act, &y, rows, tokens, cols)?;
             }
             end.record(s).map_err(drv("cuEventRecord"))?;
             times.push(start.elapsed_ms(&end).map_err(drv("cuEventElapsedTime"))? as f64 / 20e3);

@@ -14,27 +14,63 @@ pub const ROW_WARPS: u32 = 4;
 /// blocks). At most 32 (the kernel's shared array).
 pub const GROUP_WARPS: u32 = 8;
 
-/// A stored block type the GEMV kernels read.
+/// A stored matrix type the GEMV kernels read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quant {
     Q4_0,
     Q4_1,
     Q8_0,
+    Q5_0,
+    Q5_1,
+    Q4K,
+    Q5K,
+    Q6K,
+    F16,
+    F32,
 }
 
 impl Quant {
-    pub const ALL: [Quant; 3] = [Quant::Q4_0, Quant::Q4_1, Quant::Q8_0];
+    pub const ALL: [Quant; 10] = [
+        Quant::Q4_0,
+        Quant::Q4_1,
+        Quant::Q8_0,
+        Quant::Q5_0,
+        Quant::Q5_1,
+        Quant::Q4K,
+        Quant::Q5K,
+        Quant::Q6K,
+        Quant::F16,
+        Quant::F32,
+    ];
 
     pub fn dtype(self) -> DType {
         match self {
             Quant::Q4_0 => DType::Q4_0,
             Quant::Q4_1 => DType::Q4_1,
             Quant::Q8_0 => DType::Q8_0,
+            Quant::Q5_0 => DType::Q5_0,
+            Quant::Q5_1 => DType::Q5_1,
+            Quant::Q4K => DType::Q4K,
+            Quant::Q5K => DType::Q5K,
+            Quant::Q6K => DType::Q6K,
+            Quant::F16 => DType::F16,
+            Quant::F32 => DType::F32,
         }
     }
 
     pub fn of(dtype: DType) -> Option<Quant> {
         Quant::ALL.into_iter().find(|q| q.dtype() == dtype)
+    }
+
+    /// Whether the kernel reads f32 activations (f16 and f32 weights, as the CPU's `vec_dot_f16`)
+    /// rather than 8-bit activation blocks.
+    pub fn is_float(self) -> bool {
+        matches!(self, Quant::F16 | Quant::F32)
+    }
+
+    /// Whether the quantizer's `rows16` interleave (and its GEMV) exists for the type.
+    pub fn has_rows16(self) -> bool {
+        matches!(self, Quant::Q4_0 | Quant::Q4_1 | Quant::Q8_0)
     }
 }
 
@@ -97,9 +133,20 @@ pub struct Gemv {
 
 impl Gemv {
     pub fn all() -> impl Iterator<Item = Gemv> {
-        Quant::ALL
-            .into_iter()
-            .flat_map(|quant| [TensorLayout::RowMajor, TensorLayout::Rows16].map(|layout| Gemv { quant, layout }))
+        Quant::ALL.into_iter().flat_map(|quant| {
+            let layouts: &[TensorLayout] = if quant.has_rows16() {
+                &[TensorLayout::RowMajor, TensorLayout::Rows16]
+            } else {
+                &[TensorLayout::RowMajor]
+            };
+            layouts.iter().map(move |&layout| Gemv { quant, layout })
+        })
+    }
+
+    /// The kernel for a stored matrix, if there is one.
+    pub fn of(dtype: DType, layout: TensorLayout) -> Option<Gemv> {
+        let quant = Quant::of(dtype)?;
+        (layout == TensorLayout::RowMajor || quant.has_rows16()).then_some(Gemv { quant, layout })
     }
 
     /// The kernel's name in `autark.cu`, e.g. `gemv_q4_1_rows16`.
@@ -113,6 +160,28 @@ impl Gemv {
             (Q4_1, Rows16) => "gemv_q4_1_rows16",
             (Q8_0, RowMajor) => "gemv_q8_0_rows",
             (Q8_0, Rows16) => "gemv_q8_0_rows16",
+            (Q5_0, _) => "gemv_q5_0_rows",
+            (Q5_1, _) => "gemv_q5_1_rows",
+            (Q4K, _) => "gemv_q4_k_rows",
+            (Q5K, _) => "gemv_q5_k_rows",
+            (Q6K, _) => "gemv_q6_k_rows",
+            (F16, _) => "gemv_f16_rows",
+            (F32, _) => "gemv_f32_rows",
+        }
+    }
+
+    /// Bytes of a `rows × cols` matrix; `None` when `cols` is not a whole number of blocks.
+    pub fn matrix_bytes(self, rows: usize, cols: usize) -> Option<usize> {
+        self.quant.dtype().row_bytes(cols).ok()?.checked_mul(rows)
+    }
+
+    /// The kernel's last argument: activation blocks per row (quantized types), or values per
+    /// row (f16, f32).
+    pub fn cols_arg(self, cols: usize) -> usize {
+        if self.quant.is_float() {
+            cols
+        } else {
+            cols / autark_kernels::QK
         }
     }
 

@@ -9,6 +9,7 @@ use crate::check::ACT_BLOCK_BYTES;
 use crate::gpu::Gpu;
 use crate::kernels::{self, Gemv, Launch};
 use crate::CudaError;
+use autark_kernels::QK;
 
 fn drv(call: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError {
     move |e| CudaError::Driver { call, error: e.to_string() }
@@ -131,24 +132,33 @@ impl Gpu {
         self.launch("quantize_act", kernels::quantize_act(n_blocks), &args)
     }
 
-    /// `y[t·rows + r]` = weight row r · activation row t, for `tokens` rows of `nb` blocks.
+    /// `y[t·rows + r]` = weight row r · activation row t, for `tokens` rows of `cols` values:
+    /// `input` holds their 8-bit blocks (`quantize`), or the f32 rows themselves for f16 and
+    /// f32 weights (`Quant::is_float`).
     #[allow(clippy::too_many_arguments)]
     pub fn matvec(
         &self,
         gemv: Gemv,
         w: &Mem,
-        act: &Mem,
+        input: &Mem,
         y: &Mem,
         rows: usize,
         tokens: usize,
-        nb: usize,
+        cols: usize,
     ) -> Result<(), CudaError> {
+        // A partial block would be a caller's bug (`at` asserts the extent the same way).
+        let w_bytes = gemv.matrix_bytes(rows, cols).expect("rows of whole blocks");
+        let input = if gemv.quant.is_float() {
+            input.f32s(0, tokens * cols)
+        } else {
+            input.at(0, tokens * (cols / QK) * ACT_BLOCK_BYTES)
+        };
         let args = [
-            Arg::P(w.at(0, rows * nb * gemv.quant.dtype().block_bytes())),
-            Arg::P(act.at(0, tokens * nb * ACT_BLOCK_BYTES)),
+            Arg::P(w.at(0, w_bytes)),
+            Arg::P(input),
             Arg::P(y.f32s(0, rows * tokens)),
             int(gemv.rows_arg(rows)),
-            int(nb),
+            int(gemv.cols_arg(cols)),
         ];
         self.launch(gemv.name(), gemv.launch(rows, tokens), &args)
     }

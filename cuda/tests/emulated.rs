@@ -43,9 +43,10 @@ fn case_file(case: &Case) -> Vec<u8> {
     let n = case.gemv.name();
     name[..n.len()].copy_from_slice(n.as_bytes());
     buf.extend(name);
-    push_launch(&mut buf, kernels::quantize_act(case.n_act_blocks()));
+    let n_act = case.n_act_blocks();
+    push_launch(&mut buf, kernels::quantize_act(n_act));
     push_launch(&mut buf, case.gemv.launch(case.rows, case.tokens));
-    for v in [case.n_act_blocks(), case.gemv.rows_arg(case.rows), case.blocks_per_row()] {
+    for v in [n_act, case.gemv.rows_arg(case.rows), case.gemv.cols_arg(case.cols)] {
         buf.extend((v as i32).to_le_bytes());
     }
     for v in [case.w.len(), case.x.len(), case.rows * case.tokens] {
@@ -73,7 +74,8 @@ fn run(arch: u32) {
             continue;
         }
         let bytes = std::fs::read(&output).expect("read the result");
-        let act_len = case.n_act_blocks() * check::ACT_BLOCK_BYTES;
+        let n_act = case.n_act_blocks();
+        let act_len = n_act * check::ACT_BLOCK_BYTES;
         assert_eq!(bytes.len(), act_len + 4 * case.rows * case.tokens, "{}", case.name());
         let y: Vec<f32> = bytes[act_len..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
         if let Err(e) = check::compare(case, &check::expected(case), &bytes[..act_len], &y) {

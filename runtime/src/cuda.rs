@@ -6,14 +6,15 @@
 //! staging and copied up; the output head runs on the device and only the logits come back.
 //! One-token passes are captured into a CUDA graph once and replayed (`Mode`).
 //!
-//! What it runs: q4_0, q4_1 and q8_0 matrices (row-major or `rows16`), f32 norms and biases,
-//! SiLU or GELU FFNs, both RoPE layouts, sliding windows as a mask. A model with other matrix
-//! types is refused when the session is made, with the tensor named.
+//! What it runs: matrices of every stored type (q4_0, q4_1 and q8_0 row-major or `rows16`;
+//! q5_0, q5_1, q4_k, q5_k, q6_k, f16 and f32 row-major), f32 norms and biases, SiLU or GELU
+//! FFNs, both RoPE layouts, sliding windows as a mask. A matrix without a kernel is refused
+//! when the session is made, with the tensor named.
 
 use std::sync::Arc;
 
 use autark_cuda::gpu::Gpu;
-use autark_cuda::kernels::{Gemv, Quant};
+use autark_cuda::kernels::Gemv;
 use autark_cuda::ops::{AttentionShape, Graph, Mem, Pinned};
 use autark_cuda::CudaError;
 use autark_format::{FfnActivation, ModelConfig, RopeLayout};
@@ -134,14 +135,14 @@ impl Cuda {
                 return Ok(DevTensor { mem: gpu.upload_f32(v)?, gemv: None, rows: 1, cols: v.len() });
             }
             let w = model.weight(i);
-            let Some(quant) = Quant::of(w.dtype) else {
+            let Some(gemv) = Gemv::of(w.dtype, w.layout) else {
                 return Err(RuntimeError::Device(format!(
-                    "the CUDA backend runs q4_0, q4_1 and q8_0 matrices; {} is {}",
+                    "the CUDA backend has no kernel for {} ({}, {})",
                     model.file().tensors()[i].name,
-                    w.dtype.name()
+                    w.dtype.name(),
+                    w.layout.name()
                 )));
             };
-            let gemv = Gemv { quant, layout: w.layout };
             Ok(DevTensor { mem: gpu.upload(w.data)?, gemv: Some(gemv), rows: w.rows, cols: w.cols })
         };
         let mut weights: Vec<Option<DevTensor>> = (0..model.file().tensors().len()).map(|_| None).collect();
@@ -249,14 +250,20 @@ impl Cuda {
         Ok(())
     }
 
-    /// `out = w · input` for rows `0..n`: quantize once, one GEMV per weight.
+    /// `out = w · input` for rows `0..n`: quantized once (if a quantized matrix reads it), one
+    /// GEMV per weight; f16 and f32 matrices read the f32 rows.
     fn gemvs(&self, input: Buf, n: usize, outs: &[(T, &Mem)]) -> std::result::Result<(), CudaError> {
         let cols = self.width[input as usize];
-        self.gpu.quantize(&self.bufs[input as usize], &self.act, n * cols / 32)?;
+        let x = &self.bufs[input as usize];
+        let gemv = |w: T| self.tensor(w).gemv.expect("a matrix");
+        if outs.iter().any(|&(w, _)| !gemv(w).quant.is_float()) {
+            self.gpu.quantize(x, &self.act, n * cols / 32)?;
+        }
         for &(w, out) in outs {
             let t = self.tensor(w);
             debug_assert_eq!(t.cols, cols);
-            self.gpu.matvec(t.gemv.expect("a matrix"), &t.mem, &self.act, out, t.rows, n, cols / 32)?;
+            let input = if gemv(w).quant.is_float() { x } else { &self.act };
+            self.gpu.matvec(gemv(w), &t.mem, input, out, t.rows, n, cols)?;
         }
         Ok(())
     }

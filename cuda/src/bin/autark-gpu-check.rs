@@ -110,7 +110,7 @@ fn run(args: &[String]) -> Result<(), String> {
     println!("GEMV {rows}×{cols}, 1 token (median of 10 × 20 calls):");
     for gemv in Gemv::all() {
         let secs = native.time_gemv(gemv, rows, cols, 1, 10).map_err(|e| e.to_string())?;
-        let bytes = rows * cols / autark_kernels::QK * gemv.quant.dtype().block_bytes();
+        let bytes = gemv.matrix_bytes(rows, cols).expect("whole blocks");
         let gbs = bytes as f64 / secs / 1e9;
         println!("  {:<18} {:>8.1} µs  {:>7.1} GB/s of weights", gemv.name(), secs * 1e6, gbs);
         bench.push(format!(
