@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA build (docs/CUDA.md): `autark-cli --features cuda` builds here without any CUDA
-# toolkit (the driver is loaded at run time), `--device cuda` on a machine without a driver exits
+# toolkit (the driver is loaded at run time), the whole CUDA backend decodes a synthetic model
+# on the emulated device as the CPU does, `--device cuda` on a machine without a driver exits
 # 1 with one line naming what is missing, and the same binary still runs on the CPU.
 # The build replaces target/release/autark with the CUDA-enabled one (the CPU path is the same
 # code), so the Python tests that follow run that binary.
@@ -8,6 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo clippy --release -q -p autark-cli --features cuda -- -D warnings
 cargo build --release -q -p autark-cli --features cuda
+# The whole backend on the CPU: a synthetic model through the emulated kernels (cuda/emu/
+# device.cpp via AUTARK_CUDA_EMU) must give the CPU's greedy text and logits (docs/CUDA.md).
+if ! emu=$(cargo test --release -q -p autark-cli --features cuda --test cuda_emu -- --nocapture 2>&1); then
+  tail -40 <<<"$emu"
+  echo "FAIL: cli/tests/cuda_emu.rs" >&2
+  exit 1
+fi
+grep -E "Δlogit|on both" <<<"$emu" | sed 's/^/  emulated CUDA: /'
+echo "OK: the CUDA backend on the emulated device gives the CPU's greedy text and logits"
 bin=target/release/autark
 gguf=${AUTARK_TEST_GGUF:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 out=target/check-cuda

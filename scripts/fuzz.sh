@@ -5,7 +5,9 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]        (default 30)
 #
-# Environment: FUZZ_TARGETS="gguf tokenizer" runs only those; CARGO_BUILD_JOBS limits the build.
+# Environment: FUZZ_TARGETS="gguf tokenizer" runs only those; CARGO_BUILD_JOBS limits the build;
+# FUZZ_DEV=1 builds the targets unoptimised (cargo fuzz --dev: half the build time, a fraction
+# of the executions per second — what CI's short runs use, where the build is most of the time).
 # Needs a nightly toolchain and cargo-fuzz (installed here if missing); without them it prints
 # `SKIP fuzz: <reason>` and exits 0. Each target first replays fuzz/regressions/<target>/ (every
 # crash found so far), then fuzzes for SECONDS_PER_TARGET seconds, one process at a time, from
@@ -33,11 +35,13 @@ fi
 
 ALL_TARGETS="autark_file gguf safetensors tokenizer chat_template session_state constraint"
 TARGETS="${FUZZ_TARGETS:-$ALL_TARGETS}"
+profile=()
+[ "${FUZZ_DEV:-0}" = 1 ] && profile=(--dev)
 LOGS="$ROOT/fuzz/target/logs"
 mkdir -p "$LOGS"
 
 echo "building fuzz targets"
-if ! cargo +nightly fuzz build >"$LOGS/build.log" 2>&1; then
+if ! cargo +nightly fuzz build "${profile[@]}" >"$LOGS/build.log" 2>&1; then
   # A platform without the sanitizer runtime, not a compile error in a target (cargo-fuzz's own
   # "failed to build fuzz script" line names -Zsanitizer and must not count).
   if grep -v "failed to build fuzz script" "$LOGS/build.log" | grep -qiE "sanitizer|unsupported|target .* not supported" &&
@@ -60,7 +64,7 @@ for t in $TARGETS; do
 
   # Replay every known crash first: these must all pass now.
   if [ -d "$regs" ] && [ -n "$(ls -A "$regs" 2>/dev/null)" ]; then
-    if ! cargo +nightly fuzz run "$t" "$regs"/* -- -runs=1 -rss_limit_mb=2048 -timeout=10 \
+    if ! cargo +nightly fuzz run "${profile[@]}" "$t" "$regs"/* -- -runs=1 -rss_limit_mb=2048 -timeout=10 \
         >"$LOGS/$t.regressions.log" 2>&1; then
       echo "FAIL $t: a regression input in fuzz/regressions/$t crashes again (see $LOGS/$t.regressions.log)"
       grep -m5 -E "panicked at|ERROR: libFuzzer|SUMMARY" "$LOGS/$t.regressions.log"
@@ -71,7 +75,7 @@ for t in $TARGETS; do
 
   echo "fuzzing $t for ${SECS}s"
   start=$(date +%s)
-  cargo +nightly fuzz run "$t" "$work" "$seeds" -- \
+  cargo +nightly fuzz run "${profile[@]}" "$t" "$work" "$seeds" -- \
     -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     >"$LOGS/$t.log" 2>&1
   rc=$?

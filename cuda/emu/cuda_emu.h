@@ -1,7 +1,7 @@
 // Just enough of CUDA for autark's kernels to run on the CPU (docs/CUDA.md, "How it is checked").
 //
-// Each CUDA thread is a std::thread; the blocks of a launch run one after another, the threads
-// of a block together. `__syncthreads` is a std::barrier over the block; a warp shuffle is an
+// Each CUDA thread of a block is a std::thread; the blocks of a launch run one after another,
+// the threads of a block together. `__syncthreads` is a std::barrier over the block; a warp shuffle is an
 // exchange through per-thread slots between two barriers, so every shuffle must be reached by
 // all threads of the block (the kernels' rule, see kernels/autark.cu). `__shared__` variables
 // become function statics: one copy, used by one block at a time. `__CUDA_ARCH__` is EMU_ARCH,
@@ -75,28 +75,32 @@ inline int __dp4a(int a, int b, int c) {
     return c;
 }
 
-// kernel<<<grid, block>>>(args...)
+// kernel<<<grid, block>>>(args...): the block's threads are started once and take the grid's
+// blocks one after another, with a barrier after each (so a block's `__shared__` statics are
+// free before the next block's threads write them). A thread that returns early from the
+// kernel still reaches that barrier.
 template <class... P, class... A>
 void emu_launch(void (*kernel)(P...), dim3 grid, dim3 block, A... args) {
     blockDim = block;
     gridDim = grid;
     const unsigned n = block.x * block.y * block.z;
     emu::slots.assign(n, 0);
-    for (unsigned bz = 0; bz < grid.z; bz++)
-        for (unsigned by = 0; by < grid.y; by++)
-            for (unsigned bx = 0; bx < grid.x; bx++) {
-                std::barrier<> bar((std::ptrdiff_t)n);
-                emu::block_barrier = &bar;
-                std::vector<std::thread> threads;
-                threads.reserve(n);
-                for (unsigned tz = 0; tz < block.z; tz++)
-                    for (unsigned ty = 0; ty < block.y; ty++)
-                        for (unsigned tx = 0; tx < block.x; tx++)
-                            threads.emplace_back([=] {
-                                threadIdx = dim3{tx, ty, tz};
+    std::barrier<> bar((std::ptrdiff_t)n);
+    emu::block_barrier = &bar;
+    std::vector<std::thread> threads;
+    threads.reserve(n);
+    for (unsigned tz = 0; tz < block.z; tz++)
+        for (unsigned ty = 0; ty < block.y; ty++)
+            for (unsigned tx = 0; tx < block.x; tx++)
+                threads.emplace_back([=, &bar] {
+                    threadIdx = dim3{tx, ty, tz};
+                    for (unsigned bz = 0; bz < grid.z; bz++)
+                        for (unsigned by = 0; by < grid.y; by++)
+                            for (unsigned bx = 0; bx < grid.x; bx++) {
                                 blockIdx = dim3{bx, by, bz};
                                 kernel(args...);
-                            });
-                for (auto& t : threads) t.join();
-            }
+                                bar.arrive_and_wait();
+                            }
+                });
+    for (auto& t : threads) t.join();
 }

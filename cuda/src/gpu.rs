@@ -99,18 +99,32 @@ pub struct Gpu {
     pub info: DeviceInfo,
     /// What was loaded: `compute_90 (NVRTC 13.0)`, or a PTX file's name.
     pub kernels: String,
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    /// Every kernel of the module by name (`kernels::names`), looked up at load.
-    functions: std::collections::HashMap<&'static str, CudaFunction>,
+    pub(crate) engine: Engine,
+}
+
+/// What runs the launches: the driver, or the emulated device (`emu.rs`).
+pub(crate) enum Engine {
+    Cuda {
+        ctx: Arc<CudaContext>,
+        stream: Arc<CudaStream>,
+        /// Every kernel of the module by name (`kernels::names`), looked up at load.
+        functions: std::collections::HashMap<&'static str, CudaFunction>,
+    },
+    Emu(Arc<crate::emu::Device>),
 }
 
 impl Gpu {
     /// Compiles the kernels with NVRTC for the device's own compute capability, or loads the
     /// PTX file named by `AUTARK_CUDA_PTX` (built for another compute capability, e.g. by
     /// `autark-gpu-check ptx`: how `gpu-check.sh` runs a whole model through Jetson's code paths
-    /// on a newer GPU).
+    /// on a newer GPU). With `AUTARK_CUDA_EMU` naming a build of `cuda/emu/device.cpp`, the
+    /// kernels run on the CPU instead (`emu.rs`: for tests, not for speed).
     pub fn new() -> Result<Gpu, CudaError> {
+        if let Some(lib) = crate::emu::path() {
+            let dev = crate::emu::Device::load(&lib)?;
+            let kernels = format!("emulated, __CUDA_ARCH__ {} ({})", dev.arch, lib.display());
+            return Ok(Gpu { info: dev.info(), kernels, engine: Engine::Emu(dev) });
+        }
         if let Some(file) = std::env::var_os("AUTARK_CUDA_PTX") {
             let ptx = std::fs::read_to_string(&file).map_err(|e| CudaError::Compile {
                 arch: "AUTARK_CUDA_PTX".into(),
@@ -146,17 +160,15 @@ impl Gpu {
             .map(|n| module.load_function(n).map(|f| (n, f)))
             .collect::<Result<_, _>>()
             .map_err(drv("cuModuleGetFunction"))?;
-        Ok(Gpu { info, kernels, ctx, stream, functions })
+        Ok(Gpu { info, kernels, engine: Engine::Cuda { ctx, stream, functions } })
     }
 
     pub(crate) fn function(&self, name: &str) -> Result<&CudaFunction, CudaError> {
-        self.functions
-            .get(name)
-            .ok_or(CudaError::Driver { call: "cuModuleGetFunction", error: format!("no kernel {name}") })
-    }
-
-    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
+        let found = match &self.engine {
+            Engine::Cuda { functions, .. } => functions.get(name),
+            Engine::Emu(_) => None,
+        };
+        found.ok_or(CudaError::Driver { call: "cuModuleGetFunction", error: format!("no kernel {name}") })
     }
 
     /// Quantizes the case's activations and runs its GEMV, through the same launches the CUDA
@@ -191,7 +203,9 @@ impl Gpu {
         tokens: usize,
         reps: usize,
     ) -> Result<f64, CudaError> {
-        let s = &self.stream;
+        let Engine::Cuda { ctx, stream: s, .. } = &self.engine else {
+            return Err(CudaError::Driver { call: "time_gemv", error: "not timed on the emulated device".into() });
+        };
         let mut rng = autark_kernels::rng::Rng::new(7);
         // Random bytes: the values do not matter to the time, only the bytes read (f16 bytes
         // that are NaN or infinite cost the same as any other).
@@ -201,8 +215,8 @@ impl Gpu {
         let act = self.alloc((tokens * cols / autark_kernels::QK * ACT_BLOCK_BYTES).max(tokens * cols * 4))?;
         let y = self.alloc(rows * tokens * 4)?;
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let start = self.ctx.new_event(flags).map_err(drv("cuEventCreate"))?;
-        let end = self.ctx.new_event(flags).map_err(drv("cuEventCreate"))?;
+        let start = ctx.new_event(flags).map_err(drv("cuEventCreate"))?;
+        let end = ctx.new_event(flags).map_err(drv("cuEventCreate"))?;
         for _ in 0..5 {
             self.matvec(gemv, &w, &act, &y, rows, tokens, cols)?;
         }

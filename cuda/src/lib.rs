@@ -7,6 +7,7 @@
 use std::fmt;
 
 pub mod check;
+mod emu;
 pub mod gpu;
 pub mod kernels;
 pub mod ops;
@@ -79,7 +80,11 @@ pub fn driver_present() -> bool {
 
 /// Loads the driver, initialises it and describes device 0. cudarc panics when the library is
 /// missing, so its presence is checked first.
+/// With `AUTARK_CUDA_EMU` set, the emulated device's description instead (docs/CUDA.md).
 pub fn probe() -> Result<DeviceInfo, CudaError> {
+    if let Some(lib) = emu::path() {
+        return Ok(emu::Device::load(&lib)?.info());
+    }
     if !driver_present() {
         return Err(CudaError::NoDriver);
     }

@@ -3,10 +3,13 @@
 //! crate with its extent checked here, so the launches are safe to call; what the kernels trust
 //! is stated at each one (positions below `n_ctx`, row indices below the buffer's rows).
 
+use std::sync::Arc;
+
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 
 use crate::check::ACT_BLOCK_BYTES;
-use crate::gpu::Gpu;
+use crate::emu;
+use crate::gpu::{Engine, Gpu};
 use crate::kernels::{self, Gemv, Launch};
 use crate::CudaError;
 use autark_kernels::QK;
@@ -15,28 +18,35 @@ fn drv(call: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> CudaEr
     move |e| CudaError::Driver { call, error: e.to_string() }
 }
 
-/// Device memory, freed when dropped.
+/// Device memory, freed when dropped (host memory on the emulated device).
 pub struct Mem {
-    buf: CudaSlice<u8>,
+    buf: Storage,
     ptr: u64,
+    len: usize,
+}
+
+enum Storage {
+    Cuda(CudaSlice<u8>),
+    /// u64s, so that every f32, i32 and block a kernel reads is aligned.
+    Host(Vec<u64>),
 }
 
 impl Mem {
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len == 0
     }
 
     /// The device address `offset` bytes in, for `bytes` bytes (panics outside the allocation:
     /// a bug of the caller, never input).
     fn at(&self, offset: usize, bytes: usize) -> u64 {
         assert!(
-            offset.checked_add(bytes).is_some_and(|end| end <= self.buf.len()),
+            offset.checked_add(bytes).is_some_and(|end| end <= self.len),
             "device access {offset}+{bytes} outside {} bytes",
-            self.buf.len()
+            self.len
         );
         self.ptr + offset as u64
     }
@@ -60,17 +70,25 @@ fn int(v: usize) -> Arg {
 impl Gpu {
     /// `bytes` of zeroed device memory.
     pub fn alloc(&self, bytes: usize) -> Result<Mem, CudaError> {
-        let buf = self.stream().alloc_zeros::<u8>(bytes.max(1)).map_err(drv("cuMemAlloc"))?;
-        let ptr = buf.device_ptr(self.stream()).0;
-        Ok(Mem { buf, ptr })
+        let len = bytes.max(1);
+        match &self.engine {
+            Engine::Cuda { stream, .. } => {
+                let buf = stream.alloc_zeros::<u8>(len).map_err(drv("cuMemAlloc"))?;
+                let ptr = buf.device_ptr(stream).0;
+                Ok(Mem { buf: Storage::Cuda(buf), ptr, len })
+            }
+            Engine::Emu(_) => {
+                let v = vec![0u64; len.div_ceil(8)];
+                let ptr = v.as_ptr() as u64;
+                Ok(Mem { buf: Storage::Host(v), ptr, len })
+            }
+        }
     }
 
     /// A copy of `bytes` in device memory.
     pub fn upload(&self, bytes: &[u8]) -> Result<Mem, CudaError> {
         let mut m = self.alloc(bytes.len())?;
-        if !bytes.is_empty() {
-            self.stream().memcpy_htod(bytes, &mut m.buf).map_err(drv("cuMemcpyHtoD"))?;
-        }
+        self.write(&mut m, bytes)?;
         Ok(m)
     }
 
@@ -81,17 +99,48 @@ impl Gpu {
     /// `v` into `dst` from index 0 (row lists, positions).
     pub fn write_i32(&self, dst: &mut Mem, v: &[i32]) -> Result<(), CudaError> {
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.write(dst, &bytes)
+    }
+
+    /// `bytes` into `dst` from byte 0 (in stream order).
+    fn write(&self, dst: &mut Mem, bytes: &[u8]) -> Result<(), CudaError> {
         dst.at(0, bytes.len());
-        let mut view = dst.buf.slice_mut(..bytes.len());
-        self.stream().memcpy_htod(&bytes, &mut view).map_err(drv("cuMemcpyHtoD"))
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        match (&self.engine, &mut dst.buf) {
+            (Engine::Cuda { stream, .. }, Storage::Cuda(buf)) => {
+                let mut view = buf.slice_mut(..bytes.len());
+                stream.memcpy_htod(bytes, &mut view).map_err(drv("cuMemcpyHtoD"))
+            }
+            (Engine::Emu(dev), Storage::Host(_)) => {
+                // Through the device's queue: a graph being captured records it (as the driver
+                // does with an asynchronous copy), with the bytes kept alive by the op.
+                dev.submit(emu::Op::Write { dst: dst.ptr, bytes: bytes.to_vec() })
+            }
+            _ => unreachable!("memory of another engine"),
+        }
     }
 
     /// `out.len()` bytes of `src` from byte `offset` (waits for the work before it).
     pub fn read(&self, src: &Mem, offset: usize, out: &mut [u8]) -> Result<(), CudaError> {
         src.at(offset, out.len());
-        let view = src.buf.slice(offset..offset + out.len());
-        self.stream().memcpy_dtoh(&view, out).map_err(drv("cuMemcpyDtoH"))?;
-        self.stream().synchronize().map_err(drv("cuStreamSynchronize"))
+        match (&self.engine, &src.buf) {
+            (Engine::Cuda { stream, .. }, Storage::Cuda(buf)) => {
+                let view = buf.slice(offset..offset + out.len());
+                stream.memcpy_dtoh(&view, out).map_err(drv("cuMemcpyDtoH"))?;
+                stream.synchronize().map_err(drv("cuStreamSynchronize"))
+            }
+            (Engine::Emu(_), Storage::Host(words)) => {
+                // The emulated device ran every operation before returning.
+                for (i, o) in out.iter_mut().enumerate() {
+                    let b = offset + i;
+                    *o = words[b / 8].to_ne_bytes()[b % 8];
+                }
+                Ok(())
+            }
+            _ => unreachable!("memory of another engine"),
+        }
     }
 
     /// `out.len()` floats of `src` from float index `first` (waits for the work before it).
@@ -105,8 +154,26 @@ impl Gpu {
     }
 
     fn launch(&self, name: &str, l: Launch, args: &[Arg]) -> Result<(), CudaError> {
+        let stream = match &self.engine {
+            Engine::Cuda { stream, .. } => stream,
+            Engine::Emu(dev) => {
+                let args = args
+                    .iter()
+                    .map(|a| match *a {
+                        Arg::P(p) => p,
+                        Arg::I(i) => i as u32 as u64,
+                        Arg::F(x) => x.to_bits() as u64,
+                    })
+                    .collect();
+                let name = std::ffi::CString::new(name).expect("kernel names have no NUL");
+                let mut geo = [0u32; 6];
+                geo[..3].copy_from_slice(&l.grid);
+                geo[3..].copy_from_slice(&l.block);
+                return dev.submit(emu::Op::Launch { name, geo, args });
+            }
+        };
         let f = self.function(name)?;
-        let mut b = self.stream().launch_builder(f);
+        let mut b = stream.launch_builder(f);
         for a in args {
             match a {
                 Arg::P(p) => b.arg(p),
@@ -317,6 +384,8 @@ pub struct AttentionShape {
 pub struct Pinned {
     ptr: *mut u8,
     len: usize,
+    /// The emulated device's staging (plain host memory), or `None`: cuMemHostAlloc's.
+    host: Option<Vec<u64>>,
 }
 
 // SAFETY: the allocation is owned by this value alone (no other pointer to it leaves this
@@ -325,10 +394,12 @@ unsafe impl Send for Pinned {}
 
 impl Drop for Pinned {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came from cuMemHostAlloc and is freed once; copies from it were
-        // enqueued on the stream, which the owner synchronises before dropping (`Gpu` drops
-        // after its buffers; a failed free is only a leak).
-        let _ = unsafe { cudarc::driver::result::free_host(self.ptr.cast()) };
+        if self.host.is_none() {
+            // SAFETY: `ptr` came from cuMemHostAlloc and is freed once; copies from it were
+            // enqueued on the stream, which the owner synchronises before dropping (`Gpu` drops
+            // after its buffers; a failed free is only a leak).
+            let _ = unsafe { cudarc::driver::result::free_host(self.ptr.cast()) };
+        }
     }
 }
 
@@ -354,15 +425,26 @@ impl Pinned {
 }
 
 /// A captured sequence of launches and copies, replayed with one call.
-pub struct Graph(cudarc::driver::CudaGraph);
+pub struct Graph(GraphKind);
+
+enum GraphKind {
+    Cuda(cudarc::driver::CudaGraph),
+    /// The emulated device's recorded operations (their pointers into the session's buffers
+    /// and staging, which outlive the graph).
+    Emu(Arc<emu::Device>, Vec<emu::Op>),
+}
 
 // SAFETY: the graph's handles are used by one thread at a time (its owner's), on the stream it
-// was captured on, which is itself `Send`.
+// was captured on, which is itself `Send`; the emulated ops hold addresses of allocations the
+// same owner holds.
 unsafe impl Send for Graph {}
 
 impl Graph {
     pub fn launch(&self) -> Result<(), CudaError> {
-        self.0.launch().map_err(drv("cuGraphLaunch"))
+        match &self.0 {
+            GraphKind::Cuda(g) => g.launch().map_err(drv("cuGraphLaunch")),
+            GraphKind::Emu(dev, ops) => ops.iter().try_for_each(|op| dev.run(op)),
+        }
     }
 }
 
@@ -370,11 +452,20 @@ impl Gpu {
     /// `bytes` of page-locked host memory.
     pub fn alloc_pinned(&self, bytes: usize) -> Result<Pinned, CudaError> {
         let len = bytes.max(1);
-        // SAFETY: a plain allocation; the pointer is owned by the returned `Pinned`.
-        let ptr = unsafe { cudarc::driver::result::malloc_host(len, cudarc::driver::sys::CU_MEMHOSTALLOC_PORTABLE) }
-            .map_err(drv("cuMemHostAlloc"))?;
+        let mut p = match &self.engine {
+            Engine::Cuda { .. } => {
+                // SAFETY: a plain allocation; the pointer is owned by the returned `Pinned`.
+                let ptr =
+                    unsafe { cudarc::driver::result::malloc_host(len, cudarc::driver::sys::CU_MEMHOSTALLOC_PORTABLE) }
+                        .map_err(drv("cuMemHostAlloc"))?;
+                Pinned { ptr: ptr.cast(), len, host: None }
+            }
+            Engine::Emu(_) => {
+                let mut v = vec![0u64; len.div_ceil(8)];
+                Pinned { ptr: v.as_mut_ptr().cast(), len, host: Some(v) }
+            }
+        };
         // Zeroed, so that no uninitialised byte is ever read.
-        let mut p = Pinned { ptr: ptr.cast(), len };
         p.bytes_mut().fill(0);
         Ok(p)
     }
@@ -392,15 +483,17 @@ impl Gpu {
     ) -> Result<(), CudaError> {
         assert!(src_offset.checked_add(bytes).is_some_and(|e| e <= src.len), "pinned read outside the allocation");
         let to = dst.at(dst_offset, bytes);
+        let stream = match &self.engine {
+            Engine::Cuda { stream, .. } => stream,
+            Engine::Emu(dev) => {
+                let from = src.ptr as u64 + src_offset as u64;
+                return dev.submit(emu::Op::Copy { src: from, dst: to, bytes });
+            }
+        };
         // SAFETY: both ranges are checked to lie inside their allocations; the host side is
         // page-locked, so the asynchronous copy reads it directly.
         unsafe {
-            cudarc::driver::sys::cuMemcpyHtoDAsync_v2(
-                to,
-                src.ptr.add(src_offset).cast(),
-                bytes,
-                self.stream().cu_stream(),
-            )
+            cudarc::driver::sys::cuMemcpyHtoDAsync_v2(to, src.ptr.add(src_offset).cast(), bytes, stream.cu_stream())
         }
         .result()
         .map_err(drv("cuMemcpyHtoDAsync"))
@@ -408,17 +501,26 @@ impl Gpu {
 
     /// Starts recording the stream's work into a graph instead of running it.
     pub fn begin_capture(&self) -> Result<(), CudaError> {
-        self.stream()
-            .begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .map_err(drv("cuStreamBeginCapture"))
+        match &self.engine {
+            Engine::Cuda { stream, .. } => stream
+                .begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .map_err(drv("cuStreamBeginCapture")),
+            Engine::Emu(dev) => dev.begin_capture(),
+        }
     }
 
     /// Stops recording; the graph of what was recorded.
     pub fn end_capture(&self) -> Result<Graph, CudaError> {
-        let g = self
-            .stream()
-            .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
-            .map_err(drv("cuStreamEndCapture"))?;
+        let g = match &self.engine {
+            Engine::Cuda { stream, .. } => stream
+                .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
+                .map_err(drv("cuStreamEndCapture"))?
+                .map(GraphKind::Cuda),
+            Engine::Emu(dev) => Some(GraphKind::Emu(Arc::clone(dev), dev.end_capture()?)).filter(|g| match g {
+                GraphKind::Emu(_, ops) => !ops.is_empty(),
+                GraphKind::Cuda(_) => true,
+            }),
+        };
         g.map(Graph).ok_or(CudaError::Driver { call: "cuStreamEndCapture", error: "nothing was captured".into() })
     }
 }
