@@ -6,8 +6,9 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]        (default 30)
 #
 # Environment: FUZZ_TARGETS="gguf tokenizer" runs only those; CARGO_BUILD_JOBS limits the build;
-# FUZZ_DEV=1 builds the targets unoptimised (cargo fuzz --dev: half the build time, a fraction
-# of the executions per second — what CI's short runs use, where the build is most of the time).
+# FUZZ_DEV=1 builds the targets unoptimised (cargo fuzz --dev: half the build time, but about
+# 1/20 to 1/100 of the executions per second — too few for the seed corpus in CI's 10 s, so CI
+# keeps the optimised build).
 # Needs a nightly toolchain and cargo-fuzz (installed here if missing); without them it prints
 # `SKIP fuzz: <reason>` and exits 0. Each target first replays fuzz/regressions/<target>/ (every
 # crash found so far), then fuzzes for SECONDS_PER_TARGET seconds, one process at a time, from

@@ -77,6 +77,31 @@ PY
     done
     echo "without CUDA graphs:"
     AUTARK_CUDA_GRAPHS=0 "$a" bench /tmp/synth-1b.autark -p 0 -n 64 -r 3 --device cuda --json 2>/dev/null | tee -a "$out/bench.jsonl"
+    # The other stored types, whose GEMVs read row-major bytes (q5_0, q5_1, K-quants) or f32
+    # activations (f16): the same shapes with random weights of each type; every position's
+    # logits of a prompt on both devices (random weights: compared, not required equal, since
+    # their argmax margins are tiny), and the GPU's speed.
+    for t in q4_k q5_k q6_k q5_0 q5_1 f16; do
+      m=/tmp/synth-1b-$t.autark
+      python3 "$synth" "$model" "$m" --type "$t" >/dev/null 2>&1 || { echo "$t: synthetic model failed"; rc=1; continue; }
+      for d in cpu cuda; do
+        "$a" logits "$m" -p "$long" -o "/tmp/logits-$t-$d.bin" --device "$d" >/dev/null 2>&1 || echo "$t: logits on $d failed"
+      done
+      python3 - "$t" <<'PY' | tee -a "$out/logits.txt"
+import sys
+import numpy as np
+t = sys.argv[1]
+c = np.fromfile(f"/tmp/logits-{t}-cpu.bin", dtype="<f4"); g = np.fromfile(f"/tmp/logits-{t}-cuda.bin", dtype="<f4")
+if c.size != g.size or c.size == 0 or c.size % 128256:
+    print(f"{t}: logits sizes {c.size} vs {g.size}"); raise SystemExit(0)
+c = c.reshape(-1, 128256); g = g.reshape(-1, 128256)
+d = np.abs(c - g).max(axis=1); scale = np.abs(c).max(axis=1)
+agree = (c.argmax(axis=1) == g.argmax(axis=1)).mean()
+print(f"{t} (1B shapes, random): {c.shape[0]} positions; max |cpu - gpu| median {np.median(d):.4g}, max {d.max():.4g} (logit scale {scale.mean():.3g}); argmax agrees at {agree*100:.1f}%")
+PY
+      "$a" bench "$m" -p 128 -n 64 -r 3 --device cuda --json 2>/dev/null | tee -a "$out/bench.jsonl"
+      rm -f "$m"
+    done
   else
     echo "SKIP: no synthetic 1B model ($synth and numpy needed)"
   fi

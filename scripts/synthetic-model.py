@@ -19,14 +19,28 @@ SHAPES = {
     "llama-3.2-1b": dict(n_layers=16, d_model=2048, n_heads=32, n_kv_heads=8, head_dim=64, ffn_dim=8192,
                          vocab_size=128256, context_length=131072, rope_theta=500000.0),
 }
-BLOCK = {"q4_0": (18, 32), "q8_0": (34, 32)}
+# Bytes per block, values per block, and where the f16 scales lie with their values (the rest of
+# each block is random bytes: quants, packed sub-block scales).
+BLOCK = {
+    "q4_0": (18, 32, {0: 0.02}),
+    "q8_0": (34, 32, {0: 0.002}),
+    "q5_0": (22, 32, {0: 0.01}),
+    "q5_1": (24, 32, {0: 0.01, 2: -0.16}),
+    "q4_k": (144, 256, {0: 0.0003, 2: 0.0003}),
+    "q5_k": (176, 256, {0: 0.00015, 2: 0.00015}),
+    "q6_k": (210, 256, {208: 0.00005}),
+}
+# Types the `rows16` interleave exists for (the others are stored row after row).
+ROWS16 = {"q4_0", "q4_1", "q8_0"}
 
 
 def random_blocks(rng, rows, cols, dtype):
-    size, qk = BLOCK[dtype]
+    if dtype == "f16":
+        return (rng.standard_normal(rows * cols, dtype=np.float32) * 0.03).astype(np.float16).tobytes()
+    size, qk, scales = BLOCK[dtype]
     raw = rng.integers(0, 256, size=(rows * cols // qk, size), dtype=np.uint8)
-    scale = np.full(raw.shape[0], 0.02 if dtype == "q4_0" else 0.002, dtype=np.float16).view(np.uint8).reshape(-1, 2)
-    raw[:, 0:2] = scale
+    for at, v in scales.items():
+        raw[:, at:at + 2] = np.full(raw.shape[0], v, dtype=np.float16).view(np.uint8).reshape(-1, 2)
     return raw.tobytes()
 
 
@@ -35,9 +49,9 @@ def main():
     ap.add_argument("tokenizer_source")
     ap.add_argument("out")
     ap.add_argument("--shape", default="llama-3.2-1b", choices=sorted(SHAPES))
-    ap.add_argument("--type", default="q4_0", choices=sorted(BLOCK))
+    ap.add_argument("--type", default="q4_0", choices=sorted(BLOCK) + ["f16"])
     ap.add_argument("--layout", default="rows16", choices=["rows16", "rows"],
-                    help="block order of the matrices (rows16: what `autark quantize` writes by default)")
+                    help="block order of q4_0, q4_1 and q8_0 matrices (rows16: what `autark quantize` writes by default)")
     a = ap.parse_args()
     meta, _ = autark_file.read(a.tokenizer_source)
     c = dict(SHAPES[a.shape], rope_layout="neox", rope_scaling=None, norm_eps=1e-5, tied_embeddings=True,
@@ -48,10 +62,10 @@ def main():
     rng = np.random.default_rng(0)
     d, f, q, kv = c["d_model"], c["ffn_dim"], c["n_heads"] * c["head_dim"], c["n_kv_heads"] * c["head_dim"]
     ones = np.ones(d, dtype=np.float32).tobytes()
-    layout = 1 if a.layout == "rows16" else 0
 
     def matrix(name, dtype, rows, cols):
         raw = random_blocks(rng, rows, cols, dtype)
+        layout = 1 if a.layout == "rows16" and dtype in ROWS16 else 0
         if layout:
             raw = autark_file.interleave(dtype, raw, [rows, cols])
         return dict(name=name, dtype=dtype, shape=[rows, cols], raw=raw, layout=layout)

@@ -37,8 +37,8 @@ step "conformance records written here, reproduced on aarch64 under qemu (NEON, 
 scripts/conformance-arm.sh
 step "concurrency tests under ThreadSanitizer"
 scripts/tsan.sh
-step "fuzzing (short runs of unoptimised builds; scripts/fuzz.sh 600 for the full ten minutes per target)"
-FUZZ_DEV=1 scripts/fuzz.sh 10
+step "fuzzing (short runs; scripts/fuzz.sh 600 for the full ten minutes per target)"
+scripts/fuzz.sh 10
 step "ggml's reference quantizers, the oracle of tests/python/test_ggml_quants.py"
 scripts/ggml-oracle.sh
 step "pytest"

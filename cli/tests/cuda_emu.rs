@@ -129,7 +129,7 @@ fn a_synthetic_model_decoded_through_the_emulated_cuda_kernels_gives_the_cpu_tex
                     eprintln!("{what}, {how}: max |Δlogit| {diff:.2e} of max |logit| {scale:.2}");
                     // The GPU adds in other orders: ~1e-7 of the scale here; a wrong index,
                     // sign or position moves logits by far more.
-                    if got.len() != want.len() || !(diff <= TOL * scale) {
+                    if got.len() != want.len() || got.iter().any(|v| !v.is_finite()) || diff > TOL * scale {
                         failures.push(format!("{what}, {how}: logits differ by {diff:.3e} (max |logit| {scale:.2})"));
                     }
                 }

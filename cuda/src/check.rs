@@ -6,7 +6,7 @@
 use autark_kernels::blocks::{cast_blocks, dequantize_bytes, quantize_bytes};
 use autark_kernels::interleave::{self, GROUP};
 use autark_kernels::rng::Rng;
-use autark_kernels::{kquants, q5, scalar, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, TensorLayout, QK};
+use autark_kernels::{kquants, q5, scalar, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, TensorLayout, QK};
 
 use crate::kernels::{Gemv, Quant};
 
@@ -50,6 +50,9 @@ impl Case {
         let dtype = gemv.quant.dtype();
         let mut w_rows = Vec::new();
         quantize_bytes(dtype, &wf, &mut w_rows).expect("whole blocks");
+        if seed.is_multiple_of(2) {
+            randomize_quants(dtype, &mut w_rows, &mut rng);
+        }
         let w = match gemv.layout {
             TensorLayout::RowMajor => w_rows.clone(),
             TensorLayout::Rows16 => {
@@ -79,9 +82,38 @@ impl Case {
     }
 }
 
+/// Where a block's f16 scales lie (the quantizer's values are kept there; every other byte —
+/// quants, high bits, packed sub-block scales — may be anything in a file).
+fn scale_fields(dtype: DType) -> &'static [usize] {
+    match dtype {
+        DType::Q4_1 | DType::Q5_1 | DType::Q4K | DType::Q5K => &[0, 2],
+        DType::Q6K => &[208],
+        DType::F16 | DType::F32 => &[],
+        _ => &[0],
+    }
+}
+
+/// Replaces every byte of the blocks but their f16 scales with random ones: the integers a
+/// file may hold beyond what the quantizer writes (6-bit scales of 63, q6_k scales of −128,
+/// every high bit set).
+fn randomize_quants(dtype: DType, w: &mut [u8], rng: &mut Rng) {
+    if matches!(dtype, DType::F16 | DType::F32) {
+        return;
+    }
+    let keep = scale_fields(dtype);
+    for block in w.chunks_exact_mut(dtype.block_bytes()) {
+        for (i, b) in block.iter_mut().enumerate() {
+            if !keep.iter().any(|&k| i == k || i == k + 1) {
+                *b = rng.next() as u8;
+            }
+        }
+    }
+}
+
 /// Every GEMV kernel on a few shapes: a single block, a row shorter than the warps that share
 /// it, rows and block counts that are not multiples of the warp or lane counts, several tokens.
-/// K-quant rows are whole super-blocks of 256 (an odd number of them).
+/// K-quant rows are whole super-blocks of 256 (an odd number of them). Every second case has
+/// random quant bytes (`randomize_quants`).
 pub fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     for (i, gemv) in Gemv::all().enumerate() {
