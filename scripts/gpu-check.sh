@@ -68,6 +68,16 @@ PY
   done
   echo "without CUDA graphs:"
   AUTARK_CUDA_GRAPHS=0 "$a" bench "$model" -p 0 -n 128 -r 3 --device cuda --json 2>/dev/null | tee -a "$out/bench.jsonl"
+  # The weights read in place from the registered file mapping (what an integrated GPU does by
+  # default; over PCIe here): the same greedy text.
+  AUTARK_CUDA_WEIGHTS=mapped "$a" run "$model" -p "$prompt" -n 48 --temp 0 --device cuda >/tmp/greedy-mapped.txt 2>/tmp/greedy-mapped.err
+  if cmp -s "$out/greedy-cpu.txt" /tmp/greedy-mapped.txt; then echo "greedy with mapped weights: the CPU's tokens"; else echo "greedy with mapped weights: DIFFERS from the CPU: $(head -c 300 /tmp/greedy-mapped.err)"; rc=1; fi
+  # A long context (4000 tokens already in it): the split attention, and without it.
+  echo "at depth 4000 (split attention; then without):"
+  for d in cuda cpu; do
+    "$a" bench "$model" -p 0 -n 64 -d 4000 -r 2 --device "$d" --json 2>/dev/null | tee -a "$out/bench.jsonl"
+  done
+  AUTARK_CUDA_SPLIT_ATTENTION=0 "$a" bench "$model" -p 0 -n 64 -d 4000 -r 2 --device cuda --json 2>/dev/null | tee -a "$out/bench.jsonl"
   # Llama-3.2-1B's shapes with random q4_0 weights (scripts/synthetic-model.py, from the repo
   # this runs in; numpy): 827 MB read per generated token, where bandwidth matters.
   synth=${SYNTH:-scripts/synthetic-model.py}

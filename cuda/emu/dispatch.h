@@ -30,32 +30,31 @@ inline bool emu_dispatch(const char* name, dim3 g, dim3 b, const uint64_t* a) {
     using emu::f32;
     using emu::i32;
     using emu::ptr;
-    typedef void (*Gemv)(const u8*, const BlockQ8A*, float*, int, int);
-    typedef void (*FloatGemv)(const u8*, const float*, float*, int, int);
+    typedef void (*Gemv)(const u8*, const BlockQ8A*, float*, int, int, int);
+    typedef void (*FloatGemv)(const u8*, const float*, float*, int, int, int);
     static const struct {
         const char* name;
         Gemv kernel;
     } gemvs[] = {
-        {"gemv_q4_0_rows", gemv_q4_0_rows}, {"gemv_q4_0_rows16", gemv_q4_0_rows16},
-        {"gemv_q4_1_rows", gemv_q4_1_rows}, {"gemv_q4_1_rows16", gemv_q4_1_rows16},
-        {"gemv_q8_0_rows", gemv_q8_0_rows}, {"gemv_q8_0_rows16", gemv_q8_0_rows16},
-        {"gemv_q5_0_rows", gemv_q5_0_rows}, {"gemv_q5_1_rows", gemv_q5_1_rows},
-        {"gemv_q4_k_rows", gemv_q4_k_rows}, {"gemv_q5_k_rows", gemv_q5_k_rows},
-        {"gemv_q6_k_rows", gemv_q6_k_rows},
+#define BOTH(k) {#k, k}, {#k "_x8", k##_x8}
+        BOTH(gemv_q4_0_rows), BOTH(gemv_q4_0_rows16), BOTH(gemv_q4_1_rows), BOTH(gemv_q4_1_rows16),
+        BOTH(gemv_q8_0_rows), BOTH(gemv_q8_0_rows16), BOTH(gemv_q5_0_rows),  BOTH(gemv_q5_1_rows),
+        BOTH(gemv_q4_k_rows), BOTH(gemv_q5_k_rows),   BOTH(gemv_q6_k_rows),
     };
     static const struct {
         const char* name;
         FloatGemv kernel;
-    } float_gemvs[] = {{"gemv_f16_rows", gemv_f16_rows}, {"gemv_f32_rows", gemv_f32_rows}};
+    } float_gemvs[] = {BOTH(gemv_f16_rows), BOTH(gemv_f32_rows)};
+#undef BOTH
     const std::string k(name);
     for (const auto& e : gemvs)
         if (k == e.name) {
-            emu_launch(e.kernel, g, b, ptr<const u8>(a, 0), ptr<const BlockQ8A>(a, 1), ptr<float>(a, 2), i32(a, 3), i32(a, 4));
+            emu_launch(e.kernel, g, b, ptr<const u8>(a, 0), ptr<const BlockQ8A>(a, 1), ptr<float>(a, 2), i32(a, 3), i32(a, 4), i32(a, 5));
             return true;
         }
     for (const auto& e : float_gemvs)
         if (k == e.name) {
-            emu_launch(e.kernel, g, b, ptr<const u8>(a, 0), ptr<const float>(a, 1), ptr<float>(a, 2), i32(a, 3), i32(a, 4));
+            emu_launch(e.kernel, g, b, ptr<const u8>(a, 0), ptr<const float>(a, 1), ptr<float>(a, 2), i32(a, 3), i32(a, 4), i32(a, 5));
             return true;
         }
     if (k == "quantize_act") emu_launch(quantize_act, g, b, ptr<const float>(a, 0), ptr<BlockQ8A>(a, 1), i32(a, 2));
@@ -74,6 +73,12 @@ inline bool emu_dispatch(const char* name, dim3 g, dim3 b, const uint64_t* a) {
         emu_launch(attention_f32, g, b, ptr<float>(a, 0), ptr<const float>(a, 1), ptr<const float>(a, 2),
                    ptr<const float>(a, 3), ptr<float>(a, 4), ptr<const int>(a, 5), i32(a, 6), i32(a, 7), i32(a, 8), i32(a, 9),
                    i32(a, 10), i32(a, 11), f32(a, 12));
+    else if (k == "attention_split_f32")
+        emu_launch(attention_split_f32, g, b, ptr<float>(a, 0), ptr<const float>(a, 1), ptr<const float>(a, 2),
+                   ptr<const float>(a, 3), ptr<const int>(a, 4), i32(a, 5), i32(a, 6), i32(a, 7), i32(a, 8), i32(a, 9),
+                   i32(a, 10), i32(a, 11), f32(a, 12));
+    else if (k == "attention_merge_f32")
+        emu_launch(attention_merge_f32, g, b, ptr<float>(a, 0), ptr<const float>(a, 1), i32(a, 2), i32(a, 3), i32(a, 4));
     else if (k == "select_rows_f32") emu_launch(select_rows_f32, g, b, ptr<float>(a, 0), ptr<const int>(a, 1), i32(a, 2), i32(a, 3));
     else return false;
     return true;

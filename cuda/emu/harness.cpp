@@ -3,7 +3,7 @@
 // `autark_cuda::emu` (cuda/tests/emulated.rs compiles this with -fsanitize=address,undefined).
 //
 // In:  "AUTKEMU1", kernel name (32 bytes, NUL-padded), quantize grid and block (6 × u32),
-//      GEMV grid and block (6 × u32), n_act_blocks, rows (or groups), nb (3 × i32),
+//      GEMV grid and block (6 × u32), n_act_blocks, rows (or groups), nb, tokens (4 × i32),
 //      weight bytes, x floats, y floats (3 × u64), then the weights and x. With n_act_blocks 0
 //      (f16, f32 weights) the GEMV reads x itself.
 // Out: the activation blocks (40 bytes each), then y.
@@ -67,12 +67,12 @@ int main(int argc, char** argv) {
     size_t at = 0;
     char magic[8], name[33] = {0};
     uint32_t geo[12];
-    int32_t p[3];
+    int32_t p[4];
     uint64_t n[3];
     if (!take(in, at, magic, 8)) return fail("truncated");
     if (std::memcmp(magic, "AUTKOPS1", 8) == 0) return run_op(in, at, argv[2]);
     if (std::memcmp(magic, "AUTKEMU1", 8) != 0) return fail("bad magic");
-    if (!take(in, at, name, 32) || !take(in, at, geo, 12) || !take(in, at, p, 3) || !take(in, at, n, 3))
+    if (!take(in, at, name, 32) || !take(in, at, geo, 12) || !take(in, at, p, 4) || !take(in, at, n, 3))
         return fail("truncated header");
     std::vector<u8> w(n[0]);
     std::vector<float> x(n[1]), y(n[2], NAN);
@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
         emu_dispatch("quantize_act", dim3{geo[0], geo[1], geo[2]}, dim3{geo[3], geo[4], geo[5]}, qargs);
     }
     const uint64_t gargs[] = {(uint64_t)(uintptr_t)w.data(), input, (uint64_t)(uintptr_t)y.data(), (uint64_t)(uint32_t)p[1],
-                              (uint64_t)(uint32_t)p[2]};
+                              (uint64_t)(uint32_t)p[2], (uint64_t)(uint32_t)p[3]};
     if (!emu_dispatch(name, dim3{geo[6], geo[7], geo[8]}, dim3{geo[9], geo[10], geo[11]}, gargs)) return fail("unknown kernel");
 
     std::ofstream out(argv[2], std::ios::binary);

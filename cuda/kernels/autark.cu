@@ -133,30 +133,45 @@ __device__ __forceinline__ float block_term(i32 s, u16 d, u16 m, const BlockQ8A*
     return acc;
 }
 
+// The token tile: a thread block computes its rows for TT tokens (t0 = blockIdx.y·TT, those
+// below `tokens`), reading each weight block once for all of them (from the cache after the
+// first). TT 1 for decoding, TILE for a batch (prefill): each weight byte then crosses DRAM once
+// per TILE tokens instead of once per token.
+#define TILE 8
+
+// The warp sum of each acc[j], in every lane.
+template <int TT>
+__device__ __forceinline__ void warp_sums(float* acc) {
+    for (int j = 0; j < TT; j++) {
+        for (int m = 16; m > 0; m >>= 1) acc[j] += __shfl_xor_sync(FULL_MASK, acc[j], m);
+    }
+}
+
 // y[t·rows + r] = row r · token t, row-major weights: one warp per row, lanes over the row's
 // blocks. Blocks are 2-byte aligned, so quant words are put together from 16-bit loads.
-// Launch: block (32·W), grid (⌈rows/W⌉, tokens).
-template <int T>
-__device__ void gemv_rows(const u8* w, const BlockQ8A* a, float* y, int rows, int nb) {
+// Launch: block (32·W), grid (⌈rows/W⌉, ⌈tokens/TT⌉).
+template <int T, int TT>
+__device__ void gemv_rows(const u8* w, const BlockQ8A* a, float* y, int rows, int nb, int tokens) {
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const int t = blockIdx.y;
+    const int t0 = blockIdx.y * TT;
     const bool live = row < rows;
-    const BlockQ8A* at = a + (u64)t * nb;
-    float acc = 0.0f;
+    float acc[TT];
+    for (int j = 0; j < TT; j++) acc[j] = 0.0f;
     for (int b = lane; live && b < nb; b += 32) {
         const u16* h = (const u16*)(w + ((u64)row * nb + b) * Block<T>::BYTES);
         const u16* qh = h + Block<T>::QS / 2;
-        const BlockQ8A* ab = at + b;
-        const i32 s = block_idot<T>([&](int k) { return (i32)((u32)qh[2 * k] | ((u32)qh[2 * k + 1] << 16)); },
-                                    (const i32*)ab->qs, 0, 1);
-        acc = block_term<T>(s, h[0], T == Q4_1 ? h[1] : (u16)0, ab, true, acc);
+        for (int j = 0; j < TT; j++) {
+            if (t0 + j >= tokens) break;
+            const BlockQ8A* ab = a + (u64)(t0 + j) * nb + b;
+            const i32 s = block_idot<T>([&](int k) { return (i32)((u32)qh[2 * k] | ((u32)qh[2 * k + 1] << 16)); },
+                                        (const i32*)ab->qs, 0, 1);
+            acc[j] = block_term<T>(s, h[0], T == Q4_1 ? h[1] : (u16)0, ab, true, acc[j]);
+        }
     }
-    for (int m = 16; m > 0; m >>= 1) {
-        acc += __shfl_xor_sync(FULL_MASK, acc, m);
-    }
-    if (live && lane == 0) {
-        y[(u64)t * rows + row] = acc;
+    warp_sums<TT>(acc);
+    for (int j = 0; j < TT; j++) {
+        if (live && lane == 0 && t0 + j < tokens) y[(u64)(t0 + j) * rows + row] = acc[j];
     }
 }
 
@@ -164,9 +179,9 @@ __device__ void gemv_rows(const u8* w, const BlockQ8A* a, float* y, int rows, in
 // q4_1's m, then the quant bytes in 4-byte pieces, piece p of rows 0–15 together), so the 32
 // lanes of a warp read consecutive words: lane l takes row l mod 16 and every second piece.
 // The W warps of a thread block share one group of 16 rows and split its blocks.
-// Launch: block (32·W), W ≤ 32, grid (rows/16, tokens).
-template <int T>
-__device__ void gemv_rows16(const u8* w, const BlockQ8A* a, float* y, int groups, int nb) {
+// Launch: block (32·W), W ≤ 32, grid (rows/16, ⌈tokens/TT⌉).
+template <int T, int TT>
+__device__ void gemv_rows16(const u8* w, const BlockQ8A* a, float* y, int groups, int nb, int tokens) {
     const int group_bytes = GROUP * Block<T>::BYTES;
     const int qs = GROUP * (Block<T>::QS);
     const int lane = threadIdx.x & 31;
@@ -175,39 +190,53 @@ __device__ void gemv_rows16(const u8* w, const BlockQ8A* a, float* y, int groups
     const int r = lane & 15;
     const int half = lane >> 4;
     const int g = blockIdx.x;
-    const int t = blockIdx.y;
-    const BlockQ8A* at = a + (u64)t * nb;
-    float acc = 0.0f;
+    const int t0 = blockIdx.y * TT;
+    float acc[TT];
+    for (int j = 0; j < TT; j++) acc[j] = 0.0f;
     for (int b = warp; b < nb; b += warps) {
         const u8* gb = w + ((u64)g * nb + b) * group_bytes;
         const u16* d = (const u16*)gb;
         const i32* q = (const i32*)(gb + qs);
-        const BlockQ8A* ab = at + b;
-        const i32 s = block_idot<T>([&](int k) { return q[k * GROUP + r]; }, (const i32*)ab->qs, half, 2);
-        acc = block_term<T>(s, d[r], T == Q4_1 ? d[GROUP + r] : (u16)0, ab, half == 0, acc);
+        for (int j = 0; j < TT; j++) {
+            if (t0 + j >= tokens) break;
+            const BlockQ8A* ab = a + (u64)(t0 + j) * nb + b;
+            const i32 s = block_idot<T>([&](int k) { return q[k * GROUP + r]; }, (const i32*)ab->qs, half, 2);
+            acc[j] = block_term<T>(s, d[r], T == Q4_1 ? d[GROUP + r] : (u16)0, ab, half == 0, acc[j]);
+        }
     }
-    acc += __shfl_xor_sync(FULL_MASK, acc, 16);
-    __shared__ float part[32][GROUP];
-    if (lane < GROUP) {
-        part[warp][lane] = acc;
+    __shared__ float part[TT][32][GROUP];
+    for (int j = 0; j < TT; j++) {
+        acc[j] += __shfl_xor_sync(FULL_MASK, acc[j], 16);
+        if (lane < GROUP) part[j][warp][lane] = acc[j];
     }
     __syncthreads();
-    if (warp == 0 && lane < GROUP) {
+    if (warp < TT && lane < GROUP && t0 + warp < tokens) {
+        // Warp j adds token j's partial sums (TT ≤ W).
         float sum = 0.0f;
-        for (int k = 0; k < warps; k++) {
-            sum += part[k][lane];
-        }
-        y[(u64)t * groups * GROUP + g * GROUP + lane] = sum;
+        for (int k = 0; k < warps; k++) sum += part[warp][k][lane];
+        y[(u64)(t0 + warp) * groups * GROUP + g * GROUP + lane] = sum;
     }
 }
 
-#define GEMV(name, T)                                                                            \
-    extern "C" __global__ void gemv_##name##_rows(const u8* w, const BlockQ8A* a, float* y, int rows, int nb) { \
-        gemv_rows<T>(w, a, y, rows, nb);                                                           \
-    }                                                                                            \
-    extern "C" __global__ void gemv_##name##_rows16(const u8* w, const BlockQ8A* a, float* y, int groups, int nb) { \
-        gemv_rows16<T>(w, a, y, groups, nb);                                                       \
+// Each GEMV in two token tiles: `gemv_X_L` (one token per thread block: decoding) and
+// `gemv_X_L_x8` (TILE tokens: batches).
+#define GEMV_TILES(name, body)                                                                                     \
+    extern "C" __global__ void name(const u8* w, const BlockQ8A* a, float* y, int rows, int nb, int tokens) {     \
+        body<1>(w, a, y, rows, nb, tokens);                                                                        \
+    }                                                                                                              \
+    extern "C" __global__ void name##_x8(const u8* w, const BlockQ8A* a, float* y, int rows, int nb, int tokens) { \
+        body<TILE>(w, a, y, rows, nb, tokens);                                                                     \
     }
+
+#define GEMV(name, T)                                                                              \
+    template <int TT> __device__ void gemv_##name##_rows_t(const u8* w, const BlockQ8A* a, float* y, int rows, int nb, int tokens) { \
+        gemv_rows<T, TT>(w, a, y, rows, nb, tokens);                                               \
+    }                                                                                              \
+    template <int TT> __device__ void gemv_##name##_rows16_t(const u8* w, const BlockQ8A* a, float* y, int groups, int nb, int tokens) { \
+        gemv_rows16<T, TT>(w, a, y, groups, nb, tokens);                                           \
+    }                                                                                              \
+    GEMV_TILES(gemv_##name##_rows, gemv_##name##_rows_t)                                           \
+    GEMV_TILES(gemv_##name##_rows16, gemv_##name##_rows16_t)
 
 GEMV(q4_0, Q4_0)
 GEMV(q4_1, Q4_1)
@@ -304,25 +333,34 @@ __device__ __forceinline__ float term_q6_k(const u8* row, int b, const BlockQ8A*
 
 // y[t·rows + r] = row r · token t over `nb` sub-blocks of 32 (`row_bytes` per row).
 // Launch: as `gemv_rows`.
-template <class Term>
-__device__ void gemv_sub(Term term, const u8* w, const BlockQ8A* a, float* y, int rows, int nb, u64 row_bytes) {
+template <int TT, class Term>
+__device__ void gemv_sub(Term term, const u8* w, const BlockQ8A* a, float* y, int rows, int nb, int tokens,
+                         u64 row_bytes) {
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const int t = blockIdx.y;
+    const int t0 = blockIdx.y * TT;
     const bool live = row < rows;
-    const BlockQ8A* at = a + (u64)t * nb;
     const u8* wr = w + (u64)row * row_bytes;
-    float acc = 0.0f;
-    for (int b = lane; live && b < nb; b += 32) acc = term(wr, b, at + b, acc);
-    for (int m = 16; m > 0; m >>= 1) acc += __shfl_xor_sync(FULL_MASK, acc, m);
-    if (live && lane == 0) y[(u64)t * rows + row] = acc;
+    float acc[TT];
+    for (int j = 0; j < TT; j++) acc[j] = 0.0f;
+    for (int b = lane; live && b < nb; b += 32) {
+        for (int j = 0; j < TT; j++) {
+            if (t0 + j >= tokens) break;
+            acc[j] = term(wr, b, a + (u64)(t0 + j) * nb + b, acc[j]);
+        }
+    }
+    warp_sums<TT>(acc);
+    for (int j = 0; j < TT; j++) {
+        if (live && lane == 0 && t0 + j < tokens) y[(u64)(t0 + j) * rows + row] = acc[j];
+    }
 }
 
-#define GEMV_SUB(name, term, bytes_per_32)                                                                  \
-    extern "C" __global__ void gemv_##name##_rows(const u8* w, const BlockQ8A* a, float* y, int rows, int nb) { \
-        gemv_sub([](const u8* r, int b, const BlockQ8A* ab, float acc) { return term(r, b, ab, acc); }, w, a, y,   \
-                 rows, nb, (u64)nb * (bytes_per_32) / 8);                                                     \
-    }
+#define GEMV_SUB(name, term, bytes_per_32)                                                                     \
+    template <int TT> __device__ void gemv_##name##_rows_t(const u8* w, const BlockQ8A* a, float* y, int rows, int nb, int tokens) { \
+        gemv_sub<TT>([](const u8* r, int b, const BlockQ8A* ab, float acc) { return term(r, b, ab, acc); }, w, a, y, \
+                     rows, nb, tokens, (u64)nb * (bytes_per_32) / 8);                                           \
+    }                                                                                                          \
+    GEMV_TILES(gemv_##name##_rows, gemv_##name##_rows_t)
 
 // Row bytes per 32 values, times 8 (a K-quant super-block spans 8 sub-blocks).
 GEMV_SUB(q5_0, term_q5<false>, 22 * 8)
@@ -333,33 +371,37 @@ GEMV_SUB(q6_k, term_q6_k, 210)
 
 // f16 and f32 weights × f32 activations (no quantization, as the CPU's `vec_dot_f16`): one
 // warp per row, lanes over its values; x holds `tokens` rows of `cols`.
-template <bool HALF>
-__device__ void gemv_float(const u8* w, const float* x, float* y, int rows, int cols) {
+template <bool HALF, int TT>
+__device__ void gemv_float(const u8* w, const float* x, float* y, int rows, int cols, int tokens) {
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const int t = blockIdx.y;
+    const int t0 = blockIdx.y * TT;
     const bool live = row < rows;
-    const float* xt = x + (u64)t * cols;
-    float acc = 0.0f;
-    if (live) {
-        if (HALF) {
-            const u16* wr = (const u16*)w + (u64)row * cols;
-            for (int c = lane; c < cols; c += 32) acc = fmaf(f16_to_f32(wr[c]), xt[c], acc);
-        } else {
-            const float* wr = (const float*)w + (u64)row * cols;
-            for (int c = lane; c < cols; c += 32) acc = fmaf(wr[c], xt[c], acc);
+    float acc[TT];
+    for (int j = 0; j < TT; j++) acc[j] = 0.0f;
+    for (int c = lane; live && c < cols; c += 32) {
+        const float v = HALF ? f16_to_f32(((const u16*)w)[(u64)row * cols + c]) : ((const float*)w)[(u64)row * cols + c];
+        for (int j = 0; j < TT; j++) {
+            if (t0 + j >= tokens) break;
+            acc[j] = fmaf(v, x[(u64)(t0 + j) * cols + c], acc[j]);
         }
     }
-    for (int m = 16; m > 0; m >>= 1) acc += __shfl_xor_sync(FULL_MASK, acc, m);
-    if (live && lane == 0) y[(u64)t * rows + row] = acc;
+    warp_sums<TT>(acc);
+    for (int j = 0; j < TT; j++) {
+        if (live && lane == 0 && t0 + j < tokens) y[(u64)(t0 + j) * rows + row] = acc[j];
+    }
 }
 
-extern "C" __global__ void gemv_f16_rows(const u8* w, const float* x, float* y, int rows, int cols) {
-    gemv_float<true>(w, x, y, rows, cols);
-}
-extern "C" __global__ void gemv_f32_rows(const u8* w, const float* x, float* y, int rows, int cols) {
-    gemv_float<false>(w, x, y, rows, cols);
-}
+#define GEMV_FLOAT(name, half)                                                                                  \
+    extern "C" __global__ void name(const u8* w, const float* x, float* y, int rows, int cols, int tokens) {     \
+        gemv_float<half, 1>(w, x, y, rows, cols, tokens);                                                       \
+    }                                                                                                           \
+    extern "C" __global__ void name##_x8(const u8* w, const float* x, float* y, int rows, int cols, int tokens) { \
+        gemv_float<half, TILE>(w, x, y, rows, cols, tokens);                                                    \
+    }
+
+GEMV_FLOAT(gemv_f16_rows, true)
+GEMV_FLOAT(gemv_f32_rows, false)
 
 // ---- the rest of a forward pass, on f32 activations (the CUDA backend, runtime/src/cuda.rs) ----
 
@@ -485,6 +527,86 @@ extern "C" __global__ void attention_f32(float* out, const float* q, const float
         float acc = 0.0f;
         for (int j = 0; j < len; j++) acc += s[j] * vc[(u64)(first + j) * kv_dim + kvo + i];
         out[((u64)t * n_heads + h) * hd + i] = acc * inv;
+    }
+}
+
+// Attention split over the sequence (long contexts, where one thread block per row and head
+// would leave most of the GPU idle): thread block (t, h, c) takes positions
+// [c·chunk, (c+1)·chunk) of row t's window and writes its partial result to `part` — the
+// scores' max m, Σ e^(s−m), and Σ e^(s−m)·v (hd values) — and `attention_merge_f32` combines
+// the chunks. chunk ≤ ATT_CHUNK_MAX (the shared scores).
+#define ATT_CHUNK_MAX 256
+extern "C" __global__ void attention_split_f32(float* part, const float* q, const float* kc, const float* vc,
+                                               const int* pos, int n_heads, int group, int hd, int kv_dim, int chunk,
+                                               int n_chunks, int window, float scale) {
+    __shared__ float red[32];
+    __shared__ float s[ATT_CHUNK_MAX];
+    const int t = blockIdx.x, h = blockIdx.y, c = blockIdx.z;
+    const int p = pos[t];
+    const int first = p + 1 > window ? p + 1 - window : 0;
+    const int lo = first > c * chunk ? first : c * chunk;
+    const int hi = p + 1 < (c + 1) * chunk ? p + 1 : (c + 1) * chunk;
+    float* out = part + (((u64)t * n_heads + h) * n_chunks + c) * (hd + 2);
+    if (lo >= hi) {  // the same for every thread of the block: no barrier is skipped by some
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) out[2 + i] = 0.0f;
+        if (threadIdx.x == 0) {
+            out[0] = -3.402823466e38f;
+            out[1] = 0.0f;
+        }
+        return;
+    }
+    const int len = hi - lo;
+    const float* qh = q + ((u64)t * n_heads + h) * hd;
+    const int kvo = (h / group) * hd;
+    float m = -3.402823466e38f;
+    for (int j = threadIdx.x; j < len; j += blockDim.x) {
+        const float* kr = kc + (u64)(lo + j) * kv_dim + kvo;
+        float d = 0.0f;
+        for (int i = 0; i < hd; i++) d += qh[i] * kr[i];
+        d *= scale;
+        s[j] = d;
+        m = fmaxf(m, d);
+    }
+    m = block_max(m, red);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < len; j += blockDim.x) {
+        const float e = expf(s[j] - m);
+        s[j] = e;
+        sum += e;
+    }
+    sum = block_sum(sum, red);
+    __syncthreads();  // every s[j] written before any thread reads them all
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        float acc = 0.0f;
+        for (int j = 0; j < len; j++) acc += s[j] * vc[(u64)(lo + j) * kv_dim + kvo + i];
+        out[2 + i] = acc;
+    }
+    if (threadIdx.x == 0) {
+        out[0] = m;
+        out[1] = sum;
+    }
+}
+
+// out row t head h = Σ_c e^(m_c − M)·o_c / Σ_c e^(m_c − M)·l_c over the chunks of
+// `attention_split_f32` (M the largest m_c; empty chunks have l_c 0). One thread block per
+// (row, head).
+extern "C" __global__ void attention_merge_f32(float* out, const float* part, int n_heads, int hd, int n_chunks) {
+    const int t = blockIdx.x, h = blockIdx.y;
+    const float* pr = part + ((u64)t * n_heads + h) * n_chunks * (hd + 2);
+    float big = -3.402823466e38f;
+    for (int c = 0; c < n_chunks; c++) big = fmaxf(big, pr[(u64)c * (hd + 2)]);
+    float l = 0.0f;
+    for (int c = 0; c < n_chunks; c++) {
+        const float* pc = pr + (u64)c * (hd + 2);
+        if (pc[1] > 0.0f) l += pc[1] * expf(pc[0] - big);
+    }
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        float acc = 0.0f;
+        for (int c = 0; c < n_chunks; c++) {
+            const float* pc = pr + (u64)c * (hd + 2);
+            if (pc[1] > 0.0f) acc += pc[2 + i] * expf(pc[0] - big);
+        }
+        out[((u64)t * n_heads + h) * hd + i] = acc / l;
     }
 }
 

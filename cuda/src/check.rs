@@ -78,7 +78,7 @@ impl Case {
     }
 
     pub fn name(&self) -> String {
-        format!("{} {}×{}, {} token(s)", self.gemv.name(), self.rows, self.cols, self.tokens)
+        format!("{} {}×{}, {} token(s)", self.gemv.kernel(self.tokens), self.rows, self.cols, self.tokens)
     }
 }
 
@@ -111,17 +111,17 @@ fn randomize_quants(dtype: DType, w: &mut [u8], rng: &mut Rng) {
 }
 
 /// Every GEMV kernel on a few shapes: a single block, a row shorter than the warps that share
-/// it, rows and block counts that are not multiples of the warp or lane counts, several tokens.
-/// K-quant rows are whole super-blocks of 256 (an odd number of them). Every second case has
+/// it, rows and block counts that are not multiples of the warp or lane counts, several tokens
+/// (11: a whole token tile and a partial one). K-quant rows are whole super-blocks of 256 (an odd number of them). Every second case has
 /// random quant bytes (`randomize_quants`).
 pub fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     for (i, gemv) in Gemv::all().enumerate() {
         let k_quant = gemv.quant.dtype().block_len() == 256;
         let shapes: &[(usize, usize, usize)] = match gemv.layout {
-            TensorLayout::Rows16 => &[(GROUP, 32, 1), (3 * GROUP, 288, 2), (2 * GROUP, 2080, 1)],
-            TensorLayout::RowMajor if k_quant => &[(1, 256, 1), (7, 768, 3), (37, 2304, 2)],
-            TensorLayout::RowMajor => &[(1, 32, 1), (7, 96, 3), (37, 1056, 2)],
+            TensorLayout::Rows16 => &[(GROUP, 32, 1), (3 * GROUP, 288, 2), (2 * GROUP, 2080, 1), (GROUP, 96, 11)],
+            TensorLayout::RowMajor if k_quant => &[(1, 256, 1), (7, 768, 3), (37, 2304, 2), (5, 512, 11)],
+            TensorLayout::RowMajor => &[(1, 32, 1), (7, 96, 3), (37, 1056, 2), (5, 64, 11)],
         };
         for (j, &(rows, cols, tokens)) in shapes.iter().enumerate() {
             out.push(Case::new(gemv, rows, cols, tokens, (i * 16 + j) as u64 + 1));

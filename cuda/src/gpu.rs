@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
-use cudarc::nvrtc;
+use cudarc::nvrtc::{self, Ptx};
 
 use crate::check::{Case, ACT_BLOCK_BYTES};
 use crate::kernels::{self, Gemv};
@@ -63,31 +63,73 @@ pub fn cache_dir() -> Option<std::path::PathBuf> {
     Some(base.join("autark").join("cuda"))
 }
 
-/// `compile(arch)`, through the on-disk cache: the PTX is kept under `dir` in a file named by
-/// the SHA-256 of the kernels' source, the architecture and NVRTC's version, so a changed
-/// source or compiler never reuses it. Returns the PTX and whether it came from the cache. A
-/// cache that cannot be read or written is skipped (the kernels are compiled as without one).
-pub fn compile_cached(arch: &str, dir: Option<&std::path::Path>) -> Result<(String, bool), CudaError> {
+/// The kernels as a cubin — the device's machine code, nothing left for the driver to compile
+/// — for `arch` (`sm_87`, …). Needs NVRTC only, no driver or device.
+pub fn compile_cubin(arch: &str) -> Result<Vec<u8>, CudaError> {
+    use std::ffi::CString;
+    if !nvrtc_present() {
+        return Err(CudaError::NoNvrtc);
+    }
+    let fail = |log: String| CudaError::Compile { arch: arch.into(), log };
+    let src = CString::new(kernels::SOURCE).expect("the source has no NUL");
+    let name = CString::new("autark.cu").expect("no NUL");
+    let prog = nvrtc::result::create_program(&src, Some(&name)).map_err(|e| fail(format!("{e:?}")))?;
+    let opts = [format!("--gpu-architecture={arch}"), "--std=c++17".to_string()];
+    // SAFETY: `prog` is a live program (created above, destroyed below, once); the options are
+    // NUL-free strings; the cubin buffer has the size NVRTC reported for it.
+    let out = unsafe {
+        match nvrtc::result::compile_program(prog, &opts) {
+            Err(e) => {
+                let log = nvrtc::result::get_program_log(prog)
+                    .map(|l| l.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect::<Vec<u8>>())
+                    .unwrap_or_default();
+                Err(fail(format!("{e:?}: {}", String::from_utf8_lossy(&log))))
+            }
+            // (In a closure: an error still reaches the `destroy_program` below.)
+            Ok(()) => (|| {
+                let mut size = 0usize;
+                nvrtc::sys::nvrtcGetCUBINSize(prog, &mut size).result().map_err(|e| fail(format!("{e:?}")))?;
+                let mut cubin = vec![0u8; size];
+                nvrtc::sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr().cast())
+                    .result()
+                    .map_err(|e| fail(format!("{e:?}")))?;
+                Ok(cubin)
+            })(),
+        }
+    };
+    // SAFETY: destroys the program created above, once.
+    let _ = unsafe { nvrtc::result::destroy_program(prog) };
+    out
+}
+
+/// The compiled kernels for `arch` through the on-disk cache: a cubin for `sm_XY`, PTX for
+/// `compute_XY`, kept under `dir` in a file named by the SHA-256 of the kernels' source, the
+/// architecture and NVRTC's version, so a changed source or compiler never reuses it. Returns
+/// the bytes and whether they came from the cache. A cache that cannot be read or written is
+/// skipped (the kernels are compiled as without one).
+pub fn compile_cached(arch: &str, dir: Option<&std::path::Path>) -> Result<(Vec<u8>, bool), CudaError> {
     use sha2::{Digest, Sha256};
     let (major, minor) = nvrtc_version()?;
     let mut h = Sha256::new();
     h.update(kernels::SOURCE.as_bytes());
     h.update(format!("\0{arch}\0nvrtc {major}.{minor}").as_bytes());
     let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let path = dir.map(|d| d.join(format!("{arch}-{}.ptx", &key[..32])));
-    if let Some(ptx) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
-        return Ok((ptx, true));
+    let cubin = arch.starts_with("sm_");
+    let ext = if cubin { "cubin" } else { "ptx" };
+    let path = dir.map(|d| d.join(format!("{arch}-{}.{ext}", &key[..32])));
+    if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
+        return Ok((bytes, true));
     }
-    let ptx = compile(arch)?;
+    let bytes = if cubin { compile_cubin(arch)? } else { compile(arch)?.into_bytes() };
     if let (Some(dir), Some(path)) = (dir, &path) {
         // Written beside and renamed into place: a reader never sees half a file.
         let tmp = dir.join(format!(".{}.{}", key, std::process::id()));
         let _ = std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&tmp, &ptx))
+            .and_then(|()| std::fs::write(&tmp, &bytes))
             .and_then(|()| std::fs::rename(&tmp, path));
         let _ = std::fs::remove_file(&tmp);
     }
-    Ok((ptx, false))
+    Ok((bytes, false))
 }
 
 fn drv(call: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError {
@@ -133,24 +175,36 @@ impl Gpu {
             return Gpu::with_ptx(ptx, file.to_string_lossy().into_owned());
         }
         let info = probe()?;
-        let arch = format!("compute_{}{}", info.compute.0, info.compute.1);
         let (major, minor) = nvrtc_version()?;
-        let (ptx, cached) = compile_cached(&arch, cache_dir().as_deref())?;
+        let dir = cache_dir();
+        // A cubin for the device's own sm_XY first; PTX (which the driver compiles) when NVRTC
+        // cannot target it or the driver refuses NVRTC's cubin (a driver older than NVRTC).
+        let sm = format!("sm_{}{}", info.compute.0, info.compute.1);
+        if let Ok((cubin, cached)) = compile_cached(&sm, dir.as_deref()) {
+            let how = if cached { ", cached" } else { "" };
+            let label = format!("{sm} cubin (NVRTC {major}.{minor}{how})");
+            if let Ok(gpu) = Gpu::load(info.clone(), Ptx::from_binary(cubin), label) {
+                return Ok(gpu);
+            }
+        }
+        let arch = format!("compute_{}{}", info.compute.0, info.compute.1);
+        let (ptx, cached) = compile_cached(&arch, dir.as_deref())?;
         let how = if cached { ", cached" } else { "" };
-        Gpu::load(info, ptx, format!("{arch} (NVRTC {major}.{minor}{how})"))
+        let ptx = String::from_utf8(ptx).map_err(|e| CudaError::Compile { arch: arch.clone(), log: e.to_string() })?;
+        Gpu::load(info, Ptx::from_src(ptx), format!("{arch} (NVRTC {major}.{minor}{how})"))
     }
 
     /// Loads PTX built elsewhere (for another compute capability: the driver JIT-compiles it
     /// for this device, so the Jetson code paths run on any newer GPU).
     pub fn with_ptx(ptx: String, label: String) -> Result<Gpu, CudaError> {
-        Gpu::load(probe()?, ptx, label)
+        Gpu::load(probe()?, Ptx::from_src(ptx), label)
     }
 
-    fn load(info: DeviceInfo, ptx: String, kernels: String) -> Result<Gpu, CudaError> {
+    fn load(info: DeviceInfo, module: Ptx, kernels: String) -> Result<Gpu, CudaError> {
         let ctx = CudaContext::new(0).map_err(drv("cuCtxCreate"))?;
         // A stream of its own: the legacy default stream cannot be captured into a graph.
         let stream = ctx.new_stream().map_err(drv("cuStreamCreate"))?;
-        let module = ctx.load_module(nvrtc::Ptx::from_src(ptx)).map_err(|e| CudaError::Rejected {
+        let module = ctx.load_module(module).map_err(|e| CudaError::Rejected {
             what: kernels.clone(),
             driver: info.driver_version,
             error: e.to_string(),
@@ -247,14 +301,22 @@ mod tests {
         }
         let dir = std::env::temp_dir().join(format!("autark-cuda-cache-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
         let (first, hit) = compile_cached("compute_61", Some(&dir)).unwrap();
+        let first = text(first);
         assert!(!hit && first.contains(".target sm_61"));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "one file, no temporary left");
         let (again, hit) = compile_cached("compute_61", Some(&dir)).unwrap();
-        assert!(hit && again == first);
+        assert!(hit && text(again) == first);
         let (other, hit) = compile_cached("compute_87", Some(&dir)).unwrap();
-        assert!(!hit && other.contains(".target sm_87"));
+        assert!(!hit && text(other).contains(".target sm_87"));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        // A cubin: the device's machine code (an ELF image), cached under its own name.
+        let (cubin, hit) = compile_cached("sm_87", Some(&dir)).unwrap();
+        assert!(!hit && cubin.starts_with(b"\x7fELF"), "{:?}", &cubin[..cubin.len().min(8)]);
+        let (again, hit) = compile_cached("sm_87", Some(&dir)).unwrap();
+        assert!(hit && again == cubin);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,8 +11,11 @@ pub const ACT_WARPS: u32 = 4;
 /// Warps per thread block of the row-major GEMV (one warp per row).
 pub const ROW_WARPS: u32 = 4;
 /// Warps per thread block of the `rows16` GEMV (one group of 16 rows; the warps split its
-/// blocks). At most 32 (the kernel's shared array).
+/// blocks). At most 32 (the kernel's shared array), at least `TILE` (warp j adds token j's sums).
 pub const GROUP_WARPS: u32 = 8;
+/// Tokens per thread block of the tiled GEMVs (`TILE` in autark.cu).
+pub const TILE: usize = 8;
+const _: () = assert!(GROUP_WARPS as usize >= TILE && GROUP_WARPS <= 32);
 
 /// A stored matrix type the GEMV kernels read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,9 +87,11 @@ pub fn names() -> Vec<&'static str> {
         "rope_f32",
         "kv_store_f32",
         "attention_f32",
+        "attention_split_f32",
+        "attention_merge_f32",
         "select_rows_f32",
     ];
-    ["quantize_act"].into_iter().chain(f32_ops).chain(Gemv::all().map(Gemv::name)).collect()
+    ["quantize_act"].into_iter().chain(f32_ops).chain(Gemv::all().flat_map(|g| [g.name(), g.tiled_name()])).collect()
 }
 
 /// Grid and block dimensions of one launch.
@@ -119,6 +124,30 @@ pub fn attention(rows: usize, heads: usize) -> Launch {
     Launch { grid: [rows as u32, heads as u32, 1], block: [128, 1, 1] }
 }
 
+/// Positions per thread block of the split attention (at most `ATT_CHUNK_MAX` in autark.cu).
+pub const ATT_CHUNK: usize = 256;
+
+/// Contexts longer than this run the split attention (`attention_split_f32` over chunks of
+/// `ATT_CHUNK` positions, then `attention_merge_f32`); shorter ones one thread block per row and
+/// head (`attention_f32`). Fixed per session (a captured graph keeps its launches).
+pub const SPLIT_ATTENTION_MIN_CTX: usize = 2 * ATT_CHUNK;
+
+/// Chunks of `chunk` positions that cover `n_ctx`.
+pub fn attention_chunks(n_ctx: usize, chunk: usize) -> usize {
+    n_ctx.div_ceil(chunk)
+}
+
+/// Floats of attention scratch per (row, head) for a context of `n_ctx` positions and heads of
+/// `hd`: the scores (`attention_f32`), or the split attention's partial results.
+pub fn attention_scratch(n_ctx: usize, hd: usize) -> usize {
+    n_ctx.max(attention_chunks(n_ctx, ATT_CHUNK) * (hd + 2))
+}
+
+/// The split attention: one thread block of 128 per (row, head, chunk).
+pub fn attention_split(rows: usize, heads: usize, chunks: usize) -> Launch {
+    Launch { grid: [rows as u32, heads as u32, chunks as u32], block: [128, 1, 1] }
+}
+
 /// One thread block (row selection, in order).
 pub fn single_block() -> Launch {
     Launch { grid: [1, 1, 1], block: [F32_THREADS, 1, 1] }
@@ -149,24 +178,44 @@ impl Gemv {
         (layout == TensorLayout::RowMajor || quant.has_rows16()).then_some(Gemv { quant, layout })
     }
 
-    /// The kernel's name in `autark.cu`, e.g. `gemv_q4_1_rows16`.
+    /// The kernel's name in `autark.cu` for one token per thread block, e.g. `gemv_q4_1_rows16`;
+    /// `tiled_name` is its twin that takes `TILE` tokens per thread block.
     pub fn name(self) -> &'static str {
+        self.names().0
+    }
+
+    /// The twin of `name` for batches: each thread block computes `TILE` tokens, reading each
+    /// weight block once for all of them (`gemv_q4_1_rows16_x8`).
+    pub fn tiled_name(self) -> &'static str {
+        self.names().1
+    }
+
+    /// The kernel a launch of `tokens` rows uses: `name` for one, `tiled_name` for more.
+    pub fn kernel(self, tokens: usize) -> &'static str {
+        if tokens > 1 {
+            self.tiled_name()
+        } else {
+            self.name()
+        }
+    }
+
+    fn names(self) -> (&'static str, &'static str) {
         use Quant::*;
         use TensorLayout::*;
         match (self.quant, self.layout) {
-            (Q4_0, RowMajor) => "gemv_q4_0_rows",
-            (Q4_0, Rows16) => "gemv_q4_0_rows16",
-            (Q4_1, RowMajor) => "gemv_q4_1_rows",
-            (Q4_1, Rows16) => "gemv_q4_1_rows16",
-            (Q8_0, RowMajor) => "gemv_q8_0_rows",
-            (Q8_0, Rows16) => "gemv_q8_0_rows16",
-            (Q5_0, _) => "gemv_q5_0_rows",
-            (Q5_1, _) => "gemv_q5_1_rows",
-            (Q4K, _) => "gemv_q4_k_rows",
-            (Q5K, _) => "gemv_q5_k_rows",
-            (Q6K, _) => "gemv_q6_k_rows",
-            (F16, _) => "gemv_f16_rows",
-            (F32, _) => "gemv_f32_rows",
+            (Q4_0, RowMajor) => ("gemv_q4_0_rows", "gemv_q4_0_rows_x8"),
+            (Q4_0, Rows16) => ("gemv_q4_0_rows16", "gemv_q4_0_rows16_x8"),
+            (Q4_1, RowMajor) => ("gemv_q4_1_rows", "gemv_q4_1_rows_x8"),
+            (Q4_1, Rows16) => ("gemv_q4_1_rows16", "gemv_q4_1_rows16_x8"),
+            (Q8_0, RowMajor) => ("gemv_q8_0_rows", "gemv_q8_0_rows_x8"),
+            (Q8_0, Rows16) => ("gemv_q8_0_rows16", "gemv_q8_0_rows16_x8"),
+            (Q5_0, _) => ("gemv_q5_0_rows", "gemv_q5_0_rows_x8"),
+            (Q5_1, _) => ("gemv_q5_1_rows", "gemv_q5_1_rows_x8"),
+            (Q4K, _) => ("gemv_q4_k_rows", "gemv_q4_k_rows_x8"),
+            (Q5K, _) => ("gemv_q5_k_rows", "gemv_q5_k_rows_x8"),
+            (Q6K, _) => ("gemv_q6_k_rows", "gemv_q6_k_rows_x8"),
+            (F16, _) => ("gemv_f16_rows", "gemv_f16_rows_x8"),
+            (F32, _) => ("gemv_f32_rows", "gemv_f32_rows_x8"),
         }
     }
 
@@ -193,14 +242,15 @@ impl Gemv {
         }
     }
 
+    /// The launch of `kernel(tokens)`: grid (row blocks, token tiles).
     pub fn launch(self, rows: usize, tokens: usize) -> Launch {
+        let tiles = if tokens > 1 { tokens.div_ceil(TILE) } else { tokens } as u32;
         match self.layout {
-            TensorLayout::RowMajor => Launch {
-                grid: [rows.div_ceil(ROW_WARPS as usize) as u32, tokens as u32, 1],
-                block: [32 * ROW_WARPS, 1, 1],
-            },
+            TensorLayout::RowMajor => {
+                Launch { grid: [rows.div_ceil(ROW_WARPS as usize) as u32, tiles, 1], block: [32 * ROW_WARPS, 1, 1] }
+            }
             TensorLayout::Rows16 => {
-                Launch { grid: [self.rows_arg(rows) as u32, tokens as u32, 1], block: [32 * GROUP_WARPS, 1, 1] }
+                Launch { grid: [self.rows_arg(rows) as u32, tiles, 1], block: [32 * GROUP_WARPS, 1, 1] }
             }
         }
     }

@@ -29,6 +29,50 @@ enum Storage {
     Cuda(CudaSlice<u8>),
     /// u64s, so that every f32, i32 and block a kernel reads is aligned.
     Host(Vec<u64>),
+    /// A range of host memory the device reads in place (`HostMap`), kept registered while
+    /// this lives.
+    Mapped(Arc<Registered>),
+}
+
+/// Host memory registered with the device for reading in place: on an integrated GPU (Jetson),
+/// the model file's mapping, so the weights are not held twice in the same DRAM.
+pub struct HostMap(Arc<Registered>);
+
+/// Bytes the device reads, their owner (which keeps them alive and unmoved), and their address
+/// on the device.
+pub(crate) struct Registered {
+    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    dev: u64,
+    /// Registered with the driver (unregistered when dropped); false on the emulated device.
+    cuda: bool,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if self.cuda {
+            let host = (*self.owner).as_ref().as_ptr();
+            // SAFETY: `host` was registered by `Gpu::map_host` and is unregistered once; no
+            // `Mem` of it is left (each holds this value).
+            let _ = unsafe { cudarc::driver::sys::cuMemHostUnregister(host as *mut _) };
+        }
+    }
+}
+
+impl HostMap {
+    pub fn len(&self) -> usize {
+        (*self.0.owner).as_ref().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes `offset..offset + len` of the mapped memory as device memory (read only: the
+    /// kernels only read weights). Panics outside the range (a caller's bug).
+    pub fn mem(&self, offset: usize, len: usize) -> Mem {
+        assert!(offset.checked_add(len).is_some_and(|e| e <= self.len()), "outside the mapped range");
+        Mem { buf: Storage::Mapped(Arc::clone(&self.0)), ptr: self.0.dev + offset as u64, len }
+    }
 }
 
 impl Mem {
@@ -139,8 +183,43 @@ impl Gpu {
                 }
                 Ok(())
             }
+            (_, Storage::Mapped(r)) => {
+                out.copy_from_slice(&(*r.owner).as_ref()[offset..offset + out.len()]);
+                Ok(())
+            }
             _ => unreachable!("memory of another engine"),
         }
+    }
+
+    /// Registers `owner`'s bytes with the device so that kernels read them in place, without a
+    /// copy (`HostMap::mem`): what an integrated GPU, which shares the host's DRAM, wants for
+    /// the weights. A discrete GPU reads them over PCIe this way (for tests only).
+    pub fn map_host(&self, owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Result<HostMap, CudaError> {
+        let bytes = (*owner).as_ref();
+        let (host, len) = (bytes.as_ptr(), bytes.len());
+        let (dev, cuda) = match &self.engine {
+            Engine::Emu(_) => (host as u64, false),
+            Engine::Cuda { ctx, .. } => {
+                use cudarc::driver::sys;
+                ctx.bind_to_thread().map_err(drv("cuCtxSetCurrent"))?;
+                let flags = sys::CU_MEMHOSTREGISTER_DEVICEMAP | sys::CU_MEMHOSTREGISTER_READ_ONLY;
+                // SAFETY: `host..host + len` is memory `owner` keeps alive and unmoved for as
+                // long as the registration (both held by `Registered`); the device only reads it.
+                unsafe { sys::cuMemHostRegister_v2(host as *mut _, len.max(1), flags) }
+                    .result()
+                    .map_err(drv("cuMemHostRegister"))?;
+                let mut dev = 0;
+                // SAFETY: `host` was registered just above; `dev` is a live out-parameter.
+                let r = unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dev, host as *mut _, 0) }.result();
+                if let Err(e) = r {
+                    // SAFETY: registered above, unregistered once.
+                    let _ = unsafe { sys::cuMemHostUnregister(host as *mut _) };
+                    return Err(drv("cuMemHostGetDevicePointer")(e));
+                }
+                (dev, true)
+            }
+        };
+        Ok(HostMap(Arc::new(Registered { owner, dev, cuda })))
     }
 
     /// `out.len()` floats of `src` from float index `first` (waits for the work before it).
@@ -226,8 +305,9 @@ impl Gpu {
             Arg::P(y.f32s(0, rows * tokens)),
             int(gemv.rows_arg(rows)),
             int(gemv.cols_arg(cols)),
+            int(tokens),
         ];
-        self.launch(gemv.name(), gemv.launch(rows, tokens), &args)
+        self.launch(gemv.kernel(tokens), gemv.launch(rows, tokens), &args)
     }
 
     /// Rows `0..rows` of `dst` = RMSNorm of rows `first..first + rows` of `src` (each `width`)
@@ -326,7 +406,8 @@ impl Gpu {
     }
 
     /// Attention of `rows` query rows against one layer's caches (see `attention_f32`);
-    /// `scores` holds n_ctx floats per (row, head).
+    /// `scores` holds `kernels::attention_scratch` floats per (row, head). Contexts longer than
+    /// `SPLIT_ATTENTION_MIN_CTX` run split over the sequence.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -341,6 +422,28 @@ impl Gpu {
     ) -> Result<(), CudaError> {
         let AttentionShape { n_heads, n_kv_heads, hd, n_ctx, window, scale } = shape;
         let kv_dim = n_kv_heads * hd;
+        if n_ctx > kernels::SPLIT_ATTENTION_MIN_CTX && split_attention() {
+            let chunks = kernels::attention_chunks(n_ctx, kernels::ATT_CHUNK);
+            let part = scores.f32s(0, rows * n_heads * chunks * (hd + 2));
+            let args = [
+                Arg::P(part),
+                Arg::P(q.f32s(0, rows * n_heads * hd)),
+                Arg::P(caches.0.f32s(layer_first, n_ctx * kv_dim)),
+                Arg::P(caches.1.f32s(layer_first, n_ctx * kv_dim)),
+                Arg::P(pos.at(0, rows * 4)),
+                int(n_heads),
+                int(n_heads / n_kv_heads),
+                int(hd),
+                int(kv_dim),
+                int(kernels::ATT_CHUNK),
+                int(chunks),
+                int(window.min(n_ctx)),
+                Arg::F(scale),
+            ];
+            self.launch("attention_split_f32", kernels::attention_split(rows, n_heads, chunks), &args)?;
+            let args = [Arg::P(out.f32s(0, rows * n_heads * hd)), Arg::P(part), int(n_heads), int(hd), int(chunks)];
+            return self.launch("attention_merge_f32", kernels::attention(rows, n_heads), &args);
+        }
         let args = [
             Arg::P(out.f32s(0, rows * n_heads * hd)),
             Arg::P(q.f32s(0, rows * n_heads * hd)),
@@ -365,6 +468,13 @@ impl Gpu {
         let args = [Arg::P(buf.at(0, buf.len())), Arg::P(rows.at(0, n * 4)), int(n), int(width)];
         self.launch("select_rows_f32", kernels::single_block(), &args)
     }
+}
+
+/// Whether long contexts run the split attention (`AUTARK_CUDA_SPLIT_ATTENTION=0` turns it off,
+/// to measure what it gains; read once).
+fn split_attention() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("AUTARK_CUDA_SPLIT_ATTENTION").map_or(true, |v| v != "0"))
 }
 
 /// The shape of one attention launch.

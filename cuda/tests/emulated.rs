@@ -40,13 +40,13 @@ fn push_launch(buf: &mut Vec<u8>, l: Launch) {
 fn case_file(case: &Case) -> Vec<u8> {
     let mut buf = b"AUTKEMU1".to_vec();
     let mut name = [0u8; 32];
-    let n = case.gemv.name();
+    let n = case.gemv.kernel(case.tokens);
     name[..n.len()].copy_from_slice(n.as_bytes());
     buf.extend(name);
     let n_act = case.n_act_blocks();
     push_launch(&mut buf, kernels::quantize_act(n_act));
     push_launch(&mut buf, case.gemv.launch(case.rows, case.tokens));
-    for v in [n_act, case.gemv.rows_arg(case.rows), case.gemv.cols_arg(case.cols)] {
+    for v in [n_act, case.gemv.rows_arg(case.rows), case.gemv.cols_arg(case.cols), case.tokens] {
         buf.extend((v as i32).to_le_bytes());
     }
     for v in [case.w.len(), case.x.len(), case.rows * case.tokens] {
@@ -303,6 +303,34 @@ fn f32_ops(exe: &Path, dir: &Path, arch: u32) -> Vec<String> {
         let out =
             op(exe, dir, &t(&format!("att{window}")), "attention_f32", kernels::attention(rows, n_heads), &bufs, &args);
         check(close(&format!("attention_f32 window {window}"), &floats(&out[0]), &want, 1e-5));
+
+        // The same split over the sequence in chunks of 4 positions (3 chunks: some rows' last
+        // chunk partly filled, the window's first chunks empty), then merged.
+        let (chunk, chunks) = (4, kernels::attention_chunks(n_ctx, 4));
+        let part_len = rows * n_heads * chunks * (hd + 2);
+        let bufs = [vec![0; part_len * 4], bytes(&q), stored[0].clone(), stored[1].clone(), ints(&pos)];
+        let args = [
+            A::B(0),
+            A::B(1),
+            A::B(2),
+            A::B(3),
+            A::B(4),
+            A::I(n_heads),
+            A::I(n_heads / n_kv),
+            A::I(hd),
+            A::I(kv_dim),
+            A::I(chunk),
+            A::I(chunks),
+            A::I(window),
+            A::F(scale),
+        ];
+        let l = kernels::attention_split(rows, n_heads, chunks);
+        let part = op(exe, dir, &t(&format!("split{window}")), "attention_split_f32", l, &bufs, &args);
+        let bufs = [vec![0; want.len() * 4], part[0].clone()];
+        let args = [A::B(0), A::B(1), A::I(n_heads), A::I(hd), A::I(chunks)];
+        let l = kernels::attention(rows, n_heads);
+        let out = op(exe, dir, &t(&format!("merge{window}")), "attention_merge_f32", l, &bufs, &args);
+        check(close(&format!("attention_split_f32 + merge, window {window}"), &floats(&out[0]), &want, 1e-5));
     }
 
     // Row selection: rows 1 and 3 of 4 to rows 0 and 1, in place.

@@ -613,6 +613,13 @@ impl AutarkFile {
         &self.layout.metadata
     }
 
+    /// The whole file as mapped (its first byte page-aligned): a tensor's bytes lie at
+    /// `TensorInfo::offset` inside it. The CUDA backend lets an integrated GPU read the weights
+    /// here in place (docs/CUDA.md).
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.layout.tensors
     }

@@ -2,6 +2,7 @@
 //! with the activation buffers, the RoPE tables, the KV cache (f32, one sequence) and the
 //! weights in device memory. Weights are uploaded once when the session is made, straight from
 //! the file mapping (no host copy of the weights); matrices keep the file's bytes and layout.
+//! On an integrated GPU the matrices are instead read in place from the mapping (`map_weights`).
 //! The embedding rows of a batch are dequantized on the host (a few rows) into page-locked
 //! staging and copied up; the output head runs on the device and only the logits come back.
 //! One-token passes are captured into a CUDA graph once and replayed (`Mode`).
@@ -14,8 +15,8 @@
 use std::sync::Arc;
 
 use autark_cuda::gpu::Gpu;
-use autark_cuda::kernels::Gemv;
-use autark_cuda::ops::{AttentionShape, Graph, Mem, Pinned};
+use autark_cuda::kernels::{attention_scratch, Gemv};
+use autark_cuda::ops::{AttentionShape, Graph, HostMap, Mem, Pinned};
 use autark_cuda::CudaError;
 use autark_format::{FfnActivation, ModelConfig, RopeLayout};
 
@@ -52,8 +53,19 @@ enum Mode {
     Replay,
 }
 
+/// The model file's bytes, owned through the model (what `Gpu::map_host` registers).
+struct FileBytes(Arc<Model>);
+
+impl AsRef<[u8]> for FileBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.file().bytes()
+    }
+}
+
 pub(crate) struct Cuda {
     model: Arc<Model>,
+    /// The matrices are read from the file mapping in place (`map_weights`).
+    weights_mapped: bool,
     gpu: Gpu,
     /// By tensor index: the tensors the device reads (matrices, norms, biases; not the
     /// embedding unless it is also the output head).
@@ -100,7 +112,7 @@ impl Cuda {
         let widest = Buf::widths(c).into_iter().max()?;
         let floats = n_batch
             .checked_mul(per_token)?
-            .checked_add(n_batch.checked_mul(c.n_heads)?.checked_mul(n_ctx)?)?
+            .checked_add(n_batch.checked_mul(c.n_heads)?.checked_mul(attention_scratch(n_ctx, c.head_dim))?)?
             .checked_add(n_ctx.checked_mul(c.head_dim)?.checked_mul(2)?)?
             .checked_add(2usize.checked_mul(c.n_layers)?.checked_mul(n_ctx)?.checked_mul(c.n_kv_heads * c.head_dim)?)?
             .checked_add(n_batch.checked_mul(c.vocab_size)?)?;
@@ -127,8 +139,10 @@ impl Cuda {
             return Err(RuntimeError::MemoryBudget { needed, budget });
         }
         let width = Buf::widths(&c);
-        // A matrix keeps its bytes and layout, with the GEMV kernel that reads them; a vector
-        // (norm, bias) is f32.
+        let map = Self::map_weights(&gpu, &model)?;
+        let file_start = model.file().bytes().as_ptr() as usize;
+        // A matrix keeps its bytes and layout, with the GEMV kernel that reads them (copied to
+        // the device, or read in place from the mapping); a vector (norm, bias) is f32.
         let upload = |i: T, matrix: bool| -> Result<DevTensor> {
             if !matrix {
                 let v = model.vector(i);
@@ -143,7 +157,11 @@ impl Cuda {
                     w.layout.name()
                 )));
             };
-            Ok(DevTensor { mem: gpu.upload(w.data)?, gemv: Some(gemv), rows: w.rows, cols: w.cols })
+            let mem = match &map {
+                Some(map) => map.mem(w.data.as_ptr() as usize - file_start, w.data.len()),
+                None => gpu.upload(w.data)?,
+            };
+            Ok(DevTensor { mem, gemv: Some(gemv), rows: w.rows, cols: w.cols })
         };
         let mut weights: Vec<Option<DevTensor>> = (0..model.file().tensors().len()).map(|_| None).collect();
         for layer in &model.layers {
@@ -167,8 +185,9 @@ impl Cuda {
         let kv_floats = c.n_layers * n_ctx * c.n_kv_heads * c.head_dim;
         let bufs = width.iter().map(|w| gpu.alloc(n_batch * w * 4)).collect::<Result<Vec<_>, _>>()?;
         Ok(Cuda {
+            weights_mapped: map.is_some(),
             act: gpu.alloc(n_batch * widest.div_ceil(32) * autark_cuda::check::ACT_BLOCK_BYTES)?,
-            scores: gpu.alloc(n_batch * c.n_heads * n_ctx * 4)?,
+            scores: gpu.alloc(n_batch * c.n_heads * attention_scratch(n_ctx, c.head_dim) * 4)?,
             rope: [global, local],
             has_local_rope: c.rope_theta_local.is_some(),
             kcache: gpu.alloc(kv_floats * 4)?,
@@ -196,7 +215,36 @@ impl Cuda {
 
     /// The device this backend runs on, in one line.
     pub fn device(&self) -> String {
-        format!("{}, kernels {}", self.gpu.info, self.gpu.kernels)
+        let weights = if self.weights_mapped { "read in place from the file mapping" } else { "in device memory" };
+        format!("{}, kernels {}, weights {weights}", self.gpu.info, self.gpu.kernels)
+    }
+
+    /// Where the matrices are read from: `AUTARK_CUDA_WEIGHTS=device` copies them into device
+    /// memory, `mapped` has the device read the file mapping in place; by default an integrated
+    /// GPU (Jetson), which shares the host's DRAM, reads the mapping — a copy would hold every
+    /// weight twice there — and falls back to copies if the driver cannot register it; a
+    /// discrete GPU copies.
+    fn map_weights(gpu: &Gpu, model: &Arc<Model>) -> Result<Option<HostMap>> {
+        let explicit = std::env::var("AUTARK_CUDA_WEIGHTS").ok();
+        let mapped = match explicit.as_deref() {
+            Some("mapped") => true,
+            Some("device") => false,
+            Some(other) => {
+                return Err(RuntimeError::InvalidArgument {
+                    name: "AUTARK_CUDA_WEIGHTS",
+                    what: format!("{other:?}: expected \"device\" or \"mapped\""),
+                })
+            }
+            None => gpu.info.integrated,
+        };
+        if !mapped {
+            return Ok(None);
+        }
+        match gpu.map_host(Arc::new(FileBytes(Arc::clone(model)))) {
+            Ok(map) => Ok(Some(map)),
+            Err(e) if explicit.is_some() => Err(e.into()),
+            Err(_) => Ok(None),
+        }
     }
 
     fn keep(&mut self, r: std::result::Result<(), CudaError>) {
