@@ -44,7 +44,7 @@ inline bool emu_dispatch(const char* name, dim3 g, dim3 b, const uint64_t* a) {
     static const struct {
         const char* name;
         FloatGemv kernel;
-    } float_gemvs[] = {BOTH(gemv_f16_rows), BOTH(gemv_f32_rows)};
+    } float_gemvs[] = {{"gemv_f16_rows", gemv_f16_rows}, {"gemv_f32_rows", gemv_f32_rows}};
 #undef BOTH
     const std::string k(name);
     for (const auto& e : gemvs)

@@ -370,38 +370,30 @@ GEMV_SUB(q5_k, term_k4<true>, 176)
 GEMV_SUB(q6_k, term_q6_k, 210)
 
 // f16 and f32 weights × f32 activations (no quantization, as the CPU's `vec_dot_f16`): one
-// warp per row, lanes over its values; x holds `tokens` rows of `cols`.
-template <bool HALF, int TT>
-__device__ void gemv_float(const u8* w, const float* x, float* y, int rows, int cols, int tokens) {
+// warp per row, lanes over its values; x holds `tokens` rows of `cols`, one per thread block
+// (no token tile: one multiply-add per weight loaded leaves nothing to amortise a tile over).
+template <bool HALF>
+__device__ void gemv_float(const u8* w, const float* x, float* y, int rows, int cols) {
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const int t0 = blockIdx.y * TT;
+    const int t = blockIdx.y;
     const bool live = row < rows;
-    float acc[TT];
-    for (int j = 0; j < TT; j++) acc[j] = 0.0f;
+    const float* xt = x + (u64)t * cols;
+    float acc = 0.0f;
     for (int c = lane; live && c < cols; c += 32) {
         const float v = HALF ? f16_to_f32(((const u16*)w)[(u64)row * cols + c]) : ((const float*)w)[(u64)row * cols + c];
-        for (int j = 0; j < TT; j++) {
-            if (t0 + j >= tokens) break;
-            acc[j] = fmaf(v, x[(u64)(t0 + j) * cols + c], acc[j]);
-        }
+        acc = fmaf(v, xt[c], acc);
     }
-    warp_sums<TT>(acc);
-    for (int j = 0; j < TT; j++) {
-        if (live && lane == 0 && t0 + j < tokens) y[(u64)(t0 + j) * rows + row] = acc[j];
-    }
+    for (int m = 16; m > 0; m >>= 1) acc += __shfl_xor_sync(FULL_MASK, acc, m);
+    if (live && lane == 0) y[(u64)t * rows + row] = acc;
 }
 
-#define GEMV_FLOAT(name, half)                                                                                  \
-    extern "C" __global__ void name(const u8* w, const float* x, float* y, int rows, int cols, int tokens) {     \
-        gemv_float<half, 1>(w, x, y, rows, cols, tokens);                                                       \
-    }                                                                                                           \
-    extern "C" __global__ void name##_x8(const u8* w, const float* x, float* y, int rows, int cols, int tokens) { \
-        gemv_float<half, TILE>(w, x, y, rows, cols, tokens);                                                    \
-    }
-
-GEMV_FLOAT(gemv_f16_rows, true)
-GEMV_FLOAT(gemv_f32_rows, false)
+extern "C" __global__ void gemv_f16_rows(const u8* w, const float* x, float* y, int rows, int cols, int) {
+    gemv_float<true>(w, x, y, rows, cols);
+}
+extern "C" __global__ void gemv_f32_rows(const u8* w, const float* x, float* y, int rows, int cols, int) {
+    gemv_float<false>(w, x, y, rows, cols);
+}
 
 // ---- the rest of a forward pass, on f32 activations (the CUDA backend, runtime/src/cuda.rs) ----
 

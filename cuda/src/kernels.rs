@@ -91,7 +91,11 @@ pub fn names() -> Vec<&'static str> {
         "attention_merge_f32",
         "select_rows_f32",
     ];
-    ["quantize_act"].into_iter().chain(f32_ops).chain(Gemv::all().flat_map(|g| [g.name(), g.tiled_name()])).collect()
+    ["quantize_act"]
+        .into_iter()
+        .chain(f32_ops)
+        .chain(Gemv::all().flat_map(|g| [Some(g.name()), g.tiled_name()]).flatten())
+        .collect()
 }
 
 /// Grid and block dimensions of one launch.
@@ -185,24 +189,25 @@ impl Gemv {
     }
 
     /// The twin of `name` for batches: each thread block computes `TILE` tokens, reading each
-    /// weight block once for all of them (`gemv_q4_1_rows16_x8`).
-    pub fn tiled_name(self) -> &'static str {
+    /// weight block once for all of them (`gemv_q4_1_rows16_x8`). None for f16 and f32 weights:
+    /// one multiply-add per weight loaded leaves nothing to amortise the eight tokens' loads
+    /// over (it ran 3× slower than one token per thread block on the H200).
+    pub fn tiled_name(self) -> Option<&'static str> {
         self.names().1
     }
 
-    /// The kernel a launch of `tokens` rows uses: `name` for one, `tiled_name` for more.
+    /// The kernel a launch of `tokens` rows uses: the tiled one for more than one, if there is one.
     pub fn kernel(self, tokens: usize) -> &'static str {
-        if tokens > 1 {
-            self.tiled_name()
-        } else {
-            self.name()
+        match self.tiled_name() {
+            Some(tiled) if tokens > 1 => tiled,
+            _ => self.name(),
         }
     }
 
-    fn names(self) -> (&'static str, &'static str) {
+    fn names(self) -> (&'static str, Option<&'static str>) {
         use Quant::*;
         use TensorLayout::*;
-        match (self.quant, self.layout) {
+        let (one, tiled) = match (self.quant, self.layout) {
             (Q4_0, RowMajor) => ("gemv_q4_0_rows", "gemv_q4_0_rows_x8"),
             (Q4_0, Rows16) => ("gemv_q4_0_rows16", "gemv_q4_0_rows16_x8"),
             (Q4_1, RowMajor) => ("gemv_q4_1_rows", "gemv_q4_1_rows_x8"),
@@ -214,9 +219,10 @@ impl Gemv {
             (Q4K, _) => ("gemv_q4_k_rows", "gemv_q4_k_rows_x8"),
             (Q5K, _) => ("gemv_q5_k_rows", "gemv_q5_k_rows_x8"),
             (Q6K, _) => ("gemv_q6_k_rows", "gemv_q6_k_rows_x8"),
-            (F16, _) => ("gemv_f16_rows", "gemv_f16_rows_x8"),
-            (F32, _) => ("gemv_f32_rows", "gemv_f32_rows_x8"),
-        }
+            (F16, _) => return ("gemv_f16_rows", None),
+            (F32, _) => return ("gemv_f32_rows", None),
+        };
+        (one, Some(tiled))
     }
 
     /// Bytes of a `rows × cols` matrix; `None` when `cols` is not a whole number of blocks.
@@ -244,7 +250,8 @@ impl Gemv {
 
     /// The launch of `kernel(tokens)`: grid (row blocks, token tiles).
     pub fn launch(self, rows: usize, tokens: usize) -> Launch {
-        let tiles = if tokens > 1 { tokens.div_ceil(TILE) } else { tokens } as u32;
+        let tiled = tokens > 1 && self.tiled_name().is_some();
+        let tiles = if tiled { tokens.div_ceil(TILE) } else { tokens } as u32;
         match self.layout {
             TensorLayout::RowMajor => {
                 Launch { grid: [rows.div_ceil(ROW_WARPS as usize) as u32, tiles, 1], block: [32 * ROW_WARPS, 1, 1] }
