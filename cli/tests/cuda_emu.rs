@@ -15,6 +15,9 @@ mod common;
 
 /// Weights uniform in ±SCALE/2: large enough that attention moves the logits.
 const SCALE: f32 = 1.0;
+/// Environment variables of a run.
+type Env<'a> = &'a [(&'a str, &'a OsStr)];
+
 /// Allowed max |Δlogit| relative to the largest logit.
 const TOL: f32 = 1e-4;
 
@@ -55,9 +58,16 @@ fn run(model: &Path, device: &str, env: &[(&str, &OsStr)]) -> Result<String, Str
 
 /// `autark logits` of a fixed token sequence, in batches of `batch` (1: one-token passes, which
 /// the CUDA backend captures into a graph and replays).
-fn logits(model: &Path, out: &Path, device: &str, batch: usize, env: &[(&str, &OsStr)]) -> Result<Vec<f32>, String> {
+fn logits(
+    model: &Path,
+    out: &Path,
+    device: &str,
+    batch: usize,
+    env: &[(&str, &OsStr)],
+    extra: &[&str],
+) -> Result<Vec<f32>, String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_autark"));
-    cmd.arg("logits").arg(model).args(["--tokens", "3,1,4,1,5,9,2,6", "-t", "1", "--device", device]);
+    cmd.arg("logits").arg(model).args(["--tokens", "3,1,4,1,5,9,2,6", "-t", "1", "--device", device]).args(extra);
     cmd.args(["--batch", &batch.to_string(), "-o"]).arg(out);
     for (k, v) in env {
         cmd.env(k, v);
@@ -122,16 +132,24 @@ fn a_synthetic_model_decoded_through_the_emulated_cuda_kernels_gives_the_cpu_tex
         }
         // Every position's logits: a prefill batch, one-token passes through a captured graph,
         // and (once) one-token passes without graphs.
-        let want = logits(&model, &out, "cpu", 64, &[]).unwrap();
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let want32 = logits(&model, &out, "cpu", 64, &[], &[]).unwrap();
+        let f16_cache = ["--cache-type-k", "f16", "--cache-type-v", "f16"];
         let no_graphs = [emu[0], ("AUTARK_CUDA_GRAPHS", OsStr::new("0"))];
         let emu = &emu[..];
-        let mut ways = vec![("a batch of 8", 64, emu), ("one token at a time", 1, emu)];
+        let mut ways: Vec<(&str, usize, Env, &[&str])> =
+            vec![("a batch of 8", 64, emu, &[]), ("one token at a time", 1, emu, &[])];
         if i == 0 {
-            ways.push(("one token at a time without graphs", 1, &no_graphs[..]));
+            ways.push(("one token at a time without graphs", 1, &no_graphs[..], &[]));
         }
-        for (how, batch, env) in ways {
-            match logits(&model, &out, "cuda", batch, env) {
+        if i == 1 {
+            ways.push(("an f16 KV cache, one token at a time", 1, emu, &f16_cache[..]));
+        }
+        for (how, batch, env, extra) in ways {
+            // Against the CPU with the same cache type.
+            let want =
+                if extra.is_empty() { want32.clone() } else { logits(&model, &out, "cpu", 64, &[], extra).unwrap() };
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            match logits(&model, &out, "cuda", batch, env, extra) {
                 Ok(got) => {
                     let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
                     eprintln!("{what}, {how}: max |Δlogit| {diff:.2e} of max |logit| {scale:.2}");

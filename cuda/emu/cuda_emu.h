@@ -62,6 +62,12 @@ T __shfl_xor_sync(unsigned, T v, int lane_mask) {
     return emu::exchange(v, emu::linear_tid() ^ (unsigned)lane_mask);
 }
 
+inline unsigned __float_as_uint(float f) {
+    unsigned u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+}
+
 inline float __uint_as_float(unsigned u) {
     float f;
     std::memcpy(&f, &u, sizeof f);

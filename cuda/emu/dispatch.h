@@ -69,9 +69,20 @@ inline bool emu_dispatch(const char* name, dim3 g, dim3 b, const uint64_t* a) {
     else if (k == "kv_store_f32")
         emu_launch(kv_store_f32, g, b, ptr<float>(a, 0), ptr<float>(a, 1), ptr<const float>(a, 2), ptr<const float>(a, 3),
                    ptr<const int>(a, 4), i32(a, 5));
+    else if (k == "kv_store_f16")
+        emu_launch(kv_store_f16, g, b, ptr<u16>(a, 0), ptr<u16>(a, 1), ptr<const float>(a, 2), ptr<const float>(a, 3),
+                   ptr<const int>(a, 4), i32(a, 5));
     else if (k == "attention_f32")
         emu_launch(attention_f32, g, b, ptr<float>(a, 0), ptr<const float>(a, 1), ptr<const float>(a, 2),
                    ptr<const float>(a, 3), ptr<float>(a, 4), ptr<const int>(a, 5), i32(a, 6), i32(a, 7), i32(a, 8), i32(a, 9),
+                   i32(a, 10), i32(a, 11), f32(a, 12));
+    else if (k == "attention_f16kv")
+        emu_launch(attention_f16kv, g, b, ptr<float>(a, 0), ptr<const float>(a, 1), ptr<const u16>(a, 2),
+                   ptr<const u16>(a, 3), ptr<float>(a, 4), ptr<const int>(a, 5), i32(a, 6), i32(a, 7), i32(a, 8), i32(a, 9),
+                   i32(a, 10), i32(a, 11), f32(a, 12));
+    else if (k == "attention_split_f16kv")
+        emu_launch(attention_split_f16kv, g, b, ptr<float>(a, 0), ptr<const float>(a, 1), ptr<const u16>(a, 2),
+                   ptr<const u16>(a, 3), ptr<const int>(a, 4), i32(a, 5), i32(a, 6), i32(a, 7), i32(a, 8), i32(a, 9),
                    i32(a, 10), i32(a, 11), f32(a, 12));
     else if (k == "attention_split_f32")
         emu_launch(attention_split_f32, g, b, ptr<float>(a, 0), ptr<const float>(a, 1), ptr<const float>(a, 2),

@@ -61,6 +61,40 @@ __device__ __forceinline__ float f16_to_f32(u16 h) {
 #endif
 }
 
+// f32 to f16 bits, rounded to nearest even (as the CPU's `f32_to_f16`, the `half` crate): one
+// `cvt.rn.f16.f32` on the device, a portable twin under emulation.
+__device__ __forceinline__ u16 f32_to_f16(float f) {
+#if defined(__CUDA_ARCH__) && !defined(AUTARK_EMU)
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+#else
+    const u32 x = __float_as_uint(f);
+    const u32 sign = (x >> 16) & 0x8000u;
+    const u32 ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return (u16)(sign | (ax > 0x7f800000u ? 0x7e00u : 0x7c00u));  // NaN, ±inf
+    if (ax < 0x38800000u) {
+        // Below 2^-14: a subnormal f16 (or zero), q·2^-24 with q = round-half-even(|f|·2^24).
+        const float v = __uint_as_float(ax) * 16777216.0f;
+        u32 q = (u32)v;
+        const float frac = v - (float)q;
+        if (frac > 0.5f || (frac == 0.5f && (q & 1u))) q++;
+        return (u16)(sign | q);
+    }
+    // Normal: rebias the exponent (127 → 15), round the 23-bit mantissa to 10, half to even;
+    // a carry runs into the exponent and, at 65520 and above, to infinity (0x7c00).
+    const u32 e = ax - (112u << 23);
+    const u32 r = (e + 0x0fffu + ((e >> 13) & 1u)) >> 13;
+    return (u16)(sign | (r > 0x7c00u ? 0x7c00u : r));
+#endif
+}
+
+// A cache element as f32: the f32 cache's value, or the f16 cache's.
+__device__ __forceinline__ float cache_value(const float* c, u64 i) { return c[i]; }
+__device__ __forceinline__ float cache_value(const u16* c, u64 i) { return f16_to_f32(c[i]); }
+__device__ __forceinline__ void cache_store(float* c, u64 i, float v) { c[i] = v; }
+__device__ __forceinline__ void cache_store(u16* c, u64 i, float v) { c[i] = f32_to_f16(v); }
+
 // c + Σ_k a.byte[k]·b.byte[k] over the 4 signed bytes of a and b: `__dp4a` from compute 6.1 on,
 // byte products before (compute 5.3, Jetson Nano).
 __device__ __forceinline__ i32 dot4(i32 a, i32 b, i32 c) {
@@ -473,19 +507,28 @@ extern "C" __global__ void rope_f32(float* q, float* k, const float* cos_t, cons
     }
 }
 
-// Row t of k and v (kv_dim values) into row pos[t] of one layer's caches (n_ctx × kv_dim).
-extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, const float* v, const int* pos, int kv_dim) {
+// Row t of k and v (kv_dim values) into row pos[t] of one layer's caches (n_ctx × kv_dim), as
+// f32 or as f16 (rounded to nearest even, as the CPU's f16 cache stores them).
+template <class C>
+__device__ void kv_store(C* kc, C* vc, const float* k, const float* v, const int* pos, int kv_dim) {
     const int t = blockIdx.x;
     for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
-        kc[(u64)pos[t] * kv_dim + i] = k[(u64)t * kv_dim + i];
-        vc[(u64)pos[t] * kv_dim + i] = v[(u64)t * kv_dim + i];
+        cache_store(kc, (u64)pos[t] * kv_dim + i, k[(u64)t * kv_dim + i]);
+        cache_store(vc, (u64)pos[t] * kv_dim + i, v[(u64)t * kv_dim + i]);
     }
+}
+extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, const float* v, const int* pos, int kv_dim) {
+    kv_store(kc, vc, k, v, pos, kv_dim);
+}
+extern "C" __global__ void kv_store_f16(u16* kc, u16* vc, const float* k, const float* v, const int* pos, int kv_dim) {
+    kv_store(kc, vc, k, v, pos, kv_dim);
 }
 
 // out row t head h = softmax(scale · q·Kᵀ over positions first..pos[t]) · V, where first keeps
 // the last `window` positions; query head h reads KV head h / group. One thread block per
 // (row, head); `scores` holds n_ctx floats per (row, head).
-extern "C" __global__ void attention_f32(float* out, const float* q, const float* kc, const float* vc, float* scores,
+template <class C>
+__device__ void attention(float* out, const float* q, const C* kc, const C* vc, float* scores,
                                          const int* pos, int n_heads, int group, int hd, int kv_dim, int n_ctx,
                                          int window, float scale) {
     __shared__ float red[32];
@@ -498,9 +541,9 @@ extern "C" __global__ void attention_f32(float* out, const float* q, const float
     float* s = scores + ((u64)t * n_heads + h) * n_ctx;
     float m = -3.402823466e38f;
     for (int j = threadIdx.x; j < len; j += blockDim.x) {
-        const float* kr = kc + (u64)(first + j) * kv_dim + kvo;
+        const u64 kr = (u64)(first + j) * kv_dim + kvo;
         float d = 0.0f;
-        for (int i = 0; i < hd; i++) d += qh[i] * kr[i];
+        for (int i = 0; i < hd; i++) d += qh[i] * cache_value(kc, kr + i);
         d *= scale;
         s[j] = d;
         m = fmaxf(m, d);
@@ -517,9 +560,19 @@ extern "C" __global__ void attention_f32(float* out, const float* q, const float
     const float inv = 1.0f / sum;
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
         float acc = 0.0f;
-        for (int j = 0; j < len; j++) acc += s[j] * vc[(u64)(first + j) * kv_dim + kvo + i];
+        for (int j = 0; j < len; j++) acc += s[j] * cache_value(vc, (u64)(first + j) * kv_dim + kvo + i);
         out[((u64)t * n_heads + h) * hd + i] = acc * inv;
     }
+}
+extern "C" __global__ void attention_f32(float* out, const float* q, const float* kc, const float* vc, float* scores,
+                                         const int* pos, int n_heads, int group, int hd, int kv_dim, int n_ctx,
+                                         int window, float scale) {
+    attention(out, q, kc, vc, scores, pos, n_heads, group, hd, kv_dim, n_ctx, window, scale);
+}
+extern "C" __global__ void attention_f16kv(float* out, const float* q, const u16* kc, const u16* vc, float* scores,
+                                           const int* pos, int n_heads, int group, int hd, int kv_dim, int n_ctx,
+                                           int window, float scale) {
+    attention(out, q, kc, vc, scores, pos, n_heads, group, hd, kv_dim, n_ctx, window, scale);
 }
 
 // Attention split over the sequence (long contexts, where one thread block per row and head
@@ -528,7 +581,8 @@ extern "C" __global__ void attention_f32(float* out, const float* q, const float
 // scores' max m, Σ e^(s−m), and Σ e^(s−m)·v (hd values) — and `attention_merge_f32` combines
 // the chunks. chunk ≤ ATT_CHUNK_MAX (the shared scores).
 #define ATT_CHUNK_MAX 256
-extern "C" __global__ void attention_split_f32(float* part, const float* q, const float* kc, const float* vc,
+template <class C>
+__device__ void attention_split(float* part, const float* q, const C* kc, const C* vc,
                                                const int* pos, int n_heads, int group, int hd, int kv_dim, int chunk,
                                                int n_chunks, int window, float scale) {
     __shared__ float red[32];
@@ -552,9 +606,9 @@ extern "C" __global__ void attention_split_f32(float* part, const float* q, cons
     const int kvo = (h / group) * hd;
     float m = -3.402823466e38f;
     for (int j = threadIdx.x; j < len; j += blockDim.x) {
-        const float* kr = kc + (u64)(lo + j) * kv_dim + kvo;
+        const u64 kr = (u64)(lo + j) * kv_dim + kvo;
         float d = 0.0f;
-        for (int i = 0; i < hd; i++) d += qh[i] * kr[i];
+        for (int i = 0; i < hd; i++) d += qh[i] * cache_value(kc, kr + i);
         d *= scale;
         s[j] = d;
         m = fmaxf(m, d);
@@ -570,13 +624,23 @@ extern "C" __global__ void attention_split_f32(float* part, const float* q, cons
     __syncthreads();  // every s[j] written before any thread reads them all
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
         float acc = 0.0f;
-        for (int j = 0; j < len; j++) acc += s[j] * vc[(u64)(lo + j) * kv_dim + kvo + i];
+        for (int j = 0; j < len; j++) acc += s[j] * cache_value(vc, (u64)(lo + j) * kv_dim + kvo + i);
         out[2 + i] = acc;
     }
     if (threadIdx.x == 0) {
         out[0] = m;
         out[1] = sum;
     }
+}
+extern "C" __global__ void attention_split_f32(float* part, const float* q, const float* kc, const float* vc,
+                                               const int* pos, int n_heads, int group, int hd, int kv_dim, int chunk,
+                                               int n_chunks, int window, float scale) {
+    attention_split(part, q, kc, vc, pos, n_heads, group, hd, kv_dim, chunk, n_chunks, window, scale);
+}
+extern "C" __global__ void attention_split_f16kv(float* part, const float* q, const u16* kc, const u16* vc,
+                                                 const int* pos, int n_heads, int group, int hd, int kv_dim, int chunk,
+                                                 int n_chunks, int window, float scale) {
+    attention_split(part, q, kc, vc, pos, n_heads, group, hd, kv_dim, chunk, n_chunks, window, scale);
 }
 
 // out row t head h = Σ_c e^(m_c − M)·o_c / Σ_c e^(m_c − M)·l_c over the chunks of

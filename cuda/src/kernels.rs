@@ -86,8 +86,11 @@ pub fn names() -> Vec<&'static str> {
         "glu_f32",
         "rope_f32",
         "kv_store_f32",
+        "kv_store_f16",
         "attention_f32",
+        "attention_f16kv",
         "attention_split_f32",
+        "attention_split_f16kv",
         "attention_merge_f32",
         "select_rows_f32",
     ];
@@ -126,6 +129,31 @@ pub fn elementwise(total: usize) -> Launch {
 /// Attention: one thread block of 128 per (row, head).
 pub fn attention(rows: usize, heads: usize) -> Launch {
     Launch { grid: [rows as u32, heads as u32, 1], block: [128, 1, 1] }
+}
+
+/// The element type of the device's KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvType {
+    F32,
+    /// f16, rounded to nearest even when stored (as the CPU's f16 cache), f32 when read.
+    F16,
+}
+
+impl KvType {
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        }
+    }
+
+    /// The kernels that store and read it: (KV store, attention, split attention).
+    pub fn kernels(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            KvType::F32 => ("kv_store_f32", "attention_f32", "attention_split_f32"),
+            KvType::F16 => ("kv_store_f16", "attention_f16kv", "attention_split_f16kv"),
+        }
+    }
 }
 
 /// Positions per thread block of the split attention (at most `ATT_CHUNK_MAX` in autark.cu).

@@ -10,7 +10,7 @@ use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use crate::check::ACT_BLOCK_BYTES;
 use crate::emu;
 use crate::gpu::{Engine, Gpu};
-use crate::kernels::{self, Gemv, Launch};
+use crate::kernels::{self, Gemv, KvType, Launch};
 use crate::CudaError;
 use autark_kernels::QK;
 
@@ -386,6 +386,7 @@ impl Gpu {
     pub fn kv_store(
         &self,
         caches: (&Mem, &Mem),
+        kv: KvType,
         layer_first: usize,
         n_ctx: usize,
         k: &Mem,
@@ -394,15 +395,16 @@ impl Gpu {
         rows: usize,
         kv_dim: usize,
     ) -> Result<(), CudaError> {
+        let es = kv.bytes();
         let args = [
-            Arg::P(caches.0.f32s(layer_first, n_ctx * kv_dim)),
-            Arg::P(caches.1.f32s(layer_first, n_ctx * kv_dim)),
+            Arg::P(caches.0.at(layer_first * es, n_ctx * kv_dim * es)),
+            Arg::P(caches.1.at(layer_first * es, n_ctx * kv_dim * es)),
             Arg::P(k.f32s(0, rows * kv_dim)),
             Arg::P(v.f32s(0, rows * kv_dim)),
             Arg::P(pos.at(0, rows * 4)),
             int(kv_dim),
         ];
-        self.launch("kv_store_f32", kernels::per_row(rows, 128), &args)
+        self.launch(kv.kernels().0, kernels::per_row(rows, 128), &args)
     }
 
     /// Attention of `rows` query rows against one layer's caches (see `attention_f32`);
@@ -414,6 +416,7 @@ impl Gpu {
         out: &Mem,
         q: &Mem,
         caches: (&Mem, &Mem),
+        kv: KvType,
         layer_first: usize,
         scores: &Mem,
         pos: &Mem,
@@ -422,14 +425,18 @@ impl Gpu {
     ) -> Result<(), CudaError> {
         let AttentionShape { n_heads, n_kv_heads, hd, n_ctx, window, scale } = shape;
         let kv_dim = n_kv_heads * hd;
+        let es = kv.bytes();
+        let (kc, vc) =
+            (caches.0.at(layer_first * es, n_ctx * kv_dim * es), caches.1.at(layer_first * es, n_ctx * kv_dim * es));
+        let (_, single, split) = kv.kernels();
         if n_ctx > kernels::SPLIT_ATTENTION_MIN_CTX && split_attention() {
             let chunks = kernels::attention_chunks(n_ctx, kernels::ATT_CHUNK);
             let part = scores.f32s(0, rows * n_heads * chunks * (hd + 2));
             let args = [
                 Arg::P(part),
                 Arg::P(q.f32s(0, rows * n_heads * hd)),
-                Arg::P(caches.0.f32s(layer_first, n_ctx * kv_dim)),
-                Arg::P(caches.1.f32s(layer_first, n_ctx * kv_dim)),
+                Arg::P(kc),
+                Arg::P(vc),
                 Arg::P(pos.at(0, rows * 4)),
                 int(n_heads),
                 int(n_heads / n_kv_heads),
@@ -440,15 +447,15 @@ impl Gpu {
                 int(window.min(n_ctx)),
                 Arg::F(scale),
             ];
-            self.launch("attention_split_f32", kernels::attention_split(rows, n_heads, chunks), &args)?;
+            self.launch(split, kernels::attention_split(rows, n_heads, chunks), &args)?;
             let args = [Arg::P(out.f32s(0, rows * n_heads * hd)), Arg::P(part), int(n_heads), int(hd), int(chunks)];
             return self.launch("attention_merge_f32", kernels::attention(rows, n_heads), &args);
         }
         let args = [
             Arg::P(out.f32s(0, rows * n_heads * hd)),
             Arg::P(q.f32s(0, rows * n_heads * hd)),
-            Arg::P(caches.0.f32s(layer_first, n_ctx * kv_dim)),
-            Arg::P(caches.1.f32s(layer_first, n_ctx * kv_dim)),
+            Arg::P(kc),
+            Arg::P(vc),
             Arg::P(scores.f32s(0, rows * n_heads * n_ctx)),
             Arg::P(pos.at(0, rows * 4)),
             int(n_heads),
@@ -459,7 +466,7 @@ impl Gpu {
             int(window.min(n_ctx)),
             Arg::F(scale),
         ];
-        self.launch("attention_f32", kernels::attention(rows, n_heads), &args)
+        self.launch(single, kernels::attention(rows, n_heads), &args)
     }
 
     /// Row i of `buf` = row `rows[i]` for the `n` indices in `rows` (ascending, `rows[i] ≥ i`,

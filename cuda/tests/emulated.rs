@@ -13,6 +13,7 @@ use autark_cuda::check::{self, Case};
 use autark_cuda::kernels::{self, Launch};
 use autark_kernels::ops;
 use autark_kernels::rng::Rng;
+use autark_kernels::types::{f16_to_f32, f32_to_f16};
 
 fn harness(arch: u32) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("emu");
@@ -254,7 +255,8 @@ fn f32_ops(exe: &Path, dir: &Path, arch: u32) -> Vec<String> {
     check(close("kv_store_f32 k", &floats(&stored[0]), &kc, 0.0));
     check(close("kv_store_f32 v", &floats(&stored[1]), &vc, 0.0));
     let scale = 1.0 / (hd as f32).sqrt();
-    for window in [n_ctx, 3] {
+    // The f64 reference: softmax(scale · q·Kᵀ) · V over each row's window.
+    let reference = |q: &[f32], kc: &[f32], vc: &[f32], window: usize| -> Vec<f32> {
         let mut want = vec![0f32; rows * n_heads * hd];
         for (r, &p) in pos.iter().enumerate() {
             let p = p as usize;
@@ -277,6 +279,10 @@ fn f32_ops(exe: &Path, dir: &Path, arch: u32) -> Vec<String> {
                 }
             }
         }
+        want
+    };
+    for window in [n_ctx, 3] {
+        let want = reference(&q, &kc, &vc, window);
         let bufs = [
             vec![0; want.len() * 4],
             bytes(&q),
@@ -331,6 +337,106 @@ fn f32_ops(exe: &Path, dir: &Path, arch: u32) -> Vec<String> {
         let l = kernels::attention(rows, n_heads);
         let out = op(exe, dir, &t(&format!("merge{window}")), "attention_merge_f32", l, &bufs, &args);
         check(close(&format!("attention_split_f32 + merge, window {window}"), &floats(&out[0]), &want, 1e-5));
+    }
+
+    // The f16 cache: KV store rounds to nearest even exactly as the CPU's f16 cache (values at
+    // ties, subnormals, the overflow edge, signed zero), and attention over it matches the f64
+    // reference computed from the same f16 values, whole and split.
+    let halves = |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| f32_to_f16(x)).collect() };
+    let h_bytes = |v: &[u16]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let h_vals = |b: &[u8]| -> Vec<u16> { b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect() };
+    let mut edge = vec![
+        65504.0,
+        65519.0,
+        65520.0,
+        -65536.0,
+        1.0 + 1.0 / 2048.0,
+        1.0 + 3.0 / 2048.0,
+        6.1035156e-5,
+        6.0e-5,
+        2.9802322e-8,
+        5.9604645e-8,
+        8.940697e-8,
+        1.0e-9,
+        -0.0,
+        0.0,
+        -1.5e-7,
+        0.33333334,
+    ];
+    edge.resize(kv_dim, 0.1);
+    let ke: Vec<f32> =
+        edge.iter().cycle().take(rows * kv_dim).enumerate().map(|(i, &x)| x * (1.0 + (i / kv_dim) as f32)).collect();
+    let bufs = [h_bytes(&halves(&kc0)), h_bytes(&halves(&vc0)), bytes(&ke), bytes(&v), ints(&pos)];
+    let args = [A::B(0), A::B(1), A::B(2), A::B(3), A::B(4), A::I(kv_dim)];
+    let st = op(exe, dir, &t("kv16"), "kv_store_f16", kernels::per_row(rows, 128), &bufs, &args);
+    let (mut kh, mut vh) = (halves(&kc0), halves(&vc0));
+    for (r, &p) in pos.iter().enumerate() {
+        kh[p as usize * kv_dim..][..kv_dim].copy_from_slice(&halves(&ke[r * kv_dim..][..kv_dim]));
+        vh[p as usize * kv_dim..][..kv_dim].copy_from_slice(&halves(&v[r * kv_dim..][..kv_dim]));
+    }
+    if h_vals(&st[0]) != kh || h_vals(&st[1]) != vh {
+        let (got, want) = (h_vals(&st[0]), kh.clone());
+        let i = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
+        check(Err(format!("kv_store_f16: value {i}: {:#06x}, the CPU stores {:#06x}", got[i], want[i])));
+    }
+    // Attention over f16 caches of ordinary values (the edge values above would overflow).
+    let bufs = [h_bytes(&halves(&kc0)), h_bytes(&halves(&vc0)), bytes(&k), bytes(&v), ints(&pos)];
+    let st = op(exe, dir, &t("kv16b"), "kv_store_f16", kernels::per_row(rows, 128), &bufs, &args);
+    let kf: Vec<f32> = h_vals(&st[0]).iter().map(|&h| f16_to_f32(h)).collect();
+    let vf: Vec<f32> = h_vals(&st[1]).iter().map(|&h| f16_to_f32(h)).collect();
+    for window in [n_ctx, 3] {
+        let want = reference(&q, &kf, &vf, window);
+        let args = [
+            A::B(0),
+            A::B(1),
+            A::B(2),
+            A::B(3),
+            A::B(4),
+            A::B(5),
+            A::I(n_heads),
+            A::I(n_heads / n_kv),
+            A::I(hd),
+            A::I(kv_dim),
+            A::I(n_ctx),
+            A::I(window),
+            A::F(scale),
+        ];
+        let bufs = [
+            vec![0; want.len() * 4],
+            bytes(&q),
+            st[0].clone(),
+            st[1].clone(),
+            vec![0; rows * n_heads * n_ctx * 4],
+            ints(&pos),
+        ];
+        let l = kernels::attention(rows, n_heads);
+        let out = op(exe, dir, &t(&format!("att16-{window}")), "attention_f16kv", l, &bufs, &args);
+        check(close(&format!("attention_f16kv window {window}"), &floats(&out[0]), &want, 1e-5));
+        let (chunk, chunks) = (4, kernels::attention_chunks(n_ctx, 4));
+        let bufs =
+            [vec![0; rows * n_heads * chunks * (hd + 2) * 4], bytes(&q), st[0].clone(), st[1].clone(), ints(&pos)];
+        let args = [
+            A::B(0),
+            A::B(1),
+            A::B(2),
+            A::B(3),
+            A::B(4),
+            A::I(n_heads),
+            A::I(n_heads / n_kv),
+            A::I(hd),
+            A::I(kv_dim),
+            A::I(chunk),
+            A::I(chunks),
+            A::I(window),
+            A::F(scale),
+        ];
+        let l = kernels::attention_split(rows, n_heads, chunks);
+        let part = op(exe, dir, &t(&format!("split16-{window}")), "attention_split_f16kv", l, &bufs, &args);
+        let bufs = [vec![0; want.len() * 4], part[0].clone()];
+        let args = [A::B(0), A::B(1), A::I(n_heads), A::I(hd), A::I(chunks)];
+        let l = kernels::attention(rows, n_heads);
+        let out = op(exe, dir, &t(&format!("merge16-{window}")), "attention_merge_f32", l, &bufs, &args);
+        check(close(&format!("attention_split_f16kv + merge, window {window}"), &floats(&out[0]), &want, 1e-5));
     }
 
     // Row selection: rows 1 and 3 of 4 to rows 0 and 1, in place.

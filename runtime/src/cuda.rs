@@ -1,5 +1,5 @@
 //! The CUDA backend (docs/CUDA.md): the `Backend` operations as the kernels of `autark-cuda`,
-//! with the activation buffers, the RoPE tables, the KV cache (f32, one sequence) and the
+//! with the activation buffers, the RoPE tables, the KV cache (f32 or f16, one sequence) and the
 //! weights in device memory. Weights are uploaded once when the session is made, straight from
 //! the file mapping (no host copy of the weights); matrices keep the file's bytes and layout.
 //! On an integrated GPU the matrices are instead read in place from the mapping (`map_weights`).
@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use autark_cuda::gpu::Gpu;
-use autark_cuda::kernels::{attention_scratch, Gemv};
+use autark_cuda::kernels::{attention_scratch, Gemv, KvType};
 use autark_cuda::ops::{AttentionShape, Graph, HostMap, Mem, Pinned};
 use autark_cuda::CudaError;
 use autark_format::{FfnActivation, ModelConfig, RopeLayout};
@@ -79,6 +79,8 @@ pub(crate) struct Cuda {
     has_local_rope: bool,
     kcache: Mem,
     vcache: Mem,
+    /// The KV cache's element type (f32, or f16 as the CPU's f16 cache).
+    kv: KvType,
     /// Positions of a batch's rows (uploaded by the pass's first `rope`); row indices for
     /// `select_rows`.
     pos: Mem,
@@ -107,21 +109,28 @@ pub(crate) struct Cuda {
 impl Cuda {
     /// Device memory a session of `n_ctx` positions and `n_batch`-token batches takes besides
     /// the weights.
-    pub fn required_bytes(c: &ModelConfig, n_ctx: usize, n_batch: usize) -> Option<usize> {
+    pub fn required_bytes(c: &ModelConfig, n_ctx: usize, n_batch: usize, kv: KvType) -> Option<usize> {
         let per_token: usize = Buf::widths(c).iter().sum();
         let widest = Buf::widths(c).into_iter().max()?;
         let floats = n_batch
             .checked_mul(per_token)?
             .checked_add(n_batch.checked_mul(c.n_heads)?.checked_mul(attention_scratch(n_ctx, c.head_dim))?)?
             .checked_add(n_ctx.checked_mul(c.head_dim)?.checked_mul(2)?)?
-            .checked_add(2usize.checked_mul(c.n_layers)?.checked_mul(n_ctx)?.checked_mul(c.n_kv_heads * c.head_dim)?)?
             .checked_add(n_batch.checked_mul(c.vocab_size)?)?;
-        floats.checked_mul(4)?.checked_add(n_batch.checked_mul(widest / 32 + 1)?.checked_mul(40)?)
+        let kv_bytes = 2usize
+            .checked_mul(c.n_layers)?
+            .checked_mul(n_ctx)?
+            .checked_mul(c.n_kv_heads * c.head_dim)?
+            .checked_mul(kv.bytes())?;
+        floats
+            .checked_mul(4)?
+            .checked_add(kv_bytes)?
+            .checked_add(n_batch.checked_mul(widest / 32 + 1)?.checked_mul(40)?)
     }
 
     /// Uploads the model and allocates the buffers on the first GPU. `budget` (the session's
     /// `max_memory_bytes`, if set) and the device's memory bound what may be allocated there.
-    pub fn new(model: Arc<Model>, n_ctx: usize, n_batch: usize, budget: Option<usize>) -> Result<Cuda> {
+    pub fn new(model: Arc<Model>, n_ctx: usize, n_batch: usize, budget: Option<usize>, kv: KvType) -> Result<Cuda> {
         let gpu = Gpu::new()?;
         let c = model.config().clone();
         let weight_bytes: usize = model
@@ -131,7 +140,7 @@ impl Cuda {
             .chain([model.output, model.output_norm])
             .map(|i| model.file().tensors()[i].nbytes as usize)
             .sum();
-        let needed = Self::required_bytes(&c, n_ctx, n_batch)
+        let needed = Self::required_bytes(&c, n_ctx, n_batch, kv)
             .and_then(|b| b.checked_add(weight_bytes))
             .ok_or(RuntimeError::InvalidArgument { name: "n_ctx", what: "the session's size overflows".into() })?;
         let budget = budget.map_or(gpu.info.total_memory, |b| b.min(gpu.info.total_memory));
@@ -182,7 +191,7 @@ impl Cuda {
             None => (gpu.alloc(4)?, gpu.alloc(4)?),
         };
         let widest = width.into_iter().max().unwrap_or(0);
-        let kv_floats = c.n_layers * n_ctx * c.n_kv_heads * c.head_dim;
+        let kv_values = c.n_layers * n_ctx * c.n_kv_heads * c.head_dim;
         let bufs = width.iter().map(|w| gpu.alloc(n_batch * w * 4)).collect::<Result<Vec<_>, _>>()?;
         Ok(Cuda {
             weights_mapped: map.is_some(),
@@ -190,8 +199,9 @@ impl Cuda {
             scores: gpu.alloc(n_batch * c.n_heads * attention_scratch(n_ctx, c.head_dim) * 4)?,
             rope: [global, local],
             has_local_rope: c.rope_theta_local.is_some(),
-            kcache: gpu.alloc(kv_floats * 4)?,
-            vcache: gpu.alloc(kv_floats * 4)?,
+            kcache: gpu.alloc(kv_values * kv.bytes())?,
+            vcache: gpu.alloc(kv_values * kv.bytes())?,
+            kv,
             pos: gpu.alloc(n_batch * 4)?,
             pos_set: false,
             staging: gpu.alloc_pinned(n_batch * (c.d_model + 1) * 4)?,
@@ -432,6 +442,7 @@ impl Backend for Cuda {
             .gpu
             .kv_store(
                 (&self.kcache, &self.vcache),
+                self.kv,
                 first,
                 self.n_ctx,
                 &self.bufs[Buf::K as usize],
@@ -445,6 +456,7 @@ impl Backend for Cuda {
                     &self.bufs[Buf::AttOut as usize],
                     &self.bufs[Buf::Q as usize],
                     (&self.kcache, &self.vcache),
+                    self.kv,
                     first,
                     &self.scores,
                     &self.pos,

@@ -162,10 +162,12 @@ impl Session {
             return Err(RuntimeError::MemoryBudget { needed, budget });
         }
         let on_gpu = params.device == Device::Cuda;
-        if on_gpu && cache != [CacheType::F32; 2] {
+        if on_gpu && !matches!(cache, [CacheType::F32, CacheType::F32] | [CacheType::F16, CacheType::F16]) {
             return Err(RuntimeError::InvalidArgument {
                 name: "cache_type_k",
-                what: "the CUDA backend keeps an f32 KV cache (f16 and q8_0 caches are CPU-only for now)".into(),
+                what: "the CUDA backend keeps an f32 or an f16 KV cache, the same type for keys and values \
+                       (q8_0 and mixed caches are CPU-only for now)"
+                    .into(),
             });
         }
         #[cfg(feature = "cuda")]
@@ -175,6 +177,11 @@ impl Session {
                 n_ctx,
                 n_batch,
                 (params.max_memory_bytes > 0).then_some(params.max_memory_bytes),
+                if cache[0] == CacheType::F16 {
+                    autark_cuda::kernels::KvType::F16
+                } else {
+                    autark_cuda::kernels::KvType::F32
+                },
             )?)),
             false => None,
         };
