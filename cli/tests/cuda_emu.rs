@@ -165,3 +165,66 @@ fn a_synthetic_model_decoded_through_the_emulated_cuda_kernels_gives_the_cpu_tex
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `autark run MODEL ARGS…` greedily on `device`; the text, or the error output.
+fn run_args(model: &Path, device: &str, env: Env, args: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_autark"));
+    cmd.arg("run").arg(model).args(["--temp", "0", "-t", "1", "--device", device]).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run autark");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Context shift and saved states on the CUDA backend (through the CPU cache's layout): the same
+/// text as on the CPU, and a state saved on either device continues on the other.
+#[test]
+fn context_shift_and_saved_states_on_the_emulated_cuda_device_match_the_cpu() {
+    if !cfg!(feature = "cuda") {
+        eprintln!(
+            "SKIP: autark-cli built without the `cuda` feature (cargo test -p autark-cli --features cuda runs this)"
+        );
+        return;
+    }
+    let dir = common::tmp_dir("cuda-emu-state");
+    let hf = dir.path().join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    common::write_hf_weights(&hf, "LlamaForCausalLM", common::HD, 7, SCALE);
+    let model = dir.path().join("m.autark");
+    let st = Command::new(env!("CARGO_BIN_EXE_autark"))
+        .arg("quantize")
+        .arg(&hf)
+        .arg("-o")
+        .arg(&model)
+        .args(["-t", "q8_0"])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let lib = emu_library(dir.path(), 610);
+    let emu: Vec<(&str, &OsStr)> = vec![("AUTARK_CUDA_EMU", lib.as_os_str())];
+    // A 20-position context filled twice over: shifts keep 2 tokens and drop half the rest.
+    let shift = ["-p", "w3 w1 w4 w1 w5", "-n", "30", "-c", "20", "--context-shift", "--keep", "2"];
+    let cpu = run_args(&model, "cpu", &[], &shift).unwrap();
+    let gpu = run_args(&model, "cuda", &emu, &shift).unwrap_or_else(|e| panic!("emulated CUDA: {e}"));
+    assert_eq!(gpu, cpu, "context shift: the emulated GPU's text differs from the CPU's");
+    assert!(cpu.split_whitespace().count() >= 30, "{cpu:?}");
+    // Saved on one device, continued on the other: the CPU's continuation either way.
+    let state = |d: &str| dir.path().join(format!("{d}.state"));
+    let first = ["-p", "w3 w1 w4 w1 w5", "-n", "5", "--save-state"];
+    run_args(&model, "cpu", &[], &[&first[..], &[state("cpu").to_str().unwrap()]].concat()).unwrap();
+    run_args(&model, "cuda", &emu, &[&first[..], &[state("gpu").to_str().unwrap()]].concat())
+        .unwrap_or_else(|e| panic!("emulated CUDA save: {e}"));
+    let cont =
+        |d: &str, s: &str, env: Env| run_args(&model, d, env, &["-n", "6", "--load-state", state(s).to_str().unwrap()]);
+    let want = cont("cpu", "cpu", &[]).unwrap();
+    for (d, s, env) in [("cuda", "cpu", &emu[..]), ("cpu", "gpu", &[][..]), ("cuda", "gpu", &emu[..])] {
+        let got = cont(d, s, env).unwrap_or_else(|e| panic!("{d} from the {s} state: {e}"));
+        assert_eq!(got, want, "continued on {d} from the state saved on {s}");
+    }
+    eprintln!("context shift: {:?} on both; saved states continue as {:?} across devices", cpu.trim(), want.trim());
+}

@@ -148,19 +148,25 @@ impl Gpu {
 
     /// `bytes` into `dst` from byte 0 (in stream order).
     fn write(&self, dst: &mut Mem, bytes: &[u8]) -> Result<(), CudaError> {
-        dst.at(0, bytes.len());
+        self.write_at(dst, 0, bytes)
+    }
+
+    /// `bytes` into `dst` from byte `offset` (in stream order; the host's bytes are copied
+    /// before this returns).
+    pub fn write_at(&self, dst: &mut Mem, offset: usize, bytes: &[u8]) -> Result<(), CudaError> {
+        let to = dst.at(offset, bytes.len());
         if bytes.is_empty() {
             return Ok(());
         }
         match (&self.engine, &mut dst.buf) {
             (Engine::Cuda { stream, .. }, Storage::Cuda(buf)) => {
-                let mut view = buf.slice_mut(..bytes.len());
+                let mut view = buf.slice_mut(offset..offset + bytes.len());
                 stream.memcpy_htod(bytes, &mut view).map_err(drv("cuMemcpyHtoD"))
             }
             (Engine::Emu(dev), Storage::Host(_)) => {
                 // Through the device's queue: a graph being captured records it (as the driver
                 // does with an asynchronous copy), with the bytes kept alive by the op.
-                dev.submit(emu::Op::Write { dst: dst.ptr, bytes: bytes.to_vec() })
+                dev.submit(emu::Op::Write { dst: to, bytes: bytes.to_vec() })
             }
             _ => unreachable!("memory of another engine"),
         }

@@ -23,6 +23,7 @@ use autark_format::{FfnActivation, ModelConfig, RopeLayout};
 use crate::backend::{Backend, Buf, Seg};
 use crate::error::{Result, RuntimeError};
 use crate::forward::rope_tables;
+use crate::kv::KvCache;
 use crate::model::{Model, T};
 
 impl From<CudaError> for RuntimeError {
@@ -227,6 +228,64 @@ impl Cuda {
     pub fn device(&self) -> String {
         let weights = if self.weights_mapped { "read in place from the file mapping" } else { "in device memory" };
         format!("{}, kernels {}, weights {weights}", self.gpu.info, self.gpu.kernels)
+    }
+
+    /// Bytes of one layer's keys (or values) for positions `0..n`, and where layer `l` starts.
+    fn cache_span(&self, l: usize, n: usize) -> (usize, usize) {
+        let c = self.model.config();
+        let (kv_dim, es) = (c.n_kv_heads * c.head_dim, self.kv.bytes());
+        (l * self.n_ctx * kv_dim * es, n * kv_dim * es)
+    }
+
+    /// The cache of positions `0..n` as a saved state holds it (`KvCache::write`'s bytes for a
+    /// cache without rings and of the same type): layer by layer, keys then values.
+    pub fn write_cache(&self, n: usize, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        for l in 0..self.model.config().n_layers {
+            let (at, len) = self.cache_span(l, n);
+            for m in [&self.kcache, &self.vcache] {
+                buf.resize(len, 0);
+                self.gpu.read(m, at, &mut buf).map_err(|e| std::io::Error::other(e.to_string()))?;
+                sink(&buf)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Positions `0..n` of the device's cache into `kv` (the CPU backend's, without rings, of
+    /// the same type).
+    pub fn download_cache(&self, kv: &mut KvCache, n: usize) -> Result<()> {
+        let mut parts = Vec::new();
+        self.write_cache(n, &mut |b| {
+            parts.push(b.to_vec());
+            Ok(())
+        })
+        .map_err(|e| RuntimeError::Device(e.to_string()))?;
+        let mut parts = parts.into_iter();
+        kv.read(n, &mut |buf, len| {
+            *buf = parts.next().filter(|p| p.len() == len).ok_or(RuntimeError::Device("cache sizes differ".into()))?;
+            Ok(())
+        })
+    }
+
+    /// Positions `0..n` of `kv` (the CPU backend's cache, without rings, of the same type) into
+    /// the device's cache.
+    pub fn upload_cache(&mut self, kv: &KvCache, n: usize) -> Result<()> {
+        let mut parts = Vec::new();
+        kv.write(n, &mut |b| {
+            parts.push(b.to_vec());
+            Ok(())
+        })
+        .map_err(|e| RuntimeError::Device(e.to_string()))?;
+        for (i, part) in parts.iter().enumerate() {
+            let (at, len) = self.cache_span(i / 2, n);
+            if part.len() != len {
+                return Err(RuntimeError::Device("cache sizes differ".into()));
+            }
+            let m = if i % 2 == 0 { &mut self.kcache } else { &mut self.vcache };
+            self.gpu.write_at(m, at, part)?;
+        }
+        Ok(())
     }
 
     /// Where the matrices are read from: `AUTARK_CUDA_WEIGHTS=device` copies them into device

@@ -312,7 +312,6 @@ impl Session {
     /// distance moved) instead of re-evaluated, as llama.cpp does. Returns how many tokens were
     /// dropped. Models whose sliding-window layers keep ring caches cannot shift.
     pub fn shift_context(&mut self, keep: usize) -> Result<usize> {
-        self.require_cpu("context shift")?;
         let n = self.tokens.len();
         if self.backend.kv().has_rings() {
             return Err(RuntimeError::InvalidArgument {
@@ -325,9 +324,57 @@ impl Session {
         if n == 0 || keep + drop > n {
             return Ok(0);
         }
+        // On a GPU the device's cache goes through the CPU backend's: the same shift (the keys
+        // re-rotated with the CPU's RoPE tables), copied back, and the host pages released.
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.cuda.as_deref() {
+            gpu.download_cache(self.backend.kv_mut(), n)?;
+        }
         self.backend.shift(n, keep, drop);
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.cuda.as_deref_mut() {
+            gpu.upload_cache(self.backend.kv(), n - drop)?;
+            self.backend.kv_mut().release()?;
+        }
         self.tokens.drain(keep..keep + drop);
         Ok(drop)
+    }
+
+    /// The cache of positions `0..n` as a saved state holds it (`KvCache::write`), from the
+    /// device on a GPU session (whose cache has the CPU cache's layout: no rings, checked).
+    pub(crate) fn write_cache(
+        &self,
+        n: usize,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.cuda.as_deref() {
+            return gpu.write_cache(n, sink);
+        }
+        self.backend.kv().write(n, sink)
+    }
+
+    /// After a state was read into the CPU backend's cache: on a GPU session, its positions
+    /// `0..n` go to the device and the host pages are released.
+    pub(crate) fn cache_to_device(&mut self, n: usize) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.cuda.as_deref_mut() {
+            gpu.upload_cache(self.backend.kv(), n)?;
+            self.backend.kv_mut().release()?;
+        }
+        let _ = n;
+        Ok(())
+    }
+
+    /// A GPU session's cache can be saved, loaded and shifted through the CPU cache's layout
+    /// only when that has no rings (the device keeps every position of every layer).
+    pub(crate) fn require_flat_cache(&self, what: &str) -> Result<()> {
+        if self.on_gpu() && self.backend.kv().has_rings() {
+            return Err(RuntimeError::Device(format!(
+                "{what} is not supported on the CUDA backend for models with sliding-window ring caches yet"
+            )));
+        }
+        Ok(())
     }
 
     /// Bytes this session allocated (KV cache, scratch, tables): `required_bytes` of its sizes.

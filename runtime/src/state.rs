@@ -112,7 +112,7 @@ impl Session {
 
     /// `save`, with `app` (any text, e.g. a conversation as JSON) stored beside the state.
     pub fn save_with_app_data(&self, path: &Path, app: &str) -> Result<()> {
-        self.require_cpu("saving a session state")?;
+        self.require_flat_cache("saving a session state")?;
         let (tokens, logits) = (self.tokens(), self.logits());
         let kv = self.backend().kv();
         let [k, v] = kv.types();
@@ -155,7 +155,7 @@ impl Session {
             tokens.iter().for_each(|t| buf.extend_from_slice(&t.to_le_bytes()));
             logits.iter().for_each(|l| buf.extend_from_slice(&l.to_le_bytes()));
             w.put(&buf)?;
-            kv.write(tokens.len(), &mut |bytes| w.put(bytes))?;
+            self.write_cache(tokens.len(), &mut |bytes| w.put(bytes))?;
             let sum: [u8; 32] = w.sha.finalize_reset().into();
             w.w.write_all(&sum)?;
             let f = w.w.into_inner().map_err(|e| e.into_error())?;
@@ -234,6 +234,7 @@ impl Session {
         }
         let logits: Vec<f32> =
             r.take(vocab * 4)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect();
+        session.require_flat_cache("loading a session state")?;
         session.backend_mut().kv_mut().read(h.n_tokens, &mut |buf, n| r.fill(buf, n))?;
         let want: [u8; 32] = r.sha.finalize_reset().into();
         let mut got = [0u8; 32];
@@ -241,6 +242,7 @@ impl Session {
         if got != want {
             return Err(corrupt("checksum mismatch: the file is damaged"));
         }
+        session.cache_to_device(h.n_tokens)?;
         session.restore(&tokens, &logits);
         if let Some(g) = h.generation {
             if g.detok_tokens.iter().any(|&t| t as usize >= vocab)
