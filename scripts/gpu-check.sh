@@ -72,6 +72,22 @@ PY
   # default; over PCIe here): the same greedy text.
   AUTARK_CUDA_WEIGHTS=mapped "$a" run "$model" -p "$prompt" -n 48 --temp 0 --device cuda >/tmp/greedy-mapped.txt 2>/tmp/greedy-mapped.err
   if cmp -s "$out/greedy-cpu.txt" /tmp/greedy-mapped.txt; then echo "greedy with mapped weights: the CPU's tokens"; else echo "greedy with mapped weights: DIFFERS from the CPU: $(head -c 300 /tmp/greedy-mapped.err)"; rc=1; fi
+  # An f16 KV cache on both devices; a context shift (a 32-position context filled twice over);
+  # states saved on one device and continued on the other.
+  same() { if cmp -s "$1" "$2"; then echo "$3: the CPU's tokens"; else echo "$3: DIFFERS from the CPU: $(head -c 200 "$2")"; rc=1; fi; }
+  for d in cpu cuda; do
+    "$a" run "$model" -p "$prompt" -n 48 --temp 0 --device "$d" --cache-type-k f16 --cache-type-v f16 >"/tmp/f16-$d.txt" 2>/dev/null
+    "$a" run "$model" -p "$prompt" -n 60 -c 32 --context-shift --keep 4 --temp 0 --device "$d" >"/tmp/shift-$d.txt" 2>/dev/null
+    "$a" run "$model" -p "$prompt" -n 16 --temp 0 --device "$d" --save-state "/tmp/$d.state" >/dev/null 2>&1
+  done
+  same /tmp/f16-cpu.txt /tmp/f16-cuda.txt "greedy with an f16 KV cache"
+  same /tmp/shift-cpu.txt /tmp/shift-cuda.txt "context shift (-c 32, 60 tokens)"
+  "$a" run "$model" -n 16 --temp 0 --device cpu --load-state /tmp/cpu.state >/tmp/cont-cpu-cpu.txt 2>/dev/null
+  for ds in "cuda cpu" "cpu cuda" "cuda cuda"; do
+    set -- $ds
+    "$a" run "$model" -n 16 --temp 0 --device "$1" --load-state "/tmp/$2.state" >"/tmp/cont-$1-$2.txt" 2>/dev/null
+    same /tmp/cont-cpu-cpu.txt "/tmp/cont-$1-$2.txt" "state saved on $2, continued on $1"
+  done
   # A long context (4000 tokens already in it): the split attention, and without it.
   echo "at depth 4000 (split attention; then without):"
   for d in cuda cpu; do
