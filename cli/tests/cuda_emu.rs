@@ -38,22 +38,11 @@ fn emu_library(dir: &Path, arch: u32) -> PathBuf {
     lib
 }
 
-/// `autark run` greedily; the generated text, or the error output.
-fn run(model: &Path, device: &str, env: &[(&str, &OsStr)]) -> Result<String, String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_autark"));
+/// `autark run` greedily on the fixed prompt; the generated text, or the error output.
+fn run(model: &Path, device: &str, env: Env) -> Result<String, String> {
     // A context above autark_cuda::kernels::SPLIT_ATTENTION_MIN_CTX (512): the CUDA backend's
     // attention runs split over the sequence here (`autark logits` below: the single kernel).
-    cmd.arg("run").arg(model).args(["-p", "w3 w1 w4 w1 w5", "-n", "8", "--temp", "0", "-t", "1", "-c", "600"]);
-    cmd.args(["--device", device]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run autark");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    run_args(model, device, env, &["-p", "w3 w1 w4 w1 w5", "-n", "8", "-c", "600"])
 }
 
 /// `autark logits` of a fixed token sequence, in batches of `batch` (1: one-token passes, which

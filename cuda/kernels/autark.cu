@@ -524,24 +524,18 @@ extern "C" __global__ void kv_store_f16(u16* kc, u16* vc, const float* k, const 
     kv_store(kc, vc, k, v, pos, kv_dim);
 }
 
-// out row t head h = softmax(scale · q·Kᵀ over positions first..pos[t]) · V, where first keeps
-// the last `window` positions; query head h reads KV head h / group. One thread block per
-// (row, head); `scores` holds n_ctx floats per (row, head).
+// Attention of one query head `qh` over cache positions lo..lo + len (KV head at `kvo`), by the
+// whole thread block: s[j] = e^(scale·q·k_j − m) and the sum of them (returned, with m), then
+// `values(s, i)` = Σ_j s[j]·v_j[i] for the caller's output.
+struct Softmax {
+    float m, sum;
+};
 template <class C>
-__device__ void attention(float* out, const float* q, const C* kc, const C* vc, float* scores,
-                                         const int* pos, int n_heads, int group, int hd, int kv_dim, int n_ctx,
-                                         int window, float scale) {
-    __shared__ float red[32];
-    const int t = blockIdx.x, h = blockIdx.y;
-    const int p = pos[t];
-    const int first = p + 1 > window ? p + 1 - window : 0;
-    const int len = p + 1 - first;
-    const float* qh = q + ((u64)t * n_heads + h) * hd;
-    const int kvo = (h / group) * hd;
-    float* s = scores + ((u64)t * n_heads + h) * n_ctx;
+__device__ Softmax softmax_scores(float* s, const float* qh, const C* kc, int lo, int len, int kv_dim, int kvo, int hd,
+                                  float scale, float* red) {
     float m = -3.402823466e38f;
     for (int j = threadIdx.x; j < len; j += blockDim.x) {
-        const u64 kr = (u64)(first + j) * kv_dim + kvo;
+        const u64 kr = (u64)(lo + j) * kv_dim + kvo;
         float d = 0.0f;
         for (int i = 0; i < hd; i++) d += qh[i] * cache_value(kc, kr + i);
         d *= scale;
@@ -557,11 +551,34 @@ __device__ void attention(float* out, const float* q, const C* kc, const C* vc, 
     }
     sum = block_sum(sum, red);
     __syncthreads();  // every s[j] written before any thread reads them all
-    const float inv = 1.0f / sum;
+    return Softmax{m, sum};
+}
+template <class C>
+__device__ __forceinline__ float weighted_values(const float* s, const C* vc, int lo, int len, int kv_dim, int col) {
+    float acc = 0.0f;
+    for (int j = 0; j < len; j++) acc += s[j] * cache_value(vc, (u64)(lo + j) * kv_dim + col);
+    return acc;
+}
+
+// out row t head h = softmax(scale · q·Kᵀ over positions first..pos[t]) · V, where first keeps
+// the last `window` positions; query head h reads KV head h / group. One thread block per
+// (row, head); `scores` holds n_ctx floats per (row, head).
+template <class C>
+__device__ void attention(float* out, const float* q, const C* kc, const C* vc, float* scores,
+                                         const int* pos, int n_heads, int group, int hd, int kv_dim, int n_ctx,
+                                         int window, float scale) {
+    __shared__ float red[32];
+    const int t = blockIdx.x, h = blockIdx.y;
+    const int p = pos[t];
+    const int first = p + 1 > window ? p + 1 - window : 0;
+    const int len = p + 1 - first;
+    const float* qh = q + ((u64)t * n_heads + h) * hd;
+    const int kvo = (h / group) * hd;
+    float* s = scores + ((u64)t * n_heads + h) * n_ctx;
+    const Softmax sm = softmax_scores(s, qh, kc, first, len, kv_dim, kvo, hd, scale, red);
+    const float inv = 1.0f / sm.sum;
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-        float acc = 0.0f;
-        for (int j = 0; j < len; j++) acc += s[j] * cache_value(vc, (u64)(first + j) * kv_dim + kvo + i);
-        out[((u64)t * n_heads + h) * hd + i] = acc * inv;
+        out[((u64)t * n_heads + h) * hd + i] = weighted_values(s, vc, first, len, kv_dim, kvo + i) * inv;
     }
 }
 extern "C" __global__ void attention_f32(float* out, const float* q, const float* kc, const float* vc, float* scores,
@@ -604,32 +621,11 @@ __device__ void attention_split(float* part, const float* q, const C* kc, const 
     const int len = hi - lo;
     const float* qh = q + ((u64)t * n_heads + h) * hd;
     const int kvo = (h / group) * hd;
-    float m = -3.402823466e38f;
-    for (int j = threadIdx.x; j < len; j += blockDim.x) {
-        const u64 kr = (u64)(lo + j) * kv_dim + kvo;
-        float d = 0.0f;
-        for (int i = 0; i < hd; i++) d += qh[i] * cache_value(kc, kr + i);
-        d *= scale;
-        s[j] = d;
-        m = fmaxf(m, d);
-    }
-    m = block_max(m, red);
-    float sum = 0.0f;
-    for (int j = threadIdx.x; j < len; j += blockDim.x) {
-        const float e = expf(s[j] - m);
-        s[j] = e;
-        sum += e;
-    }
-    sum = block_sum(sum, red);
-    __syncthreads();  // every s[j] written before any thread reads them all
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-        float acc = 0.0f;
-        for (int j = 0; j < len; j++) acc += s[j] * cache_value(vc, (u64)(lo + j) * kv_dim + kvo + i);
-        out[2 + i] = acc;
-    }
+    const Softmax sm = softmax_scores(s, qh, kc, lo, len, kv_dim, kvo, hd, scale, red);
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) out[2 + i] = weighted_values(s, vc, lo, len, kv_dim, kvo + i);
     if (threadIdx.x == 0) {
-        out[0] = m;
-        out[1] = sum;
+        out[0] = sm.m;
+        out[1] = sm.sum;
     }
 }
 extern "C" __global__ void attention_split_f32(float* part, const float* q, const float* kc, const float* vc,

@@ -89,6 +89,7 @@ fn run(arch: u32) {
 }
 
 /// An argument of an f32 kernel: a buffer (by index), an int, a float.
+#[derive(Clone, Copy)]
 enum A {
     B(u32),
     I(usize),
@@ -281,62 +282,41 @@ fn f32_ops(exe: &Path, dir: &Path, arch: u32) -> Vec<String> {
         }
         want
     };
+    // Attention of the 3 rows over the stored caches (`kv`'s kernels), whole and split over the
+    // sequence in chunks of 4 positions (3 chunks: some rows' last chunk partly filled, the
+    // window's first chunks empty) then merged, each against `want`.
+    let attend =
+        |kv: kernels::KvType, caches: (&[u8], &[u8]), window: usize, want: &[f32]| -> [Result<(), String>; 2] {
+            let (_, single, split) = kv.kernels();
+            let common = [A::I(n_heads), A::I(n_heads / n_kv), A::I(hd), A::I(kv_dim)];
+            let caches = (caches.0.to_vec(), caches.1.to_vec());
+            let bufs = [
+                vec![0; want.len() * 4],
+                bytes(&q),
+                caches.0.clone(),
+                caches.1.clone(),
+                vec![0; rows * n_heads * n_ctx * 4],
+                ints(&pos),
+            ];
+            let args: Vec<A> = (0..6).map(A::B).chain(common).chain([A::I(n_ctx), A::I(window), A::F(scale)]).collect();
+            let out =
+                op(exe, dir, &t(&format!("{single}{window}")), single, kernels::attention(rows, n_heads), &bufs, &args);
+            let whole = close(&format!("{single} window {window}"), &floats(&out[0]), want, 1e-5);
+            let (chunk, chunks) = (4, kernels::attention_chunks(n_ctx, 4));
+            let bufs = [vec![0; rows * n_heads * chunks * (hd + 2) * 4], bytes(&q), caches.0, caches.1, ints(&pos)];
+            let args: Vec<A> =
+                (0..5).map(A::B).chain(common).chain([A::I(chunk), A::I(chunks), A::I(window), A::F(scale)]).collect();
+            let l = kernels::attention_split(rows, n_heads, chunks);
+            let part = op(exe, dir, &t(&format!("{split}{window}")), split, l, &bufs, &args);
+            let bufs = [vec![0; want.len() * 4], part[0].clone()];
+            let args = [A::B(0), A::B(1), A::I(n_heads), A::I(hd), A::I(chunks)];
+            let l = kernels::attention(rows, n_heads);
+            let out = op(exe, dir, &t(&format!("merge-{split}{window}")), "attention_merge_f32", l, &bufs, &args);
+            [whole, close(&format!("{split} + merge, window {window}"), &floats(&out[0]), want, 1e-5)]
+        };
     for window in [n_ctx, 3] {
         let want = reference(&q, &kc, &vc, window);
-        let bufs = [
-            vec![0; want.len() * 4],
-            bytes(&q),
-            stored[0].clone(),
-            stored[1].clone(),
-            vec![0; rows * n_heads * n_ctx * 4],
-            ints(&pos),
-        ];
-        let args = [
-            A::B(0),
-            A::B(1),
-            A::B(2),
-            A::B(3),
-            A::B(4),
-            A::B(5),
-            A::I(n_heads),
-            A::I(n_heads / n_kv),
-            A::I(hd),
-            A::I(kv_dim),
-            A::I(n_ctx),
-            A::I(window),
-            A::F(scale),
-        ];
-        let out =
-            op(exe, dir, &t(&format!("att{window}")), "attention_f32", kernels::attention(rows, n_heads), &bufs, &args);
-        check(close(&format!("attention_f32 window {window}"), &floats(&out[0]), &want, 1e-5));
-
-        // The same split over the sequence in chunks of 4 positions (3 chunks: some rows' last
-        // chunk partly filled, the window's first chunks empty), then merged.
-        let (chunk, chunks) = (4, kernels::attention_chunks(n_ctx, 4));
-        let part_len = rows * n_heads * chunks * (hd + 2);
-        let bufs = [vec![0; part_len * 4], bytes(&q), stored[0].clone(), stored[1].clone(), ints(&pos)];
-        let args = [
-            A::B(0),
-            A::B(1),
-            A::B(2),
-            A::B(3),
-            A::B(4),
-            A::I(n_heads),
-            A::I(n_heads / n_kv),
-            A::I(hd),
-            A::I(kv_dim),
-            A::I(chunk),
-            A::I(chunks),
-            A::I(window),
-            A::F(scale),
-        ];
-        let l = kernels::attention_split(rows, n_heads, chunks);
-        let part = op(exe, dir, &t(&format!("split{window}")), "attention_split_f32", l, &bufs, &args);
-        let bufs = [vec![0; want.len() * 4], part[0].clone()];
-        let args = [A::B(0), A::B(1), A::I(n_heads), A::I(hd), A::I(chunks)];
-        let l = kernels::attention(rows, n_heads);
-        let out = op(exe, dir, &t(&format!("merge{window}")), "attention_merge_f32", l, &bufs, &args);
-        check(close(&format!("attention_split_f32 + merge, window {window}"), &floats(&out[0]), &want, 1e-5));
+        attend(kernels::KvType::F32, (&stored[0], &stored[1]), window, &want).into_iter().for_each(&mut check);
     }
 
     // The f16 cache: KV store rounds to nearest even exactly as the CPU's f16 cache (values at
@@ -386,57 +366,7 @@ fn f32_ops(exe: &Path, dir: &Path, arch: u32) -> Vec<String> {
     let vf: Vec<f32> = h_vals(&st[1]).iter().map(|&h| f16_to_f32(h)).collect();
     for window in [n_ctx, 3] {
         let want = reference(&q, &kf, &vf, window);
-        let args = [
-            A::B(0),
-            A::B(1),
-            A::B(2),
-            A::B(3),
-            A::B(4),
-            A::B(5),
-            A::I(n_heads),
-            A::I(n_heads / n_kv),
-            A::I(hd),
-            A::I(kv_dim),
-            A::I(n_ctx),
-            A::I(window),
-            A::F(scale),
-        ];
-        let bufs = [
-            vec![0; want.len() * 4],
-            bytes(&q),
-            st[0].clone(),
-            st[1].clone(),
-            vec![0; rows * n_heads * n_ctx * 4],
-            ints(&pos),
-        ];
-        let l = kernels::attention(rows, n_heads);
-        let out = op(exe, dir, &t(&format!("att16-{window}")), "attention_f16kv", l, &bufs, &args);
-        check(close(&format!("attention_f16kv window {window}"), &floats(&out[0]), &want, 1e-5));
-        let (chunk, chunks) = (4, kernels::attention_chunks(n_ctx, 4));
-        let bufs =
-            [vec![0; rows * n_heads * chunks * (hd + 2) * 4], bytes(&q), st[0].clone(), st[1].clone(), ints(&pos)];
-        let args = [
-            A::B(0),
-            A::B(1),
-            A::B(2),
-            A::B(3),
-            A::B(4),
-            A::I(n_heads),
-            A::I(n_heads / n_kv),
-            A::I(hd),
-            A::I(kv_dim),
-            A::I(chunk),
-            A::I(chunks),
-            A::I(window),
-            A::F(scale),
-        ];
-        let l = kernels::attention_split(rows, n_heads, chunks);
-        let part = op(exe, dir, &t(&format!("split16-{window}")), "attention_split_f16kv", l, &bufs, &args);
-        let bufs = [vec![0; want.len() * 4], part[0].clone()];
-        let args = [A::B(0), A::B(1), A::I(n_heads), A::I(hd), A::I(chunks)];
-        let l = kernels::attention(rows, n_heads);
-        let out = op(exe, dir, &t(&format!("merge16-{window}")), "attention_merge_f32", l, &bufs, &args);
-        check(close(&format!("attention_split_f16kv + merge, window {window}"), &floats(&out[0]), &want, 1e-5));
+        attend(kernels::KvType::F16, (&st[0], &st[1]), window, &want).into_iter().for_each(&mut check);
     }
 
     // Row selection: rows 1 and 3 of 4 to rows 0 and 1, in place.
