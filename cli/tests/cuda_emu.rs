@@ -95,7 +95,7 @@ fn a_synthetic_model_decoded_through_the_emulated_cuda_kernels_gives_the_cpu_tex
         ("q8_0 rows16", vec!["-t", "q8_0"], &lib610),
         ("q4_0 rows16, compute 5.3", vec!["-t", "q4_0"], &lib530),
         ("q4_1 row-major, weights copied", vec!["-t", "q4_1", "--layout", "rows"], &lib610),
-        ("q5_1", vec!["-t", "q5_1"], &lib610),
+        ("q5_1 rows16, deinterleaved on upload", vec!["-t", "q5_1"], &lib610),
         ("f16", vec!["-t", "f16"], &lib530),
     ];
     let mut failures = Vec::new();

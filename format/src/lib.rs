@@ -26,7 +26,7 @@ pub use meta::{
 /// "ATRK" as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"ATRK");
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 2;
 pub const HEADER_LEN: usize = 128;
 /// Alignment of the data section and of every tensor.
 pub const ALIGN: u64 = 64;

@@ -66,7 +66,7 @@ fn example_bytes() {
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
     assert_eq!(&b[0..4], b"ATRK");
     assert_eq!(u16::from_le_bytes([b[4], b[5]]), 1);
-    assert_eq!(u16::from_le_bytes([b[6], b[7]]), 1);
+    assert_eq!(u16::from_le_bytes([b[6], b[7]]), VERSION_MINOR);
     assert_eq!(u32_at(8), 128);
     assert_eq!(u32_at(12), 64);
     assert_eq!(u64_at(16), 128);
@@ -262,7 +262,7 @@ fn interleaved_layout_round_trip_and_refusals() {
     w.finish().unwrap();
     let f = AutarkFile::open(&p).unwrap();
     assert_eq!(f.tensors()[0].layout, TensorLayout::Rows16);
-    assert_eq!(f.layout().version, (1, 1));
+    assert_eq!(f.layout().version, (1, 2));
     // The writer refuses a layout the dtype or shape cannot take.
     for bad in [
         TensorSpec { layout: TensorLayout::Rows16, ..TensorSpec::new("w", DType::Q4_0, vec![8, 32]) },

@@ -1,16 +1,26 @@
 //! The 16-row interleaved layout (`.autark` tensor layout 1, docs/FORMAT.md "Layouts") of
-//! `q4_0`, `q4_1` and `q8_0` matrices, written by the quantizer so that the kernels find 16
-//! rows side by side without repacking at load.
+//! `q4_0`, `q4_1`, `q5_0`, `q5_1` and `q8_0` matrices, written by the quantizer so that the
+//! kernels find 16 rows side by side without repacking at load.
 //!
 //! Rows are taken in groups of 16. A group is stored as its column blocks in order; group block
-//! `b` holds block `b` of each of the 16 rows: the 16 f16 `d` (row order), for `q4_1` the 16
-//! f16 `m`, then the quant bytes in 4-byte pieces: piece `k` of row 0, of row 1, …, of row 15,
-//! then piece `k + 1`. A 512-bit register loaded from piece `k` holds 4 bytes of each row in
-//! its 16 lanes, so one `vpdpbusd` against 4 broadcast activation bytes gives 16 row sums; a
-//! 256-bit or 128-bit register holds 8 or 4 of those rows. The tensor has the same number of
-//! bytes as the row-major one.
+//! `b` holds block `b` of each of the 16 rows: the 16 f16 `d` (row order), for `q4_1`/`q5_1`
+//! the 16 f16 `m`, for `q5_0`/`q5_1` the fifth bits as 8 masks (below), then the quant bytes in
+//! 4-byte pieces: piece `k` of row 0, of row 1, …, of row 15, then piece `k + 1`. A 512-bit
+//! register loaded from piece `k` holds 4 bytes of each row in its 16 lanes, so one `vpdpbusd`
+//! against 4 broadcast activation bytes gives 16 row sums; a 256-bit or 128-bit register holds
+//! 8 or 4 of those rows.
+//!
+//! The fifth bits (`q5_*`): 8 little-endian 64-bit masks, two per nibble piece `k` (4 pieces of
+//! 16 nibble bytes): mask `2k` holds the bits of the piece's low nibbles, mask `2k + 1` those
+//! of its high nibbles; bit `4·lane + i` belongs to byte `i` of that lane's 4 bytes (values
+//! `4k + i` and `16 + 4k + i` of the row's block). A mask is the byte mask of the register
+//! loaded from the piece (AVX-512's `vpmovm2b`/masked add); its 32- and 16-bit quarters serve
+//! 8 and 4 rows. Every bit of the row-major `qh` is kept, only moved: the tensor has the same
+//! number of bytes as the row-major one.
 
-use crate::types::{blocks, BlockLayout, BlockQ4_0, BlockQ4_1, BlockQ8_0, DType, KernelError, Result, QK};
+use crate::types::{
+    blocks, BlockLayout, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, DType, KernelError, Result, QK,
+};
 use std::mem::offset_of;
 
 /// Rows per interleaved group.
@@ -23,8 +33,8 @@ pub enum TensorLayout {
     /// Row after row, each row its blocks in order (every dtype).
     #[default]
     RowMajor = 0,
-    /// Groups of 16 rows, interleaved (this module); `q4_0`, `q4_1` and `q8_0` matrices whose
-    /// row count is a multiple of 16.
+    /// Groups of 16 rows, interleaved (this module); `q4_0`, `q4_1`, `q5_0`, `q5_1` and `q8_0`
+    /// matrices whose row count is a multiple of 16.
     Rows16 = 1,
 }
 
@@ -52,7 +62,7 @@ impl TensorLayout {
         if self == TensorLayout::RowMajor {
             return Ok(());
         }
-        let ok = fields(dtype).is_some() && shape.len() == 2 && shape[0].is_multiple_of(GROUP);
+        let ok = scheme(dtype).is_some() && shape.len() == 2 && shape[0].is_multiple_of(GROUP);
         if ok {
             Ok(())
         } else {
@@ -61,31 +71,96 @@ impl TensorLayout {
     }
 }
 
-/// The f16 fields (`d`, `m`: those before `qs`) of a block of the interleavable types.
-const fn fields(dtype: DType) -> Option<usize> {
-    match dtype {
-        DType::Q4_0 => Some(offset_of!(BlockQ4_0, qs) / 2),
-        DType::Q4_1 => Some(offset_of!(BlockQ4_1, qs) / 2),
-        DType::Q8_0 => Some(offset_of!(BlockQ8_0, qs) / 2),
-        _ => None,
+/// How a row-major block of an interleavable type maps onto its group block.
+#[derive(Clone, Copy)]
+struct Scheme {
+    /// f16 fields before the quants (`d`, `m`), each stored as 16 consecutive values.
+    nf: usize,
+    /// Whether the block has `q5`'s 32 fifth bits (`qh`, after the f16 fields).
+    qh: bool,
+}
+
+/// Bytes of the fifth-bit masks in a `q5_*` group block.
+const QH_BYTES: usize = 8 * 8;
+
+/// The scheme of an interleavable type, `None` for the others.
+const fn scheme(dtype: DType) -> Option<Scheme> {
+    let (nf, qh) = match dtype {
+        DType::Q4_0 => (offset_of!(BlockQ4_0, qs) / 2, false),
+        DType::Q4_1 => (offset_of!(BlockQ4_1, qs) / 2, false),
+        DType::Q8_0 => (offset_of!(BlockQ8_0, qs) / 2, false),
+        DType::Q5_0 => (offset_of!(BlockQ5_0, qh) / 2, true),
+        DType::Q5_1 => (offset_of!(BlockQ5_1, qh) / 2, true),
+        _ => return None,
+    };
+    Some(Scheme { nf, qh })
+}
+
+impl Scheme {
+    /// Bytes of a row-major block before its quant bytes.
+    fn head(self) -> usize {
+        2 * self.nf + if self.qh { 4 } else { 0 }
+    }
+
+    /// Where the quant pieces start in a group block.
+    fn pieces(self) -> usize {
+        2 * self.nf * GROUP + if self.qh { QH_BYTES } else { 0 }
+    }
+
+    /// Row `lane`'s block `src` into its places in group block `blk`.
+    fn scatter(self, lane: usize, src: &[u8], blk: &mut [u8]) {
+        for i in 0..2 * self.nf {
+            blk[(i / 2) * 2 * GROUP + lane * 2 + i % 2] = src[i];
+        }
+        if self.qh {
+            let qh = u32::from_le_bytes(src[2 * self.nf..][..4].try_into().expect("4 bytes"));
+            let masks = &mut blk[2 * self.nf * GROUP..][..QH_BYTES];
+            for j in 0..32 {
+                let (byte, bit) = qh_place(lane, j);
+                masks[byte] |= (((qh >> j) & 1) as u8) << bit;
+            }
+        }
+        let (head, at) = (self.head(), self.pieces());
+        for (q, &byte) in src[head..].iter().enumerate() {
+            blk[at + (q / 4) * 4 * GROUP + lane * 4 + q % 4] = byte;
+        }
+    }
+
+    /// Row `lane`'s row-major block from group block `blk` into `dst`.
+    fn gather(self, lane: usize, blk: &[u8], dst: &mut [u8]) {
+        for i in 0..2 * self.nf {
+            dst[i] = blk[(i / 2) * 2 * GROUP + lane * 2 + i % 2];
+        }
+        if self.qh {
+            let masks = &blk[2 * self.nf * GROUP..][..QH_BYTES];
+            let mut qh = 0u32;
+            for j in 0..32 {
+                let (byte, bit) = qh_place(lane, j);
+                qh |= (((masks[byte] >> bit) & 1) as u32) << j;
+            }
+            dst[2 * self.nf..][..4].copy_from_slice(&qh.to_le_bytes());
+        }
+        let (head, at) = (self.head(), self.pieces());
+        for (q, o) in dst[head..].iter_mut().enumerate() {
+            *o = blk[at + (q / 4) * 4 * GROUP + lane * 4 + q % 4];
+        }
     }
 }
 
-/// Byte offset, inside group block bytes, of row `lane`'s byte `i` of its row-major block.
+/// Where fifth bit `j` (value `j` of the block) of row `lane` lies in the masks: (byte, bit).
 #[inline]
-fn lane_offset(nf: usize, lane: usize, i: usize) -> usize {
-    if i < 2 * nf {
-        (i / 2) * 2 * GROUP + lane * 2 + i % 2
-    } else {
-        let q = i - 2 * nf;
-        2 * nf * GROUP + (q / 4) * 4 * GROUP + lane * 4 + q % 4
-    }
+fn qh_place(lane: usize, j: usize) -> (usize, usize) {
+    // Value j < 16 is the low nibble of quant byte j, value j ≥ 16 the high nibble of j − 16.
+    let (byte, high) = (j % 16, j / 16);
+    let (k, i) = (byte / 4, byte % 4);
+    let pos = 4 * lane + i;
+    (8 * (2 * k + high) + pos / 8, pos % 8)
 }
 
 /// Row-major `src` (`rows` × `cols` of `dtype`) into the 16-row layout in `dst`.
 pub fn interleave(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut Vec<u8>) -> Result<()> {
     TensorLayout::Rows16.check(dtype, &[rows, cols])?;
-    let nf = fields(dtype).expect("checked");
+    let sc = scheme(dtype).expect("checked");
     let rb = dtype.row_bytes(cols)?;
     if src.len() != rows * rb {
         return Err(KernelError::LengthMismatch { op: "interleave", expected: rows * rb, got: src.len() });
@@ -97,10 +172,29 @@ pub fn interleave(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut 
     for (g, out) in dst.chunks_exact_mut(rb * GROUP).enumerate() {
         for (b, blk) in out.chunks_exact_mut(gb).enumerate() {
             for lane in 0..GROUP {
-                let row = &src[(g * GROUP + lane) * rb + b * bs..][..bs];
-                for (i, &byte) in row.iter().enumerate() {
-                    blk[lane_offset(nf, lane, i)] = byte;
-                }
+                sc.scatter(lane, &src[(g * GROUP + lane) * rb + b * bs..][..bs], blk);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The 16-row layout `src` (`rows` × `cols` of `dtype`) back into row-major bytes in `dst`:
+/// for a reader without a kernel of this layout (the CUDA backend's `q5_*` GEMVs).
+pub fn deinterleave(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut Vec<u8>) -> Result<()> {
+    TensorLayout::Rows16.check(dtype, &[rows, cols])?;
+    let sc = scheme(dtype).expect("checked");
+    let rb = dtype.row_bytes(cols)?;
+    if src.len() != rows * rb {
+        return Err(KernelError::LengthMismatch { op: "deinterleave", expected: rows * rb, got: src.len() });
+    }
+    let bs = dtype.block_bytes();
+    dst.clear();
+    dst.resize(src.len(), 0);
+    for (g, group) in src.chunks_exact(rb * GROUP).enumerate() {
+        for (b, blk) in group.chunks_exact(bs * GROUP).enumerate() {
+            for lane in 0..GROUP {
+                sc.gather(lane, blk, &mut dst[(g * GROUP + lane) * rb + b * bs..][..bs]);
             }
         }
     }
@@ -123,7 +217,7 @@ pub fn row(dtype: DType, cols: usize, data: &[u8], r: usize, dst: &mut [u8]) -> 
 /// `data` (`cols` wide) into `dst`: what a single-row reader (the embedding lookup) needs,
 /// without a row-sized buffer.
 pub fn block(dtype: DType, cols: usize, data: &[u8], r: usize, b: usize, dst: &mut [u8]) -> Result<()> {
-    let nf = fields(dtype).ok_or_else(|| KernelError::BadLayout {
+    let sc = scheme(dtype).ok_or_else(|| KernelError::BadLayout {
         layout: TensorLayout::Rows16.name(),
         dtype,
         shape: vec![r, cols],
@@ -134,10 +228,7 @@ pub fn block(dtype: DType, cols: usize, data: &[u8], r: usize, b: usize, dst: &m
     let (Some(group), true) = (group, dst.len() == bs) else {
         return Err(KernelError::LengthMismatch { op: "interleave::block", expected: bs, got: dst.len() });
     };
-    let lane = r % GROUP;
-    for (i, o) in dst.iter_mut().enumerate() {
-        *o = group[lane_offset(nf, lane, i)];
-    }
+    sc.gather(r % GROUP, group, dst);
     Ok(())
 }
 
@@ -156,6 +247,19 @@ blocks! {
         m: [u16; GROUP],
         qs: [u8; GROUP * QK / 2],
     }
+    /// Block `b` of 16 interleaved `q5_0` rows.
+    BlockQ5_0x16(Q5_0, QK, 16 * 22) {
+        d: [u16; GROUP],
+        qh: [u8; QH_BYTES],
+        qs: [u8; GROUP * QK / 2],
+    }
+    /// Block `b` of 16 interleaved `q5_1` rows.
+    BlockQ5_1x16(Q5_1, QK, 16 * 24) {
+        d: [u16; GROUP],
+        m: [u16; GROUP],
+        qh: [u8; QH_BYTES],
+        qs: [u8; GROUP * QK / 2],
+    }
     /// Block `b` of 16 interleaved `q8_0` rows (quant bytes are the signed values' bits).
     BlockQ8_0x16(Q8_0, QK, 16 * 34) {
         d: [u16; GROUP],
@@ -171,18 +275,38 @@ pub trait GroupBlock: BlockLayout {
     fn m(&self) -> Option<&[u16; GROUP]> {
         None
     }
+    /// The fifth-bit masks (`q5_0`, `q5_1`), else `None`.
+    fn qh(&self) -> Option<&[u8; QH_BYTES]> {
+        None
+    }
     /// Quant bytes, `4 · GROUP` per piece.
     fn qs(&self) -> &[u8];
+    /// The unsigned integers' offset: `q4_0` −8, `q5_0` −16, `q8_0` (its bytes + 128) −128.
+    const OFFSET: i32 = match Self::DTYPE {
+        DType::Q4_0 => -8,
+        DType::Q5_0 => -16,
+        DType::Q8_0 => -128,
+        _ => 0,
+    };
+}
+
+/// The fifth-bit mask of nibble piece `k` (`high`: of its high nibbles) for all 16 lanes.
+#[inline]
+pub fn qh_mask(qh: &[u8; QH_BYTES], k: usize, high: bool) -> u64 {
+    u64::from_le_bytes(qh[8 * (2 * k + high as usize)..][..8].try_into().expect("8 bytes"))
 }
 
 macro_rules! impl_group_block {
-    ($($blk:ident $(, m: $m:ident)?;)*) => {$(
+    ($($blk:ident $(, m: $m:ident)? $(, qh: $qh:ident)?;)*) => {$(
         impl GroupBlock for $blk {
             fn d(&self) -> &[u16; GROUP] {
                 &self.d
             }
             $(fn m(&self) -> Option<&[u16; GROUP]> {
                 Some(&self.$m)
+            })?
+            $(fn qh(&self) -> Option<&[u8; QH_BYTES]> {
+                Some(&self.$qh)
             })?
             fn qs(&self) -> &[u8] {
                 &self.qs
@@ -194,6 +318,8 @@ macro_rules! impl_group_block {
 impl_group_block! {
     BlockQ4_0x16;
     BlockQ4_1x16, m: m;
+    BlockQ5_0x16, qh: qh;
+    BlockQ5_1x16, m: m, qh: qh;
     BlockQ8_0x16;
 }
 
@@ -219,27 +345,39 @@ mod tests {
     #[test]
     fn interleave_round_trip_and_piece_order() {
         let mut rng = Rng::new(7);
-        for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+        for dtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0] {
             let (rows, cols) = (32, 96);
             let rb = dtype.row_bytes(cols).unwrap();
             let src: Vec<u8> = (0..rows * rb).map(|_| rng.next() as u8).collect();
             let mut dst = Vec::new();
             interleave(dtype, rows, cols, &src, &mut dst).unwrap();
             assert_eq!(dst.len(), src.len());
+            let mut whole = Vec::new();
+            deinterleave(dtype, rows, cols, &dst, &mut whole).unwrap();
+            assert_eq!(whole, src, "{dtype}: deinterleave");
             let mut back = vec![0u8; rb];
             for r in 0..rows {
                 row(dtype, cols, &dst, r, &mut back).unwrap();
                 assert_eq!(back, src[r * rb..(r + 1) * rb], "{dtype} row {r}");
             }
             // Hand-checked positions: group 1, block 2, row 17 (lane 1).
-            let nf = fields(dtype).unwrap();
+            let sc = scheme(dtype).unwrap();
             let bs = dtype.block_bytes();
             let blk = &dst[rb * GROUP + 2 * bs * GROUP..];
             let srow = &src[17 * rb + 2 * bs..];
             assert_eq!(blk[2..4], srow[0..2], "{dtype}: d of lane 1");
-            let q0 = 2 * nf * GROUP;
-            assert_eq!(blk[q0 + 4..q0 + 8], srow[2 * nf..2 * nf + 4], "{dtype}: piece 0 of lane 1");
-            assert_eq!(blk[q0 + 64 + 4..q0 + 64 + 8], srow[2 * nf + 4..2 * nf + 8], "{dtype}: piece 1 of lane 1");
+            let (q0, h) = (sc.pieces(), sc.head());
+            assert_eq!(blk[q0 + 4..q0 + 8], srow[h..h + 4], "{dtype}: piece 0 of lane 1");
+            assert_eq!(blk[q0 + 64 + 4..q0 + 64 + 8], srow[h + 4..h + 8], "{dtype}: piece 1 of lane 1");
+            if sc.qh {
+                // Value 5 (low nibble of byte 5: piece 1, byte 1) and value 20 (high nibble of
+                // byte 4: piece 1, byte 0) of lane 1: masks 2 and 3, bits 4·1 + 1 and 4·1 + 0.
+                let qh = u32::from_le_bytes(srow[2 * sc.nf..][..4].try_into().unwrap());
+                let m = &blk[2 * sc.nf * GROUP..];
+                let mask = |n: usize| u64::from_le_bytes(m[8 * n..][..8].try_into().unwrap());
+                assert_eq!((mask(2) >> 5) & 1, ((qh >> 5) & 1) as u64, "{dtype}: fifth bit of value 5");
+                assert_eq!((mask(3) >> 4) & 1, ((qh >> 20) & 1) as u64, "{dtype}: fifth bit of value 20");
+            }
         }
     }
 

@@ -6,7 +6,9 @@
 
 use crate::blocks::{cast_blocks, check_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 use crate::dispatch::{kernels, GemmFn};
-use crate::interleave::{self, BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock, TensorLayout, GROUP};
+use crate::interleave::{
+    self, BlockQ4_0x16, BlockQ4_1x16, BlockQ5_0x16, BlockQ5_1x16, BlockQ8_0x16, GroupBlock, TensorLayout, GROUP,
+};
 use crate::types::{KernelError, Result};
 
 /// A weight matrix of `rows` × `cols` (PyTorch `nn.Linear.weight` layout: one row per output),
@@ -148,6 +150,8 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
             DType::Q4_0 => gemm_groups::<BlockQ4_0x16>(w, act, out, k.gemm_q4_0x16),
             DType::Q4_1 => gemm_groups::<BlockQ4_1x16>(w, act, out, k.gemm_q4_1x16),
             DType::Q8_0 => gemm_groups::<BlockQ8_0x16>(w, act, out, k.gemm_q8_0x16),
+            DType::Q5_0 => gemm_groups::<BlockQ5_0x16>(w, act, out, k.gemm_q5_0x16),
+            DType::Q5_1 => gemm_groups::<BlockQ5_1x16>(w, act, out, k.gemm_q5_1x16),
             other => Err(KernelError::Unsupported { op: "gemm (rows16)", dtype: other }),
         };
     }

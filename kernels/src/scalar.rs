@@ -4,7 +4,9 @@
 //! rounding (half away from zero for q8, truncation after +8.5 / +0.5 for q4).
 
 pub use crate::contract::{block_term, fma, lane_dot, min_term, pair_wsum, sum_lanes, LANES};
-use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16, GroupBlock, GROUP};
+use crate::interleave::{
+    self, BlockQ4_0x16, BlockQ4_1x16, BlockQ5_0x16, BlockQ5_1x16, BlockQ8_0x16, GroupBlock, GROUP,
+};
 pub use crate::types::max_by_magnitude;
 use crate::types::{f16_to_f32, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
 
@@ -241,18 +243,25 @@ pub fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f3
                     for (k, piece) in qs.chunks_exact(4 * GROUP).enumerate() {
                         for (i, &q) in piece[4 * lane..4 * lane + 4].iter().enumerate() {
                             if nibbles {
-                                s += (q & 0x0F) as i32 * ba.qs[4 * k + i] as i32
-                                    + (q >> 4) as i32 * ba.qs[QK / 2 + 4 * k + i] as i32;
+                                // The fifth bits (q5) of this lane's byte i of the piece.
+                                let fifth = |high| {
+                                    bw.qh().map_or(0, |qh| {
+                                        ((interleave::qh_mask(qh, k, high) >> (4 * lane + i)) & 1) as i32
+                                    })
+                                };
+                                s += ((q & 0x0F) as i32 | fifth(false) << 4) * ba.qs[4 * k + i] as i32
+                                    + ((q >> 4) as i32 | fifth(true) << 4) * ba.qs[QK / 2 + 4 * k + i] as i32;
                             } else {
                                 s += q as i8 as i32 * ba.qs[4 * k + i] as i32;
                             }
                         }
                     }
+                    // Nibbles are unsigned (their offset × Σa corrects the sum); q8_0's bytes signed.
+                    let off = if nibbles { B::OFFSET } else { 0 };
                     let d = f16_to_f32(bw.d()[lane]);
-                    *acc = match (B::DTYPE, bw.m()) {
-                        (_, Some(m)) => min_term(f16_to_f32(m[lane]), ba, block_term(s, d, ba, *acc)),
-                        (crate::DType::Q4_0, None) => block_term(s - 8 * ba.sum, d, ba, *acc),
-                        _ => block_term(s, d, ba, *acc),
+                    *acc = match bw.m() {
+                        Some(m) => min_term(f16_to_f32(m[lane]), ba, block_term(s, d, ba, *acc)),
+                        None => block_term(s + off * ba.sum, d, ba, *acc),
                     };
                 }
             }
@@ -270,6 +279,14 @@ pub fn gemm_q4_1x16(w: &[BlockQ4_1x16], a: &[BlockQ8A], nb: usize, out: &mut [f3
 }
 
 pub fn gemm_q8_0x16(w: &[BlockQ8_0x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    gemm_x16(w, a, nb, out)
+}
+
+pub fn gemm_q5_0x16(w: &[BlockQ5_0x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    gemm_x16(w, a, nb, out)
+}
+
+pub fn gemm_q5_1x16(w: &[BlockQ5_1x16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     gemm_x16(w, a, nb, out)
 }
 

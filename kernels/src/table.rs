@@ -1,6 +1,6 @@
 //! The dispatch table (`Kernels`) and its scalar filling. `x86` and `arm` fill it; `dispatch` chooses and holds the process-wide one.
 
-use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16};
+use crate::interleave::{BlockQ4_0x16, BlockQ4_1x16, BlockQ5_0x16, BlockQ5_1x16, BlockQ8_0x16};
 use crate::scalar;
 pub use crate::types::Isa;
 use crate::types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0};
@@ -42,6 +42,8 @@ pub struct Kernels {
     pub gemm_q4_0x16: GemmFn<BlockQ4_0x16>,
     pub gemm_q4_1x16: GemmFn<BlockQ4_1x16>,
     pub gemm_q8_0x16: GemmFn<BlockQ8_0x16>,
+    pub gemm_q5_0x16: GemmFn<BlockQ5_0x16>,
+    pub gemm_q5_1x16: GemmFn<BlockQ5_1x16>,
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
     /// Attention scores `(q, keys, stride, out)`: `out[j] = q · keys[j·stride..][..q.len()]`.
     pub dots_f32: fn(&[f32], &[f32], usize, &mut [f32]),
@@ -88,6 +90,8 @@ impl Kernels {
             gemm_q4_0x16: scalar::gemm_q4_0x16,
             gemm_q4_1x16: scalar::gemm_q4_1x16,
             gemm_q8_0x16: scalar::gemm_q8_0x16,
+            gemm_q5_0x16: scalar::gemm_q5_0x16,
+            gemm_q5_1x16: scalar::gemm_q5_1x16,
             vec_dot_f32: scalar::vec_dot_f32,
             exp_f32: scalar::exp_f32,
             dots_f32: scalar::dots_f32,

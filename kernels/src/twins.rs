@@ -52,11 +52,12 @@ macro_rules! dot_entries {
     )*};
 }
 
-/// The safe slots `gemm_q4_0x16`, `gemm_q4_1x16`, `gemm_q8_0x16` over the module's generic
+/// The safe slots `gemm_q4_0x16`, `gemm_q4_1x16`, `gemm_q8_0x16`, `gemm_q5_0x16`, `gemm_q5_1x16` over the module's generic
 /// `unsafe fn body<B: GroupBlock>(w, a, nb, out)`, after checking the lengths.
 macro_rules! x16_entries {
     ($body:ident) => {
-        x16_entries!(@ $body, gemm_q4_0x16: BlockQ4_0x16, gemm_q4_1x16: BlockQ4_1x16, gemm_q8_0x16: BlockQ8_0x16);
+        x16_entries!(@ $body, gemm_q4_0x16: BlockQ4_0x16, gemm_q4_1x16: BlockQ4_1x16, gemm_q8_0x16: BlockQ8_0x16,
+            gemm_q5_0x16: BlockQ5_0x16, gemm_q5_1x16: BlockQ5_1x16);
     };
     (@ $body:ident, $($slot:ident: $blk:ident),*) => {$(
         fn $slot(w: &[crate::interleave::$blk], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
@@ -73,9 +74,7 @@ pub(crate) use checks::*;
 
 #[cfg(test)]
 mod checks {
-    use crate::blocks::{
-        block_bytes, f16_to_f32, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK, QK_K,
-    };
+    use crate::blocks::{f16_to_f32, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK, QK_K};
     use crate::blocks::{BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K};
     use crate::rng::Rng;
     use crate::scalar;
@@ -305,14 +304,15 @@ mod checks {
     }
 
     /// 16-row interleaved matrices against the row-major scalar dot products of the same rows:
-    /// quantizer output and random bytes (every q8 byte, every nibble), 1–19 blocks per row, 1–3
-    /// groups, 1–19 tokens per call (beyond the 8 an x86 pass takes). Every ISA runs the
-    /// contract's expression per (row, token) (`block_term`, `min_term`) and agrees bit for bit.
-    /// A token's result never depends on the tokens beside it.
-    fn x16<B: crate::blocks::Block, X: crate::interleave::GroupBlock>(
+    /// quantizer output and random bytes (every q8 byte, every nibble and fifth bit; the f16
+    /// fields small random values), 1–19 blocks per row, 1–3 groups, 1–19 tokens per call
+    /// (beyond the 8 an x86 pass takes). Every ISA runs the contract's expression per (row,
+    /// token) (`block_term`, `min_term`) and agrees bit for bit. A token's result never depends
+    /// on the tokens beside it.
+    fn x16<X: crate::interleave::GroupBlock>(
         isa: Isa,
-        pick: fn(Vec<BlockQ4_0>, Vec<BlockQ4_1>, Vec<BlockQ8_0>) -> Vec<B>,
-        dot: fn(&[B], &[BlockQ8A]) -> f32,
+        f16s: &[usize],
+        dot: fn(&[u8], &[BlockQ8A]) -> f32,
         gemm: crate::table::GemmFn<X>,
     ) {
         let mut rng = Rng::new(16 + X::DTYPE as u64);
@@ -335,16 +335,18 @@ mod checks {
         ] {
             let rows = 16 * groups;
             let (qa, _) = acts(&mut rng, toks * nb * QK, false);
-            for random_bytes in [false, true] {
-                let (mut q40, mut q41, mut q80) = legacy_blocks(&rng.vec(rows * nb * QK, 1.0));
-                if random_bytes {
-                    q40.iter_mut().flat_map(|b| b.qs.iter_mut()).for_each(|q| *q = rng.next() as u8);
-                    q41.iter_mut().flat_map(|b| b.qs.iter_mut()).for_each(|q| *q = rng.next() as u8);
-                    q80.iter_mut().flat_map(|b| b.qs.iter_mut()).for_each(|q| *q = rng.next() as i8);
+            let mut quantized = Vec::new();
+            crate::blocks::quantize_bytes(dtype, &rng.vec(rows * nb * QK, 1.0), &mut quantized).unwrap();
+            let mut random: Vec<u8> = (0..quantized.len()).map(|_| rng.next() as u8).collect();
+            for blk in random.chunks_exact_mut(dtype.block_bytes()) {
+                for &o in f16s {
+                    blk[o..o + 2].copy_from_slice(&f32_to_f16(rng.f() * 0.01).to_le_bytes());
                 }
-                let q = pick(q40, q41, q80);
+            }
+            let rb = quantized.len() / rows;
+            for (what, q) in [("quantized", &quantized), ("random", &random)] {
                 let mut bytes = Vec::new();
-                crate::interleave::interleave(dtype, rows, nb * QK, block_bytes(&q), &mut bytes).unwrap();
+                crate::interleave::interleave(dtype, rows, nb * QK, q, &mut bytes).unwrap();
                 let wx: Vec<X> = crate::interleave::to_blocks(&bytes).unwrap();
                 let mut out = vec![f32::NAN; rows * toks];
                 gemm(&wx, &qa, nb, &mut out);
@@ -353,14 +355,20 @@ mod checks {
                     let at = &qa[t * nb..(t + 1) * nb];
                     gemm(&wx, at, nb, &mut one);
                     for r in 0..rows {
-                        let want = dot(&q[r * nb..(r + 1) * nb], at);
+                        let want = dot(&q[r * rb..(r + 1) * rb], at);
                         let got = out[t * rows + r];
-                        assert_eq!(got.to_bits(), one[r].to_bits(), "{isa:?} {dtype} alone vs batched ({r},{t})");
-                        assert_eq!(got.to_bits(), want.to_bits(), "{isa:?} {dtype} {rows}x{toks} nb {nb} ({r},{t})");
+                        let ctx = format!("{isa:?} {dtype} {what} {rows}x{toks} nb {nb} ({r},{t})");
+                        assert_eq!(got.to_bits(), one[r].to_bits(), "{ctx}: alone vs batched");
+                        assert_eq!(got.to_bits(), want.to_bits(), "{ctx}: {got} vs scalar {want}");
                     }
                 }
             }
         }
+    }
+
+    /// A legacy type's scalar row dot over raw bytes.
+    fn legacy_bytes<B: crate::blocks::Block>(dot: DotFn<B>) -> impl Fn(&[u8], &[BlockQ8A]) -> f32 {
+        move |w, a| dot(&crate::types::blocks_of::<B>(w).collect::<Vec<_>>(), a)
     }
 
     /// The check of each slot: `check: slot(args…)` runs `check(isa, args…, k.slot)`.
@@ -395,9 +403,11 @@ mod checks {
             rows_q5_k(DType::Q5K, &[offset_of!(BlockQ5K, d), offset_of!(BlockQ5K, dmin)], scalar::dots_q5_k),
             rows_q6_k(DType::Q6K, &[offset_of!(BlockQ6K, d)], scalar::dots_q6_k);
         x16:
-            gemm_q4_0x16(|q, _, _| q, scalar::vec_dot_q4_0),
-            gemm_q4_1x16(|_, q, _| q, scalar::vec_dot_q4_1),
-            gemm_q8_0x16(|_, _, q| q, scalar::vec_dot_q8_0);
+            gemm_q4_0x16(&[offset_of!(BlockQ4_0, d)], |w, a| legacy_bytes(scalar::vec_dot_q4_0)(w, a)),
+            gemm_q4_1x16(&[offset_of!(BlockQ4_1, d), offset_of!(BlockQ4_1, m)], |w, a| legacy_bytes(scalar::vec_dot_q4_1)(w, a)),
+            gemm_q5_0x16(&[offset_of!(BlockQ5_0, d)], crate::q5::vec_dot_q5_0),
+            gemm_q5_1x16(&[offset_of!(BlockQ5_1, d), offset_of!(BlockQ5_1, m)], crate::q5::vec_dot_q5_1),
+            gemm_q8_0x16(&[offset_of!(BlockQ8_0, d)], |w, a| legacy_bytes(scalar::vec_dot_q8_0)(w, a));
     }
 
     /// `exp_f32` against the scalar twin bit for bit: random values over the whole f32 range of
@@ -664,7 +674,7 @@ mod checks {
     #[test]
     fn scalar_table() {
         let k = Kernels::scalar();
-        let checks: [fn(&Kernels, Isa); 30] = [
+        let checks: [fn(&Kernels, Isa); 32] = [
             quantize_act,
             vec_dot_q4_0,
             vec_dot_q4_1,
@@ -677,6 +687,8 @@ mod checks {
             gemm_q4_0x16,
             gemm_q4_1x16,
             gemm_q8_0x16,
+            gemm_q5_0x16,
+            gemm_q5_1x16,
             dots_q5_0,
             dots_q5_1,
             dots_q4_k,

@@ -8,7 +8,8 @@
 //! One-token passes are captured into a CUDA graph once and replayed (`Mode`).
 //!
 //! What it runs: matrices of every stored type (q4_0, q4_1 and q8_0 row-major or `rows16`;
-//! q5_0, q5_1, q4_k, q5_k, q6_k, f16 and f32 row-major), f32 norms and biases, SiLU or GELU
+//! q5_0, q5_1, q4_k, q5_k, q6_k, f16 and f32 row-major; q5_0/q5_1 `rows16` files are
+//! rebuilt row-major on upload), f32 norms and biases, SiLU or GELU
 //! FFNs, both RoPE layouts, sliding windows as a mask. A matrix without a kernel is refused
 //! when the session is made, with the tensor named.
 
@@ -19,6 +20,7 @@ use autark_cuda::kernels::{attention_scratch, Gemv, KvType};
 use autark_cuda::ops::{AttentionShape, Graph, HostMap, Mem, Pinned};
 use autark_cuda::CudaError;
 use autark_format::{FfnActivation, ModelConfig, RopeLayout};
+use autark_kernels::TensorLayout;
 
 use crate::backend::{Backend, Buf, Seg};
 use crate::error::{Result, RuntimeError};
@@ -159,17 +161,28 @@ impl Cuda {
                 return Ok(DevTensor { mem: gpu.upload_f32(v)?, gemv: None, rows: 1, cols: v.len() });
             }
             let w = model.weight(i);
-            let Some(gemv) = Gemv::of(w.dtype, w.layout) else {
-                return Err(RuntimeError::Device(format!(
+            let no_kernel = || {
+                RuntimeError::Device(format!(
                     "the CUDA backend has no kernel for {} ({}, {})",
                     model.file().tensors()[i].name,
                     w.dtype.name(),
                     w.layout.name()
-                )));
+                ))
             };
-            let mem = match &map {
-                Some(map) => map.mem(w.data.as_ptr() as usize - file_start, w.data.len()),
-                None => gpu.upload(w.data)?,
+            let (gemv, mem) = match Gemv::of(w.dtype, w.layout) {
+                Some(gemv) => match &map {
+                    Some(map) => (gemv, map.mem(w.data.as_ptr() as usize - file_start, w.data.len())),
+                    None => (gemv, gpu.upload(w.data)?),
+                },
+                // `rows16` of a type whose GEMV reads rows only (q5_0, q5_1): the row-major
+                // bytes, rebuilt one tensor at a time and copied to the device.
+                None if w.layout == TensorLayout::Rows16 => {
+                    let gemv = Gemv::of(w.dtype, TensorLayout::RowMajor).ok_or_else(no_kernel)?;
+                    let mut rows = Vec::new();
+                    autark_kernels::interleave::deinterleave(w.dtype, w.rows, w.cols, w.data, &mut rows)?;
+                    (gemv, gpu.upload(&rows)?)
+                }
+                None => return Err(no_kernel()),
             };
             Ok(DevTensor { mem, gemv: Some(gemv), rows: w.rows, cols: w.cols })
         };

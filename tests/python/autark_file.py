@@ -203,8 +203,8 @@ def parse(buf: bytes, check_tensor_sha: bool = False, strict: bool = False):
             _fail(f"tensors {a!r} and {b!r} overlap")
 
     if strict:
-        if (h["version_major"], h["version_minor"]) not in ((1, 0), (1, 1)):
-            _fail("strict: version is not 1.0 or 1.1")
+        if (h["version_major"], h["version_minor"]) not in ((1, 0), (1, 1), (1, 2)):
+            _fail("strict: version is not 1.0, 1.1 or 1.2")
         if any(h["reserved"]):
             _fail("strict: reserved header bytes are not zero")
         used = bytearray(dl)
@@ -257,39 +257,62 @@ def build(metadata, entries) -> bytes:
         table += e.get("sha256", hashlib.sha256(e["raw"]).digest())
     hdr = bytearray(HEADER_LEN)
     hdr[0:4] = MAGIC
-    minor = 1 if any(e.get("layout", 0) for e in entries) else 0
+    q5 = any(e.get("layout", 0) and e["dtype"] in ("q5_0", "q5_1", 6, 7) for e in entries)
+    minor = 2 if q5 else 1 if any(e.get("layout", 0) for e in entries) else 0
     struct.pack_into("<HHII", hdr, 4, 1, minor, HEADER_LEN, ALIGNMENT)
     struct.pack_into("<7Q", hdr, 16, HEADER_LEN, len(meta), to, len(table), len(entries), do, len(data))
     hdr[72:104] = hashlib.sha256(meta + bytes(table)).digest()
     return bytes(hdr) + meta + bytes(table) + bytes(do - to - len(table)) + bytes(data)
 
 
-# Layout 1 ("rows16"): (f16 fields per block, quant bytes per block) of the types it holds.
-INTERLEAVED = {"q4_0": (1, 16), "q4_1": (2, 16), "q8_0": (1, 32)}
+# Layout 1 ("rows16"): (f16 fields per block, fifth bits (q5), quant bytes per block) of the
+# types it holds.
+INTERLEAVED = {
+    "q4_0": (1, False, 16),
+    "q4_1": (2, False, 16),
+    "q5_0": (1, True, 16),
+    "q5_1": (2, True, 16),
+    "q8_0": (1, False, 32),
+}
 
 
 def deinterleave(dtype: str, stored: bytes, shape) -> bytes:
     """Row-major block bytes of a layout-1 matrix (FORMAT.md "Layouts"): per group of 16 rows
-    and column block b, the 16 rows' f16 fields (field by field), then their quant bytes in
-    4-byte pieces, piece k of rows 0..15 before piece k + 1."""
-    nf, q = INTERLEAVED[dtype]
+    and column block b, the 16 rows' f16 fields (field by field), for q5 the fifth bits as 8
+    64-bit masks (mask 2k + h: bit 4·row + i is bit 16h + 4k + i of that row's qh), then the
+    quant bytes in 4-byte pieces, piece k of rows 0..15 before piece k + 1."""
+    nf, five, q = INTERLEAVED[dtype]
     rows, cols = int(shape[0]), int(shape[1])
     g, nb = rows // 16, cols // 32
-    a = np.frombuffer(stored, np.uint8).reshape(g, nb, 16 * (2 * nf + q))
+    m = 64 if five else 0
+    a = np.frombuffer(stored, np.uint8).reshape(g, nb, 32 * nf + m + 16 * q)
     fields = a[:, :, : 32 * nf].reshape(g, nb, nf, 16, 2).transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, 2 * nf)
-    quants = a[:, :, 32 * nf :].reshape(g, nb, q // 4, 16, 4).transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, q)
-    return np.concatenate([fields, quants], axis=3).reshape(rows, -1).tobytes()
+    parts = [fields]
+    if five:
+        bits = np.unpackbits(a[:, :, 32 * nf : 32 * nf + m], axis=2, bitorder="little")
+        bits = bits.reshape(g, nb, 4, 2, 16, 4).transpose(0, 4, 1, 3, 2, 5).reshape(g, 16, nb, 32)
+        parts.append(np.packbits(bits, axis=3, bitorder="little"))
+    quants = a[:, :, 32 * nf + m :].reshape(g, nb, q // 4, 16, 4).transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, q)
+    parts.append(quants)
+    return np.concatenate(parts, axis=3).reshape(rows, -1).tobytes()
 
 
 def interleave(dtype: str, raw: bytes, shape) -> bytes:
     """The layout-1 bytes of a row-major matrix (the inverse of `deinterleave`)."""
-    nf, q = INTERLEAVED[dtype]
+    nf, five, q = INTERLEAVED[dtype]
     rows, cols = int(shape[0]), int(shape[1])
     g, nb = rows // 16, cols // 32
-    a = np.frombuffer(raw, np.uint8).reshape(g, 16, nb, 2 * nf + q)
+    head = 2 * nf + (4 if five else 0)
+    a = np.frombuffer(raw, np.uint8).reshape(g, 16, nb, head + q)
     fields = a[:, :, :, : 2 * nf].reshape(g, 16, nb, nf, 2).transpose(0, 2, 3, 1, 4).reshape(g, nb, 32 * nf)
-    quants = a[:, :, :, 2 * nf :].reshape(g, 16, nb, q // 4, 4).transpose(0, 2, 3, 1, 4).reshape(g, nb, 16 * q)
-    return np.concatenate([fields, quants], axis=2).tobytes()
+    parts = [fields]
+    if five:
+        bits = np.unpackbits(a[:, :, :, 2 * nf : head], axis=3, bitorder="little")
+        bits = bits.reshape(g, 16, nb, 2, 4, 4).transpose(0, 2, 4, 3, 1, 5).reshape(g, nb, 512)
+        parts.append(np.packbits(bits, axis=2, bitorder="little"))
+    quants = a[:, :, :, head:].reshape(g, 16, nb, q // 4, 4).transpose(0, 2, 3, 1, 4).reshape(g, nb, 16 * q)
+    parts.append(quants)
+    return np.concatenate(parts, axis=2).tobytes()
 
 
 def dequantize(dtype, raw: bytes, shape) -> np.ndarray:

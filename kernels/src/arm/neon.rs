@@ -32,7 +32,7 @@ macro_rules! neon_bodies {
 
         plug!($isa, available: crate::arm::has, [
             quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f32, dots_f32, wsum_f32,
-            gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
+            gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16, gemm_q5_0x16, gemm_q5_1x16,
             dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k,
             rows_q5_0, rows_q5_1, rows_q4_k, rows_q5_k, rows_q6_k,
             dots_f16, wsum_f16, dots_q8_0, wsum_q8_0,
@@ -399,7 +399,8 @@ macro_rules! neon_bodies {
                 let groups = w.len() / nb;
                 let rows = 16 * groups;
                 let q4 = B::DTYPE != crate::DType::Q8_0;
-                let bias = if B::DTYPE == crate::DType::Q4_0 { 8 } else { 0 };
+                // Nibbles (with q5's fifth bits) made signed: q4_0 − 8, q5_0 − 16.
+                let bias = if q4 { -B::OFFSET as i8 } else { 0 };
                 for (t, at) in a.chunks_exact(nb).enumerate() {
                     for (g, wg) in w.chunks_exact(nb).enumerate() {
                         for quad in 0..4 {
@@ -413,9 +414,15 @@ macro_rules! neon_bodies {
                                     let v = vld1q_u8(qs[64 * k..][..16].as_ptr());
                                     let yk = vreinterpretq_s8_s32(vdupq_n_s32(y.add(k).read_unaligned()));
                                     if q4 {
-                                        let lo =
-                                            vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vdupq_n_s8(bias));
-                                        let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)), vdupq_n_s8(bias));
+                                        let (mut lo, mut hi) = (vandq_u8(v, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(v));
+                                        if let Some(qh) = bw.qh() {
+                                            // This quad's 16 bits of the piece's masks (bit 4r + i).
+                                            let bits = |high| (crate::interleave::qh_mask(qh, k, high) >> (16 * quad)) as u16;
+                                            lo = vorrq_u8(lo, high_bits_16(bits(false)));
+                                            hi = vorrq_u8(hi, high_bits_16(bits(true)));
+                                        }
+                                        let lo = vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8(bias));
+                                        let hi = vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8(bias));
                                         let yh = vreinterpretq_s8_s32(vdupq_n_s32(y.add(4 + k).read_unaligned()));
                                         s = dot4_i8x16(dot4_i8x16(s, lo, yk), hi, yh);
                                     } else {

@@ -25,7 +25,7 @@ use crate::types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 
 plug!(crate::table::Isa::Avx2, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
-    gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
+    gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16, gemm_q5_0x16, gemm_q5_1x16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32, dots_f32, wsum_f32,
     rows_q5_0, rows_q5_1, rows_q4_k, rows_q5_k, rows_q6_k,
     dots_f16, wsum_f16, dots_q8_0, wsum_q8_0, store_f16,
@@ -66,7 +66,8 @@ const TOKENS: usize = 4;
 /// Group blocks between a decode step and the block it prefetches.
 const PREFETCH: usize = 4;
 
-/// The 8 pieces of rows `8h..8h + 8` of group block `blk`: nibbles (q4) or signed bytes (q8).
+/// The 8 pieces of rows `8h..8h + 8` of group block `blk`: nibbles (q4), nibbles with their
+/// fifth bits (q5: 0..31) or signed bytes (q8).
 ///
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
@@ -86,10 +87,16 @@ unsafe fn unpack8<B: GroupBlock>(blk: &B, h: usize) -> [__m256i; 8] {
         } else {
             let m = _mm256_set1_epi8(0x0F);
             for j in 0..4 {
-                // SAFETY (caller): a q4 group block holds 4 pieces of 64 bytes; h < 2.
+                // SAFETY (caller): a q4/q5 group block holds 4 pieces of 64 bytes; h < 2.
                 let v = _mm256_loadu_si256(q.add(64 * j) as *const __m256i);
                 x[j] = _mm256_and_si256(v, m);
                 x[4 + j] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m);
+                if let Some(qh) = blk.qh() {
+                    // This half's 32 bits of the piece's masks: byte i of row r is bit 4r + i.
+                    let bits = |high| (crate::interleave::qh_mask(qh, j, high) >> (32 * h)) as u32;
+                    x[j] = _mm256_or_si256(x[j], high_bits_32(bits(false)));
+                    x[4 + j] = _mm256_or_si256(x[4 + j], high_bits_32(bits(true)));
+                }
             }
         }
         x
@@ -144,17 +151,18 @@ unsafe fn half_x<B: GroupBlock, const H: usize, const T: usize>(
                         }
                         i
                     } else {
-                        let mut s = _mm256_setzero_si256();
-                        for (k, x) in x.iter().enumerate() {
-                            let y = _mm256_set1_epi32(q.add(k).read_unaligned());
-                            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(*x, y));
+                        // i16 sums of 4 pieces (q5: at most 4 · 2 · 31 · 128 = 31744), widened
+                        // per half of the pieces.
+                        let mut i = _mm256_setzero_si256();
+                        for (k4, x) in x.chunks_exact(4).enumerate() {
+                            let mut s = _mm256_setzero_si256();
+                            for (k, x) in x.iter().enumerate() {
+                                let y = _mm256_set1_epi32(q.add(4 * k4 + k).read_unaligned());
+                                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(*x, y));
+                            }
+                            i = _mm256_add_epi32(i, _mm256_madd_epi16(s, ones));
                         }
-                        let i = _mm256_madd_epi16(s, ones);
-                        if B::DTYPE == DType::Q4_0 {
-                            _mm256_add_epi32(i, _mm256_set1_epi32(-8 * ab.sum))
-                        } else {
-                            i
-                        }
+                        _mm256_add_epi32(i, _mm256_set1_epi32(B::OFFSET * ab.sum))
                     };
                     acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(d, _mm256_set1_ps(ab.d)), acc[t]);
                     if let Some(m) = m {

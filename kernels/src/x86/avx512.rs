@@ -17,7 +17,7 @@ use ymm::{rows_q4_k, rows_q5_0, rows_q5_1, rows_q5_k, rows_q6_k};
 
 plug!(crate::table::Isa::Avx512, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
-    gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16,
+    gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16, gemm_q5_0x16, gemm_q5_1x16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32,
     rows_q5_0, rows_q5_1, rows_q4_k, rows_q5_k, rows_q6_k,
     dots_f16, wsum_f16, dots_q8_0, wsum_q8_0,
@@ -67,8 +67,8 @@ fn f16(bits: u16) -> f32 {
 /// Tokens per pass over a group's blocks.
 const X16_TOKENS: usize = 8;
 
-/// The 8 unsigned 512-bit pieces of group block `blk` (piece i meets activation bytes 4i..4i+4)
-/// and the offset they carry.
+/// The 8 unsigned 512-bit pieces of group block `blk` (piece i meets activation bytes 4i..4i+4);
+/// they carry the offset `B::OFFSET`.
 ///
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
@@ -88,10 +88,17 @@ unsafe fn unpack16<B: GroupBlock>(blk: &B) -> [__m512i; 8] {
         } else {
             let m = _mm512_set1_epi8(0x0F);
             for j in 0..4 {
-                // SAFETY (caller): a q4 group block holds 4 pieces of 64 bytes.
+                // SAFETY (caller): a q4/q5 group block holds 4 pieces of 64 bytes.
                 let v = _mm512_loadu_si512(q.add(64 * j) as *const _);
                 x[j] = _mm512_and_si512(v, m);
                 x[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m);
+                if let Some(qh) = blk.qh() {
+                    // q5: the piece's masks are byte masks of these registers; +16 where set.
+                    let five = _mm512_set1_epi8(0x10);
+                    let (lo, hi) = (crate::interleave::qh_mask(qh, j, false), crate::interleave::qh_mask(qh, j, true));
+                    x[j] = _mm512_mask_add_epi8(x[j], lo, x[j], five);
+                    x[4 + j] = _mm512_mask_add_epi8(x[4 + j], hi, x[4 + j], five);
+                }
             }
         }
         x
@@ -108,11 +115,7 @@ unsafe fn unpack16<B: GroupBlock>(blk: &B) -> [__m512i; 8] {
 unsafe fn group_x<B: GroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32], stride: usize) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        let off = match B::DTYPE {
-            DType::Q4_0 => -8,
-            DType::Q8_0 => -128,
-            _ => 0,
-        };
+        let off = B::OFFSET;
         let mut acc = [_mm512_setzero_ps(); T];
         for (b, blk) in w[..nb].iter().enumerate() {
             let x = unpack16(blk);
