@@ -31,7 +31,7 @@ BLOCK = {
     "q6_k": (210, 256, {208: 0.00005}),
 }
 # Types the `rows16` interleave exists for (the others are stored row after row).
-ROWS16 = {"q4_0", "q4_1", "q8_0"}
+ROWS16 = set(autark_file.INTERLEAVED)
 
 
 def random_blocks(rng, rows, cols, dtype):

@@ -17,9 +17,17 @@
 //! loaded from the piece (AVX-512's `vpmovm2b`/masked add); its 32- and 16-bit quarters serve
 //! 8 and 4 rows. Every bit of the row-major `qh` is kept, only moved: the tensor has the same
 //! number of bytes as the row-major one.
+//!
+//! `q4_k` and `q5_k` (256-value super-blocks) follow the same scheme with two f16 fields (`d`,
+//! `dmin`) and no masks: the rest of a row's super-block (12 bytes of packed scales, `q5_k`'s
+//! 32 bytes of fifth bits, 128 bytes of nibbles) is cut into 4-byte pieces, so piece 0–2 hold
+//! the 16 rows' scales (one 32-bit lane per row: the 6-bit scales and mins unpack with shifts
+//! per lane), and each 64-byte piece of nibbles or fifth bits holds values `4k..4k + 4` of a
+//! sub-block of every row.
 
 use crate::types::{
-    blocks, BlockLayout, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, DType, KernelError, Result, QK,
+    blocks, BlockLayout, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ8_0, DType, KernelError,
+    Result, QK, QK_K,
 };
 use std::mem::offset_of;
 
@@ -33,8 +41,8 @@ pub enum TensorLayout {
     /// Row after row, each row its blocks in order (every dtype).
     #[default]
     RowMajor = 0,
-    /// Groups of 16 rows, interleaved (this module); `q4_0`, `q4_1`, `q5_0`, `q5_1` and `q8_0`
-    /// matrices whose row count is a multiple of 16.
+    /// Groups of 16 rows, interleaved (this module); `q4_0`, `q4_1`, `q5_0`, `q5_1`, `q8_0`,
+    /// `q4_k` and `q5_k` matrices whose row count is a multiple of 16.
     Rows16 = 1,
 }
 
@@ -91,6 +99,8 @@ const fn scheme(dtype: DType) -> Option<Scheme> {
         DType::Q8_0 => (offset_of!(BlockQ8_0, qs) / 2, false),
         DType::Q5_0 => (offset_of!(BlockQ5_0, qh) / 2, true),
         DType::Q5_1 => (offset_of!(BlockQ5_1, qh) / 2, true),
+        DType::Q4K => (offset_of!(BlockQ4K, scales) / 2, false),
+        DType::Q5K => (offset_of!(BlockQ5K, scales) / 2, false),
         _ => return None,
     };
     Some(Scheme { nf, qh })
@@ -232,8 +242,14 @@ pub fn block(dtype: DType, cols: usize, data: &[u8], r: usize, b: usize, dst: &m
     Ok(())
 }
 
-/// Bytes of the largest block an interleaved type has (`q8_0`).
-pub const MAX_BLOCK_BYTES: usize = size_of::<BlockQ8_0>();
+/// Row `lane`'s row-major block from one group block `blk` into `dst` (`dst` one block long).
+pub fn lane_block<B: BlockLayout>(blk: &B, lane: usize, dst: &mut [u8]) {
+    let sc = scheme(B::DTYPE).expect("an interleaved block type");
+    sc.gather(lane, crate::types::block_bytes(blk), dst);
+}
+
+/// Bytes of the largest block an interleaved type has (`q5_k`).
+pub const MAX_BLOCK_BYTES: usize = size_of::<BlockQ5K>();
 
 blocks! {
     /// Block `b` of 16 interleaved `q4_0` rows.
@@ -264,6 +280,77 @@ blocks! {
     BlockQ8_0x16(Q8_0, QK, 16 * 34) {
         d: [u16; GROUP],
         qs: [u8; GROUP * QK],
+    }
+    /// Super-block `b` of 16 interleaved `q4_k` rows: pieces 0–2 the packed scales, 3–34 the
+    /// nibbles.
+    BlockQ4Kx16(Q4K, QK_K, 16 * 144) {
+        d: [u16; GROUP],
+        dmin: [u16; GROUP],
+        scales: [u8; K_SCALES],
+        qs: [u8; GROUP * QK_K / 2],
+    }
+    /// Super-block `b` of 16 interleaved `q5_k` rows: pieces 0–2 the packed scales, 3–10 the
+    /// fifth bits, 11–42 the nibbles.
+    BlockQ5Kx16(Q5K, QK_K, 16 * 176) {
+        d: [u16; GROUP],
+        dmin: [u16; GROUP],
+        scales: [u8; K_SCALES],
+        qh: [u8; GROUP * QK_K / 8],
+        qs: [u8; GROUP * QK_K / 2],
+    }
+}
+
+/// Bytes of a K group block's packed scales: 3 pieces of 16 rows × 4 bytes.
+pub const K_SCALES: usize = 3 * 4 * GROUP;
+
+/// The fields of an interleaved `q4_k` / `q5_k` group block that the kernels read. Piece `k`
+/// of `qs` (64 bytes) holds bytes `4k..4k + 4` of the 16 rows' 128 nibble bytes: sub-block `j`
+/// is nibble `j mod 2` of pieces `8·(j div 2) .. 8·(j div 2) + 8`, piece `8·(j div 2) + k`
+/// meeting activation bytes `4k..4k + 4`; `q5_k`'s piece `k` of `qh` holds the fifth bits of
+/// the same values, bit `j` of each byte for sub-block `j`.
+pub trait KGroupBlock: BlockLayout {
+    fn d(&self) -> &[u16; GROUP];
+    fn dmin(&self) -> &[u16; GROUP];
+    /// The 16 rows' 12 packed scale bytes, as 3 pieces (row `r`'s bytes `4p..4p + 4` at
+    /// `64p + 4r`).
+    fn scales(&self) -> &[u8; K_SCALES];
+    /// `q5_k`'s fifth bits (8 pieces), else `None`.
+    fn qh(&self) -> Option<&[u8; GROUP * QK_K / 8]> {
+        None
+    }
+    fn qs(&self) -> &[u8; GROUP * QK_K / 2];
+}
+
+impl KGroupBlock for BlockQ4Kx16 {
+    fn d(&self) -> &[u16; GROUP] {
+        &self.d
+    }
+    fn dmin(&self) -> &[u16; GROUP] {
+        &self.dmin
+    }
+    fn scales(&self) -> &[u8; K_SCALES] {
+        &self.scales
+    }
+    fn qs(&self) -> &[u8; GROUP * QK_K / 2] {
+        &self.qs
+    }
+}
+
+impl KGroupBlock for BlockQ5Kx16 {
+    fn d(&self) -> &[u16; GROUP] {
+        &self.d
+    }
+    fn dmin(&self) -> &[u16; GROUP] {
+        &self.dmin
+    }
+    fn scales(&self) -> &[u8; K_SCALES] {
+        &self.scales
+    }
+    fn qh(&self) -> Option<&[u8; GROUP * QK_K / 8]> {
+        Some(&self.qh)
+    }
+    fn qs(&self) -> &[u8; GROUP * QK_K / 2] {
+        &self.qs
     }
 }
 
@@ -324,7 +411,7 @@ impl_group_block! {
 }
 
 /// A copy of interleaved tensor bytes as owned group blocks (any alignment of `bytes`).
-pub fn to_blocks<B: GroupBlock>(bytes: &[u8]) -> Result<Vec<B>> {
+pub fn to_blocks<B: BlockLayout>(bytes: &[u8]) -> Result<Vec<B>> {
     let (dtype, size) = (B::DTYPE, size_of::<B>());
     if !bytes.len().is_multiple_of(size) {
         return Err(KernelError::ByteLength {
@@ -345,8 +432,8 @@ mod tests {
     #[test]
     fn interleave_round_trip_and_piece_order() {
         let mut rng = Rng::new(7);
-        for dtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0] {
-            let (rows, cols) = (32, 96);
+        for dtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q5K] {
+            let (rows, cols) = (32, 3 * dtype.block_len());
             let rb = dtype.row_bytes(cols).unwrap();
             let src: Vec<u8> = (0..rows * rb).map(|_| rng.next() as u8).collect();
             let mut dst = Vec::new();
@@ -366,6 +453,17 @@ mod tests {
             let blk = &dst[rb * GROUP + 2 * bs * GROUP..];
             let srow = &src[17 * rb + 2 * bs..];
             assert_eq!(blk[2..4], srow[0..2], "{dtype}: d of lane 1");
+            // Row 17's block 2 from its group block alone (`lane_block`).
+            let mut one = vec![0u8; dtype.block_bytes()];
+            let at = rb * GROUP + 2 * dtype.block_bytes() * GROUP;
+            let gb = &dst[at..at + dtype.block_bytes() * GROUP];
+            match dtype {
+                DType::Q4K => lane_block(&to_blocks::<BlockQ4Kx16>(gb).unwrap()[0], 1, &mut one),
+                DType::Q5K => lane_block(&to_blocks::<BlockQ5Kx16>(gb).unwrap()[0], 1, &mut one),
+                DType::Q5_1 => lane_block(&to_blocks::<BlockQ5_1x16>(gb).unwrap()[0], 1, &mut one),
+                _ => one.copy_from_slice(&srow[..dtype.block_bytes()]),
+            }
+            assert_eq!(one, srow[..dtype.block_bytes()], "{dtype}: lane_block");
             let (q0, h) = (sc.pieces(), sc.head());
             assert_eq!(blk[q0 + 4..q0 + 8], srow[h..h + 4], "{dtype}: piece 0 of lane 1");
             assert_eq!(blk[q0 + 64 + 4..q0 + 64 + 8], srow[h + 4..h + 8], "{dtype}: piece 1 of lane 1");
@@ -386,7 +484,7 @@ mod tests {
         let mut v = Vec::new();
         assert!(matches!(interleave(DType::Q4_0, 8, 32, &[0; 8 * 18], &mut v), Err(KernelError::BadLayout { .. })));
         assert!(matches!(
-            interleave(DType::Q4K, 16, 256, &[0; 16 * size_of::<crate::types::BlockQ4K>()], &mut v),
+            interleave(DType::Q6K, 16, 256, &[0; 16 * size_of::<crate::types::BlockQ6K>()], &mut v),
             Err(KernelError::BadLayout { .. })
         ));
         assert!(matches!(interleave(DType::Q4_0, 16, 32, &[0; 10], &mut v), Err(KernelError::LengthMismatch { .. })));

@@ -7,9 +7,10 @@
 use crate::blocks::{cast_blocks, check_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 use crate::dispatch::{kernels, GemmFn};
 use crate::interleave::{
-    self, BlockQ4_0x16, BlockQ4_1x16, BlockQ5_0x16, BlockQ5_1x16, BlockQ8_0x16, GroupBlock, TensorLayout, GROUP,
+    self, BlockQ4Kx16, BlockQ4_0x16, BlockQ4_1x16, BlockQ5Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ8_0x16, TensorLayout,
+    GROUP,
 };
-use crate::types::{KernelError, Result};
+use crate::types::{BlockLayout, KernelError, Result};
 
 /// A weight matrix of `rows` × `cols` (PyTorch `nn.Linear.weight` layout: one row per output),
 /// borrowed from the mapping.
@@ -152,6 +153,8 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
             DType::Q8_0 => gemm_groups::<BlockQ8_0x16>(w, act, out, k.gemm_q8_0x16),
             DType::Q5_0 => gemm_groups::<BlockQ5_0x16>(w, act, out, k.gemm_q5_0x16),
             DType::Q5_1 => gemm_groups::<BlockQ5_1x16>(w, act, out, k.gemm_q5_1x16),
+            DType::Q4K => gemm_groups::<BlockQ4Kx16>(w, act, out, k.gemm_q4_kx16),
+            DType::Q5K => gemm_groups::<BlockQ5Kx16>(w, act, out, k.gemm_q5_kx16),
             other => Err(KernelError::Unsupported { op: "gemm (rows16)", dtype: other }),
         };
     }
@@ -234,10 +237,11 @@ fn gemm_q<B: Block>(
 
 /// 16-row interleaved weights × 8-bit activations: tasks take chunks of row groups; a tile
 /// call covers the chunk's groups for as many tokens as its output buffer holds (decode: one).
-fn gemm_groups<B: GroupBlock>(w: &WeightView<'_>, act: &Activations, out: &mut [f32], tile: GemmFn<B>) -> Result<()> {
-    check_blocks("gemm", B::DTYPE, w.cols, w.cols / QK)?;
+fn gemm_groups<B: BlockLayout>(w: &WeightView<'_>, act: &Activations, out: &mut [f32], tile: GemmFn<B>) -> Result<()> {
+    check_blocks("gemm", B::DTYPE, w.cols, w.cols / B::BLOCK_LEN)?;
     let blocks: &[B] = cast_blocks(w.data)?;
-    let nb = w.cols / QK;
+    // Activation blocks per row, group blocks per group.
+    let (nb, nw) = (w.cols / QK, w.cols / B::BLOCK_LEN);
     let (rows, n_tokens) = (w.rows, act.n_tokens);
     let a = &act.q8;
     let ptr = OutPtr(out.as_mut_ptr());
@@ -252,7 +256,7 @@ fn gemm_groups<B: GroupBlock>(w: &WeightView<'_>, act: &Activations, out: &mut [
         TILE_BUF.with_borrow_mut(|buf| {
             for t0 in (0..n_tokens).step_by(tok_chunk) {
                 let nt = tok_chunk.min(n_tokens - t0);
-                tile(&blocks[g0 * nb..(g0 + ng) * nb], &a[t0 * nb..(t0 + nt) * nb], nb, &mut buf[..nr * nt]);
+                tile(&blocks[g0 * nw..(g0 + ng) * nw], &a[t0 * nb..(t0 + nt) * nb], nb, &mut buf[..nr * nt]);
                 for t in 0..nt {
                     // SAFETY: t0 + t < n_tokens and r0 + nr <= rows, inside `out` (length checked
                     // by `gemm`); group chunks are disjoint across tasks.

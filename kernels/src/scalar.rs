@@ -5,7 +5,8 @@
 
 pub use crate::contract::{block_term, fma, lane_dot, min_term, pair_wsum, sum_lanes, LANES};
 use crate::interleave::{
-    self, BlockQ4_0x16, BlockQ4_1x16, BlockQ5_0x16, BlockQ5_1x16, BlockQ8_0x16, GroupBlock, GROUP,
+    self, BlockQ4Kx16, BlockQ4_0x16, BlockQ4_1x16, BlockQ5Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ8_0x16, GroupBlock,
+    KGroupBlock, GROUP,
 };
 pub use crate::types::max_by_magnitude;
 use crate::types::{f16_to_f32, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
@@ -290,6 +291,44 @@ pub fn gemm_q5_1x16(w: &[BlockQ5_1x16], a: &[BlockQ8A], nb: usize, out: &mut [f3
     gemm_x16(w, a, nb, out)
 }
 
+/// Interleaved `q4_k` / `q5_k` rows through a row-major kernel: each row of each group is
+/// gathered (`interleave::lane_block`) and multiplied by `dots` (a `ByteDotsFn` of the same
+/// type) for all tokens, so the results are that kernel's bits. The scalar slots (with the
+/// scalar dots) and ISAs without a rows-in-lanes K kernel (NEON, with its own dots) use it.
+pub fn gemm_k_by_rows<B: KGroupBlock>(
+    w: &[B],
+    a: &[BlockQ8A],
+    nb: usize,
+    out: &mut [f32],
+    dots: fn(&[u8], &[BlockQ8A], usize, &mut [f32]),
+) {
+    let nw = nb / (B::BLOCK_LEN / QK);
+    let (groups, toks) = (w.len() / nw, a.len() / nb);
+    let rows = GROUP * groups;
+    let bs = B::DTYPE.block_bytes();
+    let mut row = vec![0u8; nw * bs];
+    let mut res = vec![0f32; toks];
+    for (g, wg) in w.chunks_exact(nw).enumerate() {
+        for lane in 0..GROUP {
+            for (blk, dst) in wg.iter().zip(row.chunks_exact_mut(bs)) {
+                interleave::lane_block(blk, lane, dst);
+            }
+            dots(&row, a, nb, &mut res);
+            for (t, &v) in res.iter().enumerate() {
+                out[t * rows + g * GROUP + lane] = v;
+            }
+        }
+    }
+}
+
+pub fn gemm_q4_kx16(w: &[BlockQ4Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    gemm_k_by_rows(w, a, nb, out, dots_q4_k)
+}
+
+pub fn gemm_q5_kx16(w: &[BlockQ5Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    gemm_k_by_rows(w, a, nb, out, dots_q5_k)
+}
+
 // ---- attention over the cache: rows of `len` values, `stride` apart -------------------------------
 
 /// Asserts that rows `0..n` of `len` values, `stride` apart, lie inside `total` values.
@@ -298,9 +337,11 @@ pub fn check_strided(len: usize, total: usize, stride: usize, n: usize) {
     assert!(n == 0 || (n - 1) * stride + len <= total, "{n} rows of {len} (stride {stride}) exceed {total} values");
 }
 
-/// Asserts the lengths of a `gemm_*x16` call: whole rows of `nb` blocks, room for every result.
-pub fn check_x16(w: usize, a: usize, nb: usize, out: usize) {
-    assert!(nb > 0 && w.is_multiple_of(nb) && a.is_multiple_of(nb) && out >= 16 * (w / nb) * (a / nb), "x16 lengths");
+/// Asserts the lengths of a `gemm_*x16` call: whole rows of `nb` activation blocks (`per`
+/// activation blocks per group block: 1, or 8 for the K super-blocks), room for every result.
+pub fn check_x16(w: usize, per: usize, a: usize, nb: usize, out: usize) {
+    let ok = nb > 0 && nb.is_multiple_of(per) && (w * per).is_multiple_of(nb) && a.is_multiple_of(nb);
+    assert!(ok && out >= 16 * (w * per / nb) * (a / nb), "x16 lengths");
 }
 
 /// `out[j] = q · k[j·stride..j·stride + q.len()]` (attention scores, `lane_dot`).

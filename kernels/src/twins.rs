@@ -52,16 +52,21 @@ macro_rules! dot_entries {
     )*};
 }
 
-/// The safe slots `gemm_q4_0x16`, `gemm_q4_1x16`, `gemm_q8_0x16`, `gemm_q5_0x16`, `gemm_q5_1x16` over the module's generic
+/// The safe slots `gemm_q4_0x16`, `gemm_q4_1x16`, `gemm_q8_0x16`, `gemm_q5_0x16`, `gemm_q5_1x16` (or, with `k:`,
+/// `gemm_q4_kx16`, `gemm_q5_kx16`) over the module's generic
 /// `unsafe fn body<B: GroupBlock>(w, a, nb, out)`, after checking the lengths.
 macro_rules! x16_entries {
     ($body:ident) => {
         x16_entries!(@ $body, gemm_q4_0x16: BlockQ4_0x16, gemm_q4_1x16: BlockQ4_1x16, gemm_q8_0x16: BlockQ8_0x16,
             gemm_q5_0x16: BlockQ5_0x16, gemm_q5_1x16: BlockQ5_1x16);
     };
+    (k: $body:ident) => {
+        x16_entries!(@ $body, gemm_q4_kx16: BlockQ4Kx16, gemm_q5_kx16: BlockQ5Kx16);
+    };
     (@ $body:ident, $($slot:ident: $blk:ident),*) => {$(
         fn $slot(w: &[crate::interleave::$blk], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            crate::scalar::check_x16(w.len(), a.len(), nb, out.len());
+            let per = <crate::interleave::$blk as crate::types::BlockLayout>::BLOCK_LEN / crate::types::QK;
+            crate::scalar::check_x16(w.len(), per, a.len(), nb, out.len());
             // SAFETY: `plug` installs this slot only after detecting the module's ISA (every
             // feature the body enables); the lengths are checked above.
             unsafe { $body(w, a, nb, out) }
@@ -309,7 +314,7 @@ mod checks {
     /// (beyond the 8 an x86 pass takes). Every ISA runs the contract's expression per (row,
     /// token) (`block_term`, `min_term`) and agrees bit for bit. A token's result never depends
     /// on the tokens beside it.
-    fn x16<X: crate::interleave::GroupBlock>(
+    fn x16<X: crate::types::BlockLayout>(
         isa: Isa,
         f16s: &[usize],
         dot: fn(&[u8], &[BlockQ8A]) -> f32,
@@ -317,9 +322,12 @@ mod checks {
     ) {
         let mut rng = Rng::new(16 + X::DTYPE as u64);
         let dtype = X::DTYPE;
+        // Activation blocks per weight block (8 for the K super-blocks); `nw` counts weight
+        // blocks per row below, `nb` activation blocks.
+        let per = X::BLOCK_LEN / QK;
         // Token counts leave every remainder of the kernels' 8-token passes (0–7: the 4-, 2- and
         // 1-token passes of AVX-512 in every combination).
-        for &(groups, nb, toks) in &[
+        for &(groups, nw, toks) in &[
             (1, 1, 1),
             (1, 3, 9),
             (2, 18, 8),
@@ -333,7 +341,9 @@ mod checks {
             (1, 2, 7),
             (1, 3, 15),
         ] {
-            let rows = 16 * groups;
+            // K rows are long already: at most 3 super-blocks (768 values).
+            let nw = if per > 1 { nw.min(3) } else { nw };
+            let (rows, nb) = (16 * groups, nw * per);
             let (qa, _) = acts(&mut rng, toks * nb * QK, false);
             let mut quantized = Vec::new();
             crate::blocks::quantize_bytes(dtype, &rng.vec(rows * nb * QK, 1.0), &mut quantized).unwrap();
@@ -407,7 +417,9 @@ mod checks {
             gemm_q4_1x16(&[offset_of!(BlockQ4_1, d), offset_of!(BlockQ4_1, m)], |w, a| legacy_bytes(scalar::vec_dot_q4_1)(w, a)),
             gemm_q5_0x16(&[offset_of!(BlockQ5_0, d)], crate::q5::vec_dot_q5_0),
             gemm_q5_1x16(&[offset_of!(BlockQ5_1, d), offset_of!(BlockQ5_1, m)], crate::q5::vec_dot_q5_1),
-            gemm_q8_0x16(&[offset_of!(BlockQ8_0, d)], |w, a| legacy_bytes(scalar::vec_dot_q8_0)(w, a));
+            gemm_q8_0x16(&[offset_of!(BlockQ8_0, d)], |w, a| legacy_bytes(scalar::vec_dot_q8_0)(w, a)),
+            gemm_q4_kx16(&[offset_of!(BlockQ4K, d), offset_of!(BlockQ4K, dmin)], crate::kquants::vec_dot_q4_k),
+            gemm_q5_kx16(&[offset_of!(BlockQ5K, d), offset_of!(BlockQ5K, dmin)], crate::kquants::vec_dot_q5_k);
     }
 
     /// `exp_f32` against the scalar twin bit for bit: random values over the whole f32 range of
@@ -674,7 +686,7 @@ mod checks {
     #[test]
     fn scalar_table() {
         let k = Kernels::scalar();
-        let checks: [fn(&Kernels, Isa); 32] = [
+        let checks: [fn(&Kernels, Isa); 34] = [
             quantize_act,
             vec_dot_q4_0,
             vec_dot_q4_1,
@@ -689,6 +701,8 @@ mod checks {
             gemm_q8_0x16,
             gemm_q5_0x16,
             gemm_q5_1x16,
+            gemm_q4_kx16,
+            gemm_q5_kx16,
             dots_q5_0,
             dots_q5_1,
             dots_q4_k,

@@ -319,6 +319,13 @@ pub(crate) fn cast_blocks<'a, B: BlockLayout>(bytes: &'a [u8], op: &'static str)
     Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) })
 }
 
+/// The bytes of one block.
+pub(crate) fn block_bytes<B: BlockLayout>(b: &B) -> &[u8] {
+    // SAFETY: a `BlockLayout` is a `#[repr(C)]` struct of integers without padding, so all
+    // `size_of::<B>()` bytes behind the reference are initialized; the lifetime is `b`'s.
+    unsafe { std::slice::from_raw_parts((b as *const B).cast::<u8>(), size_of::<B>()) }
+}
+
 /// The whole blocks in `bytes` (any alignment), read one by one.
 pub(crate) fn blocks_of<B: BlockLayout>(bytes: &[u8]) -> impl Iterator<Item = B> + '_ {
     // SAFETY: each chunk holds `size_of::<B>()` bytes, read without alignment; every bit

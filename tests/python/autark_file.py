@@ -257,7 +257,7 @@ def build(metadata, entries) -> bytes:
         table += e.get("sha256", hashlib.sha256(e["raw"]).digest())
     hdr = bytearray(HEADER_LEN)
     hdr[0:4] = MAGIC
-    q5 = any(e.get("layout", 0) and e["dtype"] in ("q5_0", "q5_1", 6, 7) for e in entries)
+    q5 = any(e.get("layout", 0) and e["dtype"] in ("q5_0", "q5_1", "q4_k", "q5_k", 6, 7, 12, 13) for e in entries)
     minor = 2 if q5 else 1 if any(e.get("layout", 0) for e in entries) else 0
     struct.pack_into("<HHII", hdr, 4, 1, minor, HEADER_LEN, ALIGNMENT)
     struct.pack_into("<7Q", hdr, 16, HEADER_LEN, len(meta), to, len(table), len(entries), do, len(data))
@@ -265,14 +265,17 @@ def build(metadata, entries) -> bytes:
     return bytes(hdr) + meta + bytes(table) + bytes(do - to - len(table)) + bytes(data)
 
 
-# Layout 1 ("rows16"): (f16 fields per block, fifth bits (q5), quant bytes per block) of the
-# types it holds.
+# Layout 1 ("rows16"): (f16 fields per block, fifth bits as masks (q5_0/q5_1), bytes per block
+# after them, values per block) of the types it holds. A K super-block's bytes after d and dmin
+# (packed scales, q5_k's fifth bits, nibbles) are all cut into 4-byte pieces.
 INTERLEAVED = {
-    "q4_0": (1, False, 16),
-    "q4_1": (2, False, 16),
-    "q5_0": (1, True, 16),
-    "q5_1": (2, True, 16),
-    "q8_0": (1, False, 32),
+    "q4_0": (1, False, 16, 32),
+    "q4_1": (2, False, 16, 32),
+    "q5_0": (1, True, 16, 32),
+    "q5_1": (2, True, 16, 32),
+    "q8_0": (1, False, 32, 32),
+    "q4_k": (2, False, 140, 256),
+    "q5_k": (2, False, 172, 256),
 }
 
 
@@ -281,9 +284,9 @@ def deinterleave(dtype: str, stored: bytes, shape) -> bytes:
     and column block b, the 16 rows' f16 fields (field by field), for q5 the fifth bits as 8
     64-bit masks (mask 2k + h: bit 4·row + i is bit 16h + 4k + i of that row's qh), then the
     quant bytes in 4-byte pieces, piece k of rows 0..15 before piece k + 1."""
-    nf, five, q = INTERLEAVED[dtype]
+    nf, five, q, qk = INTERLEAVED[dtype]
     rows, cols = int(shape[0]), int(shape[1])
-    g, nb = rows // 16, cols // 32
+    g, nb = rows // 16, cols // qk
     m = 64 if five else 0
     a = np.frombuffer(stored, np.uint8).reshape(g, nb, 32 * nf + m + 16 * q)
     fields = a[:, :, : 32 * nf].reshape(g, nb, nf, 16, 2).transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, 2 * nf)
@@ -299,9 +302,9 @@ def deinterleave(dtype: str, stored: bytes, shape) -> bytes:
 
 def interleave(dtype: str, raw: bytes, shape) -> bytes:
     """The layout-1 bytes of a row-major matrix (the inverse of `deinterleave`)."""
-    nf, five, q = INTERLEAVED[dtype]
+    nf, five, q, qk = INTERLEAVED[dtype]
     rows, cols = int(shape[0]), int(shape[1])
-    g, nb = rows // 16, cols // 32
+    g, nb = rows // 16, cols // qk
     head = 2 * nf + (4 if five else 0)
     a = np.frombuffer(raw, np.uint8).reshape(g, 16, nb, head + q)
     fields = a[:, :, :, : 2 * nf].reshape(g, 16, nb, nf, 2).transpose(0, 2, 3, 1, 4).reshape(g, nb, 32 * nf)

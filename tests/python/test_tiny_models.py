@@ -278,7 +278,7 @@ def test_sliding_window_ring_cache(autark, tmp_path, variant, batch):
     compare_logits(got, ref, REL_TOL["f32"], f"{variant} batch {batch}")
 
 
-@pytest.mark.parametrize("qtype", ["q4_0", "q4_1", "q8_0"])
+@pytest.mark.parametrize("qtype", ["q4_0", "q4_1", "q8_0", "q5_0", "q5_1"])
 def test_interleaved_and_row_major_layouts_agree(autark, tmp_path, qtype):
     """`--layout rows16` (default) and `--layout rows` store the same blocks in another order
     (FORMAT.md "Layouts"; this reader de-interleaves independently of the Rust writer). The

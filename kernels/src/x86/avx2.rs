@@ -20,12 +20,13 @@
 use std::arch::x86_64::*;
 
 use crate::exp::{exp, LN2_HI, LN2_LO, LOG2E, MAX_X, MIN_X, P};
-use crate::interleave::GroupBlock;
+use crate::interleave::{GroupBlock, KGroupBlock};
 use crate::types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 
 plug!(crate::table::Isa::Avx2, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16, gemm_q5_0x16, gemm_q5_1x16,
+    gemm_q4_kx16, gemm_q5_kx16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32, dots_f32, wsum_f32,
     rows_q5_0, rows_q5_1, rows_q4_k, rows_q5_k, rows_q6_k,
     dots_f16, wsum_f16, dots_q8_0, wsum_q8_0, store_f16,
@@ -206,7 +207,140 @@ unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
     }
 }
 
+// ---- interleaved q4_k / q5_k: 8 rows per register, one 32-value sub-block at a time -------------
+
+/// Sub-block `j`'s (scale, min) of 8 rows from their scale pieces `s` (`scale_min_k4` per lane).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn scale_min_x8(s: &[__m256i; 3], j: usize) -> (__m256i, __m256i) {
+    let sr = |v: __m256i, n: usize| _mm256_srlv_epi32(v, _mm256_set1_epi32(n as i32));
+    let mask = |v: __m256i, m: i32| _mm256_and_si256(v, _mm256_set1_epi32(m));
+    if j < 4 {
+        (mask(sr(s[0], 8 * j), 63), mask(sr(s[1], 8 * j), 63))
+    } else {
+        let j = j - 4;
+        let top = |v: __m256i| _mm256_slli_epi32::<4>(mask(sr(v, 8 * j + 6), 3));
+        (
+            _mm256_or_si256(mask(sr(s[2], 8 * j), 15), top(s[0])),
+            _mm256_or_si256(mask(sr(s[2], 8 * j + 4), 15), top(s[1])),
+        )
+    }
+}
+
+/// Rows `8h..8h + 8` of a group (blocks `w[..nb / 8]`) × T tokens into `out[t * stride..][..8]`:
+/// per sub-block 8 nibble pieces (q5_k: + 16 where bit `j` of the fifth-bit piece is set,
+/// moved to bit 4 by one shift), `vpmaddubsw` pair sums added in i16 over 4 pieces (at most
+/// 4 · 2 · 31 · 128 = 31744), widened per 4 pieces; then the contract's two FMAs.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn khalf_x<B: KGroupBlock, const T: usize>(
+    w: &[B],
+    h: usize,
+    a: &[BlockQ8A],
+    nb: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let (ones, sign) = (_mm256_set1_epi16(1), _mm256_set1_epi32(i32::MIN));
+        let (low, five) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+        let mut acc = [_mm256_setzero_ps(); T];
+        for (b, blk) in w[..nb / 8].iter().enumerate() {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.d()[8 * h..].as_ptr() as *const __m128i));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.dmin()[8 * h..].as_ptr() as *const __m128i));
+            let sp = blk.scales().as_ptr().add(32 * h);
+            // SAFETY (caller): the scales hold 3 pieces of 64 bytes; h < 2.
+            let s = [0, 1, 2].map(|p| _mm256_loadu_si256(sp.add(64 * p) as *const __m256i));
+            for j in 0..8 {
+                let (sc, m) = scale_min_x8(&s, j);
+                let dsc = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
+                let ndm = _mm256_castsi256_ps(_mm256_xor_si256(
+                    _mm256_castps_si256(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(m))),
+                    sign,
+                ));
+                let q = blk.qs().as_ptr().add(64 * 8 * (j / 2) + 32 * h);
+                let mut x = [_mm256_setzero_si256(); 8];
+                for (k, x) in x.iter_mut().enumerate() {
+                    // SAFETY (caller): qs holds 32 pieces of 64 bytes; 8·(j/2) + k < 32, h < 2.
+                    let v = _mm256_loadu_si256(q.add(64 * k) as *const __m256i);
+                    *x = if j % 2 == 0 {
+                        _mm256_and_si256(v, low)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(v), low)
+                    };
+                    if let Some(qh) = blk.qh() {
+                        // SAFETY (caller): qh holds 8 pieces of 64 bytes; h < 2.
+                        let hb = _mm256_loadu_si256(qh.as_ptr().add(64 * k + 32 * h) as *const __m256i);
+                        // Bit j of each byte to bit 4 (a 16-bit shift never brings another
+                        // byte's bit to bit 4 of a byte).
+                        let moved = if j <= 4 {
+                            _mm256_sll_epi16(hb, _mm_cvtsi32_si128(4 - j as i32))
+                        } else {
+                            _mm256_srl_epi16(hb, _mm_cvtsi32_si128(j as i32 - 4))
+                        };
+                        *x = _mm256_or_si256(*x, _mm256_and_si256(moved, five));
+                    }
+                }
+                for t in 0..T {
+                    let ab = &a[t * nb + 8 * b + j];
+                    let qa = ab.qs.as_ptr() as *const i32;
+                    let mut i = _mm256_setzero_si256();
+                    for (k4, x) in x.chunks_exact(4).enumerate() {
+                        let mut p = _mm256_setzero_si256();
+                        for (k, x) in x.iter().enumerate() {
+                            // SAFETY: 4·k4 + k < 8 and an activation block holds 32 bytes.
+                            let y = _mm256_set1_epi32(qa.add(4 * k4 + k).read_unaligned());
+                            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(*x, y));
+                        }
+                        i = _mm256_add_epi32(i, _mm256_madd_epi16(p, ones));
+                    }
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(dsc, _mm256_set1_ps(ab.d)), acc[t]);
+                    acc[t] = _mm256_fmadd_ps(ndm, _mm256_set1_ps(ab.d * ab.sum as f32), acc[t]);
+                }
+            }
+        }
+        for (t, v) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out[t * stride..][..8].as_mut_ptr(), *v);
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_kx16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let nw = nb / 8;
+        let groups = w.len() / nw;
+        let toks = a.len() / nb;
+        let rows = 16 * groups;
+        for g in 0..groups {
+            let wg = &w[g * nw..(g + 1) * nw];
+            for h in 0..2 {
+                let o = 16 * g + 8 * h;
+                let mut t = 0;
+                while t + TOKENS <= toks {
+                    khalf_x::<B, TOKENS>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
+                    t += TOKENS;
+                }
+                while t < toks {
+                    khalf_x::<B, 1>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
+                    t += 1;
+                }
+            }
+        }
+    }
+}
+
 x16_entries!(gemm_x16);
+x16_entries!(k: gemm_kx16);
 
 // ---- e^x -----------------------------------------------------------------------------------------
 

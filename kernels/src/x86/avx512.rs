@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use crate::exp::{exp, LN2_HI, LN2_LO, LOG2E, MAX_X, MIN_X, P};
-use crate::interleave::GroupBlock;
+use crate::interleave::{GroupBlock, KGroupBlock};
 use crate::types::{BlockQ8A, BlockQ8_0, DType, QK};
 use ymm::{dots_q4_k, dots_q5_0, dots_q5_1, dots_q5_k, dots_q6_k, quantize_act, vec_dot_f16, vec_dot_f32};
 use ymm::{gemm_q4_0, gemm_q4_1, gemm_q8_0, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0};
@@ -18,6 +18,7 @@ use ymm::{rows_q4_k, rows_q5_0, rows_q5_1, rows_q5_k, rows_q6_k};
 plug!(crate::table::Isa::Avx512, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16, gemm_q5_0x16, gemm_q5_1x16,
+    gemm_q4_kx16, gemm_q5_kx16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32,
     rows_q5_0, rows_q5_1, rows_q4_k, rows_q5_k, rows_q6_k,
     dots_f16, wsum_f16, dots_q8_0, wsum_q8_0,
@@ -174,9 +175,133 @@ unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
     }
 }
 
+// ---- interleaved q4_k / q5_k: rows in lanes, one 32-value sub-block at a time --------------------
+//
+// The three scale pieces load as 16 lanes of 32 bits (a row's 12 packed scale bytes in 3
+// registers), so each sub-block's 6-bit scale and min come out of shifts and masks per lane,
+// and the contract's `d·sc` and `dmin·m` are two f32 products per lane. A sub-block's 8 nibble
+// pieces (and q5_k's 8 fifth-bit pieces, bit `j` of each byte: one `vptestmb` gives the byte
+// mask for a masked add of 16) meet each token's 8 broadcast activation words in 8 `vpdpbusd`.
+
+/// Sub-block `j`'s (scale, min) of the 16 rows from the scale pieces `s` (`scale_min_k4` per
+/// lane: bytes 0–3 of a row in `s[0]`, 4–7 in `s[1]`, 8–11 in `s[2]`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn scale_min_x16(s: &[__m512i; 3], j: usize) -> (__m512i, __m512i) {
+    let sr = |v: __m512i, n: usize| _mm512_srlv_epi32(v, _mm512_set1_epi32(n as i32));
+    let mask = |v: __m512i, m: i32| _mm512_and_si512(v, _mm512_set1_epi32(m));
+    if j < 4 {
+        (mask(sr(s[0], 8 * j), 63), mask(sr(s[1], 8 * j), 63))
+    } else {
+        let j = j - 4;
+        let top = |v: __m512i| _mm512_slli_epi32::<4>(mask(sr(v, 8 * j + 6), 3));
+        (
+            _mm512_or_si512(mask(sr(s[2], 8 * j), 15), top(s[0])),
+            _mm512_or_si512(mask(sr(s[2], 8 * j + 4), 15), top(s[1])),
+        )
+    }
+}
+
+/// 16 rows (group blocks `w[..nb / 8]`) × T tokens (`a[t * nb..]`) into `out[t * stride..][..16]`.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn kgroup_x<B: KGroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32], stride: usize) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let (low, five) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x10));
+        let mut acc = [_mm512_setzero_ps(); T];
+        for (b, blk) in w[..nb / 8].iter().enumerate() {
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d().as_ptr() as *const __m256i));
+            let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(blk.dmin().as_ptr() as *const __m256i));
+            let sp = blk.scales().as_ptr();
+            // SAFETY (caller): the scales hold 3 pieces of 64 bytes.
+            let s = [0, 1, 2].map(|p| _mm512_loadu_si512(sp.add(64 * p) as *const _));
+            for j in 0..8 {
+                let (sc, m) = scale_min_x16(&s, j);
+                let dsc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+                // −(dmin·m): the product's sign flipped, as the scalar twin's negation.
+                let ndm = _mm512_castsi512_ps(_mm512_xor_si512(
+                    _mm512_castps_si512(_mm512_mul_ps(dmin, _mm512_cvtepi32_ps(m))),
+                    sign,
+                ));
+                let q = blk.qs().as_ptr().add(64 * 8 * (j / 2));
+                let mut x = [_mm512_setzero_si512(); 8];
+                for (k, x) in x.iter_mut().enumerate() {
+                    // SAFETY (caller): qs holds 32 pieces of 64 bytes; 8·(j/2) + k < 32.
+                    let v = _mm512_loadu_si512(q.add(64 * k) as *const _);
+                    *x = if j % 2 == 0 {
+                        _mm512_and_si512(v, low)
+                    } else {
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(v), low)
+                    };
+                    if let Some(qh) = blk.qh() {
+                        // SAFETY (caller): qh holds 8 pieces of 64 bytes.
+                        let h = _mm512_loadu_si512(qh.as_ptr().add(64 * k) as *const _);
+                        let set = _mm512_test_epi8_mask(h, _mm512_set1_epi8(1 << j));
+                        *x = _mm512_mask_add_epi8(*x, set, *x, five);
+                    }
+                }
+                for t in 0..T {
+                    let ab = &a[t * nb + 8 * b + j];
+                    let qa = ab.qs.as_ptr() as *const i32;
+                    let mut i = _mm512_setzero_si512();
+                    for (k, x) in x.iter().enumerate() {
+                        // SAFETY: k < 8 and an activation block holds 32 bytes.
+                        i = _mm512_dpbusd_epi32(i, *x, _mm512_set1_epi32(qa.add(k).read_unaligned()));
+                    }
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dsc, _mm512_set1_ps(ab.d)), acc[t]);
+                    acc[t] = _mm512_fmadd_ps(ndm, _mm512_set1_ps(ab.d * ab.sum as f32), acc[t]);
+                }
+            }
+        }
+        for (t, v) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out[t * stride..][..16].as_mut_ptr(), *v);
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn gemm_kx16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let nw = nb / 8;
+        let groups = w.len() / nw;
+        let toks = a.len() / nb;
+        let rows = 16 * groups;
+        for g in 0..groups {
+            let wg = &w[g * nw..(g + 1) * nw];
+            let mut t = 0;
+            while t + X16_TOKENS <= toks {
+                kgroup_x::<B, X16_TOKENS>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += X16_TOKENS;
+            }
+            if t + 4 <= toks {
+                kgroup_x::<B, 4>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += 4;
+            }
+            if t + 2 <= toks {
+                kgroup_x::<B, 2>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += 2;
+            }
+            if t < toks {
+                kgroup_x::<B, 1>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+            }
+        }
+    }
+}
+
 // ---- safe entry points, installed by `plug` only after AVX-512 F/BW/VL/VNNI were detected ----
 
 x16_entries!(gemm_x16);
+x16_entries!(k: gemm_kx16);
 // ---- e^x -----------------------------------------------------------------------------------------
 
 fn exp_f32(x: &mut [f32]) {
