@@ -173,7 +173,7 @@ struct QuantizeArgs {
     /// Tokens of calibration text to use (whole windows of 512).
     #[arg(long, default_value_t = 8192)]
     calibration_tokens: usize,
-    /// Block order of q4_0, q4_1, q5_0, q5_1, q8_0, q4_k and q5_k matrices: rows16 (16 rows
+    /// Block order of q4_0, q4_1, q5_0, q5_1, q8_0 and K-quant matrices: rows16 (16 rows
     /// interleaved, what the kernels read fastest; any matrix whose row count is a multiple of
     /// 16) or rows (GGUF's row after row).
     #[arg(long, default_value = "rows16", value_parser = ["rows16", "rows"])]

@@ -24,10 +24,13 @@
 //! the 16 rows' scales (one 32-bit lane per row: the 6-bit scales and mins unpack with shifts
 //! per lane), and each 64-byte piece of nibbles or fifth bits holds values `4k..4k + 4` of a
 //! sub-block of every row.
+//!
+//! `q6_k` likewise: its f16 `d` (which ends the row-major super-block) comes first as 16 values,
+//! then the 208 other bytes (`ql`, `qh`, the 16 signed scales) as 52 pieces.
 
 use crate::types::{
-    blocks, BlockLayout, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ8_0, DType, KernelError,
-    Result, QK, QK_K,
+    blocks, BlockLayout, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, DType,
+    KernelError, Result, QK, QK_K,
 };
 use std::mem::offset_of;
 
@@ -42,7 +45,7 @@ pub enum TensorLayout {
     #[default]
     RowMajor = 0,
     /// Groups of 16 rows, interleaved (this module); `q4_0`, `q4_1`, `q5_0`, `q5_1`, `q8_0`,
-    /// `q4_k` and `q5_k` matrices whose row count is a multiple of 16.
+    /// `q4_k`, `q5_k` and `q6_k` matrices whose row count is a multiple of 16.
     Rows16 = 1,
 }
 
@@ -86,6 +89,9 @@ struct Scheme {
     nf: usize,
     /// Whether the block has `q5`'s 32 fifth bits (`qh`, after the f16 fields).
     qh: bool,
+    /// Whether the f16 fields end the row-major block (`q6_k`'s `d`) rather than start it; in
+    /// the group block they come first either way.
+    tail: bool,
 }
 
 /// Bytes of the fifth-bit masks in a `q5_*` group block.
@@ -101,15 +107,29 @@ const fn scheme(dtype: DType) -> Option<Scheme> {
         DType::Q5_1 => (offset_of!(BlockQ5_1, qh) / 2, true),
         DType::Q4K => (offset_of!(BlockQ4K, scales) / 2, false),
         DType::Q5K => (offset_of!(BlockQ5K, scales) / 2, false),
+        DType::Q6K => return Some(Scheme { nf: 1, qh: false, tail: true }),
         _ => return None,
     };
-    Some(Scheme { nf, qh })
+    Some(Scheme { nf, qh, tail: false })
 }
 
 impl Scheme {
     /// Bytes of a row-major block before its quant bytes.
     fn head(self) -> usize {
-        2 * self.nf + if self.qh { 4 } else { 0 }
+        if self.tail {
+            0
+        } else {
+            2 * self.nf + if self.qh { 4 } else { 0 }
+        }
+    }
+
+    /// Where the f16 fields and the quant bytes lie in a row-major block of `len` bytes.
+    fn split(self, len: usize) -> (usize, std::ops::Range<usize>) {
+        if self.tail {
+            (len - 2 * self.nf, 0..len - 2 * self.nf)
+        } else {
+            (0, self.head()..len)
+        }
     }
 
     /// Where the quant pieces start in a group block.
@@ -119,8 +139,9 @@ impl Scheme {
 
     /// Row `lane`'s block `src` into its places in group block `blk`.
     fn scatter(self, lane: usize, src: &[u8], blk: &mut [u8]) {
+        let (f, quants) = self.split(src.len());
         for i in 0..2 * self.nf {
-            blk[(i / 2) * 2 * GROUP + lane * 2 + i % 2] = src[i];
+            blk[(i / 2) * 2 * GROUP + lane * 2 + i % 2] = src[f + i];
         }
         if self.qh {
             let qh = u32::from_le_bytes(src[2 * self.nf..][..4].try_into().expect("4 bytes"));
@@ -130,16 +151,17 @@ impl Scheme {
                 masks[byte] |= (((qh >> j) & 1) as u8) << bit;
             }
         }
-        let (head, at) = (self.head(), self.pieces());
-        for (q, &byte) in src[head..].iter().enumerate() {
+        let at = self.pieces();
+        for (q, &byte) in src[quants].iter().enumerate() {
             blk[at + (q / 4) * 4 * GROUP + lane * 4 + q % 4] = byte;
         }
     }
 
     /// Row `lane`'s row-major block from group block `blk` into `dst`.
     fn gather(self, lane: usize, blk: &[u8], dst: &mut [u8]) {
+        let (f, quants) = self.split(dst.len());
         for i in 0..2 * self.nf {
-            dst[i] = blk[(i / 2) * 2 * GROUP + lane * 2 + i % 2];
+            dst[f + i] = blk[(i / 2) * 2 * GROUP + lane * 2 + i % 2];
         }
         if self.qh {
             let masks = &blk[2 * self.nf * GROUP..][..QH_BYTES];
@@ -150,8 +172,8 @@ impl Scheme {
             }
             dst[2 * self.nf..][..4].copy_from_slice(&qh.to_le_bytes());
         }
-        let (head, at) = (self.head(), self.pieces());
-        for (q, o) in dst[head..].iter_mut().enumerate() {
+        let at = self.pieces();
+        for (q, o) in dst[quants].iter_mut().enumerate() {
             *o = blk[at + (q / 4) * 4 * GROUP + lane * 4 + q % 4];
         }
     }
@@ -300,6 +322,23 @@ blocks! {
     }
 }
 
+/// Super-block `b` of 16 interleaved `q6_k` rows: the 16 `d` first, then the rest of each
+/// row's super-block in its order as 4-byte pieces: `ql` pieces 0–31, `qh` 32–47, the 16 signed
+/// 8-bit scales 48–51.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct BlockQ6Kx16 {
+    pub d: [u16; GROUP],
+    pub ql: [u8; GROUP * QK_K / 2],
+    pub qh: [u8; GROUP * QK_K / 4],
+    pub scales: [u8; GROUP * QK_K / 16],
+}
+const _: () = assert!(size_of::<BlockQ6Kx16>() == GROUP * size_of::<BlockQ6K>());
+impl BlockLayout for BlockQ6Kx16 {
+    const DTYPE: DType = DType::Q6K;
+    const BLOCK_LEN: usize = QK_K;
+}
+
 /// Bytes of a K group block's packed scales: 3 pieces of 16 rows × 4 bytes.
 pub const K_SCALES: usize = 3 * 4 * GROUP;
 
@@ -432,7 +471,9 @@ mod tests {
     #[test]
     fn interleave_round_trip_and_piece_order() {
         let mut rng = Rng::new(7);
-        for dtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q5K] {
+        for dtype in
+            [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q5K, DType::Q6K]
+        {
             let (rows, cols) = (32, 3 * dtype.block_len());
             let rb = dtype.row_bytes(cols).unwrap();
             let src: Vec<u8> = (0..rows * rb).map(|_| rng.next() as u8).collect();
@@ -452,7 +493,8 @@ mod tests {
             let bs = dtype.block_bytes();
             let blk = &dst[rb * GROUP + 2 * bs * GROUP..];
             let srow = &src[17 * rb + 2 * bs..];
-            assert_eq!(blk[2..4], srow[0..2], "{dtype}: d of lane 1");
+            let f = sc.split(bs).0; // q6_k's d ends its row block
+            assert_eq!(blk[2..4], srow[f..f + 2], "{dtype}: d of lane 1");
             // Row 17's block 2 from its group block alone (`lane_block`).
             let mut one = vec![0u8; dtype.block_bytes()];
             let at = rb * GROUP + 2 * dtype.block_bytes() * GROUP;
@@ -461,6 +503,7 @@ mod tests {
                 DType::Q4K => lane_block(&to_blocks::<BlockQ4Kx16>(gb).unwrap()[0], 1, &mut one),
                 DType::Q5K => lane_block(&to_blocks::<BlockQ5Kx16>(gb).unwrap()[0], 1, &mut one),
                 DType::Q5_1 => lane_block(&to_blocks::<BlockQ5_1x16>(gb).unwrap()[0], 1, &mut one),
+                DType::Q6K => lane_block(&to_blocks::<BlockQ6Kx16>(gb).unwrap()[0], 1, &mut one),
                 _ => one.copy_from_slice(&srow[..dtype.block_bytes()]),
             }
             assert_eq!(one, srow[..dtype.block_bytes()], "{dtype}: lane_block");
@@ -483,10 +526,7 @@ mod tests {
     fn bad_layout_requests_are_errors() {
         let mut v = Vec::new();
         assert!(matches!(interleave(DType::Q4_0, 8, 32, &[0; 8 * 18], &mut v), Err(KernelError::BadLayout { .. })));
-        assert!(matches!(
-            interleave(DType::Q6K, 16, 256, &[0; 16 * size_of::<crate::types::BlockQ6K>()], &mut v),
-            Err(KernelError::BadLayout { .. })
-        ));
+        assert!(matches!(interleave(DType::F16, 16, 256, &[0; 16 * 512], &mut v), Err(KernelError::BadLayout { .. })));
         assert!(matches!(interleave(DType::Q4_0, 16, 32, &[0; 10], &mut v), Err(KernelError::LengthMismatch { .. })));
         assert!(TensorLayout::Rows16.check(DType::Q8_0, &[16, 32, 2]).is_err());
         assert!(TensorLayout::try_from(2).is_err());

@@ -7,8 +7,8 @@
 use crate::blocks::{cast_blocks, check_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 use crate::dispatch::{kernels, GemmFn};
 use crate::interleave::{
-    self, BlockQ4Kx16, BlockQ4_0x16, BlockQ4_1x16, BlockQ5Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ8_0x16, TensorLayout,
-    GROUP,
+    self, BlockQ4Kx16, BlockQ4_0x16, BlockQ4_1x16, BlockQ5Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ6Kx16, BlockQ8_0x16,
+    TensorLayout, GROUP,
 };
 use crate::types::{BlockLayout, KernelError, Result};
 
@@ -155,6 +155,7 @@ pub fn gemm(w: &WeightView<'_>, act: &Activations, out: &mut [f32]) -> Result<()
             DType::Q5_1 => gemm_groups::<BlockQ5_1x16>(w, act, out, k.gemm_q5_1x16),
             DType::Q4K => gemm_groups::<BlockQ4Kx16>(w, act, out, k.gemm_q4_kx16),
             DType::Q5K => gemm_groups::<BlockQ5Kx16>(w, act, out, k.gemm_q5_kx16),
+            DType::Q6K => gemm_groups::<BlockQ6Kx16>(w, act, out, k.gemm_q6_kx16),
             other => Err(KernelError::Unsupported { op: "gemm (rows16)", dtype: other }),
         };
     }

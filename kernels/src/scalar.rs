@@ -5,10 +5,11 @@
 
 pub use crate::contract::{block_term, fma, lane_dot, min_term, pair_wsum, sum_lanes, LANES};
 use crate::interleave::{
-    self, BlockQ4Kx16, BlockQ4_0x16, BlockQ4_1x16, BlockQ5Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ8_0x16, GroupBlock,
-    KGroupBlock, GROUP,
+    self, BlockQ4Kx16, BlockQ4_0x16, BlockQ4_1x16, BlockQ5Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ6Kx16, BlockQ8_0x16,
+    GroupBlock, GROUP,
 };
 pub use crate::types::max_by_magnitude;
+use crate::types::BlockLayout;
 use crate::types::{f16_to_f32, f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
 
 // ---- quantize / dequantize -------------------------------------------------------------------
@@ -291,11 +292,11 @@ pub fn gemm_q5_1x16(w: &[BlockQ5_1x16], a: &[BlockQ8A], nb: usize, out: &mut [f3
     gemm_x16(w, a, nb, out)
 }
 
-/// Interleaved `q4_k` / `q5_k` rows through a row-major kernel: each row of each group is
+/// Interleaved K-quant rows through a row-major kernel: each row of each group is
 /// gathered (`interleave::lane_block`) and multiplied by `dots` (a `ByteDotsFn` of the same
 /// type) for all tokens, so the results are that kernel's bits. The scalar slots (with the
 /// scalar dots) and ISAs without a rows-in-lanes K kernel (NEON, with its own dots) use it.
-pub fn gemm_k_by_rows<B: KGroupBlock>(
+pub fn gemm_by_rows<B: BlockLayout>(
     w: &[B],
     a: &[BlockQ8A],
     nb: usize,
@@ -322,11 +323,15 @@ pub fn gemm_k_by_rows<B: KGroupBlock>(
 }
 
 pub fn gemm_q4_kx16(w: &[BlockQ4Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-    gemm_k_by_rows(w, a, nb, out, dots_q4_k)
+    gemm_by_rows(w, a, nb, out, dots_q4_k)
 }
 
 pub fn gemm_q5_kx16(w: &[BlockQ5Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-    gemm_k_by_rows(w, a, nb, out, dots_q5_k)
+    gemm_by_rows(w, a, nb, out, dots_q5_k)
+}
+
+pub fn gemm_q6_kx16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    gemm_by_rows(w, a, nb, out, dots_q6_k)
 }
 
 // ---- attention over the cache: rows of `len` values, `stride` apart -------------------------------

@@ -1,7 +1,7 @@
 //! The dispatch table (`Kernels`) and its scalar filling. `x86` and `arm` fill it; `dispatch` chooses and holds the process-wide one.
 
 use crate::interleave::{
-    BlockQ4Kx16, BlockQ4_0x16, BlockQ4_1x16, BlockQ5Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ8_0x16,
+    BlockQ4Kx16, BlockQ4_0x16, BlockQ4_1x16, BlockQ5Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ6Kx16, BlockQ8_0x16,
 };
 use crate::scalar;
 pub use crate::types::Isa;
@@ -46,10 +46,11 @@ pub struct Kernels {
     pub gemm_q8_0x16: GemmFn<BlockQ8_0x16>,
     pub gemm_q5_0x16: GemmFn<BlockQ5_0x16>,
     pub gemm_q5_1x16: GemmFn<BlockQ5_1x16>,
-    /// Interleaved `q4_k` / `q5_k` (`nb` still counts 32-value activation blocks per row; a
-    /// group block covers 8 of them).
+    /// Interleaved `q4_k` / `q5_k` / `q6_k` (`nb` still counts 32-value activation blocks per
+    /// row; a group block covers 8 of them).
     pub gemm_q4_kx16: GemmFn<BlockQ4Kx16>,
     pub gemm_q5_kx16: GemmFn<BlockQ5Kx16>,
+    pub gemm_q6_kx16: GemmFn<BlockQ6Kx16>,
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
     /// Attention scores `(q, keys, stride, out)`: `out[j] = q · keys[j·stride..][..q.len()]`.
     pub dots_f32: fn(&[f32], &[f32], usize, &mut [f32]),
@@ -100,6 +101,7 @@ impl Kernels {
             gemm_q5_1x16: scalar::gemm_q5_1x16,
             gemm_q4_kx16: scalar::gemm_q4_kx16,
             gemm_q5_kx16: scalar::gemm_q5_kx16,
+            gemm_q6_kx16: scalar::gemm_q6_kx16,
             vec_dot_f32: scalar::vec_dot_f32,
             exp_f32: scalar::exp_f32,
             dots_f32: scalar::dots_f32,

@@ -419,7 +419,8 @@ mod checks {
             gemm_q5_1x16(&[offset_of!(BlockQ5_1, d), offset_of!(BlockQ5_1, m)], crate::q5::vec_dot_q5_1),
             gemm_q8_0x16(&[offset_of!(BlockQ8_0, d)], |w, a| legacy_bytes(scalar::vec_dot_q8_0)(w, a)),
             gemm_q4_kx16(&[offset_of!(BlockQ4K, d), offset_of!(BlockQ4K, dmin)], crate::kquants::vec_dot_q4_k),
-            gemm_q5_kx16(&[offset_of!(BlockQ5K, d), offset_of!(BlockQ5K, dmin)], crate::kquants::vec_dot_q5_k);
+            gemm_q5_kx16(&[offset_of!(BlockQ5K, d), offset_of!(BlockQ5K, dmin)], crate::kquants::vec_dot_q5_k),
+            gemm_q6_kx16(&[offset_of!(BlockQ6K, d)], crate::kquants::vec_dot_q6_k);
     }
 
     /// `exp_f32` against the scalar twin bit for bit: random values over the whole f32 range of
@@ -686,7 +687,7 @@ mod checks {
     #[test]
     fn scalar_table() {
         let k = Kernels::scalar();
-        let checks: [fn(&Kernels, Isa); 34] = [
+        let checks: [fn(&Kernels, Isa); 35] = [
             quantize_act,
             vec_dot_q4_0,
             vec_dot_q4_1,
@@ -703,6 +704,7 @@ mod checks {
             gemm_q5_1x16,
             gemm_q4_kx16,
             gemm_q5_kx16,
+            gemm_q6_kx16,
             dots_q5_0,
             dots_q5_1,
             dots_q4_k,

@@ -265,9 +265,10 @@ def build(metadata, entries) -> bytes:
     return bytes(hdr) + meta + bytes(table) + bytes(do - to - len(table)) + bytes(data)
 
 
-# Layout 1 ("rows16"): (f16 fields per block, fifth bits as masks (q5_0/q5_1), bytes per block
-# after them, values per block) of the types it holds. A K super-block's bytes after d and dmin
-# (packed scales, q5_k's fifth bits, nibbles) are all cut into 4-byte pieces.
+# Layout 1 ("rows16"): (f16 fields per block, fifth bits as masks (q5_0/q5_1), the other bytes
+# per block, values per block) of the types it holds. A K super-block's bytes after d and dmin
+# (packed scales, q5_k's fifth bits, nibbles) are all cut into 4-byte pieces; q6_k's f16 d ends
+# its row-major block (TAIL_F16) and still comes first in the group block.
 INTERLEAVED = {
     "q4_0": (1, False, 16, 32),
     "q4_1": (2, False, 16, 32),
@@ -276,7 +277,9 @@ INTERLEAVED = {
     "q8_0": (1, False, 32, 32),
     "q4_k": (2, False, 140, 256),
     "q5_k": (2, False, 172, 256),
+    "q6_k": (1, False, 208, 256),
 }
+TAIL_F16 = {"q6_k"}
 
 
 def deinterleave(dtype: str, stored: bytes, shape) -> bytes:
@@ -297,6 +300,8 @@ def deinterleave(dtype: str, stored: bytes, shape) -> bytes:
         parts.append(np.packbits(bits, axis=3, bitorder="little"))
     quants = a[:, :, 32 * nf + m :].reshape(g, nb, q // 4, 16, 4).transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, q)
     parts.append(quants)
+    if dtype in TAIL_F16:
+        parts = [quants, fields]
     return np.concatenate(parts, axis=3).reshape(rows, -1).tobytes()
 
 
@@ -307,6 +312,8 @@ def interleave(dtype: str, raw: bytes, shape) -> bytes:
     g, nb = rows // 16, cols // qk
     head = 2 * nf + (4 if five else 0)
     a = np.frombuffer(raw, np.uint8).reshape(g, 16, nb, head + q)
+    if dtype in TAIL_F16:  # the same bytes with the f16 fields moved to the front
+        a = np.concatenate([a[:, :, :, q:], a[:, :, :, :q]], axis=3)
     fields = a[:, :, :, : 2 * nf].reshape(g, 16, nb, nf, 2).transpose(0, 2, 3, 1, 4).reshape(g, nb, 32 * nf)
     parts = [fields]
     if five:

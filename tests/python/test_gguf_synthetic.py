@@ -223,10 +223,10 @@ def test_kquant_keep_is_lossless_and_runs(autark, kq_gguf, kq_reader, tmp_path):
         else:
             assert got["dtype"] == names[t.tensor_type], t.name
             assert got["raw"] == t.data.tobytes(), f"{t.name}: bytes differ from the GGUF"
-    # q4_k / q5_k matrices of 16·n rows are stored `rows16` (the same bytes, reordered; this
+    # K-quant matrices of 16·n rows are stored `rows16` (the same bytes, reordered; this
     # reader de-interleaves them independently of the Rust writer, above).
     k16 = {tensors[t.name]["dtype"] for t in kq_reader.tensors if tensors[t.name]["layout"] == 1}
-    assert {"q4_k", "q5_k"} <= k16, k16
+    assert {"q4_k", "q5_k", "q6_k"} <= k16, k16
 
     # The weights are the GGUF's exactly; only the 8-bit activation rounding differs from the
     # reference (as for q4_0: <= 6 % of the largest logit, see test_tiny_models.py).

@@ -76,8 +76,8 @@ def test_the_other_interleaved_types_give_the_scalar_bits(autark, smollm2_files,
 
 @pytest.mark.parametrize("preset", ["q4_k_m", "q5_k_m"])
 def test_k_quant_presets_give_the_scalar_bits_in_both_layouts(autark, smollm2_gguf, tmp_path, preset):
-    """The K-quant presets on SmolLM2: q4_k / q5_k (the 1536-wide FFN down matrices), q5_0 /
-    q5_1 (the 576-wide ones) and q8_0 stored `rows16`, q6_k row-major. Every ISA, decoding
+    """The K-quant presets on SmolLM2: q4_k / q5_k and q6_k (the 1536-wide FFN down matrices),
+    q5_0 / q5_1 (the 576-wide ones) and q8_0, all stored `rows16`. Every ISA, decoding
     token by token and in one batch, gives the bits of the scalar kernels over the row-major
     file (`--layout rows`): the interleaved kernels compute the contract's expression per
     (row, token), the same as the row-major ones."""
@@ -85,7 +85,7 @@ def test_k_quant_presets_give_the_scalar_bits_in_both_layouts(autark, smollm2_gg
     rows = autark.quantize(smollm2_gguf, tmp_path / "rows.autark", preset, "--rtn", "--layout", "rows")
     kinds = {(t["dtype"], t["layout"]) for t in autark.inspect(x16)["tensors"]}
     k, q5 = ("q4_k", "q5_0") if preset == "q4_k_m" else ("q5_k", "q5_1")
-    assert {(k, "rows16"), (q5, "rows16"), ("q6_k", "rows")} <= kinds, kinds
+    assert {(k, "rows16"), (q5, "rows16"), ("q6_k", "rows16")} <= kinds, kinds
     assert all(t["layout"] == "rows" for t in autark.inspect(rows)["tensors"])
     ids = autark.tokenize(x16, PROMPT)
     want = logits(autark, rows, ids, tmp_path / "ref.f32", "scalar", 64, 2, "f16")

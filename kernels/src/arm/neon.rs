@@ -33,7 +33,7 @@ macro_rules! neon_bodies {
         plug!($isa, available: crate::arm::has, [
             quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f32, dots_f32, wsum_f32,
             gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16, gemm_q5_0x16, gemm_q5_1x16,
-            gemm_q4_kx16, gemm_q5_kx16,
+            gemm_q4_kx16, gemm_q5_kx16, gemm_q6_kx16,
             dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k,
             rows_q5_0, rows_q5_1, rows_q4_k, rows_q5_k, rows_q6_k,
             dots_f16, wsum_f16, dots_q8_0, wsum_q8_0,
@@ -149,15 +149,19 @@ macro_rules! neon_bodies {
         }
 
         x16_entries!(gemm_x16_impl);
-        /// Interleaved `q4_k` / `q5_k`: each row gathered from its group and multiplied by the
+        /// Interleaved `q4_k` / `q5_k` / `q6_k`: each row gathered from its group and multiplied by the
         /// row dots above (no rows-in-lanes K kernel on NEON yet).
         fn gemm_q4_kx16(w: &[crate::interleave::BlockQ4Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             scalar::check_x16(w.len(), 8, a.len(), nb, out.len());
-            scalar::gemm_k_by_rows(w, a, nb, out, dots_q4_k)
+            scalar::gemm_by_rows(w, a, nb, out, dots_q4_k)
         }
         fn gemm_q5_kx16(w: &[crate::interleave::BlockQ5Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             scalar::check_x16(w.len(), 8, a.len(), nb, out.len());
-            scalar::gemm_k_by_rows(w, a, nb, out, dots_q5_k)
+            scalar::gemm_by_rows(w, a, nb, out, dots_q5_k)
+        }
+        fn gemm_q6_kx16(w: &[crate::interleave::BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            scalar::check_x16(w.len(), 8, a.len(), nb, out.len());
+            scalar::gemm_by_rows(w, a, nb, out, dots_q6_k)
         }
 
         byte_entries!(

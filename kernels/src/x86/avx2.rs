@@ -20,13 +20,13 @@
 use std::arch::x86_64::*;
 
 use crate::exp::{exp, LN2_HI, LN2_LO, LOG2E, MAX_X, MIN_X, P};
-use crate::interleave::{GroupBlock, KGroupBlock};
+use crate::interleave::{BlockQ6Kx16, GroupBlock, KGroupBlock};
 use crate::types::{BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType, QK};
 
 plug!(crate::table::Isa::Avx2, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16, gemm_q5_0x16, gemm_q5_1x16,
-    gemm_q4_kx16, gemm_q5_kx16,
+    gemm_q4_kx16, gemm_q5_kx16, gemm_q6_kx16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32, dots_f32, wsum_f32,
     rows_q5_0, rows_q5_1, rows_q4_k, rows_q5_k, rows_q6_k,
     dots_f16, wsum_f16, dots_q8_0, wsum_q8_0, store_f16,
@@ -339,8 +339,120 @@ unsafe fn gemm_kx16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mu
     }
 }
 
+// ---- interleaved q6_k: 8 rows per register -------------------------------------------------------
+
+/// Rows `8h..8h + 8` of a group (blocks `w[..nb / 8]`) × T tokens into `out[t * stride..][..8]`:
+/// the 6-bit values (0..63) from 8 `ql` and 8 `qh` pieces per activation block; `vpmaddubsw`
+/// pair sums added in i16 over 2 pieces (at most 2 · 2 · 63 · 128 = 32256), each 16-value
+/// half widened on its own; the −32 offset as −32 × the half's activation sum and the half
+/// scales applied in integers (exact), then one FMA (the scalar twin's expression).
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q6half_x<const T: usize>(
+    w: &[BlockQ6Kx16],
+    h: usize,
+    a: &[BlockQ8A],
+    nb: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let (low, high) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+        let mut acc = [_mm256_setzero_ps(); T];
+        for (b, blk) in w[..nb / 8].iter().enumerate() {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.d[8 * h..].as_ptr() as *const __m128i));
+            // SAFETY (all loads below): the fields hold 32 (ql), 16 (qh) and 4 (scales) pieces
+            // of 64 bytes; the piece indices stay inside them; h < 2.
+            let s =
+                [0, 1, 2, 3].map(|p| _mm256_loadu_si256(blk.scales.as_ptr().add(64 * p + 32 * h) as *const __m256i));
+            for i in 0..8 {
+                let (n, k) = (i / 4, i % 4);
+                let sp = s[2 * n + k / 2];
+                let byte =
+                    |j: usize| _mm256_srai_epi32::<24>(_mm256_sllv_epi32(sp, _mm256_set1_epi32(24 - 8 * j as i32)));
+                let (sc0, sc1) = (byte(2 * (k % 2)), byte(2 * (k % 2) + 1));
+                let ql = blk.ql.as_ptr().add(64 * (16 * n + 8 * (k & 1)) + 32 * h);
+                let qh = blk.qh.as_ptr().add(64 * 8 * n + 32 * h);
+                let mut x = [_mm256_setzero_si256(); 8];
+                for (kk, x) in x.iter_mut().enumerate() {
+                    let v = _mm256_loadu_si256(ql.add(64 * kk) as *const __m256i);
+                    let lo =
+                        if k < 2 { _mm256_and_si256(v, low) } else { _mm256_and_si256(_mm256_srli_epi16::<4>(v), low) };
+                    let hb = _mm256_loadu_si256(qh.add(64 * kk) as *const __m256i);
+                    let moved = if 2 * k <= 4 {
+                        _mm256_sll_epi16(hb, _mm_cvtsi32_si128(4 - 2 * k as i32))
+                    } else {
+                        _mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * k as i32 - 4))
+                    };
+                    *x = _mm256_or_si256(lo, _mm256_and_si256(moved, high));
+                }
+                for t in 0..T {
+                    let ab = &a[t * nb + 8 * b + i];
+                    let qa = ab.qs.as_ptr() as *const i32;
+                    let mut half = [_mm256_setzero_si256(); 2];
+                    for (hh, half) in half.iter_mut().enumerate() {
+                        for p in 0..2 {
+                            let kk = 4 * hh + 2 * p;
+                            // SAFETY: kk + 1 < 8 and an activation block holds 32 bytes.
+                            let y0 = _mm256_set1_epi32(qa.add(kk).read_unaligned());
+                            let y1 = _mm256_set1_epi32(qa.add(kk + 1).read_unaligned());
+                            let pair =
+                                _mm256_add_epi16(_mm256_maddubs_epi16(x[kk], y0), _mm256_maddubs_epi16(x[kk + 1], y1));
+                            *half = _mm256_add_epi32(*half, _mm256_madd_epi16(pair, ones));
+                        }
+                    }
+                    let a0: i32 = ab.qs[..16].iter().map(|&v| v as i32).sum();
+                    let s0 = _mm256_sub_epi32(half[0], _mm256_set1_epi32(32 * a0));
+                    let s1 = _mm256_sub_epi32(half[1], _mm256_set1_epi32(32 * (ab.sum - a0)));
+                    let sum = _mm256_add_epi32(_mm256_mullo_epi32(sc0, s0), _mm256_mullo_epi32(sc1, s1));
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(d, _mm256_set1_ps(ab.d)), acc[t]);
+                }
+            }
+        }
+        for (t, v) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out[t * stride..][..8].as_mut_ptr(), *v);
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_q6x16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let nw = nb / 8;
+        let groups = w.len() / nw;
+        let toks = a.len() / nb;
+        let rows = 16 * groups;
+        for g in 0..groups {
+            let wg = &w[g * nw..(g + 1) * nw];
+            for h in 0..2 {
+                let o = 16 * g + 8 * h;
+                let mut t = 0;
+                while t + TOKENS <= toks {
+                    q6half_x::<TOKENS>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
+                    t += TOKENS;
+                }
+                while t < toks {
+                    q6half_x::<1>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
+                    t += 1;
+                }
+            }
+        }
+    }
+}
+
 x16_entries!(gemm_x16);
 x16_entries!(k: gemm_kx16);
+x16_entries!(@ gemm_q6x16, gemm_q6_kx16: BlockQ6Kx16);
 
 // ---- e^x -----------------------------------------------------------------------------------------
 

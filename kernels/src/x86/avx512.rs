@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use crate::exp::{exp, LN2_HI, LN2_LO, LOG2E, MAX_X, MIN_X, P};
-use crate::interleave::{GroupBlock, KGroupBlock};
+use crate::interleave::{BlockQ6Kx16, GroupBlock, KGroupBlock};
 use crate::types::{BlockQ8A, BlockQ8_0, DType, QK};
 use ymm::{dots_q4_k, dots_q5_0, dots_q5_1, dots_q5_k, dots_q6_k, quantize_act, vec_dot_f16, vec_dot_f32};
 use ymm::{gemm_q4_0, gemm_q4_1, gemm_q8_0, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0};
@@ -18,7 +18,7 @@ use ymm::{rows_q4_k, rows_q5_0, rows_q5_1, rows_q5_k, rows_q6_k};
 plug!(crate::table::Isa::Avx512, available: crate::x86::has, [
     quantize_act, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q8_0, vec_dot_f16, vec_dot_f32,
     gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_q4_0x16, gemm_q4_1x16, gemm_q8_0x16, gemm_q5_0x16, gemm_q5_1x16,
-    gemm_q4_kx16, gemm_q5_kx16,
+    gemm_q4_kx16, gemm_q5_kx16, gemm_q6_kx16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32,
     rows_q5_0, rows_q5_1, rows_q4_k, rows_q5_k, rows_q6_k,
     dots_f16, wsum_f16, dots_q8_0, wsum_q8_0,
@@ -298,10 +298,117 @@ unsafe fn gemm_kx16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mu
     }
 }
 
+// ---- interleaved q6_k ------------------------------------------------------------------------------
+//
+// Per 32-value activation block: 8 `ql` pieces (one nibble each) with 8 `qh` pieces (two bits
+// each, moved to bits 4–5 by one shift) make the unsigned 6-bit values 0..63; `vpdpbusd` sums
+// each 16-value half separately, the −32 offset comes off as −32 × the half's activation sum,
+// and the two signed 8-bit half scales (sign-extended per lane from the scale pieces) are
+// applied in integers (exact), as the scalar twin: then one FMA.
+
+/// 16 rows (group blocks `w[..nb / 8]`) × T tokens (`a[t * nb..]`) into `out[t * stride..][..16]`.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q6group_x<const T: usize>(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32], stride: usize) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let (low, high) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+        let mut acc = [_mm512_setzero_ps(); T];
+        for (b, blk) in w[..nb / 8].iter().enumerate() {
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
+            // SAFETY (all loads below): the fields hold 32 (ql), 16 (qh) and 4 (scales) pieces
+            // of 64 bytes; the piece indices stay inside them.
+            let s = [0, 1, 2, 3].map(|p| _mm512_loadu_si512(blk.scales.as_ptr().add(64 * p) as *const _));
+            for i in 0..8 {
+                let (n, k) = (i / 4, i % 4);
+                // Scales 8n + 2k and 8n + 2k + 1 of each row: piece 2n + k/2, bytes 2(k%2) and
+                // 2(k%2) + 1, sign-extended.
+                let sp = s[2 * n + k / 2];
+                let byte =
+                    |j: usize| _mm512_srai_epi32::<24>(_mm512_sllv_epi32(sp, _mm512_set1_epi32(24 - 8 * j as i32)));
+                let (sc0, sc1) = (byte(2 * (k % 2)), byte(2 * (k % 2) + 1));
+                let ql = blk.ql.as_ptr().add(64 * (16 * n + 8 * (k & 1)));
+                let qh = blk.qh.as_ptr().add(64 * 8 * n);
+                let mut x = [_mm512_setzero_si512(); 8];
+                for (kk, x) in x.iter_mut().enumerate() {
+                    let v = _mm512_loadu_si512(ql.add(64 * kk) as *const _);
+                    let lo =
+                        if k < 2 { _mm512_and_si512(v, low) } else { _mm512_and_si512(_mm512_srli_epi16::<4>(v), low) };
+                    let h = _mm512_loadu_si512(qh.add(64 * kk) as *const _);
+                    // Bits 2k, 2k + 1 of each byte to bits 4, 5 (no 16-bit shift here brings
+                    // another byte's bits there).
+                    let moved = if 2 * k <= 4 {
+                        _mm512_sll_epi16(h, _mm_cvtsi32_si128(4 - 2 * k as i32))
+                    } else {
+                        _mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * k as i32 - 4))
+                    };
+                    *x = _mm512_or_si512(lo, _mm512_and_si512(moved, high));
+                }
+                for t in 0..T {
+                    let ab = &a[t * nb + 8 * b + i];
+                    let qa = ab.qs.as_ptr() as *const i32;
+                    let (mut i0, mut i1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                    for kk in 0..4 {
+                        // SAFETY: kk + 4 < 8 and an activation block holds 32 bytes.
+                        i0 = _mm512_dpbusd_epi32(i0, x[kk], _mm512_set1_epi32(qa.add(kk).read_unaligned()));
+                        i1 = _mm512_dpbusd_epi32(i1, x[kk + 4], _mm512_set1_epi32(qa.add(kk + 4).read_unaligned()));
+                    }
+                    let a0: i32 = ab.qs[..16].iter().map(|&v| v as i32).sum();
+                    let s0 = _mm512_sub_epi32(i0, _mm512_set1_epi32(32 * a0));
+                    let s1 = _mm512_sub_epi32(i1, _mm512_set1_epi32(32 * (ab.sum - a0)));
+                    let sum = _mm512_add_epi32(_mm512_mullo_epi32(sc0, s0), _mm512_mullo_epi32(sc1, s1));
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(d, _mm512_set1_ps(ab.d)), acc[t]);
+                }
+            }
+        }
+        for (t, v) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out[t * stride..][..16].as_mut_ptr(), *v);
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn gemm_q6x16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let nw = nb / 8;
+        let groups = w.len() / nw;
+        let toks = a.len() / nb;
+        let rows = 16 * groups;
+        for g in 0..groups {
+            let wg = &w[g * nw..(g + 1) * nw];
+            let mut t = 0;
+            while t + X16_TOKENS <= toks {
+                q6group_x::<X16_TOKENS>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += X16_TOKENS;
+            }
+            if t + 4 <= toks {
+                q6group_x::<4>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += 4;
+            }
+            if t + 2 <= toks {
+                q6group_x::<2>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += 2;
+            }
+            if t < toks {
+                q6group_x::<1>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+            }
+        }
+    }
+}
+
 // ---- safe entry points, installed by `plug` only after AVX-512 F/BW/VL/VNNI were detected ----
 
 x16_entries!(gemm_x16);
 x16_entries!(k: gemm_kx16);
+x16_entries!(@ gemm_q6x16, gemm_q6_kx16: BlockQ6Kx16);
 // ---- e^x -----------------------------------------------------------------------------------------
 
 fn exp_f32(x: &mut [f32]) {
