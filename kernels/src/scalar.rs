@@ -294,8 +294,8 @@ pub fn gemm_q5_1x16(w: &[BlockQ5_1x16], a: &[BlockQ8A], nb: usize, out: &mut [f3
 
 /// Interleaved K-quant rows through a row-major kernel: each row of each group is
 /// gathered (`interleave::lane_block`) and multiplied by `dots` (a `ByteDotsFn` of the same
-/// type) for all tokens, so the results are that kernel's bits. The scalar slots (with the
-/// scalar dots) and ISAs without a rows-in-lanes K kernel (NEON, with its own dots) use it.
+/// type) for all tokens, so the results are that kernel's bits: the scalar slots, with the
+/// scalar dots (the SIMD ISAs have rows-in-lanes K kernels).
 pub fn gemm_by_rows<B: BlockLayout>(
     w: &[B],
     a: &[BlockQ8A],

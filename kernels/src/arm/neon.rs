@@ -27,7 +27,7 @@ macro_rules! neon_bodies {
         use crate::types::{f16_at, f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
         use crate::types::{BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K};
         use std::mem::offset_of;
-        use crate::interleave::GroupBlock;
+        use crate::interleave::{BlockQ6Kx16, GroupBlock};
         use crate::scalar;
 
         plug!($isa, available: crate::arm::has, [
@@ -149,20 +149,8 @@ macro_rules! neon_bodies {
         }
 
         x16_entries!(gemm_x16_impl);
-        /// Interleaved `q4_k` / `q5_k` / `q6_k`: each row gathered from its group and multiplied by the
-        /// row dots above (no rows-in-lanes K kernel on NEON yet).
-        fn gemm_q4_kx16(w: &[crate::interleave::BlockQ4Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            scalar::check_x16(w.len(), 8, a.len(), nb, out.len());
-            scalar::gemm_by_rows(w, a, nb, out, dots_q4_k)
-        }
-        fn gemm_q5_kx16(w: &[crate::interleave::BlockQ5Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            scalar::check_x16(w.len(), 8, a.len(), nb, out.len());
-            scalar::gemm_by_rows(w, a, nb, out, dots_q5_k)
-        }
-        fn gemm_q6_kx16(w: &[crate::interleave::BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
-            scalar::check_x16(w.len(), 8, a.len(), nb, out.len());
-            scalar::gemm_by_rows(w, a, nb, out, dots_q6_k)
-        }
+        x16_entries!(k: gemm_kx16_impl);
+        x16_entries!(@ gemm_q6x16_impl, gemm_q6_kx16: BlockQ6Kx16);
 
         byte_entries!(
             vec_dot_q5_0(BlockQ5_0) => vec_dot_q5_impl::<false>,
@@ -452,6 +440,144 @@ macro_rules! neon_bodies {
                                 acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vmulq_n_f32(lane(bw.d()), ba.d));
                                 if let Some(m) = bw.m() {
                                     acc = vfmaq_f32(acc, lane(m), vdupq_n_f32(ba.d * ba.sum as f32));
+                                }
+                            }
+                            vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), acc);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Four lanes (rows `4·quad..4·quad + 4` of a group) of a 64-byte piece at `p`.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; `p` points at a whole piece.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn quad_u8(p: *const u8, quad: usize) -> uint8x16_t {
+            // SAFETY: the caller upholds the `# Safety` contract above (16·quad + 16 ≤ 64).
+            unsafe { vld1q_u8(p.add(16 * quad)) }
+        }
+
+        /// The f16 fields of 4 rows as f32 lanes.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn quad_f16(f: &[u16; 16], quad: usize) -> float32x4_t {
+            let v: [f32; 4] = std::array::from_fn(|i| f16_to_f32(f[4 * quad + i]));
+            // SAFETY: `v` holds 4 values.
+            unsafe { vld1q_f32(v.as_ptr()) }
+        }
+
+        /// Interleaved `q4_k` / `q5_k`, 4 rows per register: per 32-value sub-block the 6-bit
+        /// scale and min of each row from its scale lanes (shifts per lane, `scale_min_k4`), the
+        /// values 0..31 (nibbles, q5_k + 16 where bit j of the fifth-bit byte is set) against
+        /// the token's bytes, then the contract's two FMAs, as the scalar twin.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
+        #[target_feature(enable = $features)]
+        unsafe fn gemm_kx16_impl<B: crate::interleave::KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let nw = nb / 8;
+                let rows = 16 * (w.len() / nw);
+                let sr = |v: uint32x4_t, n: usize| vshlq_u32(v, vdupq_n_s32(-(n as i32)));
+                let mask = |v: uint32x4_t, m: u32| vandq_u32(v, vdupq_n_u32(m));
+                for (t, at) in a.chunks_exact(nb).enumerate() {
+                    for (g, wg) in w.chunks_exact(nw).enumerate() {
+                        for quad in 0..4 {
+                            let mut acc = vdupq_n_f32(0.0);
+                            for (bw, ab) in wg.iter().zip(at.chunks_exact(8)) {
+                                let (d, dmin) = (quad_f16(bw.d(), quad), quad_f16(bw.dmin(), quad));
+                                let sp = bw.scales().as_ptr();
+                                // SAFETY (all piece reads): the fields hold whole pieces.
+                                let s = [0, 1, 2].map(|p| vreinterpretq_u32_u8(quad_u8(sp.add(64 * p), quad)));
+                                for (j, ba) in ab.iter().enumerate() {
+                                    let (sc, m) = if j < 4 {
+                                        (mask(sr(s[0], 8 * j), 63), mask(sr(s[1], 8 * j), 63))
+                                    } else {
+                                        let j = j - 4;
+                                        let top = |v| vshlq_n_u32::<4>(mask(sr(v, 8 * j + 6), 3));
+                                        (
+                                            vorrq_u32(mask(sr(s[2], 8 * j), 15), top(s[0])),
+                                            vorrq_u32(mask(sr(s[2], 8 * j + 4), 15), top(s[1])),
+                                        )
+                                    };
+                                    let dsc = vmulq_f32(d, vcvtq_f32_u32(sc));
+                                    let ndm = vnegq_f32(vmulq_f32(dmin, vcvtq_f32_u32(m)));
+                                    let q = bw.qs().as_ptr().add(64 * 8 * (j / 2));
+                                    let y = ba.qs.as_ptr() as *const i32;
+                                    let mut i = vdupq_n_s32(0);
+                                    for k in 0..8 {
+                                        let v = quad_u8(q.add(64 * k), quad);
+                                        let mut x = if j % 2 == 0 { vandq_u8(v, vdupq_n_u8(0x0F)) } else { vshrq_n_u8::<4>(v) };
+                                        if let Some(qh) = bw.qh() {
+                                            let h = quad_u8(qh.as_ptr().add(64 * k), quad);
+                                            x = vorrq_u8(x, vandq_u8(vtstq_u8(h, vdupq_n_u8(1 << j)), vdupq_n_u8(0x10)));
+                                        }
+                                        // SAFETY: k < 8 and an activation block holds 32 bytes.
+                                        let yk = vreinterpretq_s8_s32(vdupq_n_s32(y.add(k).read_unaligned()));
+                                        i = dot4_i8x16(i, vreinterpretq_s8_u8(x), yk);
+                                    }
+                                    acc = vfmaq_f32(acc, vcvtq_f32_s32(i), vmulq_n_f32(dsc, ba.d));
+                                    acc = vfmaq_f32(acc, ndm, vdupq_n_f32(ba.d * ba.sum as f32));
+                                }
+                            }
+                            vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), acc);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Interleaved `q6_k`, 4 rows per register: per 32-value activation block the signed
+        /// values (6 bits − 32) of each 16-value half summed apart, the half scales (signed
+        /// bytes of the scale lanes) applied in integers, one FMA (the scalar twin's expression).
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
+        #[target_feature(enable = $features)]
+        unsafe fn gemm_q6x16_impl(w: &[crate::interleave::BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+            // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe {
+                let nw = nb / 8;
+                let rows = 16 * (w.len() / nw);
+                for (t, at) in a.chunks_exact(nb).enumerate() {
+                    for (g, wg) in w.chunks_exact(nw).enumerate() {
+                        for quad in 0..4 {
+                            let mut acc = vdupq_n_f32(0.0);
+                            for (bw, ab) in wg.iter().zip(at.chunks_exact(8)) {
+                                let d = quad_f16(&bw.d, quad);
+                                // SAFETY (all piece reads): the fields hold whole pieces.
+                                let s = [0, 1, 2, 3].map(|p| vreinterpretq_s32_u8(quad_u8(bw.scales.as_ptr().add(64 * p), quad)));
+                                for (i, ba) in ab.iter().enumerate() {
+                                    let (n, k) = (i / 4, i % 4);
+                                    let sp = s[2 * n + k / 2];
+                                    let byte = |b: usize| vshrq_n_s32::<24>(vshlq_s32(sp, vdupq_n_s32(24 - 8 * b as i32)));
+                                    let (sc0, sc1) = (byte(2 * (k % 2)), byte(2 * (k % 2) + 1));
+                                    let ql = bw.ql.as_ptr().add(64 * (16 * n + 8 * (k & 1)));
+                                    let qh = bw.qh.as_ptr().add(64 * 8 * n);
+                                    let y = ba.qs.as_ptr() as *const i32;
+                                    let mut half = [vdupq_n_s32(0); 2];
+                                    for kk in 0..8 {
+                                        let v = quad_u8(ql.add(64 * kk), quad);
+                                        let lo = if k < 2 { vandq_u8(v, vdupq_n_u8(0x0F)) } else { vshrq_n_u8::<4>(v) };
+                                        let h = quad_u8(qh.add(64 * kk), quad);
+                                        // Bits 2k, 2k + 1 of each byte to bits 4, 5.
+                                        let hi = vandq_u8(vshlq_u8(h, vdupq_n_s8(4 - 2 * k as i8)), vdupq_n_u8(0x30));
+                                        let x = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, hi)), vdupq_n_s8(32));
+                                        // SAFETY: kk < 8 and an activation block holds 32 bytes.
+                                        let yk = vreinterpretq_s8_s32(vdupq_n_s32(y.add(kk).read_unaligned()));
+                                        half[kk / 4] = dot4_i8x16(half[kk / 4], x, yk);
+                                    }
+                                    let sum = vmlaq_s32(vmulq_s32(sc0, half[0]), sc1, half[1]);
+                                    acc = vfmaq_f32(acc, vcvtq_f32_s32(sum), vmulq_n_f32(d, ba.d));
                                 }
                             }
                             vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), acc);
