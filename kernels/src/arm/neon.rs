@@ -27,7 +27,7 @@ macro_rules! neon_bodies {
         use crate::types::{f16_at, f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
         use crate::types::{BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K};
         use std::mem::offset_of;
-        use crate::interleave::{BlockQ6Kx16, GroupBlock};
+        use crate::interleave::GroupBlock;
         use crate::scalar;
 
         plug!($isa, available: crate::arm::has, [
