@@ -32,7 +32,8 @@ text = sys.stdin.read().strip()
 rows = json.loads(text) if text.startswith("[") else [json.loads(l) for l in text.splitlines() if l.startswith("{")]
 pp = next(x for x in rows if x["n_prompt"] and not x["n_gen"])
 tg = next(x for x in rows if x["n_gen"] and not x["n_prompt"])
-print(f"{pp[\"avg_ts\"]:.1f} ± {pp[\"stddev_ts\"]:.1f}|{tg[\"avg_ts\"]:.1f} ± {tg[\"stddev_ts\"]:.1f}")'
+f = lambda x: "%.1f ± %.1f" % (x["avg_ts"], x["stddev_ts"])
+print(f(pp) + "|" + f(tg))'
 }
 echo "| file | ISA | threads | autark pp$p | llama.cpp pp$p | ratio | autark tg$n | llama.cpp tg$n | ratio |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"

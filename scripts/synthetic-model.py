@@ -51,7 +51,7 @@ def main():
     ap.add_argument("--shape", default="llama-3.2-1b", choices=sorted(SHAPES))
     ap.add_argument("--type", default="q4_0", choices=sorted(BLOCK) + ["f16"])
     ap.add_argument("--layout", default="rows16", choices=["rows16", "rows"],
-                    help="block order of q4_0, q4_1 and q8_0 matrices (rows16: what `autark quantize` writes by default)")
+                    help="block order of the interleavable types' matrices (rows16: what `autark quantize` writes by default)")
     a = ap.parse_args()
     meta, _ = autark_file.read(a.tokenizer_source)
     c = dict(SHAPES[a.shape], rope_layout="neox", rope_scaling=None, norm_eps=1e-5, tied_embeddings=True,

@@ -8,7 +8,7 @@
 //! One-token passes are captured into a CUDA graph once and replayed (`Mode`).
 //!
 //! What it runs: matrices of every stored type (q4_0, q4_1 and q8_0 row-major or `rows16`;
-//! q5_0, q5_1, q4_k, q5_k, q6_k, f16 and f32 row-major; q5_0/q5_1 `rows16` files are
+//! q5_0, q5_1, q4_k, q5_k, q6_k, f16 and f32 row-major; `rows16` q5 and K-quant matrices are
 //! rebuilt row-major on upload), f32 norms and biases, SiLU or GELU
 //! FFNs, both RoPE layouts, sliding windows as a mask. A matrix without a kernel is refused
 //! when the session is made, with the tensor named.
@@ -174,7 +174,7 @@ impl Cuda {
                     Some(map) => (gemv, map.mem(w.data.as_ptr() as usize - file_start, w.data.len())),
                     None => (gemv, gpu.upload(w.data)?),
                 },
-                // `rows16` of a type whose GEMV reads rows only (q5_0, q5_1): the row-major
+                // `rows16` of a type whose GEMV reads rows only (q5_*, the K-quants): the row-major
                 // bytes, rebuilt one tensor at a time and copied to the device.
                 None if w.layout == TensorLayout::Rows16 => {
                     let gemv = Gemv::of(w.dtype, TensorLayout::RowMajor).ok_or_else(no_kernel)?;
