@@ -189,20 +189,32 @@ fn qh_place(lane: usize, j: usize) -> (usize, usize) {
     (8 * (2 * k + high) + pos / 8, pos % 8)
 }
 
-/// Row-major `src` (`rows` × `cols` of `dtype`) into the 16-row layout in `dst`.
-pub fn interleave(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut Vec<u8>) -> Result<()> {
+/// Checks a whole-matrix reorder (`op`) of `src` and sizes `dst` to it: the scheme, the row
+/// bytes and the block bytes.
+fn reorder(
+    op: &'static str,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    src: &[u8],
+    dst: &mut Vec<u8>,
+) -> Result<(Scheme, usize, usize)> {
     TensorLayout::Rows16.check(dtype, &[rows, cols])?;
     let sc = scheme(dtype).expect("checked");
     let rb = dtype.row_bytes(cols)?;
     if src.len() != rows * rb {
-        return Err(KernelError::LengthMismatch { op: "interleave", expected: rows * rb, got: src.len() });
+        return Err(KernelError::LengthMismatch { op, expected: rows * rb, got: src.len() });
     }
-    let bs = dtype.block_bytes();
     dst.clear();
     dst.resize(src.len(), 0);
-    let gb = bs * GROUP;
+    Ok((sc, rb, dtype.block_bytes()))
+}
+
+/// Row-major `src` (`rows` × `cols` of `dtype`) into the 16-row layout in `dst`.
+pub fn interleave(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut Vec<u8>) -> Result<()> {
+    let (sc, rb, bs) = reorder("interleave", dtype, rows, cols, src, dst)?;
     for (g, out) in dst.chunks_exact_mut(rb * GROUP).enumerate() {
-        for (b, blk) in out.chunks_exact_mut(gb).enumerate() {
+        for (b, blk) in out.chunks_exact_mut(bs * GROUP).enumerate() {
             for lane in 0..GROUP {
                 sc.scatter(lane, &src[(g * GROUP + lane) * rb + b * bs..][..bs], blk);
             }
@@ -212,17 +224,9 @@ pub fn interleave(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut 
 }
 
 /// The 16-row layout `src` (`rows` × `cols` of `dtype`) back into row-major bytes in `dst`:
-/// for a reader without a kernel of this layout (the CUDA backend's `q5_*` GEMVs).
+/// for a reader without a kernel of this layout (the CUDA backend's q5 and K-quant GEMVs).
 pub fn deinterleave(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut Vec<u8>) -> Result<()> {
-    TensorLayout::Rows16.check(dtype, &[rows, cols])?;
-    let sc = scheme(dtype).expect("checked");
-    let rb = dtype.row_bytes(cols)?;
-    if src.len() != rows * rb {
-        return Err(KernelError::LengthMismatch { op: "deinterleave", expected: rows * rb, got: src.len() });
-    }
-    let bs = dtype.block_bytes();
-    dst.clear();
-    dst.resize(src.len(), 0);
+    let (sc, rb, bs) = reorder("deinterleave", dtype, rows, cols, src, dst)?;
     for (g, group) in src.chunks_exact(rb * GROUP).enumerate() {
         for (b, blk) in group.chunks_exact(bs * GROUP).enumerate() {
             for lane in 0..GROUP {
@@ -270,8 +274,9 @@ pub fn lane_block<B: BlockLayout>(blk: &B, lane: usize, dst: &mut [u8]) {
     sc.gather(lane, crate::types::block_bytes(blk), dst);
 }
 
-/// Bytes of the largest block an interleaved type has (`q5_k`).
-pub const MAX_BLOCK_BYTES: usize = size_of::<BlockQ5K>();
+/// Bytes of the largest block an interleaved type has (`q6_k`'s 210; a test checks every
+/// interleaved type against it).
+pub const MAX_BLOCK_BYTES: usize = size_of::<BlockQ6K>();
 
 blocks! {
     /// Block `b` of 16 interleaved `q4_0` rows.
@@ -476,6 +481,7 @@ mod tests {
         {
             let (rows, cols) = (32, 3 * dtype.block_len());
             let rb = dtype.row_bytes(cols).unwrap();
+            assert!(dtype.block_bytes() <= MAX_BLOCK_BYTES, "{dtype}: MAX_BLOCK_BYTES");
             let src: Vec<u8> = (0..rows * rb).map(|_| rng.next() as u8).collect();
             let mut dst = Vec::new();
             interleave(dtype, rows, cols, &src, &mut dst).unwrap();

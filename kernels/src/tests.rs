@@ -333,3 +333,38 @@ fn with_isa_is_scoped_to_the_thread_and_the_call() {
     assert!(r.is_err());
     assert_eq!(kernels().isa, global, "restored after a panic");
 }
+
+/// `v` less its last byte, starting on an even address (weights are read as f16).
+fn aligned(v: &mut [u8]) -> &mut [u8] {
+    let n = v.len() - 1;
+    let skip = (v.as_ptr() as usize) % 2;
+    &mut v[skip..skip + n]
+}
+
+/// The embedding lookup's path: a row of an interleaved matrix, dequantized block by block
+/// through a stack buffer, equals the row-major row's, for every interleavable type.
+#[test]
+fn rows16_row_lookup_equals_row_major() {
+    use crate::interleave::{interleave, TensorLayout};
+    use crate::ops::WeightView;
+    let mut rng = Rng::new(11);
+    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q5K, DType::Q6K] {
+        let (rows, cols) = (32, 3 * dtype.block_len());
+        let rb = dtype.row_bytes(cols).unwrap();
+        let src: Vec<u8> = (0..rows * rb).map(|_| rng.next() as u8).collect();
+        let mut dst = Vec::new();
+        interleave(dtype, rows, cols, &src, &mut dst).unwrap();
+        let (mut a, mut b) = (vec![0u8; src.len() + 1], vec![0u8; src.len() + 1]);
+        let (a, b) = (aligned(&mut a), aligned(&mut b));
+        a.copy_from_slice(&src);
+        b.copy_from_slice(&dst);
+        let plain = WeightView::new(dtype, rows, cols, a).unwrap();
+        let inter = WeightView::with_layout(dtype, TensorLayout::Rows16, rows, cols, b).unwrap();
+        let (mut x, mut y) = (vec![0f32; cols], vec![0f32; cols]);
+        for r in [0, 17, rows - 1] {
+            plain.row_f32(r, &mut x).unwrap();
+            inter.row_f32(r, &mut y).unwrap();
+            assert!(x.iter().zip(&y).all(|(x, y)| x.to_bits() == y.to_bits()), "{dtype}: row {r}");
+        }
+    }
+}

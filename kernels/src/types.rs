@@ -416,7 +416,7 @@ pub enum KernelError {
     Unsupported { op: &'static str, dtype: DType },
     #[error("unknown tensor layout code {0}")]
     UnknownLayout(u32),
-    #[error("layout {layout} does not hold {dtype} tensors of shape {shape:?} (q4_0, q4_1 or q8_0 matrices with a multiple of 16 rows)")]
+    #[error("layout {layout} does not hold {dtype} tensors of shape {shape:?} (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k or q6_k matrices with a multiple of 16 rows)")]
     BadLayout { layout: &'static str, dtype: DType, shape: Vec<usize> },
     #[error("unknown ISA {:?} in AUTARK_ISA (expected one of {})", .0, Isa::ALL.map(Isa::name).join(", "))]
     UnknownIsa(String),

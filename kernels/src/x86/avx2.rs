@@ -209,6 +209,33 @@ unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
 
 // ---- interleaved q4_k / q5_k: 8 rows per register, one 32-value sub-block at a time -------------
 
+/// Every half group (8 rows) of 16-row K super-blocks (`nb / 8` per group) × every token:
+/// `$pass::<…, T>(group's blocks, half, tokens from t, nb, out from (t, row 16g + 8h), stride)`
+/// in passes of `TOKENS`, the rest one by one.
+macro_rules! halves_x16 {
+    ($pass:ident $(<$($g:ty),*>)?, $w:expr, $a:expr, $nb:expr, $out:expr) => {{
+        let (w, a, nb, out) = ($w, $a, $nb, $out);
+        let nw = nb / 8;
+        let (toks, groups) = (a.len() / nb, w.len() / nw);
+        let rows = 16 * groups;
+        for g in 0..groups {
+            let wg = &w[g * nw..(g + 1) * nw];
+            for h in 0..2 {
+                let o = 16 * g + 8 * h;
+                let mut t = 0;
+                while t + TOKENS <= toks {
+                    $pass::<$($($g,)*)? TOKENS>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
+                    t += TOKENS;
+                }
+                while t < toks {
+                    $pass::<$($($g,)*)? 1>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
+                    t += 1;
+                }
+            }
+        }
+    }};
+}
+
 /// Sub-block `j`'s (scale, min) of 8 rows from their scale pieces `s` (`scale_min_k4` per lane).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -317,25 +344,7 @@ unsafe fn khalf_x<B: KGroupBlock, const T: usize>(
 unsafe fn gemm_kx16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        let nw = nb / 8;
-        let groups = w.len() / nw;
-        let toks = a.len() / nb;
-        let rows = 16 * groups;
-        for g in 0..groups {
-            let wg = &w[g * nw..(g + 1) * nw];
-            for h in 0..2 {
-                let o = 16 * g + 8 * h;
-                let mut t = 0;
-                while t + TOKENS <= toks {
-                    khalf_x::<B, TOKENS>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
-                    t += TOKENS;
-                }
-                while t < toks {
-                    khalf_x::<B, 1>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
-                    t += 1;
-                }
-            }
-        }
+        halves_x16!(khalf_x<B>, w, a, nb, out);
     }
 }
 
@@ -428,25 +437,7 @@ unsafe fn q6half_x<const T: usize>(
 unsafe fn gemm_q6x16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        let nw = nb / 8;
-        let groups = w.len() / nw;
-        let toks = a.len() / nb;
-        let rows = 16 * groups;
-        for g in 0..groups {
-            let wg = &w[g * nw..(g + 1) * nw];
-            for h in 0..2 {
-                let o = 16 * g + 8 * h;
-                let mut t = 0;
-                while t + TOKENS <= toks {
-                    q6half_x::<TOKENS>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
-                    t += TOKENS;
-                }
-                while t < toks {
-                    q6half_x::<1>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
-                    t += 1;
-                }
-            }
-        }
+        halves_x16!(q6half_x, w, a, nb, out);
     }
 }
 

@@ -68,6 +68,36 @@ fn f16(bits: u16) -> f32 {
 /// Tokens per pass over a group's blocks.
 const X16_TOKENS: usize = 8;
 
+/// Every group of 16 rows (`nw` group blocks each) × every token: `$pass::<…, T>(group's
+/// blocks, tokens from t, nb, out from (t, row 16g), stride)` in passes of `X16_TOKENS` tokens,
+/// then 4, 2 and 1, so that 7 tokens unpack the weights 3 times, not 7.
+macro_rules! groups_x16 {
+    ($pass:ident $(<$($g:ty),*>)?, $w:expr, $a:expr, $nb:expr, $nw:expr, $out:expr) => {{
+        let (w, a, nb, nw, out) = ($w, $a, $nb, $nw, $out);
+        let (toks, groups) = (a.len() / nb, w.len() / nw);
+        let rows = 16 * groups;
+        for g in 0..groups {
+            let wg = &w[g * nw..(g + 1) * nw];
+            let mut t = 0;
+            while t + X16_TOKENS <= toks {
+                $pass::<$($($g,)*)? X16_TOKENS>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += X16_TOKENS;
+            }
+            if t + 4 <= toks {
+                $pass::<$($($g,)*)? 4>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += 4;
+            }
+            if t + 2 <= toks {
+                $pass::<$($($g,)*)? 2>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                t += 2;
+            }
+            if t < toks {
+                $pass::<$($($g,)*)? 1>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+            }
+        }
+    }};
+}
+
 /// The 8 unsigned 512-bit pieces of group block `blk` (piece i meets activation bytes 4i..4i+4);
 /// they carry the offset `B::OFFSET`.
 ///
@@ -149,29 +179,7 @@ unsafe fn group_x<B: GroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: us
 unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        let groups = w.len() / nb;
-        let toks = a.len() / nb;
-        let rows = 16 * groups;
-        for g in 0..groups {
-            let wg = &w[g * nb..(g + 1) * nb];
-            let mut t = 0;
-            while t + X16_TOKENS <= toks {
-                group_x::<B, X16_TOKENS>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-                t += X16_TOKENS;
-            }
-            // The rest in passes of 4, 2 and 1, so that 7 tokens unpack the weights 3 times, not 7.
-            if t + 4 <= toks {
-                group_x::<B, 4>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-                t += 4;
-            }
-            if t + 2 <= toks {
-                group_x::<B, 2>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-                t += 2;
-            }
-            if t < toks {
-                group_x::<B, 1>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-            }
-        }
+        groups_x16!(group_x<B>, w, a, nb, nb, out);
     }
 }
 
@@ -272,29 +280,7 @@ unsafe fn kgroup_x<B: KGroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: 
 unsafe fn gemm_kx16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        let nw = nb / 8;
-        let groups = w.len() / nw;
-        let toks = a.len() / nb;
-        let rows = 16 * groups;
-        for g in 0..groups {
-            let wg = &w[g * nw..(g + 1) * nw];
-            let mut t = 0;
-            while t + X16_TOKENS <= toks {
-                kgroup_x::<B, X16_TOKENS>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-                t += X16_TOKENS;
-            }
-            if t + 4 <= toks {
-                kgroup_x::<B, 4>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-                t += 4;
-            }
-            if t + 2 <= toks {
-                kgroup_x::<B, 2>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-                t += 2;
-            }
-            if t < toks {
-                kgroup_x::<B, 1>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-            }
-        }
+        groups_x16!(kgroup_x<B>, w, a, nb, nb / 8, out);
     }
 }
 
@@ -378,29 +364,7 @@ unsafe fn q6group_x<const T: usize>(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize
 unsafe fn gemm_q6x16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        let nw = nb / 8;
-        let groups = w.len() / nw;
-        let toks = a.len() / nb;
-        let rows = 16 * groups;
-        for g in 0..groups {
-            let wg = &w[g * nw..(g + 1) * nw];
-            let mut t = 0;
-            while t + X16_TOKENS <= toks {
-                q6group_x::<X16_TOKENS>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-                t += X16_TOKENS;
-            }
-            if t + 4 <= toks {
-                q6group_x::<4>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-                t += 4;
-            }
-            if t + 2 <= toks {
-                q6group_x::<2>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-                t += 2;
-            }
-            if t < toks {
-                q6group_x::<1>(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
-            }
-        }
+        groups_x16!(q6group_x, w, a, nb, nb / 8, out);
     }
 }
 
