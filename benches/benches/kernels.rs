@@ -17,7 +17,10 @@ use autark_kernels::blocks::{
     block_bytes, f32_to_f16, quantize_bytes, Block, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, DType,
 };
 use autark_kernels::dispatch::{available_isas, ByteDotsFn, ByteRowsFn, GemmFn, Kernels};
-use autark_kernels::interleave::{self, BlockQ4_0x16, BlockQ4_1x16, BlockQ8_0x16};
+use autark_kernels::interleave::{
+    self, BlockQ4Kx16, BlockQ4_0x16, BlockQ4_1x16, BlockQ5Kx16, BlockQ5_0x16, BlockQ5_1x16, BlockQ6Kx16, BlockQ8_0x16,
+};
+use autark_kernels::types::BlockLayout;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const ROWS: usize = 2048;
@@ -115,17 +118,21 @@ fn bench_type<B: Block>(c: &mut Criterion, name: &str, pick: Pick<B>, peer: Opti
     g.finish();
 }
 
-/// The 16-row interleaved layout (`rows16`, what the quantizer writes): 1 token (decode) and
-/// 64 tokens (prefill), all rows per call as the runtime's tasks make them.
-fn bench_x16<B: Block, X: interleave::GroupBlock>(c: &mut Criterion, name: &str, pick: fn(&Kernels) -> GemmFn<X>) {
-    let w = weights::<B>(ROWS, COLS);
+/// The 16-row interleaved layout (`rows16`, what the quantizer writes) of every type that has it:
+/// 1 token (decode) and 64 tokens (prefill), all rows per call as the runtime's tasks make them.
+fn bench_x16<X: BlockLayout>(c: &mut Criterion, pick: fn(&Kernels) -> GemmFn<X>) {
+    let dtype = X::DTYPE;
+    let mut raw = Vec::new();
+    quantize_bytes(dtype, &values(ROWS * COLS), &mut raw).unwrap();
     let mut bytes = Vec::new();
-    interleave::interleave(B::DTYPE, ROWS, COLS, block_bytes(&w), &mut bytes).unwrap();
+    interleave::interleave(dtype, ROWS, COLS, &raw, &mut bytes).unwrap();
     let wx: Vec<X> = interleave::to_blocks(&bytes).unwrap();
-    let nb = COLS / 32;
+    // Activation blocks per token and group blocks per 16 rows (a K super-block spans 8 of
+    // the former).
+    let (nb, nw) = (COLS / 32, COLS / X::BLOCK_LEN);
     for tokens in [1usize, 64] {
         let mut g =
-            c.benchmark_group(if tokens == 1 { format!("gemv_{name}x16") } else { format!("gemm64_{name}x16") });
+            c.benchmark_group(if tokens == 1 { format!("gemv_{dtype}x16") } else { format!("gemm64_{dtype}x16") });
         g.throughput(Throughput::Bytes((bytes.len() * tokens) as u64));
         if tokens > 1 {
             g.sample_size(10);
@@ -139,7 +146,7 @@ fn bench_x16<B: Block, X: interleave::GroupBlock>(c: &mut Criterion, name: &str,
             g.bench_with_input(BenchmarkId::from_parameter(isa.name()), &isa, |b, _| {
                 b.iter(|| {
                     for g0 in (0..ROWS / 16).step_by(16) {
-                        gemm(&wx[g0 * nb..(g0 + 16) * nb], &a, nb, &mut out);
+                        gemm(&wx[g0 * nw..(g0 + 16) * nw], &a, nb, &mut out);
                     }
                     std::hint::black_box(&out);
                 })
@@ -242,9 +249,14 @@ fn kernels(c: &mut Criterion) {
     bench_type::<BlockQ4_0>(c, "q4_0", |k| (k.vec_dot_q4_0, k.gemm_q4_0), peer.map(|p| (p, Kind::Q4_0)));
     bench_type::<BlockQ4_1>(c, "q4_1", |k| (k.vec_dot_q4_1, k.gemm_q4_1), peer.map(|p| (p, Kind::Q4_1)));
     bench_type::<BlockQ8_0>(c, "q8_0", |k| (k.vec_dot_q8_0, k.gemm_q8_0), peer.map(|p| (p, Kind::Q8_0)));
-    bench_x16::<BlockQ4_0, BlockQ4_0x16>(c, "q4_0", |k| k.gemm_q4_0x16);
-    bench_x16::<BlockQ4_1, BlockQ4_1x16>(c, "q4_1", |k| k.gemm_q4_1x16);
-    bench_x16::<BlockQ8_0, BlockQ8_0x16>(c, "q8_0", |k| k.gemm_q8_0x16);
+    bench_x16::<BlockQ4_0x16>(c, |k| k.gemm_q4_0x16);
+    bench_x16::<BlockQ4_1x16>(c, |k| k.gemm_q4_1x16);
+    bench_x16::<BlockQ8_0x16>(c, |k| k.gemm_q8_0x16);
+    bench_x16::<BlockQ5_0x16>(c, |k| k.gemm_q5_0x16);
+    bench_x16::<BlockQ5_1x16>(c, |k| k.gemm_q5_1x16);
+    bench_x16::<BlockQ4Kx16>(c, |k| k.gemm_q4_kx16);
+    bench_x16::<BlockQ5Kx16>(c, |k| k.gemm_q5_kx16);
+    bench_x16::<BlockQ6Kx16>(c, |k| k.gemm_q6_kx16);
     bench_bytes(c, DType::Q5_0, |k| (k.dots_q5_0, k.rows_q5_0));
     bench_bytes(c, DType::Q5_1, |k| (k.dots_q5_1, k.rows_q5_1));
     bench_bytes(c, DType::Q4K, |k| (k.dots_q4_k, k.rows_q4_k));

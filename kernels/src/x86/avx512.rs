@@ -21,7 +21,7 @@ plug!(crate::table::Isa::Avx512, available: crate::x86::has, [
     gemm_q4_kx16, gemm_q5_kx16, gemm_q6_kx16,
     dots_q5_0, dots_q5_1, dots_q4_k, dots_q5_k, dots_q6_k, exp_f32,
     rows_q5_0, rows_q5_1, rows_q4_k, rows_q5_k, rows_q6_k,
-    dots_f16, wsum_f16, dots_q8_0, wsum_q8_0,
+    dots_f32, wsum_f32, dots_f16, wsum_f16, dots_q8_0, wsum_q8_0,
 ]);
 
 /// The shared 256-bit bodies with VNNI.
@@ -427,9 +427,10 @@ unsafe fn exp16(x: &mut [f32]) {
     }
 }
 
-// ---- attention over f16 and q8_0 caches ----------------------------------------------------------
+// ---- attention over f32, f16 and q8_0 caches ------------------------------------------------------
 //
-// 16 values per register. f16 rows widen with `vcvtph2ps`; a row's tail (length mod 16) is read
+// 16 values per register. f32 rows load as they are, f16 rows widen with `vcvtph2ps` (one
+// generic body for both); a row's tail (length mod 16) is read
 // with a masked load, which touches no memory in the masked-off lanes, so rows of any length
 // need no scalar tail and no padding. q8_0 rows widen 16 bytes at a time with `vpmovsxbd` +
 // `vcvtdq2ps`; a block's product with the query (2 registers) is scaled by its f16 scale into
@@ -445,13 +446,25 @@ fn dots_f16(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
     // SAFETY: installed only after AVX-512 F/BW/VL (and AVX2/F16C) were detected;
     // `check_strided` asserted that row j < out.len() of `k` (j·stride .. j·stride + q.len())
     // lies inside `k`.
-    unsafe { dots_f16_impl(q, k, stride, out) }
+    unsafe { dots_impl(q, k, stride, out) }
 }
 
 fn wsum_f16(out: &mut [f32], w: &[f32], v: &[u16], stride: usize) {
     crate::scalar::check_strided(out.len(), v.len(), stride, w.len());
     // SAFETY: as in `dots_f16`, with the rows of `v` for j < w.len().
-    unsafe { wsum_f16_impl(out, w, v, stride) }
+    unsafe { wsum_impl(out, w, v, stride) }
+}
+
+fn dots_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+    crate::scalar::check_strided(q.len(), k.len(), stride, out.len());
+    // SAFETY: as in `dots_f16`.
+    unsafe { dots_impl(q, k, stride, out) }
+}
+
+fn wsum_f32(out: &mut [f32], w: &[f32], v: &[f32], stride: usize) {
+    crate::scalar::check_strided(out.len(), v.len(), stride, w.len());
+    // SAFETY: as in `wsum_f16`.
+    unsafe { wsum_impl(out, w, v, stride) }
 }
 
 fn dots_q8_0(q: &[f32], k: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
@@ -498,23 +511,39 @@ fn hsum4_512(a: [__m512; 4]) -> __m128 {
     crate::x86::sum_lanes4(h.map(|h| h.0), h.map(|h| h.1))
 }
 
-/// Values `i .. i + 16` of an f16 row (lanes outside `m` read nothing and are 0).
-///
-/// # Safety
-/// The CPU has the enabled target features; the lanes of `m` lie inside the row.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-unsafe fn f16x16(p: *const u16, m: __mmask16) -> __m512 {
-    // SAFETY: the caller upholds the `# Safety` contract above; a masked load reads only the
-    // lanes of `m`.
-    unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p as *const i16)) }
+/// An element of a cache row: f32, or f16 as raw bits (widened on load).
+trait CacheValue: Copy {
+    /// The 16 values at `p` as f32 (lanes outside `m` read nothing and are 0).
+    ///
+    /// # Safety
+    /// The CPU has the features of this file's kernels; the lanes of `m` lie inside the row.
+    unsafe fn x16(p: *const Self, m: __mmask16) -> __m512;
+}
+
+impl CacheValue for u16 {
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn x16(p: *const u16, m: __mmask16) -> __m512 {
+        // SAFETY: the caller upholds the trait's `# Safety` contract; a masked load reads only
+        // the lanes of `m`.
+        unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p as *const i16)) }
+    }
+}
+
+impl CacheValue for f32 {
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn x16(p: *const f32, m: __mmask16) -> __m512 {
+        // SAFETY: as for `u16`.
+        unsafe { _mm512_maskz_loadu_ps(m, p) }
+    }
 }
 
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every value it reads or writes (the
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dots_f16_impl(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
+unsafe fn dots_impl<T: CacheValue>(q: &[f32], k: &[T], stride: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above; every load below covers lanes
     // i .. i + 16 of a row only where they are < q.len() (full chunks, then the tail's mask).
     unsafe {
@@ -523,20 +552,20 @@ unsafe fn dots_f16_impl(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
         let (full, tail) = (hd / 16 * 16, lanes(hd % 16));
         let mut j = 0;
         while j + 4 <= n {
-            let r: [*const u16; 4] = std::array::from_fn(|u| base.add((j + u) * stride));
+            let r: [*const T; 4] = std::array::from_fn(|u| base.add((j + u) * stride));
             let mut acc = [_mm512_setzero_ps(); 4];
             let mut i = 0;
             while i < full {
                 let qv = _mm512_loadu_ps(q.as_ptr().add(i));
                 for u in 0..4 {
-                    acc[u] = _mm512_fmadd_ps(qv, f16x16(r[u].add(i), 0xFFFF), acc[u]);
+                    acc[u] = _mm512_fmadd_ps(qv, T::x16(r[u].add(i), 0xFFFF), acc[u]);
                 }
                 i += 16;
             }
             if tail != 0 {
                 let qv = _mm512_maskz_loadu_ps(tail, q.as_ptr().add(i));
                 for u in 0..4 {
-                    acc[u] = _mm512_fmadd_ps(qv, f16x16(r[u].add(i), tail), acc[u]);
+                    acc[u] = _mm512_fmadd_ps(qv, T::x16(r[u].add(i), tail), acc[u]);
                 }
             }
             _mm_storeu_ps(out.as_mut_ptr().add(j), hsum4_512(acc));
@@ -547,11 +576,11 @@ unsafe fn dots_f16_impl(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
             let mut acc = _mm512_setzero_ps();
             let mut i = 0;
             while i < full {
-                acc = _mm512_fmadd_ps(_mm512_loadu_ps(q.as_ptr().add(i)), f16x16(r.add(i), 0xFFFF), acc);
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(q.as_ptr().add(i)), T::x16(r.add(i), 0xFFFF), acc);
                 i += 16;
             }
             if tail != 0 {
-                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q.as_ptr().add(i)), f16x16(r.add(i), tail), acc);
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q.as_ptr().add(i)), T::x16(r.add(i), tail), acc);
             }
             out[j] = hsum_512(acc);
             j += 1;
@@ -567,12 +596,12 @@ unsafe fn dots_f16_impl(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 #[allow(clippy::needless_range_loop)] // u indexes the accumulators, the rows' registers and the masks
-unsafe fn wsum_f16_chunk<const V: usize>(
+unsafe fn wsum_chunk<T: CacheValue, const V: usize>(
     out: &mut [f32],
     i0: usize,
     last: __mmask16,
     w: &[f32],
-    v: &[u16],
+    v: &[T],
     stride: usize,
 ) {
     // SAFETY: the caller upholds the `# Safety` contract above.
@@ -591,7 +620,7 @@ unsafe fn wsum_f16_chunk<const V: usize>(
                 let r = base.add((j + s) * stride);
                 let b = _mm512_set1_ps(wj);
                 for u in 0..V {
-                    acc[s][u] = _mm512_fmadd_ps(b, f16x16(r.add(16 * u), m(u)), acc[s][u]);
+                    acc[s][u] = _mm512_fmadd_ps(b, T::x16(r.add(16 * u), m(u)), acc[s][u]);
                 }
             }
             j += 2;
@@ -599,7 +628,7 @@ unsafe fn wsum_f16_chunk<const V: usize>(
         if let [wj] = pairs.remainder() {
             let r = base.add(j * stride);
             for u in 0..V {
-                acc[0][u] = _mm512_fmadd_ps(_mm512_set1_ps(*wj), f16x16(r.add(16 * u), m(u)), acc[0][u]);
+                acc[0][u] = _mm512_fmadd_ps(_mm512_set1_ps(*wj), T::x16(r.add(16 * u), m(u)), acc[0][u]);
             }
         }
         for u in 0..V {
@@ -612,28 +641,28 @@ unsafe fn wsum_f16_chunk<const V: usize>(
 /// The CPU has the enabled target features; the slices hold every value it reads or writes (the
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn wsum_f16_impl(out: &mut [f32], w: &[f32], v: &[u16], stride: usize) {
+unsafe fn wsum_impl<T: CacheValue>(out: &mut [f32], w: &[f32], v: &[T], stride: usize) {
     // SAFETY: the caller upholds the `# Safety` contract above; each chunk covers outputs
     // inside `out.len()` (its last register masked to the values left).
     unsafe {
         let d = out.len();
         let mut i = 0;
         while i + 128 <= d {
-            wsum_f16_chunk::<8>(out, i, 0xFFFF, w, v, stride);
+            wsum_chunk::<T, 8>(out, i, 0xFFFF, w, v, stride);
             i += 128;
         }
         let regs = (d - i).div_ceil(16);
         let last = lanes(d - i - 16 * regs.saturating_sub(1));
         match regs {
             0 => {}
-            1 => wsum_f16_chunk::<1>(out, i, last, w, v, stride),
-            2 => wsum_f16_chunk::<2>(out, i, last, w, v, stride),
-            3 => wsum_f16_chunk::<3>(out, i, last, w, v, stride),
-            4 => wsum_f16_chunk::<4>(out, i, last, w, v, stride),
-            5 => wsum_f16_chunk::<5>(out, i, last, w, v, stride),
-            6 => wsum_f16_chunk::<6>(out, i, last, w, v, stride),
-            7 => wsum_f16_chunk::<7>(out, i, last, w, v, stride),
-            _ => wsum_f16_chunk::<8>(out, i, last, w, v, stride),
+            1 => wsum_chunk::<T, 1>(out, i, last, w, v, stride),
+            2 => wsum_chunk::<T, 2>(out, i, last, w, v, stride),
+            3 => wsum_chunk::<T, 3>(out, i, last, w, v, stride),
+            4 => wsum_chunk::<T, 4>(out, i, last, w, v, stride),
+            5 => wsum_chunk::<T, 5>(out, i, last, w, v, stride),
+            6 => wsum_chunk::<T, 6>(out, i, last, w, v, stride),
+            7 => wsum_chunk::<T, 7>(out, i, last, w, v, stride),
+            _ => wsum_chunk::<T, 8>(out, i, last, w, v, stride),
         }
     }
 }
