@@ -22,6 +22,25 @@ macro_rules! byte_entries {
     )*};
 }
 
+/// Every token of `a` (`nb` activation blocks each) through `$pass::<…, T>(w, tokens
+/// from t, nb, out from token t, rows)`, in passes of `TOKENS` (the
+/// module's), the rest one by one.
+macro_rules! token_passes {
+    ($pass:ident $(<$($g:ty),*>)?, $w:expr, $a:expr, $nb:expr, $nw:expr, $out:expr) => {{
+        let (w, a, nb, nw, out) = ($w, $a, $nb, $nw, $out);
+        let (toks, rows) = (a.len() / nb, 16 * (w.len() / nw));
+        let mut t = 0;
+        while t + TOKENS <= toks {
+            $pass::<$($($g,)*)? TOKENS>(w, &a[t * nb..], nb, &mut out[t * rows..], rows);
+            t += TOKENS;
+        }
+        while t < toks {
+            $pass::<$($($g,)*)? 1>(w, &a[t * nb..], nb, &mut out[t * rows..], rows);
+            t += 1;
+        }
+    }};
+}
+
 macro_rules! neon_bodies {
     ($isa:expr, $features:literal) => {
         use crate::types::{f16_at, f16_to_f32, BlockQ4_0, BlockQ4_1, BlockQ8A, BlockQ8_0, QK};
@@ -386,63 +405,87 @@ macro_rules! neon_bodies {
             }
         }
 
-        /// 16-row interleaved matrices, 4 rows (a quarter of each 64-byte piece) at a time:
-        /// the weights as signed bytes (q4: nibble − 8 for `q4_0`, as is for `q4_1`) against 4
-        /// activation bytes repeated over the register, so `dot4_i8x16` gives 4 row sums; then
-        /// per lane the contract's fused multiply-adds, so results match the scalar twin bit for
-        /// bit.
-        ///
+        /// Tokens per pass of the 16-row kernels: each weight quarter-block is unpacked once for
+        /// them (a prompt's tokens reuse it; decode takes passes of 1).
+        const TOKENS: usize = 4;
+
         /// # Safety
         /// The CPU has the enabled target features; the slices hold every block it reads or writes
         /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn gemm_x16_impl<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe { token_passes!(x16_pass<B>, w, a, nb, nb, out) }
+        }
+
+        /// 16-row interleaved matrices, 4 rows (a quarter of each 64-byte piece) at a time:
+        /// the weights as signed bytes (q4: nibble − 8 for `q4_0`, as is for `q4_1`), unpacked
+        /// once per block for the pass's T tokens, against 4 activation bytes repeated over the
+        /// register, so `dot4_i8x16` gives 4 row sums; then per lane the contract's fused
+        /// multiply-adds, so results match the scalar twin bit for bit. Token t's outputs go to
+        /// `out[t * rows..]`.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn x16_pass<B: GroupBlock, const T: usize>(
+            w: &[B],
+            a: &[BlockQ8A],
+            nb: usize,
+            out: &mut [f32],
+            rows: usize,
+        ) {
+            // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let groups = w.len() / nb;
-                let rows = 16 * groups;
                 let q4 = B::DTYPE != crate::DType::Q8_0;
                 // Nibbles (with q5's fifth bits) made signed: q4_0 − 8, q5_0 − 16.
                 let bias = if q4 { -B::OFFSET as i8 } else { 0 };
-                for (t, at) in a.chunks_exact(nb).enumerate() {
-                    for (g, wg) in w.chunks_exact(nb).enumerate() {
-                        for quad in 0..4 {
-                            let mut acc = vdupq_n_f32(0.0);
-                            for (bw, ba) in wg.iter().zip(at) {
-                                let qs = &bw.qs()[16 * quad..];
-                                let y = ba.qs.as_ptr() as *const i32;
-                                let mut s = vdupq_n_s32(0);
-                                // SAFETY (the reads of y): k < 8 and an activation block holds 32 bytes.
-                                for k in 0..if q4 { 4 } else { 8 } {
+                for (g, wg) in w.chunks_exact(nb).enumerate() {
+                    for quad in 0..4 {
+                        let mut acc = [vdupq_n_f32(0.0); T];
+                        for (b, bw) in wg.iter().enumerate() {
+                            // Piece k of this quad meets activation bytes 4k..4k + 4.
+                            let qs = &bw.qs()[16 * quad..];
+                            let mut x = [vdupq_n_s8(0); 8];
+                            if q4 {
+                                for k in 0..4 {
                                     let v = vld1q_u8(qs[64 * k..][..16].as_ptr());
-                                    let yk = vreinterpretq_s8_s32(vdupq_n_s32(y.add(k).read_unaligned()));
-                                    if q4 {
-                                        let (mut lo, mut hi) = (vandq_u8(v, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(v));
-                                        if let Some(qh) = bw.qh() {
-                                            // This quad's 16 bits of the piece's masks (bit 4r + i).
-                                            let bits = |high| (crate::interleave::qh_mask(qh, k, high) >> (16 * quad)) as u16;
-                                            lo = vorrq_u8(lo, high_bits_16(bits(false)));
-                                            hi = vorrq_u8(hi, high_bits_16(bits(true)));
-                                        }
-                                        let lo = vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8(bias));
-                                        let hi = vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8(bias));
-                                        let yh = vreinterpretq_s8_s32(vdupq_n_s32(y.add(4 + k).read_unaligned()));
-                                        s = dot4_i8x16(dot4_i8x16(s, lo, yk), hi, yh);
-                                    } else {
-                                        s = dot4_i8x16(s, vreinterpretq_s8_u8(v), yk);
+                                    let (mut lo, mut hi) = (vandq_u8(v, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(v));
+                                    if let Some(qh) = bw.qh() {
+                                        // This quad's 16 bits of the piece's masks (bit 4r + i).
+                                        let bits = |high| (crate::interleave::qh_mask(qh, k, high) >> (16 * quad)) as u16;
+                                        lo = vorrq_u8(lo, high_bits_16(bits(false)));
+                                        hi = vorrq_u8(hi, high_bits_16(bits(true)));
                                     }
+                                    x[k] = vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8(bias));
+                                    x[4 + k] = vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8(bias));
                                 }
-                                let lane = |f: &[u16; 16]| -> float32x4_t {
-                                    let v: [f32; 4] = std::array::from_fn(|i| f16_to_f32(f[4 * quad + i]));
-                                    vld1q_f32(v.as_ptr())
-                                };
-                                // The contract: fma(s, d_w·d_a, acc), then fma(m, d_a·Σa, acc).
-                                acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vmulq_n_f32(lane(bw.d()), ba.d));
-                                if let Some(m) = bw.m() {
-                                    acc = vfmaq_f32(acc, lane(m), vdupq_n_f32(ba.d * ba.sum as f32));
+                            } else {
+                                for (k, x) in x.iter_mut().enumerate() {
+                                    *x = vreinterpretq_s8_u8(vld1q_u8(qs[64 * k..][..16].as_ptr()));
                                 }
                             }
-                            vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), acc);
+                            let (d, m) = (quad_f16(bw.d(), quad), bw.m().map(|m| quad_f16(m, quad)));
+                            for (t, acc) in acc.iter_mut().enumerate() {
+                                let ba = &a[t * nb + b];
+                                let y = ba.qs.as_ptr() as *const i32;
+                                let mut s = vdupq_n_s32(0);
+                                for (k, x) in x.iter().enumerate() {
+                                    // SAFETY: k < 8 and an activation block holds 32 bytes.
+                                    let yk = vreinterpretq_s8_s32(vdupq_n_s32(y.add(k).read_unaligned()));
+                                    s = dot4_i8x16(s, *x, yk);
+                                }
+                                // The contract: fma(s, d_w·d_a, acc), then fma(m, d_a·Σa, acc).
+                                *acc = vfmaq_f32(*acc, vcvtq_f32_s32(s), vmulq_n_f32(d, ba.d));
+                                if let Some(m) = m {
+                                    *acc = vfmaq_f32(*acc, m, vdupq_n_f32(ba.d * ba.sum as f32));
+                                }
+                            }
+                        }
+                        for (t, acc) in acc.iter().enumerate() {
+                            vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), *acc);
                         }
                     }
                 }
@@ -472,115 +515,158 @@ macro_rules! neon_bodies {
             unsafe { vld1q_f32(v.as_ptr()) }
         }
 
-        /// Interleaved `q4_k` / `q5_k`, 4 rows per register: per 32-value sub-block the 6-bit
-        /// scale and min of each row from its scale lanes (shifts per lane, `scale_min_k4`), the
-        /// values 0..31 (nibbles, q5_k + 16 where bit j of the fifth-bit byte is set) against
-        /// the token's bytes, then the contract's two FMAs, as the scalar twin.
-        ///
         /// # Safety
         /// The CPU has the enabled target features; the slices hold every block it reads or writes
         /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn gemm_kx16_impl<B: crate::interleave::KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe { token_passes!(kx16_pass<B>, w, a, nb, nb / 8, out) }
+        }
+
+        /// Interleaved `q4_k` / `q5_k`, 4 rows per register: per 32-value sub-block the 6-bit
+        /// scale and min of each row from its scale lanes (shifts per lane, `scale_min_k4`), the
+        /// values 0..31 (nibbles, q5_k + 16 where bit j of the fifth-bit byte is set), unpacked
+        /// once for the pass's T tokens, against each token's bytes, then the contract's two
+        /// FMAs, as the scalar twin.
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn kx16_pass<B: crate::interleave::KGroupBlock, const T: usize>(
+            w: &[B],
+            a: &[BlockQ8A],
+            nb: usize,
+            out: &mut [f32],
+            rows: usize,
+        ) {
+            // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let nw = nb / 8;
-                let rows = 16 * (w.len() / nw);
                 let sr = |v: uint32x4_t, n: usize| vshlq_u32(v, vdupq_n_s32(-(n as i32)));
                 let mask = |v: uint32x4_t, m: u32| vandq_u32(v, vdupq_n_u32(m));
-                for (t, at) in a.chunks_exact(nb).enumerate() {
-                    for (g, wg) in w.chunks_exact(nw).enumerate() {
-                        for quad in 0..4 {
-                            let mut acc = vdupq_n_f32(0.0);
-                            for (bw, ab) in wg.iter().zip(at.chunks_exact(8)) {
-                                let (d, dmin) = (quad_f16(bw.d(), quad), quad_f16(bw.dmin(), quad));
-                                let sp = bw.scales().as_ptr();
-                                // SAFETY (all piece reads): the fields hold whole pieces.
-                                let s = [0, 1, 2].map(|p| vreinterpretq_u32_u8(quad_u8(sp.add(64 * p), quad)));
-                                for (j, ba) in ab.iter().enumerate() {
-                                    let (sc, m) = if j < 4 {
-                                        (mask(sr(s[0], 8 * j), 63), mask(sr(s[1], 8 * j), 63))
-                                    } else {
-                                        let j = j - 4;
-                                        let top = |v| vshlq_n_u32::<4>(mask(sr(v, 8 * j + 6), 3));
-                                        (
-                                            vorrq_u32(mask(sr(s[2], 8 * j), 15), top(s[0])),
-                                            vorrq_u32(mask(sr(s[2], 8 * j + 4), 15), top(s[1])),
-                                        )
-                                    };
-                                    let dsc = vmulq_f32(d, vcvtq_f32_u32(sc));
-                                    let ndm = vnegq_f32(vmulq_f32(dmin, vcvtq_f32_u32(m)));
-                                    let q = bw.qs().as_ptr().add(64 * 8 * (j / 2));
+                for (g, wg) in w.chunks_exact(nb / 8).enumerate() {
+                    for quad in 0..4 {
+                        let mut acc = [vdupq_n_f32(0.0); T];
+                        for (b, bw) in wg.iter().enumerate() {
+                            let (d, dmin) = (quad_f16(bw.d(), quad), quad_f16(bw.dmin(), quad));
+                            let sp = bw.scales().as_ptr();
+                            // SAFETY (all piece reads): the fields hold whole pieces.
+                            let s = [0, 1, 2].map(|p| vreinterpretq_u32_u8(quad_u8(sp.add(64 * p), quad)));
+                            for j in 0..8 {
+                                let (sc, m) = if j < 4 {
+                                    (mask(sr(s[0], 8 * j), 63), mask(sr(s[1], 8 * j), 63))
+                                } else {
+                                    let j = j - 4;
+                                    let top = |v| vshlq_n_u32::<4>(mask(sr(v, 8 * j + 6), 3));
+                                    (
+                                        vorrq_u32(mask(sr(s[2], 8 * j), 15), top(s[0])),
+                                        vorrq_u32(mask(sr(s[2], 8 * j + 4), 15), top(s[1])),
+                                    )
+                                };
+                                let dsc = vmulq_f32(d, vcvtq_f32_u32(sc));
+                                let ndm = vnegq_f32(vmulq_f32(dmin, vcvtq_f32_u32(m)));
+                                let q = bw.qs().as_ptr().add(64 * 8 * (j / 2));
+                                let mut x = [vdupq_n_s8(0); 8];
+                                for (k, x) in x.iter_mut().enumerate() {
+                                    let v = quad_u8(q.add(64 * k), quad);
+                                    let mut u = if j % 2 == 0 { vandq_u8(v, vdupq_n_u8(0x0F)) } else { vshrq_n_u8::<4>(v) };
+                                    if let Some(qh) = bw.qh() {
+                                        let h = quad_u8(qh.as_ptr().add(64 * k), quad);
+                                        u = vorrq_u8(u, vandq_u8(vtstq_u8(h, vdupq_n_u8(1 << j)), vdupq_n_u8(0x10)));
+                                    }
+                                    *x = vreinterpretq_s8_u8(u);
+                                }
+                                for (t, acc) in acc.iter_mut().enumerate() {
+                                    let ba = &a[t * nb + 8 * b + j];
                                     let y = ba.qs.as_ptr() as *const i32;
                                     let mut i = vdupq_n_s32(0);
-                                    for k in 0..8 {
-                                        let v = quad_u8(q.add(64 * k), quad);
-                                        let mut x = if j % 2 == 0 { vandq_u8(v, vdupq_n_u8(0x0F)) } else { vshrq_n_u8::<4>(v) };
-                                        if let Some(qh) = bw.qh() {
-                                            let h = quad_u8(qh.as_ptr().add(64 * k), quad);
-                                            x = vorrq_u8(x, vandq_u8(vtstq_u8(h, vdupq_n_u8(1 << j)), vdupq_n_u8(0x10)));
-                                        }
+                                    for (k, x) in x.iter().enumerate() {
                                         // SAFETY: k < 8 and an activation block holds 32 bytes.
                                         let yk = vreinterpretq_s8_s32(vdupq_n_s32(y.add(k).read_unaligned()));
-                                        i = dot4_i8x16(i, vreinterpretq_s8_u8(x), yk);
+                                        i = dot4_i8x16(i, *x, yk);
                                     }
-                                    acc = vfmaq_f32(acc, vcvtq_f32_s32(i), vmulq_n_f32(dsc, ba.d));
-                                    acc = vfmaq_f32(acc, ndm, vdupq_n_f32(ba.d * ba.sum as f32));
+                                    *acc = vfmaq_f32(*acc, vcvtq_f32_s32(i), vmulq_n_f32(dsc, ba.d));
+                                    *acc = vfmaq_f32(*acc, ndm, vdupq_n_f32(ba.d * ba.sum as f32));
                                 }
                             }
-                            vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), acc);
+                        }
+                        for (t, acc) in acc.iter().enumerate() {
+                            vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), *acc);
                         }
                     }
                 }
             }
         }
 
-        /// Interleaved `q6_k`, 4 rows per register: per 32-value activation block the signed
-        /// values (6 bits − 32) of each 16-value half summed apart, the half scales (signed
-        /// bytes of the scale lanes) applied in integers, one FMA (the scalar twin's expression).
-        ///
         /// # Safety
         /// The CPU has the enabled target features; the slices hold every block it reads or writes
         /// (the caller checks the lengths).
         #[target_feature(enable = $features)]
         unsafe fn gemm_q6x16_impl(w: &[crate::interleave::BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
             // SAFETY: the caller upholds the `# Safety` contract above.
+            unsafe { token_passes!(q6x16_pass, w, a, nb, nb / 8, out) }
+        }
+
+        /// Interleaved `q6_k`, 4 rows per register: per 32-value activation block the signed
+        /// values (6 bits − 32), unpacked once for the pass's T tokens, of each 16-value half
+        /// summed apart, the half scales (signed bytes of the scale lanes) applied in integers,
+        /// one FMA (the scalar twin's expression).
+        ///
+        /// # Safety
+        /// The CPU has the enabled target features; the slices hold every block it reads or writes
+        /// (the caller checks the lengths).
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q6x16_pass<const T: usize>(
+            w: &[crate::interleave::BlockQ6Kx16],
+            a: &[BlockQ8A],
+            nb: usize,
+            out: &mut [f32],
+            rows: usize,
+        ) {
+            // SAFETY: the caller upholds the `# Safety` contract above.
             unsafe {
-                let nw = nb / 8;
-                let rows = 16 * (w.len() / nw);
-                for (t, at) in a.chunks_exact(nb).enumerate() {
-                    for (g, wg) in w.chunks_exact(nw).enumerate() {
-                        for quad in 0..4 {
-                            let mut acc = vdupq_n_f32(0.0);
-                            for (bw, ab) in wg.iter().zip(at.chunks_exact(8)) {
-                                let d = quad_f16(&bw.d, quad);
-                                // SAFETY (all piece reads): the fields hold whole pieces.
-                                let s = [0, 1, 2, 3].map(|p| vreinterpretq_s32_u8(quad_u8(bw.scales.as_ptr().add(64 * p), quad)));
-                                for (i, ba) in ab.iter().enumerate() {
-                                    let (n, k) = (i / 4, i % 4);
-                                    let sp = s[2 * n + k / 2];
-                                    let byte = |b: usize| vshrq_n_s32::<24>(vshlq_s32(sp, vdupq_n_s32(24 - 8 * b as i32)));
-                                    let (sc0, sc1) = (byte(2 * (k % 2)), byte(2 * (k % 2) + 1));
-                                    let ql = bw.ql.as_ptr().add(64 * (16 * n + 8 * (k & 1)));
-                                    let qh = bw.qh.as_ptr().add(64 * 8 * n);
+                for (g, wg) in w.chunks_exact(nb / 8).enumerate() {
+                    for quad in 0..4 {
+                        let mut acc = [vdupq_n_f32(0.0); T];
+                        for (b, bw) in wg.iter().enumerate() {
+                            let d = quad_f16(&bw.d, quad);
+                            // SAFETY (all piece reads): the fields hold whole pieces.
+                            let s = [0, 1, 2, 3].map(|p| vreinterpretq_s32_u8(quad_u8(bw.scales.as_ptr().add(64 * p), quad)));
+                            for i in 0..8 {
+                                let (n, k) = (i / 4, i % 4);
+                                let sp = s[2 * n + k / 2];
+                                let byte = |b: usize| vshrq_n_s32::<24>(vshlq_s32(sp, vdupq_n_s32(24 - 8 * b as i32)));
+                                let (sc0, sc1) = (byte(2 * (k % 2)), byte(2 * (k % 2) + 1));
+                                let ql = bw.ql.as_ptr().add(64 * (16 * n + 8 * (k & 1)));
+                                let qh = bw.qh.as_ptr().add(64 * 8 * n);
+                                let mut x = [vdupq_n_s8(0); 8];
+                                for (kk, x) in x.iter_mut().enumerate() {
+                                    let v = quad_u8(ql.add(64 * kk), quad);
+                                    let lo = if k < 2 { vandq_u8(v, vdupq_n_u8(0x0F)) } else { vshrq_n_u8::<4>(v) };
+                                    let h = quad_u8(qh.add(64 * kk), quad);
+                                    // Bits 2k, 2k + 1 of each byte to bits 4, 5.
+                                    let hi = vandq_u8(vshlq_u8(h, vdupq_n_s8(4 - 2 * k as i8)), vdupq_n_u8(0x30));
+                                    *x = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, hi)), vdupq_n_s8(32));
+                                }
+                                for (t, acc) in acc.iter_mut().enumerate() {
+                                    let ba = &a[t * nb + 8 * b + i];
                                     let y = ba.qs.as_ptr() as *const i32;
                                     let mut half = [vdupq_n_s32(0); 2];
-                                    for kk in 0..8 {
-                                        let v = quad_u8(ql.add(64 * kk), quad);
-                                        let lo = if k < 2 { vandq_u8(v, vdupq_n_u8(0x0F)) } else { vshrq_n_u8::<4>(v) };
-                                        let h = quad_u8(qh.add(64 * kk), quad);
-                                        // Bits 2k, 2k + 1 of each byte to bits 4, 5.
-                                        let hi = vandq_u8(vshlq_u8(h, vdupq_n_s8(4 - 2 * k as i8)), vdupq_n_u8(0x30));
-                                        let x = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, hi)), vdupq_n_s8(32));
+                                    for (kk, x) in x.iter().enumerate() {
                                         // SAFETY: kk < 8 and an activation block holds 32 bytes.
                                         let yk = vreinterpretq_s8_s32(vdupq_n_s32(y.add(kk).read_unaligned()));
-                                        half[kk / 4] = dot4_i8x16(half[kk / 4], x, yk);
+                                        half[kk / 4] = dot4_i8x16(half[kk / 4], *x, yk);
                                     }
                                     let sum = vmlaq_s32(vmulq_s32(sc0, half[0]), sc1, half[1]);
-                                    acc = vfmaq_f32(acc, vcvtq_f32_s32(sum), vmulq_n_f32(d, ba.d));
+                                    *acc = vfmaq_f32(*acc, vcvtq_f32_s32(sum), vmulq_n_f32(d, ba.d));
                                 }
                             }
-                            vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), acc);
+                        }
+                        for (t, acc) in acc.iter().enumerate() {
+                            vst1q_f32(out[t * rows + 16 * g + 4 * quad..][..4].as_mut_ptr(), *acc);
                         }
                     }
                 }
