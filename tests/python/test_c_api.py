@@ -72,8 +72,14 @@ def test_valgrind_clean(binaries, smollm2_q4_1, tiny_q8_0, corrupt):
     # (drafts accepted, a cancelled text); the examples run on the tiny model (same code paths,
     # seconds instead of minutes under valgrind).
     env = {**os.environ, "AUTARK_ISA": "avx2", "AUTARK_TEST_SKIP_PROBE": "1", "AUTARK_TEST_SPEC_TOKENS": "8"}
-    for args in ([binaries["api_test"], smollm2_q4_1, corrupt], [binaries["generate"], tiny_q8_0, "Hello", "4"],
-                 [binaries["threads"], tiny_q8_0, "1"]):
+    # api_test runs on one core: valgrind runs one thread at a time, and a second session thread
+    # spinning between the loops of each forward pass (kernels/src/pool.rs) made it 504 s in CI
+    # instead of 86 s (SmolLM2's sessions then take one thread). The tiny model's examples keep
+    # the machine's cores, so the pool's helper threads still run under memcheck.
+    one_core = lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # noqa: E731
+    for args, pre in (([binaries["api_test"], smollm2_q4_1, corrupt], one_core),
+                      ([binaries["generate"], tiny_q8_0, "Hello", "4"], None),
+                      ([binaries["threads"], tiny_q8_0, "1"], None)):
         r = subprocess.run([valgrind, "--error-exitcode=1", "--leak-check=full", "--errors-for-leak-kinds=definite", "-q", *map(str, args)],
-                           capture_output=True, timeout=600, env=env)
+                           capture_output=True, timeout=600, env=env, preexec_fn=pre)
         assert r.returncode == 0, r.stderr.decode()[-5000:]
