@@ -6,7 +6,7 @@
 //! piece holds 4 bytes of each of 8 rows, so every product below gives 8 row sums for one token
 //! with 4 activation bytes broadcast from memory, no horizontal sums. `q4_0` / `q4_1`: nibbles
 //! (0..15) × activations with `vpmaddubsw`; the 8 pieces' i16 pair sums are added in i16 (at
-//! most 8 · 2 · 15 · 128 = 30720, no overflow), widened once with `vpmaddwd`, and `q4_0`'s
+//! most 8 · 2 · 15 · 128 = 30720, no overflow; q5's 0..31 in two halves), widened with `vpmaddwd`, and `q4_0`'s
 //! −8·Σa offset is added as an integer. `q8_0`: |w| × (a with w's sign) per piece (a pair is at
 //! most 2 · 128 · 127), widened per piece. Per (row, token) the block sums are exact; the f32
 //! step is the contract's FMA per block part (`scalar::block_term`, `min_term`), so results are
@@ -61,8 +61,11 @@ kernel_bodies!("avx2,fma,f16c", rows: 2, tokens: 4, byte_tokens: 8);
 
 // ---- 16-row interleaved matrices ----------------------------------------------------------------
 
-/// Tokens per pass over a half group's blocks.
-const TOKENS: usize = 4;
+/// Tokens per pass over a half group's blocks; the rest in one pass of `TOKENS / 2`, then one by
+/// one. 8 accumulators and 8 weight pieces take all 16 registers, so some live on the stack: a
+/// load and a store per block and token, cheaper than unpacking a q5 block's fifth bits (a byte
+/// spread per piece) once per 4 tokens.
+const TOKENS: usize = 8;
 
 /// Group blocks between a decode step and the block it prefetches.
 const PREFETCH: usize = 4;
@@ -152,13 +155,14 @@ unsafe fn half_x<B: GroupBlock, const H: usize, const T: usize>(
                         }
                         i
                     } else {
-                        // i16 sums of 4 pieces (q5: at most 4 · 2 · 31 · 128 = 31744), widened
-                        // per half of the pieces.
+                        // i16 sums of all 8 pieces for nibbles (at most 8 · 2 · 15 · 128 =
+                        // 30720), of 4 for q5 (4 · 2 · 31 · 128 = 31744), then widened.
+                        let n = if blk.qh().is_some() { 4 } else { 8 };
                         let mut i = _mm256_setzero_si256();
-                        for (k4, x) in x.chunks_exact(4).enumerate() {
+                        for (kn, x) in x.chunks_exact(n).enumerate() {
                             let mut s = _mm256_setzero_si256();
                             for (k, x) in x.iter().enumerate() {
-                                let y = _mm256_set1_epi32(q.add(4 * k4 + k).read_unaligned());
+                                let y = _mm256_set1_epi32(q.add(n * kn + k).read_unaligned());
                                 s = _mm256_add_epi16(s, _mm256_maddubs_epi16(*x, y));
                             }
                             i = _mm256_add_epi32(i, _mm256_madd_epi16(s, ones));
@@ -199,6 +203,19 @@ unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
                 }
                 t += TOKENS;
             }
+            if t + TOKENS / 2 <= toks {
+                for h in 0..2 {
+                    half_x::<B, 1, { TOKENS / 2 }>(
+                        wg,
+                        h,
+                        &a[t * nb..],
+                        nb,
+                        &mut out[t * rows + 16 * g + 8 * h..],
+                        rows,
+                    );
+                }
+                t += TOKENS / 2;
+            }
             while t < toks {
                 half_x::<B, 2, 1>(wg, 0, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
                 t += 1;
@@ -211,7 +228,7 @@ unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
 
 /// Every half group (8 rows) of 16-row K super-blocks (`nb / 8` per group) × every token:
 /// `$pass::<…, T>(group's blocks, half, tokens from t, nb, out from (t, row 16g + 8h), stride)`
-/// in passes of `TOKENS`, the rest one by one.
+/// in passes of `TOKENS`, then `TOKENS / 2`, the rest one by one.
 macro_rules! halves_x16 {
     ($pass:ident $(<$($g:ty),*>)?, $w:expr, $a:expr, $nb:expr, $out:expr) => {{
         let (w, a, nb, out) = ($w, $a, $nb, $out);
@@ -226,6 +243,10 @@ macro_rules! halves_x16 {
                 while t + TOKENS <= toks {
                     $pass::<$($($g,)*)? TOKENS>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
                     t += TOKENS;
+                }
+                if t + TOKENS / 2 <= toks {
+                    $pass::<$($($g,)*)? { TOKENS / 2 }>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
+                    t += TOKENS / 2;
                 }
                 while t < toks {
                     $pass::<$($($g,)*)? 1>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
@@ -353,8 +374,9 @@ unsafe fn gemm_kx16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mu
 /// Rows `8h..8h + 8` of a group (blocks `w[..nb / 8]`) × T tokens into `out[t * stride..][..8]`:
 /// the 6-bit values (0..63) from 8 `ql` and 8 `qh` pieces per activation block; `vpmaddubsw`
 /// pair sums added in i16 over 2 pieces (at most 2 · 2 · 63 · 128 = 32256), each 16-value
-/// half widened on its own; the −32 offset as −32 × the half's activation sum and the half
-/// scales applied in integers (exact), then one FMA (the scalar twin's expression).
+/// half widened by `vpmaddwd` with its scale as the weight; the −32 offset as −32 × (the half
+/// scales · the halves' activation sums), one more `vpmaddwd` (all exact), then one FMA (the
+/// scalar twin's expression).
 ///
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
@@ -371,7 +393,6 @@ unsafe fn q6half_x<const T: usize>(
 ) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        let ones = _mm256_set1_epi16(1);
         let (low, high) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
         let mut acc = [_mm256_setzero_ps(); T];
         for (b, blk) in w[..nb / 8].iter().enumerate() {
@@ -386,6 +407,12 @@ unsafe fn q6half_x<const T: usize>(
                 let byte =
                     |j: usize| _mm256_srai_epi32::<24>(_mm256_sllv_epi32(sp, _mm256_set1_epi32(24 - 8 * j as i32)));
                 let (sc0, sc1) = (byte(2 * (k % 2)), byte(2 * (k % 2) + 1));
+                // Each half's scale in both 16-bit halves of its row's lane (the `vpmaddwd`
+                // weights of that half's pair sums), and (sc0, sc1) for the offset term.
+                let lo16 = |v: __m256i| _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
+                let s0 = _mm256_or_si256(lo16(sc0), _mm256_slli_epi32::<16>(sc0));
+                let s1 = _mm256_or_si256(lo16(sc1), _mm256_slli_epi32::<16>(sc1));
+                let s01 = _mm256_or_si256(lo16(sc0), _mm256_slli_epi32::<16>(sc1));
                 let ql = blk.ql.as_ptr().add(64 * (16 * n + 8 * (k & 1)) + 32 * h);
                 let qh = blk.qh.as_ptr().add(64 * 8 * n + 32 * h);
                 let mut x = [_mm256_setzero_si256(); 8];
@@ -404,8 +431,8 @@ unsafe fn q6half_x<const T: usize>(
                 for t in 0..T {
                     let ab = &a[t * nb + 8 * b + i];
                     let qa = ab.qs.as_ptr() as *const i32;
-                    let mut half = [_mm256_setzero_si256(); 2];
-                    for (hh, half) in half.iter_mut().enumerate() {
+                    let mut sum = _mm256_setzero_si256();
+                    for (hh, sc) in [s0, s1].into_iter().enumerate() {
                         for p in 0..2 {
                             let kk = 4 * hh + 2 * p;
                             // SAFETY: kk + 1 < 8 and an activation block holds 32 bytes.
@@ -413,13 +440,14 @@ unsafe fn q6half_x<const T: usize>(
                             let y1 = _mm256_set1_epi32(qa.add(kk + 1).read_unaligned());
                             let pair =
                                 _mm256_add_epi16(_mm256_maddubs_epi16(x[kk], y0), _mm256_maddubs_epi16(x[kk + 1], y1));
-                            *half = _mm256_add_epi32(*half, _mm256_madd_epi16(pair, ones));
+                            // sc · (pair sums): at most 128 · 2 · 32256 per lane.
+                            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pair, sc));
                         }
                     }
-                    let a0: i32 = ab.qs[..16].iter().map(|&v| v as i32).sum();
-                    let s0 = _mm256_sub_epi32(half[0], _mm256_set1_epi32(32 * a0));
-                    let s1 = _mm256_sub_epi32(half[1], _mm256_set1_epi32(32 * (ab.sum - a0)));
-                    let sum = _mm256_add_epi32(_mm256_mullo_epi32(sc0, s0), _mm256_mullo_epi32(sc1, s1));
+                    // − 32 · (sc0 · a0 + sc1 · a1), a0 and a1 the halves' activation sums.
+                    let a0 = crate::x86::sum16(&ab.qs);
+                    let a01 = _mm256_set1_epi32((a0 & 0xFFFF) | ((ab.sum - a0) << 16));
+                    let sum = _mm256_sub_epi32(sum, _mm256_slli_epi32::<5>(_mm256_madd_epi16(s01, a01)));
                     acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(d, _mm256_set1_ps(ab.d)), acc[t]);
                 }
             }

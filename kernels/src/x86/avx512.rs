@@ -343,7 +343,7 @@ unsafe fn q6group_x<const T: usize>(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize
                         i0 = _mm512_dpbusd_epi32(i0, x[kk], _mm512_set1_epi32(qa.add(kk).read_unaligned()));
                         i1 = _mm512_dpbusd_epi32(i1, x[kk + 4], _mm512_set1_epi32(qa.add(kk + 4).read_unaligned()));
                     }
-                    let a0: i32 = ab.qs[..16].iter().map(|&v| v as i32).sum();
+                    let a0 = crate::x86::sum16(&ab.qs);
                     let s0 = _mm512_sub_epi32(i0, _mm512_set1_epi32(32 * a0));
                     let s1 = _mm512_sub_epi32(i1, _mm512_set1_epi32(32 * (ab.sum - a0)));
                     let sum = _mm512_add_epi32(_mm512_mullo_epi32(sc0, s0), _mm512_mullo_epi32(sc1, s1));
