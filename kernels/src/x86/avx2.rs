@@ -6,8 +6,8 @@
 //! piece holds 4 bytes of each of 8 rows, so every product below gives 8 row sums for one token
 //! with 4 activation bytes broadcast from memory, no horizontal sums. `q4_0` / `q4_1`: nibbles
 //! (0..15) × activations with `vpmaddubsw`; the 8 pieces' i16 pair sums are added in i16 (at
-//! most 8 · 2 · 15 · 128 = 30720, no overflow; q5's 0..31 in two halves), widened with `vpmaddwd`, and `q4_0`'s
-//! −8·Σa offset is added as an integer. `q8_0`: |w| × (a with w's sign) per piece (a pair is at
+//! most 8 · 2 · 15 · 128 = 30720, no overflow; q5's 0..31 in two halves of 4), widened with
+//! `vpmaddwd`, and `q4_0`'s −8·Σa offset is added as an integer. `q8_0`: |w| × (a with w's sign) per piece (a pair is at
 //! most 2 · 128 · 127), widened per piece. Per (row, token) the block sums are exact; the f32
 //! step is the contract's FMA per block part (`scalar::block_term`, `min_term`), so results are
 //! the scalar twin's bits.

@@ -39,7 +39,9 @@ fn f16_to_f32(bits: u16) -> f32 {
 /// pieces of two streams, `ql` and `qh`, some twice): without this q6_k decode of a model
 /// larger than the cache ran at half the speed (BENCHMARKS.md). All lines of a block at once,
 /// or two blocks ahead, measured slower; the q4_k / q5_k blocks, read in order, lost up to 8 %
-/// with it. Past the matrix the addresses may lie outside it: prefetches never fault.
+/// with it. (The AVX2 group kernels' decode, `avx2::half_x`, keeps its own prefetch of whole
+/// blocks 4 ahead: their small blocks are read in order.) Past the matrix the addresses may lie
+/// outside it: prefetches never fault.
 #[inline(always)]
 pub(crate) fn prefetch_next<B>(blk: &B, i: usize, n: usize) {
     let size = std::mem::size_of::<B>();
