@@ -403,7 +403,7 @@ unsafe fn q6half_x<const T: usize>(
                 [0, 1, 2, 3].map(|p| _mm256_loadu_si256(blk.scales.as_ptr().add(64 * p + 32 * h) as *const __m256i));
             for i in 0..8 {
                 if T == 1 && h == 0 {
-                    crate::x86::prefetch_next(blk, i, 8);
+                    crate::x86::prefetch_next(blk, i, 8, 0);
                 }
                 let (n, k) = (i / 4, i % 4);
                 let sp = s[2 * n + k / 2];

@@ -311,7 +311,7 @@ unsafe fn q6group_x<const T: usize>(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize
             let s = [0, 1, 2, 3].map(|p| _mm512_loadu_si512(blk.scales.as_ptr().add(64 * p) as *const _));
             for i in 0..8 {
                 if T == 1 {
-                    crate::x86::prefetch_next(blk, i, 8);
+                    crate::x86::prefetch_next(blk, i, 8, 256);
                 }
                 let (n, k) = (i / 4, i % 4);
                 // Scales 8n + 2k and 8n + 2k + 1 of each row: piece 2n + k/2, bytes 2(k%2) and
