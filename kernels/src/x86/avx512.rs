@@ -250,8 +250,14 @@ unsafe fn kgroup_x<B: KGroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: 
                     if let Some(qh) = blk.qh() {
                         // SAFETY (caller): qh holds 8 pieces of 64 bytes.
                         let h = _mm512_loadu_si512(qh.as_ptr().add(64 * k) as *const _);
-                        let set = _mm512_test_epi8_mask(h, _mm512_set1_epi8(1 << j));
-                        *x = _mm512_mask_add_epi8(*x, set, *x, five);
+                        // Bit j of each byte to bit 4 (a 16-bit shift brings no other byte's
+                        // bit there), or'd onto the nibble.
+                        let moved = if j <= 4 {
+                            _mm512_sll_epi16(h, _mm_cvtsi32_si128(4 - j as i32))
+                        } else {
+                            _mm512_srl_epi16(h, _mm_cvtsi32_si128(j as i32 - 4))
+                        };
+                        *x = _mm512_or_si512(*x, _mm512_and_si512(moved, five));
                     }
                 }
                 for t in 0..T {
