@@ -137,6 +137,28 @@ unsafe fn half_x<B: GroupBlock, const H: usize, const T: usize>(
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
                 }
             }
+            if B::DTYPE == DType::Q8_0 && H == 2 && T == 1 {
+                // q8_0 decode: each activation word broadcast once for both halves.
+                let ab = &a[b];
+                let q = ab.qs.as_ptr() as *const i32;
+                let w8 = blk.qs().as_ptr();
+                let mut i = [_mm256_setzero_si256(); 2];
+                for k in 0..8 {
+                    // SAFETY: k < 8 and an activation block holds 32 bytes; a q8_0 group block
+                    // holds 8 pieces of 64 bytes.
+                    let y = _mm256_set1_epi32(q.add(k).read_unaligned());
+                    for (hh, i) in i.iter_mut().enumerate() {
+                        let x = _mm256_loadu_si256(w8.add(64 * k + 32 * hh) as *const __m256i);
+                        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(y, x));
+                        *i = _mm256_add_epi32(*i, _mm256_madd_epi16(p, ones));
+                    }
+                }
+                for (hh, acc) in acc.iter_mut().enumerate() {
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.d()[8 * hh..].as_ptr() as *const __m128i));
+                    acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i[hh]), _mm256_mul_ps(d, _mm256_set1_ps(ab.d)), acc[0]);
+                }
+                continue;
+            }
             for (hh, acc) in acc.iter_mut().enumerate() {
                 let h = h0 + hh;
                 let x = unpack8(blk, h);
