@@ -159,6 +159,46 @@ unsafe fn half_x<B: GroupBlock, const H: usize, const T: usize>(
                 }
                 continue;
             }
+            if H == 2 && T == 1 {
+                // q4 / q5 decode: the activation words of nibble pieces j and j + 4 (one load
+                // of weight bytes) broadcast once for both halves; each half's low- and
+                // high-nibble pair sums add in i16 (4 pieces: at most 4 · 2 · 31 · 128).
+                let ab = &a[b];
+                let q = ab.qs.as_ptr() as *const i32;
+                let w4 = blk.qs().as_ptr();
+                let m = _mm256_set1_epi8(0x0F);
+                let mut s = [[_mm256_setzero_si256(); 2]; 2];
+                for j in 0..4 {
+                    // SAFETY: j + 4 < 8 and an activation block holds 32 bytes; a q4/q5 group
+                    // block holds 4 pieces of 64 bytes.
+                    let (yl, yh) = (
+                        _mm256_set1_epi32(q.add(j).read_unaligned()),
+                        _mm256_set1_epi32(q.add(j + 4).read_unaligned()),
+                    );
+                    for (hh, s) in s.iter_mut().enumerate() {
+                        let v = _mm256_loadu_si256(w4.add(64 * j + 32 * hh) as *const __m256i);
+                        let (mut lo, mut hi) = (_mm256_and_si256(v, m), _mm256_and_si256(_mm256_srli_epi16::<4>(v), m));
+                        if let Some(qh) = blk.qh() {
+                            let bits = |high| (crate::interleave::qh_mask(qh, j, high) >> (32 * hh)) as u32;
+                            lo = _mm256_or_si256(lo, high_bits_32(bits(false)));
+                            hi = _mm256_or_si256(hi, high_bits_32(bits(true)));
+                        }
+                        s[0] = _mm256_add_epi16(s[0], _mm256_maddubs_epi16(lo, yl));
+                        s[1] = _mm256_add_epi16(s[1], _mm256_maddubs_epi16(hi, yh));
+                    }
+                }
+                for (hh, (acc, s)) in acc.iter_mut().zip(&s).enumerate() {
+                    let i = _mm256_add_epi32(_mm256_madd_epi16(s[0], ones), _mm256_madd_epi16(s[1], ones));
+                    let i = _mm256_add_epi32(i, _mm256_set1_epi32(B::OFFSET * ab.sum));
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.d()[8 * hh..].as_ptr() as *const __m128i));
+                    acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(d, _mm256_set1_ps(ab.d)), acc[0]);
+                    if let Some(m) = blk.m() {
+                        let m = _mm256_cvtph_ps(_mm_loadu_si128(m[8 * hh..].as_ptr() as *const __m128i));
+                        acc[0] = _mm256_fmadd_ps(m, _mm256_set1_ps(ab.d * ab.sum as f32), acc[0]);
+                    }
+                }
+                continue;
+            }
             for (hh, acc) in acc.iter_mut().enumerate() {
                 let h = h0 + hh;
                 let x = unpack8(blk, h);
