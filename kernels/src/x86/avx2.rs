@@ -10,7 +10,8 @@
 //! `vpmaddwd`, and `q4_0`'s −8·Σa offset is added as an integer. `q8_0`: |w| × (a with w's sign) per piece (a pair is at
 //! most 2 · 128 · 127), widened per piece. Per (row, token) the block sums are exact; the f32
 //! step is the contract's FMA per block part (`scalar::block_term`, `min_term`), so results are
-//! the scalar twin's bits.
+//! the scalar twin's bits. One-token decode does both halves of a group in one pass and
+//! broadcasts each activation word once for both.
 //!
 //! `exp_f32` runs the scalar twin's operations lane by lane (bit for bit). Attention follows the
 //! numerical contract (docs/NUMERICS.md) bit for bit: scores keep the contract's 16 lanes of a
