@@ -8,6 +8,10 @@
 #
 #   VARIANT=avx512 bash ../shared/bench/build-llama-bench.sh; VARIANT=avx2 bash …   (first)
 #   scripts/peer-table.sh [TYPES…]          (environment: P=128 N=64 R=3 THREADS="1 2" ISAS="avx512 avx2")
+#
+# Both programs map their files: drop the page cache first where you can (as root: `sync; echo 1 >
+# /proc/sys/vm/drop_caches`) and read each file once, so both find them in large folios; a file
+# cached from its own write read up to a fifth slower here (BENCHMARKS.md, issue 23).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 anchor=${ANCHOR:-/tmp/llama-anchor}/llama.cpp-new
