@@ -313,11 +313,12 @@ pub fn for_each_chunks2<A: Send, B: Send>(
     b: &mut [B],
     cb: usize,
     n: usize,
+    contiguous: bool,
     task: &ChunkTask<'_, A, B>,
 ) {
     assert!(ca * n <= a.len() && cb * n <= b.len(), "for_each_chunks2: {n} chunks exceed the buffers");
     let (pa, pb) = (SendPtr(a.as_mut_ptr()), SendPtr(b.as_mut_ptr()));
-    for_each_dynamic(n, &|i| {
+    run(n, contiguous, &|i| {
         let (pa, pb) = (&pa, &pb);
         // SAFETY: chunk i of each buffer lies inside it (asserted above) and chunks of
         // different i are disjoint; each i is handed to exactly one task, and the buffers are
@@ -414,7 +415,7 @@ mod tests {
         let pool = Pool::new(2).unwrap();
         let (mut a, mut b) = (vec![0u32; 30], vec![0u64; 20]);
         pool.install(|| {
-            for_each_chunks2(&mut a, 3, &mut b, 2, 10, &|i, x, y| {
+            for_each_chunks2(&mut a, 3, &mut b, 2, 10, false, &|i, x, y| {
                 x.iter_mut().for_each(|v| *v = i as u32);
                 y.iter_mut().for_each(|v| *v = 2 * i as u64);
             })

@@ -30,6 +30,28 @@ pub(crate) struct Cpu {
     n_ctx: usize,
 }
 
+/// `f(a's row t, b's row t)` for the `n` tokens of a batch (rows of `ca` and `cb` values; `cb`
+/// may be 0): over the pool, a token per task, when there are several tokens and threads, else
+/// in order. The element-wise steps between the matrix products (norms, the gated activation,
+/// residual adds) ran on one thread while the others waited, a quarter of an 8-sequence decode
+/// step on two threads (BENCHMARKS.md). Each token's values are computed alone either way.
+fn per_token(
+    a: &mut [f32],
+    ca: usize,
+    b: &mut [f32],
+    cb: usize,
+    n: usize,
+    f: &(dyn Fn(&mut [f32], &mut [f32]) + Sync),
+) {
+    if n > 1 && autark_kernels::pool::current_threads() > 1 {
+        autark_kernels::pool::for_each_chunks2(a, ca, b, cb, n, true, &|_, x, y| f(x, y));
+    } else {
+        for t in 0..n {
+            f(&mut a[t * ca..(t + 1) * ca], &mut b[t * cb..(t + 1) * cb]);
+        }
+    }
+}
+
 impl Cpu {
     /// Bytes a backend of `n_ctx` positions and `n_batch`-token batches allocates (KV cache,
     /// scratch, RoPE tables, activation buffers, the logits and token list of its session), or
@@ -147,13 +169,11 @@ impl Backend for Cpu {
         let (w, eps) = (self.model.vector(w), self.model.config().norm_eps);
         let d = self.width[src as usize];
         if dst == src {
-            self.bufs[dst as usize][..n * d].chunks_exact_mut(d).for_each(|o| rmsnorm_in_place(o, w, eps));
+            per_token(&mut self.bufs[dst as usize][..n * d], d, &mut [], 0, n, &|o, _| rmsnorm_in_place(o, w, eps));
             return;
         }
         let [o, x] = self.bufs.get_disjoint_mut([dst as usize, src as usize]).expect("distinct buffers");
-        for (o, x) in o.chunks_exact_mut(d).zip(x[first * d..(first + n) * d].chunks_exact(d)) {
-            rmsnorm(o, x, w, eps);
-        }
+        per_token(&mut o[..n * d], d, &mut x[first * d..(first + n) * d], d, n, &|o, x| rmsnorm(o, x, w, eps));
     }
 
     fn head_norm(&mut self, buf: Buf, w: T, n: usize) {
@@ -221,6 +241,7 @@ impl Backend for Cpu {
             &mut self.scores[..n * scores_per_token],
             scores_per_token,
             n,
+            false,
             &|t, out, scores| {
                 // The row's segment (a few at most: a walk, not an allocated table), its position
                 // and its sequence's layer cache.
@@ -268,16 +289,17 @@ impl Backend for Cpu {
     fn add(&mut self, dst: Buf, src: Buf, n: usize) {
         let w = self.width[dst as usize];
         let [d, s] = self.bufs.get_disjoint_mut([dst as usize, src as usize]).expect("distinct buffers");
-        d[..n * w].iter_mut().zip(&s[..n * w]).for_each(|(x, p)| *x += p);
+        per_token(&mut d[..n * w], w, &mut s[..n * w], w, n, &|d, s| d.iter_mut().zip(&*s).for_each(|(x, p)| *x += p));
     }
 
     fn glu(&mut self, act: FfnActivation, n: usize) {
         let f = self.width[Buf::Gate as usize];
         let [gate, up] = self.bufs.get_disjoint_mut([Buf::Gate as usize, Buf::Up as usize]).expect("distinct buffers");
-        match act {
-            FfnActivation::Silu => silu_mul(&mut gate[..n * f], &up[..n * f]),
-            FfnActivation::GeluTanh => gelu_tanh_mul(&mut gate[..n * f], &up[..n * f]),
-        }
+        let glu = match act {
+            FfnActivation::Silu => silu_mul,
+            FfnActivation::GeluTanh => gelu_tanh_mul,
+        };
+        per_token(&mut gate[..n * f], f, &mut up[..n * f], f, n, &|g, u| glu(g, u));
     }
 
     fn output(&mut self, w: T, input: Buf, n: usize, out: &mut [f32]) -> Result<()> {

@@ -136,6 +136,23 @@ unsafe fn unpack16<B: GroupBlock>(blk: &B) -> [__m512i; 8] {
     }
 }
 
+/// `init[t]` plus Σ_k piece `x[k]` · token t's activation word k, for T tokens side by side:
+/// T independent `vpdpbusd` chains, piece by piece (one token's 8 in a row wait on each
+/// other's latency): 2–3 % faster 64-token q4_0/q8_0 GEMMs on Zen 5 (the K kernels' sub-block
+/// loops measured 3 % faster for q4_k, 8 % slower for q5_k, so they keep a chain per token).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn dots<const T: usize>(x: &[__m512i; 8], ab: &[&BlockQ8A; T], mut init: [__m512i; T]) -> [__m512i; T] {
+    for (k, x) in x.iter().enumerate() {
+        for (i, ab) in init.iter_mut().zip(ab) {
+            // SAFETY: k < 8 and an activation block holds 32 bytes.
+            let w = unsafe { (ab.qs.as_ptr() as *const i32).add(k).read_unaligned() };
+            *i = _mm512_dpbusd_epi32(*i, *x, _mm512_set1_epi32(w));
+        }
+    }
+    init
+}
+
 /// 16 rows (group blocks `w[..nb]`) × T tokens (`a[t * nb..]`) into `out[t * stride..][..16]`.
 ///
 /// # Safety
@@ -152,17 +169,12 @@ unsafe fn group_x<B: GroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: us
             let x = unpack16(blk);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d().as_ptr() as *const __m256i));
             let m = blk.m().map(|m| _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr() as *const __m256i)));
+            let ab: [&BlockQ8A; T] = std::array::from_fn(|t| &a[t * nb + b]);
+            let i = dots(&x, &ab, ab.map(|ab| _mm512_set1_epi32(off * ab.sum)));
             for t in 0..T {
-                let ab = &a[t * nb + b];
-                let q = ab.qs.as_ptr() as *const i32;
-                let mut i = _mm512_set1_epi32(off * ab.sum);
-                for (k, x) in x.iter().enumerate() {
-                    // SAFETY: k < 8 and an activation block holds 32 bytes.
-                    i = _mm512_dpbusd_epi32(i, *x, _mm512_set1_epi32(q.add(k).read_unaligned()));
-                }
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(d, _mm512_set1_ps(ab.d)), acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i[t]), _mm512_mul_ps(d, _mm512_set1_ps(ab[t].d)), acc[t]);
                 if let Some(m) = m {
-                    acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(ab.d * ab.sum as f32), acc[t]);
+                    acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(ab[t].d * ab[t].sum as f32), acc[t]);
                 }
             }
         }
