@@ -307,6 +307,8 @@ pub type ChunkTask<'a, A, B> = dyn Fn(usize, &mut [A], &mut [B]) + Sync + 'a;
 
 /// Two buffers cut into `n` chunks (`a` of `ca` elements, `b` of `cb`), chunk `i` of both
 /// handed to `task(i, …)`: a parallel loop over tokens that writes each token's outputs.
+/// `contiguous`: each thread a contiguous share, as `for_each` (equal tasks: element-wise
+/// steps), or tasks claimed one at a time, as `for_each_dynamic` (causal attention).
 pub fn for_each_chunks2<A: Send, B: Send>(
     a: &mut [A],
     ca: usize,
