@@ -113,16 +113,11 @@ impl Activations {
         self.q8.clear();
         if cols.is_multiple_of(QK) {
             self.q8.resize(x.len() / QK, BlockQ8A::default());
-            let quantize = kernels().quantize_act;
-            if n_tokens > 1 && crate::pool::current_threads() > 1 {
-                // A batch's tokens over the pool (each token's blocks alone, the same bits).
-                let nq = cols / QK;
-                crate::pool::for_each_chunks2(&mut self.q8, nq, &mut [0u8; 0], 0, n_tokens, true, &|t, q, _| {
-                    quantize(&x[t * cols..(t + 1) * cols], q)
-                });
-            } else {
-                quantize(x, &mut self.q8);
-            }
+            // A token's blocks alone (the same bits on any pool); a batch's tokens over the pool.
+            let (quantize, nq) = (kernels().quantize_act, cols / QK);
+            crate::pool::for_each_chunks2(&mut self.q8, nq, &mut [0u8; 0], 0, n_tokens, true, &|t, q, _| {
+                quantize(&x[t * cols..(t + 1) * cols], q)
+            });
         }
         Ok(())
     }

@@ -31,10 +31,10 @@ pub(crate) struct Cpu {
 }
 
 /// `f(a's row t, b's row t)` for the `n` tokens of a batch (rows of `ca` and `cb` values; `cb`
-/// may be 0): over the pool, a token per task, when there are several tokens and threads, else
-/// in order. The element-wise steps between the matrix products (norms, the gated activation,
-/// residual adds) ran on one thread while the others waited, a quarter of an 8-sequence decode
-/// step on two threads (BENCHMARKS.md). Each token's values are computed alone either way.
+/// may be 0), a contiguous share of the tokens per thread of the pool (one token, or one
+/// thread: in order, on the caller). The element-wise steps between the matrix products (norms,
+/// the gated activation, residual adds) ran on one thread while the others waited
+/// (BENCHMARKS.md, "Serving"). Each token's values are computed alone either way.
 fn per_token(
     a: &mut [f32],
     ca: usize,
@@ -43,13 +43,7 @@ fn per_token(
     n: usize,
     f: &(dyn Fn(&mut [f32], &mut [f32]) + Sync),
 ) {
-    if n > 1 && autark_kernels::pool::current_threads() > 1 {
-        autark_kernels::pool::for_each_chunks2(a, ca, b, cb, n, true, &|_, x, y| f(x, y));
-    } else {
-        for t in 0..n {
-            f(&mut a[t * ca..(t + 1) * ca], &mut b[t * cb..(t + 1) * cb]);
-        }
-    }
+    autark_kernels::pool::for_each_chunks2(a, ca, b, cb, n, true, &|_, x, y| f(x, y));
 }
 
 impl Cpu {
