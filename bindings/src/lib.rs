@@ -209,6 +209,10 @@ pub struct SessionOptions {
     /// Most tokens drafted per step (1–64).
     #[uniffi(default = 16)]
     pub draft_max: u32,
+    /// Fewest tokens drafted per step whenever there is something to draft, whatever the
+    /// measured acceptance says (at most `draft_max`); 0 lets the drafter draft none.
+    #[uniffi(default = 0)]
+    pub draft_min: u32,
     /// The output must match this (docs/STRUCTURED.md); `None` = free text.
     #[uniffi(default = None)]
     pub constraint: Option<Constraint>,
@@ -256,6 +260,7 @@ impl Default for SessionOptions {
             n_keep: rt::DEFAULTS.generate.n_keep as u32,
             speculative: rt::DEFAULTS.generate.speculative.mode.name().into(),
             draft_max: rt::DEFAULTS.generate.speculative.draft_max as u32,
+            draft_min: rt::DEFAULTS.generate.speculative.draft_min as u32,
             constraint: None,
         }
     }
@@ -284,6 +289,7 @@ impl SessionOptions {
                 detail: format!("speculative {:?} (off, lookup or draft)", self.speculative),
             })?,
             draft_max: self.draft_max as usize,
+            draft_min: self.draft_min as usize,
         };
         o.session.n_ctx = self.n_ctx as usize;
         o.session.n_threads = self.n_threads as usize;

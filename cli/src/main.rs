@@ -368,9 +368,13 @@ struct SpecArgs {
     /// The draft model (.autark with the same tokenizer vocabulary).
     #[arg(long, value_name = "MODEL")]
     draft: Option<PathBuf>,
-    /// Most tokens drafted per step (fewer, down to none, while drafts are rejected).
+    /// Most tokens drafted per step (fewer, down to --draft-min, while drafts are rejected).
     #[arg(long, default_value_t = DEFAULTS.generate.speculative.draft_max)]
     draft_max: usize,
+    /// Fewest tokens drafted per step whenever there is something to draft, whatever the
+    /// measured acceptance says (0: the drafter may draft none).
+    #[arg(long, default_value_t = DEFAULTS.generate.speculative.draft_min)]
+    draft_min: usize,
 }
 
 /// Where a session runs: the device of its forward pass and the types of its KV cache.

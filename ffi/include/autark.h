@@ -30,7 +30,7 @@
  Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
  and context-shift fields of `autark_session_params`; 4: its `device`).
  */
-#define AUTARK_ABI_VERSION 4
+#define AUTARK_ABI_VERSION 5
 
 /*
  Where a session's forward pass runs (`device` of `autark_session_params`): the CPU (default).
@@ -209,6 +209,11 @@ typedef struct {
    `AUTARK_DEVICE_CPU` (default) or `AUTARK_DEVICE_CUDA`.
    */
   int32_t device;
+  /*
+   Fewest tokens drafted per step whenever there is something to draft, whatever the
+   measured acceptance says (at most `draft_max`). Default 0: the drafter may draft none.
+   */
+  uint32_t draft_min;
 } autark_session_params;
 
 /*

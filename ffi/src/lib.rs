@@ -71,7 +71,7 @@ pub const AUTARK_ERR_PANIC: autark_status = -100;
 
 /// Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
 /// and context-shift fields of `autark_session_params`; 4: its `device`).
-pub const AUTARK_ABI_VERSION: u32 = 4;
+pub const AUTARK_ABI_VERSION: u32 = 5;
 
 /// Where a session's forward pass runs (`device` of `autark_session_params`): the CPU (default).
 pub const AUTARK_DEVICE_CPU: i32 = 0;
@@ -574,6 +574,9 @@ pub struct autark_session_params {
     pub draft_max: u32,
     /// `AUTARK_DEVICE_CPU` (default) or `AUTARK_DEVICE_CUDA`.
     pub device: i32,
+    /// Fewest tokens drafted per step whenever there is something to draft, whatever the
+    /// measured acceptance says (at most `draft_max`). Default 0: the drafter may draft none.
+    pub draft_min: u32,
 }
 
 /// Default session options.
@@ -601,6 +604,7 @@ pub extern "C" fn autark_session_params_default() -> autark_session_params {
             Device::Cpu => AUTARK_DEVICE_CPU,
             Device::Cuda => AUTARK_DEVICE_CUDA,
         },
+        draft_min: DEFAULTS.generate.speculative.draft_min as u32,
     }
 }
 
@@ -635,6 +639,7 @@ fn options(p: &autark_session_params) -> Result<Options, FfiError> {
             FfiError::Invalid(format!("speculative {} (AUTARK_SPEC_OFF, _LOOKUP or _DRAFT)", p.speculative))
         })?,
         draft_max: p.draft_max as usize,
+        draft_min: p.draft_min as usize,
     };
     o.generate.sampler = SamplerParams {
         temperature: p.temperature,

@@ -50,6 +50,7 @@ static void spec_text(autark_model *m, int mode, const char *prompt, struct text
     p.temperature = 0;
     p.speculative = mode;
     p.draft_max = 8;
+    p.draft_min = 2; /* draft at every match, whatever the timings (valgrind's) say */
     autark_session *s = NULL;
     out->len = 0;
     out->buf[0] = 0;
@@ -223,8 +224,11 @@ int main(int argc, char **argv) {
         bad.speculative = AUTARK_SPEC_LOOKUP;
         bad.draft_max = 0;
         CHECK(autark_session_new(m, &bad, &s5) == AUTARK_ERR_INVALID_ARGUMENT && s5 == NULL);
-        bad.speculative = AUTARK_SPEC_DRAFT;
         bad.draft_max = 4;
+        bad.draft_min = 5; /* more than draft_max */
+        CHECK(autark_session_new(m, &bad, &s5) == AUTARK_ERR_INVALID_ARGUMENT && s5 == NULL);
+        bad.draft_min = 4;
+        bad.speculative = AUTARK_SPEC_DRAFT;
         CHECK(autark_session_new(m, &bad, &s5) == AUTARK_OK);
         /* draft mode without a draft model: refused when generating */
         CHECK(autark_generate(s5, "Hi", 2, NULL, NULL) == AUTARK_ERR_INVALID_ARGUMENT);

@@ -42,7 +42,7 @@ pub const DEFAULTS: Options = Options {
         context_shift: false,
         n_keep: 0,
         constraint: None,
-        speculative: SpeculativeParams { mode: SpecMode::Off, draft_max: 16 },
+        speculative: SpeculativeParams { mode: SpecMode::Off, draft_max: 16, draft_min: 0 },
     },
 };
 

@@ -55,9 +55,13 @@ impl SpecMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpeculativeParams {
     pub mode: SpecMode,
-    /// Most tokens drafted per step; the drafters choose fewer (down to none) when drafts are
-    /// rejected often.
+    /// Most tokens drafted per step; the drafters choose fewer (down to `draft_min`) when
+    /// drafts are rejected often.
     pub draft_max: usize,
+    /// Fewest tokens drafted per step whenever there is something to draft (a lookup match, a
+    /// draft model), whatever the measured acceptance and cost say; 0 (the default) lets the
+    /// drafters choose none. Still capped by the room left (context, token limit, batch size).
+    pub draft_min: usize,
 }
 
 /// Most tokens `draft_max` may ask for.
@@ -70,6 +74,12 @@ impl SpeculativeParams {
             return Err(RuntimeError::InvalidArgument {
                 name: "draft_max",
                 what: format!("{} (must be in 1..={DRAFT_MAX_LIMIT})", self.draft_max),
+            });
+        }
+        if self.mode != SpecMode::Off && self.draft_min > self.draft_max {
+            return Err(RuntimeError::InvalidArgument {
+                name: "draft_min",
+                what: format!("{} (must be at most draft_max, {})", self.draft_min, self.draft_max),
             });
         }
         Ok(())
@@ -94,6 +104,7 @@ const COST_PRIOR: f64 = 0.3;
 pub(crate) struct Drafter {
     mode: SpecMode,
     draft_max: usize,
+    draft_min: usize,
     /// Acceptance rate of drafts after an n-gram match of length n + 1 (lookup), or of the
     /// draft model's drafts (n = 0): at index 2n after a step that rejected a draft, 2n + 1
     /// after one that accepted all (copying runs go on: the second rate is the higher).
@@ -125,6 +136,7 @@ impl Drafter {
         Drafter {
             mode: p.mode,
             draft_max: p.draft_max,
+            draft_min: p.draft_min,
             accept: std::array::from_fn(|i| if p.mode == SpecMode::Draft { 0.6 } else { PRIOR[i / 2] }),
             source: 0,
             run: false,
@@ -204,7 +216,7 @@ impl Drafter {
             self.accept[source] += RECOVER * (prior - self.accept[source]);
         }
         self.source = source;
-        best_k
+        best_k.max(self.draft_min.min(limit))
     }
 
     /// Up to `limit` drafts to follow `context` (which ends with the token about to be
@@ -399,7 +411,7 @@ mod tests {
 
     #[test]
     fn depth_backs_off_when_drafts_fail_and_grows_when_they_hold() {
-        let p = SpeculativeParams { mode: SpecMode::Lookup, draft_max: 16 };
+        let p = SpeculativeParams { mode: SpecMode::Lookup, draft_max: 16, draft_min: 0 };
         let mut d = Drafter::new(&p, SamplerParams::default());
         d.timed(1, Duration::from_millis(10));
         d.timed(5, Duration::from_millis(22)); // 3 ms per extra token: cost 0.3
@@ -425,12 +437,33 @@ mod tests {
     }
 
     #[test]
+    fn draft_min_holds_whatever_the_measurements_say() {
+        let p = SpeculativeParams { mode: SpecMode::Lookup, draft_max: 16, draft_min: 6 };
+        let mut d = Drafter::new(&p, SamplerParams::default());
+        d.timed(1, Duration::from_millis(10));
+        d.timed(5, Duration::from_millis(90)); // 20 ms per extra token: no draft pays off
+        for _ in 0..60 {
+            d.source = 4;
+            d.verified(false);
+        }
+        assert_eq!(d.depth(2, 0.0, 16), 6);
+        // The room left still caps it.
+        assert_eq!(d.depth(2, 0.0, 4), 4);
+        // Without the floor, the same measurements draft nothing.
+        d.draft_min = 0;
+        assert_eq!(d.depth(2, 0.0, 16), 0);
+    }
+
+    #[test]
     fn modes_round_trip() {
         for m in SpecMode::ALL {
             assert_eq!(SpecMode::parse(m.name()), Some(m));
             assert_eq!(SpecMode::from_code(m.code()), Some(m));
         }
-        assert!(SpeculativeParams { mode: SpecMode::Lookup, draft_max: 0 }.validate().is_err());
-        assert!(SpeculativeParams { mode: SpecMode::Off, draft_max: 0 }.validate().is_ok());
+        let p = |mode, draft_max, draft_min| SpeculativeParams { mode, draft_max, draft_min };
+        assert!(p(SpecMode::Lookup, 0, 0).validate().is_err());
+        assert!(p(SpecMode::Off, 0, 0).validate().is_ok());
+        assert!(p(SpecMode::Lookup, 8, 8).validate().is_ok());
+        assert!(p(SpecMode::Draft, 8, 9).validate().is_err());
     }
 }

@@ -83,9 +83,10 @@ DEFAULTS_C = r"""
 #include "autark.h"
 int main(void) {
     autark_session_params p = autark_session_params_default();
-    printf("%u %u %llu %.9g %d %.9g %.9g %.9g %d %d %d %u %d %u %d\n", p.n_ctx, p.n_threads,
+    printf("%u %u %llu %.9g %d %.9g %.9g %.9g %d %d %d %u %d %u %d %u\n", p.n_ctx, p.n_threads,
            (unsigned long long)p.seed, p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.cache_type_k,
-           p.cache_type_v, (int)p.context_shift, p.n_keep, p.speculative, p.draft_max, p.device);
+           p.cache_type_v, (int)p.context_shift, p.n_keep, p.speculative, p.draft_max, p.device,
+           p.draft_min);
     return 0;
 }
 """
@@ -131,6 +132,7 @@ def test_defaults_agree(ak, autark, prefix, tmp_path):
     # The device (C codes AUTARK_DEVICE_CPU/CUDA = 0/1).
     devices = {"cpu": 0, "cuda": 1}
     assert [devices[o.device]] == c[14:15] and d["--device"] == o.device
+    assert [o.draft_min] == c[15:16] and int(d["--draft-min"]) == o.draft_min
 
 
 # ---- generation -----------------------------------------------------------------------------
@@ -272,7 +274,8 @@ def test_context_overflow(ak, model):
 @pytest.mark.parametrize("bad", [dict(top_p=0.0), dict(temperature=-1.0), dict(min_p=2.0),
                                  dict(repeat_penalty=0.0), dict(n_ctx=10_000_000), dict(cache_type_k="q4_0"),
                                  dict(cache_type_v=""), dict(speculative="ngram"),
-                                 dict(speculative="lookup", draft_max=0)])
+                                 dict(speculative="lookup", draft_max=0),
+                                 dict(speculative="lookup", draft_max=4, draft_min=5)])
 def test_invalid_options(ak, model, bad):
     with pytest.raises(ak.AutarkError.InvalidArgument):
         model.new_session(ak.SessionOptions(**bad))

@@ -75,6 +75,7 @@ def test_bad_speculative_options_are_refused(autark, smollm2_q4_1, tmp_path):
         (["--speculative", "ngram"], "unknown speculative mode"),
         (["--speculative", "draft"], "needs --draft"),
         (["--speculative", "lookup", "--draft-max", "0"], "draft_max"),
+        (["--speculative", "lookup", "--draft-max", "4", "--draft-min", "5"], "draft_min"),
         (["--speculative", "lookup", "--draft", smollm2_q4_1], "--draft is for"),
         (["--draft", tmp_path / "missing.autark"], "missing.autark"),
     ]:

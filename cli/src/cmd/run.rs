@@ -196,7 +196,7 @@ impl SpecArgs {
     /// The mode: as given, or draft when a draft model is given.
     pub fn params(&self) -> SpeculativeParams {
         let mode = self.speculative.unwrap_or(if self.draft.is_some() { SpecMode::Draft } else { SpecMode::Off });
-        SpeculativeParams { mode, draft_max: self.draft_max }
+        SpeculativeParams { mode, draft_max: self.draft_max, draft_min: self.draft_min }
     }
 
     /// Gives `session` its draft model's session (same settings), when drafting from one.
