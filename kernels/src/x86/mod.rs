@@ -33,36 +33,40 @@ fn f16_to_f32(bits: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(v))
 }
 
+/// Group blocks between the block a decode step reads and the block `prefetch_next` fetches.
+const PREFETCH_AHEAD: usize = 4;
+
 /// Decode streams each matrix once: prefetch part `i` of `n` of the cache lines of the block
-/// after `blk`, one part per sub-block. The 16-row q6_k blocks (3360 bytes) are read in an
-/// order the hardware prefetchers do not follow (the scales at the end, then per sub-block
-/// pieces of two streams, `ql` and `qh`, some twice): without this q6_k decode of a model
-/// larger than the cache ran at half the speed (BENCHMARKS.md). All lines of a block at once,
-/// or two blocks ahead, measured slower; the q4_k / q5_k blocks, read in order, lost up to 8 %
-/// with it. (The AVX2 group kernels' decode, `avx2::half_x`, keeps its own prefetch of whole
-/// blocks 4 ahead: their small blocks are read in order.) Past the matrix the addresses may lie
-/// outside it: prefetches never fault.
+/// `PREFETCH_AHEAD` blocks after `blk`, one part per sub-block, into the L2 cache (`T1`). The
+/// 16-row q6_k blocks (3360 bytes) are read in an order the hardware prefetchers do not follow
+/// (the scales at the end, then per sub-block pieces of two streams, `ql` and `qh`, some
+/// twice): without a prefetch q6_k decode of a model larger than the cache ran at half the
+/// speed. Into L1 (`T0`) and one block ahead it ran at 51 % of the read bandwidth; into L2 and
+/// four blocks ahead (13 KB, about half a microsecond of decode) at 79 % on AMD Zen 5, because
+/// an L1 prefetch holds one of the core's few L1 miss buffers for the whole memory latency
+/// (BENCHMARKS.md, "q6_k prefetch into L2"). All lines of a block at once was slower; the
+/// q4_k / q5_k blocks, read in order, lost up to 8 % with the L1 form. (The AVX2 group
+/// kernels' decode, `avx2::half_x`, keeps its own prefetch of whole blocks 4 ahead: their small
+/// blocks are read in order.) Past the matrix the addresses may lie outside it: prefetches
+/// never fault.
 ///
-/// With `tail > 0`, part 0 also prefetches the next block's last `tail` bytes first. The
-/// AVX-512 q6_k decode passes its scales (256 bytes), which the next block reads first and
-/// part 7 reaches only one sub-block ahead: a 1B-shape q6_k model decoded 8 % faster on AMD
-/// Zen 5 (BENCHMARKS.md). Prefetching them at another part, or every line in the order of
-/// first use instead of memory order, was slower (down to two thirds), and so was this in the
-/// AVX2 kernel, whose two halves read each block in separate passes.
+/// With `tail > 0`, part 0 also prefetches that block's last `tail` bytes first. The AVX-512
+/// q6_k decode passes its scales (256 bytes), which a block reads first: 8 % faster on Zen 5
+/// with the L1 form (BENCHMARKS.md).
 #[inline(always)]
 pub(crate) fn prefetch_next<B>(blk: &B, i: usize, n: usize, tail: usize) {
     let size = std::mem::size_of::<B>();
-    let next = (blk as *const B as *const i8).wrapping_add(size);
+    let next = (blk as *const B as *const i8).wrapping_add(PREFETCH_AHEAD * size);
     if i == 0 {
         for line in (size - tail..size).step_by(64) {
             // SAFETY: as below.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line)) };
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(line)) };
         }
     }
     for line in (i * size / n..(i + 1) * size / n).step_by(64) {
         // SAFETY: a prefetch is a hint: it reads nothing into the program and never faults,
         // whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line)) };
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(line)) };
     }
 }
 
