@@ -7,23 +7,14 @@
 # Output: target/aarch64-unknown-linux-gnu/release/{autark,libautark.so,libautark.a}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-GLIBC=${GLIBC:-2.27}
-tools=${AUTARK_ZIG:-target/zig}
-if [ ! -x "$tools/bin/cargo-zigbuild" ]; then
-  python3 -m pip install -q --disable-pip-version-check --target "$tools/py" ziglang==0.17.1 cargo-zigbuild==0.24.1
-  mkdir -p "$tools/bin"
-  ln -sf "$(realpath "$tools/py/bin/cargo-zigbuild")" "$tools/bin/cargo-zigbuild"
-  printf '#!/bin/sh\nexec python3 -m ziglang "$@"\n' >"$tools/bin/zig"
-  chmod +x "$tools/bin/zig"
-fi
-export PATH="$(realpath "$tools/bin"):$PATH" PYTHONPATH="$(realpath "$tools/py")${PYTHONPATH:+:$PYTHONPATH}"
+AUTARK_CROSS_ZIG=1 . scripts/aarch64-build.sh
 rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || true
-cargo zigbuild --release -q --target "aarch64-unknown-linux-gnu.$GLIBC" -p autark-cli --features cuda
+aarch64_build -q -p autark-cli --features cuda
 out=target/aarch64-unknown-linux-gnu/release
 ls -la "$out/autark"
 # The C library too, unless JETSON_LIB=0 (CI: the same crates, three minutes more on 2 cores).
 if [ "${JETSON_LIB:-1}" != 0 ]; then
-  cargo zigbuild --release -q --target "aarch64-unknown-linux-gnu.$GLIBC" -p autark-ffi --features cuda
+  aarch64_build -q -p autark-ffi --features cuda
   ls -la "$out/libautark.so" "$out/libautark.a"
 fi
 # The newest glibc symbol the binary needs must not be newer than $GLIBC.

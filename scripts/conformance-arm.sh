@@ -11,19 +11,21 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 target=aarch64-unknown-linux-gnu
 rustup target list --installed 2>/dev/null | grep -qx "$target" || { echo "SKIP conformance-arm: no Rust target $target"; exit 0; }
-command -v aarch64-linux-gnu-gcc >/dev/null || { echo "SKIP conformance-arm: no aarch64-linux-gnu-gcc"; exit 0; }
+[ "${AUTARK_CROSS_ZIG:-0}" = 1 ] || command -v aarch64-linux-gnu-gcc >/dev/null \
+  || { echo "SKIP conformance-arm: no aarch64-linux-gnu-gcc"; exit 0; }
 command -v qemu-aarch64 >/dev/null || { echo "SKIP conformance-arm: no qemu-aarch64"; exit 0; }
 set -e
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+. scripts/aarch64-build.sh
 gguf=${AUTARK_TEST_GGUF:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 out=target/conformance-arm
 mkdir -p "$out"
 for t in q4_0 q4_k_m; do
   target/release/autark quantize "$gguf" -o "$out/smol-$t.autark" -t "$t" --rtn >/dev/null 2>&1 || target/release/autark quantize "$gguf" -o "$out/smol-$t.autark" -t "$t" --rtn
 done
-# The command of scripts/cross-aarch64.sh (which runs first in scripts/test.sh): the same feature
-# set, so nothing compiles twice.
-cargo build --release -q -p autark-bindings -p autark-runtime --lib --example verify_conformance --target "$target"
+# The commands of scripts/cross-aarch64.sh (which runs first in scripts/test.sh): the same
+# feature sets, so nothing compiles twice.
+aarch64_build -q -p autark-bindings -p autark-runtime --lib
+aarch64_build -q -p autark-runtime --example verify_conformance
 bin=target/$target/release/examples/verify_conformance
 run() { qemu-aarch64 -cpu "$1" -L /usr/aarch64-linux-gnu "$bin" "$out/smol-$2.autark" 1; }
 run max q4_0

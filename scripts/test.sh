@@ -27,6 +27,9 @@ step "CUDA build: --device cuda without a driver, the CPU path of the same binar
 scripts/check-cuda.sh
 step "CUDA kernels: NVRTC 12.9 for compute 5.3 to 9.0, ptxas registers and spills (docs/CUDA.md)"
 scripts/check-cuda-kernels.sh
+# The aarch64 builds after the Jetson build go through zig as it does (scripts/aarch64-build.sh),
+# so that they reuse its crates instead of compiling them again with Debian's cross gcc.
+export AUTARK_CROSS_ZIG=1
 step "Jetson build: autark with CUDA for aarch64 and glibc 2.27 (zig), its no-driver error under qemu-aarch64"
 JETSON_LIB=0 scripts/build-jetson.sh
 step "NEON kernels under qemu-aarch64"
