@@ -7,7 +7,7 @@
 # installed when missing); otherwise with Debian's aarch64-linux-gnu-gcc as the linker. The two
 # give the compiled crates different fingerprints, so every crate built one way is rebuilt the
 # other: scripts/test.sh uses zig for all three (after the Jetson build the bindings and the
-# conformance runner reuse its crates: 1m53s instead of 3m43s on 2 cores).
+# conformance runner reuse its crates: about 2 minutes instead of 3m43s on 2 cores).
 GLIBC=${GLIBC:-2.27}
 if [ "${AUTARK_CROSS_ZIG:-0}" = 1 ]; then
   zig_tools=${AUTARK_ZIG:-target/zig}

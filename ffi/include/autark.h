@@ -28,7 +28,7 @@
 
 /*
  Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
- and context-shift fields of `autark_session_params`; 4: its `device`).
+ and context-shift fields of `autark_session_params`; 4: its `device`; 5: its `draft_min`).
  */
 #define AUTARK_ABI_VERSION 5
 

@@ -70,7 +70,7 @@ pub const AUTARK_ERR_NO_CONFORMANCE_RECORD: autark_status = -20;
 pub const AUTARK_ERR_PANIC: autark_status = -100;
 
 /// Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
-/// and context-shift fields of `autark_session_params`; 4: its `device`).
+/// and context-shift fields of `autark_session_params`; 4: its `device`; 5: its `draft_min`).
 pub const AUTARK_ABI_VERSION: u32 = 5;
 
 /// Where a session's forward pass runs (`device` of `autark_session_params`): the CPU (default).

@@ -400,7 +400,8 @@ unsafe fn q6group_x<const T: usize>(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize
 /// 2k + 4, 2k + 5), so one pass unpacks both. Sub-block 2's exact sum waits until sub-block 1's
 /// FMA, so the FMAs run in sub-block order, as the scalar twin's. It prefetches the block four
 /// ahead into L2 in eighths in memory order (its scales first, `prefetch_next`), one eighth
-/// before each sub-block's product; issued two at a time at a pass's start, decode ran a third slower.
+/// before each sub-block's product; issued two at a time at a pass's start, decode ran a third
+/// slower.
 /// On Llama-3.2-1B shapes it decodes 13 % faster than a pass per sub-block (BENCHMARKS.md).
 ///
 /// # Safety

@@ -41,8 +41,8 @@ const PREFETCH_AHEAD: usize = 4;
 /// 16-row q6_k blocks (3360 bytes) are read in an order the hardware prefetchers do not follow
 /// (the scales at the end, then per sub-block pieces of two streams, `ql` and `qh`, some
 /// twice): without a prefetch q6_k decode of a model larger than the cache ran at half the
-/// speed. Into L1 (`T0`) and one block ahead it ran at 51 % of the read bandwidth; into L2 and
-/// four blocks ahead (13 KB, about half a microsecond of decode) at 79 % on AMD Zen 5, because
+/// speed. Into L1 (`T0`) and one block ahead it ran at 53 % of the read bandwidth; into L2 and
+/// four blocks ahead (13 KB, about half a microsecond of decode) at 70 % on AMD Zen 5, because
 /// an L1 prefetch holds one of the core's few L1 miss buffers for the whole memory latency
 /// (BENCHMARKS.md, "q6_k prefetch into L2"). All lines of a block at once was slower; the
 /// q4_k / q5_k blocks, read in order, lost up to 8 % with the L1 form. (The AVX2 group
