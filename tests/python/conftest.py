@@ -29,6 +29,27 @@ for p in (TESTS_PY, TESTS_REF):
 DEFAULT_TIMEOUT = 120  # seconds; any single command taking longer is a failure
 
 
+def cpu_isa(want: str) -> str:
+    """The kernel set that `AUTARK_ISA=want` runs on this CPU: the dispatch falls back to the best
+    ISA below the one asked for that the CPU has (kernels/src/dispatch.rs). Read from
+    /proc/cpuinfo's flags, not from the binary, so that a dispatch ignoring AUTARK_ISA fails."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    needs = {"avx512": {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"},
+             "avx2": {"avx2", "fma", "f16c"}}
+    order = ["scalar", "avx2", "avx512"]
+    for isa in reversed(order[: order.index(want) + 1]):
+        if needs.get(isa, set()) <= flags:
+            return isa
+    return "scalar"
+
+
 def autark_bin_path() -> Path:
     p = Path(os.environ.get("AUTARK_BIN", "target/release/autark"))
     return p if p.is_absolute() else REPO_ROOT / p
