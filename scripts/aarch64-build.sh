@@ -8,6 +8,10 @@
 # give the compiled crates different fingerprints, so every crate built one way is rebuilt the
 # other: scripts/test.sh uses zig for all three (after the Jetson build the bindings and the
 # conformance runner reuse its crates: about 2 minutes instead of 3m43s on 2 cores).
+#
+# AUTARK_AARCH64_ARGS, when set, replaces the package and feature selection of each of those
+# scripts: scripts/test.sh gives all three one selection (the CLI with CUDA and the bindings),
+# so that the runtime and its dependencies compile once for aarch64, not once per feature set.
 GLIBC=${GLIBC:-2.27}
 if [ "${AUTARK_CROSS_ZIG:-0}" = 1 ]; then
   zig_tools=${AUTARK_ZIG:-target/zig}

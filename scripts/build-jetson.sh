@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 AUTARK_CROSS_ZIG=1 . scripts/aarch64-build.sh
 rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || true
-aarch64_build -q -p autark-cli --features cuda
+aarch64_build -q ${AUTARK_AARCH64_ARGS:--p autark-cli --features cuda}
 out=target/aarch64-unknown-linux-gnu/release
 ls -la "$out/autark"
 # The C library too, unless JETSON_LIB=0 (CI: the same crates, three minutes more on 2 cores).

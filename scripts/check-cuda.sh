@@ -7,11 +7,18 @@
 # code), so the Python tests that follow run that binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo clippy --release -q -p autark-cli --features cuda -- -D warnings
-cargo build --release -q -p autark-cli --features cuda
+# AUTARK_TEST_CARGO_ARGS: the feature set of scripts/test.sh's cargo commands, which hold the
+# CUDA backend (its clippy run linted it; its cargo test built the binary and the test below).
+if [ -n "${AUTARK_TEST_CARGO_ARGS:-}" ]; then
+  args=($AUTARK_TEST_CARGO_ARGS)
+else
+  args=(-p autark-cli --features cuda)
+  cargo clippy --release -q "${args[@]}" -- -D warnings
+fi
+cargo build --release -q "${args[@]}"
 # The whole backend on the CPU: a synthetic model through the emulated kernels (cuda/emu/
 # device.cpp via AUTARK_CUDA_EMU) must give the CPU's greedy text and logits (docs/CUDA.md).
-if ! emu=$(cargo test --release -q -p autark-cli --features cuda --test cuda_emu -- --nocapture 2>&1); then
+if ! emu=$(cargo test --release -q "${args[@]}" --test cuda_emu -- --nocapture 2>&1); then
   tail -40 <<<"$emu"
   echo "FAIL: cli/tests/cuda_emu.rs" >&2
   exit 1

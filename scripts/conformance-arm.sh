@@ -22,12 +22,19 @@ mkdir -p "$out"
 for t in q4_0 q4_k_m; do
   target/release/autark quantize "$gguf" -o "$out/smol-$t.autark" -t "$t" --rtn >/dev/null 2>&1 || target/release/autark quantize "$gguf" -o "$out/smol-$t.autark" -t "$t" --rtn
 done
-# The commands of scripts/cross-aarch64.sh (which runs first in scripts/test.sh): the same
-# feature sets, so nothing compiles twice.
-aarch64_build -q -p autark-bindings -p autark-runtime --lib
-aarch64_build -q -p autark-runtime --example verify_conformance
-bin=target/$target/release/examples/verify_conformance
-run() { qemu-aarch64 -cpu "$1" -L /usr/aarch64-linux-gnu "$bin" "$out/smol-$2.autark" 1; }
-run max q4_0
-run max q4_k_m
-run cortex-a53 q4_k_m
+# The CLI for aarch64 (in scripts/test.sh the build of scripts/build-jetson.sh, which ran first:
+# the same selection, AUTARK_AARCH64_ARGS, so nothing compiles again): `autark verify
+# --conformance`, the command a user runs on the device, checksums and tokenizer included.
+aarch64_build -q ${AUTARK_AARCH64_ARGS:--p autark-cli}
+bin=target/$target/release/autark
+run() {
+  local got
+  got=$(qemu-aarch64 -cpu "$1" -L /usr/aarch64-linux-gnu "$bin" verify "$out/smol-$2.autark" --conformance -t 1) \
+    || { echo "$got"; echo "FAIL: conformance on $2 under qemu -cpu $1" >&2; exit 1; }
+  grep -q "bit-identical with the record ($3 kernels here" <<<"$got" \
+    || { echo "$got"; echo "FAIL: $2 under qemu -cpu $1: not bit-identical with the $3 kernels" >&2; exit 1; }
+  echo "$out/smol-$2.autark, qemu -cpu $1: $(grep conformance: <<<"$got")"
+}
+run max q4_0 neon-dotprod
+run max q4_k_m neon-dotprod
+run cortex-a53 q4_k_m neon

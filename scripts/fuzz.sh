@@ -11,8 +11,9 @@
 # keeps the optimised build).
 # Needs a nightly toolchain and cargo-fuzz (installed here if missing); without them it prints
 # `SKIP fuzz: <reason>` and exits 0. Each target first replays fuzz/regressions/<target>/ (every
-# crash found so far), then fuzzes for SECONDS_PER_TARGET seconds, one process at a time, from
-# the seeds in fuzz/corpus/<target>/ (read-only) into fuzz/corpus-run/<target>/ (ignored by git).
+# crash found so far), then fuzzes for SECONDS_PER_TARGET seconds, from
+# the seeds in fuzz/corpus/<target>/ (read-only) into fuzz/corpus-run/<target>/ (ignored by git),
+# FUZZ_JOBS targets at a time (default: the number of cores).
 # Crashes are written to fuzz/artifacts/<target>/; the script exits 1 if any target crashed.
 set -uo pipefail
 
@@ -55,12 +56,10 @@ if ! cargo +nightly fuzz build "${profile[@]}" >"$LOGS/build.log" 2>&1; then
   exit 1
 fi
 
-failed=()
-summary=()
-for t in $TARGETS; do
-  seeds="$ROOT/fuzz/corpus/$t"
-  work="$ROOT/fuzz/corpus-run/$t"
-  regs="$ROOT/fuzz/regressions/$t"
+# One target: replay its regressions, then fuzz. Writes its summary line to $LOGS/$t.summary and
+# returns 1 if it crashed.
+fuzz_one() {
+  local t=$1 seeds="$ROOT/fuzz/corpus/$1" work="$ROOT/fuzz/corpus-run/$1" regs="$ROOT/fuzz/regressions/$1"
   mkdir -p "$work" "$seeds" "$ROOT/fuzz/artifacts/$t"
 
   # Replay every known crash first: these must all pass now.
@@ -69,12 +68,13 @@ for t in $TARGETS; do
         >"$LOGS/$t.regressions.log" 2>&1; then
       echo "FAIL $t: a regression input in fuzz/regressions/$t crashes again (see $LOGS/$t.regressions.log)"
       grep -m5 -E "panicked at|ERROR: libFuzzer|SUMMARY" "$LOGS/$t.regressions.log"
-      failed+=("$t(regression)")
-      continue
+      echo "$t: a regression input crashes again" >"$LOGS/$t.summary"
+      return 1
     fi
   fi
 
   echo "fuzzing $t for ${SECS}s"
+  local start rc took runs cov line
   start=$(date +%s)
   cargo +nightly fuzz run "${profile[@]}" "$t" "$work" "$seeds" -- \
     -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
@@ -87,12 +87,29 @@ for t in $TARGETS; do
   line="$t: ${runs:-?} executions in ${took}s, ${cov:-cov: ?}, corpus $(ls "$work" | wc -l) files"
   if [ $rc -ne 0 ]; then
     line="$line, CRASH (rc $rc)"
-    failed+=("$t")
     grep -m5 -E "panicked at|ERROR: libFuzzer|SUMMARY|Test unit written to" "$LOGS/$t.log"
   fi
   echo "$line"
-  summary+=("$line")
+  echo "$line" >"$LOGS/$t.summary"
+  [ $rc -eq 0 ]
+}
+
+# The targets run FUZZ_JOBS at a time (default: one per core; each libFuzzer process is
+# single-threaded, so each still gets a core for its SECONDS_PER_TARGET).
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+declare -A pid_of=()
+failed=()
+for t in $TARGETS; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done
+  rm -f "$LOGS/$t.summary"
+  fuzz_one "$t" &
+  pid_of[$t]=$!
 done
+for t in $TARGETS; do
+  wait "${pid_of[$t]}" || failed+=("$t")
+done
+summary=()
+for t in $TARGETS; do summary+=("$(cat "$LOGS/$t.summary" 2>/dev/null || echo "$t: no summary")"); done
 
 echo
 echo "fuzz summary (${SECS}s per target; logs in $LOGS):"

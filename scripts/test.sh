@@ -12,17 +12,38 @@ scripts/fetch-model.sh
 # single-threaded steps (qemu, valgrind, fuzzing) leave idle; the test waits for it if needed.
 if [ -z "${AUTARK_NO_BACKGROUND_PEER:-}" ]; then
   LLAMA_TOKENIZE_TIMEOUT=3600 nice -n 19 scripts/llama-tokenize.sh >/dev/null 2>&1 &
-  peer_build=$!
-  trap 'kill $peer_build 2>/dev/null || true' EXIT
 fi
+# Whatever still runs in the background when the suite stops (a failed step) stops with it.
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+# The nightly toolchain (ThreadSanitizer, fuzzing) and cargo-fuzz, installed the same way in the
+# background (on a fresh machine: a download and a minute of compiling); scripts/tsan.sh and
+# scripts/fuzz.sh install what is still missing themselves, after waiting for this.
+mkdir -p target
+( nice -n 19 bash -c 'rustup run nightly rustc --version || rustup toolchain install nightly --profile minimal
+  rustup component add rust-src --toolchain nightly
+  cargo +nightly fuzz --version || cargo install cargo-fuzz --locked' ) >target/nightly-tools.log 2>&1 &
+nightly_tools=$!
 python3 -c "import gguf, numpy, pytest, tokenizers, jinja2, safetensors, sentencepiece, openai" 2>/dev/null \
   || python3 -m pip install --quiet -r tests/requirements.txt
+# One feature set for every host build of the suite: the CUDA backend (built without a toolkit,
+# its driver loaded at run time) and the bindings' generator on. cargo test, the CUDA checks and
+# the Python tests' C library and bindings (tests/python/conftest.py) then build each crate once;
+# with a feature set of their own each, the CUDA build and the bindings compiled 40 crates again.
+export AUTARK_TEST_CARGO_ARGS="--workspace --features autark-cli/cuda,autark-bindings/bindgen"
 step "cargo fmt --check"
 cargo fmt --all -- --check
-step "cargo clippy"
+step "cargo clippy: the suite's feature set, then the default (CPU-only) build"
+cargo clippy --all-targets --release $AUTARK_TEST_CARGO_ARGS -- -D warnings
 cargo clippy --workspace --all-targets --release -- -D warnings
-step "cargo test (also builds target/release/autark for the Python tests)"
-cargo test --workspace --release
+step "cargo test (also builds target/release/autark, with --device cuda, for the Python tests)"
+cargo test --release $AUTARK_TEST_CARGO_ARGS
+# The C API under valgrind (two minutes, most of them on one core) runs from here on in the
+# background, beside the steps that leave a core idle (qemu, NVRTC, fuzzing); the pytest step
+# leaves these tests out and reports them at its end.
+valgrind_tests=(tests/python/test_c_api.py::test_valgrind_clean tests/python/test_structured.py::test_c_api_valgrind_clean)
+python3 -m pytest "${valgrind_tests[@]}" -q -rs -p no:cacheprovider --basetemp=target/pytest-valgrind \
+  >target/pytest-valgrind.log 2>&1 &
+valgrind_pytest=$!
 step "CUDA build: --device cuda without a driver, the CPU path of the same binary (docs/CUDA.md)"
 scripts/check-cuda.sh
 step "CUDA kernels: NVRTC 12.9 for compute 5.3 to 9.0, ptxas registers and spills (docs/CUDA.md)"
@@ -30,7 +51,9 @@ scripts/check-cuda-kernels.sh
 # The aarch64 builds after the Jetson build go through zig as it does (scripts/aarch64-build.sh),
 # so that they reuse its crates instead of compiling them again with Debian's cross gcc.
 export AUTARK_CROSS_ZIG=1
-step "Jetson build: autark with CUDA for aarch64 and glibc 2.27 (zig), its no-driver error under qemu-aarch64"
+# and with one package and feature selection, so that they compile the runtime once.
+export AUTARK_AARCH64_ARGS="-p autark-cli -p autark-bindings --features autark-cli/cuda"
+step "Jetson build: autark with CUDA (and the bindings) for aarch64 and glibc 2.27 (zig), its no-driver error under qemu-aarch64"
 JETSON_LIB=0 scripts/build-jetson.sh
 step "NEON kernels under qemu-aarch64"
 scripts/test-arm.sh
@@ -38,6 +61,7 @@ step "bindings cross-built for aarch64"
 scripts/cross-aarch64.sh
 step "conformance records written here, reproduced on aarch64 under qemu (NEON, NEON + dotprod)"
 scripts/conformance-arm.sh
+wait $nightly_tools || true
 step "concurrency tests under ThreadSanitizer"
 scripts/tsan.sh
 step "fuzzing (short runs; scripts/fuzz.sh 600 for the full ten minutes per target)"
@@ -45,5 +69,10 @@ scripts/fuzz.sh 10
 step "ggml's reference quantizers, the oracle of tests/python/test_ggml_quants.py"
 scripts/ggml-oracle.sh
 step "pytest"
-python3 -m pytest tests/python -q -rs -p no:cacheprovider --durations=15
+python3 -m pytest tests/python -q -rs -p no:cacheprovider --durations=15 "${valgrind_tests[@]/#/--deselect=}"
+step "pytest: the C API under valgrind (started in the background after cargo test)"
+valgrind_rc=0
+wait $valgrind_pytest || valgrind_rc=$?
+cat target/pytest-valgrind.log
+[ $valgrind_rc -eq 0 ]
 step "done"

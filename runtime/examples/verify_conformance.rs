@@ -1,7 +1,7 @@
 //! Runs a model file's conformance probe with this machine's kernels (or `AUTARK_ISA=…`) and
 //! compares it with the file's record, as `autark verify --conformance` does, from the runtime
-//! alone: `scripts/test-arm.sh` cross-builds it and runs it under qemu-aarch64 (NEON with and
-//! without dotprod, and scalar) on files whose record x86's scalar kernels wrote.
+//! crate alone: what an embedder without the CLI runs on a new device (scripts/conformance-arm.sh
+//! runs the CLI's command under qemu-aarch64 instead).
 //!
 //! Usage: verify_conformance MODEL.autark [THREADS]   (exit 0 identical, 5 differs, 1 error)
 

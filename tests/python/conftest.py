@@ -203,12 +203,22 @@ def hf_render(template: str, messages, **kw) -> str:
 
 # ---- front ends built once per session: the Python binding and the C API ---------------------
 
+def cargo_env() -> dict:
+    """The environment of a script that builds the C library or the bindings (ffi/install.sh,
+    bindings/build-python.sh, bindings/test-kotlin.sh): both crates in one cargo invocation (one
+    feature set: they compile once for both, not twice; minutes on 2 cores). scripts/test.sh sets
+    AUTARK_TEST_CARGO_ARGS to the feature set of its own `cargo test`, whose artifacts these
+    builds then reuse instead of compiling again."""
+    args = os.environ.get("AUTARK_TEST_CARGO_ARGS") or "-p autark-ffi -p autark-bindings --features autark-bindings/bindgen"
+    return {**os.environ, "AUTARK_CARGO_ARGS": args}
+
+
 @pytest.fixture(scope="session")
 def ak(tmp_path_factory):
     """The `autark` Python package, built into a temporary directory and imported."""
     out = tmp_path_factory.mktemp("pybindings")
     r = subprocess.run([str(REPO_ROOT / "bindings/build-python.sh"), str(out)], capture_output=True,
-                       cwd=REPO_ROOT, timeout=900, env={**os.environ, "AUTARK_CARGO_ARGS": "-p autark-ffi"})
+                       cwd=REPO_ROOT, timeout=900, env=cargo_env())
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-4000:]
     assert (out / "autark" / "__init__.py").is_file()
     sys.path.insert(0, str(out))
@@ -227,11 +237,8 @@ CFLAGS = ["-Wall", "-Wextra", "-Werror", "-O1", "-g", "-pthread"]
 @pytest.fixture(scope="session")
 def prefix(tmp_path_factory):
     p = tmp_path_factory.mktemp("prefix")
-    # With the bindings in the same cargo invocation as `ak`'s build (one feature set: the
-    # crates compile once for both, not twice; minutes on 2 cores).
-    env = {**os.environ, "AUTARK_CARGO_ARGS": "-p autark-bindings --features autark-bindings/bindgen"}
     r = subprocess.run([str(REPO_ROOT / "ffi/install.sh"), str(p)], capture_output=True, cwd=REPO_ROOT, timeout=900,
-                       env=env)
+                       env=cargo_env())
     assert r.returncode == 0, r.stderr.decode()[-3000:]
     for f in ["include/autark.h", "lib/libautark.so", "lib/libautark.a", "lib/pkgconfig/autark.pc"]:
         assert (p / f).is_file(), f

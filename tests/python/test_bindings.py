@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from conftest import REPO_ROOT, normalize_dtype
+from conftest import REPO_ROOT, cargo_env, normalize_dtype
 
 PROMPTS = ["The capital of France is", "Zażółć gęślą jaźń, and"]
 
@@ -332,10 +332,9 @@ def test_one_session_shared_by_threads_serialises(ak, model):
 
 def test_kotlin(autark, smollm2_q4_1):
     """Generated Kotlin compiled with kotlinc (npm `kotlin-compiler`) and run on the JVM via JNA."""
-    # The C library in the same cargo invocation, as the other fixtures build it (one feature
-    # set, compiled once).
+    # Built as the other fixtures build the C library and the bindings (conftest.cargo_env).
     r = subprocess.run([str(REPO_ROOT / "bindings/test-kotlin.sh"), str(smollm2_q4_1)], capture_output=True,
-                       cwd=REPO_ROOT, timeout=900, env={**os.environ, "AUTARK_CARGO_ARGS": "-p autark-ffi"})
+                       cwd=REPO_ROOT, timeout=900, env=cargo_env())
     out, err = r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
     assert r.returncode == 0, f"bindings/test-kotlin.sh failed ({r.returncode}):\n{out[-3000:]}\n{err[-3000:]}"
     expected = cli_text(autark, smollm2_q4_1, "-p", PROMPTS[0], "-n", 24, "--temp", 0)
