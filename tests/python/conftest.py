@@ -50,6 +50,15 @@ def cpu_isa(want: str) -> str:
     return "scalar"
 
 
+def isa_params(isas=("scalar", "avx2", "avx512")) -> list:
+    """`isa` parameters for pytest.mark.parametrize: a case for an ISA this CPU lacks is skipped,
+    saying so, before its fixtures are built (AUTARK_ISA would run the ISA below it, whose own
+    case runs anyway)."""
+    return [pytest.param(isa, marks=pytest.mark.skipif(
+        cpu_isa(isa) != isa, reason=f"this CPU lacks {isa} (AUTARK_ISA={isa} runs {cpu_isa(isa)}, whose own case ran)"))
+        for isa in isas]
+
+
 def autark_bin_path() -> Path:
     p = Path(os.environ.get("AUTARK_BIN", "target/release/autark"))
     return p if p.is_absolute() else REPO_ROOT / p
