@@ -15,10 +15,31 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/
 fi
 set -e
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+# Build once, then run the test binaries under both CPU models at the same time (each qemu
+# process is single-threaded), each model's output printed after the other's.
+exes=$(cargo test -p autark-kernels --release --target "$target" --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable") and m.get("profile", {}).get("test")]')
+[ -n "$exes" ] || { cargo test -p autark-kernels --release --target "$target" --no-run; echo "FAIL: no test binaries built" >&2; exit 1; }
+logs=target/test-arm
+mkdir -p "$logs"
+run_cpu() {
+  local rc=0
+  for exe in $exes; do
+    qemu-aarch64 -cpu "$1" -L /usr/aarch64-linux-gnu "$exe" --nocapture --test-threads 1 || rc=1
+  done
+  return $rc
+}
+declare -A pid_of=()
 for cpu in max cortex-a53; do
-  echo "== kernels under qemu-aarch64 -cpu $cpu"
-  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -cpu $cpu -L /usr/aarch64-linux-gnu" \
-    cargo test -p autark-kernels --release --target "$target" -- --nocapture --test-threads 1 2>&1 \
-    | grep -E "^test |test result|SKIP|checked|panicked|error"
-  test "${PIPESTATUS[0]}" -eq 0
+  run_cpu "$cpu" >"$logs/$cpu.log" 2>&1 &
+  pid_of[$cpu]=$!
 done
+failed=0
+for cpu in max cortex-a53; do
+  rc=0
+  wait "${pid_of[$cpu]}" || rc=$?
+  echo "== kernels under qemu-aarch64 -cpu $cpu"
+  grep -E "^test |test result|SKIP|checked|panicked|error" "$logs/$cpu.log" || true
+  [ $rc -eq 0 ] || { echo "FAIL: the kernels' tests under qemu-aarch64 -cpu $cpu (log: $logs/$cpu.log)" >&2; failed=1; }
+done
+exit $failed

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the concurrency tests (cli/tests/sessions.rs: six sessions of one model on six threads,
 # cancellation from another thread) under ThreadSanitizer, with the standard library rebuilt
-# instrumented. Needs the nightly toolchain with rust-src; prints SKIP with the reason, and exits
+# instrumented; with them cli/tests/import.rs, in the default (CPU-only) build, which the rest of
+# scripts/test.sh builds with the CUDA backend. Needs the nightly toolchain with rust-src; prints SKIP with the reason, and exits
 # 0, only when those cannot be installed here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +15,5 @@ fi
 set -e
 RUSTFLAGS="-Zsanitizer=thread" TSAN_OPTIONS="halt_on_error=1" \
   cargo +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu --target-dir target/tsan \
-  -p autark-cli --test sessions 2>&1 | grep -E "^test |test result|WARNING: ThreadSanitizer|SUMMARY"
+  -p autark-cli --test sessions --test import 2>&1 | grep -E "^test |test result|WARNING: ThreadSanitizer|SUMMARY"
 test "${PIPESTATUS[0]}" -eq 0
