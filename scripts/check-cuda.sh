@@ -8,23 +8,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # AUTARK_TEST_CARGO_ARGS: the feature set of scripts/test.sh's cargo commands, which hold the
-# CUDA backend (its clippy run linted it; its cargo test built the binary and the test below).
+# CUDA backend: its clippy run linted it, its cargo test built the binary and ran
+# cli/tests/cuda_emu.rs (two and a half minutes here: not run twice).
 if [ -n "${AUTARK_TEST_CARGO_ARGS:-}" ]; then
-  args=($AUTARK_TEST_CARGO_ARGS)
+  cargo build --release -q $AUTARK_TEST_CARGO_ARGS
+  echo "OK: cli/tests/cuda_emu.rs ran in scripts/test.sh's cargo test"
 else
-  args=(-p autark-cli --features cuda)
-  cargo clippy --release -q "${args[@]}" -- -D warnings
+  cargo clippy --release -q -p autark-cli --features cuda -- -D warnings
+  cargo build --release -q -p autark-cli --features cuda
+  # The whole backend on the CPU: a synthetic model through the emulated kernels (cuda/emu/
+  # device.cpp via AUTARK_CUDA_EMU) must give the CPU's greedy text and logits (docs/CUDA.md).
+  if ! emu=$(cargo test --release -q -p autark-cli --features cuda --test cuda_emu -- --nocapture 2>&1); then
+    tail -40 <<<"$emu"
+    echo "FAIL: cli/tests/cuda_emu.rs" >&2
+    exit 1
+  fi
+  grep -E "Δlogit|on both" <<<"$emu" | sed 's/^/  emulated CUDA: /'
+  echo "OK: the CUDA backend on the emulated device gives the CPU's greedy text and logits"
 fi
-cargo build --release -q "${args[@]}"
-# The whole backend on the CPU: a synthetic model through the emulated kernels (cuda/emu/
-# device.cpp via AUTARK_CUDA_EMU) must give the CPU's greedy text and logits (docs/CUDA.md).
-if ! emu=$(cargo test --release -q "${args[@]}" --test cuda_emu -- --nocapture 2>&1); then
-  tail -40 <<<"$emu"
-  echo "FAIL: cli/tests/cuda_emu.rs" >&2
-  exit 1
-fi
-grep -E "Δlogit|on both" <<<"$emu" | sed 's/^/  emulated CUDA: /'
-echo "OK: the CUDA backend on the emulated device gives the CPU's greedy text and logits"
 bin=target/release/autark
 gguf=${AUTARK_TEST_GGUF:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 out=target/check-cuda
