@@ -15,6 +15,10 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/
 fi
 set -e
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+# A target directory of its own: built here with Debian's cross gcc, the kernels crate would get
+# another fingerprint than in the zig builds of scripts/aarch64-build.sh and overwrite theirs, so
+# that the next of those compiled the runtime again (1m25s in CI).
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}/neon
 # Build once, then run the test binaries under both CPU models at the same time (each qemu
 # process is single-threaded), each model's output printed after the other's.
 exes=$(cargo test -p autark-kernels --release --target "$target" --no-run --message-format=json 2>/dev/null \
