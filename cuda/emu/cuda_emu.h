@@ -1,7 +1,8 @@
 // Just enough of CUDA for autark's kernels to run on the CPU (docs/CUDA.md, "How it is checked").
 //
-// Each CUDA thread of a block is a fiber (ucontext) of one OS thread, or, under a sanitizer (which
-// does not follow stack switches) or with -DEMU_OS_THREADS, a std::thread; the blocks of a
+// Each CUDA thread of a block is a fiber (ucontext) of one OS thread (under AddressSanitizer with
+// its fiber annotations, so that it knows which stack is live), or, under ThreadSanitizer or with
+// -DEMU_OS_THREADS, a std::thread; the blocks of a
 // launch run one after another, the threads of a block together. `__syncthreads` is a barrier
 // over the block: with fibers, each thread runs until it reaches the barrier, then the next one
 // runs, and once all have arrived they go on in turn; with OS threads a std::barrier (hundreds of
@@ -18,12 +19,18 @@
 #include <functional>
 #include <vector>
 
-#if !defined(EMU_OS_THREADS) && defined(__SANITIZE_ADDRESS__)
+#if !defined(EMU_OS_THREADS) && defined(__SANITIZE_THREAD__)
 #define EMU_OS_THREADS 1
 #endif
-#if !defined(EMU_OS_THREADS) && defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#endif
+#if defined(__has_feature)
+#if !defined(EMU_OS_THREADS) && __has_feature(thread_sanitizer)
 #define EMU_OS_THREADS 1
+#endif
+#if __has_feature(address_sanitizer)
+#define EMU_ASAN 1
 #endif
 #endif
 #ifdef EMU_OS_THREADS
@@ -32,6 +39,9 @@
 #else
 #include <sys/mman.h>
 #include <ucontext.h>
+#ifdef EMU_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 #include <cstdlib>
 #endif
@@ -68,6 +78,8 @@ struct Fiber {
     ucontext_t ctx;
     dim3 tid, bid;
     bool done = false;
+    char* stack = nullptr;
+    void* asan_fake_stack = nullptr;  // ASan's stack-use-after-return frames, kept while switched out
 };
 
 // Fiber stacks, mapped once and kept for the next launches: 256 KiB each (pages are committed
@@ -90,27 +102,45 @@ inline std::vector<Fiber>* fibers = nullptr;
 inline unsigned current = 0;
 inline std::function<void(Fiber&)> fiber_body;
 
+// AddressSanitizer's fiber protocol: announce the stack about to run before each switch
+// (`fake` null when the fiber leaving ends), confirm it after. The scheduler's stack bounds are
+// learnt when the first fiber starts.
+inline const void* scheduler_stack = nullptr;
+inline size_t scheduler_stack_bytes = 0;
+#ifdef EMU_ASAN
+inline void asan_leave(void** fake, const void* to, size_t bytes) { __sanitizer_start_switch_fiber(fake, to, bytes); }
+inline void asan_enter(void* fake, const void** from, size_t* bytes) { __sanitizer_finish_switch_fiber(fake, from, bytes); }
+#else
+inline void asan_leave(void**, const void*, size_t) {}
+inline void asan_enter(void*, const void**, size_t*) {}
+#endif
+
 // A barrier: back to the scheduler, which resumes this fiber once every other one has arrived.
 inline void sync() {
     Fiber& f = (*fibers)[current];
     f.bid = blockIdx;
+    asan_leave(&f.asan_fake_stack, scheduler_stack, scheduler_stack_bytes);
     swapcontext(&f.ctx, &scheduler);
+    asan_enter(f.asan_fake_stack, nullptr, nullptr);
     threadIdx = f.tid;
     blockIdx = f.bid;
 }
 
 inline void fiber_main() {
+    asan_enter(nullptr, &scheduler_stack, &scheduler_stack_bytes);
     Fiber& f = (*fibers)[current];
     fiber_body(f);
     f.done = true;
+    asan_leave(nullptr, scheduler_stack, scheduler_stack_bytes);  // this fiber's frames are gone
     swapcontext(&f.ctx, &scheduler);  // never resumed
 }
 
 // getcontext and swapcontext return twice: kept out of the launch loop (-Wclobbered).
 [[gnu::noinline]] inline void make_fiber(Fiber& f, dim3 tid, unsigned i) {
     f.tid = tid;
+    f.stack = stack(i);
     getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = stack(i);
+    f.ctx.uc_stack.ss_sp = f.stack;
     f.ctx.uc_stack.ss_size = stack_bytes;
     f.ctx.uc_link = nullptr;
     makecontext(&f.ctx, fiber_main, 0);
@@ -122,7 +152,10 @@ inline void fiber_main() {
     current = k;
     threadIdx = f.tid;
     blockIdx = f.bid;
+    void* fake = nullptr;
+    asan_leave(&fake, f.stack, stack_bytes);
     swapcontext(&scheduler, &f.ctx);
+    asan_enter(fake, nullptr, nullptr);
 }
 }  // namespace emu
 #endif
