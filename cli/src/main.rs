@@ -182,6 +182,10 @@ struct QuantizeArgs {
     /// `autark verify --conformance` compares on any machine; docs/NUMERICS.md).
     #[arg(long)]
     no_conformance: bool,
+    /// Threads that quantize each tensor's rows and run the conformance probe (0 = all cores);
+    /// the file is the same bytes on any number.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Print every tensor's type and RMS error.
     #[arg(short, long)]
     verbose: bool,

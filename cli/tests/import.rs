@@ -244,3 +244,37 @@ fn device_cuda_without_the_feature_says_how_to_build_it() {
         assert_eq!(err.trim_end().lines().count(), 1, "{cmd}: {err}");
     }
 }
+
+#[test]
+fn the_quantized_file_does_not_depend_on_the_thread_count() {
+    // Rows shared out over 1, 2 and 3 threads (3 does not divide the row counts): the same
+    // tensor bytes, the same error report and the same conformance record (the scalar probe,
+    // its pool's helpers running the scalar kernels too).
+    let dir = tmp("threads");
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    write_hf(&model, "LlamaForCausalLM");
+    let mut files = Vec::new();
+    for (threads, dtype) in [1, 2, 3].into_iter().flat_map(|t| [(t, DType::Q4_0), (t, DType::Q5_1)]) {
+        let out = dir.path().join(format!("m-{threads}-{}.autark", dtype.name()));
+        let mut recipe = Recipe::new(dtype).unwrap();
+        recipe.threads = threads;
+        let summary = autark_quantize::quantize(&model, &out, &recipe, &mut |_| {}).unwrap();
+        let report: Vec<(String, u64, u64)> = summary
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.rms_error.to_bits(), t.rel_rms_error.to_bits()))
+            .collect();
+        files.push((threads, dtype, report, AutarkFile::open(&out).unwrap()));
+    }
+    for (threads, dtype, report, f) in &files[2..] {
+        let (_, _, want_report, want) = files.iter().find(|(t, d, ..)| *t == 1 && d == dtype).unwrap();
+        assert_eq!(report, want_report, "{threads} threads, {dtype:?}");
+        assert!(report.iter().any(|(_, rms, _)| *rms != 0), "nothing was re-quantized");
+        assert_eq!(f.metadata().conformance, want.metadata().conformance, "{threads} threads, {dtype:?}");
+        assert_eq!(f.metadata().conformance.as_ref().unwrap().kernels, "scalar");
+        for t in f.tensors() {
+            assert_eq!(f.data(t), want.data(want.tensor(&t.name).unwrap()), "{} on {threads} threads", t.name);
+        }
+    }
+}

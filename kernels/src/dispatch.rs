@@ -45,20 +45,31 @@ thread_local! {
 }
 
 /// Runs `f` with the table of `isa` (or the best below it this CPU has) on the calling thread:
-/// `kernels()` called from this thread gives it until `f` returns (or panics). Other threads,
-/// such as a session's pool helpers, keep the process-wide table, so run one-thread sessions
-/// inside (the quantizer's conformance probe runs the scalar kernels this way).
+/// `kernels()` called from this thread gives it until `f` returns (or panics), and so does it
+/// in the tasks of the pool loops this thread starts meanwhile (`crate::pool`), on whichever
+/// helper runs them; other threads keep the process-wide table. The quantizer's conformance
+/// probe runs the scalar kernels this way, on every core.
 pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
     static TABLES: OnceLock<Vec<Kernels>> = OnceLock::new();
     let tables = TABLES.get_or_init(|| Isa::ALL.iter().map(|&i| Kernels::best(Some(i))).collect());
     let k = &tables[Isa::ALL.iter().position(|&i| i == isa).expect("every ISA is in Isa::ALL")];
+    with_table(Some(k), f)
+}
+
+/// The table `with_isa` set on this thread, if any.
+pub(crate) fn overridden() -> Option<&'static Kernels> {
+    OVERRIDE.with(Cell::get)
+}
+
+/// Runs `f` with `table` as this thread's override (`None`: the process-wide table).
+pub(crate) fn with_table<R>(table: Option<&'static Kernels>, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<&'static Kernels>);
     impl Drop for Restore {
         fn drop(&mut self) {
             OVERRIDE.with(|o| o.set(self.0));
         }
     }
-    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(k))));
+    let _restore = Restore(OVERRIDE.with(|o| o.replace(table)));
     f()
 }
 

@@ -141,6 +141,14 @@ impl Pool {
     }
 
     fn run(&self, n: usize, contiguous: bool, task: &Task<'_>) {
+        // Under `dispatch::with_isa`, the helpers run this loop's tasks with the caller's table.
+        match crate::dispatch::overridden() {
+            Some(table) => self.run_tasks(n, contiguous, &|i| crate::dispatch::with_table(Some(table), || task(i))),
+            None => self.run_tasks(n, contiguous, task),
+        }
+    }
+
+    fn run_tasks(&self, n: usize, contiguous: bool, task: &Task<'_>) {
         let busy = if self.helpers.is_empty() || n < 2 { None } else { self.busy.try_lock().ok() };
         let Some(_busy) = busy else {
             (0..n).for_each(task);
@@ -410,6 +418,32 @@ mod tests {
             });
             assert_eq!(n.load(Ordering::Relaxed), 16);
         }
+    }
+
+    #[test]
+    fn helpers_run_a_loop_with_the_callers_with_isa_table() {
+        use crate::dispatch::{kernels, with_isa};
+        use crate::Isa;
+        let pool = Pool::new(2).unwrap();
+        let caller = std::thread::current().id();
+        let isas: Vec<Mutex<Option<(Isa, bool)>>> = (0..64).map(|_| Mutex::new(None)).collect();
+        let record = |i: usize| {
+            std::thread::sleep(Duration::from_micros(200)); // so that the helper takes a share
+            *isas[i].lock().unwrap() = Some((kernels().isa, std::thread::current().id() == caller));
+        };
+        with_isa(Isa::Scalar, || pool.install(|| for_each(64, &record)));
+        let got: Vec<(Isa, bool)> = isas.iter().map(|m| m.lock().unwrap().expect("every task ran")).collect();
+        assert!(got.iter().any(|&(_, on_caller)| !on_caller), "no task ran on the helper");
+        assert!(got.iter().all(|&(isa, _)| isa == Isa::Scalar), "{got:?}");
+        // Outside `with_isa` the helpers use the process-wide table again.
+        let outside = Mutex::new(Vec::new());
+        pool.install(|| {
+            for_each(64, &|_| {
+                std::thread::sleep(Duration::from_micros(200));
+                outside.lock().unwrap().push(kernels().isa);
+            })
+        });
+        assert!(outside.into_inner().unwrap().iter().all(|&i| i == crate::dispatch::kernels().isa));
     }
 
     #[test]

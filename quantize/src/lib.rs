@@ -501,6 +501,7 @@ pub fn quantize(
     let staged = recipe.conformance.then(|| Staged(autark_format::temp_path(&autark_format::temp_path(output))));
     let mut writer = Writer::create(staged.as_ref().map_or(output, |s| &s.0), &metadata, &specs)?;
     progress(Progress::Start { n_tensors: plan.len() });
+    let threads = if recipe.threads == 0 { autark_kernels::pool::cores() } else { recipe.threads };
     let mut reports = Vec::with_capacity(plan.len());
     let mut out = Vec::new();
     let mut interleaved = Vec::new();
@@ -508,7 +509,7 @@ pub fn quantize(
         progress(Progress::Tensor { index, name: &t.name });
         let raw = src.read(t)?;
         let importance = recipe.importance.as_ref().and_then(|m| m.get(&t.name)).map(Vec::as_slice);
-        let rep = convert(t, *target, recipe.method, importance, raw, &mut out)?;
+        let rep = convert(t, *target, recipe.method, importance, raw, &mut out, threads)?;
         if layout_for(recipe, *target, &t.shape) == TensorLayout::Rows16 {
             let rows = t.shape[0];
             autark_kernels::interleave::interleave(*target, rows, t.shape[1], &out, &mut interleaved)?;
@@ -519,7 +520,7 @@ pub fn quantize(
     }
     writer.finish()?;
     if let Some(staged) = &staged {
-        add_conformance(&staged.0, output)?;
+        add_conformance(&staged.0, output, threads)?;
     }
     let file_bytes = std::fs::metadata(output).map_err(io_err(output))?.len();
     let n_params = plan.iter().map(|(t, _)| t.shape.iter().product::<usize>() as u64).sum();
@@ -535,13 +536,15 @@ impl Drop for Staged {
     }
 }
 
-/// Runs the conformance probe on the model at `staged` with the scalar kernels (one thread) and
-/// writes the file again to `output` with the record in its metadata.
-fn add_conformance(staged: &Path, output: &Path) -> Result<()> {
+/// Runs the conformance probe on the model at `staged` with the scalar kernels (on `threads`;
+/// the bits do not depend on it) and writes the file again to `output` with the record in its
+/// metadata.
+fn add_conformance(staged: &Path, output: &Path, threads: usize) -> Result<()> {
     use autark_runtime::{conformance, Model};
     let model = std::sync::Arc::new(Model::load(staged).map_err(|source| QuantizeError::Conformance { source })?);
-    let record = autark_kernels::dispatch::with_isa(autark_kernels::Isa::Scalar, || conformance::record(&model, 1))
-        .map_err(|source| QuantizeError::Conformance { source })?;
+    let record =
+        autark_kernels::dispatch::with_isa(autark_kernels::Isa::Scalar, || conformance::record(&model, threads))
+            .map_err(|source| QuantizeError::Conformance { source })?;
     let metadata = autark_format::Metadata { conformance: Some(record), ..model.metadata().clone() };
     model.file().rewrite(&metadata, output)?;
     Ok(())
@@ -556,7 +559,9 @@ fn layout_for(recipe: &Recipe, dtype: DType, shape: &[usize]) -> TensorLayout {
     }
 }
 
-/// One tensor from its source bytes into `target` bytes in `out`, with its error report.
+/// One tensor from its source bytes into `target` bytes in `out`, with its error report. The
+/// rows are shared out over `threads` (each row's bytes depend only on the row; the error sums
+/// are added up row by row in order, so the report does not depend on the thread count).
 fn convert(
     t: &SourceTensor,
     target: DType,
@@ -564,6 +569,7 @@ fn convert(
     importance: Option<&[f32]>,
     raw: Vec<u8>,
     out: &mut Vec<u8>,
+    threads: usize,
 ) -> Result<TensorReport> {
     let n: usize = t.shape.iter().product();
     let cols = *t.shape.last().unwrap_or(&1);
@@ -581,11 +587,18 @@ fn convert(
         *out = raw;
         return Ok(report(true, 0.0, 0.0, out.len() as u64));
     }
+    let rows = n.checked_div(cols).unwrap_or(0);
+    let (src_row, dst_row) = (t.dtype.row_bytes(cols)?, target.row_bytes(cols)?);
+    // Rows per thread (at least one; `chunks` needs a non-zero length).
+    let per = rows.div_ceil(threads.max(1)).max(1);
     let mut f = vec![0f32; n];
-    let src_row = t.dtype.row_bytes(cols)?;
-    for (r, dst) in f.chunks_exact_mut(cols).enumerate() {
-        blocks::dequantize_bytes(t.dtype, &raw[r * src_row..(r + 1) * src_row], dst)?;
-    }
+    let jobs = f.chunks_mut((per * cols).max(1)).zip(raw.chunks((per * src_row).max(1)));
+    on_threads(jobs.collect(), |(dst, src)| {
+        for (x, bytes) in dst.chunks_exact_mut(cols.max(1)).zip(src.chunks_exact(src_row.max(1))) {
+            blocks::dequantize_bytes(t.dtype, bytes, x)?;
+        }
+        Ok(())
+    })?;
     drop(raw);
     if let Some(i) = f.iter().position(|v| !v.is_finite()) {
         return Err(QuantizeError::Tensor {
@@ -594,29 +607,51 @@ fn convert(
         });
     }
     out.clear();
-    out.reserve(target.row_bytes(cols)? * (n / cols.max(1)));
-    let mut row = Vec::new();
-    let mut back = vec![0f32; cols];
-    let mut weights = Vec::new();
-    let (mut se, mut ss) = (0f64, 0f64);
-    for x in f.chunks_exact(cols) {
-        match method {
-            Method::Search => {
-                search::row_weights(x, importance.filter(|i| i.len() == cols), &mut weights);
-                search::quantize_bytes_weighted(target, x, &weights, &mut row)?;
+    out.resize(dst_row * rows, 0);
+    // (squared error, squared value) of each row.
+    let mut sums = vec![(0f64, 0f64); rows];
+    let importance = importance.filter(|i| i.len() == cols);
+    let jobs = f.chunks((per * cols).max(1)).zip(out.chunks_mut((per * dst_row).max(1))).zip(sums.chunks_mut(per));
+    on_threads(jobs.collect(), |((xs, dsts), sums)| {
+        let (mut row, mut back, mut weights) = (Vec::new(), vec![0f32; cols], Vec::new());
+        for ((x, dst), sum) in xs.chunks_exact(cols).zip(dsts.chunks_exact_mut(dst_row)).zip(sums) {
+            match method {
+                Method::Search => {
+                    search::row_weights(x, importance, &mut weights);
+                    search::quantize_bytes_weighted(target, x, &weights, &mut row)?;
+                }
+                Method::Rtn => blocks::quantize_bytes(target, x, &mut row)?,
             }
-            Method::Rtn => blocks::quantize_bytes(target, x, &mut row)?,
+            blocks::dequantize_bytes(target, &row, &mut back)?;
+            for (a, b) in x.iter().zip(&back) {
+                sum.0 += ((a - b) as f64).powi(2);
+                sum.1 += (*a as f64).powi(2);
+            }
+            dst.copy_from_slice(&row);
         }
-        blocks::dequantize_bytes(target, &row, &mut back)?;
-        for (a, b) in x.iter().zip(&back) {
-            se += ((a - b) as f64).powi(2);
-            ss += (*a as f64).powi(2);
-        }
-        out.extend_from_slice(&row);
-    }
+        Ok(())
+    })?;
+    let (se, ss) = sums.iter().fold((0f64, 0f64), |(se, ss), (e, s)| (se + e, ss + s));
     let rms = (se / n.max(1) as f64).sqrt();
     let rel = if ss > 0.0 { (se / ss).sqrt() } else { 0.0 };
     Ok(report(false, rms, rel, out.len() as u64))
+}
+
+/// Runs `work` on each job, each on a thread of its own (the first on the calling thread), and
+/// returns the first error.
+fn on_threads<J: Send>(jobs: Vec<J>, work: impl Fn(J) -> Result<()> + Sync) -> Result<()> {
+    let work = &work;
+    std::thread::scope(|s| {
+        let mut jobs = jobs.into_iter();
+        let first = jobs.next();
+        let others: Vec<_> = jobs.map(|j| s.spawn(move || work(j))).collect();
+        let mut result = first.map_or(Ok(()), work);
+        for h in others {
+            let r = h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            result = result.and(r);
+        }
+        result
+    })
 }
 
 fn hash_file(path: &Path) -> Result<SourceFile> {

@@ -61,6 +61,9 @@ pub struct Recipe {
     /// Run the conformance probe with the scalar kernels and store its record in the file
     /// (docs/NUMERICS.md, "Conformance record").
     pub conformance: bool,
+    /// Threads that quantize a tensor's rows and run the conformance probe (0: every core).
+    /// The file's bytes do not depend on it (it is not part of the recorded recipe).
+    pub threads: usize,
 }
 
 impl Recipe {
@@ -78,6 +81,7 @@ impl Recipe {
             keep_source: false,
             interleave: true,
             conformance: true,
+            threads: 0,
         })
     }
 

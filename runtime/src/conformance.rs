@@ -30,8 +30,9 @@ pub fn logits_hash(logits: &[f32]) -> String {
     autark_format::hex(&h.finalize()[..8])
 }
 
-/// Runs the probe with the current kernels (`autark_kernels::dispatch::with_isa` chooses them
-/// for a one-thread run) and returns its record, labelled with the kernel set's name.
+/// Runs the probe with the current kernels (`autark_kernels::dispatch::with_isa` chooses them,
+/// for the session's pool too) on `n_threads` (0: every core) and returns its record, labelled
+/// with the kernel set's name.
 pub fn record(model: &Arc<Model>, n_threads: usize) -> Result<Conformance> {
     let mut probes = Vec::with_capacity(PROMPTS.len());
     for text in PROMPTS {

@@ -22,6 +22,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     }
     recipe.interleave = a.layout == "rows16";
     recipe.conformance = !a.no_conformance;
+    recipe.threads = a.threads;
     if let Some(text) = &a.calibration {
         let (importance, what) = calibrate(input, output, text, a.calibration_tokens)?;
         recipe.importance = Some(Arc::new(importance));
