@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 # Each step's header says how long the suite has run (CI keeps it well under 30 minutes).
 step() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
 scripts/fetch-model.sh
-# llama.cpp's tokenizer (the peer of test_tokenizer_agreement.py; minutes to build on a fresh
-# machine, then cached) builds in the background at the lowest priority, on what the
+# llama.cpp's tokenizer (the peer of test_tokenizer_agreement.py; libllama, under two minutes to
+# build on a fresh machine, then cached) builds in the background at the lowest priority, on what the
 # single-threaded steps (qemu, valgrind, fuzzing) leave idle; the test waits for it if needed.
 if [ -z "${AUTARK_NO_BACKGROUND_PEER:-}" ]; then
   LLAMA_TOKENIZE_TIMEOUT=3600 nice -n 19 scripts/llama-tokenize.sh >/dev/null 2>&1 &

@@ -1,4 +1,5 @@
-"""Token ids of `autark tokenize` against llama.cpp's own tokenizer (`llama-tokenize`, built by
+"""Token ids of `autark tokenize` against llama.cpp's own tokenizer (libllama's `llama_tokenize`, called
+as its `llama-tokenize` tool calls it by tests/peer/llama_tokenize_ids.cpp, built by
 scripts/llama-tokenize.sh) on the same GGUF: the multilingual text of data/eval/ (six languages),
 whitespace runs, emoji, code and chat markup, with special tokens (BOS where the model adds one).
 
@@ -69,8 +70,8 @@ def llama_tokenize(request) -> Path:
 
 
 def peer_ids(peer: Path, gguf: Path, text: str) -> list[int]:
-    r = subprocess.run([str(peer), "-m", str(gguf), "--stdin", "--no-escape", "--ids", "--log-disable"],
-                       input=text.encode(), capture_output=True, timeout=120)
+    # As `llama-tokenize -m GGUF --stdin --no-escape --ids` (tests/peer/llama_tokenize_ids.cpp).
+    r = subprocess.run([str(peer), str(gguf)], input=text.encode(), capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
     return json.loads(r.stdout.decode().strip().splitlines()[-1])
 
