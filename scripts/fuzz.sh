@@ -6,6 +6,7 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]        (default 30)
 #
 # Environment: FUZZ_TARGETS="gguf tokenizer" runs only those; CARGO_BUILD_JOBS limits the build;
+# FUZZ_BUILD_ONLY=1 only builds the targets (scripts/test.sh does that in the background, early);
 # FUZZ_DEV=1 builds the targets unoptimised (cargo fuzz --dev: half the build time, but about
 # 1/20 to 1/100 of the executions per second — too few for the seed corpus in CI's 10 s, so CI
 # keeps the optimised build).
@@ -55,6 +56,7 @@ if ! cargo +nightly fuzz build "${profile[@]}" >"$LOGS/build.log" 2>&1; then
   echo "fuzz: build failed" >&2
   exit 1
 fi
+[ "${FUZZ_BUILD_ONLY:-0}" = 1 ] && exit 0
 
 # One target: replay its regressions, then fuzz. Writes its summary line to $LOGS/$t.summary and
 # returns 1 if it crashed.

@@ -16,12 +16,17 @@ fi
 # Whatever still runs in the background when the suite stops (a failed step) stops with it.
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 # The nightly toolchain (ThreadSanitizer, fuzzing) and cargo-fuzz, installed the same way in the
-# background (on a fresh machine: a download and a minute of compiling); scripts/tsan.sh and
-# scripts/fuzz.sh install what is still missing themselves, after waiting for this.
+# background (on a fresh machine: a download and a minute of compiling), and then, still at the
+# lowest priority, the ThreadSanitizer tests and the fuzz targets built (two sanitizer builds of
+# most of the workspace, four and five minutes on 2 cores alone), on what the steps before them
+# leave idle; the TSan and fuzz steps come last, after waiting for this, and build what is still
+# missing themselves (a failed background build is built, and reported, again there).
 mkdir -p target
 ( nice -n 19 bash -c 'rustup run nightly rustc --version || rustup toolchain install nightly --profile minimal
   rustup component add rust-src --toolchain nightly
-  cargo +nightly fuzz --version || cargo install cargo-fuzz --locked' ) >target/nightly-tools.log 2>&1 &
+  cargo +nightly fuzz --version || cargo install cargo-fuzz --locked
+  TSAN_BUILD_ONLY=1 scripts/tsan.sh
+  FUZZ_BUILD_ONLY=1 scripts/fuzz.sh' ) >target/nightly-tools.log 2>&1 &
 nightly_tools=$!
 python3 -c "import gguf, numpy, pytest, tokenizers, jinja2, safetensors, sentencepiece, openai" 2>/dev/null \
   || python3 -m pip install --quiet -r tests/requirements.txt
@@ -61,11 +66,6 @@ step "bindings cross-built for aarch64"
 scripts/cross-aarch64.sh
 step "conformance records written here, reproduced on aarch64 under qemu (NEON, NEON + dotprod)"
 scripts/conformance-arm.sh
-wait $nightly_tools || true
-step "concurrency tests under ThreadSanitizer"
-scripts/tsan.sh
-step "fuzzing (short runs; scripts/fuzz.sh 600 for the full ten minutes per target)"
-scripts/fuzz.sh 10
 step "ggml's reference quantizers, the oracle of tests/python/test_ggml_quants.py"
 scripts/ggml-oracle.sh
 step "pytest"
@@ -75,4 +75,10 @@ valgrind_rc=0
 wait $valgrind_pytest || valgrind_rc=$?
 cat target/pytest-valgrind.log
 [ $valgrind_rc -eq 0 ]
+step "waiting for the sanitizer builds (background, lowest priority; log: target/nightly-tools.log)"
+wait $nightly_tools || true
+step "concurrency tests under ThreadSanitizer"
+scripts/tsan.sh
+step "fuzzing (short runs; scripts/fuzz.sh 600 for the full ten minutes per target)"
+scripts/fuzz.sh 10
 step "done"

@@ -3,7 +3,8 @@
 # cancellation from another thread) under ThreadSanitizer, with the standard library rebuilt
 # instrumented; with them cli/tests/import.rs, in the default (CPU-only) build, which the rest of
 # scripts/test.sh builds with the CUDA backend. Needs the nightly toolchain with rust-src; prints SKIP with the reason, and exits
-# 0, only when those cannot be installed here.
+# 0, only when those cannot be installed here. TSAN_BUILD_ONLY=1 only builds the tests (what
+# scripts/test.sh does in the background, early, so that this step later finds them built).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
@@ -13,7 +14,10 @@ if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q
   rustup component add rust-src --toolchain nightly >/dev/null 2>&1 || { echo "SKIP tsan: cannot install rust-src for nightly"; exit 0; }
 fi
 set -e
+args=(-Zbuild-std --target x86_64-unknown-linux-gnu --target-dir target/tsan -p autark-cli --test sessions --test import)
+if [ "${TSAN_BUILD_ONLY:-0}" = 1 ]; then
+  RUSTFLAGS="-Zsanitizer=thread" exec cargo +nightly test --no-run "${args[@]}"
+fi
 RUSTFLAGS="-Zsanitizer=thread" TSAN_OPTIONS="halt_on_error=1" \
-  cargo +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu --target-dir target/tsan \
-  -p autark-cli --test sessions --test import 2>&1 | grep -E "^test |test result|WARNING: ThreadSanitizer|SUMMARY"
+  cargo +nightly test "${args[@]}" 2>&1 | grep -E "^test |test result|WARNING: ThreadSanitizer|SUMMARY"
 test "${PIPESTATUS[0]}" -eq 0
