@@ -24,7 +24,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 mkdir -p target
 ( nice -n 19 bash -c 'rustup run nightly rustc --version || rustup toolchain install nightly --profile minimal
   rustup component add rust-src --toolchain nightly
-  cargo +nightly fuzz --version || cargo install cargo-fuzz --locked
+  cargo +nightly fuzz --version || cargo install cargo-fuzz --locked --debug
   TSAN_BUILD_ONLY=1 scripts/tsan.sh
   FUZZ_BUILD_ONLY=1 scripts/fuzz.sh' ) >target/nightly-tools.log 2>&1 &
 nightly_tools=$!
