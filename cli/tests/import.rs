@@ -21,12 +21,18 @@ fn bin() -> PathBuf {
 mod common;
 use common::*;
 
+/// The synthetic Llama model as a Hugging Face folder `name` under `dir`.
+fn llama_folder(dir: &std::path::Path, name: &str) -> PathBuf {
+    let model = dir.join(name);
+    std::fs::create_dir(&model).unwrap();
+    write_hf(&model, "LlamaForCausalLM");
+    model
+}
+
 #[test]
 fn sharded_bf16_folder_imports_with_source_shapes() {
     let dir = tmp("hf");
-    let model = dir.path().join("model");
-    std::fs::create_dir(&model).unwrap();
-    write_hf(&model, "LlamaForCausalLM");
+    let model = llama_folder(dir.path(), "model");
     let out = dir.path().join("m.autark");
     let summary = autark_quantize::quantize(&model, &out, &Recipe::new(DType::Q8_0).unwrap(), &mut |_| {}).unwrap();
     assert_eq!(summary.tensors.len(), hf_tensors().len());
@@ -165,9 +171,7 @@ fn hostile_inputs_give_typed_errors_and_keep_output() {
     assert_clean_failure(&o, "output is input");
     // Corrupted .autark files for inspect / run / verify.
     let good = dir.path().join("good.autark");
-    let model = dir.path().join("okmodel");
-    std::fs::create_dir(&model).unwrap();
-    write_hf(&model, "LlamaForCausalLM");
+    let model = llama_folder(dir.path(), "okmodel");
     autark_quantize::quantize(&model, &good, &Recipe::new(DType::Q4_0).unwrap(), &mut |_| {}).unwrap();
     let bytes = std::fs::read(&good).unwrap();
     for (what, cut) in [("truncated", bytes.len() / 2), ("header only", 128), ("empty", 0)] {
@@ -251,9 +255,7 @@ fn the_quantized_file_does_not_depend_on_the_thread_count() {
     // tensor bytes, the same error report and the same conformance record (the scalar probe,
     // its pool's helpers running the scalar kernels too).
     let dir = tmp("threads");
-    let model = dir.path().join("model");
-    std::fs::create_dir(&model).unwrap();
-    write_hf(&model, "LlamaForCausalLM");
+    let model = llama_folder(dir.path(), "model");
     let mut files = Vec::new();
     for (threads, dtype) in [1, 2, 3].into_iter().flat_map(|t| [(t, DType::Q4_0), (t, DType::Q5_1)]) {
         let out = dir.path().join(format!("m-{threads}-{}.autark", dtype.name()));

@@ -19,6 +19,7 @@ use autark_format::{
     expected_tensors, Architecture, ExpectedTensor, FfnActivation, Metadata, ModelConfig, Provenance, RopeLayout,
     SourceFile, TensorSpec, TokenizerMeta, Writer,
 };
+use autark_kernels::pool::{for_each_chunks2, Pool};
 use autark_kernels::{blocks, DType, TensorLayout};
 use sha2::{Digest, Sha256};
 
@@ -502,6 +503,9 @@ pub fn quantize(
     let mut writer = Writer::create(staged.as_ref().map_or(output, |s| &s.0), &metadata, &specs)?;
     progress(Progress::Start { n_tensors: plan.len() });
     let threads = if recipe.threads == 0 { autark_kernels::pool::cores() } else { recipe.threads };
+    // The rows of each tensor go over the kernels' fork-join pool (one thread if no helper can
+    // be started).
+    let pool = Pool::new(threads).or_else(|_| Pool::new(1)).map_err(io_err(output))?;
     let mut reports = Vec::with_capacity(plan.len());
     let mut out = Vec::new();
     let mut interleaved = Vec::new();
@@ -509,7 +513,7 @@ pub fn quantize(
         progress(Progress::Tensor { index, name: &t.name });
         let raw = src.read(t)?;
         let importance = recipe.importance.as_ref().and_then(|m| m.get(&t.name)).map(Vec::as_slice);
-        let rep = convert(t, *target, recipe.method, importance, raw, &mut out, threads)?;
+        let rep = pool.install(|| convert(t, *target, recipe.method, importance, raw, &mut out))?;
         if layout_for(recipe, *target, &t.shape) == TensorLayout::Rows16 {
             let rows = t.shape[0];
             autark_kernels::interleave::interleave(*target, rows, t.shape[1], &out, &mut interleaved)?;
@@ -560,8 +564,9 @@ fn layout_for(recipe: &Recipe, dtype: DType, shape: &[usize]) -> TensorLayout {
 }
 
 /// One tensor from its source bytes into `target` bytes in `out`, with its error report. The
-/// rows are shared out over `threads` (each row's bytes depend only on the row; the error sums
-/// are added up row by row in order, so the report does not depend on the thread count).
+/// rows are shared out over the current pool (each row's bytes depend only on the row; the
+/// error sums are added up row by row in order, so the report does not depend on the thread
+/// count; of several failing rows, the first row's error is returned).
 fn convert(
     t: &SourceTensor,
     target: DType,
@@ -569,7 +574,6 @@ fn convert(
     importance: Option<&[f32]>,
     raw: Vec<u8>,
     out: &mut Vec<u8>,
-    threads: usize,
 ) -> Result<TensorReport> {
     let n: usize = t.shape.iter().product();
     let cols = *t.shape.last().unwrap_or(&1);
@@ -589,16 +593,12 @@ fn convert(
     }
     let rows = n.checked_div(cols).unwrap_or(0);
     let (src_row, dst_row) = (t.dtype.row_bytes(cols)?, target.row_bytes(cols)?);
-    // Rows per thread (at least one; `chunks` needs a non-zero length).
-    let per = rows.div_ceil(threads.max(1)).max(1);
+    let first_error = FirstError::default();
     let mut f = vec![0f32; n];
-    let jobs = f.chunks_mut((per * cols).max(1)).zip(raw.chunks((per * src_row).max(1)));
-    on_threads(jobs.collect(), |(dst, src)| {
-        for (x, bytes) in dst.chunks_exact_mut(cols.max(1)).zip(src.chunks_exact(src_row.max(1))) {
-            blocks::dequantize_bytes(t.dtype, bytes, x)?;
-        }
-        Ok(())
-    })?;
+    for_each_chunks2(&mut f, cols, &mut [0u8; 0], 0, rows, true, &|r, x, _| {
+        first_error.keep(r, blocks::dequantize_bytes(t.dtype, &raw[r * src_row..(r + 1) * src_row], x));
+    });
+    first_error.take()?;
     drop(raw);
     if let Some(i) = f.iter().position(|v| !v.is_finite()) {
         return Err(QuantizeError::Tensor {
@@ -611,47 +611,53 @@ fn convert(
     // (squared error, squared value) of each row.
     let mut sums = vec![(0f64, 0f64); rows];
     let importance = importance.filter(|i| i.len() == cols);
-    let jobs = f.chunks((per * cols).max(1)).zip(out.chunks_mut((per * dst_row).max(1))).zip(sums.chunks_mut(per));
-    on_threads(jobs.collect(), |((xs, dsts), sums)| {
+    for_each_chunks2(out, dst_row, &mut sums, 1, rows, true, &|r, dst, sum| {
+        let x = &f[r * cols..(r + 1) * cols];
         let (mut row, mut back, mut weights) = (Vec::new(), vec![0f32; cols], Vec::new());
-        for ((x, dst), sum) in xs.chunks_exact(cols).zip(dsts.chunks_exact_mut(dst_row)).zip(sums) {
-            match method {
-                Method::Search => {
-                    search::row_weights(x, importance, &mut weights);
-                    search::quantize_bytes_weighted(target, x, &weights, &mut row)?;
-                }
-                Method::Rtn => blocks::quantize_bytes(target, x, &mut row)?,
+        let quantized = match method {
+            Method::Search => {
+                search::row_weights(x, importance, &mut weights);
+                search::quantize_bytes_weighted(target, x, &weights, &mut row)
             }
-            blocks::dequantize_bytes(target, &row, &mut back)?;
+            Method::Rtn => blocks::quantize_bytes(target, x, &mut row),
+        };
+        let checked = quantized.and_then(|()| blocks::dequantize_bytes(target, &row, &mut back));
+        if first_error.keep(r, checked) {
             for (a, b) in x.iter().zip(&back) {
-                sum.0 += ((a - b) as f64).powi(2);
-                sum.1 += (*a as f64).powi(2);
+                sum[0].0 += ((a - b) as f64).powi(2);
+                sum[0].1 += (*a as f64).powi(2);
             }
             dst.copy_from_slice(&row);
         }
-        Ok(())
-    })?;
+    });
+    first_error.take()?;
     let (se, ss) = sums.iter().fold((0f64, 0f64), |(se, ss), (e, s)| (se + e, ss + s));
     let rms = (se / n.max(1) as f64).sqrt();
     let rel = if ss > 0.0 { (se / ss).sqrt() } else { 0.0 };
     Ok(report(false, rms, rel, out.len() as u64))
 }
 
-/// Runs `work` on each job, each on a thread of its own (the first on the calling thread), and
-/// returns the first error.
-fn on_threads<J: Send>(jobs: Vec<J>, work: impl Fn(J) -> Result<()> + Sync) -> Result<()> {
-    let work = &work;
-    std::thread::scope(|s| {
-        let mut jobs = jobs.into_iter();
-        let first = jobs.next();
-        let others: Vec<_> = jobs.map(|j| s.spawn(move || work(j))).collect();
-        let mut result = first.map_or(Ok(()), work);
-        for h in others {
-            let r = h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            result = result.and(r);
+/// The error of the lowest-numbered failing row of a parallel loop.
+#[derive(Default)]
+struct FirstError(std::sync::Mutex<Option<(usize, QuantizeError)>>);
+
+impl FirstError {
+    /// Keeps row `r`'s error if it is the first so far; true if `result` is Ok.
+    fn keep<E: Into<QuantizeError>>(&self, r: usize, result: std::result::Result<(), E>) -> bool {
+        let Err(e) = result else { return true };
+        let mut first = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if first.as_ref().is_none_or(|(k, _)| r < *k) {
+            *first = Some((r, e.into()));
         }
-        result
-    })
+        false
+    }
+
+    fn take(&self) -> Result<()> {
+        match self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
 }
 
 fn hash_file(path: &Path) -> Result<SourceFile> {
