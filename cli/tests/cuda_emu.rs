@@ -107,6 +107,9 @@ fn a_synthetic_model_decoded_through_the_emulated_cuda_kernels_gives_the_cpu_tex
         let mut emu: Vec<(&str, &OsStr)> = vec![("AUTARK_CUDA_EMU", lib.as_os_str())];
         if i == 2 {
             emu.push(("AUTARK_CUDA_WEIGHTS", OsStr::new("device")));
+            // Copied through a small staging buffer: every matrix in several chunks of 500
+            // bytes (no multiple of a block), alternating between the buffer's halves.
+            emu.push(("AUTARK_CUDA_STAGING", OsStr::new("1000")));
         }
         // Generation through `autark run` on both architectures (the logits below cover the
         // other types, at less emulation time).

@@ -91,6 +91,7 @@ inline bool emu_dispatch(const char* name, dim3 g, dim3 b, const uint64_t* a) {
     else if (k == "attention_merge_f32")
         emu_launch(attention_merge_f32, g, b, ptr<float>(a, 0), ptr<const float>(a, 1), i32(a, 2), i32(a, 3), i32(a, 4));
     else if (k == "select_rows_f32") emu_launch(select_rows_f32, g, b, ptr<float>(a, 0), ptr<const int>(a, 1), i32(a, 2), i32(a, 3));
+    else if (k == "argmax_f32") emu_launch(argmax_f32, g, b, ptr<const float>(a, 0), i32(a, 1), ptr<int>(a, 2));
     else return false;
     return true;
 }

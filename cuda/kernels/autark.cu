@@ -673,3 +673,44 @@ extern "C" __global__ void select_rows_f32(float* buf, const int* rows, int n, i
         __syncthreads();
     }
 }
+
+// out[0] = the index of the first maximum of x[0..n], as autark_kernels::ops::argmax: NaN and
+// −∞ never count, and 0 when nothing does (greedy decoding on the device: only this index comes
+// back, not the logits). One thread block: each thread keeps the first maximum of its strided
+// share, then the larger value wins, the lower index on ties. NONE marks "nothing yet" (its
+// value, −FLT_MAX, is then no candidate: a real −FLT_MAX beats it on the index).
+#define ARGMAX_NONE 0x7fffffff
+__device__ __forceinline__ void argmax_keep(float& v, int& idx, float ov, int oi) {
+    if (ov > v || (ov == v && oi < idx)) {
+        v = ov;
+        idx = oi;
+    }
+}
+extern "C" __global__ void argmax_f32(const float* x, int n, int* out) {
+    __shared__ float wv[32];
+    __shared__ int wi[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    float v = -3.402823466e38f;
+    int idx = ARGMAX_NONE;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float y = x[i];
+        if (y > v || (y == v && idx == ARGMAX_NONE)) {
+            v = y;
+            idx = i;
+        }
+    }
+    for (int m = 16; m > 0; m >>= 1) {
+        const float ov = __shfl_xor_sync(FULL_MASK, v, m);
+        const int oi = __shfl_xor_sync(FULL_MASK, idx, m);
+        argmax_keep(v, idx, ov, oi);
+    }
+    if (lane == 0) {
+        wv[warp] = v;
+        wi[warp] = idx;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int k = 1; k < warps; k++) argmax_keep(v, idx, wv[k], wi[k]);
+        out[0] = idx == ARGMAX_NONE ? 0 : idx;
+    }
+}

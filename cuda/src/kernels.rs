@@ -93,6 +93,7 @@ pub fn names() -> Vec<&'static str> {
         "attention_split_f16kv",
         "attention_merge_f32",
         "select_rows_f32",
+        "argmax_f32",
     ];
     ["quantize_act"]
         .into_iter()
@@ -180,7 +181,7 @@ pub fn attention_split(rows: usize, heads: usize, chunks: usize) -> Launch {
     Launch { grid: [rows as u32, heads as u32, chunks as u32], block: [128, 1, 1] }
 }
 
-/// One thread block (row selection, in order).
+/// One thread block (row selection, in order; the argmax of a row).
 pub fn single_block() -> Launch {
     Launch { grid: [1, 1, 1], block: [F32_THREADS, 1, 1] }
 }

@@ -481,6 +481,20 @@ impl Gpu {
         let args = [Arg::P(buf.at(0, buf.len())), Arg::P(rows.at(0, n * 4)), int(n), int(width)];
         self.launch("select_rows_f32", kernels::single_block(), &args)
     }
+
+    /// `out` (an i32) = the index of the first maximum of floats `first..first + n` of `x`, as
+    /// `autark_kernels::ops::argmax` (NaN and −∞ never count; 0 when nothing does).
+    pub fn argmax(&self, x: &Mem, first: usize, n: usize, out: &Mem) -> Result<(), CudaError> {
+        let args = [Arg::P(x.f32s(first, n)), int(n), Arg::P(out.at(0, 4))];
+        self.launch("argmax_f32", kernels::single_block(), &args)
+    }
+
+    /// The i32 at the start of `src` (waits for the work before it).
+    pub fn read_i32(&self, src: &Mem) -> Result<i32, CudaError> {
+        let mut b = [0u8; 4];
+        self.read(src, 0, &mut b)?;
+        Ok(i32::from_le_bytes(b))
+    }
 }
 
 /// Whether long contexts run the split attention (`AUTARK_CUDA_SPLIT_ATTENTION=0` turns it off,
@@ -527,6 +541,14 @@ impl Drop for Pinned {
 }
 
 impl Pinned {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: `ptr` is a live allocation of `len` bytes owned by `self`, borrowed mutably.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
@@ -591,6 +613,35 @@ impl Gpu {
         // Zeroed, so that no uninitialised byte is ever read.
         p.bytes_mut().fill(0);
         Ok(p)
+    }
+
+    /// A copy of `bytes` in device memory, through the page-locked `staging`: chunks of half
+    /// its size, each written into one half while the copy of the previous chunk (from the
+    /// other half) runs, so an upload holds no host memory beyond the source and `staging`
+    /// however large the tensor, and reads the source once. Returns once the copy is done.
+    pub fn upload_staged(&self, bytes: &[u8], staging: &mut Pinned) -> Result<Mem, CudaError> {
+        let m = self.alloc(bytes.len())?;
+        let half = staging.len / 2;
+        assert!(half > 0, "a staging buffer of at least 2 bytes");
+        for (i, chunk) in bytes.chunks(half).enumerate() {
+            let at = (i % 2) * half;
+            // This half's last copy (chunk i − 2) finished at the previous chunk's wait.
+            staging.bytes_mut()[at..at + chunk.len()].copy_from_slice(chunk);
+            // Chunk i − 1's copy, from the other half, is done after this; then chunk i's starts.
+            self.synchronize()?;
+            self.copy_pinned(staging, at, &m, i * half, chunk.len())?;
+        }
+        self.synchronize()?;
+        Ok(m)
+    }
+
+    /// Waits until the stream's work is done.
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        match &self.engine {
+            Engine::Cuda { stream, .. } => stream.synchronize().map_err(drv("cuStreamSynchronize")),
+            // The emulated device runs every operation before `submit` returns.
+            Engine::Emu(_) => Ok(()),
+        }
     }
 
     /// Enqueues a copy of `bytes` bytes from `src` at `src_offset` to `dst` at `dst_offset`.

@@ -2,7 +2,7 @@
 //! with `cuda/emu/cuda_emu.h`, under AddressSanitizer and UBSan, for the `__dp4a` path
 //! (`__CUDA_ARCH__` 610) and the Jetson Nano path (530), against the scalar CPU kernels on
 //! every case of `autark_cuda::check`; and the f32 kernels of a forward pass (RMSNorm, adds,
-//! gating, RoPE, KV store, attention, row selection) against `autark_kernels::ops` and an f64
+//! gating, RoPE, KV store, attention, row selection, argmax) against `autark_kernels::ops` and an f64
 //! attention reference, with the launch geometry of `autark_cuda::kernels`. Needs a C++20
 //! compiler (`CXX`, else `g++`).
 
@@ -384,6 +384,46 @@ fn f32_ops(exe: &Path, dir: &Path, arch: u32) -> Vec<String> {
         &[A::B(0), A::B(1), A::I(2), A::I(width)],
     );
     check(close("select_rows_f32", &floats(&out[0]), &want, 0.0));
+
+    // Argmax against `ops::argmax`: a vocabulary-sized row (no multiple of the block), the
+    // maximum repeated (the first wins, in another thread's share than the later copies),
+    // NaNs and −∞ around it, rows shorter than a warp, and rows where nothing counts.
+    let mut vocab = rng.vec(49_157, 10.0);
+    let m = vocab.iter().fold(f32::MIN, |a, &b| a.max(b)) + 1.0;
+    for i in [40_001, 300, 45_000] {
+        vocab[i] = m;
+    }
+    vocab[7] = f32::NAN;
+    vocab[8] = f32::INFINITY.copysign(-1.0);
+    let mut nan_first = rng.vec(1000, 1.0);
+    nan_first[0] = f32::NAN;
+    nan_first[999] = 50.0;
+    let rows: Vec<(&str, Vec<f32>)> = vec![
+        ("a vocabulary row with ties", vocab),
+        ("a NaN first", nan_first),
+        ("five values", rng.vec(5, 1.0)),
+        ("one value", vec![-3.0]),
+        ("the largest negative value", vec![f32::NEG_INFINITY, f32::MIN, f32::MIN]),
+        ("signed zeros", vec![-1.0, -0.0, 0.0, -0.0]),
+        ("NaN and −∞ only", vec![f32::NAN, f32::NEG_INFINITY, f32::NAN]),
+        ("−∞ only", vec![f32::NEG_INFINITY; 300]),
+    ];
+    for (what, x) in rows {
+        let out = op(
+            exe,
+            dir,
+            &t("argmax"),
+            "argmax_f32",
+            kernels::single_block(),
+            &[bytes(&x), ints(&[-1])],
+            &[A::B(0), A::I(x.len()), A::B(1)],
+        );
+        let got = i32::from_le_bytes(out[1][..4].try_into().unwrap());
+        let want = ops::argmax(&x) as i32;
+        if got != want {
+            check(Err(format!("argmax_f32, {what}: index {got}, the CPU picks {want}")));
+        }
+    }
     fails
 }
 

@@ -4,7 +4,8 @@
 //! the file mapping (no host copy of the weights); matrices keep the file's bytes and layout.
 //! On an integrated GPU the matrices are instead read in place from the mapping (`map_weights`).
 //! The embedding rows of a batch are dequantized on the host (a few rows) into page-locked
-//! staging and copied up; the output head runs on the device and only the logits come back.
+//! staging and copied up; the output head runs on the device and only the logits come back —
+//! or, when decoding greedily (`set_argmax`), only the index of their maximum.
 //! One-token passes are captured into a CUDA graph once and replayed (`Mode`).
 //!
 //! What it runs: matrices of every stored type (q4_0, q4_1 and q8_0 row-major or `rows16`;
@@ -27,6 +28,18 @@ use crate::error::{Result, RuntimeError};
 use crate::forward::rope_tables;
 use crate::kv::KvCache;
 use crate::model::{Model, T};
+
+/// The weights' staging buffer for copies to the device: `AUTARK_CUDA_STAGING` bytes (at least
+/// 64), else 16 MiB — two halves, one filled while the other's copy runs.
+fn staging_bytes() -> Result<usize> {
+    match std::env::var("AUTARK_CUDA_STAGING") {
+        Err(_) => Ok(16 << 20),
+        Ok(v) => v.parse::<usize>().ok().filter(|&b| b >= 64).ok_or_else(|| RuntimeError::InvalidArgument {
+            name: "AUTARK_CUDA_STAGING",
+            what: format!("{v:?}: expected a number of bytes, at least 64"),
+        }),
+    }
+}
 
 impl From<CudaError> for RuntimeError {
     fn from(e: CudaError) -> Self {
@@ -100,6 +113,14 @@ pub(crate) struct Cuda {
     rows: Mem,
     /// The output head's rows for a batch (n_batch × vocab).
     logits: Mem,
+    /// Rows of `logits` the last pass wrote (its last row is the last token's).
+    logits_rows: usize,
+    /// Greedy decoding on the device (`set_argmax`): a pass ends with `argmax_f32` over its last
+    /// row into `argmax` (one i32), and only that index comes back (`take_argmax`); the logits
+    /// stay in device memory until `read_logits`.
+    want_argmax: bool,
+    argmax: Mem,
+    picked: Option<u32>,
     host: Vec<f32>,
     embd_row: Vec<f32>,
     n_ctx: usize,
@@ -153,9 +174,20 @@ impl Cuda {
         let width = Buf::widths(&c);
         let map = Self::map_weights(&gpu, &model)?;
         let file_start = model.file().bytes().as_ptr() as usize;
+        // Copies go through one bounded page-locked staging buffer (allocated at the first
+        // copy, freed when the weights are up): host memory does not double, whatever the model.
+        let staging_bytes = staging_bytes()?;
+        let mut staging: Option<Pinned> = None;
+        let mut copy = |bytes: &[u8]| -> Result<Mem> {
+            let st = match &mut staging {
+                Some(st) => st,
+                None => staging.insert(gpu.alloc_pinned(staging_bytes)?),
+            };
+            Ok(gpu.upload_staged(bytes, st)?)
+        };
         // A matrix keeps its bytes and layout, with the GEMV kernel that reads them (copied to
         // the device, or read in place from the mapping); a vector (norm, bias) is f32.
-        let upload = |i: T, matrix: bool| -> Result<DevTensor> {
+        let mut upload = |i: T, matrix: bool| -> Result<DevTensor> {
             if !matrix {
                 let v = model.vector(i);
                 return Ok(DevTensor { mem: gpu.upload_f32(v)?, gemv: None, rows: 1, cols: v.len() });
@@ -172,7 +204,7 @@ impl Cuda {
             let (gemv, mem) = match Gemv::of(w.dtype, w.layout) {
                 Some(gemv) => match &map {
                     Some(map) => (gemv, map.mem(w.data.as_ptr() as usize - file_start, w.data.len())),
-                    None => (gemv, gpu.upload(w.data)?),
+                    None => (gemv, copy(w.data)?),
                 },
                 // `rows16` of a type whose GEMV reads rows only (q5_*, the K-quants): the row-major
                 // bytes, rebuilt one tensor at a time and copied to the device.
@@ -180,7 +212,7 @@ impl Cuda {
                     let gemv = Gemv::of(w.dtype, TensorLayout::RowMajor).ok_or_else(no_kernel)?;
                     let mut rows = Vec::new();
                     autark_kernels::interleave::deinterleave(w.dtype, w.rows, w.cols, w.data, &mut rows)?;
-                    (gemv, gpu.upload(&rows)?)
+                    (gemv, copy(&rows)?)
                 }
                 None => return Err(no_kernel()),
             };
@@ -194,6 +226,7 @@ impl Cuda {
         }
         weights[model.output] = Some(upload(model.output, true)?);
         weights[model.output_norm] = Some(upload(model.output_norm, false)?);
+        drop(staging);
 
         let table = |theta: f32, scaled: bool| -> Result<(Mem, Mem)> {
             let (cos, sin) = rope_tables(&c, theta, scaled, n_ctx);
@@ -224,6 +257,10 @@ impl Cuda {
             graphs: std::env::var("AUTARK_CUDA_GRAPHS").map_or(true, |v| v != "0"),
             rows: gpu.alloc(n_batch * 4)?,
             logits: gpu.alloc(n_batch * c.vocab_size * 4)?,
+            logits_rows: 0,
+            want_argmax: false,
+            argmax: gpu.alloc(4)?,
+            picked: None,
             host: Vec::new(),
             embd_row: vec![0.0; c.d_model],
             bufs,
@@ -327,6 +364,23 @@ impl Cuda {
             Err(e) if explicit.is_some() => Err(e.into()),
             Err(_) => Ok(None),
         }
+    }
+
+    /// Whether passes end with the argmax on the device instead of copying the logits back.
+    pub fn set_argmax(&mut self, on: bool) {
+        self.want_argmax = on;
+        self.picked = None;
+    }
+
+    /// The last pass's argmax, when `set_argmax` asked for it.
+    pub fn take_argmax(&mut self) -> Option<u32> {
+        self.picked.take()
+    }
+
+    /// The last pass's last row of logits (left on the device by an argmax pass).
+    pub fn read_logits(&self, out: &mut [f32]) -> Result<()> {
+        let row = self.logits_rows.saturating_sub(1) * out.len();
+        Ok(self.gpu.read_f32(&self.logits, row, out)?)
     }
 
     fn keep(&mut self, r: std::result::Result<(), CudaError>) {
@@ -582,6 +636,15 @@ impl Backend for Cuda {
                 self.graph = Some(graph);
             }
             Mode::Replay => self.graph.as_ref().expect("captured").launch()?,
+        }
+        self.logits_rows = n;
+        if self.want_argmax {
+            // After the graph (not in it), so one-token passes share one graph either way.
+            let vocab = self.model.config().vocab_size;
+            self.gpu.argmax(&self.logits, n.saturating_sub(1) * vocab, vocab, &self.argmax)?;
+            let i = self.gpu.read_i32(&self.argmax)?;
+            self.picked = Some(u32::try_from(i).map_err(|_| RuntimeError::Device(format!("argmax gave {i}")))?);
+            return Ok(());
         }
         Ok(self.gpu.read_f32(&self.logits, 0, out)?)
     }

@@ -136,7 +136,10 @@ impl Session {
         let mut draft = self.draft.take();
         let r = self.run_with(state, params, on_piece, draft.as_deref_mut());
         self.draft = draft;
-        r
+        // Greedy steps on a GPU left the last logits on the device (`eval_argmax`).
+        let synced = self.sync_logits();
+        let stats = r?;
+        synced.map(|()| stats)
     }
 
     /// With speculative decoding, the cache may hold drafted tokens after the `verified` ones:
@@ -178,6 +181,10 @@ impl Session {
         let mut pending = state.held;
         let mut guide = state.guide;
         let (mut generated, mut shifted) = (0, 0);
+        // Plain greedy decoding on a GPU: each step's argmax runs on the device after the pass
+        // and only the token comes back (`Session::eval_argmax`), picked as `sampler` would.
+        let device_argmax = self.on_gpu() && params.sampler.is_greedy() && guide.is_none() && !spec.active();
+        let mut ahead: Option<u32> = None;
         let stop = loop {
             if self.take_cancel() {
                 break StopReason::Cancelled;
@@ -185,7 +192,9 @@ impl Session {
             if generated >= params.max_tokens {
                 break StopReason::MaxTokens;
             }
-            let next = {
+            let next = if let Some(t) = ahead.take() {
+                t
+            } else {
                 let logits = match row {
                     Some(i) => &rows[i * vocab..(i + 1) * vocab],
                     None => self.logits(),
@@ -267,7 +276,11 @@ impl Session {
             }
             let t = Instant::now();
             if drafts.is_empty() {
-                eval_ahead(self, &[next], &mut guide)?;
+                if device_argmax {
+                    ahead = Some(self.eval_argmax(&[next])?);
+                } else {
+                    eval_ahead(self, &[next], &mut guide)?;
+                }
                 row = None;
             } else {
                 context.truncate(verified + 1);

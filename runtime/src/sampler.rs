@@ -22,6 +22,12 @@ pub struct SamplerParams {
 }
 
 impl SamplerParams {
+    /// Greedy with nothing before it in the chain: the next token is the logits' first maximum
+    /// (`autark_kernels::ops::argmax`), whatever the history.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 && self.repeat_penalty == 1.0
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |name, what: String| Err(RuntimeError::InvalidArgument { name, what });
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
@@ -106,7 +112,7 @@ impl Sampler {
     fn weigh(&mut self, logits: &[f32], history: &[u32]) -> Option<f32> {
         let p = self.params;
         self.cand.clear();
-        if p.temperature <= 0.0 && p.repeat_penalty == 1.0 {
+        if p.is_greedy() {
             // Greedy: the first maximum (NaN never), without building the candidates.
             let best = autark_kernels::ops::argmax(logits);
             let l = logits.get(best).copied().filter(|l| !l.is_nan()).unwrap_or(f32::NEG_INFINITY);

@@ -109,6 +109,9 @@ pub struct Session {
     /// Tokens whose keys and values are in the cache, in order.
     tokens: Vec<u32>,
     logits: Vec<f32>, // (vocab_size) logits of the last evaluated token
+    /// `logits` are behind the device's: an argmax pass (`eval_argmax`) left them there, until
+    /// `sync_logits`.
+    logits_stale: bool,
     /// The logits of the passes this session leads in `eval_together` (one row per segment),
     /// kept between calls so that a server step allocates nothing.
     together: Vec<f32>,
@@ -203,6 +206,7 @@ impl Session {
             n_batch,
             tokens: Vec::with_capacity(n_ctx),
             logits: vec![0.0; c.vocab_size],
+            logits_stale: false,
             together: Vec::new(),
             model,
             cancel: Arc::new(AtomicBool::new(false)),
@@ -280,6 +284,7 @@ impl Session {
 
     /// Logits of the last evaluated token.
     pub fn logits(&self) -> &[f32] {
+        debug_assert!(!self.logits_stale, "logits read while they are on the device (sync_logits)");
         &self.logits
     }
 
@@ -411,6 +416,41 @@ impl Session {
         for chunk in tokens.chunks(self.n_batch) {
             self.forward(chunk, None)?;
         }
+        Ok(())
+    }
+
+    /// `eval`, then the greedy pick from the last token's logits: their first maximum, as
+    /// `autark_kernels::ops::argmax` (so `Sampler::sample` with greedy parameters). On a GPU
+    /// session the argmax runs on the device and only its index comes back; the logits stay
+    /// there until `sync_logits`, so `logits()` is stale in between — which is why only the
+    /// generation loop, which syncs when it stops, calls this.
+    pub(crate) fn eval_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.cuda.as_deref_mut() {
+            let before = self.logits_stale;
+            gpu.set_argmax(true);
+            let r = self.eval(tokens);
+            let gpu = self.cuda.as_deref_mut().expect("still on the GPU");
+            let picked = gpu.take_argmax();
+            gpu.set_argmax(false);
+            // Every pass that ended here was an argmax pass (even if a later batch failed).
+            self.logits_stale = before || picked.is_some();
+            r?;
+            return picked.ok_or_else(|| RuntimeError::Device("the argmax pass returned nothing".into()));
+        }
+        self.eval(tokens)?;
+        Ok(autark_kernels::ops::argmax(&self.logits) as u32)
+    }
+
+    /// Brings the logits left on the device by `eval_argmax` back into `logits()`.
+    pub(crate) fn sync_logits(&mut self) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if self.logits_stale {
+            if let Some(gpu) = self.cuda.as_deref() {
+                gpu.read_logits(&mut self.logits)?;
+            }
+        }
+        self.logits_stale = false;
         Ok(())
     }
 
@@ -557,6 +597,7 @@ impl Session {
         }
         self.tokens.extend_from_slice(batch);
         self.suspended = None;
+        self.logits_stale = false;
         Ok(())
     }
 
@@ -598,6 +639,7 @@ impl Session {
     /// Replaces the last token's logits (speculative decoding, after dropping rejected drafts).
     pub(crate) fn set_logits(&mut self, logits: &[f32]) {
         self.logits.copy_from_slice(logits);
+        self.logits_stale = false;
     }
 
     /// Replaces the context with `tokens` and `logits` (a loaded state; the cache is filled by
@@ -606,6 +648,7 @@ impl Session {
         self.tokens.clear();
         self.tokens.extend_from_slice(tokens);
         self.logits.copy_from_slice(logits);
+        self.logits_stale = false;
     }
 }
 
