@@ -103,6 +103,16 @@ PY
     done
     echo "without CUDA graphs:"
     AUTARK_CUDA_GRAPHS=0 "$a" bench /tmp/synth-1b.autark -p 0 -n 64 -r 3 --device cuda --json 2>/dev/null | tee -a "$out/bench.jsonl"
+    # The weights' way up (docs/CUDA.md): copied through the 16 MiB page-locked staging, or read
+    # in place from the registered mapping; a one-token run's wall time and peak host memory
+    # (the copy must not hold the weights twice: peak RSS near the file's 829 MB, not twice it).
+    for w in device mapped; do
+      AUTARK_CUDA_WEIGHTS=$w python3 -c '
+import resource, subprocess, sys, time
+t = time.time(); r = subprocess.run(sys.argv[2:], capture_output=True)
+print(f"weights {sys.argv[1]}: one-token run {time.time() - t:.2f} s, exit {r.returncode}, peak RSS {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB")
+' "$w" "$a" run /tmp/synth-1b.autark -p hi -n 1 --device cuda | tee -a "$out/upload.txt"
+    done
     # The other stored types, whose GEMVs read row-major bytes (q5_0, q5_1, K-quants) or f32
     # activations (f16): the same shapes with random weights of each type; every position's
     # logits of a prompt on both devices (random weights: compared, not required equal, since

@@ -219,4 +219,10 @@ fn context_shift_and_saved_states_on_the_emulated_cuda_device_match_the_cpu() {
         assert_eq!(got, want, "continued on {d} from the state saved on {s}");
     }
     eprintln!("context shift: {:?} on both; saved states continue as {:?} across devices", cpu.trim(), want.trim());
+    // `autark bench` decodes with the device's argmax too (`Session::eval_argmax`).
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_autark"));
+    cmd.arg("bench").arg(&model).args(["-p", "4", "-n", "4", "-r", "1", "-t", "1", "--device", "cuda"]);
+    let out = cmd.env("AUTARK_CUDA_EMU", &lib).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && table.contains("tg4"), "bench: {table}{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -185,6 +185,13 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
         let mut forward = std::time::Duration::ZERO;
         let t_gen = Instant::now();
         for _ in 0..n_gen {
+            if fresh.is_none() && s.on_gpu() {
+                // As greedy generation on a GPU: the argmax on the device, only the token back.
+                let t = Instant::now();
+                next = s.eval_argmax(&[next])?;
+                forward += t.elapsed();
+                continue;
+            }
             forward += crate::generate::eval_ahead(s, &[next], &mut guide)?;
             next = match (guide.as_mut(), &fresh) {
                 (Some(g), Some(fresh)) => {
@@ -201,6 +208,7 @@ pub fn run_bench(model: &Arc<Model>, p: &BenchParams) -> Result<Vec<BenchResult>
             };
         }
         let outside = t_gen.elapsed().saturating_sub(forward).as_secs_f64();
+        s.sync_logits()?;
         Ok(((n_prompt + n_gen) as f64 / t0.elapsed().as_secs_f64(), 0, 0, outside))
     };
     let mut results = Vec::new();
