@@ -11,7 +11,7 @@
 //! most 2 · 128 · 127), widened per piece. Per (row, token) the block sums are exact; the f32
 //! step is the contract's FMA per block part (`scalar::block_term`, `min_term`), so results are
 //! the scalar twin's bits. One-token decode does both halves of a group in one pass and
-//! broadcasts each activation word once for both.
+//! broadcasts each activation word once for both (q4_k / q5_k too: `kdecode_x16`).
 //!
 //! `exp_f32` runs the scalar twin's operations lane by lane (bit for bit). Attention follows the
 //! numerical contract (docs/NUMERICS.md) bit for bit: scores keep the contract's 16 lanes of a
@@ -292,12 +292,18 @@ unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
 /// Every half group (8 rows) of 16-row K super-blocks (`nb / 8` per group) × every token:
 /// `$pass::<…, T>(group's blocks, half, tokens from t, nb, out from (t, row 16g + 8h), stride)`
 /// in passes of `TOKENS`, then `TOKENS / 2`, the rest one by one.
+/// With `decode: $dec`, the tokens left after those passes go one by one through
+/// `$dec(group's blocks, tokens from t, nb, out from (t, row 16g))`, both halves at once.
 macro_rules! halves_x16 {
-    ($pass:ident $(<$($g:ty),*>)?, $w:expr, $a:expr, $nb:expr, $out:expr) => {{
+    (@decodes) => { false };
+    (@decodes $dec:expr) => { true };
+    ($pass:ident $(<$($g:ty),*>)?, $w:expr, $a:expr, $nb:expr, $out:expr $(, decode: $dec:expr)?) => {{
         let (w, a, nb, out) = ($w, $a, $nb, $out);
         let nw = nb / 8;
         let (toks, groups) = (a.len() / nb, w.len() / nw);
         let rows = 16 * groups;
+        // Tokens covered by the passes of TOKENS and TOKENS / 2.
+        let passes = toks / TOKENS * TOKENS + (toks % TOKENS) / (TOKENS / 2) * (TOKENS / 2);
         for g in 0..groups {
             let wg = &w[g * nw..(g + 1) * nw];
             for h in 0..2 {
@@ -311,11 +317,15 @@ macro_rules! halves_x16 {
                     $pass::<$($($g,)*)? { TOKENS / 2 }>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
                     t += TOKENS / 2;
                 }
-                while t < toks {
+                debug_assert_eq!(t, passes);
+                while !halves_x16!(@decodes $($dec)?) && t < toks {
                     $pass::<$($($g,)*)? 1>(wg, h, &a[t * nb..], nb, &mut out[t * rows + o..], rows);
                     t += 1;
                 }
             }
+            $(for t in passes..toks {
+                $dec(wg, &a[t * nb..], nb, &mut out[t * rows + 16 * g..]);
+            })?
         }
     }};
 }
@@ -421,6 +431,100 @@ unsafe fn khalf_x<B: KGroupBlock, const T: usize>(
     }
 }
 
+/// One token × the 16 rows of a group (blocks `w[..nb / 8]`) into `out[..16]`, both halves in
+/// one pass over each block (decode streams the matrix once): sub-blocks in pairs (2m, 2m + 1),
+/// which share their bytes (low and high nibbles), so each piece is loaded once for both
+/// nibbles and both halves and each activation word broadcast once for both halves; i16 pair
+/// sums over 8 pieces for q4_k (at most 8 · 2 · 15 · 128 = 30720), 4 for q5_k (31744). Per row
+/// the sub-blocks' two FMAs run in the scalar twin's order, so its bits.
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn kdecode_x16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let (ones, sign) = (_mm256_set1_epi16(1), _mm256_set1_epi32(i32::MIN));
+        let (low, five) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+        let n = if blk_has_qh::<B>() { 4 } else { 8 };
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for (b, blk) in w[..nb / 8].iter().enumerate() {
+            let qs = blk.qs().as_ptr();
+            for m in 0..4 {
+                // A quarter of the block PREFETCH_AHEAD blocks on, into L2 (BENCHMARKS.md, issue 23).
+                crate::x86::prefetch_next(blk, m, 4, 0);
+                let ab = [&a[8 * b + 2 * m], &a[8 * b + 2 * m + 1]];
+                let qa = ab.map(|ab| ab.qs.as_ptr() as *const i32);
+                // [half][sub-block 2m + s]: i32 sums, and the i16 pair sums since the last widening.
+                let mut isum = [[_mm256_setzero_si256(); 2]; 2];
+                let mut p = [[_mm256_setzero_si256(); 2]; 2];
+                for k in 0..8 {
+                    // SAFETY: k < 8 and an activation block holds 32 bytes.
+                    let y = qa.map(|q| _mm256_set1_epi32(q.add(k).read_unaligned()));
+                    for (hh, p) in p.iter_mut().enumerate() {
+                        // SAFETY (caller): qs holds 32 pieces of 64 bytes; 8m + k < 32.
+                        let v = _mm256_loadu_si256(qs.add(64 * (8 * m + k) + 32 * hh) as *const __m256i);
+                        let mut x = [_mm256_and_si256(v, low), _mm256_and_si256(_mm256_srli_epi16::<4>(v), low)];
+                        if let Some(qh) = blk.qh() {
+                            // SAFETY (caller): qh holds 8 pieces of 64 bytes.
+                            let hb = _mm256_loadu_si256(qh.as_ptr().add(64 * k + 32 * hh) as *const __m256i);
+                            for (s, x) in x.iter_mut().enumerate() {
+                                // Bit 2m + s of each byte to bit 4 (as in `khalf_x`).
+                                let j = (2 * m + s) as i32;
+                                let moved = if j <= 4 {
+                                    _mm256_sll_epi16(hb, _mm_cvtsi32_si128(4 - j))
+                                } else {
+                                    _mm256_srl_epi16(hb, _mm_cvtsi32_si128(j - 4))
+                                };
+                                *x = _mm256_or_si256(*x, _mm256_and_si256(moved, five));
+                            }
+                        }
+                        for ((p, x), y) in p.iter_mut().zip(x).zip(y) {
+                            *p = _mm256_add_epi16(*p, _mm256_maddubs_epi16(x, y));
+                        }
+                    }
+                    if (k + 1) % n == 0 {
+                        for (isum, p) in isum.iter_mut().zip(p.iter_mut()) {
+                            for (i, p) in isum.iter_mut().zip(p.iter_mut()) {
+                                *i = _mm256_add_epi32(*i, _mm256_madd_epi16(*p, ones));
+                                *p = _mm256_setzero_si256();
+                            }
+                        }
+                    }
+                }
+                for (hh, (acc, isum)) in acc.iter_mut().zip(&isum).enumerate() {
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.d()[8 * hh..].as_ptr() as *const __m128i));
+                    let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.dmin()[8 * hh..].as_ptr() as *const __m128i));
+                    let sp = blk.scales().as_ptr().add(32 * hh);
+                    // SAFETY (caller): the scales hold 3 pieces of 64 bytes.
+                    let sv = [0, 1, 2].map(|p| _mm256_loadu_si256(sp.add(64 * p) as *const __m256i));
+                    for (s, (ab, isum)) in ab.iter().zip(isum).enumerate() {
+                        let (sc, mn) = scale_min_x8(&sv, 2 * m + s);
+                        let dsc = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
+                        let ndm = _mm256_castsi256_ps(_mm256_xor_si256(
+                            _mm256_castps_si256(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn))),
+                            sign,
+                        ));
+                        *acc =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(*isum), _mm256_mul_ps(dsc, _mm256_set1_ps(ab.d)), *acc);
+                        *acc = _mm256_fmadd_ps(ndm, _mm256_set1_ps(ab.d * ab.sum as f32), *acc);
+                    }
+                }
+            }
+        }
+        for (hh, v) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out[8 * hh..][..8].as_mut_ptr(), *v);
+        }
+    }
+}
+
+/// Whether `B` carries fifth bits (q5_k), known at compile time from its type.
+const fn blk_has_qh<B: KGroupBlock>() -> bool {
+    matches!(B::DTYPE, DType::Q5K)
+}
+
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
 /// caller checks the lengths).
@@ -428,7 +532,10 @@ unsafe fn khalf_x<B: KGroupBlock, const T: usize>(
 unsafe fn gemm_kx16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        halves_x16!(khalf_x<B>, w, a, nb, out);
+        // `kdecode_x16` under this function's contract: `a` and `out` start at the token and group.
+        halves_x16!(khalf_x<B>, w, a, nb, out, decode: |w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]| {
+            kdecode_x16(w, a, nb, out)
+        });
     }
 }
 

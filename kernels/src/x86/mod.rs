@@ -45,7 +45,9 @@ const PREFETCH_AHEAD: usize = 4;
 /// four blocks ahead (13 KB, about half a microsecond of decode) at 70 % on AMD Zen 5, because
 /// an L1 prefetch holds one of the core's few L1 miss buffers for the whole memory latency
 /// (BENCHMARKS.md, "q6_k prefetch into L2"). All lines of a block at once was slower; the
-/// q4_k / q5_k blocks, read in order, lost up to 8 % with the L1 form. (The AVX2 group
+/// q4_k / q5_k blocks, read in order, lost up to 8 % with the L1 form; the AVX2 q4_k / q5_k
+/// decode (`avx2::kdecode_x16`, a quarter per sub-block pair) gained 41 % / 35 % with this one
+/// on AMD Zen 3, where its compute per byte is higher than AVX-512's. (The AVX2 group
 /// kernels' decode, `avx2::half_x`, keeps its own prefetch of whole blocks 4 ahead: their small
 /// blocks are read in order.) Past the matrix the addresses may lie outside it: prefetches
 /// never fault.
