@@ -11,7 +11,7 @@
 //! most 2 · 128 · 127), widened per piece. Per (row, token) the block sums are exact; the f32
 //! step is the contract's FMA per block part (`scalar::block_term`, `min_term`), so results are
 //! the scalar twin's bits. One-token decode does both halves of a group in one pass and
-//! broadcasts each activation word once for both (q4_k / q5_k too: `kdecode_x16`).
+//! broadcasts each activation word once for both (the K-quants too: `kdecode_x16`, `q6decode_x16`).
 //!
 //! `exp_f32` runs the scalar twin's operations lane by lane (bit for bit). Attention follows the
 //! numerical contract (docs/NUMERICS.md) bit for bit: scores keep the contract's 16 lanes of a
@@ -631,6 +631,115 @@ unsafe fn q6half_x<const T: usize>(
     }
 }
 
+/// One token × the 16 rows of a q6_k group (blocks `w[..nb / 8]`) into `out[..16]`, both halves
+/// in one pass over each block (decode streams the matrix once). Sub-blocks 4n + k and
+/// 4n + k + 2 are the low and high nibbles of the same `ql` pieces, and all four k of an n take
+/// their top bits from the same `qh` pieces: per n, two passes (k = 0 and 2, then 1 and 3) load
+/// each piece once for two sub-blocks and both halves and broadcast each activation word once
+/// for both halves; the four sub-blocks' exact sums then meet the FMAs in the scalar twin's order
+/// (`q6half_x`'s arithmetic, so its bits).
+///
+/// # Safety
+/// The CPU has the enabled target features; the slices hold every block it reads or writes (the
+/// caller checks the lengths).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q6decode_x16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        let (low, high) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+        let lo16 = |v: __m256i| _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for (b, blk) in w[..nb / 8].iter().enumerate() {
+            for n in 0..2 {
+                let ab: [&BlockQ8A; 4] = std::array::from_fn(|k| &a[8 * b + 4 * n + k]);
+                // Per half and sub-block k: the 16-value halves' scales as `vpmaddwd` weights
+                // (sc0, sc1), and (sc0, sc1) together for the offset term (as in `q6half_x`).
+                let mut sc = [[[_mm256_setzero_si256(); 2]; 4]; 2];
+                let mut s01 = [[_mm256_setzero_si256(); 4]; 2];
+                for hh in 0..2 {
+                    for k in 0..4 {
+                        // SAFETY (caller): the scales hold 4 pieces of 64 bytes; 2n + k/2 < 4.
+                        let sp = _mm256_loadu_si256(
+                            blk.scales.as_ptr().add(64 * (2 * n + k / 2) + 32 * hh) as *const __m256i
+                        );
+                        let byte = |j: usize| {
+                            _mm256_srai_epi32::<24>(_mm256_sllv_epi32(sp, _mm256_set1_epi32(24 - 8 * j as i32)))
+                        };
+                        let (sc0, sc1) = (byte(2 * (k % 2)), byte(2 * (k % 2) + 1));
+                        sc[hh][k] = [
+                            _mm256_or_si256(lo16(sc0), _mm256_slli_epi32::<16>(sc0)),
+                            _mm256_or_si256(lo16(sc1), _mm256_slli_epi32::<16>(sc1)),
+                        ];
+                        s01[hh][k] = _mm256_or_si256(lo16(sc0), _mm256_slli_epi32::<16>(sc1));
+                    }
+                }
+                let mut sum = [[_mm256_setzero_si256(); 4]; 2];
+                for kp in 0..2 {
+                    // A quarter of the block PREFETCH_AHEAD blocks on, into L2.
+                    crate::x86::prefetch_next(blk, 2 * n + kp, 4, 0);
+                    let ks = [kp, kp + 2];
+                    let qa = ks.map(|k| ab[k].qs.as_ptr() as *const i32);
+                    let ql = blk.ql.as_ptr().add(64 * (16 * n + 8 * kp));
+                    let qh = blk.qh.as_ptr().add(64 * 8 * n);
+                    for kk in (0..8).step_by(2) {
+                        // SAFETY: kk + 1 < 8 and an activation block holds 32 bytes.
+                        let y = qa.map(|q| {
+                            [
+                                _mm256_set1_epi32(q.add(kk).read_unaligned()),
+                                _mm256_set1_epi32(q.add(kk + 1).read_unaligned()),
+                            ]
+                        });
+                        for (hh, sum) in sum.iter_mut().enumerate() {
+                            // Pieces kk and kk + 1 of both sub-blocks: [piece][sub-block].
+                            let mut x = [[_mm256_setzero_si256(); 2]; 2];
+                            for (e, x) in x.iter_mut().enumerate() {
+                                // SAFETY (caller): ql holds 32 pieces and qh 16 of 64 bytes; the
+                                // piece indices stay inside them.
+                                let v = _mm256_loadu_si256(ql.add(64 * (kk + e) + 32 * hh) as *const __m256i);
+                                let hb = _mm256_loadu_si256(qh.add(64 * (kk + e) + 32 * hh) as *const __m256i);
+                                let top = |k: usize| {
+                                    let moved = if 2 * k <= 4 {
+                                        _mm256_sll_epi16(hb, _mm_cvtsi32_si128(4 - 2 * k as i32))
+                                    } else {
+                                        _mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * k as i32 - 4))
+                                    };
+                                    _mm256_and_si256(moved, high)
+                                };
+                                *x = [
+                                    _mm256_or_si256(_mm256_and_si256(v, low), top(kp)),
+                                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(v), low), top(kp + 2)),
+                                ];
+                            }
+                            for (s, (k, y)) in ks.into_iter().zip(&y).enumerate() {
+                                let pair = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(x[0][s], y[0]),
+                                    _mm256_maddubs_epi16(x[1][s], y[1]),
+                                );
+                                // sc · (pair sums): at most 128 · 2 · 32256 per lane.
+                                sum[k] = _mm256_add_epi32(sum[k], _mm256_madd_epi16(pair, sc[hh][k][kk / 4]));
+                            }
+                        }
+                    }
+                }
+                for (hh, (acc, sum)) in acc.iter_mut().zip(&sum).enumerate() {
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.d[8 * hh..].as_ptr() as *const __m128i));
+                    for (k, (sum, ab)) in sum.iter().zip(&ab).enumerate() {
+                        // − 32 · (sc0 · a0 + sc1 · a1), a0 and a1 the halves' activation sums.
+                        let a0 = crate::x86::sum16(&ab.qs);
+                        let a01 = _mm256_set1_epi32((a0 & 0xFFFF) | ((ab.sum - a0) << 16));
+                        let sum = _mm256_sub_epi32(*sum, _mm256_slli_epi32::<5>(_mm256_madd_epi16(s01[hh][k], a01)));
+                        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(d, _mm256_set1_ps(ab.d)), *acc);
+                    }
+                }
+            }
+        }
+        for (hh, v) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out[8 * hh..][..8].as_mut_ptr(), *v);
+        }
+    }
+}
+
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
 /// caller checks the lengths).
@@ -638,7 +747,10 @@ unsafe fn q6half_x<const T: usize>(
 unsafe fn gemm_q6x16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        halves_x16!(q6half_x, w, a, nb, out);
+        // `q6decode_x16` under this function's contract: `a` and `out` start at the token and group.
+        halves_x16!(q6half_x, w, a, nb, out, decode: |w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]| {
+            q6decode_x16(w, a, nb, out)
+        });
     }
 }
 

@@ -47,9 +47,9 @@ const PREFETCH_AHEAD: usize = 4;
 /// (BENCHMARKS.md, "q6_k prefetch into L2"). All lines of a block at once was slower; the
 /// q4_k / q5_k blocks, read in order, lost up to 8 % with the L1 form; the AVX2 q4_k / q5_k
 /// decode (`avx2::kdecode_x16`, a quarter per sub-block pair) gained 41 % / 35 % with this one
-/// on AMD Zen 3, where its compute per byte is higher than AVX-512's. (The AVX2 group
-/// kernels' decode, `avx2::half_x`, keeps its own prefetch of whole blocks 4 ahead: their small
-/// blocks are read in order.) Past the matrix the addresses may lie outside it: prefetches
+/// on AMD Zen 3, where its compute per byte is higher than AVX-512's, and the one-pass AVX2 q6_k
+/// decode uses it too. (The AVX2 group kernels' decode, `avx2::half_x`, keeps its own prefetch
+/// of whole blocks 4 ahead: their small blocks are read in order.) Past the matrix the addresses may lie outside it: prefetches
 /// never fault.
 ///
 /// With `tail > 0`, part 0 also prefetches that block's last `tail` bytes first. The AVX-512
