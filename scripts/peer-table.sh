@@ -9,9 +9,10 @@
 #   VARIANT=avx512 bash ../shared/bench/build-llama-bench.sh; VARIANT=avx2 bash …   (first)
 #   scripts/peer-table.sh [TYPES…]          (environment: P=128 N=64 R=3 THREADS="1 2" ISAS="avx512 avx2")
 #
-# Both programs map their files: drop the page cache first where you can (as root: `sync; echo 1 >
-# /proc/sys/vm/drop_caches`) and read each file once, so both find them in large folios; a file
-# cached from its own write read up to a fifth slower here (BENCHMARKS.md, issue 23).
+# Both programs map their files: as root the script drops the page cache and reads each file once
+# before measuring (`DROP_CACHES=0` skips it), so both find them in large folios; a file cached
+# from its own write read up to a fifth slower here (BENCHMARKS.md, issue 23). Cells still swing
+# by up to ±20 % between runs on these 2-core VMs: run it two or three times and give ranges.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 anchor=${ANCHOR:-/tmp/llama-anchor}/llama.cpp-new
@@ -29,6 +30,12 @@ for t in "${types[@]}"; do
   [ -s "$out/smol-$t.gguf" ] || "$quant" "$f16" "$out/smol-$t.gguf" "$t" >/dev/null 2>&1
   [ -s "$out/smol-$t.autark" ] || "$bin" quantize "$out/smol-$t.gguf" -o "$out/smol-$t.autark" --type keep >/dev/null 2>&1
 done
+# Files cached from their own write (just quantized) read slower than files read back: as root,
+# drop the page cache and read every file once (DROP_CACHES=0 skips this).
+if [ "${DROP_CACHES:-1}" = 1 ] && [ -w /proc/sys/vm/drop_caches ]; then
+  sync && echo 1 > /proc/sys/vm/drop_caches
+  for t in "${types[@]}"; do cat "$out/smol-$t.gguf" "$out/smol-$t.autark" >/dev/null; done
+fi
 ts() { # JSON lines on stdin → "pp ± sd | tg ± sd" (autark: one object per line; llama-bench: a list)
   python3 -c '
 import json, sys
