@@ -12,6 +12,8 @@
 //! step is the contract's FMA per block part (`scalar::block_term`, `min_term`), so results are
 //! the scalar twin's bits. One-token decode does both halves of a group in one pass and
 //! broadcasts each activation word once for both (the K-quants too: `kdecode_x16`, `q6decode_x16`).
+//! The passes that read a group's blocks first (decode, a group's first pass of several tokens)
+//! prefetch blocks ahead (`x86::prefetch_block`, `prefetch_next`).
 //!
 //! `exp_f32` runs the scalar twin's operations lane by lane (bit for bit). Attention follows the
 //! numerical contract (docs/NUMERICS.md) bit for bit: scores keep the contract's 16 lanes of a
@@ -68,9 +70,6 @@ kernel_bodies!("avx2,fma,f16c", rows: 2, tokens: 4, byte_tokens: 8);
 /// spread per piece) once per 4 tokens.
 const TOKENS: usize = 8;
 
-/// Group blocks between a decode step and the block it prefetches.
-const PREFETCH: usize = 4;
-
 /// The 8 pieces of rows `8h..8h + 8` of group block `blk`: nibbles (q4), nibbles with their
 /// fifth bits (q5: 0..31) or signed bytes (q8).
 ///
@@ -110,7 +109,9 @@ unsafe fn unpack8<B: GroupBlock>(blk: &B, h: usize) -> [__m256i; 8] {
 
 /// Rows `8h0..8(h0 + H)` of a group (blocks `w[..nb]`) × T tokens into
 /// `out[t * stride + 8(h − h0)..][..8]`. Prefill takes one half per pass (H = 1, T tokens);
-/// decode both halves in one pass (H = 2, one token), which streams each block once.
+/// decode both halves in one pass (H = 2, one token), which streams each block once. With
+/// `fetch` (decode, and the first half of a group's first pass of several tokens: the passes
+/// that read its blocks first; the others find them in L1) it prefetches blocks ahead.
 ///
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
@@ -124,19 +125,15 @@ unsafe fn half_x<B: GroupBlock, const H: usize, const T: usize>(
     nb: usize,
     out: &mut [f32],
     stride: usize,
+    fetch: bool,
 ) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); T]; H];
         for (b, blk) in w[..nb].iter().enumerate() {
-            if H == 2 {
-                // Decode streams the matrix once: fetch the block PREFETCH blocks ahead (past the
-                // group's end the addresses may lie outside the slice; prefetches never fault).
-                let ahead = (blk as *const B as *const i8).wrapping_add(PREFETCH * std::mem::size_of::<B>());
-                for line in (0..std::mem::size_of::<B>()).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
-                }
+            if fetch {
+                crate::x86::prefetch_block(blk);
             }
             if B::DTYPE == DType::Q8_0 && H == 2 && T == 1 {
                 // q8_0 decode: each activation word broadcast once for both halves.
@@ -262,7 +259,8 @@ unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
             let mut t = 0;
             while t + TOKENS <= toks {
                 for h in 0..2 {
-                    half_x::<B, 1, TOKENS>(wg, h, &a[t * nb..], nb, &mut out[t * rows + 16 * g + 8 * h..], rows);
+                    let out = &mut out[t * rows + 16 * g + 8 * h..];
+                    half_x::<B, 1, TOKENS>(wg, h, &a[t * nb..], nb, out, rows, t == 0 && h == 0);
                 }
                 t += TOKENS;
             }
@@ -275,12 +273,13 @@ unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
                         nb,
                         &mut out[t * rows + 16 * g + 8 * h..],
                         rows,
+                        t == 0 && h == 0,
                     );
                 }
                 t += TOKENS / 2;
             }
             while t < toks {
-                half_x::<B, 2, 1>(wg, 0, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows);
+                half_x::<B, 2, 1>(wg, 0, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows, true);
                 t += 1;
             }
         }

@@ -166,6 +166,11 @@ unsafe fn group_x<B: GroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: us
         let off = B::OFFSET;
         let mut acc = [_mm512_setzero_ps(); T];
         for (b, blk) in w[..nb].iter().enumerate() {
+            if T > 1 {
+                // A pass of several tokens waits on each block it reads first; one-token decode
+                // measured no better with it (BENCHMARKS.md, issue 23).
+                crate::x86::prefetch_block(blk);
+            }
             let x = unpack16(blk);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d().as_ptr() as *const __m256i));
             let m = blk.m().map(|m| _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr() as *const __m256i)));
