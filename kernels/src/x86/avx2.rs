@@ -377,6 +377,11 @@ unsafe fn khalf_x<B: KGroupBlock, const T: usize>(
             // SAFETY (caller): the scales hold 3 pieces of 64 bytes; h < 2.
             let s = [0, 1, 2].map(|p| _mm256_loadu_si256(sp.add(64 * p) as *const __m256i));
             for j in 0..8 {
+                if h == 0 {
+                    // The first half reads the block first: an eighth of it four blocks ahead
+                    // into L2 per sub-block (as the AVX-512 K kernels).
+                    crate::x86::prefetch_next(blk, j, 8, 0);
+                }
                 let (sc, m) = scale_min_x8(&s, j);
                 let dsc = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
                 let ndm = _mm256_castsi256_ps(_mm256_xor_si256(
@@ -571,7 +576,7 @@ unsafe fn q6half_x<const T: usize>(
             let s =
                 [0, 1, 2, 3].map(|p| _mm256_loadu_si256(blk.scales.as_ptr().add(64 * p + 32 * h) as *const __m256i));
             for i in 0..8 {
-                if T == 1 && h == 0 {
+                if h == 0 {
                     crate::x86::prefetch_next(blk, i, 8, 0);
                 }
                 let (n, k) = (i / 4, i % 4);

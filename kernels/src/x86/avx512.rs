@@ -247,6 +247,13 @@ unsafe fn kgroup_x<B: KGroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: 
             // SAFETY (caller): the scales hold 3 pieces of 64 bytes.
             let s = [0, 1, 2].map(|p| _mm512_loadu_si512(sp.add(64 * p) as *const _));
             for j in 0..8 {
+                if T > 1 {
+                    // Passes of several tokens: an eighth of the block four ahead into L2 per
+                    // sub-block (as the q6_k decode; 8 sequences on 1B shapes, q4_k, Zen 4:
+                    // 41–46 → 63–66 t/s). One-token decode reads these blocks in memory
+                    // order and measured slower with it (BENCHMARKS.md).
+                    crate::x86::prefetch_next(blk, j, 8, 0);
+                }
                 let (sc, m) = scale_min_x16(&s, j);
                 let dsc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
                 // −(dmin·m): the product's sign flipped, as the scalar twin's negation.
@@ -368,6 +375,8 @@ unsafe fn q6group_x<const T: usize>(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize
             // of 64 bytes; the piece indices stay inside them.
             let s = [0, 1, 2, 3].map(|p| _mm512_loadu_si512(blk.scales.as_ptr().add(64 * p) as *const _));
             for i in 0..8 {
+                // As in `kgroup_x`: an eighth of the block four ahead into L2 per sub-block.
+                crate::x86::prefetch_next(blk, i, 8, 0);
                 let (n, k) = (i / 4, i % 4);
                 let sc = q6_scales(&s, n, k);
                 let ql = blk.ql.as_ptr().add(64 * (16 * n + 8 * (k & 1)));

@@ -49,7 +49,10 @@ const PREFETCH_AHEAD: usize = 4;
 /// decode (`avx2::kdecode_x16`, a quarter per sub-block pair) gained 41 % / 35 % with this one
 /// on AMD Zen 3, where its compute per byte is higher than AVX-512's, and the one-pass AVX2 q6_k
 /// decode uses it too. (The group kernels' small blocks, read in order, take whole blocks into L1
-/// instead: `prefetch_block`.) Past the matrix the addresses may lie outside it: prefetches
+/// instead: `prefetch_block`.) The K-quant and q6_k passes of several tokens use it per
+/// sub-block too (AVX2: the first half's pass), as a step of several sequences streams the
+/// matrix once: 8 sequences on the 1B shapes, Zen 4, AVX-512 q6_k 25 → 54–58 t/s, q4_k and q5_k
+/// +16–31 %, AVX2 −5 to +23 % (BENCHMARKS.md, "Serving"). Past the matrix the addresses may lie outside it: prefetches
 /// never fault.
 ///
 /// With `tail > 0`, part 0 also prefetches that block's last `tail` bytes first. The AVX-512
