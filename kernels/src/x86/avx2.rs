@@ -537,9 +537,7 @@ unsafe fn gemm_kx16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mu
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         // `kdecode_x16` under this function's contract: `a` and `out` start at the token and group.
-        halves_x16!(khalf_x<B>, w, a, nb, out, decode: |w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]| {
-            kdecode_x16(w, a, nb, out)
-        });
+        halves_x16!(khalf_x<B>, w, a, nb, out, decode: kdecode_x16::<B>);
     }
 }
 
@@ -752,9 +750,7 @@ unsafe fn gemm_q6x16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f3
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         // `q6decode_x16` under this function's contract: `a` and `out` start at the token and group.
-        halves_x16!(q6half_x, w, a, nb, out, decode: |w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]| {
-            q6decode_x16(w, a, nb, out)
-        });
+        halves_x16!(q6half_x, w, a, nb, out, decode: q6decode_x16);
     }
 }
 

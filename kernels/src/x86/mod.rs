@@ -52,8 +52,8 @@ const PREFETCH_AHEAD: usize = 4;
 /// instead: `prefetch_block`.) The K-quant and q6_k passes of several tokens use it per
 /// sub-block too (AVX2: the first half's pass), as a step of several sequences streams the
 /// matrix once: 8 sequences on the 1B shapes, Zen 4, AVX-512 q6_k 25 → 54–58 t/s, q4_k and q5_k
-/// +16–31 %, AVX2 −5 to +23 % (BENCHMARKS.md, "Serving"). Past the matrix the addresses may lie outside it: prefetches
-/// never fault.
+/// +16–31 %, AVX2 −5 to +23 % (BENCHMARKS.md, "Serving"). Past the matrix the addresses may lie
+/// outside it: prefetches never fault.
 ///
 /// With `tail > 0`, part 0 also prefetches that block's last `tail` bytes first. The AVX-512
 /// q6_k decode passes its scales (256 bytes), which a block reads first: 8 % faster on Zen 5
