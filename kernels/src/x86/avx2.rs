@@ -12,8 +12,9 @@
 //! step is the contract's FMA per block part (`scalar::block_term`, `min_term`), so results are
 //! the scalar twin's bits. One-token decode does both halves of a group in one pass and
 //! broadcasts each activation word once for both (the K-quants too: `kdecode_x16`, `q6decode_x16`).
-//! The passes that read a group's blocks first (decode, a group's first pass of several tokens)
-//! prefetch blocks ahead (`x86::prefetch_block`, `prefetch_next`).
+//! A group's first pass of several tokens prefetches blocks ahead (`x86::prefetch_block`), as do
+//! the K-quant and q6_k passes (`prefetch_next`); the group decode leaves its in-order stream to
+//! the hardware prefetchers.
 //!
 //! `exp_f32` runs the scalar twin's operations lane by lane (bit for bit). Attention follows the
 //! numerical contract (docs/NUMERICS.md) bit for bit: scores keep the contract's 16 lanes of a
@@ -110,8 +111,11 @@ unsafe fn unpack8<B: GroupBlock>(blk: &B, h: usize) -> [__m256i; 8] {
 /// Rows `8h0..8(h0 + H)` of a group (blocks `w[..nb]`) × T tokens into
 /// `out[t * stride + 8(h − h0)..][..8]`. Prefill takes one half per pass (H = 1, T tokens);
 /// decode both halves in one pass (H = 2, one token), which streams each block once. With
-/// `fetch` (decode, and the first half of a group's first pass of several tokens: the passes
-/// that read its blocks first; the others find them in L1) it prefetches blocks ahead.
+/// `fetch` (the first half of a group's first pass of several tokens, which reads its blocks
+/// first; the others find them in L1) it prefetches blocks ahead. Decode streams the blocks in
+/// memory order without it: on AMD Zen 4 its L1 prefetch four blocks ahead cost 11–14 % of
+/// one-thread decode (q4_0 / q4_1 on Llama-3.2-1B shapes and SmolLM2 `Q4_0`) and gained nothing
+/// on two threads or for q8_0 (BENCHMARKS.md); the AVX-512 decode has none either.
 ///
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
@@ -279,7 +283,7 @@ unsafe fn gemm_x16<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
                 t += TOKENS / 2;
             }
             while t < toks {
-                half_x::<B, 2, 1>(wg, 0, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows, true);
+                half_x::<B, 2, 1>(wg, 0, &a[t * nb..], nb, &mut out[t * rows + 16 * g..], rows, false);
                 t += 1;
             }
         }
