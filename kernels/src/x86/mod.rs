@@ -75,23 +75,30 @@ pub(crate) fn prefetch_next<B>(blk: &B, i: usize, n: usize, tail: usize) {
     }
 }
 
-/// All cache lines of the group block `PREFETCH_AHEAD` blocks after `blk`, into L1 (`T0`): for
+/// Group blocks between the block a pass of several tokens reads and the block
+/// `prefetch_block` fetches.
+const BLOCKS_AHEAD: usize = 16;
+
+/// All cache lines of the group block `BLOCKS_AHEAD` blocks after `blk`, into L2 (`T1`): for
 /// the passes of several tokens that stream a matrix of small blocks in memory order — the
 /// AVX2 first half-group pass and the AVX-512 group kernels' passes. (One-token decode of these
-/// blocks runs faster without it: the hardware prefetchers follow the stream.) Without it an 8-token step of 8
-/// sequences waited on memory for every block of a model larger than the cache (the weights are
-/// read once per step there, and once per group for a long prompt, whose later passes find them
-/// in L1); with it, SmolLM2 `Q4_0` decoding 8 sequences ran about 10–15 % faster on AMD Zen 4
-/// with either ISA (BENCHMARKS.md, "Serving"). Past the matrix the addresses may lie outside it:
-/// prefetches never fault.
+/// blocks runs faster without it: the hardware prefetchers follow the stream.) Without it an
+/// 8-token step of 8 sequences waited on memory for every block of a model larger than the
+/// cache (the weights are read once per step there, and once per group for a long prompt, whose
+/// later passes find them in L1); with it, SmolLM2 `Q4_0` decoding 8 sequences ran about 10–15 %
+/// faster on AMD Zen 4 with either ISA. Into L1 four blocks ahead (the first form) an L1 prefetch
+/// held one of the core's few L1 miss buffers for the whole memory latency: into L2 and 12–24
+/// blocks ahead, one thread decoding 8 sequences ran another 6–9 % (AVX2) and 8–12 % (AVX-512)
+/// faster, two threads 2 % / 4 %, prompts unchanged (BENCHMARKS.md, "Serving"). Past the matrix
+/// the addresses may lie outside it: prefetches never fault.
 #[inline(always)]
 pub(crate) fn prefetch_block<B>(blk: &B) {
     let size = std::mem::size_of::<B>();
-    let next = (blk as *const B as *const i8).wrapping_add(PREFETCH_AHEAD * size);
+    let next = (blk as *const B as *const i8).wrapping_add(BLOCKS_AHEAD * size);
     for line in (0..size).step_by(64) {
         // SAFETY: a prefetch is a hint: it reads nothing into the program and never faults,
         // whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line)) };
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(line)) };
     }
 }
 
