@@ -98,15 +98,35 @@ macro_rules! groups_x16 {
     }};
 }
 
+/// The 64-byte piece at `p`; with `halves` as two 256-bit loads joined in one register (see
+/// `decode_x`).
+///
+/// # Safety
+/// The caller's target features include AVX-512 F; `p .. p + 64` is readable.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn load_piece(p: *const u8, halves: bool) -> __m512i {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        if halves {
+            let lo = _mm256_loadu_si256(p as *const __m256i);
+            let hi = _mm256_loadu_si256(p.add(32) as *const __m256i);
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+        } else {
+            _mm512_loadu_si512(p as *const _)
+        }
+    }
+}
+
 /// The 8 unsigned 512-bit pieces of group block `blk` (piece i meets activation bytes 4i..4i+4);
-/// they carry the offset `B::OFFSET`.
+/// they carry the offset `B::OFFSET`. `halves`: as `load_piece`.
 ///
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
 /// caller checks the lengths).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn unpack16<B: GroupBlock>(blk: &B) -> [__m512i; 8] {
+unsafe fn unpack16<B: GroupBlock>(blk: &B, halves: bool) -> [__m512i; 8] {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let q = blk.qs().as_ptr();
@@ -114,13 +134,13 @@ unsafe fn unpack16<B: GroupBlock>(blk: &B) -> [__m512i; 8] {
         if B::DTYPE == DType::Q8_0 {
             for (i, x) in x.iter_mut().enumerate() {
                 // SAFETY (caller): a q8_0 group block holds 8 pieces of 64 bytes.
-                *x = _mm512_xor_si512(_mm512_loadu_si512(q.add(64 * i) as *const _), _mm512_set1_epi8(-128));
+                *x = _mm512_xor_si512(load_piece(q.add(64 * i), halves), _mm512_set1_epi8(-128));
             }
         } else {
             let m = _mm512_set1_epi8(0x0F);
             for j in 0..4 {
                 // SAFETY (caller): a q4/q5 group block holds 4 pieces of 64 bytes.
-                let v = _mm512_loadu_si512(q.add(64 * j) as *const _);
+                let v = load_piece(q.add(64 * j), halves);
                 x[j] = _mm512_and_si512(v, m);
                 x[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m);
                 if let Some(qh) = blk.qh() {
@@ -154,6 +174,7 @@ fn dots<const T: usize>(x: &[__m512i; 8], ab: &[&BlockQ8A; T], mut init: [__m512
 }
 
 /// 16 rows (group blocks `w[..nb]`) × T tokens (`a[t * nb..]`) into `out[t * stride..][..16]`.
+/// One token goes to `decode_x`.
 ///
 /// # Safety
 /// The CPU has the enabled target features; the slices hold every block it reads or writes (the
@@ -163,15 +184,16 @@ fn dots<const T: usize>(x: &[__m512i; 8], ab: &[&BlockQ8A; T], mut init: [__m512
 unsafe fn group_x<B: GroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32], stride: usize) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
+        if T == 1 {
+            return decode_x(w, a, nb, out);
+        }
         let off = B::OFFSET;
         let mut acc = [_mm512_setzero_ps(); T];
         for (b, blk) in w[..nb].iter().enumerate() {
-            if T > 1 {
-                // A pass of several tokens waits on each block it reads first; one-token decode
-                // measured no better with it (BENCHMARKS.md, issue 23).
-                crate::x86::prefetch_block(blk);
-            }
-            let x = unpack16(blk);
+            // A pass of several tokens waits on each block it reads first; one-token decode
+            // (`decode_x`) measured no better with it (BENCHMARKS.md, issue 23).
+            crate::x86::prefetch_block(blk);
+            let x = unpack16(blk, false);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d().as_ptr() as *const __m256i));
             let m = blk.m().map(|m| _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr() as *const __m256i)));
             let ab: [&BlockQ8A; T] = std::array::from_fn(|t| &a[t * nb + b]);
@@ -186,6 +208,39 @@ unsafe fn group_x<B: GroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: us
         for (t, v) in acc.iter().enumerate() {
             _mm512_storeu_ps(out[t * stride..][..16].as_mut_ptr(), *v);
         }
+    }
+}
+
+/// `group_x` for one token (decode), streaming the matrix: each block's scales first, then its
+/// pieces — for q4_1 and q5_1, whose 64-byte pieces start on a cache line in every block, as
+/// 256-bit halves (`load_piece`), so that each line is read twice, as AVX2 reads it (q4_0's and
+/// q8_0's pieces straddle lines in every other block). Loading the pieces first, one 512-bit
+/// load per line, a q4_1 matrix larger than the cache decoded at 25 t/s on AMD Zen 4 where the
+/// AVX2 kernel ran 31, with a third of the samples on each block's first piece; this order
+/// and the halves read 32 (1B shapes; BENCHMARKS.md, issue 23): the hardware prefetchers seem
+/// to follow the stream better so.
+///
+/// # Safety
+/// As `group_x`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn decode_x<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
+    // SAFETY: the caller upholds the `# Safety` contract above.
+    unsafe {
+        // Pieces that start on cache lines in every block (q4_1, q5_1) as halves.
+        let halves = std::mem::size_of::<B>().is_multiple_of(64);
+        let mut acc = _mm512_setzero_ps();
+        for (blk, ab) in w[..nb].iter().zip(&a[..nb]) {
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d().as_ptr() as *const __m256i));
+            let m = blk.m().map(|m| _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr() as *const __m256i)));
+            let x = unpack16(blk, halves);
+            let [i] = dots(&x, &[ab], [_mm512_set1_epi32(B::OFFSET * ab.sum)]);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(d, _mm512_set1_ps(ab.d)), acc);
+            if let Some(m) = m {
+                acc = _mm512_fmadd_ps(m, _mm512_set1_ps(ab.d * ab.sum as f32), acc);
+            }
+        }
+        _mm512_storeu_ps(out[..16].as_mut_ptr(), acc);
     }
 }
 
