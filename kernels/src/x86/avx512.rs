@@ -218,7 +218,9 @@ unsafe fn group_x<B: GroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: us
 /// load per line, a q4_1 matrix larger than the cache decoded at 25 t/s on AMD Zen 4 where the
 /// AVX2 kernel ran 31, with a third of the samples on each block's first piece; this order
 /// and the halves read 32 (1B shapes; BENCHMARKS.md, issue 23): the hardware prefetchers seem
-/// to follow the stream better so.
+/// to follow the stream better so. Its own function, not `group_x`'s body for T = 1: that body
+/// with the same order and halves read 24.8 t/s where this one read 31.9 (unexplained; the
+/// loop carries `group_x`'s per-token arrays).
 ///
 /// # Safety
 /// As `group_x`.

@@ -48,8 +48,9 @@ const PREFETCH_AHEAD: usize = 4;
 /// q4_k / q5_k blocks, read in order, lost up to 8 % with the L1 form; the AVX2 q4_k / q5_k
 /// decode (`avx2::kdecode_x16`, a quarter per sub-block pair) gained 41 % / 35 % with this one
 /// on AMD Zen 3, where its compute per byte is higher than AVX-512's, and the one-pass AVX2 q6_k
-/// decode uses it too. (The group kernels' small blocks, read in order, take whole blocks into L1
-/// instead: `prefetch_block`.) The K-quant and q6_k passes of several tokens use it per
+/// decode uses it too. (The group kernels' small blocks, read in order, take whole blocks into L2
+/// in their passes of several tokens instead, `prefetch_block`; their one-token decode has none.)
+/// The K-quant and q6_k passes of several tokens use it per
 /// sub-block too (AVX2: the first half's pass), as a step of several sequences streams the
 /// matrix once: 8 sequences on the 1B shapes, Zen 4, AVX-512 q6_k 25 → 54–58 t/s, q4_k and q5_k
 /// +16–31 %, AVX2 −5 to +23 % (BENCHMARKS.md, "Serving"). Past the matrix the addresses may lie
