@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each step's header says how long the suite has run (CI keeps it well under 30 minutes).
-step() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
+# and how much disk is left where it builds (the whole suite takes about 5 GB under target/ and
+# fuzz/, the nightly toolchain 1 GB; a full disk otherwise shows only as the first write to fail).
+step() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s, $(df -Ph . | awk 'NR == 2 { print $4 }') free] $*"; }
 scripts/fetch-model.sh
 # llama.cpp's tokenizer (the peer of test_tokenizer_agreement.py; libllama, under two minutes to
 # build on a fresh machine, then cached) builds in the background at the lowest priority, on what the
@@ -46,7 +48,10 @@ cargo test --release $AUTARK_TEST_CARGO_ARGS
 # background, beside the steps that leave a core idle (qemu, NVRTC, fuzzing); the pytest step
 # leaves these tests out and reports them at its end.
 valgrind_tests=(tests/python/test_c_api.py::test_valgrind_clean tests/python/test_structured.py::test_c_api_valgrind_clean)
-python3 -m pytest "${valgrind_tests[@]}" -q -rs -p no:cacheprovider --basetemp=target/pytest-valgrind \
+# Each pytest run keeps its temporary files under target/ (emptied at its start), and only those of
+# failed tests (synthetic models and converted files: over a GB a run otherwise).
+pytest_args=(-q -rs -p no:cacheprovider -o tmp_path_retention_policy=failed)
+python3 -m pytest "${valgrind_tests[@]}" "${pytest_args[@]}" --basetemp=target/pytest-valgrind \
   >target/pytest-valgrind.log 2>&1 &
 valgrind_pytest=$!
 step "CUDA build: --device cuda without a driver, the CPU path of the same binary (docs/CUDA.md)"
@@ -69,7 +74,7 @@ scripts/conformance-arm.sh
 step "ggml's reference quantizers, the oracle of tests/python/test_ggml_quants.py"
 scripts/ggml-oracle.sh
 step "pytest"
-python3 -m pytest tests/python -q -rs -p no:cacheprovider --durations=15 "${valgrind_tests[@]/#/--deselect=}"
+python3 -m pytest tests/python "${pytest_args[@]}" --basetemp=target/pytest --durations=15 "${valgrind_tests[@]/#/--deselect=}"
 step "pytest: the C API under valgrind (started in the background after cargo test)"
 valgrind_rc=0
 wait $valgrind_pytest || valgrind_rc=$?
