@@ -48,6 +48,12 @@ impl<'a> WeightView<'a> {
         Ok(WeightView { dtype, layout, rows, cols, data })
     }
 
+    /// Whether `gemm` multiplies this matrix by the activations' f32 copy (f16 / f32 weights)
+    /// rather than by their 8-bit blocks: `Activations::set_with`'s `keep_f32`.
+    pub fn reads_f32(&self) -> bool {
+        matches!(self.dtype, DType::F16 | DType::F32)
+    }
+
     /// Row `r` dequantized into `dst` (used for embedding look-ups).
     pub fn row_f32(&self, r: usize, dst: &mut [f32]) -> Result<()> {
         let rb = self.dtype.row_bytes(self.cols)?;
@@ -81,24 +87,40 @@ impl<'a> WeightView<'a> {
     }
 }
 
-/// Activations of `n_tokens` × `cols`, kept both as f32 (for f16/f32 weights) and as 8-bit
-/// blocks (for quantized weights), quantized once per matrix product input. Buffers are sized
-/// at creation; `set` never allocates within that capacity.
+/// Activations of `n_tokens` × `cols`, kept as 8-bit blocks (for quantized weights), quantized
+/// once per matrix product input, and as an f32 copy where f16/f32 weights need it. Buffers are
+/// sized at creation; `set` never allocates within that capacity.
 pub struct Activations {
     n_tokens: usize,
     cols: usize,
     x: Vec<f32>,
+    /// Whether `x` holds this input (`set_with`'s `keep_f32`).
+    has_x: bool,
     q8: Vec<BlockQ8A>,
 }
 
 impl Activations {
     pub fn with_capacity(max_tokens: usize, max_cols: usize) -> Self {
         let n = max_tokens * max_cols;
-        Activations { n_tokens: 0, cols: 0, x: Vec::with_capacity(n), q8: Vec::with_capacity(n.div_ceil(QK)) }
+        Activations {
+            n_tokens: 0,
+            cols: 0,
+            x: Vec::with_capacity(n),
+            has_x: false,
+            q8: Vec::with_capacity(n.div_ceil(QK)),
+        }
     }
 
-    /// Takes `x` (`n_tokens` rows of `cols`) and quantizes it.
+    /// Takes `x` (`n_tokens` rows of `cols`), quantizes it and keeps an f32 copy.
     pub fn set(&mut self, x: &[f32], n_tokens: usize, cols: usize) -> Result<()> {
+        self.set_with(x, n_tokens, cols, true)
+    }
+
+    /// As `set`; the f32 copy only with `keep_f32` (some matrix it meets `reads_f32`) or when
+    /// `cols` is not a multiple of 32 (no 8-bit blocks then). Quantized matrices need only the
+    /// blocks: the copy was 1–2 % of a prompt's time (BENCHMARKS.md). A `gemm` with f16/f32
+    /// weights on activations set without it returns `KernelError::NoFloatActivations`.
+    pub fn set_with(&mut self, x: &[f32], n_tokens: usize, cols: usize, keep_f32: bool) -> Result<()> {
         if x.len() != n_tokens * cols {
             return Err(KernelError::LengthMismatch {
                 op: "Activations::set",
@@ -109,7 +131,10 @@ impl Activations {
         self.n_tokens = n_tokens;
         self.cols = cols;
         self.x.clear();
-        self.x.extend_from_slice(x);
+        self.has_x = keep_f32 || !cols.is_multiple_of(QK);
+        if self.has_x {
+            self.x.extend_from_slice(x);
+        }
         self.q8.clear();
         if cols.is_multiple_of(QK) {
             self.q8.resize(x.len() / QK, BlockQ8A::default());
@@ -191,6 +216,9 @@ fn gemm_float<T: Sync>(
     wb: &[T],
     dot: fn(&[T], &[f32]) -> f32,
 ) -> Result<()> {
+    if !act.has_x {
+        return Err(KernelError::NoFloatActivations { dtype: w.dtype });
+    }
     let c = w.cols;
     gemm_rows(w.rows, act.n_tokens, out, |r, t| dot(&wb[r * c..(r + 1) * c], &act.x[t * c..(t + 1) * c]));
     Ok(())

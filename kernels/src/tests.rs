@@ -368,3 +368,48 @@ fn rows16_row_lookup_equals_row_major() {
         }
     }
 }
+
+/// `Activations::set_with` without the f32 copy: quantized matrices give the same bits as after
+/// `set`; f16/f32 matrices get a typed error instead of reading a stale or empty copy.
+#[test]
+fn activations_without_their_f32_copy() {
+    use crate::ops::{gemm, Activations, WeightView};
+    use crate::types::KernelError;
+    let (rows, cols, n) = (4, 64, 3);
+    let mut rng = Rng::new(7);
+    let x = rng.vec(n * cols, 1.0);
+    let w = rng.vec(rows * cols, 1.0);
+    let mut q = vec![BlockQ8_0::default(); rows * cols / 32];
+    BlockQ8_0::quantize_row(&w, &mut q).unwrap();
+    let qbytes: Vec<u8> = q.iter().flat_map(|b| b.d.to_le_bytes().into_iter().chain(b.qs.map(|v| v as u8))).collect();
+    // f32 weights start on a 4-byte boundary: the bytes are written at the buffer's first one.
+    let mut fbuf = vec![0u8; w.len() * 4 + 3];
+    let at = fbuf.as_ptr().align_offset(4);
+    let fbytes = &mut fbuf[at..at + w.len() * 4];
+    for (c, v) in fbytes.chunks_exact_mut(4).zip(&w) {
+        c.copy_from_slice(&v.to_le_bytes());
+    }
+    let wq = WeightView::new(DType::Q8_0, rows, cols, &qbytes).unwrap();
+    let wf = WeightView::new(DType::F32, rows, cols, fbytes).unwrap();
+    assert!(!wq.reads_f32() && wf.reads_f32());
+    let mut act = Activations::with_capacity(n, cols);
+    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let (mut full, mut lean, mut float) = (vec![0f32; n * rows], vec![0f32; n * rows], vec![0f32; n * rows]);
+    act.set(&x, n, cols).unwrap();
+    gemm(&wq, &act, &mut full).unwrap();
+    gemm(&wf, &act, &mut float).unwrap();
+    assert!(float.iter().all(|v| v.is_finite() && *v != 0.0));
+    act.set_with(&x, n, cols, false).unwrap();
+    gemm(&wq, &act, &mut lean).unwrap();
+    assert_eq!(bits(&full), bits(&lean));
+    assert!(matches!(gemm(&wf, &act, &mut float), Err(KernelError::NoFloatActivations { dtype: DType::F32 })));
+    // Rows that are not whole blocks (no 8-bit blocks) keep the copy whatever was asked.
+    let wf40 = WeightView::new(DType::F32, 2, 40, &fbytes[..2 * 40 * 4]).unwrap();
+    act.set_with(&x[..n * 40], n, 40, false).unwrap();
+    let mut out40 = vec![0f32; n * 2];
+    gemm(&wf40, &act, &mut out40).unwrap();
+    act.set(&x[..n * 40], n, 40).unwrap();
+    let mut ref40 = vec![0f32; n * 2];
+    gemm(&wf40, &act, &mut ref40).unwrap();
+    assert_eq!(bits(&out40), bits(&ref40));
+}

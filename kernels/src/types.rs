@@ -414,6 +414,8 @@ pub enum KernelError {
     UnknownTypeName(String),
     #[error("{op} is not supported for {dtype}")]
     Unsupported { op: &'static str, dtype: DType },
+    #[error("gemm: {dtype} weights need the activations' f32 copy, which they were set without")]
+    NoFloatActivations { dtype: DType },
     #[error("unknown tensor layout code {0}")]
     UnknownLayout(u32),
     #[error("layout {layout} does not hold {dtype} tensors of shape {shape:?} (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k or q6_k matrices with a multiple of 16 rows)")]

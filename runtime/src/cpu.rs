@@ -179,7 +179,8 @@ impl Backend for Cpu {
 
     fn matmul(&mut self, input: Buf, n: usize, outs: &[(T, Buf)]) -> Result<()> {
         let cols = self.width[input as usize];
-        self.act.set(&self.bufs[input as usize][..n * cols], n, cols)?;
+        let keep_f32 = outs.iter().any(|&(w, _)| self.model.weight(w).reads_f32());
+        self.act.set_with(&self.bufs[input as usize][..n * cols], n, cols, keep_f32)?;
         for &(w, out) in outs {
             let width = self.width[out as usize];
             gemm(&self.model.weight(w), &self.act, &mut self.bufs[out as usize][..n * width])?;
@@ -298,8 +299,9 @@ impl Backend for Cpu {
 
     fn output(&mut self, w: T, input: Buf, n: usize, out: &mut [f32]) -> Result<()> {
         let cols = self.width[input as usize];
-        self.act.set(&self.bufs[input as usize][..n * cols], n, cols)?;
-        gemm(&self.model.weight(w), &self.act, out)?;
+        let weight = self.model.weight(w);
+        self.act.set_with(&self.bufs[input as usize][..n * cols], n, cols, weight.reads_f32())?;
+        gemm(&weight, &self.act, out)?;
         Ok(())
     }
 
