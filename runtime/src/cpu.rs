@@ -229,15 +229,20 @@ impl Backend for Cpu {
         let [q, att_out] = self.bufs.get_disjoint_mut([Buf::Q as usize, Buf::AttOut as usize]).expect("distinct");
         let q: &[f32] = q;
         let scores_per_token = n_heads * n_ctx;
-        // Parallel over tokens; each token's heads in order.
+        // Parallel over tokens, each token's heads in order; with fewer tokens than threads
+        // (decode), over (token, head) pairs, so that one token's heads spread over the pool
+        // (attention ran on one of two threads in two-thread decode while the other waited).
+        // A head's result does not depend on which task computes it.
+        let heads = if n >= autark_kernels::pool::current_threads() { n_heads } else { 1 };
         autark_kernels::pool::for_each_chunks2(
             &mut att_out[..n * q_dim],
-            q_dim,
+            heads * hd,
             &mut self.scores[..n * scores_per_token],
-            scores_per_token,
-            n,
+            heads * n_ctx,
+            n * n_heads / heads,
             false,
-            &|t, out, scores| {
+            &|i, out, scores| {
+                let (t, h0) = (i * heads / n_heads, i * heads % n_heads);
                 // The row's segment (a few at most: a walk, not an allocated table), its position
                 // and its sequence's layer cache.
                 let (mut seg, mut first_row) = (&segs[0], 0);
@@ -253,16 +258,16 @@ impl Backend for Cpu {
                 let first = (p + 1).saturating_sub(window);
                 let len = p + 1 - first;
                 let runs = cache.runs(first, len);
-                for h in 0..n_heads {
+                for (j, h) in (h0..h0 + heads).enumerate() {
                     let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
                     let kvh = h / group;
-                    let s = &mut scores[h * n_ctx..h * n_ctx + len];
+                    let s = &mut scores[j * n_ctx..j * n_ctx + len];
                     for (slot, js) in runs.iter().filter(|r| !r.1.is_empty()).cloned() {
                         cache.scores(qh, kvh, slot, &mut s[js]);
                     }
                     s.iter_mut().for_each(|v| *v *= scale);
                     softmax(s);
-                    let o = &mut out[h * hd..(h + 1) * hd];
+                    let o = &mut out[j * hd..(j + 1) * hd];
                     o.fill(0.0);
                     for (slot, js) in runs.iter().filter(|r| !r.1.is_empty()).cloned() {
                         cache.weighted_sum(o, &s[js], kvh, slot);
