@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each step's header says how long the suite has run (CI keeps it well under 30 minutes).
-# and how much disk is left where it builds (the whole suite takes about 5 GB under target/ and
-# fuzz/, the nightly toolchain 1 GB; a full disk otherwise shows only as the first write to fail).
+# and how much disk is left where it builds (the whole suite takes about 6.5 GB under target/ and
+# fuzz/target, the nightly toolchain 1 GB; a full disk otherwise shows only as the first write to fail).
 step() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s, $(df -Ph . | awk 'NR == 2 { print $4 }') free] $*"; }
 scripts/fetch-model.sh
 # llama.cpp's tokenizer (the peer of test_tokenizer_agreement.py; libllama, under two minutes to

@@ -48,12 +48,6 @@ impl<'a> WeightView<'a> {
         Ok(WeightView { dtype, layout, rows, cols, data })
     }
 
-    /// Whether `gemm` multiplies this matrix by the activations' f32 copy (f16 / f32 weights)
-    /// rather than by their 8-bit blocks: `Activations::set_with`'s `keep_f32`.
-    pub fn reads_f32(&self) -> bool {
-        matches!(self.dtype, DType::F16 | DType::F32)
-    }
-
     /// Row `r` dequantized into `dst` (used for embedding look-ups).
     pub fn row_f32(&self, r: usize, dst: &mut [f32]) -> Result<()> {
         let rb = self.dtype.row_bytes(self.cols)?;
@@ -87,6 +81,12 @@ impl<'a> WeightView<'a> {
     }
 }
 
+/// Whether `gemm` multiplies matrices of `dtype` by the activations' f32 copy (f16 / f32)
+/// rather than by their 8-bit blocks: `Activations::set_with`'s `keep_f32`.
+pub fn reads_f32(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::F32)
+}
+
 /// Activations of `n_tokens` × `cols`, kept as 8-bit blocks (for quantized weights), quantized
 /// once per matrix product input, and as an f32 copy where f16/f32 weights need it. Buffers are
 /// sized at creation; `set` never allocates within that capacity.
@@ -116,7 +116,7 @@ impl Activations {
         self.set_with(x, n_tokens, cols, true)
     }
 
-    /// As `set`; the f32 copy only with `keep_f32` (some matrix it meets `reads_f32`) or when
+    /// As `set`; the f32 copy only with `keep_f32` (`reads_f32` of some matrix it meets) or when
     /// `cols` is not a multiple of 32 (no 8-bit blocks then). Quantized matrices need only the
     /// blocks: the copy was 1–2 % of a prompt's time (BENCHMARKS.md). A `gemm` with f16/f32
     /// weights on activations set without it returns `KernelError::NoFloatActivations`.

@@ -373,7 +373,7 @@ fn rows16_row_lookup_equals_row_major() {
 /// `set`; f16/f32 matrices get a typed error instead of reading a stale or empty copy.
 #[test]
 fn activations_without_their_f32_copy() {
-    use crate::ops::{gemm, Activations, WeightView};
+    use crate::ops::{gemm, reads_f32, Activations, WeightView};
     use crate::types::KernelError;
     let (rows, cols, n) = (4, 64, 3);
     let mut rng = Rng::new(7);
@@ -391,7 +391,7 @@ fn activations_without_their_f32_copy() {
     }
     let wq = WeightView::new(DType::Q8_0, rows, cols, &qbytes).unwrap();
     let wf = WeightView::new(DType::F32, rows, cols, fbytes).unwrap();
-    assert!(!wq.reads_f32() && wf.reads_f32());
+    assert!(!reads_f32(wq.dtype) && reads_f32(wf.dtype));
     let mut act = Activations::with_capacity(n, cols);
     let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     let (mut full, mut lean, mut float) = (vec![0f32; n * rows], vec![0f32; n * rows], vec![0f32; n * rows]);

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use autark_format::{FfnActivation, ModelConfig};
-use autark_kernels::ops::{gelu_tanh_mul, gemm, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations};
+use autark_kernels::ops::{
+    gelu_tanh_mul, gemm, reads_f32, rmsnorm, rmsnorm_in_place, rope_head, silu_mul, softmax, Activations,
+};
 use autark_kernels::pool::Pool;
 
 use crate::backend::{Backend, Buf, Seg};
@@ -179,7 +181,8 @@ impl Backend for Cpu {
 
     fn matmul(&mut self, input: Buf, n: usize, outs: &[(T, Buf)]) -> Result<()> {
         let cols = self.width[input as usize];
-        let keep_f32 = outs.iter().any(|&(w, _)| self.model.weight(w).reads_f32());
+        // From the tensor table: `weight` validates a view, which the loop below does once.
+        let keep_f32 = outs.iter().any(|&(w, _)| reads_f32(self.model.file().tensors()[w].dtype));
         self.act.set_with(&self.bufs[input as usize][..n * cols], n, cols, keep_f32)?;
         for &(w, out) in outs {
             let width = self.width[out as usize];
@@ -305,7 +308,7 @@ impl Backend for Cpu {
     fn output(&mut self, w: T, input: Buf, n: usize, out: &mut [f32]) -> Result<()> {
         let cols = self.width[input as usize];
         let weight = self.model.weight(w);
-        self.act.set_with(&self.bufs[input as usize][..n * cols], n, cols, weight.reads_f32())?;
+        self.act.set_with(&self.bufs[input as usize][..n * cols], n, cols, reads_f32(weight.dtype))?;
         gemm(&weight, &self.act, out)?;
         Ok(())
     }
