@@ -313,6 +313,15 @@ struct SampleArgs {
     min_p: f32,
     #[arg(long, default_value_t = DEFAULTS.generate.sampler.repeat_penalty)]
     repeat_penalty: f32,
+    /// Recent tokens the penalties look at.
+    #[arg(long, default_value_t = DEFAULTS.generate.sampler.repeat_last_n)]
+    repeat_last_n: usize,
+    /// Subtracted from a recent token's logit once per occurrence (0 = off).
+    #[arg(long, default_value_t = DEFAULTS.generate.sampler.frequency_penalty, allow_hyphen_values = true)]
+    frequency_penalty: f32,
+    /// Subtracted once from the logit of every recent token (0 = off).
+    #[arg(long, default_value_t = DEFAULTS.generate.sampler.presence_penalty, allow_hyphen_values = true)]
+    presence_penalty: f32,
     #[arg(long, default_value_t = DEFAULTS.generate.sampler.seed)]
     seed: u64,
     /// Context length (0 = model's, capped at 4096).

@@ -36,7 +36,7 @@ pub use generate::{GenerateParams, GenerationStats, StopReason};
 pub use kv::CacheType;
 pub use model::{Model, Prompt};
 pub use options::{Options, DEFAULTS};
-pub use sampler::{Sampler, SamplerParams};
+pub use sampler::{token_logprobs, Sampler, SamplerParams};
 pub use session::{CancelHandle, Device, Session, SessionParams};
 pub use speculative::{SpecMode, SpeculativeParams};
 pub use tokenizer::{Detokenizer, Tokenizer};

@@ -36,6 +36,8 @@ pub const DEFAULTS: Options = Options {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             seed: 0,
         },
         stop: Vec::new(),

@@ -16,8 +16,13 @@ pub struct SamplerParams {
     pub min_p: f32,
     /// 1.0 = off.
     pub repeat_penalty: f32,
-    /// How many recent tokens the penalty looks at.
+    /// How many recent tokens the penalties look at.
     pub repeat_last_n: usize,
+    /// Subtracted from a token's logit once per time it occurs among those tokens (OpenAI's
+    /// `frequency_penalty`, applied as llama.cpp does); 0.0 = off.
+    pub frequency_penalty: f32,
+    /// Subtracted once from the logit of every token that occurs among them; 0.0 = off.
+    pub presence_penalty: f32,
     pub seed: u64,
 }
 
@@ -25,7 +30,12 @@ impl SamplerParams {
     /// Greedy with nothing before it in the chain: the next token is the logits' first maximum
     /// (`autark_kernels::ops::argmax`), whatever the history.
     pub fn is_greedy(&self) -> bool {
-        self.temperature <= 0.0 && self.repeat_penalty == 1.0
+        self.temperature <= 0.0 && !self.penalizes()
+    }
+
+    /// Whether a penalty changes the logits of recent tokens.
+    pub fn penalizes(&self) -> bool {
+        self.repeat_penalty != 1.0 || self.frequency_penalty != 0.0 || self.presence_penalty != 0.0
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -42,6 +52,11 @@ impl SamplerParams {
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
             return bad("repeat_penalty", format!("{} (must be > 0)", self.repeat_penalty));
         }
+        for (name, v) in [("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty)] {
+            if !v.is_finite() {
+                return bad(name, format!("{v} (must be finite)"));
+            }
+        }
         Ok(())
     }
 }
@@ -50,6 +65,8 @@ pub struct Sampler {
     params: SamplerParams,
     rng: u64,
     cand: Vec<(f32, u32)>,
+    /// The penalties' window of recent tokens, sorted.
+    recent: Vec<u32>,
     /// A vocabulary-sized row of zeros, for speculative sampling's lookups (allocated on first
     /// use).
     dense: Vec<f32>,
@@ -62,6 +79,7 @@ impl Sampler {
             params,
             rng: Self::initial_rng(params.seed),
             cand: Vec::with_capacity(vocab_size),
+            recent: Vec::new(),
             dense: Vec::new(),
         })
     }
@@ -122,19 +140,21 @@ impl Sampler {
         self.cand.extend(
             logits.iter().enumerate().map(|(i, &l)| (if l.is_nan() { f32::NEG_INFINITY } else { l }, i as u32)),
         );
-        if p.repeat_penalty != 1.0 {
+        if p.penalizes() {
+            // Each distinct token of the window once, with its count: the repetition penalty
+            // scales its logit, then frequency and presence penalties subtract (llama.cpp's
+            // order).
             let start = history.len().saturating_sub(p.repeat_last_n);
-            for &t in &history[start..] {
-                if let Some(c) = self.cand.get_mut(t as usize) {
-                    // Once per distinct token: the id slot marks tokens already penalised.
-                    if c.1 == t {
+            self.recent.clear();
+            self.recent.extend_from_slice(&history[start..]);
+            self.recent.sort_unstable();
+            for same in self.recent.chunk_by(|a, b| a == b) {
+                if let Some(c) = self.cand.get_mut(same[0] as usize) {
+                    if p.repeat_penalty != 1.0 {
                         c.0 = if c.0 > 0.0 { c.0 / p.repeat_penalty } else { c.0 * p.repeat_penalty };
-                        c.1 = u32::MAX;
                     }
+                    c.0 -= same.len() as f32 * p.frequency_penalty + p.presence_penalty;
                 }
-            }
-            for (i, c) in self.cand.iter_mut().enumerate() {
-                c.1 = i as u32;
             }
         }
         if p.temperature <= 0.0 {
@@ -259,9 +279,59 @@ impl Sampler {
     }
 }
 
+/// A token's log-probability under the model's distribution (the softmax of the raw logits:
+/// before penalties, truncation, temperature and constraints), and the `top` most likely
+/// tokens with theirs, most likely first (equal logits: lower id first). What OpenAI's
+/// `logprobs` report. A NaN logit counts as −∞; `chosen` outside the logits gets −∞.
+pub fn token_logprobs(logits: &[f32], chosen: u32, top: usize) -> (f32, Vec<(u32, f32)>) {
+    let log_z = crate::perplexity::log_normalizer(logits);
+    let lp = |l: f32| if l.is_nan() { f32::NEG_INFINITY } else { (l as f64 - log_z) as f32 };
+    let own = logits.get(chosen as usize).map_or(f32::NEG_INFINITY, |&l| lp(l));
+    // The `top` best as (logit, id), kept sorted; one comparison per token once it is full.
+    let mut best: Vec<(f32, u32)> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            let l = if l.is_nan() { f32::NEG_INFINITY } else { l };
+            if best.len() == top && l <= best[top - 1].0 {
+                continue;
+            }
+            let at = best.partition_point(|b| b.0 >= l);
+            best.insert(at, (l, i as u32));
+            best.truncate(top);
+        }
+    }
+    (own, best.into_iter().map(|(l, i)| (i, lp(l))).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against a direct evaluation in f64: the chosen token's value, the order (ties by id),
+    /// and that the probabilities of the whole vocabulary add up to one.
+    #[test]
+    fn token_logprobs_are_the_log_softmax() {
+        let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1009) as f32 * 0.013 - 3.0).collect();
+        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum::<f64>().ln();
+        let (own, top) = token_logprobs(&logits, 17, 5);
+        assert!((own as f64 - (logits[17] as f64 - z)).abs() < 1e-5);
+        let mut want: Vec<(u32, f32)> = (0..1000u32).map(|i| (i, logits[i as usize])).collect();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), want[..5].iter().map(|t| t.0).collect::<Vec<_>>());
+        for (i, lp) in &top {
+            assert!((*lp as f64 - (logits[*i as usize] as f64 - z)).abs() < 1e-5);
+        }
+        let all = token_logprobs(&logits, 0, 1000).1;
+        assert_eq!(all.len(), 1000);
+        assert!((all.iter().map(|t| (t.1 as f64).exp()).sum::<f64>() - 1.0).abs() < 1e-4);
+        // Ties keep the lower id first; NaN is −∞; no alternatives asked, none given.
+        let (own, top) = token_logprobs(&[1.0, f32::NAN, 1.0, 0.0], 1, 3);
+        assert_eq!(own, f32::NEG_INFINITY);
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), [0, 2, 3]);
+        assert!((top[0].1 - top[1].1).abs() == 0.0);
+        assert!(token_logprobs(&[1.0, 2.0], 5, 0).1.is_empty());
+        assert_eq!(token_logprobs(&[1.0, 2.0], 5, 0).0, f32::NEG_INFINITY);
+    }
 
     #[test]
     fn greedy_picks_argmax() {
@@ -274,6 +344,31 @@ mod tests {
         let p = SamplerParams { temperature: 0.0, repeat_penalty: 2.0, ..Default::default() };
         let mut s = Sampler::new(p, 3).unwrap();
         assert_eq!(s.sample(&[3.0, 2.0, 0.0], &[0, 0]), 1);
+    }
+
+    /// Frequency and presence penalties against the logits worked out by hand: token 0 seen
+    /// three times, token 1 once, token 2 outside the window of 4.
+    #[test]
+    fn frequency_and_presence_penalties() {
+        let logits = [3.0, 2.6, 2.5, 0.0];
+        let history = [2, 0, 0, 1, 0];
+        let pick = |frequency_penalty, presence_penalty| {
+            let p = SamplerParams {
+                temperature: 0.0,
+                repeat_last_n: 4,
+                frequency_penalty,
+                presence_penalty,
+                ..Default::default()
+            };
+            Sampler::new(p, 4).unwrap().sample(&logits, &history)
+        };
+        assert_eq!(pick(0.0, 0.0), 0);
+        assert_eq!(pick(0.15, 0.0), 0); // 2.55, 2.45, 2.5
+        assert_eq!(pick(0.2, 0.0), 2); // 2.4, 2.4, 2.5 (token 2 is outside the window)
+        assert_eq!(pick(0.0, 0.3), 0); // 2.7, 2.3, 2.5 (once per token, not per occurrence)
+        assert_eq!(pick(0.0, 0.6), 2); // 2.4, 2.0, 2.5
+        assert_eq!(pick(-1.0, 0.0), 0);
+        assert!(Sampler::new(SamplerParams { presence_penalty: f32::NAN, ..Default::default() }, 4).is_err());
     }
 
     #[test]

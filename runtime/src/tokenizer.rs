@@ -13,6 +13,8 @@ pub struct Tokenizer {
     pub(crate) bos_token: Option<String>,
     pub(crate) eos_token: Option<String>,
     pub(crate) chat_template: Option<String>,
+    /// The decoder maps bytes to printable characters (GPT-2's byte-level BPE).
+    byte_level: bool,
 }
 
 impl Tokenizer {
@@ -26,7 +28,14 @@ impl Tokenizer {
             )));
         }
         let in_vocab = |id: &u32| (*id as usize) < vocab_size;
+        use tokenizers::DecoderWrapper as D;
+        let byte_level = match inner.get_decoder() {
+            Some(D::ByteLevel(_)) => true,
+            Some(D::Sequence(s)) => s.get_decoders().iter().any(|d| matches!(d, D::ByteLevel(_))),
+            _ => false,
+        };
         Ok(Tokenizer {
+            byte_level,
             inner,
             bos: meta.bos_token_id.filter(in_vocab),
             eos: meta.eos_token_ids.iter().copied().filter(in_vocab).collect(),
@@ -84,6 +93,40 @@ impl Tokenizer {
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
+
+    /// The bytes the token stands for in decoded text, which may be part of a character:
+    /// byte-level BPE vocabularies map their printable characters back to bytes, SentencePiece
+    /// byte tokens (`<0xE2>`) are their byte and `▁` a space; added tokens are their content.
+    /// Unlike `decode` of the token alone, no leading space is stripped. `None` for an id
+    /// outside the vocabulary.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        if let Some(added) = self.inner.get_added_vocabulary().simple_id_to_token(id) {
+            return Some(added.into_bytes());
+        }
+        let piece = self.inner.id_to_token(id)?;
+        if self.byte_level {
+            if let Some(bytes) = piece.chars().map(byte_of_char).collect::<Option<Vec<u8>>>() {
+                return Some(bytes);
+            }
+        }
+        let hex = piece.strip_prefix("<0x").and_then(|h| h.strip_suffix('>')).filter(|h| h.len() == 2);
+        if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            return Some(vec![b]);
+        }
+        Some(piece.replace('\u{2581}', " ").into_bytes())
+    }
+}
+
+/// GPT-2's byte-level alphabet backwards: the printable bytes `!`..`~`, `¡`..`¬` and `®`..`ÿ`
+/// stand for themselves, the other 68 bytes, in order, for U+0100 onwards.
+fn byte_of_char(c: char) -> Option<u8> {
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let c = c as u32;
+    if printable(c) {
+        return Some(c as u8);
+    }
+    let n = c.checked_sub(256)?;
+    (0..=255u32).filter(|&b| !printable(b)).nth(n as usize).map(|b| b as u8)
 }
 
 /// Turns a stream of token ids into text pieces. A piece is released only once it decodes to
@@ -178,6 +221,19 @@ mod tests {
             eos_token: None,
         };
         Tokenizer::from_meta(&meta, 256).unwrap()
+    }
+
+    #[test]
+    fn token_bytes_rebuild_the_text() {
+        let tok = byte_tokenizer();
+        let text = "Zażółć gęślą — 😀 ok";
+        let ids = tok.encode(text, false).unwrap();
+        let bytes: Vec<u8> = ids.iter().flat_map(|&i| tok.token_bytes(i).unwrap()).collect();
+        assert_eq!(bytes, text.as_bytes());
+        assert_eq!(tok.token_bytes(b' ' as u32), Some(vec![b' ']));
+        assert_eq!(tok.token_bytes(256), None);
+        assert_eq!(byte_of_char('\u{0100}'), Some(0));
+        assert_eq!(byte_of_char('\u{0144}'), None);
     }
 
     #[test]

@@ -30,8 +30,9 @@ pub const CHUNK: usize = 64;
 /// What the engine tells a request's responder.
 #[derive(Debug)]
 pub enum Event {
-    /// Text of the completion, as it becomes complete.
-    Text(String),
+    /// Text of the completion, as it becomes complete, with the log-probabilities of the
+    /// tokens whose text begins in it (when the request asked for them).
+    Text(String, Vec<TokenLogprob>),
     Done(Finish),
     Failed(ApiError),
 }
@@ -42,6 +43,18 @@ pub struct Finish {
     pub reason: &'static str,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+}
+
+/// A generated token's log-probability under the model's distribution (`logprobs`).
+#[derive(Debug, Clone)]
+pub struct TokenLogprob {
+    /// The token's bytes (part of a character, for some tokens).
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    /// The most likely tokens, with theirs, most likely first.
+    pub top: Vec<(Vec<u8>, f32)>,
+    /// Where the token's text begins in the text it comes with (bytes; a character boundary).
+    pub offset: usize,
 }
 
 /// One request on its way through the engine.
@@ -169,6 +182,9 @@ struct Running {
     detok: Detokenizer,
     /// Text held back while it may begin a stop string.
     pending: String,
+    /// Log-probabilities of the tokens whose text begins in `pending` (offsets into it) or
+    /// is still held by the detokenizer (at its end).
+    pending_logprobs: Vec<TokenLogprob>,
     generated: usize,
     /// KV cache bytes reserved for this request: its prompt and `max_tokens`, at most the slot.
     reserved: usize,
@@ -303,6 +319,7 @@ impl Worker {
                 sampler,
                 detok: Detokenizer::new(),
                 pending: String::new(),
+                pending_logprobs: Vec::new(),
                 generated: 0,
                 reserved: need,
             });
@@ -377,14 +394,22 @@ fn advance(session: &Session, run: &mut Running, m: &Metrics) -> Result<Next, Ap
     if let Some(g) = req.guide.as_deref_mut() {
         g.accept(next).map_err(internal)?;
     }
+    if let Some(top) = req.logprobs {
+        let (logprob, alternatives) = autark_runtime::token_logprobs(session.logits(), next, top);
+        let bytes = |t| tok.token_bytes(t).unwrap_or_default();
+        let top = alternatives.into_iter().map(|(t, l)| (bytes(t), l)).collect();
+        run.pending_logprobs.push(TokenLogprob { bytes: bytes(next), logprob, top, offset: run.pending.len() });
+    }
     run.generated += 1;
     Metrics::add(&m.generated_tokens, 1);
     let piece = run.detok.push(tok, next).map_err(internal)?;
     run.pending.push_str(&piece);
     let stop = &run.job.request.params.stop;
     if let Some(at) = stop.iter().filter_map(|s| run.pending.find(s.as_str())).min() {
+        // The tokens whose text begins before the stop string come with the text before it.
         if at > 0 {
-            let _ = run.job.events.send(Event::Text(run.pending[..at].to_string()));
+            let lps = take_logprobs(&mut run.pending_logprobs, at);
+            let _ = run.job.events.send(Event::Text(run.pending[..at].to_string(), lps));
         }
         return Ok(Next::Finish("stop"));
     }
@@ -392,7 +417,8 @@ fn advance(session: &Session, run: &mut Running, m: &Metrics) -> Result<Next, Ap
     let emit = run.pending.len() - hold;
     if emit > 0 {
         let text: String = run.pending.drain(..emit).collect();
-        let _ = run.job.events.send(Event::Text(text));
+        let lps = take_logprobs(&mut run.pending_logprobs, emit);
+        let _ = run.job.events.send(Event::Text(text, lps));
     }
     if run.job.request.guide.as_ref().is_some_and(|g| g.is_finished()) {
         flush(run, tok)?;
@@ -405,12 +431,22 @@ fn advance(session: &Session, run: &mut Running, m: &Metrics) -> Result<Next, Ap
     Ok(Next::Eval(vec![next]))
 }
 
+/// The log-probabilities of the tokens whose text begins within the first `end` bytes of the
+/// pending text (which are being sent); the others' offsets move back by `end`.
+fn take_logprobs(pending: &mut Vec<TokenLogprob>, end: usize) -> Vec<TokenLogprob> {
+    let n = pending.partition_point(|t| t.offset < end);
+    let taken = pending.drain(..n).collect();
+    pending.iter_mut().for_each(|t| t.offset -= end);
+    taken
+}
+
 /// Emits what is held back (a partial stop string, an unfinished character) at the end.
 fn flush(run: &mut Running, tok: &autark_runtime::Tokenizer) -> Result<(), ApiError> {
     let rest = run.detok.flush(tok).map_err(|e| ApiError::status(500, "server_error", e.to_string()))?;
     run.pending.push_str(&rest);
-    if !run.pending.is_empty() {
-        let _ = run.job.events.send(Event::Text(std::mem::take(&mut run.pending)));
+    if !run.pending.is_empty() || !run.pending_logprobs.is_empty() {
+        let lps = std::mem::take(&mut run.pending_logprobs);
+        let _ = run.job.events.send(Event::Text(std::mem::take(&mut run.pending), lps));
     }
     Ok(())
 }

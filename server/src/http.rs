@@ -17,7 +17,7 @@ use hyper::{Method, Request as HttpRequest, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use crate::engine::{Engine, Event, Finish, Job};
+use crate::engine::{Engine, Event, Finish, Job, TokenLogprob};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::request::{self, Kind, Limits};
@@ -89,6 +89,8 @@ struct Meta {
     id: String,
     created: u64,
     model: String,
+    /// The request asked for log-probabilities.
+    logprobs: bool,
 }
 
 pub struct SseBody {
@@ -98,6 +100,8 @@ pub struct SseBody {
     held: String,
     meta: Meta,
     include_usage: bool,
+    /// Characters of completion text sent (the legacy `logprobs.text_offset` counts them).
+    chars: usize,
     /// The chat's first chunk (`role`) was sent; `[DONE]` was sent.
     started: bool,
     done: bool,
@@ -112,23 +116,28 @@ impl SseBody {
         if !self.started {
             self.started = true;
             if self.meta.kind == Kind::Chat {
-                let first = chunk(&self.meta, json!({"role": "assistant", "content": ""}), None);
+                let first = chunk(&self.meta, json!({"role": "assistant", "content": ""}), Value::Null, None);
                 return Poll::Ready(Some(sse(&first)));
             }
         }
         let mut event = self.rx.poll_recv(cx);
-        while let (Some(_), Poll::Ready(Some(Event::Text(t)))) = (&self.tools, &event) {
+        while let (Some(_), Poll::Ready(Some(Event::Text(t, _)))) = (&self.tools, &event) {
             self.held.push_str(t);
             event = self.rx.poll_recv(cx);
         }
         match event {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Event::Text(t))) => {
+            Poll::Ready(Some(Event::Text(t, lps))) => {
+                let logprobs = match self.meta.logprobs && !lps.is_empty() {
+                    true => logprobs_json(self.meta.kind, &with_offsets(&t, self.chars, lps)),
+                    false => Value::Null,
+                };
+                self.chars += t.chars().count();
                 let delta = match self.meta.kind {
                     Kind::Chat => json!({"content": t}),
                     Kind::Completion => json!(t),
                 };
-                Poll::Ready(Some(sse(&chunk(&self.meta, delta, None))))
+                Poll::Ready(Some(sse(&chunk(&self.meta, delta, logprobs, None))))
             }
             Poll::Ready(Some(Event::Done(f))) => {
                 let mut out = Vec::new();
@@ -140,16 +149,16 @@ impl SseBody {
                     if let Some(calls) = delta["tool_calls"].as_array_mut() {
                         calls.iter_mut().enumerate().for_each(|(i, c)| c["index"] = json!(i));
                     }
-                    out.extend_from_slice(&sse(&chunk(&self.meta, delta, None)));
+                    out.extend_from_slice(&sse(&chunk(&self.meta, delta, Value::Null, None)));
                     reason = r;
                 }
                 let empty = match self.meta.kind {
                     Kind::Chat => json!({}),
                     Kind::Completion => json!(""),
                 };
-                out.extend_from_slice(&sse(&chunk(&self.meta, empty, Some(reason))));
+                out.extend_from_slice(&sse(&chunk(&self.meta, empty, Value::Null, Some(reason))));
                 if self.include_usage {
-                    let mut u = chunk(&self.meta, Value::Null, None);
+                    let mut u = chunk(&self.meta, Value::Null, Value::Null, None);
                     u["choices"] = json!([]);
                     u["usage"] = usage(&f);
                     out.extend_from_slice(&sse(&u));
@@ -176,16 +185,59 @@ fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
-/// One streamed chunk: a chat delta or a completion's text.
-fn chunk(meta: &Meta, delta: Value, finish: Option<&str>) -> Value {
+/// One streamed chunk: a chat delta or a completion's text, with its tokens' `logprobs`.
+fn chunk(meta: &Meta, delta: Value, logprobs: Value, finish: Option<&str>) -> Value {
     match meta.kind {
         Kind::Chat => json!({
             "id": meta.id, "object": "chat.completion.chunk", "created": meta.created, "model": meta.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
         }),
         Kind::Completion => json!({
             "id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
-            "choices": [{"index": 0, "text": delta, "logprobs": null, "finish_reason": finish}],
+            "choices": [{"index": 0, "text": delta, "logprobs": logprobs, "finish_reason": finish}],
+        }),
+    }
+}
+
+/// Each token's log-probability with the character offset of its text in the choice's text;
+/// `base`: the characters before `text`.
+fn with_offsets(text: &str, base: usize, lps: Vec<TokenLogprob>) -> Vec<(usize, TokenLogprob)> {
+    lps.into_iter().map(|t| (base + text.get(..t.offset).unwrap_or(text).chars().count(), t)).collect()
+}
+
+/// A log-probability as JSON, in f32's shortest decimal form; OpenAI's −9999 for a token the
+/// model rules out.
+fn logprob_json(x: f32) -> Value {
+    if !x.is_finite() {
+        return json!(-9999.0);
+    }
+    json!(x.to_string().parse::<f64>().unwrap_or(x as f64))
+}
+
+/// `logprobs` of a choice or chunk: chat's `content` list (each token with its bytes and
+/// `top_logprobs`), or the completions API's parallel lists.
+fn logprobs_json(kind: Kind, tokens: &[(usize, TokenLogprob)]) -> Value {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match kind {
+        Kind::Chat => {
+            let one = |b: &[u8], l: f32| json!({"token": text(b), "logprob": logprob_json(l), "bytes": b});
+            let content: Vec<Value> = tokens
+                .iter()
+                .map(|(_, t)| {
+                    let mut v = one(&t.bytes, t.logprob);
+                    v["top_logprobs"] = t.top.iter().map(|(b, l)| one(b, *l)).collect();
+                    v
+                })
+                .collect();
+            json!({"content": content, "refusal": null})
+        }
+        Kind::Completion => json!({
+            "tokens": tokens.iter().map(|(_, t)| text(&t.bytes)).collect::<Vec<_>>(),
+            "token_logprobs": tokens.iter().map(|(_, t)| logprob_json(t.logprob)).collect::<Vec<_>>(),
+            "top_logprobs": tokens.iter().map(|(_, t)| {
+                t.top.iter().map(|(b, l)| (text(b), logprob_json(*l))).collect::<serde_json::Map<_, _>>()
+            }).collect::<Vec<_>>(),
+            "text_offset": tokens.iter().map(|(o, _)| o).collect::<Vec<_>>(),
         }),
     }
 }
@@ -361,13 +413,23 @@ async fn complete(state: &Arc<State>, kind: Kind, req: HttpRequest<Incoming>) ->
     let request = request::parse(kind, &body, &model, &state.limits)?;
     let mut request = request;
     let (stream, include_usage, tools) = (request.stream, request.include_usage, request.tools.take());
+    let logprobs = request.logprobs.is_some();
     let (tx, mut rx) = unbounded_channel();
     state.engine.submit(Job { request, events: tx, cancel: Arc::clone(&guard.cancel) })?;
     let prefix = if kind == Kind::Chat { "chatcmpl" } else { "cmpl" };
-    let meta = Meta { kind, id: new_id(prefix), created: now(), model: state.model_name.clone() };
+    let meta = Meta { kind, id: new_id(prefix), created: now(), model: state.model_name.clone(), logprobs };
     if stream {
-        let body =
-            SseBody { rx, tools, held: String::new(), meta, include_usage, started: false, done: false, _guard: guard };
+        let body = SseBody {
+            rx,
+            tools,
+            held: String::new(),
+            meta,
+            include_usage,
+            chars: 0,
+            started: false,
+            done: false,
+            _guard: guard,
+        };
         let mut r = Response::new(Body::Sse(Box::new(body)));
         let h = r.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -375,22 +437,27 @@ async fn complete(state: &Arc<State>, kind: Kind, req: HttpRequest<Incoming>) ->
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         return Ok(r);
     }
-    let mut text = String::new();
+    let (mut text, mut chars, mut tokens) = (String::new(), 0, Vec::new());
     let finish = loop {
         match rx.recv().await {
-            Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Text(t, lps)) => {
+                tokens.extend(with_offsets(&t, chars, lps));
+                chars += t.chars().count();
+                text.push_str(&t);
+            }
             Some(Event::Done(f)) => break f,
             Some(Event::Failed(e)) => return Err(e),
             None => return Err(ApiError::unavailable("the engine stopped")),
         }
     };
     drop(guard);
+    let logprobs = if logprobs { logprobs_json(kind, &tokens) } else { Value::Null };
     let choice = match kind {
         Kind::Chat => {
             let (message, reason) = reply(tools.as_ref(), text, finish.reason);
-            json!({"index": 0, "message": message, "logprobs": null, "finish_reason": reason})
+            json!({"index": 0, "message": message, "logprobs": logprobs, "finish_reason": reason})
         }
-        Kind::Completion => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish.reason}),
+        Kind::Completion => json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish.reason}),
     };
     let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
     Ok(json_response(

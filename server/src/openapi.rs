@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::request::Limits;
+use crate::request::{Limits, MAX_TOP_LOGPROBS};
 
 /// The description of a server whose requests are bounded by `limits` (stated in the schemas,
 /// so that a schema-valid request is one the server accepts, as far as a schema can say).
@@ -58,11 +58,14 @@ pub fn document(limits: &Limits) -> Value {
                         "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "description": {"type": "string"},
                         "parameters": {"type": "object"}}}}}},
                 "tool_choice": {"type": "string", "enum": ["auto", "required", "none"]},
+                "logprobs": {"type": "boolean", "nullable": true},
+                "top_logprobs": {"type": "integer", "minimum": 0, "maximum": MAX_TOP_LOGPROBS, "nullable": true},
                 "messages": {"type": "array", "minItems": 1, "maxItems": limits.max_messages, "items": {"type": "object", "required": ["role"], "properties": {
                     "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
                     "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object", "required": ["type", "text"], "properties": {
                         "type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}}], "nullable": true}}}}})),
             "CompletionRequest": request("prompt", json!({
+                "logprobs": {"type": "integer", "minimum": 0, "maximum": MAX_TOP_LOGPROBS, "nullable": true},
                 "prompt": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1}]}})),
         }},
     })
@@ -81,6 +84,12 @@ fn sampling(limits: &Limits) -> serde_json::Map<String, Value> {
         "temperature": {"type": "number", "minimum": 0, "maximum": 2},
         "top_p": {"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": 1},
         "seed": {"type": "integer"},
+        "top_k": {"type": "integer", "minimum": 0},
+        "min_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "repeat_penalty": {"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": 10},
+        "repeat_last_n": {"type": "integer", "minimum": 0},
+        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
         "stop": {"oneOf": [stop.clone(), {"type": "array", "items": stop, "maxItems": limits.max_stop}]},
         "stream": {"type": "boolean"},
         "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},

@@ -27,6 +27,10 @@ pub struct Limits {
     pub max_stop_bytes: usize,
 }
 
+/// Most alternatives `top_logprobs` (chat) or `logprobs` (completions) may ask for per token:
+/// OpenAI's limit for chat.
+pub const MAX_TOP_LOGPROBS: u64 = 20;
+
 pub const DEFAULT_LIMITS: Limits = Limits { n_ctx: 2048, max_messages: 256, max_stop: 4, max_stop_bytes: 256 };
 
 /// A checked request.
@@ -41,6 +45,8 @@ pub struct Request {
     /// `tools` (chat only): the output is constrained to calls of them, answered as
     /// `tool_calls`.
     pub tools: Option<ToolSet>,
+    /// `logprobs`: each generated token's log-probability with this many alternatives.
+    pub logprobs: Option<usize>,
 }
 
 impl std::fmt::Debug for Request {
@@ -50,6 +56,7 @@ impl std::fmt::Debug for Request {
             .field("tokens", &self.tokens.len())
             .field("params", &self.params)
             .field("stream", &self.stream)
+            .field("logprobs", &self.logprobs)
             .finish()
     }
 }
@@ -84,6 +91,10 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
 
     // The prompt.
     let tools = tools(&f, kind, model)?;
+    let logprobs = logprobs(&f, kind)?;
+    if logprobs.is_some() && tools.is_some() {
+        return Err(ApiError::field("logprobs", "cannot be combined with tools"));
+    }
     let (tokens, param) = match kind {
         Kind::Chat => {
             let messages = messages(&f, limits)?;
@@ -148,6 +159,36 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
         },
         Some(_) => return Err(ApiError::field("seed", "expected an integer")),
     };
+    // Beside OpenAI's, the sampling fields llama-server reads.
+    if let Some(k) = f.uint("top_k")? {
+        params.sampler.top_k = usize::try_from(k).unwrap_or(usize::MAX);
+    }
+    if let Some(p) = f.number("min_p")? {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(ApiError::field("min_p", format!("{p} is outside [0, 1]")));
+        }
+        params.sampler.min_p = p as f32;
+    }
+    if let Some(r) = f.number("repeat_penalty")? {
+        if !(r > 0.0 && r <= 10.0) {
+            return Err(ApiError::field("repeat_penalty", format!("{r} is outside (0, 10]")));
+        }
+        params.sampler.repeat_penalty = r as f32;
+    }
+    if let Some(n) = f.uint("repeat_last_n")? {
+        params.sampler.repeat_last_n = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    for name in ["frequency_penalty", "presence_penalty"] {
+        if let Some(v) = f.number(name)? {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(ApiError::field(name, format!("{v} is outside [-2, 2]")));
+            }
+            match name {
+                "frequency_penalty" => params.sampler.frequency_penalty = v as f32,
+                _ => params.sampler.presence_penalty = v as f32,
+            }
+        }
+    }
     params.stop = stops(&f, limits)?;
     params.sampler.validate().map_err(|e| ApiError::invalid(None, e.to_string()))?;
 
@@ -161,7 +202,29 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
         None => None,
         Some((c, param)) => Some(Box::new(model.compile_constraint(&c).map_err(|e| from_runtime(param, &e))?)),
     };
-    Ok(Request { kind, tokens, params, guide, stream, include_usage, tools })
+    Ok(Request { kind, tokens, params, guide, stream, include_usage, tools, logprobs })
+}
+
+/// Chat: `logprobs: true` with `top_logprobs` alternatives (0 to 20; it needs `logprobs`);
+/// completions (OpenAI's legacy form): `logprobs` as the number of alternatives.
+fn logprobs(f: &Fields<'_>, kind: Kind) -> Result<Option<usize>, ApiError> {
+    let check = |name: &str, n: u64| {
+        if n > MAX_TOP_LOGPROBS {
+            return Err(ApiError::field(name, format!("{n} is outside 0..={MAX_TOP_LOGPROBS}")));
+        }
+        Ok(n as usize)
+    };
+    match kind {
+        Kind::Chat => {
+            let top = f.uint("top_logprobs")?;
+            match (f.bool("logprobs")?.unwrap_or(false), top) {
+                (true, top) => Ok(Some(check("top_logprobs", top.unwrap_or(0))?)),
+                (false, Some(_)) => Err(ApiError::field("top_logprobs", "needs logprobs: true")),
+                (false, None) => Ok(None),
+            }
+        }
+        Kind::Completion => f.uint("logprobs")?.map(|n| check("logprobs", n)).transpose(),
+    }
 }
 
 /// A seed for a request that names none (OpenAI's sampled outputs differ between requests).

@@ -14,6 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -117,6 +118,84 @@ def test_completions(server):
         model="smollm2", prompt="Once upon a time", max_tokens=8, temperature=0, stream=True
     )
     assert "".join(c.choices[0].text for c in s) == r.choices[0].text
+
+
+def test_logprobs_against_numpy(server, autark, smollm2_q4_1, tmp_path):
+    """The first generated token's alternatives against numpy's log-softmax of the prompt's last
+    logits (`autark logits`, the same kernels' numbers), and each greedy token is its own most
+    likely alternative."""
+    prompt = "The capital of France is"
+    r = server.client.completions.create(model="smollm2", prompt=prompt, max_tokens=6, temperature=0, logprobs=5)
+    lp = r.choices[0].logprobs
+    ids = autark.tokenize(smollm2_q4_1, prompt)
+    assert len(ids) == r.usage.prompt_tokens
+    last = autark.logits(smollm2_q4_1, ids, tmp_path / "logits.f32")[-1].astype(np.float64)
+    ref = last - (last.max() + np.log(np.exp(last - last.max()).sum()))
+    want = np.sort(ref)[::-1][:5]
+    np.testing.assert_allclose(sorted(lp.top_logprobs[0].values(), reverse=True), want, atol=2e-5)
+    assert abs(lp.token_logprobs[0] - want[0]) < 2e-5
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 6
+    text = r.choices[0].text
+    assert "".join(lp.tokens) == text
+    assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(6)]
+    for tok, l, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert len(top) == 5 and l <= 0
+        assert max(top.values()) == l and top[tok] == l
+
+
+def chat_logprobs(server, stream=False, **kw):
+    kw = dict(
+        model="smollm2",
+        messages=[{"role": "user", "content": "How do you say 'thank you' in Japanese and in Greek?"}],
+        max_tokens=40, temperature=0, logprobs=True, top_logprobs=3, **kw,
+    )
+    if not stream:
+        r = server.client.chat.completions.create(**kw)
+        return r.choices[0].message.content, r.choices[0].logprobs.content, r.usage
+    text, tokens = "", []
+    for ch in server.client.chat.completions.create(stream=True, **kw):
+        for c in ch.choices:
+            text += c.delta.content or ""
+            tokens += c.logprobs.content if c.logprobs else []
+    return text, tokens, None
+
+
+def test_chat_logprobs_bytes_streamed_and_stop(server):
+    """Chat logprobs: one entry per generated token whose bytes rebuild the reply (characters
+    split across tokens included), the greedy token first among its alternatives in decreasing
+    order; streamed the same; with a stop string, the reply is a prefix of the tokens' bytes."""
+    text, tokens, usage = chat_logprobs(server)
+    assert len(tokens) == usage.completion_tokens
+    joined = b"".join(bytes(t.bytes) for t in tokens)
+    assert joined.decode() == text
+    assert any(not t.token.isascii() for t in tokens), "the reply should hold non-ASCII characters"
+    for t in tokens:
+        assert t.token == bytes(t.bytes).decode(errors="replace") and t.logprob <= 0
+        assert (t.top_logprobs[0].bytes, t.top_logprobs[0].logprob) == (t.bytes, t.logprob)
+        assert all(a.logprob >= b.logprob for a, b in zip(t.top_logprobs, t.top_logprobs[1:]))
+    s_text, s_tokens, _ = chat_logprobs(server, stream=True)
+    assert s_text == text
+    assert [t.model_dump() for t in s_tokens] == [t.model_dump() for t in tokens]
+    cut = text[len(text) // 2:][:3]
+    c_text, c_tokens, _ = chat_logprobs(server, stop=[cut])
+    assert c_text == text[: text.index(cut)]
+    assert b"".join(bytes(t.bytes) for t in c_tokens).startswith(c_text.encode())
+    assert len(c_tokens) < len(tokens)
+    plain = server.client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    assert plain.choices[0].logprobs is None
+
+
+def test_penalties_equal_autark_run(server, autark, smollm2_q4_1):
+    """frequency_penalty / presence_penalty through the server give what `autark run` gives with
+    the same penalties, and change a greedy reply."""
+    q = "Write a list of fruits."
+    kw = dict(max_tokens=30, temperature=0)
+    plain, _ = chat(server, q, **kw)
+    text, _ = chat(server, q, frequency_penalty=1.5, presence_penalty=1.0, **kw)
+    run = autark.ok("run", smollm2_q4_1, "--chat", "-p", q, "-n", 30, "--temp", 0,
+                    "--frequency-penalty", 1.5, "--presence-penalty", 1.0)
+    assert text == run.stdout.decode().rstrip("\n")
+    assert text != plain
 
 
 def test_models_and_health(server):

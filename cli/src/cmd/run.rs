@@ -62,8 +62,10 @@ impl SampleArgs {
                     top_p: self.top_p,
                     min_p: self.min_p,
                     repeat_penalty: self.repeat_penalty,
+                    repeat_last_n: self.repeat_last_n,
+                    frequency_penalty: self.frequency_penalty,
+                    presence_penalty: self.presence_penalty,
                     seed: self.seed,
-                    ..DEFAULTS.generate.sampler
                 },
                 stop: self.stop.clone(),
                 context_shift: self.context_shift,
