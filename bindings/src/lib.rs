@@ -176,9 +176,18 @@ pub struct SessionOptions {
     /// 0.0 = off.
     #[uniffi(default = 0.05)]
     pub min_p: f32,
-    /// 1.0 = off; looks at the last 64 tokens.
+    /// 1.0 = off; looks at the last `repeat_last_n` tokens.
     #[uniffi(default = 1.0)]
     pub repeat_penalty: f32,
+    /// Recent tokens the penalties look at.
+    #[uniffi(default = 64)]
+    pub repeat_last_n: u32,
+    /// Subtracted from a recent token's logit once per occurrence; 0.0 = off.
+    #[uniffi(default = 0.0)]
+    pub frequency_penalty: f32,
+    /// Subtracted once from the logit of every recent token; 0.0 = off.
+    #[uniffi(default = 0.0)]
+    pub presence_penalty: f32,
     /// Generation stops before any of these strings would be emitted.
     #[uniffi(default = [])]
     pub stop: Vec<String>,
@@ -251,6 +260,9 @@ impl Default for SessionOptions {
             top_p: s.top_p,
             min_p: s.min_p,
             repeat_penalty: s.repeat_penalty,
+            repeat_last_n: s.repeat_last_n as u32,
+            frequency_penalty: s.frequency_penalty,
+            presence_penalty: s.presence_penalty,
             stop: rt::DEFAULTS.generate.stop,
             max_memory_bytes: p.max_memory_bytes as u64,
             cache_type_k: p.cache_type_k.name().into(),
@@ -300,8 +312,10 @@ impl SessionOptions {
             top_p: self.top_p,
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n as usize,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
             seed: self.seed,
-            ..o.generate.sampler
         };
         o.generate.stop = self.stop;
         o.generate.constraint = self.constraint.map(rt::Constraint::from);

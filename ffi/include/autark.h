@@ -28,9 +28,10 @@
 
 /*
  Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
- and context-shift fields of `autark_session_params`; 4: its `device`; 5: its `draft_min`).
+ and context-shift fields of `autark_session_params`; 4: its `device`; 5: its `draft_min`;
+ 6: its `repeat_last_n`, `frequency_penalty` and `presence_penalty`).
  */
-#define AUTARK_ABI_VERSION 5
+#define AUTARK_ABI_VERSION 6
 
 /*
  Where a session's forward pass runs (`device` of `autark_session_params`): the CPU (default).
@@ -175,7 +176,7 @@ typedef struct {
    */
   float min_p;
   /*
-   Penalty on the last 64 tokens; 1 = off. Default 1.
+   Repetition penalty on the last `repeat_last_n` tokens; 1 = off. Default 1.
    */
   float repeat_penalty;
   /*
@@ -214,6 +215,18 @@ typedef struct {
    measured acceptance says (at most `draft_max`). Default 0: the drafter may draft none.
    */
   uint32_t draft_min;
+  /*
+   Recent tokens the penalties look at. Default 64.
+   */
+  uint32_t repeat_last_n;
+  /*
+   Subtracted from a recent token's logit once per occurrence; 0 = off (default).
+   */
+  float frequency_penalty;
+  /*
+   Subtracted once from the logit of every recent token; 0 = off (default).
+   */
+  float presence_penalty;
 } autark_session_params;
 
 /*

@@ -70,8 +70,9 @@ pub const AUTARK_ERR_NO_CONFORMANCE_RECORD: autark_status = -20;
 pub const AUTARK_ERR_PANIC: autark_status = -100;
 
 /// Version of this C ABI; changes when a signature or struct layout changes (2: the KV cache
-/// and context-shift fields of `autark_session_params`; 4: its `device`; 5: its `draft_min`).
-pub const AUTARK_ABI_VERSION: u32 = 5;
+/// and context-shift fields of `autark_session_params`; 4: its `device`; 5: its `draft_min`;
+/// 6: its `repeat_last_n`, `frequency_penalty` and `presence_penalty`).
+pub const AUTARK_ABI_VERSION: u32 = 6;
 
 /// Where a session's forward pass runs (`device` of `autark_session_params`): the CPU (default).
 pub const AUTARK_DEVICE_CPU: i32 = 0;
@@ -553,7 +554,7 @@ pub struct autark_session_params {
     pub top_p: f32,
     /// Drop tokens below min_p × the best probability; 0 = off. Default 0.05.
     pub min_p: f32,
-    /// Penalty on the last 64 tokens; 1 = off. Default 1.
+    /// Repetition penalty on the last `repeat_last_n` tokens; 1 = off. Default 1.
     pub repeat_penalty: f32,
     /// Refuse the session (AUTARK_ERR_OUT_OF_MEMORY) if it needs more bytes than this; 0 = no
     /// budget (it is then refused only beyond the machine's available memory). See
@@ -577,6 +578,12 @@ pub struct autark_session_params {
     /// Fewest tokens drafted per step whenever there is something to draft, whatever the
     /// measured acceptance says (at most `draft_max`). Default 0: the drafter may draft none.
     pub draft_min: u32,
+    /// Recent tokens the penalties look at. Default 64.
+    pub repeat_last_n: u32,
+    /// Subtracted from a recent token's logit once per occurrence; 0 = off (default).
+    pub frequency_penalty: f32,
+    /// Subtracted once from the logit of every recent token; 0 = off (default).
+    pub presence_penalty: f32,
 }
 
 /// Default session options.
@@ -605,6 +612,9 @@ pub extern "C" fn autark_session_params_default() -> autark_session_params {
             Device::Cuda => AUTARK_DEVICE_CUDA,
         },
         draft_min: DEFAULTS.generate.speculative.draft_min as u32,
+        repeat_last_n: s.repeat_last_n as u32,
+        frequency_penalty: s.frequency_penalty,
+        presence_penalty: s.presence_penalty,
     }
 }
 
@@ -647,8 +657,10 @@ fn options(p: &autark_session_params) -> Result<Options, FfiError> {
         top_p: p.top_p,
         min_p: p.min_p,
         repeat_penalty: p.repeat_penalty,
+        repeat_last_n: p.repeat_last_n as usize,
+        frequency_penalty: p.frequency_penalty,
+        presence_penalty: p.presence_penalty,
         seed: p.seed,
-        ..DEFAULTS.generate.sampler
     };
     o.validate()?;
     Ok(o)

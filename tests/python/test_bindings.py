@@ -83,10 +83,10 @@ DEFAULTS_C = r"""
 #include "autark.h"
 int main(void) {
     autark_session_params p = autark_session_params_default();
-    printf("%u %u %llu %.9g %d %.9g %.9g %.9g %d %d %d %u %d %u %d %u\n", p.n_ctx, p.n_threads,
+    printf("%u %u %llu %.9g %d %.9g %.9g %.9g %d %d %d %u %d %u %d %u %u %.9g %.9g\n", p.n_ctx, p.n_threads,
            (unsigned long long)p.seed, p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.cache_type_k,
            p.cache_type_v, (int)p.context_shift, p.n_keep, p.speculative, p.draft_max, p.device,
-           p.draft_min);
+           p.draft_min, p.repeat_last_n, p.frequency_penalty, p.presence_penalty);
     return 0;
 }
 """
@@ -133,6 +133,10 @@ def test_defaults_agree(ak, autark, prefix, tmp_path):
     devices = {"cpu": 0, "cuda": 1}
     assert [devices[o.device]] == c[14:15] and d["--device"] == o.device
     assert [o.draft_min] == c[15:16] and int(d["--draft-min"]) == o.draft_min
+    # The penalties' window and the frequency and presence penalties.
+    py = [o.repeat_last_n, o.frequency_penalty, o.presence_penalty]
+    cli = [float(d[f]) for f in ["--repeat-last-n", "--frequency-penalty", "--presence-penalty"]]
+    assert py == c[16:19] == cli == [64, 0, 0], (py, c[16:19], cli)
 
 
 # ---- generation -----------------------------------------------------------------------------
@@ -152,10 +156,12 @@ def test_greedy_generate_equals_cli(ak, autark, model, smollm2_q4_1, prompt):
 def test_sampled_generate_equals_cli(ak, autark, model, smollm2_q4_1):
     """Every sampling option reaches the sampler: same seed and settings, same text as the CLI."""
     s = model.new_session(ak.SessionOptions(seed=7, temperature=0.9, top_k=20, top_p=0.9, min_p=0.02,
-                                            repeat_penalty=1.1))
+                                            repeat_penalty=1.1, repeat_last_n=32, frequency_penalty=0.4,
+                                            presence_penalty=0.3))
     text = s.generate(PROMPTS[0], 32)
     assert text == cli_text(autark, smollm2_q4_1, "-p", PROMPTS[0], "-n", 32, "--seed", 7, "--temp", 0.9,
-                            "--top-k", 20, "--top-p", 0.9, "--min-p", 0.02, "--repeat-penalty", 1.1)
+                            "--top-k", 20, "--top-p", 0.9, "--min-p", 0.02, "--repeat-penalty", 1.1,
+                            "--repeat-last-n", 32, "--frequency-penalty", 0.4, "--presence-penalty", 0.3)
     assert s.generate(PROMPTS[0], 32) == text  # the sampler restarts from the seed each call
 
 
@@ -275,7 +281,8 @@ def test_context_overflow(ak, model):
                                  dict(repeat_penalty=0.0), dict(n_ctx=10_000_000), dict(cache_type_k="q4_0"),
                                  dict(cache_type_v=""), dict(speculative="ngram"),
                                  dict(speculative="lookup", draft_max=0),
-                                 dict(speculative="lookup", draft_max=4, draft_min=5)])
+                                 dict(speculative="lookup", draft_max=4, draft_min=5),
+                                 dict(frequency_penalty=float("nan")), dict(presence_penalty=float("inf"))])
 def test_invalid_options(ak, model, bad):
     with pytest.raises(ak.AutarkError.InvalidArgument):
         model.new_session(ak.SessionOptions(**bad))
