@@ -195,6 +195,17 @@ fn bad_requests_get_error_bodies_and_sigterm_stops_cleanly() {
             br#"{"messages":[{"role":"user","content":"w1"}],"tools":[{"type":"function","function":{"name":"f"}}],"logprobs":true}"#,
             "logprobs",
         ),
+        (
+            "/v1/chat/completions",
+            br#"{"messages":[{"role":"assistant","content":null,"tool_calls":[{"function":{"name":"f","arguments":"{x"}}]}]}"#,
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        (
+            "/v1/chat/completions",
+            br#"{"messages":[{"role":"assistant","tool_calls":[{"type":"function"}]}]}"#,
+            "messages[0].tool_calls[0]",
+        ),
+        ("/v1/chat/completions", br#"{"messages":[{"role":"tool","content":"1","tool_call_id":3}]}"#, "messages[0].tool_call_id"),
         ("/v1/chat/completions", br#"{"messages":"hi"}"#, "messages"),
         ("/v1/chat/completions", br#"{"messages":[]}"#, "messages"),
         ("/v1/chat/completions", br#"{"messages":[{"role":"wizard","content":"hi"}]}"#, "messages[0].role"),

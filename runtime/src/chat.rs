@@ -11,11 +11,20 @@ use crate::tokenizer::Tokenizer;
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant turn's function calls, in OpenAI's shape with the arguments as an object
+    /// (as Hugging Face templates read them): `[{"id", "type": "function", "function":
+    /// {"name", "arguments": {…}}}]`. A template that does not render `tool_calls` gets them
+    /// written into the content in the model's call format instead (`Model::prompt_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    /// A tool turn's answer to this call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
     pub fn new(role: &str, content: &str) -> Self {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage { role: role.into(), content: content.into(), tool_calls: None, tool_call_id: None }
     }
 }
 
@@ -171,6 +180,22 @@ mod tests {
         let t = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'].strip() }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
         let s = render_template(t, &[ChatMessage::new("user", " Hi ")], true, "", "").unwrap();
         assert_eq!(s, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    }
+
+    /// An assistant turn's calls reach a template that renders `tool_calls` (Qwen2.5's loop,
+    /// shortened) as objects.
+    #[test]
+    fn tool_calls_reach_the_template() {
+        let t = "{% for m in messages %}{{ m.role }}:{{ m.content }}{% for c in m.tool_calls %}[{{ c.function.name }} {{ c.function.arguments | tojson }}]{% endfor %}{% if m.tool_call_id %}({{ m.tool_call_id }}){% endif %};{% endfor %}";
+        let call =
+            serde_json::json!([{"id": "c0", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]);
+        let msgs = [
+            ChatMessage::new("user", "q"),
+            ChatMessage { tool_calls: Some(call), ..ChatMessage::new("assistant", "") },
+            ChatMessage { tool_call_id: Some("c0".into()), ..ChatMessage::new("tool", "42") },
+        ];
+        let s = render_template(t, &msgs, false, "", "").unwrap();
+        assert_eq!(s, "user:q;assistant:[f {\"x\":1}];tool:42(c0);");
     }
 
     #[test]

@@ -77,6 +77,22 @@ impl ToolFormat {
         }
     }
 
+    /// Calls as the model writes them (what `ToolSet::parse` reads): each a JSON object of its
+    /// name and arguments (an object).
+    pub fn write_calls<'a>(self, calls: impl IntoIterator<Item = (&'a str, &'a Value)>) -> String {
+        let key = self.arguments_key();
+        let one: Vec<String> =
+            calls.into_iter().map(|(name, args)| format!("{{\"name\": {}, \"{key}\": {args}}}", json!(name))).collect();
+        match self {
+            ToolFormat::Hermes => {
+                one.iter().map(|c| format!("<tool_call>\n{c}\n</tool_call>")).collect::<Vec<_>>().join("\n")
+            }
+            ToolFormat::Llama3 => one.join("\n"),
+            ToolFormat::Phi => format!("<|tool_call|>[{}]<|/tool_call|>", one.join(", ")),
+            ToolFormat::Mistral => format!("[TOOL_CALLS][{}]", one.join(", ")),
+        }
+    }
+
     fn arguments_key(self) -> &'static str {
         match self {
             ToolFormat::Llama3 => "parameters",
@@ -341,6 +357,32 @@ impl ToolSet {
     }
 }
 
+/// `messages` for the model's template: when the template does not render `tool_calls`
+/// itself, each assistant turn's calls are written after its content in the model's call
+/// format (what the model wrote when it made them), so that a conversation sent back with its
+/// calls shows them.
+pub fn calls_as_text<'a>(model: &Model, messages: &'a [ChatMessage]) -> std::borrow::Cow<'a, [ChatMessage]> {
+    let template = model.tokenizer().chat_template().unwrap_or("");
+    if template.contains("tool_calls") || messages.iter().all(|m| m.tool_calls.is_none()) {
+        return std::borrow::Cow::Borrowed(messages);
+    }
+    let format = ToolFormat::of(model);
+    let out = messages
+        .iter()
+        .map(|m| {
+            let Some(calls) = m.tool_calls.as_ref().and_then(Value::as_array) else { return m.clone() };
+            let calls = calls.iter().filter_map(|c| {
+                let f = c.get("function").unwrap_or(c);
+                Some((f.get("name")?.as_str()?, f.get("arguments")?))
+            });
+            let text = format.write_calls(calls);
+            let content = if m.content.is_empty() { text } else { format!("{}\n{text}", m.content) };
+            ChatMessage { content, tool_calls: None, ..m.clone() }
+        })
+        .collect();
+    std::borrow::Cow::Owned(out)
+}
+
 /// Calls as JSON text: `[{"name": …, "arguments": {…}}]` (what the CLI prints and C returns).
 pub fn calls_json(calls: &[ToolCall]) -> String {
     let v: Vec<Value> = calls
@@ -356,7 +398,8 @@ pub fn calls_json(calls: &[ToolCall]) -> String {
 impl Model {
     /// The prompt tokens of a conversation with tools declared (`ToolSet::messages`).
     pub fn tool_prompt_tokens(&self, messages: &[ChatMessage], tools: &ToolSet) -> Result<Vec<u32>> {
-        let (messages, tools_json) = tools.messages(self, messages);
+        let messages = calls_as_text(self, messages);
+        let (messages, tools_json) = tools.messages(self, &messages);
         let text = crate::chat::render_with_tools(self.tokenizer(), &messages, true, tools_json.as_ref())?;
         self.tokenizer().encode(&text, false)
     }
@@ -421,9 +464,14 @@ mod tests {
             (ToolFormat::Phi, "<|tool_call|>[{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}]<|/tool_call|>"),
             (ToolFormat::Mistral, "[TOOL_CALLS][{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}]"),
         ];
+        let args = json!({"a": 1, "b": 2});
         for (f, text) in cases {
             let calls = set(f).parse(text).unwrap();
             assert_eq!(calls, [ToolCall { name: "add".into(), arguments: r#"{"a":1,"b":2}"#.into() }], "{f:?}");
+            // What a conversation sent back shows of a call reads back as the call.
+            let written = f.write_calls([("add", &args)]);
+            assert_eq!(set(f).parse(&written).unwrap(), calls, "{f:?}: {written}");
+            assert!(written.starts_with(set(f).opener()) && written.contains("{\"name\": \"add\""), "{written}");
         }
         assert!(set(ToolFormat::Hermes).parse("<tool_call>{\"name\": \"rm\", \"arguments\": {}}</tool_call>").is_err());
         assert!(set(ToolFormat::Hermes).parse("hello").is_err());

@@ -62,6 +62,10 @@ pub fn document(limits: &Limits) -> Value {
                 "top_logprobs": {"type": "integer", "minimum": 0, "maximum": MAX_TOP_LOGPROBS, "nullable": true},
                 "messages": {"type": "array", "minItems": 1, "maxItems": limits.max_messages, "items": {"type": "object", "required": ["role"], "properties": {
                     "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+                    "tool_calls": {"type": "array", "nullable": true, "items": {"type": "object", "required": ["function"], "properties": {
+                        "id": {"type": "string"}, "type": {"type": "string", "enum": ["function"]},
+                        "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}}}}}},
+                    "tool_call_id": {"type": "string", "nullable": true},
                     "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object", "required": ["type", "text"], "properties": {
                         "type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}}], "nullable": true}}}}})),
             "CompletionRequest": request("prompt", json!({

@@ -282,9 +282,51 @@ fn messages(f: &Fields<'_>, limits: &Limits) -> Result<Vec<ChatMessage>, ApiErro
             }
             Some(_) => return Err(ApiError::field(&param, "expected a string or an array of text parts")),
         };
-        out.push(ChatMessage::new(role, &content));
+        let mut message = ChatMessage::new(role, &content);
+        if role == "assistant" {
+            message.tool_calls = tool_calls(m.get("tool_calls"), i)?;
+        }
+        match m.get("tool_call_id") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(id)) => message.tool_call_id = Some(id.clone()),
+            Some(_) => return Err(ApiError::field(&format!("messages[{i}].tool_call_id"), "expected a string")),
+        }
+        out.push(message);
     }
     Ok(out)
+}
+
+/// An assistant message's `tool_calls` (a conversation sent back after a call), with each
+/// call's `arguments` (JSON text, as OpenAI sends them) read into an object for the template.
+fn tool_calls(v: Option<&Value>, i: usize) -> Result<Option<Value>, ApiError> {
+    let list = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) if a.is_empty() => return Ok(None),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(ApiError::field(&format!("messages[{i}].tool_calls"), "expected an array")),
+    };
+    let mut calls = Vec::with_capacity(list.len());
+    for (j, c) in list.iter().enumerate() {
+        let at = format!("messages[{i}].tool_calls[{j}]");
+        let f =
+            c.get("function").filter(|f| f.is_object()).ok_or_else(|| ApiError::field(&at, "expected a function"))?;
+        let name = f
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::field(&format!("{at}.function.name"), "expected a string"))?;
+        let arguments = match f.get("arguments") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(Value::String(text)) => serde_json::from_str(text)
+                .map_err(|e| ApiError::field(&format!("{at}.function.arguments"), format!("not JSON: {e}")))?,
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => return Err(ApiError::field(&format!("{at}.function.arguments"), "expected JSON text")),
+        };
+        let id = c.get("id").and_then(Value::as_str).map_or_else(|| format!("call_{j}"), str::to_string);
+        calls.push(
+            serde_json::json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}),
+        );
+    }
+    Ok(Some(Value::Array(calls)))
 }
 
 fn stops(f: &Fields<'_>, limits: &Limits) -> Result<Vec<String>, ApiError> {

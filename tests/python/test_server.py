@@ -417,6 +417,27 @@ def test_tools(server):
     assert [(t.function.name, t.function.arguments) for t in calls] == [(call.function.name, call.function.arguments)]
 
 
+def test_tool_call_sent_back_shows_in_the_prompt(server, autark, smollm2_q4_1):
+    """An agent's second turn: the assistant's call (as the client got it) and the tool's answer
+    sent back. SmolLM2's template has no `tool_calls`, so the call is written into the assistant
+    turn in the model's format: the prompt grows by that text's tokens (give or take a merge at
+    its edges), not by nothing."""
+    msgs = [{"role": "user", "content": "What is 2 plus 3?"}]
+    kw = dict(model="smollm2", tools=[ADD], max_tokens=40, temperature=0)
+    r = server.client.chat.completions.create(messages=msgs, tool_choice="required", **kw)
+    message = r.choices[0].message
+    call = message.tool_calls[0]
+    answer = {"role": "tool", "tool_call_id": call.id, "content": "5"}
+    back = msgs + [message.model_dump(exclude_none=True), answer]
+    bare = msgs + [{"role": "assistant", "content": ""}, answer]
+    with_call = server.client.chat.completions.create(messages=back, **kw)
+    without = server.client.chat.completions.create(messages=bare, **kw)
+    written = f'<tool_call>\n{{"name": "add", "arguments": {json.dumps(json.loads(call.function.arguments), separators=(",", ":"))}}}\n</tool_call>'
+    grown = with_call.usage.prompt_tokens - without.usage.prompt_tokens
+    assert abs(grown - len(autark.tokenize(smollm2_q4_1, written))) <= 2, (grown, written)
+    assert with_call.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
 def test_tool_choice_auto_gives_a_valid_call_or_text(server):
     """`tool_choice: "auto"` (OpenAI's default with tools): the model answers in text or calls a
     declared tool with valid arguments, never something between (docs/STRUCTURED.md)."""
