@@ -144,6 +144,10 @@ struct ServeArgs {
     /// Worker threads (0 = one per core).
     #[arg(short = 't', long, default_value_t = DEFAULTS.session.n_threads)]
     threads: usize,
+    /// A web origin whose pages may call the API from a browser (CORS), e.g.
+    /// http://localhost:3000; repeatable; `*` allows any page. Default: none.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
 }
 
 #[derive(Args)]
@@ -489,6 +493,7 @@ fn dispatch(cli: Cli) -> cmd::Result<()> {
             p.kv_budget = a.kv_budget_mib.map(|m| (m as usize) << 20);
             p.api_key = a.api_key.filter(|k| !k.is_empty());
             p.threads = a.threads;
+            p.cors_origins = a.cors_origins;
             autark_server::serve(p).map_err(CliError::from)
         }
     }

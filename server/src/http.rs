@@ -12,7 +12,11 @@ use autark_runtime::ToolSet;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN,
+    VARY,
+};
 use hyper::{Method, Request as HttpRequest, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -37,6 +41,20 @@ pub struct State {
     pub draining: AtomicBool,
     /// Completion responses not yet fully sent.
     pub inflight: Arc<AtomicUsize>,
+    /// Web origins allowed to call the API from a browser (`*`: any); empty: none.
+    pub cors_origins: Vec<String>,
+}
+
+impl State {
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if it is allowed.
+    fn cors(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        let origin = origin?;
+        if self.cors_origins.iter().any(|o| o == "*") {
+            return Some(HeaderValue::from_static("*"));
+        }
+        let o = origin.to_str().ok()?;
+        self.cors_origins.iter().any(|a| a.trim_end_matches('/') == o).then(|| origin.clone())
+    }
 }
 
 /// The response body: all at once, or a stream of server-sent events.
@@ -307,30 +325,70 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Every request goes through here; errors become OpenAI error bodies.
+/// Every request goes through here; errors become OpenAI error bodies. With CORS origins set,
+/// a browser's preflight (`OPTIONS` with `Access-Control-Request-Method`) from an allowed
+/// origin is answered, and responses to it carry `Access-Control-Allow-Origin`.
 pub async fn handle(state: Arc<State>, req: HttpRequest<Incoming>) -> Result<Response<Body>, Infallible> {
-    let r = route(&state, req).await.unwrap_or_else(|e| error_response(&e));
+    let allow = state.cors(req.headers().get(ORIGIN));
+    let preflight = req.method() == Method::OPTIONS && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD);
+    let mut r = match (&allow, preflight, canonical(req.uri().path())) {
+        (Some(_), true, Some(_)) => {
+            let mut r = Response::new(Body::Full(None));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            let h = r.headers_mut();
+            h.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+            h.insert(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
+            h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            r
+        }
+        _ => route(&state, req).await.unwrap_or_else(|e| error_response(&e)),
+    };
+    if let Some(origin) = allow {
+        r.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        if !state.cors_origins.iter().any(|o| o == "*") {
+            r.headers_mut().insert(VARY, HeaderValue::from_static("origin"));
+        }
+    }
     if r.status().as_u16() >= 400 {
         Metrics::add(&state.engine.metrics.errors, 1);
     }
     Ok(r)
 }
 
+/// A route's path: the OpenAI routes also without their `/v1` (as llama-server takes them,
+/// for clients configured with the server's root as base URL); `/v1/models/ID` is
+/// `/v1/models/`.
+fn canonical(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "/health" => "/health",
+        "/metrics" => "/metrics",
+        "/openapi.json" => "/openapi.json",
+        "/v1/models" | "/models" => "/v1/models",
+        "/v1/chat/completions" | "/chat/completions" => "/v1/chat/completions",
+        "/v1/completions" | "/completions" => "/v1/completions",
+        p if p.strip_prefix("/v1/models/").or(p.strip_prefix("/models/")).is_some_and(|id| !id.is_empty()) => {
+            "/v1/models/"
+        }
+        _ => return None,
+    })
+}
+
 async fn route(state: &Arc<State>, req: HttpRequest<Incoming>) -> Result<Response<Body>, ApiError> {
-    let path = req.uri().path().to_string();
+    let full = req.uri().path().to_string();
     let method = req.method().clone();
-    let allowed = match path.as_str() {
-        "/health" | "/metrics" | "/openapi.json" | "/v1/models" => (Method::GET, "GET"),
+    let Some(path) = canonical(&full) else { return Err(ApiError::not_found(&full)) };
+    let allowed = match path {
         "/v1/chat/completions" | "/v1/completions" => (Method::POST, "POST"),
-        _ => return Err(ApiError::not_found(&path)),
+        _ => (Method::GET, "GET"),
     };
     if method != allowed.0 {
         // RFC 9110: a 405 lists the methods the resource supports.
-        let mut r = error_response(&ApiError::method(method.as_str(), &path));
+        let mut r = error_response(&ApiError::method(method.as_str(), &full));
         r.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed.1));
         return Ok(r);
     }
-    match path.as_str() {
+    let model = json!({"id": state.model_name, "object": "model", "created": 0, "owned_by": "autark"});
+    match path {
         "/health" => {
             if state.draining.load(Ordering::Acquire) {
                 return Ok(json_response(503, &json!({"status": "shutting down"})));
@@ -348,17 +406,28 @@ async fn route(state: &Arc<State>, req: HttpRequest<Incoming>) -> Result<Respons
         "/openapi.json" => Ok(json_response(200, &crate::openapi::document(&state.limits))),
         "/v1/models" => {
             authorize(state, &req)?;
-            Ok(json_response(
-                200,
-                &json!({"object": "list", "data": [{"id": state.model_name, "object": "model", "created": 0, "owned_by": "autark"}]}),
-            ))
+            Ok(json_response(200, &json!({"object": "list", "data": [model]})))
+        }
+        "/v1/models/" => {
+            // The one model, under its id (`client.models.retrieve`).
+            authorize(state, &req)?;
+            let id = full.rsplit_once("/models/").map_or("", |(_, id)| id);
+            if id != state.model_name {
+                return Err(ApiError::status(
+                    404,
+                    "invalid_request_error",
+                    format!("no model {id:?}; this server has {:?}", state.model_name),
+                )
+                .with_code("model_not_found"));
+            }
+            Ok(json_response(200, &model))
         }
         "/v1/chat/completions" | "/v1/completions" => {
             authorize(state, &req)?;
             let kind = if path == "/v1/completions" { Kind::Completion } else { Kind::Chat };
             complete(state, kind, req).await
         }
-        _ => Err(ApiError::not_found(&path)),
+        _ => Err(ApiError::not_found(&full)),
     }
 }
 

@@ -55,6 +55,9 @@ pub struct ServeParams {
     pub client_timeout: Duration,
     /// Longest a shutdown waits for running requests.
     pub drain_timeout: Duration,
+    /// Web origins whose pages may call the API (CORS), e.g. `http://localhost:3000`; `*`
+    /// allows any. Empty (the default): browsers refuse cross-origin calls.
+    pub cors_origins: Vec<String>,
 }
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -74,6 +77,7 @@ impl ServeParams {
             max_body: 1 << 20,
             client_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(60),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -115,6 +119,7 @@ async fn run(p: ServeParams) -> Result<(), ServerError> {
         body_timeout: p.client_timeout,
         draining: AtomicBool::new(false),
         inflight: Arc::new(AtomicUsize::new(0)),
+        cors_origins: p.cors_origins.clone(),
     });
     eprintln!("autark serve: listening on http://{local} (loading {})", p.model.display());
 

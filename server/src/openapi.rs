@@ -44,6 +44,9 @@ pub fn document(limits: &Limits) -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CompletionRequest"}}}},
                 "responses": with_ok(completion_errors, stream_ok)}},
             "/v1/models": {"get": {"responses": with_ok(errors(&["401"]), json!({"description": "the model", "content": {"application/json": {"schema": {"type": "object"}}}}))}},
+            "/v1/models/{model}": {"get": {
+                "parameters": [{"name": "model", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}],
+                "responses": with_ok(errors(&["401", "404"]), json!({"description": "the model, if that is its id", "content": {"application/json": {"schema": {"type": "object"}}}}))}},
             "/health": {"get": {"responses": {"200": {"description": "ready"}, "503": {"description": "loading or shutting down"}}}},
             "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         },

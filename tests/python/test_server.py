@@ -198,6 +198,39 @@ def test_penalties_equal_autark_run(server, autark, smollm2_q4_1):
     assert text != plain
 
 
+def test_cors_routes_without_v1_and_model_retrieval(autark_bin, smollm2_q4_1, server):
+    """`--cors-origin`: a browser's preflight from that origin is answered and responses carry
+    its `Access-Control-Allow-Origin`; other origins, and every origin without the flag, get
+    none. The OpenAI routes also answer without `/v1`; `models.retrieve` finds the model."""
+    s = Server(autark_bin, smollm2_q4_1, "--parallel", 1, "--ctx-per-slot", 256, "-t", 1,
+               "--cors-origin", "http://localhost:3000")
+    try:
+        pre = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "content-type, authorization"}
+        status, h, _ = s.raw("OPTIONS", "/v1/chat/completions", headers=pre)
+        h = {k.lower(): v for k, v in h.items()}
+        assert status == 204 and h["access-control-allow-origin"] == "http://localhost:3000", h
+        assert "POST" in h["access-control-allow-methods"] and "content-type" in h["access-control-allow-headers"]
+        body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "stream": True})
+        status, h, data = s.raw("POST", "/v1/chat/completions", body, {"Origin": "http://localhost:3000"})
+        assert status == 200 and data.endswith(b"data: [DONE]\n\n")
+        assert {k.lower(): v for k, v in h.items()}["access-control-allow-origin"] == "http://localhost:3000"
+        for srv, origin in ((s, "http://evil.example"), (server, "http://localhost:3000")):
+            status, h, _ = srv.raw("OPTIONS", "/v1/chat/completions", headers={**pre, "Origin": origin})
+            assert status == 405 and "access-control-allow-origin" not in {k.lower() for k in h}
+            _, h, _ = srv.raw("GET", "/v1/models", headers={"Origin": origin})
+            assert "access-control-allow-origin" not in {k.lower() for k in h}
+        name = s.client.models.list().data[0].id
+        assert s.client.models.retrieve(name).id == name
+        with pytest.raises(openai.NotFoundError):
+            s.client.models.retrieve("gpt-4")
+        root = openai.OpenAI(base_url=f"http://127.0.0.1:{s.port}", api_key="none", max_retries=0)
+        r = root.chat.completions.create(model=name, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        assert r.usage.completion_tokens == 2 and root.models.list().data[0].id == name
+    finally:
+        assert s.stop() == 0
+
+
 def test_models_and_health(server):
     assert [m.id for m in server.client.models.list()] == ["smollm2-q4_1"]
     assert server.raw("GET", "/health")[0] == 200
