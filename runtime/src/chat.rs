@@ -14,7 +14,8 @@ pub struct ChatMessage {
     /// An assistant turn's function calls, in OpenAI's shape with the arguments as an object
     /// (as Hugging Face templates read them): `[{"id", "type": "function", "function":
     /// {"name", "arguments": {…}}}]`. A template that does not render `tool_calls` gets them
-    /// written into the content in the model's call format instead (`Model::prompt_tokens`).
+    /// written into the content in the model's call format instead (`tools::calls_as_text`,
+    /// which `Model::tool_prompt_tokens` applies; `Prompt::Chat` renders them as they are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<serde_json::Value>,
     /// A tool turn's answer to this call.

@@ -113,8 +113,7 @@ impl Model {
         match prompt {
             Prompt::Text(text) => self.tokenizer.encode(text, true),
             Prompt::Chat(messages) => {
-                let messages = crate::tools::calls_as_text(self, messages);
-                let text = crate::chat::render(&self.tokenizer, &messages, true)?;
+                let text = crate::chat::render(&self.tokenizer, messages, true)?;
                 self.tokenizer.encode(&text, false)
             }
         }

@@ -101,19 +101,10 @@ impl Windows {
 
 /// Natural-log softmax of one row of logits (accumulated in f64).
 pub fn log_softmax(logits: &[f32], out: &mut [f32]) {
-    let log_z = log_normalizer(logits);
+    let log_z = crate::sampler::log_normalizer(logits);
     for (o, &l) in out.iter_mut().zip(logits) {
         *o = (l as f64 - log_z) as f32;
     }
-}
-
-/// `ln Σ exp(l)` over a row of logits, accumulated in f64 from its maximum: a token's
-/// log-probability is its logit minus this.
-pub fn log_normalizer(logits: &[f32]) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    // A NaN logit counts as −∞.
-    let sum: f64 = logits.iter().filter(|l| !l.is_nan()).map(|&l| (l as f64 - max).exp()).sum();
-    max + sum.ln()
 }
 
 /// Running negative log-likelihood, with llama-perplexity's estimate of the standard error of

@@ -279,12 +279,21 @@ impl Sampler {
     }
 }
 
+/// `ln Σ exp(l)` over a row of logits, accumulated in f64 from its maximum: a token's
+/// log-probability is its logit minus this.
+pub fn log_normalizer(logits: &[f32]) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    // A NaN logit counts as −∞.
+    let sum: f64 = logits.iter().filter(|l| !l.is_nan()).map(|&l| (l as f64 - max).exp()).sum();
+    max + sum.ln()
+}
+
 /// A token's log-probability under the model's distribution (the softmax of the raw logits:
 /// before penalties, truncation, temperature and constraints), and the `top` most likely
 /// tokens with theirs, most likely first (equal logits: lower id first). What OpenAI's
 /// `logprobs` report. A NaN logit counts as −∞; `chosen` outside the logits gets −∞.
 pub fn token_logprobs(logits: &[f32], chosen: u32, top: usize) -> (f32, Vec<(u32, f32)>) {
-    let log_z = crate::perplexity::log_normalizer(logits);
+    let log_z = log_normalizer(logits);
     let lp = |l: f32| if l.is_nan() { f32::NEG_INFINITY } else { (l as f64 - log_z) as f32 };
     let own = logits.get(chosen as usize).map_or(f32::NEG_INFINITY, |&l| lp(l));
     // The `top` best as (logit, id), kept sorted; one comparison per token once it is full.

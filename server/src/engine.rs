@@ -186,6 +186,8 @@ struct Running {
     /// is still held by the detokenizer (at its end).
     pending_logprobs: Vec<TokenLogprob>,
     generated: usize,
+    /// The logits with `logit_bias` added (empty without it).
+    biased: Vec<f32>,
     /// KV cache bytes reserved for this request: its prompt and `max_tokens`, at most the slot.
     reserved: usize,
 }
@@ -321,6 +323,7 @@ impl Worker {
                 pending: String::new(),
                 pending_logprobs: Vec::new(),
                 generated: 0,
+                biased: Vec::new(),
                 reserved: need,
             });
         }
@@ -381,10 +384,21 @@ fn advance(session: &Session, run: &mut Running, m: &Metrics) -> Result<Next, Ap
     let model = Arc::clone(session.model());
     let tok = model.tokenizer();
     let next = {
-        let logits = match req.guide.as_deref_mut() {
+        let mut logits = match req.guide.as_deref_mut() {
             Some(g) => g.mask(session.logits()).map_err(internal)?,
             None => session.logits(),
         };
+        if !req.logit_bias.is_empty() {
+            run.biased.clear();
+            run.biased.extend_from_slice(logits);
+            for &(t, b) in &req.logit_bias {
+                // Checked against the vocabulary when the request was read.
+                if let Some(l) = run.biased.get_mut(t as usize) {
+                    *l += b;
+                }
+            }
+            logits = &run.biased;
+        }
         run.sampler.sample(logits, session.tokens())
     };
     if tok.is_end_of_generation(next) {

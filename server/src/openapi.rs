@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::request::{Limits, MAX_TOP_LOGPROBS};
+use crate::request::{Limits, MAX_LOGIT_BIAS, MAX_TOP_LOGPROBS};
 
 /// The description of a server whose requests are bounded by `limits` (stated in the schemas,
 /// so that a schema-valid request is one the server accepts, as far as a schema can say).
@@ -97,6 +97,7 @@ fn sampling(limits: &Limits) -> serde_json::Map<String, Value> {
         "repeat_last_n": {"type": "integer", "minimum": 0},
         "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
         "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "logit_bias": {"type": "object", "maxProperties": MAX_LOGIT_BIAS, "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100}},
         "stop": {"oneOf": [stop.clone(), {"type": "array", "items": stop, "maxItems": limits.max_stop}]},
         "stream": {"type": "boolean"},
         "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},

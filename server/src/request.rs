@@ -1,6 +1,7 @@
 //! A request body → what the engine runs: the prompt's tokens and the generation's settings.
 //! Every field is checked here, and a bad one is a 400 that names it.
 
+use autark_runtime::tools::calls_as_text;
 use autark_runtime::{ChatMessage, Constraint, GenerateParams, Guide, Model, Prompt, ToolChoice, ToolSet, DEFAULTS};
 use serde_json::{Map, Value};
 
@@ -27,6 +28,9 @@ pub struct Limits {
     pub max_stop_bytes: usize,
 }
 
+/// Most entries of `logit_bias`.
+pub const MAX_LOGIT_BIAS: usize = 1024;
+
 /// Most alternatives `top_logprobs` (chat) or `logprobs` (completions) may ask for per token:
 /// OpenAI's limit for chat.
 pub const MAX_TOP_LOGPROBS: u64 = 20;
@@ -47,6 +51,8 @@ pub struct Request {
     pub tools: Option<ToolSet>,
     /// `logprobs`: each generated token's log-probability with this many alternatives.
     pub logprobs: Option<usize>,
+    /// `logit_bias`: added to these tokens' logits before sampling.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl std::fmt::Debug for Request {
@@ -82,6 +88,18 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
             return Err(ApiError::field("n", "only n = 1 is supported"));
         }
     }
+    // The completions API's options that change what comes back, refused rather than ignored.
+    if kind == Kind::Completion {
+        if f.bool("echo")? == Some(true) {
+            return Err(ApiError::field("echo", "echoing the prompt is not supported"));
+        }
+        if f.uint("best_of")?.is_some_and(|n| n != 1) {
+            return Err(ApiError::field("best_of", "only best_of = 1 is supported"));
+        }
+        if f.present("suffix").is_some_and(|s| s.as_str() != Some("")) {
+            return Err(ApiError::field("suffix", "insertion (a suffix) is not supported"));
+        }
+    }
     let stream = f.bool("stream")?.unwrap_or(false);
     let include_usage = match f.present("stream_options") {
         None => false,
@@ -100,7 +118,7 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
             let messages = messages(&f, limits)?;
             let t = match &tools {
                 Some(set) => model.tool_prompt_tokens(&messages, set),
-                None => model.prompt_tokens(Prompt::Chat(&messages)),
+                None => model.prompt_tokens(Prompt::Chat(&calls_as_text(model, &messages))),
             };
             (t.map_err(|e| from_runtime("messages", &e))?, "messages")
         }
@@ -202,7 +220,31 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
         None => None,
         Some((c, param)) => Some(Box::new(model.compile_constraint(&c).map_err(|e| from_runtime(param, &e))?)),
     };
-    Ok(Request { kind, tokens, params, guide, stream, include_usage, tools, logprobs })
+    let logit_bias = logit_bias(&f, model.config().vocab_size)?;
+    Ok(Request { kind, tokens, params, guide, stream, include_usage, tools, logprobs, logit_bias })
+}
+
+/// `logit_bias`: token ids (as strings, OpenAI's form) → −100 to 100, added to the logits.
+fn logit_bias(f: &Fields<'_>, vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+    let map = match f.present("logit_bias") {
+        None => return Ok(Vec::new()),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::field("logit_bias", "expected an object of token ids to numbers")),
+    };
+    if map.len() > MAX_LOGIT_BIAS {
+        return Err(ApiError::field("logit_bias", format!("{} entries; at most {MAX_LOGIT_BIAS}", map.len())));
+    }
+    map.iter()
+        .map(|(k, v)| {
+            let id = k.parse::<u32>().ok().filter(|&id| (id as usize) < vocab);
+            let id =
+                id.ok_or_else(|| ApiError::field("logit_bias", format!("{k:?} is not a token id below {vocab}")))?;
+            match v.as_f64() {
+                Some(b) if (-100.0..=100.0).contains(&b) => Ok((id, b as f32)),
+                _ => Err(ApiError::field("logit_bias", format!("token {k}: expected a number from -100 to 100"))),
+            }
+        })
+        .collect()
 }
 
 /// Chat: `logprobs: true` with `top_logprobs` alternatives (0 to 20; it needs `logprobs`);

@@ -143,6 +143,26 @@ def test_logprobs_against_numpy(server, autark, smollm2_q4_1, tmp_path):
         assert max(top.values()) == l and top[tok] == l
 
 
+def test_logit_bias_bans_and_forces(server, autark, smollm2_q4_1):
+    """logit_bias −100 on the greedy first token gives the runner-up (by the unbiased
+    logprobs), +100 on an unlikely token forces it."""
+    kw = dict(model="smollm2", prompt="The capital of France is", max_tokens=1, temperature=0, logprobs=2)
+    r = server.client.completions.create(**kw)
+    first, second = sorted(r.choices[0].logprobs.top_logprobs[0].items(), key=lambda kv: -kv[1])
+    assert r.choices[0].text == first[0]
+    (fid,) = autark.tokenize(smollm2_q4_1, first[0])
+    banned = server.client.completions.create(**kw, logit_bias={str(fid): -100})
+    assert banned.choices[0].text == second[0]
+    # The logprobs stay the model's own (before the bias).
+    assert banned.choices[0].logprobs.top_logprobs[0] == r.choices[0].logprobs.top_logprobs[0]
+    (bid,) = autark.tokenize(smollm2_q4_1, " banana")
+    forced = server.client.completions.create(**kw, logit_bias={str(bid): 100})
+    assert forced.choices[0].text == " banana"
+    for bad in ({"x": 1}, {"99999999": 1}, {str(bid): 101}):
+        with pytest.raises(openai.BadRequestError):
+            server.client.completions.create(**kw, logit_bias=bad)
+
+
 def chat_logprobs(server, stream=False, **kw):
     kw = dict(
         model="smollm2",
