@@ -155,20 +155,15 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
         }
         params.max_tokens = max as usize;
     }
-    if let Some(t) = f.number("temperature")? {
-        if !(0.0..=2.0).contains(&t) {
-            return Err(ApiError::field("temperature", format!("{t} is outside [0, 2]")));
-        }
-        params.sampler.temperature = t as f32;
+    let s = &mut params.sampler;
+    if let Some(t) = f.number_in("temperature", "[0, 2]", |t| (0.0..=2.0).contains(&t))? {
+        s.temperature = t;
     }
-    if let Some(p) = f.number("top_p")? {
-        if !(p > 0.0 && p <= 1.0) {
-            return Err(ApiError::field("top_p", format!("{p} is outside (0, 1]")));
-        }
+    if let Some(p) = f.number_in("top_p", "(0, 1]", |p| p > 0.0 && p <= 1.0)? {
         // A positive value below f32's range still means "only the most likely token".
-        params.sampler.top_p = (p as f32).max(f32::MIN_POSITIVE);
+        s.top_p = p.max(f32::MIN_POSITIVE);
     }
-    params.sampler.seed = match f.get("seed") {
+    s.seed = match f.get("seed") {
         None | Some(Value::Null) => fresh_seed(),
         Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
             (Some(u), _) => u,
@@ -179,32 +174,20 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
     };
     // Beside OpenAI's, the sampling fields llama-server reads.
     if let Some(k) = f.uint("top_k")? {
-        params.sampler.top_k = usize::try_from(k).unwrap_or(usize::MAX);
-    }
-    if let Some(p) = f.number("min_p")? {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(ApiError::field("min_p", format!("{p} is outside [0, 1]")));
-        }
-        params.sampler.min_p = p as f32;
-    }
-    if let Some(r) = f.number("repeat_penalty")? {
-        if !(r > 0.0 && r <= 10.0) {
-            return Err(ApiError::field("repeat_penalty", format!("{r} is outside (0, 10]")));
-        }
-        params.sampler.repeat_penalty = r as f32;
+        s.top_k = usize::try_from(k).unwrap_or(usize::MAX);
     }
     if let Some(n) = f.uint("repeat_last_n")? {
-        params.sampler.repeat_last_n = usize::try_from(n).unwrap_or(usize::MAX);
+        s.repeat_last_n = usize::try_from(n).unwrap_or(usize::MAX);
     }
-    for name in ["frequency_penalty", "presence_penalty"] {
-        if let Some(v) = f.number(name)? {
-            if !(-2.0..=2.0).contains(&v) {
-                return Err(ApiError::field(name, format!("{v} is outside [-2, 2]")));
-            }
-            match name {
-                "frequency_penalty" => params.sampler.frequency_penalty = v as f32,
-                _ => params.sampler.presence_penalty = v as f32,
-            }
+    let settings: [(&str, &str, Accepts, &mut f32); 4] = [
+        ("min_p", "[0, 1]", |p| (0.0..=1.0).contains(&p), &mut s.min_p),
+        ("repeat_penalty", "(0, 10]", |r| r > 0.0 && r <= 10.0, &mut s.repeat_penalty),
+        ("frequency_penalty", "[-2, 2]", |v| (-2.0..=2.0).contains(&v), &mut s.frequency_penalty),
+        ("presence_penalty", "[-2, 2]", |v| (-2.0..=2.0).contains(&v), &mut s.presence_penalty),
+    ];
+    for (name, range, ok, to) in settings {
+        if let Some(v) = f.number_in(name, range, ok)? {
+            *to = v;
         }
     }
     params.stop = stops(&f, limits)?;
@@ -441,6 +424,9 @@ fn response_format(f: &Fields<'_>) -> Result<Option<Constraint>, ApiError> {
     }
 }
 
+/// Whether a number is a field's value.
+type Accepts = fn(f64) -> bool;
+
 /// Typed access to a JSON object's fields; `null` counts as absent.
 struct Fields<'a>(&'a Map<String, Value>);
 
@@ -464,6 +450,14 @@ impl Fields<'_> {
         match self.present(name) {
             None => Ok(None),
             Some(v) => v.as_f64().map(Some).ok_or_else(|| ApiError::field(name, "expected a number")),
+        }
+    }
+
+    /// A number that `ok` accepts (`range` names what it accepts), as f32.
+    fn number_in(&self, name: &str, range: &str, ok: impl Fn(f64) -> bool) -> Result<Option<f32>, ApiError> {
+        match self.number(name)? {
+            Some(v) if !ok(v) => Err(ApiError::field(name, format!("{v} is outside {range}"))),
+            v => Ok(v.map(|v| v as f32)),
         }
     }
 
