@@ -363,7 +363,7 @@ impl ToolSet {
 /// calls shows them.
 pub fn calls_as_text<'a>(model: &Model, messages: &'a [ChatMessage]) -> std::borrow::Cow<'a, [ChatMessage]> {
     let template = model.tokenizer().chat_template().unwrap_or("");
-    if template.contains("tool_calls") || messages.iter().all(|m| m.tool_calls.is_none()) {
+    if messages.iter().all(|m| m.tool_calls.is_none()) || template.contains("tool_calls") {
         return std::borrow::Cow::Borrowed(messages);
     }
     let format = ToolFormat::of(model);

@@ -387,7 +387,7 @@ async fn route(state: &Arc<State>, req: HttpRequest<Incoming>) -> Result<Respons
         r.headers_mut().insert(ALLOW, HeaderValue::from_static(allowed.1));
         return Ok(r);
     }
-    let model = json!({"id": state.model_name, "object": "model", "created": 0, "owned_by": "autark"});
+    let model = || json!({"id": state.model_name, "object": "model", "created": 0, "owned_by": "autark"});
     match path {
         "/health" => {
             if state.draining.load(Ordering::Acquire) {
@@ -406,7 +406,7 @@ async fn route(state: &Arc<State>, req: HttpRequest<Incoming>) -> Result<Respons
         "/openapi.json" => Ok(json_response(200, &crate::openapi::document(&state.limits))),
         "/v1/models" => {
             authorize(state, &req)?;
-            Ok(json_response(200, &json!({"object": "list", "data": [model]})))
+            Ok(json_response(200, &json!({"object": "list", "data": [model()]})))
         }
         "/v1/models/" => {
             // The one model, under its id (`client.models.retrieve`).
@@ -420,7 +420,7 @@ async fn route(state: &Arc<State>, req: HttpRequest<Incoming>) -> Result<Respons
                 )
                 .with_code("model_not_found"));
             }
-            Ok(json_response(200, &model))
+            Ok(json_response(200, &model()))
         }
         "/v1/chat/completions" | "/v1/completions" => {
             authorize(state, &req)?;
