@@ -50,7 +50,8 @@ pub struct Finish {
 pub struct TokenLogprob {
     /// The token's bytes (part of a character, for some tokens).
     pub bytes: Vec<u8>,
-    pub logprob: f32,
+    /// `None` for an echoed prompt's first token (nothing comes before it), which has no `top`.
+    pub logprob: Option<f32>,
     /// The most likely tokens, with theirs, most likely first.
     pub top: Vec<(Vec<u8>, f32)>,
     /// Where the token's text begins in the text it comes with (bytes; a character boundary).
@@ -186,6 +187,11 @@ struct Running {
     /// is still held by the detokenizer (at its end).
     pending_logprobs: Vec<TokenLogprob>,
     generated: usize,
+    /// `echo` with `logprobs`: each prompt token's after the first, with its alternatives, as
+    /// its chunk is evaluated (with every position's logits, outside the shared passes).
+    scores: Vec<(f32, Vec<(u32, f32)>)>,
+    /// Whether the prompt's text went out (`echo`).
+    echoed: bool,
     /// The logits with `logit_bias` added (empty without it).
     biased: Vec<f32>,
     /// KV cache bytes reserved for this request: its prompt and `max_tokens`, at most the slot.
@@ -245,7 +251,7 @@ impl Worker {
     /// of them are evaluated together.
     fn step(&mut self) {
         let m = &self.engine.metrics;
-        let feeds: Vec<Option<Vec<u32>>> = self.slots.iter_mut().map(|slot| plan(slot, m)).collect();
+        let feeds: Vec<Option<Feed>> = self.slots.iter_mut().map(|slot| plan(slot, m)).collect();
         // The requests that ended have had their last event: their clients may read the gauges
         // next, so they are set before the pass.
         self.publish();
@@ -253,23 +259,34 @@ impl Worker {
         let mut work: Vec<(&mut Session, &[u32])> = Vec::with_capacity(self.slots.len());
         let mut members = Vec::with_capacity(self.slots.len());
         for (i, (slot, feed)) in self.slots.iter_mut().zip(&feeds).enumerate() {
-            if i == 0 || feed.is_some() {
-                work.push((&mut slot.session, feed.as_deref().unwrap_or(&[])));
-                members.extend(feed.is_some().then_some(i));
+            let shared = feed.as_ref().filter(|f| !f.score);
+            if i == 0 || shared.is_some() {
+                work.push((&mut slot.session, shared.map_or(&[][..], |f| &f.tokens)));
+                members.extend(shared.is_some().then_some(i));
             }
-        }
-        if members.is_empty() {
-            return;
         }
         // A panic inside the runtime (a bug) fails these requests, not the server: the slots'
         // sessions are reset when they take their next requests.
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Session::eval_together(&mut work)));
-        let err = match r {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => ApiError::status(500, "server_error", e.to_string()),
-            Err(_) => ApiError::status(500, "server_error", "internal error while generating"),
-        };
-        for i in members {
+        if !members.is_empty() {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Session::eval_together(&mut work)));
+            drop(work);
+            if let Some(err) = failure(r.map(|r| r.map_err(|e| ApiError::status(500, "server_error", e.to_string())))) {
+                self.fail(&members, &err);
+            }
+        }
+        // Prompt chunks whose every position is scored run on their own.
+        for (i, feed) in feeds.iter().enumerate().filter_map(|(i, f)| f.as_ref().filter(|f| f.score).map(|f| (i, f))) {
+            let slot = &mut self.slots[i];
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| score(slot, &feed.tokens)));
+            if let Some(err) = failure(r) {
+                self.fail(&[i], &err);
+            }
+        }
+    }
+
+    /// Ends these slots' requests with `err`.
+    fn fail(&mut self, slots: &[usize], err: &ApiError) {
+        for &i in slots {
             if let Some(run) = self.slots[i].run.take() {
                 let _ = run.job.events.send(Event::Failed(err.clone()));
             }
@@ -323,6 +340,8 @@ impl Worker {
                 pending: String::new(),
                 pending_logprobs: Vec::new(),
                 generated: 0,
+                scores: Vec::new(),
+                echoed: false,
                 biased: Vec::new(),
                 reserved: need,
             });
@@ -330,9 +349,44 @@ impl Worker {
     }
 }
 
+/// The error of a step's evaluation that failed or panicked (a bug in the runtime).
+fn failure(r: std::thread::Result<Result<(), ApiError>>) -> Option<ApiError> {
+    match r {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some(ApiError::status(500, "server_error", "internal error while generating")),
+    }
+}
+
+/// Tokens a slot evaluates in a step.
+struct Feed {
+    tokens: Vec<u32>,
+    /// A prompt chunk whose every position's logits are wanted (`echo` with `logprobs`).
+    score: bool,
+}
+
+/// Evaluates a prompt chunk keeping every position's logits, and scores the prompt tokens they
+/// predict.
+fn score(slot: &mut Slot, chunk: &[u32]) -> Result<(), ApiError> {
+    let internal = |e: autark_runtime::RuntimeError| ApiError::status(500, "server_error", e.to_string());
+    let Some(run) = slot.run.as_mut() else { return Ok(()) };
+    let session = &mut slot.session;
+    let vocab = session.model().config().vocab_size;
+    let start = session.tokens().len();
+    let mut logits = vec![0f32; chunk.len() * vocab];
+    session.eval_all_logits(chunk, &mut logits).map_err(internal)?;
+    let (prompt, top) = (&run.job.request.tokens, run.job.request.logprobs.unwrap_or(0));
+    for (j, row) in logits.chunks_exact(vocab).enumerate() {
+        if let Some(&next) = prompt.get(start + j + 1) {
+            run.scores.push(autark_runtime::token_logprobs(row, next, top));
+        }
+    }
+    Ok(())
+}
+
 /// A slot's unit of work for this step: the tokens to evaluate (a prompt chunk, or the token it
 /// just sampled and emitted), or `None` when it is idle or its request just ended.
-fn plan(slot: &mut Slot, m: &Metrics) -> Option<Vec<u32>> {
+fn plan(slot: &mut Slot, m: &Metrics) -> Option<Feed> {
     let run = slot.run.as_mut()?;
     if run.job.cancel.load(Ordering::Acquire) || run.job.events.is_closed() {
         Metrics::add(&m.cancelled, 1);
@@ -344,7 +398,7 @@ fn plan(slot: &mut Slot, m: &Metrics) -> Option<Vec<u32>> {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| advance(&slot.session, run, m)))
         .unwrap_or_else(|_| Err(ApiError::status(500, "server_error", "internal error while generating")));
     match r {
-        Ok(Next::Eval(tokens)) => Some(tokens),
+        Ok(Next::Eval(feed)) => Some(feed),
         Ok(Next::Finish(reason)) => {
             let finish =
                 Finish { reason, prompt_tokens: run.job.request.tokens.len(), completion_tokens: run.generated };
@@ -362,7 +416,7 @@ fn plan(slot: &mut Slot, m: &Metrics) -> Option<Vec<u32>> {
 
 /// What a slot does next.
 enum Next {
-    Eval(Vec<u32>),
+    Eval(Feed),
     Finish(&'static str),
 }
 
@@ -376,13 +430,19 @@ fn advance(session: &Session, run: &mut Running, m: &Metrics) -> Result<Next, Ap
         let chunk = req.tokens[run.fed..end].to_vec();
         Metrics::add(&m.prompt_tokens, (end - run.fed) as u64);
         run.fed = end;
-        return Ok(Next::Eval(chunk));
-    }
-    if run.generated >= req.params.max_tokens {
-        return Ok(Next::Finish("length"));
+        return Ok(Next::Eval(Feed { tokens: chunk, score: req.echo && req.logprobs.is_some() }));
     }
     let model = Arc::clone(session.model());
     let tok = model.tokenizer();
+    if req.echo && !run.echoed {
+        run.echoed = true;
+        echo(run, tok)?;
+    }
+    let req = &mut run.job.request;
+    if run.generated >= req.params.max_tokens {
+        flush(run, tok)?;
+        return Ok(Next::Finish("length"));
+    }
     let next = {
         let mut logits = match req.guide.as_deref_mut() {
             Some(g) => g.mask(session.logits()).map_err(internal)?,
@@ -412,7 +472,8 @@ fn advance(session: &Session, run: &mut Running, m: &Metrics) -> Result<Next, Ap
         let (logprob, alternatives) = autark_runtime::token_logprobs(session.logits(), next, top);
         let bytes = |t| tok.token_bytes(t).unwrap_or_default();
         let top = alternatives.into_iter().map(|(t, l)| (bytes(t), l)).collect();
-        run.pending_logprobs.push(TokenLogprob { bytes: bytes(next), logprob, top, offset: run.pending.len() });
+        let offset = run.pending.len();
+        run.pending_logprobs.push(TokenLogprob { bytes: bytes(next), logprob: Some(logprob), top, offset });
     }
     run.generated += 1;
     Metrics::add(&m.generated_tokens, 1);
@@ -442,7 +503,40 @@ fn advance(session: &Session, run: &mut Running, m: &Metrics) -> Result<Next, Ap
         flush(run, tok)?;
         return Ok(Next::Finish("length"));
     }
-    Ok(Next::Eval(vec![next]))
+    Ok(Next::Eval(Feed { tokens: vec![next], score: false }))
+}
+
+/// Sends the prompt's text (`echo`), with its tokens' log-probabilities when asked: the first
+/// token has none, the others' came from `score`. The prompt's text is its tokens' (decoded as
+/// the completion's, which continues from it), and no stop string is looked for in it.
+fn echo(run: &mut Running, tok: &autark_runtime::Tokenizer) -> Result<(), ApiError> {
+    let internal = |e: autark_runtime::RuntimeError| ApiError::status(500, "server_error", e.to_string());
+    let bytes = |t| tok.token_bytes(t).unwrap_or_default();
+    let req = &run.job.request;
+    let mut scores = std::mem::take(&mut run.scores).into_iter();
+    let mut text = String::new();
+    let mut lps = Vec::new();
+    for (i, &t) in req.tokens.iter().enumerate() {
+        if req.logprobs.is_some() {
+            let (logprob, top) = match i {
+                0 => (None, Vec::new()),
+                _ => {
+                    let (l, top) = scores.next().unwrap_or((f32::NAN, Vec::new()));
+                    (Some(l), top.into_iter().map(|(t, l)| (bytes(t), l)).collect())
+                }
+            };
+            lps.push(TokenLogprob { bytes: bytes(t), logprob, top, offset: text.len() });
+        }
+        text.push_str(&run.detok.push(tok, t).map_err(internal)?);
+    }
+    // Tokens whose text the detokenizer still holds (an unfinished character) come with the
+    // completion's first text.
+    let held = lps.partition_point(|t| t.offset < text.len());
+    run.pending_logprobs = lps.split_off(held).into_iter().map(|t| TokenLogprob { offset: 0, ..t }).collect();
+    if !text.is_empty() {
+        let _ = run.job.events.send(Event::Text(text, lps));
+    }
+    Ok(())
 }
 
 /// The log-probabilities of the tokens whose text begins within the first `end` bytes of the

@@ -224,12 +224,13 @@ fn with_offsets(text: &str, base: usize, lps: Vec<TokenLogprob>) -> Vec<(usize, 
 }
 
 /// A log-probability as JSON, in f32's shortest decimal form; OpenAI's −9999 for a token the
-/// model rules out.
-fn logprob_json(x: f32) -> Value {
-    if !x.is_finite() {
-        return json!(-9999.0);
+/// model rules out; `null` for an echoed prompt's first token.
+fn logprob_json(x: impl Into<Option<f32>>) -> Value {
+    match x.into() {
+        None => Value::Null,
+        Some(x) if !x.is_finite() => json!(-9999.0),
+        Some(x) => json!(x.to_string().parse::<f64>().unwrap_or(x as f64)),
     }
-    json!(x.to_string().parse::<f64>().unwrap_or(x as f64))
 }
 
 /// `logprobs` of a choice or chunk: chat's `content` list (each token with its bytes and
@@ -238,12 +239,12 @@ fn logprobs_json(kind: Kind, tokens: &[(usize, TokenLogprob)]) -> Value {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     match kind {
         Kind::Chat => {
-            let one = |b: &[u8], l: f32| json!({"token": text(b), "logprob": logprob_json(l), "bytes": b});
+            let one = |b: &[u8], l: Option<f32>| json!({"token": text(b), "logprob": logprob_json(l), "bytes": b});
             let content: Vec<Value> = tokens
                 .iter()
                 .map(|(_, t)| {
                     let mut v = one(&t.bytes, t.logprob);
-                    v["top_logprobs"] = t.top.iter().map(|(b, l)| one(b, *l)).collect();
+                    v["top_logprobs"] = t.top.iter().map(|(b, l)| one(b, Some(*l))).collect();
                     v
                 })
                 .collect();
@@ -252,8 +253,9 @@ fn logprobs_json(kind: Kind, tokens: &[(usize, TokenLogprob)]) -> Value {
         Kind::Completion => json!({
             "tokens": tokens.iter().map(|(_, t)| text(&t.bytes)).collect::<Vec<_>>(),
             "token_logprobs": tokens.iter().map(|(_, t)| logprob_json(t.logprob)).collect::<Vec<_>>(),
-            "top_logprobs": tokens.iter().map(|(_, t)| {
-                t.top.iter().map(|(b, l)| (text(b), logprob_json(*l))).collect::<serde_json::Map<_, _>>()
+            "top_logprobs": tokens.iter().map(|(_, t)| match t.logprob {
+                None => Value::Null,
+                Some(_) => Value::Object(t.top.iter().map(|(b, l)| (text(b), logprob_json(*l))).collect()),
             }).collect::<Vec<_>>(),
             "text_offset": tokens.iter().map(|(o, _)| o).collect::<Vec<_>>(),
         }),

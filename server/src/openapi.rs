@@ -32,6 +32,8 @@ pub fn document(limits: &Limits) -> Value {
         properties.extend(own.as_object().cloned().unwrap_or_default());
         json!({"type": "object", "required": [required], "properties": properties})
     };
+    // A prompt as token ids (their bound, the vocabulary, is the model's, not stated here).
+    let token_ids = json!({"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": limits.n_ctx - 1});
     json!({
         "openapi": "3.0.3",
         "info": {"title": "autark serve", "version": env!("CARGO_PKG_VERSION"),
@@ -73,7 +75,12 @@ pub fn document(limits: &Limits) -> Value {
                         "type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}}], "nullable": true}}}}})),
             "CompletionRequest": request("prompt", json!({
                 "logprobs": {"type": "integer", "minimum": 0, "maximum": MAX_TOP_LOGPROBS, "nullable": true},
-                "prompt": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1}]}})),
+                "echo": {"type": "boolean", "nullable": true},
+                "prompt": {"oneOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1},
+                    token_ids.clone(),
+                    {"type": "array", "items": token_ids, "minItems": 1, "maxItems": 1}]}})),
         }},
     })
 }

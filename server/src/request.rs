@@ -53,6 +53,9 @@ pub struct Request {
     pub logprobs: Option<usize>,
     /// `logit_bias`: added to these tokens' logits before sampling.
     pub logit_bias: Vec<(u32, f32)>,
+    /// `echo` (completions): the text begins with the prompt's, and with `logprobs` the prompt's
+    /// tokens come first with theirs (the first token has none).
+    pub echo: bool,
 }
 
 impl std::fmt::Debug for Request {
@@ -89,10 +92,8 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
         }
     }
     // The completions API's options that change what comes back, refused rather than ignored.
+    let echo = kind == Kind::Completion && f.bool("echo")? == Some(true);
     if kind == Kind::Completion {
-        if f.bool("echo")? == Some(true) {
-            return Err(ApiError::field("echo", "echoing the prompt is not supported"));
-        }
         if f.uint("best_of")?.is_some_and(|n| n != 1) {
             return Err(ApiError::field("best_of", "only best_of = 1 is supported"));
         }
@@ -122,16 +123,7 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
             };
             (t.map_err(|e| from_runtime("messages", &e))?, "messages")
         }
-        Kind::Completion => {
-            let prompt = match f.get("prompt") {
-                None => return Err(ApiError::field("prompt", "required")),
-                Some(Value::String(s)) => s.as_str(),
-                Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => a[0].as_str().unwrap_or(""),
-                Some(_) => return Err(ApiError::field("prompt", "expected a string (or an array of one string)")),
-            };
-            let t = model.prompt_tokens(Prompt::Text(prompt)).map_err(|e| from_runtime("prompt", &e))?;
-            (t, "prompt")
-        }
+        Kind::Completion => (completion_prompt(f.get("prompt"), model)?, "prompt"),
     };
     if tokens.is_empty() {
         return Err(ApiError::field(param, "the prompt is empty"));
@@ -149,9 +141,11 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
     let mut params = GenerateParams { max_tokens: limits.n_ctx - tokens.len(), ..DEFAULTS.generate };
     let max = f.uint("max_completion_tokens")?.or(f.uint("max_tokens")?);
     if let Some(max) = max {
-        if max == 0 || max as usize > limits.n_ctx {
+        // No new token only makes sense when the prompt comes back (to score it).
+        if (max == 0 && !echo) || max as usize > limits.n_ctx {
             let name = if f.get("max_completion_tokens").is_some() { "max_completion_tokens" } else { "max_tokens" };
-            return Err(ApiError::field(name, format!("{max} is outside 1..={}", limits.n_ctx)));
+            let low = if echo { 0 } else { 1 };
+            return Err(ApiError::field(name, format!("{max} is outside {low}..={}", limits.n_ctx)));
         }
         params.max_tokens = max as usize;
     }
@@ -204,7 +198,34 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
         Some((c, param)) => Some(Box::new(model.compile_constraint(&c).map_err(|e| from_runtime(param, &e))?)),
     };
     let logit_bias = logit_bias(&f, model.config().vocab_size)?;
-    Ok(Request { kind, tokens, params, guide, stream, include_usage, tools, logprobs, logit_bias })
+    Ok(Request { kind, tokens, params, guide, stream, include_usage, tools, logprobs, logit_bias, echo })
+}
+
+/// `/v1/completions`' `prompt`, in OpenAI's forms for one prompt: a string, token ids, or an
+/// array holding one of those (what batching clients such as lm-evaluation-harness send).
+fn completion_prompt(v: Option<&Value>, model: &Model) -> Result<Vec<u32>, ApiError> {
+    const FORMS: &str = "expected a string, an array of token ids, or an array of one of those";
+    let v = match v {
+        None => return Err(ApiError::field("prompt", "required")),
+        Some(Value::Array(a)) if a.len() == 1 && (a[0].is_string() || a[0].is_array()) => &a[0],
+        Some(v) => v,
+    };
+    match v {
+        Value::String(s) => model.prompt_tokens(Prompt::Text(s)).map_err(|e| from_runtime("prompt", &e)),
+        Value::Array(ids) if ids.iter().all(Value::is_number) => {
+            let vocab = model.config().vocab_size;
+            ids.iter()
+                .map(|id| match id.as_u64() {
+                    Some(t) if (t as usize) < vocab => Ok(t as u32),
+                    _ => Err(ApiError::field("prompt", format!("{id} is not a token id below {vocab}"))),
+                })
+                .collect()
+        }
+        Value::Array(a) if a.iter().all(|p| p.is_string() || p.is_array()) => {
+            Err(ApiError::field("prompt", "only one prompt per request is supported"))
+        }
+        _ => Err(ApiError::field("prompt", FORMS)),
+    }
 }
 
 /// `logit_bias`: token ids (as strings, OpenAI's form) → −100 to 100, added to the logits.

@@ -143,6 +143,76 @@ def test_logprobs_against_numpy(server, autark, smollm2_q4_1, tmp_path):
         assert max(top.values()) == l and top[tok] == l
 
 
+def log_softmax(rows: np.ndarray) -> np.ndarray:
+    rows = rows.astype(np.float64)
+    top = rows.max(axis=-1, keepdims=True)
+    return rows - (top + np.log(np.exp(rows - top).sum(axis=-1, keepdims=True)))
+
+
+def test_echo_scores_the_prompt_against_numpy(server, autark, smollm2_q4_1, tmp_path):
+    """`echo` with `logprobs` (how lm-evaluation-harness scores continuations): every prompt token
+    after the first against numpy's log-softmax of `autark logits` at the position before it, the
+    top alternatives too, over a prompt longer than one prefill chunk (64 tokens: the scored
+    chunks run outside the shared passes); as token ids with the harness's payload, as text, and
+    streamed, all alike; the completion continues as without `echo`."""
+    text = ("The committee met on Tuesday to review the budget. After a long discussion about the "
+            "costs of the new library, the roof repairs and the school buses, the members agreed "
+            "to postpone the vote until the treasurer could present a revised plan. Everyone "
+            "hoped that the next meeting would be shorter, since the last one had run past midnight and "
+            "several members had missed the final bus home.")
+    ids = autark.tokenize(smollm2_q4_1, text)
+    assert len(ids) > 64
+    ref = log_softmax(autark.logits(smollm2_q4_1, ids, tmp_path / "logits.f32"))
+    # lm-evaluation-harness's loglikelihood request: token ids, one new token.
+    r = server.client.completions.create(
+        model="smollm2", prompt=[ids], max_tokens=1, temperature=0, logprobs=3, echo=True, seed=1234
+    )
+    lp = r.choices[0].logprobs
+    assert r.usage.prompt_tokens == len(ids) and r.usage.completion_tokens == 1
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(ids) + 1
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    want = np.array([ref[i - 1, ids[i]] for i in range(1, len(ids))])
+    np.testing.assert_allclose(lp.token_logprobs[1 : len(ids)], want, atol=2e-5)
+    for i in range(1, len(ids)):
+        np.testing.assert_allclose(sorted(lp.top_logprobs[i].values(), reverse=True), np.sort(ref[i - 1])[::-1][:3], atol=2e-5)
+    # The new token is the greedy one after the prompt, and the text is the prompt's and its.
+    assert abs(lp.token_logprobs[-1] - ref[-1].max()) < 2e-5
+    alone = server.client.completions.create(model="smollm2", prompt=text, max_tokens=1, temperature=0)
+    assert r.choices[0].text == text + alone.choices[0].text
+    assert "".join(lp.tokens) == r.choices[0].text
+    assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
+    # The prompt as text, scored only (no new token); and streamed, the prompt comes first.
+    only = server.client.completions.create(model="smollm2", prompt=text, max_tokens=0, logprobs=3, echo=True)
+    assert only.choices[0].text == text and only.choices[0].finish_reason == "length"
+    assert only.choices[0].logprobs.token_logprobs == lp.token_logprobs[:-1]
+    chunks = list(server.client.completions.create(
+        model="smollm2", prompt=text, max_tokens=1, temperature=0, logprobs=3, echo=True, stream=True
+    ))
+    assert chunks[0].choices[0].text == text
+    streamed = [x for c in chunks if c.choices[0].logprobs for x in c.choices[0].logprobs.token_logprobs]
+    assert streamed == lp.token_logprobs
+    # Without logprobs, only the text comes back.
+    plain = server.client.completions.create(model="smollm2", prompt=text, max_tokens=1, temperature=0, echo=True)
+    assert plain.choices[0].text == r.choices[0].text and plain.choices[0].logprobs is None
+
+
+def test_prompt_forms_refused_with_the_field_named(server):
+    """Token ids outside the vocabulary, several prompts, mixed forms and `max_tokens: 0`
+    without `echo` are 400s naming the field."""
+    for body, param, words in [
+        ({"prompt": [504, 49152]}, "prompt", "49152 is not a token id below 49152"),
+        ({"prompt": [504, -1]}, "prompt", "not a token id"),
+        ({"prompt": ["a", "b"]}, "prompt", "only one prompt"),
+        ({"prompt": [[1, 2], [3]]}, "prompt", "only one prompt"),
+        ({"prompt": [1, "b"]}, "prompt", "expected a string, an array of token ids"),
+        ({"prompt": []}, "prompt", "empty"),
+        ({"prompt": "hi", "max_tokens": 0}, "max_tokens", "0 is outside 1..="),
+    ]:
+        status, _, raw = server.raw("POST", "/v1/completions", json.dumps(body))
+        err = json.loads(raw)["error"]
+        assert status == 400 and err["param"] == param and words in err["message"], (body, err)
+
+
 def test_logit_bias_bans_and_forces(server, autark, smollm2_q4_1):
     """logit_bias −100 on the greedy first token gives the runner-up (by the unbiased
     logprobs), +100 on an unlikely token forces it."""
