@@ -58,12 +58,21 @@ pub struct TokenLogprob {
     pub offset: usize,
 }
 
-/// One request on its way through the engine.
+/// One choice of a request on its way through the engine.
 pub struct Job {
     pub request: Request,
-    pub events: UnboundedSender<Event>,
-    /// Set when the client goes away.
+    /// The choice's index in the response; its events go out tagged with it.
+    pub index: usize,
+    pub events: UnboundedSender<(usize, Event)>,
+    /// Set when the client goes away (shared by the request's choices).
     pub cancel: Arc<AtomicBool>,
+}
+
+impl Job {
+    fn send(&self, event: Event) {
+        // A closed channel means the client left; the job is dropped at the next step.
+        let _ = self.events.send((self.index, event));
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -119,20 +128,28 @@ impl Engine {
         self.model.get()
     }
 
-    /// Queues a job, or refuses it (503) when the queue is full.
-    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
-        let m = &self.metrics;
-        if m.queued.fetch_add(1, Ordering::AcqRel) as usize >= self.max_queue {
-            m.queued.fetch_sub(1, Ordering::AcqRel);
+    /// Queues a request's jobs (its choices), or refuses them all (503) when the queue has no
+    /// room for them.
+    pub fn submit(&self, jobs: Vec<Job>) -> Result<(), ApiError> {
+        let (m, k) = (&self.metrics, jobs.len() as u64);
+        if k as usize > self.max_queue {
+            let what = format!("{k} choices; this server queues at most {} (--max-queue)", self.max_queue);
+            return Err(ApiError::invalid(None, what));
+        }
+        if m.queued.fetch_add(k, Ordering::AcqRel).saturating_add(k) as usize > self.max_queue {
+            m.queued.fetch_sub(k, Ordering::AcqRel);
             Metrics::add(&m.rejected, 1);
             return Err(ApiError::unavailable("every slot is busy and the queue is full; retry later"));
         }
         Metrics::add(&m.requests, 1);
-        let sent = self.tx.lock().map_err(|_| ApiError::unavailable("the engine stopped"))?.send(job);
-        sent.map_err(|_| {
-            m.queued.fetch_sub(1, Ordering::AcqRel);
-            ApiError::unavailable("the engine stopped")
-        })
+        let tx = self.tx.lock().map_err(|_| ApiError::unavailable("the engine stopped"))?;
+        for (i, job) in jobs.into_iter().enumerate() {
+            if tx.send(job).is_err() {
+                m.queued.fetch_sub(k - i as u64, Ordering::AcqRel);
+                return Err(ApiError::unavailable("the engine stopped"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -288,7 +305,7 @@ impl Worker {
     fn fail(&mut self, slots: &[usize], err: &ApiError) {
         for &i in slots {
             if let Some(run) = self.slots[i].run.take() {
-                let _ = run.job.events.send(Event::Failed(err.clone()));
+                run.job.send(Event::Failed(err.clone()));
             }
         }
     }
@@ -326,7 +343,7 @@ impl Worker {
             let sampler = match Sampler::new(job.request.params.sampler, vocab) {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = job.events.send(Event::Failed(ApiError::invalid(None, e.to_string())));
+                    job.send(Event::Failed(ApiError::invalid(None, e.to_string())));
                     reserved -= need;
                     continue;
                 }
@@ -402,12 +419,12 @@ fn plan(slot: &mut Slot, m: &Metrics) -> Option<Feed> {
         Ok(Next::Finish(reason)) => {
             let finish =
                 Finish { reason, prompt_tokens: run.job.request.tokens.len(), completion_tokens: run.generated };
-            let _ = run.job.events.send(Event::Done(finish));
+            run.job.send(Event::Done(finish));
             slot.run = None;
             None
         }
         Err(e) => {
-            let _ = run.job.events.send(Event::Failed(e));
+            run.job.send(Event::Failed(e));
             slot.run = None;
             None
         }
@@ -484,7 +501,7 @@ fn advance(session: &Session, run: &mut Running, m: &Metrics) -> Result<Next, Ap
         // The tokens whose text begins before the stop string come with the text before it.
         if at > 0 {
             let lps = take_logprobs(&mut run.pending_logprobs, at);
-            let _ = run.job.events.send(Event::Text(run.pending[..at].to_string(), lps));
+            run.job.send(Event::Text(run.pending[..at].to_string(), lps));
         }
         return Ok(Next::Finish("stop"));
     }
@@ -493,7 +510,7 @@ fn advance(session: &Session, run: &mut Running, m: &Metrics) -> Result<Next, Ap
     if emit > 0 {
         let text: String = run.pending.drain(..emit).collect();
         let lps = take_logprobs(&mut run.pending_logprobs, emit);
-        let _ = run.job.events.send(Event::Text(text, lps));
+        run.job.send(Event::Text(text, lps));
     }
     if run.job.request.guide.as_ref().is_some_and(|g| g.is_finished()) {
         flush(run, tok)?;
@@ -534,7 +551,7 @@ fn echo(run: &mut Running, tok: &autark_runtime::Tokenizer) -> Result<(), ApiErr
     let held = lps.partition_point(|t| t.offset < text.len());
     run.pending_logprobs = lps.split_off(held).into_iter().map(|t| TokenLogprob { offset: 0, ..t }).collect();
     if !text.is_empty() {
-        let _ = run.job.events.send(Event::Text(text, lps));
+        run.job.send(Event::Text(text, lps));
     }
     Ok(())
 }
@@ -554,7 +571,7 @@ fn flush(run: &mut Running, tok: &autark_runtime::Tokenizer) -> Result<(), ApiEr
     run.pending.push_str(&rest);
     if !run.pending.is_empty() || !run.pending_logprobs.is_empty() {
         let lps = std::mem::take(&mut run.pending_logprobs);
-        let _ = run.job.events.send(Event::Text(std::mem::take(&mut run.pending), lps));
+        run.job.send(Event::Text(std::mem::take(&mut run.pending), lps));
     }
     Ok(())
 }

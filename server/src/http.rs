@@ -109,21 +109,53 @@ struct Meta {
     model: String,
     /// The request asked for log-probabilities.
     logprobs: bool,
+    /// Choices per prompt (`n`).
+    n: usize,
 }
 
 pub struct SseBody {
-    rx: UnboundedReceiver<Event>,
-    /// With tools, the text is held and sent as `tool_calls` at the end.
+    rx: UnboundedReceiver<(usize, Event)>,
+    /// With tools, each choice's text is held and sent as `tool_calls` at its end.
     tools: Option<ToolSet>,
-    held: String,
     meta: Meta,
     include_usage: bool,
-    /// Characters of completion text sent (the legacy `logprobs.text_offset` counts them).
-    chars: usize,
-    /// The chat's first chunk (`role`) was sent; `[DONE]` was sent.
+    /// Each choice's state.
+    choices: Vec<Choice>,
+    /// The chat's first chunks (`role`) were sent; `[DONE]` was sent.
     started: bool,
     done: bool,
     _guard: Guard,
+}
+
+/// What a response gathered of one choice.
+#[derive(Default)]
+struct Choice {
+    /// The text (streamed: only what is held, with tools).
+    text: String,
+    /// Characters of text so far (the legacy `logprobs.text_offset` counts them).
+    chars: usize,
+    tokens: Vec<(usize, TokenLogprob)>,
+    finish: Option<Finish>,
+}
+
+impl Choice {
+    fn push(&mut self, text: &str, lps: Vec<TokenLogprob>) -> Vec<(usize, TokenLogprob)> {
+        let lps = with_offsets(text, self.chars, lps);
+        self.chars += text.chars().count();
+        lps
+    }
+}
+
+/// The usage of a response: each prompt's tokens once (the first of its `n` choices), every
+/// choice's generated tokens.
+fn usage(choices: &[Choice], n: usize) -> Value {
+    let finishes = choices.iter().enumerate().filter_map(|(i, c)| c.finish.map(|f| (i, f)));
+    let (mut prompt, mut completion) = (0, 0);
+    for (i, f) in finishes {
+        prompt += if i % n.max(1) == 0 { f.prompt_tokens } else { 0 };
+        completion += f.completion_tokens;
+    }
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
 impl SseBody {
@@ -134,58 +166,68 @@ impl SseBody {
         if !self.started {
             self.started = true;
             if self.meta.kind == Kind::Chat {
-                let first = chunk(&self.meta, json!({"role": "assistant", "content": ""}), Value::Null, None);
-                return Poll::Ready(Some(sse(&first)));
+                let role = json!({"role": "assistant", "content": ""});
+                let first =
+                    (0..self.choices.len()).flat_map(|i| sse(&chunk(&self.meta, i, role.clone(), Value::Null, None)));
+                return Poll::Ready(Some(Bytes::from(first.collect::<Vec<u8>>())));
             }
         }
         let mut event = self.rx.poll_recv(cx);
-        while let (Some(_), Poll::Ready(Some(Event::Text(t, _)))) = (&self.tools, &event) {
-            self.held.push_str(t);
+        while let (Some(_), Poll::Ready(Some((i, Event::Text(t, _))))) = (&self.tools, &event) {
+            if let Some(c) = self.choices.get_mut(*i) {
+                c.text.push_str(t);
+            }
             event = self.rx.poll_recv(cx);
         }
+        let n = self.meta.n;
         match event {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Event::Text(t, lps))) => {
+            Poll::Ready(Some((i, Event::Text(t, lps)))) => {
+                let Some(c) = self.choices.get_mut(i) else { return wake(cx) };
+                let lps = c.push(&t, lps);
                 let logprobs = match self.meta.logprobs && !lps.is_empty() {
-                    true => logprobs_json(self.meta.kind, &with_offsets(&t, self.chars, lps)),
+                    true => logprobs_json(self.meta.kind, &lps),
                     false => Value::Null,
                 };
-                self.chars += t.chars().count();
                 let delta = match self.meta.kind {
                     Kind::Chat => json!({"content": t}),
                     Kind::Completion => json!(t),
                 };
-                Poll::Ready(Some(sse(&chunk(&self.meta, delta, logprobs, None))))
+                Poll::Ready(Some(sse(&chunk(&self.meta, i, delta, logprobs, None))))
             }
-            Poll::Ready(Some(Event::Done(f))) => {
+            Poll::Ready(Some((i, Event::Done(f)))) => {
                 let mut out = Vec::new();
                 let mut reason = f.reason;
+                let Some(c) = self.choices.get_mut(i) else { return wake(cx) };
+                c.finish = Some(f);
                 if let Some(set) = &self.tools {
-                    let (message, r) = reply(Some(set), std::mem::take(&mut self.held), f.reason);
+                    let (message, r) = reply(Some(set), std::mem::take(&mut c.text), f.reason);
                     let mut delta = message;
                     delta.as_object_mut().map(|o| o.remove("role"));
                     if let Some(calls) = delta["tool_calls"].as_array_mut() {
                         calls.iter_mut().enumerate().for_each(|(i, c)| c["index"] = json!(i));
                     }
-                    out.extend_from_slice(&sse(&chunk(&self.meta, delta, Value::Null, None)));
+                    out.extend_from_slice(&sse(&chunk(&self.meta, i, delta, Value::Null, None)));
                     reason = r;
                 }
                 let empty = match self.meta.kind {
                     Kind::Chat => json!({}),
                     Kind::Completion => json!(""),
                 };
-                out.extend_from_slice(&sse(&chunk(&self.meta, empty, Value::Null, Some(reason))));
-                if self.include_usage {
-                    let mut u = chunk(&self.meta, Value::Null, Value::Null, None);
-                    u["choices"] = json!([]);
-                    u["usage"] = usage(&f);
-                    out.extend_from_slice(&sse(&u));
+                out.extend_from_slice(&sse(&chunk(&self.meta, i, empty, Value::Null, Some(reason))));
+                if self.choices.iter().all(|c| c.finish.is_some()) {
+                    if self.include_usage {
+                        let mut u = chunk(&self.meta, 0, Value::Null, Value::Null, None);
+                        u["choices"] = json!([]);
+                        u["usage"] = usage(&self.choices, n);
+                        out.extend_from_slice(&sse(&u));
+                    }
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                    self.done = true;
                 }
-                out.extend_from_slice(b"data: [DONE]\n\n");
-                self.done = true;
                 Poll::Ready(Some(Bytes::from(out)))
             }
-            Poll::Ready(Some(Event::Failed(e))) => {
+            Poll::Ready(Some((_, Event::Failed(e)))) => {
                 let mut out = sse(&e.json()).to_vec();
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 self.done = true;
@@ -199,20 +241,27 @@ impl SseBody {
     }
 }
 
+/// Polls again at once (an event for no choice of this response; none is sent).
+fn wake(cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
 fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
-/// One streamed chunk: a chat delta or a completion's text, with its tokens' `logprobs`.
-fn chunk(meta: &Meta, delta: Value, logprobs: Value, finish: Option<&str>) -> Value {
+/// One streamed chunk of choice `index`: a chat delta or a completion's text, with its tokens'
+/// `logprobs`.
+fn chunk(meta: &Meta, index: usize, delta: Value, logprobs: Value, finish: Option<&str>) -> Value {
     match meta.kind {
         Kind::Chat => json!({
             "id": meta.id, "object": "chat.completion.chunk", "created": meta.created, "model": meta.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
         }),
         Kind::Completion => json!({
             "id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
-            "choices": [{"index": 0, "text": delta, "logprobs": logprobs, "finish_reason": finish}],
+            "choices": [{"index": index, "text": delta, "logprobs": logprobs, "finish_reason": finish}],
         }),
     }
 }
@@ -281,14 +330,6 @@ fn reply(tools: Option<&ToolSet>, text: String, reason: &'static str) -> (Value,
         }
         None => (json!({"role": "assistant", "content": text}), reason),
     }
-}
-
-fn usage(f: &Finish) -> Value {
-    json!({
-        "prompt_tokens": f.prompt_tokens,
-        "completion_tokens": f.completion_tokens,
-        "total_tokens": f.prompt_tokens + f.completion_tokens,
-    })
 }
 
 fn now() -> u64 {
@@ -481,26 +522,24 @@ async fn complete(state: &Arc<State>, kind: Kind, req: HttpRequest<Incoming>) ->
     };
     let guard = Guard::new(&state.inflight);
     let body = read_body(state, req).await?;
-    let request = request::parse(kind, &body, &model, &state.limits)?;
-    let mut request = request;
-    let (stream, include_usage, tools) = (request.stream, request.include_usage, request.tools.take());
-    let logprobs = request.logprobs.is_some();
+    let mut requests = request::parse(kind, &body, &model, &state.limits)?;
+    let Some(first) = requests.first_mut() else {
+        return Err(ApiError::invalid(None, "nothing to complete"));
+    };
+    let (stream, include_usage, tools) = (first.stream, first.include_usage, first.tools.take());
+    let (logprobs, n) = (first.logprobs.is_some(), first.n);
+    let mut choices: Vec<Choice> = requests.iter().map(|_| Choice::default()).collect();
     let (tx, mut rx) = unbounded_channel();
-    state.engine.submit(Job { request, events: tx, cancel: Arc::clone(&guard.cancel) })?;
+    let jobs = requests.into_iter().enumerate().map(|(index, mut request)| {
+        request.tools = None;
+        Job { request, index, events: tx.clone(), cancel: Arc::clone(&guard.cancel) }
+    });
+    state.engine.submit(jobs.collect())?;
+    drop(tx);
     let prefix = if kind == Kind::Chat { "chatcmpl" } else { "cmpl" };
-    let meta = Meta { kind, id: new_id(prefix), created: now(), model: state.model_name.clone(), logprobs };
+    let meta = Meta { kind, id: new_id(prefix), created: now(), model: state.model_name.clone(), logprobs, n };
     if stream {
-        let body = SseBody {
-            rx,
-            tools,
-            held: String::new(),
-            meta,
-            include_usage,
-            chars: 0,
-            started: false,
-            done: false,
-            _guard: guard,
-        };
+        let body = SseBody { rx, tools, meta, include_usage, choices, started: false, done: false, _guard: guard };
         let mut r = Response::new(Body::Sse(Box::new(body)));
         let h = r.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -508,32 +547,45 @@ async fn complete(state: &Arc<State>, kind: Kind, req: HttpRequest<Incoming>) ->
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         return Ok(r);
     }
-    let (mut text, mut chars, mut tokens) = (String::new(), 0, Vec::new());
-    let finish = loop {
+    while choices.iter().any(|c| c.finish.is_none()) {
         match rx.recv().await {
-            Some(Event::Text(t, lps)) => {
-                tokens.extend(with_offsets(&t, chars, lps));
-                chars += t.chars().count();
-                text.push_str(&t);
+            Some((i, Event::Text(t, lps))) => {
+                if let Some(c) = choices.get_mut(i) {
+                    let lps = c.push(&t, lps);
+                    c.tokens.extend(lps);
+                    c.text.push_str(&t);
+                }
             }
-            Some(Event::Done(f)) => break f,
-            Some(Event::Failed(e)) => return Err(e),
+            Some((i, Event::Done(f))) => {
+                if let Some(c) = choices.get_mut(i) {
+                    c.finish = Some(f);
+                }
+            }
+            Some((_, Event::Failed(e))) => return Err(e),
             None => return Err(ApiError::unavailable("the engine stopped")),
         }
-    };
+    }
     drop(guard);
-    let logprobs = if logprobs { logprobs_json(kind, &tokens) } else { Value::Null };
-    let choice = match kind {
-        Kind::Chat => {
-            let (message, reason) = reply(tools.as_ref(), text, finish.reason);
-            json!({"index": 0, "message": message, "logprobs": logprobs, "finish_reason": reason})
-        }
-        Kind::Completion => json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish.reason}),
-    };
+    let usage = usage(&choices, n);
+    let body: Vec<Value> = choices
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let reason = c.finish.map_or("stop", |f| f.reason);
+            let logprobs = if logprobs { logprobs_json(kind, &c.tokens) } else { Value::Null };
+            match kind {
+                Kind::Chat => {
+                    let (message, reason) = reply(tools.as_ref(), c.text, reason);
+                    json!({"index": i, "message": message, "logprobs": logprobs, "finish_reason": reason})
+                }
+                Kind::Completion => json!({"index": i, "text": c.text, "logprobs": logprobs, "finish_reason": reason}),
+            }
+        })
+        .collect();
     let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
     Ok(json_response(
         200,
-        &json!({"id": meta.id, "object": object, "created": meta.created, "model": meta.model, "choices": [choice], "usage": usage(&finish)}),
+        &json!({"id": meta.id, "object": object, "created": meta.created, "model": meta.model, "choices": body, "usage": usage}),
     ))
 }
 

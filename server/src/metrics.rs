@@ -70,7 +70,12 @@ impl Metrics {
             ("autark_generated_tokens_total", "counter", "Tokens generated.", generated as f64),
             ("autark_busy_seconds_total", "counter", "Seconds the inference thread spent stepping.", busy),
             ("autark_tokens_per_second", "gauge", "Generated tokens per busy second, since start.", tps),
-            ("autark_queue_length", "gauge", "Requests waiting for a slot.", self.queued.load(Relaxed) as f64),
+            (
+                "autark_queue_length",
+                "gauge",
+                "Choices waiting for a slot (a request with several counts each).",
+                self.queued.load(Relaxed) as f64,
+            ),
             ("autark_slots_busy", "gauge", "Slots running a request.", self.slots_busy.load(Relaxed) as f64),
             ("autark_slots", "gauge", "Slots.", self.slots.load(Relaxed) as f64),
             (

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::request::{Limits, MAX_LOGIT_BIAS, MAX_TOP_LOGPROBS};
+use crate::request::{Limits, MAX_CHOICES, MAX_LOGIT_BIAS, MAX_TOP_LOGPROBS};
 
 /// The description of a server whose requests are bounded by `limits` (stated in the schemas,
 /// so that a schema-valid request is one the server accepts, as far as a schema can say).
@@ -78,9 +78,9 @@ pub fn document(limits: &Limits) -> Value {
                 "echo": {"type": "boolean", "nullable": true},
                 "prompt": {"oneOf": [
                     {"type": "string", "minLength": 1},
-                    {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1},
+                    {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": MAX_CHOICES},
                     token_ids.clone(),
-                    {"type": "array", "items": token_ids, "minItems": 1, "maxItems": 1}]}})),
+                    {"type": "array", "items": token_ids, "minItems": 1, "maxItems": MAX_CHOICES}]}})),
         }},
     })
 }
@@ -108,7 +108,7 @@ fn sampling(limits: &Limits) -> serde_json::Map<String, Value> {
         "stop": {"oneOf": [stop.clone(), {"type": "array", "items": stop, "maxItems": limits.max_stop}]},
         "stream": {"type": "boolean"},
         "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
-        "n": {"type": "integer", "enum": [1]},
+        "n": {"type": "integer", "minimum": 1, "maximum": MAX_CHOICES},
         "response_format": {"type": "object", "required": ["type"], "properties": {
             "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
             "json_schema": {"type": "object", "properties": {"name": {"type": "string"}, "schema": {"type": "object"}}}}},

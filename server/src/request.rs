@@ -37,7 +37,11 @@ pub const MAX_TOP_LOGPROBS: u64 = 20;
 
 pub const DEFAULT_LIMITS: Limits = Limits { n_ctx: 2048, max_messages: 256, max_stop: 4, max_stop_bytes: 256 };
 
-/// A checked request.
+/// Most choices one request may ask for (prompts × `n`).
+pub const MAX_CHOICES: u64 = 16;
+
+/// A checked request: one choice of the response (`parse` gives one per prompt and sample).
+#[derive(Clone)]
 pub struct Request {
     pub kind: Kind,
     pub tokens: Vec<u32>,
@@ -56,6 +60,9 @@ pub struct Request {
     /// `echo` (completions): the text begins with the prompt's, and with `logprobs` the prompt's
     /// tokens come first with theirs (the first token has none).
     pub echo: bool,
+    /// Choices per prompt (`n`); this one's index is its place in `parse`'s list, and the
+    /// first of each prompt's counts the prompt's tokens in the usage.
+    pub n: usize,
 }
 
 impl std::fmt::Debug for Request {
@@ -70,8 +77,10 @@ impl std::fmt::Debug for Request {
     }
 }
 
-/// Parses and checks a body: UTF-8, JSON, an object, every field known to matter.
-pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<Request, ApiError> {
+/// Parses and checks a body: UTF-8, JSON, an object, every field known to matter. One request
+/// per choice of the response: each prompt (completions take several) `n` times, prompt by
+/// prompt; with a `seed`, the `n` samples of a prompt draw from `seed`, `seed + 1`, ….
+pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<Vec<Request>, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|e| ApiError::invalid(None, format!("the body is not valid UTF-8 ({e})")))?;
     let value: Value =
@@ -86,16 +95,16 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
             return Err(ApiError::field("model", "expected a string"));
         }
     }
-    if let Some(n) = f.uint("n")? {
-        if n != 1 {
-            return Err(ApiError::field("n", "only n = 1 is supported"));
-        }
+    let n = f.uint("n")?.unwrap_or(1);
+    if !(1..=MAX_CHOICES).contains(&n) {
+        return Err(ApiError::field("n", format!("{n} is outside 1..={MAX_CHOICES}")));
     }
     // The completions API's options that change what comes back, refused rather than ignored.
     let echo = kind == Kind::Completion && f.bool("echo")? == Some(true);
     if kind == Kind::Completion {
-        if f.uint("best_of")?.is_some_and(|n| n != 1) {
-            return Err(ApiError::field("best_of", "only best_of = 1 is supported"));
+        // best_of = n returns every candidate, as n does; more would need a ranking.
+        if f.uint("best_of")?.is_some_and(|b| b != n) {
+            return Err(ApiError::field("best_of", "only best_of = n is supported"));
         }
         if f.present("suffix").is_some_and(|s| s.as_str() != Some("")) {
             return Err(ApiError::field("suffix", "insertion (a suffix) is not supported"));
@@ -114,31 +123,37 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
     if logprobs.is_some() && tools.is_some() {
         return Err(ApiError::field("logprobs", "cannot be combined with tools"));
     }
-    let (tokens, param) = match kind {
+    let (prompts, param) = match kind {
         Kind::Chat => {
             let messages = messages(&f, limits)?;
             let t = match &tools {
                 Some(set) => model.tool_prompt_tokens(&messages, set),
                 None => model.prompt_tokens(Prompt::Chat(&calls_as_text(model, &messages))),
             };
-            (t.map_err(|e| from_runtime("messages", &e))?, "messages")
+            (vec![t.map_err(|e| from_runtime("messages", &e))?], "messages")
         }
-        Kind::Completion => (completion_prompt(f.get("prompt"), model)?, "prompt"),
+        Kind::Completion => (completion_prompts(f.get("prompt"), model)?, "prompt"),
     };
-    if tokens.is_empty() {
-        return Err(ApiError::field(param, "the prompt is empty"));
+    if prompts.len() as u64 * n > MAX_CHOICES {
+        let what = format!("{} prompts × n = {n} choices; at most {MAX_CHOICES}", prompts.len());
+        return Err(ApiError::field(if prompts.len() > 1 { param } else { "n" }, what));
     }
-    if tokens.len() >= limits.n_ctx {
-        return Err(ApiError::field(
-            param,
-            format!("the prompt has {} tokens; a slot holds {} (prompt and output)", tokens.len(), limits.n_ctx),
-        )
-        .with_code("context_length_exceeded"));
+    for tokens in &prompts {
+        if tokens.is_empty() {
+            return Err(ApiError::field(param, "the prompt is empty"));
+        }
+        if tokens.len() >= limits.n_ctx {
+            return Err(ApiError::field(
+                param,
+                format!("the prompt has {} tokens; a slot holds {} (prompt and output)", tokens.len(), limits.n_ctx),
+            )
+            .with_code("context_length_exceeded"));
+        }
     }
 
     // The generation's settings; defaults are the runtime's (DEFAULTS), the token limit the
-    // slot's room.
-    let mut params = GenerateParams { max_tokens: limits.n_ctx - tokens.len(), ..DEFAULTS.generate };
+    // slot's room (set per prompt below).
+    let mut params = GenerateParams { max_tokens: 0, ..DEFAULTS.generate };
     let max = f.uint("max_completion_tokens")?.or(f.uint("max_tokens")?);
     if let Some(max) = max {
         // No new token only makes sense when the prompt comes back (to score it).
@@ -157,11 +172,11 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
         // A positive value below f32's range still means "only the most likely token".
         s.top_p = p.max(f32::MIN_POSITIVE);
     }
-    s.seed = match f.get("seed") {
-        None | Some(Value::Null) => fresh_seed(),
+    let seed = match f.get("seed") {
+        None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
-            (Some(u), _) => u,
-            (None, Some(i)) => i as u64,
+            (Some(u), _) => Some(u),
+            (None, Some(i)) => Some(i as u64),
             _ => return Err(ApiError::field("seed", "expected an integer")),
         },
         Some(_) => return Err(ApiError::field("seed", "expected an integer")),
@@ -198,18 +213,52 @@ pub fn parse(kind: Kind, body: &[u8], model: &Model, limits: &Limits) -> Result<
         Some((c, param)) => Some(Box::new(model.compile_constraint(&c).map_err(|e| from_runtime(param, &e))?)),
     };
     let logit_bias = logit_bias(&f, model.config().vocab_size)?;
-    Ok(Request { kind, tokens, params, guide, stream, include_usage, tools, logprobs, logit_bias, echo })
+    let n = n as usize;
+    let one = Request {
+        kind,
+        tokens: Vec::new(),
+        params,
+        guide,
+        stream,
+        include_usage,
+        tools,
+        logprobs,
+        logit_bias,
+        echo,
+        n,
+    };
+    let mut choices = Vec::with_capacity(prompts.len() * n);
+    for tokens in prompts {
+        for j in 0..n {
+            let mut c = one.clone();
+            c.params.sampler.seed = seed.map_or_else(fresh_seed, |s| s.wrapping_add(j as u64));
+            if max.is_none() {
+                c.params.max_tokens = limits.n_ctx - tokens.len();
+            }
+            c.tokens = tokens.clone();
+            choices.push(c);
+        }
+    }
+    Ok(choices)
 }
 
-/// `/v1/completions`' `prompt`, in OpenAI's forms for one prompt: a string, token ids, or an
-/// array holding one of those (what batching clients such as lm-evaluation-harness send).
-fn completion_prompt(v: Option<&Value>, model: &Model) -> Result<Vec<u32>, ApiError> {
-    const FORMS: &str = "expected a string, an array of token ids, or an array of one of those";
-    let v = match v {
-        None => return Err(ApiError::field("prompt", "required")),
-        Some(Value::Array(a)) if a.len() == 1 && (a[0].is_string() || a[0].is_array()) => &a[0],
-        Some(v) => v,
-    };
+/// `/v1/completions`' `prompt`, in OpenAI's forms: a string, token ids, or an array of prompts
+/// in either form (what batching clients such as lm-evaluation-harness send).
+fn completion_prompts(v: Option<&Value>, model: &Model) -> Result<Vec<Vec<u32>>, ApiError> {
+    match v {
+        None => Err(ApiError::field("prompt", "required")),
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(|p| p.is_string() || p.is_array()) => {
+            if a.len() as u64 > MAX_CHOICES {
+                return Err(ApiError::field("prompt", format!("{} prompts; at most {MAX_CHOICES}", a.len())));
+            }
+            a.iter().map(|p| completion_prompt(p, model)).collect()
+        }
+        Some(v) => Ok(vec![completion_prompt(v, model)?]),
+    }
+}
+
+/// One prompt: a string or token ids.
+fn completion_prompt(v: &Value, model: &Model) -> Result<Vec<u32>, ApiError> {
     match v {
         Value::String(s) => model.prompt_tokens(Prompt::Text(s)).map_err(|e| from_runtime("prompt", &e)),
         Value::Array(ids) if ids.iter().all(Value::is_number) => {
@@ -221,10 +270,7 @@ fn completion_prompt(v: Option<&Value>, model: &Model) -> Result<Vec<u32>, ApiEr
                 })
                 .collect()
         }
-        Value::Array(a) if a.iter().all(|p| p.is_string() || p.is_array()) => {
-            Err(ApiError::field("prompt", "only one prompt per request is supported"))
-        }
-        _ => Err(ApiError::field("prompt", FORMS)),
+        _ => Err(ApiError::field("prompt", "expected a string, an array of token ids, or an array of those")),
     }
 }
 

@@ -196,16 +196,50 @@ def test_echo_scores_the_prompt_against_numpy(server, autark, smollm2_q4_1, tmp_
     assert plain.choices[0].text == r.choices[0].text and plain.choices[0].logprobs is None
 
 
+def test_several_prompts_and_n_each_equal_their_request_alone(server):
+    """Several prompts (text and token ids) with `n` samples each: choice p·n + j is what prompt
+    p with seed + j gives alone (continuous batching keeps each sequence's numbers), streamed
+    the same, and the usage counts each prompt once and every choice's tokens."""
+    prompts = ["The capital of France is", "1, 2, 3,", [504, 3575, 282]]
+    kw = dict(model="smollm2", max_tokens=6, temperature=1.0, seed=7)
+    r = server.client.completions.create(prompt=prompts, n=2, **kw)
+    assert [c.index for c in r.choices] == list(range(6))
+    alone = [server.client.completions.create(prompt=p, **{**kw, "seed": 7 + j}) for p in prompts for j in range(2)]
+    assert [c.text for c in r.choices] == [a.choices[0].text for a in alone]
+    assert [c.finish_reason for c in r.choices] == [a.choices[0].finish_reason for a in alone]
+    assert r.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone[::2])
+    assert r.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone)
+    assert r.choices[0].text != r.choices[1].text or r.choices[2].text != r.choices[3].text
+    texts, reasons = ["" for _ in range(6)], [None] * 6
+    for ch in server.client.completions.create(prompt=prompts, n=2, stream=True, **kw):
+        for c in ch.choices:
+            texts[c.index] += c.text
+            reasons[c.index] = c.finish_reason or reasons[c.index]
+    assert texts == [c.text for c in r.choices] and reasons == [c.finish_reason for c in r.choices]
+    # Chat: n samples of one conversation.
+    msgs = [{"role": "user", "content": "Name a fruit."}]
+    c = server.client.chat.completions.create(model="smollm2", messages=msgs, n=3, max_tokens=8, seed=3, temperature=1.0)
+    one = [server.client.chat.completions.create(model="smollm2", messages=msgs, max_tokens=8, seed=3 + j, temperature=1.0)
+           for j in range(3)]
+    assert [x.message.content for x in c.choices] == [o.choices[0].message.content for o in one]
+
+
 def test_prompt_forms_refused_with_the_field_named(server):
-    """Token ids outside the vocabulary, several prompts, mixed forms and `max_tokens: 0`
-    without `echo` are 400s naming the field."""
+    """Token ids outside the vocabulary, mixed forms, too many choices, `best_of` other than
+    `n` and `max_tokens: 0` without `echo` are 400s naming the field."""
     for body, param, words in [
         ({"prompt": [504, 49152]}, "prompt", "49152 is not a token id below 49152"),
         ({"prompt": [504, -1]}, "prompt", "not a token id"),
-        ({"prompt": ["a", "b"]}, "prompt", "only one prompt"),
-        ({"prompt": [[1, 2], [3]]}, "prompt", "only one prompt"),
+        ({"prompt": [[1, 2], [3, 70000]]}, "prompt", "70000 is not a token id"),
+        ({"prompt": ["a"] * 17}, "prompt", "17 prompts; at most 16"),
+        ({"prompt": ["a", "b", "c"], "n": 6}, "prompt", "3 prompts × n = 6 choices; at most 16"),
+        ({"prompt": "a", "n": 17}, "n", "17 is outside 1..=16"),
+        ({"prompt": "a", "n": 0}, "n", "0 is outside 1..=16"),
+        ({"prompt": "a", "n": 2, "best_of": 3}, "best_of", "only best_of = n"),
         ({"prompt": [1, "b"]}, "prompt", "expected a string, an array of token ids"),
+        ({"prompt": [["a"]]}, "prompt", "expected a string, an array of token ids"),
         ({"prompt": []}, "prompt", "empty"),
+        ({"prompt": ["a", ""]}, "prompt", "empty"),
         ({"prompt": "hi", "max_tokens": 0}, "max_tokens", "0 is outside 1..="),
     ]:
         status, _, raw = server.raw("POST", "/v1/completions", json.dumps(body))
