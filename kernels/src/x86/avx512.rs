@@ -160,6 +160,7 @@ unsafe fn unpack16<B: GroupBlock>(blk: &B, halves: bool) -> [__m512i; 8] {
 /// T independent `vpdpbusd` chains, piece by piece (one token's 8 in a row wait on each
 /// other's latency): 2–3 % faster 64-token q4_0/q8_0 GEMMs on Zen 5 (the K kernels' sub-block
 /// loops measured 3 % faster for q4_k, 8 % slower for q5_k, so they keep a chain per token).
+/// One token (decode) has no other chain beside it: `dot1` splits its 8 in two.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn dots<const T: usize>(x: &[__m512i; 8], ab: &[&BlockQ8A; T], mut init: [__m512i; T]) -> [__m512i; T] {
@@ -171,6 +172,22 @@ fn dots<const T: usize>(x: &[__m512i; 8], ab: &[&BlockQ8A; T], mut init: [__m512
         }
     }
     init
+}
+
+/// `init` plus Σ_k piece `x[k]` · the token's activation word k, for one token: two chains
+/// (even and odd pieces), so that decode's 8 `vpdpbusd` per sub-block do not wait on each
+/// other's latency one by one (exact: integer sums in any order).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn dot1(x: &[__m512i; 8], ab: &BlockQ8A, init: __m512i) -> __m512i {
+    let qa = ab.qs.as_ptr() as *const i32;
+    let mut i = [init, _mm512_setzero_si512()];
+    for (k, x) in x.iter().enumerate() {
+        // SAFETY: k < 8 and an activation block holds 32 bytes.
+        let w = unsafe { qa.add(k).read_unaligned() };
+        i[k % 2] = _mm512_dpbusd_epi32(i[k % 2], *x, _mm512_set1_epi32(w));
+    }
+    _mm512_add_epi32(i[0], i[1])
 }
 
 /// 16 rows (group blocks `w[..nb]`) × T tokens (`a[t * nb..]`) into `out[t * stride..][..16]`.
@@ -236,7 +253,7 @@ unsafe fn decode_x<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut 
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d().as_ptr() as *const __m256i));
             let m = blk.m().map(|m| _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr() as *const __m256i)));
             let x = unpack16(blk, halves);
-            let [i] = dots(&x, &[ab], [_mm512_set1_epi32(B::OFFSET * ab.sum)]);
+            let i = dot1(&x, ab, _mm512_set1_epi32(B::OFFSET * ab.sum));
             acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(d, _mm512_set1_ps(ab.d)), acc);
             if let Some(m) = m {
                 acc = _mm512_fmadd_ps(m, _mm512_set1_ps(ab.d * ab.sum as f32), acc);
@@ -343,12 +360,17 @@ unsafe fn kgroup_x<B: KGroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: 
                 }
                 for t in 0..T {
                     let ab = &a[t * nb + 8 * b + j];
-                    let qa = ab.qs.as_ptr() as *const i32;
-                    let mut i = _mm512_setzero_si512();
-                    for (k, x) in x.iter().enumerate() {
-                        // SAFETY: k < 8 and an activation block holds 32 bytes.
-                        i = _mm512_dpbusd_epi32(i, *x, _mm512_set1_epi32(qa.add(k).read_unaligned()));
-                    }
+                    let i = if T == 1 {
+                        dot1(&x, ab, _mm512_setzero_si512())
+                    } else {
+                        let qa = ab.qs.as_ptr() as *const i32;
+                        let mut i = _mm512_setzero_si512();
+                        for (k, x) in x.iter().enumerate() {
+                            // SAFETY: k < 8 and an activation block holds 32 bytes.
+                            i = _mm512_dpbusd_epi32(i, *x, _mm512_set1_epi32(qa.add(k).read_unaligned()));
+                        }
+                        i
+                    };
                     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dsc, _mm512_set1_ps(ab.d)), acc[t]);
                     acc[t] = _mm512_fmadd_ps(ndm, _mm512_set1_ps(ab.d * ab.sum as f32), acc[t]);
                 }
@@ -397,13 +419,16 @@ fn q6_scales(s: &[__m512i; 4], n: usize, k: usize) -> (__m512i, __m512i) {
 #[inline]
 fn q6_sum(x: &[__m512i; 8], ab: &BlockQ8A, sc: (__m512i, __m512i)) -> __m512i {
     let qa = ab.qs.as_ptr() as *const i32;
-    let (mut i0, mut i1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+    // Two chains per half (integer sums: the order does not matter), so that the four
+    // `vpdpbusd` of a half are not one chain of their latencies.
+    let mut i = [_mm512_setzero_si512(); 4];
     for k in 0..4 {
         // SAFETY: k + 4 < 8 and an activation block holds 32 bytes.
         let (y0, y1) = unsafe { (qa.add(k).read_unaligned(), qa.add(k + 4).read_unaligned()) };
-        i0 = _mm512_dpbusd_epi32(i0, x[k], _mm512_set1_epi32(y0));
-        i1 = _mm512_dpbusd_epi32(i1, x[k + 4], _mm512_set1_epi32(y1));
+        i[k % 2] = _mm512_dpbusd_epi32(i[k % 2], x[k], _mm512_set1_epi32(y0));
+        i[2 + k % 2] = _mm512_dpbusd_epi32(i[2 + k % 2], x[k + 4], _mm512_set1_epi32(y1));
     }
+    let (i0, i1) = (_mm512_add_epi32(i[0], i[1]), _mm512_add_epi32(i[2], i[3]));
     let a0 = crate::x86::sum16(&ab.qs);
     let s0 = _mm512_sub_epi32(i0, _mm512_set1_epi32(32 * a0));
     let s1 = _mm512_sub_epi32(i1, _mm512_set1_epi32(32 * (ab.sum - a0)));
