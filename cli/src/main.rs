@@ -148,6 +148,11 @@ struct ServeArgs {
     /// http://localhost:3000; repeatable; `*` allows any page. Default: none.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     cors_origins: Vec<String>,
+    /// Keep each idle slot's last conversation in its KV cache and send a request to the slot
+    /// whose tokens begin like its prompt: a chat's next turn evaluates only what is new.
+    /// Idle slots then keep their memory (released when the KV budget needs it).
+    #[arg(long)]
+    prompt_cache: bool,
 }
 
 #[derive(Args)]
@@ -494,6 +499,7 @@ fn dispatch(cli: Cli) -> cmd::Result<()> {
             p.api_key = a.api_key.filter(|k| !k.is_empty());
             p.threads = a.threads;
             p.cors_origins = a.cors_origins;
+            p.prompt_cache = a.prompt_cache;
             autark_server::serve(p).map_err(CliError::from)
         }
     }

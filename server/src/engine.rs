@@ -42,6 +42,8 @@ pub struct Finish {
     /// OpenAI's `finish_reason`: `stop` or `length`.
     pub reason: &'static str,
     pub prompt_tokens: usize,
+    /// Prompt tokens the slot's cache already held (`--prompt-cache`).
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
 }
 
@@ -86,6 +88,8 @@ pub struct EngineParams {
     /// KV cache bytes the running requests may hold together (`None`: every slot's whole
     /// context). Each request reserves the KV of its prompt and `max_tokens` when it starts.
     pub kv_budget: Option<usize>,
+    /// Idle slots keep their tokens' KV cache for later requests that begin the same way.
+    pub prompt_cache: bool,
 }
 
 /// Reports once whether the model loaded.
@@ -118,7 +122,8 @@ impl Engine {
             };
             let _ = loaded_tx.send(Ok(()));
             let budget = params.kv_budget.unwrap_or(usize::MAX);
-            Worker { slots, queue: VecDeque::new(), rx, engine: e, budget }.run();
+            let prompt_cache = params.prompt_cache;
+            Worker { slots, queue: VecDeque::new(), rx, engine: e, budget, prompt_cache }.run();
         })?;
         Ok((engine, loaded))
     }
@@ -194,8 +199,10 @@ struct Slot {
 /// A request in a slot.
 struct Running {
     job: Job,
-    /// Prompt tokens evaluated so far.
+    /// Prompt tokens evaluated so far (or found in the slot's cache).
     fed: usize,
+    /// Prompt tokens found in the slot's cache.
+    cached: usize,
     sampler: Sampler,
     detok: Detokenizer,
     /// Text held back while it may begin a stop string.
@@ -220,8 +227,10 @@ struct Worker {
     queue: VecDeque<Job>,
     rx: mpsc::Receiver<Job>,
     engine: Arc<Engine>,
-    /// KV cache bytes the running requests may reserve together.
+    /// KV cache bytes the running requests may reserve together (and idle slots' caches,
+    /// which are released when a request needs their room).
     budget: usize,
+    prompt_cache: bool,
 }
 
 impl Worker {
@@ -242,8 +251,10 @@ impl Worker {
             self.step();
             Metrics::add(&self.engine.metrics.busy_us, t.elapsed().as_micros() as u64);
             // A slot whose request ended gives its KV pages back, so that idle memory returns to
-            // what it was and the running requests' pages stay within the budget.
-            for slot in self.slots.iter_mut().filter(|s| s.run.is_none() && !s.session.tokens().is_empty()) {
+            // what it was and the running requests' pages stay within the budget (with the
+            // prompt cache, it keeps them until a request needs the room: `admit`).
+            let release = !self.prompt_cache;
+            for slot in self.slots.iter_mut().filter(|s| release && s.run.is_none() && !s.session.tokens().is_empty()) {
                 if let Err(e) = slot.session.release_memory() {
                     // The slot keeps its pages (and works on); the next request's pages are the same.
                     eprintln!("autark serve: {e}");
@@ -262,6 +273,17 @@ impl Worker {
         m.slots_busy.store(busy.count() as u64, Ordering::Relaxed);
         m.kv_used_bytes.store(used as u64, Ordering::Relaxed);
         m.kv_reserved_bytes.store(self.reserved() as u64, Ordering::Relaxed);
+        m.kv_cached_bytes.store(self.idle_cache_bytes(None) as u64, Ordering::Relaxed);
+    }
+
+    /// KV cache bytes the idle slots (but `except`) hold for the prompt cache.
+    fn idle_cache_bytes(&self, except: Option<usize>) -> usize {
+        let idle = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|&(i, s)| s.run.is_none() && Some(i) != except && !s.session.tokens().is_empty());
+        idle.map(|(_, s)| s.session.kv_bytes_for(s.session.tokens().len())).sum()
     }
 
     /// One step: each busy slot plans its unit of work (emitting the token it sampled), then all
@@ -301,13 +323,15 @@ impl Worker {
         }
     }
 
-    /// Ends these slots' requests with `err`.
+    /// Ends these slots' requests with `err`, and forgets what the idle slots hold (a failed
+    /// pass may have left any of them part-written).
     fn fail(&mut self, slots: &[usize], err: &ApiError) {
         for &i in slots {
             if let Some(run) = self.slots[i].run.take() {
                 run.job.send(Event::Failed(err.clone()));
             }
         }
+        self.slots.iter_mut().filter(|s| s.run.is_none()).for_each(|s| s.session.reset());
     }
 
     /// KV cache bytes the running requests reserved.
@@ -317,9 +341,12 @@ impl Worker {
 
     /// Moves queued jobs into free slots while the KV budget has room for them, first come first
     /// served (a long request at the head waits for room rather than being overtaken forever);
-    /// drops those whose client left while waiting.
+    /// drops those whose client left while waiting. With the prompt cache, a job goes to the
+    /// free slot whose cached tokens share the longest beginning with its prompt (else to the
+    /// free slot holding the fewest), and idle slots' caches are released, largest first, when
+    /// the budget needs their room.
     fn admit(&mut self) {
-        let m = &self.engine.metrics;
+        let m = Arc::clone(&self.engine.metrics);
         self.queue.retain(|j| {
             let gone = j.cancel.load(Ordering::Acquire) || j.events.is_closed();
             if gone {
@@ -329,16 +356,34 @@ impl Worker {
             !gone
         });
         let mut reserved = self.reserved();
-        for slot in self.slots.iter_mut().filter(|s| s.run.is_none()) {
-            let Some(job) = self.queue.front() else { break };
-            let need =
-                slot.session.kv_bytes_for(job.request.tokens.len().saturating_add(job.request.params.max_tokens));
+        while let Some(job) = self.queue.front() {
+            let (prompt, req) = (&job.request.tokens, &job.request);
+            // Scoring a prompt needs every position's logits: it evaluates the whole prompt.
+            let reuse = self.prompt_cache && !(req.echo && req.logprobs.is_some());
+            let free = self.slots.iter().enumerate().filter(|(_, s)| s.run.is_none());
+            let best = free
+                .map(|(i, s)| {
+                    let common = if reuse { common_prefix(s.session.tokens(), prompt) } else { 0 };
+                    (i, common, s.session.tokens().len())
+                })
+                .max_by_key(|&(i, common, held)| (common, std::cmp::Reverse(held), std::cmp::Reverse(i)));
+            let Some((i, common, _)) = best else { break };
+            let need = self.slots[i].session.kv_bytes_for(prompt.len().saturating_add(req.params.max_tokens));
+            while reserved.saturating_add(need).saturating_add(self.idle_cache_bytes(Some(i))) > self.budget {
+                let idle = self.slots.iter_mut().enumerate().filter(|(k, s)| *k != i && s.run.is_none());
+                let Some((_, s)) = idle.max_by_key(|(_, s)| s.session.tokens().len()) else { break };
+                if s.session.tokens().is_empty() || s.session.release_memory().is_err() {
+                    s.session.reset();
+                    break;
+                }
+            }
             if reserved.saturating_add(need) > self.budget {
                 break;
             }
             reserved += need;
             let Some(job) = self.queue.pop_front() else { break };
             m.queued.fetch_sub(1, Ordering::AcqRel);
+            let slot = &mut self.slots[i];
             let vocab = slot.session.model().config().vocab_size;
             let sampler = match Sampler::new(job.request.params.sampler, vocab) {
                 Ok(s) => s,
@@ -348,10 +393,20 @@ impl Worker {
                     continue;
                 }
             };
-            slot.session.reset();
+            // At least the prompt's last token is evaluated, for the logits of the first draw.
+            let keep = common.min(job.request.tokens.len() - 1);
+            if keep > 0 {
+                slot.session.truncate(keep);
+            } else {
+                slot.session.reset();
+            }
+            // A sliding-window model's ring cache may not go back that far: then it held none.
+            let cached = slot.session.tokens().len();
+            Metrics::add(&m.cached_prompt_tokens, cached as u64);
             slot.run = Some(Running {
                 job,
-                fed: 0,
+                fed: cached,
+                cached,
                 sampler,
                 detok: Detokenizer::new(),
                 pending: String::new(),
@@ -364,6 +419,11 @@ impl Worker {
             });
         }
     }
+}
+
+/// How many tokens `a` and `b` begin with alike.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// The error of a step's evaluation that failed or panicked (a bug in the runtime).
@@ -417,8 +477,8 @@ fn plan(slot: &mut Slot, m: &Metrics) -> Option<Feed> {
     match r {
         Ok(Next::Eval(feed)) => Some(feed),
         Ok(Next::Finish(reason)) => {
-            let finish =
-                Finish { reason, prompt_tokens: run.job.request.tokens.len(), completion_tokens: run.generated };
+            let prompt_tokens = run.job.request.tokens.len();
+            let finish = Finish { reason, prompt_tokens, cached_tokens: run.cached, completion_tokens: run.generated };
             run.job.send(Event::Done(finish));
             slot.run = None;
             None

@@ -147,15 +147,20 @@ impl Choice {
 }
 
 /// The usage of a response: each prompt's tokens once (the first of its `n` choices), every
-/// choice's generated tokens.
+/// choice's generated tokens; of the prompt tokens, those a slot's cache held (OpenAI's
+/// `prompt_tokens_details.cached_tokens`).
 fn usage(choices: &[Choice], n: usize) -> Value {
     let finishes = choices.iter().enumerate().filter_map(|(i, c)| c.finish.map(|f| (i, f)));
-    let (mut prompt, mut completion) = (0, 0);
+    let (mut prompt, mut cached, mut completion) = (0, 0, 0);
     for (i, f) in finishes {
-        prompt += if i % n.max(1) == 0 { f.prompt_tokens } else { 0 };
+        if i % n.max(1) == 0 {
+            prompt += f.prompt_tokens;
+            cached += f.cached_tokens;
+        }
         completion += f.completion_tokens;
     }
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+           "prompt_tokens_details": {"cached_tokens": cached}})
 }
 
 impl SseBody {

@@ -58,6 +58,9 @@ pub struct ServeParams {
     /// Web origins whose pages may call the API (CORS), e.g. `http://localhost:3000`; `*`
     /// allows any. Empty (the default): browsers refuse cross-origin calls.
     pub cors_origins: Vec<String>,
+    /// Idle slots keep their last request's tokens and KV cache, and a request goes to the
+    /// free slot whose tokens begin like its prompt, evaluating only the rest.
+    pub prompt_cache: bool,
 }
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -78,6 +81,7 @@ impl ServeParams {
             client_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(60),
             cors_origins: Vec::new(),
+            prompt_cache: false,
         }
     }
 }
@@ -107,6 +111,7 @@ async fn run(p: ServeParams) -> Result<(), ServerError> {
         threads: p.threads,
         max_queue: p.max_queue,
         kv_budget: p.kv_budget,
+        prompt_cache: p.prompt_cache,
     };
     let (engine, loaded) = Engine::start(params, metrics)?;
     let model_name = p.model.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());

@@ -15,6 +15,8 @@ pub struct Metrics {
     /// Requests cancelled because their client went away.
     pub cancelled: AtomicU64,
     pub prompt_tokens: AtomicU64,
+    /// Prompt tokens found in a slot's cache (not evaluated again).
+    pub cached_prompt_tokens: AtomicU64,
     pub generated_tokens: AtomicU64,
     /// Time the inference thread spent stepping (µs).
     pub busy_us: AtomicU64,
@@ -28,6 +30,8 @@ pub struct Metrics {
     pub kv_bytes: AtomicU64,
     pub kv_reserved_bytes: AtomicU64,
     pub kv_budget_bytes: AtomicU64,
+    /// KV cache bytes idle slots keep for the prompt cache.
+    pub kv_cached_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -41,7 +45,7 @@ impl Metrics {
         let busy = self.busy_us.load(Relaxed) as f64 / 1e6;
         let generated = self.generated_tokens.load(Relaxed);
         let tps = if busy > 0.0 { generated as f64 / busy } else { 0.0 };
-        let rows: [(&str, &str, &str, f64); 15] = [
+        let rows: [(&str, &str, &str, f64); 17] = [
             ("autark_requests_total", "counter", "Completion requests accepted.", self.requests.load(Relaxed) as f64),
             (
                 "autark_request_errors_total",
@@ -66,6 +70,12 @@ impl Metrics {
                 "counter",
                 "Prompt tokens evaluated.",
                 self.prompt_tokens.load(Relaxed) as f64,
+            ),
+            (
+                "autark_prompt_tokens_cached_total",
+                "counter",
+                "Prompt tokens found in a slot's cache (--prompt-cache), not evaluated.",
+                self.cached_prompt_tokens.load(Relaxed) as f64,
             ),
             ("autark_generated_tokens_total", "counter", "Tokens generated.", generated as f64),
             ("autark_busy_seconds_total", "counter", "Seconds the inference thread spent stepping.", busy),
@@ -95,6 +105,12 @@ impl Metrics {
                 "gauge",
                 "KV cache bytes running requests may reserve together (--kv-budget-mib).",
                 self.kv_budget_bytes.load(Relaxed) as f64,
+            ),
+            (
+                "autark_kv_cache_prompt_cache_bytes",
+                "gauge",
+                "KV cache bytes idle slots keep for later prompts (--prompt-cache).",
+                self.kv_cached_bytes.load(Relaxed) as f64,
             ),
             (
                 "autark_kv_cache_bytes",

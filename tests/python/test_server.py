@@ -322,6 +322,72 @@ def test_penalties_equal_autark_run(server, autark, smollm2_q4_1):
     assert text != plain
 
 
+def test_prompt_cache_reuses_what_a_slot_holds(autark_bin, smollm2_q4_1, server):
+    """`--prompt-cache`: a chat's second turn and a repeated prompt evaluate only what is new
+    (usage's `cached_tokens`, the metrics) and reply exactly as the server without the cache (the
+    module's); a request goes to the slot holding its beginning even after another request used
+    the other slot; scoring a prompt (`echo` + `logprobs`) evaluates all of it."""
+    s = Server(autark_bin, smollm2_q4_1, "--parallel", 2, "--ctx-per-slot", 512, "-t", 2, "--prompt-cache")
+    try:
+        kw = dict(model="smollm2", max_tokens=12, temperature=0)
+        msgs = [{"role": "user", "content": "What is the capital of France?"}]
+        a1 = s.client.chat.completions.create(messages=msgs, **kw)
+        assert a1.usage.prompt_tokens_details.cached_tokens == 0
+        # Another conversation in between takes the other (empty) slot.
+        other = s.client.completions.create(prompt="Once upon a time there was", **kw)
+        assert other.usage.prompt_tokens_details.cached_tokens == 0
+        msgs2 = msgs + [
+            {"role": "assistant", "content": a1.choices[0].message.content},
+            {"role": "user", "content": "And the capital of Italy?"},
+        ]
+        a2 = s.client.chat.completions.create(messages=msgs2, **kw)
+        ref = server.client.chat.completions.create(messages=msgs2, **kw)
+        assert ref.usage.prompt_tokens_details.cached_tokens == 0
+        assert a2.choices[0].message.content == ref.choices[0].message.content
+        assert a2.usage.prompt_tokens == ref.usage.prompt_tokens
+        assert a1.usage.prompt_tokens <= a2.usage.prompt_tokens_details.cached_tokens < a2.usage.prompt_tokens
+        # The same prompt again: all but its last token.
+        again = s.client.completions.create(prompt="Once upon a time there was", **kw)
+        assert again.usage.prompt_tokens_details.cached_tokens == other.usage.prompt_tokens - 1
+        assert again.choices[0].text == other.choices[0].text
+        scored = s.client.completions.create(model="smollm2", prompt="Once upon a time there was", max_tokens=0, echo=True, logprobs=2)
+        assert scored.usage.prompt_tokens_details.cached_tokens == 0
+        want = server.client.completions.create(model="smollm2", prompt="Once upon a time there was", max_tokens=0, echo=True, logprobs=2)
+        assert scored.choices[0].logprobs.token_logprobs == want.choices[0].logprobs.token_logprobs
+        m = s.metrics()
+        cached = a2.usage.prompt_tokens_details.cached_tokens + again.usage.prompt_tokens_details.cached_tokens
+        assert m["autark_prompt_tokens_cached_total"] == cached
+        assert m["autark_kv_cache_prompt_cache_bytes"] > 0
+    finally:
+        assert s.stop() == 0, "".join(s.log)
+
+
+def test_prompt_cache_gives_way_to_the_kv_budget(autark_bin, smollm2_q4_1):
+    """With a KV budget of one slot's context, an idle slot's cache is released when the next
+    request needs the room (so the first prompt is no longer cached), and is kept when it fits."""
+    # 512 tokens × 30 layers × 2 × 3 KV heads × 64 × 4 bytes = 22.5 MiB: one slot's context.
+    s = Server(autark_bin, smollm2_q4_1, "--parallel", 2, "--ctx-per-slot", 512, "-t", 2,
+               "--prompt-cache", "--kv-budget-mib", 24)
+    try:
+        long_a = "Alpha beta gamma delta. " * 60
+        long_b = "One two three four five. " * 60
+        kw = dict(model="smollm2", max_tokens=100, temperature=0)
+        first = s.client.completions.create(prompt=long_a, **kw)
+        assert first.usage.prompt_tokens > 250
+        s.client.completions.create(prompt=long_b, **kw)
+        again = s.client.completions.create(prompt=long_a, **kw)
+        assert again.usage.prompt_tokens_details.cached_tokens == 0
+        assert again.choices[0].text == first.choices[0].text
+        # Short requests fit beside that cache: it stays.
+        short = dict(model="smollm2", max_tokens=4, temperature=0)
+        s.client.completions.create(prompt="Hello there, how are you?", **short)
+        assert s.client.completions.create(prompt="Hello there, how are you?", **short).usage.prompt_tokens_details.cached_tokens > 0
+        third = s.client.completions.create(prompt=long_a, **kw)
+        assert third.usage.prompt_tokens_details.cached_tokens == first.usage.prompt_tokens - 1
+    finally:
+        assert s.stop() == 0, "".join(s.log)
+
+
 def test_cors_routes_without_v1_and_model_retrieval(autark_bin, smollm2_q4_1, server):
     """`--cors-origin`: a browser's preflight from that origin is answered and responses carry
     its `Access-Control-Allow-Origin`; other origins, and every origin without the flag, get
