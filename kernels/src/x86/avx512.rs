@@ -229,9 +229,11 @@ unsafe fn group_x<B: GroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: us
 }
 
 /// `group_x` for one token (decode), streaming the matrix: each block's scales first, then its
-/// pieces — for q4_1 and q5_1, whose 64-byte pieces start on a cache line in every block, as
-/// 256-bit halves (`load_piece`), so that each line is read twice, as AVX2 reads it (q4_0's and
-/// q8_0's pieces straddle lines in every other block). Loading the pieces first, one 512-bit
+/// pieces as 256-bit halves (`load_piece`), as AVX2 reads them. Those were first taken for q4_1
+/// and q5_1, whose 64-byte pieces start on a cache line in every block; for q8_0 too they ran
+/// 7 % faster from L3 (`gemv_q8_0x16`) and streamed the 1B shapes at 20.9–22.1 t/s against
+/// 18.3–22.2 with one 512-bit load per piece (seven alternations on Zen 4), q4_0 and q5_0 the
+/// same as before (BENCHMARKS.md, 2026-12-08). Loading the pieces first, one 512-bit
 /// load per line, a q4_1 matrix larger than the cache decoded at 25 t/s on AMD Zen 4 where the
 /// AVX2 kernel ran 31, with a third of the samples on each block's first piece; this order
 /// and the halves read 32 (1B shapes; BENCHMARKS.md, issue 23): the hardware prefetchers seem
@@ -246,13 +248,11 @@ unsafe fn group_x<B: GroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: us
 unsafe fn decode_x<B: GroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        // Pieces that start on cache lines in every block (q4_1, q5_1) as halves.
-        let halves = std::mem::size_of::<B>().is_multiple_of(64);
         let mut acc = _mm512_setzero_ps();
         for (blk, ab) in w[..nb].iter().zip(&a[..nb]) {
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d().as_ptr() as *const __m256i));
             let m = blk.m().map(|m| _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr() as *const __m256i)));
-            let x = unpack16(blk, halves);
+            let x = unpack16(blk, true);
             let i = dot1(&x, ab, _mm512_set1_epi32(B::OFFSET * ab.sum));
             acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(d, _mm512_set1_ps(ab.d)), acc);
             if let Some(m) = m {
