@@ -309,7 +309,7 @@ impl Worker {
         if !members.is_empty() {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Session::eval_together(&mut work)));
             drop(work);
-            if let Some(err) = failure(r.map(|r| r.map_err(|e| ApiError::status(500, "server_error", e.to_string())))) {
+            if let Some(err) = failure(r.map(|r| r.map_err(internal))) {
                 self.fail(&members, &err);
             }
         }
@@ -426,6 +426,11 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// A runtime error while generating: not the request's fault (500).
+fn internal(e: autark_runtime::RuntimeError) -> ApiError {
+    ApiError::status(500, "server_error", e.to_string())
+}
+
 /// The error of a step's evaluation that failed or panicked (a bug in the runtime).
 fn failure(r: std::thread::Result<Result<(), ApiError>>) -> Option<ApiError> {
     match r {
@@ -445,7 +450,6 @@ struct Feed {
 /// Evaluates a prompt chunk keeping every position's logits, and scores the prompt tokens they
 /// predict.
 fn score(slot: &mut Slot, chunk: &[u32]) -> Result<(), ApiError> {
-    let internal = |e: autark_runtime::RuntimeError| ApiError::status(500, "server_error", e.to_string());
     let Some(run) = slot.run.as_mut() else { return Ok(()) };
     let session = &mut slot.session;
     let vocab = session.model().config().vocab_size;
@@ -500,7 +504,6 @@ enum Next {
 /// Takes the next prompt chunk, or samples, emits and takes the next token; or the finish reason
 /// when the request is complete.
 fn advance(session: &Session, run: &mut Running, m: &Metrics) -> Result<Next, ApiError> {
-    let internal = |e: autark_runtime::RuntimeError| ApiError::status(500, "server_error", e.to_string());
     let req = &mut run.job.request;
     if run.fed < req.tokens.len() {
         let end = (run.fed + CHUNK).min(req.tokens.len());
@@ -587,7 +590,6 @@ fn advance(session: &Session, run: &mut Running, m: &Metrics) -> Result<Next, Ap
 /// token has none, the others' came from `score`. The prompt's text is its tokens' (decoded as
 /// the completion's, which continues from it), and no stop string is looked for in it.
 fn echo(run: &mut Running, tok: &autark_runtime::Tokenizer) -> Result<(), ApiError> {
-    let internal = |e: autark_runtime::RuntimeError| ApiError::status(500, "server_error", e.to_string());
     let bytes = |t| tok.token_bytes(t).unwrap_or_default();
     let req = &run.job.request;
     let mut scores = std::mem::take(&mut run.scores).into_iter();
@@ -627,7 +629,7 @@ fn take_logprobs(pending: &mut Vec<TokenLogprob>, end: usize) -> Vec<TokenLogpro
 
 /// Emits what is held back (a partial stop string, an unfinished character) at the end.
 fn flush(run: &mut Running, tok: &autark_runtime::Tokenizer) -> Result<(), ApiError> {
-    let rest = run.detok.flush(tok).map_err(|e| ApiError::status(500, "server_error", e.to_string()))?;
+    let rest = run.detok.flush(tok).map_err(internal)?;
     run.pending.push_str(&rest);
     if !run.pending.is_empty() || !run.pending_logprobs.is_empty() {
         let lps = std::mem::take(&mut run.pending_logprobs);

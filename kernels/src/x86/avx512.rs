@@ -360,16 +360,10 @@ unsafe fn kgroup_x<B: KGroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: 
                 }
                 for t in 0..T {
                     let ab = &a[t * nb + 8 * b + j];
-                    let i = if T == 1 {
-                        dot1(&x, ab, _mm512_setzero_si512())
-                    } else {
-                        let qa = ab.qs.as_ptr() as *const i32;
-                        let mut i = _mm512_setzero_si512();
-                        for (k, x) in x.iter().enumerate() {
-                            // SAFETY: k < 8 and an activation block holds 32 bytes.
-                            i = _mm512_dpbusd_epi32(i, *x, _mm512_set1_epi32(qa.add(k).read_unaligned()));
-                        }
-                        i
+                    // One chain per token beside other tokens' (`dots`), two alone (`dot1`).
+                    let i = match T {
+                        1 => dot1(&x, ab, _mm512_setzero_si512()),
+                        _ => dots(&x, &[ab], [_mm512_setzero_si512()])[0],
                     };
                     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dsc, _mm512_set1_ps(ab.d)), acc[t]);
                     acc[t] = _mm512_fmadd_ps(ndm, _mm512_set1_ps(ab.d * ab.sum as f32), acc[t]);
