@@ -26,7 +26,7 @@ pub use meta::{
 /// "ATRK" as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"ATRK");
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 2;
+pub const VERSION_MINOR: u16 = 3;
 pub const HEADER_LEN: usize = 128;
 /// Alignment of the data section and of every tensor.
 pub const ALIGN: u64 = 64;
@@ -46,6 +46,11 @@ pub enum FormatError {
     BadMagic { got: u32 },
     #[error("file format version {major}.{minor} is newer than this reader ({VERSION_MAJOR}.x); upgrade autark")]
     UnsupportedVersion { major: u16, minor: u16 },
+    #[error(
+        "tensor {name}: format {major}.{minor} stored rows16 q6_k pieces in an order this reader no longer \
+         reads (1.3 stores them in the kernels' read order); quantize the source again with `autark quantize`"
+    )]
+    RetiredLayout { name: String, major: u16, minor: u16 },
     #[error("header field {field} is {got}, expected {expected}")]
     BadHeader { field: &'static str, got: u64, expected: u64 },
     #[error("section {section} ({offset}..+{len}) lies outside the file or out of order (file is {file_len} bytes)")]
@@ -520,6 +525,10 @@ pub fn parse(bytes: &[u8]) -> Result<Layout> {
     }
     if cur.pos != table_bytes.len() {
         return Err(FormatError::TrailingTable { count, got: table_bytes.len() - cur.pos });
+    }
+    // Format 1.3 reordered the pieces of rows16 q6_k group blocks (docs/FORMAT.md "Layouts").
+    if let Some(t) = tensors.iter().find(|t| minor < 3 && t.dtype == DType::Q6K && t.layout == TensorLayout::Rows16) {
+        return Err(FormatError::RetiredLayout { name: t.name.clone(), major, minor });
     }
     let mut order: Vec<usize> = (0..tensors.len()).collect();
     order.sort_by_key(|&i| tensors[i].offset);

@@ -262,7 +262,7 @@ fn interleaved_layout_round_trip_and_refusals() {
     w.finish().unwrap();
     let f = AutarkFile::open(&p).unwrap();
     assert_eq!(f.tensors()[0].layout, TensorLayout::Rows16);
-    assert_eq!(f.layout().version, (1, 2));
+    assert_eq!(f.layout().version, (1, VERSION_MINOR));
     // The writer refuses a layout the dtype or shape cannot take.
     for bad in [
         TensorSpec { layout: TensorLayout::Rows16, ..TensorSpec::new("w", DType::Q4_0, vec![8, 32]) },
@@ -283,4 +283,20 @@ fn interleaved_layout_round_trip_and_refusals() {
         reseal(&mut b);
         assert!(matches!(parse(&b), Err(FormatError::BadEntry { .. })), "layout {code} dtype {dtype} accepted");
     }
+    // A rows16 q6_k tensor in a file older than 1.3 (its pieces in the retired order) is refused
+    // by name; the same bytes under 1.3, and a rows16 q4_0 tensor under 1.2, are read.
+    let spec =
+        TensorSpec { layout: TensorLayout::Rows16, ..TensorSpec::new("blk.0.ffn_down", DType::Q6K, vec![16, 256]) };
+    let mut w = Writer::create(&p, &sample_metadata(), std::slice::from_ref(&spec)).unwrap();
+    w.write_tensor("blk.0.ffn_down", &[3u8; 16 * 210]).unwrap();
+    w.finish().unwrap();
+    let mut b = std::fs::read(&p).unwrap();
+    assert!(parse(&b).is_ok());
+    b[6..8].copy_from_slice(&2u16.to_le_bytes());
+    let err = parse(&b).unwrap_err();
+    assert!(matches!(&err, FormatError::RetiredLayout { name, minor: 2, .. } if name == "blk.0.ffn_down"), "{err}");
+    assert!(err.to_string().contains("autark quantize"), "{err}");
+    let mut old = good.clone();
+    old[6..8].copy_from_slice(&2u16.to_le_bytes());
+    assert!(parse(&old).is_ok());
 }

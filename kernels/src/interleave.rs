@@ -26,7 +26,10 @@
 //! sub-block of every row.
 //!
 //! `q6_k` likewise: its f16 `d` (which ends the row-major super-block) comes first as 16 values,
-//! then the 208 other bytes (`ql`, `qh`, the 16 signed scales) as 52 pieces.
+//! then the 208 other bytes (`ql`, `qh`, the 16 signed scales) as 52 pieces, placed in the
+//! order the one-token kernels read them (`BlockQ6Kx16`): the scales, then `ql` and `qh` runs
+//! as a pass over two sub-block pairs meets them. In row order the decode jumped back and forth
+//! inside each 3360-byte block and the hardware prefetchers lost the stream.
 
 use crate::types::{
     blocks, BlockLayout, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, DType,
@@ -137,6 +140,17 @@ impl Scheme {
         2 * self.nf * GROUP + if self.qh { QH_BYTES } else { 0 }
     }
 
+    /// Where source piece `p` (4 quant bytes of a row-major block) lies among the group
+    /// block's pieces: in order, but for `q6_k`'s read order.
+    #[inline]
+    fn slot(self, p: usize) -> usize {
+        if self.tail {
+            q6_slot(p)
+        } else {
+            p
+        }
+    }
+
     /// Row `lane`'s block `src` into its places in group block `blk`.
     fn scatter(self, lane: usize, src: &[u8], blk: &mut [u8]) {
         let (f, quants) = self.split(src.len());
@@ -153,7 +167,7 @@ impl Scheme {
         }
         let at = self.pieces();
         for (q, &byte) in src[quants].iter().enumerate() {
-            blk[at + (q / 4) * 4 * GROUP + lane * 4 + q % 4] = byte;
+            blk[at + self.slot(q / 4) * 4 * GROUP + lane * 4 + q % 4] = byte;
         }
     }
 
@@ -174,7 +188,7 @@ impl Scheme {
         }
         let at = self.pieces();
         for (q, o) in dst[quants].iter_mut().enumerate() {
-            *o = blk[at + (q / 4) * 4 * GROUP + lane * 4 + q % 4];
+            *o = blk[at + self.slot(q / 4) * 4 * GROUP + lane * 4 + q % 4];
         }
     }
 }
@@ -328,16 +342,47 @@ blocks! {
 }
 
 /// Super-block `b` of 16 interleaved `q6_k` rows: the 16 `d` first, then the rest of each
-/// row's super-block in its order as 4-byte pieces: `ql` pieces 0–31, `qh` 32–47, the 16 signed
-/// 8-bit scales 48–51.
+/// row's super-block as 4-byte pieces in the order the one-token kernels read them (so that
+/// the hardware prefetchers follow one forward stream): the 16 signed 8-bit scales (4 pieces),
+/// then six runs of 8 pieces, `ql` 0–7, `qh` 0–7, `ql` 8–15, `ql` 16–23, `qh` 8–15, `ql` 24–31
+/// (`ql(r)`, `qh(n)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub struct BlockQ6Kx16 {
     pub d: [u16; GROUP],
-    pub ql: [u8; GROUP * QK_K / 2],
-    pub qh: [u8; GROUP * QK_K / 4],
     pub scales: [u8; GROUP * QK_K / 16],
+    runs: [[u8; Q6_RUN]; 6],
 }
+/// Bytes of one run of 8 pieces of a `q6_k` group block.
+const Q6_RUN: usize = 8 * 4 * GROUP;
+/// Where each run of 8 source pieces (`ql` 0–31 as runs 0–3, `qh` 32–47 as runs 4–5) lies
+/// among a group block's runs.
+const Q6_RUNS: [usize; 6] = [0, 2, 3, 5, 1, 4];
+
+impl BlockQ6Kx16 {
+    /// `ql` pieces `8r..8r + 8` (the low nibbles and high nibbles of sub-blocks `2r`, `2r+1`…
+    /// as the row-major `ql`'s bytes `32r..32r + 32`).
+    #[inline(always)]
+    pub fn ql(&self, r: usize) -> &[u8; Q6_RUN] {
+        &self.runs[Q6_RUNS[r]]
+    }
+    /// `qh` pieces `8n..8n + 8` (the row-major `qh`'s bytes `32n..32n + 32`).
+    #[inline(always)]
+    pub fn qh(&self, n: usize) -> &[u8; Q6_RUN] {
+        &self.runs[Q6_RUNS[4 + n]]
+    }
+}
+
+/// The piece slot (after the f16 `d`) of source piece `p` of a row-major `q6_k` block (`ql`
+/// 0–31, `qh` 32–47, scales 48–51).
+const fn q6_slot(p: usize) -> usize {
+    if p >= 48 {
+        p - 48
+    } else {
+        4 + 8 * Q6_RUNS[p / 8] + p % 8
+    }
+}
+
 const _: () = assert!(size_of::<BlockQ6Kx16>() == GROUP * size_of::<BlockQ6K>());
 impl BlockLayout for BlockQ6Kx16 {
     const DTYPE: DType = DType::Q6K;
@@ -514,8 +559,17 @@ mod tests {
             }
             assert_eq!(one, srow[..dtype.block_bytes()], "{dtype}: lane_block");
             let (q0, h) = (sc.pieces(), sc.head());
-            assert_eq!(blk[q0 + 4..q0 + 8], srow[h..h + 4], "{dtype}: piece 0 of lane 1");
-            assert_eq!(blk[q0 + 64 + 4..q0 + 64 + 8], srow[h + 4..h + 8], "{dtype}: piece 1 of lane 1");
+            // (piece slot, byte of the row-major block it starts at): in order, but for q6_k's
+            // read order (scales, ql 0–31, qh 0–31, ql 32–95, qh 32–63, ql 96–127).
+            let places: &[(usize, usize)] = if dtype == DType::Q6K {
+                &[(0, 192), (3, 204), (4, 0), (11, 28), (12, 128), (20, 32), (28, 64), (36, 160), (44, 96), (51, 124)]
+            } else {
+                &[(0, h), (1, h + 4)]
+            };
+            for &(slot, byte) in places {
+                let at = q0 + 64 * slot + 4;
+                assert_eq!(blk[at..at + 4], srow[byte..byte + 4], "{dtype}: piece slot {slot} of lane 1");
+            }
             if sc.qh {
                 // Value 5 (low nibble of byte 5: piece 1, byte 1) and value 20 (high nibble of
                 // byte 4: piece 1, byte 0) of lane 1: masks 2 and 3, bits 4·1 + 1 and 4·1 + 0.

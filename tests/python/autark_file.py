@@ -179,6 +179,8 @@ def parse(buf: bytes, check_tensor_sha: bool = False, strict: bool = False):
             _fail(f"{name}: dimension product overflows")
         if layout == 1 and (DTYPES[code][0] not in INTERLEAVED or n_dims != 2 or dims[0] % 16):
             _fail(f"{name}: layout 1 does not hold {DTYPES[code][0]} {dims}")
+        if layout == 1 and DTYPES[code][0] == "q6_k" and h["version_minor"] < 3:
+            _fail(f"{name}: rows16 q6_k in format 1.{h['version_minor']} has the retired piece order")
         if nbytes != size:
             _fail(f"{name}: nbytes {nbytes} != {size} from shape {dims} and dtype {DTYPES[code][0]}")
         if offset % ALIGNMENT:
@@ -203,8 +205,8 @@ def parse(buf: bytes, check_tensor_sha: bool = False, strict: bool = False):
             _fail(f"tensors {a!r} and {b!r} overlap")
 
     if strict:
-        if (h["version_major"], h["version_minor"]) not in ((1, 0), (1, 1), (1, 2)):
-            _fail("strict: version is not 1.0, 1.1 or 1.2")
+        if (h["version_major"], h["version_minor"]) not in ((1, 0), (1, 1), (1, 2), (1, 3)):
+            _fail("strict: version is not 1.0, 1.1, 1.2 or 1.3")
         if any(h["reserved"]):
             _fail("strict: reserved header bytes are not zero")
         used = bytearray(dl)
@@ -230,10 +232,11 @@ def read(path, check_tensor_sha: bool = False, strict: bool = False):
         return parse(f.read(), check_tensor_sha=check_tensor_sha, strict=strict)
 
 
-def build(metadata, entries) -> bytes:
+def build(metadata, entries, minor=None) -> bytes:
     """Write a file from the spec, for crafting test inputs. entries: list of dicts with "name",
     "dtype" (name or code), "shape", "raw" and optionally "offset"/"nbytes"/"sha256"/"layout"/
-    "name_bytes" overrides (for deliberately inconsistent files). header_sha256 is always right."""
+    "name_bytes" overrides (for deliberately inconsistent files); `minor` overrides the lowest
+    minor version that holds them. header_sha256 is always right."""
     meta = metadata if isinstance(metadata, bytes) else json.dumps(metadata).encode()
     placed, cursor, end = [], 0, 0
     for e in entries:
@@ -258,7 +261,9 @@ def build(metadata, entries) -> bytes:
     hdr = bytearray(HEADER_LEN)
     hdr[0:4] = MAGIC
     q5 = any(e.get("layout", 0) and e["dtype"] in ("q5_0", "q5_1", "q4_k", "q5_k", 6, 7, 12, 13) for e in entries)
-    minor = 2 if q5 else 1 if any(e.get("layout", 0) for e in entries) else 0
+    q6 = any(e.get("layout", 0) and e["dtype"] in ("q6_k", 14) for e in entries)
+    if minor is None:
+        minor = 3 if q6 else 2 if q5 else 1 if any(e.get("layout", 0) for e in entries) else 0
     struct.pack_into("<HHII", hdr, 4, 1, minor, HEADER_LEN, ALIGNMENT)
     struct.pack_into("<7Q", hdr, 16, HEADER_LEN, len(meta), to, len(table), len(entries), do, len(data))
     hdr[72:104] = hashlib.sha256(meta + bytes(table)).digest()
@@ -280,13 +285,17 @@ INTERLEAVED = {
     "q6_k": (1, False, 208, 256),
 }
 TAIL_F16 = {"q6_k"}
+# q6_k's 52 pieces are stored in the order its one-token kernels read them: slot s holds source
+# piece Q6K_ORDER[s] (source pieces: ql 0-31, qh 32-47, scales 48-51).
+Q6K_ORDER = np.r_[48:52, 0:8, 32:40, 8:16, 16:24, 40:48, 24:32]
 
 
 def deinterleave(dtype: str, stored: bytes, shape) -> bytes:
     """Row-major block bytes of a layout-1 matrix (FORMAT.md "Layouts"): per group of 16 rows
     and column block b, the 16 rows' f16 fields (field by field), for q5 the fifth bits as 8
     64-bit masks (mask 2k + h: bit 4·row + i is bit 16h + 4k + i of that row's qh), then the
-    quant bytes in 4-byte pieces, piece k of rows 0..15 before piece k + 1."""
+    quant bytes in 4-byte pieces, piece k of rows 0..15 before piece k + 1 (q6_k's in
+    Q6K_ORDER)."""
     nf, five, q, qk = INTERLEAVED[dtype]
     rows, cols = int(shape[0]), int(shape[1])
     g, nb = rows // 16, cols // qk
@@ -298,7 +307,10 @@ def deinterleave(dtype: str, stored: bytes, shape) -> bytes:
         bits = np.unpackbits(a[:, :, 32 * nf : 32 * nf + m], axis=2, bitorder="little")
         bits = bits.reshape(g, nb, 4, 2, 16, 4).transpose(0, 4, 1, 3, 2, 5).reshape(g, 16, nb, 32)
         parts.append(np.packbits(bits, axis=3, bitorder="little"))
-    quants = a[:, :, 32 * nf + m :].reshape(g, nb, q // 4, 16, 4).transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, q)
+    pieces = a[:, :, 32 * nf + m :].reshape(g, nb, q // 4, 16, 4)
+    if dtype == "q6_k":
+        pieces = pieces[:, :, np.argsort(Q6K_ORDER)]
+    quants = pieces.transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, q)
     parts.append(quants)
     if dtype in TAIL_F16:
         parts = [quants, fields]
@@ -320,7 +332,10 @@ def interleave(dtype: str, raw: bytes, shape) -> bytes:
         bits = np.unpackbits(a[:, :, :, 2 * nf : head], axis=3, bitorder="little")
         bits = bits.reshape(g, 16, nb, 2, 4, 4).transpose(0, 2, 4, 3, 1, 5).reshape(g, nb, 512)
         parts.append(np.packbits(bits, axis=2, bitorder="little"))
-    quants = a[:, :, :, head:].reshape(g, 16, nb, q // 4, 4).transpose(0, 2, 3, 1, 4).reshape(g, nb, 16 * q)
+    pieces = a[:, :, :, head:].reshape(g, 16, nb, q // 4, 4).transpose(0, 2, 3, 1, 4)
+    if dtype == "q6_k":
+        pieces = pieces[:, :, Q6K_ORDER]
+    quants = pieces.reshape(g, nb, 16 * q)
     parts.append(quants)
     return np.concatenate(parts, axis=2).tobytes()
 

@@ -190,6 +190,14 @@ def _table_mutation(fn):
     return build
 
 
+def _q6_k_rows16_in_1_2(path, minor=2):
+    """A rows16 q6_k matrix in a 1.2 file: its pieces in the order 1.3 retired."""
+    meta, entries = _entries(path)
+    q6 = {"name": "extra.q6_k", "dtype": "q6_k", "shape": [16, 256], "layout": 1,
+          "raw": autark_file.interleave("q6_k", bytes(range(210)) * 16, (16, 256))}
+    return autark_file.build(meta, entries + [q6], minor=minor)
+
+
 def _meta_bytes(raw):
     def build(path):
         _, entries = _entries(path)
@@ -216,6 +224,7 @@ SPEC_VIOLATIONS = {
     "q8_0 row not whole blocks": _table_mutation(lambda m, e: e.append({"name": "x", "dtype": "q8_0", "shape": [2, 16], "raw": bytes(34)})),
     "missing config": _table_mutation(lambda m, e: m.pop("config")),
     "missing tokenizer": _table_mutation(lambda m, e: m.pop("tokenizer")),
+    "q6_k rows16 in 1.2": _q6_k_rows16_in_1_2,
     "metadata not JSON": _meta_bytes(b"{not json"),
     "metadata not UTF-8": _meta_bytes(b'{"format": "autark\xff"}'),
 }
@@ -255,6 +264,20 @@ def test_crafted_autark(autark, tiny_autark, tmp_path, what):
     with pytest.raises(autark_file.AutarkFormatError):
         autark_file.read(bad)  # the independent reader agrees that the file is bad
     assert_clean_failure(autark.run("inspect", bad, "--json", timeout=TIMEOUT), f"inspect with {what}")
+
+
+def test_retired_q6_k_order_is_named(autark, tiny_autark, tmp_path):
+    """Format 1.3 reordered rows16 q6_k pieces: a 1.2 file holding one is refused by the
+    tensor's name with the remedy, and the same file as 1.3 is read."""
+    old, new = tmp_path / "old.autark", tmp_path / "new.autark"
+    old.write_bytes(_q6_k_rows16_in_1_2(tiny_autark))
+    new.write_bytes(_q6_k_rows16_in_1_2(tiny_autark, minor=3))
+    r = autark.run("inspect", old, "--json", timeout=TIMEOUT)
+    assert_clean_failure(r, "inspect of a 1.2 rows16 q6_k")
+    err = r.stderr.decode()
+    assert "extra.q6_k" in err and "autark quantize" in err, err
+    autark.ok("inspect", new, "--json", timeout=TIMEOUT)
+    autark_file.read(new, strict=True)
 
 
 def test_token_out_of_range(autark, tiny_autark, tmp_path):

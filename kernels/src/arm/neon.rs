@@ -640,8 +640,8 @@ macro_rules! neon_bodies {
                                 let sp = s[2 * n + k / 2];
                                 let byte = |b: usize| vshrq_n_s32::<24>(vshlq_s32(sp, vdupq_n_s32(24 - 8 * b as i32)));
                                 let (sc0, sc1) = (byte(2 * (k % 2)), byte(2 * (k % 2) + 1));
-                                let ql = bw.ql.as_ptr().add(64 * (16 * n + 8 * (k & 1)));
-                                let qh = bw.qh.as_ptr().add(64 * 8 * n);
+                                let ql = bw.ql(2 * n + (k & 1)).as_ptr();
+                                let qh = bw.qh(n).as_ptr();
                                 let mut x = [vdupq_n_s8(0); 8];
                                 for (kk, x) in x.iter_mut().enumerate() {
                                     let v = quad_u8(ql.add(64 * kk), quad);

@@ -592,8 +592,8 @@ unsafe fn q6half_x<const T: usize>(
                 let s0 = _mm256_or_si256(lo16(sc0), _mm256_slli_epi32::<16>(sc0));
                 let s1 = _mm256_or_si256(lo16(sc1), _mm256_slli_epi32::<16>(sc1));
                 let s01 = _mm256_or_si256(lo16(sc0), _mm256_slli_epi32::<16>(sc1));
-                let ql = blk.ql.as_ptr().add(64 * (16 * n + 8 * (k & 1)) + 32 * h);
-                let qh = blk.qh.as_ptr().add(64 * 8 * n + 32 * h);
+                let ql = blk.ql(2 * n + (k & 1)).as_ptr().add(32 * h);
+                let qh = blk.qh(n).as_ptr().add(32 * h);
                 let mut x = [_mm256_setzero_si256(); 8];
                 for (kk, x) in x.iter_mut().enumerate() {
                     let v = _mm256_loadu_si256(ql.add(64 * kk) as *const __m256i);
@@ -686,8 +686,8 @@ unsafe fn q6decode_x16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [
                     crate::x86::prefetch_next(blk, 2 * n + kp, 4, 0);
                     let ks = [kp, kp + 2];
                     let qa = ks.map(|k| ab[k].qs.as_ptr() as *const i32);
-                    let ql = blk.ql.as_ptr().add(64 * (16 * n + 8 * kp));
-                    let qh = blk.qh.as_ptr().add(64 * 8 * n);
+                    let ql = blk.ql(2 * n + kp).as_ptr();
+                    let qh = blk.qh(n).as_ptr();
                     for kk in (0..8).step_by(2) {
                         // SAFETY: kk + 1 < 8 and an activation block holds 32 bytes.
                         let y = qa.map(|q| {

@@ -455,8 +455,8 @@ unsafe fn q6group_x<const T: usize>(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize
                 crate::x86::prefetch_next(blk, i, 8, 0);
                 let (n, k) = (i / 4, i % 4);
                 let sc = q6_scales(&s, n, k);
-                let ql = blk.ql.as_ptr().add(64 * (16 * n + 8 * (k & 1)));
-                let qh = blk.qh.as_ptr().add(64 * 8 * n);
+                let ql = blk.ql(2 * n + (k & 1)).as_ptr();
+                let qh = blk.qh(n).as_ptr();
                 let mut x = [_mm512_setzero_si512(); 8];
                 for (kk, x) in x.iter_mut().enumerate() {
                     let v = _mm512_loadu_si512(ql.add(64 * kk) as *const _);
@@ -488,10 +488,11 @@ unsafe fn q6group_x<const T: usize>(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize
 /// `q6group_x` for one token (decode), streaming the matrix: sub-blocks k and k + 2 of each
 /// half n read the same `ql` bytes (low and high nibbles) and `qh` bytes (bits 2k, 2k + 1 and
 /// 2k + 4, 2k + 5), so one pass unpacks both. Sub-block 2's exact sum waits until sub-block 1's
-/// FMA, so the FMAs run in sub-block order, as the scalar twin's. It prefetches the block four
-/// ahead into L2 in eighths in memory order (its scales first, `prefetch_next`), one eighth
-/// before each sub-block's product; issued two at a time at a pass's start, decode ran a third
-/// slower.
+/// FMA, so the FMAs run in sub-block order, as the scalar twin's. The group block's pieces lie
+/// in this read order (`BlockQ6Kx16`; in row order decode ran 6–8 % slower on 1B shapes). It
+/// prefetches the block four ahead into L2 in eighths in memory order (`prefetch_next`), one
+/// eighth before each sub-block's product (without it decode ran at half the speed even in read
+/// order, on AMD Zen 4); issued two at a time at a pass's start, decode ran a third slower.
 /// On Llama-3.2-1B shapes it decodes 13 % faster than a pass per sub-block (BENCHMARKS.md).
 ///
 /// # Safety
@@ -501,7 +502,7 @@ unsafe fn q6group_x<const T: usize>(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize
 unsafe fn q6decode_x(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f32]) {
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
-        let (low, high) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+        let low = _mm512_set1_epi8(0x0F);
         let mut acc = _mm512_setzero_ps();
         for (b, blk) in w[..nb / 8].iter().enumerate() {
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
@@ -513,23 +514,26 @@ unsafe fn q6decode_x(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f3
             for n in 0..2 {
                 let mut held = _mm512_setzero_si512();
                 for k in 0..2 {
-                    crate::x86::prefetch_next(blk, 4 * n + 2 * k, 8, 256);
-                    let ql = blk.ql.as_ptr().add(64 * (16 * n + 8 * k));
-                    let qh = blk.qh.as_ptr().add(64 * 8 * n);
+                    crate::x86::prefetch_next(blk, 4 * n + 2 * k, 8, 0);
+                    let ql = blk.ql(2 * n + k).as_ptr();
+                    let qh = blk.qh(n).as_ptr();
                     let mut x = [[_mm512_setzero_si512(); 8]; 2];
                     let [x0, x2] = &mut x;
+                    // Bits 2k, 2k + 1 (sub-block k) and 2k + 4, 2k + 5 (sub-block k + 2) of
+                    // each `qh` byte.
+                    let keep = _mm512_set1_epi8((0x33u8 << (2 * k)) as i8);
                     for (kk, (x0, x2)) in x0.iter_mut().zip(x2.iter_mut()).enumerate() {
                         let v = _mm512_loadu_si512(ql.add(64 * kk) as *const _);
-                        let h = _mm512_loadu_si512(qh.add(64 * kk) as *const _);
+                        let h = _mm512_and_si512(_mm512_loadu_si512(qh.add(64 * kk) as *const _), keep);
+                        // Shifted 16 bits at a time, the kept pairs land on bits 4, 5 with zeros
+                        // above them; whatever lands on bits 0–3 is replaced by the nibble
+                        // (`vpternlogd` 0xE4: the nibble where `low` is set, else the bits).
                         let (h0, h2) = (
                             _mm512_sll_epi16(h, _mm_cvtsi32_si128(4 - 2 * k as i32)),
                             _mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * k as i32)),
                         );
-                        *x0 = _mm512_or_si512(_mm512_and_si512(v, low), _mm512_and_si512(h0, high));
-                        *x2 = _mm512_or_si512(
-                            _mm512_and_si512(_mm512_srli_epi16::<4>(v), low),
-                            _mm512_and_si512(h2, high),
-                        );
+                        *x0 = _mm512_ternarylogic_epi32::<0xE4>(v, h0, low);
+                        *x2 = _mm512_ternarylogic_epi32::<0xE4>(_mm512_srli_epi16::<4>(v), h2, low);
                     }
                     // Sub-block k.
                     acc = fma(acc, q6_sum(&x[0], &a[8 * b + 4 * n + k], q6_scales(&s, n, k)), 4 * n + k);
