@@ -28,6 +28,8 @@ f16=models/SmolLM2-135M-Instruct.F16.gguf
 quant=$(ls "$anchor"/build-*/bin/llama-quantize | head -1)
 for t in "${types[@]}"; do
   [ -s "$out/smol-$t.gguf" ] || "$quant" "$f16" "$out/smol-$t.gguf" "$t" >/dev/null 2>&1
+  # An import from an older format (1.3 reordered q6_k's rows16 pieces) is refused: redo it.
+  "$bin" inspect "$out/smol-$t.autark" >/dev/null 2>&1 || rm -f "$out/smol-$t.autark"
   [ -s "$out/smol-$t.autark" ] || "$bin" quantize "$out/smol-$t.gguf" -o "$out/smol-$t.autark" --type keep >/dev/null 2>&1
 done
 # Files cached from their own write (just quantized) read slower than files read back: as root,

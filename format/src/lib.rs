@@ -583,6 +583,14 @@ fn parse_entry(cur: &mut Cursor<'_>, index: usize) -> Result<TensorInfo> {
 }
 
 /// A mapped, validated `.autark` file. Tensor bytes are borrowed straight from the mapping.
+///
+/// On Linux the mapping is advised `MADV_HUGEPAGE`: where the page cache holds the file in
+/// 2 MiB folios (readahead on kernels whose filesystem has large folios, such as ext4 since
+/// 6.16) they are mapped whole, and `khugepaged` may collapse the mapping on kernels built with
+/// `CONFIG_READ_ONLY_THP_FOR_FS` (it scans only advised regions). Decode streams the weights, and
+/// a file mapped in 4 KiB pages streamed at 22 GB/s where the same file in 2 MiB mappings read
+/// 29 (BENCHMARKS.md, issue 23). The hint changes no byte and no failure: it is ignored where
+/// huge pages are off.
 pub struct AutarkFile {
     map: memmap2::Mmap,
     layout: Layout,
@@ -606,6 +614,8 @@ impl AutarkFile {
         // reader, it assumes no other process truncates or rewrites the file while it is
         // mapped (autark's own writer never does: it renames a new file into place).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(path))?;
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage); // a hint (`AutarkFile`'s docs)
         let layout = parse(&map)?;
         Ok(AutarkFile { map, layout, path: path.to_path_buf() })
     }

@@ -300,3 +300,26 @@ fn interleaved_layout_round_trip_and_refusals() {
     old[6..8].copy_from_slice(&2u16.to_le_bytes());
     assert!(parse(&old).is_ok());
 }
+
+/// The mapping carries the huge-page hint (`AutarkFile`'s docs): its `VmFlags` in
+/// /proc/self/smaps include `hg`.
+#[cfg(target_os = "linux")]
+#[test]
+fn mapping_is_advised_huge_pages() {
+    if !Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+        println!("SKIP: this kernel has no transparent huge pages");
+        return;
+    }
+    let d = tmpdir("advise");
+    let p = d.path().join("advised.autark");
+    write_x(&p);
+    let f = AutarkFile::open(&p).unwrap();
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = p.to_str().unwrap();
+    // Each mapping's block of lines ends with its `VmFlags`.
+    let mut block = smaps.lines().skip_while(|l| !l.ends_with(name)).skip(1);
+    let flags = block.find(|l| l.starts_with("VmFlags:"));
+    let flags = flags.unwrap_or_else(|| panic!("no VmFlags after the mapping of {name}"));
+    assert!(flags.split_whitespace().any(|f| f == "hg"), "{flags}");
+    drop(f);
+}
