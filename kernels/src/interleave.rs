@@ -26,9 +26,9 @@
 //! sub-block of every row.
 //!
 //! `q6_k` likewise: its f16 `d` (which ends the row-major super-block) comes first as 16 values,
-//! then the 208 other bytes (`ql`, `qh`, the 16 signed scales) as 52 pieces, placed in the
-//! order the one-token kernels read them (`BlockQ6Kx16`): the scales, then `ql` and `qh` runs
-//! as a pass over two sub-block pairs meets them. In row order the decode jumped back and forth
+//! then the 16 rows' scales by scale (16 bytes per scale), then `ql` and `qh` as 48 pieces
+//! placed in the order the one-token kernels read them (`BlockQ6Kx16`): the runs as a pass over
+//! two sub-block pairs meets them. In row order the decode jumped back and forth
 //! inside each 3360-byte block and the hardware prefetchers lost the stream.
 
 use crate::types::{
@@ -140,14 +140,15 @@ impl Scheme {
         2 * self.nf * GROUP + if self.qh { QH_BYTES } else { 0 }
     }
 
-    /// Where source piece `p` (4 quant bytes of a row-major block) lies among the group
-    /// block's pieces: in order, but for `q6_k`'s read order.
+    /// Where quant byte `q` of row `lane`'s row-major block lies after the group block's f16
+    /// fields and masks: in 4-byte pieces in order, but for `q6_k`'s read order and its scales
+    /// (`BlockQ6Kx16`).
     #[inline]
-    fn slot(self, p: usize) -> usize {
-        if self.tail {
-            q6_slot(p)
-        } else {
-            p
+    fn place(self, q: usize, lane: usize) -> usize {
+        match (self.tail, q) {
+            (true, Q6_SCALES..) => (q - Q6_SCALES) * GROUP + lane,
+            (true, _) => q6_slot(q / 4) * 4 * GROUP + lane * 4 + q % 4,
+            (false, _) => (q / 4) * 4 * GROUP + lane * 4 + q % 4,
         }
     }
 
@@ -167,7 +168,7 @@ impl Scheme {
         }
         let at = self.pieces();
         for (q, &byte) in src[quants].iter().enumerate() {
-            blk[at + self.slot(q / 4) * 4 * GROUP + lane * 4 + q % 4] = byte;
+            blk[at + self.place(q, lane)] = byte;
         }
     }
 
@@ -188,7 +189,7 @@ impl Scheme {
         }
         let at = self.pieces();
         for (q, o) in dst[quants].iter_mut().enumerate() {
-            *o = blk[at + self.slot(q / 4) * 4 * GROUP + lane * 4 + q % 4];
+            *o = blk[at + self.place(q, lane)];
         }
     }
 }
@@ -341,11 +342,12 @@ blocks! {
     }
 }
 
-/// Super-block `b` of 16 interleaved `q6_k` rows: the 16 `d` first, then the rest of each
-/// row's super-block as 4-byte pieces in the order the one-token kernels read them (so that
-/// the hardware prefetchers follow one forward stream): the 16 signed 8-bit scales (4 pieces),
-/// then six runs of 8 pieces, `ql` 0–7, `qh` 0–7, `ql` 8–15, `ql` 16–23, `qh` 8–15, `ql` 24–31
-/// (`ql(r)`, `qh(n)`).
+/// Super-block `b` of 16 interleaved `q6_k` rows: the 16 `d` first, then the 16 rows' signed
+/// 8-bit scales by scale (`scales[16j + r]` is row `r`'s scale `j`, so one sign-extending load
+/// gives a half sub-block's scale in every row's lane), then the quants as 4-byte pieces in the
+/// order the one-token kernels read them (so that the hardware prefetchers follow one forward
+/// stream): six runs of 8 pieces, `ql` 0–7, `qh` 0–7, `ql` 8–15, `ql` 16–23, `qh` 8–15, `ql`
+/// 24–31 (`ql(r)`, `qh(n)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub struct BlockQ6Kx16 {
@@ -371,16 +373,20 @@ impl BlockQ6Kx16 {
     pub fn qh(&self, n: usize) -> &[u8; Q6_RUN] {
         &self.runs[Q6_RUNS[4 + n]]
     }
+    /// Scale `j` (of 16-value half `j`) of the 16 rows, row order.
+    #[inline(always)]
+    pub fn scale(&self, j: usize) -> &[u8; GROUP] {
+        self.scales[GROUP * j..][..GROUP].try_into().expect("16 bytes")
+    }
 }
 
-/// The piece slot (after the f16 `d`) of source piece `p` of a row-major `q6_k` block (`ql`
-/// 0–31, `qh` 32–47, scales 48–51).
+/// Where a row-major `q6_k` block's scales start (after `ql` and `qh`).
+const Q6_SCALES: usize = QK_K / 2 + QK_K / 4;
+
+/// The piece slot (after the f16 `d`; slots 0–3 hold the scales) of quant piece `p` of a
+/// row-major `q6_k` block (`ql` 0–31, `qh` 32–47).
 const fn q6_slot(p: usize) -> usize {
-    if p >= 48 {
-        p - 48
-    } else {
-        4 + 8 * Q6_RUNS[p / 8] + p % 8
-    }
+    4 + 8 * Q6_RUNS[p / 8] + p % 8
 }
 
 const _: () = assert!(size_of::<BlockQ6Kx16>() == GROUP * size_of::<BlockQ6K>());
@@ -560,14 +566,18 @@ mod tests {
             assert_eq!(one, srow[..dtype.block_bytes()], "{dtype}: lane_block");
             let (q0, h) = (sc.pieces(), sc.head());
             // (piece slot, byte of the row-major block it starts at): in order, but for q6_k's
-            // read order (scales, ql 0–31, qh 0–31, ql 32–95, qh 32–63, ql 96–127).
+            // read order (after its scales: ql 0–31, qh 0–31, ql 32–95, qh 32–63, ql 96–127).
             let places: &[(usize, usize)] = if dtype == DType::Q6K {
-                &[(0, 192), (3, 204), (4, 0), (11, 28), (12, 128), (20, 32), (28, 64), (36, 160), (44, 96), (51, 124)]
+                // Scales by scale: row 17's (lane 1's) scale j at byte 16j + 1 of the scales.
+                for j in 0..16 {
+                    assert_eq!(blk[q0 + 16 * j + 1], srow[192 + j], "{dtype}: scale {j} of lane 1");
+                }
+                &[(4, 0), (11, 28), (12, 128), (20, 32), (28, 64), (36, 160), (44, 96), (51, 124)]
             } else {
                 &[(0, h), (1, h + 4)]
             };
             for &(slot, byte) in places {
-                let at = q0 + 64 * slot + 4;
+                let at = q0 + 64 * slot + 4; // lane 1's 4 bytes of the piece
                 assert_eq!(blk[at..at + 4], srow[byte..byte + 4], "{dtype}: piece slot {slot} of lane 1");
             }
             if sc.qh {

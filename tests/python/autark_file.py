@@ -285,17 +285,18 @@ INTERLEAVED = {
     "q6_k": (1, False, 208, 256),
 }
 TAIL_F16 = {"q6_k"}
-# q6_k's 52 pieces are stored in the order its one-token kernels read them: slot s holds source
-# piece Q6K_ORDER[s] (source pieces: ql 0-31, qh 32-47, scales 48-51).
-Q6K_ORDER = np.r_[48:52, 0:8, 32:40, 8:16, 16:24, 40:48, 24:32]
+# q6_k's group block: the 16 d, then the 16 rows' scales by scale (byte 16j + row is the row's
+# scale j), then the 48 pieces of ql and qh in the order its one-token kernels read them: slot s
+# holds source piece Q6K_ORDER[s] (source pieces: ql 0-31, qh 32-47).
+Q6K_ORDER = np.r_[0:8, 32:40, 8:16, 16:24, 40:48, 24:32]
 
 
 def deinterleave(dtype: str, stored: bytes, shape) -> bytes:
     """Row-major block bytes of a layout-1 matrix (FORMAT.md "Layouts"): per group of 16 rows
     and column block b, the 16 rows' f16 fields (field by field), for q5 the fifth bits as 8
     64-bit masks (mask 2k + h: bit 4·row + i is bit 16h + 4k + i of that row's qh), then the
-    quant bytes in 4-byte pieces, piece k of rows 0..15 before piece k + 1 (q6_k's in
-    Q6K_ORDER)."""
+    quant bytes in 4-byte pieces, piece k of rows 0..15 before piece k + 1 (q6_k: its scales
+    by scale, then its ql and qh pieces in Q6K_ORDER)."""
     nf, five, q, qk = INTERLEAVED[dtype]
     rows, cols = int(shape[0]), int(shape[1])
     g, nb = rows // 16, cols // qk
@@ -307,10 +308,14 @@ def deinterleave(dtype: str, stored: bytes, shape) -> bytes:
         bits = np.unpackbits(a[:, :, 32 * nf : 32 * nf + m], axis=2, bitorder="little")
         bits = bits.reshape(g, nb, 4, 2, 16, 4).transpose(0, 4, 1, 3, 2, 5).reshape(g, 16, nb, 32)
         parts.append(np.packbits(bits, axis=3, bitorder="little"))
-    pieces = a[:, :, 32 * nf + m :].reshape(g, nb, q // 4, 16, 4)
     if dtype == "q6_k":
-        pieces = pieces[:, :, np.argsort(Q6K_ORDER)]
-    quants = pieces.transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, q)
+        scales = a[:, :, 32 : 32 + 256].reshape(g, nb, 16, 16).transpose(0, 3, 1, 2)
+        pieces = a[:, :, 32 + 256 :].reshape(g, nb, 48, 16, 4)[:, :, np.argsort(Q6K_ORDER)]
+        ql_qh = pieces.transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, 192)
+        quants = np.concatenate([ql_qh, scales], axis=3)
+    else:
+        pieces = a[:, :, 32 * nf + m :].reshape(g, nb, q // 4, 16, 4)
+        quants = pieces.transpose(0, 3, 1, 2, 4).reshape(g, 16, nb, q)
     parts.append(quants)
     if dtype in TAIL_F16:
         parts = [quants, fields]
@@ -332,10 +337,13 @@ def interleave(dtype: str, raw: bytes, shape) -> bytes:
         bits = np.unpackbits(a[:, :, :, 2 * nf : head], axis=3, bitorder="little")
         bits = bits.reshape(g, 16, nb, 2, 4, 4).transpose(0, 2, 4, 3, 1, 5).reshape(g, nb, 512)
         parts.append(np.packbits(bits, axis=2, bitorder="little"))
-    pieces = a[:, :, :, head:].reshape(g, 16, nb, q // 4, 4).transpose(0, 2, 3, 1, 4)
     if dtype == "q6_k":
-        pieces = pieces[:, :, Q6K_ORDER]
-    quants = pieces.reshape(g, nb, 16 * q)
+        scales = a[:, :, :, head + 192 :].transpose(0, 2, 3, 1).reshape(g, nb, 256)
+        pieces = a[:, :, :, head : head + 192].reshape(g, 16, nb, 48, 4).transpose(0, 2, 3, 1, 4)
+        quants = np.concatenate([scales, pieces[:, :, Q6K_ORDER].reshape(g, nb, 3072)], axis=2)
+    else:
+        pieces = a[:, :, :, head:].reshape(g, 16, nb, q // 4, 4).transpose(0, 2, 3, 1, 4)
+        quants = pieces.reshape(g, nb, 16 * q)
     parts.append(quants)
     return np.concatenate(parts, axis=2).tobytes()
 

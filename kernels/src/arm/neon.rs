@@ -634,12 +634,14 @@ macro_rules! neon_bodies {
                         for (b, bw) in wg.iter().enumerate() {
                             let d = quad_f16(&bw.d, quad);
                             // SAFETY (all piece reads): the fields hold whole pieces.
-                            let s = [0, 1, 2, 3].map(|p| vreinterpretq_s32_u8(quad_u8(bw.scales.as_ptr().add(64 * p), quad)));
+                            // Scale j of the quad's 4 rows, sign-extended to 32 bits.
+                            let scale = |j: usize| {
+                                let b = u32::from_le_bytes(bw.scale(j)[4 * quad..][..4].try_into().expect("4 bytes"));
+                                vmovl_s16(vget_low_s16(vmovl_s8(vcreate_s8(b as u64))))
+                            };
                             for i in 0..8 {
                                 let (n, k) = (i / 4, i % 4);
-                                let sp = s[2 * n + k / 2];
-                                let byte = |b: usize| vshrq_n_s32::<24>(vshlq_s32(sp, vdupq_n_s32(24 - 8 * b as i32)));
-                                let (sc0, sc1) = (byte(2 * (k % 2)), byte(2 * (k % 2) + 1));
+                                let (sc0, sc1) = (scale(2 * i), scale(2 * i + 1));
                                 let ql = bw.ql(2 * n + (k & 1)).as_ptr();
                                 let qh = bw.qh(n).as_ptr();
                                 let mut x = [vdupq_n_s8(0); 8];

@@ -547,6 +547,18 @@ unsafe fn gemm_kx16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mu
 
 // ---- interleaved q6_k: 8 rows per register -------------------------------------------------------
 
+/// Scales `j` and `j + dj` of rows `8h..8h + 8` side by side in each row's 32-bit lane as
+/// sign-extended 16-bit values (`dj = 0`: scale `j` twice), the `vpmaddwd` weights of a lane's
+/// two 16-bit sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q6_scale_pair(blk: &BlockQ6Kx16, j: usize, dj: usize, h: usize) -> __m256i {
+    // SAFETY: `scale(j)` and `scale(j + dj)` are 16 bytes and h < 2, so the 8 bytes at 8h lie
+    // inside them.
+    let at = |j: usize| unsafe { _mm_loadl_epi64(blk.scale(j).as_ptr().add(8 * h) as *const __m128i) };
+    _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(at(j), at(j + dj)))
+}
+
 /// Rows `8h..8h + 8` of a group (blocks `w[..nb / 8]`) × T tokens into `out[t * stride..][..8]`:
 /// the 6-bit values (0..63) from 8 `ql` and 8 `qh` pieces per activation block; `vpmaddubsw`
 /// pair sums added in i16 over 2 pieces (at most 2 · 2 · 63 · 128 = 32256), each 16-value
@@ -573,25 +585,17 @@ unsafe fn q6half_x<const T: usize>(
         let mut acc = [_mm256_setzero_ps(); T];
         for (b, blk) in w[..nb / 8].iter().enumerate() {
             let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.d[8 * h..].as_ptr() as *const __m128i));
-            // SAFETY (all loads below): the fields hold 32 (ql), 16 (qh) and 4 (scales) pieces
-            // of 64 bytes; the piece indices stay inside them; h < 2.
-            let s =
-                [0, 1, 2, 3].map(|p| _mm256_loadu_si256(blk.scales.as_ptr().add(64 * p + 32 * h) as *const __m256i));
+            // SAFETY (all loads below): the runs hold 8 pieces of 64 bytes, a scale 16 bytes;
+            // the piece indices stay inside them; h < 2.
             for i in 0..8 {
                 if h == 0 {
                     crate::x86::prefetch_next(blk, i, 8, 0);
                 }
                 let (n, k) = (i / 4, i % 4);
-                let sp = s[2 * n + k / 2];
-                let byte =
-                    |j: usize| _mm256_srai_epi32::<24>(_mm256_sllv_epi32(sp, _mm256_set1_epi32(24 - 8 * j as i32)));
-                let (sc0, sc1) = (byte(2 * (k % 2)), byte(2 * (k % 2) + 1));
                 // Each half's scale in both 16-bit halves of its row's lane (the `vpmaddwd`
-                // weights of that half's pair sums), and (sc0, sc1) for the offset term.
-                let lo16 = |v: __m256i| _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
-                let s0 = _mm256_or_si256(lo16(sc0), _mm256_slli_epi32::<16>(sc0));
-                let s1 = _mm256_or_si256(lo16(sc1), _mm256_slli_epi32::<16>(sc1));
-                let s01 = _mm256_or_si256(lo16(sc0), _mm256_slli_epi32::<16>(sc1));
+                // weights of that half's pair sums), and the two side by side for the offset term.
+                let (s0, s1) = (q6_scale_pair(blk, 2 * i, 0, h), q6_scale_pair(blk, 2 * i + 1, 0, h));
+                let s01 = q6_scale_pair(blk, 2 * i, 1, h);
                 let ql = blk.ql(2 * n + (k & 1)).as_ptr().add(32 * h);
                 let qh = blk.qh(n).as_ptr().add(32 * h);
                 let mut x = [_mm256_setzero_si256(); 8];
@@ -654,32 +658,16 @@ unsafe fn q6decode_x16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [
     // SAFETY: the caller upholds the `# Safety` contract above.
     unsafe {
         let (low, high) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
-        let lo16 = |v: __m256i| _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
         let mut acc = [_mm256_setzero_ps(); 2];
         for (b, blk) in w[..nb / 8].iter().enumerate() {
             for n in 0..2 {
                 let ab: [&BlockQ8A; 4] = std::array::from_fn(|k| &a[8 * b + 4 * n + k]);
-                // Per half and sub-block k: the 16-value halves' scales as `vpmaddwd` weights
-                // (sc0, sc1), and (sc0, sc1) together for the offset term (as in `q6half_x`).
-                let mut sc = [[[_mm256_setzero_si256(); 2]; 4]; 2];
-                let mut s01 = [[_mm256_setzero_si256(); 4]; 2];
-                for hh in 0..2 {
-                    for k in 0..4 {
-                        // SAFETY (caller): the scales hold 4 pieces of 64 bytes; 2n + k/2 < 4.
-                        let sp = _mm256_loadu_si256(
-                            blk.scales.as_ptr().add(64 * (2 * n + k / 2) + 32 * hh) as *const __m256i
-                        );
-                        let byte = |j: usize| {
-                            _mm256_srai_epi32::<24>(_mm256_sllv_epi32(sp, _mm256_set1_epi32(24 - 8 * j as i32)))
-                        };
-                        let (sc0, sc1) = (byte(2 * (k % 2)), byte(2 * (k % 2) + 1));
-                        sc[hh][k] = [
-                            _mm256_or_si256(lo16(sc0), _mm256_slli_epi32::<16>(sc0)),
-                            _mm256_or_si256(lo16(sc1), _mm256_slli_epi32::<16>(sc1)),
-                        ];
-                        s01[hh][k] = _mm256_or_si256(lo16(sc0), _mm256_slli_epi32::<16>(sc1));
-                    }
-                }
+                // Sub-block k's half scales j = 2(4n + k) + half of rows 8hh.., as `vpmaddwd`
+                // weights (each scale in both 16-bit halves of its row's lane, for the half's
+                // pair sums; or the two half scales side by side, for the offset term), built
+                // where they are used (two instructions from the scale bytes; as in `q6half_x`).
+                let sc = |hh: usize, k: usize, half: usize| q6_scale_pair(blk, 2 * (4 * n + k) + half, 0, hh);
+                let s01 = |hh: usize, k: usize| q6_scale_pair(blk, 2 * (4 * n + k), 1, hh);
                 let mut sum = [[_mm256_setzero_si256(); 4]; 2];
                 for kp in 0..2 {
                     // A quarter of the block PREFETCH_AHEAD blocks on, into L2.
@@ -723,7 +711,7 @@ unsafe fn q6decode_x16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [
                                     _mm256_maddubs_epi16(x[1][s], y[1]),
                                 );
                                 // sc · (pair sums): at most 128 · 2 · 32256 per lane.
-                                sum[k] = _mm256_add_epi32(sum[k], _mm256_madd_epi16(pair, sc[hh][k][kk / 4]));
+                                sum[k] = _mm256_add_epi32(sum[k], _mm256_madd_epi16(pair, sc(hh, k, kk / 4)));
                             }
                         }
                     }
@@ -734,7 +722,7 @@ unsafe fn q6decode_x16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [
                         // − 32 · (sc0 · a0 + sc1 · a1), a0 and a1 the halves' activation sums.
                         let a0 = crate::x86::sum16(&ab.qs);
                         let a01 = _mm256_set1_epi32((a0 & 0xFFFF) | ((ab.sum - a0) << 16));
-                        let sum = _mm256_sub_epi32(*sum, _mm256_slli_epi32::<5>(_mm256_madd_epi16(s01[hh][k], a01)));
+                        let sum = _mm256_sub_epi32(*sum, _mm256_slli_epi32::<5>(_mm256_madd_epi16(s01(hh, k), a01)));
                         *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(d, _mm256_set1_ps(ab.d)), *acc);
                     }
                 }

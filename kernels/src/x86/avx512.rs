@@ -395,15 +395,15 @@ unsafe fn gemm_kx16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &mu
 // and the two signed 8-bit half scales (sign-extended per lane from the scale pieces) are
 // applied in integers (exact), as the scalar twin: then one FMA.
 
-/// Sub-block `4n + k`'s two signed 8-bit half scales of each of the 16 rows, sign-extended to
-/// 32 bits: scales 8n + 2k and 8n + 2k + 1 of a row lie in scale piece 2n + k/2, bytes 2(k%2)
-/// and 2(k%2) + 1 of its lane.
+/// Sub-block `sb`'s two signed 8-bit half scales (scales `2sb`, `2sb + 1`) of each of the 16
+/// rows, sign-extended to 32 bits: one load each (the group block keeps a scale's 16 rows side
+/// by side).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn q6_scales(s: &[__m512i; 4], n: usize, k: usize) -> (__m512i, __m512i) {
-    let sp = s[2 * n + k / 2];
-    let byte = |j: usize| _mm512_srai_epi32::<24>(_mm512_sllv_epi32(sp, _mm512_set1_epi32(24 - 8 * j as i32)));
-    (byte(2 * (k % 2)), byte(2 * (k % 2) + 1))
+fn q6_scales(blk: &BlockQ6Kx16, sb: usize) -> (__m512i, __m512i) {
+    // SAFETY: `scale(j)` is 16 bytes.
+    let at = |j: usize| unsafe { _mm512_cvtepi8_epi32(_mm_loadu_si128(blk.scale(j).as_ptr() as *const __m128i)) };
+    (at(2 * sb), at(2 * sb + 1))
 }
 
 /// One token's exact integer sum for a sub-block of 16 rows: Σ over both halves of scale ·
@@ -447,14 +447,13 @@ unsafe fn q6group_x<const T: usize>(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize
         let mut acc = [_mm512_setzero_ps(); T];
         for (b, blk) in w[..nb / 8].iter().enumerate() {
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
-            // SAFETY (all loads below): the fields hold 32 (ql), 16 (qh) and 4 (scales) pieces
-            // of 64 bytes; the piece indices stay inside them.
-            let s = [0, 1, 2, 3].map(|p| _mm512_loadu_si512(blk.scales.as_ptr().add(64 * p) as *const _));
+            // SAFETY (all loads below): the runs hold 8 pieces of 64 bytes; the piece indices
+            // stay inside them.
             for i in 0..8 {
                 // As in `kgroup_x`: an eighth of the block four ahead into L2 per sub-block.
                 crate::x86::prefetch_next(blk, i, 8, 0);
                 let (n, k) = (i / 4, i % 4);
-                let sc = q6_scales(&s, n, k);
+                let sc = q6_scales(blk, i);
                 let ql = blk.ql(2 * n + (k & 1)).as_ptr();
                 let qh = blk.qh(n).as_ptr();
                 let mut x = [_mm512_setzero_si512(); 8];
@@ -507,7 +506,6 @@ unsafe fn q6decode_x(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f3
         for (b, blk) in w[..nb / 8].iter().enumerate() {
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
             // SAFETY (all loads below): as in `q6group_x`.
-            let s = [0, 1, 2, 3].map(|p| _mm512_loadu_si512(blk.scales.as_ptr().add(64 * p) as *const _));
             let fma = |acc: __m512, sum: __m512i, i: usize| {
                 _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(d, _mm512_set1_ps(a[8 * b + i].d)), acc)
             };
@@ -536,13 +534,13 @@ unsafe fn q6decode_x(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f3
                         *x2 = _mm512_ternarylogic_epi32::<0xE4>(_mm512_srli_epi16::<4>(v), h2, low);
                     }
                     // Sub-block k.
-                    acc = fma(acc, q6_sum(&x[0], &a[8 * b + 4 * n + k], q6_scales(&s, n, k)), 4 * n + k);
+                    acc = fma(acc, q6_sum(&x[0], &a[8 * b + 4 * n + k], q6_scales(blk, 4 * n + k)), 4 * n + k);
                     if k == 1 {
                         acc = fma(acc, held, 4 * n + 2);
                     }
                     // Sub-block k + 2.
                     crate::x86::prefetch_next(blk, 4 * n + 2 * k + 1, 8, 0);
-                    let sum = q6_sum(&x[1], &a[8 * b + 4 * n + k + 2], q6_scales(&s, n, k + 2));
+                    let sum = q6_sum(&x[1], &a[8 * b + 4 * n + k + 2], q6_scales(blk, 4 * n + k + 2));
                     if k == 0 {
                         held = sum;
                     } else {
