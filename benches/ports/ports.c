@@ -6,42 +6,16 @@
  *
  *   gcc -O2 -o /tmp/ports benches/ports/ports.c && /tmp/ports 3.6
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
+#include "harness.h"
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-#define IT 20000000L
-static int mem[64] __attribute__((aligned(64)));
-static double ghz = 3.6;
-
-/* Runs BODY four times per iteration; returns cycles per BODY (best of 5). ymm13 = bytes of 1,
- * ymm14 = all ones, ymm11/ymm12 = 0.0f; ymm8-ymm10 accumulate. */
+/* ymm13 = bytes of 1, ymm14 = all ones, ymm11/ymm12 = 0.0f; ymm8-ymm10 accumulate. */
 #define RUN(name, BODY)                                                                          \
-    static double name(void) {                                                                   \
-        double best = 1e9;                                                                       \
-        for (int r = 0; r < 5; r++) {                                                            \
-            long n = IT;                                                                         \
-            double t = now();                                                                    \
-            __asm__ volatile("vpcmpeqb %%ymm14,%%ymm14,%%ymm14\n vpabsb %%ymm14,%%ymm13\n"       \
-                             "vxorps %%ymm12,%%ymm12,%%ymm12\n vxorps %%ymm11,%%ymm11,%%ymm11\n" \
-                             "vpxor %%ymm8,%%ymm8,%%ymm8\n vpxor %%ymm9,%%ymm9,%%ymm9\n"         \
-                             "vpxor %%ymm10,%%ymm10,%%ymm10\n"                                   \
-                             "1:\n" BODY BODY BODY BODY "dec %0\n jnz 1b\n"                      \
-                             : "+r"(n) : "r"(mem)                                                \
-                             : "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",  \
-                               "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13",       \
-                               "xmm14", "xmm15");                                                \
-            t = now() - t;                                                                       \
-            if (t < best) best = t;                                                              \
-        }                                                                                        \
-        return best / (IT * 4.0) * ghz * 1e9;                                                    \
-    }
+    RUN_INIT(name,                                                                               \
+             "vpcmpeqb %%ymm14,%%ymm14,%%ymm14\n vpabsb %%ymm14,%%ymm13\n"                       \
+             "vxorps %%ymm12,%%ymm12,%%ymm12\n vxorps %%ymm11,%%ymm11,%%ymm11\n"                 \
+             "vpxor %%ymm8,%%ymm8,%%ymm8\n vpxor %%ymm9,%%ymm9,%%ymm9\n"                         \
+             "vpxor %%ymm10,%%ymm10,%%ymm10\n",                                                  \
+             BODY)
 
 /* Four independent vpmaddubsw, then two of the instruction under test. */
 #define M4 "vpmaddubsw %%ymm13,%%ymm14,%%ymm0\n vpmaddubsw %%ymm13,%%ymm14,%%ymm1\n" \

@@ -1,42 +1,16 @@
 /* Which 512-bit instructions of the AVX-512 q6_k decode compete with `vpdpbusd` for execution
  * ports, and how many of each issue per cycle (ports.c's method for AVX2: loops of independent
- * instructions in inline assembly, timed, at the clock given as the first argument in GHz, default
- * 3.6; no PMU needed). Used for BENCHMARKS.md ("q6_k scales by scale", issue 23).
+ * instructions in inline assembly, `harness.h`, timed, at the clock given as the first argument
+ * in GHz, default 3.6; no PMU needed). Used for BENCHMARKS.md ("q6_k scales by scale", issue 23).
  *
  *   gcc -O2 -o /tmp/ports512 benches/ports/ports512.c && /tmp/ports512 3.6
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
+#include "harness.h"
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-#define IT 20000000L
-static int mem[64] __attribute__((aligned(64)));
-static double ghz = 3.6;
-
-/* Runs BODY four times per iteration; returns cycles per BODY (best of 5). zmm13 = bytes of 1,
- * zmm14 = all ones; zmm0-zmm3 accumulate (`vpdpbusd`, FMA), zmm4-zmm7 take the others. */
-#define RUN(name, BODY)                                                                          \
-    static double name(void) {                                                                   \
-        double best = 1e9;                                                                       \
-        for (int r = 0; r < 5; r++) {                                                            \
-            long n = IT;                                                                         \
-            double t = now();                                                                    \
-            __asm__ volatile("vpternlogd $0xff,%%zmm14,%%zmm14,%%zmm14\n vpabsb %%zmm14,%%zmm13\n" \
-                             "1:\n" BODY BODY BODY BODY "dec %0\n jnz 1b\n"                      \
-                             : "+r"(n) : "r"(mem)                                                \
-                             : "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",  \
-                               "xmm7", "xmm13", "xmm14");                                        \
-            t = now() - t;                                                                       \
-            if (t < best) best = t;                                                              \
-        }                                                                                        \
-        return best / (IT * 4.0) * ghz * 1e9;                                                    \
-    }
+/* zmm13 = bytes of 1, zmm14 = all ones; zmm0-zmm3 accumulate (`vpdpbusd`, FMA), zmm4-zmm7 take
+ * the others. */
+#define RUN(name, BODY) \
+    RUN_INIT(name, "vpternlogd $0xff,%%zmm14,%%zmm14,%%zmm14\n vpabsb %%zmm14,%%zmm13\n", BODY)
 
 #define X4(op) op " %%zmm13,%%zmm14,%%zmm4\n " op " %%zmm13,%%zmm14,%%zmm5\n " \
                op " %%zmm13,%%zmm14,%%zmm6\n " op " %%zmm13,%%zmm14,%%zmm7\n"
