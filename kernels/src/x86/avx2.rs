@@ -384,7 +384,7 @@ unsafe fn khalf_x<B: KGroupBlock, const T: usize>(
                 if h == 0 {
                     // The first half reads the block first: an eighth of it four blocks ahead
                     // into L2 per sub-block (as the AVX-512 K kernels).
-                    crate::x86::prefetch_next(blk, j, 8, 0);
+                    crate::x86::prefetch_next(blk, j, 8, crate::x86::PREFETCH_AHEAD);
                 }
                 let (sc, m) = scale_min_x8(&s, j);
                 let dsc = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
@@ -462,7 +462,7 @@ unsafe fn kdecode_x16<B: KGroupBlock>(w: &[B], a: &[BlockQ8A], nb: usize, out: &
             let qs = blk.qs().as_ptr();
             for m in 0..4 {
                 // A quarter of the block PREFETCH_AHEAD blocks on, into L2 (BENCHMARKS.md, issue 23).
-                crate::x86::prefetch_next(blk, m, 4, 0);
+                crate::x86::prefetch_next(blk, m, 4, crate::x86::PREFETCH_AHEAD);
                 let ab = [&a[8 * b + 2 * m], &a[8 * b + 2 * m + 1]];
                 let qa = ab.map(|ab| ab.qs.as_ptr() as *const i32);
                 // [half][sub-block 2m + s]: i32 sums, and the i16 pair sums since the last widening.
@@ -589,7 +589,7 @@ unsafe fn q6half_x<const T: usize>(
             // the piece indices stay inside them; h < 2.
             for i in 0..8 {
                 if h == 0 {
-                    crate::x86::prefetch_next(blk, i, 8, 0);
+                    crate::x86::prefetch_next(blk, i, 8, crate::x86::PREFETCH_AHEAD);
                 }
                 let (n, k) = (i / 4, i % 4);
                 // Each half's scale in both 16-bit halves of its row's lane (the `vpmaddwd`
@@ -671,7 +671,7 @@ unsafe fn q6decode_x16(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [
                 let mut sum = [[_mm256_setzero_si256(); 4]; 2];
                 for kp in 0..2 {
                     // A quarter of the block PREFETCH_AHEAD blocks on, into L2.
-                    crate::x86::prefetch_next(blk, 2 * n + kp, 4, 0);
+                    crate::x86::prefetch_next(blk, 2 * n + kp, 4, crate::x86::PREFETCH_AHEAD);
                     let ks = [kp, kp + 2];
                     let qa = ks.map(|k| ab[k].qs.as_ptr() as *const i32);
                     let ql = blk.ql(2 * n + kp).as_ptr();

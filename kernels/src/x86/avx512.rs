@@ -326,7 +326,7 @@ unsafe fn kgroup_x<B: KGroupBlock, const T: usize>(w: &[B], a: &[BlockQ8A], nb: 
                     // sub-block (as the q6_k decode; 8 sequences on 1B shapes, q4_k, Zen 4:
                     // 41–46 → 63–66 t/s). One-token decode reads these blocks in memory
                     // order and measured slower with it (BENCHMARKS.md).
-                    crate::x86::prefetch_next(blk, j, 8, 0);
+                    crate::x86::prefetch_next(blk, j, 8, crate::x86::PREFETCH_AHEAD);
                 }
                 let (sc, m) = scale_min_x16(&s, j);
                 let dsc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
@@ -451,7 +451,7 @@ unsafe fn q6group_x<const T: usize>(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize
             // stay inside them.
             for i in 0..8 {
                 // As in `kgroup_x`: an eighth of the block four ahead into L2 per sub-block.
-                crate::x86::prefetch_next(blk, i, 8, 0);
+                crate::x86::prefetch_next(blk, i, 8, crate::x86::PREFETCH_AHEAD);
                 let (n, k) = (i / 4, i % 4);
                 let sc = q6_scales(blk, i);
                 let ql = blk.ql(2 * n + (k & 1)).as_ptr();
@@ -484,14 +484,19 @@ unsafe fn q6group_x<const T: usize>(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize
     }
 }
 
+/// Group blocks ahead for the q6_k decode's prefetch (`x86::prefetch_next`): two, where the
+/// other decodes take four (1B shapes, AMD Zen 4, one thread: 23.5–25.5 t/s against 21.1–22.0).
+const Q6_DECODE_AHEAD: usize = 2;
+
 /// `q6group_x` for one token (decode), streaming the matrix: sub-blocks k and k + 2 of each
 /// half n read the same `ql` bytes (low and high nibbles) and `qh` bytes (bits 2k, 2k + 1 and
 /// 2k + 4, 2k + 5), so one pass unpacks both. Sub-block 2's exact sum waits until sub-block 1's
 /// FMA, so the FMAs run in sub-block order, as the scalar twin's. The group block's pieces lie
-/// in this read order (`BlockQ6Kx16`; in row order decode ran 6–8 % slower on 1B shapes). It
-/// prefetches the block four ahead into L2 in eighths in memory order (`prefetch_next`), one
-/// eighth before each sub-block's product (without it decode ran at half the speed even in read
-/// order, on AMD Zen 4); issued two at a time at a pass's start, decode ran a third slower.
+/// in this read order (`BlockQ6Kx16`; in row order decode ran up to 6 % slower on 1B shapes). It
+/// prefetches the block two ahead (`Q6_DECODE_AHEAD`) into L2 in eighths in memory order
+/// (`prefetch_next`), one eighth before each sub-block's product (without it decode ran at half
+/// the speed even in read order, on AMD Zen 4); issued two at a time at a pass's start, decode
+/// ran a third slower.
 /// On Llama-3.2-1B shapes it decodes 13 % faster than a pass per sub-block (BENCHMARKS.md).
 ///
 /// # Safety
@@ -512,7 +517,7 @@ unsafe fn q6decode_x(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f3
             for n in 0..2 {
                 let mut held = _mm512_setzero_si512();
                 for k in 0..2 {
-                    crate::x86::prefetch_next(blk, 4 * n + 2 * k, 8, 0);
+                    crate::x86::prefetch_next(blk, 4 * n + 2 * k, 8, Q6_DECODE_AHEAD);
                     let ql = blk.ql(2 * n + k).as_ptr();
                     let qh = blk.qh(n).as_ptr();
                     let mut x = [[_mm512_setzero_si512(); 8]; 2];
@@ -539,7 +544,7 @@ unsafe fn q6decode_x(w: &[BlockQ6Kx16], a: &[BlockQ8A], nb: usize, out: &mut [f3
                         acc = fma(acc, held, 4 * n + 2);
                     }
                     // Sub-block k + 2.
-                    crate::x86::prefetch_next(blk, 4 * n + 2 * k + 1, 8, 0);
+                    crate::x86::prefetch_next(blk, 4 * n + 2 * k + 1, 8, Q6_DECODE_AHEAD);
                     let sum = q6_sum(&x[1], &a[8 * b + 4 * n + k + 2], q6_scales(blk, 4 * n + k + 2));
                     if k == 0 {
                         held = sum;

@@ -34,41 +34,32 @@ fn f16_to_f32(bits: u16) -> f32 {
 }
 
 /// Group blocks between the block a decode step reads and the block `prefetch_next` fetches.
-const PREFETCH_AHEAD: usize = 4;
+pub(crate) const PREFETCH_AHEAD: usize = 4;
 
 /// Decode streams each matrix once: prefetch part `i` of `n` of the cache lines of the block
-/// `PREFETCH_AHEAD` blocks after `blk`, one part per sub-block, into the L2 cache (`T1`). The
-/// 16-row q6_k blocks (3360 bytes) are read in an order the hardware prefetchers do not follow
-/// (the scales at the end, then per sub-block pieces of two streams, `ql` and `qh`, some
-/// twice): without a prefetch q6_k decode of a model larger than the cache ran at half the
-/// speed. Into L1 (`T0`) and one block ahead it ran at 53 % of the read bandwidth; into L2 and
-/// four blocks ahead (13 KB, about half a microsecond of decode) at 70 % on AMD Zen 5, because
-/// an L1 prefetch holds one of the core's few L1 miss buffers for the whole memory latency
-/// (BENCHMARKS.md, "q6_k prefetch into L2"). All lines of a block at once was slower; the
-/// q4_k / q5_k blocks, read in order, lost up to 8 % with the L1 form; the AVX2 q4_k / q5_k
-/// decode (`avx2::kdecode_x16`, a quarter per sub-block pair) gained 41 % / 35 % with this one
-/// on AMD Zen 3, where its compute per byte is higher than AVX-512's, and the one-pass AVX2 q6_k
-/// decode uses it too. (The group kernels' small blocks, read in order, take whole blocks into L2
-/// in their passes of several tokens instead, `prefetch_block`; their one-token decode has none.)
-/// The K-quant and q6_k passes of several tokens use it per
+/// `ahead` blocks after `blk` (`PREFETCH_AHEAD` but for the AVX-512 q6_k decode), one part per
+/// sub-block, into the L2 cache (`T1`). The hardware prefetchers do not follow the 16-row q6_k
+/// blocks (3360 bytes) even in format 1.3's read order: without a prefetch q6_k decode of a model
+/// larger than the cache runs at half the speed. Into L1 (`T0`) and one block ahead it ran at 53 %
+/// of the read bandwidth; into L2 and four blocks ahead (13 KB, about half a microsecond of
+/// decode) at 70 % on AMD Zen 5, because an L1 prefetch holds one of the core's few L1 miss
+/// buffers for the whole memory latency (BENCHMARKS.md, "q6_k prefetch into L2"); on Zen 4 with
+/// 2 MiB mappings two blocks ahead read 6–17 % faster than four for the AVX-512 q6_k decode (one
+/// block: 20 % slower; three: no gain) and no differently for the others. All lines of a block at
+/// once was slower; the q4_k / q5_k blocks, read in order, lost up to 8 % with the L1 form; the
+/// AVX2 q4_k / q5_k decode (`avx2::kdecode_x16`, a quarter per sub-block pair) gained 41 % / 35 %
+/// with this one on AMD Zen 3, where its compute per byte is higher than AVX-512's, and the
+/// one-pass AVX2 q6_k decode uses it too. (The group kernels' small blocks, read in order, take
+/// whole blocks into L2 in their passes of several tokens instead, `prefetch_block`; their
+/// one-token decode has none.) The K-quant and q6_k passes of several tokens use it per
 /// sub-block too (AVX2: the first half's pass), as a step of several sequences streams the
 /// matrix once: 8 sequences on the 1B shapes, Zen 4, AVX-512 q6_k 25 → 54–58 t/s, q4_k and q5_k
 /// +16–31 %, AVX2 −5 to +23 % (BENCHMARKS.md, "Serving"). Past the matrix the addresses may lie
 /// outside it: prefetches never fault.
-///
-/// With `tail > 0`, part 0 also prefetches that block's last `tail` bytes first. The AVX-512
-/// q6_k decode passes its scales (256 bytes), which a block reads first: 8 % faster on Zen 5
-/// with the L1 form (BENCHMARKS.md).
 #[inline(always)]
-pub(crate) fn prefetch_next<B>(blk: &B, i: usize, n: usize, tail: usize) {
+pub(crate) fn prefetch_next<B>(blk: &B, i: usize, n: usize, ahead: usize) {
     let size = std::mem::size_of::<B>();
-    let next = (blk as *const B as *const i8).wrapping_add(PREFETCH_AHEAD * size);
-    if i == 0 {
-        for line in (size - tail..size).step_by(64) {
-            // SAFETY: as below.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(line)) };
-        }
-    }
+    let next = (blk as *const B as *const i8).wrapping_add(ahead * size);
     for line in (i * size / n..(i + 1) * size / n).step_by(64) {
         // SAFETY: a prefetch is a hint: it reads nothing into the program and never faults,
         // whatever the address.
