@@ -47,8 +47,8 @@ pub enum FormatError {
     #[error("file format version {major}.{minor} is newer than this reader ({VERSION_MAJOR}.x); upgrade autark")]
     UnsupportedVersion { major: u16, minor: u16 },
     #[error(
-        "tensor {name}: format {major}.{minor} stored rows16 q6_k pieces in an order this reader no longer \
-         reads (1.3 stores them in the kernels' read order); quantize the source again with `autark quantize`"
+        "tensor {name}: format {major}.{minor} ordered the bytes of rows16 q6_k blocks in a way this reader no \
+         longer reads (1.3 changed it); quantize the source again with `autark quantize`"
     )]
     RetiredLayout { name: String, major: u16, minor: u16 },
     #[error("header field {field} is {got}, expected {expected}")]
